@@ -1,0 +1,149 @@
+"""The user's API: ``App``, ``endpoint`` and ``HealthCheck``.
+
+An App is a class with ``setup()`` and endpoints. Its settings are class attributes or class
+keyword arguments (``class Echo(yurt.App, keep_alive=30)``), validated when the class is created
+so that a mistake surfaces where it was made, not on a runner minutes later.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from yurt.errors import AppDefinitionError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+ENDPOINT_ATTR = "__yurt_endpoint__"
+
+# cloudpickle rebuilds a class as an empty skeleton first and fills it in afterwards, so
+# validation at class creation must stand aside while a payload is being unpickled.
+_unpickling: contextvars.ContextVar[bool] = contextvars.ContextVar("yurt_unpickling", default=False)
+
+
+@contextlib.contextmanager
+def unpickling_apps() -> Iterator[None]:
+    """Within this block, App subclasses are created without validation (payload loading)."""
+    token = _unpickling.set(True)
+    try:
+        yield
+    finally:
+        _unpickling.reset(token)
+
+
+class HealthCheck(BaseModel):
+    """A user health check, attached to one endpoint (``@endpoint(..., health_check=...)``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    start_period_seconds: float = Field(default=30, ge=0)
+    timeout_seconds: float = Field(default=5, gt=0)
+    failure_threshold: int = Field(default=3, ge=1)
+    call_regularly: bool = True
+
+
+@dataclass(frozen=True)
+class EndpointMarker:
+    """What ``@endpoint`` records on a method."""
+
+    path: str
+    is_websocket: bool
+    health_check: HealthCheck | None
+
+
+def endpoint(
+    path: str, *, is_websocket: bool = False, health_check: HealthCheck | None = None
+) -> Callable[[F], F]:
+    """Mark a method as a POST endpoint at ``path``; its one parameter is the JSON body model."""
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise AppDefinitionError(f"endpoint path {path!r} must be a string starting with '/'")
+    if path.startswith("/_yurt"):
+        raise AppDefinitionError(f"endpoint path {path!r}: paths under /_yurt are reserved")
+    normalized = "/" + path.strip("/") if path != "/" else "/"
+
+    def mark(func: F) -> F:
+        setattr(func, ENDPOINT_ATTR, EndpointMarker(normalized, is_websocket, health_check))
+        return func
+
+    return mark
+
+
+def kebab_case(name: str) -> str:
+    """``MyGoodApp`` -> ``my-good-app`` (the default app_name)."""
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "-", name).lower()
+
+
+# Every setting an App may carry, with its default. Names and defaults follow fal's App.
+SETTINGS: dict[str, Any] = {
+    "app_name": None,
+    "app_auth": "public",
+    "machine_type": "CPU",
+    "num_gpus": None,
+    "requirements": [],
+    "min_concurrency": 0,
+    "max_concurrency": 2,
+    "concurrency_buffer": 0,
+    "concurrency_buffer_perc": 0,
+    "scaling_delay": 0.0,
+    "max_multiplexing": 1,
+    "keep_alive": 60.0,
+    "request_timeout": 3600.0,
+    "startup_timeout": 600.0,
+    "termination_grace_period_seconds": 5.0,
+    "skip_retry_conditions": None,
+}
+
+
+class App:
+    """Base class of every yurt App. Override ``setup()``, ``teardown()`` and add endpoints."""
+
+    app_name: ClassVar[str | None] = None
+    app_auth: ClassVar[str] = "public"
+    machine_type: ClassVar[str | list[str]] = "CPU"
+    num_gpus: ClassVar[int | None] = None
+    requirements: ClassVar[list[str]] = []
+    min_concurrency: ClassVar[int] = 0
+    max_concurrency: ClassVar[int] = 2
+    concurrency_buffer: ClassVar[int] = 0
+    concurrency_buffer_perc: ClassVar[int] = 0
+    scaling_delay: ClassVar[float] = 0.0
+    max_multiplexing: ClassVar[int] = 1
+    keep_alive: ClassVar[float] = 60.0
+    request_timeout: ClassVar[float] = 3600.0
+    startup_timeout: ClassVar[float] = 600.0
+    termination_grace_period_seconds: ClassVar[float] = 5.0
+    skip_retry_conditions: ClassVar[list[str] | None] = None
+
+    def __init_subclass__(cls, **settings: Any) -> None:
+        unknown = sorted(set(settings) - set(SETTINGS))
+        if unknown:
+            raise AppDefinitionError(
+                f"{cls.__name__}: unknown App setting(s) {unknown}; "
+                f"known settings are {sorted(SETTINGS)}"
+            )
+        super().__init_subclass__()
+        if _unpickling.get():
+            return
+        if "__init__" in cls.__dict__:
+            raise AppDefinitionError(
+                f"{cls.__name__} overrides __init__; App classes must not: "
+                "use setup() instead (it runs once on each runner before requests arrive)"
+            )
+        for key, value in settings.items():
+            setattr(cls, key, value)
+        # Validate now: a bad class fails where it is written, not on a runner.
+        from yurt.spec import build_spec
+
+        build_spec(cls)
+
+    def setup(self) -> Any:
+        """Load models and other state; runs once per runner before it takes requests."""
+
+    def teardown(self) -> Any:
+        """Release resources; runs once after in-flight requests have drained."""

@@ -1,0 +1,1 @@
+"""Backends own runner lifecycles: the embedded local one and (later) Nomad."""

@@ -1,0 +1,101 @@
+"""The seams between the control plane and whatever runs runners.
+
+``Backend`` starts and stops runners; ``Discovery`` says which are healthy. The router and the
+scheduler see only these, so the local and cluster paths share everything above them.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from yurt.spec import AppSpec
+
+
+class RunnerState(enum.StrEnum):
+    """Where a runner is in its life."""
+
+    PENDING = "PENDING"  # started, port not open yet
+    SETUP = "SETUP"  # port open, setup() running
+    IDLE = "IDLE"  # ready, no request in flight
+    RUNNING = "RUNNING"  # ready, serving
+    DRAINING = "DRAINING"  # told to stop, finishing in-flight work
+    TERMINATED = "TERMINATED"
+    CRASH_BACKOFF = "CRASH_BACKOFF"  # failed before ready; the next start waits
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerEndpoint:
+    """Where a healthy runner answers."""
+
+    runner_id: str
+    host: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerView:
+    """A runner as a backend lists it."""
+
+    runner_id: str
+    app_id: str
+    state: RunnerState
+    host: str
+    port: int
+    pid: int | None
+    started_at: float
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StartFailure:
+    """A runner that ended before it became ready, and why (shown to waiting callers)."""
+
+    app_id: str
+    runner_id: str
+    error_type: str  # "startup_timeout" | "runner_scheduling_failure"
+    detail: str
+
+
+FailureListener = Callable[[StartFailure], None]
+
+
+class Backend(Protocol):
+    """Runs runners for app revisions."""
+
+    async def start(self) -> None:
+        """Begin managing runners."""
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop every runner this backend started and wait for them."""
+
+    async def ensure_app(self, app_id: str, spec: AppSpec, payload: Path) -> None:
+        """Make ``app_id`` known with this spec and payload (idempotent)."""
+
+    async def set_target(self, app_id: str, count: int) -> None:
+        """Keep ``count`` runners of the app alive (starting or ready)."""
+
+    def target(self, app_id: str) -> int:
+        """The runner count last asked for."""
+
+    async def stop_runner(self, app_id: str, runner_id: str, *, reason: str, replace: bool) -> None:
+        """Drain and stop one runner; ``replace`` keeps the target, else it drops by one."""
+
+    def runners(self, app_id: str) -> list[RunnerView]:
+        """The app's runners, live ones and those in crash backoff."""
+
+    def add_failure_listener(self, listener: FailureListener) -> None:
+        """Be told when a runner fails before it became ready."""
+
+
+class Discovery(Protocol):
+    """Which runners of an app are healthy now, and when that changes."""
+
+    def healthy(self, app_id: str) -> list[RunnerEndpoint]:
+        """The healthy runners of an app, now."""
+
+    def watch(self, app_id: str) -> AsyncIterator[list[RunnerEndpoint]]:
+        """Yield the healthy set at once and then each time it changes."""

@@ -1,0 +1,430 @@
+"""The embedded backend: each runner is a subprocess of this process on a free port.
+
+It plays the parts that Nomad and Consul play on a cluster: it keeps the target number of runners
+alive, health-checks them over HTTP (interval, timeout, failure threshold), replaces a runner that
+was ready and died at once, and backs off an app whose runners keep failing before they become
+ready. Healthy runners are published to a ``LocalRegistry``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import structlog
+
+from yurt.backends.base import (
+    FailureListener,
+    RunnerEndpoint,
+    RunnerState,
+    RunnerView,
+    StartFailure,
+)
+from yurt.config import LocalBackendConfig
+from yurt.discovery.local import LocalRegistry
+from yurt.spec import AppSpec
+
+log = structlog.get_logger("yurt.local")
+
+FAILURE_MARK = "yurt-runner-failure:"  # written by yurt.runner as its last stderr line
+LIVE = (RunnerState.PENDING, RunnerState.SETUP, RunnerState.IDLE, RunnerState.RUNNING)
+
+
+@dataclass(eq=False)
+class _Runner:
+    runner_id: str
+    app_id: str
+    port: int
+    log_path: Path
+    started_at: float
+    state: RunnerState = RunnerState.PENDING
+    proc: asyncio.subprocess.Process | None = None
+    ready: bool = False
+    detail: str = ""
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+@dataclass(eq=False)
+class _App:
+    app_id: str
+    spec: AppSpec
+    payload: Path
+    target: int = 0
+    failures: int = 0
+    backoff_until: float = 0.0
+    last_failure: str = ""
+    runners: dict[str, _Runner] = field(default_factory=dict)
+    wakeup: asyncio.TimerHandle | None = None
+
+
+def free_port(host: str) -> int:
+    """A port the OS reports free now (the runner binds it right after)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def read_failure(log_path: Path, returncode: int | None) -> tuple[str, str]:
+    """(error kind, message) from the runner's last failure line, else a generic one."""
+    try:
+        with log_path.open("rb") as f:
+            f.seek(max(0, log_path.stat().st_size - 16384))
+            tail = f.read().decode(errors="replace").splitlines()
+    except OSError:
+        tail = []
+    for line in reversed(tail):
+        if line.startswith(FAILURE_MARK):
+            kind, _, message = line[len(FAILURE_MARK) :].strip().partition(": ")
+            return kind, message
+    return "exited", f"runner exited with code {returncode} before it became ready"
+
+
+class LocalBackend:
+    """Runs runners as local subprocesses (a ``Backend``)."""
+
+    def __init__(self, config: LocalBackendConfig, registry: LocalRegistry, log_dir: Path) -> None:
+        self.config = config
+        self.registry = registry
+        self.log_dir = log_dir
+        self._apps: dict[str, _App] = {}
+        self._listeners: list[FailureListener] = []
+        self._session: aiohttp.ClientSession | None = None
+        self._stopping = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the health checker's HTTP session."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0), raise_for_status=False
+        )
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop every runner and wait until each process has exited."""
+        self._stopping = True
+        runners = [r for a in self._apps.values() for r in a.runners.values()]
+        for app in self._apps.values():
+            if app.wakeup is not None:
+                app.wakeup.cancel()
+        for r in runners:
+            if r.state != RunnerState.TERMINATED:
+                self._terminate(r, "shutdown", grace=grace)
+        # Each runner's first task ends only after its process has exited (or failed to start),
+        # including runners whose process was still being spawned.
+        await asyncio.gather(*(r.tasks[0] for r in runners if r.tasks), return_exceptions=True)
+        for r in runners:
+            for t in r.tasks[1:]:
+                t.cancel()
+        if self._session is not None:
+            await self._session.close()
+
+    # -- Backend protocol ------------------------------------------------------------------
+
+    async def ensure_app(self, app_id: str, spec: AppSpec, payload: Path) -> None:
+        """Register (or update) an app; existing runners keep their revision until replaced."""
+        app = self._apps.get(app_id)
+        if app is None:
+            self._apps[app_id] = _App(app_id, spec, payload)
+        else:
+            app.spec, app.payload = spec, payload
+
+    async def set_target(self, app_id: str, count: int) -> None:
+        """Keep ``count`` runners alive."""
+        app = self._apps[app_id]
+        if count != app.target:
+            log.info("target_changed", app=app_id, old=app.target, new=count)
+        app.target = count
+        self._reconcile(app)
+
+    def target(self, app_id: str) -> int:
+        """The runner count last asked for."""
+        return self._apps[app_id].target
+
+    async def stop_runner(self, app_id: str, runner_id: str, *, reason: str, replace: bool) -> None:
+        """Drain and stop one runner; without ``replace`` the target drops by one."""
+        app = self._apps.get(app_id)
+        runner = app.runners.get(runner_id) if app else None
+        if app is None or runner is None or runner.state not in LIVE:
+            return
+        if not replace:
+            app.target = max(0, app.target - 1)
+        self._terminate(runner, reason)
+        self._reconcile(app)
+
+    def runners(self, app_id: str) -> list[RunnerView]:
+        """Live runners, plus one CRASH_BACKOFF entry while the app is backing off."""
+        app = self._apps.get(app_id)
+        if app is None:
+            return []
+        views = [
+            RunnerView(
+                r.runner_id,
+                app_id,
+                r.state,
+                self.config.host,
+                r.port,
+                r.proc.pid if r.proc else None,
+                r.started_at,
+                r.detail,
+            )
+            for r in app.runners.values()
+        ]
+        if app.backoff_until > time.monotonic():
+            views.append(
+                RunnerView(
+                    "backoff",
+                    app_id,
+                    RunnerState.CRASH_BACKOFF,
+                    "",
+                    0,
+                    None,
+                    app.backoff_until,
+                    app.last_failure,
+                )
+            )
+        return views
+
+    def add_failure_listener(self, listener: FailureListener) -> None:
+        """Be told when a runner fails before it became ready."""
+        self._listeners.append(listener)
+
+    # -- reconciling -----------------------------------------------------------------------
+
+    def _reconcile(self, app: _App) -> None:
+        if self._stopping:
+            return
+        live = [r for r in app.runners.values() if r.state in LIVE]
+        missing = app.target - len(live)
+        if missing > 0:
+            wait = app.backoff_until - time.monotonic()
+            if wait > 0:
+                if app.wakeup is None:
+                    app.wakeup = asyncio.get_running_loop().call_later(wait, self._wake, app)
+                return
+            for _ in range(missing):
+                self._spawn(app)
+        elif missing < 0:
+            # Not-ready runners first (newest first): they serve no one yet.
+            extra = sorted(live, key=lambda r: (r.ready, -r.started_at))[:-missing]
+            for r in extra:
+                self._terminate(r, "scale_down")
+
+    def _wake(self, app: _App) -> None:
+        app.wakeup = None
+        self._reconcile(app)
+
+    def _spawn(self, app: _App) -> None:
+        runner_id = "r-" + uuid.uuid4().hex[:10]
+        safe = app.app_id.replace("/", "--")
+        runner = _Runner(
+            runner_id=runner_id,
+            app_id=app.app_id,
+            port=free_port(self.config.host),
+            log_path=self.log_dir / f"{safe}-{runner_id}.log",
+            started_at=time.monotonic(),
+        )
+        app.runners[runner_id] = runner
+        runner.tasks.append(asyncio.create_task(self._run(app, runner)))
+
+    async def _run(self, app: _App, runner: _Runner) -> None:
+        cmd = [
+            self.config.python,
+            "-m",
+            "yurt.runner",
+            "--payload",
+            str(app.payload),
+            "--host",
+            self.config.host,
+            "--port",
+            str(runner.port),
+            "--runner-id",
+            runner.runner_id,
+            "--parent-pid",
+            str(os.getpid()),
+        ]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        try:
+            with runner.log_path.open("ab") as out:
+                runner.proc = await asyncio.create_subprocess_exec(
+                    *cmd,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=asyncio.subprocess.STDOUT,
+                    env=env,
+                    start_new_session=True,
+                )
+        except OSError as exc:
+            app.runners.pop(runner.runner_id, None)
+            runner.state = RunnerState.TERMINATED
+            self._start_failed(app, runner, "spawn", f"cannot start {cmd[0]}: {exc}")
+            self._reconcile(app)
+            return
+        log.info(
+            "runner_started",
+            app=app.app_id,
+            runner=runner.runner_id,
+            pid=runner.proc.pid,
+            port=runner.port,
+            log=str(runner.log_path),
+        )
+        if runner.state == RunnerState.DRAINING:  # stopped while the process was starting
+            self._signal(runner, signal.SIGTERM)
+        watch = asyncio.create_task(self._watch_health(app, runner))
+        runner.tasks.append(watch)
+        code = await runner.proc.wait()
+        watch.cancel()
+        self._exited(app, runner, code)
+
+    def _exited(self, app: _App, runner: _Runner, code: int) -> None:
+        self.registry.remove(app.app_id, runner.runner_id)
+        app.runners.pop(runner.runner_id, None)
+        was_draining = runner.state == RunnerState.DRAINING
+        runner.state = RunnerState.TERMINATED
+        log.info(
+            "runner_exited",
+            app=app.app_id,
+            runner=runner.runner_id,
+            code=code,
+            was_ready=runner.ready,
+            reason=runner.detail or None,
+        )
+        if not runner.ready and (not was_draining or runner.detail == "startup_timeout"):
+            kind, message = read_failure(runner.log_path, code)
+            if runner.detail == "startup_timeout":
+                kind = "startup_timeout"
+                message = (
+                    f"runner did not become ready within startup_timeout="
+                    f"{app.spec.startup_timeout:g}s"
+                )
+            self._start_failed(app, runner, kind, message)
+        self._reconcile(app)
+
+    def _start_failed(self, app: _App, runner: _Runner, kind: str, message: str) -> None:
+        app.failures += 1
+        delay = min(self.config.backoff.step * app.failures, self.config.backoff.cap)
+        app.backoff_until = time.monotonic() + delay
+        app.last_failure = message
+        log.warning(
+            "runner_start_failed",
+            app=app.app_id,
+            runner=runner.runner_id,
+            kind=kind,
+            error=message,
+            failures=app.failures,
+            backoff_s=delay,
+            log=str(runner.log_path),
+        )
+        error_type = "startup_timeout" if kind == "startup_timeout" else "runner_scheduling_failure"
+        failure = StartFailure(
+            app.app_id, runner.runner_id, error_type, f"{message} (runner log: {runner.log_path})"
+        )
+        for listener in self._listeners:
+            listener(failure)
+
+    # -- health ----------------------------------------------------------------------------
+
+    async def _watch_health(self, app: _App, runner: _Runner) -> None:
+        if await self._wait_ready(app, runner):
+            await self._check_forever(app, runner)
+
+    async def _wait_ready(self, app: _App, runner: _Runner) -> bool:
+        deadline = runner.started_at + app.spec.startup_timeout
+        url = f"http://{self.config.host}:{runner.port}/_yurt/health"
+        while time.monotonic() < deadline:
+            status = await self._probe(url, self.config.health.timeout)
+            if status == 200:
+                runner.ready = True
+                runner.state = RunnerState.IDLE
+                app.failures, app.backoff_until, app.last_failure = 0, 0.0, ""
+                self.registry.set_healthy(
+                    app.app_id, RunnerEndpoint(runner.runner_id, self.config.host, runner.port)
+                )
+                log.info(
+                    "runner_ready",
+                    app=app.app_id,
+                    runner=runner.runner_id,
+                    startup_s=round(time.monotonic() - runner.started_at, 3),
+                )
+                return True
+            if status is not None and runner.state == RunnerState.PENDING:
+                runner.state = RunnerState.SETUP
+            await asyncio.sleep(self.config.health.startup_poll)
+        runner.detail = "startup_timeout"
+        self._terminate(runner, "startup_timeout", grace=0)
+        return False
+
+    async def _check_forever(self, app: _App, runner: _Runner) -> None:
+        hc = app.spec.health_check
+        user = hc.health_check if hc is not None else None
+        threshold = user.failure_threshold if user else self.config.health.failure_threshold
+        timeout = user.timeout_seconds + 1 if user else self.config.health.timeout
+        query = "" if user is None or user.call_regularly else "?basic=1"
+        url = f"http://{self.config.host}:{runner.port}/_yurt/health{query}"
+        failures = 0
+        while runner.state in LIVE:
+            await asyncio.sleep(self.config.health.interval)
+            status = await self._probe(url, timeout)
+            if status == 200:
+                failures = 0
+                continue
+            failures += 1
+            log.warning(
+                "health_check_failed",
+                app=app.app_id,
+                runner=runner.runner_id,
+                status=status,
+                failures=failures,
+                threshold=threshold,
+            )
+            if failures >= threshold:
+                self._terminate(runner, "health_check_failed")
+                self._reconcile(app)
+                return
+
+    async def _probe(self, url: str, timeout: float) -> int | None:
+        assert self._session is not None
+        try:
+            async with self._session.get(url, timeout=aiohttp.ClientTimeout(total=timeout)) as r:
+                await r.read()
+                return r.status
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            return None
+
+    # -- stopping --------------------------------------------------------------------------
+
+    def _terminate(self, runner: _Runner, reason: str, grace: float | None = None) -> None:
+        if runner.state in (RunnerState.DRAINING, RunnerState.TERMINATED):
+            return
+        runner.state = RunnerState.DRAINING
+        runner.detail = runner.detail or reason
+        self.registry.remove(runner.app_id, runner.runner_id)
+        app = self._apps.get(runner.app_id)
+        if grace is None:
+            grace = app.spec.termination_grace_period_seconds if app else 5.0
+        log.info("runner_terminating", app=runner.app_id, runner=runner.runner_id, reason=reason)
+        if runner.proc is not None:
+            self._signal(runner, signal.SIGTERM)
+        runner.tasks.append(asyncio.create_task(self._kill_later(runner, grace)))
+
+    async def _kill_later(self, runner: _Runner, grace: float) -> None:
+        await asyncio.sleep(grace + self.config.kill_after)
+        if runner.proc is not None and runner.proc.returncode is None:
+            log.warning("runner_killed", app=runner.app_id, runner=runner.runner_id)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(runner.proc.pid, signal.SIGKILL)
+
+    @staticmethod
+    def _signal(runner: _Runner, sig: signal.Signals) -> None:
+        if runner.proc is not None and runner.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                runner.proc.send_signal(sig)

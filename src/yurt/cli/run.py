@@ -1,0 +1,81 @@
+"""``yurt run FILE::Class``: serve an App on local runners until Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from yurt.config import RouterConfig, ServerConfig, default_data_dir
+from yurt.errors import YurtError
+from yurt.logging import configure
+
+log = structlog.get_logger("yurt.cli")
+
+
+def add_parser(commands: Any) -> None:
+    """Register ``run`` on the subcommand parser."""
+    p: argparse.ArgumentParser = commands.add_parser(
+        "run", help="serve an App on this machine (router + local runners) until Ctrl-C"
+    )
+    p.add_argument("target", metavar="FILE::Class", help="e.g. examples/echo.py::Echo")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--port", type=int, default=8080, help="port to listen on (0: any free)")
+    p.add_argument("--data-dir", type=Path, default=None, help="payloads and runner logs")
+    p.add_argument("--owner", default="default", help="owner segment of the app's URL")
+    p.add_argument("--log-level", default="info")
+    p.add_argument("--log-format", choices=["console", "json"], default="console")
+    p.set_defaults(handler=handle)
+
+
+def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    """The server configuration the arguments describe (pure)."""
+    return ServerConfig(
+        data_dir=args.data_dir or default_data_dir(),
+        router=RouterConfig(host=args.host, port=args.port, owner=args.owner),
+    )
+
+
+def handle(args: argparse.Namespace) -> int:
+    """Run until a signal; returns the exit code."""
+    configure(args.log_level, args.log_format)
+    try:
+        return asyncio.run(serve(args.target, config_from_args(args)))
+    except YurtError as exc:
+        print(f"yurt run: {exc}", file=sys.stderr)
+        return 1
+
+
+async def serve(target: str, config: ServerConfig) -> int:
+    """Load the App, serve it, and stop everything on SIGINT/SIGTERM."""
+    from yurt.loader import load_app
+    from yurt.platform import Platform
+
+    cls = load_app(target)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    # Installed by hand: a shell starts background jobs with SIGINT ignored, so Python's own
+    # KeyboardInterrupt would never come.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    platform = Platform(config)
+    await platform.start()
+    try:
+        app_id = await platform.add_app(cls)
+        url = f"{platform.url}/{app_id}"
+        print(f"yurt: serving {cls.__name__} at {url}", flush=True)
+        print(
+            f"  try: curl -s -X POST {url} -H 'content-type: application/json' -d '{{...}}'",
+            flush=True,
+        )
+        await stop.wait()
+        log.info("stopping", reason="signal")
+    finally:
+        await platform.stop()
+        log.info("stopped")
+    return 0

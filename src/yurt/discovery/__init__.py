@@ -1,0 +1,1 @@
+"""Discovery: which runners are healthy (the local registry; Consul later)."""

@@ -1,0 +1,73 @@
+"""The embedded platform: router, scheduler and local backend wired together in one process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import TracebackType
+
+import structlog
+
+from yurt.app import App
+from yurt.backends.local import LocalBackend
+from yurt.config import ServerConfig
+from yurt.discovery.local import LocalRegistry
+from yurt.packaging import write_payload
+from yurt.router.server import Router
+from yurt.scheduler.loop import Scheduler
+from yurt.spec import build_spec
+
+log = structlog.get_logger("yurt.platform")
+
+
+class Platform:
+    """Serves Apps on local runners behind one router. ``async with Platform(cfg) as p:``."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.registry = LocalRegistry()
+        self.backend = LocalBackend(config.local, self.registry, config.data_dir / "logs")
+        self.scheduler = Scheduler(self.backend, config.scheduler)
+        self.router = Router(config.router, self.registry, self.backend, self.scheduler)
+
+    @property
+    def url(self) -> str:
+        """The router's base URL."""
+        return self.router.url
+
+    async def add_app(self, cls: type[App]) -> str:
+        """Package ``cls`` and serve it; returns its app id ``owner/app_name``."""
+        spec = build_spec(cls)
+        header, payload = write_payload(cls, self.config.data_dir / "payloads")
+        app_id = f"{self.config.router.owner}/{spec.app_name}"
+        if app_id in self.router.routes:
+            raise ValueError(f"app {app_id!r} is already served; give one of them another app_name")
+        await self.backend.ensure_app(app_id, spec, Path(payload))
+        self.router.add_app(app_id, spec)
+        self.scheduler.add_app(app_id, spec)
+        log.info("app_added", app=app_id, revision=header.revision, payload=str(payload))
+        return app_id
+
+    async def start(self) -> None:
+        """Start the backend, the scheduler and the router, in that order."""
+        self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        await self.backend.start()
+        await self.scheduler.start()
+        await self.router.start()
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop taking requests, finish in-flight ones, stop every runner and wait for it."""
+        await self.router.stop(grace)
+        await self.scheduler.stop()
+        await self.backend.stop()
+
+    async def __aenter__(self) -> Platform:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()

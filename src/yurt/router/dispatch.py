@@ -1,0 +1,162 @@
+"""Per-app dispatch: the routable runners, their load, and requests waiting for a free slot."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import time
+from collections.abc import Callable, Iterable
+
+from yurt.backends.base import RunnerEndpoint
+from yurt.errors import RequestError
+from yurt.router.pool import ConnectionPool
+from yurt.scheduler.policy import AppLoad, RunnerLoad
+from yurt.spec import AppSpec
+
+
+class Slot:
+    """One routable runner: where it is, its connection pool, and what it is doing."""
+
+    __slots__ = ("endpoint", "idle_since", "in_flight", "pool", "retired")
+
+    def __init__(self, endpoint: RunnerEndpoint, now: float) -> None:
+        self.endpoint = endpoint
+        self.pool = ConnectionPool(endpoint.host, endpoint.port)
+        self.in_flight = 0
+        self.idle_since: float | None = now
+        self.retired = False
+
+    @property
+    def runner_id(self) -> str:
+        """The runner's id."""
+        return self.endpoint.runner_id
+
+
+class AppRoute:
+    """Routes one app's requests to the least-loaded runner with a free slot."""
+
+    def __init__(
+        self,
+        app_id: str,
+        spec: AppSpec,
+        on_demand: Callable[[str], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.app_id = app_id
+        self.spec = spec
+        self.paths = spec.paths
+        self.capacity = spec.max_multiplexing
+        self.slots: dict[str, Slot] = {}
+        self._waiters: collections.deque[tuple[float, asyncio.Future[Slot]]] = collections.deque()
+        self._on_demand = on_demand
+        self._clock = clock
+
+    # -- taking and giving back slots ------------------------------------------------------
+
+    def try_acquire(self) -> Slot | None:
+        """The least-loaded runner with a free slot, now, or None."""
+        best: Slot | None = None
+        for slot in self.slots.values():
+            if (
+                slot.in_flight < self.capacity
+                and not slot.retired
+                and (best is None or slot.in_flight < best.in_flight)
+            ):
+                best = slot
+        if best is not None:
+            self._take(best)
+        return best
+
+    async def acquire(self, timeout: float) -> Slot:
+        """A slot, waiting up to ``timeout`` for one (and signalling demand meanwhile)."""
+        if not self._waiters and (slot := self.try_acquire()) is not None:
+            return slot
+        fut: asyncio.Future[Slot] = asyncio.get_running_loop().create_future()
+        entry = (self._clock(), fut)
+        self._waiters.append(entry)
+        self._on_demand(self.app_id)
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            raise RequestError(
+                f"no runner of {self.app_id} became free within {timeout:g}s",
+                status=503,
+                error_type="runner_scheduling_failure",
+            ) from None
+        except BaseException:
+            # Handed a slot in the same instant as the timeout or a cancellation: give it back.
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                self.release(fut.result())
+            raise
+        finally:
+            self._remove_waiter(entry)
+
+    def release(self, slot: Slot) -> None:
+        """A request on ``slot`` finished; hand the slot to the next waiter, if any."""
+        slot.in_flight -= 1
+        if slot.retired:
+            return
+        if slot.in_flight == 0:
+            slot.idle_since = self._clock()
+        self._hand_over(slot)
+
+    def _take(self, slot: Slot) -> None:
+        slot.in_flight += 1
+        slot.idle_since = None
+
+    def _hand_over(self, slot: Slot) -> None:
+        while self._waiters and slot.in_flight < self.capacity and not slot.retired:
+            _, fut = self._waiters.popleft()
+            if not fut.done():
+                self._take(slot)
+                fut.set_result(slot)
+
+    def _remove_waiter(self, entry: tuple[float, asyncio.Future[Slot]]) -> None:
+        with contextlib.suppress(ValueError):
+            self._waiters.remove(entry)
+
+    # -- membership ------------------------------------------------------------------------
+
+    def update(self, endpoints: Iterable[RunnerEndpoint]) -> list[Slot]:
+        """Match the slots to the healthy set; returns the slots that left (to be closed)."""
+        now = self._clock()
+        seen = {e.runner_id: e for e in endpoints}
+        gone = [s for rid, s in self.slots.items() if rid not in seen or seen[rid] != s.endpoint]
+        for slot in gone:
+            slot.retired = True
+            del self.slots[slot.runner_id]
+        for rid, endpoint in seen.items():
+            if rid not in self.slots:
+                self.slots[rid] = Slot(endpoint, now)
+        for slot in list(self.slots.values()):
+            self._hand_over(slot)
+        return gone
+
+    def retire(self, runner_id: str) -> Slot | None:
+        """Route nothing more to this runner; returns its slot if it was routable."""
+        slot = self.slots.pop(runner_id, None)
+        if slot is not None:
+            slot.retired = True
+        return slot
+
+    def fail_waiters(self, error: RequestError) -> int:
+        """Fail every waiting request with ``error`` (their runner could not start)."""
+        failed = 0
+        while self._waiters:
+            _, fut = self._waiters.popleft()
+            if not fut.done():
+                fut.set_exception(error)
+                failed += 1
+        return failed
+
+    def load(self) -> AppLoad:
+        """A snapshot for the scheduler."""
+        waiters = [since for since, fut in self._waiters if not fut.done()]
+        return AppLoad(
+            waiting=len(waiters),
+            oldest_wait_since=waiters[0] if waiters else None,
+            runners=tuple(
+                RunnerLoad(s.runner_id, s.in_flight, s.idle_since) for s in self.slots.values()
+            ),
+        )

@@ -1,0 +1,393 @@
+"""Keep-alive HTTP/1.1 connection pool to one upstream server.
+
+The router forwards every request to a runner through this pool, so it sits on
+the hot path: it speaks raw HTTP/1.1 over ``asyncio.Protocol`` and parses the
+response with ``httptools`` (llhttp) instead of using a general-purpose client.
+Each request is written with a single ``transport.write`` and the response is
+buffered whole, which is what the router needs to forward it.
+
+The pool never retries a request: a failure is reported as an
+:class:`UpstreamError` whose ``kind`` lets the caller decide, because only the
+caller knows whether the request is safe to send again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, cast
+
+import httptools
+
+__all__ = [
+    "ConnectionPool",
+    "UpstreamError",
+    "UpstreamErrorKind",
+    "UpstreamResponse",
+]
+
+UpstreamErrorKind = Literal["connect_refused", "connect_error", "disconnected", "timeout"]
+
+# Framing and connection management belong to each hop; the router re-frames
+# the body itself, so these must not be forwarded.
+_HOP_BY_HOP = frozenset((b"connection", b"keep-alive", b"transfer-encoding", b"content-length"))
+# Their presence means the body is delimited by the message itself rather than
+# by the server closing the connection.
+_FRAMING = frozenset((b"transfer-encoding", b"content-length"))
+
+
+class UpstreamError(Exception):
+    """The upstream failed before a complete response arrived."""
+
+    kind: UpstreamErrorKind
+
+    def __init__(self, kind: UpstreamErrorKind, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass(slots=True)
+class UpstreamResponse:
+    """A complete upstream response with hop-by-hop headers removed."""
+
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+
+
+class _ProtocolViolation(Exception):
+    """Raised inside parser callbacks to abort parsing of a bad byte stream."""
+
+
+class _Connection(asyncio.Protocol):
+    """One upstream TCP connection, carrying one request at a time."""
+
+    __slots__ = (
+        "_body",
+        "_done",
+        "_framed",
+        "_head",
+        "_headers",
+        "_headers_done",
+        "_idle",
+        "_keep_alive",
+        "_lost",
+        "_lost_waiter",
+        "_parser",
+        "_pool",
+        "_status",
+        "_waiter",
+        "loop",
+        "transport",
+    )
+
+    transport: asyncio.Transport
+
+    def __init__(self, pool: ConnectionPool, loop: asyncio.AbstractEventLoop) -> None:
+        self._pool = pool
+        self.loop = loop
+        self._parser = httptools.HttpResponseParser(self)
+        self._waiter: asyncio.Future[UpstreamResponse] | None = None
+        self._idle = False
+        self._lost = False
+        self._lost_waiter: asyncio.Future[None] | None = None
+        self._head = False
+        self._done = False
+        self._keep_alive = False
+        self._status = 0
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._body: list[bytes] = []
+        self._headers_done = False
+        self._framed = False
+
+    # -- asyncio.Protocol -------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # create_connection always hands a stream transport to a TCP protocol.
+        self.transport = cast(asyncio.Transport, transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            # Failure is not fatal: it only costs latency on small writes.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        if self._waiter is None:
+            # Nothing was asked on this connection, so the stream can no longer
+            # be trusted to line up with our next request.
+            self.transport.abort()
+            return
+        try:
+            self._parser.feed_data(data)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            self._fail("disconnected", f"invalid response from upstream: {exc!r}")
+            self.transport.abort()
+            return
+        if self._done:
+            self._release()
+
+    def eof_received(self) -> bool | None:
+        if self._waiter is not None and self._headers_done and not self._framed:
+            # A response without Content-Length or chunking ends at EOF.
+            self._keep_alive = False
+            self._complete()
+        # Returning None lets the transport close itself; connection_lost then
+        # fails any request still waiting.
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        if self._idle:
+            self._idle = False
+            self._pool._idle.remove(self)
+        self._fail("disconnected", "upstream closed the connection before the response completed")
+        if self._lost_waiter is not None and not self._lost_waiter.done():
+            self._lost_waiter.set_result(None)
+
+    # -- httptools callbacks ----------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self._done:
+            raise _ProtocolViolation("unsolicited data after the response")
+        self._status = 0
+        self._headers = []
+        self._body = []
+        self._headers_done = False
+        self._framed = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        lname = name.lower()
+        if lname in _HOP_BY_HOP:
+            if lname in _FRAMING:
+                self._framed = True
+            return
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self._headers_done = True
+        self._status = self._parser.get_status_code()
+        if self._status == 101:
+            raise _ProtocolViolation("upstream switched protocols, which is not supported")
+        if self._head and self._status >= 200:
+            # llhttp cannot be told that the request was HEAD, so it would wait
+            # for a body that never comes; finish here and swap the parser in
+            # _release if the connection is kept.
+            self._keep_alive = self._parser.should_keep_alive()
+            self._complete()
+
+    def on_body(self, body: bytes) -> None:
+        if self._done:
+            raise _ProtocolViolation("body bytes in a response to HEAD")
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        if self._done:
+            # The HEAD response already finished in on_headers_complete.
+            return
+        if self._status < 200:
+            # Interim 1xx response: the final one follows on the same stream.
+            return
+        self._keep_alive = self._parser.should_keep_alive()
+        self._complete()
+
+    # -- request lifecycle ------------------------------------------------
+
+    def begin(self, head: bool) -> asyncio.Future[UpstreamResponse]:
+        """Arm the connection for one request and return its response future."""
+        waiter: asyncio.Future[UpstreamResponse] = self.loop.create_future()
+        self._waiter = waiter
+        self._head = head
+        self._done = False
+        return waiter
+
+    def _complete(self) -> None:
+        waiter = self._waiter
+        self._waiter = None
+        self._done = True
+        if waiter is None or waiter.done():
+            # The caller gave up (cancelled); treat the connection as dirty.
+            self._keep_alive = False
+            return
+        body = self._body
+        waiter.set_result(
+            UpstreamResponse(self._status, self._headers, b"".join(body) if body else b"")
+        )
+        self._headers = []
+        self._body = []
+
+    def _fail(self, kind: UpstreamErrorKind, message: str) -> None:
+        waiter = self._waiter
+        if waiter is None:
+            return
+        self._waiter = None
+        self._keep_alive = False
+        if not waiter.done():
+            waiter.set_exception(UpstreamError(kind, message))
+
+    def _release(self) -> None:
+        """Return the connection to the pool after a complete response, or close it."""
+        pool = self._pool
+        if (
+            self._keep_alive
+            and not self._lost
+            and not pool._closed
+            and len(pool._idle) < pool._max_idle
+            and not self.transport.is_closing()
+        ):
+            if self._head:
+                self._parser = httptools.HttpResponseParser(self)
+            self._idle = True
+            pool._idle.append(self)
+        else:
+            self.transport.close()
+
+    def expire(self, waiter: asyncio.Future[UpstreamResponse]) -> None:
+        """Fail ``waiter`` with a timeout if it is still the pending request."""
+        if self._waiter is waiter:
+            self._fail("timeout", "timed out waiting for the upstream response")
+            # Whatever the server sends later would belong to this request.
+            self.transport.abort()
+
+    def abandon(self, waiter: asyncio.Future[UpstreamResponse]) -> None:
+        """Drop the connection if ``waiter`` was still pending when the caller left."""
+        if self._waiter is waiter:
+            self._waiter = None
+            self.transport.abort()
+
+    def close_and_wait(self) -> asyncio.Future[None]:
+        """Close the connection; the future resolves once it is fully closed."""
+        waiter: asyncio.Future[None] = self.loop.create_future()
+        if self._lost:
+            waiter.set_result(None)
+        else:
+            self._lost_waiter = waiter
+            self.transport.close()
+        return waiter
+
+
+class ConnectionPool:
+    """Keep-alive HTTP/1.1 connections to a single ``host:port``.
+
+    Connections are reused LIFO, so a burst that has passed leaves the surplus
+    connections cold where the server's keep-alive timeout can reap them.
+    """
+
+    __slots__ = (
+        "_closed",
+        "_connect_timeout",
+        "_host",
+        "_idle",
+        "_max_idle",
+        "_port",
+        "_request_tail",
+    )
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        max_idle: int = 64,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        self._host = host
+        self._port = port
+        self._max_idle = max_idle
+        self._connect_timeout = connect_timeout
+        self._idle: list[_Connection] = []
+        self._closed = False
+        authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        # Everything between the target and the body length is constant.
+        self._request_tail = f" HTTP/1.1\r\nhost: {authority}\r\ncontent-length: ".encode()
+
+    @property
+    def idle_count(self) -> int:
+        """Number of open connections waiting for a request."""
+        return len(self._idle)
+
+    async def request(
+        self,
+        method: bytes,
+        target: bytes,
+        headers: Sequence[tuple[bytes, bytes]],
+        body: bytes,
+        # A per-call deadline that is cheaper than asyncio.timeout on the hot path.
+        timeout: float | None,
+    ) -> UpstreamResponse:
+        """Send one request and return the complete response.
+
+        ``headers`` must not contain host, content-length or connection; they
+        are written by the pool. ``timeout`` bounds the wait for the response
+        (not the connect, which ``connect_timeout`` bounds); ``None`` waits
+        forever. Raises :class:`UpstreamError`; the request is never retried,
+        not even when a reused idle connection turns out to have been closed
+        by the server (kind ``"disconnected"``).
+        """
+        if self._closed:
+            raise UpstreamError("connect_error", "connection pool is closed")
+        conn = self._take_idle()
+        if conn is None:
+            conn = await self._connect()
+
+        parts = [method, b" ", target, self._request_tail, b"%d\r\n" % len(body)]
+        for name, value in headers:
+            parts += (name, b": ", value, b"\r\n")
+        parts.append(b"\r\n")
+        parts.append(body)
+
+        waiter = conn.begin(method == b"HEAD")
+        conn.transport.write(b"".join(parts))
+        timer = None if timeout is None else conn.loop.call_later(timeout, conn.expire, waiter)
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            conn.abandon(waiter)
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    async def close(self) -> None:
+        """Close idle connections and refuse requests from now on.
+
+        Requests already in flight finish normally; their connections are
+        closed instead of being returned to the pool.
+        """
+        self._closed = True
+        idle, self._idle = self._idle, []
+        waiters = []
+        for conn in idle:
+            conn._idle = False
+            waiters.append(conn.close_and_wait())
+        if waiters:
+            await asyncio.gather(*waiters)
+
+    def _take_idle(self) -> _Connection | None:
+        idle = self._idle
+        while idle:
+            conn = idle.pop()
+            conn._idle = False
+            if not conn.transport.is_closing():
+                return conn
+        return None
+
+    async def _connect(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        where = f"{self._host}:{self._port}"
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                _, conn = await loop.create_connection(
+                    lambda: _Connection(self, loop), self._host, self._port
+                )
+        except ConnectionRefusedError as exc:
+            raise UpstreamError("connect_refused", f"connection to {where} refused") from exc
+        except TimeoutError as exc:
+            raise UpstreamError(
+                "connect_error", f"connecting to {where} timed out after {self._connect_timeout}s"
+            ) from exc
+        except OSError as exc:
+            raise UpstreamError("connect_error", f"cannot connect to {where}: {exc}") from exc
+        return conn

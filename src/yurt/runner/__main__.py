@@ -1,0 +1,114 @@
+"""Entry point: ``python -m yurt.runner --payload PATH --port N [--host H]``.
+
+Exit codes: 0 after a graceful stop, 2 bad arguments, 3 payload could not be loaded,
+4 setup failed, 5 setup timed out. On 3-5 the last stderr line starts with ``FAILURE_MARK``
+so that whoever started the runner can tell the caller why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+import traceback
+from pathlib import Path
+
+from yurt.errors import PayloadError
+from yurt.logging import configure
+from yurt.packaging import unpack
+
+FAILURE_MARK = "yurt-runner-failure:"
+EXIT_PAYLOAD, EXIT_SETUP, EXIT_STARTUP_TIMEOUT = 3, 4, 5
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The runner's command line."""
+    p = argparse.ArgumentParser(prog="python -m yurt.runner")
+    p.add_argument("--payload", required=True, type=Path, help="path of the payload file")
+    p.add_argument("--port", required=True, type=int)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--runner-id", default="")
+    p.add_argument(
+        "--parent-pid", type=int, default=0, help="drain and exit when this process is gone"
+    )
+    p.add_argument("--log-level", default="info")
+    p.add_argument("--log-format", choices=["console", "json"], default="console")
+    return p.parse_args(argv)
+
+
+def fail(code: int, kind: str, message: str) -> int:
+    """Report a failure on the last stderr line and return the exit code."""
+    sys.stderr.write(f"{FAILURE_MARK} {kind}: {message}\n")
+    sys.stderr.flush()
+    return code
+
+
+async def serve(args: argparse.Namespace) -> int:
+    """Load, listen, set up, serve until SIGTERM/SIGINT, drain."""
+    from yurt.runner.server import RunnerServer  # after argument errors, keep --help fast
+
+    try:
+        header, cls = unpack(args.payload.read_bytes())
+    except (OSError, PayloadError) as exc:
+        return fail(EXIT_PAYLOAD, "payload", str(exc))
+    server = RunnerServer(header, cls, host=args.host, port=args.port, runner_id=args.runner_id)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await server.start()
+    watchdog = asyncio.ensure_future(_watch_parent(args.parent_pid, stop))
+    setup = asyncio.ensure_future(server.run_setup())
+    stopper = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({setup, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    code = 0
+    if setup.done():
+        error = setup.exception()
+        if error is not None:
+            server.state = "failed"
+            if isinstance(error, TimeoutError):
+                code = fail(
+                    EXIT_STARTUP_TIMEOUT,
+                    "startup_timeout",
+                    f"setup() did not finish within startup_timeout="
+                    f"{server.spec.startup_timeout:g}s",
+                )
+            else:
+                traceback.print_exception(error)
+                code = fail(EXIT_SETUP, "setup", f"setup() raised {type(error).__name__}: {error}")
+        else:
+            await stopper
+    else:
+        setup.cancel()
+    stopper.cancel()
+    watchdog.cancel()
+    await server.drain()
+    server.shutdown_executors()
+    return code
+
+
+async def _watch_parent(parent_pid: int, stop: asyncio.Event) -> None:
+    """Stop when the process that started us is gone, so a killed supervisor leaves no runner."""
+    if parent_pid <= 0:
+        return
+    # There is no event for "my parent died" short of prctl; a one-second poll is cheap.
+    while os.getppid() == parent_pid:  # noqa: ASYNC110
+        await asyncio.sleep(1.0)
+    stop.set()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the runner; exits the process."""
+    args = parse_args(argv)
+    configure(args.log_level, args.log_format)
+    code = asyncio.run(serve(args))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Threads stuck in user code past the grace period must not keep the process alive.
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""The runner's HTTP server: endpoints, ``/_yurt/health``, ``/_yurt/info``, graceful drain."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Literal
+
+import structlog
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from yurt.app import App
+from yurt.errors import AppException
+from yurt.packaging import PayloadHeader
+from yurt.runner.invoke import call, json_response, to_response
+from yurt.spec import AppSpec, EndpointSpec, build_spec, endpoint_body_model
+
+log = structlog.get_logger("yurt.runner")
+
+State = Literal["starting", "ready", "draining", "failed"]
+REQUEST_ID = "x-fal-request-id"
+
+
+class RunnerServer:
+    """Serves one App instance. ``start()`` opens the port, ``run_setup()`` makes it ready."""
+
+    def __init__(
+        self, header: PayloadHeader, cls: type[App], *, host: str, port: int, runner_id: str = ""
+    ) -> None:
+        self.header = header
+        self.cls = cls
+        self.spec: AppSpec = build_spec(cls)
+        self.host, self.port, self.runner_id = host, port, runner_id
+        self.state: State = "starting"
+        self.instance: App = cls()
+        self.in_flight = 0
+        self.peak_in_flight = 0
+        self.requests_total = 0
+        self.started_at = time.monotonic()
+        self.ready_at: float | None = None
+        # One thread per request slot; health checks get their own so a busy runner still
+        # answers them.
+        self._executor = ThreadPoolExecutor(self.spec.max_multiplexing, "yurt-endpoint")
+        self._health_executor = ThreadPoolExecutor(1, "yurt-health")
+        self._bodies: dict[str, type[BaseModel] | None] = {}
+        self._runner: web.AppRunner | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the port; health answers 503 until ``run_setup`` succeeds."""
+        app = web.Application(client_max_size=1024**3)
+        app.router.add_get("/_yurt/health", self._health)
+        app.router.add_get("/_yurt/info", self._info)
+        for ep in self.spec.endpoints:
+            func = getattr(self.cls, ep.method_name)
+            self._bodies[ep.path] = endpoint_body_model(func, ep.method_name)
+            app.router.add_post(ep.path, self._make_handler(ep))
+        self._runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            # The router is the only client and keeps connections for reuse.
+            keepalive_timeout=3600,
+            shutdown_timeout=self.spec.termination_grace_period_seconds,
+        )
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, backlog=1024)
+        await site.start()
+        log.info("runner_listening", host=self.host, port=self.port, app=self.spec.app_name)
+
+    async def run_setup(self) -> None:
+        """Run the user's ``setup()`` bounded by startup_timeout; raises on failure."""
+        t0 = time.monotonic()
+        await asyncio.wait_for(
+            call(self.instance.setup, self._executor), timeout=self.spec.startup_timeout
+        )
+        self.state = "ready"
+        self.ready_at = time.monotonic()
+        log.info("runner_ready", app=self.spec.app_name, setup_s=round(self.ready_at - t0, 3))
+
+    async def drain(self) -> None:
+        """Stop accepting, let in-flight requests finish within the grace period, teardown."""
+        was_ready = self.state == "ready"
+        self.state = "draining"
+        log.info("runner_draining", in_flight=self.in_flight)
+        if self._runner is not None:
+            # Closes the listener and idle connections, waits up to shutdown_timeout for
+            # handlers still running.
+            await self._runner.cleanup()
+        if was_ready:
+            try:
+                await asyncio.wait_for(
+                    call(self.instance.teardown, self._health_executor),
+                    timeout=max(self.spec.termination_grace_period_seconds, 1.0),
+                )
+            except Exception:
+                log.exception("teardown_failed")
+        log.info("runner_stopped", requests_total=self.requests_total)
+
+    def shutdown_executors(self) -> None:
+        """Release worker threads without waiting for ones stuck in user code."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._health_executor.shutdown(wait=False, cancel_futures=True)
+
+    # -- handlers ---------------------------------------------------------------------------
+
+    def _make_handler(self, ep: EndpointSpec) -> Any:
+        method = getattr(self.instance, ep.method_name)
+        body_model = self._bodies[ep.path]
+
+        async def handle(request: web.Request) -> web.StreamResponse:
+            if self.state != "ready":
+                return json_response(503, {"detail": f"runner is {self.state}"})
+            if self.in_flight >= self.spec.max_multiplexing:
+                return json_response(
+                    429,
+                    {"detail": f"runner is at max_multiplexing={self.spec.max_multiplexing}"},
+                )
+            self.in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+            self.requests_total += 1
+            try:
+                return await self._invoke(request, method, body_model)
+            finally:
+                self.in_flight -= 1
+
+        return handle
+
+    async def _invoke(
+        self, request: web.Request, method: Any, body_model: type[BaseModel] | None
+    ) -> web.StreamResponse:
+        request_id = request.headers.get(REQUEST_ID, "")
+        args: tuple[Any, ...] = ()
+        if body_model is not None:
+            try:
+                args = (body_model.model_validate_json(await request.read() or b"{}"),)
+            except ValidationError as exc:
+                return json_response(
+                    422, {"detail": exc.errors(include_url=False, include_context=False)}
+                )
+        try:
+            with structlog.contextvars.bound_contextvars(request_id=request_id):
+                result = await call(method, self._executor, *args)
+        except AppException as exc:
+            return json_response(exc.status_code, {"detail": exc.message})
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("endpoint_failed", request_id=request_id, path=request.path)
+            return json_response(500, {"detail": f"{type(exc).__name__}: {exc}"})
+        return to_response(result)
+
+    async def _health(self, request: web.Request) -> web.Response:
+        if self.state != "ready":
+            return json_response(503, {"status": self.state})
+        hc = self.spec.health_check
+        # ``?basic=1``: liveness only, for health checks declared with call_regularly=False.
+        if hc is None or hc.health_check is None or request.query.get("basic") == "1":
+            return json_response(200, {"status": "ok"})
+        method = getattr(self.instance, hc.method_name)
+        body_model = self._bodies[hc.path]
+        args = (body_model.model_validate({}),) if body_model is not None else ()
+        try:
+            await asyncio.wait_for(
+                call(method, self._health_executor, *args), hc.health_check.timeout_seconds
+            )
+        except Exception as exc:
+            log.warning("health_check_failed", error=repr(exc))
+            return json_response(503, {"status": "unhealthy", "detail": repr(exc)})
+        return json_response(200, {"status": "ok"})
+
+    async def _info(self, _: web.Request) -> web.Response:
+        return json_response(
+            200,
+            {
+                "app_name": self.spec.app_name,
+                "class_name": self.spec.class_name,
+                "revision": self.header.revision,
+                "runner_id": self.runner_id,
+                "pid": os.getpid(),
+                "state": self.state,
+                "in_flight": self.in_flight,
+                "peak_in_flight": self.peak_in_flight,
+                "max_multiplexing": self.spec.max_multiplexing,
+                "requests_total": self.requests_total,
+                "python": self.header.python,
+                "gpus": [],
+            },
+        )

@@ -1,0 +1,109 @@
+"""The reconcile loop: read each app's load, ask the policy, tell the backend."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
+
+import structlog
+
+from yurt.backends.base import Backend
+from yurt.config import SchedulerConfig
+from yurt.scheduler.policy import AppLoad, decide
+from yurt.spec import AppSpec
+
+log = structlog.get_logger("yurt.scheduler")
+
+
+class LoadSource(Protocol):
+    """Where the scheduler reads load and retires runners from routing (the router)."""
+
+    def load(self, app_id: str) -> AppLoad:
+        """The app's load now."""
+
+    def retire(self, app_id: str, runner_id: str) -> None:
+        """Send no new request to this runner."""
+
+
+class Scheduler:
+    """Keeps each app's runner count where the policy says; carries out terminations."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        config: SchedulerConfig,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.backend = backend
+        self.config = config
+        self.clock = clock
+        self.source: LoadSource | None = None
+        self._apps: dict[str, AppSpec] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._pending: set[asyncio.Task[None]] = set()
+
+    def add_app(self, app_id: str, spec: AppSpec) -> None:
+        """Start managing an app (the backend must already know it)."""
+        self._apps[app_id] = spec
+        self.poke()
+
+    def poke(self, app_id: str | None = None) -> None:
+        """Reconcile now instead of at the next interval (a request is waiting)."""
+        self._wake.set()
+
+    def terminate(self, app_id: str, runner_id: str, reason: str) -> None:
+        """Stop a runner the router found broken; the backend starts a replacement."""
+        log.warning("runner_terminate_requested", app=app_id, runner=runner_id, reason=reason)
+        self._spawn(self.backend.stop_runner(app_id, runner_id, reason=reason, replace=True))
+
+    async def start(self) -> None:
+        """Run the loop in the background."""
+        self._task = asyncio.create_task(self._loop())
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop the loop and wait for the backend calls it started."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
+
+    async def _loop(self) -> None:
+        while True:
+            next_at = self.clock() + self.config.interval
+            for app_id, spec in list(self._apps.items()):
+                try:
+                    recheck = await self.reconcile(app_id, spec)
+                except Exception:
+                    log.exception("reconcile_failed", app=app_id)
+                    continue
+                if recheck is not None:
+                    next_at = min(next_at, recheck)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), max(0.0, next_at - self.clock()))
+
+    async def reconcile(self, app_id: str, spec: AppSpec) -> float | None:
+        """One pass for one app; returns when it wants to look again, if sooner."""
+        assert self.source is not None, "Scheduler.source must be set before start()"
+        target = self.backend.target(app_id)
+        decision = decide(spec, self.source.load(app_id), target, self.clock())
+        # Retire from routing before any await, so no request lands on a runner being stopped.
+        for runner_id in decision.stop:
+            self.source.retire(app_id, runner_id)
+        for runner_id in decision.stop:
+            log.info("runner_idle_stop", app=app_id, runner=runner_id, keep_alive=spec.keep_alive)
+            await self.backend.stop_runner(app_id, runner_id, reason="keep_alive", replace=False)
+        if decision.target > self.backend.target(app_id):
+            await self.backend.set_target(app_id, decision.target)
+        return decision.recheck_at
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)

@@ -1,0 +1,289 @@
+"""``AppSpec``: the one description of an App that everything downstream reads.
+
+``build_spec`` is pure: it reads the class and nothing else (no clock, no environment, no I/O),
+and it is where every rule about a valid App lives, so that ``AppDefinitionError`` names the
+attribute and the fix at class creation.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import typing
+from collections.abc import Callable
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from yurt.app import ENDPOINT_ATTR, SETTINGS, App, EndpointMarker, HealthCheck, kebab_case
+from yurt.errors import AppDefinitionError
+from yurt.machines import CATALOG, known_machine_types
+
+RetryCondition = Literal["timeout", "server_error", "connection_error"]
+RETRY_CONDITIONS: tuple[str, ...] = typing.get_args(RetryCondition)
+APP_AUTH = ("private", "public", "shared")
+
+
+class EndpointSpec(BaseModel):
+    """One endpoint: where it answers and what it takes and returns."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    path: str
+    method_name: str
+    is_async: bool
+    is_websocket: bool = False
+    input_schema: dict[str, Any] | None = None
+    output_schema: dict[str, Any] | None = None
+    health_check: HealthCheck | None = None
+
+
+class AppSpec(BaseModel):
+    """Everything the router, scheduler and backends need to know about an App."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    app_name: str
+    class_name: str
+    app_auth: Literal["private", "public", "shared"]
+    machine_types: list[str]
+    num_gpus: int
+    requirements: list[str]
+    min_concurrency: int
+    max_concurrency: int
+    concurrency_buffer: int
+    concurrency_buffer_perc: int
+    scaling_delay: float
+    max_multiplexing: int
+    keep_alive: float
+    request_timeout: float
+    startup_timeout: float
+    termination_grace_period_seconds: float
+    skip_retry_conditions: list[RetryCondition]
+    endpoints: list[EndpointSpec]
+
+    @property
+    def health_check(self) -> EndpointSpec | None:
+        """The endpoint that carries the user's health check, if any."""
+        return next((e for e in self.endpoints if e.health_check is not None), None)
+
+    @property
+    def paths(self) -> frozenset[str]:
+        """Every endpoint path."""
+        return frozenset(e.path for e in self.endpoints)
+
+
+def find_endpoints(cls: type) -> dict[str, tuple[str, EndpointMarker]]:
+    """Map each endpoint path to (method name, marker), raising on duplicate paths."""
+    found: dict[str, tuple[str, EndpointMarker]] = {}
+    for klass in reversed(cls.__mro__):
+        for name, value in vars(klass).items():
+            marker = getattr(value, ENDPOINT_ATTR, None)
+            if not isinstance(marker, EndpointMarker):
+                continue
+            # A subclass overriding the same method keeps its path; a new method on a taken
+            # path is a mistake.
+            for path, (other, _) in list(found.items()):
+                if other == name:
+                    del found[path]
+            if marker.path in found:
+                raise AppDefinitionError(
+                    f"{cls.__name__}: endpoints {found[marker.path][0]!r} and {name!r} both use "
+                    f"path {marker.path!r}; give each endpoint its own path"
+                )
+            found[marker.path] = (name, marker)
+    return found
+
+
+def build_spec(cls: type[App]) -> AppSpec:
+    """Validate an App class and describe it. Pure."""
+    name = cls.__name__
+    values = {key: getattr(cls, key, default) for key, default in SETTINGS.items()}
+    machine_types = _machine_types(name, values["machine_type"])
+    endpoints = [_endpoint_spec(cls, path, m, mk) for path, (m, mk) in find_endpoints(cls).items()]
+    if not endpoints:
+        raise AppDefinitionError(
+            f"{name} has no endpoints; decorate a method with @yurt.endpoint('/')"
+        )
+    health = [e.path for e in endpoints if e.health_check is not None]
+    if len(health) > 1:
+        raise AppDefinitionError(
+            f"{name}: endpoints {health} each declare a health_check; keep it on one endpoint"
+        )
+    app_name = values["app_name"] or kebab_case(name)
+    if not isinstance(app_name, str) or not _is_url_segment(app_name):
+        raise AppDefinitionError(
+            f"{name}: app_name {app_name!r} must be a non-empty URL segment of letters, digits, "
+            "'-', '_' or '.'"
+        )
+    if values["app_auth"] not in APP_AUTH:
+        raise AppDefinitionError(
+            f"{name}: app_auth {values['app_auth']!r} must be one of {APP_AUTH}"
+        )
+    knobs = _knobs(name, values)
+    return AppSpec(
+        app_name=app_name,
+        class_name=name,
+        app_auth=values["app_auth"],
+        machine_types=machine_types,
+        num_gpus=_num_gpus(name, values["num_gpus"], machine_types),
+        requirements=_requirements(name, values["requirements"]),
+        skip_retry_conditions=_skip_conditions(name, values["skip_retry_conditions"]),
+        endpoints=sorted(endpoints, key=lambda e: e.path),
+        **knobs,
+    )
+
+
+def _is_url_segment(value: str) -> bool:
+    return bool(value) and all(c.isalnum() or c in "-_." for c in value) and value.isascii()
+
+
+def _machine_types(name: str, value: object) -> list[str]:
+    types = [value] if isinstance(value, str) else value
+    if not isinstance(types, list | tuple) or not types:
+        raise AppDefinitionError(
+            f"{name}: machine_type {value!r} must be a name or a non-empty list of names"
+        )
+    for t in types:
+        if t not in CATALOG:
+            raise AppDefinitionError(
+                f"{name}: unknown machine_type {t!r}; use one of {known_machine_types()}"
+            )
+    kinds = {CATALOG[t].gpu for t in types}
+    if len(kinds) > 1:
+        raise AppDefinitionError(
+            f"{name}: machine_type {list(types)} mixes CPU and GPU types; list only GPU types "
+            "as fallbacks for each other"
+        )
+    return list(types)
+
+
+def _num_gpus(name: str, value: object, machine_types: list[str]) -> int:
+    gpu = CATALOG[machine_types[0]].gpu
+    if value is None:
+        return 1 if gpu else 0
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise AppDefinitionError(f"{name}: num_gpus {value!r} must be a non-negative integer")
+    if not gpu and value > 0:
+        raise AppDefinitionError(
+            f"{name}: num_gpus={value} on machine_type {machine_types}; pick a GPU machine type "
+            "such as 'GPU-H100' or drop num_gpus"
+        )
+    if gpu and value == 0:
+        raise AppDefinitionError(f"{name}: a GPU machine type needs num_gpus >= 1")
+    return value
+
+
+def _requirements(name: str, value: object) -> list[str]:
+    if not isinstance(value, list | tuple) or not all(isinstance(r, str) for r in value):
+        raise AppDefinitionError(f"{name}: requirements must be a list of pip requirement strings")
+    return list(value)
+
+
+def _skip_conditions(name: str, value: object) -> list[RetryCondition]:
+    if value is None:
+        return []
+    if not isinstance(value, list | tuple) or any(v not in RETRY_CONDITIONS for v in value):
+        raise AppDefinitionError(
+            f"{name}: skip_retry_conditions {value!r} must be a list drawn from {RETRY_CONDITIONS}"
+        )
+    return list(value)
+
+
+def _number(name: str, key: str, value: object, *, integer: bool, minimum: float) -> Any:
+    ok_type = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, ok_type) or not math.isfinite(value):
+        kind = "an integer" if integer else "a number"
+        raise AppDefinitionError(f"{name}: {key}={value!r} must be {kind}")
+    if value < minimum:
+        raise AppDefinitionError(f"{name}: {key}={value!r} must be >= {minimum:g}")
+    return value
+
+
+def _knobs(name: str, values: dict[str, Any]) -> dict[str, Any]:
+    ints = {
+        "min_concurrency": 0,
+        "max_concurrency": 1,
+        "concurrency_buffer": 0,
+        "concurrency_buffer_perc": 0,
+        "max_multiplexing": 1,
+    }
+    floats = {
+        "scaling_delay": 0,
+        "keep_alive": 0,
+        "request_timeout": 0.001,
+        "startup_timeout": 0.001,
+        "termination_grace_period_seconds": 0,
+    }
+    out = {k: _number(name, k, values[k], integer=True, minimum=m) for k, m in ints.items()}
+    out |= {
+        k: float(_number(name, k, values[k], integer=False, minimum=m)) for k, m in floats.items()
+    }
+    if out["min_concurrency"] > out["max_concurrency"]:
+        raise AppDefinitionError(
+            f"{name}: min_concurrency={out['min_concurrency']} exceeds "
+            f"max_concurrency={out['max_concurrency']}; raise max_concurrency or lower "
+            "min_concurrency"
+        )
+    if out["concurrency_buffer_perc"] > 100:
+        raise AppDefinitionError(
+            f"{name}: concurrency_buffer_perc={out['concurrency_buffer_perc']} must be 0..100"
+        )
+    return out
+
+
+def _endpoint_spec(cls: type, path: str, method_name: str, marker: EndpointMarker) -> EndpointSpec:
+    func = getattr(cls, method_name)
+    where = f"{cls.__name__}.{method_name}"
+    body_model = endpoint_body_model(func, where)
+    output = _output_model(func, where)
+    return EndpointSpec(
+        path=path,
+        method_name=method_name,
+        is_async=inspect.iscoroutinefunction(func),
+        is_websocket=marker.is_websocket,
+        input_schema=body_model.model_json_schema() if body_model else None,
+        output_schema=output.model_json_schema() if output else None,
+        health_check=marker.health_check,
+    )
+
+
+def _hints(func: Callable[..., Any], where: str) -> dict[str, Any]:
+    try:
+        hints = typing.get_type_hints(func)
+    except Exception as exc:
+        raise AppDefinitionError(
+            f"{where}: cannot resolve its type annotations ({exc}); define the models it uses "
+            "at module level before the App class"
+        ) from exc
+    # cloudpickle carries only the globals a function's code names, so string annotations
+    # (``from __future__ import annotations``) would not resolve on the runner: keep the
+    # resolved objects on the function instead.
+    annotations = getattr(func, "__annotations__", None)
+    if isinstance(annotations, dict):
+        annotations.update(hints)
+    return hints
+
+
+def endpoint_body_model(func: Callable[..., Any], where: str) -> type[BaseModel] | None:
+    """The pydantic model of an endpoint's body parameter, or None when it takes no body."""
+    params = list(inspect.signature(func).parameters.values())[1:]  # drop self
+    if len(params) > 1:
+        raise AppDefinitionError(
+            f"{where} takes {len(params)} parameters; an endpoint takes one pydantic model "
+            "that is the whole JSON body"
+        )
+    if not params:
+        return None
+    hint = _hints(func, where).get(params[0].name)
+    if not (isinstance(hint, type) and issubclass(hint, BaseModel)):
+        raise AppDefinitionError(
+            f"{where}: parameter {params[0].name!r} is annotated {hint!r}; annotate it with a "
+            "pydantic BaseModel subclass describing the JSON body"
+        )
+    return hint
+
+
+def _output_model(func: Callable[..., Any], where: str) -> type[BaseModel] | None:
+    hint = _hints(func, where).get("return")
+    return hint if isinstance(hint, type) and issubclass(hint, BaseModel) else None

@@ -63,30 +63,30 @@ async def serve(args: argparse.Namespace) -> int:
     setup = asyncio.ensure_future(server.run_setup())
     stopper = asyncio.ensure_future(stop.wait())
     await asyncio.wait({setup, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    code = 0
+    failure: tuple[int, str, str] | None = None
     if setup.done():
         error = setup.exception()
-        if error is not None:
-            server.state = "failed"
-            if isinstance(error, TimeoutError):
-                code = fail(
-                    EXIT_STARTUP_TIMEOUT,
-                    "startup_timeout",
-                    f"setup() did not finish within startup_timeout="
-                    f"{server.spec.startup_timeout:g}s",
-                )
-            else:
-                traceback.print_exception(error)
-                code = fail(EXIT_SETUP, "setup", f"setup() raised {type(error).__name__}: {error}")
-        else:
+        if error is None:
             await stopper
+        elif isinstance(error, TimeoutError):
+            failure = (
+                EXIT_STARTUP_TIMEOUT,
+                "startup_timeout",
+                f"setup() did not finish within startup_timeout={server.spec.startup_timeout:g}s",
+            )
+        else:
+            traceback.print_exception(error)
+            failure = (EXIT_SETUP, "setup", f"setup() raised {type(error).__name__}: {error}")
+        if failure is not None:
+            server.state = "failed"
     else:
         setup.cancel()
     stopper.cancel()
     watchdog.cancel()
     await server.drain()
     server.shutdown_executors()
-    return code
+    # Last, so that the failure line is the last line of the log.
+    return fail(*failure) if failure is not None else 0
 
 
 async def _watch_parent(parent_pid: int, stop: asyncio.Event) -> None:

@@ -1,0 +1,5 @@
+"""``python -m yurt.cli``: the same as the ``yurt`` command."""
+
+from yurt.cli.main import main
+
+main()

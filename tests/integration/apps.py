@@ -1,0 +1,153 @@
+"""Apps the integration tests serve. Each one misbehaves in one documented way."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from pathlib import Path
+
+from aiohttp import web
+from pydantic import BaseModel
+
+import yurt
+
+
+class Prompt(BaseModel):
+    prompt: str
+
+
+class Reply(BaseModel):
+    text: str
+
+
+class Outcome(BaseModel):
+    status: int = 200
+    seconds: float = 0.0
+
+
+class Echo(yurt.App, keep_alive=300):
+    def setup(self) -> None:
+        self.prefix = "echo: "
+
+    @yurt.endpoint("/")
+    def generate(self, body: Prompt) -> Reply:
+        return Reply(text=self.prefix + body.prompt)
+
+
+class Rules(yurt.App, keep_alive=300, max_concurrency=1, request_timeout=1.5):
+    """Answers with whatever it is told to, crashes, or outlives request_timeout."""
+
+    @yurt.endpoint("/")
+    def status(self, body: Outcome) -> Reply:
+        if body.status == 200:
+            return Reply(text=f"pid {os.getpid()}")
+        raise yurt.AppException(f"asked for {body.status}", status_code=body.status)
+
+    @yurt.endpoint("/raw")
+    async def raw(self, body: Outcome) -> web.Response:
+        return web.json_response({"pid": os.getpid()}, status=body.status)
+
+    @yurt.endpoint("/boom")
+    def boom(self) -> Reply:
+        raise ValueError("the model exploded")
+
+    @yurt.endpoint("/crash")
+    def crash(self) -> Reply:
+        os._exit(17)
+
+    @yurt.endpoint("/sleep")
+    def sleep(self, body: Outcome) -> Reply:
+        time.sleep(body.seconds)
+        return Reply(text=f"pid {os.getpid()}")
+
+
+class FailingSetup(yurt.App, keep_alive=300, startup_timeout=20):
+    def setup(self) -> None:
+        raise RuntimeError("weights not found at /models/missing.bin")
+
+    @yurt.endpoint("/")
+    def generate(self, body: Prompt) -> Reply:
+        return Reply(text=body.prompt)
+
+
+class SlowSetup(yurt.App, keep_alive=300, startup_timeout=1.0):
+    async def setup(self) -> None:
+        await asyncio.sleep(60)
+
+    @yurt.endpoint("/")
+    def generate(self, body: Prompt) -> Reply:
+        return Reply(text=body.prompt)
+
+
+class FlakyHealth(yurt.App, keep_alive=300, min_concurrency=1):
+    """Its health check fails while the file named by $YURT_TEST_UNHEALTHY exists."""
+
+    @yurt.endpoint("/")
+    def generate(self, body: Prompt) -> Reply:
+        return Reply(text=f"pid {os.getpid()}")
+
+    @yurt.endpoint(
+        "/health",
+        health_check=yurt.HealthCheck(
+            start_period_seconds=0, timeout_seconds=1, failure_threshold=2
+        ),
+    )
+    def health(self) -> Reply:
+        if Path(os.environ["YURT_TEST_UNHEALTHY"]).exists():
+            raise RuntimeError("unhealthy on purpose")
+        return Reply(text="ok")
+
+
+class Quick(yurt.App, keep_alive=1.0, max_concurrency=2):
+    """Scales to zero one second after its last request."""
+
+    @yurt.endpoint("/")
+    async def generate(self, body: Prompt) -> Reply:
+        return Reply(text=f"pid {os.getpid()}")
+
+
+class Warm(yurt.App, keep_alive=0.2, min_concurrency=1, max_concurrency=2):
+    """Keeps one runner warm however idle it is."""
+
+    @yurt.endpoint("/")
+    def generate(self, body: Prompt) -> Reply:
+        return Reply(text=f"pid {os.getpid()}")
+
+
+class Multiplexed(yurt.App, keep_alive=300, max_multiplexing=3, max_concurrency=1):
+    """Counts, inside the runner, how many requests it serves at once."""
+
+    def setup(self) -> None:
+        self.lock = threading.Lock()
+        self.active = 0
+        self.peak = 0
+
+    @yurt.endpoint("/")
+    def work(self, body: Outcome) -> Reply:
+        with self.lock:
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+        try:
+            time.sleep(body.seconds)
+        finally:
+            with self.lock:
+                self.active -= 1
+        return Reply(text=str(self.peak))
+
+    @yurt.endpoint("/peak")
+    def report(self) -> Reply:
+        return Reply(text=str(self.peak))
+
+
+class Draining(yurt.App, termination_grace_period_seconds=10):
+    """Writes a file in teardown() so a test can see it ran after the drain."""
+
+    @yurt.endpoint("/")
+    async def slow(self, body: Outcome) -> Reply:
+        await asyncio.sleep(body.seconds)
+        return Reply(text="finished")
+
+    def teardown(self) -> None:
+        Path(os.environ["YURT_TEST_TEARDOWN"]).write_text("torn down")

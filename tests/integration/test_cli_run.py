@@ -1,0 +1,119 @@
+"""``yurt run`` as a user runs it: a real process, real signals, no runner left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.timeout(120)
+
+APPS = Path(__file__).with_name("apps.py")
+EXAMPLES = Path(__file__).parents[2] / "examples"
+
+
+def start(target: str, data_dir: Path) -> tuple[subprocess.Popen[str], str]:
+    """Start ``yurt run`` the way a shell starts a background job (SIGINT ignored)."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "yurt.cli",
+            "run",
+            target,
+            "--port",
+            "0",
+            "--data-dir",
+            str(data_dir),
+            "--log-format",
+            "json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()  # blocks until the URL is printed (or the process dies)
+    match = re.search(r"at (http://\S+)", line)
+    assert match, f"yurt run printed {line!r}"
+    return proc, match.group(1)
+
+
+def post(url: str, payload: dict[str, object]) -> dict[str, object]:
+    req = urllib.request.Request(
+        url, data=json.dumps(payload).encode(), headers={"content-type": "application/json"}
+    )
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        return json.loads(resp.read())  # type: ignore[no-any-return]
+
+
+def runner_pids(base: str) -> list[int]:
+    with urllib.request.urlopen(base + "/_yurt/apps", timeout=30) as resp:
+        apps = json.loads(resp.read())
+    return [r["pid"] for a in apps for r in a["runners"] if r["pid"]]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead for our purposes.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_stops_every_runner(tmp_path: Path, sig: signal.Signals) -> None:
+    """Ctrl-C (even with SIGINT ignored by the shell) or SIGTERM: yurt run exits, no runner left."""
+    proc, url = start(f"{EXAMPLES / 'echo.py'}::Echo", tmp_path)
+    try:
+        assert post(url, {"prompt": "hi"}) == {"text": "echo: hi"}
+        base = url.rsplit("/", 2)[0]
+        pids = runner_pids(base)
+        assert len(pids) == 1 and alive(pids[0])
+        proc.send_signal(sig)
+        assert proc.wait(timeout=60) == 0
+        deadline = time.monotonic() + 30
+        while any(alive(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(alive(p) for p in pids)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        assert proc.stdout is not None
+        proc.stdout.close()
+
+
+def test_bad_target_fails_with_message(tmp_path: Path) -> None:
+    """A target naming a class that is not there fails at once, listing what is."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "yurt.cli",
+            "run",
+            f"{APPS}::Nope",
+            "--port",
+            "0",
+            "--data-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 1
+    assert "no App class 'Nope'" in out.stderr and "Echo" in out.stderr

@@ -1,0 +1,32 @@
+"""``yurt.serve``: an App behind a real router on an ephemeral port, for users' tests."""
+
+from __future__ import annotations
+
+import pytest
+from apps import Echo, Prompt, Rules
+
+import yurt
+
+pytestmark = pytest.mark.timeout(120)
+
+
+async def test_serve_runs_an_endpoint() -> None:
+    """``app.run`` posts a dict or a model and returns the decoded reply; all stops on exit."""
+    async with yurt.serve(Echo) as app:
+        assert app.url.startswith("http://127.0.0.1:") and app.url.endswith("/default/echo")
+        assert await app.run("/", {"prompt": "hi"}) == {"text": "echo: hi"}
+        assert await app.run("/", Prompt(prompt="yo")) == {"text": "echo: yo"}
+        backend = app.platform.backend
+        app_id = app.app_id
+    assert backend.runners(app_id) == []
+
+
+async def test_serve_raises_request_error_with_status() -> None:
+    """An error reply becomes a RequestError carrying the status and the detail."""
+    async with yurt.serve(Rules) as app:
+        with pytest.raises(yurt.RequestError) as info:
+            await app.run("/", {"status": 418})
+        assert info.value.status == 418 and info.value.detail == "asked for 418"
+        with pytest.raises(yurt.RequestError) as info:
+            await app.run("/crash", {})
+        assert info.value.status == 503 and info.value.error_type == "runner_disconnected"

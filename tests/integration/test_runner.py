@@ -1,0 +1,192 @@
+"""The runner process on its own: health during setup, limits, drain on SIGTERM, isolation."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiohttp
+import pytest
+from apps import Draining, Echo, Multiplexed
+from support import wait_until
+
+from yurt.backends.local import free_port
+from yurt.packaging import MAGIC, write_payload
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@asynccontextmanager
+async def runner(
+    cls: type, tmp_path: Path
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
+    """Start ``python -m yurt.runner`` for ``cls``; kill it on exit if still running."""
+    _, payload = write_payload(cls, tmp_path / "payloads")
+    port = free_port("127.0.0.1")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "yurt.runner",
+        "--payload",
+        str(payload),
+        "--port",
+        str(port),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        yield proc, f"http://127.0.0.1:{port}"
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+
+
+async def status_of(session: aiohttp.ClientSession, url: str) -> int | None:
+    try:
+        async with session.get(url) as resp:
+            return resp.status
+    except aiohttp.ClientError:
+        return None
+
+
+async def test_sigterm_drains_in_flight_requests_then_tears_down(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM: in-flight requests finish, new connections are refused, teardown runs, exit 0."""
+    marker = tmp_path / "teardown"
+    monkeypatch.setenv("YURT_TEST_TEARDOWN", str(marker))
+    async with runner(Draining, tmp_path) as (proc, url), aiohttp.ClientSession() as s:
+        await wait_until(lambda: status_of(s, url + "/_yurt/health"), what="health")
+        await wait_until(lambda: _is(status_of(s, url + "/_yurt/health"), 200), what="runner ready")
+        slow = asyncio.ensure_future(s.post(url + "/", json={"seconds": 1.5}))
+        await wait_until(lambda: _in_flight(s, url), what="request in flight")
+        proc.send_signal(signal.SIGTERM)
+        resp = await slow
+        assert resp.status == 200
+        assert await resp.json() == {"text": "finished"}
+        assert await proc.wait() == 0
+        assert marker.read_text() == "torn down"
+        with pytest.raises(aiohttp.ClientError):
+            await s.get(url + "/_yurt/health")
+
+
+async def _is(coro: object, value: int) -> bool:
+    return await coro == value  # type: ignore[misc]
+
+
+async def _in_flight(s: aiohttp.ClientSession, url: str) -> bool:
+    async with s.get(url + "/_yurt/info") as resp:
+        return bool((await resp.json())["in_flight"])
+
+
+async def test_health_is_503_until_setup_finished(tmp_path: Path) -> None:
+    """The port opens before setup(); health answers 503 until setup() returns, then 200."""
+    module = tmp_path / "slowsetup.py"
+    module.write_text(
+        textwrap.dedent("""
+        import time, yurt
+        class Slow(yurt.App):
+            def setup(self):
+                time.sleep(1.0)
+            @yurt.endpoint("/")
+            def ok(self) -> dict:
+                return {"ok": True}
+    """)
+    )
+    from yurt.loader import load_app
+
+    cls = load_app(f"{module}::Slow")
+    async with runner(cls, tmp_path) as (_, url), aiohttp.ClientSession() as s:
+        first = await wait_until(lambda: status_of(s, url + "/_yurt/health"), what="port open")
+        assert first == 503
+        async with s.post(url + "/") as resp:
+            assert resp.status == 503
+        await wait_until(lambda: _is(status_of(s, url + "/_yurt/health"), 200), what="ready")
+        async with s.post(url + "/") as resp:
+            assert await resp.json() == {"ok": True}
+
+
+async def test_excess_requests_get_429(tmp_path: Path) -> None:
+    """More concurrent requests than max_multiplexing: the excess gets 429 at once."""
+    async with runner(Multiplexed, tmp_path) as (_, url), aiohttp.ClientSession() as s:
+        await wait_until(lambda: _is(status_of(s, url + "/_yurt/health"), 200), what="ready")
+        replies = await asyncio.gather(
+            *(s.post(url + "/", json={"seconds": 1.0}) for _ in range(5))
+        )
+        statuses = sorted(r.status for r in replies)
+        assert statuses == [200, 200, 200, 429, 429]
+
+
+async def test_health_answers_while_sync_endpoint_computes(tmp_path: Path) -> None:
+    """A sync endpoint runs off the event loop: health stays answered during it."""
+    async with runner(Multiplexed, tmp_path) as (_, url), aiohttp.ClientSession() as s:
+        await wait_until(lambda: _is(status_of(s, url + "/_yurt/health"), 200), what="ready")
+        busy = asyncio.ensure_future(s.post(url + "/", json={"seconds": 2.0}))
+        await wait_until(lambda: _in_flight(s, url), what="request in flight")
+        async with s.get(url + "/_yurt/health", timeout=aiohttp.ClientTimeout(total=1.0)) as r:
+            assert r.status == 200
+        assert (await busy).status == 200
+
+
+def test_setup_failure_exits_with_reason(tmp_path: Path) -> None:
+    """A failing setup() ends the runner with exit code 4 and a last line naming the error."""
+    from apps import FailingSetup
+
+    _, payload = write_payload(FailingSetup, tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "yurt.runner", "--payload", str(payload), "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 4
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("yurt-runner-failure: setup: setup() raised RuntimeError")
+
+
+def test_payload_from_other_python_is_refused(tmp_path: Path) -> None:
+    """A payload built by another Python minor version is refused with a message saying so."""
+    _, payload = write_payload(Echo, tmp_path)
+    data = payload.read_bytes()
+    end = data.index(b"\n", len(MAGIC))
+    header = json.loads(data[len(MAGIC) : end])
+    header["python"] = "3.99"
+    forged = tmp_path / "forged.yurt"
+    forged.write_bytes(MAGIC + json.dumps(header).encode() + data[end:])
+    proc = subprocess.run(
+        [sys.executable, "-m", "yurt.runner", "--payload", str(forged), "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 3
+    assert "built with Python 3.99" in proc.stderr
+    assert f"runs Python {sys.version_info.major}.{sys.version_info.minor}" in proc.stderr
+
+
+def test_runner_imports_no_control_plane(tmp_path: Path) -> None:
+    """Loading a payload and building the runner's server imports no control-plane module."""
+    _, payload = write_payload(Echo, tmp_path)
+    code = textwrap.dedent(f"""
+        import sys
+        import yurt.runner.__main__
+        from yurt.packaging import unpack
+        from yurt.runner.server import RunnerServer
+        header, cls = unpack(open({str(payload)!r}, "rb").read())
+        RunnerServer(header, cls, host="127.0.0.1", port=0)
+        bad = ("yurt.router", "yurt.scheduler", "yurt.backends", "yurt.discovery",
+               "yurt.platform", "yurt.embed", "yurt.cli", "nomad", "consul", "httptools")
+        print(sorted(m for m in sys.modules if m.startswith(bad)))
+    """)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == "[]"

@@ -1,0 +1,103 @@
+"""Shared test helpers: fast configuration, served platforms, and condition polling."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from yurt.app import App
+from yurt.config import (
+    BackoffConfig,
+    HealthConfig,
+    LocalBackendConfig,
+    RouterConfig,
+    SchedulerConfig,
+    ServerConfig,
+)
+from yurt.platform import Platform
+
+# Generous: these tests must hold on a loaded 2-core machine.
+DEADLINE = 60.0
+
+
+def fast_config(data_dir: Path, **router: Any) -> ServerConfig:
+    """Short intervals so lifecycle tests run in seconds."""
+    return ServerConfig(
+        data_dir=data_dir,
+        router=RouterConfig(port=0, **router),
+        scheduler=SchedulerConfig(interval=0.05),
+        local=LocalBackendConfig(
+            health=HealthConfig(interval=0.2, timeout=2.0, failure_threshold=2),
+            backoff=BackoffConfig(step=0.5, cap=2.0),
+            kill_after=3.0,
+        ),
+    )
+
+
+async def wait_until(
+    predicate: Callable[[], Any], timeout: float = DEADLINE, what: str = "condition"
+) -> Any:
+    """Poll ``predicate`` (sync or async) until truthy; fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+class Served:
+    """A running platform with one app, and an HTTP session to call it."""
+
+    def __init__(self, platform: Platform, app_id: str, session: aiohttp.ClientSession) -> None:
+        self.platform = platform
+        self.app_id = app_id
+        self.session = session
+
+    @property
+    def url(self) -> str:
+        return f"{self.platform.url}/{self.app_id}"
+
+    async def post(self, path: str = "", json: Any = None, **kw: Any) -> tuple[int, Any, Any]:
+        """POST and return (status, decoded JSON or text, headers)."""
+        async with self.session.post(self.url + path, json=json, **kw) as resp:
+            body: Any
+            try:
+                body = await resp.json(content_type=None)
+            except ValueError:
+                body = await resp.text()
+            return resp.status, body, resp.headers
+
+    def live_runners(self) -> list[Any]:
+        return [
+            r
+            for r in self.platform.backend.runners(self.app_id)
+            if r.state.value in ("PENDING", "SETUP", "IDLE", "RUNNING")
+        ]
+
+    def healthy(self) -> list[Any]:
+        return self.platform.registry.healthy(self.app_id)
+
+
+@asynccontextmanager
+async def served(cls: type[App], data_dir: Path, **router: Any) -> AsyncIterator[Served]:
+    """Serve ``cls`` on a fast-configured platform; stops every runner on exit."""
+    platform = Platform(fast_config(data_dir, **router))
+    await platform.start()
+    try:
+        app_id = await platform.add_app(cls)
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=DEADLINE)) as s:
+            yield Served(platform, app_id, s)
+    finally:
+        await platform.stop()

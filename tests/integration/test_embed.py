@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from apps import Echo, Prompt, Rules
 
 import yurt
+
+from apps import Echo, Prompt, Rules
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from apps import FailingSetup, FlakyHealth, Multiplexed, Quick, SlowSetup, Warm
 from support import served, wait_until
 

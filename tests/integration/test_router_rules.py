@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from apps import Echo, Rules
 from support import served, wait_until
 

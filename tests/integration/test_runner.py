@@ -14,11 +14,12 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from apps import Draining, Echo, Multiplexed
-from support import wait_until
 
 from yurt.backends.local import free_port
 from yurt.packaging import MAGIC, write_payload
+
+from apps import Draining, Echo, Multiplexed
+from support import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -93,6 +93,8 @@ class Router:
         for route in self.routes.values():
             for slot in route.slots.values():
                 await slot.pool.close()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
 
     # -- LoadSource, for the scheduler ------------------------------------------------------
 

@@ -1,0 +1,49 @@
+"""Parsing ``yurt`` command lines, apart from any side effect."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from yurt.cli.main import build_parser
+from yurt.cli.run import config_from_args
+
+
+def test_run_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """``yurt run FILE::Class`` listens on 127.0.0.1:8080, owner default, default data dir."""
+    monkeypatch.setenv("YURT_DATA_DIR", str(tmp_path))
+    args = build_parser().parse_args(["run", "examples/echo.py::Echo"])
+    config = config_from_args(args)
+    assert args.target == "examples/echo.py::Echo"
+    assert (config.router.host, config.router.port, config.router.owner) == (
+        "127.0.0.1",
+        8080,
+        "default",
+    )
+    assert config.data_dir == tmp_path
+
+
+def test_run_options() -> None:
+    """--host, --port, --data-dir and --owner land in the server configuration."""
+    args = build_parser().parse_args(
+        ["run", "a.py::A", "--host", "0.0.0.0", "--port", "0", "--data-dir", "/d", "--owner", "me"]
+    )
+    config = config_from_args(args)
+    assert (config.router.host, config.router.port, config.router.owner) == ("0.0.0.0", 0, "me")
+    assert config.data_dir == Path("/d")
+
+
+def test_run_requires_target(capsys: pytest.CaptureFixture[str]) -> None:
+    """``yurt run`` without a target is a usage error naming the missing argument."""
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args(["run"])
+    assert info.value.code == 2
+    assert "FILE::Class" in capsys.readouterr().err
+
+
+def test_bad_port_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """A non-numeric port is rejected by the parser."""
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["run", "a.py::A", "--port", "http"])
+    assert "--port" in capsys.readouterr().err

@@ -63,9 +63,9 @@ def endpoint(
     """Mark a method as a POST endpoint at ``path``; its one parameter is the JSON body model."""
     if not isinstance(path, str) or not path.startswith("/"):
         raise AppDefinitionError(f"endpoint path {path!r} must be a string starting with '/'")
-    if path.startswith("/_yurt"):
-        raise AppDefinitionError(f"endpoint path {path!r}: paths under /_yurt are reserved")
     normalized = "/" + path.strip("/") if path != "/" else "/"
+    if normalized.startswith("/_yurt"):
+        raise AppDefinitionError(f"endpoint path {path!r}: paths under /_yurt are reserved")
 
     def mark(func: F) -> F:
         setattr(func, ENDPOINT_ATTR, EndpointMarker(normalized, is_websocket, health_check))

@@ -110,7 +110,7 @@ def build_spec(cls: type[App]) -> AppSpec:
         raise AppDefinitionError(
             f"{name}: endpoints {health} each declare a health_check; keep it on one endpoint"
         )
-    app_name = values["app_name"] or kebab_case(name)
+    app_name = kebab_case(name) if values["app_name"] is None else values["app_name"]
     if not isinstance(app_name, str) or not _is_url_segment(app_name):
         raise AppDefinitionError(
             f"{name}: app_name {app_name!r} must be a non-empty URL segment of letters, digits, "
@@ -135,7 +135,13 @@ def build_spec(cls: type[App]) -> AppSpec:
 
 
 def _is_url_segment(value: str) -> bool:
-    return bool(value) and all(c.isalnum() or c in "-_." for c in value) and value.isascii()
+    # "." and ".." are dot-segments: URL clients resolve them away (RFC 3986 section 5.2.4).
+    return (
+        value not in (".", "..")
+        and bool(value)
+        and all(c.isalnum() or c in "-_." for c in value)
+        and value.isascii()
+    )
 
 
 def _machine_types(name: str, value: object) -> list[str]:

@@ -79,6 +79,10 @@ class AppRoute:
         try:
             return await asyncio.wait_for(fut, timeout)
         except TimeoutError:
+            # Python >= 3.12 raises TimeoutError even when the slot was handed over in the
+            # same loop iteration as the timeout: give it back, or it stays taken forever.
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                self.release(fut.result())
             raise RequestError(
                 f"no runner of {self.app_id} became free within {timeout:g}s",
                 status=503,

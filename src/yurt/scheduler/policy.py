@@ -86,9 +86,13 @@ def decide(spec: AppSpec, load: AppLoad, target: int, now: float) -> Decision:
         (r for r in load.runners if r.in_flight == 0 and r.idle_since is not None),
         key=lambda r: r.idle_since or 0.0,
     )
-    expired = [r for r in idle if now - (r.idle_since or now) >= spec.keep_alive]
+    # ``is None``, not ``or``: a runner idle since t=0.0 (a clock's origin) is idle, not new.
+    expired = [
+        r for r in idle if r.idle_since is not None and now - r.idle_since >= spec.keep_alive
+    ]
     stop = tuple(r.runner_id for r in expired[: target - with_waiting])
     recheck = None
     if len(stop) < target - with_waiting and len(expired) < len(idle):
-        recheck = (idle[len(expired)].idle_since or now) + spec.keep_alive
+        next_since = idle[len(expired)].idle_since
+        recheck = (now if next_since is None else next_since) + spec.keep_alive
     return Decision(target=target - len(stop), stop=stop, recheck_at=recheck)

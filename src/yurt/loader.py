@@ -25,7 +25,9 @@ def load_app(target: str) -> type[App]:
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     # Sibling modules of the app file import as they would when running it as a script.
-    sys.path.insert(0, str(path.resolve().parent))
+    folder = str(path.resolve().parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
     spec.loader.exec_module(module)
     apps = {
         name: obj

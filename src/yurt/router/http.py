@@ -8,8 +8,9 @@ import uuid
 from aiohttp import web
 from multidict import CIMultiDict
 
-# Hop-by-hop headers (RFC 9110 section 7.6.1) and those the pool writes itself.
-HOP_BY_HOP = frozenset(
+# Hop-by-hop headers (RFC 9110 section 7.6.1), those the pool writes itself, and the request
+# ids, which only the router sets.
+DROPPED_REQUEST_HEADERS = frozenset(
     {
         b"connection",
         b"keep-alive",
@@ -21,9 +22,12 @@ HOP_BY_HOP = frozenset(
         b"host",
         b"content-length",
         b"expect",
+        b"x-fal-request-id",
+        b"x-yurt-request-id",
     }
 )
-REQUEST_ID_HEADERS = ("x-yurt-request-id", "x-fal-request-id")
+# aiohttp writes its own Date and Server.
+DROPPED_REPLY_HEADERS = frozenset({"date", "server"})
 
 
 def new_request_id() -> str:
@@ -49,11 +53,7 @@ def forward_headers(
     raw: tuple[tuple[bytes, bytes], ...], request_id: str
 ) -> list[tuple[bytes, bytes]]:
     """The client's headers minus hop-by-hop ones, with our request id."""
-    out = [
-        (k, v)
-        for k, v in raw
-        if k.lower() not in HOP_BY_HOP and not k.lower().startswith(b"x-fal-request-id")
-    ]
+    out = [(k, v) for k, v in raw if k.lower() not in DROPPED_REQUEST_HEADERS]
     out.append((b"x-fal-request-id", request_id.encode()))
     return out
 
@@ -63,7 +63,7 @@ def reply_headers(raw: list[tuple[bytes, bytes]], request_id: str) -> CIMultiDic
     headers: CIMultiDict[str] = CIMultiDict()
     for k, v in raw:
         name = k.decode("latin-1")
-        if name.lower() not in ("date", "server"):
+        if name.lower() not in DROPPED_REPLY_HEADERS:
             headers.add(name, v.decode("latin-1"))
     headers["x-yurt-request-id"] = request_id
     headers["x-fal-request-id"] = request_id

@@ -1,0 +1,92 @@
+"""Serve bench/apps.py::Noop on a Platform in this process (the router's own process).
+
+Prints one JSON line on stdout once one runner is healthy, then serves until SIGTERM/SIGINT (or
+until its parent is gone) and stops the platform. Used by ``bench/router_overhead.py``.
+
+    python bench/_serve.py [--uvloop] [--profile OUT.prof]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import cProfile
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+async def serve(args: argparse.Namespace) -> None:
+    from yurt.config import RouterConfig, ServerConfig
+    from yurt.loader import load_app
+    from yurt.platform import Platform
+
+    cls = load_app(str(HERE / "apps.py::Noop"))
+    parent = os.getppid()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    profiler = cProfile.Profile() if args.profile else None
+    if profiler is not None:
+        loop.add_signal_handler(signal.SIGUSR1, profiler.enable)
+        loop.add_signal_handler(signal.SIGUSR2, profiler.disable)
+    with tempfile.TemporaryDirectory(prefix="yurt-bench-") as tmp:
+        platform = Platform(ServerConfig(data_dir=Path(tmp), router=RouterConfig(port=0)))
+        await platform.start()
+        try:
+            app_id = await platform.add_app(cls)
+            deadline = time.monotonic() + 60
+            while not (healthy := platform.registry.healthy(app_id)):
+                if time.monotonic() > deadline:
+                    raise SystemExit("no healthy runner within 60 s")
+                await asyncio.sleep(0.02)
+            runner = healthy[0]
+            views = [v for v in platform.backend.runners(app_id) if v.runner_id == runner.runner_id]
+            info = {
+                "router": platform.url,
+                "app_id": app_id,
+                "runner": f"{runner.host}:{runner.port}",
+                "runner_pid": views[0].pid if views else None,
+                "pid": os.getpid(),
+                "loop": f"{type(loop).__module__}.{type(loop).__name__}",
+            }
+            print(json.dumps(info), flush=True)
+            while not stop.is_set():
+                if os.getppid() != parent:  # the benchmark died: do not outlive it
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1.0)
+        finally:
+            if profiler is not None:
+                profiler.disable()
+                profiler.dump_stats(args.profile)
+            await platform.stop(grace=1.0)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--uvloop", action="store_true", help="run the platform on uvloop")
+    p.add_argument("--profile", default="", help="cProfile between SIGUSR1 and SIGUSR2 to FILE")
+    args = p.parse_args()
+    from yurt.logging import configure
+
+    configure("warning")  # logs to stderr; stdout carries only the JSON line
+    if args.uvloop:
+        import uvloop
+
+        uvloop.run(serve(args))
+    else:
+        asyncio.run(serve(args))
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

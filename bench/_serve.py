@@ -3,7 +3,7 @@
 Prints one JSON line on stdout once one runner is healthy, then serves until SIGTERM/SIGINT (or
 until its parent is gone) and stops the platform. Used by ``bench/router_overhead.py``.
 
-    python bench/_serve.py [--uvloop] [--profile OUT.prof]
+    python bench/_serve.py [--loop auto|asyncio|uvloop] [--profile OUT.prof]
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ HERE = Path(__file__).resolve().parent
 
 
 async def serve(args: argparse.Namespace) -> None:
-    from yurt.config import RouterConfig, ServerConfig
+    from yurt.config import LocalBackendConfig, RouterConfig, ServerConfig
     from yurt.loader import load_app
     from yurt.platform import Platform
 
@@ -39,7 +39,14 @@ async def serve(args: argparse.Namespace) -> None:
         loop.add_signal_handler(signal.SIGUSR1, profiler.enable)
         loop.add_signal_handler(signal.SIGUSR2, profiler.disable)
     with tempfile.TemporaryDirectory(prefix="yurt-bench-") as tmp:
-        platform = Platform(ServerConfig(data_dir=Path(tmp), router=RouterConfig(port=0)))
+        platform = Platform(
+            ServerConfig(
+                data_dir=Path(tmp),
+                event_loop=args.loop,
+                router=RouterConfig(port=0),
+                local=LocalBackendConfig(runner_loop=args.loop),
+            )
+        )
         await platform.start()
         try:
             app_id = await platform.add_app(cls)
@@ -73,18 +80,15 @@ async def serve(args: argparse.Namespace) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--uvloop", action="store_true", help="run the platform on uvloop")
+    p.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto")
     p.add_argument("--profile", default="", help="cProfile between SIGUSR1 and SIGUSR2 to FILE")
     args = p.parse_args()
     from yurt.logging import configure
 
     configure("warning")  # logs to stderr; stdout carries only the JSON line
-    if args.uvloop:
-        import uvloop
+    from yurt.aio import run
 
-        uvloop.run(serve(args))
-    else:
-        asyncio.run(serve(args))
+    run(serve(args), args.loop)  # as ``yurt run --loop`` does
     sys.stdout.flush()
 
 

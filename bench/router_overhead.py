@@ -8,7 +8,7 @@ direct, router, direct, router, ... at 1 and at 32 connections; the figures are 
 rounds and each ratio is the median of the per-round (paired) ratios.
 
     .venv/bin/python bench/router_overhead.py [--rounds 9] [--requests-1 5000]
-        [--requests-32 50000] [--uvloop] [--router-uvloop] [--profile FILE]
+        [--requests-32 50000] [--uvloop] [--loop auto|asyncio|uvloop] [--profile FILE]
 """
 
 from __future__ import annotations
@@ -79,10 +79,8 @@ def is_runner(pid: int) -> bool:
 class Server:
     """``bench/_serve.py`` in its own session (process group); stopped and reaped on exit."""
 
-    def __init__(self, uvloop: bool, profile: str) -> None:
-        cmd = [sys.executable, str(HERE / "_serve.py")]
-        if uvloop:
-            cmd.append("--uvloop")
+    def __init__(self, loop: str, profile: str) -> None:
+        cmd = [sys.executable, str(HERE / "_serve.py"), "--loop", loop]
         if profile:
             cmd += ["--profile", profile]
         self.proc = subprocess.Popen(
@@ -238,7 +236,7 @@ def print_profile(path: str, top: int = 25) -> None:
 
 
 async def bench(args: argparse.Namespace) -> int:
-    server = Server(args.router_uvloop, args.profile)
+    server = Server(args.loop, args.profile)
     try:
         info = server.wait_ready()
         router_pid = int(info["pid"])  # type: ignore[call-overload]
@@ -334,12 +332,12 @@ def print_config(
     print(
         f"  runner: app {info['app_id']} max_multiplexing={spec.max_multiplexing}, endpoint "
         f"{ep.path!r} async={ep.is_async}, event loop "
-        f"{'uvloop' if has_uvloop(runner_pid) else 'asyncio (default)'} "
-        f"(yurt.runner uses asyncio.run), pid {runner_pid}, {info['runner']}"
+        f"{'uvloop' if has_uvloop(runner_pid) else 'asyncio'} "
+        f"(--loop {args.loop}), pid {runner_pid}, {info['runner']}"
     )
     print(
         f"  router: own process pid {router_pid}, {info['router']}, event loop {info['loop']}"
-        f"{' (uvloop chosen by bench/_serve.py --uvloop; not a yurt setting)' if args.router_uvloop else ''}"  # noqa: E501
+        f" (--loop {args.loop})"
     )
     print(
         f"  generator: this process, ConnectionPool per target, loop "
@@ -365,9 +363,10 @@ def main() -> None:
     p.add_argument("--requests-32", type=int, default=50000, help="requests per round at c=32")
     p.add_argument("--uvloop", action="store_true", help="run the load generator on uvloop")
     p.add_argument(
-        "--router-uvloop",
-        action="store_true",
-        help="run the router process on uvloop too (bench/_serve.py; yurt itself has no option)",
+        "--loop",
+        choices=["auto", "asyncio", "uvloop"],
+        default="auto",
+        help="event loop of the router and runner, as yurt run --loop (auto: uvloop if installed)",
     )
     p.add_argument("--profile", default="", help="cProfile the router during the rounds to FILE")
     p.add_argument("-v", "--verbose", action="store_true", help="print every round")

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from yurt.aio import LoopName
+
 MIB = 1024 * 1024
 
 
@@ -42,6 +44,7 @@ class LocalBackendConfig(_Frozen):
     host: str = "127.0.0.1"
     health: HealthConfig = HealthConfig()
     backoff: BackoffConfig = BackoffConfig()
+    runner_loop: LoopName = Field(default="auto", description="event loop of the runners")
     kill_after: float = Field(
         default=5.0, ge=0, description="extra seconds after the grace period before SIGKILL"
     )
@@ -66,12 +69,16 @@ class RouterConfig(_Frozen):
         description="longest wait for a free runner; None: the app's startup_timeout plus 10 s",
     )
     access_log: bool = False
+    keepalive_timeout: float = Field(
+        default=75.0, gt=0, description="idle client connections close"
+    )
 
 
 class ServerConfig(_Frozen):
     """Everything ``yurt run`` / ``yurt server`` needs."""
 
     data_dir: Path
+    event_loop: LoopName = "auto"
     router: RouterConfig = RouterConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     local: LocalBackendConfig = LocalBackendConfig()

@@ -251,6 +251,8 @@ class LocalBackend:
             runner.runner_id,
             "--parent-pid",
             str(os.getpid()),
+            "--loop",
+            self.config.runner_loop,
         ]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         try:

@@ -11,7 +11,8 @@ from typing import Any
 
 import structlog
 
-from yurt.config import RouterConfig, ServerConfig, default_data_dir
+from yurt.aio import run
+from yurt.config import LocalBackendConfig, RouterConfig, ServerConfig, default_data_dir
 from yurt.errors import YurtError
 from yurt.logging import configure
 
@@ -28,6 +29,12 @@ def add_parser(commands: Any) -> None:
     p.add_argument("--port", type=int, default=8080, help="port to listen on (0: any free)")
     p.add_argument("--data-dir", type=Path, default=None, help="payloads and runner logs")
     p.add_argument("--owner", default="default", help="owner segment of the app's URL")
+    p.add_argument(
+        "--loop",
+        choices=["auto", "asyncio", "uvloop"],
+        default="auto",
+        help="event loop for the router and runners (auto: uvloop when installed)",
+    )
     p.add_argument("--log-level", default="info")
     p.add_argument("--log-format", choices=["console", "json"], default="console")
     p.set_defaults(handler=handle)
@@ -37,7 +44,9 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     """The server configuration the arguments describe (pure)."""
     return ServerConfig(
         data_dir=args.data_dir or default_data_dir(),
+        event_loop=args.loop,
         router=RouterConfig(host=args.host, port=args.port, owner=args.owner),
+        local=LocalBackendConfig(runner_loop=args.loop),
     )
 
 
@@ -45,7 +54,8 @@ def handle(args: argparse.Namespace) -> int:
     """Run until a signal; returns the exit code."""
     configure(args.log_level, args.log_format)
     try:
-        return asyncio.run(serve(args.target, config_from_args(args)))
+        config = config_from_args(args)
+        return run(serve(args.target, config), config.event_loop)
     except YurtError as exc:
         print(f"yurt run: {exc}", file=sys.stderr)
         return 1

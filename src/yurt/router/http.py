@@ -1,12 +1,15 @@
-"""Small HTTP helpers of the router: error bodies, request ids, header filtering."""
+"""The router's replies as plain data, shared by both of its HTTP faces.
+
+A ``Reply`` is what the core decided to answer; ``fastlane.py`` serialises it straight to bytes,
+``web.py`` turns it into an aiohttp response. Neither face decides anything.
+"""
 
 from __future__ import annotations
 
+import http
 import json
-import uuid
-
-from aiohttp import web
-from multidict import CIMultiDict
+import os
+from dataclasses import dataclass, field
 
 # Hop-by-hop headers (RFC 9110 section 7.6.1), those the pool writes itself, and the request
 # ids, which only the router sets.
@@ -26,45 +29,50 @@ DROPPED_REQUEST_HEADERS = frozenset(
         b"x-yurt-request-id",
     }
 )
-# aiohttp writes its own Date and Server.
-DROPPED_REPLY_HEADERS = frozenset({"date", "server"})
+JSON_TYPE = (b"content-type", b"application/json")
+
+
+@dataclass(slots=True)
+class Reply:
+    """A status, headers (without framing or request ids) and a complete body."""
+
+    status: int
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    body: bytes = b""
 
 
 def new_request_id() -> str:
-    """A fresh request id."""
-    return uuid.uuid4().hex
+    """A fresh random request id (32 hex digits)."""
+    # os.urandom is five times cheaper than uuid4().hex and as unique.
+    return os.urandom(16).hex()
 
 
-def error_response(status: int, error_type: str, detail: str, request_id: str) -> web.Response:
-    """A router-made error: ``{detail, error_type}`` with the error-type and request-id headers."""
-    headers = CIMultiDict(
-        {
-            "X-Yurt-Error-Type": error_type,
-            "X-Fal-Error-Type": error_type,
-            "x-yurt-request-id": request_id,
-            "x-fal-request-id": request_id,
-        }
-    )
+def error_reply(status: int, error_type: str, detail: str) -> Reply:
+    """A router-made error: ``{detail, error_type}`` with the error-type headers."""
+    kind = error_type.encode()
     body = json.dumps({"detail": detail, "error_type": error_type}).encode()
-    return web.Response(status=status, body=body, headers=headers, content_type="application/json")
+    return Reply(
+        status, [JSON_TYPE, (b"x-yurt-error-type", kind), (b"x-fal-error-type", kind)], body
+    )
+
+
+def json_reply(value: object, status: int = 200) -> Reply:
+    """A JSON reply."""
+    return Reply(status, [JSON_TYPE], json.dumps(value).encode())
 
 
 def forward_headers(
-    raw: tuple[tuple[bytes, bytes], ...], request_id: str
+    raw: list[tuple[bytes, bytes]] | tuple[tuple[bytes, bytes], ...], request_id: bytes
 ) -> list[tuple[bytes, bytes]]:
     """The client's headers minus hop-by-hop ones, with our request id."""
     out = [(k, v) for k, v in raw if k.lower() not in DROPPED_REQUEST_HEADERS]
-    out.append((b"x-fal-request-id", request_id.encode()))
+    out.append((b"x-fal-request-id", request_id))
     return out
 
 
-def reply_headers(raw: list[tuple[bytes, bytes]], request_id: str) -> CIMultiDict[str]:
-    """The runner's response headers (already without hop-by-hop ones) plus request ids."""
-    headers: CIMultiDict[str] = CIMultiDict()
-    for k, v in raw:
-        name = k.decode("latin-1")
-        if name.lower() not in DROPPED_REPLY_HEADERS:
-            headers.add(name, v.decode("latin-1"))
-    headers["x-yurt-request-id"] = request_id
-    headers["x-fal-request-id"] = request_id
-    return headers
+_REASONS = {s.value: s.phrase.encode() for s in http.HTTPStatus}
+
+
+def reason(status: int) -> bytes:
+    """The reason phrase of a status code (empty for unknown codes, as HTTP allows)."""
+    return _REASONS.get(status, b"")

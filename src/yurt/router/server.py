@@ -1,8 +1,9 @@
 """The router: one port for every app's sync runs and yurt's own routes.
 
-The hot path forwards raw bytes: aiohttp's server faces the client, a keep-alive connection pool
-per runner (``pool.py``) faces the runners, and nothing in between parses JSON; validation
-belongs to the runner, where the models live.
+The hot path forwards raw bytes: the fast lane (``fastlane.py``, httptools) faces clients making
+sync runs, aiohttp (``web.py``) serves everything else, a keep-alive connection pool per runner
+(``pool.py``) faces the runners, and nothing in between parses JSON; validation belongs to the
+runner, where the models live.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ from yurt.backends.base import Backend, Discovery, StartFailure
 from yurt.config import RouterConfig
 from yurt.errors import RequestError
 from yurt.router.dispatch import AppRoute, Slot
-from yurt.router.http import error_response, forward_headers, new_request_id, reply_headers
+from yurt.router.fastlane import FrontProtocol
+from yurt.router.http import Reply, error_reply, forward_headers
 from yurt.router.pool import UpstreamError
 from yurt.router.rules import direct_error, direct_status
+from yurt.router.web import WebFace
 from yurt.scheduler.loop import Scheduler
 from yurt.scheduler.policy import AppLoad
 from yurt.spec import AppSpec
@@ -44,17 +47,18 @@ class Router:
         self.routes: dict[str, AppRoute] = {}
         self._watchers: list[asyncio.Task[None]] = []
         self._closing: set[asyncio.Future[None]] = set()
-        self._runner: web.ServerRunner | None = None
-        self._site: web.TCPSite | None = None
+        self._server: asyncio.Server | None = None
+        self._web: web.Server | None = None
+        self._fast: set[FrontProtocol] = set()
+        self._sweeper: asyncio.Task[None] | None = None
         scheduler.source = self
         backend.add_failure_listener(self._start_failed)
 
     @property
     def port(self) -> int:
         """The port actually bound (useful with port 0)."""
-        assert self._site is not None and self._site._server is not None
-        sockets = self._site._server.sockets  # type: ignore[attr-defined]
-        port: int = sockets[0].getsockname()[1]
+        assert self._server is not None
+        port: int = self._server.sockets[0].getsockname()[1]
         return port
 
     @property
@@ -71,20 +75,49 @@ class Router:
         self._watchers.append(asyncio.create_task(self._follow(route)))
 
     async def start(self) -> None:
-        """Listen."""
+        """Listen: sync runs in the fast lane, everything else on aiohttp."""
         kwargs: dict[str, Any] = {} if self.config.access_log else {"access_log": None}
-        server = web.Server(self._handle, **kwargs)
-        self._runner = web.ServerRunner(server, handle_signals=False)
-        await self._runner.setup()
-        self._site = web.TCPSite(self._runner, self.config.host, self.config.port, backlog=2048)
-        await self._site.start()
+        kwargs["keepalive_timeout"] = self.config.keepalive_timeout
+        self._web = web.Server(WebFace(self).handle, **kwargs)
+        loop = asyncio.get_running_loop()
+        web_server = self._web
+        self._server = await loop.create_server(
+            lambda: FrontProtocol(self, web_server, self._fast),
+            self.config.host,
+            self.config.port,
+            backlog=2048,
+        )
+        self._sweeper = asyncio.create_task(self._sweep_idle())
         log.info("router_listening", url=self.url)
+
+    async def _sweep_idle(self) -> None:
+        # One sweep for all connections instead of a timer re-armed on every request.
+        timeout = self.config.keepalive_timeout
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(max(timeout / 4, 0.01))
+            cutoff = loop.time() - timeout
+            for conn in list(self._fast):
+                since = conn.idle_since()
+                if since is not None and since <= cutoff:
+                    conn.close_when_idle()
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop listening, let in-flight requests finish within ``grace``, close pools."""
-        if self._runner is not None:
-            self._runner._shutdown_timeout = grace
-            await self._runner.cleanup()
+        if self._server is not None:
+            self._server.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for conn in list(self._fast):
+            conn.close_when_idle()
+        deadline = time.monotonic() + grace
+        while self._fast and time.monotonic() < deadline:  # noqa: ASYNC110 - shutdown only
+            await asyncio.sleep(0.02)
+        for conn in list(self._fast):
+            if conn.transport is not None:
+                conn.transport.abort()
+        if self._web is not None:
+            await self._web.shutdown(max(0.0, deadline - time.monotonic()))
         for task in self._watchers:
             task.cancel()
         for task in self._watchers:
@@ -136,91 +169,67 @@ class Router:
                 error_type=failure.error_type,
             )
 
-    # -- requests --------------------------------------------------------------------------
+    # -- the core both faces call ---------------------------------------------------------
 
-    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        request_id = new_request_id()
-        path = request.path
-        if path.startswith("/_yurt/"):
-            return await self._platform(request, path, request_id)
+    def resolve(self, path: str) -> tuple[AppRoute, str] | Reply:
+        """``/{owner}/{app}[/endpoint]`` -> (route, endpoint path), or a 404 reply."""
         parts = path.split("/", 3)  # "", owner, app, rest
         if len(parts) < 3 or not parts[2]:
-            return error_response(
-                404, "not_found", f"no route for {path}; use /{{owner}}/{{app}}[/path]", request_id
+            return error_reply(
+                404, "not_found", f"no route for {path}; use /{{owner}}/{{app}}[/path]"
             )
-        app_id = f"{parts[1]}/{parts[2]}"
-        route = self.routes.get(app_id)
+        route = self.routes.get(f"{parts[1]}/{parts[2]}")
         if route is None:
-            return error_response(
-                404, "app_not_found", f"no app {app_id!r} on this router", request_id
+            return error_reply(
+                404, "app_not_found", f"no app '{parts[1]}/{parts[2]}' on this router"
             )
         endpoint = "/" + parts[3] if len(parts) == 4 else "/"
         if endpoint not in route.paths:
-            known = sorted(route.paths)
-            return error_response(
+            return error_reply(
                 404,
                 "endpoint_not_found",
-                f"app {app_id!r} has no endpoint {endpoint!r}; it has {known}",
-                request_id,
+                f"app {route.app_id!r} has no endpoint {endpoint!r}; it has {sorted(route.paths)}",
             )
-        if request.method != "POST":
-            return error_response(
-                405,
-                "method_not_allowed",
-                f"{request.method} {path}: endpoints take POST",
-                request_id,
-            )
-        try:
-            body = await self._read_body(request)
-            return await self._forward(request, route, endpoint, body, request_id)
-        except RequestError as exc:
-            return error_response(exc.status, exc.error_type, exc.detail, request_id)
+        return route, endpoint
 
-    async def _read_body(self, request: web.BaseRequest) -> bytes:
+    def too_large(self) -> RequestError:
+        """The error for a body over the limit."""
         limit = self.config.max_body_size
-        length = request.content_length
-        too_big = RequestError(
+        return RequestError(
             f"request body exceeds the router's limit of {limit} bytes",
             status=413,
             error_type="request_too_large",
         )
-        if length is not None:
-            if length > limit:
-                raise too_big
-            return await request.content.readexactly(length) if length else b""
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.content.iter_any():
-            size += len(chunk)
-            if size > limit:
-                raise too_big
-            chunks.append(chunk)
-        return b"".join(chunks)
 
-    async def _forward(
-        self, request: web.BaseRequest, route: AppRoute, endpoint: str, body: bytes, request_id: str
-    ) -> web.StreamResponse:
+    async def forward(
+        self,
+        route: AppRoute,
+        target: bytes,
+        client_headers: list[tuple[bytes, bytes]] | tuple[tuple[bytes, bytes], ...],
+        body: bytes,
+        request_id: bytes,
+    ) -> Reply:
+        """Run one direct request on a runner, applying the direct-request rules."""
         spec = route.spec
-        slot = route.try_acquire() or await route.acquire(self._dispatch_timeout(spec))
-        target = endpoint if not request.query_string else f"{endpoint}?{request.query_string}"
-        headers = forward_headers(request.raw_headers, request_id)
         try:
-            reply = await slot.pool.request(
-                b"POST", target.encode(), headers, body, timeout=spec.request_timeout
+            slot = route.try_acquire() or await route.acquire(self._dispatch_timeout(spec))
+        except RequestError as exc:
+            return error_reply(exc.status, exc.error_type, exc.detail)
+        headers = forward_headers(client_headers, request_id)
+        try:
+            upstream = await slot.pool.request(
+                b"POST", target, headers, body, timeout=spec.request_timeout
             )
         except UpstreamError as exc:
             verdict = direct_error(exc.kind)
             self._terminate(route, slot, verdict.reason)
             route.release(slot)
             assert verdict.status is not None
-            return error_response(verdict.status, verdict.error_type, verdict.detail, request_id)
-        verdict = direct_status(reply.status)
-        if verdict.terminate:
-            self._terminate(route, slot, verdict.reason)
+            return error_reply(verdict.status, verdict.error_type, verdict.detail)
+        if direct_status(upstream.status).terminate:
+            self._terminate(route, slot, direct_status(upstream.status).reason)
         route.release(slot)
-        return web.Response(
-            status=reply.status, body=reply.body, headers=reply_headers(reply.headers, request_id)
-        )
+        return Reply(upstream.status, upstream.headers, upstream.body)
 
     def _dispatch_timeout(self, spec: AppSpec) -> float:
         if self.config.dispatch_timeout is not None:
@@ -232,17 +241,8 @@ class Router:
             self._close_when_idle(slot)
             self.scheduler.terminate(route.app_id, slot.runner_id, reason)
 
-    # -- yurt's own routes -----------------------------------------------------------------
-
-    async def _platform(self, request: web.BaseRequest, path: str, request_id: str) -> web.Response:
-        headers = {"x-yurt-request-id": request_id, "x-fal-request-id": request_id}
-        if path == "/_yurt/health":
-            return web.json_response({"status": "ok"}, headers=headers)
-        if path == "/_yurt/apps":
-            return web.json_response(self._describe(), headers=headers)
-        return error_response(404, "not_found", f"no route for {path}", request_id)
-
-    def _describe(self) -> list[dict[str, object]]:
+    def describe(self) -> list[dict[str, object]]:
+        """Apps, their load and their runners, for ``GET /_yurt/apps``."""
         now = time.monotonic()
         out: list[dict[str, object]] = []
         for app_id, route in self.routes.items():

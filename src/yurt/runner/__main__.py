@@ -15,6 +15,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from yurt.aio import run
 from yurt.errors import PayloadError
 from yurt.logging import configure
 from yurt.packaging import unpack
@@ -33,6 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--parent-pid", type=int, default=0, help="drain and exit when this process is gone"
     )
+    p.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto")
     p.add_argument("--log-level", default="info")
     p.add_argument("--log-format", choices=["console", "json"], default="console")
     return p.parse_args(argv)
@@ -103,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     """Run the runner; exits the process."""
     args = parse_args(argv)
     configure(args.log_level, args.log_format)
-    code = asyncio.run(serve(args))
+    code = run(serve(args), args.loop)
     sys.stdout.flush()
     sys.stderr.flush()
     # Threads stuck in user code past the grace period must not keep the process alive.

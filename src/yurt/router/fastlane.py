@@ -1,0 +1,273 @@
+"""The router's fast lane: sync runs served straight from ``asyncio.Protocol`` + httptools.
+
+Sync runs are the hot path. aiohttp's server costs about as much CPU per request as the rest of
+the router together, so requests that are ``POST /{owner}/{app}[/path]`` are parsed here with
+httptools (llhttp) and answered with one ``transport.write``. Anything else (yurt's own routes,
+other methods, upgrades) goes to the aiohttp face: the connection is handed over whole, with the
+bytes of the request read so far, and stays there.
+
+The hand-over needs the exact bytes of the request, which we have when the request began at the
+start of a read. A request pipelined behind another in the same read (HTTP/1.1 pipelining,
+which mainstream clients do not use) can still be a sync run; if it needs the aiohttp face it
+gets 400 and the connection closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, cast
+from urllib.parse import unquote
+
+import httptools
+
+from yurt.router.http import Reply, error_reply, new_request_id, reason
+
+if TYPE_CHECKING:
+    from yurt.router.dispatch import AppRoute
+    from yurt.router.server import Router
+
+_PLATFORM_PREFIXES = (b"/_yurt/", b"/queue/")
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class _Run:
+    """One sync-run request being read or waiting to be forwarded."""
+
+    __slots__ = ("body", "error", "headers", "keep_alive", "route", "size", "target")
+
+    def __init__(
+        self, route: AppRoute | None, target: bytes, headers: list[tuple[bytes, bytes]]
+    ) -> None:
+        self.route = route
+        self.target = target
+        self.headers = headers
+        self.body: list[bytes] = []
+        self.size = 0
+        self.keep_alive = True
+        self.error: Reply | None = None
+
+
+class FrontProtocol(asyncio.Protocol):
+    """One client connection, in the fast lane until it is handed to aiohttp."""
+
+    def __init__(
+        self,
+        router: Router,
+        fallback: Callable[[], asyncio.Protocol],
+        connections: set[FrontProtocol],
+    ) -> None:
+        self.router = router
+        self.fallback = fallback
+        self.connections = connections
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.current: _Run | None = None
+        self.queue: deque[_Run] = deque()
+        self.worker: asyncio.Task[None] | None = None
+        self.in_message = False
+        self.completed_in_read = False
+        self.raw: bytearray | None = None  # this request's bytes, while they are exact
+        self.hand_over = False
+        self.closing = False
+        self.loop = asyncio.get_running_loop()
+        self.last_active = self.loop.time()  # read by the router's idle sweep
+
+    # -- asyncio.Protocol ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.connections.add(self)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.connections.discard(self)
+        self.closing = True
+
+    def data_received(self, data: bytes) -> None:
+        self.last_active = self.loop.time()
+        if self.in_message:
+            if self.raw is not None:
+                self.raw += data
+        else:
+            self.raw = bytearray(data)
+        self.completed_in_read = False
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            pass  # on_headers_complete has already decided to hand the connection over
+        except httptools.HttpParserError as exc:
+            if not self.hand_over:
+                self._fail_connection(error_reply(400, "bad_request", f"malformed HTTP: {exc}"))
+                return
+        if self.hand_over:
+            assert self.transport is not None
+            if self.worker is None:
+                self._hand_over()
+            else:
+                # Replies must keep request order: hand over once the fast lane is done.
+                self.transport.pause_reading()
+
+    # -- httptools callbacks ---------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self.in_message = True
+        self.url = b""
+        self.headers = []
+        if self.completed_in_read:
+            self.raw = None  # began mid-read: its exact bytes are unknown
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        if self.hand_over or self.closing:
+            return
+        path, _, query = self.url.partition(b"?")
+        method = self.parser.get_method()
+        if method != b"POST" or path.startswith(_PLATFORM_PREFIXES) or self.parser.should_upgrade():
+            if self.raw is None:
+                # Answered in turn, after the replies it was pipelined behind; then we close.
+                run = _Run(None, b"", self.headers)
+                run.error = error_reply(
+                    400, "bad_request", "pipelined request needs a new connection"
+                )
+                run.keep_alive = False
+                self.current = run
+            else:
+                self.hand_over = True
+            return
+        text = path.decode("latin-1")
+        resolved = self.router.resolve(unquote(text) if "%" in text else text)
+        if isinstance(resolved, Reply):
+            run = _Run(None, b"", self.headers)
+            run.error = resolved
+        else:
+            route, endpoint = resolved
+            run = _Run(route, endpoint.encode() + (b"?" + query if query else b""), self.headers)
+            self._check_size(run, self._content_length())
+            if run.error is None and self._expects_continue():
+                assert self.transport is not None
+                self.transport.write(_CONTINUE)
+        self.current = run
+        self.raw = None  # the fast lane keeps no second copy of the body
+
+    def on_body(self, body: bytes) -> None:
+        run = self.current
+        if run is None or run.error is not None:
+            return
+        run.size += len(body)
+        self._check_size(run, run.size)
+        if run.error is None:
+            run.body.append(body)
+
+    def on_message_complete(self) -> None:
+        self.in_message = False
+        self.completed_in_read = True
+        run, self.current = self.current, None
+        if run is None or self.closing:
+            return
+        run.keep_alive = run.keep_alive and self.parser.should_keep_alive()
+        self.queue.append(run)
+        if self.worker is None:
+            self.worker = asyncio.ensure_future(self._serve())
+
+    # -- serving ---------------------------------------------------------------------------
+
+    async def _serve(self) -> None:
+        try:
+            while self.queue:
+                run = self.queue.popleft()
+                request_id = new_request_id().encode()
+                if run.error is not None or run.route is None:
+                    reply = run.error or error_reply(500, "internal_error", "no route")
+                else:
+                    body = b"".join(run.body)
+                    reply = await self.router.forward(
+                        run.route, run.target, run.headers, body, request_id
+                    )
+                keep_alive = run.keep_alive and not self.closing
+                self._write(reply, request_id, keep_alive)
+                if not keep_alive:
+                    return
+        finally:
+            self.worker = None
+        self.last_active = self.loop.time()
+        if self.hand_over:
+            self._hand_over()
+
+    def _write(self, reply: Reply, request_id: bytes, keep_alive: bool) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        parts = [b"HTTP/1.1 %d %s\r\n" % (reply.status, reason(reply.status))]
+        for name, value in reply.headers:
+            parts += (name, b": ", value, b"\r\n")
+        parts.append(
+            b"content-length: %d\r\nx-yurt-request-id: %s\r\nx-fal-request-id: %s\r\n"
+            % (len(reply.body), request_id, request_id)
+        )
+        parts.append(b"\r\n" if keep_alive else b"connection: close\r\n\r\n")
+        parts.append(reply.body)
+        transport.write(b"".join(parts))
+        if not keep_alive:
+            transport.close()
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _content_length(self) -> int:
+        for name, value in self.headers:
+            if name.lower() == b"content-length":
+                with contextlib.suppress(ValueError):
+                    return int(value)
+        return 0
+
+    def _expects_continue(self) -> bool:
+        return any(n.lower() == b"expect" and v.lower() == b"100-continue" for n, v in self.headers)
+
+    def _check_size(self, run: _Run, size: int) -> None:
+        if size > self.router.config.max_body_size and run.error is None:
+            exc = self.router.too_large()
+            run.error = error_reply(exc.status, exc.error_type, exc.detail)
+            run.body = []
+            # Answered once the body has been read past (so the client sees the reply rather
+            # than a reset), then the connection closes: it is not worth keeping.
+            run.keep_alive = False
+
+    def _fail_connection(self, reply: Reply) -> None:
+        self.closing = True
+        self._write(reply, new_request_id().encode(), keep_alive=False)
+
+    def _hand_over(self) -> None:
+        transport = self.transport
+        assert transport is not None and self.raw is not None
+        raw, self.raw = bytes(self.raw), None
+        proto = self.fallback()
+        self.connections.discard(self)
+        transport.set_protocol(proto)
+        proto.connection_made(transport)
+        proto.data_received(raw)
+        transport.resume_reading()
+
+    def idle_since(self) -> float | None:
+        """When the connection last did something, or None while a request is in progress."""
+        if self.worker is not None or self.in_message:
+            return None
+        return self.last_active
+
+    def close_when_idle(self) -> None:
+        """Close now if no request is in progress; else after the current reply."""
+        self.closing = True
+        if self.worker is None and not self.in_message and self.transport is not None:
+            self.transport.close()

@@ -1,0 +1,88 @@
+"""The router's aiohttp face: yurt's own routes, and everything the fast lane hands over.
+
+A connection whose first request is not a sync run (``fastlane.py`` decides) is served here for
+the rest of its life, sync runs included.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+from yurt.errors import RequestError
+from yurt.router.http import Reply, error_reply, json_reply, new_request_id
+
+if TYPE_CHECKING:
+    from yurt.router.server import Router
+
+# aiohttp writes its own Date and Server.
+_DROPPED_REPLY_HEADERS = frozenset({b"date", b"server"})
+
+
+def to_response(reply: Reply, request_id: str) -> web.Response:
+    """Render a ``Reply`` with the request-id headers."""
+    headers: CIMultiDict[str] = CIMultiDict()
+    for k, v in reply.headers:
+        if k.lower() not in _DROPPED_REPLY_HEADERS:
+            headers.add(k.decode("latin-1"), v.decode("latin-1"))
+    headers["x-yurt-request-id"] = request_id
+    headers["x-fal-request-id"] = request_id
+    return web.Response(status=reply.status, body=reply.body, headers=headers)
+
+
+class WebFace:
+    """The aiohttp request handler of the router."""
+
+    def __init__(self, router: Router) -> None:
+        self.router = router
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        """Serve one request."""
+        request_id = new_request_id()
+        path = request.path
+        if path.startswith("/_yurt/"):
+            return to_response(self.platform(request, path), request_id)
+        resolved = self.router.resolve(path)
+        if isinstance(resolved, Reply):
+            return to_response(resolved, request_id)
+        route, endpoint = resolved
+        if request.method != "POST":
+            reply = error_reply(
+                405, "method_not_allowed", f"{request.method} {path}: endpoints take POST"
+            )
+            return to_response(reply, request_id)
+        try:
+            body = await self._read_body(request)
+        except RequestError as exc:
+            return to_response(error_reply(exc.status, exc.error_type, exc.detail), request_id)
+        target = endpoint if not request.query_string else f"{endpoint}?{request.query_string}"
+        reply = await self.router.forward(
+            route, target.encode(), request.raw_headers, body, request_id.encode()
+        )
+        return to_response(reply, request_id)
+
+    def platform(self, request: web.BaseRequest, path: str) -> Reply:
+        """yurt's own routes under ``/_yurt/``."""
+        if path == "/_yurt/health":
+            return json_reply({"status": "ok"})
+        if path == "/_yurt/apps":
+            return json_reply(self.router.describe())
+        return error_reply(404, "not_found", f"no route for {request.method} {path}")
+
+    async def _read_body(self, request: web.BaseRequest) -> bytes:
+        limit = self.router.config.max_body_size
+        length = request.content_length
+        if length is not None:
+            if length > limit:
+                raise self.router.too_large()
+            return await request.content.readexactly(length) if length else b""
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.content.iter_any():
+            size += len(chunk)
+            if size > limit:
+                raise self.router.too_large()
+            chunks.append(chunk)
+        return b"".join(chunks)

@@ -1,0 +1,166 @@
+"""The router's two faces on one port: the fast lane, and the hand-over to aiohttp."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httptools
+import pytest
+
+from apps import Echo
+from support import served
+
+pytestmark = pytest.mark.timeout(120)
+
+
+class Responses:
+    """Parses the responses arriving on one raw connection."""
+
+    def __init__(self) -> None:
+        self.parser = httptools.HttpResponseParser(self)
+        self.done: list[tuple[int, dict[str, str], bytes]] = []
+        self._headers: dict[str, str] = {}
+        self._body = b""
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers[name.decode().lower()] = value.decode()
+
+    def on_body(self, body: bytes) -> None:
+        self._body += body
+
+    def on_message_complete(self) -> None:
+        self.done.append((self.parser.get_status_code(), self._headers, self._body))
+        self._headers, self._body = {}, b""
+
+
+def post(path: str, body: bytes, extra: str = "") -> bytes:
+    return (
+        f"POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\n{extra}\r\n"
+    ).encode() + body
+
+
+def get(path: str) -> bytes:
+    return f"GET {path} HTTP/1.1\r\nhost: x\r\n\r\n".encode()
+
+
+async def exchange(url: str, *writes: bytes, expect: int) -> tuple[list, bool]:
+    """Send each write (waiting for one more reply between them); return replies and EOF."""
+    parts = urlsplit(url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    responses = Responses()
+    eof = False
+    try:
+        for i, data in enumerate(writes):
+            writer.write(data)
+            want = expect if i == len(writes) - 1 else i + 1
+            while len(responses.done) < want:
+                chunk = await asyncio.wait_for(reader.read(65536), 30)
+                if not chunk:
+                    eof = True
+                    break
+                responses.parser.feed_data(chunk)
+        if not eof:
+            try:
+                eof = await asyncio.wait_for(reader.read(1), 0.3) == b""
+            except TimeoutError:
+                eof = False
+    finally:
+        writer.close()
+    return responses.done, eof
+
+
+PROMPT = json.dumps({"prompt": "hi"}).encode()
+ECHOED = {"text": "echo: hi"}
+
+
+async def test_fast_then_aiohttp_then_run_on_one_connection(tmp_path: Path) -> None:
+    """A run, then yurt's own route, then a run again: the connection is handed over intact."""
+    async with served(Echo, tmp_path) as app:
+        path = "/" + app.app_id
+        replies, eof = await exchange(
+            app.platform.url, post(path, PROMPT), get("/_yurt/health"), post(path, PROMPT), expect=3
+        )
+        assert [r[0] for r in replies] == [200, 200, 200]
+        assert json.loads(replies[0][2]) == ECHOED == json.loads(replies[2][2])
+        assert json.loads(replies[1][2]) == {"status": "ok"}
+        ids = [r[1]["x-fal-request-id"] for r in replies]
+        assert len(set(ids)) == 3
+        assert replies[0][1]["x-yurt-request-id"] == ids[0]
+        assert not eof
+
+
+async def test_pipelined_runs_answer_in_order(tmp_path: Path) -> None:
+    """Three runs written at once are answered in order on the same connection."""
+    async with served(Echo, tmp_path) as app:
+        path = "/" + app.app_id
+        bodies = [json.dumps({"prompt": str(i)}).encode() for i in range(3)]
+        replies, _ = await exchange(
+            app.platform.url, b"".join(post(path, b) for b in bodies), expect=3
+        )
+        assert [json.loads(r[2])["text"] for r in replies] == ["echo: 0", "echo: 1", "echo: 2"]
+
+
+async def test_pipelined_platform_request_is_refused(tmp_path: Path) -> None:
+    """A non-run request pipelined behind a run gets 400 and the connection closes."""
+    async with served(Echo, tmp_path) as app:
+        data = post("/" + app.app_id, PROMPT) + get("/_yurt/health")
+        replies, eof = await exchange(app.platform.url, data, expect=2)
+        assert [r[0] for r in replies] == [200, 400]
+        assert json.loads(replies[1][2])["error_type"] == "bad_request"
+        assert eof
+
+
+async def test_malformed_request_is_400(tmp_path: Path) -> None:
+    """Bytes that are not HTTP get 400 and the connection closes."""
+    async with served(Echo, tmp_path) as app:
+        replies, eof = await exchange(app.platform.url, b"HELLO THERE\r\n\r\n", expect=1)
+        assert replies[0][0] == 400 and eof
+
+
+async def test_expect_continue_and_percent_encoded_path(tmp_path: Path) -> None:
+    """Expect: 100-continue is answered, and a percent-encoded path resolves."""
+    async with served(Echo, tmp_path) as app:
+        owner, name = app.app_id.split("/")
+        path = f"/{owner}/%{ord(name[0]):02x}{name[1:]}"
+        head = post(path, PROMPT, extra="expect: 100-continue\r\n")[: -len(PROMPT)]
+        parts = urlsplit(app.platform.url)
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        try:
+            writer.write(head)
+            assert await asyncio.wait_for(reader.readline(), 30) == b"HTTP/1.1 100 Continue\r\n"
+            assert await reader.readline() == b"\r\n"
+            writer.write(PROMPT)
+            responses = Responses()
+            while not responses.done:
+                responses.parser.feed_data(await asyncio.wait_for(reader.read(65536), 30))
+        finally:
+            writer.close()
+        assert responses.done[0][0] == 200 and json.loads(responses.done[0][2]) == ECHOED
+
+
+async def test_http10_closes_after_reply(tmp_path: Path) -> None:
+    """An HTTP/1.0 request without keep-alive gets its reply and then EOF."""
+    async with served(Echo, tmp_path) as app:
+        data = post("/" + app.app_id, PROMPT).replace(b"HTTP/1.1", b"HTTP/1.0", 1)
+        replies, eof = await exchange(app.platform.url, data, expect=1)
+        assert replies[0][0] == 200 and replies[0][1]["connection"] == "close" and eof
+
+
+async def test_idle_connection_closes_after_keepalive_timeout(tmp_path: Path) -> None:
+    """A client connection idle past keepalive_timeout is closed by the router."""
+    async with served(Echo, tmp_path, keepalive_timeout=0.3) as app:
+        parts = urlsplit(app.platform.url)
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        try:
+            writer.write(post("/" + app.app_id, PROMPT))
+            responses = Responses()
+            while not responses.done:
+                responses.parser.feed_data(await asyncio.wait_for(reader.read(65536), 30))
+            rest = await asyncio.wait_for(reader.read(65536), 30)
+            assert rest == b""  # closed by the router, well within the wait
+        finally:
+            writer.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import signal
 import sys
 from pathlib import Path
@@ -50,6 +51,17 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     )
 
 
+def example_body(schema: dict[str, Any] | None) -> dict[str, Any]:
+    """A request body from a model's JSON schema: each field's first example or default."""
+    body: dict[str, Any] = {}
+    for name, prop in ((schema or {}).get("properties") or {}).items():
+        if prop.get("examples"):
+            body[name] = prop["examples"][0]
+        elif "default" in prop:
+            body[name] = prop["default"]
+    return body
+
+
 def handle(args: argparse.Namespace) -> int:
     """Run until a signal; returns the exit code."""
     configure(args.log_level, args.log_format)
@@ -65,6 +77,7 @@ async def serve(target: str, config: ServerConfig) -> int:
     """Load the App, serve it, and stop everything on SIGINT/SIGTERM."""
     from yurt.loader import load_app
     from yurt.platform import Platform
+    from yurt.spec import build_spec
 
     cls = load_app(target)
     stop = asyncio.Event()
@@ -79,10 +92,13 @@ async def serve(target: str, config: ServerConfig) -> int:
         app_id = await platform.add_app(cls)
         url = f"{platform.url}/{app_id}"
         print(f"yurt: serving {cls.__name__} at {url}", flush=True)
-        print(
-            f"  try: curl -s -X POST {url} -H 'content-type: application/json' -d '{{...}}'",
-            flush=True,
-        )
+        for endpoint in build_spec(cls).endpoints:
+            body = json.dumps(example_body(endpoint.input_schema))
+            target = url if endpoint.path == "/" else url + endpoint.path
+            print(
+                f"  try: curl -s -X POST {target} -H 'content-type: application/json' -d '{body}'",
+                flush=True,
+            )
         await stop.wait()
         log.info("stopping", reason="signal")
     finally:

@@ -47,3 +47,18 @@ def test_bad_port_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         build_parser().parse_args(["run", "a.py::A", "--port", "http"])
     assert "--port" in capsys.readouterr().err
+
+
+def test_example_body_from_schema() -> None:
+    """The printed curl example takes each field's first example, else its default."""
+    from pydantic import BaseModel, Field
+
+    from yurt.cli.run import example_body
+
+    class Body(BaseModel):
+        prompt: str = Field(examples=["a yurt", "two yurts"])
+        steps: int = 4
+        seed: int
+
+    assert example_body(Body.model_json_schema()) == {"prompt": "a yurt", "steps": 4}
+    assert example_body(None) == {}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,13 +27,7 @@ def write_module(directory: Path, stem: str, *class_names: str, extra: str = "")
     return path
 
 
-@pytest.fixture(autouse=True)
-def isolated_imports(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Undo what load_app does to sys.path and sys.modules."""
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    yield
-    for name in [m for m in sys.modules if m.startswith(("yurt_app_", "yurt_sibling_"))]:
-        del sys.modules[name]
+pytestmark = pytest.mark.usefixtures("isolated_imports")
 
 
 def test_file_and_class(tmp_path: Path) -> None:

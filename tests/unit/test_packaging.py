@@ -7,7 +7,6 @@ import json
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -82,15 +81,6 @@ RUNNER_SCRIPT = textwrap.dedent(
                       "class_name": cls.__name__, "module": header.module}))
     """
 )
-
-
-@pytest.fixture
-def isolated_imports(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Undo what load_app does to sys.path and sys.modules."""
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    yield
-    for name in [m for m in sys.modules if m.startswith("yurt_app_")]:
-        del sys.modules[name]
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 import textwrap
 import types
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,15 +55,6 @@ class Gallery(yurt.App, machine_type=["GPU-H200", "GPU-A100", "GPU-H100"], keep_
 def spec() -> AppSpec:
     """The spec of Gallery."""
     return yurt.build_spec(Gallery)
-
-
-@pytest.fixture
-def isolated_imports(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Undo what load_app does to sys.path and sys.modules."""
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    yield
-    for name in [m for m in sys.modules if m.startswith("yurt_app_")]:
-        del sys.modules[name]
 
 
 def by_path(spec: AppSpec, path: str) -> EndpointSpec:

@@ -31,8 +31,6 @@ from yurt.spec import AppSpec
 
 log = structlog.get_logger("yurt.router")
 
-JSON = "application/json"
-
 
 class Router:
     """Routes requests to runners and applies the platform rules (also the scheduler's load)."""
@@ -226,8 +224,9 @@ class Router:
             route.release(slot)
             assert verdict.status is not None
             return error_reply(verdict.status, verdict.error_type, verdict.detail)
-        if direct_status(upstream.status).terminate:
-            self._terminate(route, slot, direct_status(upstream.status).reason)
+        verdict = direct_status(upstream.status)
+        if verdict.terminate:
+            self._terminate(route, slot, verdict.reason)
         route.release(slot)
         return Reply(upstream.status, upstream.headers, upstream.body)
 

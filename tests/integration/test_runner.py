@@ -130,9 +130,10 @@ async def test_health_answers_while_sync_endpoint_computes(tmp_path: Path) -> No
     """A sync endpoint runs off the event loop: health stays answered during it."""
     async with runner(Multiplexed, tmp_path) as (_, url), aiohttp.ClientSession() as s:
         await wait_until(lambda: _is(status_of(s, url + "/_yurt/health"), 200), what="ready")
-        busy = asyncio.ensure_future(s.post(url + "/", json={"seconds": 2.0}))
+        busy = asyncio.ensure_future(s.post(url + "/", json={"seconds": 6.0}))
         await wait_until(lambda: _in_flight(s, url), what="request in flight")
-        async with s.get(url + "/_yurt/health", timeout=aiohttp.ClientTimeout(total=1.0)) as r:
+        # Well inside the 6 s the endpoint computes: a blocked loop could not answer in time.
+        async with s.get(url + "/_yurt/health", timeout=aiohttp.ClientTimeout(total=3.0)) as r:
             assert r.status == 200
         assert (await busy).status == 200
 

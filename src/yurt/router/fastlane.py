@@ -23,12 +23,15 @@ from typing import TYPE_CHECKING, cast
 from urllib.parse import unquote
 
 import httptools
+import structlog
 
 from yurt.router.http import Reply, error_reply, new_request_id, reason
 
 if TYPE_CHECKING:
     from yurt.router.dispatch import AppRoute
     from yurt.router.server import Router
+
+log = structlog.get_logger("yurt.router")
 
 _PLATFORM_PREFIXES = (b"/_yurt/", b"/queue/")
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -199,6 +202,14 @@ class FrontProtocol(asyncio.Protocol):
                     )
                 keep_alive = run.keep_alive and not self.closing
                 self._write(reply, request_id, keep_alive)
+                if self.router.config.access_log:
+                    log.info(
+                        "request",
+                        method="POST",
+                        target=run.target.decode("latin-1"),
+                        status=reply.status,
+                        request_id=request_id.decode(),
+                    )
                 if not keep_alive:
                     return
         finally:

@@ -52,22 +52,31 @@ class ServedApp:
             else json.dumps(payload or {})
         )
         url = self.url + ("" if path == "/" else "/" + path.lstrip("/"))
-        async with self._session.post(
-            url, data=body, headers={"content-type": "application/json"}
-        ) as resp:
-            data = await resp.read()
-            if resp.status >= 400:
-                try:
-                    reply = json.loads(data)
-                except ValueError:
-                    reply = {}
-                detail = reply.get("detail", data.decode(errors="replace"))
-                error_type = resp.headers.get(
-                    "x-yurt-error-type",
-                    "runner_server_error" if resp.status >= 500 else "bad_request",
+        try:
+            async with self._session.post(
+                url, data=body, headers={"content-type": "application/json"}
+            ) as resp:
+                status, error_type, data = (
+                    resp.status,
+                    resp.headers.get("x-yurt-error-type"),
+                    (await resp.read()),
                 )
-                raise RequestError(str(detail), status=resp.status, error_type=error_type)
-            return json.loads(data) if data else None
+        except aiohttp.ClientError as exc:
+            raise RequestError(
+                f"cannot reach the router at {url}: {exc}",
+                status=503,
+                error_type="router_connection_error",
+            ) from exc
+        if status >= 400:
+            try:
+                reply = json.loads(data)
+            except ValueError:
+                reply = {}
+            detail = reply.get("detail", data.decode(errors="replace"))
+            if error_type is None:
+                error_type = "runner_server_error" if status >= 500 else "bad_request"
+            raise RequestError(str(detail), status=status, error_type=error_type)
+        return json.loads(data) if data else None
 
     async def __aenter__(self) -> ServedApp:
         await self.platform.start()

@@ -56,11 +56,8 @@ class ServedApp:
             async with self._session.post(
                 url, data=body, headers={"content-type": "application/json"}
             ) as resp:
-                status, error_type, data = (
-                    resp.status,
-                    resp.headers.get("x-yurt-error-type"),
-                    (await resp.read()),
-                )
+                data = await resp.read()
+                status, error_type = resp.status, resp.headers.get("x-yurt-error-type")
         except aiohttp.ClientError as exc:
             raise RequestError(
                 f"cannot reach the router at {url}: {exc}",

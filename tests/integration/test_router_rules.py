@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import structlog
 
 from apps import Echo, Rules
 from support import served, wait_until
@@ -81,9 +82,17 @@ async def test_crash_mid_request_is_503_runner_disconnected(tmp_path: Path) -> N
     """A runner dying mid-request gives 503 runner_disconnected; a new runner takes over."""
     async with served(Rules, tmp_path) as app:
         _, first, _ = await app.post(json={"status": 200})
-        status, body, headers = await app.post("/crash", json={})
+        (crashed,) = app.healthy()
+        with structlog.testing.capture_logs() as logs:
+            status, body, headers = await app.post("/crash", json={})
         assert status == 503
         assert body["error_type"] == "runner_disconnected"
+        assert any(
+            e["event"] == "runner_terminate_requested"
+            and e["reason"] == "runner_disconnected"
+            and e["runner"] == crashed.runner_id
+            for e in logs
+        )
         assert headers["x-fal-error-type"] == headers["x-yurt-error-type"] == "runner_disconnected"
         status, second, _ = await app.post(json={"status": 200})
         assert status == 200 and second != first

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import httptools
 import pytest
 
-from apps import Echo
+from apps import Echo, Rules
 from support import served
 
 pytestmark = pytest.mark.timeout(120)
@@ -164,3 +164,72 @@ async def test_idle_connection_closes_after_keepalive_timeout(tmp_path: Path) ->
             assert rest == b""  # closed by the router, well within the wait
         finally:
             writer.close()
+
+
+async def test_pipelined_platform_requests_are_handed_over_together(tmp_path: Path) -> None:
+    """Two non-run requests written at once both reach aiohttp, answered in order."""
+    async with served(Echo, tmp_path) as app:
+        replies, _ = await exchange(
+            app.platform.url, get("/_yurt/health") + get("/_yurt/apps"), expect=2
+        )
+        assert [r[0] for r in replies] == [200, 200]
+        assert json.loads(replies[0][2]) == {"status": "ok"}
+        assert json.loads(replies[1][2])[0]["app_id"] == app.app_id
+
+
+async def test_encoded_crlf_in_query_cannot_smuggle_a_request(tmp_path: Path) -> None:
+    """An encoded CRLF in the query stays encoded on both faces: the runner sees one request."""
+    async with served(Rules, tmp_path) as app:
+        path = "/" + app.app_id
+        ok = json.dumps({"status": 200}).encode()
+        smuggle = (
+            f"{path}?x%20HTTP/1.1%0D%0Ahost:%20a%0D%0Acontent-length:%202%0D%0A%0D%0A{{}}"
+            "POST%20/crash%20HTTP/1.1%0D%0Ax-pad:%20y"
+        )
+        for face in ("fast lane", "aiohttp"):
+            writes = [post(path, ok), post(smuggle, ok), post(path, ok)]
+            if face == "aiohttp":  # a first request that is not a run hands the connection over
+                writes.insert(0, get("/_yurt/health"))
+            replies, _ = await exchange(app.platform.url, *writes, expect=len(writes))
+            runs = [json.loads(r[2]) for r in replies[-3:]]
+            assert [r[0] for r in replies[-3:]] == [200, 200, 200], face
+            assert len({r["text"] for r in runs}) == 1, face  # one runner: it never crashed
+
+
+async def test_aiohttp_face_limits_body_and_answers_expect(tmp_path: Path) -> None:
+    """On a handed-over connection: 100-continue is answered and an oversized body gets 413."""
+    async with served(Echo, tmp_path, max_body_size=64) as app:
+        path = "/" + app.app_id
+        parts = urlsplit(app.platform.url)
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        try:
+            writer.write(get("/_yurt/health"))
+            responses = Responses()
+            while not responses.done:
+                responses.parser.feed_data(await asyncio.wait_for(reader.read(65536), 30))
+            writer.write(post(path, PROMPT, extra="expect: 100-continue\r\n")[: -len(PROMPT)])
+            assert await asyncio.wait_for(reader.readline(), 30) == b"HTTP/1.1 100 Continue\r\n"
+            assert await reader.readline() == b"\r\n"
+            writer.write(PROMPT)
+            while len(responses.done) < 2:
+                responses.parser.feed_data(await asyncio.wait_for(reader.read(65536), 30))
+            assert responses.done[1][0] == 200 and json.loads(responses.done[1][2]) == ECHOED
+            writer.write(post(path, b"{" + b" " * 100 + b"}"))
+            while len(responses.done) < 3:
+                chunk = await asyncio.wait_for(reader.read(65536), 30)
+                if not chunk:
+                    break
+                responses.parser.feed_data(chunk)
+            assert responses.done[2][0] == 413
+        finally:
+            writer.close()
+
+
+async def test_http10_keep_alive_is_announced(tmp_path: Path) -> None:
+    """An HTTP/1.0 client asking for keep-alive is told the connection stays open."""
+    async with served(Echo, tmp_path) as app:
+        data = post("/" + app.app_id, PROMPT, extra="connection: keep-alive\r\n")
+        data = data.replace(b"HTTP/1.1", b"HTTP/1.0", 1)
+        replies, eof = await exchange(app.platform.url, data, data, expect=2)
+        assert [r[0] for r in replies] == [200, 200]
+        assert replies[0][1]["connection"] == "keep-alive" and not eof

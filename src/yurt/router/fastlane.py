@@ -40,7 +40,7 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 class _Run:
     """One sync-run request being read or waiting to be forwarded."""
 
-    __slots__ = ("body", "error", "headers", "keep_alive", "route", "size", "target")
+    __slots__ = ("body", "error", "headers", "http10", "keep_alive", "route", "size", "target")
 
     def __init__(
         self, route: AppRoute | None, target: bytes, headers: list[tuple[bytes, bytes]]
@@ -51,6 +51,7 @@ class _Run:
         self.body: list[bytes] = []
         self.size = 0
         self.keep_alive = True
+        self.http10 = False
         self.error: Reply | None = None
 
 
@@ -125,7 +126,7 @@ class FrontProtocol(asyncio.Protocol):
         self.in_message = True
         self.url = b""
         self.headers = []
-        if self.completed_in_read:
+        if self.completed_in_read and not self.hand_over:
             self.raw = None  # began mid-read: its exact bytes are unknown
 
     def on_url(self, url: bytes) -> None:
@@ -182,6 +183,7 @@ class FrontProtocol(asyncio.Protocol):
         if run is None or self.closing:
             return
         run.keep_alive = run.keep_alive and self.parser.should_keep_alive()
+        run.http10 = self.parser.get_http_version() == "1.0"
         self.queue.append(run)
         if self.worker is None:
             self.worker = asyncio.ensure_future(self._serve())
@@ -201,7 +203,7 @@ class FrontProtocol(asyncio.Protocol):
                         run.route, run.target, run.headers, body, request_id
                     )
                 keep_alive = run.keep_alive and not self.closing
-                self._write(reply, request_id, keep_alive)
+                self._write(reply, request_id, keep_alive, run.http10)
                 if self.router.config.access_log:
                     log.info(
                         "request",
@@ -218,7 +220,9 @@ class FrontProtocol(asyncio.Protocol):
         if self.hand_over:
             self._hand_over()
 
-    def _write(self, reply: Reply, request_id: bytes, keep_alive: bool) -> None:
+    def _write(
+        self, reply: Reply, request_id: bytes, keep_alive: bool, http10: bool = False
+    ) -> None:
         transport = self.transport
         if transport is None or transport.is_closing():
             return
@@ -229,7 +233,11 @@ class FrontProtocol(asyncio.Protocol):
             b"content-length: %d\r\nx-yurt-request-id: %s\r\nx-fal-request-id: %s\r\n"
             % (len(reply.body), request_id, request_id)
         )
-        parts.append(b"\r\n" if keep_alive else b"connection: close\r\n\r\n")
+        if not keep_alive:
+            parts.append(b"connection: close\r\n\r\n")
+        else:
+            # HTTP/1.0 closes by default: a kept connection must say so (RFC 9112 9.3).
+            parts.append(b"connection: keep-alive\r\n\r\n" if http10 else b"\r\n")
         parts.append(reply.body)
         transport.write(b"".join(parts))
         if not keep_alive:

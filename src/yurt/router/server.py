@@ -18,7 +18,7 @@ from aiohttp import web
 
 from yurt.backends.base import Backend, Discovery, StartFailure
 from yurt.config import RouterConfig
-from yurt.errors import RequestError
+from yurt.errors import ConfigError, RequestError
 from yurt.router.dispatch import AppRoute, Slot
 from yurt.router.fastlane import FrontProtocol
 from yurt.router.http import Reply, error_reply, forward_headers
@@ -79,12 +79,18 @@ class Router:
         self._web = web.Server(WebFace(self).handle, **kwargs)
         loop = asyncio.get_running_loop()
         web_server = self._web
-        self._server = await loop.create_server(
-            lambda: FrontProtocol(self, web_server, self._fast),
-            self.config.host,
-            self.config.port,
-            backlog=2048,
-        )
+        try:
+            self._server = await loop.create_server(
+                lambda: FrontProtocol(self, web_server, self._fast),
+                self.config.host,
+                self.config.port,
+                backlog=2048,
+            )
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {self.config.host}:{self.config.port}: {exc.strerror or exc}; "
+                "pick another --port or --host"
+            ) from exc
         self._sweeper = asyncio.create_task(self._sweep_idle())
         log.info("router_listening", url=self.url)
 
@@ -154,7 +160,9 @@ class Router:
 
     def _start_failed(self, failure: StartFailure) -> None:
         route = self.routes.get(failure.app_id)
-        if route is None:
+        # With a routable runner the waiting requests will still be served; only an app with
+        # none has nothing better to tell its callers than why its runner failed.
+        if route is None or route.slots:
             return
         n = route.fail_waiters(
             RequestError(failure.detail, status=503, error_type=failure.error_type)
@@ -220,10 +228,13 @@ class Router:
             )
         except UpstreamError as exc:
             verdict = direct_error(exc.kind)
-            self._terminate(route, slot, verdict.reason)
+            self._terminate(route, slot, verdict.reason)  # before release: no hand-over to it
             route.release(slot)
             assert verdict.status is not None
             return error_reply(verdict.status, verdict.error_type, verdict.detail)
+        except BaseException:  # cancelled: the slot must not leak
+            route.release(slot)
+            raise
         verdict = direct_status(upstream.status)
         if verdict.terminate:
             self._terminate(route, slot, verdict.reason)

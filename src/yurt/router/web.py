@@ -57,7 +57,9 @@ class WebFace:
             body = await self._read_body(request)
         except RequestError as exc:
             return to_response(error_reply(exc.status, exc.error_type, exc.detail), request_id)
-        target = endpoint if not request.query_string else f"{endpoint}?{request.query_string}"
+        # The raw query: the decoded one could carry CR, LF or spaces into the request line.
+        query = request.raw_path.partition("?")[2]
+        target = endpoint if not query else f"{endpoint}?{query}"
         reply = await self.router.forward(
             route, target.encode(), request.raw_headers, body, request_id.encode()
         )
@@ -74,9 +76,12 @@ class WebFace:
     async def _read_body(self, request: web.BaseRequest) -> bytes:
         limit = self.router.config.max_body_size
         length = request.content_length
+        if length is not None and length > limit:
+            raise self.router.too_large()
+        # aiohttp answers Expect only in its URL dispatcher, which this low-level server skips.
+        if request.headers.get("expect", "").lower() == "100-continue":
+            await request.writer.write(b"HTTP/%d.%d 100 Continue\r\n\r\n" % request.version)
         if length is not None:
-            if length > limit:
-                raise self.router.too_large()
             return await request.content.readexactly(length) if length else b""
         chunks: list[bytes] = []
         size = 0

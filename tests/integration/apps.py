@@ -81,6 +81,17 @@ class SlowSetup(yurt.App, keep_alive=300, startup_timeout=1.0):
         return Reply(text=body.prompt)
 
 
+class BlockingSetup(yurt.App, keep_alive=300, startup_timeout=1.0):
+    """Blocks its own event loop in setup(): only the backend's deadline can stop it."""
+
+    async def setup(self) -> None:
+        time.sleep(60)  # noqa: ASYNC251 - the point is to block the runner's loop
+
+    @yurt.endpoint("/")
+    def generate(self, body: Prompt) -> Reply:
+        return Reply(text=body.prompt)
+
+
 class FlakyHealth(yurt.App, keep_alive=300, min_concurrency=1):
     """Its health check fails while the file named by $YURT_TEST_UNHEALTHY exists."""
 

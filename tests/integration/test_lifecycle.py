@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from pathlib import Path
 
 import pytest
 
-from apps import FailingSetup, FlakyHealth, Multiplexed, Quick, SlowSetup, Warm
+from apps import BlockingSetup, FailingSetup, FlakyHealth, Multiplexed, Quick, SlowSetup, Warm
 from support import served, wait_until
 
 pytestmark = pytest.mark.timeout(180)
@@ -26,44 +28,69 @@ async def test_setup_failure_terminates_runner_and_tells_caller(tmp_path: Path) 
 
 
 async def test_repeated_setup_failures_back_off(tmp_path: Path) -> None:
-    """Runners failing before ready restart each time one backoff step later (0.5 s, 1 s)."""
+    """Each next start of a failing app waits one backoff step more (0.5 s, then 1 s)."""
     async with served(FailingSetup, tmp_path) as app:
         backend = app.platform.backend
-        await backend.set_target(app.app_id, 1)
         starts: dict[str, float] = {}
         seen_backoff = False
 
-        def observe() -> bool:
+        async def observe() -> None:
             nonlocal seen_backoff
-            for r in backend.runners(app.app_id):
-                if r.state.value == "CRASH_BACKOFF":
-                    seen_backoff = True
-                else:
-                    starts.setdefault(r.runner_id, r.started_at)
-            return len(starts) >= 3
+            while True:
+                for r in backend.runners(app.app_id):
+                    if r.state.value == "CRASH_BACKOFF":
+                        seen_backoff = True
+                    else:
+                        starts.setdefault(r.runner_id, r.started_at)
+                await asyncio.sleep(0.01)
 
-        await wait_until(observe, what="three starts of a failing app")
+        observer = asyncio.ensure_future(observe())
+        try:
+            for _ in range(3):  # each caller is told why, then the next one asks again
+                status, body, _ = await app.post(json={"prompt": "x"})
+                assert status == 503 and "weights not found" in body["detail"]
+        finally:
+            observer.cancel()
         first, second, third = sorted(starts.values())
         assert seen_backoff
         assert second - first >= 0.5
         assert third - second >= 1.0
+        # With nobody asking, a failing app is not restarted for ever.
+        await wait_until(lambda: backend.target(app.app_id) == 0, what="target back to 0")
 
 
-async def test_setup_timeout_terminates_runner(tmp_path: Path) -> None:
-    """A setup() that outlives startup_timeout ends the runner; the caller gets startup_timeout."""
-    async with served(SlowSetup, tmp_path) as app:
-        t0 = time.monotonic()
-        status, body, _ = await app.post(json={"prompt": "x"})
+@pytest.mark.parametrize(
+    "cls", [SlowSetup, BlockingSetup], ids=["runner-deadline", "backend-deadline"]
+)
+async def test_setup_timeout_terminates_runner(tmp_path: Path, cls: type) -> None:
+    """A setup() outliving startup_timeout ends the runner; the caller gets startup_timeout.
+
+    SlowSetup awaits, so the runner's own deadline fires; BlockingSetup blocks the runner's
+    loop, so only the backend's deadline (from spawn) can end it.
+    """
+    async with served(cls, tmp_path) as app:
+        backend = app.platform.backend
+        seen: set[str] = set()
+
+        async def observe() -> None:
+            while True:
+                seen.update(r.runner_id for r in app.live_runners())
+                await asyncio.sleep(0.01)
+
+        observer = asyncio.ensure_future(observe())
+        try:
+            t0 = time.monotonic()
+            status, body, _ = await app.post(json={"prompt": "x"})
+        finally:
+            observer.cancel()
         assert status == 503
         assert body["error_type"] == "startup_timeout"
         assert "startup_timeout=1s" in body["detail"]
         assert time.monotonic() - t0 < 30
+        assert seen
         await wait_until(
-            lambda: (
-                not app.live_runners()
-                or all(r.state.value in ("PENDING", "SETUP") for r in app.live_runners())
-            ),
-            what="the slow runner to be stopped",
+            lambda: not seen & {r.runner_id for r in backend.runners(app.app_id)},
+            what="the timed-out runner to be gone",
         )
 
 
@@ -121,3 +148,16 @@ async def test_max_multiplexing_never_exceeded(tmp_path: Path) -> None:
             info = await resp.json()
         assert info["peak_in_flight"] == 3
         assert info["max_multiplexing"] == 3
+
+
+async def test_ready_runner_that_dies_is_replaced_at_once(tmp_path: Path) -> None:
+    """A ready runner killed with no request in flight is replaced without any request."""
+    async with served(Warm, tmp_path) as app:
+        (first,) = await wait_until(app.healthy, what="a warm runner")
+        (view,) = [r for r in app.platform.backend.runners(app.app_id) if r.pid]
+        os.kill(view.pid, signal.SIGKILL)
+        (second,) = await wait_until(
+            lambda: [r for r in app.healthy() if r.runner_id != first.runner_id],
+            what="a replacement runner",
+        )
+        assert second.runner_id != first.runner_id

@@ -75,6 +75,8 @@ class Scheduler:
 
     async def _loop(self) -> None:
         while True:
+            # Cleared before the pass, so a poke that arrives during it is not lost.
+            self._wake.clear()
             next_at = self.clock() + self.config.interval
             for app_id, spec in list(self._apps.items()):
                 try:
@@ -84,7 +86,6 @@ class Scheduler:
                     continue
                 if recheck is not None:
                     next_at = min(next_at, recheck)
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), max(0.0, next_at - self.clock()))
 
@@ -99,7 +100,7 @@ class Scheduler:
         for runner_id in decision.stop:
             log.info("runner_idle_stop", app=app_id, runner=runner_id, keep_alive=spec.keep_alive)
             await self.backend.stop_runner(app_id, runner_id, reason="keep_alive", replace=False)
-        if decision.target > self.backend.target(app_id):
+        if decision.target != self.backend.target(app_id):
             await self.backend.set_target(app_id, decision.target)
         return decision.recheck_at
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from yurt.spec import AppSpec
 
@@ -56,11 +56,15 @@ class Decision:
     target: int
     stop: tuple[str, ...] = ()
     recheck_at: float | None = None
-    reasons: dict[str, str] = field(default_factory=dict)
 
 
 def decide(spec: AppSpec, load: AppLoad, target: int, now: float) -> Decision:
-    """Scale up past waiting requests after scaling_delay; stop runners idle for keep_alive."""
+    """Scale up past waiting requests after scaling_delay; stop runners idle for keep_alive.
+
+    With nobody waiting, runners that the target counts but that are not routable (starting,
+    or failing to start) are no longer asked for: an app whose setup fails must not restart
+    for ever with no demand.
+    """
 
     def want(demand: int) -> int:
         return desired_runners(
@@ -95,4 +99,6 @@ def decide(spec: AppSpec, load: AppLoad, target: int, now: float) -> Decision:
     if len(stop) < target - with_waiting and len(expired) < len(idle):
         next_since = idle[len(expired)].idle_since
         recheck = (now if next_since is None else next_since) + spec.keep_alive
-    return Decision(target=target - len(stop), stop=stop, recheck_at=recheck)
+    unroutable = max(0, target - len(load.runners))
+    drop = min(unroutable, target - len(stop) - with_waiting) if load.waiting == 0 else 0
+    return Decision(target=target - len(stop) - drop, stop=stop, recheck_at=recheck)

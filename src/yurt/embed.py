@@ -77,7 +77,13 @@ class ServedApp:
 
     async def __aenter__(self) -> ServedApp:
         await self.platform.start()
-        self.app_id = await self.platform.add_app(self._cls)
+        try:
+            self.app_id = await self.platform.add_app(self._cls)
+        except BaseException:
+            await self.platform.stop()
+            if self._tmp is not None:
+                self._tmp.cleanup()
+            raise
         self._session = aiohttp.ClientSession()
         return self
 

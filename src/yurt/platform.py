@@ -50,9 +50,13 @@ class Platform:
     async def start(self) -> None:
         """Start the backend, the scheduler and the router, in that order."""
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
-        await self.backend.start()
-        await self.scheduler.start()
-        await self.router.start()
+        try:
+            await self.backend.start()
+            await self.scheduler.start()
+            await self.router.start()
+        except BaseException:
+            await self.stop()  # whatever did start
+            raise
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop taking requests, finish in-flight ones, stop every runner and wait for it."""

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -117,3 +118,31 @@ def test_bad_target_fails_with_message(tmp_path: Path) -> None:
     )
     assert out.returncode == 1
     assert "no App class 'Nope'" in out.stderr and "Echo" in out.stderr
+
+
+def test_busy_port_fails_with_message(tmp_path: Path) -> None:
+    """A port already taken: a one-line error naming it, exit 1, no runner started."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "yurt.cli",
+                "run",
+                f"{EXAMPLES / 'echo.py'}::Echo",
+                "--port",
+                str(port),
+                "--data-dir",
+                str(tmp_path),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert out.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not list((tmp_path / "logs").glob("*.log"))

@@ -67,9 +67,12 @@ async def test_sigterm_drains_in_flight_requests_then_tears_down(
     async with runner(Draining, tmp_path) as (proc, url), aiohttp.ClientSession() as s:
         await wait_until(lambda: status_of(s, url + "/_yurt/health"), what="health")
         await wait_until(lambda: _is(status_of(s, url + "/_yurt/health"), 200), what="runner ready")
-        slow = asyncio.ensure_future(s.post(url + "/", json={"seconds": 1.5}))
+        slow = asyncio.ensure_future(s.post(url + "/", json={"seconds": 4.0}))
         await wait_until(lambda: _in_flight(s, url), what="request in flight")
         proc.send_signal(signal.SIGTERM)
+        # While the request still runs, the port no longer takes new connections.
+        await wait_until(lambda: _refused(url), what="new connections refused")
+        assert not slow.done()
         resp = await slow
         assert resp.status == 200
         assert await resp.json() == {"text": "finished"}
@@ -77,6 +80,16 @@ async def test_sigterm_drains_in_flight_requests_then_tears_down(
         assert marker.read_text() == "torn down"
         with pytest.raises(aiohttp.ClientError):
             await s.get(url + "/_yurt/health")
+
+
+async def _refused(url: str) -> bool:
+    host, port = url.removeprefix("http://").split(":")
+    try:
+        _, writer = await asyncio.open_connection(host, int(port))
+    except ConnectionRefusedError:
+        return True
+    writer.close()
+    return False
 
 
 async def _is(coro: object, value: int) -> bool:

@@ -18,7 +18,6 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import aiohttp
 import structlog
 
 from yurt.backends.base import (
@@ -28,6 +27,7 @@ from yurt.backends.base import (
     RunnerView,
     StartFailure,
 )
+from yurt.backends.health import HttpHealthChecker
 from yurt.config import LocalBackendConfig
 from yurt.discovery.local import LocalRegistry
 from yurt.spec import AppSpec
@@ -97,7 +97,7 @@ class LocalBackend:
         self.log_dir = log_dir
         self._apps: dict[str, _App] = {}
         self._listeners: list[FailureListener] = []
-        self._session: aiohttp.ClientSession | None = None
+        self.health = HttpHealthChecker(config.health)
         self._stopping = False
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -105,9 +105,7 @@ class LocalBackend:
     async def start(self) -> None:
         """Open the health checker's HTTP session."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0), raise_for_status=False
-        )
+        await self.health.start()
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop every runner and wait until each process has exited."""
@@ -125,8 +123,7 @@ class LocalBackend:
         for r in runners:
             for t in r.tasks[1:]:
                 t.cancel()
-        if self._session is not None:
-            await self._session.close()
+        await self.health.close()
 
     # -- Backend protocol ------------------------------------------------------------------
 
@@ -200,11 +197,15 @@ class LocalBackend:
 
     # -- reconciling -----------------------------------------------------------------------
 
-    def _reconcile(self, app: _App) -> None:
+    def _reconcile(self, app: _App, *, replace_now: bool = False) -> None:
+        """Start or stop runners to meet the target; ``replace_now`` skips crash backoff once."""
         if self._stopping:
             return
         live = [r for r in app.runners.values() if r.state in LIVE]
         missing = app.target - len(live)
+        if missing > 0 and replace_now:
+            self._spawn(app)
+            missing -= 1
         if missing > 0:
             wait = app.backoff_until - time.monotonic()
             if wait > 0:
@@ -285,6 +286,9 @@ class LocalBackend:
         runner.tasks.append(watch)
         code = await runner.proc.wait()
         watch.cancel()
+        # Whatever user code started (model servers, worker pools) goes with the runner.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(runner.proc.pid, signal.SIGKILL)
         self._exited(app, runner, code)
 
     def _exited(self, app: _App, runner: _Runner, code: int) -> None:
@@ -309,7 +313,8 @@ class LocalBackend:
                     f"{app.spec.startup_timeout:g}s"
                 )
             self._start_failed(app, runner, kind, message)
-        self._reconcile(app)
+        # A runner that was ready and died is replaced at once, even while others back off.
+        self._reconcile(app, replace_now=runner.ready and not was_draining)
 
     def _start_failed(self, app: _App, runner: _Runner, kind: str, message: str) -> None:
         app.failures += 1
@@ -336,71 +341,43 @@ class LocalBackend:
     # -- health ----------------------------------------------------------------------------
 
     async def _watch_health(self, app: _App, runner: _Runner) -> None:
-        if await self._wait_ready(app, runner):
-            await self._check_forever(app, runner)
+        base = f"http://{self.config.host}:{runner.port}/_yurt/health"
 
-    async def _wait_ready(self, app: _App, runner: _Runner) -> bool:
-        deadline = runner.started_at + app.spec.startup_timeout
-        url = f"http://{self.config.host}:{runner.port}/_yurt/health"
-        while time.monotonic() < deadline:
-            status = await self._probe(url, self.config.health.timeout)
-            if status == 200:
-                runner.ready = True
-                runner.state = RunnerState.IDLE
-                app.failures, app.backoff_until, app.last_failure = 0, 0.0, ""
-                self.registry.set_healthy(
-                    app.app_id, RunnerEndpoint(runner.runner_id, self.config.host, runner.port)
-                )
-                log.info(
-                    "runner_ready",
-                    app=app.app_id,
-                    runner=runner.runner_id,
-                    startup_s=round(time.monotonic() - runner.started_at, 3),
-                )
-                return True
-            if status is not None and runner.state == RunnerState.PENDING:
+        def port_open() -> None:
+            if runner.state == RunnerState.PENDING:
                 runner.state = RunnerState.SETUP
-            await asyncio.sleep(self.config.health.startup_poll)
-        runner.detail = "startup_timeout"
-        self._terminate(runner, "startup_timeout", grace=0)
-        return False
 
-    async def _check_forever(self, app: _App, runner: _Runner) -> None:
+        deadline = runner.started_at + app.spec.startup_timeout
+        if not await self.health.wait_ready(base, deadline, port_open):
+            runner.detail = "startup_timeout"
+            self._terminate(runner, "startup_timeout", grace=0)
+            return
+        self._became_ready(app, runner)
         hc = app.spec.health_check
         user = hc.health_check if hc is not None else None
-        threshold = user.failure_threshold if user else self.config.health.failure_threshold
-        timeout = user.timeout_seconds + 1 if user else self.config.health.timeout
-        query = "" if user is None or user.call_regularly else "?basic=1"
-        url = f"http://{self.config.host}:{runner.port}/_yurt/health{query}"
-        failures = 0
-        while runner.state in LIVE:
-            await asyncio.sleep(self.config.health.interval)
-            status = await self._probe(url, timeout)
-            if status == 200:
-                failures = 0
-                continue
-            failures += 1
-            log.warning(
-                "health_check_failed",
-                app=app.app_id,
-                runner=runner.runner_id,
-                status=status,
-                failures=failures,
-                threshold=threshold,
-            )
-            if failures >= threshold:
-                self._terminate(runner, "health_check_failed")
-                self._reconcile(app)
-                return
+        await self.health.until_unhealthy(
+            base if user is None or user.call_regularly else base + "?basic=1",
+            threshold=user.failure_threshold if user else self.config.health.failure_threshold,
+            timeout=user.timeout_seconds + 1 if user else self.config.health.timeout,
+            grace_until=runner.started_at + (user.start_period_seconds if user else 0.0),
+            what={"app": app.app_id, "runner": runner.runner_id},
+        )
+        self._terminate(runner, "health_check_failed")
+        self._reconcile(app)
 
-    async def _probe(self, url: str, timeout: float) -> int | None:
-        assert self._session is not None
-        try:
-            async with self._session.get(url, timeout=aiohttp.ClientTimeout(total=timeout)) as r:
-                await r.read()
-                return r.status
-        except (aiohttp.ClientError, TimeoutError, OSError):
-            return None
+    def _became_ready(self, app: _App, runner: _Runner) -> None:
+        runner.ready = True
+        runner.state = RunnerState.IDLE
+        app.failures, app.backoff_until, app.last_failure = 0, 0.0, ""
+        self.registry.set_healthy(
+            app.app_id, RunnerEndpoint(runner.runner_id, self.config.host, runner.port)
+        )
+        log.info(
+            "runner_ready",
+            app=app.app_id,
+            runner=runner.runner_id,
+            startup_s=round(time.monotonic() - runner.started_at, 3),
+        )
 
     # -- stopping --------------------------------------------------------------------------
 

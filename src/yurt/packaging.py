@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import site
 import sys
 import warnings
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import cloudpickle
@@ -48,15 +50,14 @@ def python_version() -> str:
 
 
 def pack(cls: type[App]) -> bytes:
-    """Pickle an App class; the module that defines it travels by value."""
-    module = sys.modules.get(cls.__module__)
-    by_value = module is not None and cls.__module__ not in ("__main__",) and not _is_yurt(module)
-    if by_value:
+    """Pickle an App class; its module, and modules beside it, travel by value."""
+    modules = by_value_modules(cls)
+    for module in modules:
         cloudpickle.register_pickle_by_value(module)
     try:
         blob: bytes = cloudpickle.dumps(cls, protocol=5)
     finally:
-        if by_value:
+        for module in modules:
             cloudpickle.unregister_pickle_by_value(module)
     header = PayloadHeader(
         sha256=hashlib.sha256(blob).hexdigest(),
@@ -72,6 +73,30 @@ def pack(cls: type[App]) -> bytes:
 def _is_yurt(module: Any) -> bool:
     name = getattr(module, "__name__", "")
     return bool(name == "yurt" or name.startswith("yurt."))
+
+
+def by_value_modules(cls: type) -> list[ModuleType]:
+    """The App's module and the top-level modules imported from its folder (or below it).
+
+    A runner has the installed packages but not the user's files, so ``from helpers import x``
+    beside the app must travel in the payload too. Installed packages never do.
+    """
+    home = sys.modules.get(cls.__module__)
+    home_file = getattr(home, "__file__", None)
+    if home is None or home_file is None:
+        return []  # e.g. a class typed into a REPL: cloudpickle takes __main__ by value anyway
+    folder = Path(home_file).resolve().parent
+    installed = {Path(p).resolve() for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    installed |= {Path(p).resolve() for p in [*site.getsitepackages(), site.getusersitepackages()]}
+    found = [] if home.__name__ == "__main__" or _is_yurt(home) else [home]
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        if "." in name or module is home or file is None or _is_yurt(module):
+            continue
+        path = Path(file).resolve()
+        if path.is_relative_to(folder) and not any(path.is_relative_to(p) for p in installed):
+            found.append(module)
+    return found
 
 
 def read_header(data: bytes) -> tuple[PayloadHeader, bytes]:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+import textwrap
+from pathlib import Path
+
 import pytest
 
 import yurt
+from yurt.loader import load_app
 
 from apps import Echo, Prompt, Rules
 
@@ -31,3 +36,33 @@ async def test_serve_raises_request_error_with_status() -> None:
         with pytest.raises(yurt.RequestError) as info:
             await app.run("/crash", {})
         assert info.value.status == 503 and info.value.error_type == "runner_disconnected"
+
+
+async def test_app_importing_a_module_beside_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A helper module next to the app file travels in the payload: the runner needs no copy."""
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    (tmp_path / "yurt_sibling_shout.py").write_text("def shout(s):\n    return s.upper() + '!'\n")
+    (tmp_path / "loud.py").write_text(
+        textwrap.dedent(
+            """
+            import yurt
+            from yurt_sibling_shout import shout
+
+            class Loud(yurt.App):
+                @yurt.endpoint("/")
+                def run(self) -> dict:
+                    return {"text": shout("hi")}
+            """
+        )
+    )
+    cls = load_app(f"{tmp_path / 'loud.py'}::Loud")
+    # The runner starts elsewhere, where the helper cannot be imported.
+    monkeypatch.chdir("/")
+    try:
+        async with yurt.serve(cls, data_dir=tmp_path / "data") as app:
+            assert await app.run("/", {}) == {"text": "HI!"}
+    finally:
+        for name in ("yurt_sibling_shout", "yurt_app_loud"):
+            sys.modules.pop(name, None)

@@ -20,8 +20,9 @@ class _Frozen(BaseModel):
 class HealthConfig(_Frozen):
     """The local backend's HTTP health checker (an app's HealthCheck overrides the threshold)."""
 
+    # 15 s: how often fal calls a declared health check.
     interval: float = Field(
-        default=10.0, gt=0, description="seconds between checks of a ready runner"
+        default=15.0, gt=0, description="seconds between checks of a ready runner"
     )
     timeout: float = Field(default=5.0, gt=0, description="seconds one check may take")
     failure_threshold: int = Field(

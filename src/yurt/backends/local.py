@@ -348,7 +348,10 @@ class LocalBackend:
                 runner.state = RunnerState.SETUP
 
         deadline = runner.started_at + app.spec.startup_timeout
-        if not await self.health.wait_ready(base, deadline, port_open):
+        ready = await self.health.wait_ready(base, deadline, port_open)
+        if runner.state not in LIVE:
+            return  # told to stop while it started: neither ready nor a failure
+        if not ready:
             runner.detail = "startup_timeout"
             self._terminate(runner, "startup_timeout", grace=0)
             return

@@ -98,24 +98,29 @@ def test_signal_stops_every_runner(tmp_path: Path, sig: signal.Signals) -> None:
         proc.stdout.close()
 
 
-def test_bad_target_fails_with_message(tmp_path: Path) -> None:
-    """A target naming a class that is not there fails at once, listing what is."""
-    out = subprocess.run(
+def yurt_run_fails(target: str, port: int, data_dir: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``yurt run`` expecting it to stop on its own (an error), and return what it said."""
+    return subprocess.run(
         [
             sys.executable,
             "-m",
             "yurt.cli",
             "run",
-            f"{APPS}::Nope",
+            target,
             "--port",
-            "0",
+            str(port),
             "--data-dir",
-            str(tmp_path),
+            str(data_dir),
         ],
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def test_bad_target_fails_with_message(tmp_path: Path) -> None:
+    """A target naming a class that is not there fails at once, listing what is."""
+    out = yurt_run_fails(f"{APPS}::Nope", 0, tmp_path)
     assert out.returncode == 1
     assert "no App class 'Nope'" in out.stderr and "Echo" in out.stderr
 
@@ -126,22 +131,7 @@ def test_busy_port_fails_with_message(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        out = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "yurt.cli",
-                "run",
-                f"{EXAMPLES / 'echo.py'}::Echo",
-                "--port",
-                str(port),
-                "--data-dir",
-                str(tmp_path),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        out = yurt_run_fails(f"{EXAMPLES / 'echo.py'}::Echo", port, tmp_path)
     assert out.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in out.stderr
     assert "Traceback" not in out.stderr

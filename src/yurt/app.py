@@ -79,27 +79,6 @@ def kebab_case(name: str) -> str:
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "-", name).lower()
 
 
-# Every setting an App may carry, with its default. Names and defaults follow fal's App.
-SETTINGS: dict[str, Any] = {
-    "app_name": None,
-    "app_auth": "public",
-    "machine_type": "CPU",
-    "num_gpus": None,
-    "requirements": [],
-    "min_concurrency": 0,
-    "max_concurrency": 2,
-    "concurrency_buffer": 0,
-    "concurrency_buffer_perc": 0,
-    "scaling_delay": 0.0,
-    "max_multiplexing": 1,
-    "keep_alive": 60.0,
-    "request_timeout": 3600.0,
-    "startup_timeout": 600.0,
-    "termination_grace_period_seconds": 5.0,
-    "skip_retry_conditions": None,
-}
-
-
 class App:
     """Base class of every yurt App. Override ``setup()``, ``teardown()`` and add endpoints."""
 
@@ -147,3 +126,8 @@ class App:
 
     def teardown(self) -> Any:
         """Release resources; runs once after in-flight requests have drained."""
+
+
+# Every setting an App may carry, with its default: read off the class above, so the two
+# cannot drift. Names and defaults follow fal's App.
+SETTINGS: dict[str, Any] = {name: vars(App)[name] for name in App.__annotations__}

@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from yurt.aio import LOOP_NAMES
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -80,7 +82,7 @@ async def serve(args: argparse.Namespace) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto")
+    p.add_argument("--loop", choices=LOOP_NAMES, default="auto")
     p.add_argument("--profile", default="", help="cProfile between SIGUSR1 and SIGUSR2 to FILE")
     args = p.parse_args()
     from yurt.logging import configure

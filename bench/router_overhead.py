@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from yurt.aio import LOOP_NAMES
 from yurt.router.pool import ConnectionPool
 
 HERE = Path(__file__).resolve().parent
@@ -364,7 +365,7 @@ def main() -> None:
     p.add_argument("--uvloop", action="store_true", help="run the load generator on uvloop")
     p.add_argument(
         "--loop",
-        choices=["auto", "asyncio", "uvloop"],
+        choices=LOOP_NAMES,
         default="auto",
         help="event loop of the router and runner, as yurt run --loop (auto: uvloop if installed)",
     )

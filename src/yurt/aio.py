@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 from yurt.errors import ConfigError
 
 T = TypeVar("T")
 LoopName = Literal["auto", "asyncio", "uvloop"]
+LOOP_NAMES: tuple[str, ...] = get_args(LoopName)
 
 
 def resolve_loop(name: LoopName) -> Literal["asyncio", "uvloop"]:

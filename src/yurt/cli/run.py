@@ -12,7 +12,7 @@ from typing import Any
 
 import structlog
 
-from yurt.aio import run
+from yurt.aio import LOOP_NAMES, run
 from yurt.config import LocalBackendConfig, RouterConfig, ServerConfig, default_data_dir
 from yurt.errors import YurtError
 from yurt.logging import configure
@@ -32,7 +32,7 @@ def add_parser(commands: Any) -> None:
     p.add_argument("--owner", default="default", help="owner segment of the app's URL")
     p.add_argument(
         "--loop",
-        choices=["auto", "asyncio", "uvloop"],
+        choices=LOOP_NAMES,
         default="auto",
         help="event loop for the router and runners (auto: uvloop when installed)",
     )

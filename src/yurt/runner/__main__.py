@@ -15,7 +15,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from yurt.aio import run
+from yurt.aio import LOOP_NAMES, run
 from yurt.errors import PayloadError
 from yurt.logging import configure
 from yurt.packaging import unpack
@@ -34,7 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--parent-pid", type=int, default=0, help="drain and exit when this process is gone"
     )
-    p.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto")
+    p.add_argument("--loop", choices=LOOP_NAMES, default="auto")
     p.add_argument("--log-level", default="info")
     p.add_argument("--log-format", choices=["console", "json"], default="console")
     return p.parse_args(argv)

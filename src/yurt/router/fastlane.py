@@ -54,6 +54,13 @@ class _Run:
         self.http10 = False
         self.error: Reply | None = None
 
+    @classmethod
+    def refused(cls, reply: Reply, headers: list[tuple[bytes, bytes]]) -> _Run:
+        """A request answered with ``reply`` without reaching a runner."""
+        run = cls(None, b"", headers)
+        run.error = reply
+        return run
+
 
 class FrontProtocol(asyncio.Protocol):
     """One client connection, in the fast lane until it is handed to aiohttp."""
@@ -71,6 +78,8 @@ class FrontProtocol(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
+        self.content_length = b"0"
+        self.expect = b""
         self.current: _Run | None = None
         self.queue: deque[_Run] = deque()
         self.worker: asyncio.Task[None] | None = None
@@ -126,6 +135,8 @@ class FrontProtocol(asyncio.Protocol):
         self.in_message = True
         self.url = b""
         self.headers = []
+        self.content_length = b"0"
+        self.expect = b""
         if self.completed_in_read and not self.hand_over:
             self.raw = None  # began mid-read: its exact bytes are unknown
 
@@ -134,6 +145,12 @@ class FrontProtocol(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
+        # The two headers the fast lane itself reads, noted in passing rather than searched for.
+        lname = name.lower()
+        if lname == b"content-length":
+            self.content_length = value
+        elif lname == b"expect":
+            self.expect = value
 
     def on_headers_complete(self) -> None:
         if self.hand_over or self.closing:
@@ -143,25 +160,22 @@ class FrontProtocol(asyncio.Protocol):
         if method != b"POST" or path.startswith(_PLATFORM_PREFIXES) or self.parser.should_upgrade():
             if self.raw is None:
                 # Answered in turn, after the replies it was pipelined behind; then we close.
-                run = _Run(None, b"", self.headers)
-                run.error = error_reply(
-                    400, "bad_request", "pipelined request needs a new connection"
-                )
-                run.keep_alive = False
-                self.current = run
+                reply = error_reply(400, "bad_request", "pipelined request needs a new connection")
+                self.current = _Run.refused(reply, self.headers)
+                self.current.keep_alive = False
             else:
                 self.hand_over = True
             return
         text = path.decode("latin-1")
         resolved = self.router.resolve(unquote(text) if "%" in text else text)
         if isinstance(resolved, Reply):
-            run = _Run(None, b"", self.headers)
-            run.error = resolved
+            run = _Run.refused(resolved, self.headers)
         else:
             route, endpoint = resolved
             run = _Run(route, endpoint.encode() + (b"?" + query if query else b""), self.headers)
-            self._check_size(run, self._content_length())
-            if run.error is None and self._expects_continue():
+            with contextlib.suppress(ValueError):
+                self._check_size(run, int(self.content_length))
+            if run.error is None and self.expect.lower() == b"100-continue":
                 assert self.transport is not None
                 self.transport.write(_CONTINUE)
         self.current = run
@@ -195,9 +209,10 @@ class FrontProtocol(asyncio.Protocol):
             while self.queue:
                 run = self.queue.popleft()
                 request_id = new_request_id().encode()
-                if run.error is not None or run.route is None:
-                    reply = run.error or error_reply(500, "internal_error", "no route")
+                if run.error is not None:
+                    reply = run.error
                 else:
+                    assert run.route is not None  # only refused runs have none
                     body = b"".join(run.body)
                     reply = await self.router.forward(
                         run.route, run.target, run.headers, body, request_id
@@ -244,16 +259,6 @@ class FrontProtocol(asyncio.Protocol):
             transport.close()
 
     # -- helpers ---------------------------------------------------------------------------
-
-    def _content_length(self) -> int:
-        for name, value in self.headers:
-            if name.lower() == b"content-length":
-                with contextlib.suppress(ValueError):
-                    return int(value)
-        return 0
-
-    def _expects_continue(self) -> bool:
-        return any(n.lower() == b"expect" and v.lower() == b"100-continue" for n, v in self.headers)
 
     def _check_size(self, run: _Run, size: int) -> None:
         if size > self.router.config.max_body_size and run.error is None:

@@ -21,22 +21,16 @@ APPS = Path(__file__).with_name("apps.py")
 EXAMPLES = Path(__file__).parents[2] / "examples"
 
 
+def yurt_run(target: str, port: int, data_dir: Path) -> list[str]:
+    """The ``yurt run`` command line."""
+    return [sys.executable, "-m", "yurt.cli", "run", target, "--port", str(port),
+            "--data-dir", str(data_dir), "--log-format", "json"]  # fmt: skip
+
+
 def start(target: str, data_dir: Path) -> tuple[subprocess.Popen[str], str]:
     """Start ``yurt run`` the way a shell starts a background job (SIGINT ignored)."""
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "yurt.cli",
-            "run",
-            target,
-            "--port",
-            "0",
-            "--data-dir",
-            str(data_dir),
-            "--log-format",
-            "json",
-        ],
+        yurt_run(target, 0, data_dir),
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -101,17 +95,7 @@ def test_signal_stops_every_runner(tmp_path: Path, sig: signal.Signals) -> None:
 def yurt_run_fails(target: str, port: int, data_dir: Path) -> subprocess.CompletedProcess[str]:
     """Run ``yurt run`` expecting it to stop on its own (an error), and return what it said."""
     return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "yurt.cli",
-            "run",
-            target,
-            "--port",
-            str(port),
-            "--data-dir",
-            str(data_dir),
-        ],
+        yurt_run(target, port, data_dir),
         capture_output=True,
         text=True,
         timeout=60,

@@ -151,17 +151,22 @@ async def test_health_answers_while_sync_endpoint_computes(tmp_path: Path) -> No
         assert (await busy).status == 200
 
 
-def test_setup_failure_exits_with_reason(tmp_path: Path) -> None:
-    """A failing setup() ends the runner with exit code 4 and a last line naming the error."""
-    from apps import FailingSetup
-
-    _, payload = write_payload(FailingSetup, tmp_path)
-    proc = subprocess.run(
+def run_to_exit(payload: Path) -> subprocess.CompletedProcess[str]:
+    """Run a runner expected to end on its own, and return what it said."""
+    return subprocess.run(
         [sys.executable, "-m", "yurt.runner", "--payload", str(payload), "--port", "0"],
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def test_setup_failure_exits_with_reason(tmp_path: Path) -> None:
+    """A failing setup() ends the runner with exit code 4 and a last line naming the error."""
+    from apps import FailingSetup
+
+    _, payload = write_payload(FailingSetup, tmp_path)
+    proc = run_to_exit(payload)
     assert proc.returncode == 4
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("yurt-runner-failure: setup: setup() raised RuntimeError")
@@ -176,12 +181,7 @@ def test_payload_from_other_python_is_refused(tmp_path: Path) -> None:
     header["python"] = "3.99"
     forged = tmp_path / "forged.yurt"
     forged.write_bytes(MAGIC + json.dumps(header).encode() + data[end:])
-    proc = subprocess.run(
-        [sys.executable, "-m", "yurt.runner", "--payload", str(forged), "--port", "0"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = run_to_exit(forged)
     assert proc.returncode == 3
     assert "built with Python 3.99" in proc.stderr
     assert f"runs Python {sys.version_info.major}.{sys.version_info.minor}" in proc.stderr

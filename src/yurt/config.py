@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from yurt.aio import LoopName
 
@@ -73,6 +74,48 @@ class RouterConfig(_Frozen):
     keepalive_timeout: float = Field(
         default=75.0, gt=0, description="idle client connections close"
     )
+    public_url: str | None = Field(
+        default=None,
+        description="base of the URLs the queue returns; None: the scheme and Host of each request",
+    )
+    tls_cert: Path | None = Field(default=None, description="PEM certificate chain: serve https")
+    tls_key: Path | None = Field(default=None, description="PEM private key of tls_cert")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> RouterConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: give both or neither")
+        return self
+
+
+class WebhookConfig(_Frozen):
+    """Delivery of completion webhooks: bounded retries with exponential backoff."""
+
+    max_attempts: int = Field(default=10, ge=1, description="deliveries tried before giving up")
+    # 15 s doubling to a 1 h cap: ten attempts span about two hours, as fal's redelivery does.
+    first_delay: float = Field(default=15.0, ge=0, description="seconds before the first retry")
+    max_delay: float = Field(default=3600.0, ge=0, description="cap on the delay between tries")
+    timeout: float = Field(default=15.0, gt=0, description="seconds one delivery may take")
+    secret: str | None = Field(
+        default=None,
+        description="HMAC key; None: generated once and kept in the data dir",
+    )
+
+
+class QueueConfig(_Frozen):
+    """The durable queue behind ``/queue/``."""
+
+    max_attempts: int = Field(default=10, ge=1, description="attempts per queued request")
+    retention: float = Field(
+        default=24 * 3600.0, gt=0, description="seconds completed requests and results are kept"
+    )
+    purge_interval: float = Field(default=300.0, gt=0, description="seconds between purges")
+    durability: Literal["normal", "full"] = Field(
+        default="normal",
+        description="SQLite synchronous mode: normal survives a killed router, full also "
+        "a power loss",
+    )
+    webhooks: WebhookConfig = WebhookConfig()
 
 
 class ServerConfig(_Frozen):
@@ -81,6 +124,7 @@ class ServerConfig(_Frozen):
     data_dir: Path
     event_loop: LoopName = "auto"
     router: RouterConfig = RouterConfig()
+    queue: QueueConfig = QueueConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     local: LocalBackendConfig = LocalBackendConfig()
 

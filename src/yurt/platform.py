@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 from pathlib import Path
 from types import TracebackType
 
@@ -12,6 +14,10 @@ from yurt.backends.local import LocalBackend
 from yurt.config import ServerConfig
 from yurt.discovery.local import LocalRegistry
 from yurt.packaging import write_payload
+from yurt.queue.api import QueueApi
+from yurt.queue.engine import QueueEngine
+from yurt.queue.store import QueueStore
+from yurt.queue.webhooks import WebhookSender
 from yurt.router.server import Router
 from yurt.scheduler.loop import Scheduler
 from yurt.spec import build_spec
@@ -28,6 +34,8 @@ class Platform:
         self.backend = LocalBackend(config.local, self.registry, config.data_dir / "logs")
         self.scheduler = Scheduler(self.backend, config.scheduler)
         self.router = Router(config.router, self.registry, self.backend, self.scheduler)
+        self.store: QueueStore | None = None
+        self.webhooks: WebhookSender | None = None
 
     @property
     def url(self) -> str:
@@ -51,9 +59,14 @@ class Platform:
         """Start the backend, the scheduler and the router, in that order."""
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
         try:
+            self._open_queue()
             await self.backend.start()
             await self.scheduler.start()
             await self.router.start()
+            if self.router.queue is not None:
+                self.router.queue.start()
+            if self.webhooks is not None:
+                await self.webhooks.start()
         except BaseException:
             await self.stop()  # whatever did start
             raise
@@ -61,8 +74,31 @@ class Platform:
     async def stop(self, grace: float = 5.0) -> None:
         """Stop taking requests, finish in-flight ones, stop every runner and wait for it."""
         await self.router.stop(grace)
+        if self.webhooks is not None:
+            await self.webhooks.stop()
         await self.scheduler.stop()
         await self.backend.stop()
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
+    def _open_queue(self) -> None:
+        cfg = self.config.queue
+        self.store = QueueStore(self.config.data_dir / "queue.sqlite3", cfg.durability)
+        self.webhooks = WebhookSender(self.store, cfg.webhooks, self.webhook_secret())
+        engine = QueueEngine(self.store, cfg, self.router, self.webhooks)
+        self.router.attach_queue(engine, QueueApi(self.router, engine))
+
+    def webhook_secret(self) -> bytes:
+        """The key webhooks are signed with: configured, else made once and kept in the data dir."""
+        if self.config.queue.webhooks.secret is not None:
+            return self.config.queue.webhooks.secret.encode()
+        path = self.config.data_dir / "webhook-secret"
+        if not path.exists():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32))
+        return path.read_text().strip().encode()
 
     async def __aenter__(self) -> Platform:
         await self.start()

@@ -7,6 +7,7 @@ import collections
 import contextlib
 import time
 from collections.abc import Callable, Iterable
+from typing import Protocol
 
 from yurt.backends.base import RunnerEndpoint
 from yurt.errors import RequestError
@@ -18,7 +19,7 @@ from yurt.spec import AppSpec
 class Slot:
     """One routable runner: where it is, its connection pool, and what it is doing."""
 
-    __slots__ = ("endpoint", "idle_since", "in_flight", "pool", "retired")
+    __slots__ = ("endpoint", "hints", "idle_since", "in_flight", "pool", "retired")
 
     def __init__(self, endpoint: RunnerEndpoint, now: float) -> None:
         self.endpoint = endpoint
@@ -26,11 +27,24 @@ class Slot:
         self.in_flight = 0
         self.idle_since: float | None = now
         self.retired = False
+        self.hints: frozenset[str] = frozenset()  # what the runner's provide_hints() said last
 
     @property
     def runner_id(self) -> str:
         """The runner's id."""
         return self.endpoint.runner_id
+
+
+class Backlog(Protocol):
+    """Requests queued for an app (the durable queue), served whenever a slot is free."""
+
+    def pending(self) -> tuple[int, float | None]:
+        """How many wait, and since when (monotonic) the oldest waits."""
+        ...
+
+    def offer(self, slot: Slot) -> bool:
+        """Start the best queued request on ``slot`` (already taken for it); False: none suits."""
+        ...
 
 
 class AppRoute:
@@ -51,6 +65,7 @@ class AppRoute:
         self._waiters: collections.deque[tuple[float, asyncio.Future[Slot]]] = collections.deque()
         self._on_demand = on_demand
         self._clock = clock
+        self.backlog: Backlog | None = None
 
     # -- taking and giving back slots ------------------------------------------------------
 
@@ -110,11 +125,32 @@ class AppRoute:
         slot.idle_since = None
 
     def _hand_over(self, slot: Slot) -> None:
+        # Direct callers hold a connection open: they go before the durable queue.
         while self._waiters and slot.in_flight < self.capacity and not slot.retired:
             _, fut = self._waiters.popleft()
             if not fut.done():
                 self._take(slot)
                 fut.set_result(slot)
+        backlog = self.backlog
+        while backlog is not None and slot.in_flight < self.capacity and not slot.retired:
+            self._take(slot)
+            if not backlog.offer(slot):
+                self._untake(slot)
+                break
+
+    def _untake(self, slot: Slot) -> None:
+        slot.in_flight -= 1
+        if slot.in_flight == 0:
+            slot.idle_since = self._clock()
+
+    def serve_backlog(self) -> bool:
+        """Offer free slots, least loaded first, to the queue; False if it still waits."""
+        for slot in sorted(self.slots.values(), key=lambda s: s.in_flight):
+            self._hand_over(slot)
+        if self.backlog is not None and self.backlog.pending()[0]:
+            self._on_demand(self.app_id)
+            return False
+        return True
 
     def _remove_waiter(self, entry: tuple[float, asyncio.Future[Slot]]) -> None:
         with contextlib.suppress(ValueError):
@@ -157,9 +193,15 @@ class AppRoute:
     def load(self) -> AppLoad:
         """A snapshot for the scheduler."""
         waiters = [since for since, fut in self._waiters if not fut.done()]
+        waiting, oldest = len(waiters), waiters[0] if waiters else None
+        if self.backlog is not None:
+            queued, since = self.backlog.pending()
+            waiting += queued
+            if since is not None and (oldest is None or since < oldest):
+                oldest = since
         return AppLoad(
-            waiting=len(waiters),
-            oldest_wait_since=waiters[0] if waiters else None,
+            waiting=waiting,
+            oldest_wait_since=oldest,
             runners=tuple(
                 RunnerLoad(s.runner_id, s.in_flight, s.idle_since) for s in self.slots.values()
             ),

@@ -11,6 +11,24 @@ connection breaks / crash      terminated          503 ``runner_disconnected``
 connection refused / error     terminated          503 ``runner_connection_refused`` / ``_error``
 request_timeout exceeded       terminated          504 ``request_timeout``
 =============================  ==================  ==========================================
+
+Queued requests are retried (up to the queue's attempt limit) where the table says so:
+
+=============================  ==================  ==========================================
+runner outcome                 the runner          the queued request
+=============================  ==================  ==========================================
+2xx                            kept                completed
+4xx (but 429)                  kept                completed with the error
+429 (runner full)              kept                retried
+503                            terminated          retried (``server_error``)
+504                            kept                retried (``server_error``)
+other 5xx                      kept                completed with the error
+connection breaks / refused    terminated          retried (``connection_error``)
+request_timeout exceeded       terminated          retried (``timeout``)
+=============================  ==================  ==========================================
+
+``X-Fal-Needs-Retry`` from the app forces (``1``/``true``) or prevents (``0``/``false``) a retry;
+the caller's ``x-fal-no-retry`` and the app's ``skip_retry_conditions`` prevent one.
 """
 
 from __future__ import annotations
@@ -18,6 +36,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from yurt.router.pool import UpstreamErrorKind
+from yurt.spec import RetryCondition
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,3 +93,72 @@ def direct_status(status: int) -> Verdict:
 def direct_error(kind: UpstreamErrorKind) -> Verdict:
     """The verdict for a direct request whose runner failed before answering."""
     return _ERRORS[kind]
+
+
+@dataclass(frozen=True, slots=True)
+class QueueVerdict:
+    """What to do with a queued request after one attempt."""
+
+    terminate: bool
+    retry: bool
+    # The skip_retry_conditions entry that can veto the retry; None: nothing can.
+    condition: RetryCondition | None = None
+    reason: str = ""
+
+
+def _needs_retry(value: bytes | None) -> bool | None:
+    if value is None:
+        return None
+    value = value.strip().lower()
+    if value in (b"1", b"true", b"yes"):
+        return True
+    if value in (b"0", b"false", b"no"):
+        return False
+    return None
+
+
+def queue_status(status: int, needs_retry: bytes | None = None) -> QueueVerdict:
+    """The verdict for a queued request whose runner answered ``status``.
+
+    ``needs_retry`` is the app's ``X-Fal-Needs-Retry`` header, which overrides the table.
+    """
+    if status == 503:
+        verdict = QueueVerdict(True, True, "server_error", "runner_returned_503")
+    elif status == 504:
+        verdict = QueueVerdict(False, True, "server_error")
+    elif status == 429:
+        verdict = QueueVerdict(False, True)
+    else:
+        verdict = QueueVerdict(False, False)
+    forced = _needs_retry(needs_retry)
+    if forced is None or forced == verdict.retry:
+        return verdict
+    # The app's word wins, and no skip condition vetoes what it asked for explicitly.
+    return QueueVerdict(verdict.terminate, forced, None, verdict.reason)
+
+
+_QUEUE_ERRORS: dict[UpstreamErrorKind, RetryCondition] = {
+    "disconnected": "connection_error",
+    "connect_refused": "connection_error",
+    "connect_error": "connection_error",
+    "timeout": "timeout",
+}
+
+
+def queue_error(kind: UpstreamErrorKind) -> QueueVerdict:
+    """The verdict for a queued request whose runner failed before answering."""
+    return QueueVerdict(True, True, _QUEUE_ERRORS[kind], _ERRORS[kind].reason)
+
+
+def should_retry(
+    verdict: QueueVerdict,
+    *,
+    attempts: int,
+    max_attempts: int,
+    no_retry: bool,
+    skip: list[RetryCondition] | tuple[RetryCondition, ...],
+) -> bool:
+    """Whether a queued request goes back to the queue after ``attempts`` attempts."""
+    if not verdict.retry or no_retry or attempts >= max_attempts:
+        return False
+    return verdict.condition is None or verdict.condition not in skip

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
@@ -28,6 +29,10 @@ from yurt.router.web import WebFace
 from yurt.scheduler.loop import Scheduler
 from yurt.scheduler.policy import AppLoad
 from yurt.spec import AppSpec
+
+if TYPE_CHECKING:
+    from yurt.queue.api import QueueApi
+    from yurt.queue.engine import QueueEngine
 
 log = structlog.get_logger("yurt.router")
 
@@ -49,6 +54,8 @@ class Router:
         self._web: web.Server | None = None
         self._fast: set[FrontProtocol] = set()
         self._sweeper: asyncio.Task[None] | None = None
+        self.queue: QueueEngine | None = None
+        self.queue_api: QueueApi | None = None
         scheduler.source = self
         backend.add_failure_listener(self._start_failed)
 
@@ -62,7 +69,12 @@ class Router:
     @property
     def url(self) -> str:
         """The base URL clients use."""
-        return f"http://{self.config.host}:{self.port}"
+        scheme = "https" if self.config.tls_cert is not None else "http"
+        return f"{scheme}://{self.config.host}:{self.port}"
+
+    def attach_queue(self, engine: QueueEngine, api: QueueApi) -> None:
+        """Serve the durable queue under ``/queue/``."""
+        self.queue, self.queue_api = engine, api
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -71,6 +83,8 @@ class Router:
         route = AppRoute(app_id, spec, self.scheduler.poke)
         self.routes[app_id] = route
         self._watchers.append(asyncio.create_task(self._follow(route)))
+        if self.queue is not None:
+            self.queue.add_app(route)
 
     async def start(self) -> None:
         """Listen: sync runs in the fast lane, everything else on aiohttp."""
@@ -85,6 +99,7 @@ class Router:
                 self.config.host,
                 self.config.port,
                 backlog=2048,
+                ssl=self._tls(),
             )
         except OSError as exc:
             raise ConfigError(
@@ -93,6 +108,20 @@ class Router:
             ) from exc
         self._sweeper = asyncio.create_task(self._sweep_idle())
         log.info("router_listening", url=self.url)
+
+    def _tls(self) -> ssl.SSLContext | None:
+        cert, key = self.config.tls_cert, self.config.tls_key
+        if cert is None or key is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            context.load_cert_chain(cert, key)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"cannot load the TLS certificate {cert} with key {key}: {exc}; "
+                "give a PEM certificate chain and its private key"
+            ) from exc
+        return context
 
     async def _sweep_idle(self) -> None:
         # One sweep for all connections instead of a timer re-armed on every request.
@@ -122,6 +151,8 @@ class Router:
                 conn.transport.abort()
         if self._web is not None:
             await self._web.shutdown(max(0.0, deadline - time.monotonic()))
+        if self.queue is not None:
+            await self.queue.stop(max(0.0, deadline - time.monotonic()))
         for task in self._watchers:
             task.cancel()
         for task in self._watchers:
@@ -228,7 +259,7 @@ class Router:
             )
         except UpstreamError as exc:
             verdict = direct_error(exc.kind)
-            self._terminate(route, slot, verdict.reason)  # before release: no hand-over to it
+            self.terminate_slot(route, slot, verdict.reason)  # before release: no hand-over to it
             route.release(slot)
             assert verdict.status is not None
             return error_reply(verdict.status, verdict.error_type, verdict.detail)
@@ -237,7 +268,7 @@ class Router:
             raise
         verdict = direct_status(upstream.status)
         if verdict.terminate:
-            self._terminate(route, slot, verdict.reason)
+            self.terminate_slot(route, slot, verdict.reason)
         route.release(slot)
         return Reply(upstream.status, upstream.headers, upstream.body)
 
@@ -246,7 +277,8 @@ class Router:
             return self.config.dispatch_timeout
         return spec.startup_timeout + 10.0
 
-    def _terminate(self, route: AppRoute, slot: Slot, reason: str) -> None:
+    def terminate_slot(self, route: AppRoute, slot: Slot, reason: str) -> None:
+        """Route nothing more to this runner and have the scheduler stop it."""
         if route.retire(slot.runner_id) is not None:
             self._close_when_idle(slot)
             self.scheduler.terminate(route.app_id, slot.runner_id, reason)

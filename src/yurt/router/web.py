@@ -40,8 +40,10 @@ class WebFace:
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Serve one request."""
-        request_id = new_request_id()
         path = request.path
+        if path.startswith("/queue/") and self.router.queue_api is not None:
+            return await self.router.queue_api.handle(request, self._read_body, to_response)
+        request_id = new_request_id()
         if path.startswith("/_yurt/"):
             return to_response(self.platform(request, path), request_id)
         resolved = self.router.resolve(path)

@@ -1,0 +1,105 @@
+"""One app's queued requests in memory, in the order they are to start."""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable, Iterator
+
+from yurt.queue.model import Job, Priority
+from yurt.router.dispatch import Slot
+
+
+class AppBacklog:
+    """Normal-priority requests start before low ones; each priority is first come, first served.
+
+    A request prefers a runner whose hints contain its ``X-Fal-Runner-Hint``, and a retried one a
+    runner it has not failed on: it passes over a free runner only while another routable runner
+    would suit it better.
+    """
+
+    def __init__(
+        self,
+        slots: Callable[[], Iterator[Slot]],
+        start: Callable[[Job, Slot], None],
+        clock: Callable[[], float],
+    ) -> None:
+        self._queues: dict[Priority, collections.deque[Job]] = {
+            p: collections.deque() for p in Priority
+        }
+        self._slots = slots
+        self._start = start
+        self._clock = clock
+        self._closed = False
+
+    def __len__(self) -> int:
+        return sum(len(q) for q in self._queues.values())
+
+    def close(self) -> None:
+        """Start nothing more (the router is stopping); what is queued stays in the store."""
+        self._closed = True
+
+    def push(self, job: Job, *, front: bool = False) -> None:
+        """Queue ``job``; a retry goes ``front`` of its priority, having waited already."""
+        job.queued_since = self._clock()
+        queue = self._queues[job.routing.priority]
+        if front:
+            queue.appendleft(job)
+        else:
+            queue.append(job)
+
+    def remove(self, job: Job) -> bool:
+        """Take ``job`` out of the queue (cancelled or expired); False if it was not queued."""
+        try:
+            self._queues[job.routing.priority].remove(job)
+        except ValueError:
+            return False
+        return True
+
+    def position(self, job: Job) -> int:
+        """How many requests start before ``job`` (0: it is next)."""
+        ahead = 0
+        for priority, queue in self._queues.items():
+            if priority == job.routing.priority:
+                for i, queued in enumerate(queue):
+                    if queued is job:
+                        return ahead + i
+                return ahead + len(queue)
+            ahead += len(queue)
+        return ahead
+
+    # -- the Backlog protocol ----------------------------------------------------------------
+
+    def pending(self) -> tuple[int, float | None]:
+        """How many wait, and since when the longest-waiting one has."""
+        oldest: float | None = None
+        for queue in self._queues.values():
+            if queue and (oldest is None or queue[0].queued_since < oldest):
+                oldest = queue[0].queued_since
+        return len(self), oldest
+
+    def offer(self, slot: Slot) -> bool:
+        """Start the first request that suits ``slot``; False if none does."""
+        if self._closed:
+            return False
+        for queue in self._queues.values():
+            for job in queue:
+                if self._suits(job, slot):
+                    queue.remove(job)
+                    self._start(job, slot)
+                    return True
+        return False
+
+    def _suits(self, job: Job, slot: Slot) -> bool:
+        hint = job.routing.hint
+        wants_hint = hint is not None and hint not in slot.hints
+        avoided = slot.runner_id in job.avoid
+        if not wants_hint and not avoided:
+            return True
+        for other in self._slots():
+            if other is slot or other.retired:
+                continue
+            if avoided and other.runner_id not in job.avoid:
+                return False
+            if wants_hint and hint in other.hints and other.runner_id not in job.avoid:
+                return False
+        return True

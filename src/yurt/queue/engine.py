@@ -1,0 +1,432 @@
+"""The durable queue: accepts requests, runs them on runners with the queue-path rules, and
+keeps their results.
+
+Execution is at-least-once: a request is recorded before it is acknowledged, and one that was in
+progress when the router died runs again after a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, Literal
+
+import structlog
+
+from yurt.config import QueueConfig
+from yurt.queue.backlog import AppBacklog
+from yurt.queue.model import Header, Job, Result, Routing, State
+from yurt.queue.store import QueueStore, Record
+from yurt.queue.webhooks import WebhookSender
+from yurt.router.dispatch import AppRoute, Slot
+from yurt.router.http import forward_headers, new_request_id
+from yurt.router.pool import UpstreamError
+from yurt.router.rules import (
+    QueueVerdict,
+    direct_error,
+    queue_error,
+    queue_status,
+    should_retry,
+)
+from yurt.webhooks import completion_body
+
+if TYPE_CHECKING:
+    from yurt.router.server import Router
+
+log = structlog.get_logger("yurt.queue")
+
+CancelOutcome = Literal["CANCELLATION_REQUESTED", "ALREADY_COMPLETED", "NOT_FOUND"]
+JSON_TYPE: Header = (b"content-type", b"application/json")
+# Result headers worth keeping: what the caller of GET .../requests/{id} should see.
+_KEPT = frozenset({b"content-type", b"content-encoding", b"content-disposition"})
+
+
+def error_result(status: int, error_type: str, detail: str, **headers: str) -> Result:
+    """A result the router made itself (the request never got a runner's answer)."""
+    kind = error_type.encode()
+    extra = [(k.replace("_", "-").encode(), v.encode()) for k, v in headers.items()]
+    return Result(
+        status,
+        [JSON_TYPE, (b"x-fal-error-type", kind), (b"x-yurt-error-type", kind), *extra],
+        json.dumps({"detail": detail, "error_type": error_type}).encode(),
+        error=detail,
+        error_type=error_type,
+    )
+
+
+def upstream_result(status: int, headers: list[Header], body: bytes, elapsed: float) -> Result:
+    """A runner's response as a result; for an error, its ``detail`` and error type."""
+    kept = [(k, v) for k, v in headers if k.lower() in _KEPT or k.lower().startswith(b"x-fal-")]
+    result = Result(status, kept, body, inference_time=round(elapsed, 6))
+    if result.ok:
+        return result
+    detail: Any = None
+    error_type: str | None = None
+    with contextlib.suppress(ValueError, UnicodeDecodeError):
+        parsed = json.loads(body)
+        if isinstance(parsed, dict):
+            detail = parsed.get("detail")
+            error_type = (
+                parsed.get("error_type") if isinstance(parsed.get("error_type"), str) else None
+            )
+    if error_type is None:
+        error_type = next(
+            (v.decode() for k, v in headers if k.lower() == b"x-fal-error-type"), None
+        )
+    if detail is None:
+        detail = body[:4096].decode("utf-8", "replace") or f"HTTP {status}"
+    result.error = detail if isinstance(detail, str) else json.dumps(detail)
+    result.error_type = error_type
+    return result
+
+
+class QueueEngine:
+    """Every app's queue, the requests in flight, and what they wait on."""
+
+    def __init__(
+        self,
+        store: QueueStore,
+        config: QueueConfig,
+        router: Router,
+        webhooks: WebhookSender | None = None,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.router = router
+        self.webhooks = webhooks
+        self._wall = wall
+        self.jobs: dict[str, Job] = {}  # accepted and not completed
+        self.backlogs: dict[str, AppBacklog] = {}
+        self._changed: dict[str, asyncio.Future[None]] = {}
+        self._expiry: dict[str, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._purger: asyncio.Task[None] | None = None
+        self._logs: dict[str, list[dict[str, Any]]] = {}  # earlier attempts' logs
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def add_app(self, route: AppRoute) -> int:
+        """Serve ``route``'s queue, taking back what a previous router left unfinished."""
+        backlog = AppBacklog(
+            lambda: iter(route.slots.values()),
+            lambda job, slot: self._start(route, job, slot),
+            time.monotonic,
+        )
+        self.backlogs[route.app_id] = backlog
+        route.backlog = backlog
+        recovered = 0
+        for job in self.store.unfinished(route.app_id):
+            self.jobs[job.id] = job
+            if job.attempts:
+                self.store.requeued(job)
+            backlog.push(job)
+            self._arm_deadline(job)
+            recovered += 1
+        if recovered:
+            log.info("queue_recovered", app=route.app_id, requests=recovered)
+            route.serve_backlog()
+        return recovered
+
+    def start(self) -> None:
+        """Start purging old results."""
+        self._purger = asyncio.create_task(self._purge_loop())
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Let attempts in flight finish within ``grace``; those cut short stay IN_PROGRESS in
+        the store and run again after a restart."""
+        if self._purger is not None:
+            self._purger.cancel()
+        for handle in self._expiry.values():
+            handle.cancel()
+        for backlog in self.backlogs.values():
+            backlog.close()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=grace)
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._purger is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._purger
+        self.store.commit()
+
+    async def _purge_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.purge_interval)
+            n = self.store.purge(self._wall() - self.config.retention)
+            if n:
+                log.info("queue_purged", requests=n)
+
+    # -- accepting -----------------------------------------------------------------------------
+
+    async def submit(
+        self,
+        route: AppRoute,
+        endpoint: str,
+        query: str,
+        headers: list[Header] | tuple[Header, ...],
+        body: bytes,
+        routing: Routing,
+    ) -> Job:
+        """Accept a request: recorded durably before this returns, then queued."""
+        job = Job(
+            id=new_request_id(),
+            app_id=route.app_id,
+            endpoint=endpoint,
+            query=query,
+            headers=forward_headers(headers, b"")[:-1],
+            body=body,
+            routing=routing,
+            created_at=self._wall(),
+        )
+        self.store.add(job)
+        await self.store.durable()
+        self.jobs[job.id] = job
+        self.backlogs[route.app_id].push(job)
+        self._arm_deadline(job)
+        route.serve_backlog()
+        return job
+
+    def position(self, job: Job) -> int:
+        """How many requests start before ``job``."""
+        return self.backlogs[job.app_id].position(job)
+
+    def record(self, request_id: str) -> Job | Record | None:
+        """The live job, else the stored record, else None."""
+        return self.jobs.get(request_id) or self.store.get(request_id)
+
+    async def changed(self, request_id: str) -> None:
+        """Wait for the next change of ``request_id``'s state."""
+        fut = self._changed.get(request_id)
+        if fut is None:
+            fut = self._changed[request_id] = asyncio.get_running_loop().create_future()
+        await asyncio.shield(fut)
+
+    def _notify(self, request_id: str) -> None:
+        fut = self._changed.pop(request_id, None)
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    # -- deadlines -----------------------------------------------------------------------------
+
+    def _arm_deadline(self, job: Job) -> None:
+        start_by = job.start_by
+        if start_by is None or job.attempts:
+            return
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, start_by - self._wall())
+        self._expiry[job.id] = loop.call_later(delay, self._expire, job)
+
+    def _expire(self, job: Job) -> None:
+        self._expiry.pop(job.id, None)
+        if job.state is not State.IN_QUEUE or not self.backlogs[job.app_id].remove(job):
+            return
+        timeout = job.routing.start_timeout
+        log.info("queue_start_deadline_passed", request_id=job.id, app=job.app_id)
+        self._complete(
+            job,
+            error_result(
+                504,
+                "request_timeout",
+                f"the request did not start within its X-Fal-Request-Timeout of {timeout:g}s",
+                x_fal_request_timeout_type="user",
+            ),
+        )
+
+    # -- running -------------------------------------------------------------------------------
+
+    def _start(self, route: AppRoute, job: Job, slot: Slot) -> None:
+        handle = self._expiry.pop(job.id, None)
+        if handle is not None:
+            handle.cancel()
+        job.state = State.IN_PROGRESS
+        job.attempts += 1
+        job.started_at = self._wall()
+        job.runner_id = slot.runner_id
+        self.store.started(job)
+        self._notify(job.id)
+        task = asyncio.create_task(self._attempt(route, job, slot))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _attempt(self, route: AppRoute, job: Job, slot: Slot) -> None:
+        spec = route.spec
+        headers = forward_headers(job.headers, job.id.encode())
+        t0 = time.monotonic()
+        logs: list[dict[str, Any]] = []
+        try:
+            upstream = await slot.pool.request(
+                b"POST", job.target, headers, job.body, timeout=spec.request_timeout
+            )
+        except UpstreamError as exc:
+            verdict = queue_error(exc.kind)
+            failure = direct_error(exc.kind)
+            assert failure.status is not None
+            result = error_result(failure.status, failure.error_type, failure.detail)
+        except BaseException:
+            route.release(slot)  # router stopping: the store still says IN_PROGRESS
+            raise
+        else:
+            elapsed = time.monotonic() - t0
+            found = dict((k.lower(), v) for k, v in upstream.headers)
+            verdict = queue_status(upstream.status, found.get(b"x-fal-needs-retry"))
+            result = upstream_result(upstream.status, upstream.headers, upstream.body, elapsed)
+            self._note_hints(slot, found.get(b"x-yurt-runner-hints"))
+            if b"x-yurt-log-count" in found:
+                logs = await self._fetch_logs(slot, job.id)
+        if verdict.terminate:
+            self.router.terminate_slot(route, slot, verdict.reason)
+        route.release(slot)
+        self._after(route, job, verdict, result, logs)
+
+    def _after(
+        self,
+        route: AppRoute,
+        job: Job,
+        verdict: QueueVerdict,
+        result: Result,
+        logs: list[dict[str, Any]],
+    ) -> None:
+        if logs:
+            self._logs.setdefault(job.id, []).extend(logs)
+        retry = not job.cancel_requested and should_retry(
+            verdict,
+            attempts=job.attempts,
+            max_attempts=self.config.max_attempts,
+            no_retry=job.routing.no_retry,
+            skip=route.spec.skip_retry_conditions,
+        )
+        if retry:
+            log.info(
+                "queue_retry",
+                request_id=job.id,
+                app=job.app_id,
+                attempt=job.attempts,
+                status=result.status,
+                reason=verdict.reason or result.error_type,
+            )
+            job.state = State.IN_QUEUE
+            if job.runner_id is not None:
+                job.avoid.add(job.runner_id)
+            self.store.requeued(job)
+            self.backlogs[job.app_id].push(job, front=True)
+            self._notify(job.id)
+            route.serve_backlog()
+            return
+        if job.cancel_requested and not result.ok and result.status != 499:
+            result = error_result(499, "client_cancelled", f"request {job.id} was cancelled")
+        self._complete(job, result)
+
+    def _complete(self, job: Job, result: Result) -> None:
+        job.state = State.COMPLETED
+        self.jobs.pop(job.id, None)
+        logs = self._logs.pop(job.id, [])
+        now = self._wall()
+        self.store.completed(job.id, result, logs, now)
+        log.info(
+            "queue_completed",
+            request_id=job.id,
+            app=job.app_id,
+            status=result.status,
+            attempts=job.attempts,
+            error_type=result.error_type,
+        )
+        if job.routing.webhook and self.webhooks is not None:
+            content_type = next(
+                (v.decode() for k, v in result.headers if k == b"content-type"), None
+            )
+            body = completion_body(
+                job.id,
+                result.ok,
+                result.status,
+                result.body,
+                content_type,
+                result.error,
+                result.error_type,
+            )
+            self.store.add_webhook(job.id, job.routing.webhook, body, now)
+            self.webhooks.poke()
+        self._notify(job.id)
+
+    def _note_hints(self, slot: Slot, header: bytes | None) -> None:
+        hints = frozenset(h for h in (header or b"").decode("latin-1").split(",") if h)
+        if hints != slot.hints:
+            slot.hints = hints
+
+    async def _fetch_logs(self, slot: Slot, request_id: str) -> list[dict[str, Any]]:
+        try:
+            reply = await slot.pool.request(
+                b"GET", f"/_yurt/requests/{request_id}/logs?forget=1".encode(), [], b"", timeout=10
+            )
+            entries = json.loads(reply.body) if reply.status == 200 else []
+        except (UpstreamError, ValueError) as exc:
+            log.warning("queue_logs_lost", request_id=request_id, error=str(exc))
+            return []
+        return entries if isinstance(entries, list) else []
+
+    async def live_logs(self, job: Job) -> list[dict[str, Any]]:
+        """Logs of an in-progress request so far: earlier attempts' and the runner's."""
+        logs = list(self._logs.get(job.id, []))
+        route = self.router.routes.get(job.app_id)
+        slot = route.slots.get(job.runner_id or "") if route is not None else None
+        if job.state is State.IN_PROGRESS and slot is not None:
+            try:
+                reply = await slot.pool.request(
+                    b"GET", f"/_yurt/requests/{job.id}/logs".encode(), [], b"", timeout=5
+                )
+                if reply.status == 200:
+                    entries = json.loads(reply.body)
+                    if isinstance(entries, list):
+                        logs.extend(entries)
+            except (UpstreamError, ValueError):
+                pass
+        return logs
+
+    # -- cancelling ----------------------------------------------------------------------------
+
+    def cancel(self, request_id: str) -> CancelOutcome:
+        """Cancel a request: taken out of the queue, or its runner told to stop."""
+        job = self.jobs.get(request_id)
+        if job is None:
+            return "ALREADY_COMPLETED" if self.store.get(request_id) else "NOT_FOUND"
+        if job.state is State.IN_QUEUE:
+            self.backlogs[job.app_id].remove(job)
+            handle = self._expiry.pop(job.id, None)
+            if handle is not None:
+                handle.cancel()
+            self._complete(
+                job, error_result(499, "client_cancelled", f"request {job.id} was cancelled")
+            )
+            return "CANCELLATION_REQUESTED"
+        job.cancel_requested = True
+        task = asyncio.create_task(self._signal_cancel(job))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return "CANCELLATION_REQUESTED"
+
+    async def _signal_cancel(self, job: Job) -> None:
+        route = self.router.routes.get(job.app_id)
+        slot = route.slots.get(job.runner_id or "") if route is not None else None
+        if slot is None:
+            return
+        path = job.endpoint.rstrip("/") + "/cancel"
+        try:
+            reply = await slot.pool.request(
+                b"POST", path.encode(), [(b"x-fal-request-id", job.id.encode())], b"", timeout=10
+            )
+        except UpstreamError as exc:
+            log.warning("queue_cancel_not_delivered", request_id=job.id, error=str(exc))
+            return
+        log.info(
+            "queue_cancel_signalled", request_id=job.id, runner=slot.runner_id, status=reply.status
+        )
+
+    def apps_backlog(self) -> Iterator[tuple[str, int]]:
+        """Queued requests per app."""
+        for app_id, backlog in self.backlogs.items():
+            yield app_id, len(backlog)

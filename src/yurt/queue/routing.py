@@ -1,0 +1,87 @@
+"""Reading the caller's routing options off a submission's headers and query. Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from urllib.parse import urlsplit
+
+from yurt.queue.model import Priority, Routing
+
+# Each option is read from the fal header or its x-yurt- twin.
+PRIORITY = ("x-fal-queue-priority", "x-yurt-queue-priority")
+TIMEOUT = ("x-fal-request-timeout", "x-yurt-request-timeout")
+HINT = ("x-fal-runner-hint", "x-yurt-runner-hint")
+NO_RETRY = ("x-fal-no-retry", "x-yurt-no-retry")
+WEBHOOK = ("fal_webhook", "yurt_webhook")
+
+_TRUE = frozenset({"1", "true", "yes"})
+_FALSE = frozenset({"0", "false", "no", ""})
+
+
+class RoutingError(ValueError):
+    """One option was malformed; ``loc`` names where, as in a 422 ``detail`` entry."""
+
+    def __init__(self, loc: tuple[str, str], msg: str) -> None:
+        super().__init__(f"{loc[1]}: {msg}")
+        self.loc = loc
+        self.msg = msg
+
+    def detail(self) -> list[dict[str, object]]:
+        """The 422 body's ``detail`` list, shaped as pydantic's."""
+        return [{"loc": list(self.loc), "msg": self.msg, "type": "value_error"}]
+
+
+def _first(source: Mapping[str, str], names: tuple[str, ...]) -> tuple[str, str] | None:
+    for name in names:
+        value = source.get(name)
+        if value is not None:
+            return name, value.strip()
+    return None
+
+
+def parse_routing(headers: Mapping[str, str], query: Mapping[str, str]) -> Routing:
+    """The routing options of a submission; raises ``RoutingError`` naming the bad field.
+
+    ``headers`` must look names up case-insensitively (as aiohttp's do).
+    """
+    priority = Priority.NORMAL
+    if found := _first(headers, PRIORITY):
+        name, value = found
+        try:
+            priority = Priority[value.upper()]
+        except KeyError:
+            raise RoutingError(("header", name), f"must be normal or low, not {value!r}") from None
+    start_timeout = None
+    if found := _first(headers, TIMEOUT):
+        name, value = found
+        try:
+            start_timeout = float(value)
+        except ValueError:
+            start_timeout = -1.0
+        if not start_timeout > 0 or start_timeout == float("inf"):
+            raise RoutingError(
+                ("header", name), f"must be a positive number of seconds, not {value!r}"
+            )
+    hint = None
+    if found := _first(headers, HINT):
+        hint = found[1] or None
+    no_retry = False
+    if found := _first(headers, NO_RETRY):
+        name, value = found
+        if value.lower() not in _TRUE | _FALSE:
+            raise RoutingError(("header", name), f"must be 1 or 0, not {value!r}")
+        no_retry = value.lower() in _TRUE
+    webhook = None
+    if found := _first(query, WEBHOOK):
+        name, value = found
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise RoutingError(("query", name), f"must be an http(s) URL, not {value!r}")
+        webhook = value
+    return Routing(
+        priority=priority,
+        start_timeout=start_timeout,
+        hint=hint,
+        no_retry=no_retry,
+        webhook=webhook,
+    )

@@ -1,0 +1,326 @@
+"""The queue's durable record: SQLite in WAL mode, with one commit per event-loop turn.
+
+Every write runs at once inside an open transaction, so reads on the same connection see it; the
+commit is scheduled for the end of the current loop turn, so a burst of submissions shares one.
+A caller that must not answer before its write is durable (a submission) awaits ``durable()``.
+
+With ``synchronous=NORMAL`` (the default durability) a committed transaction survives the router
+being killed, since it is in the WAL file the kernel holds; ``full`` also fsyncs each commit, which
+survives a power loss too (SQLite's "WAL mode" and "PRAGMA synchronous" documentation).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import structlog
+
+from yurt.queue.model import Header, Job, Priority, Result, Routing, State
+from yurt.queue.webhooks import Delivery
+
+log = structlog.get_logger("yurt.queue")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS requests (
+    id TEXT PRIMARY KEY,
+    app_id TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    query TEXT NOT NULL,
+    headers BLOB NOT NULL,
+    body BLOB NOT NULL,
+    priority INTEGER NOT NULL,
+    start_timeout REAL,
+    hint TEXT,
+    no_retry INTEGER NOT NULL,
+    webhook TEXT,
+    created_at REAL NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    started_at REAL,
+    completed_at REAL,
+    result_status INTEGER,
+    result_headers BLOB,
+    result_body BLOB,
+    error TEXT,
+    error_type TEXT,
+    inference_time REAL,
+    logs BLOB
+);
+CREATE INDEX IF NOT EXISTS requests_open ON requests (app_id, state);
+CREATE INDEX IF NOT EXISTS requests_completed ON requests (completed_at);
+CREATE TABLE IF NOT EXISTS webhooks (
+    id INTEGER PRIMARY KEY,
+    request_id TEXT NOT NULL,
+    url TEXT NOT NULL,
+    body BLOB NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_at REAL,
+    state TEXT NOT NULL,
+    last_error TEXT,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS webhooks_due ON webhooks (state, next_at);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A request as stored: what status and result queries read."""
+
+    id: str
+    app_id: str
+    state: State
+    created_at: float
+    started_at: float | None
+    completed_at: float | None
+    result: Result | None
+    logs: list[dict[str, Any]]
+
+
+def _pack_headers(headers: list[Header]) -> bytes:
+    return json.dumps([[k.decode("latin-1"), v.decode("latin-1")] for k, v in headers]).encode()
+
+
+def _unpack_headers(raw: bytes | None) -> list[Header]:
+    if not raw:
+        return []
+    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in json.loads(raw)]
+
+
+class QueueStore:
+    """Accepted requests, their results and logs, and the webhook outbox."""
+
+    def __init__(self, path: Path, durability: Literal["normal", "full"] = "normal") -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        # Autocommit mode: transactions are opened and committed explicitly below.
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(f"PRAGMA synchronous={durability.upper()}")
+        self._db.executescript(SCHEMA)
+        self._in_tx = False
+        self._commit_scheduled = False
+        self._waiters: list[asyncio.Future[None]] = []
+
+    def close(self) -> None:
+        """Commit what is pending and close the database."""
+        self.commit()
+        self._db.close()
+
+    # -- transactions ------------------------------------------------------------------------
+
+    def _write(self, sql: str, params: tuple[Any, ...] | dict[str, Any]) -> sqlite3.Cursor:
+        if not self._in_tx:
+            self._db.execute("BEGIN")
+            self._in_tx = True
+        cursor = self._db.execute(sql, params)
+        if not self._commit_scheduled:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self.commit()  # no loop to batch on: commit now
+            else:
+                self._commit_scheduled = True
+                loop.call_soon(self.commit)
+        return cursor
+
+    def commit(self) -> None:
+        """Commit the open transaction, if any, and wake those awaiting ``durable()``."""
+        self._commit_scheduled = False
+        waiters, self._waiters = self._waiters, []
+        error: BaseException | None = None
+        if self._in_tx:
+            self._in_tx = False
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                log.error("queue_commit_failed", error=str(exc))
+                error = exc
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+        for fut in waiters:
+            if not fut.done():
+                if error is None:
+                    fut.set_result(None)
+                else:
+                    fut.set_exception(error)
+
+    async def durable(self) -> None:
+        """Return once every write made so far is committed."""
+        if not self._in_tx:
+            return
+        fut = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        await fut
+
+    # -- requests ----------------------------------------------------------------------------
+
+    def add(self, job: Job) -> None:
+        """Record a newly accepted request; sets its ``seq``."""
+        r = job.routing
+        cursor = self._write(
+            "INSERT INTO requests (id, app_id, endpoint, query, headers, body, priority,"
+            " start_timeout, hint, no_retry, webhook, created_at, state)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                job.id,
+                job.app_id,
+                job.endpoint,
+                job.query,
+                _pack_headers(job.headers),
+                job.body,
+                int(r.priority),
+                r.start_timeout,
+                r.hint,
+                int(r.no_retry),
+                r.webhook,
+                job.created_at,
+                job.state.value,
+            ),
+        )
+        job.seq = cursor.lastrowid or 0
+
+    def started(self, job: Job) -> None:
+        """The request went to a runner (``attempts`` already counts this attempt)."""
+        self._write(
+            "UPDATE requests SET state = ?, attempts = ?, started_at = ? WHERE id = ?",
+            (State.IN_PROGRESS.value, job.attempts, job.started_at, job.id),
+        )
+
+    def requeued(self, job: Job) -> None:
+        """The request went back to the queue for another attempt."""
+        self._write("UPDATE requests SET state = ? WHERE id = ?", (State.IN_QUEUE.value, job.id))
+
+    def completed(
+        self, request_id: str, result: Result, logs: list[dict[str, Any]], now: float
+    ) -> None:
+        """The request ended with ``result``; its body is no longer needed."""
+        self._write(
+            "UPDATE requests SET state = ?, completed_at = ?, result_status = ?,"
+            " result_headers = ?, result_body = ?, error = ?, error_type = ?,"
+            " inference_time = ?, logs = ?, body = x'' WHERE id = ?",
+            (
+                State.COMPLETED.value,
+                now,
+                result.status,
+                _pack_headers(result.headers),
+                result.body,
+                result.error,
+                result.error_type,
+                result.inference_time,
+                json.dumps(logs).encode() if logs else None,
+                request_id,
+            ),
+        )
+
+    def get(self, request_id: str) -> Record | None:
+        """A request's stored state, result and logs."""
+        row = self._db.execute(
+            "SELECT id, app_id, state, created_at, started_at, completed_at, result_status,"
+            " result_headers, result_body, error, error_type, inference_time, logs"
+            " FROM requests WHERE id = ?",
+            (request_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        result = None
+        if row[6] is not None:
+            result = Result(row[6], _unpack_headers(row[7]), row[8] or b"", *row[9:12])
+        return Record(
+            id=row[0],
+            app_id=row[1],
+            state=State(row[2]),
+            created_at=row[3],
+            started_at=row[4],
+            completed_at=row[5],
+            result=result,
+            logs=json.loads(row[12]) if row[12] else [],
+        )
+
+    def unfinished(self, app_id: str) -> Iterator[Job]:
+        """The app's requests not completed (after a restart: to queue again), oldest first."""
+        rows = self._db.execute(
+            "SELECT rowid, id, endpoint, query, headers, body, priority, start_timeout, hint,"
+            " no_retry, webhook, created_at, attempts FROM requests"
+            " WHERE app_id = ? AND state != ? ORDER BY priority, rowid",
+            (app_id, State.COMPLETED.value),
+        ).fetchall()
+        for row in rows:
+            routing = Routing(
+                priority=Priority(row[6]),
+                start_timeout=row[7],
+                hint=row[8],
+                no_retry=bool(row[9]),
+                webhook=row[10],
+            )
+            yield Job(
+                id=row[1],
+                app_id=app_id,
+                endpoint=row[2],
+                query=row[3],
+                headers=_unpack_headers(row[4]),
+                body=row[5],
+                routing=routing,
+                created_at=row[11],
+                seq=row[0],
+                attempts=row[12],
+            )
+
+    def purge(self, before: float) -> int:
+        """Forget requests completed before ``before`` and webhooks settled before it."""
+        n = self._write(
+            "DELETE FROM requests WHERE state = ? AND completed_at < ?",
+            (State.COMPLETED.value, before),
+        ).rowcount
+        self._write("DELETE FROM webhooks WHERE state != 'pending' AND updated_at < ?", (before,))
+        return n
+
+    # -- the webhook outbox (WebhookOutbox) --------------------------------------------------
+
+    def add_webhook(self, request_id: str, url: str, body: bytes, now: float) -> None:
+        """Queue a delivery of ``body`` to ``url``, due now."""
+        self._write(
+            "INSERT INTO webhooks (request_id, url, body, next_at, state, updated_at)"
+            " VALUES (?, ?, ?, ?, 'pending', ?)",
+            (request_id, url, body, now, now),
+        )
+
+    def due(self, now: float, limit: int) -> list[Delivery]:
+        """Pending deliveries due at ``now``."""
+        rows = self._db.execute(
+            "SELECT id, request_id, url, body, attempts FROM webhooks"
+            " WHERE state = 'pending' AND next_at <= ? ORDER BY next_at LIMIT ?",
+            (now, limit),
+        ).fetchall()
+        return [Delivery(*row) for row in rows]
+
+    def next_due(self) -> float | None:
+        """When the next pending delivery is due."""
+        row = self._db.execute(
+            "SELECT MIN(next_at) FROM webhooks WHERE state = 'pending'"
+        ).fetchone()
+        return row[0] if row else None
+
+    def delivered(self, delivery_id: int) -> None:
+        """A delivery was accepted by its receiver."""
+        self._write(
+            "UPDATE webhooks SET state = 'delivered', attempts = attempts + 1, next_at = NULL,"
+            " updated_at = ? WHERE id = ?",
+            (time.time(), delivery_id),
+        )
+
+    def failed(self, delivery_id: int, attempts: int, next_at: float | None, error: str) -> None:
+        """A delivery failed; ``next_at`` None means it was given up."""
+        self._write(
+            "UPDATE webhooks SET attempts = ?, next_at = ?, last_error = ?,"
+            " state = CASE WHEN ? IS NULL THEN 'given_up' ELSE 'pending' END,"
+            " updated_at = ? WHERE id = ?",
+            (attempts, next_at, error, next_at, time.time(), delivery_id),
+        )

@@ -17,6 +17,7 @@ from yurt.config import (
     BackoffConfig,
     HealthConfig,
     LocalBackendConfig,
+    QueueConfig,
     RouterConfig,
     SchedulerConfig,
     ServerConfig,
@@ -27,11 +28,12 @@ from yurt.platform import Platform
 DEADLINE = 60.0
 
 
-def fast_config(data_dir: Path, **router: Any) -> ServerConfig:
+def fast_config(data_dir: Path, queue: QueueConfig | None = None, **router: Any) -> ServerConfig:
     """Short intervals so lifecycle tests run in seconds."""
     return ServerConfig(
         data_dir=data_dir,
         router=RouterConfig(port=0, **router),
+        queue=queue or QueueConfig(),
         scheduler=SchedulerConfig(interval=0.05),
         local=LocalBackendConfig(
             health=HealthConfig(interval=0.2, timeout=2.0, failure_threshold=2),
@@ -79,6 +81,38 @@ class Served:
                 body = await resp.text()
             return resp.status, body, resp.headers
 
+    async def submit(
+        self, path: str = "", json: Any = None, query: str = "", **kw: Any
+    ) -> dict[str, Any]:
+        """Submit to the queue; returns the submit reply (request_id and URLs)."""
+        url = f"{self.platform.url}/queue/{self.app_id}{path}" + (f"?{query}" if query else "")
+        async with self.session.post(url, json=json, **kw) as resp:
+            assert resp.status == 200, await resp.text()
+            assert resp.headers["x-fal-request-id"]
+            reply: dict[str, Any] = await resp.json()
+            return reply
+
+    async def status(self, sub: dict[str, Any], logs: bool = False) -> tuple[int, dict[str, Any]]:
+        """GET the request's status: (HTTP status, status object)."""
+        params = {"logs": "1"} if logs else {}
+        async with self.session.get(sub["status_url"], params=params) as resp:
+            return resp.status, await resp.json()
+
+    async def completed(self, sub: dict[str, Any], logs: bool = False) -> dict[str, Any]:
+        """Wait until the request is COMPLETED; returns its final status object."""
+
+        async def done() -> dict[str, Any] | None:
+            code, body = await self.status(sub, logs)
+            return body if code == 200 and body["status"] == "COMPLETED" else None
+
+        found: dict[str, Any] = await wait_until(done, what=f"request {sub['request_id']}")
+        return found
+
+    async def result(self, sub: dict[str, Any]) -> tuple[int, Any, Any]:
+        """GET the request's result: (HTTP status, decoded JSON, headers)."""
+        async with self.session.get(sub["response_url"]) as resp:
+            return resp.status, await resp.json(content_type=None), resp.headers
+
     def live_runners(self) -> list[Any]:
         return [
             r
@@ -91,9 +125,11 @@ class Served:
 
 
 @asynccontextmanager
-async def served(cls: type[App], data_dir: Path, **router: Any) -> AsyncIterator[Served]:
+async def served(
+    cls: type[App], data_dir: Path, queue: QueueConfig | None = None, **router: Any
+) -> AsyncIterator[Served]:
     """Serve ``cls`` on a fast-configured platform; stops every runner on exit."""
-    platform = Platform(fast_config(data_dir, **router))
+    platform = Platform(fast_config(data_dir, queue, **router))
     await platform.start()
     try:
         app_id = await platform.add_app(cls)

@@ -1,0 +1,335 @@
+"""The queue column of the platform rules, through a real router, real runners and the queue."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from yurt.config import QueueConfig
+
+from queue_apps import Cancellable, NoServerErrorRetries, Retries, TwoRunners
+from support import Served, served, wait_until
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def journal(path: Path, key: str = "k") -> list[str]:
+    """The pids of the attempts made for ``key``, in order."""
+    if not path.exists():
+        return []
+    return [pid for k, pid in (line.split() for line in path.read_text().splitlines()) if k == key]
+
+
+async def gone(app: Served, runner_id: str) -> None:
+    await wait_until(
+        lambda: runner_id not in {r.runner_id for r in app.platform.backend.runners(app.app_id)},
+        what=f"runner {runner_id} to be gone",
+    )
+
+
+async def occupy(app: Served, tmp_path: Path) -> tuple[dict[str, Any], Path]:
+    """Submit a request that holds the only runner until the returned gate file exists."""
+    gate = tmp_path / "gate"
+    sub = await app.submit(json={"journal": str(tmp_path / "busy"), "gate": str(gate)})
+
+    async def running() -> bool:
+        return (await app.status(sub))[1]["status"] == "IN_PROGRESS"
+
+    await wait_until(running, what="the occupying request to start")
+    return sub, gate
+
+
+async def test_2xx_completes_with_the_result(tmp_path: Path) -> None:
+    """A 2xx completes the request: status 200 COMPLETED with metrics, result as answered."""
+    log = tmp_path / "journal"
+    async with served(Retries, tmp_path) as app:
+        sub = await app.submit(json={"journal": str(log), "fail_times": 0})
+        assert sub["queue_position"] == 0
+        assert sub["status_url"] == sub["response_url"] + "/status"
+        assert sub["cancel_url"] == sub["response_url"] + "/cancel"
+        final = await app.completed(sub)
+        assert "error" not in final and final["logs"] is None
+        assert final["metrics"]["inference_time"] >= 0
+        status, body, headers = await app.result(sub)
+        assert status == 200 and body["attempt"] == 1
+        assert headers["x-fal-request-id"] == sub["request_id"]
+        assert len(journal(log)) == 1
+
+
+@pytest.mark.parametrize("code", [400, 404, 418, 500, 502])
+async def test_4xx_and_other_5xx_complete_with_the_error(tmp_path: Path, code: int) -> None:
+    """4xx and 5xx other than 503/504 complete with the error, once, and the runner stays."""
+    log = tmp_path / "journal"
+    async with served(Retries, tmp_path) as app:
+        sub = await app.submit(json={"journal": str(log), "status": code})
+        final = await app.completed(sub)
+        assert final["error"] == f"asked for {code}"
+        status, body, _ = await app.result(sub)
+        assert (status, body) == (code, {"detail": f"asked for {code}"})
+        assert len(journal(log)) == 1
+        sub = await app.submit(json={"journal": str(log), "key": "after", "fail_times": 0})
+        await app.completed(sub)
+        assert journal(log, "after") == journal(log)  # served by the same runner
+
+
+async def test_422_from_validation_completes_not_retried(tmp_path: Path) -> None:
+    """A body the endpoint's model refuses completes with 422 and pydantic's detail."""
+    async with served(Retries, tmp_path) as app:
+        sub = await app.submit(json={"status": "not a number"})
+        final = await app.completed(sub)
+        assert "journal" in final["error"]  # the missing field is named
+        status, body, _ = await app.result(sub)
+        assert status == 422 and body["detail"][0]["loc"] == ["journal"]
+
+
+async def test_429_is_retried(tmp_path: Path) -> None:
+    """429 from a runner sends the request back to the queue."""
+    log = tmp_path / "journal"
+    async with served(Retries, tmp_path) as app:
+        sub = await app.submit(json={"journal": str(log), "status": 429, "fail_times": 1})
+        await app.completed(sub)
+        status, body, _ = await app.result(sub)
+        assert status == 200 and body["attempt"] == 2
+
+
+async def test_503_terminates_the_runner_and_retries(tmp_path: Path) -> None:
+    """503 terminates the runner at once and the request completes on a new one."""
+    log = tmp_path / "journal"
+    async with served(Retries, tmp_path) as app:
+        sub = await app.submit(json={"journal": str(log), "status": 503, "fail_times": 1})
+        await app.completed(sub)
+        status, body, _ = await app.result(sub)
+        assert status == 200 and body["attempt"] == 2
+        first, second = journal(log)
+        assert first != second  # another runner (process)
+
+
+async def test_504_retries_and_keeps_the_runner(tmp_path: Path) -> None:
+    """504 is retried and the runner is kept (with one runner, the retry lands on it)."""
+    log = tmp_path / "journal"
+    async with served(Retries, tmp_path) as app:
+        sub = await app.submit(json={"journal": str(log), "status": 504, "fail_times": 1})
+        await app.completed(sub)
+        assert (await app.result(sub))[0] == 200
+        first, second = journal(log)
+        assert first == second
+
+
+async def test_crash_retries_on_a_new_runner(tmp_path: Path) -> None:
+    """A runner dying mid-request is shut down and the request is retried on a new one."""
+    log = tmp_path / "journal"
+    async with served(Retries, tmp_path) as app:
+        sub = await app.submit(json={"journal": str(log), "status": -1, "fail_times": 1})
+        await app.completed(sub)
+        status, body, _ = await app.result(sub)
+        assert status == 200 and body["attempt"] == 2
+        first, second = journal(log)
+        assert first != second
+
+
+async def test_request_timeout_retries_and_shuts_the_runner_down(tmp_path: Path) -> None:
+    """An attempt outliving request_timeout stops its runner; the retry completes elsewhere."""
+    log = tmp_path / "journal"
+    async with served(Retries, tmp_path) as app:
+        sub = await app.submit(
+            json={"journal": str(log), "status": 200, "fail_times": 1, "seconds": 30}
+        )
+        await app.completed(sub)
+        status, body, _ = await app.result(sub)
+        assert status == 200 and body["attempt"] == 2
+        first, second = journal(log)
+        assert first != second
+
+
+async def test_attempts_are_bounded(tmp_path: Path) -> None:
+    """A request failing every time gets max_attempts attempts, then completes with the error."""
+    log = tmp_path / "journal"
+    async with served(Retries, tmp_path, queue=QueueConfig(max_attempts=3)) as app:
+        sub = await app.submit(json={"journal": str(log), "status": 504})
+        final = await app.completed(sub)
+        assert final["error"] == "asked for 504"
+        assert (await app.result(sub))[0] == 504
+        assert len(journal(log)) == 3
+
+
+async def test_no_retry_header_turns_retries_off(tmp_path: Path) -> None:
+    """x-fal-no-retry (or x-yurt-no-retry) makes the first outcome final."""
+    log = tmp_path / "journal"
+    async with served(Retries, tmp_path) as app:
+        for n, header in enumerate(["x-fal-no-retry", "x-yurt-no-retry"]):
+            key = f"k{n}"
+            sub = await app.submit(
+                json={"journal": str(log), "key": key, "status": 504}, headers={header: "1"}
+            )
+            await app.completed(sub)
+            assert (await app.result(sub))[0] == 504
+            assert len(journal(log, key)) == 1
+
+
+async def test_skip_retry_conditions_turn_retries_off(tmp_path: Path) -> None:
+    """An app with skip_retry_conditions=["server_error"] gets no retry after a 504."""
+    log = tmp_path / "journal"
+    async with served(NoServerErrorRetries, tmp_path) as app:
+        sub = await app.submit(json={"journal": str(log), "status": 504})
+        await app.completed(sub)
+        assert (await app.result(sub))[0] == 504
+        assert len(journal(log)) == 1
+
+
+@pytest.mark.parametrize(("code", "header", "attempts"), [(500, "1", 2), (504, "0", 1)])
+async def test_needs_retry_header_from_the_app_decides(
+    tmp_path: Path, code: int, header: str, attempts: int
+) -> None:
+    """X-Fal-Needs-Retry forces a retry the table would not make, or prevents one it would."""
+    log = tmp_path / "journal"
+    async with served(Retries, tmp_path) as app:
+        sub = await app.submit(
+            json={"journal": str(log), "status": code, "fail_times": 1, "needs_retry": header}
+        )
+        await app.completed(sub)
+        assert len(journal(log)) == attempts
+
+
+async def test_retry_prefers_another_runner(tmp_path: Path) -> None:
+    """With two runners up, the retry after a 504 goes to the runner that did not fail."""
+    log = tmp_path / "journal"
+    async with served(TwoRunners, tmp_path) as app:
+        await wait_until(lambda: len(app.healthy()) == 2, what="two runners")
+        sub = await app.submit(json={"journal": str(log), "status": 504, "fail_times": 1})
+        await app.completed(sub)
+        first, second = journal(log)
+        assert first != second
+
+
+async def test_priority_orders_the_queue(tmp_path: Path) -> None:
+    """Normal requests start before low ones, each priority first come first served."""
+    log = tmp_path / "journal"
+    async with served(Retries, tmp_path) as app:
+        busy, gate = await occupy(app, tmp_path)
+        subs = {}
+        for key, priority in [("l1", "low"), ("n1", "normal"), ("l2", "low"), ("n2", None)]:
+            headers = {"x-fal-queue-priority": priority} if priority else {}
+            subs[key] = await app.submit(
+                json={"journal": str(log), "key": key, "fail_times": 0}, headers=headers
+            )
+        positions = {k: (await app.status(s))[1]["queue_position"] for k, s in subs.items()}
+        assert positions == {"n1": 0, "n2": 1, "l1": 2, "l2": 3}
+        gate.touch()
+        for sub in subs.values():
+            await app.completed(sub)
+        order = [line.split()[0] for line in log.read_text().splitlines()]
+        assert order == ["n1", "n2", "l1", "l2"]
+        await app.completed(busy)
+
+
+async def test_start_deadline_expires_in_the_queue(tmp_path: Path) -> None:
+    """X-Fal-Request-Timeout bounds the wait to start: 504 request_timeout of type user."""
+    log = tmp_path / "journal"
+    async with served(Retries, tmp_path) as app:
+        busy, gate = await occupy(app, tmp_path)
+        sub = await app.submit(
+            json={"journal": str(log), "fail_times": 0}, headers={"X-Fal-Request-Timeout": "0.5"}
+        )
+        final = await app.completed(sub)
+        assert final["error_type"] == "request_timeout"
+        status, body, headers = await app.result(sub)
+        assert status == 504 and body["error_type"] == "request_timeout"
+        assert headers["x-fal-request-timeout-type"] == "user"
+        gate.touch()
+        await app.completed(busy)
+        assert journal(log) == []  # it never ran
+
+
+async def test_cancel_a_queued_request(tmp_path: Path) -> None:
+    """Cancelling a queued request removes it: 499 client_cancelled, and it never runs."""
+    log = tmp_path / "journal"
+    async with served(Retries, tmp_path) as app:
+        busy, gate = await occupy(app, tmp_path)
+        sub = await app.submit(json={"journal": str(log), "fail_times": 0})
+        async with app.session.put(sub["cancel_url"]) as resp:
+            assert resp.status == 202
+            assert await resp.json() == {"status": "CANCELLATION_REQUESTED"}
+        final = await app.completed(sub)
+        assert final["error_type"] == "client_cancelled"
+        assert (await app.result(sub))[0] == 499
+        async with app.session.put(sub["cancel_url"]) as resp:
+            assert resp.status == 400
+            assert await resp.json() == {"status": "ALREADY_COMPLETED"}
+        unknown = sub["cancel_url"].replace(sub["request_id"], "0" * 32)
+        async with app.session.put(unknown) as resp:
+            assert resp.status == 404
+            assert await resp.json() == {"status": "NOT_FOUND"}
+        gate.touch()
+        await app.completed(busy)
+        assert journal(log) == []
+
+
+async def test_cancel_an_in_progress_request(tmp_path: Path) -> None:
+    """Cancelling a running request tells its runner, which cancels the async endpoint: 499."""
+    log = tmp_path / "journal"
+    async with served(Cancellable, tmp_path) as app:
+        sub = await app.submit(json={"journal": str(log), "gate": str(tmp_path / "never")})
+
+        async def running() -> bool:
+            return (await app.status(sub))[1]["status"] == "IN_PROGRESS" and bool(journal(log))
+
+        await wait_until(running, what="the request to start")
+        async with app.session.put(sub["cancel_url"]) as resp:
+            assert resp.status == 202
+        final = await app.completed(sub)
+        assert final["error_type"] == "client_cancelled"
+        status, body, _ = await app.result(sub)
+        assert status == 499 and body["error_type"] == "client_cancelled"
+        assert journal(log, "k-cancelled")  # the endpoint's task was cancelled
+
+
+async def test_status_stream_ends_with_completed(tmp_path: Path) -> None:
+    """The status stream sends each state as an SSE event and ends after COMPLETED."""
+    log = tmp_path / "journal"
+    async with served(Retries, tmp_path) as app:
+        sub = await app.submit(json={"journal": str(log), "fail_times": 0})
+        async with app.session.get(sub["status_url"] + "/stream") as resp:
+            assert resp.headers["content-type"] == "text/event-stream"
+            text = await resp.text()
+        events = [line[6:] for line in text.splitlines() if line.startswith("data: ")]
+        assert '"COMPLETED"' in events[-1]
+        assert all('"COMPLETED"' not in e for e in events[:-1])
+
+
+@pytest.mark.parametrize(
+    ("headers", "query", "field"),
+    [
+        ({"x-fal-queue-priority": "urgent"}, "", "x-fal-queue-priority"),
+        ({"x-fal-request-timeout": "soon"}, "", "x-fal-request-timeout"),
+        ({"x-yurt-request-timeout": "-1"}, "", "x-yurt-request-timeout"),
+        ({"x-fal-no-retry": "maybe"}, "", "x-fal-no-retry"),
+        ({}, "fal_webhook=ftp://x", "fal_webhook"),
+    ],
+)
+async def test_bad_routing_options_are_422_naming_the_field(
+    tmp_path: Path, headers: dict[str, str], query: str, field: str
+) -> None:
+    """A malformed routing header or webhook URL is refused with 422 naming it; nothing queued."""
+    async with served(Retries, tmp_path) as app:
+        url = f"{app.platform.url}/queue/{app.app_id}" + (f"?{query}" if query else "")
+        async with app.session.post(url, json={}, headers=headers) as resp:
+            assert resp.status == 422
+            body = await resp.json()
+            assert body["detail"][0]["loc"][1] == field
+        assert app.platform.backend.target(app.app_id) == 0
+
+
+async def test_unknown_app_request_and_oversized_body(tmp_path: Path) -> None:
+    """Unknown apps and request ids get 404; an oversized submission gets 413."""
+    async with served(Retries, tmp_path, max_body_size=1024) as app:
+        base = f"{app.platform.url}/queue"
+        async with app.session.post(f"{base}/default/nope", json={}) as resp:
+            assert resp.status == 404
+        async with app.session.get(f"{base}/{app.app_id}/requests/{'0' * 32}/status") as resp:
+            assert resp.status == 404
+            assert "x-fal-request-id" in resp.headers
+        async with app.session.post(f"{base}/{app.app_id}", data=b"x" * 2048) as resp:
+            assert resp.status == 413
+        assert app.platform.backend.target(app.app_id) == 0

@@ -1,13 +1,21 @@
-"""Tests for the router's rules table for direct (sync) requests."""
+"""Tests for the router's rules table: direct (sync) and queued requests."""
 
 from __future__ import annotations
 
 import typing
+from typing import Any
 
 import pytest
 
 from yurt.router.pool import UpstreamErrorKind
-from yurt.router.rules import Verdict, direct_error, direct_status
+from yurt.router.rules import (
+    Verdict,
+    direct_error,
+    direct_status,
+    queue_error,
+    queue_status,
+    should_retry,
+)
 
 
 @pytest.mark.parametrize(
@@ -59,3 +67,98 @@ def test_verdicts_are_immutable() -> None:
     verdict = direct_status(200)
     with pytest.raises(AttributeError):
         verdict.terminate = True  # type: ignore[misc]
+
+
+# -- the queue column ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "terminate", "retry", "condition"),
+    [
+        (200, False, False, None),
+        (201, False, False, None),
+        (400, False, False, None),
+        (404, False, False, None),
+        (418, False, False, None),
+        (422, False, False, None),
+        (429, False, True, None),
+        (500, False, False, None),
+        (502, False, False, None),
+        (503, True, True, "server_error"),
+        (504, False, True, "server_error"),
+    ],
+)
+def test_queue_status_follows_the_table(
+    status: int, terminate: bool, retry: bool, condition: str | None
+) -> None:
+    """Each runner answer gets the queue column's verdict."""
+    verdict = queue_status(status)
+    assert (verdict.terminate, verdict.retry, verdict.condition) == (terminate, retry, condition)
+
+
+@pytest.mark.parametrize(
+    ("kind", "condition"),
+    [
+        ("disconnected", "connection_error"),
+        ("connect_refused", "connection_error"),
+        ("connect_error", "connection_error"),
+        ("timeout", "timeout"),
+    ],
+)
+def test_queue_errors_terminate_and_retry(kind: UpstreamErrorKind, condition: str) -> None:
+    """A crash, a refused connection or a timeout shuts the runner down and retries."""
+    verdict = queue_error(kind)
+    assert verdict.terminate and verdict.retry and verdict.condition == condition
+    assert verdict.reason == direct_error(kind).reason
+
+
+@pytest.mark.parametrize(
+    ("status", "header", "retry"),
+    [
+        (500, b"1", True),
+        (200, b"true", True),
+        (504, b"0", False),
+        (503, b"false", False),
+        (504, b"maybe", True),  # not a yes or no: the table decides
+    ],
+)
+def test_needs_retry_header_overrides_the_table(status: int, header: bytes, retry: bool) -> None:
+    """X-Fal-Needs-Retry forces or prevents a retry; the runner's fate stays the table's."""
+    verdict = queue_status(status, header)
+    assert verdict.retry is retry
+    assert verdict.terminate is (status == 503)
+
+
+def test_forced_retry_is_not_vetoed_by_skip_conditions() -> None:
+    """An app that asked for a retry gets it even where skip_retry_conditions would refuse."""
+    verdict = queue_status(500, b"1")
+    assert should_retry(verdict, attempts=1, max_attempts=10, no_retry=False, skip=["server_error"])
+
+
+@pytest.mark.parametrize(
+    ("attempts", "no_retry", "skip", "expected"),
+    [
+        (1, False, [], True),
+        (9, False, [], True),
+        (10, False, [], False),
+        (1, True, [], False),
+        (1, False, ["server_error"], False),
+        (1, False, ["timeout", "connection_error"], True),
+    ],
+)
+def test_should_retry(attempts: int, no_retry: bool, skip: list[Any], expected: bool) -> None:
+    """Retries stop at the attempt limit, on x-fal-no-retry and on a skipped condition."""
+    verdict = queue_status(504)
+    assert (
+        should_retry(verdict, attempts=attempts, max_attempts=10, no_retry=no_retry, skip=skip)
+        is expected
+    )
+
+
+def test_skip_conditions_match_by_kind() -> None:
+    """skip_retry_conditions=["timeout"] stops timeout retries but not connection ones."""
+    skip: list[Any] = ["timeout"]
+    kw: dict[str, Any] = {"attempts": 1, "max_attempts": 10, "no_retry": False, "skip": skip}
+    assert not should_retry(queue_error("timeout"), **kw)
+    assert should_retry(queue_error("disconnected"), **kw)
+    assert not should_retry(queue_status(200), **kw)

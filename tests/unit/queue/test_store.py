@@ -1,0 +1,124 @@
+"""Tests for the queue's SQLite record: what a restart finds, batching, purging, the outbox."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from yurt.queue.model import Job, Priority, Result, Routing, State
+from yurt.queue.store import QueueStore
+
+
+def job(request_id: str, priority: Priority = Priority.NORMAL, body: bytes = b"{}") -> Job:
+    return Job(
+        id=request_id,
+        app_id="o/a",
+        endpoint="/gen",
+        query="x=1",
+        headers=[(b"content-type", b"application/json"), (b"x-caf\xe9", b"\xff")],
+        body=body,
+        routing=Routing(priority, 5.0, "h", True, "http://hook"),
+        created_at=100.0,
+    )
+
+
+def test_unfinished_requests_survive_reopening(tmp_path: Path) -> None:
+    """Queued and in-progress requests come back after a reopen, normal first, in order."""
+    store = QueueStore(tmp_path / "q.db")
+    for j in [job("l1", Priority.LOW), job("n1"), job("n2")]:
+        store.add(j)
+    running = job("n3")
+    store.add(running)
+    running.attempts, running.started_at = 1, 101.0
+    store.started(running)
+    done = job("n4")
+    store.add(done)
+    store.completed("n4", Result(200, [], b"{}"), [], 102.0)
+    store.close()
+
+    again = QueueStore(tmp_path / "q.db")
+    back = list(again.unfinished("o/a"))
+    assert [j.id for j in back] == ["n1", "n2", "n3", "l1"]
+    first = back[0]
+    assert first.headers == job("x").headers and first.body == b"{}"
+    assert first.routing == job("x").routing and first.target == b"/gen?x=1"
+    assert back[2].attempts == 1
+    assert list(again.unfinished("o/other")) == []
+    again.close()
+
+
+def test_completed_record_keeps_result_and_logs_and_drops_the_body(tmp_path: Path) -> None:
+    """A completed request keeps its result, error and logs; its input body is dropped."""
+    store = QueueStore(tmp_path / "q.db")
+    store.add(job("r", body=b"x" * 1000))
+    logs = [{"timestamp": "t", "level": "INFO", "source": "user", "message": "hi"}]
+    result = Result(500, [(b"content-type", b"application/json")], b'{"detail":"no"}', "no", None)
+    store.completed("r", result, logs, 200.0)
+    record = store.get("r")
+    assert record is not None and record.state is State.COMPLETED
+    assert record.result == result and record.logs == logs and record.completed_at == 200.0
+    assert store.get("missing") is None
+    (size,) = (
+        sqlite3.connect(tmp_path / "q.db")
+        .execute("SELECT length(body) FROM requests WHERE id = 'r'")
+        .fetchone()
+    )
+    assert size == 0
+    store.close()
+
+
+async def test_writes_in_one_loop_turn_share_a_commit(tmp_path: Path) -> None:
+    """Writes commit at the end of the loop turn; durable() returns once they are on disk."""
+    store = QueueStore(tmp_path / "q.db")
+    other = sqlite3.connect(tmp_path / "q.db")
+    store.add(job("a"))
+    store.add(job("b"))
+    assert other.execute("SELECT count(*) FROM requests").fetchone() == (0,)
+    await store.durable()
+    assert other.execute("SELECT count(*) FROM requests").fetchone() == (2,)
+    await store.durable()  # nothing pending: returns at once
+    other.close()
+    store.close()
+
+
+async def test_a_killed_process_loses_nothing_committed(tmp_path: Path) -> None:
+    """What durable() acknowledged is read back by a fresh connection without a clean close."""
+    store = QueueStore(tmp_path / "q.db")
+    store.add(job("a"))
+    await store.durable()
+    # No close(): as if the process had been killed here.
+    fresh = QueueStore(tmp_path / "q.db")
+    assert [j.id for j in fresh.unfinished("o/a")] == ["a"]
+    fresh.close()
+    store.close()
+
+
+def test_purge_forgets_old_completed_requests_only(tmp_path: Path) -> None:
+    """Purging drops requests completed before the cutoff and keeps unfinished ones."""
+    store = QueueStore(tmp_path / "q.db")
+    for name, at in [("old", 10.0), ("new", 500.0)]:
+        store.add(job(name))
+        store.completed(name, Result(200, [], b""), [], at)
+    store.add(job("queued"))
+    assert store.purge(before=100.0) == 1
+    assert store.get("old") is None
+    assert store.get("new") is not None and store.get("queued") is not None
+    store.close()
+
+
+def test_webhook_outbox(tmp_path: Path) -> None:
+    """Deliveries are due when queued, rescheduled on failure, settled when done."""
+    store = QueueStore(tmp_path / "q.db")
+    store.add_webhook("r1", "http://hook", b"{}", now=10.0)
+    store.add_webhook("r2", "http://hook", b"{}", now=20.0)
+    assert store.next_due() == 10.0
+    (d1,) = store.due(now=15.0, limit=10)
+    assert (d1.request_id, d1.attempts) == ("r1", 0)
+    store.failed(d1.id, attempts=1, next_at=30.0, error="HTTP 500")
+    assert store.next_due() == 20.0
+    (d2,) = store.due(now=25.0, limit=10)
+    store.delivered(d2.id)
+    assert [d.request_id for d in store.due(now=30.0, limit=10)] == ["r1"]
+    store.failed(d1.id, attempts=2, next_at=None, error="HTTP 500")
+    assert store.due(now=1e12, limit=10) == [] and store.next_due() is None
+    store.close()

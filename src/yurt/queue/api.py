@@ -23,7 +23,7 @@ from yurt.errors import RequestError
 from yurt.queue.model import Job, State
 from yurt.queue.routing import RoutingError, parse_routing
 from yurt.queue.store import Record
-from yurt.router.http import Reply, error_reply, json_reply
+from yurt.router.http import Reply, error_reply, json_reply, new_request_id
 
 if TYPE_CHECKING:
     from yurt.queue.engine import QueueEngine
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 PREFIX = "/queue"
 _TRUE = frozenset({"1", "true", "yes"})
+KEEPALIVE = 15.0  # seconds of silence before a status stream sends a comment
 
 BodyReader = Callable[[web.BaseRequest], Awaitable[bytes]]
 Responder = Callable[[Reply, str], web.StreamResponse]
@@ -58,7 +59,7 @@ class QueueApi:
                 error_reply(
                     404, "not_found", f"no queue route for {request.method} {request.path}"
                 ),
-                "",
+                new_request_id(),
             )
         app_id, request_id, tail = f"{parts[1]}/{parts[2]}", parts[4], parts[5:]
         found = self.engine.record(request_id)
@@ -89,17 +90,17 @@ class QueueApi:
     ) -> web.StreamResponse:
         resolved = self.router.resolve(path)
         if isinstance(resolved, Reply):
-            return respond(resolved, "")
+            return respond(resolved, new_request_id())
         route, endpoint = resolved
         try:
             routing = parse_routing(request.headers, request.query)
         except RoutingError as exc:
             body = {"detail": exc.detail(), "error_type": "bad_request"}
-            return respond(json_reply(body, 422), "")
+            return respond(json_reply(body, 422), new_request_id())
         try:
             body_bytes = await read_body(request)
         except RequestError as exc:
-            return respond(error_reply(exc.status, exc.error_type, exc.detail), "")
+            return respond(error_reply(exc.status, exc.error_type, exc.detail), new_request_id())
         query = "&".join(
             p
             for p in request.raw_path.partition("?")[2].split("&")
@@ -168,7 +169,7 @@ class QueueApi:
             }
         )
         await response.prepare(request)
-        last = b""
+        last, quiet = b"", 0.0
         with contextlib.suppress(ConnectionError):
             while True:
                 found = self.engine.record(request_id)
@@ -177,9 +178,12 @@ class QueueApi:
                 event = json.dumps(await self.status(request, found, logs)).encode()
                 if event != last:
                     await response.write(b"data: " + event + b"\n\n")
-                    last = event
-                else:
+                    last, quiet = event, 0.0
+                elif quiet >= KEEPALIVE:
+                    # A comment line: proxies and clients see the stream is alive.
                     await response.write(b": keep-alive\n\n")
+                    quiet = 0.0
+                quiet += self.stream_tick
                 if found.state is State.COMPLETED:
                     break
                 with contextlib.suppress(TimeoutError):

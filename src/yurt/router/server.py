@@ -311,6 +311,7 @@ class Router:
                     "app_id": app_id,
                     "target": self.backend.target(app_id),
                     "waiting": load.waiting,
+                    "queued": len(self.queue.backlogs[app_id]) if self.queue is not None else 0,
                     "in_flight": load.in_flight,
                     "paths": sorted(route.paths),
                     "runners": runners,

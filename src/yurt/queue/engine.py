@@ -338,7 +338,13 @@ class QueueEngine:
         )
         if job.routing.webhook and self.webhooks is not None:
             content_type = next(
-                (v.decode() for k, v in result.headers if k == b"content-type"), None
+                # The media type alone: "application/json; charset=utf-8" is JSON too.
+                (
+                    v.decode("latin-1").partition(";")[0].strip()
+                    for k, v in result.headers
+                    if k.lower() == b"content-type"
+                ),
+                None,
             )
             body = completion_body(
                 job.id,

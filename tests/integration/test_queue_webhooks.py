@@ -1,0 +1,90 @@
+"""Completion webhooks of queued requests, delivered to a real receiver."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from yurt.config import QueueConfig, WebhookConfig
+from yurt.webhooks import verify
+
+from queue_apps import Retries
+from support import served, wait_until
+
+pytestmark = pytest.mark.timeout(120)
+
+SECRET = "test-webhook-secret"
+
+
+class Receiver:
+    """Answers 500 to the first ``failures`` deliveries, then 200; keeps what it got."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.got: list[tuple[dict[str, str], bytes]] = []
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.got.append((dict(request.headers), await request.read()))
+        return web.Response(status=500 if len(self.got) <= self.failures else 200)
+
+
+@asynccontextmanager
+async def receiving(receiver: Receiver) -> AsyncIterator[str]:
+    app = web.Application()
+    app.router.add_post("/hook", receiver.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}/hook"
+    finally:
+        await runner.cleanup()
+
+
+def config() -> QueueConfig:
+    return QueueConfig(webhooks=WebhookConfig(secret=SECRET, first_delay=0.05, max_delay=0.2))
+
+
+async def test_webhook_delivered_once_after_two_failures(tmp_path: Path) -> None:
+    """Two failed deliveries are retried; the third is accepted, signed, and the last."""
+    receiver = Receiver(failures=2)
+    async with receiving(receiver) as hook, served(Retries, tmp_path, queue=config()) as app:
+        sub = await app.submit(
+            json={"journal": str(tmp_path / "j"), "fail_times": 0}, query=f"fal_webhook={hook}"
+        )
+        await app.completed(sub)
+        await wait_until(lambda: len(receiver.got) >= 3, what="three deliveries")
+        store = app.platform.store
+        assert store is not None
+        await wait_until(lambda: store.next_due() is None, what="the delivery to settle")
+        headers, body = receiver.got[-1]
+        verify(SECRET, headers, body)
+        event: dict[str, Any] = json.loads(body)
+        assert event["request_id"] == sub["request_id"] and event["status"] == "OK"
+        assert event["payload"]["attempt"] == 1
+        # Settled: nothing is due any more, so no fourth delivery can come.
+        assert len(receiver.got) == 3
+
+
+async def test_webhook_reports_an_error(tmp_path: Path) -> None:
+    """A request completed with an error is delivered as status ERROR with the error."""
+    receiver = Receiver(failures=0)
+    async with receiving(receiver) as hook, served(Retries, tmp_path, queue=config()) as app:
+        sub = await app.submit(
+            json={"journal": str(tmp_path / "j"), "status": 418}, query=f"fal_webhook={hook}"
+        )
+        await app.completed(sub)
+        await wait_until(lambda: receiver.got, what="a delivery")
+        headers, body = receiver.got[0]
+        verify(SECRET, headers, body)
+        event = json.loads(body)
+        assert event["status"] == "ERROR" and event["error"] == "asked for 418"
+        assert event["payload"] == {"detail": "asked for 418"}

@@ -333,3 +333,17 @@ async def test_unknown_app_request_and_oversized_body(tmp_path: Path) -> None:
         async with app.session.post(f"{base}/{app.app_id}", data=b"x" * 2048) as resp:
             assert resp.status == 413
         assert app.platform.backend.target(app.app_id) == 0
+
+
+async def test_results_are_purged_after_the_retention(tmp_path: Path) -> None:
+    """A completed request is kept for the retention period, then its status is 404."""
+    queue = QueueConfig(retention=0.5, purge_interval=0.1)
+    async with served(Retries, tmp_path, queue=queue) as app:
+        sub = await app.submit(json={"journal": str(tmp_path / "j"), "fail_times": 0})
+        await app.completed(sub)
+
+        async def purged() -> bool:
+            return (await app.status(sub))[0] == 404
+
+        await wait_until(purged, what="the result to be purged")
+        assert (await app.result(sub))[0] == 404

@@ -347,3 +347,13 @@ async def test_results_are_purged_after_the_retention(tmp_path: Path) -> None:
 
         await wait_until(purged, what="the result to be purged")
         assert (await app.result(sub))[0] == 404
+
+
+async def test_urls_use_the_public_url_when_set(tmp_path: Path) -> None:
+    """With public_url configured, the returned URLs are built on it, not on the Host header."""
+    public = "https://yurt.example.com/prefix"
+    async with served(Retries, tmp_path, public_url=public) as app:
+        sub = await app.submit(json={"journal": str(tmp_path / "j"), "fail_times": 0})
+        assert sub["response_url"] == f"{public}/queue/{app.app_id}/requests/{sub['request_id']}"
+        status_url = sub["status_url"].replace(public, app.platform.url)
+        await app.completed({**sub, "status_url": status_url})

@@ -20,7 +20,43 @@ from yurt.errors import (
 from yurt.spec import AppSpec, build_spec
 
 if TYPE_CHECKING:
+    from yurt.client import (
+        AsyncClient,
+        AsyncRequestHandle,
+        Client,
+        Completed,
+        ConnectionFailed,
+        InProgress,
+        Queued,
+        RequestFailed,
+        RequestHandle,
+        Status,
+    )
     from yurt.embed import ServedApp
+
+# The client is loaded on first use (PEP 562): runners import ``yurt`` and need none of it.
+_CLIENT_NAMES = frozenset(
+    {
+        "AsyncClient",
+        "AsyncRequestHandle",
+        "Client",
+        "Completed",
+        "ConnectionFailed",
+        "InProgress",
+        "Queued",
+        "RequestFailed",
+        "RequestHandle",
+        "Status",
+    }
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _CLIENT_NAMES:
+        from yurt import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module 'yurt' has no attribute {name!r}")
 
 
 def serve(app: type[App], **options: Any) -> ServedApp:
@@ -38,9 +74,19 @@ __all__ = [
     "AppDefinitionError",
     "AppException",
     "AppSpec",
+    "AsyncClient",
+    "AsyncRequestHandle",
+    "Client",
+    "Completed",
+    "ConnectionFailed",
     "HealthCheck",
+    "InProgress",
     "PayloadError",
+    "Queued",
     "RequestError",
+    "RequestFailed",
+    "RequestHandle",
+    "Status",
     "YurtError",
     "__version__",
     "build_spec",

@@ -15,9 +15,19 @@ EXPECTED = [
     "AppDefinitionError",
     "AppException",
     "AppSpec",
+    "AsyncClient",
+    "AsyncRequestHandle",
+    "Client",
+    "Completed",
+    "ConnectionFailed",
     "HealthCheck",
+    "InProgress",
     "PayloadError",
+    "Queued",
     "RequestError",
+    "RequestFailed",
+    "RequestHandle",
+    "Status",
     "YurtError",
     "__version__",
     "build_spec",
@@ -33,6 +43,7 @@ FORBIDDEN_PREFIXES = (
     "yurt.discovery",
     "yurt.embed",
     "yurt.cli",
+    "yurt.client",
     "aiohttp.web",
 )
 
@@ -69,3 +80,17 @@ def test_import_loads_no_control_plane_code() -> None:
     assert "yurt" in loaded
     offending = [m for m in loaded if m.startswith(FORBIDDEN_PREFIXES)]
     assert offending == []
+
+
+def test_sync_client_loads_no_aiohttp() -> None:
+    """``yurt.Client`` needs only the standard library: using it loads no aiohttp."""
+    code = (
+        "import json, sys, yurt; yurt.Client('http://127.0.0.1:1'); "
+        "print(json.dumps(sorted(sys.modules)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    loaded = json.loads(out.stdout)
+    assert "yurt.client" in loaded
+    assert [m for m in loaded if m.startswith("aiohttp")] == []

@@ -1,0 +1,722 @@
+"""Calling a yurt router from Python: sync runs and the queue, as fal-client does for fal.
+
+``Client`` is blocking and needs only the standard library; ``AsyncClient`` runs on aiohttp.
+Both build their requests and read the replies through the same pure functions below, so they
+differ only in how bytes go over the wire::
+
+    with yurt.Client("http://127.0.0.1:8080") as client:
+        client.run("default/echo", {"prompt": "hi"})
+        handle = client.submit("default/echo", {"prompt": "hi"})
+        for event in handle.iter_events(with_logs=True):
+            print(event)
+        handle.result()
+
+https with a private CA: pass ``ssl_context``, or set ``SSL_CERT_FILE``, which OpenSSL reads
+when the default context is made.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http
+import http.client
+import json
+import ssl
+import urllib.error
+import urllib.request
+from collections.abc import AsyncGenerator, Generator, Iterator, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Self
+from urllib.parse import urlencode, urlsplit
+
+from yurt import __version__
+from yurt.errors import YurtError
+
+if TYPE_CHECKING:
+    import aiohttp
+
+Priority = Literal["normal", "low"]
+CancelOutcome = Literal["CANCELLATION_REQUESTED", "ALREADY_COMPLETED"]
+DEFAULT_TIMEOUT = 120.0
+# The router comments on a quiet status stream every 15 s: a stream read waits at least this.
+STREAM_SILENCE = 60.0
+_USER_AGENT = f"yurt-client/{__version__}"
+
+
+# -- errors ------------------------------------------------------------------------------------
+
+
+class RequestFailed(YurtError):
+    """The router answered with an error: a failed run or result, or an unknown request.
+
+    ``status`` and ``error_type`` are the reply's (``499``/``client_cancelled`` for a cancelled
+    request; ``error_type`` is None where neither the body nor the headers named one),
+    ``detail`` its message, ``request_id`` the request's where the router named one.
+    """
+
+    def __init__(
+        self, detail: str, *, status: int, error_type: str | None, request_id: str | None
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.status = status
+        self.error_type = error_type
+        self.request_id = request_id
+
+    def __str__(self) -> str:
+        kind = f" {self.error_type}" if self.error_type else ""
+        where = f" (request {self.request_id})" if self.request_id else ""
+        return f"{self.status}{kind}: {self.detail}{where}"
+
+
+class ConnectionFailed(YurtError):
+    """No reply: the router could not be reached, refused TLS, or went silent past the timeout.
+
+    A run or submission may or may not have been accepted.
+    """
+
+
+# -- statuses (fal-client's names and fields) --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Status:
+    """Where a queued request is: ``Queued``, ``InProgress`` or ``Completed``."""
+
+
+@dataclass(frozen=True)
+class Queued(Status):
+    """Waiting for a runner; ``position`` requests are ahead of it (0: next)."""
+
+    position: int
+
+
+@dataclass(frozen=True)
+class InProgress(Status):
+    """On a runner; ``logs`` so far when asked for, else None."""
+
+    logs: list[dict[str, Any]] | None
+
+
+@dataclass(frozen=True)
+class Completed(Status):
+    """Done, well or not: ``error`` and ``error_type`` are set when it failed."""
+
+    logs: list[dict[str, Any]] | None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    error_type: str | None = None
+
+
+# -- pure: requests out, replies in ------------------------------------------------------------
+
+
+class Call(NamedTuple):
+    """One HTTP request to make."""
+
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: bytes | None = None
+
+
+class Reply(NamedTuple):
+    """One HTTP reply, header names lower-cased."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+def base_url(url: str) -> str:
+    """The router's base URL, checked; without a trailing slash."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
+        raise ValueError(
+            f"router URL {url!r} is not a base URL; give scheme and host, "
+            "e.g. http://127.0.0.1:8080 or https://yurt.example.com"
+        )
+    return url.rstrip("/")
+
+
+def split_app(app: str) -> tuple[str, str]:
+    """``owner/app[/sub/path]`` -> (``owner/app``, ``sub/path``), as fal's app ids split."""
+    parts = app.strip("/").split("/")
+    if len(parts) < 2 or not all(parts):
+        raise ValueError(
+            f"app id {app!r} is not 'owner/app' or 'owner/app/path'; e.g. 'default/echo'"
+        )
+    return f"{parts[0]}/{parts[1]}", "/".join(parts[2:])
+
+
+def endpoint_url(base: str, app: str, path: str = "", *, queue: bool = False) -> str:
+    """The URL of a sync run, or with ``queue`` of a submission, of ``app`` at ``path``."""
+    app_id, sub = split_app(app)
+    tail = "/".join(p for p in (sub, path.strip("/")) if p)
+    url = f"{base}{'/queue' if queue else ''}/{app_id}"
+    return f"{url}/{tail}" if tail else url
+
+
+def request_urls(base: str, app: str, request_id: str) -> tuple[str, str, str]:
+    """(response, status, cancel) URLs of a queued request; they drop any endpoint path."""
+    app_id, _ = split_app(app)
+    url = f"{base}/queue/{app_id}/requests/{request_id}"
+    return url, f"{url}/status", f"{url}/cancel"
+
+
+def default_context(url: str) -> ssl.SSLContext | None:
+    """The TLS context of an https URL: the system's CAs, or those of ``$SSL_CERT_FILE``.
+
+    Made per client (aiohttp makes its own when imported), so that ``SSL_CERT_FILE``, which
+    OpenSSL reads as the context loads its default paths, counts whenever it was set.
+    """
+    return ssl.create_default_context() if url.startswith("https:") else None
+
+
+def common_headers(key: str | None) -> dict[str, str]:
+    """Headers every call carries."""
+    headers = {"user-agent": _USER_AGENT, "accept": "application/json"}
+    if key is not None:
+        headers["authorization"] = f"Key {key}"
+    return headers
+
+
+def json_call(url: str, arguments: Any, headers: Mapping[str, str] | None) -> Call:
+    """A POST of ``arguments`` as JSON."""
+    out = {"content-type": "application/json", **(headers or {})}
+    return Call("POST", url, out, json.dumps(arguments).encode())
+
+
+def submit_call(
+    base: str,
+    app: str,
+    arguments: Any,
+    *,
+    path: str = "",
+    webhook_url: str | None = None,
+    priority: Priority | None = None,
+    hint: str | None = None,
+    start_timeout: float | None = None,
+    no_retry: bool = False,
+    headers: Mapping[str, str] | None = None,
+) -> Call:
+    """A submission, with the queue's routing options as fal sends them."""
+    url = endpoint_url(base, app, path, queue=True)
+    if webhook_url is not None:
+        url += "?" + urlencode({"fal_webhook": webhook_url})
+    out = dict(headers or {})
+    if priority is not None:
+        if priority not in ("normal", "low"):
+            raise ValueError(f"priority {priority!r} is not one of 'normal', 'low'")
+        out["x-fal-queue-priority"] = priority
+    if start_timeout is not None:
+        if not 0 < start_timeout < float("inf"):
+            raise ValueError(f"start_timeout {start_timeout!r} must be a positive number")
+        out["x-fal-request-timeout"] = str(float(start_timeout))
+    if hint is not None:
+        out["x-fal-runner-hint"] = hint
+    if no_retry:
+        out["x-fal-no-retry"] = "1"
+    return json_call(url, arguments, out)
+
+
+def status_call(url: str, with_logs: bool) -> Call:
+    """A status query at the status URL, asking for logs or not."""
+    return Call("GET", url + ("?logs=1" if with_logs else ""), {})
+
+
+def stream_call(url: str, with_logs: bool) -> Call:
+    """The status stream of the request at status URL ``url``."""
+    query = "?logs=1" if with_logs else ""
+    return Call("GET", f"{url}/stream{query}", {"accept": "text/event-stream"})
+
+
+def request_failed(reply: Reply, request_id: str | None = None) -> RequestFailed:
+    """The error a failed reply stands for, read off its ``{detail, error_type}`` body."""
+    try:
+        body = json.loads(reply.body)
+    except ValueError:
+        body = None
+    detail: Any = None
+    error_type = None
+    if isinstance(body, dict):
+        detail = body.get("detail")
+        error_type = body.get("error_type")
+        if detail is None and isinstance(body.get("status"), str):  # a cancel's NOT_FOUND
+            detail = body["status"]
+    if detail is None:
+        text = reply.body.decode("utf-8", "replace").strip()
+        detail = text or _phrase(reply.status)
+    if not isinstance(detail, str):  # e.g. a 422's list of validation errors
+        detail = json.dumps(detail)
+    error_type = error_type or reply.headers.get("x-fal-error-type")
+    return RequestFailed(
+        detail,
+        status=reply.status,
+        error_type=error_type or reply.headers.get("x-yurt-error-type"),
+        request_id=reply.headers.get("x-fal-request-id") or request_id,
+    )
+
+
+def _phrase(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return f"HTTP {status}"
+
+
+def decode_result(reply: Reply, request_id: str | None = None) -> Any:
+    """A run's or result's body as JSON (as text if it is not JSON); raises on an error."""
+    if reply.status >= 400:
+        raise request_failed(reply, request_id)
+    if not reply.body:
+        return None
+    try:
+        return json.loads(reply.body)
+    except ValueError:
+        return reply.body.decode("utf-8", "replace")
+
+
+def decode_submitted(reply: Reply) -> tuple[str, str, str, str]:
+    """A submission's reply: the request id and its response, status and cancel URLs."""
+    data = decode_result(reply)
+    try:
+        return data["request_id"], data["response_url"], data["status_url"], data["cancel_url"]
+    except (KeyError, TypeError) as exc:
+        raise _bad_reply(reply, None, exc) from exc
+
+
+def parse_status(data: Any) -> Status:
+    """A status object of the queue protocol as a ``Status``."""
+    state = data.get("status") if isinstance(data, dict) else None
+    if state == "IN_QUEUE":
+        return Queued(position=int(data.get("queue_position") or 0))
+    if state == "IN_PROGRESS":
+        return InProgress(logs=data.get("logs"))
+    if state == "COMPLETED":
+        return Completed(
+            logs=data.get("logs"),
+            metrics=data.get("metrics") or {},
+            error=data.get("error"),
+            error_type=data.get("error_type"),
+        )
+    raise ValueError(f"not a queue status: {data!r}")
+
+
+def decode_status(reply: Reply, request_id: str) -> Status:
+    """A status reply (202 while pending, 200 once completed) as a ``Status``."""
+    if reply.status not in (200, 202):
+        raise request_failed(reply, request_id)
+    try:
+        return parse_status(json.loads(reply.body))
+    except ValueError as exc:
+        raise _bad_reply(reply, request_id, exc) from exc
+
+
+def decode_cancel(reply: Reply, request_id: str) -> CancelOutcome:
+    """A cancel reply: requested, or too late; an unknown request raises."""
+    if reply.status == 202:
+        return "CANCELLATION_REQUESTED"
+    if reply.status == 400 and b"ALREADY_COMPLETED" in reply.body:
+        return "ALREADY_COMPLETED"
+    raise request_failed(reply, request_id)
+
+
+def _bad_reply(reply: Reply, request_id: str | None, exc: Exception) -> RequestFailed:
+    return RequestFailed(
+        f"the router's reply is not the queue protocol's ({exc}); is the URL a yurt router?",
+        status=reply.status,
+        error_type="bad_reply",
+        request_id=request_id,
+    )
+
+
+class EventReader:
+    """Server-sent events, fed as bytes in chunks of any size; returns each event's data."""
+
+    def __init__(self) -> None:
+        self._partial = b""
+        self._data: list[str] = []
+
+    def feed(self, chunk: bytes) -> list[str]:
+        """Take the next bytes of the stream; returns the data of the events they complete."""
+        *lines, self._partial = (self._partial + chunk).split(b"\n")
+        events = []
+        for raw in lines:
+            line = raw.rstrip(b"\r").decode("utf-8", "replace")
+            if not line:
+                if self._data:
+                    events.append("\n".join(self._data))
+                self._data = []
+            elif line.startswith("data:"):
+                value = line[5:]
+                self._data.append(value[1:] if value.startswith(" ") else value)
+            # else a comment (the router's keep-alives) or a field the protocol does not use
+        return events
+
+
+def stream_event(data: str, request_id: str) -> Status:
+    """One event of a status stream as a ``Status``."""
+    try:
+        return parse_status(json.loads(data))
+    except ValueError as exc:
+        reply = Reply(200, {}, data.encode())
+        raise _bad_reply(reply, request_id, exc) from exc
+
+
+def stream_ended(url: str) -> ConnectionFailed:
+    """The error for a status stream that closed before the request completed."""
+    return ConnectionFailed(
+        f"the status stream {url} closed without an event; the router may be restarting"
+    )
+
+
+def unreachable(url: str, exc: BaseException, timeout: float | None) -> ConnectionFailed:
+    """The error for a call that got no reply."""
+    reason = getattr(exc, "reason", None) or exc
+    if isinstance(exc, TimeoutError) or isinstance(reason, TimeoutError):
+        why = f"no reply within {timeout:g} s" if timeout else "timed out"
+    else:
+        why = str(reason) or type(reason).__name__
+    hint = "check the URL and that the router is running"
+    if url.startswith("https:"):
+        hint += "; for a private CA pass ssl_context or set SSL_CERT_FILE"
+    return ConnectionFailed(f"{url}: {why}; {hint}")
+
+
+# -- sync, on the standard library -------------------------------------------------------------
+
+
+class Client:
+    """A blocking client of one yurt router: ``Client("http://127.0.0.1:8080")``.
+
+    ``key`` is sent as ``Authorization: Key <key>``; ``timeout`` bounds connecting and each wait
+    for bytes (a status stream waits at least ``STREAM_SILENCE``: the router keeps it alive).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        key: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.url = base_url(url)
+        self.timeout = timeout
+        self._headers = common_headers(key)
+        https = urllib.request.HTTPSHandler(context=ssl_context or default_context(self.url))
+        # No proxy from the environment: the same as AsyncClient (aiohttp's trust_env=False).
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), https)
+
+    def run(
+        self,
+        app: str,
+        arguments: Any,
+        *,
+        path: str = "",
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """Run ``app`` (``owner/app[/path]``) and return its decoded JSON reply."""
+        call = json_call(endpoint_url(self.url, app, path), arguments, headers)
+        return decode_result(self.send(call, timeout))
+
+    def submit(
+        self,
+        app: str,
+        arguments: Any,
+        *,
+        path: str = "",
+        webhook_url: str | None = None,
+        priority: Priority | None = None,
+        hint: str | None = None,
+        start_timeout: float | None = None,
+        no_retry: bool = False,
+        headers: Mapping[str, str] | None = None,
+    ) -> RequestHandle:
+        """Queue a request to ``app``; returns its handle at once."""
+        call = submit_call(
+            self.url,
+            app,
+            arguments,
+            path=path,
+            webhook_url=webhook_url,
+            priority=priority,
+            hint=hint,
+            start_timeout=start_timeout,
+            no_retry=no_retry,
+            headers=headers,
+        )
+        return RequestHandle(*decode_submitted(self.send(call)), self)
+
+    def get_handle(self, app: str, request_id: str) -> RequestHandle:
+        """The handle of a request submitted earlier."""
+        return RequestHandle(request_id, *request_urls(self.url, app, request_id), self)
+
+    def send(self, call: Call, timeout: float | None = None) -> Reply:
+        """Make one call and read the whole reply; only a missing reply raises."""
+        timeout = timeout or self.timeout
+        try:
+            with self._open(call, timeout) as resp:
+                return Reply(resp.status, _lower(resp.headers), resp.read())
+        except urllib.error.HTTPError as exc:
+            with exc:
+                return Reply(exc.code, _lower(exc.headers), exc.read())
+        except (OSError, http.client.HTTPException) as exc:  # URLError is an OSError
+            raise unreachable(call.url, exc, timeout) from exc
+
+    def stream(self, call: Call) -> Generator[bytes]:
+        """Make one call and yield its body as it comes; an error reply raises."""
+        timeout = max(self.timeout, STREAM_SILENCE)
+        try:
+            resp = self._open(call, timeout)
+        except urllib.error.HTTPError as exc:
+            with exc:
+                raise request_failed(Reply(exc.code, _lower(exc.headers), exc.read())) from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise unreachable(call.url, exc, timeout) from exc
+        with resp:
+            try:
+                while chunk := resp.read1():
+                    yield chunk
+            except (OSError, http.client.HTTPException) as exc:
+                raise unreachable(call.url, exc, timeout) from exc
+
+    def _open(self, call: Call, timeout: float) -> http.client.HTTPResponse:
+        request = urllib.request.Request(
+            call.url, data=call.body, headers={**self._headers, **call.headers}, method=call.method
+        )
+        resp: http.client.HTTPResponse = self._opener.open(request, timeout=timeout)
+        return resp
+
+    def close(self) -> None:
+        """Nothing to release: each call has its own connection."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _lower(headers: Any) -> dict[str, str]:
+    # http.client's and aiohttp's header objects alike.
+    return {k.lower(): v for k, v in headers.items()}
+
+
+@dataclass(frozen=True)
+class RequestHandle:
+    """A queued request, followed through the URLs the router returned."""
+
+    request_id: str
+    response_url: str = field(repr=False)
+    status_url: str = field(repr=False)
+    cancel_url: str = field(repr=False)
+    client: Client = field(repr=False)
+
+    def status(self, *, with_logs: bool = False) -> Status:
+        """Where the request is now."""
+        reply = self.client.send(status_call(self.status_url, with_logs))
+        return decode_status(reply, self.request_id)
+
+    def iter_events(self, *, with_logs: bool = False) -> Iterator[Status]:
+        """Each change of status, read off the router's event stream, up to ``Completed``."""
+        call = stream_call(self.status_url, with_logs)
+        while True:  # a stream cut short is opened again: the router starts it with the status
+            reader, seen = EventReader(), False
+            with contextlib.closing(self.client.stream(call)) as chunks:
+                for chunk in chunks:
+                    for data in reader.feed(chunk):
+                        seen = True
+                        event = stream_event(data, self.request_id)
+                        yield event
+                        if isinstance(event, Completed):
+                            return
+            if not seen:
+                raise stream_ended(call.url)
+
+    def result(self) -> Any:
+        """Wait for completion, then return the decoded result; a failed request raises."""
+        for _ in self.iter_events():
+            pass
+        return decode_result(self.client.send(Call("GET", self.response_url, {})), self.request_id)
+
+    def cancel(self) -> CancelOutcome:
+        """Ask the router to cancel: out of the queue at once, or its runner told to stop."""
+        reply = self.client.send(Call("PUT", self.cancel_url, {}))
+        return decode_cancel(reply, self.request_id)
+
+
+# -- async, on aiohttp -------------------------------------------------------------------------
+
+
+class AsyncClient:
+    """The asyncio twin of ``Client``: ``async with AsyncClient(url) as client: ...``."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        key: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.url = base_url(url)
+        self.timeout = timeout
+        self._headers = common_headers(key)
+        self._ssl = ssl_context or default_context(self.url)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def run(
+        self,
+        app: str,
+        arguments: Any,
+        *,
+        path: str = "",
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """Run ``app`` (``owner/app[/path]``) and return its decoded JSON reply."""
+        call = json_call(endpoint_url(self.url, app, path), arguments, headers)
+        return decode_result(await self.send(call, timeout))
+
+    async def submit(
+        self,
+        app: str,
+        arguments: Any,
+        *,
+        path: str = "",
+        webhook_url: str | None = None,
+        priority: Priority | None = None,
+        hint: str | None = None,
+        start_timeout: float | None = None,
+        no_retry: bool = False,
+        headers: Mapping[str, str] | None = None,
+    ) -> AsyncRequestHandle:
+        """Queue a request to ``app``; returns its handle once the router has accepted it."""
+        call = submit_call(
+            self.url,
+            app,
+            arguments,
+            path=path,
+            webhook_url=webhook_url,
+            priority=priority,
+            hint=hint,
+            start_timeout=start_timeout,
+            no_retry=no_retry,
+            headers=headers,
+        )
+        return AsyncRequestHandle(*decode_submitted(await self.send(call)), self)
+
+    def get_handle(self, app: str, request_id: str) -> AsyncRequestHandle:
+        """The handle of a request submitted earlier."""
+        return AsyncRequestHandle(request_id, *request_urls(self.url, app, request_id), self)
+
+    async def send(self, call: Call, timeout: float | None = None) -> Reply:
+        """Make one call and read the whole reply; only a missing reply raises."""
+        import aiohttp
+
+        timeout = timeout or self.timeout
+        try:
+            async with self._open(call, timeout) as resp:
+                return Reply(resp.status, _lower(resp.headers), await resp.read())
+        except (aiohttp.ClientError, OSError) as exc:  # TimeoutError is an OSError
+            raise unreachable(call.url, exc, timeout) from exc
+
+    async def stream(self, call: Call) -> AsyncGenerator[bytes]:
+        """Make one call and yield its body as it comes; an error reply raises."""
+        import aiohttp
+
+        timeout = max(self.timeout, STREAM_SILENCE)
+        try:
+            async with self._open(call, timeout) as resp:
+                if resp.status >= 400:
+                    raise request_failed(
+                        Reply(resp.status, _lower(resp.headers), await resp.read())
+                    )
+                async for chunk in resp.content.iter_any():
+                    yield chunk
+        except (aiohttp.ClientError, OSError) as exc:
+            raise unreachable(call.url, exc, timeout) from exc
+
+    def _open(self, call: Call, timeout: float) -> Any:
+        import aiohttp
+
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(headers=self._headers)
+        return self._session.request(
+            call.method,
+            call.url,
+            data=call.body,
+            headers=call.headers,
+            ssl=self._ssl if self._ssl is not None else True,
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout),
+        )
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+@dataclass(frozen=True)
+class AsyncRequestHandle:
+    """A queued request, followed through the URLs the router returned."""
+
+    request_id: str
+    response_url: str = field(repr=False)
+    status_url: str = field(repr=False)
+    cancel_url: str = field(repr=False)
+    client: AsyncClient = field(repr=False)
+
+    async def status(self, *, with_logs: bool = False) -> Status:
+        """Where the request is now."""
+        reply = await self.client.send(status_call(self.status_url, with_logs))
+        return decode_status(reply, self.request_id)
+
+    async def iter_events(self, *, with_logs: bool = False) -> AsyncGenerator[Status]:
+        """Each change of status, read off the router's event stream, up to ``Completed``."""
+        call = stream_call(self.status_url, with_logs)
+        while True:  # a stream cut short is opened again: the router starts it with the status
+            reader, seen = EventReader(), False
+            async with contextlib.aclosing(self.client.stream(call)) as chunks:
+                async for chunk in chunks:
+                    for data in reader.feed(chunk):
+                        seen = True
+                        event = stream_event(data, self.request_id)
+                        yield event
+                        if isinstance(event, Completed):
+                            return
+            if not seen:
+                raise stream_ended(call.url)
+
+    async def result(self) -> Any:
+        """Wait for completion, then return the decoded result; a failed request raises."""
+        async for _ in self.iter_events():
+            pass
+        reply = await self.client.send(Call("GET", self.response_url, {}))
+        return decode_result(reply, self.request_id)
+
+    async def cancel(self) -> CancelOutcome:
+        """Ask the router to cancel: out of the queue at once, or its runner told to stop."""
+        reply = await self.client.send(Call("PUT", self.cancel_url, {}))
+        return decode_cancel(reply, self.request_id)

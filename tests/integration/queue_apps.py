@@ -96,3 +96,10 @@ class Chatty(yurt.App, keep_alive=300):
         print(f"printing for {body.key}")
         logging.getLogger("chatty").warning("warning for %s", body.key)
         return web.json_response({"key": body.key})
+
+
+class Hinted(Retries, min_concurrency=2, max_concurrency=2):
+    """Two warm runners, each hinting its own pid."""
+
+    def provide_hints(self) -> list[str]:
+        return [f"pid-{os.getpid()}"]

@@ -9,7 +9,7 @@ import pytest
 
 from yurt.config import QueueConfig
 
-from queue_apps import Cancellable, NoServerErrorRetries, Retries, TwoRunners
+from queue_apps import Cancellable, Chatty, Hinted, NoServerErrorRetries, Retries, TwoRunners
 from support import Served, served, wait_until
 
 pytestmark = pytest.mark.timeout(180)
@@ -357,3 +357,40 @@ async def test_urls_use_the_public_url_when_set(tmp_path: Path) -> None:
         assert sub["response_url"] == f"{public}/queue/{app.app_id}/requests/{sub['request_id']}"
         status_url = sub["status_url"].replace(public, app.platform.url)
         await app.completed({**sub, "status_url": status_url})
+
+
+async def test_runner_hint_prefers_the_matching_runner(tmp_path: Path) -> None:
+    """Requests hinted at one runner's hint all run there, even while the other is free."""
+    log = tmp_path / "journal"
+    async with served(Hinted, tmp_path) as app:
+        route = app.platform.router.routes[app.app_id]
+        await wait_until(
+            lambda: len(route.slots) == 2 and all(s.hints for s in route.slots.values()),
+            what="two runners with known hints",
+        )
+        # The runner dispatch would pick last, so that only the hint can send work there.
+        (hint,) = list(route.slots.values())[-1].hints
+        subs = [
+            await app.submit(
+                json={"journal": str(log), "key": f"k{n}", "fail_times": 0},
+                headers={"X-Fal-Runner-Hint": hint},
+            )
+            for n in range(4)
+        ]
+        for sub in subs:
+            await app.completed(sub)
+        pids = {line.split()[1] for line in log.read_text().splitlines()}
+        assert pids == {hint.removeprefix("pid-")}
+
+
+async def test_logs_come_back_in_the_status(tmp_path: Path) -> None:
+    """What an endpoint prints and logs while serving a request is in status?logs=1."""
+    async with served(Chatty, tmp_path) as app:
+        sub = await app.submit(json={"journal": str(tmp_path / "j"), "key": "abc"})
+        final = await app.completed(sub, logs=True)
+        messages = {(e["level"], e["message"]) for e in final["logs"]}
+        assert ("STDOUT", "printing for abc") in messages
+        assert ("WARNING", "warning for abc") in messages
+        assert all(e["source"] == "user" and e["timestamp"] for e in final["logs"])
+        code, without = await app.status(sub)
+        assert code == 200 and without["logs"] is None

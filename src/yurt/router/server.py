@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import ssl
 import time
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -49,7 +51,7 @@ class Router:
         self.scheduler = scheduler
         self.routes: dict[str, AppRoute] = {}
         self._watchers: list[asyncio.Task[None]] = []
-        self._closing: set[asyncio.Future[None]] = set()
+        self._chores: set[asyncio.Future[None]] = set()
         self._server: asyncio.Server | None = None
         self._web: web.Server | None = None
         self._fast: set[FrontProtocol] = set()
@@ -161,8 +163,8 @@ class Router:
         for route in self.routes.values():
             for slot in route.slots.values():
                 await slot.pool.close()
-        if self._closing:
-            await asyncio.gather(*self._closing, return_exceptions=True)
+        if self._chores:
+            await asyncio.gather(*self._chores, return_exceptions=True)
 
     # -- LoadSource, for the scheduler ------------------------------------------------------
 
@@ -180,14 +182,30 @@ class Router:
 
     async def _follow(self, route: AppRoute) -> None:
         async for endpoints in self.discovery.watch(route.app_id):
+            known = set(route.slots)
             for slot in route.update(endpoints):
                 self._close_when_idle(slot)
+            for runner_id in route.slots.keys() - known:
+                self._background(self._learn_hints(route.slots[runner_id]))
+
+    async def _learn_hints(self, slot: Slot) -> None:
+        # Responses carry x-yurt-runner-hints afterwards; this covers a runner's first request.
+        try:
+            reply = await slot.pool.request(b"GET", b"/_yurt/info", [], b"", timeout=10)
+            hints = json.loads(reply.body).get("hints") if reply.status == 200 else None
+        except (UpstreamError, ValueError, AttributeError):
+            return
+        if isinstance(hints, list) and all(isinstance(h, str) for h in hints):
+            slot.hints = frozenset(hints)
+
+    def _background(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._chores.add(task)
+        task.add_done_callback(self._chores.discard)
 
     def _close_when_idle(self, slot: Slot) -> None:
         # In-flight requests keep their own connections; idle ones can go now.
-        task = asyncio.ensure_future(slot.pool.close())
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
+        self._background(slot.pool.close())
 
     def _start_failed(self, failure: StartFailure) -> None:
         route = self.routes.get(failure.app_id)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from yurt.client import (
+from yurt.client.protocol import (
     Completed,
     EventReader,
     InProgress,

@@ -1,0 +1,208 @@
+"""``AsyncClient``: the asyncio client, on aiohttp (imported on first use)."""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+from collections.abc import AsyncGenerator, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+from yurt.client.protocol import (
+    DEFAULT_TIMEOUT,
+    STREAM_SILENCE,
+    Call,
+    CancelOutcome,
+    Completed,
+    EventReader,
+    Priority,
+    Reply,
+    Status,
+    base_url,
+    common_headers,
+    decode_cancel,
+    decode_result,
+    decode_status,
+    decode_submitted,
+    default_context,
+    endpoint_url,
+    json_call,
+    lower_headers,
+    request_failed,
+    request_urls,
+    status_call,
+    stream_call,
+    stream_ended,
+    stream_event,
+    submit_call,
+    unreachable,
+)
+
+if TYPE_CHECKING:
+    import aiohttp
+
+
+class AsyncClient:
+    """The asyncio twin of ``Client``: ``async with AsyncClient(url) as client: ...``."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        key: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.url = base_url(url)
+        self.timeout = timeout
+        self._headers = common_headers(key)
+        self._ssl = ssl_context or default_context(self.url)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def run(
+        self,
+        app: str,
+        arguments: Any,
+        *,
+        path: str = "",
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """Run ``app`` (``owner/app[/path]``) and return its decoded JSON reply."""
+        call = json_call(endpoint_url(self.url, app, path), arguments, headers)
+        return decode_result(await self.send(call, timeout))
+
+    async def submit(
+        self,
+        app: str,
+        arguments: Any,
+        *,
+        path: str = "",
+        webhook_url: str | None = None,
+        priority: Priority | None = None,
+        hint: str | None = None,
+        start_timeout: float | None = None,
+        no_retry: bool = False,
+        headers: Mapping[str, str] | None = None,
+    ) -> AsyncRequestHandle:
+        """Queue a request to ``app``; returns its handle once the router has accepted it."""
+        call = submit_call(
+            self.url,
+            app,
+            arguments,
+            path=path,
+            webhook_url=webhook_url,
+            priority=priority,
+            hint=hint,
+            start_timeout=start_timeout,
+            no_retry=no_retry,
+            headers=headers,
+        )
+        return AsyncRequestHandle(*decode_submitted(await self.send(call)), self)
+
+    def get_handle(self, app: str, request_id: str) -> AsyncRequestHandle:
+        """The handle of a request submitted earlier."""
+        return AsyncRequestHandle(request_id, *request_urls(self.url, app, request_id), self)
+
+    async def send(self, call: Call, timeout: float | None = None) -> Reply:
+        """Make one call and read the whole reply; only a missing reply raises."""
+        import aiohttp
+
+        timeout = timeout or self.timeout
+        try:
+            async with self._open(call, timeout) as resp:
+                return Reply(resp.status, lower_headers(resp.headers), await resp.read())
+        except (aiohttp.ClientError, OSError) as exc:  # TimeoutError is an OSError
+            raise unreachable(call.url, exc, timeout) from exc
+
+    async def stream(self, call: Call) -> AsyncGenerator[bytes]:
+        """Make one call and yield its body as it comes; an error reply raises."""
+        import aiohttp
+
+        timeout = max(self.timeout, STREAM_SILENCE)
+        try:
+            async with self._open(call, timeout) as resp:
+                if resp.status >= 400:
+                    raise request_failed(
+                        Reply(resp.status, lower_headers(resp.headers), await resp.read())
+                    )
+                async for chunk in resp.content.iter_any():
+                    yield chunk
+        except (aiohttp.ClientError, OSError) as exc:
+            raise unreachable(call.url, exc, timeout) from exc
+
+    def _open(self, call: Call, timeout: float) -> Any:
+        import aiohttp
+
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(headers=self._headers)
+        return self._session.request(
+            call.method,
+            call.url,
+            data=call.body,
+            headers=call.headers,
+            ssl=self._ssl if self._ssl is not None else True,
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout),
+        )
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+@dataclass(frozen=True)
+class AsyncRequestHandle:
+    """A queued request, followed through the URLs the router returned."""
+
+    request_id: str
+    response_url: str = field(repr=False)
+    status_url: str = field(repr=False)
+    cancel_url: str = field(repr=False)
+    client: AsyncClient = field(repr=False)
+
+    async def status(self, *, with_logs: bool = False) -> Status:
+        """Where the request is now."""
+        reply = await self.client.send(status_call(self.status_url, with_logs))
+        return decode_status(reply, self.request_id)
+
+    async def iter_events(self, *, with_logs: bool = False) -> AsyncGenerator[Status]:
+        """Each change of status, read off the router's event stream, up to ``Completed``."""
+        call = stream_call(self.status_url, with_logs)
+        while True:  # a stream cut short is opened again: the router starts it with the status
+            reader, seen = EventReader(), False
+            async with contextlib.aclosing(self.client.stream(call)) as chunks:
+                async for chunk in chunks:
+                    for data in reader.feed(chunk):
+                        seen = True
+                        event = stream_event(data, self.request_id)
+                        yield event
+                        if isinstance(event, Completed):
+                            return
+            if not seen:
+                raise stream_ended(call.url)
+
+    async def result(self) -> Any:
+        """Wait for completion, then return the decoded result; a failed request raises."""
+        async for _ in self.iter_events():
+            pass
+        reply = await self.client.send(Call("GET", self.response_url, {}))
+        return decode_result(reply, self.request_id)
+
+    async def cancel(self) -> CancelOutcome:
+        """Ask the router to cancel: out of the queue at once, or its runner told to stop."""
+        reply = await self.client.send(Call("PUT", self.cancel_url, {}))
+        return decode_cancel(reply, self.request_id)

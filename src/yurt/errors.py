@@ -16,6 +16,8 @@ its choosing (the name fal uses).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 
 class YurtError(Exception):
     """Base of every error yurt raises on purpose."""
@@ -52,9 +54,16 @@ class RequestError(YurtError):
 
 
 class AppException(Exception):
-    """Raised by an endpoint to answer with ``status_code`` and ``{"detail": message}``."""
+    """Raised by an endpoint to answer with ``status_code`` and ``{"detail": message}``.
 
-    def __init__(self, message: str, status_code: int = 500) -> None:
+    ``headers`` go out with the reply, e.g. ``{"X-Fal-Needs-Retry": "1"}`` to ask the router to
+    retry the request elsewhere, or ``"0"`` to forbid it.
+    """
+
+    def __init__(
+        self, message: str, status_code: int = 500, *, headers: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.status_code = status_code
+        self.headers: dict[str, str] = dict(headers or {})

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-from yurt.app import App, HealthCheck, endpoint
+from yurt.app import App, HealthCheck, RequestContext, endpoint
 from yurt.errors import (
     AppDefinitionError,
     AppException,
@@ -83,6 +83,7 @@ __all__ = [
     "InProgress",
     "PayloadError",
     "Queued",
+    "RequestContext",
     "RequestError",
     "RequestFailed",
     "RequestHandle",

@@ -1,4 +1,4 @@
-"""The user's API: ``App``, ``endpoint`` and ``HealthCheck``.
+"""The user's API: ``App``, ``endpoint``, ``HealthCheck`` and ``RequestContext``.
 
 An App is a class with ``setup()`` and endpoints. Its settings are class attributes or class
 keyword arguments (``class Echo(yurt.App, keep_alive=30)``), validated when the class is created
@@ -10,7 +10,8 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import re
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
@@ -37,6 +38,51 @@ def unpickling_apps() -> Iterator[None]:
         _unpickling.reset(token)
 
 
+class RequestContext:
+    """The request an endpoint is serving: ``self.current_request`` inside an endpoint.
+
+    Read-only. ``headers`` is the incoming request's headers (case-insensitive on a runner);
+    ``cancelled`` turns true once a caller asked to cancel the request, which a sync endpoint
+    can poll to stop early (an async endpoint is cancelled for it).
+    """
+
+    __slots__ = ("_cancel", "_headers", "_request_id")
+
+    def __init__(
+        self,
+        request_id: str,
+        headers: Mapping[str, str],
+        cancel: threading.Event | None = None,
+    ) -> None:
+        self._request_id = request_id
+        self._headers = headers
+        self._cancel = cancel if cancel is not None else threading.Event()
+
+    @property
+    def request_id(self) -> str:
+        """The ``x-fal-request-id`` the router gave the request; "" when it came without one."""
+        return self._request_id
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """The request's headers."""
+        return self._headers
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether cancellation of this request was requested."""
+        return self._cancel.is_set()
+
+    def __repr__(self) -> str:
+        return f"RequestContext(request_id={self._request_id!r}, cancelled={self.cancelled})"
+
+
+# Set by the runner around each endpoint call; sync endpoints see it through the copied context.
+CURRENT_REQUEST: contextvars.ContextVar[RequestContext | None] = contextvars.ContextVar(
+    "yurt_current_request", default=None
+)
+
+
 class HealthCheck(BaseModel):
     """A user health check, attached to one endpoint (``@endpoint(..., health_check=...)``)."""
 
@@ -60,7 +106,11 @@ class EndpointMarker:
 def endpoint(
     path: str, *, is_websocket: bool = False, health_check: HealthCheck | None = None
 ) -> Callable[[F], F]:
-    """Mark a method as a POST endpoint at ``path``; its one parameter is the JSON body model."""
+    """Mark a method as a POST endpoint at ``path``; its one parameter is the JSON body model.
+
+    The runner also answers ``POST {path}/cancel`` (``/cancel`` for ``/``) to cancel a request
+    in flight, unless the App declares an endpoint at that very path: then the App's wins.
+    """
     if not isinstance(path, str) or not path.startswith("/"):
         raise AppDefinitionError(f"endpoint path {path!r} must be a string starting with '/'")
     normalized = "/" + path.strip("/") if path != "/" else "/"
@@ -126,6 +176,20 @@ class App:
 
     def teardown(self) -> Any:
         """Release resources; runs once after in-flight requests have drained."""
+
+    def provide_hints(self) -> list[str]:
+        """Hints the router may use to pick this runner (e.g. which weights are loaded).
+
+        Called after ``setup()`` and after each request, on the runner's event loop, so keep it
+        cheap. A hint must be non-empty printable ASCII without commas; others are dropped with
+        a warning. Same as fal's ``App.provide_hints``.
+        """
+        return []
+
+    @property
+    def current_request(self) -> RequestContext | None:
+        """The request being served by the calling endpoint; None outside a request."""
+        return CURRENT_REQUEST.get()
 
 
 # Every setting an App may carry, with its default: read off the class above, so the two

@@ -24,6 +24,7 @@ EXPECTED = [
     "InProgress",
     "PayloadError",
     "Queued",
+    "RequestContext",
     "RequestError",
     "RequestFailed",
     "RequestHandle",

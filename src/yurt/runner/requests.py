@@ -1,0 +1,128 @@
+"""The requests a runner is serving and has served: cancellation and captured logs by id.
+
+Requests are known by their ``x-fal-request-id``. One without an id can be neither cancelled
+nor have its logs fetched. Should two requests with the same id be in flight at once (a retry
+landing on the runner still serving the first try), cancelling cancels both and the logs of
+both are returned, oldest try first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from yurt.app import RequestContext
+from yurt.runner.logcapture import LogBuffer, LogEntry
+
+REQUEST_ID = "x-fal-request-id"
+KEEP_COMPLETED = 1000
+KEEP_COMPLETED_CHARS = 64 * 1024 * 1024
+
+
+@dataclass(eq=False)
+class ActiveRequest:
+    """One request in flight: its context, its captured output, and how to cancel it."""
+
+    context: RequestContext
+    cancel_event: threading.Event
+    logs: LogBuffer = field(default_factory=LogBuffer)
+    # Set for async endpoints only: a worker thread cannot be interrupted, and freeing its
+    # slot while it still computes would overcommit the runner.
+    task: asyncio.Task[Any] | None = None
+
+    @property
+    def request_id(self) -> str:
+        return self.context.request_id
+
+    @property
+    def cancelled(self) -> bool:
+        return self.cancel_event.is_set()
+
+    def cancel(self) -> None:
+        """Mark the request cancelled and, for an async endpoint, cancel its task."""
+        self.cancel_event.set()
+        if self.task is not None:
+            self.task.cancel()
+
+
+@dataclass
+class _Completed:
+    buffers: list[LogBuffer]
+    chars: int = 0
+
+
+class RequestRegistry:
+    """In-flight requests by id, and the logs of completed ones until fetched or evicted.
+
+    Completed requests' logs are kept until fetched with ``forget``, for the most recent
+    ``keep`` request ids and ``keep_chars`` characters in all; the oldest go first.
+    """
+
+    def __init__(
+        self, *, keep: int = KEEP_COMPLETED, keep_chars: int = KEEP_COMPLETED_CHARS
+    ) -> None:
+        self._keep, self._keep_chars = keep, keep_chars
+        self._live: dict[str, list[ActiveRequest]] = {}
+        self._completed: OrderedDict[str, _Completed] = OrderedDict()
+        self._completed_chars = 0
+
+    def begin(self, headers: Mapping[str, str]) -> ActiveRequest:
+        """Register a request arriving with ``headers``."""
+        cancel = threading.Event()
+        active = ActiveRequest(RequestContext(headers.get(REQUEST_ID, ""), headers, cancel), cancel)
+        if active.request_id:
+            self._live.setdefault(active.request_id, []).append(active)
+        return active
+
+    def finish(self, active: ActiveRequest) -> None:
+        """The request is done: it can no longer be cancelled, and its logs are kept."""
+        request_id = active.request_id
+        live = self._live.get(request_id)
+        if live is None or active not in live:
+            return
+        live.remove(active)
+        if not live:
+            del self._live[request_id]
+        completed = self._completed.pop(request_id, None) or _Completed([])
+        chars = active.logs.held_chars
+        completed.buffers.append(active.logs)
+        completed.chars += chars
+        self._completed[request_id] = completed
+        self._completed_chars += chars
+        while self._completed and (
+            len(self._completed) > self._keep or self._completed_chars > self._keep_chars
+        ):
+            _, evicted = self._completed.popitem(last=False)
+            self._completed_chars -= evicted.chars
+
+    def cancel(self, request_id: str) -> bool:
+        """Cancel every in-flight request with this id; False if there is none."""
+        live = self._live.get(request_id, []) if request_id else []
+        for active in live:
+            active.cancel()
+        return bool(live)
+
+    def in_flight(self, request_id: str) -> bool:
+        """Whether a request with this id is being served."""
+        return request_id in self._live
+
+    def logs(self, request_id: str, *, forget: bool = False) -> list[LogEntry] | None:
+        """The entries captured for ``request_id`` so far; None if it is unknown.
+
+        ``forget`` discards what it returns: a completed request is then unknown, one still in
+        flight goes on capturing, so that polling with ``forget`` reads each entry once.
+        """
+        completed = self._completed.get(request_id)
+        live = self._live.get(request_id, [])
+        if completed is None and not live:
+            return None
+        buffers = (completed.buffers if completed is not None else []) + [a.logs for a in live]
+        entries = [e for b in buffers for e in (b.drain() if forget else b.snapshot())]
+        if forget and completed is not None:
+            del self._completed[request_id]
+            self._completed_chars -= completed.chars
+        return entries

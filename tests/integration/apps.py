@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -162,3 +164,125 @@ class Draining(yurt.App, termination_grace_period_seconds=10):
 
     def teardown(self) -> None:
         Path(os.environ["YURT_TEST_TEARDOWN"]).write_text("torn down")
+
+
+class Wait(BaseModel):
+    seconds: float = 30.0
+    gate: str = ""  # a file path: wait until it exists instead
+
+
+def _gate_open(body: Wait, started: float) -> bool:
+    if body.gate:
+        return Path(body.gate).exists()
+    return time.monotonic() - started >= body.seconds
+
+
+class Cancellable(yurt.App, keep_alive=300, max_multiplexing=1):
+    """Waits until cancelled, and remembers which requests were cancelled and how."""
+
+    def setup(self) -> None:
+        self.cancelled: list[str] = []
+        self.setup_saw = repr(self.current_request)
+
+    @yurt.endpoint("/")
+    async def wait(self, body: Wait) -> Reply:
+        request = self.current_request
+        assert request is not None
+        try:
+            await asyncio.sleep(body.seconds)
+        except asyncio.CancelledError:
+            self.cancelled.append(f"task {request.request_id}")
+            raise
+        return Reply(text="finished")
+
+    @yurt.endpoint("/sync")
+    def poll(self, body: Wait) -> Reply:
+        request = self.current_request
+        assert request is not None
+        started = time.monotonic()
+        while not _gate_open(body, started):
+            if request.cancelled:
+                self.cancelled.append(f"polled {request.request_id}")
+                return Reply(text="stopped early")
+            time.sleep(0.01)
+        return Reply(text="finished")
+
+    @yurt.endpoint("/context")
+    async def context(self) -> dict[str, object]:
+        request = self.current_request
+        assert request is not None
+        return {
+            "request_id": request.request_id,
+            "header": request.headers.get("X-Test-Header"),
+            "cancelled": request.cancelled,
+            "sync": await asyncio.to_thread(self._sync_context),
+        }
+
+    def _sync_context(self) -> str | None:
+        request = self.current_request
+        return None if request is None else request.request_id
+
+    @yurt.endpoint("/sync-context")
+    def sync_context(self) -> dict[str, object]:
+        request = self.current_request
+        assert request is not None
+        return {"request_id": request.request_id, "header": request.headers.get("x-test-header")}
+
+    @yurt.endpoint("/cancelled")
+    def report(self) -> dict[str, object]:
+        return {"cancelled": self.cancelled, "setup_saw": self.setup_saw}
+
+
+class Chatty(yurt.App, keep_alive=300, max_multiplexing=3):
+    """Prints and logs while it serves, so that tests can read each request's output."""
+
+    def setup(self) -> None:
+        self.together = threading.Barrier(3, timeout=30)
+        print("setup output is not a request's")
+
+    @yurt.endpoint("/")
+    def talk(self, body: Prompt) -> Reply:
+        print(f"stdout {body.prompt}")
+        print(f"stderr {body.prompt}", file=sys.stderr)
+        print("partial ", end="")
+        print(f"line {body.prompt}", end="")
+        logging.getLogger("chatty").info("info %s", body.prompt)
+        logging.getLogger("chatty").debug("debug %s", body.prompt)
+        logging.warning("warning %s", body.prompt)
+        return Reply(text=body.prompt)
+
+    @yurt.endpoint("/together")
+    def meet(self, body: Prompt) -> Reply:
+        print(f"before {body.prompt}")
+        self.together.wait()
+        print(f"after {body.prompt}")
+        return Reply(text=body.prompt)
+
+    @yurt.endpoint("/slow")
+    async def slow(self, body: Wait) -> Reply:
+        print("first")
+        started = time.monotonic()
+        # A file the test creates is the only signal that crosses into this process.
+        while not _gate_open(body, started):  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+        print("last")
+        return Reply(text="finished")
+
+
+class Hinted(yurt.App, keep_alive=300):
+    """Says which requests it served in its runner hints; one endpoint asks for a retry."""
+
+    def setup(self) -> None:
+        self.served = 0
+
+    def provide_hints(self) -> list[str]:
+        return ["model-a", f"served-{self.served}", "bad,hint"]
+
+    @yurt.endpoint("/")
+    def serve(self, body: Prompt) -> Reply:
+        self.served += 1
+        return Reply(text=body.prompt)
+
+    @yurt.endpoint("/refuse")
+    def refuse(self) -> Reply:
+        raise yurt.AppException("busy elsewhere", 503, headers={"X-Fal-Needs-Retry": "1"})

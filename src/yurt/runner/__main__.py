@@ -49,13 +49,16 @@ def fail(code: int, kind: str, message: str) -> int:
 
 async def serve(args: argparse.Namespace) -> int:
     """Load, listen, set up, serve until SIGTERM/SIGINT, drain."""
-    from yurt.runner.server import RunnerServer  # after argument errors, keep --help fast
+    from yurt.runner import logcapture  # after argument errors, keep --help fast
+    from yurt.runner.server import RunnerServer
 
     try:
         header, cls = unpack(args.payload.read_bytes())
     except (OSError, PayloadError) as exc:
         return fail(EXIT_PAYLOAD, "payload", str(exc))
     server = RunnerServer(header, cls, host=args.host, port=args.port, runner_id=args.runner_id)
+    # After configure(): the runner's own structlog output is bound to the original stderr.
+    logcapture.install()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -43,3 +43,11 @@ def to_response(result: Any) -> web.StreamResponse:
     if isinstance(result, bytes):
         return web.Response(body=result, content_type="application/octet-stream")
     return json_response(200, result)
+
+
+def error_response(status: int, error_type: str, detail: str) -> web.Response:
+    """A runner-made error: ``{detail, error_type}`` with the error-type headers the router sets."""
+    response = json_response(status, {"detail": detail, "error_type": error_type})
+    response.headers["x-fal-error-type"] = error_type
+    response.headers["x-yurt-error-type"] = error_type
+    return response

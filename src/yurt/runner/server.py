@@ -1,4 +1,9 @@
-"""The runner's HTTP server: endpoints, ``/_yurt/health``, ``/_yurt/info``, graceful drain."""
+"""The runner's HTTP server: endpoints, ``/_yurt/health``, ``/_yurt/info``, graceful drain.
+
+Besides the App's endpoints it serves, for each endpoint path P, ``POST {P}/cancel`` (for "/"
+that is "/cancel") unless the App has an endpoint of its own at that path, and
+``GET /_yurt/requests/{request_id}/logs`` for what a request printed and logged.
+"""
 
 from __future__ import annotations
 
@@ -12,16 +17,25 @@ import structlog
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from yurt.app import App
+from yurt.app import CURRENT_REQUEST, App
 from yurt.errors import AppException
 from yurt.packaging import PayloadHeader
-from yurt.runner.invoke import call, json_response, to_response
+from yurt.runner.hints import HINTS_HEADER, RunnerHints
+from yurt.runner.invoke import call, error_response, json_response, to_response
+from yurt.runner.logcapture import capturing
+from yurt.runner.requests import REQUEST_ID, ActiveRequest, RequestRegistry
 from yurt.spec import AppSpec, EndpointSpec, build_spec, endpoint_body_model
 
 log = structlog.get_logger("yurt.runner")
 
 State = Literal["starting", "ready", "draining", "failed"]
-REQUEST_ID = "x-fal-request-id"
+LOG_COUNT_HEADER = "x-yurt-log-count"
+
+
+def cancel_paths(spec: AppSpec) -> list[str]:
+    """``{P}/cancel`` for each endpoint path P, but not where the App has an endpoint itself."""
+    wanted = {("" if ep.path == "/" else ep.path) + "/cancel" for ep in spec.endpoints}
+    return sorted(wanted - spec.paths)
 
 
 class RunnerServer:
@@ -47,6 +61,8 @@ class RunnerServer:
         self._health_executor = ThreadPoolExecutor(1, "yurt-health")
         self._bodies: dict[str, type[BaseModel] | None] = {}
         self._runner: web.AppRunner | None = None
+        self.requests = RequestRegistry()
+        self.hints = RunnerHints(self.instance)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -55,10 +71,13 @@ class RunnerServer:
         app = web.Application(client_max_size=1024**3)
         app.router.add_get("/_yurt/health", self._health)
         app.router.add_get("/_yurt/info", self._info)
+        app.router.add_get("/_yurt/requests/{request_id}/logs", self._logs)
         for ep in self.spec.endpoints:
             func = getattr(self.cls, ep.method_name)
             self._bodies[ep.path] = endpoint_body_model(func, ep.method_name)
             app.router.add_post(ep.path, self._make_handler(ep))
+        for path in cancel_paths(self.spec):
+            app.router.add_post(path, self._cancel)
         self._runner = web.AppRunner(
             app,
             access_log=None,
@@ -78,6 +97,7 @@ class RunnerServer:
         await asyncio.wait_for(
             call(self.instance.setup, self._executor), timeout=self.spec.startup_timeout
         )
+        self.hints.refresh()
         self.state = "ready"
         self.ready_at = time.monotonic()
         log.info("runner_ready", app=self.spec.app_name, setup_s=round(self.ready_at - t0, 3))
@@ -114,26 +134,40 @@ class RunnerServer:
 
         async def handle(request: web.Request) -> web.StreamResponse:
             if self.state != "ready":
-                return json_response(503, {"detail": f"runner is {self.state}"})
+                return self._decorate(json_response(503, {"detail": f"runner is {self.state}"}))
             if self.in_flight >= self.spec.max_multiplexing:
-                return json_response(
-                    429,
-                    {"detail": f"runner is at max_multiplexing={self.spec.max_multiplexing}"},
+                return self._decorate(
+                    json_response(
+                        429,
+                        {"detail": f"runner is at max_multiplexing={self.spec.max_multiplexing}"},
+                    )
                 )
             self.in_flight += 1
             self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
             self.requests_total += 1
+            active = self.requests.begin(request.headers)
             try:
-                return await self._invoke(request, method, body_model)
+                response = await self._invoke(request, active, method, body_model, ep.is_async)
             finally:
                 self.in_flight -= 1
+                self.requests.finish(active)
+            # Whatever the call ended with, a request whose cancellation was acknowledged
+            # answers 499: that is what the canceller was promised.
+            if active.cancelled:
+                response = _cancelled(active)
+            self.hints.refresh()
+            return self._decorate(response, active.logs.count)
 
         return handle
 
     async def _invoke(
-        self, request: web.Request, method: Any, body_model: type[BaseModel] | None
+        self,
+        request: web.Request,
+        active: ActiveRequest,
+        method: Any,
+        body_model: type[BaseModel] | None,
+        is_async: bool,
     ) -> web.StreamResponse:
-        request_id = request.headers.get(REQUEST_ID, "")
         args: tuple[Any, ...] = ()
         if body_model is not None:
             try:
@@ -142,25 +176,84 @@ class RunnerServer:
                 return json_response(
                     422, {"detail": exc.errors(include_url=False, include_context=False)}
                 )
+        if active.cancelled:
+            return _cancelled(active)
+        # The user call gets a task of its own, so that cancelling it leaves this handler
+        # free to answer 499.
+        task = asyncio.create_task(self._call_user(active, method, args))
+        if is_async:
+            active.task = task
         try:
-            with structlog.contextvars.bound_contextvars(request_id=request_id):
-                result = await call(method, self._executor, *args)
+            result = await task
         except AppException as exc:
-            return json_response(exc.status_code, {"detail": exc.message})
+            response = json_response(exc.status_code, {"detail": exc.message})
+            response.headers.update(exc.headers)
+            return response
         except asyncio.CancelledError:
-            raise
+            this = asyncio.current_task()
+            if this is not None and this.cancelling():
+                raise  # the handler itself is cancelled: shutdown past the grace period
+            if active.cancelled:
+                return _cancelled(active)
+            detail = "CancelledError: the endpoint was cancelled without a cancel request"
+            log.error("endpoint_failed", request_id=active.request_id, path=request.path)
+            return json_response(500, {"detail": detail})
         except Exception as exc:
-            log.exception("endpoint_failed", request_id=request_id, path=request.path)
+            log.exception("endpoint_failed", request_id=active.request_id, path=request.path)
             return json_response(500, {"detail": f"{type(exc).__name__}: {exc}"})
         return to_response(result)
 
-    async def _health(self, request: web.Request) -> web.Response:
+    async def _call_user(self, active: ActiveRequest, method: Any, args: tuple[Any, ...]) -> Any:
+        # A task runs in a copy of the context: these settings end with it. ``call`` hands
+        # the context on to the worker thread of a sync endpoint.
+        CURRENT_REQUEST.set(active.context)
+        structlog.contextvars.bind_contextvars(request_id=active.request_id)
+        with capturing(active.logs):
+            return await call(method, self._executor, *args)
+
+    def _decorate(self, response: web.StreamResponse, log_count: int = 0) -> web.StreamResponse:
+        if not response.prepared:
+            if log_count:
+                response.headers[LOG_COUNT_HEADER] = str(log_count)
+            if hints := self.hints.header():
+                response.headers[HINTS_HEADER] = hints
+        return response
+
+    async def _cancel(self, request: web.Request) -> web.Response:
+        # Not an endpoint request: served whatever the state and however busy the slots are.
+        request_id = request.headers.get(REQUEST_ID, "")
+        if not request_id:
+            return error_response(
+                400,
+                "bad_request",
+                f"a cancel request needs the {REQUEST_ID} header naming the request to cancel",
+            )
+        if not self.requests.cancel(request_id):
+            return error_response(
+                404, "not_found", f"request {request_id} is not in flight on this runner"
+            )
+        log.info("request_cancel_requested", request_id=request_id)
+        return json_response(200, {"status": "CANCELLATION_REQUESTED", "request_id": request_id})
+
+    async def _logs(self, request: web.Request) -> web.Response:
+        request_id = request.match_info["request_id"]
+        entries = self.requests.logs(request_id, forget=request.query.get("forget") == "1")
+        if entries is None:
+            return error_response(
+                404,
+                "not_found",
+                f"no logs for request {request_id}: this runner has not served it, or its logs "
+                "were already fetched with forget=1 or evicted by newer requests",
+            )
+        return json_response(200, entries)
+
+    async def _health(self, request: web.Request) -> web.StreamResponse:
         if self.state != "ready":
             return json_response(503, {"status": self.state})
         hc = self.spec.health_check
         # ``?basic=1``: liveness only, for health checks declared with call_regularly=False.
         if hc is None or hc.health_check is None or request.query.get("basic") == "1":
-            return json_response(200, {"status": "ok"})
+            return self._decorate(json_response(200, {"status": "ok"}))
         method = getattr(self.instance, hc.method_name)
         body_model = self._bodies[hc.path]
         args = (body_model.model_validate({}),) if body_model is not None else ()
@@ -171,7 +264,7 @@ class RunnerServer:
         except Exception as exc:
             log.warning("health_check_failed", error=repr(exc))
             return json_response(503, {"status": "unhealthy", "detail": repr(exc)})
-        return json_response(200, {"status": "ok"})
+        return self._decorate(json_response(200, {"status": "ok"}))
 
     async def _info(self, _: web.Request) -> web.Response:
         return json_response(
@@ -189,5 +282,10 @@ class RunnerServer:
                 "requests_total": self.requests_total,
                 "python": self.header.python,
                 "gpus": [],
+                "hints": self.hints.current,
             },
         )
+
+
+def _cancelled(active: ActiveRequest) -> web.Response:
+    return error_response(499, "client_cancelled", f"request {active.request_id} was cancelled")

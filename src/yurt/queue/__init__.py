@@ -1,0 +1,1 @@
+"""The durable queue behind the router's /queue/ routes."""

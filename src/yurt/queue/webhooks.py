@@ -1,0 +1,244 @@
+"""Durable delivery of completion webhooks: an outbox in the store, bounded retries here.
+
+The store keeps every delivery until it is delivered or given up, so a restarted router resumes
+them: delivery is at least once (a receiver that answered but whose answer was lost sees the same
+request again). The sender only acts; when to retry is the pure :func:`backoff`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Protocol
+
+import aiohttp
+import structlog
+
+from yurt.config import WebhookConfig
+from yurt.webhooks import signed_headers
+
+log = structlog.get_logger("yurt.webhooks")
+
+CONCURRENCY = 16
+# Longest sleep without a look at the outbox, so a changed wall clock is noticed.
+MAX_WAIT = 60.0
+# While deliveries are in flight the outbox cannot say when the next *other* one is due (the
+# ones in flight are still pending and due); look again this often, or when one finishes.
+RECHECK = 1.0
+USER_AGENT = "yurt-webhooks"
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One pending webhook POST; ``attempts`` counts the tries already made."""
+
+    id: int
+    request_id: str
+    url: str
+    body: bytes
+    attempts: int
+
+
+class WebhookOutbox(Protocol):
+    """Where deliveries wait; synchronous (the queue's SQLite store, on the event loop)."""
+
+    def due(self, now: float, limit: int) -> list[Delivery]:
+        """Up to ``limit`` pending deliveries due at ``now`` (wall-clock s), earliest first."""
+        ...
+
+    def next_due(self) -> float | None:
+        """The earliest due time of the pending deliveries; None when there are none."""
+        ...
+
+    def delivered(self, delivery_id: int) -> None:
+        """The receiver accepted the delivery."""
+        ...
+
+    def failed(self, delivery_id: int, attempts: int, next_at: float | None, error: str) -> None:
+        """A try failed; retry at ``next_at``, or never when it is None (given up)."""
+        ...
+
+
+def backoff(attempts_made: int, config: WebhookConfig) -> float:
+    """Seconds before the next try: ``first_delay`` doubling per try, up to ``max_delay``."""
+    # The exponent is capped so that a huge count cannot overflow a float; 2**64 exceeds any cap.
+    exponent = min(max(attempts_made - 1, 0), 64)
+    return min(config.first_delay * 2.0**exponent, config.max_delay)
+
+
+class WebhookSender:
+    """Posts due deliveries from ``outbox``, signed with ``secret``, until each is settled.
+
+    ``async with WebhookSender(outbox, config, secret):`` or ``start()`` / ``stop()``; call
+    :meth:`poke` after adding a delivery to the outbox.
+    """
+
+    def __init__(
+        self,
+        outbox: WebhookOutbox,
+        config: WebhookConfig,
+        secret: bytes,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.outbox = outbox
+        self.config = config
+        self._secret = secret
+        self._clock = clock
+        self._session: aiohttp.ClientSession | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._in_flight: dict[int, asyncio.Task[None]] = {}
+
+    async def start(self) -> None:
+        """Open the HTTP session and start delivering."""
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=self.config.timeout)
+        )
+        self._task = asyncio.create_task(self._run(), name="yurt-webhooks")
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop taking deliveries, let those in flight finish for ``grace`` s, close the session.
+
+        A delivery cut off by the grace stays pending in the outbox and is tried again after a
+        restart.
+        """
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        in_flight = list(self._in_flight.values())
+        if in_flight:
+            _, pending = await asyncio.wait(in_flight, timeout=grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def poke(self) -> None:
+        """A delivery was added: look at the outbox now instead of at the next due time."""
+        self._wake.set()
+
+    async def __aenter__(self) -> WebhookSender:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def _run(self) -> None:
+        while True:
+            # Cleared before reading the outbox: a poke from here on wakes the next wait.
+            self._wake.clear()
+            try:
+                self._dispatch_due()
+                timeout = self._wait_time()
+            except Exception:
+                log.exception("webhook_outbox_error")
+                timeout = RECHECK
+            # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that lands as
+            # the event is set, and stop() would then wait out a whole sleep.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
+
+    def _dispatch_due(self) -> None:
+        room = CONCURRENCY - len(self._in_flight)
+        if room <= 0:
+            return
+        # Those in flight are still pending and due: ask for enough rows to see past them.
+        for delivery in self.outbox.due(self._clock(), len(self._in_flight) + room):
+            if room == 0:
+                break
+            if delivery.id in self._in_flight:
+                continue
+            task = asyncio.create_task(self._deliver(delivery), name=f"yurt-webhook-{delivery.id}")
+            self._in_flight[delivery.id] = task
+            task.add_done_callback(functools.partial(self._settled, delivery.id))
+            room -= 1
+
+    def _wait_time(self) -> float:
+        if len(self._in_flight) >= CONCURRENCY:
+            return MAX_WAIT  # a finishing delivery wakes the loop
+        next_at = self.outbox.next_due()
+        if next_at is None:
+            return MAX_WAIT
+        delay = next_at - self._clock()
+        if delay <= 0 and self._in_flight:
+            return RECHECK
+        return min(max(delay, 0.0), MAX_WAIT)
+
+    def _settled(self, delivery_id: int, task: asyncio.Task[None]) -> None:
+        self._in_flight.pop(delivery_id, None)
+        self._wake.set()
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("webhook_outbox_error", delivery=delivery_id, exc_info=exc)
+
+    async def _deliver(self, delivery: Delivery) -> None:
+        assert self._session is not None, "WebhookSender.start() first"
+        attempt = delivery.attempts + 1
+        headers = {
+            "content-type": "application/json",
+            "user-agent": USER_AGENT,
+            **signed_headers(self._secret, delivery.request_id, delivery.body, self._clock()),
+        }
+        try:
+            async with self._session.post(
+                delivery.url, data=delivery.body, headers=headers, allow_redirects=False
+            ) as resp:
+                status = resp.status
+        except TimeoutError:
+            error = f"no answer within {self.config.timeout:g} s"
+        # Whatever else stops a POST (a refused connection, a malformed URL) costs one of the
+        # bounded attempts, so that no delivery is retried without end.
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        else:
+            if 200 <= status < 300:
+                self.outbox.delivered(delivery.id)
+                log.info(
+                    "webhook_delivered",
+                    request_id=delivery.request_id,
+                    url=delivery.url,
+                    attempts=attempt,
+                    status=status,
+                )
+                return
+            error = f"answered {status}" + (
+                " (redirects are not followed)" if 300 <= status < 400 else ""
+            )
+        self._failed(delivery, attempt, error)
+
+    def _failed(self, delivery: Delivery, attempt: int, error: str) -> None:
+        if attempt >= self.config.max_attempts:
+            self.outbox.failed(delivery.id, attempt, None, error)
+            log.error(
+                "webhook_given_up",
+                request_id=delivery.request_id,
+                url=delivery.url,
+                attempts=attempt,
+                error=error,
+            )
+            return
+        retry_in = backoff(attempt, self.config)
+        self.outbox.failed(delivery.id, attempt, self._clock() + retry_in, error)
+        log.warning(
+            "webhook_failed",
+            request_id=delivery.request_id,
+            url=delivery.url,
+            attempt=attempt,
+            error=error,
+            retry_in=retry_in,
+        )

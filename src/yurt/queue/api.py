@@ -7,20 +7,22 @@
 ``GET  .../requests/{id}``                                  the result, once completed
 ``PUT  .../requests/{id}/cancel``                           CANCELLATION_REQUESTED / ALREADY_...
 ==========================================================  ======================================
+
+``QueueApi.serve`` works on plain data, so that both of the router's faces call it: the fast lane
+(``fastlane.py``) for every queue request, and aiohttp (``web.py``) for those arriving on a
+connection it already holds.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
 
-from aiohttp import web
-
-from yurt.errors import RequestError
-from yurt.queue.model import Job, State
+from yurt.queue.model import Header, Job, State
 from yurt.queue.routing import RoutingError, parse_routing
 from yurt.queue.store import Record
 from yurt.router.http import Reply, error_reply, json_reply, new_request_id
@@ -32,107 +34,110 @@ if TYPE_CHECKING:
 PREFIX = "/queue"
 _TRUE = frozenset({"1", "true", "yes"})
 KEEPALIVE = 15.0  # seconds of silence before a status stream sends a comment
+SSE_HEADERS: list[Header] = [
+    (b"content-type", b"text/event-stream"),
+    (b"cache-control", b"no-cache"),
+]
 
-BodyReader = Callable[[web.BaseRequest], Awaitable[bytes]]
-Responder = Callable[[Reply, str], web.StreamResponse]
+
+@dataclass(slots=True)
+class QueueCall:
+    """One request to the queue, whichever face read it."""
+
+    method: bytes
+    path: str  # decoded, starting with /queue/
+    query: str  # raw, as sent
+    headers: Sequence[Header]
+    body: bytes
+    base: str  # scheme://host the request came to, for the URLs handed back
+
+
+@dataclass(slots=True)
+class EventStream:
+    """A status stream to send: ``events()`` yields each chunk and whether it is the last."""
+
+    request_id: str
+    chunks: AsyncIterator[tuple[bytes, bool]]
 
 
 class QueueApi:
-    """Serves ``/queue/...`` on the router's aiohttp face."""
+    """Serves ``/queue/...``: submissions, statuses, results and cancellations."""
 
     def __init__(self, router: Router, engine: QueueEngine, *, stream_tick: float = 1.0) -> None:
         self.router = router
         self.engine = engine
-        # How often a status stream re-sends a changed queue position, and keeps alive.
+        # How often a status stream looks for a changed queue position.
         self.stream_tick = stream_tick
 
-    async def handle(
-        self, request: web.BaseRequest, read_body: BodyReader, respond: Responder
-    ) -> web.StreamResponse:
-        """Serve one request whose path starts with ``/queue/``."""
-        path = request.path[len(PREFIX) :]
-        parts = path.split("/")  # "", owner, app, rest...
-        if request.method == "POST":
-            return await self._submit(request, path, read_body, respond)
+    async def serve(self, call: QueueCall) -> tuple[Reply, str] | EventStream:
+        """The reply and the request id it concerns, or a status stream to send."""
+        path = call.path[len(PREFIX) :]
+        if call.method == b"POST":
+            return await self._submit(call, path)
+        parts = path.split("/")  # "", owner, app, "requests", id, rest...
         if len(parts) < 5 or parts[3] != "requests" or not parts[4]:
-            return respond(
-                error_reply(
-                    404, "not_found", f"no queue route for {request.method} {request.path}"
-                ),
-                new_request_id(),
-            )
+            detail = f"no queue route for {call.method.decode()} {call.path}"
+            return error_reply(404, "not_found", detail), new_request_id()
         app_id, request_id, tail = f"{parts[1]}/{parts[2]}", parts[4], parts[5:]
         found = self.engine.record(request_id)
         if found is None or found.app_id != app_id:
-            if tail == ["cancel"] and request.method == "PUT":
-                return respond(json_reply({"status": "NOT_FOUND"}, 404), request_id)
+            if tail == ["cancel"] and call.method == b"PUT":
+                return json_reply({"status": "NOT_FOUND"}, 404), request_id
             detail = f"no request {request_id!r} of {app_id!r} (unknown, or purged)"
-            return respond(error_reply(404, "request_not_found", detail), request_id)
-        logs = request.query.get("logs", "").lower() in _TRUE
-        if request.method == "GET" and tail == ["status"]:
-            return respond(await self._status_reply(request, found, logs), request_id)
-        if request.method == "GET" and tail == ["status", "stream"]:
-            return await self._stream(request, request_id, logs)
-        if request.method == "GET" and not tail:
-            return respond(self._result_reply(found), request_id)
-        if request.method == "PUT" and tail == ["cancel"]:
+            return error_reply(404, "request_not_found", detail), request_id
+        logs = _query(call.query).get("logs", "").lower() in _TRUE
+        if call.method == b"GET" and tail == ["status"]:
+            body = await self.status(found, call.base, logs)
+            return json_reply(body, 200 if found.state is State.COMPLETED else 202), request_id
+        if call.method == b"GET" and tail == ["status", "stream"]:
+            return EventStream(request_id, self._events(request_id, call.base, logs))
+        if call.method == b"GET" and not tail:
+            return self._result_reply(found), request_id
+        if call.method == b"PUT" and tail == ["cancel"]:
             outcome = self.engine.cancel(request_id)
             code = {"CANCELLATION_REQUESTED": 202, "ALREADY_COMPLETED": 400}.get(outcome, 404)
-            return respond(json_reply({"status": outcome}, code), request_id)
-        return respond(
-            error_reply(405, "method_not_allowed", f"{request.method} {request.path}"), request_id
-        )
+            return json_reply({"status": outcome}, code), request_id
+        detail = f"{call.method.decode()} {call.path}"
+        return error_reply(405, "method_not_allowed", detail), request_id
 
     # -- submit ------------------------------------------------------------------------------
 
-    async def _submit(
-        self, request: web.BaseRequest, path: str, read_body: BodyReader, respond: Responder
-    ) -> web.StreamResponse:
+    async def _submit(self, call: QueueCall, path: str) -> tuple[Reply, str]:
         resolved = self.router.resolve(path)
         if isinstance(resolved, Reply):
-            return respond(resolved, new_request_id())
+            return resolved, new_request_id()
         route, endpoint = resolved
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in call.headers}
         try:
-            routing = parse_routing(request.headers, request.query)
+            routing = parse_routing(headers, _query(call.query))
         except RoutingError as exc:
-            body = {"detail": exc.detail(), "error_type": "bad_request"}
-            return respond(json_reply(body, 422), new_request_id())
-        try:
-            body_bytes = await read_body(request)
-        except RequestError as exc:
-            return respond(error_reply(exc.status, exc.error_type, exc.detail), new_request_id())
+            refusal = {"detail": exc.detail(), "error_type": "bad_request"}
+            return json_reply(refusal, 422), new_request_id()
         query = "&".join(
             p
-            for p in request.raw_path.partition("?")[2].split("&")
+            for p in call.query.split("&")
             if p and not p.startswith(("fal_webhook=", "yurt_webhook="))
         )
-        job = await self.engine.submit(
-            route, endpoint, query, request.raw_headers, body_bytes, routing
-        )
-        urls = self._urls(request, job.app_id, job.id)
-        reply = json_reply(
-            {
-                "status": "IN_QUEUE",
-                "request_id": job.id,
-                **urls,
-                "queue_position": self.engine.position(job) if job.state is State.IN_QUEUE else 0,
-            }
-        )
-        return respond(reply, job.id)
+        job = await self.engine.submit(route, endpoint, query, call.headers, call.body, routing)
+        body: dict[str, Any] = {
+            "status": "IN_QUEUE",
+            "request_id": job.id,
+            **self._urls(call.base, job.app_id, job.id),
+            "queue_position": self.engine.position(job) if job.state is State.IN_QUEUE else 0,
+        }
+        return json_reply(body), job.id
 
-    def _urls(self, request: web.BaseRequest, app_id: str, request_id: str) -> dict[str, str]:
-        base = self.router.config.public_url or f"{request.scheme}://{request.host}"
+    def _urls(self, base: str, app_id: str, request_id: str) -> dict[str, str]:
+        base = self.router.config.public_url or base
         url = f"{base.rstrip('/')}{PREFIX}/{app_id}/requests/{request_id}"
         return {"response_url": url, "status_url": f"{url}/status", "cancel_url": f"{url}/cancel"}
 
     # -- status ------------------------------------------------------------------------------
 
-    async def status(
-        self, request: web.BaseRequest, found: Job | Record, logs: bool
-    ) -> dict[str, Any]:
+    async def status(self, found: Job | Record, base: str, logs: bool) -> dict[str, Any]:
         """The protocol's status object."""
         out: dict[str, Any] = {"status": found.state.value, "request_id": found.id}
-        out.update(self._urls(request, found.app_id, found.id))
+        out.update(self._urls(base, found.app_id, found.id))
         if isinstance(found, Job):
             if found.state is State.IN_QUEUE:
                 out["queue_position"] = self.engine.position(found)
@@ -151,45 +156,33 @@ class QueueApi:
         out["metrics"] = metrics
         return out
 
-    async def _status_reply(
-        self, request: web.BaseRequest, found: Job | Record, logs: bool
-    ) -> Reply:
-        body = await self.status(request, found, logs)
-        return json_reply(body, 200 if found.state is State.COMPLETED else 202)
-
-    async def _stream(
-        self, request: web.BaseRequest, request_id: str, logs: bool
-    ) -> web.StreamResponse:
-        response = web.StreamResponse(
-            headers={
-                "content-type": "text/event-stream",
-                "cache-control": "no-cache",
-                "x-fal-request-id": request_id,
-                "x-yurt-request-id": request_id,
-            }
-        )
-        await response.prepare(request)
+    async def _events(
+        self, request_id: str, base: str, logs: bool
+    ) -> AsyncIterator[tuple[bytes, bool]]:
         last, quiet = b"", 0.0
-        with contextlib.suppress(ConnectionError):
-            while True:
-                found = self.engine.record(request_id)
-                if found is None:  # purged meanwhile
-                    break
-                event = json.dumps(await self.status(request, found, logs)).encode()
-                if event != last:
-                    await response.write(b"data: " + event + b"\n\n")
-                    last, quiet = event, 0.0
-                elif quiet >= KEEPALIVE:
-                    # A comment line: proxies and clients see the stream is alive.
-                    await response.write(b": keep-alive\n\n")
-                    quiet = 0.0
+        while True:
+            # Taken before the state is read: a change from here on wakes the wait below.
+            changed = self.engine.waiter(request_id)
+            found = self.engine.record(request_id)
+            if found is None:  # purged meanwhile
+                yield b"", True
+                return
+            event = json.dumps(await self.status(found, base, logs)).encode()
+            done = found.state is State.COMPLETED
+            if event != last:
+                yield b"data: " + event + b"\n\n", done
+                last, quiet = event, 0.0
+            elif quiet >= KEEPALIVE:
+                # A comment line: proxies and clients see the stream is alive.
+                yield b": keep-alive\n\n", False
+                quiet = 0.0
+            if done:
+                return
+            try:
+                async with asyncio.timeout(self.stream_tick):
+                    await asyncio.shield(changed)
+            except TimeoutError:
                 quiet += self.stream_tick
-                if found.state is State.COMPLETED:
-                    break
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.engine.changed(request_id), self.stream_tick)
-            await response.write_eof()
-        return response
 
     # -- result ------------------------------------------------------------------------------
 
@@ -202,3 +195,7 @@ class QueueApi:
             )
         result = found.result
         return Reply(result.status, list(result.headers), result.body)
+
+
+def _query(raw: str) -> dict[str, str]:
+    return dict(parse_qsl(raw, keep_blank_values=True)) if raw else {}

@@ -8,10 +8,11 @@ progress when the router died runs again after a restart.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
@@ -83,6 +84,15 @@ def upstream_result(status: int, headers: list[Header], body: bytes, elapsed: fl
     return result
 
 
+# Completed records kept in memory for the status and result reads that follow completion.
+RECENT_MAX = 4096
+RECENT_BYTES = 32 * 1024 * 1024
+
+
+def _size(record: Record) -> int:
+    return len(record.result.body) if record.result is not None else 0
+
+
 class QueueEngine:
     """Every app's queue, the requests in flight, and what they wait on."""
 
@@ -106,6 +116,8 @@ class QueueEngine:
         self._tasks: set[asyncio.Task[None]] = set()
         self._purger: asyncio.Task[None] | None = None
         self._logs: dict[str, list[dict[str, Any]]] = {}  # earlier attempts' logs
+        self._recent: collections.OrderedDict[str, Record] = collections.OrderedDict()
+        self._recent_bytes = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -158,7 +170,13 @@ class QueueEngine:
     async def _purge_loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.purge_interval)
-            n = self.store.purge(self._wall() - self.config.retention)
+            cutoff = self._wall() - self.config.retention
+            n = self.store.purge(cutoff)
+            while self._recent:
+                oldest = next(iter(self._recent.values()))
+                if (oldest.completed_at or 0.0) >= cutoff:
+                    break
+                self._recent_bytes -= _size(self._recent.pop(oldest.id))
             if n:
                 log.info("queue_purged", requests=n)
 
@@ -169,7 +187,7 @@ class QueueEngine:
         route: AppRoute,
         endpoint: str,
         query: str,
-        headers: list[Header] | tuple[Header, ...],
+        headers: Iterable[Header],
         body: bytes,
         routing: Routing,
     ) -> Job:
@@ -197,15 +215,30 @@ class QueueEngine:
         return self.backlogs[job.app_id].position(job)
 
     def record(self, request_id: str) -> Job | Record | None:
-        """The live job, else the stored record, else None."""
-        return self.jobs.get(request_id) or self.store.get(request_id)
+        """The live job, else the completed record (recent ones from memory), else None."""
+        return (
+            self.jobs.get(request_id) or self._recent.get(request_id) or self.store.get(request_id)
+        )
 
-    async def changed(self, request_id: str) -> None:
-        """Wait for the next change of ``request_id``'s state."""
+    def waiter(self, request_id: str) -> asyncio.Future[None]:
+        """A future done at the next change of ``request_id``'s state.
+
+        Take it *before* reading the state: a change between the read and the wait is then
+        not missed.
+        """
         fut = self._changed.get(request_id)
         if fut is None:
             fut = self._changed[request_id] = asyncio.get_running_loop().create_future()
-        await asyncio.shield(fut)
+        return fut
+
+    def _remember(self, record: Record) -> None:
+        # Most results are fetched right after they complete: serve those from memory.
+        recent = self._recent
+        recent[record.id] = record
+        self._recent_bytes += _size(record)
+        while len(recent) > RECENT_MAX or self._recent_bytes > RECENT_BYTES:
+            _, old = recent.popitem(last=False)
+            self._recent_bytes -= _size(old)
 
     def _notify(self, request_id: str) -> None:
         fut = self._changed.pop(request_id, None)
@@ -328,6 +361,18 @@ class QueueEngine:
         logs = self._logs.pop(job.id, [])
         now = self._wall()
         self.store.completed(job.id, result, logs, now)
+        self._remember(
+            Record(
+                job.id,
+                job.app_id,
+                State.COMPLETED,
+                job.created_at,
+                job.started_at,
+                now,
+                result,
+                logs,
+            )
+        )
         log.info(
             "queue_completed",
             request_id=job.id,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import http
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 # Hop-by-hop headers (RFC 9110 section 7.6.1), those the pool writes itself, and the request
@@ -62,7 +63,7 @@ def json_reply(value: object, status: int = 200) -> Reply:
 
 
 def forward_headers(
-    raw: list[tuple[bytes, bytes]] | tuple[tuple[bytes, bytes], ...], request_id: bytes
+    raw: Iterable[tuple[bytes, bytes]], request_id: bytes
 ) -> list[tuple[bytes, bytes]]:
     """The client's headers minus hop-by-hop ones, with our request id."""
     out = [(k, v) for k, v in raw if k.lower() not in DROPPED_REQUEST_HEADERS]

@@ -6,12 +6,14 @@ the rest of its life, sync runs included.
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 from multidict import CIMultiDict
 
 from yurt.errors import RequestError
+from yurt.queue.api import SSE_HEADERS, EventStream, QueueApi, QueueCall
 from yurt.router.http import Reply, error_reply, json_reply, new_request_id
 
 if TYPE_CHECKING:
@@ -32,6 +34,15 @@ def to_response(reply: Reply, request_id: str) -> web.Response:
     return web.Response(status=reply.status, body=reply.body, headers=headers)
 
 
+def _sse_headers(request_id: str) -> CIMultiDict[str]:
+    headers: CIMultiDict[str] = CIMultiDict(
+        (k.decode("latin-1"), v.decode("latin-1")) for k, v in SSE_HEADERS
+    )
+    headers["x-yurt-request-id"] = request_id
+    headers["x-fal-request-id"] = request_id
+    return headers
+
+
 class WebFace:
     """The aiohttp request handler of the router."""
 
@@ -42,7 +53,7 @@ class WebFace:
         """Serve one request."""
         path = request.path
         if path.startswith("/queue/") and self.router.queue_api is not None:
-            return await self.router.queue_api.handle(request, self._read_body, to_response)
+            return await self._queue(request, self.router.queue_api)
         request_id = new_request_id()
         if path.startswith("/_yurt/"):
             return to_response(self.platform(request, path), request_id)
@@ -66,6 +77,35 @@ class WebFace:
             route, target.encode(), request.raw_headers, body, request_id.encode()
         )
         return to_response(reply, request_id)
+
+    async def _queue(self, request: web.BaseRequest, api: QueueApi) -> web.StreamResponse:
+        body = b""
+        if request.method == "POST":
+            try:
+                body = await self._read_body(request)
+            except RequestError as exc:
+                reply = error_reply(exc.status, exc.error_type, exc.detail)
+                return to_response(reply, new_request_id())
+        call = QueueCall(
+            request.method.encode(),
+            request.path,
+            request.raw_path.partition("?")[2],
+            request.raw_headers,
+            body,
+            f"{request.scheme}://{request.host}",
+        )
+        served = await api.serve(call)
+        if not isinstance(served, EventStream):
+            return to_response(*served)
+        response = web.StreamResponse(headers=_sse_headers(served.request_id))
+        await response.prepare(request)
+        with contextlib.suppress(ConnectionError):
+            async for chunk, last in served.chunks:
+                if last:
+                    await response.write_eof(chunk)
+                    break
+                await response.write(chunk)
+        return response
 
     def platform(self, request: web.BaseRequest, path: str) -> Reply:
         """yurt's own routes under ``/_yurt/``."""

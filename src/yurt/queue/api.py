@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
@@ -57,7 +57,7 @@ class EventStream:
     """A status stream to send: ``events()`` yields each chunk and whether it is the last."""
 
     request_id: str
-    chunks: AsyncIterator[tuple[bytes, bool]]
+    chunks: AsyncGenerator[tuple[bytes, bool], None]
 
 
 class QueueApi:
@@ -158,7 +158,7 @@ class QueueApi:
 
     async def _events(
         self, request_id: str, base: str, logs: bool
-    ) -> AsyncIterator[tuple[bytes, bool]]:
+    ) -> AsyncGenerator[tuple[bytes, bool], None]:
         last, quiet = b"", 0.0
         while True:
             # Taken before the state is read: a change from here on wakes the wait below.

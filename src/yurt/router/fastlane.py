@@ -1,10 +1,11 @@
-"""The router's fast lane: sync runs served straight from ``asyncio.Protocol`` + httptools.
+"""The router's fast lane: sync runs and the queue served from ``asyncio.Protocol`` + httptools.
 
-Sync runs are the hot path. aiohttp's server costs about as much CPU per request as the rest of
-the router together, so requests that are ``POST /{owner}/{app}[/path]`` are parsed here with
-httptools (llhttp) and answered with one ``transport.write``. Anything else (yurt's own routes,
-other methods, upgrades) goes to the aiohttp face: the connection is handed over whole, with the
-bytes of the request read so far, and stays there.
+Sync runs and queue requests are the hot paths. aiohttp's server costs about as much CPU per
+request as the rest of the router together, so requests that are ``POST /{owner}/{app}[/path]``
+or go to ``/queue/`` are parsed here with httptools (llhttp) and answered with one
+``transport.write`` (a status stream: one per event). Anything else (yurt's own routes, other
+methods, upgrades) goes to the aiohttp face: the connection is handed over whole, with the bytes
+of the request read so far, and stays there.
 
 The hand-over needs the exact bytes of the request, which we have when the request began at the
 start of a read. A request pipelined behind another in the same read (HTTP/1.1 pipelining,
@@ -25,6 +26,7 @@ from urllib.parse import unquote
 import httptools
 import structlog
 
+from yurt.queue.api import SSE_HEADERS, EventStream, QueueCall
 from yurt.router.http import Reply, error_reply, new_request_id, reason
 
 if TYPE_CHECKING:
@@ -34,13 +36,24 @@ if TYPE_CHECKING:
 log = structlog.get_logger("yurt.router")
 
 _PLATFORM_PREFIXES = (b"/_yurt/", b"/queue/")
+_QUEUE_METHODS = frozenset({b"POST", b"GET", b"PUT"})
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 class _Run:
-    """One sync-run request being read or waiting to be forwarded."""
+    """One sync-run or queue request being read or waiting to be served."""
 
-    __slots__ = ("body", "error", "headers", "http10", "keep_alive", "route", "size", "target")
+    __slots__ = (
+        "body",
+        "error",
+        "headers",
+        "http10",
+        "keep_alive",
+        "queue",
+        "route",
+        "size",
+        "target",
+    )
 
     def __init__(
         self, route: AppRoute | None, target: bytes, headers: list[tuple[bytes, bytes]]
@@ -53,6 +66,7 @@ class _Run:
         self.keep_alive = True
         self.http10 = False
         self.error: Reply | None = None
+        self.queue: QueueCall | None = None  # set for requests to the queue
 
     @classmethod
     def refused(cls, reply: Reply, headers: list[tuple[bytes, bytes]]) -> _Run:
@@ -80,6 +94,8 @@ class FrontProtocol(asyncio.Protocol):
         self.headers: list[tuple[bytes, bytes]] = []
         self.content_length = b"0"
         self.expect = b""
+        self.host = b""
+        self.scheme = "http"
         self.current: _Run | None = None
         self.queue: deque[_Run] = deque()
         self.worker: asyncio.Task[None] | None = None
@@ -96,6 +112,8 @@ class FrontProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         self.connections.add(self)
+        if transport.get_extra_info("sslcontext") is not None:
+            self.scheme = "https"
         sock = transport.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):
@@ -137,6 +155,7 @@ class FrontProtocol(asyncio.Protocol):
         self.headers = []
         self.content_length = b"0"
         self.expect = b""
+        self.host = b""
         if self.completed_in_read and not self.hand_over:
             self.raw = None  # began mid-read: its exact bytes are unknown
 
@@ -151,12 +170,22 @@ class FrontProtocol(asyncio.Protocol):
             self.content_length = value
         elif lname == b"expect":
             self.expect = value
+        elif lname == b"host":
+            self.host = value
 
     def on_headers_complete(self) -> None:
         if self.hand_over or self.closing:
             return
         path, _, query = self.url.partition(b"?")
         method = self.parser.get_method()
+        if (
+            path.startswith(b"/queue/")
+            and method in _QUEUE_METHODS
+            and self.router.queue_api is not None
+            and not self.parser.should_upgrade()
+        ):
+            self._begin_queue_call(method, path, query)
+            return
         if method != b"POST" or path.startswith(_PLATFORM_PREFIXES) or self.parser.should_upgrade():
             if self.raw is None:
                 # Answered in turn, after the replies it was pipelined behind; then we close.
@@ -166,20 +195,37 @@ class FrontProtocol(asyncio.Protocol):
             else:
                 self.hand_over = True
             return
-        text = path.decode("latin-1")
-        resolved = self.router.resolve(unquote(text) if "%" in text else text)
+        resolved = self.router.resolve(_decoded(path))
         if isinstance(resolved, Reply):
             run = _Run.refused(resolved, self.headers)
         else:
             route, endpoint = resolved
             run = _Run(route, endpoint.encode() + (b"?" + query if query else b""), self.headers)
-            with contextlib.suppress(ValueError):
-                self._check_size(run, int(self.content_length))
-            if run.error is None and self.expect.lower() == b"100-continue":
-                assert self.transport is not None
-                self.transport.write(_CONTINUE)
+            self._expect_body(run)
         self.current = run
         self.raw = None  # the fast lane keeps no second copy of the body
+
+    def _begin_queue_call(self, method: bytes, path: bytes, query: bytes) -> None:
+        run = _Run(None, b"", self.headers)
+        host = self.host.decode("latin-1") or f"{self.router.config.host}:{self.router.port}"
+        run.queue = QueueCall(
+            method,
+            _decoded(path),
+            query.decode("latin-1"),
+            self.headers,
+            b"",
+            f"{self.scheme}://{host}",
+        )
+        self._expect_body(run)
+        self.current = run
+        self.raw = None
+
+    def _expect_body(self, run: _Run) -> None:
+        with contextlib.suppress(ValueError):
+            self._check_size(run, int(self.content_length))
+        if run.error is None and self.expect.lower() == b"100-continue":
+            assert self.transport is not None
+            self.transport.write(_CONTINUE)
 
     def on_body(self, body: bytes) -> None:
         run = self.current
@@ -208,6 +254,10 @@ class FrontProtocol(asyncio.Protocol):
         try:
             while self.queue:
                 run = self.queue.popleft()
+                if run.queue is not None and run.error is None:
+                    if not await self._serve_queue(run, run.queue):
+                        return
+                    continue
                 request_id = new_request_id().encode()
                 if run.error is not None:
                     reply = run.error
@@ -234,6 +284,62 @@ class FrontProtocol(asyncio.Protocol):
         self.last_active = self.loop.time()
         if self.hand_over:
             self._hand_over()
+
+    async def _serve_queue(self, run: _Run, call: QueueCall) -> bool:
+        """Serve one queue request; False if the connection is to close."""
+        api = self.router.queue_api
+        assert api is not None
+        call.body = b"".join(run.body)
+        served = await api.serve(call)
+        keep_alive = run.keep_alive and not self.closing
+        if isinstance(served, EventStream):
+            keep_alive = await self._stream(served, keep_alive, run.http10)
+            status = 200
+        else:
+            reply, request_id = served
+            self._write(reply, request_id.encode(), keep_alive, run.http10)
+            status = reply.status
+        if self.router.config.access_log:
+            log.info("request", method=call.method.decode(), target=call.path, status=status)
+        return keep_alive
+
+    async def _stream(self, stream: EventStream, keep_alive: bool, http10: bool) -> bool:
+        """Send a status stream, chunked (HTTP/1.0: until the connection closes)."""
+        rid = stream.request_id.encode()
+        head = [b"HTTP/1.1 200 OK\r\n"]
+        head += [b"%s: %s\r\n" % header for header in SSE_HEADERS]
+        head.append(b"x-yurt-request-id: %s\r\nx-fal-request-id: %s\r\n" % (rid, rid))
+        if http10 or not keep_alive:
+            head.append(b"connection: close\r\n")
+            keep_alive = False
+        if not http10:
+            head.append(b"transfer-encoding: chunked\r\n")
+        head.append(b"\r\n")
+        pending = b"".join(head)
+        ended = False
+        try:
+            async for chunk, last in stream.chunks:
+                transport = self.transport
+                if transport is None or transport.is_closing():
+                    break
+                data = chunk
+                if not http10:
+                    data = b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunk else b""
+                    if last:
+                        data += b"0\r\n\r\n"
+                # The head goes with the first event, the terminator with the last.
+                transport.write(pending + data)
+                pending = b""
+                if last:
+                    ended = True
+                    break
+        finally:
+            await stream.chunks.aclose()
+        if not ended or not keep_alive:
+            if self.transport is not None:
+                self.transport.close()
+            return False
+        return True
 
     def _write(
         self, reply: Reply, request_id: bytes, keep_alive: bool, http10: bool = False
@@ -295,3 +401,8 @@ class FrontProtocol(asyncio.Protocol):
         self.closing = True
         if self.worker is None and not self.in_message and self.transport is not None:
             self.transport.close()
+
+
+def _decoded(path: bytes) -> str:
+    text = path.decode("latin-1")
+    return unquote(text) if "%" in text else text

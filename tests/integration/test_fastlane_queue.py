@@ -1,0 +1,88 @@
+"""The queue on the fast lane: one connection mixes sync runs and queue calls without leaving it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from test_fastlane import PROMPT, exchange, get, post
+
+from apps import Echo
+from support import served
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def events(body: bytes) -> list[dict[str, object]]:
+    """The JSON events of a server-sent event stream."""
+    return [
+        json.loads(line[6:]) for line in body.decode().splitlines() if line.startswith("data: ")
+    ]
+
+
+async def test_sync_and_queue_share_a_connection_in_the_fast_lane(tmp_path: Path) -> None:
+    """Run, submit, stream, result, run on one connection: all answered, none handed over."""
+    async with served(Echo, tmp_path) as app:
+        path = "/" + app.app_id
+        replies, eof = await exchange(app.platform.url, post(path, PROMPT), expect=1)
+        assert replies[0][0] == 200
+        submitted, _ = await exchange(app.platform.url, post("/queue" + path, PROMPT), expect=1)
+        request_id = json.loads(submitted[0][2])["request_id"]
+        base = f"/queue{path}/requests/{request_id}"
+        replies, eof = await exchange(
+            app.platform.url,
+            post(path, PROMPT),
+            post("/queue" + path, PROMPT),
+            get(base + "/status/stream"),
+            get(base),
+            post(path, PROMPT),
+            expect=5,
+        )
+        assert [r[0] for r in replies] == [200, 200, 200, 200, 200]
+        stream = replies[2]
+        assert stream[1]["content-type"] == "text/event-stream"
+        assert stream[1]["transfer-encoding"] == "chunked"
+        assert stream[1]["x-fal-request-id"] == request_id
+        assert events(stream[2])[-1]["status"] == "COMPLETED"
+        assert json.loads(replies[3][2]) == {"text": "echo: hi"}
+        assert replies[3][1]["x-fal-request-id"] == request_id
+        assert not eof
+        web = app.platform.router._web
+        assert web is not None and not web.connections  # nothing went to aiohttp
+
+
+async def test_pipelined_queue_calls_answer_in_order(tmp_path: Path) -> None:
+    """A submit and a status request written at once are answered in order."""
+    async with served(Echo, tmp_path) as app:
+        path = "/queue/" + app.app_id
+        submitted, _ = await exchange(app.platform.url, post(path, PROMPT), expect=1)
+        status_path = urlsplit(json.loads(submitted[0][2])["status_url"]).path
+        replies, eof = await exchange(
+            app.platform.url, post(path, PROMPT) + get(status_path), expect=2
+        )
+        assert replies[0][0] == 200 and replies[1][0] in (200, 202)
+        assert "queue_position" in json.loads(replies[0][2])
+        assert not eof
+
+
+async def test_http10_status_stream_ends_with_the_connection(tmp_path: Path) -> None:
+    """An HTTP/1.0 client gets the stream unchunked, ended by closing the connection."""
+    async with served(Echo, tmp_path) as app:
+        path = "/queue/" + app.app_id
+        submitted, _ = await exchange(app.platform.url, post(path, PROMPT), expect=1)
+        request_id = json.loads(submitted[0][2])["request_id"]
+        request = f"GET {path}/requests/{request_id}/status/stream HTTP/1.0\r\nhost: x\r\n\r\n"
+        parts = urlsplit(app.platform.url)
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        try:
+            writer.write(request.encode())
+            raw = await asyncio.wait_for(reader.read(), 30)  # to EOF: the server closes
+        finally:
+            writer.close()
+        head, _, body = raw.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 ")
+        assert b"transfer-encoding" not in head.lower()
+        assert events(body)[-1]["status"] == "COMPLETED"

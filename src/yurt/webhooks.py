@@ -172,5 +172,5 @@ def _payload(body: bytes, content_type: str | None) -> tuple[Any, str | None]:
         )
     try:
         return json.loads(body), None
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep to decode
         return None, f"the result is declared JSON but does not parse: {exc}"

@@ -103,3 +103,13 @@ class Hinted(Retries, min_concurrency=2, max_concurrency=2):
 
     def provide_hints(self) -> list[str]:
         return [f"pid-{os.getpid()}"]
+
+
+class Nested(yurt.App, keep_alive=300, max_concurrency=1):
+    """Answers with JSON nested too deep for Python's decoder."""
+
+    @yurt.endpoint("/")
+    def deep(self, body: Attempt) -> web.Response:
+        status = body.status if body.status != 200 else 200
+        text = "[" * 5000 + "]" * 5000
+        return web.Response(status=status, text=text, content_type="application/json")

@@ -86,3 +86,17 @@ async def test_http10_status_stream_ends_with_the_connection(tmp_path: Path) -> 
         assert head.startswith(b"HTTP/1.1 200 ")
         assert b"transfer-encoding" not in head.lower()
         assert events(body)[-1]["status"] == "COMPLETED"
+
+
+async def test_request_id_in_the_path_cannot_inject_headers(tmp_path: Path) -> None:
+    """An encoded CRLF in a queue request id gets 404 and never reaches a response header."""
+    async with served(Echo, tmp_path) as app:
+        bad = f"/queue/{app.app_id}/requests/abc%0d%0aX-Injected:%201"
+        for request in (
+            get(bad + "/status"),
+            f"PUT {bad}/cancel HTTP/1.1\r\nhost: x\r\n\r\n".encode(),
+        ):
+            replies, _ = await exchange(app.platform.url, request, expect=1)
+            assert replies[0][0] == 404
+            assert "x-injected" not in replies[0][1]
+            assert len(replies[0][1]["x-fal-request-id"]) == 32

@@ -7,9 +7,17 @@ from typing import Any
 
 import pytest
 
-from yurt.config import QueueConfig
+from yurt.config import QueueConfig, WebhookConfig
 
-from queue_apps import Cancellable, Chatty, Hinted, NoServerErrorRetries, Retries, TwoRunners
+from queue_apps import (
+    Cancellable,
+    Chatty,
+    Hinted,
+    Nested,
+    NoServerErrorRetries,
+    Retries,
+    TwoRunners,
+)
 from support import Served, served, wait_until
 
 pytestmark = pytest.mark.timeout(180)
@@ -394,3 +402,33 @@ async def test_logs_come_back_in_the_status(tmp_path: Path) -> None:
         assert all(e["source"] == "user" and e["timestamp"] for e in final["logs"])
         code, without = await app.status(sub)
         assert code == 200 and without["logs"] is None
+
+
+@pytest.mark.parametrize("code", [200, 500])
+async def test_a_body_too_deep_to_decode_still_completes(tmp_path: Path, code: int) -> None:
+    """A result nested too deep for json still completes the request and frees the runner."""
+    async with served(
+        Nested, tmp_path, queue=QueueConfig(webhooks=WebhookConfig(secret="s"))
+    ) as app:
+        for _ in range(2):  # the second proves the runner's slot was given back
+            sub = await app.submit(
+                json={"journal": str(tmp_path / "j"), "status": code},
+                query="fal_webhook=http://127.0.0.1:9/hook",
+            )
+            await app.completed(sub)
+            async with app.session.get(sub["response_url"]) as resp:
+                assert resp.status == code
+                assert (await resp.read()).startswith(b"[[[")
+
+
+async def test_status_streams_leave_no_waiters_behind(tmp_path: Path) -> None:
+    """After streams of completed requests end, the queue holds no wake-up for them."""
+    async with served(Retries, tmp_path) as app:
+        for n in range(5):
+            sub = await app.submit(
+                json={"journal": str(tmp_path / "j"), "key": f"k{n}", "fail_times": 0}
+            )
+            async with app.session.get(sub["status_url"] + "/stream") as resp:
+                assert '"COMPLETED"' in await resp.text()
+        engine = app.platform.router.queue
+        assert engine is not None and engine._changed == {}

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 
 PREFIX = "/queue"
 _TRUE = frozenset({"1", "true", "yes"})
+_REQUEST_ID = re.compile(r"[0-9a-f]{32}")
 KEEPALIVE = 15.0  # seconds of silence before a status stream sends a comment
 SSE_HEADERS: list[Header] = [
     (b"content-type", b"text/event-stream"),
@@ -79,12 +81,14 @@ class QueueApi:
             detail = f"no queue route for {call.method.decode()} {call.path}"
             return error_reply(404, "not_found", detail), new_request_id()
         app_id, request_id, tail = f"{parts[1]}/{parts[2]}", parts[4], parts[5:]
-        found = self.engine.record(request_id)
+        # Only ids of the form the router makes: an id is echoed in a response header.
+        found = self.engine.record(request_id) if _REQUEST_ID.fullmatch(request_id) else None
         if found is None or found.app_id != app_id:
+            reply_id = request_id if found is not None else new_request_id()
             if tail == ["cancel"] and call.method == b"PUT":
-                return json_reply({"status": "NOT_FOUND"}, 404), request_id
+                return json_reply({"status": "NOT_FOUND"}, 404), reply_id
             detail = f"no request {request_id!r} of {app_id!r} (unknown, or purged)"
-            return error_reply(404, "request_not_found", detail), request_id
+            return error_reply(404, "request_not_found", detail), reply_id
         logs = _query(call.query).get("logs", "").lower() in _TRUE
         if call.method == b"GET" and tail == ["status"]:
             body = await self.status(found, call.base, logs)

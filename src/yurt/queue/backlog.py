@@ -39,8 +39,12 @@ class AppBacklog:
         self._closed = True
 
     def push(self, job: Job, *, front: bool = False) -> None:
-        """Queue ``job``; a retry goes ``front`` of its priority, having waited already."""
-        job.queued_since = self._clock()
+        """Queue ``job``; a retry goes ``front`` of its priority, having waited already.
+
+        A retry keeps its first ``queued_since``: its wait did not start over.
+        """
+        if not front or not job.queued_since:
+            job.queued_since = self._clock()
         queue = self._queues[job.routing.priority]
         if front:
             queue.appendleft(job)

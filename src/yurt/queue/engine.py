@@ -66,7 +66,8 @@ def upstream_result(status: int, headers: list[Header], body: bytes, elapsed: fl
         return result
     detail: Any = None
     error_type: str | None = None
-    with contextlib.suppress(ValueError, UnicodeDecodeError):
+    # RecursionError: a deeply nested body is still just an error body.
+    with contextlib.suppress(ValueError, UnicodeDecodeError, RecursionError):
         parsed = json.loads(body)
         if isinstance(parsed, dict):
             detail = parsed.get("detail")
@@ -90,7 +91,8 @@ RECENT_BYTES = 32 * 1024 * 1024
 
 
 def _size(record: Record) -> int:
-    return len(record.result.body) if record.result is not None else 0
+    size = sum(len(str(e.get("message", ""))) + 64 for e in record.logs)
+    return size + (len(record.result.body) if record.result is not None else 0)
 
 
 class QueueEngine:
@@ -228,7 +230,11 @@ class QueueEngine:
         """
         fut = self._changed.get(request_id)
         if fut is None:
-            fut = self._changed[request_id] = asyncio.get_running_loop().create_future()
+            fut = asyncio.get_running_loop().create_future()
+            if request_id in self.jobs:
+                self._changed[request_id] = fut
+            else:
+                fut.set_result(None)  # completed (or unknown): nothing more will change
         return fut
 
     def _remember(self, record: Record) -> None:
@@ -288,34 +294,47 @@ class QueueEngine:
         task.add_done_callback(self._tasks.discard)
 
     async def _attempt(self, route: AppRoute, job: Job, slot: Slot) -> None:
-        spec = route.spec
+        try:
+            verdict, result, logs = await self._call(route.spec.request_timeout, job, slot)
+        except asyncio.CancelledError:
+            route.release(slot)  # router stopping: the store still says IN_PROGRESS
+            raise
+        except Exception:
+            # A bug of ours must not leave the request IN_PROGRESS or the slot taken.
+            log.exception("queue_attempt_failed", request_id=job.id, app=job.app_id)
+            verdict = QueueVerdict(terminate=False, retry=False)
+            result = error_result(
+                500, "internal_error", "the router failed handling the runner's answer"
+            )
+            logs = []
+        try:
+            if verdict.terminate:
+                self.router.terminate_slot(route, slot, verdict.reason)
+        finally:
+            route.release(slot)
+        self._after(route, job, verdict, result, logs)
+
+    async def _call(
+        self, request_timeout: float, job: Job, slot: Slot
+    ) -> tuple[QueueVerdict, Result, list[dict[str, Any]]]:
         headers = forward_headers(job.headers, job.id.encode())
         t0 = time.monotonic()
-        logs: list[dict[str, Any]] = []
         try:
             upstream = await slot.pool.request(
-                b"POST", job.target, headers, job.body, timeout=spec.request_timeout
+                b"POST", job.target, headers, job.body, timeout=request_timeout
             )
         except UpstreamError as exc:
-            verdict = queue_error(exc.kind)
             failure = direct_error(exc.kind)
             assert failure.status is not None
             result = error_result(failure.status, failure.error_type, failure.detail)
-        except BaseException:
-            route.release(slot)  # router stopping: the store still says IN_PROGRESS
-            raise
-        else:
-            elapsed = time.monotonic() - t0
-            found = dict((k.lower(), v) for k, v in upstream.headers)
-            verdict = queue_status(upstream.status, found.get(b"x-fal-needs-retry"))
-            result = upstream_result(upstream.status, upstream.headers, upstream.body, elapsed)
-            self._note_hints(slot, found.get(b"x-yurt-runner-hints"))
-            if b"x-yurt-log-count" in found:
-                logs = await self._fetch_logs(slot, job.id)
-        if verdict.terminate:
-            self.router.terminate_slot(route, slot, verdict.reason)
-        route.release(slot)
-        self._after(route, job, verdict, result, logs)
+            return queue_error(exc.kind), result, []
+        elapsed = time.monotonic() - t0
+        found = {k.lower(): v for k, v in upstream.headers}
+        verdict = queue_status(upstream.status, found.get(b"x-fal-needs-retry"))
+        result = upstream_result(upstream.status, upstream.headers, upstream.body, elapsed)
+        self._note_hints(slot, found.get(b"x-yurt-runner-hints"))
+        logs = await self._fetch_logs(slot, job.id) if b"x-yurt-log-count" in found else []
+        return verdict, result, logs
 
     def _after(
         self,
@@ -415,7 +434,7 @@ class QueueEngine:
                 b"GET", f"/_yurt/requests/{request_id}/logs?forget=1".encode(), [], b"", timeout=10
             )
             entries = json.loads(reply.body) if reply.status == 200 else []
-        except (UpstreamError, ValueError) as exc:
+        except (UpstreamError, ValueError, RecursionError) as exc:
             log.warning("queue_logs_lost", request_id=request_id, error=str(exc))
             return []
         return entries if isinstance(entries, list) else []
@@ -434,7 +453,7 @@ class QueueEngine:
                     entries = json.loads(reply.body)
                     if isinstance(entries, list):
                         logs.extend(entries)
-            except (UpstreamError, ValueError):
+            except (UpstreamError, ValueError, RecursionError):
                 pass
         return logs
 

@@ -110,6 +110,14 @@ class QueueConfig(_Frozen):
         default=24 * 3600.0, gt=0, description="seconds completed requests and results are kept"
     )
     purge_interval: float = Field(default=300.0, gt=0, description="seconds between purges")
+    max_queued: int = Field(
+        default=100_000, ge=1, description="requests one app may have waiting; more get 429"
+    )
+    max_start_failures: int = Field(
+        default=3,
+        ge=1,
+        description="runner starts failing in a row, with none up, before queued requests fail",
+    )
     durability: Literal["normal", "full"] = Field(
         default="normal",
         description="SQLite synchronous mode: normal survives a killed router, full also "

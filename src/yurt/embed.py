@@ -76,11 +76,9 @@ class ServedApp:
         return json.loads(data) if data else None
 
     async def __aenter__(self) -> ServedApp:
-        await self.platform.start()
         try:
-            self.app_id = await self.platform.add_app(self._cls)
+            (self.app_id,) = await self.platform.start(self._cls)
         except BaseException:
-            await self.platform.stop()
             if self._tmp is not None:
                 self._tmp.cleanup()
             raise

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets
 from pathlib import Path
 from types import TracebackType
+from typing import TextIO
 
 import structlog
 
@@ -13,6 +15,7 @@ from yurt.app import App
 from yurt.backends.local import LocalBackend
 from yurt.config import ServerConfig
 from yurt.discovery.local import LocalRegistry
+from yurt.errors import ConfigError
 from yurt.packaging import write_payload
 from yurt.queue.api import QueueApi
 from yurt.queue.engine import QueueEngine
@@ -35,6 +38,7 @@ class Platform:
         self.scheduler = Scheduler(self.backend, config.scheduler)
         self.router = Router(config.router, self.registry, self.backend, self.scheduler)
         self.store: QueueStore | None = None
+        self._lock: TextIO | None = None
         self.webhooks: WebhookSender | None = None
 
     @property
@@ -55,13 +59,20 @@ class Platform:
         log.info("app_added", app=app_id, revision=header.revision, payload=str(payload))
         return app_id
 
-    async def start(self) -> None:
-        """Start the backend, the scheduler and the router, in that order."""
+    async def start(self, *apps: type[App]) -> list[str]:
+        """Start the backend, the scheduler and the router, in that order; returns app ids.
+
+        ``apps`` are served before the router listens, so that the queue has taken back what
+        a previous router left unfinished before anyone asks about it.
+        """
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
         try:
+            self.router.load_tls()
+            self._lock_data_dir()
             self._open_queue()
             await self.backend.start()
             await self.scheduler.start()
+            app_ids = [await self.add_app(cls) for cls in apps]
             await self.router.start()
             if self.router.queue is not None:
                 self.router.queue.start()
@@ -70,6 +81,7 @@ class Platform:
         except BaseException:
             await self.stop()  # whatever did start
             raise
+        return app_ids
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop taking requests, finish in-flight ones, stop every runner and wait for it."""
@@ -81,6 +93,28 @@ class Platform:
         if self.store is not None:
             self.store.close()
             self.store = None
+        if self._lock is not None:
+            self._lock.close()  # closing the file releases the lock
+            self._lock = None
+
+    def _lock_data_dir(self) -> None:
+        # Two routers on one queue would run the same requests and send the same webhooks.
+        path = self.config.data_dir / "yurt.lock"
+        lock = path.open("a+")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            lock.close()
+            raise ConfigError(
+                f"the data dir {self.config.data_dir} is in use by {holder}; stop it, or give "
+                "this one a data dir of its own (--data-dir or $YURT_DATA_DIR)"
+            ) from None
+        lock.truncate(0)
+        lock.write(f"yurt pid {os.getpid()}\n")
+        lock.flush()
+        self._lock = lock
 
     def _open_queue(self) -> None:
         cfg = self.config.queue

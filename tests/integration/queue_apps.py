@@ -113,3 +113,18 @@ class Nested(yurt.App, keep_alive=300, max_concurrency=1):
         status = body.status if body.status != 200 else 200
         text = "[" * 5000 + "]" * 5000
         return web.Response(status=status, text=text, content_type="application/json")
+
+
+class Stubborn(Retries, termination_grace_period_seconds=0.5, request_timeout=60):
+    """Ignores cancellation (a sync endpoint that never looks), and stops quickly."""
+
+
+class NeverReady(yurt.App, keep_alive=300, startup_timeout=20):
+    """setup() always fails."""
+
+    def setup(self) -> None:
+        raise RuntimeError("weights not found")
+
+    @yurt.endpoint("/")
+    def attempt(self, body: Attempt) -> web.Response:
+        return web.json_response({})

@@ -141,9 +141,8 @@ async def serve(target: str, config: ServerConfig) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     platform = Platform(config)
-    await platform.start()
+    (app_id,) = await platform.start(cls)
     try:
-        app_id = await platform.add_app(cls)
         print(f"yurt: serving {cls.__name__} at {platform.url}/{app_id}", flush=True)
         for line in examples(config.router.public_url or platform.url, app_id, build_spec(cls)):
             print(line, flush=True)

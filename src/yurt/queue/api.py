@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
+from yurt.errors import RequestError
 from yurt.queue.model import Header, Job, State
 from yurt.queue.routing import RoutingError, parse_routing
 from yurt.queue.store import Record
@@ -89,6 +90,12 @@ class QueueApi:
                 return json_reply({"status": "NOT_FOUND"}, 404), reply_id
             detail = f"no request {request_id!r} of {app_id!r} (unknown, or purged)"
             return error_reply(404, "request_not_found", detail), reply_id
+        if isinstance(found, Record) and found.state is not State.COMPLETED and tail != ["cancel"]:
+            detail = (
+                f"request {request_id} waits for {found.app_id}, which this router does not "
+                f"serve now; it runs once a router serving {found.app_id} starts on this data dir"
+            )
+            return error_reply(503, "app_not_served", detail), request_id
         logs = _query(call.query).get("logs", "").lower() in _TRUE
         if call.method == b"GET" and tail == ["status"]:
             body = await self.status(found, call.base, logs)
@@ -122,7 +129,10 @@ class QueueApi:
             for p in call.query.split("&")
             if p and not p.startswith(("fal_webhook=", "yurt_webhook="))
         )
-        job = await self.engine.submit(route, endpoint, query, call.headers, call.body, routing)
+        try:
+            job = await self.engine.submit(route, endpoint, query, call.headers, call.body, routing)
+        except RequestError as exc:
+            return error_reply(exc.status, exc.error_type, exc.detail), new_request_id()
         body: dict[str, Any] = {
             "status": "IN_QUEUE",
             "request_id": job.id,

@@ -59,6 +59,13 @@ class AppBacklog:
             return False
         return True
 
+    def take_all(self) -> list[Job]:
+        """Empty the queue, returning what was in it."""
+        jobs = [job for queue in self._queues.values() for job in queue]
+        for queue in self._queues.values():
+            queue.clear()
+        return jobs
+
     def position(self, job: Job) -> int:
         """How many requests start before ``job`` (0: it is next)."""
         ahead = 0

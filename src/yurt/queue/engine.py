@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import structlog
 
 from yurt.config import QueueConfig
+from yurt.errors import RequestError
 from yurt.queue.backlog import AppBacklog
 from yurt.queue.model import Header, Job, Result, Routing, State
 from yurt.queue.store import QueueStore, Record
@@ -85,6 +86,14 @@ def upstream_result(status: int, headers: list[Header], body: bytes, elapsed: fl
     return result
 
 
+def _cancelled(job: Job) -> Result:
+    return _cancelled_id(job.id)
+
+
+def _cancelled_id(request_id: str) -> Result:
+    return error_result(499, "client_cancelled", f"request {request_id} was cancelled")
+
+
 # Completed records kept in memory for the status and result reads that follow completion.
 RECENT_MAX = 4096
 RECENT_BYTES = 32 * 1024 * 1024
@@ -120,6 +129,7 @@ class QueueEngine:
         self._logs: dict[str, list[dict[str, Any]]] = {}  # earlier attempts' logs
         self._recent: collections.OrderedDict[str, Record] = collections.OrderedDict()
         self._recent_bytes = 0
+        self._start_failures: dict[str, int] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -135,6 +145,9 @@ class QueueEngine:
         recovered = 0
         for job in self.store.unfinished(route.app_id):
             self.jobs[job.id] = job
+            if job.cancel_requested:  # cancelled while in progress when the router stopped
+                self._complete(job, _cancelled(job))
+                continue
             if job.attempts:
                 self.store.requeued(job)
             backlog.push(job)
@@ -173,7 +186,7 @@ class QueueEngine:
         while True:
             await asyncio.sleep(self.config.purge_interval)
             cutoff = self._wall() - self.config.retention
-            n = self.store.purge(cutoff)
+            n = self.store.purge(cutoff, served=list(self.backlogs))
             while self._recent:
                 oldest = next(iter(self._recent.values()))
                 if (oldest.completed_at or 0.0) >= cutoff:
@@ -194,6 +207,14 @@ class QueueEngine:
         routing: Routing,
     ) -> Job:
         """Accept a request: recorded durably before this returns, then queued."""
+        backlog = self.backlogs[route.app_id]
+        if len(backlog) >= self.config.max_queued:
+            raise RequestError(
+                f"{route.app_id} has {len(backlog)} requests waiting, the most its queue takes "
+                "(QueueConfig.max_queued); try again later",
+                status=429,
+                error_type="queue_full",
+            )
         job = Job(
             id=new_request_id(),
             app_id=route.app_id,
@@ -250,6 +271,32 @@ class QueueEngine:
         fut = self._changed.pop(request_id, None)
         if fut is not None and not fut.done():
             fut.set_result(None)
+
+    # -- runners that do not start -----------------------------------------------------------
+
+    def start_failed(self, app_id: str, status: int, error_type: str, detail: str) -> int:
+        """A runner of an app with none up failed to start; after ``max_start_failures`` in a
+        row, the requests waiting for it complete with that failure. Returns how many did."""
+        failures = self._start_failures[app_id] = self._start_failures.get(app_id, 0) + 1
+        backlog = self.backlogs.get(app_id)
+        if backlog is None or failures < self.config.max_start_failures:
+            return 0
+        waiting = backlog.take_all()
+        for job in waiting:
+            handle = self._expiry.pop(job.id, None)
+            if handle is not None:
+                handle.cancel()
+            self._complete(
+                job,
+                error_result(
+                    status, error_type, f"{detail} ({failures} runner starts failed in a row)"
+                ),
+            )
+        return len(waiting)
+
+    def runner_up(self, app_id: str) -> None:
+        """The app has a routable runner again."""
+        self._start_failures.pop(app_id, None)
 
     # -- deadlines -----------------------------------------------------------------------------
 
@@ -371,7 +418,7 @@ class QueueEngine:
             route.serve_backlog()
             return
         if job.cancel_requested and not result.ok and result.status != 499:
-            result = error_result(499, "client_cancelled", f"request {job.id} was cancelled")
+            result = _cancelled(job)
         self._complete(job, result)
 
     def _complete(self, job: Job, result: Result) -> None:
@@ -463,17 +510,23 @@ class QueueEngine:
         """Cancel a request: taken out of the queue, or its runner told to stop."""
         job = self.jobs.get(request_id)
         if job is None:
-            return "ALREADY_COMPLETED" if self.store.get(request_id) else "NOT_FOUND"
+            record = self._recent.get(request_id) or self.store.get(request_id)
+            if record is None:
+                return "NOT_FOUND"
+            if record.state is State.COMPLETED:
+                return "ALREADY_COMPLETED"
+            # Left by a router that served an app this one does not: nothing runs it now.
+            self.store.completed(request_id, _cancelled_id(request_id), [], self._wall())
+            return "CANCELLATION_REQUESTED"
         if job.state is State.IN_QUEUE:
             self.backlogs[job.app_id].remove(job)
             handle = self._expiry.pop(job.id, None)
             if handle is not None:
                 handle.cancel()
-            self._complete(
-                job, error_result(499, "client_cancelled", f"request {job.id} was cancelled")
-            )
+            self._complete(job, _cancelled(job))
             return "CANCELLATION_REQUESTED"
         job.cancel_requested = True
+        self.store.cancel_requested(job.id)
         task = asyncio.create_task(self._signal_cancel(job))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -51,7 +51,8 @@ CREATE TABLE IF NOT EXISTS requests (
     error TEXT,
     error_type TEXT,
     inference_time REAL,
-    logs BLOB
+    logs BLOB,
+    cancel_requested INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS requests_open ON requests (app_id, state);
 CREATE INDEX IF NOT EXISTS requests_completed ON requests (completed_at);
@@ -105,6 +106,11 @@ class QueueStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={durability.upper()}")
         self._db.executescript(SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(requests)")}
+        if "cancel_requested" not in columns:  # a store made before cancellations were kept
+            self._db.execute(
+                "ALTER TABLE requests ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0"
+            )
         self._in_tx = False
         self._commit_scheduled = False
         self._waiters: list[asyncio.Future[None]] = []
@@ -194,6 +200,10 @@ class QueueStore:
             (State.IN_PROGRESS.value, job.attempts, job.started_at, job.id),
         )
 
+    def cancel_requested(self, request_id: str) -> None:
+        """The caller cancelled a request in progress: it must not run again after a restart."""
+        self._write("UPDATE requests SET cancel_requested = 1 WHERE id = ?", (request_id,))
+
     def requeued(self, job: Job) -> None:
         """The request went back to the queue for another attempt."""
         self._write("UPDATE requests SET state = ? WHERE id = ?", (State.IN_QUEUE.value, job.id))
@@ -248,7 +258,7 @@ class QueueStore:
         """The app's requests not completed (after a restart: to queue again), oldest first."""
         rows = self._db.execute(
             "SELECT rowid, id, endpoint, query, headers, body, priority, start_timeout, hint,"
-            " no_retry, webhook, created_at, attempts FROM requests"
+            " no_retry, webhook, created_at, attempts, cancel_requested FROM requests"
             " WHERE app_id = ? AND state != ? ORDER BY priority, rowid",
             (app_id, State.COMPLETED.value),
         ).fetchall()
@@ -271,14 +281,26 @@ class QueueStore:
                 created_at=row[11],
                 seq=row[0],
                 attempts=row[12],
+                cancel_requested=bool(row[13]),
             )
 
-    def purge(self, before: float) -> int:
-        """Forget requests completed before ``before`` and webhooks settled before it."""
+    def purge(self, before: float, served: list[str] | None = None) -> int:
+        """Forget requests completed before ``before`` and webhooks settled before it.
+
+        Unfinished requests submitted before ``before`` to an app not in ``served`` (left by a
+        router serving other apps on this data dir) are dropped too.
+        """
         n = self._write(
             "DELETE FROM requests WHERE state = ? AND completed_at < ?",
             (State.COMPLETED.value, before),
         ).rowcount
+        if served is not None:
+            marks = ",".join("?" * len(served))
+            n += self._write(
+                f"DELETE FROM requests WHERE state != ? AND created_at < ?"
+                f" AND app_id NOT IN ({marks})",
+                (State.COMPLETED.value, before, *served),
+            ).rowcount
         self._write("DELETE FROM webhooks WHERE state != 'pending' AND updated_at < ?", (before,))
         return n
 

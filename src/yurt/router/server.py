@@ -57,6 +57,7 @@ class Router:
         self._fast: set[FrontProtocol] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self.queue: QueueEngine | None = None
+        self._ssl: ssl.SSLContext | None = None
         self.queue_api: QueueApi | None = None
         scheduler.source = self
         backend.add_failure_listener(self._start_failed)
@@ -101,7 +102,7 @@ class Router:
                 self.config.host,
                 self.config.port,
                 backlog=2048,
-                ssl=self._tls(),
+                ssl=self.load_tls(),
             )
         except OSError as exc:
             raise ConfigError(
@@ -111,10 +112,16 @@ class Router:
         self._sweeper = asyncio.create_task(self._sweep_idle())
         log.info("router_listening", url=self.url)
 
-    def _tls(self) -> ssl.SSLContext | None:
+    def load_tls(self) -> ssl.SSLContext | None:
+        """The TLS context from the configured certificate and key (None: plain http).
+
+        Called early by the platform too, so that a bad certificate fails before anything runs.
+        """
         cert, key = self.config.tls_cert, self.config.tls_key
         if cert is None or key is None:
             return None
+        if self._ssl is not None:
+            return self._ssl
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         try:
             context.load_cert_chain(cert, key)
@@ -123,6 +130,7 @@ class Router:
                 f"cannot load the TLS certificate {cert} with key {key}: {exc}; "
                 "give a PEM certificate chain and its private key"
             ) from exc
+        self._ssl = context
         return context
 
     async def _sweep_idle(self) -> None:
@@ -185,6 +193,8 @@ class Router:
             known = set(route.slots)
             for slot in route.update(endpoints):
                 self._close_when_idle(slot)
+            if route.slots and self.queue is not None:
+                self.queue.runner_up(route.app_id)
             for runner_id in route.slots.keys() - known:
                 self._background(self._learn_hints(route.slots[runner_id]))
 
@@ -213,6 +223,15 @@ class Router:
         # none has nothing better to tell its callers than why its runner failed.
         if route is None or route.slots:
             return
+        if self.queue is not None:
+            n = self.queue.start_failed(failure.app_id, 503, failure.error_type, failure.detail)
+            if n:
+                log.warning(
+                    "queued_requests_failed",
+                    app=failure.app_id,
+                    count=n,
+                    error_type=failure.error_type,
+                )
         n = route.fail_waiters(
             RequestError(failure.detail, status=503, error_type=failure.error_type)
         )

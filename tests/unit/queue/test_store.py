@@ -6,7 +6,7 @@ import sqlite3
 from pathlib import Path
 
 from yurt.queue.model import Job, Priority, Result, Routing, State
-from yurt.queue.store import QueueStore
+from yurt.queue.store import SCHEMA, QueueStore
 
 
 def job(request_id: str, priority: Priority = Priority.NORMAL, body: bytes = b"{}") -> Job:
@@ -121,4 +121,17 @@ def test_webhook_outbox(tmp_path: Path) -> None:
     assert [d.request_id for d in store.due(now=30.0, limit=10)] == ["r1"]
     store.failed(d1.id, attempts=2, next_at=None, error="HTTP 500")
     assert store.due(now=1e12, limit=10) == [] and store.next_due() is None
+    store.close()
+
+
+def test_a_store_without_the_cancel_column_gains_it(tmp_path: Path) -> None:
+    """A store written before cancellations were recorded opens, and records them."""
+    old = sqlite3.connect(tmp_path / "q.db")
+    old.executescript(SCHEMA.replace(",\n    cancel_requested INTEGER NOT NULL DEFAULT 0", ""))
+    old.close()
+    store = QueueStore(tmp_path / "q.db")
+    store.add(job("a"))
+    store.cancel_requested("a")
+    (back,) = store.unfinished("o/a")
+    assert back.cancel_requested
     store.close()

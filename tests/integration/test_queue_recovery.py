@@ -1,0 +1,97 @@
+"""The queue across restarts and failures: what a new router finds, and what it refuses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from yurt.config import QueueConfig
+from yurt.errors import ConfigError
+from yurt.platform import Platform
+from yurt.queue.model import Job, Routing
+
+from queue_apps import NeverReady, Retries, Stubborn
+from support import fast_config, served, wait_until
+
+pytestmark = pytest.mark.timeout(180)
+
+
+async def test_cancel_in_progress_is_kept_across_a_restart(tmp_path: Path) -> None:
+    """A request cancelled while running, cut short by a stop, completes 499 after restart."""
+    data = tmp_path / "data"
+    async with served(Stubborn, data) as app:
+        sub = await app.submit(json={"journal": str(tmp_path / "j"), "gate": str(tmp_path / "no")})
+
+        async def running() -> bool:
+            return (await app.status(sub))[1]["status"] == "IN_PROGRESS"
+
+        await wait_until(running, what="the request to start")
+        async with app.session.put(sub["cancel_url"]) as resp:
+            assert resp.status == 202
+        # The endpoint never looks at the cancellation: the stop cuts the attempt short.
+    async with served(Stubborn, data) as app:
+        # The new router listens on another port: the same paths, on its base URL.
+        path = urlsplit(sub["status_url"]).path
+        final = await app.completed({**sub, "status_url": app.platform.url + path})
+        assert final["error_type"] == "client_cancelled"
+
+
+async def test_queued_requests_fail_when_runners_never_start(tmp_path: Path) -> None:
+    """After max_start_failures failed starts with no runner up, waiting requests get 503."""
+    queue = QueueConfig(max_start_failures=2)
+    async with served(NeverReady, tmp_path, queue=queue) as app:
+        subs = [await app.submit(json={"journal": "x", "key": str(n)}) for n in range(2)]
+        for sub in subs:
+            final = await app.completed(sub)
+            assert final["error_type"] == "runner_scheduling_failure"
+            assert "weights not found" in final["error"]
+        # Nobody waits any more: the failing app goes back to no runners.
+        await wait_until(
+            lambda: app.platform.backend.target(app.app_id) == 0, what="target back to 0"
+        )
+
+
+async def test_requests_of_an_app_not_served_are_reported_not_run(tmp_path: Path) -> None:
+    """A request left for another app answers 503 app_not_served, and can still be cancelled."""
+    async with served(Retries, tmp_path) as app:
+        store = app.platform.store
+        assert store is not None
+        orphan = Job("f" * 32, "default/other", "/", "", [], b"{}", Routing(), created_at=1.0)
+        store.add(orphan)
+        base = f"{app.platform.url}/queue/default/other/requests/{orphan.id}"
+        async with app.session.get(base + "/status") as resp:
+            assert resp.status == 503
+            assert (await resp.json())["error_type"] == "app_not_served"
+        async with app.session.put(base + "/cancel") as resp:
+            assert (resp.status, await resp.json()) == (202, {"status": "CANCELLATION_REQUESTED"})
+        async with app.session.get(base) as resp:
+            assert resp.status == 499
+
+
+async def test_queue_full_is_429(tmp_path: Path) -> None:
+    """Past max_queued waiting requests, a submission gets 429 queue_full."""
+    async with served(Retries, tmp_path, queue=QueueConfig(max_queued=1)) as app:
+        gate = tmp_path / "gate"
+        first = await app.submit(json={"journal": str(tmp_path / "j"), "gate": str(gate)})
+
+        async def running() -> bool:
+            return (await app.status(first))[1]["status"] == "IN_PROGRESS"
+
+        await wait_until(running, what="the first request to start")
+        await app.submit(json={"journal": str(tmp_path / "j"), "fail_times": 0})
+        async with app.session.post(
+            f"{app.platform.url}/queue/{app.app_id}", json={"journal": "x"}
+        ) as resp:
+            assert resp.status == 429
+            assert (await resp.json())["error_type"] == "queue_full"
+        gate.touch()
+
+
+async def test_one_data_dir_serves_one_router(tmp_path: Path) -> None:
+    """A second platform on a data dir in use fails at start, naming the fix."""
+    async with served(Retries, tmp_path):
+        second = Platform(fast_config(tmp_path))
+        with pytest.raises(ConfigError, match="--data-dir"):
+            await second.start()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -153,3 +154,21 @@ async def test_oversized_body_is_413(tmp_path: Path) -> None:
         assert status == 413
         status, body, _ = await app.post(json={"prompt": "small"})
         assert status == 200
+
+
+async def test_start_timeout_header_bounds_the_wait_for_a_runner(tmp_path: Path) -> None:
+    """X-Fal-Request-Timeout on a direct call: 504 request_timeout of type user when no runner
+    frees up in time; a malformed value is 422."""
+    async with served(Rules, tmp_path) as app:
+        assert (await app.post(json={"status": 200}))[0] == 200
+        route = app.platform.router.routes[app.app_id]
+        busy = asyncio.ensure_future(app.post("/sleep", json={"seconds": 1.0}))
+        await wait_until(lambda: any(s.in_flight for s in route.slots.values()), what="busy")
+        status, body, headers = await app.post(
+            json={"status": 200}, headers={"X-Fal-Request-Timeout": "0.2"}
+        )
+        assert status == 504 and body["error_type"] == "request_timeout"
+        assert headers["x-fal-request-timeout-type"] == "user"
+        assert (await busy)[0] == 200
+        status, body, _ = await app.post(json={}, headers={"x-yurt-request-timeout": "soon"})
+        assert status == 422 and body["detail"][0]["loc"] == ["header", "x-yurt-request-timeout"]

@@ -39,6 +39,17 @@ def _first(source: Mapping[str, str], names: tuple[str, ...]) -> tuple[str, str]
     return None
 
 
+def parse_start_timeout(name: str, value: str) -> float:
+    """``X-Fal-Request-Timeout``: seconds, positive and finite; raises ``RoutingError``."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < float("inf"):
+        raise RoutingError(("header", name), f"must be a positive number of seconds, not {value!r}")
+    return seconds
+
+
 def parse_routing(headers: Mapping[str, str], query: Mapping[str, str]) -> Routing:
     """The routing options of a submission; raises ``RoutingError`` naming the bad field.
 
@@ -53,15 +64,7 @@ def parse_routing(headers: Mapping[str, str], query: Mapping[str, str]) -> Routi
             raise RoutingError(("header", name), f"must be normal or low, not {value!r}") from None
     start_timeout = None
     if found := _first(headers, TIMEOUT):
-        name, value = found
-        try:
-            start_timeout = float(value)
-        except ValueError:
-            start_timeout = -1.0
-        if not start_timeout > 0 or start_timeout == float("inf"):
-            raise RoutingError(
-                ("header", name), f"must be a positive number of seconds, not {value!r}"
-            )
+        start_timeout = parse_start_timeout(*found)
     hint = None
     if found := _first(headers, HINT):
         hint = found[1] or None

@@ -16,6 +16,10 @@ from yurt.scheduler.policy import AppLoad, RunnerLoad
 from yurt.spec import AppSpec
 
 
+class NoSlotInTime(RequestError):
+    """No runner had a free slot within the time a request may wait for one."""
+
+
 class Slot:
     """One routable runner: where it is, its connection pool, and what it is doing."""
 
@@ -98,7 +102,7 @@ class AppRoute:
             # same loop iteration as the timeout: give it back, or it stays taken forever.
             if fut.done() and not fut.cancelled() and fut.exception() is None:
                 self.release(fut.result())
-            raise RequestError(
+            raise NoSlotInTime(
                 f"no runner of {self.app_id} became free within {timeout:g}s",
                 status=503,
                 error_type="runner_scheduling_failure",

@@ -27,7 +27,8 @@ import httptools
 import structlog
 
 from yurt.queue.api import SSE_HEADERS, EventStream, QueueCall
-from yurt.router.http import Reply, error_reply, new_request_id, reason
+from yurt.queue.routing import TIMEOUT, RoutingError, parse_start_timeout
+from yurt.router.http import Reply, error_reply, json_reply, new_request_id, reason
 
 if TYPE_CHECKING:
     from yurt.router.dispatch import AppRoute
@@ -37,6 +38,7 @@ log = structlog.get_logger("yurt.router")
 
 _PLATFORM_PREFIXES = (b"/_yurt/", b"/queue/")
 _QUEUE_METHODS = frozenset({b"POST", b"GET", b"PUT"})
+_TIMEOUT_HEADERS = frozenset(name.encode() for name in TIMEOUT)
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
@@ -52,6 +54,7 @@ class _Run:
         "queue",
         "route",
         "size",
+        "start_timeout",
         "target",
     )
 
@@ -67,6 +70,7 @@ class _Run:
         self.http10 = False
         self.error: Reply | None = None
         self.queue: QueueCall | None = None  # set for requests to the queue
+        self.start_timeout: float | None = None  # X-Fal-Request-Timeout
 
     @classmethod
     def refused(cls, reply: Reply, headers: list[tuple[bytes, bytes]]) -> _Run:
@@ -95,6 +99,7 @@ class FrontProtocol(asyncio.Protocol):
         self.content_length = b"0"
         self.expect = b""
         self.host = b""
+        self.timeout_header: tuple[bytes, bytes] | None = None
         self.scheme = "http"
         self.current: _Run | None = None
         self.queue: deque[_Run] = deque()
@@ -156,6 +161,7 @@ class FrontProtocol(asyncio.Protocol):
         self.content_length = b"0"
         self.expect = b""
         self.host = b""
+        self.timeout_header = None
         if self.completed_in_read and not self.hand_over:
             self.raw = None  # began mid-read: its exact bytes are unknown
 
@@ -172,6 +178,8 @@ class FrontProtocol(asyncio.Protocol):
             self.expect = value
         elif lname == b"host":
             self.host = value
+        elif lname in _TIMEOUT_HEADERS and self.timeout_header is None:
+            self.timeout_header = (lname, value)
 
     def on_headers_complete(self) -> None:
         if self.hand_over or self.closing:
@@ -201,6 +209,15 @@ class FrontProtocol(asyncio.Protocol):
         else:
             route, endpoint = resolved
             run = _Run(route, endpoint.encode() + (b"?" + query if query else b""), self.headers)
+            if self.timeout_header is not None:
+                name, value = self.timeout_header
+                try:
+                    run.start_timeout = parse_start_timeout(
+                        name.decode("latin-1"), value.decode("latin-1")
+                    )
+                except RoutingError as exc:
+                    body = {"detail": exc.detail(), "error_type": "bad_request"}
+                    run.error = json_reply(body, 422)
             self._expect_body(run)
         self.current = run
         self.raw = None  # the fast lane keeps no second copy of the body
@@ -265,7 +282,7 @@ class FrontProtocol(asyncio.Protocol):
                     assert run.route is not None  # only refused runs have none
                     body = b"".join(run.body)
                     reply = await self.router.forward(
-                        run.route, run.target, run.headers, body, request_id
+                        run.route, run.target, run.headers, body, request_id, run.start_timeout
                     )
                 keep_alive = run.keep_alive and not self.closing
                 self._write(reply, request_id, keep_alive, run.http10)

@@ -22,7 +22,7 @@ from aiohttp import web
 from yurt.backends.base import Backend, Discovery, StartFailure
 from yurt.config import RouterConfig
 from yurt.errors import ConfigError, RequestError
-from yurt.router.dispatch import AppRoute, Slot
+from yurt.router.dispatch import AppRoute, NoSlotInTime, Slot
 from yurt.router.fastlane import FrontProtocol
 from yurt.router.http import Reply, error_reply, forward_headers
 from yurt.router.pool import UpstreamError
@@ -282,11 +282,29 @@ class Router:
         client_headers: list[tuple[bytes, bytes]] | tuple[tuple[bytes, bytes], ...],
         body: bytes,
         request_id: bytes,
+        start_timeout: float | None = None,
     ) -> Reply:
-        """Run one direct request on a runner, applying the direct-request rules."""
+        """Run one direct request on a runner, applying the direct-request rules.
+
+        ``start_timeout`` (``X-Fal-Request-Timeout``) bounds the wait for a runner.
+        """
         spec = route.spec
+        wait = self._dispatch_timeout(spec)
+        users = start_timeout is not None and start_timeout < wait
         try:
-            slot = route.try_acquire() or await route.acquire(self._dispatch_timeout(spec))
+            slot = route.try_acquire() or await route.acquire(
+                start_timeout if users and start_timeout is not None else wait
+            )
+        except NoSlotInTime as exc:
+            if not users:
+                return error_reply(exc.status, exc.error_type, exc.detail)
+            reply = error_reply(
+                504,
+                "request_timeout",
+                f"no runner was free within the X-Fal-Request-Timeout of {start_timeout:g}s",
+            )
+            reply.headers.append((b"x-fal-request-timeout-type", b"user"))
+            return reply
         except RequestError as exc:
             return error_reply(exc.status, exc.error_type, exc.detail)
         headers = forward_headers(client_headers, request_id)

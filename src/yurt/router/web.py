@@ -14,6 +14,7 @@ from multidict import CIMultiDict
 
 from yurt.errors import RequestError
 from yurt.queue.api import SSE_HEADERS, EventStream, QueueApi, QueueCall
+from yurt.queue.routing import TIMEOUT, RoutingError, parse_start_timeout
 from yurt.router.http import Reply, error_reply, json_reply, new_request_id
 
 if TYPE_CHECKING:
@@ -73,8 +74,15 @@ class WebFace:
         # The raw query: the decoded one could carry CR, LF or spaces into the request line.
         query = request.raw_path.partition("?")[2]
         target = endpoint if not query else f"{endpoint}?{query}"
+        start_timeout = None
+        if found := next(((n, request.headers[n]) for n in TIMEOUT if n in request.headers), None):
+            try:
+                start_timeout = parse_start_timeout(*found)
+            except RoutingError as exc:
+                reply = json_reply({"detail": exc.detail(), "error_type": "bad_request"}, 422)
+                return to_response(reply, request_id)
         reply = await self.router.forward(
-            route, target.encode(), request.raw_headers, body, request_id.encode()
+            route, target.encode(), request.raw_headers, body, request_id.encode(), start_timeout
         )
         return to_response(reply, request_id)
 

@@ -70,8 +70,8 @@ class Client(Protocol):
 class AiohttpClient:
     """aiohttp, as a Python caller of the queue would use it; a session per kind of trip.
 
-    A connection that carried a queue request is served by the router's aiohttp face for the
-    rest of its life, so sync runs get sessions of their own to stay in the fast lane.
+    Each kind of trip gets its own session, so that the two kinds never wait behind each other
+    for a connection.
     """
 
     def __init__(self, router: str, app_id: str, expected: bytes, conc: int) -> None:

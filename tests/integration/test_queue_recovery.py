@@ -95,3 +95,20 @@ async def test_one_data_dir_serves_one_router(tmp_path: Path) -> None:
         second = Platform(fast_config(tmp_path))
         with pytest.raises(ConfigError, match="--data-dir"):
             await second.start()
+
+
+async def test_a_store_that_fails_refuses_submissions_and_answers_errors(tmp_path: Path) -> None:
+    """With the store failing, a submission gets 503 queue_unavailable (not accepted) and a
+    status read gets 500 rather than a hanging connection."""
+    async with served(Retries, tmp_path) as app:
+        store = app.platform.store
+        assert store is not None
+        store._db.close()  # as a broken disk would: every statement now raises
+        url = f"{app.platform.url}/queue/{app.app_id}"
+        async with app.session.post(url, json={"journal": "x"}) as resp:
+            assert resp.status == 503
+            assert (await resp.json())["error_type"] == "queue_unavailable"
+        async with app.session.get(f"{url}/requests/{'a' * 32}/status") as resp:
+            assert resp.status == 500
+            assert (await resp.json())["error_type"] == "internal_error"
+        app.platform.store = None  # already closed

@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import json
+import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
@@ -21,6 +21,8 @@ from yurt.config import QueueConfig
 from yurt.errors import RequestError
 from yurt.queue.backlog import AppBacklog
 from yurt.queue.model import Header, Job, Result, Routing, State
+from yurt.queue.results import cancelled, error_result, upstream_result, webhook_body
+from yurt.queue.runnerio import fetch_logs, note_hints, signal_cancel
 from yurt.queue.store import QueueStore, Record
 from yurt.queue.webhooks import WebhookSender
 from yurt.router.dispatch import AppRoute, Slot
@@ -33,7 +35,6 @@ from yurt.router.rules import (
     queue_status,
     should_retry,
 )
-from yurt.webhooks import completion_body
 
 if TYPE_CHECKING:
     from yurt.router.server import Router
@@ -41,59 +42,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger("yurt.queue")
 
 CancelOutcome = Literal["CANCELLATION_REQUESTED", "ALREADY_COMPLETED", "NOT_FOUND"]
-JSON_TYPE: Header = (b"content-type", b"application/json")
-# Result headers worth keeping: what the caller of GET .../requests/{id} should see.
-_KEPT = frozenset({b"content-type", b"content-encoding", b"content-disposition"})
-
-
-def error_result(status: int, error_type: str, detail: str, **headers: str) -> Result:
-    """A result the router made itself (the request never got a runner's answer)."""
-    kind = error_type.encode()
-    extra = [(k.replace("_", "-").encode(), v.encode()) for k, v in headers.items()]
-    return Result(
-        status,
-        [JSON_TYPE, (b"x-fal-error-type", kind), (b"x-yurt-error-type", kind), *extra],
-        json.dumps({"detail": detail, "error_type": error_type}).encode(),
-        error=detail,
-        error_type=error_type,
-    )
-
-
-def upstream_result(status: int, headers: list[Header], body: bytes, elapsed: float) -> Result:
-    """A runner's response as a result; for an error, its ``detail`` and error type."""
-    kept = [(k, v) for k, v in headers if k.lower() in _KEPT or k.lower().startswith(b"x-fal-")]
-    result = Result(status, kept, body, inference_time=round(elapsed, 6))
-    if result.ok:
-        return result
-    detail: Any = None
-    error_type: str | None = None
-    # RecursionError: a deeply nested body is still just an error body.
-    with contextlib.suppress(ValueError, UnicodeDecodeError, RecursionError):
-        parsed = json.loads(body)
-        if isinstance(parsed, dict):
-            detail = parsed.get("detail")
-            error_type = (
-                parsed.get("error_type") if isinstance(parsed.get("error_type"), str) else None
-            )
-    if error_type is None:
-        error_type = next(
-            (v.decode() for k, v in headers if k.lower() == b"x-fal-error-type"), None
-        )
-    if detail is None:
-        detail = body[:4096].decode("utf-8", "replace") or f"HTTP {status}"
-    result.error = detail if isinstance(detail, str) else json.dumps(detail)
-    result.error_type = error_type
-    return result
-
-
-def _cancelled(job: Job) -> Result:
-    return _cancelled_id(job.id)
-
-
-def _cancelled_id(request_id: str) -> Result:
-    return error_result(499, "client_cancelled", f"request {request_id} was cancelled")
-
-
 # Completed records kept in memory for the status and result reads that follow completion.
 RECENT_MAX = 4096
 RECENT_BYTES = 32 * 1024 * 1024
@@ -146,7 +94,7 @@ class QueueEngine:
         for job in self.store.unfinished(route.app_id):
             self.jobs[job.id] = job
             if job.cancel_requested:  # cancelled while in progress when the router stopped
-                self._complete(job, _cancelled(job))
+                self._complete(job, cancelled(job.id))
                 continue
             if job.attempts:
                 self.store.requeued(job)
@@ -186,7 +134,11 @@ class QueueEngine:
         while True:
             await asyncio.sleep(self.config.purge_interval)
             cutoff = self._wall() - self.config.retention
-            n = self.store.purge(cutoff, served=list(self.backlogs))
+            try:
+                n = self.store.purge(cutoff, served=list(self.backlogs))
+            except sqlite3.Error as exc:  # try again next time
+                log.error("queue_purge_failed", error=str(exc))
+                continue
             while self._recent:
                 oldest = next(iter(self._recent.values()))
                 if (oldest.completed_at or 0.0) >= cutoff:
@@ -225,8 +177,16 @@ class QueueEngine:
             routing=routing,
             created_at=self._wall(),
         )
-        self.store.add(job)
-        await self.store.durable()
+        try:
+            self.store.add(job)
+            await self.store.durable()
+        except sqlite3.Error as exc:
+            # Not recorded, so not accepted: the caller must hear so and may try again.
+            raise RequestError(
+                f"the queue could not record the request: {exc}",
+                status=503,
+                error_type="queue_unavailable",
+            ) from exc
         self.jobs[job.id] = job
         self.backlogs[route.app_id].push(job)
         self._arm_deadline(job)
@@ -379,8 +339,8 @@ class QueueEngine:
         found = {k.lower(): v for k, v in upstream.headers}
         verdict = queue_status(upstream.status, found.get(b"x-fal-needs-retry"))
         result = upstream_result(upstream.status, upstream.headers, upstream.body, elapsed)
-        self._note_hints(slot, found.get(b"x-yurt-runner-hints"))
-        logs = await self._fetch_logs(slot, job.id) if b"x-yurt-log-count" in found else []
+        note_hints(slot, found.get(b"x-yurt-runner-hints"))
+        logs = await fetch_logs(slot, job.id, forget=True) if b"x-yurt-log-count" in found else []
         return verdict, result, logs
 
     def _after(
@@ -418,7 +378,7 @@ class QueueEngine:
             route.serve_backlog()
             return
         if job.cancel_requested and not result.ok and result.status != 499:
-            result = _cancelled(job)
+            result = cancelled(job.id)
         self._complete(job, result)
 
     def _complete(self, job: Job, result: Result) -> None:
@@ -439,7 +399,8 @@ class QueueEngine:
                 logs,
             )
         )
-        log.info(
+        # Per request, like an access log: debug when it succeeded, info when it did not.
+        (log.debug if result.ok else log.info)(
             "queue_completed",
             request_id=job.id,
             app=job.app_id,
@@ -448,43 +409,10 @@ class QueueEngine:
             error_type=result.error_type,
         )
         if job.routing.webhook and self.webhooks is not None:
-            content_type = next(
-                # The media type alone: "application/json; charset=utf-8" is JSON too.
-                (
-                    v.decode("latin-1").partition(";")[0].strip()
-                    for k, v in result.headers
-                    if k.lower() == b"content-type"
-                ),
-                None,
-            )
-            body = completion_body(
-                job.id,
-                result.ok,
-                result.status,
-                result.body,
-                content_type,
-                result.error,
-                result.error_type,
-            )
+            body = webhook_body(job.id, result)
             self.store.add_webhook(job.id, job.routing.webhook, body, now)
             self.webhooks.poke()
         self._notify(job.id)
-
-    def _note_hints(self, slot: Slot, header: bytes | None) -> None:
-        hints = frozenset(h for h in (header or b"").decode("latin-1").split(",") if h)
-        if hints != slot.hints:
-            slot.hints = hints
-
-    async def _fetch_logs(self, slot: Slot, request_id: str) -> list[dict[str, Any]]:
-        try:
-            reply = await slot.pool.request(
-                b"GET", f"/_yurt/requests/{request_id}/logs?forget=1".encode(), [], b"", timeout=10
-            )
-            entries = json.loads(reply.body) if reply.status == 200 else []
-        except (UpstreamError, ValueError, RecursionError) as exc:
-            log.warning("queue_logs_lost", request_id=request_id, error=str(exc))
-            return []
-        return entries if isinstance(entries, list) else []
 
     async def live_logs(self, job: Job) -> list[dict[str, Any]]:
         """Logs of an in-progress request so far: earlier attempts' and the runner's."""
@@ -492,16 +420,7 @@ class QueueEngine:
         route = self.router.routes.get(job.app_id)
         slot = route.slots.get(job.runner_id or "") if route is not None else None
         if job.state is State.IN_PROGRESS and slot is not None:
-            try:
-                reply = await slot.pool.request(
-                    b"GET", f"/_yurt/requests/{job.id}/logs".encode(), [], b"", timeout=5
-                )
-                if reply.status == 200:
-                    entries = json.loads(reply.body)
-                    if isinstance(entries, list):
-                        logs.extend(entries)
-            except (UpstreamError, ValueError, RecursionError):
-                pass
+            logs.extend(await fetch_logs(slot, job.id, forget=False))
         return logs
 
     # -- cancelling ----------------------------------------------------------------------------
@@ -516,14 +435,14 @@ class QueueEngine:
             if record.state is State.COMPLETED:
                 return "ALREADY_COMPLETED"
             # Left by a router that served an app this one does not: nothing runs it now.
-            self.store.completed(request_id, _cancelled_id(request_id), [], self._wall())
+            self.store.completed(request_id, cancelled(request_id), [], self._wall())
             return "CANCELLATION_REQUESTED"
         if job.state is State.IN_QUEUE:
             self.backlogs[job.app_id].remove(job)
             handle = self._expiry.pop(job.id, None)
             if handle is not None:
                 handle.cancel()
-            self._complete(job, _cancelled(job))
+            self._complete(job, cancelled(job.id))
             return "CANCELLATION_REQUESTED"
         job.cancel_requested = True
         self.store.cancel_requested(job.id)
@@ -537,19 +456,4 @@ class QueueEngine:
         slot = route.slots.get(job.runner_id or "") if route is not None else None
         if slot is None:
             return
-        path = job.endpoint.rstrip("/") + "/cancel"
-        try:
-            reply = await slot.pool.request(
-                b"POST", path.encode(), [(b"x-fal-request-id", job.id.encode())], b"", timeout=10
-            )
-        except UpstreamError as exc:
-            log.warning("queue_cancel_not_delivered", request_id=job.id, error=str(exc))
-            return
-        log.info(
-            "queue_cancel_signalled", request_id=job.id, runner=slot.runner_id, status=reply.status
-        )
-
-    def apps_backlog(self) -> Iterator[tuple[str, int]]:
-        """Queued requests per app."""
-        for app_id, backlog in self.backlogs.items():
-            yield app_id, len(backlog)
+        await signal_cancel(slot, job.endpoint, job.id)

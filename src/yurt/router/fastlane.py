@@ -271,29 +271,17 @@ class FrontProtocol(asyncio.Protocol):
         try:
             while self.queue:
                 run = self.queue.popleft()
-                if run.queue is not None and run.error is None:
-                    if not await self._serve_queue(run, run.queue):
-                        return
-                    continue
-                request_id = new_request_id().encode()
-                if run.error is not None:
-                    reply = run.error
-                else:
-                    assert run.route is not None  # only refused runs have none
-                    body = b"".join(run.body)
-                    reply = await self.router.forward(
-                        run.route, run.target, run.headers, body, request_id, run.start_timeout
-                    )
-                keep_alive = run.keep_alive and not self.closing
-                self._write(reply, request_id, keep_alive, run.http10)
-                if self.router.config.access_log:
-                    log.info(
-                        "request",
-                        method="POST",
-                        target=run.target.decode("latin-1"),
-                        status=reply.status,
-                        request_id=request_id.decode(),
-                    )
+                try:
+                    if run.queue is not None and run.error is None:
+                        keep_alive = await self._serve_queue(run, run.queue)
+                    else:
+                        keep_alive = await self._serve_run(run)
+                except Exception:
+                    # A bug of ours: the client gets an answer, not a connection left hanging.
+                    log.exception("request_failed")
+                    reply = error_reply(500, "internal_error", "the router failed this request")
+                    self._fail_connection(reply)
+                    return
                 if not keep_alive:
                     return
         finally:
@@ -301,6 +289,29 @@ class FrontProtocol(asyncio.Protocol):
         self.last_active = self.loop.time()
         if self.hand_over:
             self._hand_over()
+
+    async def _serve_run(self, run: _Run) -> bool:
+        """Serve one sync run (or refusal); False if the connection is to close."""
+        request_id = new_request_id().encode()
+        if run.error is not None:
+            reply = run.error
+        else:
+            assert run.route is not None  # only refused runs have none
+            body = b"".join(run.body)
+            reply = await self.router.forward(
+                run.route, run.target, run.headers, body, request_id, run.start_timeout
+            )
+        keep_alive = run.keep_alive and not self.closing
+        self._write(reply, request_id, keep_alive, run.http10)
+        if self.router.config.access_log:
+            log.info(
+                "request",
+                method="POST",
+                target=run.target.decode("latin-1"),
+                status=reply.status,
+                request_id=request_id.decode(),
+            )
+        return keep_alive
 
     async def _serve_queue(self, run: _Run, call: QueueCall) -> bool:
         """Serve one queue request; False if the connection is to close."""

@@ -57,7 +57,7 @@ class QueueCall:
 
 @dataclass(slots=True)
 class EventStream:
-    """A status stream to send: ``events()`` yields each chunk and whether it is the last."""
+    """A status stream to send: ``chunks`` yields each chunk and whether it is the last."""
 
     request_id: str
     chunks: AsyncGenerator[tuple[bytes, bool], None]

@@ -113,6 +113,11 @@ class QueueConfig(_Frozen):
     max_queued: int = Field(
         default=100_000, ge=1, description="requests one app may have waiting; more get 429"
     )
+    max_queued_bytes: int = Field(
+        default=1024 * MIB,
+        ge=1,
+        description="bodies of one app's unfinished requests, held in memory; more get 429",
+    )
     max_start_failures: int = Field(
         default=3,
         ge=1,

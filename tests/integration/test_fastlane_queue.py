@@ -11,6 +11,7 @@ import pytest
 from test_fastlane import PROMPT, exchange, get, post
 
 from apps import Echo
+from queue_apps import Retries
 from support import served
 
 pytestmark = pytest.mark.timeout(120)
@@ -100,3 +101,30 @@ async def test_request_id_in_the_path_cannot_inject_headers(tmp_path: Path) -> N
             assert replies[0][0] == 404
             assert "x-injected" not in replies[0][1]
             assert len(replies[0][1]["x-fal-request-id"]) == 32
+
+
+async def test_continue_waits_for_an_open_stream_to_end(tmp_path: Path) -> None:
+    """A submit with Expect: 100-continue pipelined behind an open status stream gets its
+    100 Continue only after the stream's last chunk: replies keep their order."""
+    gate = tmp_path / "gate"
+    async with served(Retries, tmp_path) as app:
+        sub = await app.submit(json={"journal": str(tmp_path / "j"), "gate": str(gate)})
+        stream = urlsplit(sub["status_url"]).path + "/stream"
+        body = json.dumps({"journal": str(tmp_path / "j"), "fail_times": 0}).encode()
+        submit = (
+            f"POST /queue/{app.app_id} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\nexpect: 100-continue\r\n\r\n"
+        ).encode()
+        parts = urlsplit(app.platform.url)
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        try:
+            writer.write(get(stream) + submit)
+            seen = await asyncio.wait_for(reader.readuntil(b"IN_PROGRESS"), 30)
+            gate.touch()
+            seen += await asyncio.wait_for(reader.readuntil(b"100 Continue\r\n\r\n"), 30)
+            assert seen.index(b"0\r\n\r\n") < seen.index(b"HTTP/1.1 100 Continue")
+            writer.write(body)
+            seen = await asyncio.wait_for(reader.readuntil(b"queue_position"), 30)
+            assert seen.startswith(b"HTTP/1.1 200 ")
+        finally:
+            writer.close()

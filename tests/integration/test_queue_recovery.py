@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import aiohttp
 import pytest
 
 from yurt.config import QueueConfig
@@ -112,3 +114,51 @@ async def test_a_store_that_fails_refuses_submissions_and_answers_errors(tmp_pat
             assert resp.status == 500
             assert (await resp.json())["error_type"] == "internal_error"
         app.platform.store = None  # already closed
+
+
+async def test_bodies_past_the_byte_budget_are_429(tmp_path: Path) -> None:
+    """Past max_queued_bytes of unfinished bodies, a submission gets 429 queue_full."""
+    async with served(Retries, tmp_path, queue=QueueConfig(max_queued_bytes=200)) as app:
+        url = f"{app.platform.url}/queue/{app.app_id}"
+        async with app.session.post(url, json={"journal": "x" * 300}) as resp:
+            assert resp.status == 429
+            assert (await resp.json())["error_type"] == "queue_full"
+        sub = await app.submit(json={"journal": str(tmp_path / "j"), "fail_times": 0})
+        await app.completed(sub)
+
+
+async def test_stopping_ends_status_streams_and_starts_nothing_queued(tmp_path: Path) -> None:
+    """On stop, open status streams are cut (not completed), the attempt in flight finishes,
+    and nothing queued starts."""
+    log = tmp_path / "journal"
+    gate = tmp_path / "gate"
+    platform = Platform(fast_config(tmp_path / "data"))
+    (app_id,) = await platform.start(Retries)
+    stopping = None
+    try:
+        async with aiohttp.ClientSession() as session:
+            base = f"{platform.url}/queue/{app_id}"
+            async with session.post(base, json={"journal": str(log), "gate": str(gate)}) as r:
+                first = await r.json()
+            async with session.post(base, json={"journal": str(log), "key": "later"}) as r:
+                assert r.status == 200
+            await wait_until(lambda: journal_keys(log) == ["k"], what="the first to start")
+            parts = urlsplit(first["status_url"])
+            reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+            writer.write(f"GET {parts.path}/stream HTTP/1.1\r\nhost: x\r\n\r\n".encode())
+            head = await asyncio.wait_for(reader.readuntil(b"IN_PROGRESS"), 30)
+            assert head.startswith(b"HTTP/1.1 200")
+            stopping = asyncio.ensure_future(platform.stop(grace=60))
+            rest = await asyncio.wait_for(reader.read(), 30)  # to EOF: the stream is cut
+            writer.close()
+            assert not rest.endswith(b"0\r\n\r\n")  # no terminating chunk: cut, not complete
+            gate.touch()
+            await asyncio.wait_for(stopping, 60)
+        assert journal_keys(log) == ["k"]  # "later" never started
+    finally:
+        if stopping is None:
+            await platform.stop()
+
+
+def journal_keys(path: Path) -> list[str]:
+    return [line.split()[0] for line in path.read_text().splitlines()] if path.exists() else []

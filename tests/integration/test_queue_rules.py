@@ -432,3 +432,23 @@ async def test_status_streams_leave_no_waiters_behind(tmp_path: Path) -> None:
                 assert '"COMPLETED"' in await resp.text()
         engine = app.platform.router.queue
         assert engine is not None and engine._changed == {}
+
+
+async def test_a_retry_keeps_its_place_ahead_of_later_requests(tmp_path: Path) -> None:
+    """With one runner, a request retried after a 504 runs again before those queued after it."""
+    log = tmp_path / "journal"
+    async with served(Retries, tmp_path) as app:
+        busy, gate = await occupy(app, tmp_path)
+        subs = [
+            await app.submit(
+                json={"journal": str(log), "key": "a", "status": 504, "fail_times": 1}
+            ),
+            await app.submit(json={"journal": str(log), "key": "b", "fail_times": 0}),
+            await app.submit(json={"journal": str(log), "key": "c", "fail_times": 0}),
+        ]
+        gate.touch()
+        for sub in subs:
+            await app.completed(sub)
+        order = [line.split()[0] for line in log.read_text().splitlines()]
+        assert order == ["a", "a", "b", "c"]
+        await app.completed(busy)

@@ -71,6 +71,12 @@ class QueueApi:
         self.engine = engine
         # How often a status stream looks for a changed queue position.
         self.stream_tick = stream_tick
+        self.closing = False
+
+    def close(self) -> None:
+        """The router is stopping: open status streams end (cut short, not completed)."""
+        self.closing = True
+        self.engine.close()
 
     async def serve(self, call: QueueCall) -> tuple[Reply, str] | EventStream:
         """The reply and the request id it concerns, or a status stream to send."""
@@ -174,7 +180,7 @@ class QueueApi:
         self, request_id: str, base: str, logs: bool
     ) -> AsyncGenerator[tuple[bytes, bool], None]:
         last, quiet = b"", 0.0
-        while True:
+        while not self.closing:
             # Taken before the state is read: a change from here on wakes the wait below.
             changed = self.engine.waiter(request_id)
             found = self.engine.record(request_id)

@@ -30,6 +30,10 @@ class AppBacklog:
         self._start = start
         self._clock = clock
         self._closed = False
+        # Positions, computed once per change of the queue: status polls read them often.
+        self._version = 0
+        self._positions: dict[Job, int] = {}
+        self._positions_version = -1
 
     def __len__(self) -> int:
         return sum(len(q) for q in self._queues.values())
@@ -45,6 +49,7 @@ class AppBacklog:
         """
         if not front or not job.queued_since:
             job.queued_since = self._clock()
+        self._version += 1
         queue = self._queues[job.routing.priority]
         if front:
             queue.appendleft(job)
@@ -57,6 +62,7 @@ class AppBacklog:
             self._queues[job.routing.priority].remove(job)
         except ValueError:
             return False
+        self._version += 1
         return True
 
     def take_all(self) -> list[Job]:
@@ -64,18 +70,24 @@ class AppBacklog:
         jobs = [job for queue in self._queues.values() for job in queue]
         for queue in self._queues.values():
             queue.clear()
+        self._version += 1
         return jobs
 
     def position(self, job: Job) -> int:
         """How many requests start before ``job`` (0: it is next)."""
+        if self._positions_version != self._version:
+            ordered = (queued for queue in self._queues.values() for queued in queue)
+            self._positions = {queued: i for i, queued in enumerate(ordered)}
+            self._positions_version = self._version
+        found = self._positions.get(job)
+        if found is not None:
+            return found
+        # Not queued (it started meanwhile): behind everything of its priority and above.
         ahead = 0
         for priority, queue in self._queues.items():
-            if priority == job.routing.priority:
-                for i, queued in enumerate(queue):
-                    if queued is job:
-                        return ahead + i
-                return ahead + len(queue)
             ahead += len(queue)
+            if priority == job.routing.priority:
+                break
         return ahead
 
     # -- the Backlog protocol ----------------------------------------------------------------
@@ -96,6 +108,7 @@ class AppBacklog:
             for job in queue:
                 if self._suits(job, slot):
                     queue.remove(job)
+                    self._version += 1
                     self._start(job, slot)
                     return True
         return False

@@ -78,6 +78,7 @@ class QueueEngine:
         self._recent: collections.OrderedDict[str, Record] = collections.OrderedDict()
         self._recent_bytes = 0
         self._start_failures: dict[str, int] = {}
+        self._held_bytes: dict[str, int] = {}  # bodies of unfinished requests, per app
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -93,6 +94,7 @@ class QueueEngine:
         recovered = 0
         for job in self.store.unfinished(route.app_id):
             self.jobs[job.id] = job
+            self._held_bytes[job.app_id] = self._held_bytes.get(job.app_id, 0) + len(job.body)
             if job.cancel_requested:  # cancelled while in progress when the router stopped
                 self._complete(job, cancelled(job.id))
                 continue
@@ -110,6 +112,15 @@ class QueueEngine:
         """Start purging old results."""
         self._purger = asyncio.create_task(self._purge_loop())
 
+    def close(self) -> None:
+        """Start nothing more (the router is stopping); wake every status stream to end."""
+        for backlog in self.backlogs.values():
+            backlog.close()
+        changed, self._changed = self._changed, {}
+        for fut in changed.values():
+            if not fut.done():
+                fut.set_result(None)
+
     async def stop(self, grace: float = 5.0) -> None:
         """Let attempts in flight finish within ``grace``; those cut short stay IN_PROGRESS in
         the store and run again after a restart."""
@@ -117,8 +128,7 @@ class QueueEngine:
             self._purger.cancel()
         for handle in self._expiry.values():
             handle.cancel()
-        for backlog in self.backlogs.values():
-            backlog.close()
+        self.close()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=grace)
         tasks = list(self._tasks)
@@ -160,10 +170,15 @@ class QueueEngine:
     ) -> Job:
         """Accept a request: recorded durably before this returns, then queued."""
         backlog = self.backlogs[route.app_id]
-        if len(backlog) >= self.config.max_queued:
+        held = self._held_bytes.get(route.app_id, 0)
+        if (
+            len(backlog) >= self.config.max_queued
+            or held + len(body) > self.config.max_queued_bytes
+        ):
             raise RequestError(
-                f"{route.app_id} has {len(backlog)} requests waiting, the most its queue takes "
-                "(QueueConfig.max_queued); try again later",
+                f"{route.app_id} has {len(backlog)} requests waiting ({held} bytes of bodies), "
+                "the most its queue takes (QueueConfig.max_queued, max_queued_bytes); "
+                "try again later",
                 status=429,
                 error_type="queue_full",
             )
@@ -188,6 +203,7 @@ class QueueEngine:
                 error_type="queue_unavailable",
             ) from exc
         self.jobs[job.id] = job
+        self._held_bytes[job.app_id] = self._held_bytes.get(job.app_id, 0) + len(job.body)
         self.backlogs[route.app_id].push(job)
         self._arm_deadline(job)
         route.serve_backlog()
@@ -217,6 +233,14 @@ class QueueEngine:
             else:
                 fut.set_result(None)  # completed (or unknown): nothing more will change
         return fut
+
+    def _record(self, what: str, request_id: str, write: Callable[[], None]) -> None:
+        # Past acceptance, memory is the truth: a write the store refuses is logged, and at
+        # worst the request runs again after a restart (at-least-once).
+        try:
+            write()
+        except sqlite3.Error as exc:
+            log.error("queue_write_failed", what=what, request_id=request_id, error=str(exc))
 
     def _remember(self, record: Record) -> None:
         # Most results are fetched right after they complete: serve those from memory.
@@ -294,7 +318,7 @@ class QueueEngine:
         job.attempts += 1
         job.started_at = self._wall()
         job.runner_id = slot.runner_id
-        self.store.started(job)
+        self._record("started", job.id, lambda: self.store.started(job))
         self._notify(job.id)
         task = asyncio.create_task(self._attempt(route, job, slot))
         self._tasks.add(task)
@@ -317,9 +341,10 @@ class QueueEngine:
         try:
             if verdict.terminate:
                 self.router.terminate_slot(route, slot, verdict.reason)
+            # Before the slot is released: a retry is at the front when the slot is handed on.
+            self._after(route, job, verdict, result, logs)
         finally:
             route.release(slot)
-        self._after(route, job, verdict, result, logs)
 
     async def _call(
         self, request_timeout: float, job: Job, slot: Slot
@@ -372,7 +397,7 @@ class QueueEngine:
             job.state = State.IN_QUEUE
             if job.runner_id is not None:
                 job.avoid.add(job.runner_id)
-            self.store.requeued(job)
+            self._record("requeued", job.id, lambda: self.store.requeued(job))
             self.backlogs[job.app_id].push(job, front=True)
             self._notify(job.id)
             route.serve_backlog()
@@ -386,7 +411,8 @@ class QueueEngine:
         self.jobs.pop(job.id, None)
         logs = self._logs.pop(job.id, [])
         now = self._wall()
-        self.store.completed(job.id, result, logs, now)
+        self._held_bytes[job.app_id] = self._held_bytes.get(job.app_id, 0) - len(job.body)
+        self._record("completed", job.id, lambda: self.store.completed(job.id, result, logs, now))
         self._remember(
             Record(
                 job.id,
@@ -410,7 +436,8 @@ class QueueEngine:
         )
         if job.routing.webhook and self.webhooks is not None:
             body = webhook_body(job.id, result)
-            self.store.add_webhook(job.id, job.routing.webhook, body, now)
+            url = job.routing.webhook
+            self._record("webhook", job.id, lambda: self.store.add_webhook(job.id, url, body, now))
             self.webhooks.poke()
         self._notify(job.id)
 
@@ -445,7 +472,7 @@ class QueueEngine:
             self._complete(job, cancelled(job.id))
             return "CANCELLATION_REQUESTED"
         job.cancel_requested = True
-        self.store.cancel_requested(job.id)
+        self._record("cancel", job.id, lambda: self.store.cancel_requested(job.id))
         task = asyncio.create_task(self._signal_cancel(job))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

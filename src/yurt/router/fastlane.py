@@ -102,6 +102,8 @@ class FrontProtocol(asyncio.Protocol):
         self.timeout_header: tuple[bytes, bytes] | None = None
         self.scheme = "http"
         self.current: _Run | None = None
+        self.pending_continue = False
+        self.streaming = False
         self.queue: deque[_Run] = deque()
         self.worker: asyncio.Task[None] | None = None
         self.in_message = False
@@ -127,6 +129,9 @@ class FrontProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.connections.discard(self)
         self.closing = True
+        if self.streaming and self.worker is not None:
+            # A status stream only watches: nobody is left to watch it for.
+            self.worker.cancel()
 
     def data_received(self, data: bytes) -> None:
         self.last_active = self.loop.time()
@@ -241,8 +246,12 @@ class FrontProtocol(asyncio.Protocol):
         with contextlib.suppress(ValueError):
             self._check_size(run, int(self.content_length))
         if run.error is None and self.expect.lower() == b"100-continue":
-            assert self.transport is not None
-            self.transport.write(_CONTINUE)
+            if self.worker is None and not self.queue:
+                assert self.transport is not None
+                self.transport.write(_CONTINUE)
+            else:
+                # Earlier replies are still being written: it goes out after them.
+                self.pending_continue = True
 
     def on_body(self, body: bytes) -> None:
         run = self.current
@@ -257,8 +266,9 @@ class FrontProtocol(asyncio.Protocol):
         self.in_message = False
         self.completed_in_read = True
         run, self.current = self.current, None
-        if run is None or self.closing:
-            return
+        transport = self.transport
+        if run is None or transport is None or transport.is_closing():
+            return  # nobody to answer; a request read while the router stops is still served
         run.keep_alive = run.keep_alive and self.parser.should_keep_alive()
         run.http10 = self.parser.get_http_version() == "1.0"
         self.queue.append(run)
@@ -277,14 +287,19 @@ class FrontProtocol(asyncio.Protocol):
                     else:
                         keep_alive = await self._serve_run(run)
                 except Exception:
-                    # A bug of ours: the client gets an answer, not a connection left hanging.
+                    # A bug of ours: the client gets an answer, not a connection left hanging
+                    # (a stream already begun has closed its connection: nothing is written).
                     log.exception("request_failed")
                     reply = error_reply(500, "internal_error", "the router failed this request")
                     self._fail_connection(reply)
                     return
                 if not keep_alive:
                     return
+            if self.pending_continue and self.transport is not None:
+                self.pending_continue = False
+                self.transport.write(_CONTINUE)
         finally:
+            self.streaming = False
             self.worker = None
         self.last_active = self.loop.time()
         if self.hand_over:
@@ -345,6 +360,7 @@ class FrontProtocol(asyncio.Protocol):
         head.append(b"\r\n")
         pending = b"".join(head)
         ended = False
+        self.streaming = True
         try:
             async for chunk, last in stream.chunks:
                 transport = self.transport
@@ -362,8 +378,11 @@ class FrontProtocol(asyncio.Protocol):
                     ended = True
                     break
         finally:
+            self.streaming = False
+            if not ended and self.transport is not None:
+                self.transport.close()  # cut short: the client must not take it as complete
             await stream.chunks.aclose()
-        if not ended or not keep_alive:
+        if not ended or not keep_alive or self.closing:
             if self.transport is not None:
                 self.transport.close()
             return False

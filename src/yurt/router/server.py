@@ -151,6 +151,10 @@ class Router:
             self._server.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
+        # Queued requests start no more, and status streams end: they only watch. Attempts in
+        # flight and direct calls share the one grace period below.
+        if self.queue_api is not None:
+            self.queue_api.close()
         for conn in list(self._fast):
             conn.close_when_idle()
         deadline = time.monotonic() + grace

@@ -26,7 +26,7 @@ from yurt.queue.runnerio import fetch_logs, note_hints, signal_cancel
 from yurt.queue.store import QueueStore, Record
 from yurt.queue.webhooks import WebhookSender
 from yurt.router.dispatch import AppRoute, Slot
-from yurt.router.http import forward_headers, new_request_id
+from yurt.router.http import end_to_end, new_request_id
 from yurt.router.pool import UpstreamError
 from yurt.router.rules import (
     QueueVerdict,
@@ -187,7 +187,7 @@ class QueueEngine:
             app_id=route.app_id,
             endpoint=endpoint,
             query=query,
-            headers=forward_headers(headers, b"")[:-1],
+            headers=end_to_end(headers),
             body=body,
             routing=routing,
             created_at=self._wall(),
@@ -349,7 +349,8 @@ class QueueEngine:
     async def _call(
         self, request_timeout: float, job: Job, slot: Slot
     ) -> tuple[QueueVerdict, Result, list[dict[str, Any]]]:
-        headers = forward_headers(job.headers, job.id.encode())
+        # Filtered once, at submission: only the request id is added per attempt.
+        headers = [*job.headers, (b"x-fal-request-id", job.id.encode())]
         t0 = time.monotonic()
         try:
             upstream = await slot.pool.request(

@@ -62,11 +62,16 @@ def json_reply(value: object, status: int = 200) -> Reply:
     return Reply(status, [JSON_TYPE], json.dumps(value).encode())
 
 
+def end_to_end(raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The client's headers minus hop-by-hop ones and request ids."""
+    return [(k, v) for k, v in raw if k.lower() not in DROPPED_REQUEST_HEADERS]
+
+
 def forward_headers(
     raw: Iterable[tuple[bytes, bytes]], request_id: bytes
 ) -> list[tuple[bytes, bytes]]:
     """The client's headers minus hop-by-hop ones, with our request id."""
-    out = [(k, v) for k, v in raw if k.lower() not in DROPPED_REQUEST_HEADERS]
+    out = end_to_end(raw)
     out.append((b"x-fal-request-id", request_id))
     return out
 

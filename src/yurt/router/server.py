@@ -227,23 +227,20 @@ class Router:
         # none has nothing better to tell its callers than why its runner failed.
         if route is None or route.slots:
             return
+        queued = 0
         if self.queue is not None:
-            n = self.queue.start_failed(failure.app_id, 503, failure.error_type, failure.detail)
-            if n:
-                log.warning(
-                    "queued_requests_failed",
-                    app=failure.app_id,
-                    count=n,
-                    error_type=failure.error_type,
-                )
-        n = route.fail_waiters(
+            queued = self.queue.start_failed(
+                failure.app_id, 503, failure.error_type, failure.detail
+            )
+        waiting = route.fail_waiters(
             RequestError(failure.detail, status=503, error_type=failure.error_type)
         )
-        if n:
+        if waiting or queued:
             log.warning(
                 "waiting_requests_failed",
                 app=failure.app_id,
-                count=n,
+                count=waiting,
+                queued=queued,
                 error_type=failure.error_type,
             )
 

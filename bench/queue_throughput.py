@@ -30,18 +30,19 @@ import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Protocol
 
 import aiohttp
 from router_overhead import (
     BODY,
     HEADERS,
+    Round,
     Server,
     has_uvloop,
     mark,
     print_profile,
     proc_cpu_s,
+    target_stats,
 )
 
 from yurt.aio import LOOP_NAMES, run
@@ -160,27 +161,6 @@ CLIENTS: dict[str, Callable[[str, str, bytes, int], Client]] = {
 # -- rounds ----------------------------------------------------------------------------------
 
 
-@dataclass
-class Round:
-    target: str
-    conc: int
-    n: int
-    wall: float
-    lat: list[float]
-    errors: int
-    cpu: dict[str, float]
-
-    @property
-    def rps(self) -> float:
-        return self.n / self.wall
-
-    def pct(self, q: float) -> float:
-        if not self.lat:
-            return float("nan")
-        s = sorted(self.lat)
-        return s[min(len(s) - 1, int(q * len(s)))] * 1000
-
-
 async def load(trip: Trip, seconds: float, conc: int) -> Round:
     """``conc`` client loops, each making round trips one after another for ``seconds``.
 
@@ -227,14 +207,7 @@ def summarize(rounds: list[Round], conc: int) -> dict[str, float]:
     med = statistics.median
     out: dict[str, float] = {}
     for t, rs in by.items():
-        out[f"{t}_rps"] = med(r.rps for r in rs)
-        out[f"{t}_rps_min"] = min(r.rps for r in rs)
-        out[f"{t}_rps_max"] = max(r.rps for r in rs)
-        out[f"{t}_p50"] = med(r.pct(0.50) for r in rs)
-        out[f"{t}_p99"] = med(r.pct(0.99) for r in rs)
-        out[f"{t}_errors"] = sum(r.errors for r in rs)
-        for who in ("router", "runner", "client"):
-            out[f"{t}_cpu_{who}_us"] = med(r.cpu[who] / max(r.n, 1) * 1e6 for r in rs)
+        out.update(target_stats(t, rs, ("router", "runner", "client")))
     pairs = list(zip(by["sync"], by["queue"], strict=True))
     out["ratio"] = med(q.rps / s.rps for s, q in pairs)
     return out

@@ -131,8 +131,26 @@ class Round:
         return self.n / self.wall
 
     def pct(self, q: float) -> float:
+        if not self.lat:
+            return float("nan")
         s = sorted(self.lat)
         return s[min(len(s) - 1, int(q * len(s)))] * 1000
+
+
+def target_stats(t: str, rs: list[Round], cpu_of: tuple[str, ...]) -> dict[str, float]:
+    """Medians (and the spread) of one target's rounds, keyed ``{t}_...``."""
+    med = statistics.median
+    out = {
+        f"{t}_rps": med(r.rps for r in rs),
+        f"{t}_rps_min": min(r.rps for r in rs),
+        f"{t}_rps_max": max(r.rps for r in rs),
+        f"{t}_p50": med(r.pct(0.50) for r in rs),
+        f"{t}_p99": med(r.pct(0.99) for r in rs),
+        f"{t}_errors": float(sum(r.errors for r in rs)),
+    }
+    for who in cpu_of:
+        out[f"{t}_cpu_{who}_us"] = med(r.cpu[who] / max(r.n, 1) * 1e6 for r in rs)
+    return out
 
 
 async def load(pool: ConnectionPool, path: bytes, n: int, conc: int) -> tuple[float, list, int]:
@@ -191,14 +209,7 @@ def summarize(rounds: list[Round], conc: int) -> dict[str, float]:
     med = statistics.median
     out: dict[str, float] = {}
     for t, rs in by.items():
-        out[f"{t}_rps"] = med(r.rps for r in rs)
-        out[f"{t}_rps_min"] = min(r.rps for r in rs)
-        out[f"{t}_rps_max"] = max(r.rps for r in rs)
-        out[f"{t}_p50"] = med(r.pct(0.50) for r in rs)
-        out[f"{t}_p99"] = med(r.pct(0.99) for r in rs)
-        out[f"{t}_errors"] = sum(r.errors for r in rs)
-        for who in ("router", "runner", "generator"):
-            out[f"{t}_cpu_{who}_us"] = med(r.cpu[who] / r.n * 1e6 for r in rs)
+        out.update(target_stats(t, rs, ("router", "runner", "generator")))
     pairs = list(zip(by["direct"], by["router"], strict=True))
     out["ratio"] = med(r.rps / d.rps for d, r in pairs)
     out["added_p50"] = med(r.pct(0.50) - d.pct(0.50) for d, r in pairs)

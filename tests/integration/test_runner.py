@@ -68,7 +68,7 @@ async def test_sigterm_drains_in_flight_requests_then_tears_down(
         await wait_until(lambda: status_of(s, url + "/_yurt/health"), what="health")
         await wait_until(lambda: _is(status_of(s, url + "/_yurt/health"), 200), what="runner ready")
         slow = asyncio.ensure_future(s.post(url + "/", json={"seconds": 4.0}))
-        await wait_until(lambda: _in_flight(s, url), what="request in flight")
+        await wait_until(lambda: in_flight(s, url), what="request in flight")
         proc.send_signal(signal.SIGTERM)
         # While the request still runs, the port no longer takes new connections.
         await wait_until(lambda: _refused(url), what="new connections refused")
@@ -96,7 +96,7 @@ async def _is(coro: object, value: int) -> bool:
     return await coro == value  # type: ignore[misc]
 
 
-async def _in_flight(s: aiohttp.ClientSession, url: str) -> bool:
+async def in_flight(s: aiohttp.ClientSession, url: str) -> bool:
     async with s.get(url + "/_yurt/info") as resp:
         return bool((await resp.json())["in_flight"])
 
@@ -144,7 +144,7 @@ async def test_health_answers_while_sync_endpoint_computes(tmp_path: Path) -> No
     async with runner(Multiplexed, tmp_path) as (_, url), aiohttp.ClientSession() as s:
         await wait_until(lambda: _is(status_of(s, url + "/_yurt/health"), 200), what="ready")
         busy = asyncio.ensure_future(s.post(url + "/", json={"seconds": 6.0}))
-        await wait_until(lambda: _in_flight(s, url), what="request in flight")
+        await wait_until(lambda: in_flight(s, url), what="request in flight")
         # Well inside the 6 s the endpoint computes: a blocked loop could not answer in time.
         async with s.get(url + "/_yurt/health", timeout=aiohttp.ClientTimeout(total=3.0)) as r:
             assert r.status == 200

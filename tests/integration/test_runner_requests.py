@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 from multidict import CIMultiDictProxy
-from test_runner import runner, status_of
+from test_runner import in_flight, runner, status_of
 
 from apps import Cancellable, Chatty, Hinted
 from support import wait_until
@@ -48,10 +48,6 @@ async def call(
 async def get(s: aiohttp.ClientSession, url: str) -> tuple[int, Any]:
     async with s.get(url) as resp:
         return resp.status, await resp.json(content_type=None)
-
-
-async def in_flight(s: aiohttp.ClientSession, url: str) -> bool:
-    return bool((await get(s, url + "/_yurt/info"))[1]["in_flight"])
 
 
 async def logs_of(s: aiohttp.ClientSession, url: str, request_id: str) -> list[Any] | None:

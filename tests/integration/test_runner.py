@@ -86,7 +86,8 @@ async def _refused(url: str) -> bool:
     host, port = url.removeprefix("http://").split(":")
     try:
         _, writer = await asyncio.open_connection(host, int(port))
-    except ConnectionRefusedError:
+    except (ConnectionRefusedError, ConnectionResetError):
+        # Reset: the connection reached the backlog just as the listener closed.
         return True
     writer.close()
     return False

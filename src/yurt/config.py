@@ -131,15 +131,79 @@ class QueueConfig(_Frozen):
     webhooks: WebhookConfig = WebhookConfig()
 
 
+class MachineResources(_Frozen):
+    """What a runner of one machine type reserves on its node (overrides the catalog)."""
+
+    cpu_mhz: int = Field(ge=1, description="Nomad's Resources.CPU, in MHz")
+    memory_mb: int = Field(ge=1, description="Nomad's Resources.MemoryMB")
+
+
+class NomadConfig(_Frozen):
+    """Where and how runners are placed on a Nomad cluster."""
+
+    addr: str = Field(default="http://127.0.0.1:4646", description="Nomad's HTTP API")
+    token: str | None = Field(default=None, description="ACL token (X-Nomad-Token)")
+    namespace: str = "default"
+    region: str = "global"
+    datacenters: tuple[str, ...] = ("*",)
+    node_pool: str = "default"
+    driver: Literal["raw_exec", "docker"] = "raw_exec"
+    python: str = Field(
+        default_factory=lambda: sys.executable,
+        description="absolute path of the Python with yurt installed on the nodes (raw_exec)",
+    )
+    image: str = Field(default="yurt-runner:latest", description="runner image (docker)")
+    job_prefix: str = Field(default="yurt", description="jobs are named <prefix>-<owner>-<app>")
+    verify_tls: bool = True
+    ca_cert: Path | None = None
+    timeout: float = Field(default=10.0, gt=0, description="seconds one API call may take")
+    retries: int = Field(default=4, ge=0, description="retries of a call that failed transiently")
+    blocking_wait: float = Field(
+        default=60.0, gt=0, le=300, description="seconds a blocking query waits for a change"
+    )
+    check_interval: float = Field(
+        default=10.0, ge=1, description="seconds between Consul checks of a runner (Nomad: >= 1)"
+    )
+    check_timeout: float = Field(default=2.0, ge=1, description="seconds one check may take")
+    restart_delay: float = Field(
+        default=15.0, ge=0, description="seconds before Nomad restarts a runner that exited"
+    )
+    resources: dict[str, MachineResources] = Field(
+        default_factory=dict, description="per machine type, overriding the catalog's defaults"
+    )
+
+
+class ConsulConfig(_Frozen):
+    """Where healthy runners are found, and where the router announces itself."""
+
+    addr: str = Field(default="http://127.0.0.1:8500", description="Consul's HTTP API")
+    token: str | None = Field(default=None, description="ACL token (X-Consul-Token)")
+    verify_tls: bool = True
+    # py-consul's aiohttp session gives up after 300 s: keep blocking queries well under it.
+    blocking_wait: float = Field(
+        default=60.0, gt=0, le=240, description="seconds a blocking query waits for a change"
+    )
+    router_service: str | None = Field(
+        default="yurt-router", description="service name the server registers; None: don't"
+    )
+    router_check_interval: float = Field(default=10.0, ge=1)
+
+
 class ServerConfig(_Frozen):
     """Everything ``yurt run`` / ``yurt server`` needs."""
 
     data_dir: Path
     event_loop: LoopName = "auto"
+    backend: Literal["local", "nomad"] = "local"
+    admin_token: str | None = Field(
+        default=None, description="bearer token the admin API asks for; None: no token"
+    )
     router: RouterConfig = RouterConfig()
     queue: QueueConfig = QueueConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     local: LocalBackendConfig = LocalBackendConfig()
+    nomad: NomadConfig = NomadConfig()
+    consul: ConsulConfig = ConsulConfig()
 
 
 def default_data_dir() -> Path:
@@ -148,3 +212,26 @@ def default_data_dir() -> Path:
         return Path(env)
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "yurt"
+
+
+def nomad_env(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """NomadConfig fields from Nomad's own variables (NOMAD_ADDR, NOMAD_TOKEN, ...)."""
+    env = os.environ if environ is None else environ
+    names = {"NOMAD_ADDR": "addr", "NOMAD_TOKEN": "token", "NOMAD_NAMESPACE": "namespace"}
+    names["NOMAD_REGION"] = "region"
+    return {field: env[var] for var, field in names.items() if env.get(var)}
+
+
+def consul_env(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """ConsulConfig fields from Consul's own variables (CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN)."""
+    env = os.environ if environ is None else environ
+    out: dict[str, str] = {}
+    if addr := env.get("CONSUL_HTTP_ADDR"):
+        # Consul's CLI accepts a bare host:port; CONSUL_HTTP_SSL picks the scheme.
+        if "://" not in addr:
+            ssl = env.get("CONSUL_HTTP_SSL", "").lower() in ("1", "true")
+            addr = f"{'https' if ssl else 'http'}://{addr}"
+        out["addr"] = addr
+    if token := env.get("CONSUL_HTTP_TOKEN"):
+        out["token"] = token
+    return out

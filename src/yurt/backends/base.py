@@ -7,7 +7,7 @@ scheduler see only these, so the local and cluster paths share everything above 
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -83,6 +83,14 @@ class Backend(Protocol):
 
     async def stop_runner(self, app_id: str, runner_id: str, *, reason: str, replace: bool) -> None:
         """Drain and stop one runner; ``replace`` keeps the target, else it drops by one."""
+
+    def pick_stops(self, app_id: str, idle: Sequence[str]) -> list[str]:
+        """Which runners to stop when the scheduler wants ``idle`` (the idlest first) gone.
+
+        A backend that chooses for itself which runner goes when the count drops (Nomad stops
+        the highest allocation index) names those runners, as many as ``idle`` holds, so that
+        the router stops sending them work before they are told to stop.
+        """
 
     def runners(self, app_id: str) -> list[RunnerView]:
         """The app's runners, live ones and those in crash backoff."""

@@ -15,6 +15,7 @@ import signal
 import socket
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -157,6 +158,10 @@ class LocalBackend:
             app.target = max(0, app.target - 1)
         self._terminate(runner, reason)
         self._reconcile(app)
+
+    def pick_stops(self, app_id: str, idle: Sequence[str]) -> list[str]:
+        """The scheduler's choice: any local runner can be stopped on its own."""
+        return list(idle)
 
     def runners(self, app_id: str) -> list[RunnerView]:
         """Live runners, plus one CRASH_BACKOFF entry while the app is backing off."""

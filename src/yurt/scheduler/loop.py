@@ -94,10 +94,11 @@ class Scheduler:
         assert self.source is not None, "Scheduler.source must be set before start()"
         target = self.backend.target(app_id)
         decision = decide(spec, self.source.load(app_id), target, self.clock())
+        stops = self.backend.pick_stops(app_id, decision.stop) if decision.stop else []
         # Retire from routing before any await, so no request lands on a runner being stopped.
-        for runner_id in decision.stop:
+        for runner_id in stops:
             self.source.retire(app_id, runner_id)
-        for runner_id in decision.stop:
+        for runner_id in stops:
             log.info("runner_idle_stop", app=app_id, runner=runner_id, keep_alive=spec.keep_alive)
             await self.backend.stop_runner(app_id, runner_id, reason="keep_alive", replace=False)
         if decision.target != self.backend.target(app_id):

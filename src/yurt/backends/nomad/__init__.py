@@ -1,0 +1,1 @@
+"""Runners as Nomad allocations: the job body (pure), the API adapter, and the backend."""

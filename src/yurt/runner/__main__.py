@@ -1,4 +1,7 @@
-"""Entry point: ``python -m yurt.runner --payload PATH --port N [--host H]``.
+"""Entry point: ``python -m yurt.runner (--payload PATH | --payload-url URL) --port N [--host H]``.
+
+With ``--payload-url`` (a runner on a cluster) the payload is downloaded with the bearer token in
+``$YURT_PAYLOAD_TOKEN`` and must have the digest ``--payload-sha256``.
 
 Exit codes: 0 after a graceful stop, 2 bad arguments, 3 payload could not be loaded,
 4 setup failed, 5 setup timed out. On 3-5 the last stderr line starts with ``FAILURE_MARK``
@@ -27,7 +30,10 @@ EXIT_PAYLOAD, EXIT_SETUP, EXIT_STARTUP_TIMEOUT = 3, 4, 5
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The runner's command line."""
     p = argparse.ArgumentParser(prog="python -m yurt.runner")
-    p.add_argument("--payload", required=True, type=Path, help="path of the payload file")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--payload", type=Path, help="path of the payload file")
+    source.add_argument("--payload-url", help="download the payload from the yurt server")
+    p.add_argument("--payload-sha256", help="digest the downloaded payload must have")
     p.add_argument("--port", required=True, type=int)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--runner-id", default="")
@@ -37,7 +43,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--loop", choices=LOOP_NAMES, default="auto")
     p.add_argument("--log-level", default="info")
     p.add_argument("--log-format", choices=["console", "json"], default="console")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.payload_url is not None and not args.payload_sha256:
+        p.error("--payload-url needs --payload-sha256")
+    return args
+
+
+def read_payload(args: argparse.Namespace) -> bytes:
+    """The payload bytes, from the file or the server; raises ``PayloadError`` or ``OSError``."""
+    if args.payload is not None:
+        data: bytes = args.payload.read_bytes()
+        return data
+    from yurt.runner.fetch import TOKEN_ENV, fetch_payload
+
+    token = os.environ.get(TOKEN_ENV, "")
+    return fetch_payload(args.payload_url, token, args.payload_sha256)
 
 
 def fail(code: int, kind: str, message: str) -> int:
@@ -53,7 +73,7 @@ async def serve(args: argparse.Namespace) -> int:
     from yurt.runner.server import RunnerServer
 
     try:
-        header, cls = unpack(args.payload.read_bytes())
+        header, cls = unpack(read_payload(args))
     except (OSError, PayloadError) as exc:
         return fail(EXIT_PAYLOAD, "payload", str(exc))
     server = RunnerServer(header, cls, host=args.host, port=args.port, runner_id=args.runner_id)

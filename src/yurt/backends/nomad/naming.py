@@ -6,10 +6,21 @@ import hashlib
 import re
 from dataclasses import dataclass
 
+from yurt.runner.fetch import TOKEN_ENV
+
+__all__ = [
+    "GROUP",
+    "PORT_LABEL",
+    "TASK",
+    "TOKEN_ENV",
+    "PayloadRef",
+    "job_id",
+    "runner_id_from_service_id",
+]
+
 GROUP = "runner"  # the one task group of an app's job
 TASK = "runner"  # its one task
 PORT_LABEL = "http"  # the runner's dynamic port
-TOKEN_ENV = "YURT_PAYLOAD_TOKEN"  # the task env var holding the payload token
 
 _INVALID = re.compile(r"[^a-z0-9-]+")
 # Nomad registers a group service in Consul as _nomad-task-<allocID>-group-<group>-<name>-<port>.

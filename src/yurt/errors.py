@@ -7,7 +7,12 @@
     ├── PayloadError              rebuild the payload or run a matching interpreter
     ├── ConfigError               fix the server or CLI configuration
     ├── DeployError               fix the cluster or the deploy
-    │   └── SchedulingError       no runner could be placed or started
+    │   ├── SchedulingError       no runner could be placed or started
+    │   └── ClusterError          Nomad or Consul failed a call (``service``, ``status``)
+    │       ├── ClusterUnavailable    unreachable, timed out, 5xx or 429 after the retries
+    │       ├── ClusterUnauthorized   the ACL token was refused (401/403)
+    │       ├── ClusterNotFound       no such job, allocation or path (404)
+    │       └── ClusterBadRequest     the server refused the request (400); carries its message
     └── RequestError              the caller (carries an HTTP status and an error type)
 
 ``AppException`` is not an error of yurt's own: an endpoint raises it to answer with a status of
@@ -41,6 +46,37 @@ class DeployError(YurtError):
 
 class SchedulingError(DeployError):
     """No runner could be placed or started for an app."""
+
+
+class ClusterError(DeployError):
+    """A call to Nomad or Consul failed; ``service`` names which, ``status`` is its HTTP status.
+
+    ``message`` is what the server said (its body), kept apart so callers can match on it.
+    """
+
+    def __init__(
+        self, detail: str, *, service: str, status: int | None = None, message: str = ""
+    ) -> None:
+        super().__init__(detail)
+        self.service = service
+        self.status = status
+        self.message = message
+
+
+class ClusterUnavailable(ClusterError):
+    """Nomad or Consul could not be reached, timed out, or kept failing (5xx, 429)."""
+
+
+class ClusterUnauthorized(ClusterError):
+    """Nomad or Consul refused the ACL token: set a token whose policy allows the call."""
+
+
+class ClusterNotFound(ClusterError):
+    """Nomad or Consul has no such job, allocation or path."""
+
+
+class ClusterBadRequest(ClusterError):
+    """Nomad or Consul refused the request as invalid; ``message`` is its explanation."""
 
 
 class RequestError(YurtError):

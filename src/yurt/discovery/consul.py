@@ -1,0 +1,357 @@
+"""Healthy runners from Consul: one blocking health query loop per app (a ``Discovery``).
+
+Nomad registers each runner allocation's group service in Consul under the job's id, with an
+HTTP check on ``/_yurt/health``; ``passing`` answers only runners whose checks all pass. The
+server announces its own router here too. Every py-consul and aiohttp error is mapped to a
+``ClusterError`` in this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import warnings
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import aiohttp
+import consul
+import consul.aio
+import structlog
+from consul.exceptions import (
+    ACLDisabled,
+    ACLPermissionDenied,
+    BadRequest,
+    ConsulException,
+    NotFound,
+    Timeout,
+)
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
+
+from yurt.backends.base import RunnerEndpoint
+from yurt.backends.nomad.naming import job_id, runner_id_from_service_id
+from yurt.config import ConsulConfig
+from yurt.errors import (
+    ClusterBadRequest,
+    ClusterError,
+    ClusterNotFound,
+    ClusterUnauthorized,
+    ClusterUnavailable,
+    ConfigError,
+)
+
+log = structlog.get_logger("yurt.consul")
+
+T = TypeVar("T")
+
+RETRIES = 4  # bounded retries of a one-off call (registering the router)
+_STATUS = re.compile(r"^(\d{3}) ")
+_HISTORY = 10_000  # runner ids remembered as once healthy, per app
+
+
+def map_error(exc: BaseException, call: str) -> ClusterError:
+    """The yurt error for a py-consul, aiohttp or socket exception raised by ``call``."""
+    text = str(exc).strip()
+    if isinstance(exc, ACLPermissionDenied | ACLDisabled):
+        return ClusterUnauthorized(
+            f"consul {call}: permission denied: {text}; set a Consul ACL token "
+            "(ConsulConfig.token or CONSUL_HTTP_TOKEN) whose policy allows this call",
+            service="consul",
+            status=403,
+            message=text,
+        )
+    if isinstance(exc, NotFound):
+        return ClusterNotFound(f"consul {call}: not found: {text}", service="consul", status=404)
+    if isinstance(exc, BadRequest):
+        return ClusterBadRequest(
+            f"consul {call}: {text}", service="consul", status=400, message=text
+        )
+    if isinstance(exc, Timeout | aiohttp.ClientError | OSError | TimeoutError):
+        return ClusterUnavailable(
+            f"consul {call}: cannot reach Consul: {text or type(exc).__name__}; check "
+            "ConsulConfig.addr and that the agent is up",
+            service="consul",
+        )
+    if isinstance(exc, ConsulException):
+        found = _STATUS.match(text)
+        status = int(found.group(1)) if found else None
+        transient = status is not None and (status >= 500 or status == 429)
+        kind = ClusterUnavailable if transient else ClusterError
+        return kind(f"consul {call}: {text}", service="consul", status=status, message=text)
+    return ClusterError(f"consul {call}: {exc!r}", service="consul")
+
+
+def parse_addr(addr: str) -> tuple[str, int, str]:
+    """``http[s]://host[:port]`` -> (host, port, scheme); port 8500 when absent."""
+    parts = urlsplit(addr if "://" in addr else f"http://{addr}")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"consul addr {addr!r} is not an http(s) URL; use e.g. http://127.0.0.1:8500"
+        )
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"consul addr {addr!r} has an invalid port: {exc}") from exc
+    return parts.hostname, port or 8500, parts.scheme
+
+
+def endpoints_from(entries: list[dict[str, Any]]) -> dict[str, RunnerEndpoint]:
+    """Runner endpoints from ``/v1/health/service`` entries (empty address -> the node's)."""
+    out: dict[str, RunnerEndpoint] = {}
+    for entry in entries or []:
+        service = entry.get("Service") or {}
+        node = entry.get("Node") or {}
+        address = service.get("Address") or node.get("Address") or ""
+        port = service.get("Port") or 0
+        if not service.get("ID") or not address or not port:
+            continue
+        runner_id = runner_id_from_service_id(str(service["ID"]))
+        out[runner_id] = RunnerEndpoint(runner_id, str(address), int(port))
+    return out
+
+
+def duration(seconds: float) -> str:
+    """A Consul agent-API duration (a Go duration string: ``10s``, ``1.5s``)."""
+    return f"{seconds:g}s"
+
+
+@dataclass(eq=False)
+class _Watch:
+    service: str
+    endpoints: dict[str, RunnerEndpoint] = field(default_factory=dict)
+    ever: dict[str, None] = field(default_factory=dict)  # insertion-ordered set
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+
+def _log_retry(state: RetryCallState) -> None:
+    exc = state.outcome.exception() if state.outcome is not None else None
+    log.warning(
+        "consul_call_retry",
+        call=state.kwargs.get("call", "?"),
+        attempt=state.attempt_number,
+        error=str(exc),
+    )
+
+
+class ConsulDiscovery:
+    """Healthy runners per app from Consul's blocking health queries (a ``Discovery``)."""
+
+    def __init__(self, config: ConsulConfig, job_prefix: str) -> None:
+        self.config = config
+        self.job_prefix = job_prefix
+        self._host, self._port, self._scheme = parse_addr(config.addr)
+        self._consul: Any = None
+        self._watches: dict[str, _Watch] = {}
+        self._router_id: str | None = None
+        self._closed = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the Consul client (py-consul's aio client needs a running loop)."""
+        self._client()
+
+    async def close(self) -> None:
+        """End every watch and close the HTTP session (the router registration stays)."""
+        self._closed = True
+        tasks = [w.task for w in self._watches.values() if w.task is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for w in self._watches.values():
+            w.changed.set()  # wake watchers so their generators can end
+        if self._consul is not None:
+            client, self._consul = self._consul, None
+            await client.close()
+
+    async def __aenter__(self) -> ConsulDiscovery:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _client(self) -> Any:
+        if self._consul is None:
+            if self._closed:
+                raise ClusterUnavailable("consul: the discovery is closed", service="consul")
+            # aiohttp's default total timeout is 300 s: a blocking query must fit well inside.
+            timeout = self.config.blocking_wait * (1 + 1 / 16) + 30
+            with warnings.catch_warnings():
+                # py-consul 1.8 passes aiohttp's deprecated ssl_context/verify_ssl arguments.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                self._consul = consul.aio.Consul(
+                    host=self._host,
+                    port=self._port,
+                    scheme=self._scheme,
+                    token=self.config.token,
+                    verify=self.config.verify_tls,
+                    connections_timeout=timeout,
+                )
+        return self._consul
+
+    # -- Discovery protocol ----------------------------------------------------------------
+
+    def healthy(self, app_id: str) -> list[RunnerEndpoint]:
+        """The healthy runners of an app, as last seen (starts following the app)."""
+        return list(self._watch(app_id).endpoints.values())
+
+    async def watch(self, app_id: str) -> AsyncIterator[list[RunnerEndpoint]]:
+        """Yield the healthy set at once and then each time it really changes."""
+        w = self._watch(app_id)
+        while not self._closed:
+            event = w.changed
+            yield list(w.endpoints.values())
+            await event.wait()
+
+    def was_healthy(self, app_id: str, runner_id: str) -> bool:
+        """Whether this runner has ever passed its checks while we watched."""
+        return runner_id in self._watch(app_id).ever
+
+    # -- the loops -------------------------------------------------------------------------
+
+    def _watch(self, app_id: str) -> _Watch:
+        w = self._watches.get(app_id)
+        if w is None:
+            w = _Watch(job_id(self.job_prefix, app_id))
+            self._watches[app_id] = w
+        if w.task is None and not self._closed:
+            with contextlib.suppress(RuntimeError):  # no running loop: nothing to follow with
+                w.task = asyncio.get_running_loop().create_task(self._follow(app_id, w))
+        return w
+
+    async def _follow(self, app_id: str, w: _Watch) -> None:
+        index: str | None = None
+        backoff = 0.25
+        wait = f"{int(self.config.blocking_wait)}s"
+        while True:
+            try:
+                new_index, entries = await self._client().health.service(
+                    w.service, passing=True, index=index, wait=wait, token=self.config.token
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                error = map_error(exc, "health.service")
+                log.warning(
+                    "consul_watch_failed",
+                    app=app_id,
+                    service=w.service,
+                    error=str(error),
+                    retry_s=backoff,
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+                continue
+            backoff = 0.25
+            index = self._next_index(app_id, index, new_index)
+            self._update(app_id, w, endpoints_from(entries))
+
+    @staticmethod
+    def _next_index(app_id: str, old: str | None, new: str) -> str | None:
+        # Consul: reset to 0 when the index goes backwards, and never block on an index < 1.
+        try:
+            value = int(new)
+        except (TypeError, ValueError):
+            return None
+        if old is not None and value < int(old):
+            log.info("consul_index_reset", app=app_id, old=old, new=value)
+            return None
+        return str(value) if value >= 1 else None
+
+    def _update(self, app_id: str, w: _Watch, endpoints: dict[str, RunnerEndpoint]) -> None:
+        for runner_id in endpoints:
+            w.ever[runner_id] = None
+        while len(w.ever) > _HISTORY:
+            del w.ever[next(iter(w.ever))]
+        if endpoints == w.endpoints:
+            return  # a wake-up without a change (the index is table-wide)
+        added = endpoints.keys() - w.endpoints.keys()
+        gone = w.endpoints.keys() - endpoints.keys()
+        w.endpoints = endpoints
+        log.info(
+            "consul_healthy_changed",
+            app=app_id,
+            healthy=len(endpoints),
+            added=sorted(added),
+            gone=sorted(gone),
+        )
+        # Each change wakes the current watchers once; a fresh event catches the next one.
+        event, w.changed = w.changed, asyncio.Event()
+        event.set()
+
+    # -- the router's own registration -----------------------------------------------------
+
+    async def _retry(self, call: str, fn: Callable[[], Awaitable[T]]) -> T:
+        async def attempt(*, call: str) -> T:
+            try:
+                return await fn()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                raise map_error(exc, call) from exc
+
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(ClusterUnavailable),
+            stop=stop_after_attempt(RETRIES + 1),
+            wait=wait_exponential(multiplier=0.2, max=5.0),
+            before_sleep=_log_retry,
+            reraise=True,
+        )
+        result: T = await retrying(attempt, call=call)
+        return result
+
+    async def register_router(
+        self, name: str, address: str, port: int, check_url: str, interval: float
+    ) -> str:
+        """Register this server's router in Consul with an HTTP check; returns the service id.
+
+        The id never starts with ``_nomad-task-``: Nomad's sync removes such services.
+        """
+        service_id = f"{name}-{address}-{port}".replace(":", "-")
+        check = consul.Check.http(
+            check_url,
+            duration(interval),
+            timeout=duration(min(interval, 5.0)),
+            deregister="1m",  # Consul's minimum
+        )
+        client = self._client()
+        await self._retry(
+            "agent.service.register",
+            lambda: client.agent.service.register(
+                name,
+                service_id=service_id,
+                address=address,
+                port=port,
+                tags=["yurt"],
+                check=check,
+                token=self.config.token,
+            ),
+        )
+        self._router_id = service_id
+        log.info("consul_router_registered", service=name, id=service_id, check=check_url)
+        return service_id
+
+    async def deregister_router(self) -> None:
+        """Remove the router's registration, if this discovery made one."""
+        if self._router_id is None:
+            return
+        service_id, self._router_id = self._router_id, None
+        client = self._client()
+        await self._retry(
+            "agent.service.deregister",
+            lambda: client.agent.service.deregister(service_id, token=self.config.token),
+        )
+        log.info("consul_router_deregistered", id=service_id)

@@ -1,0 +1,6 @@
+"""HTTP doubles of Consul and Nomad for yurt's tests, stricter than the real servers."""
+
+from .consul import ConsulDouble
+from .validate import problems
+
+__all__ = ["ConsulDouble", "problems"]

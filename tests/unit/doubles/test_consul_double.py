@@ -1,0 +1,260 @@
+"""The Consul double behaves as NOMAD_CONSUL.md says Consul does, and no more leniently."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from doubles import ConsulDouble
+
+from support import DEADLINE, wait_until
+
+SERVE = """
+import http.server, os, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        code = open(sys.argv[2]).read() if os.path.exists(sys.argv[2]) else "200"
+        self.send_response(int(code))
+        self.end_headers()
+        self.wfile.write(b"ok")
+    def log_message(self, *a):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"""
+
+
+@pytest.fixture
+async def consul() -> AsyncIterator[ConsulDouble]:
+    async with ConsulDouble() as double:
+        yield double
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=DEADLINE)) as s:
+        yield s
+
+
+@pytest.fixture
+def health_server(tmp_path: Path, unused_tcp_port: int) -> Iterator[tuple[int, Path]]:
+    """A process answering GET with the status code written in a file (200 when absent)."""
+    script = tmp_path / "serve.py"
+    script.write_text(SERVE)
+    code_file = tmp_path / "code"
+    proc = subprocess.Popen([sys.executable, str(script), str(unused_tcp_port), str(code_file)])
+    try:
+        yield unused_tcp_port, code_file
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+async def put(s: aiohttp.ClientSession, url: str, body: Any = None, **kw: Any) -> tuple[int, str]:
+    async with s.put(url, json=body, **kw) as resp:
+        return resp.status, await resp.text()
+
+
+async def health(
+    s: aiohttp.ClientSession, consul: ConsulDouble, name: str, **params: str
+) -> tuple[list[dict[str, Any]], int]:
+    async with s.get(f"{consul.url}/v1/health/service/{name}", params=params) as resp:
+        assert resp.status == 200, await resp.text()
+        return await resp.json(), int(resp.headers["X-Consul-Index"])
+
+
+def ttl_service(sid: str, name: str = "web") -> dict[str, Any]:
+    return {"ID": sid, "Name": name, "Port": 80, "Check": {"CheckID": f"c-{sid}", "TTL": "30s"}}
+
+
+async def test_blocking_query_wakes_on_a_check_change(
+    consul: ConsulDouble, http: aiohttp.ClientSession
+) -> None:
+    """A blocked health query returns when a check of that service changes, with a higher index."""
+    assert (await put(http, f"{consul.url}/v1/agent/service/register", ttl_service("a")))[0] == 200
+    _, index = await health(http, consul, "web")
+    blocked = asyncio.create_task(health(http, consul, "web", index=str(index), wait="60s"))
+    await asyncio.sleep(0.2)
+    assert not blocked.done()
+    assert (await put(http, f"{consul.url}/v1/agent/check/pass/c-a"))[0] == 200
+    entries, new_index = await asyncio.wait_for(blocked, DEADLINE)
+    assert new_index > index
+    assert entries[0]["Checks"][1]["Status"] == "passing"
+
+
+async def test_blocking_query_times_out_with_the_same_index(
+    consul: ConsulDouble, http: aiohttp.ClientSession
+) -> None:
+    """Without a change the query answers after wait (plus jitter) with the index unchanged."""
+    await put(http, f"{consul.url}/v1/agent/service/register", ttl_service("a"))
+    _, index = await health(http, consul, "web")
+    _, again = await health(http, consul, "web", index=str(index), wait="200ms")
+    assert again == index
+
+
+async def test_other_services_do_not_wake_a_blocked_query(
+    consul: ConsulDouble, http: aiohttp.ClientSession
+) -> None:
+    """Changes to another service name leave the blocked query waiting."""
+    await put(http, f"{consul.url}/v1/agent/service/register", ttl_service("a"))
+    _, index = await health(http, consul, "web")
+    blocked = asyncio.create_task(health(http, consul, "web", index=str(index), wait="60s"))
+    await put(http, f"{consul.url}/v1/agent/service/register", ttl_service("b", name="other"))
+    await asyncio.sleep(0.3)
+    assert not blocked.done()
+    consul.set_check_status("c-a", "passing")
+    await asyncio.wait_for(blocked, DEADLINE)
+
+
+async def test_passing_filter_needs_every_check_and_serf_health(
+    consul: ConsulDouble, http: aiohttp.ClientSession
+) -> None:
+    """Checks start critical; passing lists only entries whose checks (and serfHealth) all pass."""
+    await put(http, f"{consul.url}/v1/agent/service/register", ttl_service("a"))
+    await put(http, f"{consul.url}/v1/agent/service/register", ttl_service("b"))
+    assert len((await health(http, consul, "web"))[0]) == 2
+    assert (await health(http, consul, "web", passing="1"))[0] == []
+    await put(http, f"{consul.url}/v1/agent/check/pass/c-b")
+    passing, _ = await health(http, consul, "web", passing="1")
+    assert [e["Service"]["ID"] for e in passing] == ["b"]
+    assert passing[0]["Service"]["Address"] == ""
+    assert passing[0]["Node"]["Address"] == "127.0.0.1"
+    consul.set_check_status("serfHealth", "critical")
+    assert (await health(http, consul, "web", passing="1"))[0] == []
+
+
+async def test_tag_filter(consul: ConsulDouble, http: aiohttp.ClientSession) -> None:
+    """?tag= keeps only entries carrying that tag."""
+    body = {"ID": "t", "Name": "web", "Tags": ["blue"], "Port": 1}
+    await put(http, f"{consul.url}/v1/agent/service/register", body)
+    await put(http, f"{consul.url}/v1/agent/service/register", {"ID": "u", "Name": "web"})
+    found, _ = await health(http, consul, "web", tag="blue")
+    assert [e["Service"]["ID"] for e in found] == ["t"]
+
+
+async def test_acl_token_is_required(http: aiohttp.ClientSession) -> None:
+    """With a token set, a request without X-Consul-Token (or with a wrong one) gets 403."""
+    async with ConsulDouble(token="s3cret") as consul:
+        url = f"{consul.url}/v1/agent/services"
+        async with http.get(url) as resp:
+            assert resp.status == 403
+            assert await resp.text() == "ACL not found"
+        async with http.get(url, headers={"X-Consul-Token": "wrong"}) as resp:
+            assert resp.status == 403
+        async with http.get(url, headers={"X-Consul-Token": "s3cret"}) as resp:
+            assert resp.status == 200
+
+
+@pytest.mark.parametrize(
+    "check",
+    [
+        {"HTTP": "http://127.0.0.1:1/", "Interval": 10},
+        {"HTTP": "http://127.0.0.1:1/", "Interval": "10"},
+        {"HTTP": "http://127.0.0.1:1/", "Interval": "10s", "Timeout": 2000000000},
+        {"HTTP": "http://127.0.0.1:1/"},
+        {"TTL": "10s", "Bogus": 1},
+    ],
+)
+async def test_registration_rejects_bad_checks(
+    consul: ConsulDouble, http: aiohttp.ClientSession, check: dict[str, Any]
+) -> None:
+    """Durations must be Go duration strings; unknown keys and interval-less HTTP checks are 400."""
+    body = {"ID": "x", "Name": "web", "Check": check}
+    status, _ = await put(http, f"{consul.url}/v1/agent/service/register", body)
+    assert status == 400
+    assert consul.entries("web") == []
+
+
+async def test_unknown_service_key_is_rejected(
+    consul: ConsulDouble, http: aiohttp.ClientSession
+) -> None:
+    """A misspelled service key is a 400, not silently dropped."""
+    body = {"ID": "x", "Name": "web", "Prot": 80}
+    assert (await put(http, f"{consul.url}/v1/agent/service/register", body))[0] == 400
+
+
+async def test_py_consul_style_lowercase_keys_are_accepted(
+    consul: ConsulDouble, http: aiohttp.ClientSession
+) -> None:
+    """Keys match case-insensitively, as Consul's decoder does for py-consul's bodies."""
+    body = {
+        "name": "web",
+        "id": "p",
+        "port": 8,
+        "checks": [{"ttl": "10s", "DeregisterCriticalServiceAfter": "1m"}],
+    }
+    assert (await put(http, f"{consul.url}/v1/agent/service/register", body))[0] == 200
+    assert consul.entries("web")[0]["Service"]["Port"] == 8
+
+
+async def test_http_check_runs_and_tracks_the_status_code(
+    consul: ConsulDouble, http: aiohttp.ClientSession, health_server: tuple[int, Path]
+) -> None:
+    """HTTP checks probe the URL: 2xx passing, 429 warning, 500 critical."""
+    port, code_file = health_server
+    body = {
+        "ID": "h",
+        "Name": "web",
+        "Port": port,
+        "Check": {"CheckID": "hc", "HTTP": f"http://127.0.0.1:{port}/", "Interval": "1s"},
+    }
+    await put(http, f"{consul.url}/v1/agent/service/register", body)
+
+    def status() -> str:
+        return str(consul.entries("web")[0]["Checks"][1]["Status"])
+
+    await wait_until(lambda: status() == "passing", what="check passing")
+    code_file.write_text("429")
+    await wait_until(lambda: status() == "warning", what="check warning")
+    code_file.write_text("500")
+    await wait_until(lambda: status() == "critical", what="check critical")
+
+
+async def test_deregister_removes_service_and_checks(
+    consul: ConsulDouble, http: aiohttp.ClientSession
+) -> None:
+    """Deregistering drops the entry; an unknown id is a 404."""
+    await put(http, f"{consul.url}/v1/agent/service/register", ttl_service("a"))
+    assert (await put(http, f"{consul.url}/v1/agent/service/deregister/a"))[0] == 200
+    assert consul.entries("web") == []
+    assert (await put(http, f"{consul.url}/v1/agent/service/deregister/a"))[0] == 404
+    async with http.get(f"{consul.url}/v1/agent/services") as resp:
+        assert await resp.json() == {}
+
+
+async def test_reset_index_goes_backwards(
+    consul: ConsulDouble, http: aiohttp.ClientSession
+) -> None:
+    """After reset_index() the reply's index is below what the client held."""
+    await put(http, f"{consul.url}/v1/agent/service/register", ttl_service("a"))
+    _, index = await health(http, consul, "web")
+    consul.reset_index()
+    _, after = await health(http, consul, "web")
+    assert after < index
+
+
+async def test_invalid_wait_is_400(consul: ConsulDouble, http: aiohttp.ClientSession) -> None:
+    """wait needs a unit, as Go's time.ParseDuration does."""
+    url = f"{consul.url}/v1/health/service/web"
+    async with http.get(url, params={"index": "1", "wait": "60"}) as resp:
+        assert resp.status == 400
+        assert await resp.text() == "Invalid wait time"
+
+
+async def test_agent_self_catalog_and_leader(
+    consul: ConsulDouble, http: aiohttp.ClientSession
+) -> None:
+    """agent/self carries Config.Version; catalog lists names with tags; a leader is known."""
+    await put(http, f"{consul.url}/v1/agent/service/register", {"Name": "web", "Tags": ["x"]})
+    async with http.get(f"{consul.url}/v1/agent/self") as resp:
+        assert (await resp.json())["Config"]["Version"] == "1.20.2"
+    async with http.get(f"{consul.url}/v1/catalog/services") as resp:
+        assert (await resp.json())["web"] == ["x"]
+    async with http.get(f"{consul.url}/v1/status/leader") as resp:
+        assert (await resp.json()).endswith(":8300")

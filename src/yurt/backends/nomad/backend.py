@@ -1,0 +1,478 @@
+"""The cluster backend: each app is a Nomad service job, each runner one of its allocations.
+
+The group's Count is the target; ``POST /v1/job/:id/scale`` changes it. Nomad picks which
+allocation goes when the Count drops (the highest name index), so ``pick_stops`` names those.
+One blocking query loop per app follows its allocations; from them come ``runners()`` and the
+start failures. Healthy runners are found through Consul (``ConsulDiscovery``), not here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import structlog
+
+from yurt.backends.base import FailureListener, RunnerState, RunnerView, StartFailure
+from yurt.backends.nomad.client import NomadClient
+from yurt.backends.nomad.jobspec import build_job, register_body
+from yurt.backends.nomad.naming import GROUP, PORT_LABEL, TASK, PayloadRef, job_id
+from yurt.config import NomadConfig
+from yurt.errors import ClusterBadRequest, ClusterError, ClusterNotFound, ClusterUnavailable
+from yurt.packaging import PayloadHeader, read_header
+from yurt.spec import AppSpec
+
+log = structlog.get_logger("yurt.nomad")
+
+FAILURE_MARK = "yurt-runner-failure:"  # written by yurt.runner as its last stderr line
+META_DIGEST = "yurt_job_digest"  # the job body's digest: an unchanged app is not re-registered
+TERMINAL = frozenset({"complete", "failed", "lost"})
+_NAME_INDEX = re.compile(r"\[(\d+)\]$")
+_BLOCKED = "active deployment"  # Nomad: "job scaling blocked due to active deployment"
+
+
+class HealthHistory(Protocol):
+    """Whether a runner ever passed its health checks (``ConsulDiscovery`` is one)."""
+
+    def was_healthy(self, app_id: str, runner_id: str) -> bool:
+        """True once the runner has been healthy."""
+
+
+# -- pure helpers --------------------------------------------------------------------------
+
+
+def name_index(name: str) -> int:
+    """The allocation's name index (``job.group[N]`` -> N; NOMAD_ALLOC_INDEX), -1 if none."""
+    found = _NAME_INDEX.search(name or "")
+    return int(found.group(1)) if found else -1
+
+
+def is_live(stub: dict[str, Any]) -> bool:
+    """Placed or running, and Nomad still wants it to run."""
+    return stub.get("ClientStatus") not in TERMINAL and stub.get("DesiredStatus") == "run"
+
+
+def alloc_address(stub: dict[str, Any]) -> tuple[str, int]:
+    """The runner's host and port from the allocation's shared ports, else ("", 0)."""
+    shared = (stub.get("AllocatedResources") or {}).get("Shared") or {}
+    for port in shared.get("Ports") or []:
+        if port.get("Label") == PORT_LABEL:
+            return str(port.get("HostIP") or ""), int(port.get("Value") or 0)
+    return "", 0
+
+
+def task_state(stub: dict[str, Any]) -> dict[str, Any]:
+    """The runner task's state in an allocation stub ({} before the client reports one)."""
+    state: dict[str, Any] = (stub.get("TaskStates") or {}).get(TASK) or {}
+    return state
+
+
+def deployment_healthy(stub: dict[str, Any]) -> bool:
+    """Nomad's own verdict: the allocation passed its checks for MinHealthyTime."""
+    return bool((stub.get("DeploymentStatus") or {}).get("Healthy") is True)
+
+
+def view_of(
+    app_id: str, stub: dict[str, Any], *, healthy: bool, draining: bool, now: float, mono: float
+) -> RunnerView | None:
+    """The ``RunnerView`` of one allocation, or None for a terminal one.
+
+    ``now``/``mono`` are wall and monotonic clocks read together: ``started_at`` is on the
+    monotonic clock, like the local backend's.
+    """
+    status = stub.get("ClientStatus")
+    if status in TERMINAL:
+        return None
+    if draining or stub.get("DesiredStatus") != "run":
+        state = RunnerState.DRAINING
+    elif status == "running":
+        state = RunnerState.IDLE if healthy else RunnerState.SETUP
+    else:
+        state = RunnerState.PENDING
+    host, port = alloc_address(stub)
+    created = float(stub.get("CreateTime") or 0) / 1e9
+    started_at = mono - max(0.0, now - created) if created else mono
+    return RunnerView(
+        str(stub["ID"]),
+        app_id,
+        state,
+        host,
+        port,
+        None,
+        started_at,
+        str(stub.get("DesiredDescription") or ""),
+    )
+
+
+def stops_for(stubs: Sequence[dict[str, Any]], count: int) -> list[str]:
+    """The live allocations Nomad stops first when the Count drops by ``count``.
+
+    Nomad's reconciler (``computeStop`` -> ``nameIndex.Highest``) stops the highest name
+    indexes; among equal indexes the newest goes first here.
+    """
+    live = [s for s in stubs if is_live(s)]
+    live.sort(key=lambda s: (name_index(str(s.get("Name"))), s.get("CreateIndex") or 0))
+    return [str(s["ID"]) for s in reversed(live)][: max(0, count)]
+
+
+def read_failure(text: str) -> tuple[str, str] | None:
+    """(kind, message) from the runner's last ``yurt-runner-failure:`` line, if any."""
+    for line in reversed(text.splitlines()):
+        if line.startswith(FAILURE_MARK):
+            kind, _, message = line[len(FAILURE_MARK) :].strip().partition(": ")
+            return kind, message
+    return None
+
+
+def health_killed(stub: dict[str, Any]) -> bool:
+    """Whether Nomad restarted or killed the task for failing health checks (check_restart)."""
+    for event in task_state(stub).get("Events") or []:
+        reason = f"{event.get('RestartReason', '')} {event.get('KillReason', '')}".lower()
+        if "health" in reason or "unhealthy" in reason:
+            return True
+    return False
+
+
+def exit_detail(stub: dict[str, Any]) -> str:
+    """A line on how the runner task ended, from Nomad's task events."""
+    for event in reversed(task_state(stub).get("Events") or []):
+        if event.get("Type") in ("Terminated", "Driver Failure", "Setup Failure", "Killed"):
+            text = event.get("DisplayMessage") or event.get("DriverError") or ""
+            code = event.get("ExitCode")
+            return f"{event['Type']}: {text or f'exit code {code}'}".strip()
+    return f"allocation {stub.get('ClientStatus', '?')}: {stub.get('ClientDescription') or ''}"
+
+
+def job_digest(job: dict[str, Any]) -> str:
+    """A digest of the job body apart from its counts (which the scheduler owns)."""
+    body = json.loads(json.dumps(job))
+    for group in body.get("TaskGroups") or []:
+        group.pop("Count", None)
+    body.get("Meta", {}).pop(META_DIGEST, None)
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# -- the backend ---------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _App:
+    app_id: str
+    job_id: str
+    target: int
+    digest: str = ""
+    allocs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    synced: bool = False  # the first allocation list has been read
+    reported: set[tuple[str, int]] = field(default_factory=set)
+    stopping: set[str] = field(default_factory=set)
+    failures: int = 0
+    last_failure: str = ""
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    watch: asyncio.Task[None] | None = None
+    scaler: asyncio.Task[None] | None = None
+
+
+class NomadBackend:
+    """Runs runners as allocations of one Nomad job per app (a ``Backend``)."""
+
+    def __init__(
+        self,
+        config: NomadConfig,
+        links: Callable[[str, PayloadHeader], PayloadRef],
+        *,
+        client: NomadClient | None = None,
+        history: HealthHistory | None = None,
+    ) -> None:
+        self.config = config
+        self.links = links
+        self.client = client or NomadClient(config)
+        self._own_client = client is None
+        self.history = history
+        self._apps: dict[str, _App] = {}
+        self._listeners: list[FailureListener] = []
+        self._chores: set[asyncio.Task[None]] = set()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Check that Nomad answers (and accepts our token); raises a ``ClusterError``."""
+        version = await self.client.agent_version()
+        log.info("nomad_connected", addr=self.config.addr, version=version)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """End the watches; the jobs and their runners stay (a restarted server adopts them)."""
+        tasks = [t for a in self._apps.values() for t in (a.watch, a.scaler) if t is not None]
+        tasks += list(self._chores)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._own_client:
+            await self.client.close()
+
+    async def deregister_all(self) -> None:
+        """Stop and purge every job this backend registered (an ephemeral ``yurt run``)."""
+        for app in list(self._apps.values()):
+            log.info("nomad_job_deregister", app=app.app_id, job=app.job_id)
+            await self.client.deregister(app.job_id, purge=True)
+
+    async def __aenter__(self) -> NomadBackend:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- Backend protocol ------------------------------------------------------------------
+
+    async def ensure_app(self, app_id: str, spec: AppSpec, payload: Path) -> None:
+        """Register the app's job (once per body), keeping the Count already running."""
+        data = await asyncio.to_thread(payload.read_bytes)
+        header, _ = read_header(data)
+        ref = self.links(app_id, header)
+        name = job_id(self.config.job_prefix, app_id)
+        app = self._apps.get(app_id)
+        if app is None:
+            app = self._apps[app_id] = _App(app_id, name, target=0)
+            existing = await self.client.get_job(name)
+            if existing is not None and not existing.get("Stop"):
+                # Adopt the Count of a job a previous server left running.
+                app.target = min(_count(existing), spec.max_concurrency)
+                app.digest = str((existing.get("Meta") or {}).get(META_DIGEST) or "")
+                log.info("nomad_job_adopted", app=app_id, job=name, count=app.target)
+        async with app.lock:
+            app.target = min(app.target, spec.max_concurrency)
+            job = build_job(app_id, spec, ref, self.config, count=app.target)
+            digest = job_digest(job)
+            if digest != app.digest:
+                job["Meta"][META_DIGEST] = digest
+                reply = await self.client.register(register_body(job, preserve_counts=True))
+                app.digest = digest
+                log.info(
+                    "nomad_job_registered",
+                    app=app_id,
+                    job=name,
+                    revision=ref.revision,
+                    count=app.target,
+                    eval=reply.get("EvalID"),
+                    warnings=reply.get("Warnings") or None,
+                )
+        if app.watch is None:
+            app.watch = asyncio.create_task(self._follow(app))
+
+    async def set_target(self, app_id: str, count: int) -> None:
+        """Set the group's Count; while a deployment blocks it, keep retrying in the background."""
+        app = self._apps[app_id]
+        if count != app.target:
+            log.info("target_changed", app=app_id, old=app.target, new=count)
+        app.target = count
+        await self._scale(app)
+
+    def target(self, app_id: str) -> int:
+        """The runner count last asked for."""
+        return self._apps[app_id].target
+
+    async def stop_runner(self, app_id: str, runner_id: str, *, reason: str, replace: bool) -> None:
+        """Stop one allocation (Nomad replaces it), or lower the Count by one (no replacement).
+
+        Lowering the Count stops the highest name index, which ``pick_stops`` named.
+        """
+        app = self._apps.get(app_id)
+        stub = app.allocs.get(runner_id) if app else None
+        if app is None or stub is None or not is_live(stub) or runner_id in app.stopping:
+            return
+        app.stopping.add(runner_id)
+        log.info("runner_terminating", app=app_id, runner=runner_id, reason=reason, replace=replace)
+        if replace:
+            with contextlib.suppress(ClusterNotFound):
+                await self.client.stop_allocation(runner_id)
+            return
+        if runner_id not in stops_for(list(app.allocs.values()), 1):
+            log.warning("nomad_stop_not_highest", app=app_id, runner=runner_id)
+        app.target = max(0, app.target - 1)
+        await self._scale(app)
+
+    def pick_stops(self, app_id: str, idle: Sequence[str]) -> list[str]:
+        """The live allocations with the highest name index, as many as ``idle`` holds."""
+        app = self._apps.get(app_id)
+        if app is None:
+            return []
+        stubs = [s for s in app.allocs.values() if s.get("ID") not in app.stopping]
+        return stops_for(stubs, len(idle))
+
+    def runners(self, app_id: str) -> list[RunnerView]:
+        """Non-terminal allocations, plus one CRASH_BACKOFF entry while starts keep failing."""
+        app = self._apps.get(app_id)
+        if app is None:
+            return []
+        now, mono = time.time(), time.monotonic()
+        views = []
+        for stub in app.allocs.values():
+            rid = str(stub.get("ID"))
+            healthy = self._healthy(app, rid, stub)
+            view = view_of(
+                app_id, stub, healthy=healthy, draining=rid in app.stopping, now=now, mono=mono
+            )
+            if view is not None:
+                views.append(view)
+        if app.failures and not any(v.state == RunnerState.IDLE for v in views):
+            views.append(
+                RunnerView(
+                    "backoff",
+                    app_id,
+                    RunnerState.CRASH_BACKOFF,
+                    "",
+                    0,
+                    None,
+                    mono,
+                    app.last_failure,
+                )
+            )
+        return views
+
+    def add_failure_listener(self, listener: FailureListener) -> None:
+        """Be told when a runner fails before it became ready."""
+        self._listeners.append(listener)
+
+    # -- scaling ---------------------------------------------------------------------------
+
+    async def _scale(self, app: _App) -> None:
+        if app.scaler is not None and not app.scaler.done():
+            return  # the retry in flight sends the latest target
+        count = app.target
+        try:
+            await self.client.scale(app.job_id, GROUP, count, f"yurt: target {count}")
+        except ClusterBadRequest as exc:
+            if _BLOCKED not in exc.message.lower():
+                raise
+            log.info("nomad_scale_deferred", app=app.app_id, count=count, reason=exc.message)
+            app.scaler = asyncio.create_task(self._scale_later(app))
+            return
+        if app.target != count:  # changed while the call was out
+            await self._scale(app)
+
+    async def _scale_later(self, app: _App) -> None:
+        delay, tries = 0.5, 0
+        while True:
+            await asyncio.sleep(delay)
+            delay, tries = min(delay * 2, 5.0), tries + 1
+            count = app.target
+            try:
+                await self.client.scale(app.job_id, GROUP, count, f"yurt: target {count}")
+            except ClusterBadRequest as exc:
+                if _BLOCKED in exc.message.lower():
+                    continue
+                log.error("nomad_scale_failed", app=app.app_id, count=count, error=str(exc))
+                return
+            except ClusterUnavailable as exc:
+                log.warning("nomad_scale_retry", app=app.app_id, count=count, error=str(exc))
+                continue
+            except ClusterError as exc:
+                log.error("nomad_scale_failed", app=app.app_id, count=count, error=str(exc))
+                return
+            if app.target == count:
+                log.info("nomad_scale_landed", app=app.app_id, count=count, tries=tries)
+                return
+
+    # -- following allocations -------------------------------------------------------------
+
+    async def _follow(self, app: _App) -> None:
+        index, backoff = 0, 0.25
+        while True:
+            try:
+                new_index, stubs = await self.client.allocations(app.job_id, index=index)
+            except asyncio.CancelledError:
+                raise
+            except ClusterError as exc:
+                log.warning("nomad_watch_failed", app=app.app_id, error=str(exc), retry_s=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+                continue
+            backoff = 0.25
+            if new_index < index:
+                # Nomad's index went backwards (a restored or new cluster): start again from 0.
+                log.info("nomad_index_reset", app=app.app_id, old=index, new=new_index)
+                index = 0
+            elif new_index < 1:
+                await asyncio.sleep(backoff)  # no index to block on: don't spin
+            else:
+                index = new_index
+            self._observe(app, [s for s in stubs if s.get("TaskGroup", GROUP) == GROUP])
+
+    def _observe(self, app: _App, stubs: list[dict[str, Any]]) -> None:
+        app.allocs = {str(s["ID"]): s for s in stubs}
+        app.stopping &= app.allocs.keys()
+        app.reported = {k for k in app.reported if k[0] in app.allocs}
+        for rid, stub in app.allocs.items():
+            if self._healthy(app, rid, stub):
+                app.failures, app.last_failure = 0, ""
+                continue
+            restarts = int(task_state(stub).get("Restarts") or 0)
+            # Ended on its own: not one we (or a lower Count) told to stop.
+            ended = (
+                stub.get("ClientStatus") in TERMINAL
+                and stub.get("DesiredStatus") == "run"
+                and rid not in app.stopping
+            )
+            keys = [(rid, n) for n in range(1, restarts + 1)]
+            if ended:
+                keys.append((rid, -1))
+            for key in keys:
+                if key in app.reported:
+                    continue
+                app.reported.add(key)
+                if app.synced:  # failures from before we looked are history, not news
+                    self._chore(self._start_failed(app, rid, stub))
+        app.synced = True
+
+    def _healthy(self, app: _App, runner_id: str, stub: dict[str, Any]) -> bool:
+        if deployment_healthy(stub):
+            return True
+        return self.history is not None and self.history.was_healthy(app.app_id, runner_id)
+
+    async def _start_failed(self, app: _App, runner_id: str, stub: dict[str, Any]) -> None:
+        try:
+            tail = await self.client.task_log_tail(runner_id, TASK, "stderr")
+        except ClusterError as exc:
+            log.debug("nomad_log_unreadable", app=app.app_id, runner=runner_id, error=str(exc))
+            tail = ""
+        found = read_failure(tail)
+        kind, message = found if found else ("exited", exit_detail(stub))
+        if health_killed(stub) and kind not in ("payload", "setup"):
+            kind = "startup_timeout"
+            message = f"runner did not pass its health check within its grace: {message}"
+        app.failures += 1
+        app.last_failure = message
+        error_type = "startup_timeout" if kind == "startup_timeout" else "runner_scheduling_failure"
+        log.warning(
+            "runner_start_failed",
+            app=app.app_id,
+            runner=runner_id,
+            kind=kind,
+            error=message,
+            failures=app.failures,
+        )
+        failure = StartFailure(
+            app.app_id, runner_id, error_type, f"{message} (nomad alloc logs {runner_id})"
+        )
+        for listener in self._listeners:
+            listener(failure)
+
+    def _chore(self, coro: Any) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._chores.add(task)
+        task.add_done_callback(self._chores.discard)
+
+
+def _count(job: dict[str, Any]) -> int:
+    for group in job.get("TaskGroups") or []:
+        if group.get("Name") == GROUP:
+            return int(group.get("Count") or 0)
+    return 0

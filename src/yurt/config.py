@@ -198,6 +198,9 @@ class ServerConfig(_Frozen):
     admin_token: str | None = Field(
         default=None, description="bearer token the admin API asks for; None: no token"
     )
+    max_payload_size: int = Field(
+        default=1024 * MIB, ge=1, description="largest payload the admin API takes"
+    )
     router: RouterConfig = RouterConfig()
     queue: QueueConfig = QueueConfig()
     scheduler: SchedulerConfig = SchedulerConfig()

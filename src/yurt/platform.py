@@ -1,101 +1,247 @@
-"""The embedded platform: router, scheduler and local backend wired together in one process."""
+"""The platform: router, queue, scheduler, a backend and its discovery, in one process.
+
+``yurt run`` and ``yurt.serve`` use it with the local backend and the Apps they were given;
+``yurt server`` uses it with either backend, keeps what is deployed through the admin API in
+the data dir, and serves it again after a restart.
+"""
 
 from __future__ import annotations
 
 import fcntl
 import os
-import secrets
+import time
 from pathlib import Path
 from types import TracebackType
-from typing import TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+from urllib.parse import urlsplit
 
 import structlog
 
+from yurt.admin.api import AdminApi, check_exposure
+from yurt.admin.store import AppStore, Deployment, load_secret
 from yurt.app import App
+from yurt.backends.base import Backend, Discovery, RunnerState
 from yurt.backends.local import LocalBackend
 from yurt.config import ServerConfig
 from yurt.discovery.local import LocalRegistry
 from yurt.errors import ConfigError
-from yurt.packaging import write_payload
+from yurt.packaging import PayloadHeader, write_payload
 from yurt.queue.api import QueueApi
 from yurt.queue.engine import QueueEngine
 from yurt.queue.store import QueueStore
 from yurt.queue.webhooks import WebhookSender
 from yurt.router.server import Router
 from yurt.scheduler.loop import Scheduler
-from yurt.spec import build_spec
+from yurt.spec import AppSpec, build_spec
+
+if TYPE_CHECKING:
+    from yurt.backends.nomad.backend import NomadBackend
+    from yurt.backends.nomad.naming import PayloadRef
+    from yurt.discovery.consul import ConsulDiscovery
 
 log = structlog.get_logger("yurt.platform")
 
 
 class Platform:
-    """Serves Apps on local runners behind one router. ``async with Platform(cfg) as p:``."""
+    """Serves Apps behind one router. ``async with Platform(cfg) as p:``.
 
-    def __init__(self, config: ServerConfig) -> None:
+    ``server=True`` is ``yurt server``: the admin API deploys apps, which are kept in the data
+    dir and served again on the next start. Otherwise (``yurt run``) apps are given to
+    ``start`` and the admin API only hands runners their payloads. ``ephemeral=True`` removes
+    what the backend made on a cluster when the platform stops (``yurt run --backend nomad``).
+    """
+
+    def __init__(
+        self, config: ServerConfig, *, server: bool = False, ephemeral: bool = False
+    ) -> None:
         self.config = config
-        self.registry = LocalRegistry()
-        self.backend = LocalBackend(config.local, self.registry, config.data_dir / "logs")
-        self.scheduler = Scheduler(self.backend, config.scheduler)
-        self.router = Router(config.router, self.registry, self.backend, self.scheduler)
-        self.store: QueueStore | None = None
+        self.server = server
+        self.ephemeral = ephemeral
+        self.default_owner = config.router.owner
+        self.store = AppStore(config.data_dir, b"")
+        self.queue_store: QueueStore | None = None
         self._lock: TextIO | None = None
         self.webhooks: WebhookSender | None = None
+        self.nomad: NomadBackend | None = None
+        self.consul: ConsulDiscovery | None = None
+        self.backend: Backend
+        self.discovery: Discovery
+        if config.backend == "nomad":
+            self._make_nomad()
+        else:
+            self.registry = LocalRegistry()
+            self.backend = LocalBackend(config.local, self.registry, config.data_dir / "logs")
+            self.discovery = self.registry
+        self.scheduler = Scheduler(self.backend, config.scheduler)
+        self.router = Router(config.router, self.discovery, self.backend, self.scheduler)
+
+    def _make_nomad(self) -> None:
+        from yurt.backends.nomad.backend import NomadBackend
+        from yurt.discovery.consul import ConsulDiscovery
+
+        self.consul = ConsulDiscovery(self.config.consul, self.config.nomad.job_prefix)
+        self.nomad = NomadBackend(self.config.nomad, self.payload_ref, history=self.consul)
+        self.backend, self.discovery = self.nomad, self.consul
 
     @property
     def url(self) -> str:
         """The router's base URL."""
         return self.router.url
 
+    @property
+    def public_url(self) -> str:
+        """The base URL runners and clients reach the router at."""
+        return self.config.router.public_url or self.router.url
+
+    def payload_ref(self, app_id: str, header: PayloadHeader) -> PayloadRef:
+        """Where a runner on the cluster downloads this payload, and its token."""
+        from yurt.backends.nomad.naming import PayloadRef
+
+        return PayloadRef(
+            url=f"{self.public_url}/_yurt/api/v1/payloads/{header.sha256}",
+            sha256=header.sha256,
+            token=self.store.token(header.sha256),
+            revision=header.revision,
+        )
+
     async def add_app(self, cls: type[App]) -> str:
         """Package ``cls`` and serve it; returns its app id ``owner/app_name``."""
         spec = build_spec(cls)
-        header, payload = write_payload(cls, self.config.data_dir / "payloads")
-        app_id = f"{self.config.router.owner}/{spec.app_name}"
+        header, payload = write_payload(cls, self.store.payloads)
+        app_id = f"{self.default_owner}/{spec.app_name}"
         if app_id in self.router.routes:
             raise ValueError(f"app {app_id!r} is already served; give one of them another app_name")
-        await self.backend.ensure_app(app_id, spec, Path(payload))
-        self.router.add_app(app_id, spec)
-        self.scheduler.add_app(app_id, spec)
+        await self._serve(app_id, spec, payload)
         log.info("app_added", app=app_id, revision=header.revision, payload=str(payload))
         return app_id
+
+    async def deploy(self, app_id: str, spec: AppSpec, sha256: str) -> tuple[Deployment, bool]:
+        """Serve an uploaded payload as the app's current revision (the admin API's deploy)."""
+        previous = self.store.get(app_id)
+        deployment = self.store.save(app_id, spec, sha256, time.time())
+        payload = self.store.payloads / f"{sha256}.yurt"
+        if app_id not in self.router.routes:
+            await self._serve(app_id, spec, payload)
+        elif previous is None or previous.current.sha256 != sha256 or previous.spec != spec:
+            await self._roll(app_id, spec, payload)
+        log.info("app_deployed", app=app_id, revision=deployment.current.revision)
+        return deployment, previous is None
+
+    async def _serve(self, app_id: str, spec: AppSpec, payload: Path) -> None:
+        await self.backend.ensure_app(app_id, spec, payload)
+        self.router.add_app(app_id, spec)
+        self.scheduler.add_app(app_id, spec)
+
+    async def _roll(self, app_id: str, spec: AppSpec, payload: Path) -> None:
+        # Nomad rolls a re-registered job itself (Update block); local runners of the old
+        # revision are replaced here, one stop each, the backend starting the new ones.
+        await self.backend.ensure_app(app_id, spec, payload)
+        self.router.update_app(app_id, spec)
+        self.scheduler.add_app(app_id, spec)
+        if self.nomad is None:
+            for view in self.backend.runners(app_id):
+                if view.state != RunnerState.CRASH_BACKOFF:
+                    await self.backend.stop_runner(
+                        app_id, view.runner_id, reason="new_revision", replace=True
+                    )
+
+    def describe_app(self, app_id: str) -> dict[str, Any] | None:
+        """The app's load and runners, as ``GET /_yurt/apps`` shows them."""
+        return next((a for a in self.router.describe() if a["app_id"] == app_id), None)
 
     async def start(self, *apps: type[App]) -> list[str]:
         """Start the backend, the scheduler and the router, in that order; returns app ids.
 
-        ``apps`` are served before the router listens, so that the queue has taken back what
-        a previous router left unfinished before anyone asks about it.
+        ``apps`` (and, for a server, what was deployed before) are served before the router
+        serves, so that the queue has taken back what a previous router left unfinished before
+        anyone asks about it. The router's socket is bound first: runners on a cluster fetch
+        their payloads from its URL.
         """
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
         try:
             self.router.load_tls()
+            if self.server:
+                check_exposure(self.config.router.host, self.config.admin_token)
             self._lock_data_dir()
+            self.store = AppStore(
+                self.config.data_dir, load_secret(self.config.data_dir / "server-secret")
+            )
             self._open_queue()
+            self.router.admin = AdminApi(
+                self,
+                admin_token=self.config.admin_token,
+                public_url=self.config.router.public_url,
+                limit=self.config.max_payload_size,
+                deploys=self.server,
+            )
+            await self.router.bind()
+            if self.consul is not None:
+                await self.consul.start()
             await self.backend.start()
             await self.scheduler.start()
+            if self.server:
+                for d in self.store.all():
+                    await self._serve(
+                        d.app_id, d.spec, self.store.payloads / f"{d.current.sha256}.yurt"
+                    )
             app_ids = [await self.add_app(cls) for cls in apps]
             await self.router.start()
             if self.router.queue is not None:
                 self.router.queue.start()
             if self.webhooks is not None:
                 await self.webhooks.start()
+            if self.server and self.consul is not None:
+                await self._announce()
         except BaseException:
             await self.stop()  # whatever did start
             raise
         return app_ids
 
+    async def _announce(self) -> None:
+        # Services find the router through Consul, as they find runners.
+        assert self.consul is not None
+        name = self.config.consul.router_service
+        if name is None:
+            return
+        where = urlsplit(self.public_url)
+        default_port = 443 if where.scheme == "https" else 80
+        await self.consul.register_router(
+            name,
+            where.hostname or self.config.router.host,
+            where.port or default_port,
+            check_url=f"{self.public_url}/_yurt/health",
+            interval=self.config.consul.router_check_interval,
+        )
+
     async def stop(self, grace: float = 5.0) -> None:
-        """Stop taking requests, finish in-flight ones, stop every runner and wait for it."""
+        """Stop taking requests, finish in-flight ones, stop every runner and wait for it.
+
+        On a cluster the runners stay (a restarted server finds them), unless ``ephemeral``.
+        """
+        if self.consul is not None and self.server:
+            await self._quietly(self.consul.deregister_router())
         await self.router.stop(grace)
         if self.webhooks is not None:
             await self.webhooks.stop()
         await self.scheduler.stop()
+        if self.nomad is not None and self.ephemeral:
+            await self._quietly(self.nomad.deregister_all())
         await self.backend.stop()
-        if self.store is not None:
-            self.store.close()
-            self.store = None
+        if self.consul is not None:
+            await self.consul.close()
+        if self.queue_store is not None:
+            self.queue_store.close()
+            self.queue_store = None
         if self._lock is not None:
             self._lock.close()  # closing the file releases the lock
             self._lock = None
+
+    @staticmethod
+    async def _quietly(coro: Any) -> None:
+        try:
+            await coro
+        except Exception as exc:  # shutting down: say so, and go on stopping the rest
+            log.warning("stop_step_failed", error=str(exc))
 
     def _lock_data_dir(self) -> None:
         # Two routers on one queue would run the same requests and send the same webhooks.
@@ -118,21 +264,16 @@ class Platform:
 
     def _open_queue(self) -> None:
         cfg = self.config.queue
-        self.store = QueueStore(self.config.data_dir / "queue.sqlite3", cfg.durability)
-        self.webhooks = WebhookSender(self.store, cfg.webhooks, self.webhook_secret())
-        engine = QueueEngine(self.store, cfg, self.router, self.webhooks)
+        self.queue_store = QueueStore(self.config.data_dir / "queue.sqlite3", cfg.durability)
+        self.webhooks = WebhookSender(self.queue_store, cfg.webhooks, self.webhook_secret())
+        engine = QueueEngine(self.queue_store, cfg, self.router, self.webhooks)
         self.router.attach_queue(engine, QueueApi(self.router, engine))
 
     def webhook_secret(self) -> bytes:
         """The key webhooks are signed with: configured, else made once and kept in the data dir."""
         if self.config.queue.webhooks.secret is not None:
             return self.config.queue.webhooks.secret.encode()
-        path = self.config.data_dir / "webhook-secret"
-        if not path.exists():
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_hex(32))
-        return path.read_text().strip().encode()
+        return load_secret(self.config.data_dir / "webhook-secret")
 
     async def __aenter__(self) -> Platform:
         await self.start()

@@ -58,7 +58,7 @@ async def test_queued_requests_fail_when_runners_never_start(tmp_path: Path) -> 
 async def test_requests_of_an_app_not_served_are_reported_not_run(tmp_path: Path) -> None:
     """A request left for another app answers 503 app_not_served, and can still be cancelled."""
     async with served(Retries, tmp_path) as app:
-        store = app.platform.store
+        store = app.platform.queue_store
         assert store is not None
         orphan = Job("f" * 32, "default/other", "/", "", [], b"{}", Routing(), created_at=1.0)
         store.add(orphan)
@@ -103,7 +103,7 @@ async def test_a_store_that_fails_refuses_submissions_and_answers_errors(tmp_pat
     """With the store failing, a submission gets 503 queue_unavailable (not accepted) and a
     status read gets 500 rather than a hanging connection."""
     async with served(Retries, tmp_path) as app:
-        store = app.platform.store
+        store = app.platform.queue_store
         assert store is not None
         store._db.close()  # as a broken disk would: every statement now raises
         url = f"{app.platform.url}/queue/{app.app_id}"
@@ -113,7 +113,7 @@ async def test_a_store_that_fails_refuses_submissions_and_answers_errors(tmp_pat
         async with app.session.get(f"{url}/requests/{'a' * 32}/status") as resp:
             assert resp.status == 500
             assert (await resp.json())["error_type"] == "internal_error"
-        app.platform.store = None  # already closed
+        app.platform.queue_store = None  # already closed
 
 
 async def test_bodies_past_the_byte_budget_are_429(tmp_path: Path) -> None:

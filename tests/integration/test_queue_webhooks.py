@@ -62,7 +62,7 @@ async def test_webhook_delivered_once_after_two_failures(tmp_path: Path) -> None
         )
         await app.completed(sub)
         await wait_until(lambda: len(receiver.got) >= 3, what="three deliveries")
-        store = app.platform.store
+        store = app.platform.queue_store
         assert store is not None
         await wait_until(lambda: store.next_due() is None, what="the delivery to settle")
         headers, body = receiver.got[-1]

@@ -33,6 +33,7 @@ from yurt.scheduler.policy import AppLoad
 from yurt.spec import AppSpec
 
 if TYPE_CHECKING:
+    from yurt.admin.api import AdminApi
     from yurt.queue.api import QueueApi
     from yurt.queue.engine import QueueEngine
 
@@ -59,6 +60,7 @@ class Router:
         self.queue: QueueEngine | None = None
         self._ssl: ssl.SSLContext | None = None
         self.queue_api: QueueApi | None = None
+        self.admin: AdminApi | None = None
         scheduler.source = self
         backend.add_failure_listener(self._start_failed)
 
@@ -89,8 +91,19 @@ class Router:
         if self.queue is not None:
             self.queue.add_app(route)
 
-    async def start(self) -> None:
-        """Listen: sync runs in the fast lane, everything else on aiohttp."""
+    def update_app(self, app_id: str, spec: AppSpec) -> None:
+        """Route a new revision of a served app (its runners change as the backend rolls)."""
+        route = self.routes[app_id]
+        route.spec, route.paths = spec, spec.paths
+
+    async def bind(self) -> None:
+        """Open the listening socket without serving yet, so that ``port`` and ``url`` are known.
+
+        A cluster backend hands runners this URL to fetch their payloads from before the router
+        starts to serve (apps are served first; see ``Platform.start``).
+        """
+        if self._server is not None:
+            return
         kwargs: dict[str, Any] = {} if self.config.access_log else {"access_log": None}
         kwargs["keepalive_timeout"] = self.config.keepalive_timeout
         self._web = web.Server(WebFace(self).handle, **kwargs)
@@ -103,12 +116,19 @@ class Router:
                 self.config.port,
                 backlog=2048,
                 ssl=self.load_tls(),
+                start_serving=False,
             )
         except OSError as exc:
             raise ConfigError(
                 f"cannot listen on {self.config.host}:{self.config.port}: {exc.strerror or exc}; "
                 "pick another --port or --host"
             ) from exc
+
+    async def start(self) -> None:
+        """Listen: sync runs in the fast lane, everything else on aiohttp."""
+        await self.bind()
+        assert self._server is not None
+        await self._server.start_serving()
         self._sweeper = asyncio.create_task(self._sweep_idle())
         log.info("router_listening", url=self.url)
 

@@ -20,6 +20,7 @@ from yurt.router.http import Reply, error_reply, json_reply, new_request_id
 if TYPE_CHECKING:
     from yurt.router.server import Router
 
+ADMIN_PREFIX = "/_yurt/api/"
 # aiohttp writes its own Date and Server.
 _DROPPED_REPLY_HEADERS = frozenset({b"date", b"server"})
 
@@ -56,6 +57,8 @@ class WebFace:
         if path.startswith("/queue/") and self.router.queue_api is not None:
             return await self._queue(request, self.router.queue_api)
         request_id = new_request_id()
+        if path.startswith(ADMIN_PREFIX) and self.router.admin is not None:
+            return to_response(await self.router.admin.handle(request), request_id)
         if path.startswith("/_yurt/"):
             return to_response(self.platform(request, path), request_id)
         resolved = self.router.resolve(path)

@@ -1,0 +1,254 @@
+"""The admin API under ``/_yurt/api/v1/``: upload payloads, deploy apps, list them.
+
+::
+
+    PUT  /_yurt/api/v1/payloads/{sha256}     payload bytes           -> 201 {sha256, revision}
+    GET  /_yurt/api/v1/payloads/{sha256}     (runners: revision token) -> payload bytes
+    POST /_yurt/api/v1/apps                  {spec, payload_sha256, owner?} -> 201 | 200
+    GET  /_yurt/api/v1/apps                  -> [app]
+    GET  /_yurt/api/v1/apps/{owner}/{app}    -> app, with its revisions and runners
+
+Every call but a runner's payload download needs the admin token when one is configured
+(``Authorization: Bearer <token>``). A payload is code the runners will execute, so the server
+refuses to listen beyond loopback with no admin token (see ``check_exposure``).
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import re
+from typing import Any, Protocol
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from yurt.admin.store import AppStore, Deployment, is_sha256
+from yurt.errors import ConfigError, PayloadError
+from yurt.machines import CATALOG
+from yurt.router.http import Reply, error_reply, json_reply
+from yurt.spec import AppSpec
+
+PREFIX = "/_yurt/api/v1/"
+_SEGMENT = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+class DeployRequest(BaseModel):
+    """The body of ``POST /_yurt/api/v1/apps``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    spec: AppSpec
+    payload_sha256: str
+    owner: str | None = None
+
+
+class Deployer(Protocol):
+    """What the admin API drives (the platform)."""
+
+    store: AppStore
+    default_owner: str
+
+    async def deploy(self, app_id: str, spec: AppSpec, sha256: str) -> tuple[Deployment, bool]:
+        """Serve ``sha256`` as the app's current revision; True when the app is new."""
+        ...
+
+    def describe_app(self, app_id: str) -> dict[str, Any] | None:
+        """The app's load and runners, if served."""
+        ...
+
+
+def check_exposure(host: str, admin_token: str | None) -> None:
+    """Refuse an admin API open to the network: it accepts code to run."""
+    if admin_token is not None:
+        return
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        raise ConfigError(
+            f"the server listens on {host} with no admin token, so anyone who reaches it "
+            "could deploy code; set --admin-token (or $YURT_ADMIN_TOKEN), or listen on "
+            "127.0.0.1"
+        )
+
+
+def _bearer(request: web.BaseRequest) -> str | None:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+class AdminApi:
+    """Serves the admin routes for one platform."""
+
+    def __init__(
+        self,
+        deployer: Deployer,
+        *,
+        admin_token: str | None,
+        public_url: str | None,
+        limit: int,
+        deploys: bool = True,
+    ) -> None:
+        self.deployer = deployer
+        self.deploys = deploys  # False: only runners' payload downloads (``yurt run``)
+        self.admin_token = admin_token
+        self.public_url = public_url
+        self.limit = limit
+
+    def _is_admin(self, request: web.BaseRequest) -> bool:
+        if self.admin_token is None:
+            return True
+        token = _bearer(request)
+        return token is not None and hmac.compare_digest(token, self.admin_token)
+
+    async def handle(self, request: web.BaseRequest) -> Reply:
+        """Answer one admin call."""
+        parts = request.path[len(PREFIX) :].strip("/").split("/")
+        method = request.method
+        if parts[0] == "payloads" and len(parts) == 2:
+            if method == "GET":
+                return self._download(request, parts[1])
+            if method == "PUT":
+                return (
+                    await self._upload(request, parts[1]) if self._is_admin(request) else _denied()
+                )
+        elif parts[0] == "apps":
+            if not self._is_admin(request):
+                return _denied()
+            if len(parts) == 1 and method == "POST":
+                return await self._deploy(request)
+            if len(parts) == 1 and method == "GET":
+                return json_reply([self._app(request, d) for d in self.deployer.store.all()])
+            if len(parts) == 3 and method == "GET":
+                found = self.deployer.store.get(f"{parts[1]}/{parts[2]}")
+                if found is None:
+                    return error_reply(404, "not_found", f"no app {parts[1]}/{parts[2]} deployed")
+                return json_reply(self._app(request, found, full=True))
+        else:
+            return error_reply(404, "not_found", f"no admin route {request.path}")
+        return error_reply(405, "method_not_allowed", f"{method} {request.path} is not served")
+
+    # -- payloads --------------------------------------------------------------------------
+
+    def _download(self, request: web.BaseRequest, sha256: str) -> Reply:
+        store = self.deployer.store
+        token = _bearer(request)
+        allowed = self._is_admin(request) or (
+            token is not None and is_sha256(sha256) and store.token_ok(sha256, token)
+        )
+        if not allowed:
+            return _denied()
+        path = store.payload_path(sha256)
+        if path is None:
+            return error_reply(404, "not_found", f"no payload {sha256[:64]} on this server")
+        return Reply(200, [(b"content-type", b"application/octet-stream")], path.read_bytes())
+
+    async def _upload(self, request: web.BaseRequest, sha256: str) -> Reply:
+        if not is_sha256(sha256):
+            return error_reply(422, "bad_request", "payloads are named by 64 lowercase hex digits")
+        body = await self._read(request)
+        if isinstance(body, Reply):
+            return body
+        try:
+            header = self.deployer.store.put_payload(body)
+        except PayloadError as exc:
+            return error_reply(422, "bad_request", f"not a valid payload: {exc}")
+        if header.sha256 != sha256:
+            return error_reply(
+                422, "bad_request", f"the payload's digest is {header.sha256}, not {sha256}"
+            )
+        return json_reply({"sha256": header.sha256, "revision": header.revision}, 201)
+
+    async def _read(self, request: web.BaseRequest) -> bytes | Reply:
+        length = request.content_length
+        too_large = error_reply(
+            413, "request_too_large", f"the body is larger than the limit of {self.limit} bytes"
+        )
+        if length is not None and length > self.limit:
+            return too_large
+        chunks, size = [], 0
+        async for chunk in request.content.iter_any():
+            size += len(chunk)
+            if size > self.limit:
+                return too_large
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    # -- apps ------------------------------------------------------------------------------
+
+    async def _deploy(self, request: web.BaseRequest) -> Reply:
+        body = await self._read(request)
+        if isinstance(body, Reply):
+            return body
+        try:
+            req = DeployRequest.model_validate_json(body)
+        except ValidationError as exc:
+            return _invalid(exc)
+        problem = _check(req, self.deployer.default_owner)
+        if problem is not None:
+            return problem
+        owner = req.owner or self.deployer.default_owner
+        app_id = f"{owner}/{req.spec.app_name}"
+        if self.deployer.store.payload_path(req.payload_sha256) is None:
+            return error_reply(
+                422,
+                "bad_request",
+                f"payload_sha256: no payload {req.payload_sha256[:12]} on this server; "
+                f"PUT it to {PREFIX}payloads/{req.payload_sha256} first",
+            )
+        deployment, created = await self.deployer.deploy(app_id, req.spec, req.payload_sha256)
+        return json_reply(self._app(request, deployment), 201 if created else 200)
+
+    def _app(self, request: web.BaseRequest, d: Deployment, full: bool = False) -> dict[str, Any]:
+        base = self.public_url or f"{request.scheme}://{request.host}"
+        out: dict[str, Any] = {
+            "app_id": d.app_id,
+            "revision": d.current.revision,
+            "sha256": d.current.sha256,
+            "url": f"{base}/{d.app_id}",
+            "queue_url": f"{base}/queue/{d.app_id}",
+            "endpoints": [e.path for e in d.spec.endpoints],
+            "machine_types": d.spec.machine_types,
+        }
+        if full:
+            out["revisions"] = [r.model_dump() for r in d.revisions]
+            out["status"] = self.deployer.describe_app(d.app_id)
+        return out
+
+
+def _check(req: DeployRequest, default_owner: str) -> Reply | None:
+    owner = req.owner or default_owner
+    if not _SEGMENT.match(owner) or owner in (".", ".."):
+        return error_reply(422, "bad_request", f"owner: {owner!r} is not a URL segment")
+    if not _SEGMENT.match(req.spec.app_name) or req.spec.app_name in (".", ".."):
+        return error_reply(422, "bad_request", f"spec.app_name: {req.spec.app_name!r} is invalid")
+    unknown = [m for m in req.spec.machine_types if m not in CATALOG]
+    if unknown:
+        return error_reply(
+            422,
+            "bad_request",
+            f"spec.machine_types: {unknown} unknown to this server; it knows {sorted(CATALOG)}",
+        )
+    if not is_sha256(req.payload_sha256):
+        return error_reply(422, "bad_request", "payload_sha256: 64 lowercase hex digits")
+    return None
+
+
+def _invalid(exc: ValidationError) -> Reply:
+    errors = [
+        {"loc": [str(p) for p in e["loc"]], "msg": e["msg"], "type": e["type"]}
+        for e in exc.errors(include_url=False)
+    ]
+    fields = ", ".join(".".join(e["loc"]) or "body" for e in errors[:5])
+    return Reply(
+        422,
+        [(b"content-type", b"application/json")],
+        json.dumps({"detail": errors, "error_type": "bad_request", "fields": fields}).encode(),
+    )
+
+
+def _denied() -> Reply:
+    return error_reply(401, "unauthorized", "give the admin token: Authorization: Bearer <token>")

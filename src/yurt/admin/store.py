@@ -1,0 +1,154 @@
+"""Deployed apps and their payloads, kept in the data dir so that a restarted server serves them.
+
+Layout: ``payloads/<sha256>.yurt`` (the files ``write_payload`` makes) and
+``apps/<owner>/<app>.json``, one file per app holding its current spec and every revision it has
+had. Each write goes to a temporary file renamed into place, so a killed server leaves either
+the old or the new file, never half of one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+import secrets
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from yurt.errors import PayloadError
+from yurt.packaging import PayloadHeader, read_header
+from yurt.spec import AppSpec
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class Revision(BaseModel):
+    """One deployed revision of an app."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    sha256: str
+    deployed_at: float  # Unix time
+
+    @property
+    def revision(self) -> str:
+        """The short revision id, as payload headers give it."""
+        return self.sha256[:12]
+
+
+class Deployment(BaseModel):
+    """An app as the server serves it: its spec and its revisions, the current one last."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    app_id: str  # owner/app_name
+    spec: AppSpec
+    revisions: tuple[Revision, ...]
+
+    @property
+    def current(self) -> Revision:
+        """The revision being served."""
+        return self.revisions[-1]
+
+
+def is_sha256(value: str) -> bool:
+    """A payload digest as the server names payloads: 64 lowercase hex digits."""
+    return bool(_SHA256.match(value))
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+class AppStore:
+    """Payloads and deployments under ``data_dir``, and the tokens runners fetch payloads with."""
+
+    def __init__(self, data_dir: Path, secret: bytes) -> None:
+        self.payloads = data_dir / "payloads"
+        self.apps = data_dir / "apps"
+        self._secret = secret
+
+    # -- payloads --------------------------------------------------------------------------
+
+    def put_payload(self, data: bytes) -> PayloadHeader:
+        """Keep a payload; raises ``PayloadError`` when it is not one or its digest is wrong."""
+        header, _ = read_header(data)
+        path = self.payloads / f"{header.sha256}.yurt"
+        if not path.exists():
+            _write_atomic(path, data)
+        return header
+
+    def payload_path(self, sha256: str) -> Path | None:
+        """Where the payload with this digest is, if the server has it."""
+        if not is_sha256(sha256):
+            return None
+        path = self.payloads / f"{sha256}.yurt"
+        return path if path.is_file() else None
+
+    def header(self, sha256: str) -> PayloadHeader:
+        """The header of a kept payload."""
+        path = self.payload_path(sha256)
+        if path is None:
+            raise PayloadError(f"no payload {sha256[:12]} on this server; upload it first")
+        return read_header(path.read_bytes())[0]
+
+    def token(self, sha256: str) -> str:
+        """The bearer token that lets a runner download this payload, and only this one."""
+        return hmac.new(self._secret, b"payload:" + sha256.encode(), hashlib.sha256).hexdigest()
+
+    def token_ok(self, sha256: str, token: str) -> bool:
+        """Whether ``token`` is this payload's token (compared in constant time)."""
+        return hmac.compare_digest(self.token(sha256), token)
+
+    # -- deployments -----------------------------------------------------------------------
+
+    def _path(self, app_id: str) -> Path:
+        owner, _, app_name = app_id.partition("/")
+        return self.apps / owner / f"{app_name}.json"
+
+    def get(self, app_id: str) -> Deployment | None:
+        """The deployment of an app, if any."""
+        path = self._path(app_id)
+        if not path.is_file():
+            return None
+        return Deployment.model_validate_json(path.read_bytes())
+
+    def save(self, app_id: str, spec: AppSpec, sha256: str, now: float) -> Deployment:
+        """Record ``sha256`` as the app's current revision (a redeploy of it is a no-op)."""
+        old = self.get(app_id)
+        revisions = old.revisions if old is not None else ()
+        if not revisions or revisions[-1].sha256 != sha256 or old is None or old.spec != spec:
+            revisions = (*revisions, Revision(sha256=sha256, deployed_at=now))
+        deployment = Deployment(app_id=app_id, spec=spec, revisions=revisions)
+        _write_atomic(self._path(app_id), deployment.model_dump_json(indent=1).encode())
+        return deployment
+
+    def all(self) -> list[Deployment]:
+        """Every deployment, by app id."""
+        found = [
+            Deployment.model_validate_json(p.read_bytes())
+            for p in sorted(self.apps.glob("*/*.json"))
+        ]
+        return sorted(found, key=lambda d: d.app_id)
+
+
+def load_secret(path: Path) -> bytes:
+    """A random key kept in ``path`` (made on first use, readable by the owner only)."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32))
+    return path.read_text().strip().encode()
+
+
+__all__ = ["AppStore", "Deployment", "Revision", "is_sha256", "load_secret"]

@@ -3,9 +3,13 @@
 With ``--payload-url`` (a runner on a cluster) the payload is downloaded with the bearer token in
 ``$YURT_PAYLOAD_TOKEN`` and must have the digest ``--payload-sha256``.
 
+Before the user's code runs, ``NVIDIA_VISIBLE_DEVICES`` (Nomad's GPUs) becomes
+``CUDA_VISIBLE_DEVICES``, and a GPU app's visible GPUs are checked against its machine types and
+``num_gpus`` (``yurt.runner.gpus``); a CPU app never loads NVML.
+
 Exit codes: 0 after a graceful stop, 2 bad arguments, 3 payload could not be loaded,
-4 setup failed, 5 setup timed out. On 3-5 the last stderr line starts with ``FAILURE_MARK``
-so that whoever started the runner can tell the caller why.
+4 setup failed, 5 setup timed out, 6 the GPUs do not match the app. On 3-6 the last stderr line
+starts with ``FAILURE_MARK`` so that whoever started the runner can tell the caller why.
 """
 
 from __future__ import annotations
@@ -17,14 +21,23 @@ import signal
 import sys
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import structlog
 
 from yurt.aio import LOOP_NAMES, run
-from yurt.errors import PayloadError
+from yurt.errors import PayloadError, SchedulingError
 from yurt.logging import configure
 from yurt.packaging import unpack
 
+if TYPE_CHECKING:
+    from yurt.runner.gpus import GpuMonitor
+    from yurt.spec import AppSpec
+
+log = structlog.get_logger("yurt.runner")
+
 FAILURE_MARK = "yurt-runner-failure:"
-EXIT_PAYLOAD, EXIT_SETUP, EXIT_STARTUP_TIMEOUT = 3, 4, 5
+EXIT_PAYLOAD, EXIT_SETUP, EXIT_STARTUP_TIMEOUT, EXIT_GPU = 3, 4, 5, 6
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -70,13 +83,21 @@ def fail(code: int, kind: str, message: str) -> int:
 async def serve(args: argparse.Namespace) -> int:
     """Load, listen, set up, serve until SIGTERM/SIGINT, drain."""
     from yurt.runner import logcapture  # after argument errors, keep --help fast
+    from yurt.runner.gpus import map_visible_devices
     from yurt.runner.server import RunnerServer
 
+    # Before the payload is unpickled: user code may initialise CUDA as it is imported.
+    map_visible_devices(os.environ)
     try:
         header, cls = unpack(read_payload(args))
     except (OSError, PayloadError) as exc:
         return fail(EXIT_PAYLOAD, "payload", str(exc))
     server = RunnerServer(header, cls, host=args.host, port=args.port, runner_id=args.runner_id)
+    if server.spec.num_gpus > 0:
+        try:
+            server.gpus = check_gpus(server.spec)
+        except SchedulingError as exc:
+            return fail(EXIT_GPU, "gpu", str(exc))
     # After configure(): the runner's own structlog output is bound to the original stderr.
     logcapture.install()
     stop = asyncio.Event()
@@ -112,6 +133,15 @@ async def serve(args: argparse.Namespace) -> int:
     server.shutdown_executors()
     # Last, so that the failure line is the last line of the log.
     return fail(*failure) if failure is not None else 0
+
+
+def check_gpus(spec: AppSpec) -> GpuMonitor:
+    """The runner's GPUs, checked against its app; raises ``SchedulingError`` on a mismatch."""
+    from yurt.runner.gpus import load_nvml, probe
+
+    monitor = probe(spec.machine_types, spec.num_gpus, os.environ, load_nvml())
+    log.info("runner_gpus", gpus=[g.as_dict() for g in monitor.gpus])
+    return monitor
 
 
 async def _watch_parent(parent_pid: int, stop: asyncio.Event) -> None:

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 from yurt.app import CURRENT_REQUEST, App
 from yurt.errors import AppException
 from yurt.packaging import PayloadHeader
+from yurt.runner.gpus import GpuMonitor
 from yurt.runner.hints import HINTS_HEADER, RunnerHints
 from yurt.runner.invoke import call, error_response, json_response, to_response
 from yurt.runner.logcapture import capturing
@@ -63,6 +64,8 @@ class RunnerServer:
         self._runner: web.AppRunner | None = None
         self.requests = RequestRegistry()
         self.hints = RunnerHints(self.instance)
+        # Set by the entry point once a GPU app's GPUs passed the check; None for a CPU app.
+        self.gpus: GpuMonitor | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -267,6 +270,10 @@ class RunnerServer:
         return self._decorate(json_response(200, {"status": "ok"}))
 
     async def _info(self, _: web.Request) -> web.Response:
+        gpus = []
+        if self.gpus is not None:
+            # NVML calls block: off the loop, and not on the request or health threads.
+            gpus = await asyncio.to_thread(self.gpus.snapshot)
         return json_response(
             200,
             {
@@ -281,7 +288,7 @@ class RunnerServer:
                 "max_multiplexing": self.spec.max_multiplexing,
                 "requests_total": self.requests_total,
                 "python": self.header.python,
-                "gpus": [],
+                "gpus": [g.as_dict() for g in gpus],
                 "hints": self.hints.current,
             },
         )

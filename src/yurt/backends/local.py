@@ -4,6 +4,10 @@ It plays the parts that Nomad and Consul play on a cluster: it keeps the target 
 alive, health-checks them over HTTP (interval, timeout, failure threshold), replaces a runner that
 was ready and died at once, and backs off an app whose runners keep failing before they become
 ready. Healthy runners are published to a ``LocalRegistry``.
+
+A GPU runner gets GPUs of its own through ``CUDA_VISIBLE_DEVICES`` (NVML UUIDs), held until its
+process has exited; while too few are free, further runners of the app wait rather than share.
+A GPU app this machine cannot serve at all fails at ``ensure_app``. CPU runners see no GPU.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from yurt.backends.base import (
     RunnerView,
     StartFailure,
 )
+from yurt.backends.gpus import GpuAllocator, discover_gpus
 from yurt.backends.health import HttpHealthChecker
 from yurt.config import LocalBackendConfig
 from yurt.discovery.local import LocalRegistry
@@ -92,7 +97,14 @@ def read_failure(log_path: Path, returncode: int | None) -> tuple[str, str]:
 class LocalBackend:
     """Runs runners as local subprocesses (a ``Backend``)."""
 
-    def __init__(self, config: LocalBackendConfig, registry: LocalRegistry, log_dir: Path) -> None:
+    def __init__(
+        self,
+        config: LocalBackendConfig,
+        registry: LocalRegistry,
+        log_dir: Path,
+        *,
+        gpus: GpuAllocator | None = None,
+    ) -> None:
         self.config = config
         self.registry = registry
         self.log_dir = log_dir
@@ -100,6 +112,8 @@ class LocalBackend:
         self._listeners: list[FailureListener] = []
         self.health = HttpHealthChecker(config.health)
         self._stopping = False
+        # The GPUs runners may use; None until the first GPU app asks NVML.
+        self.gpus = gpus
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -129,7 +143,17 @@ class LocalBackend:
     # -- Backend protocol ------------------------------------------------------------------
 
     async def ensure_app(self, app_id: str, spec: AppSpec, payload: Path) -> None:
-        """Register (or update) an app; existing runners keep their revision until replaced."""
+        """Register (or update) an app; existing runners keep their revision until replaced.
+
+        Raises ``SchedulingError`` for a GPU app whose GPUs this machine does not have.
+        """
+        if spec.num_gpus > 0:
+            if self.gpus is None:
+                # Once: NVML lists the same GPUs until the driver reloads.
+                found = await asyncio.to_thread(discover_gpus)
+                self.gpus = self.gpus or found
+                log.info("gpus_found", gpus=[g.as_dict() for g in found.gpus], why=found.why_none)
+            self.gpus.check(app_id, spec.machine_types, spec.num_gpus)
         app = self._apps.get(app_id)
         if app is None:
             self._apps[app_id] = _App(app_id, spec, payload)
@@ -209,7 +233,8 @@ class LocalBackend:
         live = [r for r in app.runners.values() if r.state in LIVE]
         missing = app.target - len(live)
         if missing > 0 and replace_now:
-            self._spawn(app)
+            if not self._spawn(app):
+                return
             missing -= 1
         if missing > 0:
             wait = app.backoff_until - time.monotonic()
@@ -218,7 +243,8 @@ class LocalBackend:
                     app.wakeup = asyncio.get_running_loop().call_later(wait, self._wake, app)
                 return
             for _ in range(missing):
-                self._spawn(app)
+                if not self._spawn(app):
+                    return
         elif missing < 0:
             # Not-ready runners first (newest first): they serve no one yet.
             extra = sorted(live, key=lambda r: (r.ready, -r.started_at))[:-missing]
@@ -229,8 +255,16 @@ class LocalBackend:
         app.wakeup = None
         self._reconcile(app)
 
-    def _spawn(self, app: _App) -> None:
+    def _spawn(self, app: _App) -> bool:
+        """Start one runner; False (and nothing started) while its GPUs are all taken."""
         runner_id = "r-" + uuid.uuid4().hex[:10]
+        if app.spec.num_gpus > 0:
+            spec, gpus = app.spec, self.gpus  # ensure_app has found them
+            if gpus is None or gpus.acquire(runner_id, spec.machine_types, spec.num_gpus) is None:
+                log.info(
+                    "runner_waits_for_gpus", app=app.app_id, free=len(gpus.free if gpus else [])
+                )
+                return False
         safe = app.app_id.replace("/", "--")
         runner = _Runner(
             runner_id=runner_id,
@@ -241,6 +275,7 @@ class LocalBackend:
         )
         app.runners[runner_id] = runner
         runner.tasks.append(asyncio.create_task(self._run(app, runner)))
+        return True
 
     async def _run(self, app: _App, runner: _Runner) -> None:
         cmd = [
@@ -261,6 +296,10 @@ class LocalBackend:
             self.config.runner_loop,
         ]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        # UUIDs, not indexes: CUDA numbers GPUs fastest first unless told otherwise, NVML by PCI
+        # bus. An empty value hides every GPU from a CPU runner, so none uses another's GPU.
+        gpu_ids = self.gpus.uuids(runner.runner_id) if self.gpus is not None else []
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(gpu_ids)
         try:
             with runner.log_path.open("ab") as out:
                 runner.proc = await asyncio.create_subprocess_exec(
@@ -275,7 +314,7 @@ class LocalBackend:
             app.runners.pop(runner.runner_id, None)
             runner.state = RunnerState.TERMINATED
             self._start_failed(app, runner, "spawn", f"cannot start {cmd[0]}: {exc}")
-            self._reconcile(app)
+            self._gone(app, runner)
             return
         log.info(
             "runner_started",
@@ -284,6 +323,7 @@ class LocalBackend:
             pid=runner.proc.pid,
             port=runner.port,
             log=str(runner.log_path),
+            gpus=gpu_ids or None,
         )
         if runner.state == RunnerState.DRAINING:  # stopped while the process was starting
             self._signal(runner, signal.SIGTERM)
@@ -319,7 +359,16 @@ class LocalBackend:
                 )
             self._start_failed(app, runner, kind, message)
         # A runner that was ready and died is replaced at once, even while others back off.
-        self._reconcile(app, replace_now=runner.ready and not was_draining)
+        self._gone(app, runner, replace_now=runner.ready and not was_draining)
+
+    def _gone(self, app: _App, runner: _Runner, *, replace_now: bool = False) -> None:
+        """A runner's process is gone: its GPUs go back, its app and then others reconcile."""
+        freed = self.gpus.release(runner.runner_id) if self.gpus is not None else []
+        self._reconcile(app, replace_now=replace_now)
+        # Runners of other GPU apps may have been waiting for these GPUs.
+        for other in list(self._apps.values()) if freed else []:
+            if other is not app and other.spec.num_gpus > 0:
+                self._reconcile(other)
 
     def _start_failed(self, app: _App, runner: _Runner, kind: str, message: str) -> None:
         app.failures += 1

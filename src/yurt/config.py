@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import sys
+import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from yurt.aio import LoopName
+from yurt.errors import ConfigError
 
 MIB = 1024 * 1024
 
@@ -238,3 +240,63 @@ def consul_env(environ: dict[str, str] | None = None) -> dict[str, str]:
     if token := env.get("CONSUL_HTTP_TOKEN"):
         out["token"] = token
     return out
+
+
+def admin_token_env(environ: dict[str, str] | None = None) -> str | None:
+    """``$YURT_ADMIN_TOKEN``: the admin API's bearer token, for the server and for deploy."""
+    env = os.environ if environ is None else environ
+    return env.get("YURT_ADMIN_TOKEN") or None
+
+
+def server_url_env(environ: dict[str, str] | None = None) -> str:
+    """``$YURT_SERVER``, else the server ``yurt server`` starts by default."""
+    env = os.environ if environ is None else environ
+    return (env.get("YURT_SERVER") or "http://127.0.0.1:8080").rstrip("/")
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """A TOML file of ``ServerConfig`` fields (sections ``[router]``, ``[nomad]``, ...)."""
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"cannot read the config file {path}: {exc.strerror or exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"the config file {path} is not valid TOML: {exc}") from exc
+
+
+def merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``over`` laid on top, section by section. Pure."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merged(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def build_server_config(
+    file: dict[str, Any], flags: dict[str, Any], environ: dict[str, str] | None = None
+) -> ServerConfig:
+    """Defaults, then the file, then Nomad's and Consul's variables, then flags; validated.
+
+    A mistake names the field: ``nomad.check_interval: Input should be greater than or equal
+    to 1``.
+    """
+    env: dict[str, Any] = {}
+    if nomad := nomad_env(environ):
+        env["nomad"] = nomad
+    if consul := consul_env(environ):
+        env["consul"] = consul
+    if token := admin_token_env(environ):
+        env["admin_token"] = token
+    values = merged(merged(file, env), flags)
+    values.setdefault("data_dir", default_data_dir())
+    try:
+        return ServerConfig.model_validate(values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"invalid configuration: {problems}") from exc

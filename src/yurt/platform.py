@@ -115,17 +115,23 @@ class Platform:
         log.info("app_added", app=app_id, revision=header.revision, payload=str(payload))
         return app_id
 
-    async def deploy(self, app_id: str, spec: AppSpec, sha256: str) -> tuple[Deployment, bool]:
-        """Serve an uploaded payload as the app's current revision (the admin API's deploy)."""
+    async def deploy(self, app_id: str, spec: AppSpec, sha256: str) -> tuple[Deployment, str]:
+        """Serve an uploaded payload as the app's current revision (the admin API's deploy).
+
+        Returns the deployment and what happened: ``created``, ``updated`` or ``unchanged``.
+        """
         previous = self.store.get(app_id)
         deployment = self.store.save(app_id, spec, sha256, time.time())
         payload = self.store.payloads / f"{sha256}.yurt"
+        outcome = "unchanged"
         if app_id not in self.router.routes:
             await self._serve(app_id, spec, payload)
+            outcome = "created" if previous is None else "updated"
         elif previous is None or previous.current.sha256 != sha256 or previous.spec != spec:
             await self._roll(app_id, spec, payload)
-        log.info("app_deployed", app=app_id, revision=deployment.current.revision)
-        return deployment, previous is None
+            outcome = "updated"
+        log.info("app_deployed", app=app_id, revision=deployment.current.revision, outcome=outcome)
+        return deployment, outcome
 
     async def _serve(self, app_id: str, spec: AppSpec, payload: Path) -> None:
         await self.backend.ensure_app(app_id, spec, payload)

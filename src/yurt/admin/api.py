@@ -5,6 +5,7 @@
     PUT  /_yurt/api/v1/payloads/{sha256}     payload bytes           -> 201 {sha256, revision}
     GET  /_yurt/api/v1/payloads/{sha256}     (runners: revision token) -> payload bytes
     POST /_yurt/api/v1/apps                  {spec, payload_sha256, owner?} -> 201 | 200
+                                             (``outcome``: created, updated or unchanged)
     GET  /_yurt/api/v1/apps                  -> [app]
     GET  /_yurt/api/v1/apps/{owner}/{app}    -> app, with its revisions and runners
 
@@ -50,8 +51,8 @@ class Deployer(Protocol):
     store: AppStore
     default_owner: str
 
-    async def deploy(self, app_id: str, spec: AppSpec, sha256: str) -> tuple[Deployment, bool]:
-        """Serve ``sha256`` as the app's current revision; True when the app is new."""
+    async def deploy(self, app_id: str, spec: AppSpec, sha256: str) -> tuple[Deployment, str]:
+        """Serve ``sha256`` as the app's current revision: created, updated or unchanged."""
         ...
 
     def describe_app(self, app_id: str) -> dict[str, Any] | None:
@@ -199,8 +200,9 @@ class AdminApi:
                 f"payload_sha256: no payload {req.payload_sha256[:12]} on this server; "
                 f"PUT it to {PREFIX}payloads/{req.payload_sha256} first",
             )
-        deployment, created = await self.deployer.deploy(app_id, req.spec, req.payload_sha256)
-        return json_reply(self._app(request, deployment), 201 if created else 200)
+        deployment, outcome = await self.deployer.deploy(app_id, req.spec, req.payload_sha256)
+        reply = {**self._app(request, deployment), "outcome": outcome}
+        return json_reply(reply, 201 if outcome == "created" else 200)
 
     def _app(self, request: web.BaseRequest, d: Deployment, full: bool = False) -> dict[str, Any]:
         base = self.public_url or f"{request.scheme}://{request.host}"

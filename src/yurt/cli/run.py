@@ -7,90 +7,31 @@ import asyncio
 import json
 import signal
 import sys
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import structlog
 
-from yurt.aio import LOOP_NAMES, run
-from yurt.config import LocalBackendConfig, RouterConfig, ServerConfig, default_data_dir
-from yurt.errors import ConfigError, YurtError
+from yurt.aio import run
+from yurt.cli.options import add_serving_options, config_from_args, public_url
+from yurt.config import ServerConfig
+from yurt.errors import YurtError
 from yurt.logging import configure
 from yurt.spec import AppSpec, build_spec
 
 log = structlog.get_logger("yurt.cli")
+__all__ = ["add_parser", "config_from_args", "example_body", "examples", "handle", "public_url"]
 
 
 def add_parser(commands: Any) -> None:
     """Register ``run`` on the subcommand parser."""
     p: argparse.ArgumentParser = commands.add_parser(
-        "run", help="serve an App on this machine (router + local runners) until Ctrl-C"
+        "run",
+        help="serve an App until Ctrl-C (router + runners: local ones, or on Nomad with "
+        "--backend nomad, removed again on exit)",
     )
     p.add_argument("target", metavar="FILE::Class", help="e.g. examples/echo.py::Echo")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    p.add_argument("--port", type=int, default=8080, help="port to listen on (0: any free)")
-    p.add_argument("--data-dir", type=Path, default=None, help="payloads and runner logs")
-    p.add_argument("--owner", default="default", help="owner segment of the app's URL")
-    p.add_argument(
-        "--tls-cert",
-        type=Path,
-        default=None,
-        metavar="PEM",
-        help="serve https with this certificate chain (needs --tls-key)",
-    )
-    p.add_argument(
-        "--tls-key", type=Path, default=None, metavar="PEM", help="private key of --tls-cert"
-    )
-    p.add_argument(
-        "--public-url",
-        default=None,
-        metavar="URL",
-        help="base of the URLs the queue hands out, e.g. https://yurt.example.com "
-        "(default: the scheme and Host each request came with)",
-    )
-    p.add_argument(
-        "--loop",
-        choices=LOOP_NAMES,
-        default="auto",
-        help="event loop for the router and runners (auto: uvloop when installed)",
-    )
-    p.add_argument("--log-level", default="info")
-    p.add_argument("--log-format", choices=["console", "json"], default="console")
+    add_serving_options(p)
     p.set_defaults(handler=handle)
-
-
-def config_from_args(args: argparse.Namespace) -> ServerConfig:
-    """The server configuration the arguments describe (pure: files are read when serving)."""
-    if (args.tls_cert is None) != (args.tls_key is None):
-        missing = "--tls-key" if args.tls_key is None else "--tls-cert"
-        raise ConfigError(f"{missing} is missing: --tls-cert and --tls-key go together")
-    return ServerConfig(
-        data_dir=args.data_dir or default_data_dir(),
-        event_loop=args.loop,
-        router=RouterConfig(
-            host=args.host,
-            port=args.port,
-            owner=args.owner,
-            tls_cert=args.tls_cert,
-            tls_key=args.tls_key,
-            public_url=public_url(args.public_url),
-        ),
-        local=LocalBackendConfig(runner_loop=args.loop),
-    )
-
-
-def public_url(value: str | None) -> str | None:
-    """``--public-url`` checked: an http(s) URL with a host, without a trailing slash."""
-    if value is None:
-        return None
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
-        raise ConfigError(
-            f"--public-url {value!r} is not a base URL; give scheme and host, "
-            "e.g. https://yurt.example.com or https://example.com/yurt"
-        )
-    return value.rstrip("/")
 
 
 def example_body(schema: dict[str, Any] | None) -> dict[str, Any]:
@@ -140,7 +81,8 @@ async def serve(target: str, config: ServerConfig) -> int:
     # KeyboardInterrupt would never come.
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    platform = Platform(config)
+    # On a cluster, what `yurt run` placed goes when it stops.
+    platform = Platform(config, ephemeral=config.backend == "nomad")
     (app_id,) = await platform.start(cls)
     try:
         print(f"yurt: serving {cls.__name__} at {platform.url}/{app_id}", flush=True)

@@ -1,0 +1,101 @@
+"""``yurt.deploy(App, server=...)``: put an App on a yurt server, no HCL or files to copy.
+
+Two calls to the server's admin API: the payload (``PUT /_yurt/api/v1/payloads/<sha256>``,
+skipped when the server has it), then the app (``POST /_yurt/api/v1/apps`` with the spec). The
+server makes a new revision when the payload or spec changed; Nomad's rolling update (or the
+local backend) replaces the runners. Standard library only, like ``yurt.Client``.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from yurt.app import App
+from yurt.config import admin_token_env, server_url_env
+from yurt.errors import DeployError
+from yurt.packaging import pack, read_header
+from yurt.spec import build_spec
+
+API = "/_yurt/api/v1"
+
+
+@dataclass(frozen=True, slots=True)
+class Deployed:
+    """What the server answered: the app, its revision and where to call it."""
+
+    app_id: str
+    revision: str
+    outcome: str  # created | updated | unchanged
+    url: str
+    queue_url: str
+
+
+def deploy(
+    app: type[App],
+    *,
+    server: str | None = None,
+    token: str | None = None,
+    owner: str | None = None,
+    timeout: float = 300.0,
+    progress: Callable[[str], None] = lambda _: None,
+) -> Deployed:
+    """Deploy ``app`` to the server at ``server`` ($YURT_SERVER, else http://127.0.0.1:8080)."""
+    base = (server or server_url_env()).rstrip("/")
+    token = token if token is not None else admin_token_env()
+    spec = build_spec(app)
+    data = pack(app)
+    header, _ = read_header(data)
+    progress(f"packed {app.__name__} as revision {header.revision} ({len(data) / 1024:.1f} KiB)")
+    call = _Caller(base, token, timeout)
+    call("PUT", f"{API}/payloads/{header.sha256}", data, "application/octet-stream")
+    progress(f"uploaded the payload to {base}")
+    body = json.dumps(
+        {"spec": spec.model_dump(mode="json"), "payload_sha256": header.sha256, "owner": owner}
+    ).encode()
+    status, reply = call("POST", f"{API}/apps", body, "application/json")
+    return Deployed(
+        app_id=reply["app_id"],
+        revision=reply["revision"],
+        outcome=reply.get("outcome", "created" if status == 201 else "updated"),
+        url=reply["url"],
+        queue_url=reply["queue_url"],
+    )
+
+
+class _Caller:
+    def __init__(self, base: str, token: str | None, timeout: float) -> None:
+        self.base, self.token, self.timeout = base, token, timeout
+
+    def __call__(self, method: str, path: str, body: bytes, kind: str) -> tuple[int, Any]:
+        headers = {"content-type": kind}
+        if self.token:
+            headers["authorization"] = f"Bearer {self.token}"
+        request = urllib.request.Request(self.base + path, body, headers, method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as resp:
+                return resp.status, json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            raise DeployError(_explain(self.base, method, path, exc)) from exc
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise DeployError(
+                f"cannot reach the yurt server at {self.base}: {reason}; start it with "
+                "`yurt server`, or point --server (or $YURT_SERVER) at it"
+            ) from exc
+
+
+def _explain(base: str, method: str, path: str, exc: urllib.error.HTTPError) -> str:
+    try:
+        detail = json.loads(exc.read()).get("detail")
+    except (ValueError, AttributeError, OSError):
+        detail = None
+    if exc.code == 401:
+        return f"the server at {base} wants the admin token: pass --token or set $YURT_ADMIN_TOKEN"
+    if exc.code == 404:
+        return f"{base} has no admin API ({method} {path}: 404); is it a `yurt server`?"
+    return f"the server refused the deploy ({method} {path}: {exc.code}): {detail or exc.reason}"

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from yurt.admin.store import AppStore, Deployment, is_sha256
 from yurt.errors import ConfigError, PayloadError
 from yurt.machines import CATALOG
+from yurt.packaging import read_header
 from yurt.router.http import Reply, error_reply, json_reply
 from yurt.spec import AppSpec
 
@@ -154,13 +155,14 @@ class AdminApi:
         if isinstance(body, Reply):
             return body
         try:
-            header = self.deployer.store.put_payload(body)
+            header, _ = read_header(body)
         except PayloadError as exc:
             return error_reply(422, "bad_request", f"not a valid payload: {exc}")
         if header.sha256 != sha256:
             return error_reply(
                 422, "bad_request", f"the payload's digest is {header.sha256}, not {sha256}"
             )
+        self.deployer.store.put_payload(body)
         return json_reply({"sha256": header.sha256, "revision": header.revision}, 201)
 
     async def _read(self, request: web.BaseRequest) -> bytes | Reply:

@@ -1,0 +1,150 @@
+"""The admin API on the local backend: deploy, redeploy, restart, and the errors it answers."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from yurt.config import ServerConfig
+from yurt.deploy import deploy
+from yurt.errors import ConfigError, DeployError
+from yurt.packaging import pack, read_header
+from yurt.platform import Platform
+from yurt.spec import build_spec
+
+from admin_apps import GreeterV1, GreeterV2
+from support import DEADLINE, fast_config, wait_until
+
+API = "/_yurt/api/v1"
+
+
+@asynccontextmanager
+async def server(config: ServerConfig) -> AsyncIterator[Platform]:
+    platform = Platform(config, server=True)
+    await platform.start()
+    try:
+        yield platform
+    finally:
+        await platform.stop()
+
+
+async def call(url: str, text: str = "hi") -> tuple[int, Any]:
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=DEADLINE)) as s,
+        s.post(url, json={"prompt": text}) as resp,
+    ):
+        return resp.status, await resp.json(content_type=None)
+
+
+async def greeting(url: str, expected: str) -> bool:
+    status, body = await call(url)
+    return status == 200 and body == {"text": expected}
+
+
+async def test_deploy_redeploy_and_restart(tmp_path: Path) -> None:
+    """A deployed app answers; a redeploy rolls it to the new code; a restart serves it again."""
+    config = fast_config(tmp_path)
+    async with server(config) as p:
+        first = await asyncio.to_thread(deploy, GreeterV1, server=p.url)
+        assert (first.app_id, first.outcome) == ("default/greeter", "created")
+        assert first.url == f"{p.url}/default/greeter"
+        assert await call(first.url) == (200, {"text": "v1: hi"})
+        again = await asyncio.to_thread(deploy, GreeterV1, server=p.url)
+        assert (again.outcome, again.revision) == ("unchanged", first.revision)
+        second = await asyncio.to_thread(deploy, GreeterV2, server=p.url)
+        assert second.outcome == "updated" and second.revision != first.revision
+        await wait_until(lambda: greeting(first.url, "v2: hi"), what="the new revision")
+        port = p.router.port
+    restarted = config.model_copy(
+        update={"router": config.router.model_copy(update={"port": port})}
+    )
+    async with server(restarted) as p:
+        assert await call(f"{p.url}/default/greeter") == (200, {"text": "v2: hi"})
+        async with aiohttp.ClientSession() as s, s.get(f"{p.url}{API}/apps/default/greeter") as r:
+            app = await r.json()
+        assert [rev["sha256"][:12] for rev in app["revisions"]] == [
+            first.revision,
+            second.revision,
+        ]
+
+
+async def test_admin_token_is_required_when_set(tmp_path: Path) -> None:
+    """With an admin token, deploys and listings without it get 401; with it they work."""
+    config = fast_config(tmp_path).model_copy(update={"admin_token": "s3cret"})
+    async with server(config) as p:
+        with pytest.raises(DeployError, match="admin token"):
+            await asyncio.to_thread(deploy, GreeterV1, server=p.url, token="wrong")
+        async with aiohttp.ClientSession() as s, s.get(f"{p.url}{API}/apps") as r:
+            assert r.status == 401
+        done = await asyncio.to_thread(deploy, GreeterV1, server=p.url, token="s3cret")
+        assert done.outcome == "created"
+
+
+async def test_payload_download_takes_the_revision_token(tmp_path: Path) -> None:
+    """A runner's token fetches its own payload, not another one; no token gets 401."""
+    async with server(fast_config(tmp_path).model_copy(update={"admin_token": "adm"})) as p:
+        await asyncio.to_thread(deploy, GreeterV1, server=p.url, token="adm")
+        data = pack(GreeterV1)
+        sha = read_header(data)[0].sha256
+        url = f"{p.url}{API}/payloads/{sha}"
+        async with aiohttp.ClientSession() as s:
+            bearer = {"Authorization": f"Bearer {p.store.token(sha)}"}
+            async with s.get(url, headers=bearer) as r:
+                assert r.status == 200 and await r.read() == data
+            other = {"Authorization": f"Bearer {p.store.token('0' * 64)}"}
+            async with s.get(url, headers=other) as r:
+                assert r.status == 401
+            async with s.get(url) as r:
+                assert r.status == 401
+
+
+async def test_bad_uploads_and_deploys_are_refused(tmp_path: Path) -> None:
+    """Wrong digest, junk, a bad spec field, an unknown payload and a huge body: each says why."""
+    config = fast_config(tmp_path).model_copy(update={"max_payload_size": 1024 * 1024})
+    async with server(config) as p, aiohttp.ClientSession() as s:
+        data = pack(GreeterV1)
+        sha = read_header(data)[0].sha256
+        async with s.put(f"{p.url}{API}/payloads/{'1' * 64}", data=data) as r:
+            assert r.status == 422 and "digest" in (await r.json())["detail"]
+        async with s.put(f"{p.url}{API}/payloads/{sha}", data=b"junk") as r:
+            assert r.status == 422 and "not a valid payload" in (await r.json())["detail"]
+        async with s.put(
+            f"{p.url}{API}/payloads/{sha}", data=io.BytesIO(b"x" * (2 * 1024 * 1024))
+        ) as r:
+            assert r.status == 413
+        spec = json.loads(build_spec(GreeterV1).model_dump_json())
+        spec["max_concurrency"] = "many"
+        body = {"spec": spec, "payload_sha256": sha}
+        async with s.post(f"{p.url}{API}/apps", json=body) as r:
+            reply = await r.json()
+            assert r.status == 422 and "spec.max_concurrency" in reply["fields"]
+        body["spec"] = json.loads(build_spec(GreeterV1).model_dump_json())
+        async with s.post(f"{p.url}{API}/apps", json=body) as r:
+            assert r.status == 422 and "PUT it" in (await r.json())["detail"]
+        async with s.get(f"{p.url}{API}/apps/default/nope") as r:
+            assert r.status == 404
+
+
+async def test_open_admin_api_beyond_loopback_is_refused(tmp_path: Path) -> None:
+    """A server on 0.0.0.0 with no admin token does not start, and says what to set."""
+    config = fast_config(tmp_path)
+    config = config.model_copy(
+        update={"router": config.router.model_copy(update={"host": "0.0.0.0"})}
+    )
+    with pytest.raises(ConfigError, match="--admin-token"):
+        async with server(config):
+            pass
+
+
+async def test_deploy_to_nobody_names_the_fix() -> None:
+    """No server listening: the error says how to start or point at one."""
+    with pytest.raises(DeployError, match="yurt server"):
+        await asyncio.to_thread(deploy, GreeterV1, server="http://127.0.0.1:9", timeout=5)

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
         RequestHandle,
         Status,
     )
+    from yurt.deployment import Deployed
     from yurt.embed import ServedApp
 
 # The client is loaded on first use (PEP 562): runners import ``yurt`` and need none of it.
@@ -69,6 +70,17 @@ def serve(app: type[App], **options: Any) -> ServedApp:
     return ServedApp(app, **options)
 
 
+def deploy(app: type[App], **options: Any) -> Deployed:
+    """Deploy ``app`` to a yurt server: ``yurt.deploy(Echo, server="http://yurt:8080")``.
+
+    Options: ``server`` ($YURT_SERVER), ``token`` ($YURT_ADMIN_TOKEN), ``owner``, ``timeout``,
+    ``progress`` (called with each step's line). Raises ``DeployError`` with the fix.
+    """
+    from yurt.deployment import deploy as deploy_app
+
+    return deploy_app(app, **options)
+
+
 __all__ = [
     "App",
     "AppDefinitionError",
@@ -91,6 +103,7 @@ __all__ = [
     "YurtError",
     "__version__",
     "build_spec",
+    "deploy",
     "endpoint",
     "serve",
 ]

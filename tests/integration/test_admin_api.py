@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 
 from yurt.config import ServerConfig
-from yurt.deploy import deploy
+from yurt.deployment import deploy
 from yurt.errors import ConfigError, DeployError
 from yurt.packaging import pack, read_header
 from yurt.platform import Platform

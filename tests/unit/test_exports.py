@@ -32,6 +32,7 @@ EXPECTED = [
     "YurtError",
     "__version__",
     "build_spec",
+    "deploy",
     "endpoint",
     "serve",
 ]
@@ -39,6 +40,9 @@ EXPECTED = [
 # Control-plane and server code that the runner (which imports ``yurt``) must not load.
 FORBIDDEN_PREFIXES = (
     "yurt.router",
+    "yurt.admin",
+    "yurt.deployment",
+    "yurt.platform",
     "yurt.backends",
     "yurt.scheduler",
     "yurt.discovery",

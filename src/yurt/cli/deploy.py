@@ -30,7 +30,7 @@ def add_parser(commands: Any) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     """Deploy; returns the exit code."""
-    from yurt.deploy import deploy
+    from yurt.deployment import deploy
     from yurt.loader import load_app
 
     def say(line: str) -> None:

@@ -280,8 +280,9 @@ def main() -> int:
             say(f"setup() itself (torch import, CUDA init, first matmul): {cold['setup_s']:.2f}s")
             visible = cold["cuda_visible_devices"]
             say(f"runner device: {cold['device']}; CUDA_VISIBLE_DEVICES={visible!r}")
-            gpus = runner_info(url).get("gpus", [])
-            say(f"runner /_yurt/info gpus: {json.dumps(gpus)}")
+            info = runner_info(url)
+            gpus = json.dumps(info.get("gpus"))
+            say(f"runner {info.get('runner_id')} (pid {info.get('pid')}) /_yurt/info gpus: {gpus}")
 
             rounds = f"{args.rounds} rounds of {args.seconds:g}s"
             section(f"throughput: {args.concurrency} callers, {rounds}")

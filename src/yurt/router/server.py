@@ -377,6 +377,7 @@ class Router:
                         "pid": view.pid,
                         "port": view.port,
                         "in_flight": slot.in_flight if slot else 0,
+                        "routable": slot is not None and not slot.retired,
                         "age_s": round(now - view.started_at, 3),
                         "detail": view.detail,
                     }

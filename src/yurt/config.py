@@ -52,6 +52,11 @@ class LocalBackendConfig(_Frozen):
     kill_after: float = Field(
         default=5.0, ge=0, description="extra seconds after the grace period before SIGKILL"
     )
+    gpus: str | None = Field(
+        default_factory=lambda: os.environ.get("CUDA_VISIBLE_DEVICES"),
+        description="the GPUs runners may be given, as CUDA_VISIBLE_DEVICES lists them "
+        "(indexes or UUIDs); None: every GPU NVML sees. Default: $CUDA_VISIBLE_DEVICES",
+    )
 
 
 class SchedulerConfig(_Frozen):

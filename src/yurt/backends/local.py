@@ -150,7 +150,7 @@ class LocalBackend:
         if spec.num_gpus > 0:
             if self.gpus is None:
                 # Once: NVML lists the same GPUs until the driver reloads.
-                found = await asyncio.to_thread(discover_gpus)
+                found = await asyncio.to_thread(discover_gpus, self.config.gpus)
                 self.gpus = self.gpus or found
                 log.info("gpus_found", gpus=[g.as_dict() for g in found.gpus], why=found.why_none)
             self.gpus.check(app_id, spec.machine_types, spec.num_gpus)

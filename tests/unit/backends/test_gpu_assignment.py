@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import stat
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -273,15 +272,15 @@ async def test_gpu_app_without_gpus_fails_at_ensure_app(
 async def test_gpus_are_discovered_once(
     backend_for: MakeBackend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """NVML is asked at the first GPU app only; later ones reuse the inventory."""
-    calls: list[int] = []
+    """NVML is asked once, at the first GPU app, for the configured GPUs; later ones reuse it."""
+    calls: list[str | None] = []
 
-    def discover() -> GpuAllocator:
-        calls.append(os.getpid())
+    def discover(allowed: str | None = None) -> GpuAllocator:
+        calls.append(allowed)
         return GpuAllocator([gpu(0, H100)])
 
     monkeypatch.setattr("yurt.backends.local.discover_gpus", discover)
     backend = await backend_for(None)
     await backend.ensure_app("o/a", spec(OneH100), tmp_path / "payload")
     await backend.ensure_app("o/b", spec(OtherH100), tmp_path / "payload")
-    assert len(calls) == 1
+    assert calls == [backend.config.gpus]  # the GPUs the configuration allows

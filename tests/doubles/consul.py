@@ -245,7 +245,13 @@ class ConsulDouble:
         self._wake()
 
     def check_ids(self, service_id: str) -> list[str]:
+        """The ids of a registered service's checks."""
         return list(self._services[service_id].check_ids)
+
+    def check_status(self, check_id: str) -> str | None:
+        """A check's status now, or None when no such check is registered."""
+        check = self._serf if check_id == SERF_CHECK else self._checks.get(check_id)
+        return check.status if check else None
 
     @property
     def index(self) -> int:

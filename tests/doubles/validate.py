@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 _TABLE = json.loads((Path(__file__).parent / "nomad-api-structs.json").read_text())
 STRUCTS: dict[str, dict[str, Any]] = _TABLE["structs"]
@@ -43,7 +43,7 @@ def _fields(struct: str) -> dict[str, str]:
     return fields
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 

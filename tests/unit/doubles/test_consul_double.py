@@ -13,7 +13,6 @@ import aiohttp
 import pytest
 
 from doubles import ConsulDouble
-
 from support import DEADLINE, wait_until
 
 SERVE = """

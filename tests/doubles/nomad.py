@@ -1,0 +1,1015 @@
+"""An in-process Nomad agent double that places allocations as real local processes.
+
+Reproduces these facts of NOMAD_CONSUL.md:
+
+- Job bodies are checked by ``validate.problems`` (exact Go field names, integer nanosecond
+  durations, string Meta/Env, Operand, deadlines, check intervals >= 1 s, Scaling.Max, Count
+  within Scaling, Job.ID, absolute raw_exec command); a problem is a 400. The stored job is
+  canonicalized with the server's defaults; ``GET /v1/job/:id`` answers it without the wrapper
+  (404 "job not found"). Re-registering resets scaled counts unless ``PreserveCounts``.
+- raw_exec only: ``Config.command`` + ``args`` run as a real process in a new session with
+  ``Task.Env`` and the NOMAD_* environment (ports, IPs, alloc id/name/index, dirs, limits,
+  NOMAD_META_*), ``${...}`` interpolated in args and env; stdout/stderr go to
+  ``alloc/logs/<task>.stdout.0``. Another driver fails the task with a "Driver Failure" event.
+- GPUs: ``nvidia/gpu`` devices come from ``gpus``, one model per request, honouring the
+  ``${device.model}`` and ``${device.attr.memory}`` constraints; NVIDIA_VISIBLE_DEVICES holds
+  the UUIDs. A request nothing satisfies places nothing (a blocked evaluation) and is retried
+  whenever allocations stop.
+- Group services go into the Consul double before the task starts, with Nomad's IDs
+  (``_nomad-task-<alloc>-group-<group>-<service>-<port>``, checks ``_nomad-check-<sha1>``),
+  Address = node_ip, Meta ``external-source=nomad``, checks as Go duration strings; they are
+  deregistered when the allocation stops.
+- check_restart: the check is polled every ``poll`` s, ignored until Grace has passed since the
+  allocation was created (group services, nomad#25318), and the task restarted once it has
+  been unhealthy for Interval x (Limit-1). Restarts count against RestartPolicy (Attempts
+  within Interval, after Delay); past them the allocation fails and ReschedulePolicy places a
+  replacement with the same name index after Delay (doubling up to MaxDelay when exponential),
+  unless Attempts is 0 and not Unlimited.
+- Stopping sends KillSignal (default SIGINT, as Nomad does for raw_exec) to the process group,
+  then SIGKILL after KillTimeout.
+- Count up places at the lowest free name indexes; count down stops the highest first. Stopping
+  one allocation places a replacement with the same index. Scale is 400 outside Scaling
+  Min/Max and while a deployment is active ("job scaling blocked due to active deployment").
+- Every new job version (register with a changed spec, or scale) of a group with
+  Update.MaxParallel > 0 and Count > 0 starts a deployment, as Nomad does: allocations whose
+  group changed only in Count/Scaling/Update are updated in place (and must be healthy again);
+  other changes replace MaxParallel allocations at a time, stopping the old one as the new one
+  is placed (a destructive update, not a canary). An allocation is healthy when its task runs
+  and its checks pass (HealthCheck "checks"; "task_states" skips the checks) for
+  MinHealthyTime; not healthy within HealthyDeadline fails the deployment. A new registration
+  cancels an active deployment.
+- Blocking reads: ``index``/``wait`` as Nomad's parseWait reads them (Go duration, "Invalid wait
+  time"/"Invalid index" 400), wait capped at 300 s plus up to wait/16 jitter; index 0 never
+  blocks; one table-wide index in ``X-Nomad-Index`` on every read.
+- ACL: with ``token`` set every endpoint wants ``X-Nomad-Token`` (403 "Permission denied" when
+  missing, "ACL token not found" when wrong).
+
+Simpler than Nomad: one node, one task per group (the first), no canaries, auto-revert,
+evaluations or plans; placement is immediate; deployments have no promote/fail endpoints;
+``Restart Mode "delay"`` fails like "fail"; log streaming answers only ``plain=true``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import random
+import re
+import signal
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from ._alloc import NS, Allocation, kill_process, now_ns, signal_group, start_process, task_env
+from ._durations import go_duration, parse_go_duration
+from ._jobspec import canonicalize, destructive, spec_of
+from .consul import ConsulDouble
+from .validate import problems
+
+__all__ = ["NomadDouble"]
+
+VERSION = "1.10.5"
+MAX_WAIT = 300.0
+_GPU = "nvidia/gpu"
+
+
+class _HTTPError(Exception):
+    def __init__(self, status: int, text: str) -> None:
+        super().__init__(text)
+        self.status = status
+        self.text = text
+
+
+@dataclass
+class _Job:
+    spec: dict[str, Any]
+    create_index: int
+    stopped: bool = False
+    version: int = 0
+
+
+@dataclass
+class _Deployment:
+    job_id: str
+    job_version: int
+    groups: dict[str, dict[str, Any]]
+    create_index: int
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    status: str = "running"
+    description: str = "Deployment is running"
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def active(self) -> bool:
+        return self.status == "running"
+
+    def api(self) -> dict[str, Any]:
+        return {
+            "ID": self.id,
+            "JobID": self.job_id,
+            "JobVersion": self.job_version,
+            "Status": self.status,
+            "StatusDescription": self.description,
+            "TaskGroups": self.groups,
+            "CreateIndex": self.create_index,
+        }
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _mib(text: str) -> float:
+    found = re.fullmatch(r"\s*([\d.]+)\s*(MiB|GiB|MB|GB|TiB)?\s*", text)
+    if not found:
+        return float("nan")
+    scale = {"MiB": 1, "MB": 1, "GiB": 1024, "GB": 1024, "TiB": 1024 * 1024, None: 1}
+    return float(found.group(1)) * scale[found.group(2)]
+
+
+def _device_fits(gpu: dict[str, Any], constraints: list[dict[str, Any]]) -> bool:
+    for c in constraints:
+        left, op, right = c.get("LTarget", ""), c.get("Operand", ""), c.get("RTarget", "")
+        if left == "${device.model}":
+            model = gpu["Model"]
+            if op == "regexp":
+                ok = re.search(right, model) is not None
+            elif op in ("=", "=="):
+                ok = model == right
+            else:
+                ok = op == "!=" and model != right
+        elif left == "${device.attr.memory}":
+            have, want = float(gpu["MemoryMiB"]), _mib(right)
+            ok = {
+                ">=": have >= want,
+                ">": have > want,
+                "<=": have <= want,
+                "<": have < want,
+                "=": have == want,
+            }.get(op, False)
+        else:
+            ok = False  # an attribute the double does not know never matches
+        if not ok:
+            return False
+    return True
+
+
+class NomadDouble:
+    """A one-node Nomad agent in-process on 127.0.0.1; see the module docstring."""
+
+    def __init__(
+        self,
+        consul: ConsulDouble | None,
+        work_dir: Path,
+        *,
+        token: str | None = None,
+        node_ip: str = "127.0.0.1",
+        datacenter: str = "dc1",
+        region: str = "global",
+        gpus: list[dict[str, Any]] | None = None,
+        poll: float = 1.0,
+    ) -> None:
+        self.consul = consul
+        self.work_dir = Path(work_dir)
+        self.token = token
+        self.node_ip = node_ip
+        self.datacenter = datacenter
+        self.region = region
+        self.gpus = list(gpus or [])
+        self.poll = poll
+        self.requests: list[tuple[str, str]] = []
+        self._jobs: dict[str, _Job] = {}
+        self._allocs: dict[str, Allocation] = {}
+        self._deployments: list[_Deployment] = []
+        self._index = 1
+        self._changed = asyncio.Event()
+        self._kick = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self.url = ""
+
+    # lifecycle
+
+    async def start(self) -> None:
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        app = web.Application(middlewares=[self._middleware])
+        r = app.router
+        for method in ("POST", "PUT"):
+            r.add_route(method, "/v1/jobs", self._register)
+            r.add_route(method, "/v1/job/{id}", self._register)
+            r.add_route(method, "/v1/job/{id}/scale", self._scale)
+            r.add_route(method, "/v1/allocation/{id}/stop", self._alloc_stop)
+            r.add_route(method, "/v1/client/allocation/{id}/restart", self._alloc_restart)
+            r.add_route(method, "/v1/validate/job", self._validate)
+        r.add_get("/v1/jobs", self._list_jobs)
+        r.add_get("/v1/job/{id}", self._get_job)
+        r.add_delete("/v1/job/{id}", self._deregister)
+        r.add_get("/v1/job/{id}/allocations", self._job_allocs)
+        r.add_get("/v1/job/{id}/scale", self._scale_status)
+        r.add_get("/v1/job/{id}/deployments", self._job_deployments)
+        r.add_get("/v1/job/{id}/deployment", self._job_deployment)
+        r.add_get("/v1/allocation/{id}", self._get_alloc)
+        r.add_get("/v1/client/fs/logs/{id}", self._logs)
+        r.add_get("/v1/agent/self", self._self)
+        r.add_get("/v1/status/leader", self._leader)
+        self._session = aiohttp.ClientSession()
+        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+        self._loop_task = asyncio.create_task(self._loop())
+
+    async def stop(self) -> None:
+        """Stops the server and kills every allocation process it started, waiting for each."""
+        if self._loop_task:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for alloc in self._allocs.values():
+            if alloc.proc:
+                signal_group(alloc.proc, signal.SIGKILL)
+                await alloc.proc.wait()
+        if self._runner:
+            await self._runner.cleanup()
+            self._runner = None
+        if self._session:
+            await self._session.close()
+            self._session = None
+
+    async def __aenter__(self) -> NomadDouble:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # test hooks
+
+    @property
+    def jobs(self) -> dict[str, dict[str, Any]]:
+        """Registered jobs (canonical), by ID."""
+        return {job_id: job.spec for job_id, job in self._jobs.items()}
+
+    def allocations(self, job_id: str) -> list[Allocation]:
+        """Every allocation of a job, oldest first."""
+        return [a for a in self._allocs.values() if a.job_id == job_id]
+
+    def running(self, job_id: str) -> list[Allocation]:
+        """The job's allocations that are live and whose task runs, by name index."""
+        found = [a for a in self.allocations(job_id) if a.live and a.client_status == "running"]
+        return sorted(found, key=lambda a: a.index)
+
+    def deployments(self, job_id: str) -> list[dict[str, Any]]:
+        return [d.api() for d in self._deployments if d.job_id == job_id]
+
+    def kill_task(self, alloc_id: str, sig: int = signal.SIGKILL) -> None:
+        """Signal the task's process group as a crash would; restart policy applies."""
+        proc = self._allocs[alloc_id].proc
+        if proc is not None and proc.returncode is None:
+            signal_group(proc, sig)
+
+    # state
+
+    def _bump(self) -> int:
+        self._index += 1
+        self._changed.set()
+        self._changed = asyncio.Event()
+        self._kick.set()
+        return self._index
+
+    def _touch(self, alloc: Allocation) -> None:
+        alloc.modify_index = self._bump()
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any] = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _active_deployment(self, job_id: str) -> _Deployment | None:
+        return next(
+            (d for d in reversed(self._deployments) if d.job_id == job_id and d.active), None
+        )
+
+    def _new_version(self, job: _Job, spec: dict[str, Any]) -> None:
+        """Store a changed job as a new version; start a deployment where Nomad would."""
+        old = self._active_deployment(spec["ID"])
+        if old:
+            old.status, old.description = "cancelled", "Cancelled due to newer version of job"
+        job.version += 1
+        job.spec = spec
+        job.stopped = False
+        groups = {
+            g["Name"]: {
+                "DesiredTotal": g["Count"],
+                "PlacedAllocs": 0,
+                "HealthyAllocs": 0,
+                "UnhealthyAllocs": 0,
+            }
+            for g in spec["TaskGroups"]
+            if (g.get("Update") or {}).get("MaxParallel", 0) > 0 and g["Count"] > 0
+        }
+        if groups:
+            self._deployments.append(
+                _Deployment(spec["ID"], job.version, groups, create_index=self._index + 1)
+            )
+        self._bump()
+
+    def _pick_gpus(self, task: dict[str, Any]) -> tuple[list[str], str] | None:
+        wanted = [d for d in task["Resources"].get("Devices") or [] if d["Name"].startswith(_GPU)]
+        if not wanted:
+            return [], ""
+        used = {u for a in self._allocs.values() if not a.terminal for u in a.gpus}
+        picked: list[str] = []
+        model = ""
+        for request in wanted:
+            count = request.get("Count", 1) or 1
+            constraints = list(request.get("Constraints") or [])
+            if request["Name"] != _GPU:  # nvidia/gpu/<model>
+                model_name = request["Name"][len(_GPU) + 1 :]
+                constraints.append(
+                    {"LTarget": "${device.model}", "Operand": "=", "RTarget": model_name}
+                )
+            free = [
+                g
+                for g in self.gpus
+                if g["UUID"] not in used
+                and g["UUID"] not in picked
+                and _device_fits(g, constraints)
+            ]
+            by_model: dict[str, list[str]] = {}
+            for g in free:
+                by_model.setdefault(g["Model"], []).append(g["UUID"])
+            fit = next(((m, ids) for m, ids in by_model.items() if len(ids) >= count), None)
+            if fit is None:
+                return None
+            model = fit[0]
+            picked.extend(fit[1][:count])
+        return picked, model
+
+    def _place(
+        self, job: _Job, group: dict[str, Any], index: int, previous: Allocation | None = None
+    ) -> Allocation | None:
+        """Create an allocation and start it, or None when its devices are not free."""
+        gpus = self._pick_gpus(group["Tasks"][0])
+        if gpus is None:
+            return None
+        alloc = Allocation(
+            job_id=job.spec["ID"],
+            group=group["Name"],
+            index=index,
+            job_version=job.version,
+            job=job.spec,
+            create_index=self._index + 1,
+            work_dir=self.work_dir,
+            gpus=gpus[0],
+            gpus_model=gpus[1],
+        )
+        if previous:
+            alloc.previous = previous.id
+            alloc.reschedules = previous.reschedules + 1
+            previous.next = alloc.id
+        for network in group.get("Networks") or []:
+            for port in network.get("DynamicPorts") or []:
+                alloc.ports[port["Label"]] = _free_port()
+            for port in network.get("ReservedPorts") or []:
+                alloc.ports[port["Label"]] = port["Value"]
+        task = alloc.task
+        alloc.task_states[task["Name"]] = {
+            "State": "pending",
+            "Failed": False,
+            "Restarts": 0,
+            "LastRestart": None,
+            "StartedAt": None,
+            "FinishedAt": None,
+            "Events": [],
+        }
+        alloc.event("Received", "Task received by client")
+        deployment = self._active_deployment(job.spec["ID"])
+        if deployment and deployment.job_version == job.version:
+            alloc.deployment_id = deployment.id
+            if group["Name"] in deployment.groups:
+                deployment.groups[group["Name"]]["PlacedAllocs"] += 1
+        self._allocs[alloc.id] = alloc
+        self._touch(alloc)
+        alloc.supervisor = self._spawn(self._supervise(alloc))
+        return alloc
+
+    # reconciliation
+
+    async def _loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._kick.wait(), min(self.poll, 0.25))
+            self._kick.clear()
+            for job in list(self._jobs.values()):
+                self._reconcile(job)
+
+    def _reconcile(self, job: _Job) -> None:
+        deployment = self._active_deployment(job.spec["ID"])
+        if deployment:
+            self._track_health(job, deployment)
+        for group in job.spec["TaskGroups"]:
+            self._reconcile_group(job, group, deployment)
+
+    def _reconcile_group(
+        self, job: _Job, group: dict[str, Any], deployment: _Deployment | None
+    ) -> None:
+        desired = 0 if job.stopped else group["Count"]
+        live = [
+            a
+            for a in self._allocs.values()
+            if a.job_id == job.spec["ID"] and a.group == group["Name"] and a.live
+        ]
+        for alloc in live:
+            if alloc.job_version != job.version and not destructive(alloc.group_spec, group):
+                alloc.job, alloc.job_version = job.spec, job.version  # an in-place update
+                if deployment and deployment.job_version == job.version:
+                    alloc.deployment_id, alloc.healthy, alloc.healthy_since = (
+                        deployment.id,
+                        None,
+                        None,
+                    )
+                self._touch(alloc)
+        # Count down: the highest name indexes first (reconcile_cluster.go computeStop).
+        for alloc in sorted(live, key=lambda a: -a.index)[: max(0, len(live) - desired)]:
+            self._stop_alloc(alloc, "alloc not needed due to job update")
+            live.remove(alloc)
+        taken = {a.index for a in live}
+        for _ in range(desired - len(live)):
+            index = next(i for i in range(desired + len(taken) + 1) if i not in taken)
+            if self._place(job, group, index) is None:
+                break  # blocked: devices exhausted
+            taken.add(index)
+        old = sorted((a for a in live if a.job_version != job.version), key=lambda a: a.index)
+        if not old:
+            return
+        latest = next(
+            (
+                d
+                for d in reversed(self._deployments)
+                if d.job_id == job.spec["ID"] and d.job_version == job.version
+            ),
+            None,
+        )
+        if latest is not None and latest.status in ("failed", "cancelled"):
+            return  # a failed rolling update stops replacing (no auto-revert here)
+        parallel = (group.get("Update") or {}).get("MaxParallel", 0)
+        in_flight = [
+            a
+            for a in live
+            if a.job_version == job.version and a.healthy is not True and a.deployment_id
+        ]
+        budget = len(old) if not parallel else max(0, parallel - len(in_flight))
+        for alloc in old[:budget]:
+            # A destructive update: the old allocation stops as its replacement is placed.
+            self._stop_alloc(alloc, "alloc is being updated due to job update")
+            self._place(job, group, alloc.index)
+
+    def _checks_pass(self, alloc: Allocation) -> bool:
+        if self.consul is None:
+            return True
+        return all(self.consul.check_status(c) == "passing" for c in alloc.check_ids)
+
+    def _track_health(self, job: _Job, deployment: _Deployment) -> None:
+        now = time.monotonic()
+        done = True
+        for name, state in deployment.groups.items():
+            group = next((g for g in job.spec["TaskGroups"] if g["Name"] == name), None)
+            if group is None:
+                continue
+            update = group.get("Update") or {}
+            mine = [
+                a
+                for a in self._allocs.values()
+                if a.deployment_id == deployment.id and a.group == name and a.live
+            ]
+            for alloc in mine:
+                if alloc.healthy is not None:
+                    continue
+                ok = alloc.client_status == "running"
+                if update.get("HealthCheck") != "task_states":
+                    ok = ok and self._checks_pass(alloc)
+                alloc.healthy_since = (alloc.healthy_since or now) if ok else None
+                if ok and now - (alloc.healthy_since or now) >= update["MinHealthyTime"] / NS:
+                    alloc.healthy = True
+                    self._touch(alloc)
+                elif alloc.client_status == "failed" or (
+                    now - alloc.created > update["HealthyDeadline"] / NS
+                ):
+                    alloc.healthy = False
+                    self._touch(alloc)
+            state["HealthyAllocs"] = sum(a.healthy is True for a in mine)
+            state["UnhealthyAllocs"] = sum(a.healthy is False for a in mine)
+            if state["UnhealthyAllocs"]:
+                deployment.status = "failed"
+                deployment.description = "Failed due to unhealthy allocations"
+                self._bump()
+                return
+            if now - deployment.started > update["ProgressDeadline"] / NS:
+                deployment.status = "failed"
+                deployment.description = "Failed due to progress deadline"
+                self._bump()
+                return
+            done = done and state["HealthyAllocs"] >= group["Count"]
+        if done:
+            deployment.status = "successful"
+            deployment.description = "Deployment completed successfully"
+            self._bump()
+
+    # allocation lifecycle
+
+    def _stop_alloc(self, alloc: Allocation, why: str) -> None:
+        if alloc.desired_status != "run":
+            return
+        alloc.desired_status, alloc.desired_description = "stop", why
+        self._touch(alloc)
+        self._spawn(self._finish(alloc))
+
+    async def _finish(self, alloc: Allocation) -> None:
+        task = alloc.task
+        proc = alloc.proc
+        if proc is not None and proc.returncode is None:
+            alloc.event("Killing", "Sent interrupt")
+            await kill_process(proc, task.get("KillSignal", ""), task["KillTimeout"] / NS)
+        if alloc.supervisor and not alloc.supervisor.done():
+            alloc.supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await alloc.supervisor
+        await self._deregister_services(alloc)
+        state = alloc.task_states[task["Name"]]
+        if state["State"] != "dead":
+            state["State"], state["FinishedAt"] = "dead", now_ns()
+            alloc.event("Killed", "Task successfully killed")
+        if alloc.client_status != "failed":
+            alloc.client_status = "complete"
+        self._touch(alloc)
+
+    async def _supervise(self, alloc: Allocation) -> None:
+        task = alloc.task
+        state = alloc.task_states[task["Name"]]
+        if task.get("Driver") != "raw_exec":
+            message = f"the Nomad double runs raw_exec only, not {task.get('Driver')!r}"
+            alloc.event("Driver Failure", message, DriverError=message)
+            await self._fail(alloc)
+            return
+        await self._register_services(alloc)
+        watcher = self._spawn(self._watch_checks(alloc))
+        restarts: list[float] = []
+        policy = alloc.group_spec["RestartPolicy"]
+        try:
+            while True:
+                env = task_env(alloc, self.node_ip, self.region, self.datacenter)
+                try:
+                    alloc.proc = start_process(alloc, env)
+                except OSError as exc:
+                    alloc.event("Driver Failure", str(exc), DriverError=str(exc))
+                    await self._fail(alloc)
+                    return
+                state.update(State="running", StartedAt=state["StartedAt"] or now_ns())
+                alloc.client_status = "running"
+                alloc.event("Started", "Task started by client")
+                self._touch(alloc)
+                code = await alloc.proc.wait()
+                if alloc.desired_status != "run":
+                    return
+                alloc.event("Terminated", f"Exit Code: {code}", ExitCode=code)
+                now = time.monotonic()
+                restarts = [t for t in restarts if now - t < policy["Interval"] / NS]
+                if len(restarts) >= policy["Attempts"]:
+                    alloc.event("Not Restarting", "Exceeded allowed attempts")
+                    await self._fail(alloc)
+                    return
+                restarts.append(now)
+                state.update(State="pending", Restarts=state["Restarts"] + 1, LastRestart=now_ns())
+                alloc.event("Restarting", "Task restarting in the restart delay")
+                self._touch(alloc)
+                await asyncio.sleep(policy["Delay"] / NS)
+        finally:
+            watcher.cancel()
+
+    async def _fail(self, alloc: Allocation) -> None:
+        state = alloc.task_states[alloc.task["Name"]]
+        state.update(State="dead", Failed=True, FinishedAt=now_ns())
+        alloc.client_status = "failed"
+        self._touch(alloc)
+        await self._deregister_services(alloc)
+        policy = alloc.group_spec["ReschedulePolicy"]
+        if not policy["Unlimited"] and alloc.reschedules >= policy["Attempts"]:
+            return
+        delay = policy["Delay"] / NS
+        if policy["DelayFunction"] == "exponential":
+            delay = min(delay * 2**alloc.reschedules, policy["MaxDelay"] / NS or delay)
+        self._spawn(self._reschedule(alloc, delay))
+
+    async def _reschedule(self, alloc: Allocation, delay: float) -> None:
+        await asyncio.sleep(delay)
+        job = self._jobs.get(alloc.job_id)
+        if job is None or job.stopped or not alloc.live:
+            return
+        group = next((g for g in job.spec["TaskGroups"] if g["Name"] == alloc.group), None)
+        if group is not None:
+            self._place(job, group, alloc.index, previous=alloc)
+
+    async def _watch_checks(self, alloc: Allocation) -> None:
+        """check_restart, polled every ``poll`` seconds as the Nomad client does every 1 s."""
+        watched = []
+        for service in alloc.group_spec.get("Services") or []:
+            for check in service.get("Checks") or []:
+                rule = check.get("CheckRestart") or service.get("CheckRestart")
+                if rule and rule.get("Limit"):
+                    watched.append((self._check_id(alloc, service, check), check, rule))
+        if not watched or self.consul is None:
+            return
+        bad_since: dict[str, float] = {}
+        while True:
+            await asyncio.sleep(self.poll)
+            now = time.monotonic()
+            for check_id, check, rule in watched:
+                grace = (rule.get("Grace") or 0) / NS
+                status = self.consul.check_status(check_id)
+                bad = status == "critical" or (
+                    status == "warning" and not rule.get("IgnoreWarnings")
+                )
+                if now - alloc.created < grace or not bad:
+                    bad_since.pop(check_id, None)
+                    continue
+                since = bad_since.setdefault(check_id, now)
+                if now - since >= check["Interval"] / NS * (rule["Limit"] - 1):
+                    bad_since.clear()
+                    await self._restart(
+                        alloc, f"healthcheck: check {check.get('Name')!r} unhealthy"
+                    )
+                    break
+
+    async def _restart(self, alloc: Allocation, why: str) -> None:
+        proc = alloc.proc
+        if proc is None or proc.returncode is not None:
+            return
+        alloc.event("Restart Signaled", why)
+        task = alloc.task
+        await kill_process(proc, task.get("KillSignal", ""), task["KillTimeout"] / NS)
+
+    # Consul
+
+    @staticmethod
+    def _check_id(alloc: Allocation, service: dict[str, Any], check: dict[str, Any]) -> str:
+        digest = hashlib.sha1(
+            f"{alloc.id}/{service['Name']}/{check.get('Name', '')}/{check.get('Path', '')}".encode()
+        ).hexdigest()
+        return f"_nomad-check-{digest}"
+
+    async def _consul_put(self, path: str, body: Any = None) -> None:
+        assert self.consul is not None and self._session is not None
+        headers = {"X-Consul-Token": self.consul.token} if self.consul.token else {}
+        async with self._session.put(self.consul.url + path, json=body, headers=headers) as resp:
+            if resp.status >= 400 and resp.status != 404:
+                raise RuntimeError(f"Consul refused {path}: {resp.status} {await resp.text()}")
+
+    async def _register_services(self, alloc: Allocation) -> None:
+        if self.consul is None:
+            return
+        for service in alloc.group_spec.get("Services") or []:
+            if service.get("Provider", "consul") != "consul":
+                continue
+            label = service.get("PortLabel", "")
+            port = alloc.ports.get(label, 0)
+            service_id = f"_nomad-task-{alloc.id}-group-{alloc.group}-{service['Name']}-{label}"
+            checks = []
+            for check in service.get("Checks") or []:
+                check_id = self._check_id(alloc, service, check)
+                entry: dict[str, Any] = {
+                    "CheckID": check_id,
+                    "Name": check.get("Name") or f"service: {service['Name']!r} check",
+                    "Interval": go_duration(check["Interval"] / NS),
+                    "Timeout": go_duration(check["Timeout"] / NS),
+                }
+                check_port = alloc.ports.get(check.get("PortLabel") or label, port)
+                if check.get("Type") == "http":
+                    protocol = check.get("Protocol") or "http"
+                    entry["HTTP"] = (
+                        f"{protocol}://{self.node_ip}:{check_port}{check.get('Path', '')}"
+                    )
+                    entry["Method"] = check.get("Method") or "GET"
+                    if check.get("Header"):
+                        entry["Header"] = check["Header"]
+                elif check.get("Type") == "tcp":
+                    entry["TCP"] = f"{self.node_ip}:{check_port}"
+                else:
+                    continue
+                if check.get("InitialStatus"):
+                    entry["Status"] = check["InitialStatus"]
+                checks.append(entry)
+                alloc.check_ids.append(check_id)
+            await self._consul_put(
+                "/v1/agent/service/register",
+                {
+                    "ID": service_id,
+                    "Name": service["Name"],
+                    "Tags": service.get("Tags") or [],
+                    "Address": self.node_ip,
+                    "Port": port,
+                    "Meta": {**(service.get("Meta") or {}), "external-source": "nomad"},
+                    "Checks": checks,
+                },
+            )
+            alloc.service_ids.append(service_id)
+
+    async def _deregister_services(self, alloc: Allocation) -> None:
+        if self.consul is None:
+            return
+        while alloc.service_ids:
+            service_id = alloc.service_ids.pop()
+            with contextlib.suppress(aiohttp.ClientError, RuntimeError):
+                await self._consul_put(f"/v1/agent/service/deregister/{service_id}")
+
+    # HTTP
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        self.requests.append((request.method, request.path))
+        if self.token is not None:
+            given = request.headers.get("X-Nomad-Token")
+            if given is None:
+                return web.Response(status=403, text="Permission denied")
+            if given != self.token:
+                return web.Response(status=403, text="ACL token not found")
+        try:
+            response: web.StreamResponse = await handler(request)
+        except _HTTPError as exc:
+            return web.Response(status=exc.status, text=exc.text)
+        return response
+
+    async def _block(self, request: web.Request) -> None:
+        """Wait as a blocking query does: until the index passes ``index`` or ``wait`` ends."""
+        wait = MAX_WAIT
+        if raw := request.query.get("wait"):
+            try:
+                wait = parse_go_duration(raw)
+            except ValueError:
+                raise _HTTPError(400, "Invalid wait time") from None
+        raw_index = request.query.get("index", "0")
+        if not raw_index.isdigit():
+            raise _HTTPError(400, "Invalid index")
+        min_index = int(raw_index)
+        if min_index == 0:
+            return
+        wait = min(wait, MAX_WAIT) if wait > 0 else MAX_WAIT
+        deadline = time.monotonic() + wait + random.uniform(0, wait / 16)
+        while self._index <= min_index:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), left)
+
+    def _reply(self, body: Any, status: int = 200) -> web.Response:
+        return web.json_response(body, status=status, headers={"X-Nomad-Index": str(self._index)})
+
+    def _job(self, request: web.Request) -> _Job:
+        job = self._jobs.get(request.match_info["id"])
+        if job is None:
+            raise _HTTPError(404, "job not found")
+        return job
+
+    async def _body(self, request: web.Request) -> dict[str, Any]:
+        try:
+            body = await request.json()
+        except ValueError as exc:
+            raise _HTTPError(400, f"Request decode failed: {exc}") from None
+        if not isinstance(body, dict):
+            raise _HTTPError(400, "Request decode failed: expected an object")
+        return body
+
+    async def _register(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
+        found = problems(body)
+        if "Job" not in body:
+            raise _HTTPError(400, "Job must be specified")
+        if found:
+            raise _HTTPError(400, "; ".join(found))
+        raw = body["Job"]
+        path_id = request.match_info.get("id")
+        if path_id is not None and raw["ID"] != path_id:
+            raise _HTTPError(400, "Job ID does not match name")
+        spec = canonicalize(raw)
+        job = self._jobs.get(spec["ID"])
+        if job is not None and body.get("PreserveCounts"):
+            counts = {g["Name"]: g["Count"] for g in job.spec["TaskGroups"]}
+            for group in spec["TaskGroups"]:
+                group["Count"] = counts.get(group["Name"], group["Count"])
+        if job is None:
+            job = _Job(spec=spec, create_index=self._index + 1, version=-1)
+            self._jobs[spec["ID"]] = job
+            self._new_version(job, spec)
+        elif job.stopped or spec_of(spec) != spec_of(job.spec):
+            self._new_version(job, spec)
+        self._reconcile(job)
+        index = self._bump()
+        return self._reply(
+            {
+                "EvalID": str(uuid.uuid4()),
+                "EvalCreateIndex": index,
+                "JobModifyIndex": index,
+                "Warnings": "",
+                "Index": index,
+            }
+        )
+
+    async def _validate(self, request: web.Request) -> web.Response:
+        found = problems(await self._body(request))
+        return self._reply(
+            {
+                "DriverConfigValidated": True,
+                "ValidationErrors": found,
+                "Error": "; ".join(found),
+                "Warnings": "",
+            }
+        )
+
+    def _job_api(self, job: _Job) -> dict[str, Any]:
+        allocs = [a for a in self._allocs.values() if a.job_id == job.spec["ID"]]
+        if job.stopped:
+            status = "dead" if all(a.terminal for a in allocs) else "running"
+        else:
+            status = "running" if any(a.client_status == "running" for a in allocs) else "pending"
+        return {
+            **job.spec,
+            "Version": job.version,
+            "Status": status,
+            "Stop": job.stopped,
+            "CreateIndex": job.create_index,
+            "ModifyIndex": self._index,
+            "JobModifyIndex": self._index,
+            "SubmitTime": now_ns(),
+        }
+
+    async def _list_jobs(self, request: web.Request) -> web.Response:
+        await self._block(request)
+        keys = ("ID", "Name", "Namespace", "Type", "Priority", "Status", "Stop", "Datacenters")
+        stubs = [{k: self._job_api(j)[k] for k in keys} for j in self._jobs.values()]
+        return self._reply(stubs)
+
+    async def _get_job(self, request: web.Request) -> web.Response:
+        self._job(request)
+        await self._block(request)
+        return self._reply(self._job_api(self._job(request)))
+
+    async def _deregister(self, request: web.Request) -> web.Response:
+        job = self._job(request)
+        job.stopped = True
+        for alloc in self.allocations(job.spec["ID"]):
+            self._stop_alloc(alloc, "alloc not needed since job is stopped")
+        if request.query.get("purge") in ("true", "1"):
+            del self._jobs[job.spec["ID"]]
+        index = self._bump()
+        return self._reply({"EvalID": str(uuid.uuid4()), "EvalCreateIndex": index, "Index": index})
+
+    async def _job_allocs(self, request: web.Request) -> web.Response:
+        job_id = request.match_info["id"]
+        await self._block(request)
+        return self._reply([a.stub() for a in self.allocations(job_id)])
+
+    async def _scale(self, request: web.Request) -> web.Response:
+        job = self._job(request)
+        body = await self._body(request)
+        target = body.get("Target") or {}
+        group = next((g for g in job.spec["TaskGroups"] if g["Name"] == target.get("Group")), None)
+        if group is None:
+            raise _HTTPError(400, "job scaling target group not found or invalid group")
+        count = body.get("Count")
+        if count is not None:
+            if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+                raise _HTTPError(400, f"Count must be a non-negative integer, got {count!r}")
+            if self._active_deployment(job.spec["ID"]):
+                raise _HTTPError(400, "job scaling blocked due to active deployment")
+            scaling = group.get("Scaling") or {}
+            low, high = scaling.get("Min"), scaling.get("Max")
+            if high is not None and count > high:
+                raise _HTTPError(
+                    400, f"group count was greater than scaling policy maximum: {count} > {high}"
+                )
+            if low is not None and count < low:
+                raise _HTTPError(
+                    400, f"group count was less than scaling policy minimum: {count} < {low}"
+                )
+            if count != group["Count"]:
+                spec = canonicalize(job.spec)
+                next(g for g in spec["TaskGroups"] if g["Name"] == group["Name"])["Count"] = count
+                self._new_version(job, spec)
+                self._reconcile(job)
+        index = self._bump()
+        return self._reply({"EvalID": str(uuid.uuid4()), "EvalCreateIndex": index, "Index": index})
+
+    async def _scale_status(self, request: web.Request) -> web.Response:
+        job = self._job(request)
+        await self._block(request)
+        groups = {}
+        for group in job.spec["TaskGroups"]:
+            mine = [a for a in self.allocations(job.spec["ID"]) if a.group == group["Name"]]
+            groups[group["Name"]] = {
+                "Desired": group["Count"],
+                "Placed": sum(a.live for a in mine),
+                "Running": sum(a.live and a.client_status == "running" for a in mine),
+                "Healthy": sum(a.live and a.healthy is True for a in mine),
+                "Unhealthy": sum(a.live and a.healthy is False for a in mine),
+                "Events": [],
+            }
+        return self._reply(
+            {
+                "JobID": job.spec["ID"],
+                "Namespace": job.spec["Namespace"],
+                "JobCreateIndex": job.create_index,
+                "JobModifyIndex": self._index,
+                "JobStopped": job.stopped,
+                "TaskGroups": groups,
+            }
+        )
+
+    async def _job_deployments(self, request: web.Request) -> web.Response:
+        await self._block(request)
+        return self._reply(list(reversed(self.deployments(request.match_info["id"]))))
+
+    async def _job_deployment(self, request: web.Request) -> web.Response:
+        await self._block(request)
+        found = self.deployments(request.match_info["id"])
+        return self._reply(found[-1] if found else None)
+
+    def _alloc(self, request: web.Request) -> Allocation:
+        alloc_id = request.match_info["id"]
+        alloc = self._allocs.get(alloc_id) or next(
+            (a for a in self._allocs.values() if len(alloc_id) >= 8 and a.id.startswith(alloc_id)),
+            None,
+        )
+        if alloc is None:
+            raise _HTTPError(404, "alloc not found")
+        return alloc
+
+    async def _get_alloc(self, request: web.Request) -> web.Response:
+        self._alloc(request)
+        await self._block(request)
+        return self._reply(self._alloc(request).full(self.node_ip))
+
+    async def _alloc_stop(self, request: web.Request) -> web.Response:
+        alloc = self._alloc(request)
+        self._stop_alloc(alloc, "alloc was stopped")
+        # Nomad places a replacement with the count unchanged; reconcile does it.
+        self._kick.set()
+        index = self._bump()
+        return self._reply({"EvalID": str(uuid.uuid4()), "Index": index})
+
+    async def _alloc_restart(self, request: web.Request) -> web.Response:
+        alloc = self._alloc(request)
+        self._spawn(self._restart(alloc, "User requested restart"))
+        return self._reply({})
+
+    async def _logs(self, request: web.Request) -> web.StreamResponse:
+        alloc = self._alloc(request)
+        task = request.query.get("task") or alloc.task["Name"]
+        kind = request.query.get("type", "stdout")
+        if kind not in ("stdout", "stderr"):
+            raise _HTTPError(400, f"invalid log type: {kind!r}")
+        if request.query.get("plain") not in ("true", "1"):
+            raise _HTTPError(400, "the Nomad double serves logs with plain=true only")
+        path = alloc.dir / "alloc" / "logs" / f"{task}.{kind}.0"
+        data = path.read_bytes() if path.exists() else b""
+        offset = int(request.query.get("offset", "0") or 0)
+        if request.query.get("origin") == "end":
+            data = data[max(0, len(data) - offset) :]
+        else:
+            data = data[offset:]
+        return web.Response(body=data, content_type="text/plain")
+
+    async def _self(self, request: web.Request) -> web.Response:
+        return self._reply(
+            {
+                "config": {"Version": {"Version": VERSION}, "Region": self.region},
+                "member": {"Name": "node-1.global", "Addr": self.node_ip},
+            }
+        )
+
+    async def _leader(self, request: web.Request) -> web.Response:
+        return self._reply(f"{self.node_ip}:4647")

@@ -81,12 +81,19 @@ def deployment_healthy(stub: dict[str, Any]) -> bool:
 
 
 def view_of(
-    app_id: str, stub: dict[str, Any], *, healthy: bool, draining: bool, now: float, mono: float
+    app_id: str,
+    stub: dict[str, Any],
+    *,
+    healthy: bool,
+    draining: bool,
+    now: float,
+    mono: float,
+    address: tuple[str, int] | None = None,
 ) -> RunnerView | None:
     """The ``RunnerView`` of one allocation, or None for a terminal one.
 
     ``now``/``mono`` are wall and monotonic clocks read together: ``started_at`` is on the
-    monotonic clock, like the local backend's.
+    monotonic clock, like the local backend's. ``address`` stands in when the stub has no ports.
     """
     status = stub.get("ClientStatus")
     if status in TERMINAL:
@@ -98,6 +105,8 @@ def view_of(
     else:
         state = RunnerState.PENDING
     host, port = alloc_address(stub)
+    if not port and address is not None:
+        host, port = address
     created = float(stub.get("CreateTime") or 0) / 1e9
     started_at = mono - max(0.0, now - created) if created else mono
     return RunnerView(
@@ -173,6 +182,7 @@ class _App:
     synced: bool = False  # the first allocation list has been read
     reported: set[tuple[str, int]] = field(default_factory=set)
     stopping: set[str] = field(default_factory=set)
+    ports: dict[str, tuple[str, int]] = field(default_factory=dict)  # from full allocations
     failures: int = 0
     last_failure: str = ""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -318,7 +328,13 @@ class NomadBackend:
             rid = str(stub.get("ID"))
             healthy = self._healthy(app, rid, stub)
             view = view_of(
-                app_id, stub, healthy=healthy, draining=rid in app.stopping, now=now, mono=mono
+                app_id,
+                stub,
+                healthy=healthy,
+                draining=rid in app.stopping,
+                now=now,
+                mono=mono,
+                address=app.ports.get(rid),
             )
             if view is not None:
                 views.append(view)
@@ -410,7 +426,13 @@ class NomadBackend:
         app.allocs = {str(s["ID"]): s for s in stubs}
         app.stopping &= app.allocs.keys()
         app.reported = {k for k in app.reported if k[0] in app.allocs}
+        app.ports = {k: v for k, v in app.ports.items() if k in app.allocs}
         for rid, stub in app.allocs.items():
+            live = stub.get("ClientStatus") not in TERMINAL
+            if live and rid not in app.ports and not alloc_address(stub)[1]:
+                # Stubs may come without AllocatedResources: read the ports once.
+                app.ports[rid] = ("", 0)
+                self._chore(self._read_ports(app, rid))
             if self._healthy(app, rid, stub):
                 app.failures, app.last_failure = 0, ""
                 continue
@@ -431,6 +453,17 @@ class NomadBackend:
                 if app.synced:  # failures from before we looked are history, not news
                     self._chore(self._start_failed(app, rid, stub))
         app.synced = True
+
+    async def _read_ports(self, app: _App, runner_id: str) -> None:
+        try:
+            address = alloc_address(await self.client.allocation(runner_id))
+        except ClusterError as exc:
+            log.debug("nomad_alloc_unreadable", app=app.app_id, runner=runner_id, error=str(exc))
+            address = ("", 0)
+        if address[1]:
+            app.ports[runner_id] = address
+        else:
+            app.ports.pop(runner_id, None)  # try again on the next reply
 
     def _healthy(self, app: _App, runner_id: str, stub: dict[str, Any]) -> bool:
         if deployment_healthy(stub):

@@ -1,0 +1,260 @@
+"""The Nomad backend against the Nomad and Consul doubles: real HTTP, real runner processes."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from nomad_apps import Broken, Tiny
+from structlog.testing import capture_logs
+
+from yurt.app import App
+from yurt.backends.base import RunnerState, StartFailure
+from yurt.backends.nomad.backend import NomadBackend
+from yurt.backends.nomad.naming import PayloadRef, job_id
+from yurt.config import ConsulConfig, NomadConfig
+from yurt.discovery.consul import ConsulDiscovery
+from yurt.errors import ClusterUnauthorized
+from yurt.packaging import PayloadHeader, write_payload
+from yurt.spec import build_spec
+
+from doubles import ConsulDouble, NomadDouble
+from support import wait_until
+
+APP = "owner/tiny"
+JOB = job_id("yurt", APP)
+
+
+class PayloadServer:
+    """Serves payload files to runners that show the revision's bearer token."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/payloads/{sha}", self.serve)
+        self.runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", 0).start()
+        self.url = f"http://127.0.0.1:{self.runner.addresses[0][1]}"
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+    async def serve(self, request: web.Request) -> web.StreamResponse:
+        sha = request.match_info["sha"]
+        if request.headers.get("Authorization") != f"Bearer tok-{sha[:12]}":
+            return web.Response(status=403)
+        path = self.directory / f"{sha}.yurt"
+        return web.FileResponse(path) if path.exists() else web.Response(status=404)
+
+    def links(self, app_id: str, header: PayloadHeader) -> PayloadRef:
+        return PayloadRef(
+            url=f"{self.url}/payloads/{header.sha256}",
+            sha256=header.sha256,
+            token=f"tok-{header.revision}",
+            revision=header.revision,
+        )
+
+
+@dataclass
+class Cluster:
+    consul: ConsulDouble
+    nomad: NomadDouble
+    payloads: PayloadServer
+    discovery: ConsulDiscovery
+    tmp: Path
+
+    def config(self, token: str | None = None) -> NomadConfig:
+        return NomadConfig(
+            addr=self.nomad.url,
+            token=token,
+            python=sys.executable,
+            check_interval=1.0,
+            check_timeout=1.0,
+            restart_delay=0.5,
+            blocking_wait=5.0,
+            retries=2,
+        )
+
+    def backend(self, token: str | None = None) -> NomadBackend:
+        return NomadBackend(self.config(token), self.payloads.links, history=self.discovery)
+
+    def payload(self, cls: type[App]) -> Path:
+        _, path = write_payload(cls, self.tmp / "payloads")
+        return path
+
+    def running(self) -> list[str]:
+        """Ids of the job's live, running allocations, by name index."""
+        return [a.id for a in self.nomad.running(JOB)]
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
+    consul = ConsulDouble()
+    await consul.start()
+    nomad = NomadDouble(consul, tmp_path / "nomad", poll=0.2)
+    await nomad.start()
+    payloads = PayloadServer(tmp_path / "payloads")
+    await payloads.start()
+    discovery = ConsulDiscovery(ConsulConfig(addr=consul.url, blocking_wait=5), "yurt")
+    await discovery.start()
+    try:
+        yield Cluster(consul, nomad, payloads, discovery, tmp_path)
+        # The double's stop() can hang on an allocation still stopping or restarting: let every
+        # runner process end first (the tests deregister their job).
+        await wait_until(
+            lambda: all(
+                a.terminal and (a.proc is None or a.proc.returncode is not None)
+                for a in nomad.allocations(JOB)
+            ),
+            what="every runner process ended",
+        )
+    finally:
+        await discovery.close()
+        await nomad.stop()  # kills every runner process it started
+        await payloads.stop()
+        await consul.stop()
+
+
+def registrations(nomad: NomadDouble) -> int:
+    return sum(1 for m, p in nomad.requests if m in ("POST", "PUT") and p == "/v1/jobs")
+
+
+async def test_scale_up_and_down_highest_index_first(cluster: Cluster) -> None:
+    """Runners come up healthy; scaling down, blocked by a deployment, lands on index 0."""
+    backend = cluster.backend()
+    await backend.start()
+    try:
+        await backend.ensure_app(APP, build_spec(Tiny), cluster.payload(Tiny))
+        assert cluster.nomad.jobs[JOB]["TaskGroups"][0]["Count"] == 0
+        await backend.set_target(APP, 2)
+        await wait_until(lambda: len(cluster.discovery.healthy(APP)) == 2, what="2 healthy")
+        await wait_until(
+            lambda: sorted(v.state for v in backend.runners(APP)) == [RunnerState.IDLE] * 2,
+            what="backend lists two idle runners",
+        )
+        by_index = cluster.running()
+        assert {v.port for v in backend.runners(APP)} == {
+            e.port for e in cluster.discovery.healthy(APP)
+        }
+        assert backend.pick_stops(APP, ["whichever"]) == [by_index[1]]
+        with capture_logs() as logs:
+            # The scale to 2 opened a deployment: Nomad refuses scaling until it ends.
+            await backend.stop_runner(APP, by_index[1], reason="keep_alive", replace=False)
+            assert backend.target(APP) == 1
+            await wait_until(lambda: cluster.running() == [by_index[0]], what="index 1 stopped")
+        events = [e["event"] for e in logs]
+        assert "nomad_scale_deferred" in events and "nomad_scale_landed" in events
+        assert cluster.nomad.jobs[JOB]["TaskGroups"][0]["Count"] == 1
+        await wait_until(
+            lambda: [e.runner_id for e in cluster.discovery.healthy(APP)] == [by_index[0]],
+            what="discovery drops the stopped runner",
+        )
+    finally:
+        await backend.deregister_all()
+        await backend.stop()
+
+
+async def test_stop_runner_with_replace(cluster: Cluster) -> None:
+    """Stopping one runner with replace keeps the count: a new allocation takes its place."""
+    backend = cluster.backend()
+    await backend.start()
+    try:
+        await backend.ensure_app(APP, build_spec(Tiny), cluster.payload(Tiny))
+        await backend.set_target(APP, 1)
+        await wait_until(lambda: len(cluster.running()) == 1, what="one runner")
+        first = cluster.running()[0]
+        await wait_until(lambda: any(v.runner_id == first for v in backend.runners(APP)))
+        await backend.stop_runner(APP, first, reason="503", replace=True)
+        assert backend.target(APP) == 1
+        await wait_until(
+            lambda: cluster.running() and cluster.running() != [first], what="a replacement"
+        )
+        await wait_until(
+            lambda: [e.runner_id for e in cluster.discovery.healthy(APP)] == cluster.running(),
+            what="the replacement healthy, the old one gone",
+        )
+    finally:
+        await backend.deregister_all()
+        await backend.stop()
+
+
+async def test_ensure_app_idempotent_and_restart_adopts_count(cluster: Cluster) -> None:
+    """Same app twice registers once; a restarted backend keeps the job's Count and runners."""
+    spec, payload = build_spec(Tiny), cluster.payload(Tiny)
+    backend = cluster.backend()
+    await backend.start()
+    await backend.ensure_app(APP, spec, payload)
+    await backend.ensure_app(APP, spec, payload)
+    assert registrations(cluster.nomad) == 1
+    await backend.set_target(APP, 1)
+    await wait_until(lambda: len(cluster.running()) == 1, what="one runner")
+    runner = cluster.running()[0]
+    await backend.stop()  # a server going down leaves its runners running
+
+    again = cluster.backend()
+    await again.start()
+    try:
+        await again.ensure_app(APP, spec, payload)
+        assert again.target(APP) == 1
+        assert registrations(cluster.nomad) == 1
+        await wait_until(lambda: [v.runner_id for v in again.runners(APP)] == [runner])
+        assert cluster.running() == [runner]
+    finally:
+        await again.deregister_all()
+        await again.stop()
+
+
+async def test_start_failure_is_reported_from_the_runner_log(cluster: Cluster) -> None:
+    """A runner failing setup() is a StartFailure with the runner's own reason."""
+    failures: list[StartFailure] = []
+    backend = cluster.backend()
+    backend.add_failure_listener(failures.append)
+    await backend.start()
+    try:
+        await backend.ensure_app(APP, build_spec(Broken), cluster.payload(Broken))
+        await backend.set_target(APP, 1)
+        await wait_until(lambda: failures, what="a start failure")
+        failure = failures[0]
+        assert failure.app_id == APP
+        assert failure.error_type == "runner_scheduling_failure"
+        assert "no weights here" in failure.detail
+        assert failure.runner_id in {a.id for a in cluster.nomad.allocations(JOB)}
+        await wait_until(
+            lambda: any(v.state == RunnerState.CRASH_BACKOFF for v in backend.runners(APP)),
+            what="crash backoff listed",
+        )
+        # One report per task restart: no duplicates for the same one.
+        keys = [(f.runner_id, f.detail) for f in failures]
+        assert len(failures) <= len(cluster.nomad.allocations(JOB)) * 3
+        assert keys
+    finally:
+        await backend.deregister_all()
+        await backend.stop()
+
+
+async def test_bad_token_is_a_clear_error(tmp_path: Path) -> None:
+    """A token Nomad refuses fails start() with ClusterUnauthorized naming the setting."""
+    nomad = NomadDouble(None, tmp_path / "nomad", token="secret")
+    await nomad.start()
+    backend = NomadBackend(
+        NomadConfig(addr=nomad.url, token="wrong", python=sys.executable),
+        lambda app_id, header: PayloadRef("http://x/", header.sha256, "t", header.revision),
+    )
+    try:
+        with pytest.raises(ClusterUnauthorized, match=r"NomadConfig\.token") as info:
+            await backend.start()
+        assert info.value.status == 403
+        assert "ACL token not found" in str(info.value)
+    finally:
+        await backend.stop()
+        await nomad.stop()

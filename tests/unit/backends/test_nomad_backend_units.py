@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from typing import Any
 
 import aiohttp
@@ -15,9 +17,10 @@ from nomad.api.exceptions import (
     URLNotFoundNomadException,
 )
 
-from yurt.backends.base import RunnerState
+from yurt.backends.base import RunnerState, StartFailure
 from yurt.backends.nomad import backend as nb
 from yurt.backends.nomad import client as nc
+from yurt.config import NomadConfig
 from yurt.discovery import consul as dc
 from yurt.errors import (
     ClusterBadRequest,
@@ -267,3 +270,94 @@ def test_consul_durations_are_strings() -> None:
     """Consul's agent API takes Go duration strings."""
     assert dc.duration(10.0) == "10s"
     assert dc.duration(1.5) == "1.5s"
+
+
+class ScriptedClient:
+    """Answers allocation queries from a script and records the indexes asked for."""
+
+    def __init__(self, replies: list[tuple[int, list[dict[str, Any]]]]) -> None:
+        self.replies = replies
+        self.asked: list[int] = []
+        self.done = asyncio.Event()
+
+    async def allocations(self, job_id: str, *, index: int = 0) -> tuple[int, list[Any]]:
+        self.asked.append(index)
+        if not self.replies:
+            self.done.set()
+            await asyncio.Event().wait()
+        return self.replies.pop(0)
+
+    async def task_log_tail(self, alloc_id: str, task: str, kind: str = "stderr") -> str:
+        return "yurt-runner-failure: setup: boom\n"
+
+    async def allocation(self, alloc_id: str) -> dict[str, Any]:
+        return stub(int(alloc_id[-1]))
+
+
+def scripted_backend(client: ScriptedClient) -> nb.NomadBackend:
+    config = NomadConfig(addr="http://127.0.0.1:1", python=sys.executable)
+    links = lambda app_id, header: None  # noqa: E731 - never called here
+    return nb.NomadBackend(config, links, client=client)  # type: ignore[arg-type]
+
+
+async def follow(backend: nb.NomadBackend, client: ScriptedClient) -> nb._App:
+    app = nb._App("o/a", "yurt-o-a", target=1)
+    backend._apps["o/a"] = app
+    task = asyncio.create_task(backend._follow(app))
+    await asyncio.wait_for(client.done.wait(), 10)
+    task.cancel()
+    await asyncio.gather(task, *backend._chores, return_exceptions=True)
+    return app
+
+
+async def test_watch_resets_index_when_it_goes_backwards() -> None:
+    """A reply with a smaller index makes the next query start again from 0."""
+    client = ScriptedClient([(10, []), (12, []), (5, []), (7, [])])
+    await follow(scripted_backend(client), client)
+    assert client.asked == [0, 10, 12, 0, 7]
+
+
+async def test_failures_reported_once_per_restart_and_end() -> None:
+    """Each restart and the end of a never-healthy allocation is one StartFailure, once."""
+    crashed = {"runner": {"Restarts": 1, "Events": []}}
+    ended = {"runner": {"Restarts": 2, "Events": []}}
+    client = ScriptedClient(
+        [
+            (10, [stub(1, "pending")]),
+            (11, [stub(1, TaskStates=crashed)]),
+            (12, [stub(1, TaskStates=crashed)]),  # a wake-up without news
+            (13, [stub(1, "failed", TaskStates=ended)]),
+        ]
+    )
+    backend = scripted_backend(client)
+    failures: list[StartFailure] = []
+    backend.add_failure_listener(failures.append)
+    await follow(backend, client)
+    assert len(failures) == 3
+    assert {f.error_type for f in failures} == {"runner_scheduling_failure"}
+    assert all("boom" in f.detail for f in failures)
+    views = backend.runners("o/a")
+    assert [v.state for v in views] == [RunnerState.CRASH_BACKOFF]
+
+
+async def test_failures_before_first_look_are_history() -> None:
+    """Allocations that failed before the backend looked are not reported again."""
+    ended = {"runner": {"Restarts": 2, "Events": []}}
+    client = ScriptedClient([(10, [stub(1, "failed", TaskStates=ended)]), (11, [])])
+    backend = scripted_backend(client)
+    failures: list[StartFailure] = []
+    backend.add_failure_listener(failures.append)
+    await follow(backend, client)
+    assert failures == []
+
+
+async def test_stopped_allocation_is_no_failure() -> None:
+    """An allocation we stopped that ends is not a start failure."""
+    client = ScriptedClient(
+        [(10, [stub(1, "running")]), (11, [stub(1, "complete", desired="stop")])]
+    )
+    backend = scripted_backend(client)
+    failures: list[StartFailure] = []
+    backend.add_failure_listener(failures.append)
+    await follow(backend, client)
+    assert failures == []

@@ -14,13 +14,13 @@ import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
-from doubles import ConsulDouble
 from yurt.backends.base import RunnerEndpoint
 from yurt.backends.nomad.naming import job_id
 from yurt.config import ConsulConfig
 from yurt.discovery.consul import ConsulDiscovery
 from yurt.errors import ClusterUnauthorized
 
+from doubles import ConsulDouble
 from support import DEADLINE, wait_until
 
 APP = "owner/echo"

@@ -1,0 +1,231 @@
+"""``yurt server --backend nomad`` end to end, against the Nomad and Consul doubles.
+
+The doubles run in the test's event loop; the server, ``yurt deploy`` and every runner are real
+processes speaking real HTTP. Runners are Nomad allocations of raw_exec tasks that download their
+payload from the server; the router finds them through Consul's blocking health queries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from yurt.backends.nomad.naming import job_id
+
+from doubles import ConsulDouble, NomadDouble
+from support import DEADLINE, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+# Nomad's checks run at >= 1 s; a slow restart leaves a killed runner out of routing long
+# enough for the test to see it, whatever the machine's load.
+CONFIG = f"""
+[scheduler]
+interval = 0.1
+
+[nomad]
+python = {json.dumps(sys.executable)}
+check_interval = 1.0
+check_timeout = 1.0
+restart_delay = 4.0
+blocking_wait = 5.0
+retries = 2
+
+[consul]
+blocking_wait = 5.0
+router_check_interval = 1.0
+"""
+
+
+@dataclass
+class Server:
+    url: str
+    proc: asyncio.subprocess.Process
+    consul: ConsulDouble
+    nomad: NomadDouble
+    session: aiohttp.ClientSession
+
+    async def apps(self) -> dict[str, Any]:
+        async with self.session.get(f"{self.url}/_yurt/apps") as resp:
+            return {a["app_id"]: a for a in await resp.json()}
+
+    async def post(self, url: str, body: dict[str, Any]) -> tuple[int, Any]:
+        async with self.session.post(url, json=body) as resp:
+            return resp.status, await resp.json(content_type=None)
+
+    def running(self, app_id: str) -> list[str]:
+        return [a.id for a in self.nomad.running(job_id("yurt", app_id))]
+
+    def count(self, app_id: str) -> int:
+        count: int = self.nomad.jobs[job_id("yurt", app_id)]["TaskGroups"][0]["Count"]
+        return count
+
+
+async def yurt(*args: str) -> tuple[int, str, str]:
+    """Run the yurt command without blocking the loop the doubles serve on."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "yurt.cli",
+        *args,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), DEADLINE)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[Server]:
+    consul = ConsulDouble()
+    await consul.start()
+    nomad = NomadDouble(consul, tmp_path / "nomad", poll=0.2)
+    await nomad.start()
+    config = tmp_path / "yurt.toml"
+    config.write_text(CONFIG)
+    log = tmp_path / "server.out"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NOMAD_", "CONSUL_"))}
+    with log.open("wb") as out:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "yurt.cli",
+            "server",
+            "--backend",
+            "nomad",
+            "--port",
+            "0",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--nomad-addr",
+            nomad.url,
+            "--consul-addr",
+            consul.url,
+            "--config",
+            str(config),
+            stdout=out,
+            stderr=asyncio.subprocess.STDOUT,
+            env=env,
+        )
+
+    def url() -> str | None:
+        if proc.returncode is not None:
+            pytest.fail(f"yurt server exited {proc.returncode}:\n{log.read_text()}")
+        found = re.search(r"server at (http://\S+)", log.read_text())
+        return found.group(1) if found else None
+
+    try:
+        base = await wait_until(url, what="yurt server to listen")
+        timeout = aiohttp.ClientTimeout(total=DEADLINE)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            yield Server(base, proc, consul, nomad, session)
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), DEADLINE) == 0, log.read_text()
+        # Stopping the server leaves its runners (a restarted server finds them) but takes
+        # the router out of Consul.
+        assert consul.entries("yurt-router") == []
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await nomad.stop()
+        await consul.stop()
+
+
+async def deploy(server: Server, target: str) -> dict[str, Any]:
+    code, out, err = await yurt("deploy", target, "--server", server.url, "--json")
+    assert code == 0, err
+    reply: dict[str, Any] = json.loads(out)
+    return reply
+
+
+async def test_deploy_call_scale_replace_and_recover(server: Server) -> None:
+    """Deploy, call both ways, replace a 503 runner, route around a killed one, scale to zero."""
+    echo = await deploy(server, "examples/echo.py::Echo")
+    assert echo["app_id"] == "default/echo" and echo["outcome"] == "created"
+    assert server.count("default/echo") == 0  # scaled to zero until called
+    obedient = await deploy(server, "tests/integration/nomad_server_apps.py::Obedient")
+
+    # The router announced itself in Consul, with a passing check.
+    await wait_until(
+        lambda: server.consul.entries("yurt-router", passing=True), what="yurt-router passing"
+    )
+
+    # Sync and queue calls through runners that Nomad placed and Consul found.
+    assert await server.post(echo["url"], {"prompt": "hi"}) == (200, {"text": "echo: hi"})
+    assert len(server.running("default/echo")) == 1
+    async with server.session.post(echo["queue_url"], json={"prompt": "queued"}) as resp:
+        sub = await resp.json()
+
+    async def done() -> bool:
+        async with server.session.get(sub["status_url"]) as resp:
+            return resp.status == 200 and (await resp.json())["status"] == "COMPLETED"
+
+    await wait_until(done, what="the queued echo")
+    async with server.session.get(sub["response_url"]) as resp:
+        assert (resp.status, await resp.json()) == (200, {"text": "echo: queued"})
+
+    # A runner answering 503 is stopped through Nomad, which places a replacement.
+    url = obedient["url"]
+    status, first = await server.post(url, {})
+    assert status == 200 and first["alloc"] in server.running("default/obedient")
+    status, _ = await server.post(url, {"status": 503})
+    assert status == 503
+    await wait_until(
+        lambda: ("POST", f"/v1/allocation/{first['alloc']}/stop") in server.nomad.requests,
+        what="the 503 runner's allocation stopped",
+    )
+
+    async def replaced() -> str | None:
+        status, body = await server.post(url, {})
+        return body["alloc"] if status == 200 and body["alloc"] != first["alloc"] else None
+
+    second = await wait_until(replaced, what="a replacement runner")
+    assert first["alloc"] not in server.running("default/obedient")
+
+    # A SIGKILLed runner leaves the routing set once its Consul check turns critical...
+    server.nomad.kill_task(second)
+
+    async def unroutable() -> bool:
+        runners = (await server.apps())["default/obedient"]["runners"]
+        return not any(r["runner_id"] == second and r["routable"] for r in runners)
+
+    await wait_until(unroutable, what="the killed runner out of routing")
+    # ...and queued requests complete on its replacement.
+    subs = []
+    for _ in range(4):
+        async with server.session.post(obedient["queue_url"], json={"seconds": 0.2}) as resp:
+            subs.append(await resp.json())
+
+    async def all_done() -> bool:
+        for s in subs:
+            async with server.session.get(s["status_url"]) as resp:
+                if resp.status != 200 or (await resp.json())["status"] != "COMPLETED":
+                    return False
+        return True
+
+    await wait_until(all_done, what="the queued requests")
+    for s in subs:
+        async with server.session.get(s["response_url"]) as resp:
+            assert resp.status == 200
+            assert (await resp.json())["alloc"] in server.running("default/obedient")
+
+    # The echo app went back to zero after keep_alive (30 s), and comes back when called.
+    await wait_until(
+        lambda: server.count("default/echo") == 0 and not server.running("default/echo"),
+        timeout=DEADLINE + 30,
+        what="echo scaled to zero",
+    )
+    assert await server.post(echo["url"], {"prompt": "again"}) == (200, {"text": "echo: again"})
+    assert server.count("default/echo") == 1

@@ -161,3 +161,18 @@ async def test_ready_runner_that_dies_is_replaced_at_once(tmp_path: Path) -> Non
             what="a replacement runner",
         )
         assert second.runner_id != first.runner_id
+
+
+async def test_idle_keep_alive_connection_does_not_hold_up_stop(tmp_path: Path) -> None:
+    """An idle keep-alive connection on yurt's own routes closes at stop; the grace isn't waited."""
+    async with served(Quick, tmp_path) as app:
+        host, port = app.platform.router.config.host, app.platform.router.port
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(b"GET /_yurt/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        await writer.drain()
+        assert (await reader.readline()).startswith(b"HTTP/1.1 200")
+        started = time.monotonic()
+        await app.platform.router.stop(grace=60.0)
+        assert time.monotonic() - started < 30.0  # not the 60 s grace
+        assert await asyncio.wait_for(reader.read(), 10.0) == b""  # the router closed it
+        writer.close()

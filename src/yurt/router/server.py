@@ -184,6 +184,10 @@ class Router:
             if conn.transport is not None:
                 conn.transport.abort()
         if self._web is not None:
+            # aiohttp's shutdown waits out the grace period on an idle keep-alive connection
+            # (a health checker's, say) until its next request; close those first.
+            for handler in self._web.connections:
+                handler.close()
             await self._web.shutdown(max(0.0, deadline - time.monotonic()))
         if self.queue is not None:
             await self.queue.stop(max(0.0, deadline - time.monotonic()))

@@ -1,10 +1,11 @@
 """The one adapter over python-nomad: async calls, bounded retries, yurt errors.
 
-python-nomad is synchronous (requests), so every call runs in a thread pool of its own: a
-blocking query holds a thread for up to ``blocking_wait`` seconds, and the loop's default
-executor is small and shared. Transient failures (connection errors, timeouts, 5xx, 429) are
-retried with exponential backoff, at most ``config.retries`` times; every python-nomad or
-requests exception becomes a ``ClusterError`` here and nowhere else.
+python-nomad is synchronous (requests), so every call runs on threads of its own (daemon
+threads: see ``threads.py``): a blocking query holds a thread for up to ``blocking_wait``
+seconds, and the loop's default executor is small and shared. Transient failures (connection
+errors, timeouts, 5xx, 429) are retried with exponential backoff, at most ``config.retries``
+times; every python-nomad or requests exception becomes a ``ClusterError`` here and nowhere
+else.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import asyncio
 import contextlib
 import functools
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -29,6 +29,7 @@ from tenacity import (
     wait_exponential,
 )
 
+from yurt.backends.nomad.threads import DaemonThreads
 from yurt.config import NomadConfig
 from yurt.errors import (
     ClusterBadRequest,
@@ -137,7 +138,7 @@ class NomadClient:
             verify=verify,
             session=session,
         )
-        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="yurt-nomad")
+        self._pool = DaemonThreads(max_workers, "yurt-nomad")
         self._closed = False
 
     # -- plumbing --------------------------------------------------------------------------

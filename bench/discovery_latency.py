@@ -7,12 +7,14 @@ every ``--interval`` seconds), and a real ``Router`` follows the app through ``C
 (py-consul's asyncio client, blocking health queries). Each run flips the runner's health and
 times, with ``time.perf_counter``:
 
-- from the flip to the router's routing set changing: what a caller sees (target: at most one
-  check interval + 100 ms: the check runs at its interval, so this is up to a whole interval
-  by design);
+- from the flip to the router's routing set changing: what a caller sees (up to one check
+  interval by design: the check runs at its interval);
 - from the Consul check's status changing to the routing set changing: what discovery itself
-  adds (the blocking query waking, py-consul, the router's update), sampled every millisecond,
-  so 0.0 means "within the same millisecond".
+  adds (the blocking query waking, py-consul, the router's update). Both instants are taken
+  where they happen (the double's status change, the router's routing-set update).
+
+Target: at most one check interval + 100 ms from the check turning to the routing change
+(median); the script holds the worst flip to it as well.
 
 Each flip comes at a random point of the check's cycle, as a runner's setup ends whenever it
 ends, so the median is about half an interval and the maximum about a whole one.
@@ -54,7 +56,7 @@ from yurt.spec import build_spec  # noqa: E402
 from doubles import ConsulDouble  # noqa: E402
 
 APP_ID = "bench/echo"
-POLL = 0.001  # how often the routing set and the check's status are sampled
+POLL = 0.001  # how often the benchmark looks whether a flip has gone through
 
 
 class StandIn:
@@ -131,6 +133,26 @@ async def measure(runs: int, interval: float) -> dict[str, list[float]]:
         spec = build_spec(load_app(str(ROOT / "examples/echo.py::Echo")))
         router.add_app(APP_ID, spec)
         route = router.routes[APP_ID]
+        # Exact instants, not samples: when the double changes the check's status, and when the
+        # router's routing set takes the runner in or lets it go.
+        status_at: dict[str, float] = {}
+        routed_at: dict[bool, float] = {}
+        set_status, update = consul._set_status, route.update
+
+        def timed_status(check: Any, status: str, output: str) -> None:
+            if check.status != status:
+                status_at[status] = time.perf_counter()
+            set_status(check, status, output)
+
+        def timed_update(endpoints: Any) -> Any:
+            was = alloc in route.slots
+            gone = update(endpoints)
+            if (alloc in route.slots) != was:
+                routed_at[not was] = time.perf_counter()
+            return gone
+
+        consul._set_status = timed_status  # type: ignore[method-assign]
+        route.update = timed_update  # type: ignore[method-assign]
         out: dict[str, list[float]] = {
             k: [] for k in ("up", "up_after_check", "down", "down_after_check")
         }
@@ -142,8 +164,9 @@ async def measure(runs: int, interval: float) -> dict[str, list[float]]:
                     flipped = time.perf_counter()
                     standin.healthy = healthy
                     want = "passing" if healthy else "critical"
-                    checked = await wait_for(lambda w=want: consul.check_status(check_id) == w)
-                    routed = await wait_for(lambda h=healthy: (alloc in route.slots) == h)
+                    await wait_for(lambda w=want: consul.check_status(check_id) == w)
+                    await wait_for(lambda h=healthy: (alloc in route.slots) == h)
+                    checked, routed = status_at[want], routed_at[healthy]
                     key = "up" if healthy else "down"
                     out[key].append(routed - flipped)
                     out[f"{key}_after_check"].append(routed - checked)
@@ -195,11 +218,17 @@ def main() -> None:
     ):
         values = out[key]
         print(f"{label:32} {statistics.median(values) * 1000:8.1f}ms {max(values) * 1000:8.1f}ms")
-    worst = max(statistics.median(out["up"]), statistics.median(out["down"]))
-    verdict = "PASS" if worst <= target else "MISS"
+    # The target is on the check turning (median); the flip, which waits for the next check,
+    # is held to it too, at its worst.
+    after_check = max(
+        statistics.median(out["up_after_check"]), statistics.median(out["down_after_check"])
+    )
+    worst_flip = max(max(out["up"]), max(out["down"]))
+    verdict = "PASS" if max(after_check, worst_flip) <= target else "MISS"
     print(
-        f"target: median flip -> routing change <= interval + 100 ms = {target * 1000:.0f} ms: "
-        f"{verdict} ({worst * 1000:.0f} ms)"
+        f"target <= interval + 100 ms = {target * 1000:.0f} ms: check turning -> routing change, "
+        f"median {after_check * 1000:.1f} ms; health flip -> routing change, worst "
+        f"{worst_flip * 1000:.0f} ms: {verdict}"
     )
     print(
         f"reproduce: .venv/bin/python bench/discovery_latency.py --runs {args.runs} "

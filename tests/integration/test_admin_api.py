@@ -74,6 +74,9 @@ async def test_deploy_redeploy_and_restart(tmp_path: Path) -> None:
             first.revision,
             second.revision,
         ]
+        url = f"{p.url}{API}/apps/default/greeter/revisions"
+        async with aiohttp.ClientSession() as s, s.get(url) as r:
+            assert await r.json() == app["revisions"]
 
 
 async def test_admin_token_is_required_when_set(tmp_path: Path) -> None:

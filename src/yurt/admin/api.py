@@ -8,6 +8,7 @@
                                              (``outcome``: created, updated or unchanged)
     GET  /_yurt/api/v1/apps                  -> [app]
     GET  /_yurt/api/v1/apps/{owner}/{app}    -> app, with its revisions and runners
+    GET  /_yurt/api/v1/apps/{owner}/{app}/revisions -> [{sha256, deployed_at}], oldest first
 
 Every call but a runner's payload download needs the admin token when one is configured
 (``Authorization: Bearer <token>``). A payload is code the runners will execute, so the server
@@ -124,11 +125,14 @@ class AdminApi:
                 return await self._deploy(request)
             if len(parts) == 1 and method == "GET":
                 return json_reply([self._app(request, d) for d in self.deployer.store.all()])
-            if len(parts) == 3 and method == "GET":
+            if len(parts) in (3, 4) and method == "GET":
                 found = self.deployer.store.get(f"{parts[1]}/{parts[2]}")
                 if found is None:
                     return error_reply(404, "not_found", f"no app {parts[1]}/{parts[2]} deployed")
-                return json_reply(self._app(request, found, full=True))
+                if len(parts) == 3:
+                    return json_reply(self._app(request, found, full=True))
+                if parts[3] == "revisions":
+                    return json_reply([r.model_dump() for r in found.revisions])
         else:
             return error_reply(404, "not_found", f"no admin route {request.path}")
         return error_reply(405, "method_not_allowed", f"{method} {request.path} is not served")

@@ -7,6 +7,7 @@ the data dir, and serves it again after a restart.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import os
 import time
@@ -62,6 +63,8 @@ class Platform:
         self.queue_store: QueueStore | None = None
         self._lock: TextIO | None = None
         self.webhooks: WebhookSender | None = None
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._served: dict[str, tuple[str, AppSpec]] = {}  # app id -> (payload sha256, spec)
         self.nomad: NomadBackend | None = None
         self.consul: ConsulDiscovery | None = None
         self.backend: Backend
@@ -119,17 +122,22 @@ class Platform:
         """Serve an uploaded payload as the app's current revision (the admin API's deploy).
 
         Returns the deployment and what happened: ``created``, ``updated`` or ``unchanged``.
+        Deploys of one app run one at a time, and the store records a revision only once the
+        backend took it, so a deploy that failed half-way is tried again in full, not found
+        "unchanged".
         """
-        previous = self.store.get(app_id)
-        deployment = self.store.save(app_id, spec, sha256, time.time())
-        payload = self.store.payloads / f"{sha256}.yurt"
-        outcome = "unchanged"
-        if app_id not in self.router.routes:
-            await self._serve(app_id, spec, payload)
-            outcome = "created" if previous is None else "updated"
-        elif previous is None or previous.current.sha256 != sha256 or previous.spec != spec:
-            await self._roll(app_id, spec, payload)
-            outcome = "updated"
+        async with self._locks.setdefault(app_id, asyncio.Lock()):
+            previous = self.store.get(app_id)
+            payload = self.store.payloads / f"{sha256}.yurt"
+            if app_id not in self.router.routes:
+                await self._serve(app_id, spec, payload)
+                outcome = "created" if previous is None else "updated"
+            elif self._served.get(app_id) != (sha256, spec):
+                await self._roll(app_id, spec, payload)
+                outcome = "updated"
+            else:
+                outcome = "unchanged"
+            deployment = self.store.save(app_id, spec, sha256, time.time())
         log.info("app_deployed", app=app_id, revision=deployment.current.revision, outcome=outcome)
         return deployment, outcome
 
@@ -137,6 +145,7 @@ class Platform:
         await self.backend.ensure_app(app_id, spec, payload)
         self.router.add_app(app_id, spec)
         self.scheduler.add_app(app_id, spec)
+        self._served[app_id] = (payload.stem, spec)
 
     async def _roll(self, app_id: str, spec: AppSpec, payload: Path) -> None:
         # Nomad rolls a re-registered job itself (Update block); local runners of the old
@@ -144,6 +153,7 @@ class Platform:
         await self.backend.ensure_app(app_id, spec, payload)
         self.router.update_app(app_id, spec)
         self.scheduler.add_app(app_id, spec)
+        self._served[app_id] = (payload.stem, spec)
         if self.nomad is None:
             for view in self.backend.runners(app_id):
                 if view.state != RunnerState.CRASH_BACKOFF:

@@ -151,3 +151,64 @@ async def test_deploy_to_nobody_names_the_fix() -> None:
     """No server listening: the error says how to start or point at one."""
     with pytest.raises(DeployError, match="yurt server"):
         await asyncio.to_thread(deploy, GreeterV1, server="http://127.0.0.1:9", timeout=5)
+
+
+async def test_run_mode_serves_only_payload_downloads(tmp_path: Path) -> None:
+    """Under yurt run the admin API deploys nothing, and payloads need their revision's token."""
+    platform = Platform(fast_config(tmp_path))
+    await platform.start(GreeterV1)
+    try:
+        data = pack(GreeterV1)
+        sha = read_header(data)[0].sha256
+        base = f"{platform.url}{API}"
+        with pytest.raises(DeployError):
+            await asyncio.to_thread(deploy, GreeterV2, server=platform.url, owner="evil")
+        assert "evil/greeter" not in platform.router.routes
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"{base}/apps") as r:
+                assert r.status == 404
+            async with s.get(f"{base}/payloads/{sha}") as r:
+                assert r.status == 401
+            bearer = {"Authorization": f"Bearer {platform.store.token(sha)}"}
+            async with s.get(f"{base}/payloads/{sha}", headers=bearer) as r:
+                assert r.status == 200 and await r.read() == data
+    finally:
+        await platform.stop()
+
+
+async def test_odd_tokens_and_routes_are_clean_refusals(tmp_path: Path) -> None:
+    """A non-ASCII token is a 401, not a 500; unknown admin routes and versions are 404s."""
+    config = fast_config(tmp_path).model_copy(update={"admin_token": "adm"})
+    async with server(config) as p, aiohttp.ClientSession() as s:
+        odd = {"Authorization": "Bearer caf\u00e9"}
+        async with s.get(f"{p.url}{API}/apps", headers=odd) as r:
+            assert r.status == 401
+        async with s.get(f"{p.url}{API}/payloads/{'a' * 64}", headers=odd) as r:
+            assert r.status == 401
+        admin = {"Authorization": "Bearer adm"}
+        async with s.get(f"{p.url}/_yurt/api/v2/apps", headers=admin) as r:
+            assert r.status == 404
+        await asyncio.to_thread(deploy, GreeterV1, server=p.url, token="adm")
+        async with s.get(f"{p.url}{API}/apps/default/greeter/nope", headers=admin) as r:
+            assert r.status == 404
+
+
+async def test_a_failed_deploy_is_tried_again_in_full(tmp_path: Path) -> None:
+    """The backend refusing a deploy is a 502 with its reason; the same deploy then succeeds."""
+    async with server(fast_config(tmp_path)) as p:
+        ensure = p.backend.ensure_app
+        calls = 0
+
+        async def refuse_once(*args: Any) -> None:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise DeployError("the cluster said no")
+            await ensure(*args)
+
+        p.backend.ensure_app = refuse_once  # type: ignore[method-assign]
+        with pytest.raises(DeployError, match=r"502.*the cluster said no"):
+            await asyncio.to_thread(deploy, GreeterV1, server=p.url)
+        done = await asyncio.to_thread(deploy, GreeterV1, server=p.url)
+        assert done.outcome == "created" and calls == 2
+        assert await call(done.url) == (200, {"text": "v1: hi"})

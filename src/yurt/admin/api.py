@@ -10,28 +10,34 @@
     GET  /_yurt/api/v1/apps/{owner}/{app}    -> app, with its revisions and runners
     GET  /_yurt/api/v1/apps/{owner}/{app}/revisions -> [{sha256, deployed_at}], oldest first
 
-Every call but a runner's payload download needs the admin token when one is configured
-(``Authorization: Bearer <token>``). A payload is code the runners will execute, so the server
-refuses to listen beyond loopback with no admin token (see ``check_exposure``).
+Every call but a payload download needs the admin token when one is configured
+(``Authorization: Bearer <token>``); a payload download needs that revision's token (what runners
+hold) or the admin token. A payload is code the runners will execute, so the server refuses to
+listen beyond loopback with no admin token (see ``check_exposure``). Under ``yurt run``
+(``deploys=False``) only payload downloads are served.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import json
 import re
 from typing import Any, Protocol
 
+import structlog
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from yurt.admin.store import AppStore, Deployment, is_sha256
-from yurt.errors import ConfigError, PayloadError
+from yurt.errors import ConfigError, DeployError, PayloadError
 from yurt.machines import CATALOG
-from yurt.packaging import read_header
+from yurt.packaging import PayloadHeader, read_header
 from yurt.router.http import Reply, error_reply, json_reply
 from yurt.spec import AppSpec
+
+log = structlog.get_logger("yurt.admin")
 
 PREFIX = "/_yurt/api/v1/"
 _SEGMENT = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -103,54 +109,61 @@ class AdminApi:
 
     def _is_admin(self, request: web.BaseRequest) -> bool:
         if self.admin_token is None:
-            return True
-        token = _bearer(request)
-        return token is not None and hmac.compare_digest(token, self.admin_token)
+            return self.deploys  # a server with no token listens on loopback only
+        return _same(_bearer(request), self.admin_token)
 
-    async def handle(self, request: web.BaseRequest) -> Reply:
+    async def handle(self, request: web.BaseRequest) -> Reply | web.StreamResponse:
         """Answer one admin call."""
-        parts = request.path[len(PREFIX) :].strip("/").split("/")
+        path = request.path
+        if not path.startswith(PREFIX):
+            return error_reply(404, "not_found", f"no admin route {path}; the API is {PREFIX}")
+        parts = path[len(PREFIX) :].strip("/").split("/")
         method = request.method
         if parts[0] == "payloads" and len(parts) == 2:
             if method == "GET":
                 return self._download(request, parts[1])
-            if method == "PUT":
-                return (
-                    await self._upload(request, parts[1]) if self._is_admin(request) else _denied()
-                )
-        elif parts[0] == "apps":
+            if method == "PUT" and self.deploys:
+                if not self._is_admin(request):
+                    return _denied()
+                return await self._upload(request, parts[1])
+        elif parts[0] == "apps" and self.deploys and len(parts) in (1, 3, 4):
             if not self._is_admin(request):
                 return _denied()
-            if len(parts) == 1 and method == "POST":
-                return await self._deploy(request)
-            if len(parts) == 1 and method == "GET":
-                return json_reply([self._app(request, d) for d in self.deployer.store.all()])
-            if len(parts) in (3, 4) and method == "GET":
+            if len(parts) == 1:
+                if method == "POST":
+                    return await self._deploy(request)
+                if method == "GET":
+                    return json_reply([self._app(request, d) for d in self.deployer.store.all()])
+            elif len(parts) == 4 and parts[3] != "revisions":
+                return error_reply(404, "not_found", f"no admin route {path}")
+            elif method == "GET":
                 found = self.deployer.store.get(f"{parts[1]}/{parts[2]}")
                 if found is None:
                     return error_reply(404, "not_found", f"no app {parts[1]}/{parts[2]} deployed")
                 if len(parts) == 3:
                     return json_reply(self._app(request, found, full=True))
-                if parts[3] == "revisions":
-                    return json_reply([r.model_dump() for r in found.revisions])
+                return json_reply([r.model_dump() for r in found.revisions])
         else:
-            return error_reply(404, "not_found", f"no admin route {request.path}")
-        return error_reply(405, "method_not_allowed", f"{method} {request.path} is not served")
+            return error_reply(404, "not_found", f"no admin route {path}")
+        return error_reply(405, "method_not_allowed", f"{method} {path} is not served")
 
     # -- payloads --------------------------------------------------------------------------
 
-    def _download(self, request: web.BaseRequest, sha256: str) -> Reply:
+    def _download(self, request: web.BaseRequest, sha256: str) -> Reply | web.StreamResponse:
+        # Only the revision's token, or the configured admin token: never open, since a
+        # payload may carry what the app's author keeps private (code, keys in closures).
         store = self.deployer.store
         token = _bearer(request)
-        allowed = self._is_admin(request) or (
-            token is not None and is_sha256(sha256) and store.token_ok(sha256, token)
+        allowed = (self.admin_token is not None and _same(token, self.admin_token)) or (
+            token is not None and is_sha256(sha256) and _same(token, store.token(sha256))
         )
         if not allowed:
-            return _denied()
+            return _denied("give the payload's token: Authorization: Bearer <token>")
         path = store.payload_path(sha256)
         if path is None:
             return error_reply(404, "not_found", f"no payload {sha256[:64]} on this server")
-        return Reply(200, [(b"content-type", b"application/octet-stream")], path.read_bytes())
+        # Streamed from the file: a payload may be large, and the loop serves everyone.
+        return web.FileResponse(path, headers={"content-type": "application/octet-stream"})
 
     async def _upload(self, request: web.BaseRequest, sha256: str) -> Reply:
         if not is_sha256(sha256):
@@ -159,15 +172,21 @@ class AdminApi:
         if isinstance(body, Reply):
             return body
         try:
-            header, _ = read_header(body)
+            # Hashing and writing a large payload would stall every request on the loop.
+            header = await asyncio.to_thread(self._keep, body, sha256)
         except PayloadError as exc:
-            return error_reply(422, "bad_request", f"not a valid payload: {exc}")
-        if header.sha256 != sha256:
-            return error_reply(
-                422, "bad_request", f"the payload's digest is {header.sha256}, not {sha256}"
-            )
-        self.deployer.store.put_payload(body)
+            return error_reply(422, "bad_request", str(exc))
         return json_reply({"sha256": header.sha256, "revision": header.revision}, 201)
+
+    def _keep(self, data: bytes, sha256: str) -> PayloadHeader:
+        try:
+            header, _ = read_header(data)
+        except PayloadError as exc:
+            raise PayloadError(f"not a valid payload: {exc}") from exc
+        if header.sha256 != sha256:
+            raise PayloadError(f"the payload's digest is {header.sha256}, not {sha256}")
+        self.deployer.store.put_payload(data, header)
+        return header
 
     async def _read(self, request: web.BaseRequest) -> bytes | Reply:
         length = request.content_length
@@ -206,7 +225,11 @@ class AdminApi:
                 f"payload_sha256: no payload {req.payload_sha256[:12]} on this server; "
                 f"PUT it to {PREFIX}payloads/{req.payload_sha256} first",
             )
-        deployment, outcome = await self.deployer.deploy(app_id, req.spec, req.payload_sha256)
+        try:
+            deployment, outcome = await self.deployer.deploy(app_id, req.spec, req.payload_sha256)
+        except DeployError as exc:  # the cluster refused or did not answer: say what it said
+            log.warning("deploy_failed", app=app_id, error=str(exc))
+            return error_reply(502, "deploy_failed", f"{app_id} was not deployed: {exc}")
         reply = {**self._app(request, deployment), "outcome": outcome}
         return json_reply(reply, 201 if outcome == "created" else 200)
 
@@ -258,5 +281,12 @@ def _invalid(exc: ValidationError) -> Reply:
     )
 
 
-def _denied() -> Reply:
-    return error_reply(401, "unauthorized", "give the admin token: Authorization: Bearer <token>")
+def _same(given: str | None, expected: str) -> bool:
+    """Constant-time comparison of tokens (as bytes: any header text compares, none raises)."""
+    if given is None:
+        return False
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode())
+
+
+def _denied(detail: str = "give the admin token: Authorization: Bearer <token>") -> Reply:
+    return error_reply(401, "unauthorized", detail)

@@ -75,9 +75,13 @@ class AppStore:
 
     # -- payloads --------------------------------------------------------------------------
 
-    def put_payload(self, data: bytes) -> PayloadHeader:
-        """Keep a payload; raises ``PayloadError`` when it is not one or its digest is wrong."""
-        header, _ = read_header(data)
+    def put_payload(self, data: bytes, header: PayloadHeader | None = None) -> PayloadHeader:
+        """Keep a payload; raises ``PayloadError`` when it is not one or its digest is wrong.
+
+        ``header``: the one ``read_header(data)`` already gave (saves hashing it twice).
+        """
+        if header is None:
+            header, _ = read_header(data)
         path = self.payloads / f"{header.sha256}.yurt"
         if not path.exists():
             _write_atomic(path, data)
@@ -100,10 +104,6 @@ class AppStore:
     def token(self, sha256: str) -> str:
         """The bearer token that lets a runner download this payload, and only this one."""
         return hmac.new(self._secret, b"payload:" + sha256.encode(), hashlib.sha256).hexdigest()
-
-    def token_ok(self, sha256: str, token: str) -> bool:
-        """Whether ``token`` is this payload's token (compared in constant time)."""
-        return hmac.compare_digest(self.token(sha256), token)
 
     # -- deployments -----------------------------------------------------------------------
 

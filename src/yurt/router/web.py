@@ -58,7 +58,10 @@ class WebFace:
             return await self._queue(request, self.router.queue_api)
         request_id = new_request_id()
         if path.startswith(ADMIN_PREFIX) and self.router.admin is not None:
-            return to_response(await self.router.admin.handle(request), request_id)
+            answer = await self.router.admin.handle(request)
+            if isinstance(answer, web.StreamResponse):
+                return answer
+            return to_response(answer, request_id)
         if path.startswith("/_yurt/"):
             return to_response(self.platform(request, path), request_id)
         resolved = self.router.resolve(path)

@@ -85,11 +85,13 @@ class Backend(Protocol):
         """Drain and stop one runner; ``replace`` keeps the target, else it drops by one."""
 
     def pick_stops(self, app_id: str, idle: Sequence[str]) -> list[str]:
-        """Which runners to stop when the scheduler wants ``idle`` (the idlest first) gone.
+        """Which of ``idle`` (runners nobody needs, the first most) to stop, in order.
 
-        A backend that chooses for itself which runner goes when the count drops (Nomad stops
-        the highest allocation index) names those runners, as many as ``idle`` holds, so that
-        the router stops sending them work before they are told to stop.
+        A backend that can stop any runner returns ``idle`` as it is. One that decides for
+        itself which runner goes when the count drops (Nomad stops the highest allocation
+        index) returns only those it would stop that are in ``idle``, from the first it would
+        stop, so that a busy runner is never the one to go; the scheduler retires each from
+        routing, then calls ``stop_runner(replace=False)`` for it.
         """
 
     def runners(self, app_id: str) -> list[RunnerView]:

@@ -10,12 +10,13 @@ from typing import Any, Protocol
 
 import structlog
 
-from yurt.backends.base import Backend
+from yurt.backends.base import Backend, RunnerState
 from yurt.config import SchedulerConfig
-from yurt.scheduler.policy import AppLoad, decide
+from yurt.scheduler.policy import AppLoad, Decision, decide
 from yurt.spec import AppSpec
 
 log = structlog.get_logger("yurt.scheduler")
+_LIVE = frozenset({RunnerState.PENDING, RunnerState.SETUP, RunnerState.IDLE, RunnerState.RUNNING})
 
 
 class LoadSource(Protocol):
@@ -93,17 +94,49 @@ class Scheduler:
         """One pass for one app; returns when it wants to look again, if sooner."""
         assert self.source is not None, "Scheduler.source must be set before start()"
         target = self.backend.target(app_id)
-        decision = decide(spec, self.source.load(app_id), target, self.clock())
-        stops = self.backend.pick_stops(app_id, decision.stop) if decision.stop else []
+        load = self.source.load(app_id)
+        decision = decide(spec, load, target, self.clock())
+        if decision.target >= target:
+            if decision.target != target:
+                await self.backend.set_target(app_id, decision.target)
+            return decision.recheck_at
+        await self._lower(app_id, spec, load, target, decision)
+        return decision.recheck_at
+
+    async def _lower(
+        self, app_id: str, spec: AppSpec, load: AppLoad, target: int, decision: Decision
+    ) -> None:
+        """Go down to ``decision.target`` by stopping runners nobody needs, never busy ones.
+
+        First whatever the target counts but no runner stands for (not placed, or backing
+        off): nothing stops. Then runners the policy found idle past keep_alive and runners
+        not routable yet, as the backend picks among them (Nomad can only stop the highest
+        allocation index; a busy one there holds the count where it is).
+        """
+        lower = target - decision.target
+        views = self.backend.runners(app_id)
+        live = [v for v in views if v.state in _LIVE]
+        unplaced = min(lower, max(0, target - len(live)))
+        if unplaced:
+            await self.backend.set_target(app_id, target - unplaced)
+        routable = {r.runner_id for r in load.runners}
+        starting = [v.runner_id for v in live if v.runner_id not in routable]
+        candidates = [*decision.stop, *(r for r in starting if r not in decision.stop)]
+        stops = self.backend.pick_stops(app_id, candidates)[: lower - unplaced]
         # Retire from routing before any await, so no request lands on a runner being stopped.
+        assert self.source is not None
         for runner_id in stops:
             self.source.retire(app_id, runner_id)
         for runner_id in stops:
-            log.info("runner_idle_stop", app=app_id, runner=runner_id, keep_alive=spec.keep_alive)
-            await self.backend.stop_runner(app_id, runner_id, reason="keep_alive", replace=False)
-        if decision.target != self.backend.target(app_id):
-            await self.backend.set_target(app_id, decision.target)
-        return decision.recheck_at
+            reason = "keep_alive" if runner_id in decision.stop else "not_needed"
+            log.info(
+                "runner_idle_stop",
+                app=app_id,
+                runner=runner_id,
+                reason=reason,
+                keep_alive=spec.keep_alive,
+            )
+            await self.backend.stop_runner(app_id, runner_id, reason=reason, replace=False)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)

@@ -166,7 +166,7 @@ class NomadConfig(_Frozen):
     timeout: float = Field(default=10.0, gt=0, description="seconds one API call may take")
     retries: int = Field(default=4, ge=0, description="retries of a call that failed transiently")
     blocking_wait: float = Field(
-        default=60.0, gt=0, le=300, description="seconds a blocking query waits for a change"
+        default=60.0, ge=1, le=300, description="seconds a blocking query waits for a change"
     )
     check_interval: float = Field(
         default=10.0, ge=1, description="seconds between Consul checks of a runner (Nomad: >= 1)"
@@ -187,8 +187,9 @@ class ConsulConfig(_Frozen):
     token: str | None = Field(default=None, description="ACL token (X-Consul-Token)")
     verify_tls: bool = True
     # py-consul's aiohttp session gives up after 300 s: keep blocking queries well under it.
+    # Whole seconds from 1: a wait of 0 means Consul's default of five minutes.
     blocking_wait: float = Field(
-        default=60.0, gt=0, le=240, description="seconds a blocking query waits for a change"
+        default=60.0, ge=1, le=240, description="seconds a blocking query waits for a change"
     )
     router_service: str | None = Field(
         default="yurt-router", description="service name the server registers; None: don't"

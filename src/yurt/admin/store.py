@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from yurt.errors import PayloadError
+from yurt.errors import ConfigError, PayloadError
 from yurt.packaging import PayloadHeader, read_header
 from yurt.spec import AppSpec
 
@@ -138,17 +138,26 @@ class AppStore:
 
 
 def load_secret(path: Path) -> bytes:
-    """A random key kept in ``path`` (made on first use, readable by the owner only)."""
+    """A random key kept in ``path`` (made on first use, readable by the owner only).
+
+    Written to a temporary file and linked into place, so a crash never leaves an empty key
+    behind (an empty HMAC key would make every token computable from public digests).
+    """
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+            f.flush()
+            os.fsync(f.fileno())
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.link(tmp, path)  # fails if another process made it first: keep theirs
         except FileExistsError:
             pass
-        else:
-            with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_hex(32))
-    return path.read_text().strip().encode()
-
-
-__all__ = ["AppStore", "Deployment", "Revision", "is_sha256", "load_secret"]
+        finally:
+            tmp.unlink()
+    secret = path.read_text().strip()
+    if not secret:
+        raise ConfigError(f"the key file {path} is empty; delete it and start again")
+    return secret.encode()

@@ -7,6 +7,7 @@ the digest is checked against the one in the job before a byte is unpickled.
 
 from __future__ import annotations
 
+import http.client
 import time
 import urllib.error
 import urllib.request
@@ -58,8 +59,9 @@ def _download(url: str, token: str, timeout: float, delays: tuple[float, ...]) -
                     f"the yurt server has no payload at {url} (404); redeploy the app"
                 ) from exc
             problem = f"HTTP {exc.code}"
-        except (urllib.error.URLError, OSError) as exc:
-            problem = str(getattr(exc, "reason", exc))
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+            # HTTPException: a transfer cut short (IncompleteRead), e.g. a server restarting.
+            problem = str(getattr(exc, "reason", exc)) or type(exc).__name__
         if delay is None:
             break
         time.sleep(delay)

@@ -29,8 +29,9 @@ class Tiny(yurt.App):
 class PayloadServer:
     """Serves one payload at /p to one bearer token; fails the first ``failures`` GETs with 503."""
 
-    def __init__(self, data: bytes, token: str, failures: int = 0) -> None:
+    def __init__(self, data: bytes, token: str, failures: int = 0, cut: int = 0) -> None:
         self.data, self.token, self.failures, self.hits = data, token, failures, 0
+        self.cut = cut  # replies cut short before the rest
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -47,6 +48,11 @@ class PayloadServer:
                     self.send_response(200)
                     self.send_header("Content-Length", str(len(outer.data)))
                     self.end_headers()
+                    if outer.cut > 0:  # half the body, then the connection goes
+                        outer.cut -= 1
+                        self.wfile.write(outer.data[: len(outer.data) // 2])
+                        self.close_connection = True
+                        return
                     self.wfile.write(outer.data)
 
             def log_message(self, format: str, *args: object) -> None:
@@ -116,3 +122,13 @@ def test_unreachable_server_names_the_public_url(tmp_path: Path) -> None:
     """Nobody listening: the error says what to check."""
     with pytest.raises(PayloadError, match="public-url"):
         fetch_payload("http://127.0.0.1:9/p", "t", "0" * 64, delays=(0.01,), timeout=2)
+
+
+def test_a_transfer_cut_short_is_retried(payload: bytes) -> None:
+    """A reply that ends half-way (a server restarting mid-download) is tried again."""
+    srv = PayloadServer(payload, "good", cut=1)
+    try:
+        data = fetch_payload(srv.url + "/p", "good", sha(payload), delays=(0.01, 0.01))
+    finally:
+        srv.close()
+    assert data == payload and srv.hits == 2

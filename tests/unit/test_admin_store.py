@@ -1,0 +1,35 @@
+"""The server's key file and app store: made once, kept, and an empty key refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from yurt.admin.store import AppStore, load_secret
+from yurt.errors import ConfigError
+
+
+def test_secret_is_made_once_and_kept(tmp_path: Path) -> None:
+    """The first call writes 64 hex digits readable by the owner only; later calls read them."""
+    path = tmp_path / "d" / "server-secret"
+    first = load_secret(path)
+    assert len(first) == 64 and load_secret(path) == first
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in path.parent.iterdir()] == ["server-secret"]  # no temp file left
+
+
+def test_empty_secret_is_refused(tmp_path: Path) -> None:
+    """An empty key file (a crash while writing one) is an error, never an empty HMAC key."""
+    path = tmp_path / "server-secret"
+    path.write_text("")
+    with pytest.raises(ConfigError, match="empty"):
+        load_secret(path)
+
+
+def test_tokens_are_per_revision_and_per_server(tmp_path: Path) -> None:
+    """Two payloads get two tokens; another server's key gives other tokens."""
+    one = AppStore(tmp_path, b"k1")
+    assert one.token("a" * 64) != one.token("b" * 64)
+    assert one.token("a" * 64) != AppStore(tmp_path, b"k2").token("a" * 64)
+    assert one.payload_path("../../etc/passwd") is None  # only digests name payloads

@@ -197,6 +197,21 @@ class ConsulConfig(_Frozen):
     router_check_interval: float = Field(default=10.0, ge=1)
 
 
+class MachineOverride(_Frozen):
+    """What a deployment changes about one machine type of the catalog (``yurt.machines``).
+
+    The runner's GPU check, the local backend's GPU assignment and the Nomad job all read the
+    catalog with these applied.
+    """
+
+    gpu_model_pattern: str | None = Field(
+        default=None, description="regular expression on the NVML name, e.g. '\\bH100\\b'"
+    )
+    gpu_memory_mib: int | None = Field(default=None, ge=1, description="least MiB per GPU")
+    cpu_mhz: int | None = Field(default=None, ge=1, description="CPU a runner reserves (Nomad)")
+    memory_mb: int | None = Field(default=None, ge=1, description="memory a runner reserves")
+
+
 class ServerConfig(_Frozen):
     """Everything ``yurt run`` / ``yurt server`` needs."""
 
@@ -215,6 +230,26 @@ class ServerConfig(_Frozen):
     local: LocalBackendConfig = LocalBackendConfig()
     nomad: NomadConfig = NomadConfig()
     consul: ConsulConfig = ConsulConfig()
+    machines: dict[str, MachineOverride] = Field(
+        default_factory=dict, description="changes to the machine catalog, by machine type"
+    )
+
+    @model_validator(mode="after")
+    def _known_machines(self) -> ServerConfig:
+        from yurt.machines import CATALOG
+
+        unknown = sorted(set(self.machines) - set(CATALOG))
+        if unknown:
+            raise ValueError(f"unknown machine types {unknown}; the catalog has {sorted(CATALOG)}")
+        return self
+
+    def machine_overrides(self) -> dict[str, dict[str, Any]]:
+        """``machines`` as plain data: what ``yurt.machines.with_overrides`` and runners take."""
+        return {
+            name: o.model_dump(exclude_none=True)
+            for name, o in sorted(self.machines.items())
+            if o.model_dump(exclude_none=True)
+        }
 
 
 def default_data_dir() -> Path:

@@ -73,7 +73,12 @@ class Platform:
             self._make_nomad()
         else:
             self.registry = LocalRegistry()
-            self.backend = LocalBackend(config.local, self.registry, config.data_dir / "logs")
+            self.backend = LocalBackend(
+                config.local,
+                self.registry,
+                config.data_dir / "logs",
+                machines=config.machine_overrides(),
+            )
             self.discovery = self.registry
         self.scheduler = Scheduler(self.backend, config.scheduler)
         self.router = Router(config.router, self.discovery, self.backend, self.scheduler)

@@ -273,3 +273,36 @@ def test_runner_maps_nomad_gpus_for_cuda_and_reports_them(tmp_path: Path) -> Non
         assert [(g["uuid"], g["name"], g["memory_total_mib"]) for g in info["gpus"]] == [
             ("GPU-fake-1", "NVIDIA H100 80GB HBM3", 81559)
         ]
+
+
+def test_runner_applies_the_servers_machine_catalog(tmp_path: Path) -> None:
+    """With --machines raising the H100's memory floor, the runner refuses an 80 GB H100."""
+    cmd = runner_cmd(tmp_path, free_port("127.0.0.1"))
+    cmd += ["--machines", json.dumps({"GPU-H100": {"gpu_memory_mib": 90000}})]
+    out = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE_S,
+        env=env_with_fake_nvml(tmp_path, [H100]),
+    )
+    assert out.returncode == 6
+    assert out.stderr.strip().splitlines()[-1] == (
+        "yurt-runner-failure: gpu: asked for 1 GPU-H100, found 1: NVIDIA H100 80GB HBM3 (81559 MiB)"
+    )
+
+
+def test_yurt_run_reads_the_machine_catalog_from_its_config(tmp_path: Path) -> None:
+    """[machines.GPU-H100] in --config applies to the local backend: the H100 no longer fits."""
+    config = tmp_path / "yurt.toml"
+    config.write_text("[machines.GPU-H100]\ngpu_memory_mib = 90000\n")
+    started = time.monotonic()
+    out = subprocess.run(
+        [*yurt_run(app_file(tmp_path), tmp_path / "data"), "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE_S,
+        env=env_with_fake_nvml(tmp_path, [H100]),
+    )
+    assert out.returncode == 1 and time.monotonic() - started < FAIL_FAST_S
+    assert "asked for 1 GPU-H100, found 1: NVIDIA H100 80GB HBM3" in out.stderr

@@ -37,13 +37,18 @@ class GpuAllocator:
         self._held: dict[str, list[GpuInfo]] = {}
 
     @classmethod
-    def from_listing(cls, listing: GpuListing, allowed: str | None = None) -> GpuAllocator:
+    def from_listing(
+        cls,
+        listing: GpuListing,
+        allowed: str | None = None,
+        catalog: Mapping[str, MachineType] = CATALOG,
+    ) -> GpuAllocator:
         """The GPUs of an NVML listing, restricted to ``allowed`` (CUDA_VISIBLE_DEVICES syntax)."""
         gpus = visible_gpus(listing.gpus, allowed)
         why = listing.error
         if listing.gpus and not gpus:
             why = f"none of the {len(listing.gpus)} GPUs NVML sees is among {allowed!r}"
-        return cls(gpus, why)
+        return cls(gpus, why, catalog)
 
     def check(self, app_id: str, machine_types: Sequence[str], num_gpus: int) -> None:
         """Raise ``SchedulingError`` unless this machine has enough GPUs for one runner."""
@@ -84,6 +89,8 @@ class GpuAllocator:
         return [g for g in self.gpus if g.uuid not in taken]
 
 
-def discover_gpus(allowed: str | None = None) -> GpuAllocator:
+def discover_gpus(
+    allowed: str | None = None, catalog: Mapping[str, MachineType] = CATALOG
+) -> GpuAllocator:
     """An allocator over the GPUs NVML sees (none when NVML or the driver is missing). Blocks."""
-    return GpuAllocator.from_listing(list_gpus(load_nvml()), allowed)
+    return GpuAllocator.from_listing(list_gpus(load_nvml()), allowed, catalog)

@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -36,6 +38,7 @@ from yurt.backends.gpus import GpuAllocator, discover_gpus
 from yurt.backends.health import HttpHealthChecker
 from yurt.config import LocalBackendConfig
 from yurt.discovery.local import LocalRegistry
+from yurt.machines import with_overrides
 from yurt.spec import AppSpec
 
 log = structlog.get_logger("yurt.local")
@@ -104,8 +107,13 @@ class LocalBackend:
         log_dir: Path,
         *,
         gpus: GpuAllocator | None = None,
+        machines: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         self.config = config
+        # The server's changes to the machine catalog: for the GPU assignment here, and passed
+        # to each runner for its own GPU check.
+        self.machines = dict(machines or {})
+        self.catalog = with_overrides(self.machines)
         self.registry = registry
         self.log_dir = log_dir
         self._apps: dict[str, _App] = {}
@@ -150,7 +158,7 @@ class LocalBackend:
         if spec.num_gpus > 0:
             if self.gpus is None:
                 # Once: NVML lists the same GPUs until the driver reloads.
-                found = await asyncio.to_thread(discover_gpus, self.config.gpus)
+                found = await asyncio.to_thread(discover_gpus, self.config.gpus, self.catalog)
                 self.gpus = self.gpus or found
                 log.info("gpus_found", gpus=[g.as_dict() for g in found.gpus], why=found.why_none)
             self.gpus.check(app_id, spec.machine_types, spec.num_gpus)
@@ -295,6 +303,8 @@ class LocalBackend:
             "--loop",
             self.config.runner_loop,
         ]
+        if self.machines:
+            cmd += ["--machines", json.dumps(self.machines)]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         # UUIDs, not indexes: CUDA numbers GPUs fastest first unless told otherwise, NVML by PCI
         # bus. An empty value hides every GPU from a CPU runner, so none uses another's GPU.

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -54,6 +55,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--parent-pid", type=int, default=0, help="drain and exit when this process is gone"
     )
     p.add_argument("--loop", choices=LOOP_NAMES, default="auto")
+    p.add_argument(
+        "--machines",
+        default=None,
+        metavar="JSON",
+        help="the server's changes to the machine catalog, e.g. "
+        '\'{"GPU-H100": {"gpu_memory_mib": 80000}}\'',
+    )
     p.add_argument("--log-level", default="info")
     p.add_argument("--log-format", choices=["console", "json"], default="console")
     args = p.parse_args(argv)
@@ -95,8 +103,8 @@ async def serve(args: argparse.Namespace) -> int:
     server = RunnerServer(header, cls, host=args.host, port=args.port, runner_id=args.runner_id)
     if server.spec.num_gpus > 0:
         try:
-            server.gpus = check_gpus(server.spec)
-        except SchedulingError as exc:
+            server.gpus = check_gpus(server.spec, args.machines)
+        except (SchedulingError, ValueError) as exc:
             return fail(EXIT_GPU, "gpu", str(exc))
     # After configure(): the runner's own structlog output is bound to the original stderr.
     logcapture.install()
@@ -135,11 +143,16 @@ async def serve(args: argparse.Namespace) -> int:
     return fail(*failure) if failure is not None else 0
 
 
-def check_gpus(spec: AppSpec) -> GpuMonitor:
-    """The runner's GPUs, checked against its app; raises ``SchedulingError`` on a mismatch."""
+def check_gpus(spec: AppSpec, machines: str | None = None) -> GpuMonitor:
+    """The runner's GPUs, checked against its app; raises ``SchedulingError`` on a mismatch.
+
+    ``machines``: the server's catalog changes as JSON (``--machines``); ``ValueError`` if bad.
+    """
+    from yurt.machines import with_overrides
     from yurt.runner.gpus import load_nvml, probe
 
-    monitor = probe(spec.machine_types, spec.num_gpus, os.environ, load_nvml())
+    catalog = with_overrides(json.loads(machines) if machines else {})
+    monitor = probe(spec.machine_types, spec.num_gpus, os.environ, load_nvml(), catalog)
     log.info("runner_gpus", gpus=[g.as_dict() for g in monitor.gpus])
     return monitor
 

@@ -77,3 +77,13 @@ def test_deploy_and_jobspec_arguments() -> None:
         ["jobspec", "a.py::A", "--nomad-driver", "docker", "--datacenter", "a", "--datacenter", "b"]
     )
     assert config_from_args(args).nomad.datacenters == ("a", "b")
+
+
+def test_machine_catalog_changes_are_checked() -> None:
+    """[machines] changes known types only, and comes back as plain data for runners."""
+    config = build_server_config(
+        {"machines": {"GPU-H100": {"cpu_mhz": 16000}, "GPU-A100": {}}}, {}, {}
+    )
+    assert config.machine_overrides() == {"GPU-H100": {"cpu_mhz": 16000}}
+    with pytest.raises(ConfigError, match="unknown machine types"):
+        build_server_config({"machines": {"GPU-L40S": {"cpu_mhz": 1}}}, {}, {})

@@ -279,14 +279,16 @@ def test_ns() -> None:
 
 
 def test_gpu_example_asks_for_two_h100s() -> None:
-    """The GPU example's device block asks for 2 nvidia/gpu whose model matches H100."""
+    """The GPU example asks for 2 nvidia/gpu whose model matches H100, with H100's memory."""
     job = build_job("o/gpu-info", spec_of("examples/gpu.py::GpuInfo"), PAYLOAD, CONFIG)
+    floor = CATALOG["GPU-H100"].gpu_memory_mib
     assert task(job)["Resources"]["Devices"] == [
         {
             "Name": "nvidia/gpu",
             "Count": 2,
             "Constraints": [
-                {"LTarget": "${device.model}", "Operand": "regexp", "RTarget": pattern("GPU-H100")}
+                {"LTarget": "${device.model}", "Operand": "regexp", "RTarget": pattern("GPU-H100")},
+                {"LTarget": "${device.attr.memory}", "Operand": ">=", "RTarget": f"{floor} MiB"},
             ],
         }
     ]
@@ -299,9 +301,11 @@ def test_type_list_becomes_one_alternation_and_largest_resources() -> None:
     spec = build_spec(GpuPair)
     (device,) = resources(spec, CONFIG)["Devices"]
     alternation = f"{pattern('GPU-H100')}|{pattern('GPU-A100')}"
-    assert device["Constraints"] == [
-        {"LTarget": "${device.model}", "Operand": "regexp", "RTarget": alternation}
-    ]
+    assert device["Constraints"][0] == {
+        "LTarget": "${device.model}",
+        "Operand": "regexp",
+        "RTarget": alternation,
+    }
     assert re.search(alternation, "NVIDIA A100-SXM4-80GB")
     assert re.search(alternation, "NVIDIA H100 80GB HBM3")
     assert not re.search(alternation, "NVIDIA H200")
@@ -314,6 +318,40 @@ def test_type_list_becomes_one_alternation_and_largest_resources() -> None:
         "MemoryMB": 100_000,
         "Devices": None,
     }
+
+
+@pytest.mark.parametrize(
+    ("gpu", "memory_mib", "fits"),
+    [
+        ("NVIDIA H100 80GB HBM3", 81559, True),  # under 80 GiB, over the 79 GiB floor
+        ("NVIDIA H100 PCIe", 30000, False),  # under every floor of the list
+        ("NVIDIA A100 80GB PCIe", 81920, True),
+        ("NVIDIA A100-SXM4-40GB", 40960, True),  # A100's own floor (39 GiB) is the list's
+        ("NVIDIA A100-SXM4-40GB", 39000, False),
+        ("NVIDIA H200", 143771, False),  # not a listed model
+    ],
+)
+def test_gpu_memory_floor_is_the_smallest_of_the_list(
+    gpu: str, memory_mib: int, fits: bool
+) -> None:
+    """The memory floor is the list's smallest, so a GPU of any listed type fits, and no other.
+
+    The Nomad double matches ``${device.attr.memory}`` as Nomad does, and agrees with the
+    catalog's own ``matches_gpu`` that the runner's probe uses.
+    """
+    nomad_double = pytest.importorskip("doubles.nomad")
+    spec = build_spec(GpuPair)
+    (device,) = resources(spec, CONFIG)["Devices"]
+    floor = min(CATALOG[t].gpu_memory_mib or 0 for t in spec.machine_types)
+    assert device["Constraints"][1] == {
+        "LTarget": "${device.attr.memory}",
+        "Operand": ">=",
+        "RTarget": f"{floor} MiB",
+    }
+    card = {"Model": gpu, "MemoryMiB": memory_mib}
+    assert nomad_double._device_fits(card, device["Constraints"]) is fits
+    catalog = any(CATALOG[t].matches_gpu(gpu, memory_mib) for t in spec.machine_types)
+    assert catalog is fits
 
 
 def test_config_resources_override_catalog() -> None:

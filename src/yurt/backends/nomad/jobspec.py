@@ -8,7 +8,8 @@ Facts it follows (see NOMAD_CONSUL.md in the shared reference):
 
 - keys are Go field names and Nomad drops unknown ones silently, so the tests validate every job;
 - durations are integers in nanoseconds (``ns``); Meta and Env values are strings;
-- ``${device.model}`` is the NVML name (``NVIDIA H100 80GB HBM3``), matched with ``regexp``;
+- ``${device.model}`` is the NVML name (``NVIDIA H100 80GB HBM3``), matched with ``regexp``, and
+  ``${device.attr.memory}`` its memory in MiB, compared with ``>=`` and a unit (``79 GiB``);
 - a group service's ``check_restart`` grace starts when the allocation is created (nomad#25318),
   so it covers the payload download, an image pull and the model load, not the load alone;
 - Nomad gives a GPU task only ``NVIDIA_VISIBLE_DEVICES``; the runner sets ``CUDA_VISIBLE_DEVICES``
@@ -346,7 +347,9 @@ def gpu_device(spec: AppSpec) -> dict[str, Any] | None:
 
     A list of GPU types becomes one alternation (``H100|A100``); Nomad takes all GPUs of one
     request from one node and one model. A type without a model pattern accepts any model, and
-    then so does the whole list.
+    then so does the whole list. The memory floor (``gpu_memory_mib``, which the runner's probe
+    and the local allocator check too) is the smallest of the list, so that a GPU of any listed
+    type qualifies; a type without a floor drops it for the whole list.
     """
     types = _machine_types(spec)
     if not types[0].gpu:
@@ -357,11 +360,19 @@ def gpu_device(spec: AppSpec) -> dict[str, Any] | None:
             f"got {spec.num_gpus}"
         )
     device: dict[str, Any] = {"Name": "nvidia/gpu", "Count": spec.num_gpus}
+    constraints: list[dict[str, str]] = []
     patterns = [t.gpu_model_pattern for t in types]
     if all(patterns):
         # Concatenation binds tighter than '|', so joining whole patterns is always sound.
         pattern = "|".join(dict.fromkeys(p for p in patterns if p))
-        device["Constraints"] = [
-            {"LTarget": "${device.model}", "Operand": "regexp", "RTarget": pattern}
-        ]
+        constraints.append({"LTarget": "${device.model}", "Operand": "regexp", "RTarget": pattern})
+    floors = [t.gpu_memory_mib for t in types]
+    if all(floors):
+        # ${device.attr.memory} is MiB as NVML reports it: an H100 80GB has 81559, under 80 GiB.
+        floor = min(f for f in floors if f)
+        constraints.append(
+            {"LTarget": "${device.attr.memory}", "Operand": ">=", "RTarget": f"{floor} MiB"}
+        )
+    if constraints:
+        device["Constraints"] = constraints
     return device

@@ -15,7 +15,6 @@ import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import aiohttp
 import consul
@@ -38,6 +37,7 @@ from tenacity import (
 )
 
 from yurt.backends.base import RunnerEndpoint
+from yurt.backends.nomad.addr import CONSUL_PORT, parse_addr
 from yurt.backends.nomad.naming import job_id, runner_id_from_service_id
 from yurt.config import ConsulConfig
 from yurt.errors import (
@@ -46,7 +46,6 @@ from yurt.errors import (
     ClusterNotFound,
     ClusterUnauthorized,
     ClusterUnavailable,
-    ConfigError,
 )
 
 log = structlog.get_logger("yurt.consul")
@@ -88,20 +87,6 @@ def map_error(exc: BaseException, call: str) -> ClusterError:
         kind = ClusterUnavailable if transient else ClusterError
         return kind(f"consul {call}: {text}", service="consul", status=status, message=text)
     return ClusterError(f"consul {call}: {exc!r}", service="consul")
-
-
-def parse_addr(addr: str) -> tuple[str, int, str]:
-    """``http[s]://host[:port]`` -> (host, port, scheme); port 8500 when absent."""
-    parts = urlsplit(addr if "://" in addr else f"http://{addr}")
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(
-            f"consul addr {addr!r} is not an http(s) URL; use e.g. http://127.0.0.1:8500"
-        )
-    try:
-        port = parts.port
-    except ValueError as exc:
-        raise ConfigError(f"consul addr {addr!r} has an invalid port: {exc}") from exc
-    return parts.hostname, port or 8500, parts.scheme
 
 
 def endpoints_from(entries: list[dict[str, Any]]) -> dict[str, RunnerEndpoint]:
@@ -149,7 +134,9 @@ class ConsulDiscovery:
     def __init__(self, config: ConsulConfig, job_prefix: str) -> None:
         self.config = config
         self.job_prefix = job_prefix
-        self._host, self._port, self._scheme = parse_addr(config.addr)
+        self._host, self._port, self._scheme = parse_addr(
+            config.addr, service="consul", default_port=CONSUL_PORT
+        )
         self._consul: Any = None
         self._watches: dict[str, _Watch] = {}
         self._router_id: str | None = None

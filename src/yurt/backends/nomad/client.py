@@ -1,11 +1,13 @@
 """The one adapter over python-nomad: async calls, bounded retries, yurt errors.
 
 python-nomad is synchronous (requests), so every call runs on threads of its own (daemon
-threads: see ``threads.py``): a blocking query holds a thread for up to ``blocking_wait``
-seconds, and the loop's default executor is small and shared. Transient failures (connection
-errors, timeouts, 5xx, 429) are retried with exponential backoff, at most ``config.retries``
-times; every python-nomad or requests exception becomes a ``ClusterError`` here and nowhere
-else.
+threads: see ``threads.py``). A blocking query holds its thread for up to ``blocking_wait``
+seconds, one per followed app, so blocking queries have a lane of their own without a limit:
+short calls (scale, stop) never wait behind them. Replies are decoded on the same thread, so a
+reply that is not JSON (a proxy's HTML page) is mapped like any other failure. Transient
+failures (connection errors, timeouts, 5xx, 429, non-JSON replies) are retried with
+exponential backoff, at most ``config.retries`` times; every python-nomad or requests
+exception becomes a ``ClusterError`` here and nowhere else.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import contextlib
 import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import nomad
 import requests
@@ -24,12 +25,13 @@ from requests.adapters import HTTPAdapter
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
-    retry_if_exception_type,
+    retry_if_exception,
     stop_after_attempt,
     wait_exponential,
 )
 
-from yurt.backends.nomad.threads import DaemonThreads
+from yurt.backends.nomad.addr import NOMAD_PORT, parse_addr
+from yurt.backends.nomad.threads import DaemonThreads, PoolClosed
 from yurt.config import NomadConfig
 from yurt.errors import (
     ClusterBadRequest,
@@ -37,7 +39,6 @@ from yurt.errors import (
     ClusterNotFound,
     ClusterUnauthorized,
     ClusterUnavailable,
-    ConfigError,
 )
 
 log = structlog.get_logger("yurt.nomad")
@@ -46,20 +47,9 @@ T = TypeVar("T")
 
 # Nomad adds up to wait/16 of jitter to a blocking query's wait (as Consul does).
 _JITTER = 1 / 16
-
-
-def parse_addr(addr: str) -> tuple[str, int, bool]:
-    """``http[s]://host[:port]`` -> (host, port, secure); port 4646 when absent."""
-    parts = urlsplit(addr if "://" in addr else f"http://{addr}")
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(
-            f"nomad addr {addr!r} is not an http(s) URL; use e.g. http://127.0.0.1:4646"
-        )
-    try:
-        port = parts.port
-    except ValueError as exc:
-        raise ConfigError(f"nomad addr {addr!r} has an invalid port: {exc}") from exc
-    return parts.hostname, port or 4646, parts.scheme == "https"
+# Idle connections kept for blocking queries (one per followed app); more still work, each on a
+# connection of its own that is closed after its reply.
+_WATCH_CONNECTIONS = 256
 
 
 def wait_param(seconds: float) -> str:
@@ -90,6 +80,14 @@ def map_error(exc: BaseException, call: str) -> ClusterError:
             return ClusterUnavailable(detail, service="nomad", status=status, message=body)
         return ClusterError(detail, service="nomad", status=status, message=body)
     cause = resp if isinstance(resp, BaseException) else exc
+    if isinstance(cause, requests.JSONDecodeError):
+        # 200 with a body that is not JSON: a proxy or load balancer answered, not Nomad.
+        text = " ".join(str(cause.doc or "").split())[:200]
+        return ClusterUnavailable(
+            f"nomad {call}: the reply is not JSON ({text!r}); is a proxy in front of Nomad "
+            "answering for it? check NomadConfig.addr",
+            service="nomad",
+        )
     if isinstance(cause, requests.RequestException | OSError):
         return ClusterUnavailable(
             f"nomad {call}: cannot reach Nomad: {cause}; check NomadConfig.addr and that the "
@@ -110,18 +108,48 @@ def _log_retry(state: RetryCallState) -> None:
     )
 
 
+def _reply_object(api: Any, *path: str, **kwargs: Any) -> dict[str, Any]:
+    """Send a request and decode its JSON object reply (on the calling thread)."""
+    body = api.request(*path, **kwargs).json()
+    if not isinstance(body, dict):
+        raise ValueError(f"expected a JSON object, got {type(body).__name__}")
+    return body
+
+
+def _reply_none(api: Any, *path: str, **kwargs: Any) -> None:
+    api.request(*path, **kwargs)
+
+
+def _reply_text(api: Any, *path: str, **kwargs: Any) -> str:
+    return str(api.request(*path, **kwargs).text)
+
+
+def _reply_indexed(api: Any, *path: str, **kwargs: Any) -> tuple[int, list[dict[str, Any]]]:
+    """A JSON list reply and its ``X-Nomad-Index`` (0 when absent or unreadable)."""
+    response = api.request(*path, **kwargs)
+    try:
+        index = int(response.headers.get("X-Nomad-Index", "0"))
+    except ValueError:
+        index = 0
+    body = response.json()
+    if body is not None and not isinstance(body, list):
+        raise ValueError(f"expected a JSON list, got {type(body).__name__}")
+    return index, list(body or [])
+
+
 class NomadClient:
     """Async calls to Nomad's HTTP API (one adapter over python-nomad)."""
 
     def __init__(self, config: NomadConfig, *, max_workers: int = 32) -> None:
         self.config = config
-        host, port, secure = parse_addr(config.addr)
+        host, port, scheme = parse_addr(config.addr, service="nomad", default_port=NOMAD_PORT)
+        secure = scheme == "https"
         verify: bool | str = config.verify_tls
         if config.ca_cert is not None:
             verify = str(config.ca_cert)
         session = requests.Session()
-        # One pooled connection per worker thread, so blocking queries don't evict each other.
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=max_workers)
+        # Pooled connections for every short call and for the blocking queries beside them.
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=max_workers + _WATCH_CONNECTIONS)
         session.mount("http://", adapter)
         session.mount("https://", adapter)
         self._session = session
@@ -130,7 +158,7 @@ class NomadClient:
             host=host,
             port=port,
             secure=secure,
-            address=f"{'https' if secure else 'http'}://{host}:{port}",
+            address=f"{scheme}://{host}:{port}",
             token=config.token,
             namespace=config.namespace,
             region=config.region,
@@ -138,27 +166,45 @@ class NomadClient:
             verify=verify,
             session=session,
         )
+        # Two lanes: short calls share a bounded pool; each blocking query (which may wait
+        # blocking_wait seconds for news) gets a thread of its own, so none waits behind them.
         self._pool = DaemonThreads(max_workers, "yurt-nomad")
+        self._watch_pool = DaemonThreads(None, "yurt-nomad-watch")
         self._closed = False
 
     # -- plumbing --------------------------------------------------------------------------
 
-    async def _call(self, call: str, fn: Callable[[], T]) -> T:
-        """Run ``fn`` in the pool, retrying transient failures, mapping every error."""
+    async def _call(self, call: str, fn: Callable[[], T], *, blocking: bool = False) -> T:
+        """Run ``fn`` on a thread, retrying transient failures, mapping every error.
+
+        ``fn`` does the request and decodes the reply, so that decoding errors are mapped too.
+        ``blocking`` puts it in the lane of blocking queries.
+        """
         if self._closed:
             raise ClusterUnavailable(f"nomad {call}: the client is closed", service="nomad")
         loop = asyncio.get_running_loop()
+        pool = self._watch_pool if blocking else self._pool
 
         async def attempt(*, call: str) -> T:
             try:
-                return await loop.run_in_executor(self._pool, fn)
-            except RuntimeError as exc:  # the pool was shut down under us
-                raise ClusterUnavailable(f"nomad {call}: {exc}", service="nomad") from exc
+                return await loop.run_in_executor(pool, fn)
+            except PoolClosed as exc:  # closed while this call was being retried
+                raise ClusterUnavailable(
+                    f"nomad {call}: the client is closed", service="nomad"
+                ) from exc
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if self._closed and task is not None and not task.cancelling():
+                    # close() cancelled the call while it waited for a thread, not our caller.
+                    raise ClusterUnavailable(
+                        f"nomad {call}: the client is closed", service="nomad"
+                    ) from None
+                raise
             except Exception as exc:
                 raise map_error(exc, call) from exc
 
         retrying = AsyncRetrying(
-            retry=retry_if_exception_type(ClusterUnavailable),
+            retry=retry_if_exception(self._transient),
             stop=stop_after_attempt(self.config.retries + 1),
             wait=wait_exponential(multiplier=0.2, max=5.0),
             before_sleep=_log_retry,
@@ -167,31 +213,28 @@ class NomadClient:
         result: T = await retrying(attempt, call=call)
         return result
 
-    def _request(self, api: Any, *path: str, **kwargs: Any) -> requests.Response:
-        response: requests.Response = api.request(*path, **kwargs)
-        return response
+    def _transient(self, exc: BaseException) -> bool:
+        return isinstance(exc, ClusterUnavailable) and not self._closed
 
     # -- jobs ------------------------------------------------------------------------------
 
     async def register(self, body: dict[str, Any]) -> dict[str, Any]:
         """``POST /v1/jobs`` with ``{"Job": ..., "PreserveCounts": ...}``; Nomad's reply."""
-        fn = functools.partial(self._request, self._nomad.jobs, method="post", json=body)
-        return dict((await self._call("register", fn)).json())
+        fn = functools.partial(_reply_object, self._nomad.jobs, method="post", json=body)
+        return await self._call("register", fn)
 
     async def get_job(self, job_id: str) -> dict[str, Any] | None:
         """The job (no ``{"Job":}`` wrapper), or None when Nomad has none by that id."""
-        fn = functools.partial(self._request, self._nomad.job, job_id, method="get")
+        fn = functools.partial(_reply_object, self._nomad.job, job_id, method="get")
         try:
-            return dict((await self._call("get_job", fn)).json())
+            return await self._call("get_job", fn)
         except ClusterNotFound:
             return None
 
     async def deregister(self, job_id: str, *, purge: bool = False) -> None:
         """Stop a job and its allocations (a job already gone is fine)."""
         params = {"purge": "true"} if purge else None
-        fn = functools.partial(
-            self._request, self._nomad.job, job_id, method="delete", params=params
-        )
+        fn = functools.partial(_reply_none, self._nomad.job, job_id, method="delete", params=params)
         with contextlib.suppress(ClusterNotFound):
             await self._call("deregister", fn)
 
@@ -199,31 +242,9 @@ class NomadClient:
         """``POST /v1/job/:id/scale``: set a group's Count (python-nomad has no method)."""
         body = {"Count": count, "Target": {"Group": group}, "Message": message, "Error": False}
         fn = functools.partial(
-            self._request, self._nomad.job, job_id, "scale", method="post", json=body
+            _reply_object, self._nomad.job, job_id, "scale", method="post", json=body
         )
-        return dict((await self._call("scale", fn)).json())
-
-    async def validate(self, job: dict[str, Any]) -> str:
-        """Nomad's verdict on a job body: raises ``ClusterBadRequest``, else its warnings.
-
-        ``/v1/validate/job`` answers 200 even for an invalid job; the errors are in the body.
-        """
-        fn = functools.partial(
-            self._request, self._nomad.validate, "job", method="post", json={"Job": job}
-        )
-        reply = dict((await self._call("validate", fn)).json())
-        errors = [str(e) for e in reply.get("ValidationErrors") or []]
-        if reply.get("Error") and not errors:
-            errors = [str(reply["Error"])]
-        if errors:
-            message = "; ".join(errors)
-            raise ClusterBadRequest(
-                f"nomad validate: the job is invalid: {message}",
-                service="nomad",
-                status=200,
-                message=message,
-            )
-        return str(reply.get("Warnings") or "")
+        return await self._call("scale", fn)
 
     # -- allocations -----------------------------------------------------------------------
 
@@ -243,7 +264,7 @@ class NomadClient:
             params = {"index": str(index), "wait": wait_param(seconds)}
             timeout += seconds * (1 + _JITTER)
         fn = functools.partial(
-            self._request,
+            _reply_indexed,
             self._nomad.job,
             job_id,
             "allocations",
@@ -251,25 +272,19 @@ class NomadClient:
             params=params,
             timeout=timeout,
         )
-        response = await self._call("allocations", fn)
-        try:
-            new_index = int(response.headers.get("X-Nomad-Index", "0"))
-        except ValueError:
-            new_index = 0
-        stubs = response.json()
-        return new_index, list(stubs or [])
+        return await self._call("allocations", fn, blocking=index > 0)
 
     async def allocation(self, alloc_id: str) -> dict[str, Any]:
         """One allocation in full (ports, devices, deployment health)."""
-        fn = functools.partial(self._request, self._nomad.allocation, alloc_id, method="get")
-        return dict((await self._call("allocation", fn)).json())
+        fn = functools.partial(_reply_object, self._nomad.allocation, alloc_id, method="get")
+        return await self._call("allocation", fn)
 
     async def stop_allocation(self, alloc_id: str) -> dict[str, Any]:
         """Stop one allocation; Nomad places a replacement (the Count is unchanged)."""
         fn = functools.partial(
-            self._request, self._nomad.allocation, alloc_id, "stop", method="post"
+            _reply_object, self._nomad.allocation, alloc_id, "stop", method="post"
         )
-        return dict((await self._call("stop_allocation", fn)).json())
+        return await self._call("stop_allocation", fn)
 
     async def task_log_tail(
         self, alloc_id: str, task: str, kind: str = "stderr", size: int = 16384
@@ -283,20 +298,16 @@ class NomadClient:
             "plain": "true",
         }
         fn = functools.partial(
-            self._request,
-            self._nomad.client.stream_logs,
-            alloc_id,
-            method="get",
-            params=params,
+            _reply_text, self._nomad.client.stream_logs, alloc_id, method="get", params=params
         )
-        return str((await self._call("task_log_tail", fn)).text)
+        return await self._call("task_log_tail", fn)
 
     # -- agent -----------------------------------------------------------------------------
 
     async def agent_version(self) -> str:
         """The Nomad version of the agent we talk to (``GET /v1/agent/self``)."""
-        fn = functools.partial(self._request, self._nomad.agent, "self", method="get")
-        reply = (await self._call("agent_version", fn)).json()
+        fn = functools.partial(_reply_object, self._nomad.agent, "self", method="get")
+        reply = await self._call("agent_version", fn)
         version = (reply.get("config") or {}).get("Version") or {}
         if isinstance(version, dict) and version.get("Version"):
             return str(version["Version"])
@@ -304,13 +315,14 @@ class NomadClient:
         return str(build or "")
 
     async def close(self) -> None:
-        """Stop taking calls; queued calls are cancelled, the session closed.
+        """Stop taking calls; calls still waiting for a thread fail, the session is closed.
 
-        A blocking query already in flight keeps its thread until Nomad answers (at most
-        ``blocking_wait`` plus jitter); its result is dropped.
+        A call already in flight keeps its thread until Nomad answers (a blocking query at
+        most ``blocking_wait`` plus jitter); its result is dropped.
         """
         if self._closed:
             return
         self._closed = True
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._watch_pool.shutdown(wait=False, cancel_futures=True)
         self._session.close()

@@ -6,9 +6,13 @@ import hashlib
 import re
 from dataclasses import dataclass
 
+# The runner writes FAILURE_MARK and reads TOKEN_ENV: named once, there. Importing its entry
+# module costs only argparse and yurt.logging beyond what the control plane loads anyway.
+from yurt.runner.__main__ import FAILURE_MARK
 from yurt.runner.fetch import TOKEN_ENV
 
 __all__ = [
+    "FAILURE_MARK",
     "GROUP",
     "PORT_LABEL",
     "TASK",

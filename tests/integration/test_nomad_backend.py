@@ -130,7 +130,12 @@ def registrations(nomad: NomadDouble) -> int:
 
 
 async def test_scale_up_and_down_highest_index_first(cluster: Cluster) -> None:
-    """Runners come up healthy; scaling down, blocked by a deployment, lands on index 0."""
+    """Runners come up healthy; scaling down stops the highest index, even past a deployment.
+
+    Whether the scale to 2's deployment still runs when the runner is stopped depends on the
+    machine's speed (MinHealthyTime after the second runner turns healthy): if it does, Nomad
+    refuses the lower Count and the backend retries until it lands; either way index 0 stays.
+    """
     backend = cluster.backend()
     await backend.start()
     try:
@@ -146,14 +151,16 @@ async def test_scale_up_and_down_highest_index_first(cluster: Cluster) -> None:
         assert {v.port for v in backend.runners(APP)} == {
             e.port for e in cluster.discovery.healthy(APP)
         }
-        assert backend.pick_stops(APP, ["whichever"]) == [by_index[1]]
+        assert backend.pick_stops(APP, by_index) == [by_index[1], by_index[0]]
+        assert backend.pick_stops(APP, [by_index[0]]) == []  # index 1 is busy: it blocks
         with capture_logs() as logs:
-            # The scale to 2 opened a deployment: Nomad refuses scaling until it ends.
             await backend.stop_runner(APP, by_index[1], reason="keep_alive", replace=False)
             assert backend.target(APP) == 1
             await wait_until(lambda: cluster.running() == [by_index[0]], what="index 1 stopped")
         events = [e["event"] for e in logs]
-        assert "nomad_scale_deferred" in events and "nomad_scale_landed" in events
+        if "nomad_scale_deferred" in events:  # the deployment was still running
+            assert "nomad_scale_landed" in events
+        assert "nomad_scale_failed" not in events
         assert cluster.nomad.jobs[JOB]["TaskGroups"][0]["Count"] == 1
         await wait_until(
             lambda: [e.runner_id for e in cluster.discovery.healthy(APP)] == [by_index[0]],

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
+import threading
 from typing import Any
 
 import aiohttp
 import pytest
 import requests
+from aiohttp import web
 from consul.exceptions import ACLPermissionDenied, BadRequest, ConsulException, Timeout
 from nomad.api.exceptions import (
     BadRequestNomadException,
@@ -16,11 +19,13 @@ from nomad.api.exceptions import (
     URLNotAuthorizedNomadException,
     URLNotFoundNomadException,
 )
+from structlog.testing import capture_logs
 
 from yurt.backends.base import RunnerState, StartFailure
 from yurt.backends.nomad import backend as nb
 from yurt.backends.nomad import client as nc
-from yurt.config import NomadConfig
+from yurt.backends.nomad.addr import CONSUL_PORT, NOMAD_PORT, parse_addr
+from yurt.config import ConsulConfig, NomadConfig
 from yurt.discovery import consul as dc
 from yurt.errors import (
     ClusterBadRequest,
@@ -69,7 +74,11 @@ def test_name_index(name: str, index: int) -> None:
     assert nb.name_index(name) == index
 
 
-def test_pick_stops_highest_index_first() -> None:
+def ids(*ns: int) -> list[str]:
+    return [AID.format(n) for n in ns]
+
+
+def test_stop_order_highest_index_first() -> None:
     """Nomad stops the highest name index first; terminal and stopping ones are skipped."""
     stubs = [
         stub(0),
@@ -79,9 +88,26 @@ def test_pick_stops_highest_index_first() -> None:
         stub(4, desired="stop"),
         stub(1),
     ]
-    assert nb.stops_for(stubs, 2) == [AID.format(3), AID.format(2)]
-    assert nb.stops_for(stubs, 10) == [AID.format(n) for n in (3, 2, 1, 0)]
-    assert nb.stops_for(stubs, 0) == []
+    assert nb.stop_order(stubs) == ids(3, 2, 1, 0)
+
+
+@pytest.mark.parametrize(
+    ("candidates", "leaving", "stops"),
+    [
+        ((3, 2, 1, 0), (), (3, 2, 1, 0)),
+        ((3, 2, 0), (), (3, 2)),  # 1 is busy: lowering past it would stop it
+        ((2, 1, 0), (), ()),  # the highest is busy: no lowering at all
+        ((0,), (), ()),
+        ((), (), ()),
+        ((2, 0), (3,), (2,)),  # 3 is already leaving by a lower Count: step over it
+    ],
+)
+def test_stops_for_takes_candidates_down_to_the_first_busy(
+    candidates: tuple[int, ...], leaving: tuple[int, ...], stops: tuple[int, ...]
+) -> None:
+    """From the highest index down, each candidate is taken until the first runner that is not."""
+    stubs = [stub(n) for n in range(4)]
+    assert nb.stops_for(stubs, set(ids(*candidates)), leaving=set(ids(*leaving))) == ids(*stops)
 
 
 @pytest.mark.parametrize(
@@ -159,29 +185,32 @@ def test_job_digest_ignores_counts() -> None:
 @pytest.mark.parametrize(
     ("addr", "parsed"),
     [
-        ("http://127.0.0.1:4646", ("127.0.0.1", 4646, False)),
-        ("https://nomad.example", ("nomad.example", 4646, True)),
-        ("nomad:5000", ("nomad", 5000, False)),
-        ("https://[::1]:4647/", ("::1", 4647, True)),
+        ("http://127.0.0.1:4646", ("127.0.0.1", 4646, "http")),
+        ("https://nomad.example", ("nomad.example", 4646, "https")),
+        ("nomad:5000", ("nomad", 5000, "http")),
+        ("https://[::1]:4647/", ("::1", 4647, "https")),
     ],
 )
-def test_nomad_addr(addr: str, parsed: tuple[str, int, bool]) -> None:
-    """Nomad's address splits into host, port and TLS."""
-    assert nc.parse_addr(addr) == parsed
+def test_addr(addr: str, parsed: tuple[str, int, str]) -> None:
+    """An agent's address splits into host, port (the service's default if absent), scheme."""
+    assert parse_addr(addr, service="nomad", default_port=NOMAD_PORT) == parsed
 
 
 @pytest.mark.parametrize("addr", ["ftp://x:1", "http://:80", "http://h:notaport"])
 def test_bad_addr(addr: str) -> None:
-    """An address that is no http(s) URL is a ConfigError naming it."""
-    with pytest.raises(ConfigError, match="addr"):
-        nc.parse_addr(addr)
-    with pytest.raises(ConfigError, match="addr"):
-        dc.parse_addr(addr)
+    """An address that is no http(s) URL is a ConfigError naming the service and the value."""
+    with pytest.raises(ConfigError, match=f"consul addr {re.escape(repr(addr))}"):
+        parse_addr(addr, service="consul", default_port=CONSUL_PORT)
 
 
-def test_consul_addr() -> None:
-    """Consul's address defaults to port 8500 and keeps its scheme."""
-    assert dc.parse_addr("https://consul") == ("consul", 8500, "https")
+def test_both_adapters_read_their_addr() -> None:
+    """The Nomad client and Consul discovery take their address apart the same way."""
+    client = nc.NomadClient(NomadConfig(addr="nomad.example", python=sys.executable))
+    assert client._nomad.address == "http://nomad.example:4646"
+    discovery = dc.ConsulDiscovery(ConsulConfig(addr="https://consul"), "yurt")
+    assert (discovery._host, discovery._port, discovery._scheme) == ("consul", 8500, "https")
+    with pytest.raises(ConfigError, match="nomad addr"):
+        nc.NomadClient(NomadConfig(addr="ftp://x", python=sys.executable))
 
 
 def test_wait_param() -> None:
@@ -275,7 +304,7 @@ def test_consul_durations_are_strings() -> None:
 class ScriptedClient:
     """Answers allocation queries from a script and records the indexes asked for."""
 
-    def __init__(self, replies: list[tuple[int, list[dict[str, Any]]]]) -> None:
+    def __init__(self, replies: list[tuple[int, list[dict[str, Any]]] | Exception]) -> None:
         self.replies = replies
         self.asked: list[int] = []
         self.done = asyncio.Event()
@@ -285,7 +314,10 @@ class ScriptedClient:
         if not self.replies:
             self.done.set()
             await asyncio.Event().wait()
-        return self.replies.pop(0)
+        reply = self.replies.pop(0)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
 
     async def task_log_tail(self, alloc_id: str, task: str, kind: str = "stderr") -> str:
         return "yurt-runner-failure: setup: boom\n"
@@ -294,7 +326,7 @@ class ScriptedClient:
         return stub(int(alloc_id[-1]))
 
 
-def scripted_backend(client: ScriptedClient) -> nb.NomadBackend:
+def scripted_backend(client: Any) -> nb.NomadBackend:
     config = NomadConfig(addr="http://127.0.0.1:1", python=sys.executable)
     links = lambda app_id, header: None  # noqa: E731 - never called here
     return nb.NomadBackend(config, links, client=client)  # type: ignore[arg-type]
@@ -361,3 +393,290 @@ async def test_stopped_allocation_is_no_failure() -> None:
     backend.add_failure_listener(failures.append)
     await follow(backend, client)
     assert failures == []
+
+
+async def test_watch_survives_any_error() -> None:
+    """An exception that is no ClusterError (a bug, an odd reply) is logged; the watch goes on."""
+    client = ScriptedClient([(10, []), ValueError("odd reply"), (11, [stub(1)])])
+    backend = scripted_backend(client)
+    with capture_logs() as logs:
+        app = await follow(backend, client)
+    assert client.asked == [0, 10, 10, 11]
+    assert list(app.allocs) == ids(1)
+    assert [e["error"] for e in logs if e["event"] == "nomad_watch_failed"] == ["odd reply"]
+
+
+# -- scaling: the Count asked for and the Count Nomad accepted ------------------------------
+
+
+class ScaleClient:
+    """Records scale and stop calls; each call takes the next scripted error (None: success)."""
+
+    def __init__(self, *errors: ClusterError | None) -> None:
+        self.errors = list(errors)
+        self.counts: list[int] = []
+        self.stopped: list[str] = []
+
+    def _next(self) -> None:
+        if self.errors and (error := self.errors.pop(0)) is not None:
+            raise error
+
+    async def scale(self, job_id: str, group: str, count: int, message: str) -> dict[str, Any]:
+        self.counts.append(count)
+        self._next()
+        return {}
+
+    async def stop_allocation(self, alloc_id: str) -> dict[str, Any]:
+        self.stopped.append(alloc_id)
+        self._next()
+        return {}
+
+
+def unavailable() -> ClusterUnavailable:
+    return ClusterUnavailable("nomad scale: HTTP 500: No cluster leader", service="nomad")
+
+
+def blocked() -> ClusterBadRequest:
+    text = "job scaling blocked due to active deployment"
+    return ClusterBadRequest(f"nomad scale: {text}", service="nomad", status=400, message=text)
+
+
+def refused() -> ClusterBadRequest:
+    text = "group count was greater than scaling policy maximum: 9 > 3"
+    return ClusterBadRequest(f"nomad scale: {text}", service="nomad", status=400, message=text)
+
+
+@pytest.fixture
+def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(nb, "RETRY_FIRST_S", 0.01)
+    monkeypatch.setattr(nb, "RETRY_MAX_S", 0.02)
+
+
+def scaling_backend(client: ScaleClient, count: int) -> tuple[nb.NomadBackend, nb._App]:
+    backend = scripted_backend(client)
+    app = nb._App("o/a", "yurt-o-a", target=count, accepted=count)
+    app.allocs = {AID.format(n): stub(n) for n in range(count)}
+    backend._apps["o/a"] = app
+    return backend, app
+
+
+async def settle(backend: nb.NomadBackend, app: nb._App) -> None:
+    if app.scaler is not None:
+        await asyncio.wait_for(app.scaler, 10)
+
+
+@pytest.mark.usefixtures("fast_retries")
+@pytest.mark.parametrize("error", [unavailable, blocked], ids=["unavailable", "blocked"])
+async def test_scale_refused_for_now_is_retried_until_it_lands(error: Any) -> None:
+    """A scale Nomad refuses for now (no leader, a deployment) returns, and lands later."""
+    client = ScaleClient(error(), error(), None)
+    backend, app = scaling_backend(client, 0)
+    await backend.set_target("o/a", 1)  # raises nothing
+    assert backend.target("o/a") == 1
+    assert app.accepted == 0
+    await settle(backend, app)
+    assert client.counts == [1, 1, 1]
+    assert app.accepted == 1
+
+
+@pytest.mark.usefixtures("fast_retries")
+async def test_retry_sends_the_latest_target() -> None:
+    """A target changed while a retry is pending is the one that lands."""
+    client = ScaleClient(unavailable(), None, None)
+    backend, app = scaling_backend(client, 0)
+    await backend.set_target("o/a", 1)
+    await backend.set_target("o/a", 3)  # the retry in flight takes it
+    await settle(backend, app)
+    assert client.counts == [1, 3]
+    assert (backend.target("o/a"), app.accepted) == (3, 3)
+
+
+async def test_scale_refused_for_good_keeps_the_accepted_count() -> None:
+    """A scale Nomad refuses outright raises, and the target goes back to Nomad's Count."""
+    client = ScaleClient(refused())
+    backend, _ = scaling_backend(client, 2)
+    with pytest.raises(ClusterBadRequest, match="maximum"):
+        await backend.set_target("o/a", 9)
+    assert backend.target("o/a") == 2  # so that the scheduler asks again
+
+
+@pytest.mark.usefixtures("fast_retries")
+async def test_retry_refused_for_good_gives_the_runner_back() -> None:
+    """A lowering that later fails for good restores the target and the runner's state."""
+    client = ScaleClient(unavailable(), refused())
+    backend, app = scaling_backend(client, 2)
+    with capture_logs() as logs:
+        await backend.stop_runner("o/a", AID.format(1), reason="keep_alive", replace=False)
+        assert backend.target("o/a") == 1
+        assert AID.format(1) in app.stopping
+        await settle(backend, app)
+    assert backend.target("o/a") == 2
+    assert app.stopping == set() and app.lowering == set()
+    assert "nomad_scale_failed" in [e["event"] for e in logs]
+
+
+async def test_failed_lowering_raises_and_leaves_the_runner_running() -> None:
+    """stop_runner(replace=False) refused for good raises; the runner is not draining."""
+    client = ScaleClient(refused())
+    backend, app = scaling_backend(client, 2)
+    with pytest.raises(ClusterBadRequest):
+        await backend.stop_runner("o/a", AID.format(1), reason="keep_alive", replace=False)
+    assert backend.target("o/a") == 2
+    assert app.stopping == set()
+    states = {v.runner_id: v.state for v in backend.runners("o/a")}
+    assert states[AID.format(1)] != RunnerState.DRAINING
+
+
+@pytest.mark.usefixtures("fast_retries")
+async def test_lowering_retried_keeps_the_runner_stopping() -> None:
+    """stop_runner(replace=False) during a leader election drains the runner and lands later."""
+    client = ScaleClient(unavailable(), None)
+    backend, app = scaling_backend(client, 2)
+    await backend.stop_runner("o/a", AID.format(1), reason="keep_alive", replace=False)
+    assert AID.format(1) in app.stopping
+    await settle(backend, app)
+    assert client.counts == [1, 1]
+    assert app.accepted == 1 and app.lowering == set()
+    assert AID.format(1) in app.stopping  # until Nomad lists it stopped
+
+
+async def test_failed_stop_allocation_leaves_the_runner_running() -> None:
+    """stop_runner(replace=True) that Nomad refuses raises; the runner is not draining."""
+    client = ScaleClient(unavailable())
+    backend, app = scaling_backend(client, 1)
+    with pytest.raises(ClusterUnavailable):
+        await backend.stop_runner("o/a", AID.format(0), reason="503", replace=True)
+    assert app.stopping == set()
+    assert client.stopped == ids(0)
+    assert backend.target("o/a") == 1
+
+
+def test_pick_stops_never_names_a_busy_runner() -> None:
+    """pick_stops stops at the first live runner, from the highest index, not a candidate."""
+    backend, app = scaling_backend(ScaleClient(), 4)
+    assert backend.pick_stops("o/a", ids(0, 2, 3)) == ids(3, 2)  # 1 is busy
+    assert backend.pick_stops("o/a", ids(0, 1, 2)) == []  # 3 is busy
+    assert backend.pick_stops("p/q", ids(0)) == []
+    app.stopping = set(ids(3))  # a lower Count is already stopping it
+    assert backend.pick_stops("o/a", ids(2)) == ids(2)
+    app.replacing = set(ids(3))  # stopped for a replacement, which takes index 3
+    assert backend.pick_stops("o/a", ids(2)) == []
+
+
+async def test_stops_in_pick_order_are_each_the_highest() -> None:
+    """Stopping pick_stops' answer in order lowers the Count past each one, no warning."""
+    client = ScaleClient()
+    backend, _ = scaling_backend(client, 4)
+    picked = backend.pick_stops("o/a", ids(1, 2, 3))
+    with capture_logs() as logs:
+        for runner_id in picked:
+            await backend.stop_runner("o/a", runner_id, reason="keep_alive", replace=False)
+    assert client.counts == [3, 2, 1]
+    assert "nomad_stop_not_highest" not in [e["event"] for e in logs]
+
+
+# -- the client against a small HTTP server ------------------------------------------------
+
+
+class FakeNomad:
+    """An HTTP server answering a few Nomad paths: HTML, JSON, or a reply held back."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.held = asyncio.Event()
+        self.runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def __aenter__(self) -> FakeNomad:
+        app = web.Application()
+        app.router.add_get("/v1/agent/self", self.agent)
+        app.router.add_post("/v1/job/{id}/scale", self.maintenance)
+        app.router.add_get("/v1/job/{id}/allocations", self.allocations)
+        self.runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", 0).start()
+        self.url = f"http://127.0.0.1:{self.runner.addresses[0][1]}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.release.set()
+        assert self.runner is not None
+        await self.runner.cleanup()
+
+    async def agent(self, request: web.Request) -> web.Response:
+        return web.json_response({"config": {"Version": {"Version": "1.9.0"}}})
+
+    async def maintenance(self, request: web.Request) -> web.Response:
+        return web.Response(text="<html><body>Down for maintenance</body></html>")
+
+    async def allocations(self, request: web.Request) -> web.Response:
+        if request.query.get("index", "0") != "0":
+            self.held.set()
+            await self.release.wait()
+        return web.json_response([], headers={"X-Nomad-Index": "7"})
+
+
+def client_for(url: str, **extra: Any) -> nc.NomadClient:
+    config = NomadConfig(addr=url, python=sys.executable, retries=0, blocking_wait=30.0)
+    return nc.NomadClient(config, **extra)
+
+
+async def test_html_reply_is_a_cluster_error() -> None:
+    """A 200 whose body is not JSON (a proxy's page) is ClusterUnavailable naming the body."""
+    async with FakeNomad() as server:
+        client = client_for(server.url)
+        try:
+            with pytest.raises(ClusterUnavailable, match=r"not JSON.*maintenance"):
+                await client.scale("j", "runner", 1, "m")
+        finally:
+            await client.close()
+
+
+async def test_blocking_query_does_not_hold_up_short_calls() -> None:
+    """With every short-call thread taken, a blocking query still runs, and calls pass it."""
+    async with FakeNomad() as server:
+        client = client_for(server.url, max_workers=1)
+        try:
+            watch = asyncio.create_task(client.allocations("j", index=5))
+            await asyncio.wait_for(server.held.wait(), 10)
+            assert await asyncio.wait_for(client.agent_version(), 10) == "1.9.0"
+            assert not watch.done()
+            server.release.set()
+            assert await asyncio.wait_for(watch, 10) == (7, [])
+        finally:
+            await client.close()
+
+
+async def test_foreign_runtime_error_is_not_unavailable() -> None:
+    """A RuntimeError from inside python-nomad is a plain ClusterError, not retried."""
+    client = client_for("http://127.0.0.1:1")
+    calls: list[int] = []
+
+    def broken() -> None:
+        calls.append(1)
+        raise RuntimeError("python-nomad bug")
+
+    try:
+        with pytest.raises(ClusterError) as info:
+            await client._call("scale", broken)
+        assert type(info.value) is ClusterError
+        assert calls == [1]
+    finally:
+        await client.close()
+
+
+async def test_closed_client_cancels_waiting_calls() -> None:
+    """close() fails a call still waiting for a thread with ClusterUnavailable, at once."""
+    client = client_for("http://127.0.0.1:1", max_workers=1)
+    release = threading.Event()
+    first = asyncio.create_task(client._call("first", lambda: release.wait(30)))
+    await asyncio.sleep(0.05)
+    second = asyncio.create_task(client._call("second", lambda: "ran"))
+    await asyncio.sleep(0.05)
+    await client.close()
+    with pytest.raises(ClusterUnavailable, match="closed"):
+        await asyncio.wait_for(second, 5)
+    release.set()
+    assert await asyncio.wait_for(first, 5) is True
+    with pytest.raises(ClusterUnavailable, match="closed"):
+        await client.agent_version()

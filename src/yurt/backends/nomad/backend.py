@@ -1,20 +1,22 @@
 """The cluster backend: each app is a Nomad service job, each runner one of its allocations.
 
-The group's Count is the target; ``POST /v1/job/:id/scale`` changes it. Nomad picks which
-allocation goes when the Count drops (the highest name index), so ``pick_stops`` names those.
-One blocking query loop per app follows its allocations; from them come ``runners()`` and the
-start failures. Healthy runners are found through Consul (``ConsulDiscovery``), not here.
+The group's Count is the target; ``POST /v1/job/:id/scale`` changes it. The count asked for
+and the count Nomad last accepted are kept apart: a scale that Nomad refuses for a while (a
+deployment in progress, a leader election) is retried in the background until it lands. Nomad
+picks which allocation goes when the Count drops (the highest name index), so ``pick_stops``
+lowers it only past runners the scheduler may stop. One blocking query loop per app follows its
+allocations; from them come ``runners()`` and the start failures. Healthy runners are found
+through Consul (``ConsulDiscovery``), not here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -24,7 +26,7 @@ import structlog
 from yurt.backends.base import FailureListener, RunnerState, RunnerView, StartFailure
 from yurt.backends.nomad.client import NomadClient
 from yurt.backends.nomad.jobspec import build_job, register_body
-from yurt.backends.nomad.naming import GROUP, PORT_LABEL, TASK, PayloadRef, job_id
+from yurt.backends.nomad.naming import FAILURE_MARK, GROUP, PORT_LABEL, TASK, PayloadRef, job_id
 from yurt.config import NomadConfig
 from yurt.errors import ClusterBadRequest, ClusterError, ClusterNotFound, ClusterUnavailable
 from yurt.packaging import PayloadHeader, read_header
@@ -32,11 +34,11 @@ from yurt.spec import AppSpec
 
 log = structlog.get_logger("yurt.nomad")
 
-FAILURE_MARK = "yurt-runner-failure:"  # written by yurt.runner as its last stderr line
 META_DIGEST = "yurt_job_digest"  # the job body's digest: an unchanged app is not re-registered
 TERMINAL = frozenset({"complete", "failed", "lost"})
 _NAME_INDEX = re.compile(r"\[(\d+)\]$")
 _BLOCKED = "active deployment"  # Nomad: "job scaling blocked due to active deployment"
+RETRY_FIRST_S, RETRY_MAX_S = 0.5, 5.0  # backoff of a scale Nomad refuses for a while
 
 
 class HealthHistory(Protocol):
@@ -121,15 +123,34 @@ def view_of(
     )
 
 
-def stops_for(stubs: Sequence[dict[str, Any]], count: int) -> list[str]:
-    """The live allocations Nomad stops first when the Count drops by ``count``.
+def stop_order(stubs: Iterable[dict[str, Any]]) -> list[str]:
+    """The live allocations in the order Nomad stops them as the Count drops.
 
     Nomad's reconciler (``computeStop`` -> ``nameIndex.Highest``) stops the highest name
     indexes; among equal indexes the newest goes first here.
     """
     live = [s for s in stubs if is_live(s)]
     live.sort(key=lambda s: (name_index(str(s.get("Name"))), s.get("CreateIndex") or 0))
-    return [str(s["ID"]) for s in reversed(live)][: max(0, count)]
+    return [str(s["ID"]) for s in reversed(live)]
+
+
+def stops_for(
+    stubs: Iterable[dict[str, Any]], candidates: Collection[str], *, leaving: Collection[str] = ()
+) -> list[str]:
+    """The runners a lower Count stops, highest name index first, all of them in ``candidates``.
+
+    Walks down from the highest index and ends at the first runner that is not a candidate:
+    lowering the Count past it would stop it instead. ``leaving`` runners (a lower Count is
+    already stopping them) are stepped over.
+    """
+    out: list[str] = []
+    for runner_id in stop_order(stubs):
+        if runner_id in leaving:
+            continue
+        if runner_id not in candidates:
+            break
+        out.append(runner_id)
+    return out
 
 
 def read_failure(text: str) -> tuple[str, str] | None:
@@ -176,12 +197,15 @@ def job_digest(job: dict[str, Any]) -> str:
 class _App:
     app_id: str
     job_id: str
-    target: int
+    target: int  # the Count asked for
+    accepted: int = 0  # the Count Nomad last accepted
     digest: str = ""
     allocs: dict[str, dict[str, Any]] = field(default_factory=dict)
     synced: bool = False  # the first allocation list has been read
     reported: set[tuple[str, int]] = field(default_factory=set)
-    stopping: set[str] = field(default_factory=set)
+    stopping: set[str] = field(default_factory=set)  # told to stop, either way
+    replacing: set[str] = field(default_factory=set)  # stopped one by one: Nomad replaces them
+    lowering: set[str] = field(default_factory=set)  # stopping by a Count not yet accepted
     ports: dict[str, tuple[str, int]] = field(default_factory=dict)  # from full allocations
     failures: int = 0
     last_failure: str = ""
@@ -254,7 +278,8 @@ class NomadBackend:
             existing = await self.client.get_job(name)
             if existing is not None and not existing.get("Stop"):
                 # Adopt the Count of a job a previous server left running.
-                app.target = min(_count(existing), spec.max_concurrency)
+                app.accepted = _count(existing)
+                app.target = min(app.accepted, spec.max_concurrency)
                 app.digest = str((existing.get("Meta") or {}).get(META_DIGEST) or "")
                 log.info("nomad_job_adopted", app=app_id, job=name, count=app.target)
         async with app.lock:
@@ -278,7 +303,12 @@ class NomadBackend:
             app.watch = asyncio.create_task(self._follow(app))
 
     async def set_target(self, app_id: str, count: int) -> None:
-        """Set the group's Count; while a deployment blocks it, keep retrying in the background."""
+        """Ask Nomad for ``count`` runners.
+
+        While Nomad refuses for a while (a deployment in progress, no leader) the call returns
+        and a background task retries until the Count lands. Any other refusal raises, and the
+        target goes back to the Count Nomad last accepted, so that the scheduler asks again.
+        """
         app = self._apps[app_id]
         if count != app.target:
             log.info("target_changed", app=app_id, old=app.target, new=count)
@@ -286,36 +316,54 @@ class NomadBackend:
         await self._scale(app)
 
     def target(self, app_id: str) -> int:
-        """The runner count last asked for."""
+        """The runner count last asked for (Nomad has it, or is being asked until it does)."""
         return self._apps[app_id].target
 
     async def stop_runner(self, app_id: str, runner_id: str, *, reason: str, replace: bool) -> None:
         """Stop one allocation (Nomad replaces it), or lower the Count by one (no replacement).
 
-        Lowering the Count stops the highest name index, which ``pick_stops`` named.
+        Lowering the Count stops the highest name index: call it for the runners ``pick_stops``
+        returned, in that order. A call that fails for good raises and the runner is no longer
+        counted as stopping.
         """
         app = self._apps.get(app_id)
         stub = app.allocs.get(runner_id) if app else None
         if app is None or stub is None or not is_live(stub) or runner_id in app.stopping:
             return
-        app.stopping.add(runner_id)
         log.info("runner_terminating", app=app_id, runner=runner_id, reason=reason, replace=replace)
         if replace:
-            with contextlib.suppress(ClusterNotFound):
+            app.stopping.add(runner_id)
+            app.replacing.add(runner_id)
+            try:
                 await self.client.stop_allocation(runner_id)
+            except ClusterNotFound:
+                pass  # already gone
+            except BaseException:
+                app.stopping.discard(runner_id)
+                app.replacing.discard(runner_id)
+                raise
             return
-        if runner_id not in stops_for(list(app.allocs.values()), 1):
+        if runner_id not in stops_for(app.allocs.values(), {runner_id}, leaving=_leaving(app)):
             log.warning("nomad_stop_not_highest", app=app_id, runner=runner_id)
+        app.stopping.add(runner_id)
+        app.lowering.add(runner_id)
         app.target = max(0, app.target - 1)
         await self._scale(app)
 
-    def pick_stops(self, app_id: str, idle: Sequence[str]) -> list[str]:
-        """The live allocations with the highest name index, as many as ``idle`` holds."""
+    def pick_stops(self, app_id: str, candidates: Sequence[str]) -> list[str]:
+        """Which of ``candidates`` (runners the scheduler may stop) to stop, in order.
+
+        Nomad lowers the Count by stopping the highest name index, so this walks the live
+        allocations from the highest index down and takes each that is a candidate, up to the
+        first that is not: a busy high-index runner blocks any lowering. Runners a lower Count
+        is already stopping are stepped over; one stopped for a replacement blocks, since the
+        replacement takes its index. Call ``stop_runner(replace=False)`` for each, in the order
+        returned.
+        """
         app = self._apps.get(app_id)
         if app is None:
             return []
-        stubs = [s for s in app.allocs.values() if s.get("ID") not in app.stopping]
-        return stops_for(stubs, len(idle))
+        return stops_for(app.allocs.values(), set(candidates), leaving=_leaving(app))
 
     def runners(self, app_id: str) -> list[RunnerView]:
         """Non-terminal allocations, plus one CRASH_BACKOFF entry while starts keep failing."""
@@ -362,40 +410,61 @@ class NomadBackend:
     async def _scale(self, app: _App) -> None:
         if app.scaler is not None and not app.scaler.done():
             return  # the retry in flight sends the latest target
-        count = app.target
-        try:
-            await self.client.scale(app.job_id, GROUP, count, f"yurt: target {count}")
-        except ClusterBadRequest as exc:
-            if _BLOCKED not in exc.message.lower():
-                raise
-            log.info("nomad_scale_deferred", app=app.app_id, count=count, reason=exc.message)
-            app.scaler = asyncio.create_task(self._scale_later(app))
-            return
-        if app.target != count:  # changed while the call was out
-            await self._scale(app)
-
-    async def _scale_later(self, app: _App) -> None:
-        delay, tries = 0.5, 0
         while True:
-            await asyncio.sleep(delay)
-            delay, tries = min(delay * 2, 5.0), tries + 1
-            count = app.target
+            count, covered = app.target, set(app.lowering)
             try:
                 await self.client.scale(app.job_id, GROUP, count, f"yurt: target {count}")
-            except ClusterBadRequest as exc:
-                if _BLOCKED in exc.message.lower():
-                    continue
-                log.error("nomad_scale_failed", app=app.app_id, count=count, error=str(exc))
-                return
-            except ClusterUnavailable as exc:
-                log.warning("nomad_scale_retry", app=app.app_id, count=count, error=str(exc))
-                continue
             except ClusterError as exc:
-                log.error("nomad_scale_failed", app=app.app_id, count=count, error=str(exc))
+                if not _passing(exc):
+                    self._scale_failed(app, count, exc)
+                    raise
+                log.info("nomad_scale_deferred", app=app.app_id, count=count, reason=str(exc))
+                app.scaler = asyncio.create_task(self._scale_later(app))
                 return
+            self._scale_accepted(app, count, covered)
+            if app.target == count:  # else it changed while the call was out
+                return
+
+    async def _scale_later(self, app: _App) -> None:
+        delay, tries = RETRY_FIRST_S, 0
+        while True:
+            await asyncio.sleep(delay)
+            delay, tries = min(delay * 2, RETRY_MAX_S), tries + 1
+            count, covered = app.target, set(app.lowering)
+            try:
+                await self.client.scale(app.job_id, GROUP, count, f"yurt: target {count}")
+            except ClusterError as exc:
+                if _passing(exc):
+                    level = log.warning if isinstance(exc, ClusterUnavailable) else log.info
+                    level("nomad_scale_retry", app=app.app_id, count=count, error=str(exc))
+                    continue
+                self._scale_failed(app, count, exc)
+                return
+            self._scale_accepted(app, count, covered)
             if app.target == count:
                 log.info("nomad_scale_landed", app=app.app_id, count=count, tries=tries)
                 return
+            delay = RETRY_FIRST_S  # a newer target: send it soon
+
+    @staticmethod
+    def _scale_accepted(app: _App, count: int, covered: set[str]) -> None:
+        app.accepted = count
+        app.lowering -= covered
+
+    @staticmethod
+    def _scale_failed(app: _App, count: int, exc: ClusterError) -> None:
+        """Nomad refused the Count for good: go back to the one it has, so it is asked again."""
+        log.error(
+            "nomad_scale_failed",
+            app=app.app_id,
+            count=count,
+            kept=app.accepted,
+            error=str(exc),
+            runners_kept=sorted(app.lowering) or None,
+        )
+        app.target = app.accepted
+        app.stopping -= app.lowering
+        app.lowering.clear()
 
     # -- following allocations -------------------------------------------------------------
 
@@ -406,8 +475,14 @@ class NomadBackend:
                 new_index, stubs = await self.client.allocations(app.job_id, index=index)
             except asyncio.CancelledError:
                 raise
-            except ClusterError as exc:
-                log.warning("nomad_watch_failed", app=app.app_id, error=str(exc), retry_s=backoff)
+            except Exception as exc:  # the watch must outlive any one bad reply
+                log.warning(
+                    "nomad_watch_failed",
+                    app=app.app_id,
+                    error=str(exc) or repr(exc),
+                    retry_s=backoff,
+                    exc_info=not isinstance(exc, ClusterError),
+                )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
                 continue
@@ -425,6 +500,8 @@ class NomadBackend:
     def _observe(self, app: _App, stubs: list[dict[str, Any]]) -> None:
         app.allocs = {str(s["ID"]): s for s in stubs}
         app.stopping &= app.allocs.keys()
+        app.replacing &= app.allocs.keys()
+        app.lowering &= app.allocs.keys()
         app.reported = {k for k in app.reported if k[0] in app.allocs}
         app.ports = {k: v for k, v in app.ports.items() if k in app.allocs}
         for rid, stub in app.allocs.items():
@@ -502,6 +579,18 @@ class NomadBackend:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
         self._chores.add(task)
         task.add_done_callback(self._chores.discard)
+
+
+def _leaving(app: _App) -> set[str]:
+    """Runners a lower Count stops (asked for, or already accepted), still listed live."""
+    return app.stopping - app.replacing
+
+
+def _passing(exc: ClusterError) -> bool:
+    """Whether Nomad refused a scale only for now: a deployment runs, or Nomad is unreachable."""
+    if isinstance(exc, ClusterUnavailable):
+        return True
+    return isinstance(exc, ClusterBadRequest) and _BLOCKED in exc.message.lower()
 
 
 def _count(job: dict[str, Any]) -> int:

@@ -52,10 +52,14 @@ async def test_jobspec_of_the_gpu_example() -> None:
         assert validator.problems(body) == []
     (device,) = body["Job"]["TaskGroups"][0]["Tasks"][0]["Resources"]["Devices"]
     assert (device["Name"], device["Count"]) == ("nvidia/gpu", 2)
-    (constraint,) = device["Constraints"]
-    assert constraint["LTarget"] == "${device.model}" and constraint["Operand"] == "regexp"
-    assert re.search(constraint["RTarget"], "NVIDIA H100 80GB HBM3")
-    assert not re.search(constraint["RTarget"], "NVIDIA H200")
+    model, memory = device["Constraints"]
+    assert model["LTarget"] == "${device.model}" and model["Operand"] == "regexp"
+    assert re.search(model["RTarget"], "NVIDIA H100 80GB HBM3")
+    assert not re.search(model["RTarget"], "NVIDIA H200")
+    # An H100 80GB reports 81559 MiB, under 80 GiB: the floor must let it through.
+    assert memory["LTarget"] == "${device.attr.memory}" and memory["Operand"] == ">="
+    amount, unit = memory["RTarget"].split()
+    assert unit == "MiB" and int(amount) <= 81559
 
 
 async def test_run_on_nomad_removes_its_job_on_exit(tmp_path: Path) -> None:

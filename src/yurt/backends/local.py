@@ -39,11 +39,11 @@ from yurt.backends.health import HttpHealthChecker
 from yurt.config import LocalBackendConfig
 from yurt.discovery.local import LocalRegistry
 from yurt.machines import with_overrides
+from yurt.runner.__main__ import FAILURE_MARK  # the runner's last stderr line on failure
 from yurt.spec import AppSpec
 
 log = structlog.get_logger("yurt.local")
 
-FAILURE_MARK = "yurt-runner-failure:"  # written by yurt.runner as its last stderr line
 LIVE = (RunnerState.PENDING, RunnerState.SETUP, RunnerState.IDLE, RunnerState.RUNNING)
 
 

@@ -66,6 +66,7 @@ class AppRoute:
         self.paths = spec.paths
         self.capacity = spec.max_multiplexing
         self.slots: dict[str, Slot] = {}
+        self.retired: set[str] = set()  # runner ids kept out of routing while still listed
         self._waiters: collections.deque[tuple[float, asyncio.Future[Slot]]] = collections.deque()
         self._on_demand = on_demand
         self._clock = clock
@@ -166,23 +167,33 @@ class AppRoute:
         """Match the slots to the healthy set; returns the slots that left (to be closed)."""
         now = self._clock()
         seen = {e.runner_id: e for e in endpoints}
+        self.retired &= seen.keys()  # gone from discovery: nothing left to keep out
         gone = [s for rid, s in self.slots.items() if rid not in seen or seen[rid] != s.endpoint]
         for slot in gone:
             slot.retired = True
             del self.slots[slot.runner_id]
         for rid, endpoint in seen.items():
-            if rid not in self.slots:
+            if rid not in self.slots and rid not in self.retired:
                 self.slots[rid] = Slot(endpoint, now)
         for slot in list(self.slots.values()):
             self._hand_over(slot)
         return gone
 
     def retire(self, runner_id: str) -> Slot | None:
-        """Route nothing more to this runner; returns its slot if it was routable."""
+        """Route nothing more to this runner; returns its slot if it was routable.
+
+        It stays out of routing while discovery still lists it healthy (a runner being
+        stopped on a cluster passes its checks until its service is deregistered).
+        """
+        self.retired.add(runner_id)
         slot = self.slots.pop(runner_id, None)
         if slot is not None:
             slot.retired = True
         return slot
+
+    def reinstate(self, runner_id: str) -> None:
+        """Let a retired runner back in at the next ``update`` (its stop did not happen)."""
+        self.retired.discard(runner_id)
 
     def fail_waiters(self, error: RequestError) -> int:
         """Fail every waiting request with ``error`` (their runner could not start)."""

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from aiohttp import web
 
-from yurt.backends.base import Backend, Discovery, StartFailure
+from yurt.backends.base import Backend, Discovery, RunnerEndpoint, StartFailure
 from yurt.config import RouterConfig
 from yurt.errors import ConfigError, RequestError
 from yurt.router.dispatch import AppRoute, NoSlotInTime, Slot
@@ -216,15 +216,24 @@ class Router:
 
     # -- following discovery ---------------------------------------------------------------
 
+    def reinstate(self, app_id: str, runner_id: str) -> None:
+        """Route to a retired runner again, if discovery still lists it (its stop failed)."""
+        route = self.routes[app_id]
+        route.reinstate(runner_id)
+        self._apply(route, self.discovery.healthy(app_id))
+
     async def _follow(self, route: AppRoute) -> None:
         async for endpoints in self.discovery.watch(route.app_id):
-            known = set(route.slots)
-            for slot in route.update(endpoints):
-                self._close_when_idle(slot)
-            if route.slots and self.queue is not None:
-                self.queue.runner_up(route.app_id)
-            for runner_id in route.slots.keys() - known:
-                self._background(self._learn_hints(route.slots[runner_id]))
+            self._apply(route, endpoints)
+
+    def _apply(self, route: AppRoute, endpoints: list[RunnerEndpoint]) -> None:
+        known = set(route.slots)
+        for slot in route.update(endpoints):
+            self._close_when_idle(slot)
+        if route.slots and self.queue is not None:
+            self.queue.runner_up(route.app_id)
+        for runner_id in route.slots.keys() - known:
+            self._background(self._learn_hints(route.slots[runner_id]))
 
     async def _learn_hints(self, slot: Slot) -> None:
         # Responses carry x-yurt-runner-hints afterwards; this covers a runner's first request.

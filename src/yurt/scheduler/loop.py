@@ -28,6 +28,9 @@ class LoadSource(Protocol):
     def retire(self, app_id: str, runner_id: str) -> None:
         """Send no new request to this runner."""
 
+    def reinstate(self, app_id: str, runner_id: str) -> None:
+        """Route to a retired runner again (it was not stopped after all)."""
+
 
 class Scheduler:
     """Keeps each app's runner count where the policy says; carries out terminations."""
@@ -127,7 +130,7 @@ class Scheduler:
         assert self.source is not None
         for runner_id in stops:
             self.source.retire(app_id, runner_id)
-        for runner_id in stops:
+        for n, runner_id in enumerate(stops):
             reason = "keep_alive" if runner_id in decision.stop else "not_needed"
             log.info(
                 "runner_idle_stop",
@@ -136,7 +139,13 @@ class Scheduler:
                 reason=reason,
                 keep_alive=spec.keep_alive,
             )
-            await self.backend.stop_runner(app_id, runner_id, reason=reason, replace=False)
+            try:
+                await self.backend.stop_runner(app_id, runner_id, reason=reason, replace=False)
+            except Exception:
+                # Not stopped after all (the cluster refused): it and those after it serve on.
+                for kept in stops[n:]:
+                    self.source.reinstate(app_id, kept)
+                raise
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)

@@ -340,3 +340,24 @@ def test_route_exposes_paths_and_capacity() -> None:
     """The route knows the app's endpoint paths and its per-runner capacity."""
     h: Any = Harness(max_multiplexing=3)
     assert (h.route.paths, h.route.capacity) == (frozenset({"/"}), 3)
+
+
+def test_retired_runner_stays_out_while_discovery_still_lists_it() -> None:
+    """A retired runner is not routed again by the next update, only after it left discovery."""
+    h = Harness(runners=("a", "b"))
+    h.route.retire("a")
+    h.route.update([ep("a"), ep("b"), ep("c")])  # another runner came up; "a" still passes
+    assert sorted(h.route.slots) == ["b", "c"]
+    h.route.update([ep("b"), ep("c")])  # "a" deregistered: nothing left to keep out
+    assert h.route.retired == set()
+
+
+def test_reinstated_runner_comes_back() -> None:
+    """A runner whose stop did not happen is routed to again at the next update."""
+    h = Harness(runners=("a",))
+    h.route.retire("a")
+    h.route.update([ep("a")])
+    assert h.route.slots == {}
+    h.route.reinstate("a")
+    h.route.update([ep("a")])
+    assert list(h.route.slots) == ["a"]

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import pytest
 from pydantic import BaseModel
 
 import yurt
 from yurt.backends.base import RunnerState, RunnerView
 from yurt.config import SchedulerConfig
+from yurt.errors import DeployError
 from yurt.scheduler.loop import Scheduler
 from yurt.scheduler.policy import AppLoad, RunnerLoad
 from yurt.spec import build_spec
@@ -35,6 +37,7 @@ class HighestFirst:
         self.order = runners  # name index order: the last is the highest
         self._target = target
         self.calls: list[tuple[str, object]] = []
+        self.refuse = False
 
     def target(self, app_id: str) -> int:
         return self._target
@@ -55,6 +58,8 @@ class HighestFirst:
         return picks
 
     async def stop_runner(self, app_id: str, runner_id: str, *, reason: str, replace: bool) -> None:
+        if self.refuse:
+            raise DeployError("the cluster refused")
         self.calls.append(("stop", runner_id))
         self.order.remove(runner_id)
         self._target -= 1
@@ -73,6 +78,9 @@ class Load:
 
     def retire(self, app_id: str, runner_id: str) -> None:
         self.retired.append(runner_id)
+
+    def reinstate(self, app_id: str, runner_id: str) -> None:
+        self.retired.remove(runner_id)
 
 
 def scheduler(backend: HighestFirst, load: AppLoad, now: float) -> tuple[Scheduler, Load]:
@@ -109,3 +117,14 @@ async def test_unplaced_runners_are_dropped_before_any_stop() -> None:
     s, source = scheduler(backend, load, now=100.0)
     await s.reconcile(APP, SPEC)
     assert backend.calls == [("set_target", 1)] and source.retired == []
+
+
+async def test_a_stop_the_cluster_refuses_puts_the_runner_back_in_routing() -> None:
+    """Retired, then the stop fails: the runner is routed to again, and the error surfaces."""
+    backend = HighestFirst(["r0", "r1"], target=2)
+    backend.refuse = True
+    load = AppLoad(runners=(RunnerLoad("r0", 1, None), RunnerLoad("r1", 0, 0.0)))
+    s, source = scheduler(backend, load, now=100.0)
+    with pytest.raises(DeployError):
+        await s.reconcile(APP, SPEC)
+    assert source.retired == [] and backend.target(APP) == 2

@@ -138,13 +138,6 @@ class QueueConfig(_Frozen):
     webhooks: WebhookConfig = WebhookConfig()
 
 
-class MachineResources(_Frozen):
-    """What a runner of one machine type reserves on its node (overrides the catalog)."""
-
-    cpu_mhz: int = Field(ge=1, description="Nomad's Resources.CPU, in MHz")
-    memory_mb: int = Field(ge=1, description="Nomad's Resources.MemoryMB")
-
-
 class NomadConfig(_Frozen):
     """Where and how runners are placed on a Nomad cluster."""
 
@@ -174,9 +167,6 @@ class NomadConfig(_Frozen):
     check_timeout: float = Field(default=2.0, ge=1, description="seconds one check may take")
     restart_delay: float = Field(
         default=15.0, ge=0, description="seconds before Nomad restarts a runner that exited"
-    )
-    resources: dict[str, MachineResources] = Field(
-        default_factory=dict, description="per machine type, overriding the catalog's defaults"
     )
 
 

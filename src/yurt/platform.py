@@ -88,7 +88,12 @@ class Platform:
         from yurt.discovery.consul import ConsulDiscovery
 
         self.consul = ConsulDiscovery(self.config.consul, self.config.nomad.job_prefix)
-        self.nomad = NomadBackend(self.config.nomad, self.payload_ref, history=self.consul)
+        self.nomad = NomadBackend(
+            self.config.nomad,
+            self.payload_ref,
+            history=self.consul,
+            machines=self.config.machine_overrides(),
+        )
         self.backend, self.discovery = self.nomad, self.consul
 
     @property

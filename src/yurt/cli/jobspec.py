@@ -60,7 +60,14 @@ def handle(args: argparse.Namespace) -> int:
             revision=header.revision,
         )
         owner = args.owner or config.router.owner
-        job = build_job(f"{owner}/{spec.app_name}", spec, ref, config.nomad, count=args.count)
+        job = build_job(
+            f"{owner}/{spec.app_name}",
+            spec,
+            ref,
+            config.nomad,
+            count=args.count,
+            machines=config.machine_overrides(),
+        )
     except YurtError as exc:
         print(f"yurt jobspec: {exc}", file=sys.stderr)
         return 1

@@ -30,10 +30,10 @@ from yurt.backends.nomad.jobspec import (
     timings,
 )
 from yurt.backends.nomad.naming import TOKEN_ENV, PayloadRef
-from yurt.config import MachineResources, NomadConfig
+from yurt.config import NomadConfig
 from yurt.errors import AppDefinitionError, ConfigError, DeployError
 from yurt.loader import load_app
-from yurt.machines import CATALOG
+from yurt.machines import CATALOG, with_overrides
 from yurt.spec import AppSpec, build_spec
 
 REPO = Path(__file__).resolve().parents[3]
@@ -299,7 +299,7 @@ def test_gpu_example_asks_for_two_h100s() -> None:
 def test_type_list_becomes_one_alternation_and_largest_resources() -> None:
     """A two-type list gives one regexp alternation and the larger CPU/memory of the two."""
     spec = build_spec(GpuPair)
-    (device,) = resources(spec, CONFIG)["Devices"]
+    (device,) = resources(spec)["Devices"]
     alternation = f"{pattern('GPU-H100')}|{pattern('GPU-A100')}"
     assert device["Constraints"][0] == {
         "LTarget": "${device.model}",
@@ -309,10 +309,8 @@ def test_type_list_becomes_one_alternation_and_largest_resources() -> None:
     assert re.search(alternation, "NVIDIA A100-SXM4-80GB")
     assert re.search(alternation, "NVIDIA H100 80GB HBM3")
     assert not re.search(alternation, "NVIDIA H200")
-    assert resources(spec, CONFIG)["MemoryMB"] == 65536  # H100's, above A100's 32768
-    custom = CONFIG.model_copy(
-        update={"resources": {"GPU-A100": MachineResources(cpu_mhz=8000, memory_mb=100_000)}}
-    )
+    assert resources(spec)["MemoryMB"] == 65536  # H100's, above A100's 32768
+    custom = with_overrides({"GPU-A100": {"cpu_mhz": 8000, "memory_mb": 100_000}})
     assert resources(spec, custom) | {"Devices": None} == {
         "CPU": 8000,
         "MemoryMB": 100_000,
@@ -341,7 +339,7 @@ def test_gpu_memory_floor_is_the_smallest_of_the_list(
     """
     nomad_double = pytest.importorskip("doubles.nomad")
     spec = build_spec(GpuPair)
-    (device,) = resources(spec, CONFIG)["Devices"]
+    (device,) = resources(spec)["Devices"]
     floor = min(CATALOG[t].gpu_memory_mib or 0 for t in spec.machine_types)
     assert device["Constraints"][1] == {
         "LTarget": "${device.attr.memory}",
@@ -354,14 +352,21 @@ def test_gpu_memory_floor_is_the_smallest_of_the_list(
     assert catalog is fits
 
 
-def test_config_resources_override_catalog() -> None:
-    """config.resources replaces the catalog's cpu_mhz/memory_mb of that machine type."""
-    custom = CONFIG.model_copy(
-        update={"resources": {"CPU": MachineResources(cpu_mhz=500, memory_mb=256)}}
-    )
+def test_server_machine_changes_size_the_task_and_reach_the_runner() -> None:
+    """The server's [machines] changes set the task's CPU/memory and travel to the runner."""
+    custom = with_overrides({"CPU": {"cpu_mhz": 500, "memory_mb": 256}})
     assert resources(build_spec(Cpu), custom) == {"CPU": 500, "MemoryMB": 256}
-    assert resources(build_spec(Cpu), CONFIG) == {"CPU": 1000, "MemoryMB": 2048}
+    assert resources(build_spec(Cpu)) == {"CPU": 1000, "MemoryMB": 2048}
     assert gpu_device(build_spec(Cpu)) is None
+    machines = {"CPU": {"cpu_mhz": 500, "memory_mb": 256}}
+    job = build_job("o/cpu", build_spec(Cpu), PAYLOAD, CONFIG, machines=machines)
+    (task,) = job["TaskGroups"][0]["Tasks"]
+    assert task["Resources"] == {"CPU": 500, "MemoryMB": 256}
+    args = task["Config"]["args"]
+    assert json.loads(args[args.index("--machines") + 1]) == machines
+    for name, load in VALIDATORS.items():
+        check = load()
+        assert check is None or check(job) == [], name
 
 
 def test_cpu_and_gpu_mix_is_refused() -> None:

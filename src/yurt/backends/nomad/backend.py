@@ -16,7 +16,7 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -224,9 +224,11 @@ class NomadBackend:
         *,
         client: NomadClient | None = None,
         history: HealthHistory | None = None,
+        machines: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         self.config = config
         self.links = links
+        self.machines = dict(machines or {})  # the server's changes to the machine catalog
         self.client = client or NomadClient(config)
         self._own_client = client is None
         self.history = history
@@ -284,7 +286,9 @@ class NomadBackend:
                 log.info("nomad_job_adopted", app=app_id, job=name, count=app.target)
         async with app.lock:
             app.target = min(app.target, spec.max_concurrency)
-            job = build_job(app_id, spec, ref, self.config, count=app.target)
+            job = build_job(
+                app_id, spec, ref, self.config, count=app.target, machines=self.machines
+            )
             digest = job_digest(job)
             if digest != app.digest:
                 job["Meta"][META_DIGEST] = digest

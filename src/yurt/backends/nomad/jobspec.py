@@ -18,13 +18,15 @@ Facts it follows (see NOMAD_CONSUL.md in the shared reference):
 
 from __future__ import annotations
 
+import json
 import posixpath
+from collections.abc import Mapping
 from typing import Any
 
 from yurt.backends.nomad.naming import GROUP, PORT_LABEL, TASK, TOKEN_ENV, PayloadRef, job_id
-from yurt.config import MachineResources, NomadConfig
+from yurt.config import NomadConfig
 from yurt.errors import AppDefinitionError, ConfigError, DeployError
-from yurt.machines import CATALOG, MachineType
+from yurt.machines import CATALOG, MachineType, with_overrides
 from yurt.spec import AppSpec
 
 __all__ = [
@@ -80,14 +82,22 @@ def ns(seconds: float) -> int:
 
 
 def build_job(
-    app_id: str, spec: AppSpec, payload: PayloadRef, config: NomadConfig, *, count: int = 0
+    app_id: str,
+    spec: AppSpec,
+    payload: PayloadRef,
+    config: NomadConfig,
+    *,
+    count: int = 0,
+    machines: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The Nomad Job object (not wrapped in ``{"Job": ...}``) that runs ``app_id``'s runners.
 
     One service job named ``naming.job_id``, one group ``runner`` of ``count`` allocations, each
-    a runner that downloads ``payload`` at start. Raises ``ConfigError`` for a raw_exec Python
-    that is not an absolute path, ``AppDefinitionError`` for machine types that cannot be
-    placed, and ``DeployError`` for a count outside ``0..spec.max_concurrency``.
+    a runner that downloads ``payload`` at start. ``machines`` are the server's changes to the
+    machine catalog (``ServerConfig.machine_overrides()``): they size the task and its GPU
+    request, and the runner gets them too, for its own GPU check. Raises ``ConfigError`` for a
+    raw_exec Python that is not an absolute path, ``AppDefinitionError`` for machine types that
+    cannot be placed, and ``DeployError`` for a count outside ``0..spec.max_concurrency``.
     """
     if not 0 <= count <= spec.max_concurrency:
         raise DeployError(
@@ -113,7 +123,7 @@ def build_job(
             META_REVISION: payload.revision,
             META_PAYLOAD_SHA256: payload.sha256,
         },
-        "TaskGroups": [_group(name, app_id, owner, spec, payload, config, count)],
+        "TaskGroups": [_group(name, app_id, owner, spec, payload, config, count, machines or {})],
     }
 
 
@@ -151,6 +161,7 @@ def _group(
     payload: PayloadRef,
     config: NomadConfig,
     count: int,
+    machines: Mapping[str, Mapping[str, Any]],
 ) -> dict[str, Any]:
     times = timings(spec, config)
     port: dict[str, Any] = {"Label": PORT_LABEL}
@@ -187,7 +198,7 @@ def _group(
         },
         "EphemeralDisk": {"SizeMB": 300, "Migrate": False, "Sticky": False},
         "ShutdownDelay": 0,
-        "Tasks": [_task(spec, payload, config)],
+        "Tasks": [_task(spec, payload, config, machines)],
     }
 
 
@@ -253,7 +264,12 @@ def _service(
     }
 
 
-def _task(spec: AppSpec, payload: PayloadRef, config: NomadConfig) -> dict[str, Any]:
+def _task(
+    spec: AppSpec,
+    payload: PayloadRef,
+    config: NomadConfig,
+    machines: Mapping[str, Mapping[str, Any]],
+) -> dict[str, Any]:
     """The runner task.
 
     KillTimeout is the app's termination_grace_period_seconds plus ``KILL_SLACK_S`` for its
@@ -270,25 +286,29 @@ def _task(spec: AppSpec, payload: PayloadRef, config: NomadConfig) -> dict[str, 
             )
         driver_config = {
             "command": config.python,
-            "args": ["-m", "yurt.runner", *runner_args(payload)],
+            "args": ["-m", "yurt.runner", *runner_args(payload, machines)],
         }
     else:
         # The image's entrypoint is ``python -m yurt.runner``.
-        driver_config = {"image": config.image, "args": runner_args(payload), "ports": [PORT_LABEL]}
+        args = runner_args(payload, machines)
+        driver_config = {"image": config.image, "args": args, "ports": [PORT_LABEL]}
     return {
         "Name": TASK,
         "Driver": config.driver,
         "Config": driver_config,
         "Env": {TOKEN_ENV: payload.token, "PYTHONUNBUFFERED": "1"},
-        "Resources": resources(spec, config),
+        "Resources": resources(spec, with_overrides(machines)),
         "KillTimeout": ns(spec.termination_grace_period_seconds + KILL_SLACK_S),
         "KillSignal": "SIGTERM",
         "LogConfig": {"MaxFiles": 10, "MaxFileSizeMB": 10},
     }
 
 
-def runner_args(payload: PayloadRef) -> list[str]:
+def runner_args(
+    payload: PayloadRef, machines: Mapping[str, Mapping[str, Any]] | None = None
+) -> list[str]:
     """The runner's arguments after ``python -m yurt.runner`` (the token travels in the env)."""
+    extra = ["--machines", json.dumps(machines, sort_keys=True)] if machines else []
     return [
         "--payload-url",
         payload.url,
@@ -302,17 +322,18 @@ def runner_args(payload: PayloadRef) -> list[str]:
         "${NOMAD_ALLOC_ID}",
         "--log-format",
         "json",
+        *extra,
     ]
 
 
-def _machine_types(spec: AppSpec) -> list[MachineType]:
-    unknown = [t for t in spec.machine_types if t not in CATALOG]
+def _machine_types(spec: AppSpec, catalog: Mapping[str, MachineType]) -> list[MachineType]:
+    unknown = [t for t in spec.machine_types if t not in catalog]
     if unknown or not spec.machine_types:
         raise AppDefinitionError(
             f"{spec.class_name}: machine_type {spec.machine_types} has no entry in the catalog "
             f"for {unknown}; use names from yurt.machines.known_machine_types()"
         )
-    types = [CATALOG[t] for t in spec.machine_types]
+    types = [catalog[t] for t in spec.machine_types]
     if len({t.gpu for t in types}) > 1:
         # build_spec refuses this too; a hand-made AppSpec must not slip a CPU into GPU fallbacks.
         raise AppDefinitionError(
@@ -322,27 +343,27 @@ def _machine_types(spec: AppSpec) -> list[MachineType]:
     return types
 
 
-def resources(spec: AppSpec, config: NomadConfig) -> dict[str, Any]:
+def resources(spec: AppSpec, catalog: Mapping[str, MachineType] = CATALOG) -> dict[str, Any]:
     """The task's Resources: CPU and memory of the machine type(s), and GPUs if any.
 
-    ``config.resources[<type>]`` overrides the catalog's ``cpu_mhz``/``memory_mb``. A list of
-    machine types reserves the largest CPU and the largest memory among them, so that a runner
-    fits whichever type it lands on.
+    ``catalog`` is the machine catalog with the server's changes applied. A list of machine
+    types reserves the largest CPU and the largest memory among them, so that a runner fits
+    whichever type it lands on.
     """
-    sizes: list[MachineType | MachineResources] = [
-        config.resources.get(t.name, t) for t in _machine_types(spec)
-    ]
+    types = _machine_types(spec, catalog)
     out: dict[str, Any] = {
-        "CPU": max(s.cpu_mhz for s in sizes),
-        "MemoryMB": max(s.memory_mb for s in sizes),
+        "CPU": max(t.cpu_mhz for t in types),
+        "MemoryMB": max(t.memory_mb for t in types),
     }
-    device = gpu_device(spec)
+    device = gpu_device(spec, catalog)
     if device is not None:
         out["Devices"] = [device]
     return out
 
 
-def gpu_device(spec: AppSpec) -> dict[str, Any] | None:
+def gpu_device(
+    spec: AppSpec, catalog: Mapping[str, MachineType] = CATALOG
+) -> dict[str, Any] | None:
     """The ``nvidia/gpu`` request of a GPU app, or None for a CPU app.
 
     A list of GPU types becomes one alternation (``H100|A100``); Nomad takes all GPUs of one
@@ -351,7 +372,7 @@ def gpu_device(spec: AppSpec) -> dict[str, Any] | None:
     and the local allocator check too) is the smallest of the list, so that a GPU of any listed
     type qualifies; a type without a floor drops it for the whole list.
     """
-    types = _machine_types(spec)
+    types = _machine_types(spec, catalog)
     if not types[0].gpu:
         return None
     if spec.num_gpus < 1:

@@ -275,7 +275,7 @@ async def test_gpus_are_discovered_once(
     """NVML is asked once, at the first GPU app, for the configured GPUs; later ones reuse it."""
     calls: list[str | None] = []
 
-    def discover(allowed: str | None = None) -> GpuAllocator:
+    def discover(allowed: str | None = None, catalog: object = None) -> GpuAllocator:
         calls.append(allowed)
         return GpuAllocator([gpu(0, H100)])
 

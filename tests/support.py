@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -137,3 +140,55 @@ async def served(
             yield Served(platform, app_id, s)
     finally:
         await platform.stop()
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+async def yurt_command(*args: str) -> tuple[int, str, str]:
+    """Run the yurt command to its end without blocking the loop (doubles may serve on it)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "yurt.cli",
+        *args,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), DEADLINE)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def start_yurt(
+    args: list[str], log: Path, ready: str
+) -> tuple[asyncio.subprocess.Process, str]:
+    """Start a long-running yurt command (output to ``log``) and wait for its URL.
+
+    ``ready`` is a regular expression whose first group is the URL the command prints once it
+    serves. The environment drops NOMAD_* and CONSUL_* so the machine's own settings never leak
+    into a test. The caller stops the process.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NOMAD_", "CONSUL_"))}
+    with log.open("wb") as out:
+        proc = await asyncio.create_subprocess_exec(
+            *[sys.executable, "-m", "yurt.cli", *args],
+            cwd=ROOT,
+            stdout=out,
+            stderr=asyncio.subprocess.STDOUT,
+            env=env,
+        )
+
+    def url() -> str | None:
+        if proc.returncode is not None:
+            pytest.fail(f"yurt {args[0]} exited {proc.returncode}:\n{log.read_text()}")
+        found = re.search(ready, log.read_text())
+        return found.group(1) if found else None
+
+    try:
+        found: str = await wait_until(url, what=f"yurt {args[0]} to serve")
+    except BaseException:
+        proc.kill()
+        await proc.wait()
+        raise
+    return proc, found

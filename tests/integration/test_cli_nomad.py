@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
-import os
 import re
 import signal
 import sys
@@ -13,32 +12,17 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 
 from doubles import ConsulDouble, NomadDouble, problems
-from support import DEADLINE, wait_until
+from support import DEADLINE, start_yurt, wait_until, yurt_command
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED_VALIDATOR = ROOT.parent / "shared" / "tools" / "nomad_validate.py"
 
 
-async def yurt(*args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "yurt.cli",
-        *args,
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), DEADLINE)
-    return proc.returncode or 0, out.decode(), err.decode()
-
-
 async def test_jobspec_of_the_gpu_example() -> None:
     """The printed job is valid and asks for 2 nvidia/gpu whose model matches an H100."""
-    code, out, err = await yurt(
+    code, out, err = await yurt_command(
         "jobspec", "examples/gpu.py::GpuInfo", "--nomad-python", "/usr/bin/python3"
     )
     assert code == 0, err
@@ -73,27 +57,16 @@ async def test_run_on_nomad_removes_its_job_on_exit(tmp_path: Path) -> None:
         f"[nomad]\npython = {json.dumps(sys.executable)}\ncheck_interval = 1.0\n"
         "check_timeout = 1.0\nblocking_wait = 5.0\n[consul]\nblocking_wait = 5.0\n"
     )
-    log = tmp_path / "run.out"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NOMAD_", "CONSUL_"))}
-    with log.open("wb") as out:
-        proc = await asyncio.create_subprocess_exec(
-            *[sys.executable, "-m", "yurt.cli", "run", "examples/echo.py::Echo"],
-            *["--backend", "nomad", "--port", "0", "--data-dir", str(tmp_path / "data")],
-            *["--nomad-addr", nomad.url, "--consul-addr", consul.url, "--config", str(config)],
-            cwd=ROOT,
-            stdout=out,
-            stderr=asyncio.subprocess.STDOUT,
-            env=env,
-        )
-
-    def url() -> str | None:
-        if proc.returncode is not None:
-            pytest.fail(f"yurt run exited {proc.returncode}:\n{log.read_text()}")
-        found = re.search(r"serving Echo at (http://\S+)", log.read_text())
-        return found.group(1) if found else None
-
+    proc, app_url = await start_yurt(
+        [
+            *["run", "examples/echo.py::Echo", "--backend", "nomad", "--port", "0"],
+            *["--data-dir", str(tmp_path / "data"), "--config", str(config)],
+            *["--nomad-addr", nomad.url, "--consul-addr", consul.url],
+        ],
+        tmp_path / "run.out",
+        r"serving Echo at (http://\S+)",
+    )
     try:
-        app_url = await wait_until(url, what="yurt run to serve")
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=DEADLINE)) as s,
             s.post(app_url, json={"prompt": "hi"}) as resp,
@@ -101,7 +74,7 @@ async def test_run_on_nomad_removes_its_job_on_exit(tmp_path: Path) -> None:
             assert (resp.status, await resp.json()) == (200, {"text": "echo: hi"})
         assert len(nomad.running("yurt-default-echo")) == 1
         proc.send_signal(signal.SIGINT)
-        assert await asyncio.wait_for(proc.wait(), DEADLINE) == 0, log.read_text()
+        assert await asyncio.wait_for(proc.wait(), DEADLINE) == 0
         assert "yurt-default-echo" not in nomad.jobs
         await wait_until(
             lambda: not nomad.running("yurt-default-echo"), what="the allocation to stop"

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import re
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -24,7 +22,7 @@ import pytest
 from yurt.backends.nomad.naming import job_id
 
 from doubles import ConsulDouble, NomadDouble
-from support import DEADLINE, wait_until
+from support import DEADLINE, start_yurt, wait_until, yurt_command
 
 ROOT = Path(__file__).resolve().parents[2]
 # Nomad's checks run at >= 1 s; a slow restart leaves a killed runner out of routing long
@@ -71,21 +69,6 @@ class Server:
         return count
 
 
-async def yurt(*args: str) -> tuple[int, str, str]:
-    """Run the yurt command without blocking the loop the doubles serve on."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "yurt.cli",
-        *args,
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), DEADLINE)
-    return proc.returncode or 0, out.decode(), err.decode()
-
-
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[Server]:
     consul = ConsulDouble()
@@ -95,38 +78,15 @@ async def server(tmp_path: Path) -> AsyncIterator[Server]:
     config = tmp_path / "yurt.toml"
     config.write_text(CONFIG)
     log = tmp_path / "server.out"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NOMAD_", "CONSUL_"))}
-    with log.open("wb") as out:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "yurt.cli",
-            "server",
-            "--backend",
-            "nomad",
-            "--port",
-            "0",
-            "--data-dir",
-            str(tmp_path / "data"),
-            "--nomad-addr",
-            nomad.url,
-            "--consul-addr",
-            consul.url,
-            "--config",
-            str(config),
-            stdout=out,
-            stderr=asyncio.subprocess.STDOUT,
-            env=env,
-        )
-
-    def url() -> str | None:
-        if proc.returncode is not None:
-            pytest.fail(f"yurt server exited {proc.returncode}:\n{log.read_text()}")
-        found = re.search(r"server at (http://\S+)", log.read_text())
-        return found.group(1) if found else None
-
+    args = ["server", "--backend", "nomad", "--port", "0", "--data-dir", str(tmp_path / "data")]
+    args += ["--nomad-addr", nomad.url, "--consul-addr", consul.url, "--config", str(config)]
     try:
-        base = await wait_until(url, what="yurt server to listen")
+        proc, base = await start_yurt(args, log, r"server at (http://\S+)")
+    except BaseException:
+        await nomad.stop()
+        await consul.stop()
+        raise
+    try:
         timeout = aiohttp.ClientTimeout(total=DEADLINE)
         async with aiohttp.ClientSession(timeout=timeout) as session:
             yield Server(base, proc, consul, nomad, session)
@@ -144,7 +104,7 @@ async def server(tmp_path: Path) -> AsyncIterator[Server]:
 
 
 async def deploy(server: Server, target: str) -> dict[str, Any]:
-    code, out, err = await yurt("deploy", target, "--server", server.url, "--json")
+    code, out, err = await yurt_command("deploy", target, "--server", server.url, "--json")
     assert code == 0, err
     reply: dict[str, Any] = json.loads(out)
     return reply

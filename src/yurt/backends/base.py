@@ -49,6 +49,11 @@ class RunnerView:
     started_at: float
     detail: str = ""
 
+    @classmethod
+    def backoff(cls, app_id: str, until: float, why: str) -> RunnerView:
+        """The entry a backend lists while an app backs off after failed starts."""
+        return cls("backoff", app_id, RunnerState.CRASH_BACKOFF, "", 0, None, until, why)
+
 
 @dataclass(frozen=True, slots=True)
 class StartFailure:

@@ -214,18 +214,7 @@ class LocalBackend:
             for r in app.runners.values()
         ]
         if app.backoff_until > time.monotonic():
-            views.append(
-                RunnerView(
-                    "backoff",
-                    app_id,
-                    RunnerState.CRASH_BACKOFF,
-                    "",
-                    0,
-                    None,
-                    app.backoff_until,
-                    app.last_failure,
-                )
-            )
+            views.append(RunnerView.backoff(app_id, app.backoff_until, app.last_failure))
         return views
 
     def add_failure_listener(self, listener: FailureListener) -> None:

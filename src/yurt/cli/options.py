@@ -7,6 +7,8 @@ overrides Nomad's and Consul's own variables, which override the defaults.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import signal
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -159,3 +161,16 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     """The server configuration the file, the environment and the flags describe."""
     file = read_config_file(args.config) if getattr(args, "config", None) else {}
     return build_server_config(file, flags_from_args(args))
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM (``yurt run`` and ``yurt server`` wait on it).
+
+    Installed by hand: a shell starts background jobs with SIGINT ignored, so Python's own
+    KeyboardInterrupt would never come.
+    """
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop

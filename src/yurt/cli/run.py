@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import signal
 import sys
 from typing import Any
 
 import structlog
 
 from yurt.aio import run
-from yurt.cli.options import add_serving_options, config_from_args, public_url
+from yurt.cli.options import add_serving_options, config_from_args, public_url, stop_on_signals
 from yurt.config import ServerConfig
 from yurt.errors import YurtError
 from yurt.logging import configure
@@ -75,12 +73,7 @@ async def serve(target: str, config: ServerConfig) -> int:
     from yurt.platform import Platform
 
     cls = load_app(target)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    # Installed by hand: a shell starts background jobs with SIGINT ignored, so Python's own
-    # KeyboardInterrupt would never come.
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     # On a cluster, what `yurt run` placed goes when it stops.
     platform = Platform(config, ephemeral=config.backend == "nomad")
     (app_id,) = await platform.start(cls)

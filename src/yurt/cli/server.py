@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import signal
 import sys
 from typing import Any
 
 import structlog
 
 from yurt.aio import run
-from yurt.cli.options import add_serving_options, config_from_args
+from yurt.cli.options import add_serving_options, config_from_args, stop_on_signals
 from yurt.config import ServerConfig
 from yurt.errors import YurtError
 from yurt.logging import configure
@@ -50,10 +48,7 @@ async def serve(config: ServerConfig) -> int:
     """Start the platform in server mode and stop it on SIGINT/SIGTERM."""
     from yurt.platform import Platform
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     platform = Platform(config, server=True)
     await platform.start()
     try:

@@ -391,18 +391,7 @@ class NomadBackend:
             if view is not None:
                 views.append(view)
         if app.failures and not any(v.state == RunnerState.IDLE for v in views):
-            views.append(
-                RunnerView(
-                    "backoff",
-                    app_id,
-                    RunnerState.CRASH_BACKOFF,
-                    "",
-                    0,
-                    None,
-                    mono,
-                    app.last_failure,
-                )
-            )
+            views.append(RunnerView.backoff(app_id, mono, app.last_failure))
         return views
 
     def add_failure_listener(self, listener: FailureListener) -> None:

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from yurt.aio import LoopName
 from yurt.errors import ConfigError
@@ -200,6 +208,23 @@ class MachineOverride(_Frozen):
     gpu_memory_mib: int | None = Field(default=None, ge=1, description="least MiB per GPU")
     cpu_mhz: int | None = Field(default=None, ge=1, description="CPU a runner reserves (Nomad)")
     memory_mb: int | None = Field(default=None, ge=1, description="memory a runner reserves")
+
+    @field_validator("gpu_model_pattern")
+    @classmethod
+    def _pattern(cls, value: str | None) -> str | None:
+        # The pattern runs in Python (runners, the local backend) and in Go's RE2 (Nomad's
+        # constraint), and travels in a task's arguments, where Nomad interpolates ${...}.
+        if value is None:
+            return value
+        if "${" in value:
+            raise ValueError("must not contain '${' (Nomad would interpolate it)")
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"is not a regular expression: {exc}") from None
+        if re.search(r"\(\?[=!<]|\\[1-9]", value):
+            raise ValueError("uses lookaround or a backreference, which Nomad's RE2 lacks")
+        return value
 
 
 class ServerConfig(_Frozen):

@@ -29,3 +29,13 @@ class GreeterV2(yurt.App, keep_alive=300):
     @yurt.endpoint("/")
     def greet(self, body: Prompt) -> Reply:
         return Reply(text=f"v2: {body.prompt}")
+
+
+class GpuGreeter(yurt.App, keep_alive=300):
+    app_name = "gpu-greeter"
+    machine_type = "GPU-H100"
+    num_gpus = 1
+
+    @yurt.endpoint("/")
+    def greet(self, body: Prompt) -> Reply:
+        return Reply(text=f"gpu: {body.prompt}")

@@ -18,9 +18,10 @@ from yurt.deployment import deploy
 from yurt.errors import ConfigError, DeployError
 from yurt.packaging import pack, read_header
 from yurt.platform import Platform
+from yurt.runner.gpus import list_gpus, load_nvml
 from yurt.spec import build_spec
 
-from admin_apps import GreeterV1, GreeterV2
+from admin_apps import GpuGreeter, GreeterV1, GreeterV2
 from support import DEADLINE, fast_config, wait_until
 
 API = "/_yurt/api/v1"
@@ -161,7 +162,7 @@ async def test_run_mode_serves_only_payload_downloads(tmp_path: Path) -> None:
         data = pack(GreeterV1)
         sha = read_header(data)[0].sha256
         base = f"{platform.url}{API}"
-        with pytest.raises(DeployError):
+        with pytest.raises(DeployError, match="yurt server"):
             await asyncio.to_thread(deploy, GreeterV2, server=platform.url, owner="evil")
         assert "evil/greeter" not in platform.router.routes
         async with aiohttp.ClientSession() as s:
@@ -212,3 +213,14 @@ async def test_a_failed_deploy_is_tried_again_in_full(tmp_path: Path) -> None:
         done = await asyncio.to_thread(deploy, GreeterV1, server=p.url)
         assert done.outcome == "created" and calls == 2
         assert await call(done.url) == (200, {"text": "v1: hi"})
+
+
+@pytest.mark.skipif(
+    bool(list_gpus(load_nvml()).gpus), reason="this machine has GPUs: the deploy may succeed"
+)
+async def test_an_app_this_machine_cannot_serve_is_a_422(tmp_path: Path) -> None:
+    """A GPU app deployed to a local server without that GPU is refused with the reason."""
+    async with server(fast_config(tmp_path)) as p:
+        with pytest.raises(DeployError, match=r"422.*GPU-H100"):
+            await asyncio.to_thread(deploy, GpuGreeter, server=p.url)
+        assert "default/gpu-greeter" not in p.router.routes

@@ -33,3 +33,40 @@ def test_tokens_are_per_revision_and_per_server(tmp_path: Path) -> None:
     assert one.token("a" * 64) != one.token("b" * 64)
     assert one.token("a" * 64) != AppStore(tmp_path, b"k2").token("a" * 64)
     assert one.payload_path("../../etc/passwd") is None  # only digests name payloads
+
+
+def test_the_same_payload_kept_twice_at_once(tmp_path: Path) -> None:
+    """Two uploads of one payload racing each other both succeed and leave one whole file."""
+    import threading
+
+    import yurt
+    from yurt.packaging import pack, read_header
+
+    class Twice(yurt.App):
+        @yurt.endpoint("/")
+        def run(self) -> None:
+            return None
+
+    data = pack(Twice)
+    store = AppStore(tmp_path, b"k")
+    errors: list[BaseException] = []
+    start = threading.Barrier(8)
+
+    def put() -> None:
+        start.wait()
+        try:
+            for _ in range(20):
+                store.put_payload(data)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=put) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    sha = read_header(data)[0].sha256
+    path = store.payload_path(sha)
+    assert path is not None and path.read_bytes() == data
+    assert [p.name for p in (tmp_path / "payloads").iterdir()] == [path.name]

@@ -31,7 +31,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from yurt.admin.store import AppStore, Deployment, is_sha256
-from yurt.errors import ConfigError, DeployError, PayloadError
+from yurt.errors import ConfigError, DeployError, PayloadError, SchedulingError
 from yurt.machines import CATALOG
 from yurt.packaging import PayloadHeader, read_header
 from yurt.router.http import Reply, error_reply, json_reply
@@ -119,6 +119,10 @@ class AdminApi:
             return error_reply(404, "not_found", f"no admin route {path}; the API is {PREFIX}")
         parts = path[len(PREFIX) :].strip("/").split("/")
         method = request.method
+        if not self.deploys and not (parts[0] == "payloads" and method == "GET"):
+            return error_reply(
+                404, "not_found", f"{path}: `yurt run` takes no deploys; deploy to a yurt server"
+            )
         if parts[0] == "payloads" and len(parts) == 2:
             if method == "GET":
                 return self._download(request, parts[1])
@@ -227,6 +231,9 @@ class AdminApi:
             )
         try:
             deployment, outcome = await self.deployer.deploy(app_id, req.spec, req.payload_sha256)
+        except SchedulingError as exc:  # e.g. a GPU this server's machine does not have
+            log.warning("deploy_refused", app=app_id, error=str(exc))
+            return error_reply(422, "bad_request", f"{app_id} was not deployed: {exc}")
         except DeployError as exc:  # the cluster refused or did not answer: say what it said
             log.warning("deploy_failed", app=app_id, error=str(exc))
             return error_reply(502, "deploy_failed", f"{app_id} was not deployed: {exc}")

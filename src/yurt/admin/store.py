@@ -8,11 +8,13 @@ the old or the new file, never half of one.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
 import re
 import secrets
+import tempfile
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
@@ -59,10 +61,17 @@ def is_sha256(value: str) -> bool:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file of its own (two writers may race)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 class AppStore:
@@ -140,23 +149,23 @@ class AppStore:
 def load_secret(path: Path) -> bytes:
     """A random key kept in ``path`` (made on first use, readable by the owner only).
 
-    Written to a temporary file and linked into place, so a crash never leaves an empty key
-    behind (an empty HMAC key would make every token computable from public digests).
+    Written whole before it gets its name (a crash never leaves an empty key behind: an empty
+    HMAC key would make every token computable from public digests); an empty file is refused.
+    The data dir's lock keeps two servers from making one at the same time.
     """
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(32))
-            f.flush()
-            os.fsync(f.fileno())
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
-            os.link(tmp, path)  # fails if another process made it first: keep theirs
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink()
+            with os.fdopen(fd, "w") as f:  # mkstemp makes it 0600
+                f.write(secrets.token_hex(32))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
     secret = path.read_text().strip()
     if not secret:
         raise ConfigError(f"the key file {path} is empty; delete it and start again")

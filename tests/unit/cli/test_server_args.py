@@ -87,3 +87,20 @@ def test_machine_catalog_changes_are_checked() -> None:
     assert config.machine_overrides() == {"GPU-H100": {"cpu_mhz": 16000}}
     with pytest.raises(ConfigError, match="unknown machine types"):
         build_server_config({"machines": {"GPU-L40S": {"cpu_mhz": 1}}}, {}, {})
+
+
+@pytest.mark.parametrize(
+    ("pattern", "why"),
+    [
+        ("H100(", "not a regular expression"),
+        ("H100${NOMAD_ALLOC_ID}", "interpolate"),
+        ("(?!H100)", "RE2"),
+        (r"(H)\1", "RE2"),
+    ],
+)
+def test_bad_gpu_patterns_are_refused(pattern: str, why: str) -> None:
+    """A GPU model pattern must compile, survive Nomad's interpolation, and suit Go's RE2."""
+    with pytest.raises(ConfigError, match=why):
+        build_server_config({"machines": {"GPU-H100": {"gpu_model_pattern": pattern}}}, {}, {})
+    good = {"machines": {"GPU-H100": {"gpu_model_pattern": r"\bH100\b$"}}}
+    assert build_server_config(good, {}, {}).machines["GPU-H100"].gpu_model_pattern

@@ -221,6 +221,40 @@ async def test_ensure_app_idempotent_and_restart_adopts_count(cluster: Cluster) 
         await again.stop()
 
 
+def deploying(nomad: NomadDouble) -> bool:
+    return any(d["Status"] == "running" for d in nomad.deployments(JOB))
+
+
+async def test_raise_overtaking_a_blocked_lowering_keeps_the_runner(cluster: Cluster) -> None:
+    """A lowering the deployment blocks, overtaken by a raise: the runner stays, and says so."""
+    backend = cluster.backend()
+    kept: list[tuple[str, str]] = []
+    backend.add_keep_listener(lambda app_id, runner_id: kept.append((app_id, runner_id)))
+    await backend.start()
+    try:
+        await backend.ensure_app(APP, build_spec(Tiny), cluster.payload(Tiny))
+        await backend.set_target(APP, 2)
+        await wait_until(lambda: len(cluster.running()) == 2, what="two runners")
+        by_index = cluster.running()
+        await wait_until(lambda: {v.runner_id for v in backend.runners(APP)} == set(by_index))
+        if not deploying(cluster.nomad):
+            pytest.skip("the deployment of Count 2 ended before the lowering could be blocked")
+        with capture_logs() as logs:
+            await backend.stop_runner(APP, by_index[1], reason="keep_alive", replace=False)
+            assert "nomad_scale_deferred" in [e["event"] for e in logs]
+            await backend.set_target(APP, 2)  # demand is back before the deployment ends
+            await wait_until(lambda: kept, what="the runner reported kept")
+        assert kept == [(APP, by_index[1])]
+        assert "nomad_scale_failed" not in [e["event"] for e in logs]
+        assert cluster.nomad.jobs[JOB]["TaskGroups"][0]["Count"] == 2
+        assert cluster.running() == by_index
+        states = {v.runner_id: v.state for v in backend.runners(APP)}
+        assert states[by_index[1]] != RunnerState.DRAINING
+    finally:
+        await backend.deregister_all()
+        await backend.stop()
+
+
 async def test_start_failure_is_reported_from_the_runner_log(cluster: Cluster) -> None:
     """A runner failing setup() is a StartFailure with the runner's own reason."""
     failures: list[StartFailure] = []

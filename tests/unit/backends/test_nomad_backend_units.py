@@ -19,13 +19,15 @@ from nomad.api.exceptions import (
     URLNotAuthorizedNomadException,
     URLNotFoundNomadException,
 )
+from pydantic import BaseModel
 from structlog.testing import capture_logs
 
+import yurt
 from yurt.backends.base import RunnerState, StartFailure
 from yurt.backends.nomad import backend as nb
 from yurt.backends.nomad import client as nc
 from yurt.backends.nomad.addr import CONSUL_PORT, NOMAD_PORT, parse_addr
-from yurt.config import ConsulConfig, NomadConfig
+from yurt.config import ConsulConfig, NomadConfig, SchedulerConfig
 from yurt.discovery import consul as dc
 from yurt.errors import (
     ClusterBadRequest,
@@ -35,8 +37,26 @@ from yurt.errors import (
     ClusterUnavailable,
     ConfigError,
 )
+from yurt.scheduler.loop import Scheduler
+from yurt.scheduler.policy import AppLoad, Decision, RunnerLoad
+from yurt.spec import build_spec
 
 AID = "0b5e6f1e-0000-4000-8000-00000000000{}"
+
+
+class Ping(BaseModel):
+    text: str = ""
+
+
+class Four(yurt.App, keep_alive=10, max_concurrency=4):
+    """An app with room for four runners."""
+
+    @yurt.endpoint("/")
+    def echo(self, body: Ping) -> Ping:
+        return body
+
+
+SPEC = build_spec(Four)
 
 
 def stub(n: int, client: str = "running", desired: str = "run", **extra: Any) -> dict[str, Any]:
@@ -465,6 +485,17 @@ async def settle(backend: nb.NomadBackend, app: nb._App) -> None:
         await asyncio.wait_for(app.scaler, 10)
 
 
+def keep_log(backend: nb.NomadBackend) -> list[tuple[str, str]]:
+    """The (app, runner) pairs the backend reports kept, as it reports them."""
+    kept: list[tuple[str, str]] = []
+    backend.add_keep_listener(lambda app_id, runner_id: kept.append((app_id, runner_id)))
+    return kept
+
+
+def states(backend: nb.NomadBackend) -> dict[str, RunnerState]:
+    return {v.runner_id: v.state for v in backend.runners("o/a")}
+
+
 @pytest.mark.usefixtures("fast_retries")
 @pytest.mark.parametrize("error", [unavailable, blocked], ids=["unavailable", "blocked"])
 async def test_scale_refused_for_now_is_retried_until_it_lands(error: Any) -> None:
@@ -505,26 +536,32 @@ async def test_retry_refused_for_good_gives_the_runner_back() -> None:
     """A lowering that later fails for good restores the target and the runner's state."""
     client = ScaleClient(unavailable(), refused())
     backend, app = scaling_backend(client, 2)
+    kept = keep_log(backend)
     with capture_logs() as logs:
         await backend.stop_runner("o/a", AID.format(1), reason="keep_alive", replace=False)
         assert backend.target("o/a") == 1
         assert AID.format(1) in app.stopping
+        assert kept == []
         await settle(backend, app)
     assert backend.target("o/a") == 2
     assert app.stopping == set() and app.lowering == set()
     assert "nomad_scale_failed" in [e["event"] for e in logs]
+    # stop_runner returned, so nobody else tells the router the runner serves on.
+    assert kept == [("o/a", AID.format(1))]
+    assert states(backend)[AID.format(1)] != RunnerState.DRAINING
 
 
 async def test_failed_lowering_raises_and_leaves_the_runner_running() -> None:
     """stop_runner(replace=False) refused for good raises; the runner is not draining."""
     client = ScaleClient(refused())
     backend, app = scaling_backend(client, 2)
+    kept = keep_log(backend)
     with pytest.raises(ClusterBadRequest):
         await backend.stop_runner("o/a", AID.format(1), reason="keep_alive", replace=False)
     assert backend.target("o/a") == 2
     assert app.stopping == set()
-    states = {v.runner_id: v.state for v in backend.runners("o/a")}
-    assert states[AID.format(1)] != RunnerState.DRAINING
+    assert states(backend)[AID.format(1)] != RunnerState.DRAINING
+    assert kept == []  # the caller got the error: it reinstates the runner itself
 
 
 @pytest.mark.usefixtures("fast_retries")
@@ -538,6 +575,115 @@ async def test_lowering_retried_keeps_the_runner_stopping() -> None:
     assert client.counts == [1, 1]
     assert app.accepted == 1 and app.lowering == set()
     assert AID.format(1) in app.stopping  # until Nomad lists it stopped
+
+
+class Source:
+    """The scheduler's load source; reinstate is also the router's side of the keep listener."""
+
+    def __init__(self) -> None:
+        self.now = AppLoad()
+        self.retired: set[str] = set()
+
+    def load(self, app_id: str) -> AppLoad:
+        return self.now
+
+    def retire(self, app_id: str, runner_id: str) -> None:
+        self.retired.add(runner_id)
+
+    def reinstate(self, app_id: str, runner_id: str) -> None:
+        self.retired.discard(runner_id)
+
+
+@pytest.mark.usefixtures("fast_retries")
+async def test_raise_overtaking_a_lowering_keeps_the_runner() -> None:
+    """A raise that lands before a deferred lowering keeps the runner: routed, not draining.
+
+    Left stopping, the runner showed DRAINING for ever and stayed retired; pick_stops stepped
+    over it (lowering the Count onto it instead of the runner picked), and the scheduler did
+    not count it as live, so its "unplaced" lowering stopped the highest index, a busy runner.
+    """
+    client = ScaleClient(blocked(), None, None)
+    backend, app = scaling_backend(client, 3)
+    source = Source()
+    backend.add_keep_listener(source.reinstate)
+    scheduler = Scheduler(backend, SchedulerConfig())
+    scheduler.source = source
+    r0, r1, r2, r3 = ids(0, 1, 2, 3)
+    # Runner 2 is idle past keep_alive; a deployment holds the lower Count back...
+    idle = AppLoad(runners=tuple(RunnerLoad(r, 0, 0.0) for r in (r0, r1, r2)))
+    await scheduler._lower("o/a", SPEC, idle, 3, Decision(2, stop=(r2,)))
+    assert source.retired == {r2} and client.counts == [2]
+    # ...and demand raises the target again before it lands: Nomad takes 3 and keeps runner 2.
+    await backend.set_target("o/a", 3)
+    await settle(backend, app)
+    assert client.counts == [2, 3]
+    assert (app.target, app.accepted, app.stopping, app.lowering) == (3, 3, set(), set())
+    assert source.retired == set()
+    assert states(backend)[r2] != RunnerState.DRAINING
+    assert backend.pick_stops("o/a", [r1]) == []  # runner 2 is the highest: it blocks
+    # Up to 4: runner 3 takes requests; runner 1 idles past keep_alive, 2 not yet.
+    await backend.set_target("o/a", 4)
+    app.allocs[r3] = stub(3)
+    busy = AppLoad(
+        runners=(
+            RunnerLoad(r0, 1, None),
+            RunnerLoad(r1, 0, 0.0),
+            RunnerLoad(r2, 0, 50.0),
+            RunnerLoad(r3, 1, None),
+        )
+    )
+    await scheduler._lower("o/a", SPEC, busy, 4, Decision(3, stop=(r1,)))
+    assert client.counts == [2, 3, 4]  # a Count of 3 would stop runner 3, which is busy
+    assert source.retired == set()
+
+
+async def test_lowering_that_stops_another_runner_keeps_the_one_asked_for() -> None:
+    """Nomad stops the highest index: a lower Count for a lower index keeps that runner."""
+    client = ScaleClient()
+    backend, app = scaling_backend(client, 2)
+    kept = keep_log(backend)
+    with capture_logs() as logs:
+        await backend.stop_runner("o/a", AID.format(0), reason="keep_alive", replace=False)
+    assert "nomad_stop_not_highest" in [e["event"] for e in logs]
+    assert client.counts == [1]
+    assert kept == [("o/a", AID.format(0))]
+    assert app.stopping == set()
+
+
+async def test_lowering_a_later_raise_spared_is_kept_once_nomad_shows_it() -> None:
+    """A raise Nomad takes before acting on a lower Count it took: the runner may stay.
+
+    Nomad's scheduler reads the job as it is when it gets to it, so whether the runner stops
+    shows only in the allocations: once Nomad runs no more than its Count and the runner is
+    among them, it is kept.
+    """
+    client = ScaleClient()
+    backend, app = scaling_backend(client, 3)
+    kept = keep_log(backend)
+    r2 = AID.format(2)
+    await backend.stop_runner("o/a", r2, reason="keep_alive", replace=False)
+    backend._observe(app, [stub(0), stub(1), stub(2)])  # Nomad has not acted on Count 2 yet
+    assert r2 in app.stopping
+    await backend.set_target("o/a", 3)
+    assert client.counts == [2, 3]
+    assert r2 in app.stopping and kept == []  # it may still stop
+    backend._observe(app, [stub(0), stub(1), stub(2)])  # it did not
+    assert kept == [("o/a", r2)]
+    assert app.stopping == set()
+
+
+async def test_lowering_that_lands_stops_the_runner() -> None:
+    """Once Nomad acts on the lower Count, the runner is draining, then gone: nothing kept."""
+    client = ScaleClient()
+    backend, app = scaling_backend(client, 3)
+    kept = keep_log(backend)
+    r2 = AID.format(2)
+    await backend.stop_runner("o/a", r2, reason="keep_alive", replace=False)
+    backend._observe(app, [stub(0), stub(1), stub(2, desired="stop")])
+    assert states(backend)[r2] == RunnerState.DRAINING
+    backend._observe(app, [stub(0), stub(1), stub(2, "complete", desired="stop")])
+    assert r2 not in states(backend)
+    assert kept == []
 
 
 async def test_failed_stop_allocation_leaves_the_runner_running() -> None:

@@ -7,6 +7,11 @@ picks which allocation goes when the Count drops (the highest name index), so ``
 lowers it only past runners the scheduler may stop. One blocking query loop per app follows its
 allocations; from them come ``runners()`` and the start failures. Healthy runners are found
 through Consul (``ConsulDiscovery``), not here.
+
+A runner ``stop_runner(replace=False)`` took is *stopping* only while a lower Count that stops
+it is pending or was accepted: when Nomad refuses that Count for good, or a raise overtakes it,
+or the lower Count stopped another runner, the runner stays, and the keep listeners hear of it
+(the router routes to it again).
 """
 
 from __future__ import annotations
@@ -23,7 +28,13 @@ from typing import Any, Protocol
 
 import structlog
 
-from yurt.backends.base import FailureListener, RunnerState, RunnerView, StartFailure
+from yurt.backends.base import (
+    FailureListener,
+    KeepListener,
+    RunnerState,
+    RunnerView,
+    StartFailure,
+)
 from yurt.backends.nomad.client import NomadClient
 from yurt.backends.nomad.jobspec import build_job, register_body
 from yurt.backends.nomad.naming import FAILURE_MARK, GROUP, PORT_LABEL, TASK, PayloadRef, job_id
@@ -234,6 +245,7 @@ class NomadBackend:
         self.history = history
         self._apps: dict[str, _App] = {}
         self._listeners: list[FailureListener] = []
+        self._keepers: list[KeepListener] = []
         self._chores: set[asyncio.Task[None]] = set()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -328,7 +340,8 @@ class NomadBackend:
 
         Lowering the Count stops the highest name index: call it for the runners ``pick_stops``
         returned, in that order. A call that fails for good raises and the runner is no longer
-        counted as stopping.
+        counted as stopping. A lowering that returned and later does not stop the runner (Nomad
+        refuses the deferred Count for good, a raise overtakes it) tells the keep listeners.
         """
         app = self._apps.get(app_id)
         stub = app.allocs.get(runner_id) if app else None
@@ -352,7 +365,7 @@ class NomadBackend:
         app.stopping.add(runner_id)
         app.lowering.add(runner_id)
         app.target = max(0, app.target - 1)
-        await self._scale(app)
+        await self._scale(app, own=runner_id)
 
     def pick_stops(self, app_id: str, candidates: Sequence[str]) -> list[str]:
         """Which of ``candidates`` (runners the scheduler may stop) to stop, in order.
@@ -398,9 +411,14 @@ class NomadBackend:
         """Be told when a runner fails before it became ready."""
         self._listeners.append(listener)
 
+    def add_keep_listener(self, listener: KeepListener) -> None:
+        """Be told when a runner ``stop_runner(replace=False)`` took stays after all."""
+        self._keepers.append(listener)
+
     # -- scaling ---------------------------------------------------------------------------
 
-    async def _scale(self, app: _App) -> None:
+    async def _scale(self, app: _App, *, own: str | None = None) -> None:
+        """Send the target now; ``own`` is the runner whose ``stop_runner`` gets a refusal."""
         if app.scaler is not None and not app.scaler.done():
             return  # the retry in flight sends the latest target
         while True:
@@ -409,7 +427,7 @@ class NomadBackend:
                 await self.client.scale(app.job_id, GROUP, count, f"yurt: target {count}")
             except ClusterError as exc:
                 if not _passing(exc):
-                    self._scale_failed(app, count, exc)
+                    self._scale_failed(app, count, exc, own=own)
                     raise
                 log.info("nomad_scale_deferred", app=app.app_id, count=count, reason=str(exc))
                 app.scaler = asyncio.create_task(self._scale_later(app))
@@ -439,14 +457,29 @@ class NomadBackend:
                 return
             delay = RETRY_FIRST_S  # a newer target: send it soon
 
-    @staticmethod
-    def _scale_accepted(app: _App, count: int, covered: set[str]) -> None:
-        app.accepted = count
-        app.lowering -= covered
+    def _scale_accepted(self, app: _App, count: int, covered: set[str]) -> None:
+        """Nomad took ``count``; of the lowerings it ``covered``, those it does not stop stay.
 
-    @staticmethod
-    def _scale_failed(app: _App, count: int, exc: ClusterError) -> None:
-        """Nomad refused the Count for good: go back to the one it has, so it is asked again."""
+        Going from the Count Nomad had to ``count`` stops that many of the allocations it kept,
+        the highest name indexes first. A covered runner not among them (a raise overtook its
+        lowering, or a higher index went instead) is not stopping: the keep listeners hear.
+        """
+        before, app.accepted = app.accepted, count
+        earlier = app.stopping - app.replacing - app.lowering  # Nomad's Count left them out
+        app.lowering -= covered
+        kept_by_nomad = [r for r in stop_order(app.allocs.values()) if r not in earlier]
+        going = set(kept_by_nomad[: max(0, before - count)])
+        stays = {r for r in covered - going if r in kept_by_nomad}
+        self._keep(app, stays, why=f"Nomad took Count {count} (was {before})")
+
+    def _scale_failed(
+        self, app: _App, count: int, exc: ClusterError, *, own: str | None = None
+    ) -> None:
+        """Nomad refused the Count for good: go back to the one it has, so it is asked again.
+
+        The runners the refused Count would have stopped stay. ``own`` is the one whose
+        ``stop_runner`` raises (its caller knows); the keep listeners hear of the others.
+        """
         log.error(
             "nomad_scale_failed",
             app=app.app_id,
@@ -456,8 +489,22 @@ class NomadBackend:
             runners_kept=sorted(app.lowering) or None,
         )
         app.target = app.accepted
-        app.stopping -= app.lowering
+        pending = set(app.lowering)
+        app.stopping -= pending
         app.lowering.clear()
+        self._keep(app, pending - {own}, why=f"Nomad refused Count {count}")
+
+    def _keep(self, app: _App, runners: Collection[str], *, why: str) -> None:
+        """These runners, told to stop by a lower Count, stay: no longer stopping; say so."""
+        for runner_id in sorted(runners):
+            app.stopping.discard(runner_id)
+            app.lowering.discard(runner_id)
+            log.info("runner_kept", app=app.app_id, runner=runner_id, why=why)
+            for listener in self._keepers:
+                try:
+                    listener(app.app_id, runner_id)
+                except Exception:
+                    log.exception("keep_listener_failed", app=app.app_id, runner=runner_id)
 
     # -- following allocations -------------------------------------------------------------
 
@@ -495,6 +542,7 @@ class NomadBackend:
         app.stopping &= app.allocs.keys()
         app.replacing &= app.allocs.keys()
         app.lowering &= app.allocs.keys()
+        self._release_spared(app)
         app.reported = {k for k in app.reported if k[0] in app.allocs}
         app.ports = {k: v for k, v in app.ports.items() if k in app.allocs}
         for rid, stub in app.allocs.items():
@@ -523,6 +571,18 @@ class NomadBackend:
                 if app.synced:  # failures from before we looked are history, not news
                     self._chore(self._start_failed(app, rid, stub))
         app.synced = True
+
+    def _release_spared(self, app: _App) -> None:
+        """Runners an accepted lower Count did not stop, once Nomad runs no more than its Count.
+
+        A raise can land before Nomad acts on a lower Count it took earlier (Nomad's scheduler
+        reads the job as it is by then); a runner still running when Nomad is down to the Count
+        it accepted is not stopping any more.
+        """
+        live = {rid for rid, stub in app.allocs.items() if is_live(stub)}
+        spared = (app.stopping - app.replacing - app.lowering) & live
+        if spared and len(live) <= app.accepted:
+            self._keep(app, spared, why=f"Nomad runs {len(live)} of Count {app.accepted}")
 
     async def _read_ports(self, app: _App, runner_id: str) -> None:
         try:

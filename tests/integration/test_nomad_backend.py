@@ -255,6 +255,51 @@ async def test_raise_overtaking_a_blocked_lowering_keeps_the_runner(cluster: Clu
         await backend.stop()
 
 
+@pytest.mark.parametrize("settled", [True, False], ids=["deployed", "deploying"])
+async def test_restart_with_a_lower_max_lowers_the_count_first(
+    cluster: Cluster, settled: bool
+) -> None:
+    """A job adopted at Count 2 by a server whose app now allows 1 runs 1, index 0.
+
+    The Count goes down before the job is registered again, or, while the deployment of
+    Count 2 still blocks the scale, with the registration itself: Nomad never keeps a Count
+    above the new Scaling.Max, and the backend's target is Nomad's Count.
+    """
+    spec, payload = build_spec(Tiny), cluster.payload(Tiny)
+    backend = cluster.backend()
+    await backend.start()
+    await backend.ensure_app(APP, spec, payload)
+    await backend.set_target(APP, 2)
+    await wait_until(lambda: len(cluster.running()) == 2, what="two runners")
+    first = cluster.running()[0]
+    if settled:
+        await wait_until(lambda: not deploying(cluster.nomad), what="deployment done")
+    await backend.stop()
+
+    again = cluster.backend()
+    await again.start()
+    try:
+        before = len(cluster.nomad.requests)
+        with capture_logs() as logs:
+            await again.ensure_app(APP, spec.model_copy(update={"max_concurrency": 1}), payload)
+        group = cluster.nomad.jobs[JOB]["TaskGroups"][0]
+        assert (group["Count"], group["Scaling"]["Max"]) == (1, 1)
+        assert again.target(APP) == 1
+        events = [e["event"] for e in logs]
+        assert "nomad_count_above_max" in events
+        writes = [p for m, p in cluster.nomad.requests[before:] if m in ("POST", "PUT")]
+        assert writes == [f"/v1/job/{JOB}/scale", "/v1/jobs"]
+        if settled:
+            assert "nomad_scale_deferred" not in events
+        await wait_until(lambda: cluster.running() == [first], what="index 0 alone")
+        await wait_until(lambda: [v.runner_id for v in again.runners(APP)] == [first])
+        await again.set_target(APP, 1)  # no lowering in disguise
+        assert cluster.running() == [first]
+    finally:
+        await again.deregister_all()
+        await again.stop()
+
+
 async def test_start_failure_is_reported_from_the_runner_log(cluster: Cluster) -> None:
     """A runner failing setup() is a StartFailure with the runner's own reason."""
     failures: list[StartFailure] = []

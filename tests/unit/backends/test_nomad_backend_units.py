@@ -27,6 +27,7 @@ from yurt.backends.base import RunnerState, StartFailure
 from yurt.backends.nomad import backend as nb
 from yurt.backends.nomad import client as nc
 from yurt.backends.nomad.addr import CONSUL_PORT, NOMAD_PORT, parse_addr
+from yurt.backends.nomad.naming import PayloadRef
 from yurt.config import ConsulConfig, NomadConfig, SchedulerConfig
 from yurt.discovery import consul as dc
 from yurt.errors import (
@@ -719,6 +720,138 @@ async def test_stops_in_pick_order_are_each_the_highest() -> None:
             await backend.stop_runner("o/a", runner_id, reason="keep_alive", replace=False)
     assert client.counts == [3, 2, 1]
     assert "nomad_stop_not_highest" not in [e["event"] for e in logs]
+
+
+# -- re-registering with a lower max_concurrency -------------------------------------------
+
+
+class JobClient(ScaleClient):
+    """A job that has ``count`` allocations; records scale and register calls in order."""
+
+    def __init__(self, count: int, *errors: ClusterError | None, digest: str = "old") -> None:
+        super().__init__(*errors)
+        self.job: dict[str, Any] = {
+            "ID": "yurt-o-a",
+            "Meta": {nb.META_DIGEST: digest},
+            "TaskGroups": [{"Name": "runner", "Count": count}],
+        }
+        self.stubs = [stub(n) for n in range(count)]
+        self.calls: list[tuple[Any, ...]] = []
+
+    async def get_job(self, job_id: str) -> dict[str, Any] | None:
+        return self.job
+
+    async def allocations(self, job_id: str, *, index: int = 0) -> tuple[int, list[Any]]:
+        if index:
+            await asyncio.Event().wait()  # the watch: nothing new
+        return 1, list(self.stubs)
+
+    async def scale(self, job_id: str, group: str, count: int, message: str) -> dict[str, Any]:
+        self.calls.append(("scale", count))
+        return await super().scale(job_id, group, count, message)
+
+    async def register(self, body: dict[str, Any]) -> dict[str, Any]:
+        group = body["Job"]["TaskGroups"][0]
+        self.calls.append(("register", group["Count"], group["Scaling"]["Max"]))
+        self.calls.append(("preserve", body["PreserveCounts"]))
+        return {"EvalID": "e"}
+
+
+@pytest.fixture
+def payload(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A payload file whose header is not read (the job body is all these tests look at)."""
+    monkeypatch.setattr(nb, "read_header", lambda data: (None, b""))
+    path = tmp_path / "p.yurt"
+    path.write_bytes(b"x")
+    return path
+
+
+def job_backend(client: JobClient) -> nb.NomadBackend:
+    config = NomadConfig(addr="http://127.0.0.1:1", python=sys.executable)
+    ref = PayloadRef(url="http://x/p", sha256="ab" * 32, token="t", revision="r")
+    return nb.NomadBackend(config, lambda app_id, header: ref, client=client)  # type: ignore[arg-type]
+
+
+async def test_adopted_count_above_max_is_scaled_down_before_registering(payload: Any) -> None:
+    """A job left at Count 4 by a server whose max was 4, adopted with max 2, runs 2.
+
+    The scale goes first, while the old job's Scaling.Max still allows Count 4 to drop to 2;
+    re-registering then preserves 2, which the new Scaling.Max allows. The two highest
+    indexes stop, whatever they do: that is logged.
+    """
+    client = JobClient(4)
+    backend = job_backend(client)
+    kept = keep_log(backend)
+    try:
+        with capture_logs() as logs:
+            await backend.ensure_app("o/a", SPEC.model_copy(update={"max_concurrency": 2}), payload)
+        assert client.calls == [("scale", 2), ("register", 2, 2), ("preserve", True)]
+        app = backend._apps["o/a"]
+        assert (backend.target("o/a"), app.accepted) == (2, 2)
+        [warning] = [e for e in logs if e["event"] == "nomad_count_above_max"]
+        assert (warning["count"], warning["max_concurrency"]) == (4, 2)
+        assert warning["stopping"] == ids(3, 2)
+        assert kept == []
+        # A raise to 2 is no lowering in disguise: Nomad has 2 already.
+        await backend.set_target("o/a", 2)
+        assert client.calls[-1] == ("scale", 2)
+    finally:
+        await backend.stop()
+
+
+async def test_redeploy_lowering_max_lowers_the_count(payload: Any) -> None:
+    """A new revision with a lower max_concurrency brings Nomad's Count down to it."""
+    client = JobClient(0)
+    backend = job_backend(client)
+    try:
+        await backend.ensure_app("o/a", SPEC, payload)
+        await backend.set_target("o/a", 4)
+        client.calls.clear()
+        await backend.ensure_app("o/a", SPEC.model_copy(update={"max_concurrency": 3}), payload)
+        assert client.calls == [("scale", 3), ("register", 3, 3), ("preserve", True)]
+        app = backend._apps["o/a"]
+        assert (backend.target("o/a"), app.accepted) == (3, 3)
+        client.calls.clear()
+        await backend.ensure_app("o/a", SPEC.model_copy(update={"max_concurrency": 3}), payload)
+        assert client.calls == []  # nothing changed
+    finally:
+        await backend.stop()
+
+
+@pytest.mark.usefixtures("fast_retries")
+async def test_count_above_max_with_the_scale_deferred_registers_the_lower_count(
+    payload: Any,
+) -> None:
+    """While a deployment blocks the scale down, the job is registered with the lower Count.
+
+    Preserving Nomad's Count would keep it above the new Scaling.Max until the retry lands.
+    """
+    client = JobClient(4, blocked(), blocked())
+    backend = job_backend(client)
+    try:
+        await backend.ensure_app("o/a", SPEC.model_copy(update={"max_concurrency": 2}), payload)
+        assert client.calls == [("scale", 2), ("register", 2, 2), ("preserve", False)]
+        app = backend._apps["o/a"]
+        assert (backend.target("o/a"), app.accepted) == (2, 2)
+        await settle(backend, app)  # the retry sends the same Count: no change
+        assert client.calls[3:] == [("scale", 2), ("scale", 2)]
+        assert (backend.target("o/a"), app.accepted) == (2, 2)
+    finally:
+        await backend.stop()
+
+
+async def test_count_above_max_refused_raises_and_registers_nothing(payload: Any) -> None:
+    """A scale down Nomad refuses for good fails ensure_app; target stays Nomad's Count."""
+    client = JobClient(4, refused())
+    backend = job_backend(client)
+    try:
+        with pytest.raises(ClusterBadRequest):
+            await backend.ensure_app("o/a", SPEC.model_copy(update={"max_concurrency": 2}), payload)
+        assert client.calls == [("scale", 2)]
+        app = backend._apps["o/a"]
+        assert (backend.target("o/a"), app.accepted) == (4, 4)
+    finally:
+        await backend.stop()
 
 
 # -- the client against a small HTTP server ------------------------------------------------

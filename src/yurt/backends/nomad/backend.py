@@ -281,7 +281,17 @@ class NomadBackend:
     # -- Backend protocol ------------------------------------------------------------------
 
     async def ensure_app(self, app_id: str, spec: AppSpec, payload: Path) -> None:
-        """Register the app's job (once per body), keeping the Count already running."""
+        """Register the app's job (once per body), keeping the Count already running.
+
+        A Count above ``spec.max_concurrency`` (a redeploy lowering it, or a job adopted after a
+        restart) is scaled down to it first, while the job registered before still allows that
+        Count: re-registering preserves the Count, and neither Nomad nor its double checks a
+        preserved Count against the new ``Scaling.Max``, so nothing else would ever lower it.
+        Nomad stops the highest name indexes then, whatever they are doing: at re-registration
+        nothing better is possible (the new maximum holds at once), and it is logged
+        (``nomad_count_above_max``). Should that scale be deferred (a deployment runs), the job
+        is registered with the lowered Count itself rather than preserving the one above it.
+        """
         data = await asyncio.to_thread(payload.read_bytes)
         header, _ = read_header(data)
         ref = self.links(app_id, header)
@@ -292,20 +302,35 @@ class NomadBackend:
             existing = await self.client.get_job(name)
             if existing is not None and not existing.get("Stop"):
                 # Adopt the Count of a job a previous server left running.
-                app.accepted = _count(existing)
-                app.target = min(app.accepted, spec.max_concurrency)
+                app.accepted = app.target = _count(existing)
                 app.digest = str((existing.get("Meta") or {}).get(META_DIGEST) or "")
                 log.info("nomad_job_adopted", app=app_id, job=name, count=app.target)
         async with app.lock:
-            app.target = min(app.target, spec.max_concurrency)
+            top = spec.max_concurrency
+            app.target = min(app.target, top)
+            if app.accepted > top:
+                log.warning(
+                    "nomad_count_above_max",
+                    app=app_id,
+                    job=name,
+                    count=app.accepted,
+                    max_concurrency=top,
+                    stopping=(await self._stop_order(app))[: app.accepted - top] or None,
+                )
+                await self._scale(app)  # raises if Nomad refuses it for good
             job = build_job(
                 app_id, spec, ref, self.config, count=app.target, machines=self.machines
             )
             digest = job_digest(job)
             if digest != app.digest:
                 job["Meta"][META_DIGEST] = digest
-                reply = await self.client.register(register_body(job, preserve_counts=True))
+                # Preserve Nomad's Count unless it is still above the maximum (the scale down
+                # is deferred): then the job carries the lowered Count itself.
+                lower, count, covered = app.accepted > top, app.target, set(app.lowering)
+                reply = await self.client.register(register_body(job, preserve_counts=not lower))
                 app.digest = digest
+                if lower:
+                    self._scale_accepted(app, count, covered)
                 log.info(
                     "nomad_job_registered",
                     app=app_id,
@@ -493,6 +518,18 @@ class NomadBackend:
         app.stopping -= pending
         app.lowering.clear()
         self._keep(app, pending - {own}, why=f"Nomad refused Count {count}")
+
+    async def _stop_order(self, app: _App) -> list[str]:
+        """The live allocations, highest name index first (read once if not followed yet)."""
+        stubs: Iterable[dict[str, Any]] = app.allocs.values()
+        if not app.synced:
+            try:
+                _, listed = await self.client.allocations(app.job_id)
+            except ClusterError as exc:
+                log.debug("nomad_allocs_unreadable", app=app.app_id, error=str(exc))
+                return []
+            stubs = [s for s in listed if s.get("TaskGroup", GROUP) == GROUP]
+        return stop_order(stubs)
 
     def _keep(self, app: _App, runners: Collection[str], *, why: str) -> None:
         """These runners, told to stop by a lower Count, stay: no longer stopping; say so."""

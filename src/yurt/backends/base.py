@@ -66,6 +66,8 @@ class StartFailure:
 
 
 FailureListener = Callable[[StartFailure], None]
+# (app id, runner id) of a runner the backend was asked to stop and that stays after all.
+KeepListener = Callable[[str, str], None]
 
 
 class Backend(Protocol):
@@ -104,6 +106,13 @@ class Backend(Protocol):
 
     def add_failure_listener(self, listener: FailureListener) -> None:
         """Be told when a runner fails before it became ready."""
+
+    def add_keep_listener(self, listener: KeepListener) -> None:
+        """Be told when a runner ``stop_runner`` was asked to stop stays after all.
+
+        A cluster may take a stop later (a deferred scale) and then refuse it, or a raise may
+        overtake a lowering; the router routes to such a runner again.
+        """
 
 
 class Discovery(Protocol):

@@ -29,6 +29,7 @@ import structlog
 
 from yurt.backends.base import (
     FailureListener,
+    KeepListener,
     RunnerEndpoint,
     RunnerState,
     RunnerView,
@@ -220,6 +221,9 @@ class LocalBackend:
     def add_failure_listener(self, listener: FailureListener) -> None:
         """Be told when a runner fails before it became ready."""
         self._listeners.append(listener)
+
+    def add_keep_listener(self, listener: KeepListener) -> None:
+        """Never called here: a local stop is carried out at once."""
 
     # -- reconciling -----------------------------------------------------------------------
 

@@ -167,7 +167,6 @@ class AppRoute:
         """Match the slots to the healthy set; returns the slots that left (to be closed)."""
         now = self._clock()
         seen = {e.runner_id: e for e in endpoints}
-        self.retired &= seen.keys()  # gone from discovery: nothing left to keep out
         gone = [s for rid, s in self.slots.items() if rid not in seen or seen[rid] != s.endpoint]
         for slot in gone:
             slot.retired = True
@@ -182,8 +181,9 @@ class AppRoute:
     def retire(self, runner_id: str) -> Slot | None:
         """Route nothing more to this runner; returns its slot if it was routable.
 
-        It stays out of routing while discovery still lists it healthy (a runner being
-        stopped on a cluster passes its checks until its service is deregistered).
+        It stays out of routing even while discovery lists it healthy (a runner being stopped
+        on a cluster passes its checks until its service is deregistered); the router forgets
+        it once the backend no longer has it.
         """
         self.retired.add(runner_id)
         slot = self.slots.pop(runner_id, None)

@@ -63,6 +63,7 @@ class Router:
         self.admin: AdminApi | None = None
         scheduler.source = self
         backend.add_failure_listener(self._start_failed)
+        backend.add_keep_listener(self._kept)
 
     @property
     def port(self) -> int:
@@ -226,7 +227,16 @@ class Router:
         async for endpoints in self.discovery.watch(route.app_id):
             self._apply(route, endpoints)
 
+    def _kept(self, app_id: str, runner_id: str) -> None:
+        if app_id in self.routes:
+            log.info("runner_kept", app=app_id, runner=runner_id)
+            self.reinstate(app_id, runner_id)
+
     def _apply(self, route: AppRoute, endpoints: list[RunnerEndpoint]) -> None:
+        # A retired runner stays out while the backend still has it (a stop on a cluster can
+        # take a while, and the runner may pass its checks meanwhile), not merely while
+        # discovery lists it.
+        route.retired &= {v.runner_id for v in self.backend.runners(route.app_id)}
         known = set(route.slots)
         for slot in route.update(endpoints):
             self._close_when_idle(slot)

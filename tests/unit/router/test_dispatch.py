@@ -343,13 +343,13 @@ def test_route_exposes_paths_and_capacity() -> None:
 
 
 def test_retired_runner_stays_out_while_discovery_still_lists_it() -> None:
-    """A retired runner is not routed again by the next update, only after it left discovery."""
+    """A retired runner is not routed again by later updates that still list it healthy."""
     h = Harness(runners=("a", "b"))
     h.route.retire("a")
     h.route.update([ep("a"), ep("b"), ep("c")])  # another runner came up; "a" still passes
-    assert sorted(h.route.slots) == ["b", "c"]
-    h.route.update([ep("b"), ep("c")])  # "a" deregistered: nothing left to keep out
-    assert h.route.retired == set()
+    h.route.update([ep("b"), ep("c")])
+    h.route.update([ep("a"), ep("b"), ep("c")])  # listed again: still kept out
+    assert sorted(h.route.slots) == ["b", "c"] and h.route.retired == {"a"}
 
 
 def test_reinstated_runner_comes_back() -> None:

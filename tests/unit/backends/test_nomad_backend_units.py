@@ -24,6 +24,7 @@ from structlog.testing import capture_logs
 
 import yurt
 from yurt.backends.base import RunnerState, StartFailure
+from yurt.backends.nomad import allocs
 from yurt.backends.nomad import backend as nb
 from yurt.backends.nomad import client as nc
 from yurt.backends.nomad.addr import CONSUL_PORT, NOMAD_PORT, parse_addr
@@ -92,7 +93,7 @@ def response(status: int, text: str = "") -> requests.Response:
 )
 def test_name_index(name: str, index: int) -> None:
     """The name index is the number in the trailing brackets (NOMAD_ALLOC_INDEX)."""
-    assert nb.name_index(name) == index
+    assert allocs.name_index(name) == index
 
 
 def ids(*ns: int) -> list[str]:
@@ -109,7 +110,7 @@ def test_stop_order_highest_index_first() -> None:
         stub(4, desired="stop"),
         stub(1),
     ]
-    assert nb.stop_order(stubs) == ids(3, 2, 1, 0)
+    assert allocs.stop_order(stubs) == ids(3, 2, 1, 0)
 
 
 @pytest.mark.parametrize(
@@ -128,7 +129,7 @@ def test_stops_for_takes_candidates_down_to_the_first_busy(
 ) -> None:
     """From the highest index down, each candidate is taken until the first runner that is not."""
     stubs = [stub(n) for n in range(4)]
-    assert nb.stops_for(stubs, set(ids(*candidates)), leaving=set(ids(*leaving))) == ids(*stops)
+    assert allocs.stops_for(stubs, set(ids(*candidates)), leaving=set(ids(*leaving))) == ids(*stops)
 
 
 @pytest.mark.parametrize(
@@ -145,7 +146,7 @@ def test_stops_for_takes_candidates_down_to_the_first_busy(
 )
 def test_view_of(client: str, desired: str, healthy: bool, state: RunnerState | None) -> None:
     """Allocation status and health map onto runner states; terminal ones have no view."""
-    view = nb.view_of(
+    view = allocs.view_of(
         "o/a", stub(1, client, desired), healthy=healthy, draining=False, now=0.0, mono=0.0
     )
     if state is None:
@@ -158,7 +159,7 @@ def test_view_of(client: str, desired: str, healthy: bool, state: RunnerState | 
 def test_view_started_at_on_monotonic_clock() -> None:
     """started_at is the allocation's age moved onto the monotonic clock."""
     created = 1_700_000_000.0
-    view = nb.view_of(
+    view = allocs.view_of(
         "o/a",
         stub(1, CreateTime=int(created * 1e9)),
         healthy=True,
@@ -172,14 +173,14 @@ def test_view_started_at_on_monotonic_clock() -> None:
 
 def test_address_unknown_without_ports() -> None:
     """An allocation without allocated ports has no address yet."""
-    assert nb.alloc_address({"ID": "x"}) == ("", 0)
+    assert allocs.alloc_address({"ID": "x"}) == ("", 0)
 
 
 def test_read_failure_takes_last_mark() -> None:
     """The runner's last failure line says why it ended."""
     text = "x\nyurt-runner-failure: setup: old\nyurt-runner-failure: payload: bad token\n"
-    assert nb.read_failure(text) == ("payload", "bad token")
-    assert nb.read_failure("Segmentation fault\n") is None
+    assert allocs.read_failure(text) == ("payload", "bad token")
+    assert allocs.read_failure("Segmentation fault\n") is None
 
 
 def test_health_killed_and_exit_detail() -> None:
@@ -189,9 +190,9 @@ def test_health_killed_and_exit_detail() -> None:
         {"Type": "Terminated", "ExitCode": 5, "DisplayMessage": "Exit Code: 5"},
     ]
     s = stub(1, "failed", TaskStates={"runner": {"Events": events, "Restarts": 2}})
-    assert nb.health_killed(s)
-    assert nb.exit_detail(s) == "Terminated: Exit Code: 5"
-    assert not nb.health_killed(stub(2))
+    assert allocs.health_killed(s)
+    assert allocs.exit_detail(s) == "Terminated: Exit Code: 5"
+    assert not allocs.health_killed(stub(2))
 
 
 def test_job_digest_ignores_counts() -> None:

@@ -1,0 +1,147 @@
+"""Readings of Nomad allocation stubs (``GET /v1/job/:id/allocations``). Pure.
+
+The name index (``job.group[N]``) that decides which allocation Nomad stops first, liveness,
+addresses, the ``RunnerView`` a stub stands for, and why a runner's task ended.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Iterable
+from typing import Any
+
+from yurt.backends.base import RunnerState, RunnerView
+from yurt.backends.nomad.naming import FAILURE_MARK, PORT_LABEL, TASK
+
+TERMINAL = frozenset({"complete", "failed", "lost"})
+_NAME_INDEX = re.compile(r"\[(\d+)\]$")
+
+
+def name_index(name: str) -> int:
+    """The allocation's name index (``job.group[N]`` -> N; NOMAD_ALLOC_INDEX), -1 if none."""
+    found = _NAME_INDEX.search(name or "")
+    return int(found.group(1)) if found else -1
+
+
+def is_live(stub: dict[str, Any]) -> bool:
+    """Placed or running, and Nomad still wants it to run."""
+    return stub.get("ClientStatus") not in TERMINAL and stub.get("DesiredStatus") == "run"
+
+
+def alloc_address(stub: dict[str, Any]) -> tuple[str, int]:
+    """The runner's host and port from the allocation's shared ports, else ("", 0)."""
+    shared = (stub.get("AllocatedResources") or {}).get("Shared") or {}
+    for port in shared.get("Ports") or []:
+        if port.get("Label") == PORT_LABEL:
+            return str(port.get("HostIP") or ""), int(port.get("Value") or 0)
+    return "", 0
+
+
+def task_state(stub: dict[str, Any]) -> dict[str, Any]:
+    """The runner task's state in an allocation stub ({} before the client reports one)."""
+    state: dict[str, Any] = (stub.get("TaskStates") or {}).get(TASK) or {}
+    return state
+
+
+def deployment_healthy(stub: dict[str, Any]) -> bool:
+    """Nomad's own verdict: the allocation passed its checks for MinHealthyTime."""
+    return bool((stub.get("DeploymentStatus") or {}).get("Healthy") is True)
+
+
+def view_of(
+    app_id: str,
+    stub: dict[str, Any],
+    *,
+    healthy: bool,
+    draining: bool,
+    now: float,
+    mono: float,
+    address: tuple[str, int] | None = None,
+) -> RunnerView | None:
+    """The ``RunnerView`` of one allocation, or None for a terminal one.
+
+    ``now``/``mono`` are wall and monotonic clocks read together: ``started_at`` is on the
+    monotonic clock, like the local backend's. ``address`` stands in when the stub has no ports.
+    """
+    status = stub.get("ClientStatus")
+    if status in TERMINAL:
+        return None
+    if draining or stub.get("DesiredStatus") != "run":
+        state = RunnerState.DRAINING
+    elif status == "running":
+        state = RunnerState.IDLE if healthy else RunnerState.SETUP
+    else:
+        state = RunnerState.PENDING
+    host, port = alloc_address(stub)
+    if not port and address is not None:
+        host, port = address
+    created = float(stub.get("CreateTime") or 0) / 1e9
+    started_at = mono - max(0.0, now - created) if created else mono
+    return RunnerView(
+        str(stub["ID"]),
+        app_id,
+        state,
+        host,
+        port,
+        None,
+        started_at,
+        str(stub.get("DesiredDescription") or ""),
+    )
+
+
+def stop_order(stubs: Iterable[dict[str, Any]]) -> list[str]:
+    """The live allocations in the order Nomad stops them as the Count drops.
+
+    Nomad's reconciler (``computeStop`` -> ``nameIndex.Highest``) stops the highest name
+    indexes; among equal indexes the newest goes first here.
+    """
+    live = [s for s in stubs if is_live(s)]
+    live.sort(key=lambda s: (name_index(str(s.get("Name"))), s.get("CreateIndex") or 0))
+    return [str(s["ID"]) for s in reversed(live)]
+
+
+def stops_for(
+    stubs: Iterable[dict[str, Any]], candidates: Collection[str], *, leaving: Collection[str] = ()
+) -> list[str]:
+    """The runners a lower Count stops, highest name index first, all of them in ``candidates``.
+
+    Walks down from the highest index and ends at the first runner that is not a candidate:
+    lowering the Count past it would stop it instead. ``leaving`` runners (a lower Count is
+    already stopping them) are stepped over.
+    """
+    out: list[str] = []
+    for runner_id in stop_order(stubs):
+        if runner_id in leaving:
+            continue
+        if runner_id not in candidates:
+            break
+        out.append(runner_id)
+    return out
+
+
+def read_failure(text: str) -> tuple[str, str] | None:
+    """(kind, message) from the runner's last ``yurt-runner-failure:`` line, if any."""
+    for line in reversed(text.splitlines()):
+        if line.startswith(FAILURE_MARK):
+            kind, _, message = line[len(FAILURE_MARK) :].strip().partition(": ")
+            return kind, message
+    return None
+
+
+def health_killed(stub: dict[str, Any]) -> bool:
+    """Whether Nomad restarted or killed the task for failing health checks (check_restart)."""
+    for event in task_state(stub).get("Events") or []:
+        reason = f"{event.get('RestartReason', '')} {event.get('KillReason', '')}".lower()
+        if "health" in reason or "unhealthy" in reason:
+            return True
+    return False
+
+
+def exit_detail(stub: dict[str, Any]) -> str:
+    """A line on how the runner task ended, from Nomad's task events."""
+    for event in reversed(task_state(stub).get("Events") or []):
+        if event.get("Type") in ("Terminated", "Driver Failure", "Setup Failure", "Killed"):
+            text = event.get("DisplayMessage") or event.get("DriverError") or ""
+            code = event.get("ExitCode")
+            return f"{event['Type']}: {text or f'exit code {code}'}".strip()
+    return f"allocation {stub.get('ClientStatus', '?')}: {stub.get('ClientDescription') or ''}"

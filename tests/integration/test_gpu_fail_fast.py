@@ -168,6 +168,16 @@ def test_yurt_run_gives_the_runner_its_gpu(tmp_path: Path) -> None:
             match = re.search(r"at (http://\S+)", line)
             assert match, f"yurt run printed {line!r}"
             assert post_json(match.group(1)) == {"cuda": "GPU-fake-1"}
+            # The router shows which GPUs each runner holds.
+            apps_url = match.group(1).rsplit("/default/", 1)[0] + "/_yurt/apps"
+            deadline = time.monotonic() + DEADLINE_S
+            while True:
+                (app,) = get_json(apps_url)  # type: ignore[misc]
+                gpus = [g for r in app["runners"] for g in r["gpus"]]
+                if gpus or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)  # polling a condition, not waiting a fixed time
+            assert gpus == ["NVIDIA H100 80GB HBM3 GPU-fake-1"]
         finally:
             proc.send_signal(signal.SIGTERM)
             try:

@@ -23,7 +23,7 @@ class NoSlotInTime(RequestError):
 class Slot:
     """One routable runner: where it is, its connection pool, and what it is doing."""
 
-    __slots__ = ("endpoint", "hints", "idle_since", "in_flight", "pool", "retired")
+    __slots__ = ("endpoint", "gpus", "hints", "idle_since", "in_flight", "pool", "retired")
 
     def __init__(self, endpoint: RunnerEndpoint, now: float) -> None:
         self.endpoint = endpoint
@@ -32,6 +32,7 @@ class Slot:
         self.idle_since: float | None = now
         self.retired = False
         self.hints: frozenset[str] = frozenset()  # what the runner's provide_hints() said last
+        self.gpus: tuple[str, ...] = ()  # "<name> <uuid>" of each GPU the runner reported
 
     @property
     def runner_id(self) -> str:

@@ -247,10 +247,13 @@ class Router:
 
     async def _learn_hints(self, slot: Slot) -> None:
         # Responses carry x-yurt-runner-hints afterwards; this covers a runner's first request.
+        # The GPUs a runner checked it holds are read once too, for /_yurt/apps.
         try:
             reply = await slot.pool.request(b"GET", b"/_yurt/info", [], b"", timeout=10)
-            hints = json.loads(reply.body).get("hints") if reply.status == 200 else None
-        except (UpstreamError, ValueError, AttributeError):
+            info = json.loads(reply.body) if reply.status == 200 else {}
+            hints, gpus = info.get("hints"), info.get("gpus") or []
+            slot.gpus = tuple(f"{g['name']} {g['uuid']}" for g in gpus)
+        except (UpstreamError, ValueError, AttributeError, KeyError, TypeError):
             return
         if isinstance(hints, list) and all(isinstance(h, str) for h in hints):
             slot.hints = frozenset(hints)
@@ -401,6 +404,7 @@ class Router:
                         "port": view.port,
                         "in_flight": slot.in_flight if slot else 0,
                         "routable": slot is not None and not slot.retired,
+                        "gpus": list(slot.gpus) if slot is not None else [],
                         "age_s": round(now - view.started_at, 3),
                         "detail": view.detail,
                     }

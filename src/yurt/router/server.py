@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from aiohttp import web
 
-from yurt.backends.base import Backend, Discovery, RunnerEndpoint, StartFailure
+from yurt.backends.base import Backend, Discovery, RunnerEndpoint, RunnerState, StartFailure
 from yurt.config import RouterConfig
 from yurt.errors import ConfigError, RequestError
 from yurt.router.dispatch import AppRoute, NoSlotInTime, Slot
@@ -235,8 +235,12 @@ class Router:
     def _apply(self, route: AppRoute, endpoints: list[RunnerEndpoint]) -> None:
         # A retired runner stays out while the backend still has it (a stop on a cluster can
         # take a while, and the runner may pass its checks meanwhile), not merely while
-        # discovery lists it.
-        route.retired &= {v.runner_id for v in self.backend.runners(route.app_id)}
+        # discovery lists it; and a runner the backend is stopping is never routed to.
+        views = self.backend.runners(route.app_id)
+        route.retired &= {v.runner_id for v in views}
+        for v in views:
+            if v.state == RunnerState.DRAINING and v.runner_id not in route.retired:
+                self.retire(route.app_id, v.runner_id)
         known = set(route.slots)
         for slot in route.update(endpoints):
             self._close_when_idle(slot)

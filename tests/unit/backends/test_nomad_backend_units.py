@@ -101,16 +101,40 @@ def ids(*ns: int) -> list[str]:
 
 
 def test_stop_order_highest_index_first() -> None:
-    """Nomad stops the highest name index first; terminal and stopping ones are skipped."""
+    """Nomad stops the highest name index it counts first: a failed allocation waiting to be
+    rescheduled too; stopping, replaced, complete and lost ones are skipped."""
     stubs = [
         stub(0),
         stub(3, client="pending"),
         stub(2),
         stub(5, client="failed"),
         stub(4, desired="stop"),
+        stub(6, client="failed", NextAllocation="0b5e6f1e-0000-4000-8000-0000000000a6"),
+        stub(7, client="complete"),
+        stub(8, client="lost"),
+        stub(9, client="failed", desired="stop"),
         stub(1),
     ]
-    assert allocs.stop_order(stubs) == ids(3, 2, 1, 0)
+    assert allocs.stop_order(stubs) == ids(5, 3, 2, 1, 0)
+    assert [allocs.counted(s) for s in stubs] == [1, 1, 1, 1, 0, 0, 0, 0, 0, 1]
+
+
+def nomad_stops(stubs: list[dict[str, Any]], count: int) -> list[str]:
+    """What Nomad's reconciler stops at ``count`` (filterByRescheduleable, computeStop).
+
+    The allocations it counts: pending or running with DesiredStatus run, and failed ones
+    with DesiredStatus run and no NextAllocation (their reschedule is delayed: ReschedulePolicy
+    waits 30 s at first). The highest name indexes beyond the Count go.
+    """
+    held = [
+        s
+        for s in stubs
+        if s["DesiredStatus"] == "run"
+        and s["ClientStatus"] in ("pending", "running", "failed")
+        and not s.get("NextAllocation")
+    ]
+    held.sort(key=lambda s: allocs.name_index(s["Name"]), reverse=True)
+    return [s["ID"] for s in held[: max(0, len(held) - count)]]
 
 
 @pytest.mark.parametrize(
@@ -132,6 +156,15 @@ def test_stops_for_takes_candidates_down_to_the_first_busy(
     assert allocs.stops_for(stubs, set(ids(*candidates)), leaving=set(ids(*leaving))) == ids(*stops)
 
 
+def test_stops_for_takes_a_failed_allocation_as_a_free_stop() -> None:
+    """A failed allocation Nomad still counts goes first when it is the highest; busy blocks."""
+    stubs = [stub(0), stub(1), stub(2), stub(3, "failed")]
+    assert allocs.stops_for(stubs, set(ids(2))) == ids(3, 2)
+    assert allocs.stops_for(stubs, set()) == ids(3)
+    stubs = [stub(0, "failed"), stub(1), stub(2)]
+    assert allocs.stops_for(stubs, set(ids(0, 1))) == []  # 2 is busy: the Count stays
+
+
 @pytest.mark.parametrize(
     ("client", "desired", "healthy", "state"),
     [
@@ -140,7 +173,8 @@ def test_stops_for_takes_candidates_down_to_the_first_busy(
         ("running", "run", True, RunnerState.IDLE),
         ("running", "stop", True, RunnerState.DRAINING),
         ("complete", "run", False, None),
-        ("failed", "run", False, None),
+        ("failed", "run", False, RunnerState.PENDING),  # Nomad counts it until rescheduled
+        ("failed", "stop", False, None),
         ("lost", "stop", False, None),
     ],
 )
@@ -154,6 +188,15 @@ def test_view_of(client: str, desired: str, healthy: bool, state: RunnerState | 
     else:
         assert view is not None and view.state == state
         assert (view.host, view.port, view.runner_id) == ("10.0.0.5", 20001, AID.format(1))
+        assert (view.detail == allocs.RESCHEDULING) == (client == "failed")
+
+
+def test_view_of_a_rescheduled_failure() -> None:
+    """A failed allocation Nomad has replaced is history; one a lower Count takes drains."""
+    replaced = stub(1, "failed", NextAllocation=AID.format(2))
+    assert allocs.view_of("o/a", replaced, healthy=False, draining=False, now=0, mono=0) is None
+    taken = allocs.view_of("o/a", stub(1, "failed"), healthy=False, draining=True, now=0, mono=0)
+    assert taken is not None and taken.state == RunnerState.DRAINING
 
 
 def test_view_started_at_on_monotonic_clock() -> None:
@@ -391,7 +434,28 @@ async def test_failures_reported_once_per_restart_and_end() -> None:
     assert {f.error_type for f in failures} == {"runner_scheduling_failure"}
     assert all("boom" in f.detail for f in failures)
     views = backend.runners("o/a")
-    assert [v.state for v in views] == [RunnerState.CRASH_BACKOFF]
+    # The failed allocation holds its place in the Count until Nomad reschedules it.
+    assert [(v.state, v.detail) for v in views] == [
+        (RunnerState.PENDING, allocs.RESCHEDULING),
+        (RunnerState.CRASH_BACKOFF, views[1].detail),
+    ]
+
+
+async def test_failure_listener_error_is_logged() -> None:
+    """A failure listener that raises is logged; the other listeners still hear."""
+    client = ScriptedClient([(10, [stub(1, "pending")]), (11, [stub(1, "failed")])])
+    backend = scripted_backend(client)
+    failures: list[StartFailure] = []
+
+    def broken(failure: StartFailure) -> None:
+        raise RuntimeError("listener bug")
+
+    backend.add_failure_listener(broken)
+    backend.add_failure_listener(failures.append)
+    with capture_logs() as logs:
+        await follow(backend, client)
+    assert [f.runner_id for f in failures] == ids(1)
+    assert "failure_listener_failed" in [e["event"] for e in logs]
 
 
 async def test_failures_before_first_look_are_history() -> None:
@@ -649,7 +713,8 @@ async def test_lowering_that_stops_another_runner_keeps_the_one_asked_for() -> N
     assert "nomad_stop_not_highest" in [e["event"] for e in logs]
     assert client.counts == [1]
     assert kept == [("o/a", AID.format(0))]
-    assert app.stopping == set()
+    assert app.stopping == set(ids(1))  # the one Nomad stops instead: nobody routes to it
+    assert states(backend)[AID.format(1)] == RunnerState.DRAINING
 
 
 async def test_lowering_a_later_raise_spared_is_kept_once_nomad_shows_it() -> None:
@@ -688,15 +753,72 @@ async def test_lowering_that_lands_stops_the_runner() -> None:
     assert kept == []
 
 
-async def test_failed_stop_allocation_leaves_the_runner_running() -> None:
-    """stop_runner(replace=True) that Nomad refuses raises; the runner is not draining."""
+async def test_failure_before_nomad_acts_on_a_lower_count_spares_nobody() -> None:
+    """Another allocation fails after Nomad took a lower Count, before it acted on it.
+
+    Nomad counts the failed allocation (it waits to be rescheduled), so the lower Count still
+    stops the runner asked for: it is not kept (the router would route to it as it stops).
+    """
+    client = ScaleClient()
+    backend, app = scaling_backend(client, 3)
+    kept = keep_log(backend)
+    r0, r2 = ids(0, 2)
+    await backend.stop_runner("o/a", r2, reason="keep_alive", replace=False)
+    now = [stub(0, "failed"), stub(1), stub(2)]
+    backend._observe(app, now)
+    assert kept == [] and r2 in app.stopping
+    assert states(backend)[r2] == RunnerState.DRAINING
+    assert nomad_stops(now, 2) == [r2]
+    backend._observe(app, [stub(0, "failed"), stub(1), stub(2, desired="stop")])
+    backend._observe(app, [stub(0, "failed"), stub(1)])
+    assert kept == [] and app.stopping == set()
+    assert states(backend)[r0] == RunnerState.PENDING
+
+
+@pytest.mark.usefixtures("fast_retries")
+async def test_stop_allocation_refused_for_now_is_retried() -> None:
+    """stop_runner(replace=True) while Nomad has no leader drains the runner; the stop lands."""
+    client = ScaleClient(unavailable(), unavailable(), None)
+    backend, app = scaling_backend(client, 1)
+    kept = keep_log(backend)
+    r0 = AID.format(0)
+    await backend.stop_runner("o/a", r0, reason="503", replace=True)  # raises nothing
+    assert states(backend)[r0] == RunnerState.DRAINING
+    await asyncio.wait_for(asyncio.gather(*backend._chores), 10)
+    assert client.stopped == ids(0, 0, 0)
+    assert r0 in app.stopping and kept == []
+    assert backend.target("o/a") == 1
+
+
+@pytest.mark.usefixtures("fast_retries")
+async def test_stop_allocation_refused_for_good_keeps_the_runner() -> None:
+    """A stop Nomad refuses for good, at once or on a retry, is logged; the runner is kept."""
+    for errors in ([refused()], [unavailable(), refused()]):
+        client = ScaleClient(*errors)
+        backend, app = scaling_backend(client, 1)
+        kept = keep_log(backend)
+        r0 = AID.format(0)
+        with capture_logs() as logs:
+            await backend.stop_runner("o/a", r0, reason="503", replace=True)  # raises nothing
+            await asyncio.wait_for(asyncio.gather(*backend._chores), 10)
+        assert client.stopped == [r0] * len(errors)
+        assert kept == [("o/a", r0)]
+        assert app.stopping == set() and app.replacing == set()
+        assert states(backend)[r0] != RunnerState.DRAINING
+        assert "nomad_stop_failed" in [e["event"] for e in logs]
+        assert backend.target("o/a") == 1
+
+
+@pytest.mark.usefixtures("fast_retries")
+async def test_stop_allocation_retry_ends_when_nomad_stops_it() -> None:
+    """A retried stop ends without another call once the allocation is no longer live."""
     client = ScaleClient(unavailable())
     backend, app = scaling_backend(client, 1)
-    with pytest.raises(ClusterUnavailable):
-        await backend.stop_runner("o/a", AID.format(0), reason="503", replace=True)
-    assert app.stopping == set()
-    assert client.stopped == ids(0)
-    assert backend.target("o/a") == 1
+    r0 = AID.format(0)
+    await backend.stop_runner("o/a", r0, reason="503", replace=True)
+    backend._observe(app, [stub(0, desired="stop")])
+    await asyncio.wait_for(asyncio.gather(*backend._chores), 10)
+    assert client.stopped == [r0]
 
 
 def test_pick_stops_never_names_a_busy_runner() -> None:
@@ -721,6 +843,125 @@ async def test_stops_in_pick_order_are_each_the_highest() -> None:
             await backend.stop_runner("o/a", runner_id, reason="keep_alive", replace=False)
     assert client.counts == [3, 2, 1]
     assert "nomad_stop_not_highest" not in [e["event"] for e in logs]
+
+
+def failed_first(load: AppLoad) -> tuple[nb.NomadBackend, nb._App, ScaleClient, Scheduler, Source]:
+    """Count 3: runner 0 failed and waits to be rescheduled, runners 1 and 2 serve."""
+    client = ScaleClient()
+    backend, app = scaling_backend(client, 3)
+    app.allocs[AID.format(0)] = stub(0, "failed")
+    source = Source()
+    source.now = load
+    backend.add_keep_listener(source.reinstate)
+    scheduler = Scheduler(backend, SchedulerConfig())
+    scheduler.source = source
+    return backend, app, client, scheduler, source
+
+
+async def test_failed_allocation_is_no_unplaced_runner() -> None:
+    """A failed allocation Nomad counts is no room to lower the Count onto a busy runner.
+
+    Runner 0 failed and waits to be rescheduled, runner 1 idles, runner 2 is busy. Taken for
+    an unplaced runner, the failure let the scheduler lower the Count to 2, and Nomad stopped
+    runner 2. It is listed as a runner that is not routable: nothing is unplaced, and the busy
+    runner 2, the highest index, holds the Count where it is.
+    """
+    r0, r1, r2 = ids(0, 1, 2)
+    load = AppLoad(runners=(RunnerLoad(r1, 0, 0.0), RunnerLoad(r2, 1, None)))
+    backend, app, client, scheduler, source = failed_first(load)
+    await scheduler._lower("o/a", SPEC, load, 3, Decision(2, stop=(r1,)))
+    assert client.counts == []
+    assert source.retired == set() and app.stopping == set()
+    assert nomad_stops(list(app.allocs.values()), backend.target("o/a")) == []
+    views = {v.runner_id: v for v in backend.runners("o/a")}
+    assert (views[r0].state, views[r0].detail) == (RunnerState.PENDING, allocs.RESCHEDULING)
+
+
+async def test_failed_allocation_lowering_by_two_spares_the_busy_runner() -> None:
+    """Lowering by two with a failed low index: only the idle highest runner goes."""
+    r1, r2 = ids(1, 2)
+    load = AppLoad(runners=(RunnerLoad(r1, 1, None), RunnerLoad(r2, 0, 0.0)))
+    backend, app, client, scheduler, source = failed_first(load)
+    await scheduler._lower("o/a", SPEC, load, 3, Decision(1, stop=(r2,)))
+    assert client.counts == [2]
+    assert source.retired == {r2}
+    assert nomad_stops(list(app.allocs.values()), backend.target("o/a")) == [r2]
+
+
+async def test_failed_highest_allocation_is_a_free_stop() -> None:
+    """A failed allocation at the highest index goes first when the Count drops."""
+    client = ScaleClient()
+    backend, app = scaling_backend(client, 3)
+    app.allocs[AID.format(2)] = stub(2, "failed")
+    r0, r1, r2 = ids(0, 1, 2)
+    source = Source()
+    scheduler = Scheduler(backend, SchedulerConfig())
+    scheduler.source = source
+    load = AppLoad(runners=(RunnerLoad(r0, 1, None), RunnerLoad(r1, 0, 0.0)))
+    await scheduler._lower("o/a", SPEC, load, 3, Decision(1, stop=(r1,)))
+    assert client.counts == [2, 1]
+    assert nomad_stops(list(app.allocs.values()), 1) == [r2, r1]
+    assert app.stopping == {r1, r2}
+
+
+async def test_runners_a_lower_count_stops_unasked_are_stopping() -> None:
+    """A Count above max_concurrency brought down: the runners Nomad stops are draining.
+
+    The scheduler neither counts them live nor lowers again onto the busy runners below them.
+    """
+    client = ScaleClient()
+    backend, app = scaling_backend(client, 4)
+    app.target = 2
+    await backend._scale(app)
+    r0, r1, r2, r3 = ids(0, 1, 2, 3)
+    assert app.stopping == {r2, r3}
+    assert {r: states(backend)[r] for r in (r2, r3)} == dict.fromkeys(
+        (r2, r3), RunnerState.DRAINING
+    )
+    source = Source()
+    scheduler = Scheduler(backend, SchedulerConfig())
+    scheduler.source = source
+    load = AppLoad(
+        runners=(
+            RunnerLoad(r0, 0, 0.0),
+            RunnerLoad(r1, 1, None),
+            RunnerLoad(r2, 0, 0.0),
+            RunnerLoad(r3, 0, 0.0),
+        )
+    )
+    await scheduler._lower("o/a", SPEC, load, 2, Decision(1, stop=(r3,)))
+    assert client.counts == [2]  # runner 1 is busy: nothing more goes
+    assert source.retired == set()
+    # Nomad acts on Count 2; nothing is kept.
+    kept = keep_log(backend)
+    backend._observe(app, [stub(0), stub(1), stub(2, desired="stop"), stub(3, desired="stop")])
+    backend._observe(app, [stub(0), stub(1)])
+    assert kept == [] and app.stopping == set()
+
+
+async def test_refusal_after_a_count_covering_the_runner_is_not_its_callers() -> None:
+    """stop_runner does not raise for a later target's refusal once its Count landed.
+
+    The target moved while the lowering was out; Nomad took the lowering and refused the
+    next Count. Raising made the caller route to the runner again while Nomad stopped it.
+    """
+
+    class Racing(ScaleClient):
+        async def scale(self, job_id: str, group: str, count: int, message: str) -> dict[str, Any]:
+            if not self.counts:
+                app.target = 4  # a raise comes in while the call is out
+            return await super().scale(job_id, group, count, message)
+
+    client = Racing(None, refused())
+    backend, app = scaling_backend(client, 3)
+    kept = keep_log(backend)
+    r2 = AID.format(2)
+    with capture_logs() as logs:
+        await backend.stop_runner("o/a", r2, reason="keep_alive", replace=False)
+    assert client.counts == [2, 4]
+    assert "nomad_scale_failed" in [e["event"] for e in logs]
+    assert (app.accepted, backend.target("o/a")) == (2, 2)
+    assert r2 in app.stopping and kept == []
 
 
 # -- re-registering with a lower max_concurrency -------------------------------------------
@@ -793,6 +1034,11 @@ async def test_adopted_count_above_max_is_scaled_down_before_registering(payload
         assert (warning["count"], warning["max_concurrency"]) == (4, 2)
         assert warning["stopping"] == ids(3, 2)
         assert kept == []
+        # Nomad stops them: they are draining (the scheduler counts them no more).
+        assert app.stopping == set(ids(3, 2))
+        assert {r: states(backend)[r] for r in ids(3, 2)} == dict.fromkeys(
+            ids(3, 2), RunnerState.DRAINING
+        )
         # A raise to 2 is no lowering in disguise: Nomad has 2 already.
         await backend.set_target("o/a", 2)
         assert client.calls[-1] == ("scale", 2)
@@ -837,6 +1083,39 @@ async def test_count_above_max_with_the_scale_deferred_registers_the_lower_count
         await settle(backend, app)  # the retry sends the same Count: no change
         assert client.calls[3:] == [("scale", 2), ("scale", 2)]
         assert (backend.target("o/a"), app.accepted) == (2, 2)
+    finally:
+        await backend.stop()
+
+
+@pytest.mark.usefixtures("fast_retries")
+async def test_target_moved_while_registering_the_lower_count_is_sent(payload: Any) -> None:
+    """A target that moves while the job with the lowered Count is registered is sent after.
+
+    The deferred scale can land before the register that carries the lowered Count: Nomad
+    then has the register's Count, and the target asked for meanwhile must follow it.
+    """
+
+    class Racing(JobClient):
+        async def register(self, body: dict[str, Any]) -> dict[str, Any]:
+            app = backend._apps["o/a"]
+            await backend.set_target("o/a", 1)  # the scheduler lowers by one meanwhile
+            assert app.scaler is not None
+            await asyncio.wait_for(app.scaler, 10)  # and the retry lands first
+            return await super().register(body)
+
+    client = Racing(4, blocked(), None)
+    backend = job_backend(client)
+    try:
+        await backend.ensure_app("o/a", SPEC.model_copy(update={"max_concurrency": 2}), payload)
+        assert client.calls == [
+            ("scale", 2),
+            ("scale", 1),
+            ("register", 2, 2),
+            ("preserve", False),
+            ("scale", 1),
+        ]
+        app = backend._apps["o/a"]
+        assert (backend.target("o/a"), app.accepted) == (1, 1)
     finally:
         await backend.stop()
 

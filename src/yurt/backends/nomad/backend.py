@@ -4,23 +4,29 @@ The group's Count is the target; ``POST /v1/job/:id/scale`` changes it. The coun
 and the count Nomad last accepted are kept apart: a scale that Nomad refuses for a while (a
 deployment in progress, a leader election) is retried in the background until it lands. Nomad
 picks which allocation goes when the Count drops (the highest name index), so ``pick_stops``
-lowers it only past runners the scheduler may stop. One blocking query loop per app follows its
-allocations; from them come ``runners()`` and the start failures. Healthy runners are found
-through Consul (``ConsulDiscovery``), not here.
+lowers it only past runners the scheduler may stop. Nomad counts a failed allocation waiting to
+be rescheduled against the Count like a live one, and may stop it when the Count drops: such an
+allocation is listed as a PENDING runner that is never routable (``allocs.counted``). One
+blocking query loop per app follows its allocations; from them come ``runners()`` and the start
+failures. Healthy runners are found through Consul (``ConsulDiscovery``), not here.
 
 A runner ``stop_runner(replace=False)`` took is *stopping* only while a lower Count that stops
 it is pending or was accepted: when Nomad refuses that Count for good, or a raise overtakes it,
 or the lower Count stopped another runner, the runner stays, and the keep listeners hear of it
-(the router routes to it again).
+(the router routes to it again). Every runner an accepted lower Count stops is stopping, asked
+for or not (a Count above max_concurrency brought down). A runner ``stop_runner(replace=True)``
+took is stopping until Nomad stops it; while Nomad is unreachable the stop is retried in the
+background, and when Nomad refuses it for good the keep listeners hear of it too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -37,6 +43,7 @@ from yurt.backends.base import (
 from yurt.backends.nomad.allocs import (
     TERMINAL,
     alloc_address,
+    counted,
     deployment_healthy,
     exit_detail,
     health_killed,
@@ -59,7 +66,7 @@ log = structlog.get_logger("yurt.nomad")
 
 META_DIGEST = "yurt_job_digest"  # the job body's digest: an unchanged app is not re-registered
 _BLOCKED = "active deployment"  # Nomad: "job scaling blocked due to active deployment"
-RETRY_FIRST_S, RETRY_MAX_S = 0.5, 5.0  # backoff of a scale Nomad refuses for a while
+RETRY_FIRST_S, RETRY_MAX_S = 0.5, 5.0  # backoff of a scale or stop Nomad refuses for a while
 
 
 class HealthHistory(Protocol):
@@ -189,13 +196,14 @@ class NomadBackend:
             top = spec.max_concurrency
             app.target = min(app.target, top)
             if app.accepted > top:
+                await self._sync(app)  # so that the runners the scale stops are marked stopping
                 log.warning(
                     "nomad_count_above_max",
                     app=app_id,
                     job=name,
                     count=app.accepted,
                     max_concurrency=top,
-                    stopping=(await self._stop_order(app))[: app.accepted - top] or None,
+                    stopping=stop_order(app.allocs.values())[: app.accepted - top] or None,
                 )
                 await self._scale(app)  # raises if Nomad refuses it for good
             job = build_job(
@@ -211,6 +219,11 @@ class NomadBackend:
                 app.digest = digest
                 if lower:
                     self._scale_accepted(app, count, covered)
+                    if app.target != count:
+                        # The target moved while the register was out (and a deferred scale may
+                        # have landed before it): Nomad has ``count`` now, so send the target.
+                        with contextlib.suppress(ClusterError):  # _scale_failed logged it
+                            await self._scale(app)
                 log.info(
                     "nomad_job_registered",
                     app=app_id,
@@ -244,13 +257,20 @@ class NomadBackend:
         """Stop one allocation (Nomad replaces it), or lower the Count by one (no replacement).
 
         Lowering the Count stops the highest name index: call it for the runners ``pick_stops``
-        returned, in that order. A call that fails for good raises and the runner is no longer
-        counted as stopping. A lowering that returned and later does not stop the runner (Nomad
+        returned, in that order. A lowering that fails for good raises and the runner is no
+        longer counted as stopping; one that returned and later does not stop the runner (Nomad
         refuses the deferred Count for good, a raise overtakes it) tells the keep listeners.
+
+        A stop with ``replace`` that Nomad refuses for now (unreachable, no leader) is retried
+        in the background, the runner draining meanwhile; one Nomad refuses for good leaves the
+        runner running and tells the keep listeners (it is logged, not raised). A failed
+        allocation waiting to be rescheduled is not stopped with ``replace``: Nomad replaces it.
         """
         app = self._apps.get(app_id)
         stub = app.allocs.get(runner_id) if app else None
-        if app is None or stub is None or not is_live(stub) or runner_id in app.stopping:
+        if app is None or stub is None or runner_id in app.stopping:
+            return
+        if not (is_live(stub) if replace else counted(stub)):
             return
         log.info("runner_terminating", app=app_id, runner=runner_id, reason=reason, replace=replace)
         if replace:
@@ -260,6 +280,11 @@ class NomadBackend:
                 await self.client.stop_allocation(runner_id)
             except ClusterNotFound:
                 pass  # already gone
+            except ClusterUnavailable as exc:
+                log.warning("nomad_stop_deferred", app=app_id, runner=runner_id, reason=str(exc))
+                self._chore(self._stop_later(app, runner_id))
+            except ClusterError as exc:
+                self._stop_refused(app, runner_id, exc)
             except BaseException:
                 app.stopping.discard(runner_id)
                 app.replacing.discard(runner_id)
@@ -275,12 +300,14 @@ class NomadBackend:
     def pick_stops(self, app_id: str, candidates: Sequence[str]) -> list[str]:
         """Which of ``candidates`` (runners the scheduler may stop) to stop, in order.
 
-        Nomad lowers the Count by stopping the highest name index, so this walks the live
-        allocations from the highest index down and takes each that is a candidate, up to the
-        first that is not: a busy high-index runner blocks any lowering. Runners a lower Count
-        is already stopping are stepped over; one stopped for a replacement blocks, since the
-        replacement takes its index. Call ``stop_runner(replace=False)`` for each, in the order
-        returned.
+        Nomad lowers the Count by stopping the highest name index, so this walks the
+        allocations Nomad counts from the highest index down and takes each that is a candidate,
+        up to the first that is not: a busy high-index runner blocks any lowering. A failed
+        allocation waiting to be rescheduled is taken even if not a candidate (it serves
+        nobody; the scheduler lists it anyway, as a runner that is not routable). Runners a
+        lower Count is already stopping are stepped over; one stopped for a replacement blocks,
+        since the replacement takes its index. Call ``stop_runner(replace=False)`` for each, in
+        the order returned.
         """
         app = self._apps.get(app_id)
         if app is None:
@@ -288,7 +315,10 @@ class NomadBackend:
         return stops_for(app.allocs.values(), set(candidates), leaving=_leaving(app))
 
     def runners(self, app_id: str) -> list[RunnerView]:
-        """Non-terminal allocations, plus one CRASH_BACKOFF entry while starts keep failing."""
+        """The allocations Nomad counts or is stopping, plus one CRASH_BACKOFF entry while
+        starts keep failing. A failed allocation waiting to be rescheduled is PENDING
+        ("rescheduling after a failure"): the scheduler counts it, and it is never routable.
+        """
         app = self._apps.get(app_id)
         if app is None:
             return []
@@ -317,27 +347,36 @@ class NomadBackend:
         self._listeners.append(listener)
 
     def add_keep_listener(self, listener: KeepListener) -> None:
-        """Be told when a runner ``stop_runner(replace=False)`` took stays after all."""
+        """Be told when a runner ``stop_runner`` took stays after all (either ``replace``)."""
         self._keepers.append(listener)
 
     # -- scaling ---------------------------------------------------------------------------
 
     async def _scale(self, app: _App, *, own: str | None = None) -> None:
-        """Send the target now; ``own`` is the runner whose ``stop_runner`` gets a refusal."""
+        """Send the target now; ``own`` is the runner whose ``stop_runner`` gets a refusal.
+
+        Once Nomad has accepted a Count that covers ``own``, a refusal of a later target (one
+        that changed while the call was out) is no longer ``own``'s: it is not raised, and
+        ``own`` stays stopping (Nomad's Count stops it).
+        """
         if app.scaler is not None and not app.scaler.done():
             return  # the retry in flight sends the latest target
+        landed = False  # a Count covering ``own`` was accepted
         while True:
             count, covered = app.target, set(app.lowering)
             try:
                 await self.client.scale(app.job_id, GROUP, count, f"yurt: target {count}")
             except ClusterError as exc:
                 if not _passing(exc):
-                    self._scale_failed(app, count, exc, own=own)
+                    self._scale_failed(app, count, exc, own=None if landed else own)
+                    if landed:
+                        return
                     raise
                 log.info("nomad_scale_deferred", app=app.app_id, count=count, reason=str(exc))
                 app.scaler = asyncio.create_task(self._scale_later(app))
                 return
             self._scale_accepted(app, count, covered)
+            landed = landed or (own is not None and own in covered)
             if app.target == count:  # else it changed while the call was out
                 return
 
@@ -365,15 +404,22 @@ class NomadBackend:
     def _scale_accepted(self, app: _App, count: int, covered: set[str]) -> None:
         """Nomad took ``count``; of the lowerings it ``covered``, those it does not stop stay.
 
-        Going from the Count Nomad had to ``count`` stops that many of the allocations it kept,
-        the highest name indexes first. A covered runner not among them (a raise overtook its
-        lowering, or a higher index went instead) is not stopping: the keep listeners hear.
+        Going from the Count Nomad had to ``count`` stops that many of the allocations it
+        counts, the highest name indexes first: each of them is stopping now, asked for or not
+        (a Count above max_concurrency brought down stops busy runners too), so that neither
+        the scheduler nor the router takes it for a runner that stays. A covered runner not
+        among them (a raise overtook its lowering, or a higher index went instead) is not
+        stopping: the keep listeners hear.
         """
         before, app.accepted = app.accepted, count
         earlier = app.stopping - app.replacing - app.lowering  # Nomad's Count left them out
         app.lowering -= covered
         kept_by_nomad = [r for r in stop_order(app.allocs.values()) if r not in earlier]
         going = set(kept_by_nomad[: max(0, before - count)])
+        unasked = going - app.stopping
+        if unasked:
+            log.info("nomad_count_stops", app=app.app_id, count=count, runners=sorted(unasked))
+        app.stopping |= going
         stays = {r for r in covered - going if r in kept_by_nomad}
         self._keep(app, stays, why=f"Nomad took Count {count} (was {before})")
 
@@ -399,22 +445,49 @@ class NomadBackend:
         app.lowering.clear()
         self._keep(app, pending - {own}, why=f"Nomad refused Count {count}")
 
-    async def _stop_order(self, app: _App) -> list[str]:
-        """The live allocations, highest name index first (read once if not followed yet)."""
-        stubs: Iterable[dict[str, Any]] = app.allocs.values()
-        if not app.synced:
+    async def _sync(self, app: _App) -> None:
+        """Read the allocations once if they are not followed yet (a job just adopted)."""
+        if app.synced:
+            return
+        try:
+            _, listed = await self.client.allocations(app.job_id)
+        except ClusterError as exc:
+            log.debug("nomad_allocs_unreadable", app=app.app_id, error=str(exc))
+            return
+        self._observe(app, [s for s in listed if s.get("TaskGroup", GROUP) == GROUP])
+
+    async def _stop_later(self, app: _App, runner_id: str) -> None:
+        """Retry a ``stop_runner(replace=True)`` Nomad refused for now, until it lands."""
+        delay, tries = RETRY_FIRST_S, 0
+        while True:
+            await asyncio.sleep(delay)
+            delay, tries = min(delay * 2, RETRY_MAX_S), tries + 1
+            stub = app.allocs.get(runner_id)
+            if runner_id not in app.replacing or stub is None or not is_live(stub):
+                return  # gone, stopping already, or kept meanwhile
             try:
-                _, listed = await self.client.allocations(app.job_id)
+                await self.client.stop_allocation(runner_id)
+            except ClusterNotFound:
+                return
+            except ClusterUnavailable as exc:
+                log.warning("nomad_stop_retry", app=app.app_id, runner=runner_id, error=str(exc))
+                continue
             except ClusterError as exc:
-                log.debug("nomad_allocs_unreadable", app=app.app_id, error=str(exc))
-                return []
-            stubs = [s for s in listed if s.get("TaskGroup", GROUP) == GROUP]
-        return stop_order(stubs)
+                self._stop_refused(app, runner_id, exc)
+                return
+            log.info("nomad_stop_landed", app=app.app_id, runner=runner_id, tries=tries)
+            return
+
+    def _stop_refused(self, app: _App, runner_id: str, exc: ClusterError) -> None:
+        """Nomad refused for good to stop the runner: it stays, and the keep listeners hear."""
+        log.error("nomad_stop_failed", app=app.app_id, runner=runner_id, error=str(exc))
+        self._keep(app, {runner_id}, why=f"Nomad refused to stop it: {exc}")
 
     def _keep(self, app: _App, runners: Collection[str], *, why: str) -> None:
-        """These runners, told to stop by a lower Count, stay: no longer stopping; say so."""
+        """These runners, told to stop, stay after all: no longer stopping; say so."""
         for runner_id in sorted(runners):
             app.stopping.discard(runner_id)
+            app.replacing.discard(runner_id)
             app.lowering.discard(runner_id)
             log.info("runner_kept", app=app.app_id, runner=runner_id, why=why)
             for listener in self._keepers:
@@ -494,12 +567,14 @@ class NomadBackend:
 
         A raise can land before Nomad acts on a lower Count it took earlier (Nomad's scheduler
         reads the job as it is by then); a runner still running when Nomad is down to the Count
-        it accepted is not stopping any more.
+        it accepted is not stopping any more. What Nomad holds against its Count includes the
+        failed allocations waiting to be rescheduled: one that fails before Nomad acts on the
+        lower Count does not make the runners it stops look spared.
         """
-        live = {rid for rid, stub in app.allocs.items() if is_live(stub)}
-        spared = (app.stopping - app.replacing - app.lowering) & live
-        if spared and len(live) <= app.accepted:
-            self._keep(app, spared, why=f"Nomad runs {len(live)} of Count {app.accepted}")
+        held = {rid for rid, stub in app.allocs.items() if counted(stub)}
+        spared = (app.stopping - app.replacing - app.lowering) & held
+        if spared and len(held) <= app.accepted:
+            self._keep(app, spared, why=f"Nomad holds {len(held)} of Count {app.accepted}")
 
     async def _read_ports(self, app: _App, runner_id: str) -> None:
         try:
@@ -543,7 +618,10 @@ class NomadBackend:
             app.app_id, runner_id, error_type, f"{message} (nomad alloc logs {runner_id})"
         )
         for listener in self._listeners:
-            listener(failure)
+            try:
+                listener(failure)
+            except Exception:
+                log.exception("failure_listener_failed", app=app.app_id, runner=runner_id)
 
     def _chore(self, coro: Any) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)

@@ -109,7 +109,7 @@ class AdminApi:
 
     def _is_admin(self, request: web.BaseRequest) -> bool:
         if self.admin_token is None:
-            return self.deploys  # a server with no token listens on loopback only
+            return True  # a server with no token listens on loopback only (check_exposure)
         return _same(_bearer(request), self.admin_token)
 
     async def handle(self, request: web.BaseRequest) -> Reply | web.StreamResponse:
@@ -126,11 +126,11 @@ class AdminApi:
         if parts[0] == "payloads" and len(parts) == 2:
             if method == "GET":
                 return self._download(request, parts[1])
-            if method == "PUT" and self.deploys:
+            if method == "PUT":
                 if not self._is_admin(request):
                     return _denied()
                 return await self._upload(request, parts[1])
-        elif parts[0] == "apps" and self.deploys and len(parts) in (1, 3, 4):
+        elif parts[0] == "apps" and len(parts) in (1, 3, 4):
             if not self._is_admin(request):
                 return _denied()
             if len(parts) == 1:

@@ -24,7 +24,7 @@ from structlog.testing import capture_logs
 
 import yurt
 from yurt.backends.base import RunnerState, StartFailure
-from yurt.backends.nomad import allocs
+from yurt.backends.nomad import allocs, scaling
 from yurt.backends.nomad import backend as nb
 from yurt.backends.nomad import client as nc
 from yurt.backends.nomad.addr import CONSUL_PORT, NOMAD_PORT, parse_addr
@@ -534,8 +534,8 @@ def refused() -> ClusterBadRequest:
 
 @pytest.fixture
 def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(nb, "RETRY_FIRST_S", 0.01)
-    monkeypatch.setattr(nb, "RETRY_MAX_S", 0.02)
+    monkeypatch.setattr(scaling, "RETRY_FIRST_S", 0.01)
+    monkeypatch.setattr(scaling, "RETRY_MAX_S", 0.02)
 
 
 def scaling_backend(client: ScaleClient, count: int) -> tuple[nb.NomadBackend, nb._App]:

@@ -1,22 +1,10 @@
 """The cluster backend: each app is a Nomad service job, each runner one of its allocations.
 
-The group's Count is the target; ``POST /v1/job/:id/scale`` changes it. The count asked for
-and the count Nomad last accepted are kept apart: a scale that Nomad refuses for a while (a
-deployment in progress, a leader election) is retried in the background until it lands. Nomad
-picks which allocation goes when the Count drops (the highest name index), so ``pick_stops``
-lowers it only past runners the scheduler may stop. Nomad counts a failed allocation waiting to
-be rescheduled against the Count like a live one, and may stop it when the Count drops: such an
-allocation is listed as a PENDING runner that is never routable (``allocs.counted``). One
-blocking query loop per app follows its allocations; from them come ``runners()`` and the start
-failures. Healthy runners are found through Consul (``ConsulDiscovery``), not here.
-
-A runner ``stop_runner(replace=False)`` took is *stopping* only while a lower Count that stops
-it is pending or was accepted: when Nomad refuses that Count for good, or a raise overtakes it,
-or the lower Count stopped another runner, the runner stays, and the keep listeners hear of it
-(the router routes to it again). Every runner an accepted lower Count stops is stopping, asked
-for or not (a Count above max_concurrency brought down). A runner ``stop_runner(replace=True)``
-took is stopping until Nomad stops it; while Nomad is unreachable the stop is retried in the
-background, and when Nomad refuses it for good the keep listeners hear of it too.
+The group's Count is the target; ``scaling`` keeps the Count asked for apart from the one Nomad
+accepted, and which runners are stopping. A failed allocation waiting to be rescheduled, which
+Nomad counts against the Count, is listed as a PENDING runner that is never routable
+(``allocs.counted``). ``watch`` follows the allocations; healthy runners are found through
+Consul (``ConsulDiscovery``), not here.
 """
 
 from __future__ import annotations
@@ -26,10 +14,9 @@ import contextlib
 import hashlib
 import json
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 
@@ -38,45 +25,21 @@ from yurt.backends.base import (
     KeepListener,
     RunnerState,
     RunnerView,
-    StartFailure,
 )
-from yurt.backends.nomad.allocs import (
-    TERMINAL,
-    alloc_address,
-    counted,
-    deployment_healthy,
-    exit_detail,
-    health_killed,
-    is_live,
-    read_failure,
-    stop_order,
-    stops_for,
-    task_state,
-    view_of,
-)
+from yurt.backends.nomad.allocs import counted, is_live, stop_order, stops_for, view_of
 from yurt.backends.nomad.client import NomadClient
 from yurt.backends.nomad.jobspec import build_job, register_body
-from yurt.backends.nomad.naming import GROUP, TASK, PayloadRef, job_id
+from yurt.backends.nomad.naming import GROUP, PayloadRef, job_id
+from yurt.backends.nomad.scaling import _App, _leaving
+from yurt.backends.nomad.watch import AllocationWatch, HealthHistory
 from yurt.config import NomadConfig
-from yurt.errors import ClusterBadRequest, ClusterError, ClusterNotFound, ClusterUnavailable
+from yurt.errors import ClusterError, ClusterNotFound, ClusterUnavailable
 from yurt.packaging import PayloadHeader, read_header
 from yurt.spec import AppSpec
 
 log = structlog.get_logger("yurt.nomad")
 
 META_DIGEST = "yurt_job_digest"  # the job body's digest: an unchanged app is not re-registered
-_BLOCKED = "active deployment"  # Nomad: "job scaling blocked due to active deployment"
-RETRY_FIRST_S, RETRY_MAX_S = 0.5, 5.0  # backoff of a scale or stop Nomad refuses for a while
-
-
-class HealthHistory(Protocol):
-    """Whether a runner ever passed its health checks (``ConsulDiscovery`` is one)."""
-
-    def was_healthy(self, app_id: str, runner_id: str) -> bool:
-        """True once the runner has been healthy."""
-
-
-# -- pure helpers --------------------------------------------------------------------------
 
 
 def job_digest(job: dict[str, Any]) -> str:
@@ -88,31 +51,7 @@ def job_digest(job: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 
-# -- the backend ---------------------------------------------------------------------------
-
-
-@dataclass(eq=False)
-class _App:
-    app_id: str
-    job_id: str
-    target: int  # the Count asked for
-    accepted: int = 0  # the Count Nomad last accepted
-    digest: str = ""
-    allocs: dict[str, dict[str, Any]] = field(default_factory=dict)
-    synced: bool = False  # the first allocation list has been read
-    reported: set[tuple[str, int]] = field(default_factory=set)
-    stopping: set[str] = field(default_factory=set)  # told to stop, either way
-    replacing: set[str] = field(default_factory=set)  # stopped one by one: Nomad replaces them
-    lowering: set[str] = field(default_factory=set)  # stopping by a Count not yet accepted
-    ports: dict[str, tuple[str, int]] = field(default_factory=dict)  # from full allocations
-    failures: int = 0
-    last_failure: str = ""
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    watch: asyncio.Task[None] | None = None
-    scaler: asyncio.Task[None] | None = None
-
-
-class NomadBackend:
+class NomadBackend(AllocationWatch):
     """Runs runners as allocations of one Nomad job per app (a ``Backend``)."""
 
     def __init__(
@@ -349,296 +288,6 @@ class NomadBackend:
     def add_keep_listener(self, listener: KeepListener) -> None:
         """Be told when a runner ``stop_runner`` took stays after all (either ``replace``)."""
         self._keepers.append(listener)
-
-    # -- scaling ---------------------------------------------------------------------------
-
-    async def _scale(self, app: _App, *, own: str | None = None) -> None:
-        """Send the target now; ``own`` is the runner whose ``stop_runner`` gets a refusal.
-
-        Once Nomad has accepted a Count that covers ``own``, a refusal of a later target (one
-        that changed while the call was out) is no longer ``own``'s: it is not raised, and
-        ``own`` stays stopping (Nomad's Count stops it).
-        """
-        if app.scaler is not None and not app.scaler.done():
-            return  # the retry in flight sends the latest target
-        landed = False  # a Count covering ``own`` was accepted
-        while True:
-            count, covered = app.target, set(app.lowering)
-            try:
-                await self.client.scale(app.job_id, GROUP, count, f"yurt: target {count}")
-            except ClusterError as exc:
-                if not _passing(exc):
-                    self._scale_failed(app, count, exc, own=None if landed else own)
-                    if landed:
-                        return
-                    raise
-                log.info("nomad_scale_deferred", app=app.app_id, count=count, reason=str(exc))
-                app.scaler = asyncio.create_task(self._scale_later(app))
-                return
-            self._scale_accepted(app, count, covered)
-            landed = landed or (own is not None and own in covered)
-            if app.target == count:  # else it changed while the call was out
-                return
-
-    async def _scale_later(self, app: _App) -> None:
-        delay, tries = RETRY_FIRST_S, 0
-        while True:
-            await asyncio.sleep(delay)
-            delay, tries = min(delay * 2, RETRY_MAX_S), tries + 1
-            count, covered = app.target, set(app.lowering)
-            try:
-                await self.client.scale(app.job_id, GROUP, count, f"yurt: target {count}")
-            except ClusterError as exc:
-                if _passing(exc):
-                    level = log.warning if isinstance(exc, ClusterUnavailable) else log.info
-                    level("nomad_scale_retry", app=app.app_id, count=count, error=str(exc))
-                    continue
-                self._scale_failed(app, count, exc)
-                return
-            self._scale_accepted(app, count, covered)
-            if app.target == count:
-                log.info("nomad_scale_landed", app=app.app_id, count=count, tries=tries)
-                return
-            delay = RETRY_FIRST_S  # a newer target: send it soon
-
-    def _scale_accepted(self, app: _App, count: int, covered: set[str]) -> None:
-        """Nomad took ``count``; of the lowerings it ``covered``, those it does not stop stay.
-
-        Going from the Count Nomad had to ``count`` stops that many of the allocations it
-        counts, the highest name indexes first: each of them is stopping now, asked for or not
-        (a Count above max_concurrency brought down stops busy runners too), so that neither
-        the scheduler nor the router takes it for a runner that stays. A covered runner not
-        among them (a raise overtook its lowering, or a higher index went instead) is not
-        stopping: the keep listeners hear.
-        """
-        before, app.accepted = app.accepted, count
-        earlier = app.stopping - app.replacing - app.lowering  # Nomad's Count left them out
-        app.lowering -= covered
-        kept_by_nomad = [r for r in stop_order(app.allocs.values()) if r not in earlier]
-        going = set(kept_by_nomad[: max(0, before - count)])
-        unasked = going - app.stopping
-        if unasked:
-            log.info("nomad_count_stops", app=app.app_id, count=count, runners=sorted(unasked))
-        app.stopping |= going
-        stays = {r for r in covered - going if r in kept_by_nomad}
-        self._keep(app, stays, why=f"Nomad took Count {count} (was {before})")
-
-    def _scale_failed(
-        self, app: _App, count: int, exc: ClusterError, *, own: str | None = None
-    ) -> None:
-        """Nomad refused the Count for good: go back to the one it has, so it is asked again.
-
-        The runners the refused Count would have stopped stay. ``own`` is the one whose
-        ``stop_runner`` raises (its caller knows); the keep listeners hear of the others.
-        """
-        log.error(
-            "nomad_scale_failed",
-            app=app.app_id,
-            count=count,
-            kept=app.accepted,
-            error=str(exc),
-            runners_kept=sorted(app.lowering) or None,
-        )
-        app.target = app.accepted
-        pending = set(app.lowering)
-        app.stopping -= pending
-        app.lowering.clear()
-        self._keep(app, pending - {own}, why=f"Nomad refused Count {count}")
-
-    async def _sync(self, app: _App) -> None:
-        """Read the allocations once if they are not followed yet (a job just adopted)."""
-        if app.synced:
-            return
-        try:
-            _, listed = await self.client.allocations(app.job_id)
-        except ClusterError as exc:
-            log.debug("nomad_allocs_unreadable", app=app.app_id, error=str(exc))
-            return
-        self._observe(app, [s for s in listed if s.get("TaskGroup", GROUP) == GROUP])
-
-    async def _stop_later(self, app: _App, runner_id: str) -> None:
-        """Retry a ``stop_runner(replace=True)`` Nomad refused for now, until it lands."""
-        delay, tries = RETRY_FIRST_S, 0
-        while True:
-            await asyncio.sleep(delay)
-            delay, tries = min(delay * 2, RETRY_MAX_S), tries + 1
-            stub = app.allocs.get(runner_id)
-            if runner_id not in app.replacing or stub is None or not is_live(stub):
-                return  # gone, stopping already, or kept meanwhile
-            try:
-                await self.client.stop_allocation(runner_id)
-            except ClusterNotFound:
-                return
-            except ClusterUnavailable as exc:
-                log.warning("nomad_stop_retry", app=app.app_id, runner=runner_id, error=str(exc))
-                continue
-            except ClusterError as exc:
-                self._stop_refused(app, runner_id, exc)
-                return
-            log.info("nomad_stop_landed", app=app.app_id, runner=runner_id, tries=tries)
-            return
-
-    def _stop_refused(self, app: _App, runner_id: str, exc: ClusterError) -> None:
-        """Nomad refused for good to stop the runner: it stays, and the keep listeners hear."""
-        log.error("nomad_stop_failed", app=app.app_id, runner=runner_id, error=str(exc))
-        self._keep(app, {runner_id}, why=f"Nomad refused to stop it: {exc}")
-
-    def _keep(self, app: _App, runners: Collection[str], *, why: str) -> None:
-        """These runners, told to stop, stay after all: no longer stopping; say so."""
-        for runner_id in sorted(runners):
-            app.stopping.discard(runner_id)
-            app.replacing.discard(runner_id)
-            app.lowering.discard(runner_id)
-            log.info("runner_kept", app=app.app_id, runner=runner_id, why=why)
-            for listener in self._keepers:
-                try:
-                    listener(app.app_id, runner_id)
-                except Exception:
-                    log.exception("keep_listener_failed", app=app.app_id, runner=runner_id)
-
-    # -- following allocations -------------------------------------------------------------
-
-    async def _follow(self, app: _App) -> None:
-        index, backoff = 0, 0.25
-        while True:
-            try:
-                new_index, stubs = await self.client.allocations(app.job_id, index=index)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the watch must outlive any one bad reply
-                log.warning(
-                    "nomad_watch_failed",
-                    app=app.app_id,
-                    error=str(exc) or repr(exc),
-                    retry_s=backoff,
-                    exc_info=not isinstance(exc, ClusterError),
-                )
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
-                continue
-            backoff = 0.25
-            if new_index < index:
-                # Nomad's index went backwards (a restored or new cluster): start again from 0.
-                log.info("nomad_index_reset", app=app.app_id, old=index, new=new_index)
-                index = 0
-            elif new_index < 1:
-                await asyncio.sleep(backoff)  # no index to block on: don't spin
-            else:
-                index = new_index
-            self._observe(app, [s for s in stubs if s.get("TaskGroup", GROUP) == GROUP])
-
-    def _observe(self, app: _App, stubs: list[dict[str, Any]]) -> None:
-        app.allocs = {str(s["ID"]): s for s in stubs}
-        app.stopping &= app.allocs.keys()
-        app.replacing &= app.allocs.keys()
-        app.lowering &= app.allocs.keys()
-        self._release_spared(app)
-        app.reported = {k for k in app.reported if k[0] in app.allocs}
-        app.ports = {k: v for k, v in app.ports.items() if k in app.allocs}
-        for rid, stub in app.allocs.items():
-            live = stub.get("ClientStatus") not in TERMINAL
-            if live and rid not in app.ports and not alloc_address(stub)[1]:
-                # Stubs may come without AllocatedResources: read the ports once.
-                app.ports[rid] = ("", 0)
-                self._chore(self._read_ports(app, rid))
-            if self._healthy(app, rid, stub):
-                app.failures, app.last_failure = 0, ""
-                continue
-            restarts = int(task_state(stub).get("Restarts") or 0)
-            # Ended on its own: not one we (or a lower Count) told to stop.
-            ended = (
-                stub.get("ClientStatus") in TERMINAL
-                and stub.get("DesiredStatus") == "run"
-                and rid not in app.stopping
-            )
-            keys = [(rid, n) for n in range(1, restarts + 1)]
-            if ended:
-                keys.append((rid, -1))
-            for key in keys:
-                if key in app.reported:
-                    continue
-                app.reported.add(key)
-                if app.synced:  # failures from before we looked are history, not news
-                    self._chore(self._start_failed(app, rid, stub))
-        app.synced = True
-
-    def _release_spared(self, app: _App) -> None:
-        """Runners an accepted lower Count did not stop, once Nomad runs no more than its Count.
-
-        A raise can land before Nomad acts on a lower Count it took earlier (Nomad's scheduler
-        reads the job as it is by then); a runner still running when Nomad is down to the Count
-        it accepted is not stopping any more. What Nomad holds against its Count includes the
-        failed allocations waiting to be rescheduled: one that fails before Nomad acts on the
-        lower Count does not make the runners it stops look spared.
-        """
-        held = {rid for rid, stub in app.allocs.items() if counted(stub)}
-        spared = (app.stopping - app.replacing - app.lowering) & held
-        if spared and len(held) <= app.accepted:
-            self._keep(app, spared, why=f"Nomad holds {len(held)} of Count {app.accepted}")
-
-    async def _read_ports(self, app: _App, runner_id: str) -> None:
-        try:
-            address = alloc_address(await self.client.allocation(runner_id))
-        except ClusterError as exc:
-            log.debug("nomad_alloc_unreadable", app=app.app_id, runner=runner_id, error=str(exc))
-            address = ("", 0)
-        if address[1]:
-            app.ports[runner_id] = address
-        else:
-            app.ports.pop(runner_id, None)  # try again on the next reply
-
-    def _healthy(self, app: _App, runner_id: str, stub: dict[str, Any]) -> bool:
-        if deployment_healthy(stub):
-            return True
-        return self.history is not None and self.history.was_healthy(app.app_id, runner_id)
-
-    async def _start_failed(self, app: _App, runner_id: str, stub: dict[str, Any]) -> None:
-        try:
-            tail = await self.client.task_log_tail(runner_id, TASK, "stderr")
-        except ClusterError as exc:
-            log.debug("nomad_log_unreadable", app=app.app_id, runner=runner_id, error=str(exc))
-            tail = ""
-        found = read_failure(tail)
-        kind, message = found if found else ("exited", exit_detail(stub))
-        if health_killed(stub) and kind not in ("payload", "setup"):
-            kind = "startup_timeout"
-            message = f"runner did not pass its health check within its grace: {message}"
-        app.failures += 1
-        app.last_failure = message
-        error_type = "startup_timeout" if kind == "startup_timeout" else "runner_scheduling_failure"
-        log.warning(
-            "runner_start_failed",
-            app=app.app_id,
-            runner=runner_id,
-            kind=kind,
-            error=message,
-            failures=app.failures,
-        )
-        failure = StartFailure(
-            app.app_id, runner_id, error_type, f"{message} (nomad alloc logs {runner_id})"
-        )
-        for listener in self._listeners:
-            try:
-                listener(failure)
-            except Exception:
-                log.exception("failure_listener_failed", app=app.app_id, runner=runner_id)
-
-    def _chore(self, coro: Any) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
-        self._chores.add(task)
-        task.add_done_callback(self._chores.discard)
-
-
-def _leaving(app: _App) -> set[str]:
-    """Runners a lower Count stops (asked for, or already accepted), still listed live."""
-    return app.stopping - app.replacing
-
-
-def _passing(exc: ClusterError) -> bool:
-    """Whether Nomad refused a scale only for now: a deployment runs, or Nomad is unreachable."""
-    if isinstance(exc, ClusterUnavailable):
-        return True
-    return isinstance(exc, ClusterBadRequest) and _BLOCKED in exc.message.lower()
 
 
 def _count(job: dict[str, Any]) -> int:

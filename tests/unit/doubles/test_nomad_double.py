@@ -172,7 +172,7 @@ async def test_placement_env_interpolation_and_logs(
     async def first_line() -> Any:
         async with http.get(url, params=params) as resp:
             text = await resp.text()
-        return resp.status == 200 and text and json.loads(text.splitlines()[0])
+        return resp.status == 200 and "\n" in text and json.loads(text.splitlines()[0])
 
     seen = await wait_until(first_line, what="the task's stdout")
     env = seen["env"]
@@ -401,8 +401,12 @@ async def test_gpus_are_placed_only_where_they_fit(
         [alloc] = await wait_until(running(nomad, 1), what="one GPU allocation")
         assert alloc.gpus == ["GPU-aaaa"]
         assert len(nomad.allocations("app")) == 1
-        env = (alloc.dir / "alloc" / "logs" / "runner.stdout.0").read_text()
-        assert '"NVIDIA_VISIBLE_DEVICES": "GPU-aaaa"' in env
+        log = alloc.dir / "alloc" / "logs" / "runner.stdout.0"
+        # "running" means the process started; it prints its environment a moment later.
+        await wait_until(
+            lambda: log.exists() and '"NVIDIA_VISIBLE_DEVICES": "GPU-aaaa"' in log.read_text(),
+            what="the task's environment with its GPU",
+        )
 
 
 async def test_acl_token_is_required(

@@ -79,7 +79,7 @@ async def serve(target: str, config: ServerConfig) -> int:
     (app_id,) = await platform.start(cls)
     try:
         print(f"yurt: serving {cls.__name__} at {platform.url}/{app_id}", flush=True)
-        for line in examples(config.router.public_url or platform.url, app_id, build_spec(cls)):
+        for line in examples(platform.public_url, app_id, build_spec(cls)):
             print(line, flush=True)
         await stop.wait()
         log.info("stopping", reason="signal")

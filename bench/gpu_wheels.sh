@@ -23,6 +23,7 @@ WHEELS=(
     httptools==0.9.0
     python-nomad==2.1.0
     py-consul==1.8.0
+    prometheus-client==0.26.0
 )
 
 grep -qxF '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >>.git/info/exclude

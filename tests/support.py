@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from yurt.app import App
 from yurt.config import (
@@ -44,6 +45,23 @@ def fast_config(data_dir: Path, queue: QueueConfig | None = None, **router: Any)
             kill_after=3.0,
         ),
     )
+
+
+SampleKey = tuple[str, frozenset[tuple[str, str]]]
+
+
+def sample_key(name: str, labels: dict[str, str] | None = None) -> SampleKey:
+    """The key ``samples`` files a sample under."""
+    return name, frozenset((labels or {}).items())
+
+
+def samples(exposition: str) -> dict[SampleKey, float]:
+    """Every sample of a Prometheus text exposition, parsed by prometheus_client's parser."""
+    return {
+        sample_key(s.name, s.labels): s.value
+        for family in text_string_to_metric_families(exposition)
+        for s in family.samples
+    }
 
 
 async def wait_until(

@@ -27,6 +27,8 @@ from yurt.loader import load_app
 from yurt.packaging import write_payload
 from yurt.runner.gpus import list_gpus, load_nvml
 
+from support import sample_key, samples
+
 pytestmark = pytest.mark.timeout(120)
 
 # A GPU app that fails fast must fail in seconds; generous for a loaded 2-core machine.
@@ -53,6 +55,7 @@ FAKE_PYNVML = '''
 from types import SimpleNamespace
 
 DEVICES = {devices!r}
+USED_MIB = 1024
 
 
 class NVMLError(Exception):
@@ -85,11 +88,11 @@ def nvmlDeviceGetUUID(handle):
 
 def nvmlDeviceGetMemoryInfo(handle):
     total = DEVICES[handle][1] * 1024 * 1024
-    return SimpleNamespace(total=total, used=0, free=total)
+    return SimpleNamespace(total=total, used=USED_MIB * 1024 * 1024, free=total)
 
 
 def nvmlDeviceGetUtilizationRates(handle):
-    return SimpleNamespace(gpu=0, memory=0)
+    return SimpleNamespace(gpu=37, memory=5)
 '''
 
 A100 = ("NVIDIA A100-SXM4-80GB", 81920)
@@ -270,7 +273,8 @@ def wait_ready(base: str, proc: subprocess.Popen[bytes]) -> None:
 
 
 def test_runner_maps_nomad_gpus_for_cuda_and_reports_them(tmp_path: Path) -> None:
-    """NVIDIA_VISIBLE_DEVICES (Nomad's UUIDs) becomes CUDA_VISIBLE_DEVICES; /_yurt/info lists it."""
+    """NVIDIA_VISIBLE_DEVICES (Nomad's UUIDs) becomes CUDA_VISIBLE_DEVICES; info and metrics
+    report that GPU alone."""
     port = free_port("127.0.0.1")
     env = env_with_fake_nvml(tmp_path, [A100, H100])
     env["NVIDIA_VISIBLE_DEVICES"] = "GPU-fake-1"
@@ -282,6 +286,16 @@ def test_runner_maps_nomad_gpus_for_cuda_and_reports_them(tmp_path: Path) -> Non
         assert isinstance(info, dict)
         assert [(g["uuid"], g["name"], g["memory_total_mib"]) for g in info["gpus"]] == [
             ("GPU-fake-1", "NVIDIA H100 80GB HBM3", 81559)
+        ]
+        with urllib.request.urlopen(base + "/_yurt/metrics", timeout=DEADLINE_S) as resp:
+            found = samples(resp.read().decode())
+        gpu = {"index": "1", "uuid": "GPU-fake-1", "name": "NVIDIA H100 80GB HBM3"}
+        assert found[sample_key("yurt_gpu_memory_total_bytes", gpu)] == 81559 * 1024 * 1024
+        assert found[sample_key("yurt_gpu_memory_used_bytes", gpu)] == 1024 * 1024 * 1024
+        assert found[sample_key("yurt_gpu_utilization_ratio", gpu)] == 0.37
+        # Only the runner's own GPU: the A100 beside it is not reported.
+        assert [k for k in found if k[0] == "yurt_gpu_memory_total_bytes"] == [
+            sample_key("yurt_gpu_memory_total_bytes", gpu)
         ]
 
 

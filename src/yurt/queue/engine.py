@@ -19,6 +19,7 @@ import structlog
 
 from yurt.config import QueueConfig
 from yurt.errors import RequestError
+from yurt.metrics import tally
 from yurt.queue.backlog import AppBacklog
 from yurt.queue.model import Header, Job, Result, Routing, State
 from yurt.queue.results import cancelled, error_result, upstream_result, webhook_body
@@ -27,6 +28,7 @@ from yurt.queue.store import QueueStore, Record
 from yurt.queue.webhooks import WebhookSender
 from yurt.router.dispatch import AppRoute, Slot
 from yurt.router.http import end_to_end, new_request_id
+from yurt.router.metrics import QUEUE
 from yurt.router.pool import UpstreamError
 from yurt.router.rules import (
     QueueVerdict,
@@ -204,6 +206,7 @@ class QueueEngine:
             ) from exc
         self.jobs[job.id] = job
         self._held_bytes[job.app_id] = self._held_bytes.get(job.app_id, 0) + len(job.body)
+        tally(self.router.stats.submitted, (job.app_id,))
         self.backlogs[route.app_id].push(job)
         self._arm_deadline(job)
         route.serve_backlog()
@@ -317,6 +320,9 @@ class QueueEngine:
         job.state = State.IN_PROGRESS
         job.attempts += 1
         job.started_at = self._wall()
+        if job.attempts == 1:
+            waited = max(0.0, job.started_at - job.created_at)
+            self.router.stats.queue_wait.observe((job.app_id,), waited)
         job.runner_id = slot.runner_id
         self._record("started", job.id, lambda: self.store.started(job))
         self._notify(job.id)
@@ -396,6 +402,7 @@ class QueueEngine:
                 reason=verdict.reason or result.error_type,
             )
             job.state = State.IN_QUEUE
+            tally(self.router.stats.retries, (job.app_id,))
             if job.runner_id is not None:
                 job.avoid.add(job.runner_id)
             self._record("requeued", job.id, lambda: self.store.requeued(job))
@@ -414,6 +421,8 @@ class QueueEngine:
         now = self._wall()
         self._held_bytes[job.app_id] = self._held_bytes.get(job.app_id, 0) - len(job.body)
         self._record("completed", job.id, lambda: self.store.completed(job.id, result, logs, now))
+        took = max(0.0, now - job.created_at)
+        self.router.stats.served(job.app_id, QUEUE, result.status, took)
         self._remember(
             Record(
                 job.id,

@@ -32,7 +32,7 @@ class Slot:
         self.idle_since: float | None = now
         self.retired = False
         self.hints: frozenset[str] = frozenset()  # what the runner's provide_hints() said last
-        self.gpus: tuple[str, ...] = ()  # "<name> <uuid>" of each GPU the runner reported
+        self.gpus: tuple[tuple[str, str], ...] = ()  # (name, uuid) of each GPU it reported
 
     @property
     def runner_id(self) -> str:

@@ -22,9 +22,11 @@ from aiohttp import web
 from yurt.backends.base import Backend, Discovery, RunnerEndpoint, RunnerState, StartFailure
 from yurt.config import RouterConfig
 from yurt.errors import ConfigError, RequestError
+from yurt.metrics import registry_for
 from yurt.router.dispatch import AppRoute, NoSlotInTime, Slot
 from yurt.router.fastlane import FrontProtocol
 from yurt.router.http import Reply, error_reply, forward_headers
+from yurt.router.metrics import SYNC, RouterCollector, RouterStats
 from yurt.router.pool import UpstreamError
 from yurt.router.rules import direct_error, direct_status
 from yurt.router.web import WebFace
@@ -61,6 +63,8 @@ class Router:
         self._ssl: ssl.SSLContext | None = None
         self.queue_api: QueueApi | None = None
         self.admin: AdminApi | None = None
+        self.stats = RouterStats()
+        self.metrics = registry_for(RouterCollector(self))
         scheduler.source = self
         backend.add_failure_listener(self._start_failed)
         backend.add_keep_listener(self._kept)
@@ -256,7 +260,7 @@ class Router:
             reply = await slot.pool.request(b"GET", b"/_yurt/info", [], b"", timeout=10)
             info = json.loads(reply.body) if reply.status == 200 else {}
             hints, gpus = info.get("hints"), info.get("gpus") or []
-            slot.gpus = tuple(f"{g['name']} {g['uuid']}" for g in gpus)
+            slot.gpus = tuple((str(g["name"]), str(g["uuid"])) for g in gpus)
         except (UpstreamError, ValueError, AttributeError, KeyError, TypeError):
             return
         if isinstance(hints, list) and all(isinstance(h, str) for h in hints):
@@ -339,6 +343,20 @@ class Router:
 
         ``start_timeout`` (``X-Fal-Request-Timeout``) bounds the wait for a runner.
         """
+        t0 = time.monotonic()
+        reply = await self._forward(route, target, client_headers, body, request_id, start_timeout)
+        self.stats.served(route.app_id, SYNC, reply.status, time.monotonic() - t0)
+        return reply
+
+    async def _forward(
+        self,
+        route: AppRoute,
+        target: bytes,
+        client_headers: list[tuple[bytes, bytes]] | tuple[tuple[bytes, bytes], ...],
+        body: bytes,
+        request_id: bytes,
+        start_timeout: float | None,
+    ) -> Reply:
         spec = route.spec
         wait = self._dispatch_timeout(spec)
         users = start_timeout is not None and start_timeout < wait
@@ -386,6 +404,7 @@ class Router:
     def terminate_slot(self, route: AppRoute, slot: Slot, reason: str) -> None:
         """Route nothing more to this runner and have the scheduler stop it."""
         if route.retire(slot.runner_id) is not None:
+            self.stats.terminated(route.app_id, reason)
             self._close_when_idle(slot)
             self.scheduler.terminate(route.app_id, slot.runner_id, reason)
 
@@ -408,7 +427,7 @@ class Router:
                         "port": view.port,
                         "in_flight": slot.in_flight if slot else 0,
                         "routable": slot is not None and not slot.retired,
-                        "gpus": list(slot.gpus) if slot is not None else [],
+                        "gpus": [f"{n} {u}" for n, u in slot.gpus] if slot is not None else [],
                         "age_s": round(now - view.started_at, 3),
                         "detail": view.detail,
                     }

@@ -13,6 +13,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from yurt.errors import RequestError
+from yurt.metrics import render
 from yurt.queue.api import SSE_HEADERS, EventStream, QueueApi, QueueCall
 from yurt.queue.routing import TIMEOUT, RoutingError, parse_start_timeout
 from yurt.router.http import Reply, error_reply, json_reply, new_request_id
@@ -127,6 +128,9 @@ class WebFace:
             return json_reply({"status": "ok"})
         if path == "/_yurt/apps":
             return json_reply(self.router.describe())
+        if path == "/_yurt/metrics":
+            body, content_type = render(self.router.metrics, request.headers.get("accept", ""))
+            return Reply(200, [(b"content-type", content_type.encode())], body)
         return error_reply(404, "not_found", f"no route for {request.method} {path}")
 
     async def _read_body(self, request: web.BaseRequest) -> bytes:

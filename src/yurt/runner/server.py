@@ -11,7 +11,7 @@ import asyncio
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import structlog
 from aiohttp import web
@@ -19,11 +19,13 @@ from pydantic import BaseModel, ValidationError
 
 from yurt.app import CURRENT_REQUEST, App
 from yurt.errors import AppException
+from yurt.metrics import registry_for, render
 from yurt.packaging import PayloadHeader
 from yurt.runner.gpus import GpuMonitor
 from yurt.runner.hints import HINTS_HEADER, RunnerHints
 from yurt.runner.invoke import call, error_response, json_response, to_response
 from yurt.runner.logcapture import capturing
+from yurt.runner.metrics import RunnerCollector, RunnerStats
 from yurt.runner.requests import REQUEST_ID, ActiveRequest, RequestRegistry
 from yurt.spec import AppSpec, EndpointSpec, build_spec, endpoint_body_model
 
@@ -42,6 +44,8 @@ def cancel_paths(spec: AppSpec) -> list[str]:
 class RunnerServer:
     """Serves one App instance. ``start()`` opens the port, ``run_setup()`` makes it ready."""
 
+    STATES: tuple[State, ...] = get_args(State)
+
     def __init__(
         self, header: PayloadHeader, cls: type[App], *, host: str, port: int, runner_id: str = ""
     ) -> None:
@@ -56,6 +60,10 @@ class RunnerServer:
         self.requests_total = 0
         self.started_at = time.monotonic()
         self.ready_at: float | None = None
+        self.setup_seconds: float | None = None
+        self.stats = RunnerStats()
+        self._collector = RunnerCollector(self)
+        self.metrics = registry_for(self._collector)
         # One thread per request slot; health checks get their own so a busy runner still
         # answers them.
         self._executor = ThreadPoolExecutor(self.spec.max_multiplexing, "yurt-endpoint")
@@ -74,6 +82,7 @@ class RunnerServer:
         app = web.Application(client_max_size=1024**3)
         app.router.add_get("/_yurt/health", self._health)
         app.router.add_get("/_yurt/info", self._info)
+        app.router.add_get("/_yurt/metrics", self._metrics)
         app.router.add_get("/_yurt/requests/{request_id}/logs", self._logs)
         for ep in self.spec.endpoints:
             func = getattr(self.cls, ep.method_name)
@@ -103,7 +112,8 @@ class RunnerServer:
         self.hints.refresh()
         self.state = "ready"
         self.ready_at = time.monotonic()
-        log.info("runner_ready", app=self.spec.app_name, setup_s=round(self.ready_at - t0, 3))
+        self.setup_seconds = self.ready_at - t0
+        log.info("runner_ready", app=self.spec.app_name, setup_s=round(self.setup_seconds, 3))
 
     async def drain(self) -> None:
         """Stop accepting, let in-flight requests finish within the grace period, teardown."""
@@ -136,6 +146,12 @@ class RunnerServer:
         body_model = self._bodies[ep.path]
 
         async def handle(request: web.Request) -> web.StreamResponse:
+            t0 = time.monotonic()
+            response = await serve(request)
+            self.stats.served(ep.path, response.status, time.monotonic() - t0)
+            return response
+
+        async def serve(request: web.Request) -> web.StreamResponse:
             if self.state != "ready":
                 return self._decorate(json_response(503, {"detail": f"runner is {self.state}"}))
             if self.in_flight >= self.spec.max_multiplexing:
@@ -268,6 +284,13 @@ class RunnerServer:
             log.warning("health_check_failed", error=repr(exc))
             return json_response(503, {"status": "unhealthy", "detail": repr(exc)})
         return self._decorate(json_response(200, {"status": "ok"}))
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        if self.gpus is not None:
+            # NVML calls block: off the loop, as for /_yurt/info.
+            self._collector.gpus = await asyncio.to_thread(self.gpus.snapshot)
+        body, content_type = render(self.metrics, request.headers.get("accept", ""))
+        return web.Response(body=body, headers={"content-type": content_type})
 
     async def _info(self, _: web.Request) -> web.Response:
         gpus = []

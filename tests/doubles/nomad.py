@@ -13,8 +13,9 @@ Reproduces these facts of NOMAD_CONSUL.md:
   ``alloc/logs/<task>.stdout.0``. Another driver fails the task with a "Driver Failure" event.
 - GPUs: ``nvidia/gpu`` devices come from ``gpus``, one model per request, honouring the
   ``${device.model}`` and ``${device.attr.memory}`` constraints; NVIDIA_VISIBLE_DEVICES holds
-  the UUIDs. A request nothing satisfies places nothing (a blocked evaluation) and is retried
-  whenever allocations stop.
+  the UUIDs. A request nothing satisfies places nothing and is retried on every tick (as a
+  blocked evaluation is when capacity changes); its evaluations say why (``nomad_evals.py``).
+  ``add_gpu`` adds a GPU to the node.
 - Group services go into the Consul double before the task starts, with Nomad's IDs
   (``_nomad-task-<alloc>-group-<group>-<service>-<port>``, checks ``_nomad-check-<sha1>``),
   Address = node_ip, Meta ``external-source=nomad``, checks as Go duration strings; they are
@@ -44,9 +45,10 @@ Reproduces these facts of NOMAD_CONSUL.md:
 - ACL: with ``token`` set every endpoint wants ``X-Nomad-Token`` (403 "Permission denied" when
   missing, "ACL token not found" when wrong).
 
-Simpler than Nomad: one node, one task per group (the first), no canaries, auto-revert,
-evaluations or plans; placement is immediate; deployments have no promote/fail endpoints;
-``Restart Mode "delay"`` fails like "fail"; log streaming answers only ``plain=true``.
+Simpler than Nomad: one node, one task per group (the first), no canaries, auto-revert or
+plans; placement is immediate (its evaluations settle on the next tick); deployments have no
+promote/fail endpoints; ``Restart Mode "delay"`` fails like "fail"; log streaming answers only
+``plain=true``.
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ from ._alloc import NS, Allocation, kill_process, now_ns, signal_group, start_pr
 from ._durations import go_duration, parse_go_duration
 from ._jobspec import canonicalize, destructive, spec_of
 from .consul import ConsulDouble
+from .nomad_evals import Evaluations, metric
 from .validate import problems
 
 __all__ = ["NomadDouble"]
@@ -94,6 +97,7 @@ class _Job:
     create_index: int
     stopped: bool = False
     version: int = 0
+    failed: dict[str, dict[str, Any]] = field(default_factory=dict)  # group -> AllocMetric
 
 
 @dataclass
@@ -192,6 +196,7 @@ class NomadDouble:
         self._jobs: dict[str, _Job] = {}
         self._allocs: dict[str, Allocation] = {}
         self._deployments: list[_Deployment] = []
+        self.evals = Evaluations()
         self._index = 1
         self._changed = asyncio.Event()
         self._kick = asyncio.Event()
@@ -222,6 +227,8 @@ class NomadDouble:
         r.add_get("/v1/job/{id}/deployments", self._job_deployments)
         r.add_get("/v1/job/{id}/deployment", self._job_deployment)
         r.add_get("/v1/allocation/{id}", self._get_alloc)
+        r.add_get("/v1/job/{id}/evaluations", self._job_evals)
+        r.add_get("/v1/evaluation/{id}", self._get_eval)
         r.add_get("/v1/client/fs/logs/{id}", self._logs)
         r.add_get("/v1/agent/self", self._self)
         r.add_get("/v1/status/leader", self._leader)
@@ -338,11 +345,20 @@ class NomadDouble:
             )
         self._bump()
 
-    def _pick_gpus(self, task: dict[str, Any]) -> tuple[list[str], str] | None:
+    def add_gpu(self, gpu: dict[str, Any]) -> None:
+        """A GPU joins the node (as a node with it would join): blocked placements run again."""
+        self.gpus.append(gpu)
+        self._kick.set()
+
+    def _pick_gpus(
+        self, task: dict[str, Any], used: set[str] | None = None
+    ) -> tuple[list[str], str] | None:
+        """The GPUs to give ``task``, or None; ``used`` (default: those allocations hold)."""
         wanted = [d for d in task["Resources"].get("Devices") or [] if d["Name"].startswith(_GPU)]
         if not wanted:
             return [], ""
-        used = {u for a in self._allocs.values() if not a.terminal for u in a.gpus}
+        if used is None:
+            used = {u for a in self._allocs.values() if not a.terminal for u in a.gpus}
         picked: list[str] = []
         model = ""
         for request in wanted:
@@ -427,6 +443,9 @@ class NomadDouble:
             self._kick.clear()
             for job in list(self._jobs.values()):
                 self._reconcile(job)
+                # The scheduler ran: pending evaluations settle with what failed to place.
+                if self.evals.settle(job.spec["ID"], job.failed, self._index + 1):
+                    self._bump()
 
     def _reconcile(self, job: _Job) -> None:
         deployment = self._active_deployment(job.spec["ID"])
@@ -459,10 +478,18 @@ class NomadDouble:
             self._stop_alloc(alloc, "alloc not needed due to job update")
             live.remove(alloc)
         taken = {a.index for a in live}
-        for _ in range(desired - len(live)):
+        job.failed.pop(group["Name"], None)
+        for placed in range(desired - len(live)):
             index = next(i for i in range(desired + len(taken) + 1) if i not in taken)
             if self._place(job, group, index) is None:
-                break  # blocked: devices exhausted
+                # Blocked: filtered when the node lacks the devices, exhausted when they are
+                # only in use.
+                filtered = self._pick_gpus(group["Tasks"][0], used=set()) is None
+                failed = desired - len(live) - placed
+                job.failed[group["Name"]] = metric(
+                    self.datacenter, filtered=filtered, failed=failed
+                )
+                break
             taken.add(index)
         old = sorted((a for a in live if a.job_version != job.version), key=lambda a: a.index)
         if not old:
@@ -829,9 +856,10 @@ class NomadDouble:
             self._new_version(job, spec)
         self._reconcile(job)
         index = self._bump()
+        eval_id = self.evals.create(spec["ID"], "job-register", index)
         return self._reply(
             {
-                "EvalID": str(uuid.uuid4()),
+                "EvalID": eval_id,
                 "EvalCreateIndex": index,
                 "JobModifyIndex": index,
                 "Warnings": "",
@@ -886,7 +914,8 @@ class NomadDouble:
         if request.query.get("purge") in ("true", "1"):
             del self._jobs[job.spec["ID"]]
         index = self._bump()
-        return self._reply({"EvalID": str(uuid.uuid4()), "EvalCreateIndex": index, "Index": index})
+        eval_id = self.evals.create(job.spec["ID"], "job-deregister", index)
+        return self._reply({"EvalID": eval_id, "EvalCreateIndex": index, "Index": index})
 
     async def _job_allocs(self, request: web.Request) -> web.Response:
         job_id = request.match_info["id"]
@@ -922,7 +951,11 @@ class NomadDouble:
                 self._new_version(job, spec)
                 self._reconcile(job)
         index = self._bump()
-        return self._reply({"EvalID": str(uuid.uuid4()), "EvalCreateIndex": index, "Index": index})
+        # A scale with a Count is evaluated even when the Count is unchanged; without, not.
+        eval_id = ""
+        if count is not None:
+            eval_id = self.evals.create(job.spec["ID"], "job-scaling", index)
+        return self._reply({"EvalID": eval_id, "EvalCreateIndex": index, "Index": index})
 
     async def _scale_status(self, request: web.Request) -> web.Response:
         job = self._job(request)
@@ -979,7 +1012,19 @@ class NomadDouble:
         # Nomad places a replacement with the count unchanged; reconcile does it.
         self._kick.set()
         index = self._bump()
-        return self._reply({"EvalID": str(uuid.uuid4()), "Index": index})
+        eval_id = self.evals.create(alloc.job_id, "alloc-stop", index)
+        return self._reply({"EvalID": eval_id, "Index": index})
+
+    async def _job_evals(self, request: web.Request) -> web.Response:
+        await self._block(request)
+        return self._reply(self.evals.of_job(request.match_info["id"]))
+
+    async def _get_eval(self, request: web.Request) -> web.Response:
+        eval_id = request.match_info["id"]
+        if eval_id not in self.evals.by_id:
+            raise _HTTPError(404, "eval not found")
+        await self._block(request)
+        return self._reply(dict(self.evals.by_id[eval_id]))
 
     async def _alloc_restart(self, request: web.Request) -> web.Response:
         alloc = self._alloc(request)

@@ -409,6 +409,60 @@ async def test_gpus_are_placed_only_where_they_fit(
         )
 
 
+async def test_unplaceable_gpus_show_in_evaluations_until_a_gpu_joins(
+    consul: ConsulDouble, http: aiohttp.ClientSession, script: Path, tmp_path: Path
+) -> None:
+    """An eval ends complete with FailedTGAllocs and a blocked eval; a new GPU places it."""
+    device = {
+        "Name": "nvidia/gpu",
+        "Count": 1,
+        "Constraints": [{"LTarget": "${device.model}", "Operand": "regexp", "RTarget": "H100"}],
+    }
+    a100 = {"UUID": "GPU-a100", "Model": "NVIDIA A100-SXM4-80GB", "MemoryMiB": 81920}
+    async with NomadDouble(consul, tmp_path / "evals", gpus=[a100], poll=0.2) as nomad:
+        status, reply = await call(
+            http, "POST", f"{nomad.url}/v1/jobs", {"Job": make_job(script, devices=[device])}
+        )
+        assert status == 200
+        status, first = await call(http, "GET", f"{nomad.url}/v1/evaluation/{reply['EvalID']}")
+        assert status == 200 and first["TriggeredBy"] == "job-register"
+
+        def settled() -> Any:
+            found = nomad.evals.by_id[reply["EvalID"]]
+            return found if found["Status"] != "pending" else None
+
+        done = await wait_until(settled, what="the register evaluation to settle")
+        assert done["Status"] == "complete"
+        metric = done["FailedTGAllocs"]["runner"]
+        assert metric["ConstraintFiltered"] == {"missing devices": 1}
+        assert (metric["NodesEvaluated"], metric["NodesExhausted"]) == (1, 0)
+        status, listed = await call(http, "GET", f"{nomad.url}/v1/job/app/evaluations")
+        blocked = next(e for e in listed if e["ID"] == done["BlockedEval"])
+        assert (blocked["Status"], blocked["TriggeredBy"]) == ("blocked", "queued-allocs")
+        assert nomad.allocations("app") == []
+        status, _ = await call(http, "GET", f"{nomad.url}/v1/evaluation/nope")
+        assert status == 404
+
+        nomad.add_gpu({"UUID": "GPU-h100", "Model": "NVIDIA H100 80GB HBM3", "MemoryMiB": 81559})
+        [alloc] = await wait_until(running(nomad, 1), what="the blocked placement to run")
+        assert alloc.gpus == ["GPU-h100"]
+        await wait_until(
+            lambda: nomad.evals.by_id[blocked["ID"]]["Status"] == "complete",
+            what="the blocked evaluation to complete",
+        )
+        assert nomad.evals.by_id[blocked["ID"]]["FailedTGAllocs"] is None
+
+        # The H100 is taken: a second runner is exhausted, not filtered.
+        status, scaled = await scale(http, nomad, 2)
+        assert status == 200
+        later = await wait_until(
+            lambda: nomad.evals.by_id[scaled["EvalID"]]["FailedTGAllocs"],
+            what="the scale evaluation to fail",
+        )
+        assert later["runner"]["DimensionExhausted"] == {"devices: no devices match request": 1}
+        assert later["runner"]["ConstraintFiltered"] is None
+
+
 async def test_acl_token_is_required(
     consul: ConsulDouble, http: aiohttp.ClientSession, tmp_path: Path
 ) -> None:

@@ -31,3 +31,14 @@ class Obedient(yurt.App, keep_alive=300, min_concurrency=1, max_concurrency=2):
         if body.status != 200:
             raise yurt.AppException(f"told to answer {body.status}", body.status)
         return Where(alloc=os.environ.get("NOMAD_ALLOC_ID", ""), pid=os.getpid())
+
+
+class NeedsH100(yurt.App, keep_alive=300, max_concurrency=1):
+    """Asks for an H100, which the Nomad double's node has only when a test adds one."""
+
+    app_name = "needs-h100"
+    machine_type = "GPU-H100"
+
+    @yurt.endpoint("/")
+    def run(self) -> Where:
+        return Where(alloc=os.environ.get("NOMAD_ALLOC_ID", ""), pid=os.getpid())

@@ -189,3 +189,46 @@ async def test_deploy_call_scale_replace_and_recover(server: Server) -> None:
     )
     assert await server.post(echo["url"], {"prompt": "again"}) == (200, {"text": "echo: again"})
     assert server.count("default/echo") == 1
+
+
+async def test_a_runner_nomad_cannot_place_fails_its_callers_at_once(server: Server) -> None:
+    """No node has an H100: a call fails with Nomad's reason (not after startup_timeout), later
+    calls and submissions fail at once, and it clears when an H100 joins."""
+    target = f"{ROOT}/tests/integration/nomad_server_apps.py::NeedsH100"
+    app_id = (await deploy(server, target))["app_id"]
+    # A submission is accepted (nothing has failed yet) and completes with Nomad's reason.
+    status, submitted = await server.post(f"{server.url}/queue/{app_id}", {})
+    assert status == 200, submitted
+
+    async def result() -> Any:
+        async with server.session.get(submitted["status_url"]) as resp:
+            if (await resp.json())["status"] != "COMPLETED":
+                return None
+        async with server.session.get(submitted["response_url"]) as resp:
+            return resp.status, await resp.json()
+
+    status, body = await wait_until(result, what="the queued request to complete")
+    assert status == 503, body
+    assert body["error_type"] == "placement_failed"
+    detail = body["detail"]
+    assert detail.startswith(f"Nomad cannot place a runner of {app_id}: ")
+    assert 'Constraint "missing devices": 1 node excluded by filter' in detail
+    assert "1 nvidia/gpu (${device.model} regexp \\bH100\\b" in detail
+
+    # While nothing can be placed, callers are told at once: a sync call and a submission.
+    status, again = await server.post(f"{server.url}/{app_id}", {})
+    assert (status, again["error_type"], again["detail"]) == (503, "placement_failed", detail)
+    status, refused = await server.post(f"{server.url}/queue/{app_id}", {})
+    assert (status, refused["error_type"]) == (503, "placement_failed")
+    assert (await server.apps())[app_id]["unplaced"] == detail
+    async with server.session.get(f"{server.url}/_yurt/metrics") as resp:
+        assert f'yurt_runners_unplaceable{{app="{app_id}"}} 1.0' in await resp.text()
+
+    # An H100 joins the node: the blocked evaluation places the runner and the failure clears.
+    server.nomad.add_gpu({"UUID": "GPU-h100", "Model": "NVIDIA H100 80GB HBM3", "MemoryMiB": 81559})
+
+    async def cleared() -> bool:
+        return (await server.apps())[app_id]["unplaced"] is None
+
+    await wait_until(cleared, what="the placement failure to clear")
+    assert [a.gpus for a in server.nomad.allocations(job_id("yurt", app_id))] == [["GPU-h100"]]

@@ -61,8 +61,19 @@ class StartFailure:
 
     app_id: str
     runner_id: str
-    error_type: str  # "startup_timeout" | "runner_scheduling_failure"
+    error_type: str  # "startup_timeout" | "runner_scheduling_failure" | "placement_failed"
     detail: str
+    # Nothing can start a runner until something outside changes (a cluster without the GPU):
+    # every waiting request fails now, not after several failures in a row.
+    final: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Unplaceable:
+    """Runners a backend cannot place now, and why (shown in ``/_yurt/apps``)."""
+
+    detail: str
+    final: bool  # nothing fits until the cluster changes: new requests fail at once
 
 
 FailureListener = Callable[[StartFailure], None]
@@ -103,6 +114,9 @@ class Backend(Protocol):
 
     def runners(self, app_id: str) -> list[RunnerView]:
         """The app's runners, live ones and those in crash backoff."""
+
+    def unplaced(self, app_id: str) -> Unplaceable | None:
+        """Why runners the app needs cannot be placed now; None when nothing stops them."""
 
     def add_failure_listener(self, listener: FailureListener) -> None:
         """Be told when a runner fails before it became ready."""

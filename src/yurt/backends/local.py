@@ -34,6 +34,7 @@ from yurt.backends.base import (
     RunnerState,
     RunnerView,
     StartFailure,
+    Unplaceable,
 )
 from yurt.backends.gpus import GpuAllocator, discover_gpus
 from yurt.backends.health import HttpHealthChecker
@@ -217,6 +218,10 @@ class LocalBackend:
         if app.backoff_until > time.monotonic():
             views.append(RunnerView.backoff(app_id, app.backoff_until, app.last_failure))
         return views
+
+    def unplaced(self, app_id: str) -> Unplaceable | None:
+        """Always None: a GPU app this machine cannot serve is refused when added."""
+        return None
 
     def add_failure_listener(self, listener: FailureListener) -> None:
         """Be told when a runner fails before it became ready."""

@@ -171,6 +171,8 @@ class QueueEngine:
         routing: Routing,
     ) -> Job:
         """Accept a request: recorded durably before this returns, then queued."""
+        if (refused := self.router.unplaceable(route)) is not None:
+            raise refused  # not accepted: it could only fail
         backlog = self.backlogs[route.app_id]
         held = self._held_bytes.get(route.app_id, 0)
         if (
@@ -261,24 +263,23 @@ class QueueEngine:
 
     # -- runners that do not start -----------------------------------------------------------
 
-    def start_failed(self, app_id: str, status: int, error_type: str, detail: str) -> int:
+    def start_failed(
+        self, app_id: str, status: int, error_type: str, detail: str, *, final: bool = False
+    ) -> int:
         """A runner of an app with none up failed to start; after ``max_start_failures`` in a
-        row, the requests waiting for it complete with that failure. Returns how many did."""
+        row (at once when ``final``: nothing can start one), the requests waiting for it
+        complete with that failure. Returns how many did."""
         failures = self._start_failures[app_id] = self._start_failures.get(app_id, 0) + 1
         backlog = self.backlogs.get(app_id)
-        if backlog is None or failures < self.config.max_start_failures:
+        if backlog is None or (failures < self.config.max_start_failures and not final):
             return 0
         waiting = backlog.take_all()
         for job in waiting:
             handle = self._expiry.pop(job.id, None)
             if handle is not None:
                 handle.cancel()
-            self._complete(
-                job,
-                error_result(
-                    status, error_type, f"{detail} ({failures} runner starts failed in a row)"
-                ),
-            )
+            why = detail if final else f"{detail} ({failures} runner starts failed in a row)"
+            self._complete(job, error_result(status, error_type, why))
         return len(waiting)
 
     def runner_up(self, app_id: str) -> None:

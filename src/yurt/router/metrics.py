@@ -114,6 +114,11 @@ class RouterCollector(Collector):
         queued = GaugeMetricFamily(
             "yurt_queue_requests", "Unfinished queue requests, by status.", labels=("app", "status")
         )
+        unplaced = GaugeMetricFamily(
+            "yurt_runners_unplaceable",
+            "1 while the backend cannot place runners the app needs (see /_yurt/apps).",
+            labels=("app",),
+        )
         gpus = GaugeMetricFamily(
             "yurt_runner_gpu_info",
             "The GPUs each routable runner checked it holds (always 1).",
@@ -132,6 +137,7 @@ class RouterCollector(Collector):
             for state, count in by_state.items():
                 runners.add_metric((app_id, state.value), count)
             target.add_metric((app_id,), router.backend.target(app_id))
+            unplaced.add_metric((app_id,), 0 if router.backend.unplaced(app_id) is None else 1)
             load = route.load()
             in_flight.add_metric((app_id,), load.in_flight)
             waiting.add_metric((app_id,), load.waiting)
@@ -143,7 +149,7 @@ class RouterCollector(Collector):
             for slot in route.slots.values():
                 for name, uuid in slot.gpus:
                     gpus.add_metric((app_id, slot.runner_id, name, uuid), 1)
-        yield from (runners, target, in_flight, waiting, oldest, queued, gpus)
+        yield from (runners, target, unplaced, in_flight, waiting, oldest, queued, gpus)
 
 
 def _counter(

@@ -284,7 +284,7 @@ class Router:
         queued = 0
         if self.queue is not None:
             queued = self.queue.start_failed(
-                failure.app_id, 503, failure.error_type, failure.detail
+                failure.app_id, 503, failure.error_type, failure.detail, final=failure.final
             )
         waiting = route.fail_waiters(
             RequestError(failure.detail, status=503, error_type=failure.error_type)
@@ -361,12 +361,19 @@ class Router:
         wait = self._dispatch_timeout(spec)
         users = start_timeout is not None and start_timeout < wait
         try:
-            slot = route.try_acquire() or await route.acquire(
-                start_timeout if users and start_timeout is not None else wait
-            )
+            slot = route.try_acquire()
+            if slot is None:
+                if (refused := self.unplaceable(route)) is not None:
+                    return error_reply(refused.status, refused.error_type, refused.detail)
+                slot = await route.acquire(
+                    start_timeout if users and start_timeout is not None else wait
+                )
         except NoSlotInTime as exc:
             if not users:
-                return error_reply(exc.status, exc.error_type, exc.detail)
+                detail = exc.detail
+                if (why := self.backend.unplaced(route.app_id)) is not None:
+                    detail = f"{detail}; {why.detail}"
+                return error_reply(exc.status, exc.error_type, detail)
             reply = error_reply(
                 504,
                 "request_timeout",
@@ -395,6 +402,16 @@ class Router:
             self.terminate_slot(route, slot, verdict.reason)
         route.release(slot)
         return Reply(upstream.status, upstream.headers, upstream.body)
+
+    def unplaceable(self, route: AppRoute) -> RequestError | None:
+        """The error for a request to an app with no runner that the backend cannot place
+        (nothing fits until the cluster changes); None when the request may wait."""
+        if route.slots:
+            return None
+        why = self.backend.unplaced(route.app_id)
+        if why is None or not why.final:
+            return None
+        return RequestError(why.detail, status=503, error_type="placement_failed")
 
     def _dispatch_timeout(self, spec: AppSpec) -> float:
         if self.config.dispatch_timeout is not None:
@@ -433,10 +450,12 @@ class Router:
                     }
                 )
             load = route.load()
+            unplaced = self.backend.unplaced(app_id)
             out.append(
                 {
                     "app_id": app_id,
                     "target": self.backend.target(app_id),
+                    "unplaced": unplaced.detail if unplaced is not None else None,
                     "waiting": load.waiting,
                     "queued": len(self.queue.backlogs[app_id]) if self.queue is not None else 0,
                     "in_flight": load.in_flight,

@@ -45,6 +45,9 @@ class Views:
     def pick_stops(self, app_id: str, idle: Sequence[str]) -> list[str]:
         return list(idle)
 
+    def unplaced(self, app_id: str) -> None:
+        return None
+
     def add_failure_listener(self, listener: Any) -> None:
         pass
 

@@ -25,13 +25,15 @@ from yurt.backends.base import (
     KeepListener,
     RunnerState,
     RunnerView,
+    Unplaceable,
 )
 from yurt.backends.nomad.allocs import counted, is_live, stop_order, stops_for, view_of
 from yurt.backends.nomad.client import NomadClient
+from yurt.backends.nomad.evals import ask_of
 from yurt.backends.nomad.jobspec import build_job, register_body
 from yurt.backends.nomad.naming import GROUP, PayloadRef, job_id
 from yurt.backends.nomad.scaling import _App, _leaving
-from yurt.backends.nomad.watch import AllocationWatch, HealthHistory
+from yurt.backends.nomad.watch import AllocationWatch, HealthHistory, placement_detail
 from yurt.config import NomadConfig
 from yurt.errors import ClusterError, ClusterNotFound, ClusterUnavailable
 from yurt.packaging import PayloadHeader, read_header
@@ -83,7 +85,12 @@ class NomadBackend(AllocationWatch):
 
     async def stop(self, grace: float | None = None) -> None:
         """End the watches; the jobs and their runners stay (a restarted server adopts them)."""
-        tasks = [t for a in self._apps.values() for t in (a.watch, a.scaler) if t is not None]
+        tasks = [
+            t
+            for a in self._apps.values()
+            for t in (a.watch, a.evals_watch, a.scaler)
+            if t is not None
+        ]
         tasks += list(self._chores)
         for task in tasks:
             task.cancel()
@@ -148,6 +155,7 @@ class NomadBackend(AllocationWatch):
             job = build_job(
                 app_id, spec, ref, self.config, count=app.target, machines=self.machines
             )
+            app.ask = ask_of(job, GROUP)
             digest = job_digest(job)
             if digest != app.digest:
                 job["Meta"][META_DIGEST] = digest
@@ -174,6 +182,8 @@ class NomadBackend(AllocationWatch):
                 )
         if app.watch is None:
             app.watch = asyncio.create_task(self._follow(app))
+        if app.evals_watch is None:
+            app.evals_watch = asyncio.create_task(self._follow_evals(app))
 
     async def set_target(self, app_id: str, count: int) -> None:
         """Ask Nomad for ``count`` runners.
@@ -280,6 +290,13 @@ class NomadBackend(AllocationWatch):
         if app.failures and not any(v.state == RunnerState.IDLE for v in views):
             views.append(RunnerView.backoff(app_id, mono, app.last_failure))
         return views
+
+    def unplaced(self, app_id: str) -> Unplaceable | None:
+        """Why Nomad cannot place runners the app's Count asks for, from its evaluations."""
+        app = self._apps.get(app_id)
+        if app is None or app.unplaced is None:
+            return None
+        return Unplaceable(placement_detail(app, app.unplaced), app.unplaced.final)
 
     def add_failure_listener(self, listener: FailureListener) -> None:
         """Be told when a runner fails before it became ready."""

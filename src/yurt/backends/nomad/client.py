@@ -257,6 +257,11 @@ class NomadClient:
         after ``wait`` (default ``config.blocking_wait``) seconds. python-nomad's own method
         drops the reply's headers, hence the raw request.
         """
+        return await self._indexed(job_id, "allocations", index, wait)
+
+    async def _indexed(
+        self, job_id: str, what: str, index: int, wait: float | None
+    ) -> tuple[int, list[dict[str, Any]]]:
         params: dict[str, Any] = {}
         timeout = self.config.timeout
         if index > 0:
@@ -267,12 +272,19 @@ class NomadClient:
             _reply_indexed,
             self._nomad.job,
             job_id,
-            "allocations",
+            what,
             method="get",
             params=params,
             timeout=timeout,
         )
-        return await self._call("allocations", fn, blocking=index > 0)
+        return await self._call(what, fn, blocking=index > 0)
+
+    async def evaluations(
+        self, job_id: str, *, index: int = 0, wait: float | None = None
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """The job's evaluations (in no order) and the ``X-Nomad-Index``; blocking as
+        ``allocations`` is."""
+        return await self._indexed(job_id, "evaluations", index, wait)
 
     async def allocation(self, alloc_id: str) -> dict[str, Any]:
         """One allocation in full (ports, devices, deployment health)."""

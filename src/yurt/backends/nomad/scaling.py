@@ -28,6 +28,7 @@ import structlog
 from yurt.backends.base import KeepListener
 from yurt.backends.nomad.allocs import counted, is_live, stop_order
 from yurt.backends.nomad.client import NomadClient
+from yurt.backends.nomad.evals import Unplaced
 from yurt.backends.nomad.naming import GROUP
 from yurt.errors import ClusterBadRequest, ClusterError, ClusterNotFound, ClusterUnavailable
 
@@ -56,7 +57,10 @@ class _App:
     failures: int = 0
     last_failure: str = ""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    unplaced: Unplaced | None = None  # what the evaluations say Nomad cannot place
+    ask: str = ""  # what each runner asks of a node, for placement failures
     watch: asyncio.Task[None] | None = None
+    evals_watch: asyncio.Task[None] | None = None
     scaler: asyncio.Task[None] | None = None
 
 

@@ -1,12 +1,14 @@
-"""Following each app's allocations: one blocking query loop per app.
+"""Following each app's allocations and evaluations: two blocking query loops per app.
 
-From the allocations come ``NomadBackend.runners()`` and the start failures. Healthy runners are
-found through Consul (``ConsulDiscovery``), not here.
+From the allocations come ``NomadBackend.runners()`` and the start failures; from the
+evaluations, runners Nomad cannot place (``evals.py``). Healthy runners are found through Consul
+(``ConsulDiscovery``), not here.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import structlog
@@ -21,6 +23,7 @@ from yurt.backends.nomad.allocs import (
     read_failure,
     task_state,
 )
+from yurt.backends.nomad.evals import Unplaced, unplaced
 from yurt.backends.nomad.naming import GROUP, TASK
 from yurt.backends.nomad.scaling import Scaling, _App
 from yurt.errors import ClusterError
@@ -43,16 +46,35 @@ class AllocationWatch(Scaling):
     _chores: set[asyncio.Task[None]]
 
     async def _follow(self, app: _App) -> None:
+        def observe(stubs: list[dict[str, Any]]) -> None:
+            self._observe(app, [s for s in stubs if s.get("TaskGroup", GROUP) == GROUP])
+
+        await self._blocking(app, "allocations", self.client.allocations, observe)
+
+    async def _follow_evals(self, app: _App) -> None:
+        await self._blocking(
+            app, "evaluations", self.client.evaluations, lambda e: self._observe_evals(app, e)
+        )
+
+    async def _blocking(
+        self,
+        app: _App,
+        what: str,
+        read: Callable[..., Awaitable[tuple[int, list[dict[str, Any]]]]],
+        observe: Callable[[list[dict[str, Any]]], None],
+    ) -> None:
+        """Read ``what`` of the app's job with blocking queries for ever, observing each reply."""
         index, backoff = 0, 0.25
         while True:
             try:
-                new_index, stubs = await self.client.allocations(app.job_id, index=index)
+                new_index, found = await read(app.job_id, index=index)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the watch must outlive any one bad reply
                 log.warning(
                     "nomad_watch_failed",
                     app=app.app_id,
+                    what=what,
                     error=str(exc) or repr(exc),
                     retry_s=backoff,
                     exc_info=not isinstance(exc, ClusterError),
@@ -63,13 +85,41 @@ class AllocationWatch(Scaling):
             backoff = 0.25
             if new_index < index:
                 # Nomad's index went backwards (a restored or new cluster): start again from 0.
-                log.info("nomad_index_reset", app=app.app_id, old=index, new=new_index)
+                log.info("nomad_index_reset", app=app.app_id, what=what, old=index, new=new_index)
                 index = 0
             elif new_index < 1:
                 await asyncio.sleep(backoff)  # no index to block on: don't spin
             else:
                 index = new_index
-            self._observe(app, [s for s in stubs if s.get("TaskGroup", GROUP) == GROUP])
+            observe(found)
+
+    def _observe_evals(self, app: _App, evaluations: list[dict[str, Any]]) -> None:
+        found = unplaced(evaluations, GROUP)
+        before, app.unplaced = app.unplaced, found
+        if found is None:
+            if before is not None:
+                log.info("nomad_placement_recovered", app=app.app_id)
+            return
+        if before is not None and (before.reasons, before.final) == (found.reasons, found.final):
+            return  # the same failure (its blocked evaluation, or evaluated again)
+        log.warning(
+            "nomad_placement_failed",
+            app=app.app_id,
+            runners=found.count,
+            reasons=found.reasons,
+            final=found.final,
+            ask=app.ask,
+            eval=found.eval_id,
+        )
+        if found.final and not (before is not None and before.final):
+            failure = StartFailure(
+                app.app_id,
+                f"eval-{found.eval_id[:8]}",
+                "placement_failed",
+                placement_detail(app, found),
+                final=True,
+            )
+            self._tell(failure)
 
     def _observe(self, app: _App, stubs: list[dict[str, Any]]) -> None:
         app.allocs = {str(s["ID"]): s for s in stubs}
@@ -158,13 +208,28 @@ class AllocationWatch(Scaling):
         failure = StartFailure(
             app.app_id, runner_id, error_type, f"{message} (nomad alloc logs {runner_id})"
         )
+        self._tell(failure)
+
+    def _tell(self, failure: StartFailure) -> None:
         for listener in self._listeners:
             try:
                 listener(failure)
             except Exception:
-                log.exception("failure_listener_failed", app=app.app_id, runner=runner_id)
+                log.exception(
+                    "failure_listener_failed", app=failure.app_id, runner=failure.runner_id
+                )
 
     def _chore(self, coro: Any) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
         self._chores.add(task)
         task.add_done_callback(self._chores.discard)
+
+
+def placement_detail(app: _App, found: Unplaced) -> str:
+    """The one line a caller waiting for a runner Nomad cannot place is told."""
+    runners = "a runner" if found.count == 1 else f"{found.count} runners"
+    ask = f"; each asks for {app.ask}" if app.ask else ""
+    return (
+        f"Nomad cannot place {runners} of {app.app_id}: {found.reasons}{ask} "
+        f"(nomad eval status {found.eval_id[:8]})"
+    )

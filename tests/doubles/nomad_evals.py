@@ -9,17 +9,21 @@ Reproduces these facts of Nomad (``nomad/structs``, ``scheduler/generic_sched.go
 - An evaluation whose placements failed ends ``complete`` with ``FailedTGAllocs`` (an
   AllocationMetric per group: ``CoalescedFailures`` is the failed placements less one; empty
   maps are JSON null) and ``BlockedEval`` naming a ``blocked`` evaluation (TriggeredBy
-  queued-allocs) that is run again when capacity changes. A second blocked evaluation for the
-  same job is ``canceled`` ("existing blocked evaluation exists for job").
+  queued-allocs) that is run again when capacity changes.
 - A node without enough GPUs matching the device request is filtered with the reason
   ``missing devices``; one with them all in use is exhausted on the dimension
   ``devices: no devices match request``.
-- Once a later run places everything, the blocked evaluation ends ``complete`` with no
-  ``FailedTGAllocs``.
+- A blocked evaluation run again that places everything ends ``complete`` with no
+  ``FailedTGAllocs``; one run again that still fails stays ``blocked`` with the figures of its
+  first run. When another evaluation of the job completes without failures, the blocked one is
+  ``canceled`` ('evaluation "<its id>" successful') and keeps its ``FailedTGAllocs``.
+- A second blocked evaluation for a job replaces the first, which is ``canceled`` ("existing
+  blocked evaluation exists for job").
 - ``GET /v1/job/:id/evaluations`` lists them in no particular order (shuffled here, so that a
   reader must sort by CreateIndex).
 
-Simpler than Nomad: one node in one datacenter, and failures are only about GPUs.
+Simpler than Nomad: one node in one datacenter, failures are only about GPUs, and evaluations
+are never garbage-collected.
 """
 
 from __future__ import annotations
@@ -95,14 +99,28 @@ class Evaluations:
         """The scheduler ran for ``job_id`` with ``failed`` (group -> metric; empty: all
         placed). Returns whether any evaluation changed."""
         evals = [e for e in self.by_id.values() if e["JobID"] == job_id]
-        pending = [e for e in evals if e["Status"] == "pending"]
+        pending = sorted((e for e in evals if e["Status"] == "pending"), key=_created)
         blocked = next((e for e in evals if e["Status"] == "blocked"), None)
-        changed = False
         if not failed:
-            for e in [*pending, *([blocked] if blocked else [])]:
+            for e in pending:
                 e.update(Status="complete", FailedTGAllocs=None, ModifyIndex=index)
-                changed = True
-            return changed
+            if blocked is not None and pending:
+                # Another evaluation succeeded: the state store cancels the blocked one,
+                # keeping its figures (and naming the blocked evaluation itself).
+                blocked.update(
+                    Status="canceled",
+                    StatusDescription=f'evaluation "{blocked["ID"]}" successful',
+                    ModifyIndex=index,
+                )
+            elif blocked is not None:
+                # Run again as capacity changed, and everything placed.
+                blocked.update(Status="complete", FailedTGAllocs=None, ModifyIndex=index)
+            return bool(pending) or blocked is not None
+        if not pending:
+            if blocked is not None:
+                return False  # run again, still failing: blocked as it was, figures unchanged
+            # A placement failed with no write behind it (a replacement).
+            pending = [self.by_id[self.create(job_id, "alloc-failure", index)]]
         for e in pending:
             e.update(Status="complete", FailedTGAllocs=failed, ModifyIndex=index)
             new = self.create(job_id, "queued-allocs", index, status="blocked")
@@ -113,16 +131,15 @@ class Evaluations:
             )
             e["BlockedEval"] = new
             if blocked is not None:
-                self.by_id[new].update(
+                # One blocked evaluation per job: the newer stays, the older is cancelled.
+                blocked.update(
                     Status="canceled",
                     StatusDescription=f'existing blocked evaluation exists for job "{job_id}"',
+                    ModifyIndex=index,
                 )
-            blocked = blocked or self.by_id[new]
-            changed = True
-        if blocked is None:  # a placement failed with no write behind it (a replacement)
-            new = self.create(job_id, "queued-allocs", index, status="blocked")
-            self.by_id[new].update(
-                FailedTGAllocs=failed, StatusDescription="created to place remaining allocations"
-            )
-            changed = True
-        return changed
+            blocked = self.by_id[new]
+        return True
+
+
+def _created(evaluation: dict[str, Any]) -> int:
+    return int(evaluation["CreateIndex"])

@@ -302,12 +302,15 @@ class QueueEngine:
             return
         timeout = job.routing.start_timeout
         log.info("queue_start_deadline_passed", request_id=job.id, app=job.app_id)
+        why = self.router.backend.unplaced(job.app_id)
+        because = f"; {why.detail}" if why is not None else ""
         self._complete(
             job,
             error_result(
                 504,
                 "request_timeout",
-                f"the request did not start within its X-Fal-Request-Timeout of {timeout:g}s",
+                f"the request did not start within its X-Fal-Request-Timeout of {timeout:g}s"
+                + because,
                 x_fal_request_timeout_type="user",
             ),
         )

@@ -147,6 +147,8 @@ class RouterCollector(Collector):
                 queued.add_metric((app_id, State.IN_QUEUE.value), len(queue.backlogs[app_id]))
                 queued.add_metric((app_id, State.IN_PROGRESS.value), in_progress.get(app_id, 0))
             for slot in route.slots.values():
+                if slot.retired:
+                    continue
                 for name, uuid in slot.gpus:
                     gpus.add_metric((app_id, slot.runner_id, name, uuid), 1)
         yield from (runners, target, unplaced, in_flight, waiting, oldest, queued, gpus)

@@ -369,15 +369,16 @@ class Router:
                     start_timeout if users and start_timeout is not None else wait
                 )
         except NoSlotInTime as exc:
+            # Why no runner came, where the backend knows (nodes full, say).
+            why = self.backend.unplaced(route.app_id)
+            because = f"; {why.detail}" if why is not None else ""
             if not users:
-                detail = exc.detail
-                if (why := self.backend.unplaced(route.app_id)) is not None:
-                    detail = f"{detail}; {why.detail}"
-                return error_reply(exc.status, exc.error_type, detail)
+                return error_reply(exc.status, exc.error_type, exc.detail + because)
             reply = error_reply(
                 504,
                 "request_timeout",
-                f"no runner was free within the X-Fal-Request-Timeout of {start_timeout:g}s",
+                f"no runner was free within the X-Fal-Request-Timeout of {start_timeout:g}s"
+                + because,
             )
             reply.headers.append((b"x-fal-request-timeout-type", b"user"))
             return reply

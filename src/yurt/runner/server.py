@@ -146,10 +146,16 @@ class RunnerServer:
         body_model = self._bodies[ep.path]
 
         async def handle(request: web.Request) -> web.StreamResponse:
-            t0 = time.monotonic()
-            response = await serve(request)
-            self.stats.served(ep.path, response.status, time.monotonic() - t0)
-            return response
+            t0, status = time.monotonic(), 500  # unless the handler answers
+            try:
+                response = await serve(request)
+                status = response.status
+                return response
+            except asyncio.CancelledError:
+                status = 499  # the caller went away
+                raise
+            finally:
+                self.stats.served(ep.path, status, time.monotonic() - t0)
 
         async def serve(request: web.Request) -> web.StreamResponse:
             if self.state != "ready":

@@ -458,6 +458,73 @@ async def test_failure_listener_error_is_logged() -> None:
     assert "failure_listener_failed" in [e["event"] for e in logs]
 
 
+def failing_eval(create_index: int, *, filtered: bool = True) -> dict[str, Any]:
+    metric = {
+        "NodesEvaluated": 2,
+        "NodesFiltered": 2 if filtered else 1,
+        "ConstraintFiltered": {"missing devices": 2 if filtered else 1},
+        "NodesExhausted": 0 if filtered else 1,
+        "DimensionExhausted": None if filtered else {"devices: no devices match request": 1},
+        "CoalescedFailures": 0,
+    }
+    return {
+        "ID": f"{create_index:08d}-eval",
+        "Status": "complete",
+        "CreateIndex": create_index,
+        "FailedTGAllocs": {"runner": metric},
+    }
+
+
+async def test_placement_failure_is_told_once_when_nothing_can_run() -> None:
+    """A final placement failure fails callers once; not while a runner of the app lives, and
+    again when the last one goes; it clears on a later evaluation without failures."""
+    backend = scripted_backend(ScriptedClient([]))
+    failures: list[StartFailure] = []
+    backend.add_failure_listener(failures.append)
+    app = nb._App("o/a", "yurt-o-a", target=2, ask="1 nvidia/gpu")
+    backend._apps["o/a"] = app
+    backend._observe(app, [stub(1, CreateIndex=90)])  # a runner placed before the failure
+    backend._observe_evals(app, [failing_eval(120)])
+    why = backend.unplaced("o/a")
+    assert why is not None and not why.final  # a runner still runs: callers may be served
+    assert failures == []
+
+    backend._observe(app, [stub(1, "failed", CreateIndex=90)])  # the last runner goes
+    assert len(failures) == 1
+    failure = failures[0]
+    assert (failure.error_type, failure.final) == ("placement_failed", True)
+    assert failure.detail.startswith("Nomad cannot place a runner of o/a: Constraint ")
+    assert "each asks for 1 nvidia/gpu" in failure.detail
+    why = backend.unplaced("o/a")
+    assert why is not None and why.final and why.detail == failure.detail
+
+    backend._observe_evals(app, [failing_eval(120)])  # a wake-up without news
+    backend._observe(app, [stub(1, "failed", CreateIndex=90)])
+    assert len(failures) == 1
+
+    backend._observe_evals(
+        app, [failing_eval(120), {"ID": "ok", "Status": "complete", "CreateIndex": 130}]
+    )
+    assert backend.unplaced("o/a") is None
+
+
+async def test_nodes_only_full_is_not_final_and_a_later_placement_voids_final() -> None:
+    """Exhausted nodes may free up; an allocation placed after the failure means it may fit."""
+    backend = scripted_backend(ScriptedClient([]))
+    failures: list[StartFailure] = []
+    backend.add_failure_listener(failures.append)
+    app = nb._App("o/a", "yurt-o-a", target=2)
+    backend._apps["o/a"] = app
+    backend._observe_evals(app, [failing_eval(120, filtered=False)])
+    why = backend.unplaced("o/a")
+    assert why is not None and not why.final and failures == []
+    # A blocked evaluation run again keeps its first figures: a placement since says more.
+    backend._observe(app, [stub(1, "failed", CreateIndex=125)])
+    backend._observe_evals(app, [failing_eval(121)])
+    why = backend.unplaced("o/a")
+    assert why is not None and not why.final and failures == []
+
+
 async def test_failures_before_first_look_are_history() -> None:
     """Allocations that failed before the backend looked are not reported again."""
     ended = {"runner": {"Restarts": 2, "Events": []}}

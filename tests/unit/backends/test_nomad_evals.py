@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from yurt.backends.nomad.evals import reasons, unplaced
+from yurt.backends.nomad.evals import placed_since, reasons, unplaced
 
 GROUP = "runner"
 
@@ -99,8 +99,9 @@ def test_no_eligible_node_and_empty_datacenters() -> None:
         'No nodes are available in datacenter "dc1"; '
         'No nodes are available in datacenter "dc2"'
     )
+    # No eligible node (down, draining, restarting) may pass: callers keep waiting.
     found = unplaced([evaluation(1, "complete", metric)], GROUP)
-    assert found is not None and found.final
+    assert found is not None and not found.final
 
 
 def test_quota_and_class_lines() -> None:
@@ -116,3 +117,25 @@ def test_quota_and_class_lines() -> None:
     )
     found = unplaced([evaluation(1, "complete", metric)], GROUP)
     assert found is not None and not found.final  # a quota can be raised or freed
+
+
+def test_a_blocked_eval_cancelled_by_a_later_success_is_history() -> None:
+    """Nomad cancels the blocked eval when another succeeds, keeping its FailedTGAllocs."""
+    evals = [
+        evaluation(11, "complete", MISSING_GPU, BlockedEval="eval-12"),
+        evaluation(12, "canceled", MISSING_GPU, StatusDescription='evaluation "e" successful'),
+        evaluation(15, "complete"),
+    ]
+    assert unplaced(evals, GROUP) is None
+
+
+def test_placed_since_the_failure_or_still_running() -> None:
+    """Anything placed after the failing eval (or still live) means it may fit after all."""
+    found = unplaced([evaluation(11, "complete", MISSING_GPU)], GROUP)
+    assert found is not None and found.create_index == 11
+    old_gone = {"CreateIndex": 5, "ClientStatus": "complete", "DesiredStatus": "stop"}
+    old_live = {"CreateIndex": 5, "ClientStatus": "running", "DesiredStatus": "run"}
+    new_failed = {"CreateIndex": 14, "ClientStatus": "failed", "DesiredStatus": "run"}
+    assert not placed_since([old_gone], found)
+    assert placed_since([old_gone, old_live], found)
+    assert placed_since([new_failed], found)

@@ -461,6 +461,19 @@ async def test_unplaceable_gpus_show_in_evaluations_until_a_gpu_joins(
         )
         assert later["runner"]["DimensionExhausted"] == {"devices: no devices match request": 1}
         assert later["runner"]["ConstraintFiltered"] is None
+        blocked_again = nomad.evals.by_id[nomad.evals.by_id[scaled["EvalID"]]["BlockedEval"]]
+        assert blocked_again["Status"] == "blocked"
+
+        # Scaled back: that evaluation succeeds, and Nomad cancels the blocked one, figures kept.
+        status, _ = await scale(http, nomad, 1)
+        assert status == 200
+        await wait_until(
+            lambda: blocked_again["Status"] == "canceled", what="the blocked eval to be cancelled"
+        )
+        assert blocked_again["FailedTGAllocs"] == later
+        assert (
+            blocked_again["StatusDescription"] == f'evaluation "{blocked_again["ID"]}" successful'
+        )
 
 
 async def test_acl_token_is_required(

@@ -296,7 +296,7 @@ class NomadBackend(AllocationWatch):
         app = self._apps.get(app_id)
         if app is None or app.unplaced is None:
             return None
-        return Unplaceable(placement_detail(app, app.unplaced), app.unplaced.final)
+        return Unplaceable(placement_detail(app, app.unplaced), self.unplaced_final(app))
 
     def add_failure_listener(self, listener: FailureListener) -> None:
         """Be told when a runner fails before it became ready."""

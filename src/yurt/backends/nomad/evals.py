@@ -13,12 +13,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from yurt.backends.nomad.allocs import is_live
+
 
 @dataclass(frozen=True, slots=True)
 class Unplaced:
     """Runners Nomad cannot place, and why."""
 
     eval_id: str
+    create_index: int  # of that evaluation: allocations created later were placed after it
     count: int  # placements that failed
     reasons: str  # as ``nomad job status`` lists them, joined with "; "
     final: bool  # every node was filtered out: nothing fits until the cluster changes
@@ -53,6 +56,7 @@ def unplaced(evaluations: Iterable[dict[str, Any]], group: str) -> Unplaced | No
     assert metric is not None
     return Unplaced(
         eval_id=str(ordered[failing].get("ID", "")),
+        create_index=_create_index(ordered[failing]),
         count=_int(metric.get("CoalescedFailures")) + 1,
         reasons=reasons(metric),
         final=_final(metric),
@@ -72,11 +76,20 @@ def _counts(metric: dict[str, Any], key: str) -> list[tuple[str, int]]:
 
 
 def _final(metric: dict[str, Any]) -> bool:
+    # No eligible node at all (down, draining, a client restarting) may be over in a minute:
+    # only a cluster whose every node was looked at and filtered out lacks what is asked.
     evaluated = _int(metric.get("NodesEvaluated"))
-    if evaluated == 0:
-        return True  # no node is eligible at all
     exhausted = _int(metric.get("NodesExhausted")) or metric.get("QuotaExhausted")
-    return not exhausted and _int(metric.get("NodesFiltered")) >= evaluated
+    return evaluated > 0 and not exhausted and _int(metric.get("NodesFiltered")) >= evaluated
+
+
+def placed_since(allocations: Iterable[dict[str, Any]], found: Unplaced) -> bool:
+    """Whether Nomad placed an allocation after ``found``'s evaluation, or one still runs.
+
+    A blocked evaluation run again keeps the figures of its first run, so once anything was
+    placed after it, "every node was filtered out" may no longer hold.
+    """
+    return any(_create_index(a) > found.create_index or is_live(a) for a in allocations)
 
 
 def _nodes(n: int) -> str:

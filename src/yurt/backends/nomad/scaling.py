@@ -58,6 +58,7 @@ class _App:
     last_failure: str = ""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     unplaced: Unplaced | None = None  # what the evaluations say Nomad cannot place
+    told: str = ""  # the failing evaluation whose callers were failed
     ask: str = ""  # what each runner asks of a node, for placement failures
     watch: asyncio.Task[None] | None = None
     evals_watch: asyncio.Task[None] | None = None

@@ -23,7 +23,7 @@ from yurt.backends.nomad.allocs import (
     read_failure,
     task_state,
 )
-from yurt.backends.nomad.evals import Unplaced, unplaced
+from yurt.backends.nomad.evals import Unplaced, placed_since, unplaced
 from yurt.backends.nomad.naming import GROUP, TASK
 from yurt.backends.nomad.scaling import Scaling, _App
 from yurt.errors import ClusterError
@@ -100,26 +100,40 @@ class AllocationWatch(Scaling):
             if before is not None:
                 log.info("nomad_placement_recovered", app=app.app_id)
             return
-        if before is not None and (before.reasons, before.final) == (found.reasons, found.final):
-            return  # the same failure (its blocked evaluation, or evaluated again)
-        log.warning(
-            "nomad_placement_failed",
-            app=app.app_id,
-            runners=found.count,
-            reasons=found.reasons,
-            final=found.final,
-            ask=app.ask,
-            eval=found.eval_id,
-        )
-        if found.final and not (before is not None and before.final):
-            failure = StartFailure(
+        if before is None or (before.reasons, before.final) != (found.reasons, found.final):
+            log.warning(
+                "nomad_placement_failed",
+                app=app.app_id,
+                runners=found.count,
+                reasons=found.reasons,
+                final=found.final,
+                ask=app.ask,
+                eval=found.eval_id,
+            )
+        self._tell_unplaced(app)
+
+    def unplaced_final(self, app: _App) -> bool:
+        """Nothing can place a runner of the app until the cluster changes: every node was
+        filtered out, nothing was placed since, and no runner of it is left."""
+        found = app.unplaced
+        return found is not None and found.final and not placed_since(app.allocs.values(), found)
+
+    def _tell_unplaced(self, app: _App) -> None:
+        """Fail the callers waiting for the app once per final failure (when the evaluation
+        says so, or when the app's last runner goes while it holds)."""
+        found = app.unplaced
+        if found is None or not self.unplaced_final(app) or app.told == found.eval_id:
+            return
+        app.told = found.eval_id
+        self._tell(
+            StartFailure(
                 app.app_id,
                 f"eval-{found.eval_id[:8]}",
                 "placement_failed",
                 placement_detail(app, found),
                 final=True,
             )
-            self._tell(failure)
+        )
 
     def _observe(self, app: _App, stubs: list[dict[str, Any]]) -> None:
         app.allocs = {str(s["ID"]): s for s in stubs}
@@ -155,6 +169,7 @@ class AllocationWatch(Scaling):
                 if app.synced:  # failures from before we looked are history, not news
                     self._chore(self._start_failed(app, rid, stub))
         app.synced = True
+        self._tell_unplaced(app)  # the last runner may have gone while nothing can be placed
 
     async def _sync(self, app: _App) -> None:
         """Read the allocations once if they are not followed yet (a job just adopted)."""

@@ -21,7 +21,7 @@ import structlog
 from yurt.admin.api import AdminApi, check_exposure
 from yurt.admin.store import AppStore, Deployment, load_secret
 from yurt.app import App
-from yurt.backends.base import Backend, Discovery, RunnerState
+from yurt.backends.base import Backend, Discovery
 from yurt.backends.local import LocalBackend
 from yurt.config import ServerConfig
 from yurt.discovery.local import LocalRegistry
@@ -158,18 +158,13 @@ class Platform:
         self._served[app_id] = (payload.stem, spec)
 
     async def _roll(self, app_id: str, spec: AppSpec, payload: Path) -> None:
-        # Nomad rolls a re-registered job itself (Update block); local runners of the old
-        # revision are replaced here, one stop each, the backend starting the new ones.
+        # Nomad rolls a re-registered job itself (its Update block); the local backend starts
+        # runners of the new revision and stops the old ones as those become ready.
         await self.backend.ensure_app(app_id, spec, payload)
         self.router.update_app(app_id, spec)
         self.scheduler.add_app(app_id, spec)
         self._served[app_id] = (payload.stem, spec)
-        if self.nomad is None:
-            for view in self.backend.runners(app_id):
-                if view.state != RunnerState.CRASH_BACKOFF:
-                    await self.backend.stop_runner(
-                        app_id, view.runner_id, reason="new_revision", replace=True
-                    )
+        await self.backend.roll(app_id)
 
     def describe_app(self, app_id: str) -> dict[str, Any] | None:
         """The app's load and runners, as ``GET /_yurt/apps`` shows them."""

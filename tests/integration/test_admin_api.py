@@ -21,7 +21,7 @@ from yurt.platform import Platform
 from yurt.runner.gpus import list_gpus, load_nvml
 from yurt.spec import build_spec
 
-from admin_apps import GpuGreeter, GreeterV1, GreeterV2
+from admin_apps import GpuGreeter, GreeterBroken, GreeterGated, GreeterV1, GreeterV2
 from support import DEADLINE, fast_config, wait_until
 
 API = "/_yurt/api/v1"
@@ -78,6 +78,43 @@ async def test_deploy_redeploy_and_restart(tmp_path: Path) -> None:
         url = f"{p.url}{API}/apps/default/greeter/revisions"
         async with aiohttp.ClientSession() as s, s.get(url) as r:
             assert await r.json() == app["revisions"]
+
+
+async def test_a_redeploy_keeps_the_old_runner_until_the_new_one_is_ready(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the new revision loads, the old one answers; a revision that cannot start leaves
+    the one before it serving."""
+    gate = tmp_path / "gate"
+    monkeypatch.setenv("YURT_TEST_GATE", str(gate))  # runners inherit the server's environment
+    async with server(fast_config(tmp_path)) as p:
+        first = await asyncio.to_thread(deploy, GreeterV1, server=p.url)
+        assert await call(first.url) == (200, {"text": "v1: hi"})
+        [old] = [r.runner_id for r in p.backend.runners(first.app_id)]
+        second = await asyncio.to_thread(deploy, GreeterGated, server=p.url)
+        assert second.outcome == "updated"
+
+        def loading() -> bool:
+            states = {r.runner_id: r.state.value for r in p.backend.runners(first.app_id)}
+            return states.get(old) == "IDLE" and "SETUP" in states.values()
+
+        await wait_until(loading, what="the new revision's runner in setup beside the old one")
+        for _ in range(3):  # answered by the old revision, without waiting for the new one
+            assert await call(first.url) == (200, {"text": "v1: hi"})
+        gate.touch()
+        await wait_until(lambda: greeting(first.url, "gated: hi"), what="the new revision")
+        await wait_until(
+            lambda: old not in {r.runner_id for r in p.backend.runners(first.app_id)},
+            what="the old runner to stop",
+        )
+
+        third = await asyncio.to_thread(deploy, GreeterBroken, server=p.url)
+        assert third.outcome == "updated"
+        await wait_until(
+            lambda: "CRASH_BACKOFF" in {r.state.value for r in p.backend.runners(first.app_id)},
+            what="the broken revision to fail",
+        )
+        assert await call(first.url) == (200, {"text": "gated: hi"})
 
 
 async def test_admin_token_is_required_when_set(tmp_path: Path) -> None:

@@ -330,3 +330,51 @@ def test_yurt_run_reads_the_machine_catalog_from_its_config(tmp_path: Path) -> N
     )
     assert out.returncode == 1 and time.monotonic() - started < FAIL_FAST_S
     assert "asked for 1 GPU-H100, found 1: NVIDIA H100 80GB HBM3" in out.stderr
+
+
+def test_a_gpu_redeploy_frees_the_old_runners_gpu_first(tmp_path: Path) -> None:
+    """One H100: a redeploy cannot run both revisions at once, so the old runner gives its GPU
+    up for the new one (rather than the new one waiting for a GPU for ever)."""
+    env = env_with_fake_nvml(tmp_path, [H100])
+    first, second = tmp_path / "v1.py", tmp_path / "v2.py"
+    first.write_text(GPU_APP)
+    second.write_text(GPU_APP.replace('{"cuda":', '{"v2": True, "cuda":'))
+    log = tmp_path / "server.log"
+    cmd = [sys.executable, "-m", "yurt.cli", "server", "--port", "0",
+           "--data-dir", str(tmp_path / "data")]  # fmt: skip
+    with log.open("wb") as out, subprocess.Popen(cmd, stdout=out, stderr=out, env=env) as proc:
+        try:
+            deadline = time.monotonic() + DEADLINE_S
+            while not (found := re.search(r"server at (http://\S+)", log.read_text())):
+                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.05)  # polling a condition, not waiting a fixed time
+            base = found.group(1)
+
+            def deploy(app: Path) -> None:
+                args = ["deploy", f"{app}::GpuApp", "--server", base]
+                done = subprocess.run(
+                    [sys.executable, "-m", "yurt.cli", *args],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=DEADLINE_S,
+                )
+                assert done.returncode == 0, done.stderr
+
+            deploy(first)
+            assert post_json(f"{base}/default/gpu-app") == {"cuda": "GPU-fake-0"}
+            deploy(second)
+            while (answer := post_json(f"{base}/default/gpu-app")) != {
+                "v2": True,
+                "cuda": "GPU-fake-0",
+            }:
+                assert answer == {"cuda": "GPU-fake-0"}  # the old revision, until replaced
+                assert time.monotonic() < deadline + DEADLINE_S, "the new revision never served"
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=DEADLINE_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == 0, log.read_text()

@@ -99,6 +99,9 @@ class Backend(Protocol):
     def target(self, app_id: str) -> int:
         """The runner count last asked for."""
 
+    async def roll(self, app_id: str) -> None:
+        """Replace the app's runners with runners of the revision ``ensure_app`` gave last."""
+
     async def stop_runner(self, app_id: str, runner_id: str, *, reason: str, replace: bool) -> None:
         """Drain and stop one runner; ``replace`` keeps the target, else it drops by one."""
 

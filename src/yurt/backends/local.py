@@ -59,6 +59,7 @@ class _Runner:
     state: RunnerState = RunnerState.PENDING
     proc: asyncio.subprocess.Process | None = None
     ready: bool = False
+    outdated: bool = False  # of an earlier revision: serves until a new one takes its place
     detail: str = ""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -193,6 +194,24 @@ class LocalBackend:
         self._terminate(runner, reason)
         self._reconcile(app)
 
+    async def roll(self, app_id: str) -> None:
+        """Replace the app's runners with runners of its revision now (``ensure_app`` took it).
+
+        A surge: each old runner serves until a new one is ready to take its place, so a
+        redeploy never leaves the app with fewer ready runners, and one whose runners cannot
+        start leaves the old ones serving. Where GPUs are short, old runners go one at a time
+        to make room.
+        """
+        app = self._apps.get(app_id)
+        if app is None:
+            return
+        old = [r for r in app.runners.values() if r.state in LIVE]
+        for r in old:
+            r.outdated = True
+        if old:
+            log.info("rollout_started", app=app_id, runners=len(old))
+        self._reconcile(app)
+
     def pick_stops(self, app_id: str, idle: Sequence[str]) -> list[str]:
         """The scheduler's choice: any local runner can be stopped on its own."""
         return list(idle)
@@ -233,13 +252,30 @@ class LocalBackend:
     # -- reconciling -----------------------------------------------------------------------
 
     def _reconcile(self, app: _App, *, replace_now: bool = False) -> None:
-        """Start or stop runners to meet the target; ``replace_now`` skips crash backoff once."""
+        """Start or stop runners to meet the target; ``replace_now`` skips crash backoff once.
+
+        Runners of an earlier revision do not count towards the target; they stop as runners of
+        the current one become ready (``roll``).
+        """
         if self._stopping:
             return
-        live = [r for r in app.runners.values() if r.state in LIVE]
+        self._fill(app, replace_now)
+        old = [r for r in app.runners.values() if r.state in LIVE and r.outdated]
+        if old:
+            ready = sum(
+                r.state in LIVE and r.ready and not r.outdated for r in app.runners.values()
+            )
+            # Idle old runners first, then the oldest.
+            old.sort(key=lambda r: (r.state == RunnerState.RUNNING, r.started_at))
+            for r in old[: max(0, ready + len(old) - app.target)]:
+                self._terminate(r, "new_revision")
+
+    def _fill(self, app: _App, replace_now: bool) -> None:
+        live = [r for r in app.runners.values() if r.state in LIVE and not r.outdated]
         missing = app.target - len(live)
         if missing > 0 and replace_now:
             if not self._spawn(app):
+                self._make_room(app)
                 return
             missing -= 1
         if missing > 0:
@@ -250,12 +286,26 @@ class LocalBackend:
                 return
             for _ in range(missing):
                 if not self._spawn(app):
+                    self._make_room(app)
                     return
         elif missing < 0:
             # Not-ready runners first (newest first): they serve no one yet.
             extra = sorted(live, key=lambda r: (r.ready, -r.started_at))[:-missing]
             for r in extra:
                 self._terminate(r, "scale_down")
+
+    def _make_room(self, app: _App) -> None:
+        """No GPUs for a runner of the current revision: an old runner of the app gives up its
+        GPUs, one at a time (its exit brings the next reconcile)."""
+        runners = app.runners.values()
+        if any(r.outdated and r.state == RunnerState.DRAINING for r in runners):
+            return
+        old = sorted(
+            (r for r in runners if r.outdated and r.state in LIVE),
+            key=lambda r: (r.state == RunnerState.RUNNING, r.started_at),
+        )
+        if old:
+            self._terminate(old[0], "new_revision")
 
     def _wake(self, app: _App) -> None:
         app.wakeup = None
@@ -443,6 +493,8 @@ class LocalBackend:
             runner=runner.runner_id,
             startup_s=round(time.monotonic() - runner.started_at, 3),
         )
+        if not runner.outdated:
+            self._reconcile(app)  # an old runner this one replaces can go now
 
     # -- stopping --------------------------------------------------------------------------
 

@@ -198,6 +198,9 @@ class NomadBackend(AllocationWatch):
         app.target = count
         await self._scale(app)
 
+    async def roll(self, app_id: str) -> None:
+        """Nothing to do: Nomad rolls a re-registered job itself (its Update block)."""
+
     def target(self, app_id: str) -> int:
         """The runner count last asked for (Nomad has it, or is being asked until it does)."""
         return self._apps[app_id].target

@@ -286,3 +286,19 @@ class Hinted(yurt.App, keep_alive=300):
     @yurt.endpoint("/refuse")
     def refuse(self) -> Reply:
         raise yurt.AppException("busy elsewhere", 503, headers={"X-Fal-Needs-Retry": "1"})
+
+
+class Spawner(yurt.App, keep_alive=300):
+    """Starts a long-lived child process in setup() (as a model server would) and notes its pid
+    in the file $YURT_TEST_CHILD_PID."""
+
+    def setup(self) -> None:
+        import subprocess
+
+        child = subprocess.Popen(["sleep", "1000"])
+        with open(os.environ["YURT_TEST_CHILD_PID"], "w") as f:
+            f.write(str(child.pid))
+
+    @yurt.endpoint("/")
+    def generate(self, body: Prompt) -> Reply:
+        return Reply(text=body.prompt)

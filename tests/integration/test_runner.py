@@ -18,7 +18,7 @@ import pytest
 from yurt.backends.local import free_port
 from yurt.packaging import MAGIC, write_payload
 
-from apps import Draining, Echo, Multiplexed
+from apps import Draining, Echo, Multiplexed, Spawner
 from support import wait_until
 
 pytestmark = pytest.mark.timeout(120)
@@ -206,3 +206,49 @@ def test_runner_imports_no_control_plane(tmp_path: Path) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+def _gone(pid: int) -> bool:
+    """Exited (a zombie left for a non-reaping init counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state in ("Z", "X")
+
+
+async def test_an_orphaned_runner_takes_what_the_app_started_with_it(tmp_path: Path) -> None:
+    """A supervisor killed with SIGKILL cleans up nothing: the runner, in its own session,
+    ends itself and the processes its app started (which may hold GPUs)."""
+    _, payload = write_payload(Spawner, tmp_path / "payloads")
+    child_pid = tmp_path / "child.pid"
+    supervisor = textwrap.dedent(f"""
+        import os, subprocess, sys, time
+        runner = subprocess.Popen(
+            [sys.executable, "-m", "yurt.runner", "--payload", {str(payload)!r},
+             "--port", "{free_port("127.0.0.1")}", "--parent-pid", str(os.getpid())],
+            start_new_session=True,
+            env={{**os.environ, "YURT_TEST_CHILD_PID": {str(child_pid)!r}}},
+        )
+        print(runner.pid, flush=True)
+        time.sleep(1000)
+    """)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", supervisor, stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        assert proc.stdout is not None
+        runner_pid = int(await asyncio.wait_for(proc.stdout.readline(), 60))
+        await wait_until(
+            lambda: child_pid.exists() and child_pid.read_text().strip(),
+            what="the app's child process to start",
+        )
+        child = int(child_pid.read_text())
+        assert not _gone(child)
+        proc.kill()
+        await proc.wait()
+        await wait_until(lambda: _gone(runner_pid) and _gone(child), what="runner and child gone")
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

@@ -314,6 +314,7 @@ class LocalBackend:
     def _spawn(self, app: _App) -> bool:
         """Start one runner; False (and nothing started) while its GPUs are all taken."""
         runner_id = "r-" + uuid.uuid4().hex[:10]
+        port = free_port(self.config.host)  # before any GPU is taken: it may raise
         if app.spec.num_gpus > 0:
             spec, gpus = app.spec, self.gpus  # ensure_app has found them
             if gpus is None or gpus.acquire(runner_id, spec.machine_types, spec.num_gpus) is None:
@@ -325,7 +326,7 @@ class LocalBackend:
         runner = _Runner(
             runner_id=runner_id,
             app_id=app.app_id,
-            port=free_port(self.config.host),
+            port=port,
             log_path=self.log_dir / f"{safe}-{runner_id}.log",
             started_at=time.monotonic(),
         )

@@ -139,15 +139,14 @@ class AppRoute:
                 fut.set_result(slot)
         backlog = self.backlog
         while backlog is not None and slot.in_flight < self.capacity and not slot.retired:
+            # Taken on trial (the backlog starts its request on a taken slot); a slot that got
+            # nothing keeps its idle clock, or queue traffic would keep idle runners alive.
+            idle_since = slot.idle_since
             self._take(slot)
             if not backlog.offer(slot):
-                self._untake(slot)
+                slot.in_flight -= 1
+                slot.idle_since = idle_since
                 break
-
-    def _untake(self, slot: Slot) -> None:
-        slot.in_flight -= 1
-        if slot.in_flight == 0:
-            slot.idle_since = self._clock()
 
     def serve_backlog(self) -> bool:
         """Offer free slots, least loaded first, to the queue; False if it still waits."""

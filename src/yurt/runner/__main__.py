@@ -174,6 +174,10 @@ def main(argv: list[str] | None = None) -> None:
     code = run(serve(args), args.loop)
     sys.stdout.flush()
     sys.stderr.flush()
+    if args.parent_pid > 0 and os.getppid() != args.parent_pid and os.getpgrp() == os.getpid():
+        # Orphaned (the supervisor was killed, so nobody will clean up our session): take
+        # whatever the app started (model servers, worker pools holding GPUs) with us.
+        os.killpg(os.getpgrp(), signal.SIGKILL)
     # Threads stuck in user code past the grace period must not keep the process alive.
     os._exit(code)
 

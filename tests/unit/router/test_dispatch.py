@@ -361,3 +361,29 @@ def test_reinstated_runner_comes_back() -> None:
     h.route.reinstate("a")
     h.route.update([ep("a")])
     assert list(h.route.slots) == ["a"]
+
+
+class NothingSuits:
+    """A backlog that has requests, none of which any slot suits (e.g. all avoid it)."""
+
+    def __init__(self) -> None:
+        self.offers = 0
+
+    def pending(self) -> tuple[int, float | None]:
+        return 1, 0.0
+
+    def offer(self, slot: Slot) -> bool:
+        self.offers += 1
+        return False
+
+
+def test_a_slot_offered_to_the_queue_in_vain_keeps_its_idle_clock() -> None:
+    """Queue traffic that a runner does not serve must not reset its idle time (keep_alive)."""
+    h = Harness(runners=("a",))
+    h.route.backlog = NothingSuits()
+    since = h.route.slots["a"].idle_since
+    h.clock.now += 50
+    h.route.serve_backlog()
+    assert h.route.backlog.offers == 1
+    slot = h.route.slots["a"]
+    assert (slot.idle_since, slot.in_flight) == (since, 0)

@@ -40,6 +40,25 @@ async def test_cancel_in_progress_is_kept_across_a_restart(tmp_path: Path) -> No
         assert final["error_type"] == "client_cancelled"
 
 
+async def test_a_no_retry_request_cut_short_by_a_stop_is_not_run_again(tmp_path: Path) -> None:
+    """x-fal-no-retry holds across a restart: the cut-short attempt completes 503, not again."""
+    data, journal = tmp_path / "data", tmp_path / "j"
+    async with served(Stubborn, data) as app:
+        body = {"journal": str(journal), "gate": str(tmp_path / "no")}
+        sub = await app.submit(json=body, headers={"x-fal-no-retry": "1"})
+
+        async def running() -> bool:
+            return (await app.status(sub))[1]["status"] == "IN_PROGRESS"
+
+        await wait_until(running, what="the request to start")
+    async with served(Stubborn, data) as app:
+        path = urlsplit(sub["status_url"]).path
+        final = await app.completed({**sub, "status_url": app.platform.url + path})
+        assert final["error_type"] == "runner_disconnected"
+        assert "not retried" in final["error"]
+    assert len(journal.read_text().splitlines()) == 1  # one attempt, before the stop
+
+
 async def test_queued_requests_fail_when_runners_never_start(tmp_path: Path) -> None:
     """After max_start_failures failed starts with no runner up, waiting requests get 503."""
     queue = QueueConfig(max_start_failures=2)

@@ -105,7 +105,9 @@ class QueueApi:
         logs = _query(call.query).get("logs", "").lower() in _TRUE
         if call.method == b"GET" and tail == ["status"]:
             body = await self.status(found, call.base, logs)
-            return json_reply(body, 200 if found.state is State.COMPLETED else 202), request_id
+            # From the body: the request may have completed while its logs were fetched.
+            done = body["status"] == State.COMPLETED.value
+            return json_reply(body, 200 if done else 202), request_id
         if call.method == b"GET" and tail == ["status", "stream"]:
             return EventStream(request_id, self._events(request_id, call.base, logs))
         if call.method == b"GET" and not tail:

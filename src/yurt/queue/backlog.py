@@ -32,7 +32,8 @@ class AppBacklog:
         self._closed = False
         # Positions, computed once per change of the queue: status polls read them often.
         self._version = 0
-        self._positions: dict[Job, int] = {}
+        # By id: holding the jobs would keep finished ones (and their bodies) alive.
+        self._positions: dict[str, int] = {}
         self._positions_version = -1
 
     def __len__(self) -> int:
@@ -77,9 +78,9 @@ class AppBacklog:
         """How many requests start before ``job`` (0: it is next)."""
         if self._positions_version != self._version:
             ordered = (queued for queue in self._queues.values() for queued in queue)
-            self._positions = {queued: i for i, queued in enumerate(ordered)}
+            self._positions = {queued.id: i for i, queued in enumerate(ordered)}
             self._positions_version = self._version
-        found = self._positions.get(job)
+        found = self._positions.get(job.id)
         if found is not None:
             return found
         # Not queued (it started meanwhile): behind everything of its priority and above.

@@ -100,6 +100,8 @@ class QueueEngine:
             if job.cancel_requested:  # cancelled while in progress when the router stopped
                 self._complete(job, cancelled(job.id))
                 continue
+            if job.attempts and not self._may_run_again(route, job):
+                continue
             if job.attempts:
                 self.store.requeued(job)
             backlog.push(job)
@@ -109,6 +111,30 @@ class QueueEngine:
             log.info("queue_recovered", app=route.app_id, requests=recovered)
             route.serve_backlog()
         return recovered
+
+    def _may_run_again(self, route: AppRoute, job: Job) -> bool:
+        """An attempt was cut short by the router's end: run it again as a broken connection
+        would be, within the attempt limit, ``x-fal-no-retry`` and the app's conditions."""
+        verdict = queue_error("disconnected")
+        if should_retry(
+            verdict,
+            attempts=job.attempts,
+            max_attempts=self.config.max_attempts,
+            no_retry=job.routing.no_retry,
+            skip=route.spec.skip_retry_conditions,
+        ):
+            return True
+        log.info("queue_not_retried_after_restart", request_id=job.id, attempts=job.attempts)
+        self._complete(
+            job,
+            error_result(
+                503,
+                "runner_disconnected",
+                f"the router stopped during attempt {job.attempts} of this request, and it is "
+                "not retried (x-fal-no-retry, skip_retry_conditions or max_attempts)",
+            ),
+        )
+        return False
 
     def start(self) -> None:
         """Start purging old results."""
@@ -424,6 +450,7 @@ class QueueEngine:
         logs = self._logs.pop(job.id, [])
         now = self._wall()
         self._held_bytes[job.app_id] = self._held_bytes.get(job.app_id, 0) - len(job.body)
+        job.body = b""  # no longer counted as held: nothing may keep it alive now
         self._record("completed", job.id, lambda: self.store.completed(job.id, result, logs, now))
         took = max(0.0, now - job.created_at)
         self.router.stats.served(job.app_id, QUEUE, result.status, took)

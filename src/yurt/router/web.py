@@ -114,12 +114,18 @@ class WebFace:
             return to_response(*served)
         response = web.StreamResponse(headers=_sse_headers(served.request_id))
         await response.prepare(request)
+        ended = False
         with contextlib.suppress(ConnectionError):
             async for chunk, last in served.chunks:
                 if last:
                     await response.write_eof(chunk)
+                    ended = True
                     break
                 await response.write(chunk)
+        if not ended and request.transport is not None:
+            # Cut short (the router stops): close without the last chunk, so that the client
+            # cannot take the stream for a complete one.
+            request.transport.close()
         return response
 
     def platform(self, request: web.BaseRequest, path: str) -> Reply:

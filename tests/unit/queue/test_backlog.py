@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import types
+
 from yurt.backends.base import RunnerEndpoint
 from yurt.queue.backlog import AppBacklog
 from yurt.queue.model import Job, Priority, Routing
@@ -120,3 +123,15 @@ def test_closed_backlog_starts_nothing() -> None:
     h.backlog.close()
     assert not h.backlog.offer(a)
     assert len(h.backlog) == 1
+
+
+def test_positions_hold_no_started_request() -> None:
+    """Started requests (and their bodies) are not kept alive by the positions computed last."""
+    h = Harness(a := slot("a"))
+    started = job("n1")
+    h.backlog.push(started)
+    assert h.backlog.position(started) == 0
+    assert h.drain(a) == ["n1"]
+    gc.collect()
+    # Only this test's frame refers to it now.
+    assert [r for r in gc.get_referrers(started) if not isinstance(r, types.FrameType)] == []

@@ -302,3 +302,14 @@ class Spawner(yurt.App, keep_alive=300):
     @yurt.endpoint("/")
     def generate(self, body: Prompt) -> Reply:
         return Reply(text=body.prompt)
+
+
+class Gated(yurt.App, keep_alive=300, max_concurrency=1):
+    """One request at a time, each held until its gate file exists."""
+
+    @yurt.endpoint("/")
+    def hold(self, body: Wait) -> Reply:
+        started = time.monotonic()
+        while not _gate_open(body, started):
+            time.sleep(0.02)
+        return Reply(text="done")

@@ -10,8 +10,8 @@ from urllib.parse import urlsplit
 import httptools
 import pytest
 
-from apps import Echo, Rules
-from support import served
+from apps import Echo, Gated, Rules
+from support import served, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -233,3 +233,99 @@ async def test_http10_keep_alive_is_announced(tmp_path: Path) -> None:
         replies, eof = await exchange(app.platform.url, data, data, expect=2)
         assert [r[0] for r in replies] == [200, 200]
         assert replies[0][1]["connection"] == "keep-alive" and not eof
+
+
+async def read_all(reader: asyncio.StreamReader, responses: Responses) -> bool:
+    """Read until the connection ends (True) or a reset (False); parse what came."""
+    try:
+        while chunk := await asyncio.wait_for(reader.read(65536), 30):
+            responses.parser.feed_data(chunk)
+    except ConnectionResetError:
+        return False
+    return True
+
+
+async def test_oversized_requests_are_answered_without_reading_them(tmp_path: Path) -> None:
+    """413 before the body: at once for an Expect, mid-way for an endless chunked body, and
+    readable by a client still sending a large declared body."""
+    async with served(Echo, tmp_path, max_body_size=1024) as app:
+        parts = urlsplit(app.platform.url)
+        path = "/" + app.app_id
+        # Expect: 100-continue and too large: 413 instead of 100, no body sent at all.
+        head = f"POST {path} HTTP/1.1\r\nhost: x\r\ncontent-length: 4096\r\n"
+        replies, eof = await exchange(
+            app.platform.url, (head + "expect: 100-continue\r\n\r\n").encode(), expect=1
+        )
+        assert replies[0][0] == 413 and replies[0][1]["connection"] == "close" and eof
+        # A chunked body that never ends: answered once it passes the limit.
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        try:
+            chunked = f"POST {path} HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n"
+            writer.write(chunked.encode() + b"400\r\n" + b"y" * 1024 + b"\r\n")
+            writer.write(b"400\r\n" + b"y" * 1024 + b"\r\n")  # past the limit, not ended
+            responses = Responses()
+            while not responses.done:
+                responses.parser.feed_data(await asyncio.wait_for(reader.read(65536), 30))
+            assert responses.done[0][0] == 413
+        finally:
+            writer.close()
+        # A client writing a 2 MB body it declared reads the 413 (no reset before it).
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        try:
+            writer.write(post(path, b"z" * 2_000_000))
+            responses = Responses()
+            await read_all(reader, responses)
+            assert [r[0] for r in responses.done] == [413]
+        finally:
+            writer.close()
+
+
+async def test_oversized_headers_are_431(tmp_path: Path) -> None:
+    """Headers past 64 KiB (give or take the read they began in) get 431 and the connection
+    closes: they are not buffered without end."""
+    async with served(Echo, tmp_path) as app:
+        parts = urlsplit(app.platform.url)
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        try:
+            writer.write(f"POST /{app.app_id} HTTP/1.1\r\nhost: x\r\n".encode())
+            for n in range(200):  # 800 KiB of headers, in separate writes
+                writer.write(f"x-filler-{n}: {'a' * 4096}\r\n".encode())
+                await writer.drain()
+            responses = Responses()
+            await read_all(reader, responses)
+            assert responses.done[0][0] == 431
+        finally:
+            writer.close()
+
+
+async def test_a_request_left_half_sent_is_closed_like_an_idle_one(tmp_path: Path) -> None:
+    """A client that stops mid-headers holds its connection no longer than keepalive_timeout."""
+    async with served(Echo, tmp_path, keepalive_timeout=0.3) as app:
+        parts = urlsplit(app.platform.url)
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        try:
+            writer.write(f"POST /{app.app_id} HTTP/1.1\r\nhost: x\r\n".encode())
+            assert await asyncio.wait_for(reader.read(65536), 30) == b""
+        finally:
+            writer.close()
+
+
+async def test_a_caller_that_hangs_up_while_waiting_is_no_longer_demand(tmp_path: Path) -> None:
+    """A sync caller waiting for a runner that closes its connection stops waiting."""
+    gate = tmp_path / "gate"
+    async with served(Gated, tmp_path) as app:
+        busy = asyncio.create_task(app.post(json={"gate": str(gate)}))
+        await wait_until(lambda: app.platform.router.load(app.app_id).in_flight == 1, what="busy")
+        parts = urlsplit(app.platform.url)
+        _reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        writer.write(post("/" + app.app_id, json.dumps({"gate": str(gate)}).encode()))
+        await wait_until(
+            lambda: app.platform.router.load(app.app_id).waiting == 1, what="a waiting caller"
+        )
+        writer.close()
+        await wait_until(
+            lambda: app.platform.router.load(app.app_id).waiting == 0,
+            what="the hung-up caller to stop waiting",
+        )
+        gate.touch()
+        assert (await busy)[0] == 200

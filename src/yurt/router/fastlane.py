@@ -40,6 +40,12 @@ _PLATFORM_PREFIXES = (b"/_yurt/", b"/queue/")
 _QUEUE_METHODS = frozenset({b"POST", b"GET", b"PUT"})
 _TIMEOUT_HEADERS = frozenset(name.encode() for name in TIMEOUT)
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# A request line and headers past this many bytes get 431 (aiohttp's own limits are per line).
+MAX_HEAD_BYTES = 64 * 1024
+# After answering a request whose body was not read: how much more of it to read and drop, and
+# for how long, so that the client reads the answer (closing with unread data resets it).
+LINGER_BYTES = 4 * 1024 * 1024
+LINGER_SECONDS = 2.0
 
 
 class _Run:
@@ -47,12 +53,14 @@ class _Run:
 
     __slots__ = (
         "body",
+        "early",
         "error",
         "headers",
         "http10",
         "keep_alive",
         "queue",
         "route",
+        "sent",
         "size",
         "start_timeout",
         "target",
@@ -71,6 +79,12 @@ class _Run:
         self.error: Reply | None = None
         self.queue: QueueCall | None = None  # set for requests to the queue
         self.start_timeout: float | None = None  # X-Fal-Request-Timeout
+        self.early = False  # answered before its body was read (then the connection closes)
+        self.sent = False  # forwarded to a runner: past the point where a hang-up cancels it
+
+    def mark_sent(self) -> None:
+        """The request is on its way to a runner."""
+        self.sent = True
 
     @classmethod
     def refused(cls, reply: Reply, headers: list[tuple[bytes, bytes]]) -> _Run:
@@ -107,6 +121,10 @@ class FrontProtocol(asyncio.Protocol):
         self.queue: deque[_Run] = deque()
         self.worker: asyncio.Task[None] | None = None
         self.in_message = False
+        self.in_head = False  # a request line and headers are being read
+        self.head_bytes = 0  # bytes read while they were
+        self.serving: _Run | None = None  # the sync run the worker is on
+        self.discard: int | None = None  # lingering: bytes still to drop before closing
         self.completed_in_read = False
         self.raw: bytearray | None = None  # this request's bytes, while they are exact
         self.hand_over = False
@@ -129,18 +147,29 @@ class FrontProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.connections.discard(self)
         self.closing = True
-        if self.streaming and self.worker is not None:
-            # A status stream only watches: nobody is left to watch it for.
+        if self.worker is None:
+            return
+        serving = self.serving
+        if self.streaming or (serving is not None and not serving.sent):
+            # A status stream only watches, and a run still waiting for a runner has not
+            # started: nobody is left for either (and a waiting run no longer counts as demand).
             self.worker.cancel()
 
     def data_received(self, data: bytes) -> None:
         self.last_active = self.loop.time()
+        if self.discard is not None:
+            self.discard -= len(data)
+            if self.discard <= 0 and self.transport is not None:
+                self.transport.close()
+            return
         if self.in_message:
             if self.raw is not None:
                 self.raw += data
         else:
             self.raw = bytearray(data)
         self.completed_in_read = False
+        if self.in_head:
+            self.head_bytes += len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -149,6 +178,10 @@ class FrontProtocol(asyncio.Protocol):
             if not self.hand_over:
                 self._fail_connection(error_reply(400, "bad_request", f"malformed HTTP: {exc}"))
                 return
+        if self.in_head and self.head_bytes > MAX_HEAD_BYTES and not self.closing:
+            detail = f"the request line and headers exceed {MAX_HEAD_BYTES} bytes"
+            self._fail_connection(error_reply(431, "request_header_fields_too_large", detail))
+            return
         if self.hand_over:
             assert self.transport is not None
             if self.worker is None:
@@ -161,6 +194,7 @@ class FrontProtocol(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self.in_message = True
+        self.in_head, self.head_bytes = True, 0
         self.url = b""
         self.headers = []
         self.content_length = b"0"
@@ -187,6 +221,7 @@ class FrontProtocol(asyncio.Protocol):
             self.timeout_header = (lname, value)
 
     def on_headers_complete(self) -> None:
+        self.in_head = False
         if self.hand_over or self.closing:
             return
         path, _, query = self.url.partition(b"?")
@@ -211,6 +246,7 @@ class FrontProtocol(asyncio.Protocol):
         resolved = self.router.resolve(_decoded(path))
         if isinstance(resolved, Reply):
             run = _Run.refused(resolved, self.headers)
+            self._expect_body(run)
         else:
             route, endpoint = resolved
             run = _Run(route, endpoint.encode() + (b"?" + query if query else b""), self.headers)
@@ -245,13 +281,17 @@ class FrontProtocol(asyncio.Protocol):
     def _expect_body(self, run: _Run) -> None:
         with contextlib.suppress(ValueError):
             self._check_size(run, int(self.content_length))
-        if run.error is None and self.expect.lower() == b"100-continue":
-            if self.worker is None and not self.queue:
-                assert self.transport is not None
-                self.transport.write(_CONTINUE)
-            else:
-                # Earlier replies are still being written: it goes out after them.
-                self.pending_continue = True
+        if run.early or self.expect.lower() != b"100-continue":
+            return
+        if run.error is not None:
+            # Refused before its body: the final answer instead of 100 (RFC 9110 10.1.1).
+            self._answer_early(run)
+        elif self.worker is None and not self.queue:
+            assert self.transport is not None
+            self.transport.write(_CONTINUE)
+        else:
+            # Earlier replies are still being written: it goes out after them.
+            self.pending_continue = True
 
     def on_body(self, body: bytes) -> None:
         run = self.current
@@ -267,7 +307,7 @@ class FrontProtocol(asyncio.Protocol):
         self.completed_in_read = True
         run, self.current = self.current, None
         transport = self.transport
-        if run is None or transport is None or transport.is_closing():
+        if run is None or run.early or transport is None or transport.is_closing():
             return  # nobody to answer; a request read while the router stops is still served
         run.keep_alive = run.keep_alive and self.parser.should_keep_alive()
         run.http10 = self.parser.get_http_version() == "1.0"
@@ -313,11 +353,21 @@ class FrontProtocol(asyncio.Protocol):
         else:
             assert run.route is not None  # only refused runs have none
             body = b"".join(run.body)
-            reply = await self.router.forward(
-                run.route, run.target, run.headers, body, request_id, run.start_timeout
-            )
+            self.serving = run
+            try:
+                reply = await self.router.forward(
+                    run.route,
+                    run.target,
+                    run.headers,
+                    body,
+                    request_id,
+                    run.start_timeout,
+                    on_sent=run.mark_sent,
+                )
+            finally:
+                self.serving = None
         keep_alive = run.keep_alive and not self.closing
-        self._write(reply, request_id, keep_alive, run.http10)
+        self._write(reply, request_id, keep_alive, run.http10, linger=run.early)
         if self.router.config.access_log:
             log.info(
                 "request",
@@ -389,7 +439,13 @@ class FrontProtocol(asyncio.Protocol):
         return True
 
     def _write(
-        self, reply: Reply, request_id: bytes, keep_alive: bool, http10: bool = False
+        self,
+        reply: Reply,
+        request_id: bytes,
+        keep_alive: bool,
+        http10: bool = False,
+        *,
+        linger: bool = False,
     ) -> None:
         transport = self.transport
         if transport is None or transport.is_closing():
@@ -408,8 +464,19 @@ class FrontProtocol(asyncio.Protocol):
             parts.append(b"connection: keep-alive\r\n\r\n" if http10 else b"\r\n")
         parts.append(reply.body)
         transport.write(b"".join(parts))
-        if not keep_alive:
+        if linger:
+            self._linger(transport)
+        elif not keep_alive:
             transport.close()
+
+    def _linger(self, transport: asyncio.Transport) -> None:
+        """Close after the client had a chance to read the answer: half-close, then read and
+        drop what it still sends, up to LINGER_BYTES or LINGER_SECONDS."""
+        self.discard = LINGER_BYTES
+        if transport.can_write_eof():
+            transport.write_eof()
+        transport.resume_reading()
+        self.loop.call_later(LINGER_SECONDS, transport.close)
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -418,13 +485,23 @@ class FrontProtocol(asyncio.Protocol):
             exc = self.router.too_large()
             run.error = error_reply(exc.status, exc.error_type, exc.detail)
             run.body = []
-            # Answered once the body has been read past (so the client sees the reply rather
-            # than a reset), then the connection closes: it is not worth keeping.
-            run.keep_alive = False
+            self._answer_early(run)
+
+    def _answer_early(self, run: _Run) -> None:
+        """Answer ``run`` without reading its body (too large, or refused before the body of
+        an ``Expect: 100-continue``): after the replies before it, then the connection closes.
+        Nothing more is read, so an endless body costs nothing."""
+        run.early = True
+        run.keep_alive = False
+        self.queue.append(run)
+        assert self.transport is not None
+        self.transport.pause_reading()
+        if self.worker is None:
+            self.worker = asyncio.ensure_future(self._serve())
 
     def _fail_connection(self, reply: Reply) -> None:
         self.closing = True
-        self._write(reply, new_request_id().encode(), keep_alive=False)
+        self._write(reply, new_request_id().encode(), keep_alive=False, linger=True)
 
     def _hand_over(self) -> None:
         transport = self.transport
@@ -438,10 +515,20 @@ class FrontProtocol(asyncio.Protocol):
         transport.resume_reading()
 
     def idle_since(self) -> float | None:
-        """When the connection last did something, or None while a request is in progress."""
-        if self.worker is not None or self.in_message:
+        """When the connection last did something, or None while a request is served.
+
+        A request still being read counts as idle since its last bytes: a client that stops
+        sending half-way holds the connection no longer than an idle one.
+        """
+        if self.worker is not None:
             return None
         return self.last_active
+
+    def expire(self) -> None:
+        """Idle too long: close, unless a request is being served."""
+        self.closing = True
+        if self.worker is None and self.transport is not None:
+            self.transport.close()
 
     def close_when_idle(self) -> None:
         """Close now if no request is in progress; else after the current reply."""

@@ -13,7 +13,7 @@ import contextlib
 import json
 import ssl
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -168,7 +168,7 @@ class Router:
             for conn in list(self._fast):
                 since = conn.idle_since()
                 if since is not None and since <= cutoff:
-                    conn.close_when_idle()
+                    conn.expire()
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop listening, let in-flight requests finish within ``grace``, close pools."""
@@ -338,13 +338,17 @@ class Router:
         body: bytes,
         request_id: bytes,
         start_timeout: float | None = None,
+        on_sent: Callable[[], None] | None = None,
     ) -> Reply:
         """Run one direct request on a runner, applying the direct-request rules.
 
-        ``start_timeout`` (``X-Fal-Request-Timeout``) bounds the wait for a runner.
+        ``start_timeout`` (``X-Fal-Request-Timeout``) bounds the wait for a runner;
+        ``on_sent`` is called as the request leaves for one.
         """
         t0 = time.monotonic()
-        reply = await self._forward(route, target, client_headers, body, request_id, start_timeout)
+        reply = await self._forward(
+            route, target, client_headers, body, request_id, start_timeout, on_sent
+        )
         self.stats.served(route.app_id, SYNC, reply.status, time.monotonic() - t0)
         return reply
 
@@ -356,6 +360,7 @@ class Router:
         body: bytes,
         request_id: bytes,
         start_timeout: float | None,
+        on_sent: Callable[[], None] | None,
     ) -> Reply:
         spec = route.spec
         wait = self._dispatch_timeout(spec)
@@ -385,6 +390,8 @@ class Router:
         except RequestError as exc:
             return error_reply(exc.status, exc.error_type, exc.detail)
         headers = forward_headers(client_headers, request_id)
+        if on_sent is not None:
+            on_sent()
         try:
             upstream = await slot.pool.request(
                 b"POST", target, headers, body, timeout=spec.request_timeout

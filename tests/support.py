@@ -32,12 +32,19 @@ from yurt.platform import Platform
 DEADLINE = 60.0
 
 
+def fast_retries(queue: QueueConfig) -> QueueConfig:
+    """Retry backoffs of tens of milliseconds, unless the test set its own."""
+    if "retry_backoff" in queue.model_fields_set:
+        return queue
+    return queue.model_copy(update={"retry_backoff": 0.02, "retry_backoff_max": 0.1})
+
+
 def fast_config(data_dir: Path, queue: QueueConfig | None = None, **router: Any) -> ServerConfig:
     """Short intervals so lifecycle tests run in seconds."""
     return ServerConfig(
         data_dir=data_dir,
         router=RouterConfig(port=0, **router),
-        queue=queue or QueueConfig(),
+        queue=fast_retries(queue or QueueConfig()),
         scheduler=SchedulerConfig(interval=0.05),
         local=LocalBackendConfig(
             health=HealthConfig(interval=0.2, timeout=2.0, failure_threshold=2),

@@ -121,6 +121,14 @@ class QueueConfig(_Frozen):
     """The durable queue behind ``/queue/``."""
 
     max_attempts: int = Field(default=10, ge=1, description="attempts per queued request")
+    retry_backoff: float = Field(
+        default=0.5,
+        ge=0,
+        description="seconds before retrying a request whose runner was kept (504, 429, "
+        "X-Fal-Needs-Retry), doubling with each attempt; a runner that was stopped is "
+        "retried elsewhere at once",
+    )
+    retry_backoff_max: float = Field(default=10.0, ge=0, description="the longest such wait")
     retention: float = Field(
         default=24 * 3600.0, gt=0, description="seconds completed requests and results are kept"
     )

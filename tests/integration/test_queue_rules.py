@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -435,9 +436,10 @@ async def test_status_streams_leave_no_waiters_behind(tmp_path: Path) -> None:
 
 
 async def test_a_retry_keeps_its_place_ahead_of_later_requests(tmp_path: Path) -> None:
-    """With one runner, a request retried after a 504 runs again before those queued after it."""
+    """With one runner, a request retried after a 504 runs again before those queued after it
+    (once its backoff is over: none here)."""
     log = tmp_path / "journal"
-    async with served(Retries, tmp_path) as app:
+    async with served(Retries, tmp_path, queue=QueueConfig(retry_backoff=0)) as app:
         busy, gate = await occupy(app, tmp_path)
         subs = [
             await app.submit(
@@ -452,3 +454,24 @@ async def test_a_retry_keeps_its_place_ahead_of_later_requests(tmp_path: Path) -
         order = [line.split()[0] for line in log.read_text().splitlines()]
         assert order == ["a", "a", "b", "c"]
         await app.completed(busy)
+
+
+async def test_a_retry_on_a_kept_runner_backs_off_and_lets_others_run(tmp_path: Path) -> None:
+    """After a 504 the request waits retry_backoff before its next attempt; the runner serves
+    other requests meanwhile."""
+    log = tmp_path / "journal"
+    queue = QueueConfig(retry_backoff=3.0, retry_backoff_max=3.0)
+    async with served(Retries, tmp_path, queue=queue) as app:
+        first = {"journal": str(log), "key": "a", "status": 504, "fail_times": 1}
+        retried = await app.submit(json=first)
+        await wait_until(lambda: journal(log, "a"), what="the first attempt")
+        failed_at = time.monotonic()
+        other = await app.submit(json={"journal": str(log), "key": "b", "fail_times": 0})
+        await app.completed(other)
+        code, status = await app.status(retried)
+        assert (code, status["status"]) == (202, "IN_QUEUE")  # backing off, not running
+        final = await app.completed(retried)
+        assert "error" not in final
+        # A lower bound (load only adds to it), less the poll that saw the first attempt.
+        assert time.monotonic() - failed_at >= 2.5
+        assert [line.split()[0] for line in log.read_text().splitlines()] == ["a", "b", "a"]

@@ -105,9 +105,10 @@ class AppBacklog:
         """Start the first request that suits ``slot``; False if none does."""
         if self._closed:
             return False
+        now = self._clock()
         for queue in self._queues.values():
             for job in queue:
-                if self._suits(job, slot):
+                if job.not_before <= now and self._suits(job, slot):
                     queue.remove(job)
                     self._version += 1
                     self._start(job, slot)

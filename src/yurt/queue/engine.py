@@ -436,6 +436,12 @@ class QueueEngine:
             if job.runner_id is not None:
                 job.avoid.add(job.runner_id)
             self._record("requeued", job.id, lambda: self.store.requeued(job))
+            if not verdict.terminate:
+                # The runner is kept (504, 429, the app asked): trying again at once would
+                # burn every attempt in milliseconds on what is likely a passing condition.
+                delay = self._backoff(job.attempts)
+                job.not_before = time.monotonic() + delay
+                asyncio.get_running_loop().call_later(delay, self._retry_due, route, job)
             self.backlogs[job.app_id].push(job, front=True)
             self._notify(job.id)
             route.serve_backlog()
@@ -443,6 +449,15 @@ class QueueEngine:
         if job.cancel_requested and not result.ok and result.status != 499:
             result = cancelled(job.id)
         self._complete(job, result)
+
+    def _retry_due(self, route: AppRoute, job: Job) -> None:
+        # Due now, whatever the clocks say: a timer may fire a hair before its time.
+        job.not_before = 0.0
+        route.serve_backlog()
+
+    def _backoff(self, attempts: int) -> float:
+        base, cap = self.config.retry_backoff, self.config.retry_backoff_max
+        return float(min(cap, base * 2.0 ** max(0, attempts - 1)))
 
     def _complete(self, job: Job, result: Result) -> None:
         job.state = State.COMPLETED

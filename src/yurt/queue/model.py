@@ -68,6 +68,7 @@ class Job:
     attempts: int = 0
     started_at: float | None = None
     queued_since: float = 0.0  # monotonic; when it last entered the queue
+    not_before: float = 0.0  # monotonic; a retry backing off waits until then
     runner_id: str | None = None
     cancel_requested: bool = False
     avoid: set[str] = field(default_factory=set)  # runners a retry should not go back to

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
 
 from yurt.queue.model import Job, Priority, Result, Routing, State
@@ -134,4 +135,20 @@ def test_a_store_without_the_cancel_column_gains_it(tmp_path: Path) -> None:
     store.cancel_requested("a")
     (back,) = store.unfinished("o/a")
     assert back.cancel_requested
+    store.close()
+
+
+def test_purge_drops_old_requests_of_apps_no_longer_served(tmp_path: Path) -> None:
+    """Unfinished requests of an app this router does not serve go after the retention; those
+    of served apps, and recent ones, stay."""
+    store = QueueStore(tmp_path / "q.db")
+    for name, app, created in [
+        ("gone-old", "o/gone", 10.0),
+        ("gone-new", "o/gone", 500.0),
+        ("kept-old", "o/a", 10.0),
+    ]:
+        store.add(replace(job(name), app_id=app, created_at=created))
+    assert store.purge(before=100.0, served=["o/a"]) == 1
+    assert store.get("gone-old") is None
+    assert store.get("gone-new") is not None and store.get("kept-old") is not None
     store.close()

@@ -73,6 +73,7 @@ class _Connection(asyncio.Protocol):
         "_headers",
         "_headers_done",
         "_idle",
+        "_idle_at",
         "_keep_alive",
         "_lost",
         "_lost_waiter",
@@ -92,6 +93,7 @@ class _Connection(asyncio.Protocol):
         self._parser = httptools.HttpResponseParser(self)
         self._waiter: asyncio.Future[UpstreamResponse] | None = None
         self._idle = False
+        self._idle_at = 0.0
         self._lost = False
         self._lost_waiter: asyncio.Future[None] | None = None
         self._head = False
@@ -240,6 +242,7 @@ class _Connection(asyncio.Protocol):
             if self._head:
                 self._parser = httptools.HttpResponseParser(self)
             self._idle = True
+            self._idle_at = self.loop.time()
             pool._idle.append(self)
         else:
             self.transport.close()
@@ -280,6 +283,7 @@ class ConnectionPool:
         "_connect_timeout",
         "_host",
         "_idle",
+        "_max_age",
         "_max_idle",
         "_port",
         "_request_tail",
@@ -292,10 +296,14 @@ class ConnectionPool:
         *,
         max_idle: int = 64,
         connect_timeout: float = 5.0,
+        max_idle_age: float = 600.0,
     ) -> None:
         self._host = host
         self._port = port
         self._max_idle = max_idle
+        # Well inside the runner's keep-alive (an hour): a connection the server may be closing
+        # right now is never reused, so a request never meets a close it could not have seen.
+        self._max_age = max_idle_age
         self._connect_timeout = connect_timeout
         self._idle: list[_Connection] = []
         self._closed = False
@@ -370,8 +378,12 @@ class ConnectionPool:
         while idle:
             conn = idle.pop()
             conn._idle = False
-            if not conn.transport.is_closing():
-                return conn
+            if conn.transport.is_closing():
+                continue
+            if conn.loop.time() - conn._idle_at > self._max_age:
+                conn.transport.close()
+                continue
+            return conn
         return None
 
     async def _connect(self) -> _Connection:

@@ -536,3 +536,14 @@ async def test_eof_delimited_body(pools: list[ConnectionPool]) -> None:
         resp = await pool.request(b"GET", b"/", [], b"", 5.0)
         assert (resp.status, resp.body) == (200, b"until-eof")
         assert pool.idle_count == 0
+
+
+async def test_a_connection_idle_past_its_age_is_not_reused(
+    app_server: AppServer, pools: list[ConnectionPool]
+) -> None:
+    """A connection idle longer than max_idle_age (the server may be closing it) is replaced."""
+    pool = ConnectionPool("127.0.0.1", app_server.port, max_idle_age=0.0)
+    pools.append(pool)
+    for i in range(3):
+        assert (await pool.request(b"POST", b"/echo", [], b"n%d" % i, 5.0)).body == b"n%d" % i
+    assert app_server.connection_count() == 3

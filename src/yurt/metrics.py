@@ -11,12 +11,11 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from prometheus_client.core import HistogramMetricFamily
-from prometheus_client.exposition import choose_encoder
-from prometheus_client.platform_collector import PlatformCollector
-from prometheus_client.process_collector import ProcessCollector
-from prometheus_client.registry import Collector, CollectorRegistry
+if TYPE_CHECKING:  # prometheus_client takes ~40 ms to import: not on a runner's cold start
+    from prometheus_client.core import HistogramMetricFamily
+    from prometheus_client.registry import Collector, CollectorRegistry
 
 # Seconds: inference spans milliseconds (a small model) to minutes (a video).
 DURATION_BUCKETS: tuple[float, ...] = (
@@ -69,6 +68,8 @@ class Histograms:
 
     def family(self, name: str, doc: str, label_names: Sequence[str]) -> HistogramMetricFamily:
         """The metric family, for a collector."""
+        from prometheus_client.core import HistogramMetricFamily
+
         family = HistogramMetricFamily(name, doc, labels=label_names)
         for labels, hist in self.by_labels.items():
             family.add_metric(list(labels), hist.cumulative(), hist.total)
@@ -82,6 +83,10 @@ def tally(counts: dict[Labels, int], labels: Labels, by: int = 1) -> None:
 
 def registry_for(collector: Collector) -> CollectorRegistry:
     """A registry with ``collector``, the process's figures and ``python_info``."""
+    from prometheus_client.platform_collector import PlatformCollector
+    from prometheus_client.process_collector import ProcessCollector
+    from prometheus_client.registry import CollectorRegistry
+
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
     ProcessCollector(registry=registry)
@@ -91,5 +96,7 @@ def registry_for(collector: Collector) -> CollectorRegistry:
 
 def render(registry: CollectorRegistry, accept: str) -> tuple[bytes, str]:
     """The exposition (text format, or OpenMetrics when ``accept`` asks) and its content type."""
+    from prometheus_client.exposition import choose_encoder
+
     encoder, content_type = choose_encoder(accept)
     return encoder(registry), content_type

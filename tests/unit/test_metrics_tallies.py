@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 
 from prometheus_client.core import Metric
@@ -50,3 +52,12 @@ def test_tally_starts_at_zero() -> None:
     tally(counts, ("x",))
     tally(counts, ("x",), 2)
     assert counts == {("x",): 3}
+
+
+def test_a_runner_starts_without_prometheus_client() -> None:
+    """prometheus_client (~40 ms to import) loads at a runner's first scrape, not its start."""
+    code = "import sys, yurt.runner.__main__; print('prometheus_client' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "False"

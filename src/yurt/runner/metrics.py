@@ -1,5 +1,7 @@
 """The runner's ``/_yurt/metrics``: its requests, its state, and its GPUs as NVML sees them now.
 
+Imported at the first scrape (prometheus_client is slow to import; a cold start is not the time).
+
 Scraped per runner (on Nomad, Prometheus finds runners through Consul: their service carries the
 tag ``yurt``). The GPU figures are read when scraped, through the same NVML handles the runner
 checked at start.
@@ -13,29 +15,12 @@ from typing import TYPE_CHECKING
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from yurt.metrics import Histograms
 from yurt.runner.gpus import GpuInfo
 
 if TYPE_CHECKING:
     from yurt.runner.server import RunnerServer
 
 MIB = 1024 * 1024
-
-
-class RunnerStats:
-    """What the endpoint handlers count; the event loop is the only writer."""
-
-    __slots__ = ("durations", "requests")
-
-    def __init__(self) -> None:
-        self.requests: dict[tuple[str, int], int] = {}  # (endpoint path, status code)
-        self.durations = Histograms()  # (endpoint path,): seconds in the handler
-
-    def served(self, path: str, status: int, seconds: float) -> None:
-        """One endpoint request answered."""
-        key = (path, status)
-        self.requests[key] = self.requests.get(key, 0) + 1
-        self.durations.observe((path,), seconds)
 
 
 class RunnerCollector(Collector):

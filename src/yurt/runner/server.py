@@ -11,7 +11,7 @@ import asyncio
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import structlog
 from aiohttp import web
@@ -25,9 +25,14 @@ from yurt.runner.gpus import GpuMonitor
 from yurt.runner.hints import HINTS_HEADER, RunnerHints
 from yurt.runner.invoke import call, error_response, json_response, to_response
 from yurt.runner.logcapture import capturing
-from yurt.runner.metrics import RunnerCollector, RunnerStats
 from yurt.runner.requests import REQUEST_ID, ActiveRequest, RequestRegistry
+from yurt.runner.stats import RunnerStats
 from yurt.spec import AppSpec, EndpointSpec, build_spec, endpoint_body_model
+
+if TYPE_CHECKING:
+    from prometheus_client.registry import CollectorRegistry
+
+    from yurt.runner.metrics import RunnerCollector
 
 log = structlog.get_logger("yurt.runner")
 
@@ -62,8 +67,7 @@ class RunnerServer:
         self.ready_at: float | None = None
         self.setup_seconds: float | None = None
         self.stats = RunnerStats()
-        self._collector = RunnerCollector(self)
-        self.metrics = registry_for(self._collector)
+        self._scrape: tuple[RunnerCollector, CollectorRegistry] | None = None  # made when scraped
         # One thread per request slot; health checks get their own so a busy runner still
         # answers them.
         self._executor = ThreadPoolExecutor(self.spec.max_multiplexing, "yurt-endpoint")
@@ -292,10 +296,16 @@ class RunnerServer:
         return self._decorate(json_response(200, {"status": "ok"}))
 
     async def _metrics(self, request: web.Request) -> web.Response:
+        if self._scrape is None:
+            from yurt.runner.metrics import RunnerCollector
+
+            collector = RunnerCollector(self)
+            self._scrape = collector, registry_for(collector)
+        collector, registry = self._scrape
         if self.gpus is not None:
             # NVML calls block: off the loop, as for /_yurt/info.
-            self._collector.gpus = await asyncio.to_thread(self.gpus.snapshot)
-        body, content_type = render(self.metrics, request.headers.get("accept", ""))
+            collector.gpus = await asyncio.to_thread(self.gpus.snapshot)
+        body, content_type = render(registry, request.headers.get("accept", ""))
         return web.Response(body=body, headers={"content-type": content_type})
 
     async def _info(self, _: web.Request) -> web.Response:

@@ -19,6 +19,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -182,12 +183,7 @@ def test_yurt_run_gives_the_runner_its_gpu(tmp_path: Path) -> None:
                 time.sleep(0.05)  # polling a condition, not waiting a fixed time
             assert gpus == ["NVIDIA H100 80GB HBM3 GPU-fake-1"]
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=DEADLINE_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_gently(proc)
     assert proc.returncode == 0
 
 
@@ -231,6 +227,16 @@ def test_runner_without_nvml_exits_with_no_gpu_found(tmp_path: Path) -> None:
         "yurt-runner-failure: gpu: asked for 1 GPU-H100, no GPU found "
         "(nvidia-ml-py is not installed)"
     )
+
+
+def stop_gently(proc: subprocess.Popen[Any]) -> None:
+    """SIGTERM, then SIGKILL if it has not ended within the deadline."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=DEADLINE_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 @contextmanager
@@ -371,10 +377,5 @@ def test_a_gpu_redeploy_frees_the_old_runners_gpu_first(tmp_path: Path) -> None:
                 assert answer == {"cuda": "GPU-fake-0"}  # the old revision, until replaced
                 assert time.monotonic() < deadline + DEADLINE_S, "the new revision never served"
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=DEADLINE_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_gently(proc)
     assert proc.returncode == 0, log.read_text()

@@ -120,16 +120,22 @@ class Scheduler:
         views = self.backend.runners(app_id)
         live = [v for v in views if v.state in _LIVE]
         unplaced = min(lower, max(0, target - len(live)))
-        if unplaced:
-            await self.backend.set_target(app_id, target - unplaced)
         routable = {r.runner_id for r in load.runners}
         starting = [v.runner_id for v in live if v.runner_id not in routable]
         candidates = [*decision.stop, *(r for r in starting if r not in decision.stop)]
         stops = self.backend.pick_stops(app_id, candidates)[: lower - unplaced]
-        # Retire from routing before any await, so no request lands on a runner being stopped.
+        # Retire from routing before any await, so no request lands on a runner being stopped
+        # (the load read above is only true until the first await).
         assert self.source is not None
         for runner_id in stops:
             self.source.retire(app_id, runner_id)
+        if unplaced:
+            try:
+                await self.backend.set_target(app_id, target - unplaced)
+            except Exception:
+                for kept in stops:  # nothing was stopped: they serve on
+                    self.source.reinstate(app_id, kept)
+                raise
         for n, runner_id in enumerate(stops):
             reason = "keep_alive" if runner_id in decision.stop else "not_needed"
             log.info(

@@ -128,3 +128,30 @@ async def test_a_stop_the_cluster_refuses_puts_the_runner_back_in_routing() -> N
     with pytest.raises(DeployError):
         await s.reconcile(APP, SPEC)
     assert source.retired == [] and backend.target(APP) == 2
+
+
+class RetiredFirst(HighestFirst):
+    """Notes, at set_target, which runners were already out of routing."""
+
+    def __init__(self, runners: list[str], target: int, source: list[Load]) -> None:
+        super().__init__(runners, target)
+        self.source = source
+        self.retired_at_set_target: list[str] | None = None
+
+    async def set_target(self, app_id: str, count: int) -> None:
+        self.retired_at_set_target = list(self.source[0].retired)
+        await super().set_target(app_id, count)
+
+
+async def test_runners_to_stop_leave_routing_before_the_first_await() -> None:
+    """Lowering an unplaced count awaits the backend: the idle runner chosen to stop is out of
+    routing by then, so no request lands on it meanwhile."""
+    sources: list[Load] = []
+    # Target 3, two runners: one unplaced; r1 idle past keep_alive.
+    backend = RetiredFirst(["r0", "r1"], target=3, source=sources)
+    load = AppLoad(runners=(RunnerLoad("r0", 1, None), RunnerLoad("r1", 0, 0.0)))
+    s, source = scheduler(backend, load, now=100.0)
+    sources.append(source)
+    await s.reconcile(APP, SPEC)
+    assert backend.retired_at_set_target == ["r1"]
+    assert ("stop", "r1") in backend.calls and backend.target(APP) == 1

@@ -15,7 +15,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from yurt.backends.local import free_port
+from yurt.backends.local import bound_socket, free_port
 from yurt.packaging import MAGIC, write_payload
 
 from apps import Draining, Echo, Multiplexed, Spawner
@@ -252,3 +252,27 @@ async def test_an_orphaned_runner_takes_what_the_app_started_with_it(tmp_path: P
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_a_runner_listens_on_the_socket_it_inherits(tmp_path: Path) -> None:
+    """--fd: the runner serves on a socket its supervisor bound, so no one can take the port
+    between the supervisor's choice and the runner's listen."""
+    _, payload = write_payload(Echo, tmp_path / "payloads")
+    sock = bound_socket("127.0.0.1")
+    port = sock.getsockname()[1]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "yurt.runner", "--payload", str(payload),
+        "--port", str(port), "--fd", str(sock.fileno()),
+        pass_fds=(sock.fileno(),),
+    )  # fmt: skip
+    sock.close()  # the runner holds its own copy
+    try:
+        async with aiohttp.ClientSession() as session:
+
+            async def ready() -> bool:
+                return await status_of(session, f"http://127.0.0.1:{port}/_yurt/health") == 200
+
+            await wait_until(ready, what="the runner to answer on the inherited socket")
+    finally:
+        proc.terminate()
+        await proc.wait()

@@ -57,6 +57,7 @@ class _Runner:
     log_path: Path
     started_at: float
     state: RunnerState = RunnerState.PENDING
+    sock: socket.socket | None = None  # bound for the runner, closed here once it has it
     proc: asyncio.subprocess.Process | None = None
     ready: bool = False
     outdated: bool = False  # of an earlier revision: serves until a new one takes its place
@@ -77,8 +78,23 @@ class _App:
     wakeup: asyncio.TimerHandle | None = None
 
 
+def bound_socket(host: str) -> socket.socket:
+    """A TCP socket bound to a free port of ``host``, for a runner to listen on.
+
+    Bound here and inherited by the runner, so that nothing can take the port between the
+    choice and the runner's listen.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind((host, 0))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def free_port(host: str) -> int:
-    """A port the OS reports free now (the runner binds it right after)."""
+    """A port the OS reports free now (whoever binds it next may lose a race for it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         port: int = s.getsockname()[1]
@@ -314,10 +330,11 @@ class LocalBackend:
     def _spawn(self, app: _App) -> bool:
         """Start one runner; False (and nothing started) while its GPUs are all taken."""
         runner_id = "r-" + uuid.uuid4().hex[:10]
-        port = free_port(self.config.host)  # before any GPU is taken: it may raise
+        sock = bound_socket(self.config.host)  # before any GPU is taken: it may raise
         if app.spec.num_gpus > 0:
             spec, gpus = app.spec, self.gpus  # ensure_app has found them
             if gpus is None or gpus.acquire(runner_id, spec.machine_types, spec.num_gpus) is None:
+                sock.close()
                 log.info(
                     "runner_waits_for_gpus", app=app.app_id, free=len(gpus.free if gpus else [])
                 )
@@ -326,9 +343,10 @@ class LocalBackend:
         runner = _Runner(
             runner_id=runner_id,
             app_id=app.app_id,
-            port=port,
+            port=sock.getsockname()[1],
             log_path=self.log_dir / f"{safe}-{runner_id}.log",
             started_at=time.monotonic(),
+            sock=sock,
         )
         app.runners[runner_id] = runner
         runner.tasks.append(asyncio.create_task(self._run(app, runner)))
@@ -345,6 +363,8 @@ class LocalBackend:
             self.config.host,
             "--port",
             str(runner.port),
+            "--fd",
+            str(runner.sock.fileno() if runner.sock is not None else -1),
             "--runner-id",
             runner.runner_id,
             "--parent-pid",
@@ -368,6 +388,7 @@ class LocalBackend:
                     stderr=asyncio.subprocess.STDOUT,
                     env=env,
                     start_new_session=True,
+                    pass_fds=(runner.sock.fileno(),) if runner.sock is not None else (),
                 )
         except OSError as exc:
             app.runners.pop(runner.runner_id, None)
@@ -375,6 +396,10 @@ class LocalBackend:
             self._start_failed(app, runner, "spawn", f"cannot start {cmd[0]}: {exc}")
             self._gone(app, runner)
             return
+        finally:
+            if runner.sock is not None:  # the runner has its own copy now (or never will)
+                runner.sock.close()
+                runner.sock = None
         log.info(
             "runner_started",
             app=app.app_id,

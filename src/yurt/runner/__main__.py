@@ -49,6 +49,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     source.add_argument("--payload-url", help="download the payload from the yurt server")
     p.add_argument("--payload-sha256", help="digest the downloaded payload must have")
     p.add_argument("--port", required=True, type=int)
+    p.add_argument(
+        "--fd",
+        type=int,
+        default=-1,
+        help="listen on this inherited socket, already bound to --port (no race for the port)",
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--runner-id", default="")
     p.add_argument(
@@ -100,7 +106,9 @@ async def serve(args: argparse.Namespace) -> int:
         header, cls = unpack(read_payload(args))
     except (OSError, PayloadError) as exc:
         return fail(EXIT_PAYLOAD, "payload", str(exc))
-    server = RunnerServer(header, cls, host=args.host, port=args.port, runner_id=args.runner_id)
+    server = RunnerServer(
+        header, cls, host=args.host, port=args.port, runner_id=args.runner_id, fd=args.fd
+    )
     if server.spec.num_gpus > 0:
         try:
             server.gpus = check_gpus(server.spec, args.machines)

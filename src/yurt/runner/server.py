@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Literal, get_args
@@ -52,12 +53,20 @@ class RunnerServer:
     STATES: tuple[State, ...] = get_args(State)
 
     def __init__(
-        self, header: PayloadHeader, cls: type[App], *, host: str, port: int, runner_id: str = ""
+        self,
+        header: PayloadHeader,
+        cls: type[App],
+        *,
+        host: str,
+        port: int,
+        runner_id: str = "",
+        fd: int = -1,
     ) -> None:
         self.header = header
         self.cls = cls
         self.spec: AppSpec = build_spec(cls)
         self.host, self.port, self.runner_id = host, port, runner_id
+        self.fd = fd  # an inherited socket bound to the port, or -1 to bind it here
         self.state: State = "starting"
         self.instance: App = cls()
         self.in_flight = 0
@@ -103,7 +112,11 @@ class RunnerServer:
             shutdown_timeout=self.spec.termination_grace_period_seconds,
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, backlog=1024)
+        site: web.BaseSite
+        if self.fd >= 0:
+            site = web.SockSite(self._runner, socket.socket(fileno=self.fd), backlog=1024)
+        else:
+            site = web.TCPSite(self._runner, self.host, self.port, backlog=1024)
         await site.start()
         log.info("runner_listening", host=self.host, port=self.port, app=self.spec.app_name)
 

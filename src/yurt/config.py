@@ -20,6 +20,7 @@ from pydantic import (
 
 from yurt.aio import LoopName
 from yurt.errors import ConfigError
+from yurt.spec import TEARDOWN_SLACK_S
 
 MIB = 1024 * 1024
 
@@ -58,7 +59,9 @@ class LocalBackendConfig(_Frozen):
     backoff: BackoffConfig = BackoffConfig()
     runner_loop: LoopName = Field(default="auto", description="event loop of the runners")
     kill_after: float = Field(
-        default=5.0, ge=0, description="extra seconds after the grace period before SIGKILL"
+        default=TEARDOWN_SLACK_S,
+        ge=0,
+        description="extra seconds after the grace period before SIGKILL",
     )
     gpus: str | None = Field(
         default_factory=lambda: os.environ.get("CUDA_VISIBLE_DEVICES"),

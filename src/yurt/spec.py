@@ -22,6 +22,9 @@ from yurt.machines import CATALOG, known_machine_types
 RetryCondition = Literal["timeout", "server_error", "connection_error"]
 RETRY_CONDITIONS: tuple[str, ...] = typing.get_args(RetryCondition)
 APP_AUTH = ("private", "public", "shared")
+# Seconds a stopping runner has for teardown() after the grace period, before its supervisor
+# (the local backend's kill_after, Nomad's KillTimeout) sends SIGKILL.
+TEARDOWN_SLACK_S = 5.0
 
 
 class EndpointSpec(BaseModel):

@@ -28,7 +28,13 @@ from yurt.runner.invoke import call, error_response, json_response, to_response
 from yurt.runner.logcapture import capturing
 from yurt.runner.requests import REQUEST_ID, ActiveRequest, RequestRegistry
 from yurt.runner.stats import RunnerStats
-from yurt.spec import AppSpec, EndpointSpec, build_spec, endpoint_body_model
+from yurt.spec import (
+    TEARDOWN_SLACK_S,
+    AppSpec,
+    EndpointSpec,
+    build_spec,
+    endpoint_body_model,
+)
 
 if TYPE_CHECKING:
     from prometheus_client.registry import CollectorRegistry
@@ -134,6 +140,7 @@ class RunnerServer:
 
     async def drain(self) -> None:
         """Stop accepting, let in-flight requests finish within the grace period, teardown."""
+        started = time.monotonic()
         was_ready = self.state == "ready"
         self.state = "draining"
         log.info("runner_draining", in_flight=self.in_flight)
@@ -143,9 +150,10 @@ class RunnerServer:
             await self._runner.cleanup()
         if was_ready:
             try:
+                grace = self.spec.termination_grace_period_seconds
                 await asyncio.wait_for(
                     call(self.instance.teardown, self._health_executor),
-                    timeout=max(self.spec.termination_grace_period_seconds, 1.0),
+                    timeout=teardown_budget(started, time.monotonic(), grace),
                 )
             except Exception:
                 log.exception("teardown_failed")
@@ -344,6 +352,12 @@ class RunnerServer:
                 "hints": self.hints.current,
             },
         )
+
+
+def teardown_budget(drain_started: float, now: float, grace: float) -> float:
+    """Seconds teardown() may take: what is left before the supervisor's SIGKILL (the grace
+    period plus ``TEARDOWN_SLACK_S`` from the drain's start), less a margin for the exit."""
+    return max(0.5, drain_started + grace + TEARDOWN_SLACK_S - 0.5 - now)
 
 
 def _cancelled(active: ActiveRequest) -> web.Response:

@@ -27,7 +27,7 @@ from yurt.backends.nomad.naming import GROUP, PORT_LABEL, TASK, TOKEN_ENV, Paylo
 from yurt.config import NomadConfig
 from yurt.errors import AppDefinitionError, ConfigError, DeployError
 from yurt.machines import CATALOG, MachineType, with_overrides
-from yurt.spec import AppSpec
+from yurt.spec import TEARDOWN_SLACK_S, AppSpec
 
 __all__ = [
     "CONTAINER_PORT",
@@ -66,8 +66,8 @@ META_MACHINE_TYPE = "yurt_machine_type"
 # docker, an image pull, all of which count against check_restart's grace (nomad#25318).
 STARTUP_SLACK_S = 120.0
 # Time after the grace period for the runner's teardown before Nomad sends SIGKILL (the local
-# backend's kill_after).
-KILL_SLACK_S = 5.0
+# backend's kill_after); the runner budgets its teardown by it.
+KILL_SLACK_S = TEARDOWN_SLACK_S
 # Short, because a scale from zero opens a deployment and Nomad refuses scale calls ("job
 # scaling blocked due to active deployment") until it ends.
 MIN_HEALTHY_S = 5.0

@@ -128,3 +128,16 @@ class NeverReady(yurt.App, keep_alive=300, startup_timeout=20):
     @yurt.endpoint("/")
     def attempt(self, body: Attempt) -> web.Response:
         return web.json_response({})
+
+
+class Relogged(yurt.App, keep_alive=300, max_concurrency=1, termination_grace_period_seconds=1):
+    """Logs each attempt; the first answers 504, the later ones wait for the gate."""
+
+    @yurt.endpoint("/")
+    def attempt(self, body: Attempt) -> web.Response:
+        before = record(body)
+        print(f"attempt {before + 1}")
+        if before == 0:
+            return web.json_response({"detail": "try again"}, status=504)
+        wait_for_gate(body.gate)
+        return web.json_response({"attempt": before + 1})

@@ -14,7 +14,7 @@ from yurt.errors import ConfigError
 from yurt.platform import Platform
 from yurt.queue.model import Job, Routing
 
-from queue_apps import NeverReady, Retries, Stubborn
+from queue_apps import NeverReady, Relogged, Retries, Stubborn
 from support import fast_config, served, wait_until
 
 pytestmark = pytest.mark.timeout(180)
@@ -181,3 +181,22 @@ async def test_stopping_ends_status_streams_and_starts_nothing_queued(tmp_path: 
 
 def journal_keys(path: Path) -> list[str]:
     return [line.split()[0] for line in path.read_text().splitlines()] if path.exists() else []
+
+
+async def test_earlier_attempts_logs_survive_a_restart(tmp_path: Path) -> None:
+    """What an attempt before a restart logged is in the final logs of the request."""
+    data, journal, gate = tmp_path / "data", tmp_path / "j", tmp_path / "gate"
+    async with served(Relogged, data) as app:
+        sub = await app.submit(json={"journal": str(journal), "gate": str(gate)})
+        # The first attempt answered 504; the second waits for the gate when the router stops.
+        await wait_until(
+            lambda: journal.exists() and len(journal.read_text().splitlines()) == 2,
+            what="the second attempt",
+        )
+    gate.touch()
+    async with served(Relogged, data) as app:
+        path = urlsplit(sub["status_url"]).path
+        final = await app.completed({**sub, "status_url": app.platform.url + path}, logs=True)
+        assert "error" not in final
+        messages = [entry["message"] for entry in final["logs"]]
+        assert "attempt 1" in messages and "attempt 3" in messages

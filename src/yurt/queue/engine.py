@@ -94,6 +94,7 @@ class QueueEngine:
         self.backlogs[route.app_id] = backlog
         route.backlog = backlog
         recovered = 0
+        self._logs.update(self.store.attempt_logs(route.app_id))
         for job in self.store.unfinished(route.app_id):
             self.jobs[job.id] = job
             self._held_bytes[job.app_id] = self._held_bytes.get(job.app_id, 0) + len(job.body)
@@ -435,7 +436,8 @@ class QueueEngine:
             tally(self.router.stats.retries, (job.app_id,))
             if job.runner_id is not None:
                 job.avoid.add(job.runner_id)
-            self._record("requeued", job.id, lambda: self.store.requeued(job))
+            logs_so_far = list(self._logs.get(job.id, []))
+            self._record("requeued", job.id, lambda: self.store.requeued(job, logs_so_far))
             if not verdict.terminate:
                 # The runner is kept (504, 429, the app asked): trying again at once would
                 # burn every attempt in milliseconds on what is likely a passing condition.

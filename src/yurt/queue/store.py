@@ -204,9 +204,25 @@ class QueueStore:
         """The caller cancelled a request in progress: it must not run again after a restart."""
         self._write("UPDATE requests SET cancel_requested = 1 WHERE id = ?", (request_id,))
 
-    def requeued(self, job: Job) -> None:
-        """The request went back to the queue for another attempt."""
-        self._write("UPDATE requests SET state = ? WHERE id = ?", (State.IN_QUEUE.value, job.id))
+    def requeued(self, job: Job, logs: list[dict[str, Any]] | None = None) -> None:
+        """The request went back to the queue for another attempt, with the logs so far."""
+        if logs is None:
+            self._write(
+                "UPDATE requests SET state = ? WHERE id = ?", (State.IN_QUEUE.value, job.id)
+            )
+            return
+        self._write(
+            "UPDATE requests SET state = ?, logs = ? WHERE id = ?",
+            (State.IN_QUEUE.value, json.dumps(logs).encode() if logs else None, job.id),
+        )
+
+    def attempt_logs(self, app_id: str) -> dict[str, list[dict[str, Any]]]:
+        """The logs of earlier attempts of the app's unfinished requests, by request id."""
+        rows = self._db.execute(
+            "SELECT id, logs FROM requests WHERE app_id = ? AND state != ? AND logs IS NOT NULL",
+            (app_id, State.COMPLETED.value),
+        ).fetchall()
+        return {row[0]: json.loads(row[1]) for row in rows}
 
     def completed(
         self, request_id: str, result: Result, logs: list[dict[str, Any]], now: float

@@ -93,6 +93,12 @@ def bound_socket(host: str) -> socket.socket:
     return sock
 
 
+def _close_socket(runner: _Runner) -> None:
+    if runner.sock is not None:
+        runner.sock.close()
+        runner.sock = None
+
+
 def free_port(host: str) -> int:
     """A port the OS reports free now (whoever binds it next may lose a race for it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -281,8 +287,8 @@ class LocalBackend:
             ready = sum(
                 r.state in LIVE and r.ready and not r.outdated for r in app.runners.values()
             )
-            # Idle old runners first, then the oldest.
-            old.sort(key=lambda r: (r.state == RunnerState.RUNNING, r.started_at))
+            # Old runners not ready yet first (they serve no one), then idle ones, the oldest.
+            old.sort(key=lambda r: (r.ready, r.state == RunnerState.RUNNING, r.started_at))
             for r in old[: max(0, ready + len(old) - app.target)]:
                 self._terminate(r, "new_revision")
 
@@ -315,10 +321,12 @@ class LocalBackend:
         GPUs, one at a time (its exit brings the next reconcile)."""
         runners = app.runners.values()
         if any(r.outdated and r.state == RunnerState.DRAINING for r in runners):
-            return
+            return  # one is giving its GPUs up already
+        if any(not r.outdated and r.state in LIVE and not r.ready for r in runners):
+            return  # the last one made room for is still starting: one old runner per new one
         old = sorted(
             (r for r in runners if r.outdated and r.state in LIVE),
-            key=lambda r: (r.state == RunnerState.RUNNING, r.started_at),
+            key=lambda r: (r.ready, r.state == RunnerState.RUNNING, r.started_at),
         )
         if old:
             self._terminate(old[0], "new_revision")
@@ -349,7 +357,9 @@ class LocalBackend:
             sock=sock,
         )
         app.runners[runner_id] = runner
-        runner.tasks.append(asyncio.create_task(self._run(app, runner)))
+        task = asyncio.create_task(self._run(app, runner))
+        task.add_done_callback(lambda _: _close_socket(runner))  # even if it never ran
+        runner.tasks.append(task)
         return True
 
     async def _run(self, app: _App, runner: _Runner) -> None:
@@ -369,6 +379,8 @@ class LocalBackend:
             runner.runner_id,
             "--parent-pid",
             str(os.getpid()),
+            "--kill-after",
+            str(self.config.kill_after),
             "--loop",
             self.config.runner_loop,
         ]
@@ -397,9 +409,7 @@ class LocalBackend:
             self._gone(app, runner)
             return
         finally:
-            if runner.sock is not None:  # the runner has its own copy now (or never will)
-                runner.sock.close()
-                runner.sock = None
+            _close_socket(runner)  # the runner has its own copy now (or never will)
         log.info(
             "runner_started",
             app=app.app_id,
@@ -433,7 +443,9 @@ class LocalBackend:
             was_ready=runner.ready,
             reason=runner.detail or None,
         )
-        if not runner.ready and (not was_draining or runner.detail == "startup_timeout"):
+        # A runner of an earlier revision that never started says nothing of the current one.
+        failed = not runner.ready and (not was_draining or runner.detail == "startup_timeout")
+        if failed and not runner.outdated:
             kind, message = read_failure(runner.log_path, code)
             if runner.detail == "startup_timeout":
                 kind = "startup_timeout"
@@ -509,7 +521,8 @@ class LocalBackend:
     def _became_ready(self, app: _App, runner: _Runner) -> None:
         runner.ready = True
         runner.state = RunnerState.IDLE
-        app.failures, app.backoff_until, app.last_failure = 0, 0.0, ""
+        if not runner.outdated:  # the current revision starts: its backoff is over
+            app.failures, app.backoff_until, app.last_failure = 0, 0.0, ""
         self.registry.set_healthy(
             app.app_id, RunnerEndpoint(runner.runner_id, self.config.host, runner.port)
         )

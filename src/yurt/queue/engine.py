@@ -74,6 +74,7 @@ class QueueEngine:
         self.backlogs: dict[str, AppBacklog] = {}
         self._changed: dict[str, asyncio.Future[None]] = {}
         self._expiry: dict[str, asyncio.TimerHandle] = {}
+        self._backing_off: dict[str, asyncio.TimerHandle] = {}  # retries waiting their turn
         self._tasks: set[asyncio.Task[None]] = set()
         self._purger: asyncio.Task[None] | None = None
         self._logs: dict[str, list[dict[str, Any]]] = {}  # earlier attempts' logs
@@ -345,9 +346,10 @@ class QueueEngine:
     # -- running -------------------------------------------------------------------------------
 
     def _start(self, route: AppRoute, job: Job, slot: Slot) -> None:
-        handle = self._expiry.pop(job.id, None)
-        if handle is not None:
-            handle.cancel()
+        for timers in (self._expiry, self._backing_off):
+            handle = timers.pop(job.id, None)
+            if handle is not None:
+                handle.cancel()  # a backoff timer must not cut the next attempt's short
         job.state = State.IN_PROGRESS
         job.attempts += 1
         job.started_at = self._wall()
@@ -443,7 +445,9 @@ class QueueEngine:
                 # burn every attempt in milliseconds on what is likely a passing condition.
                 delay = self._backoff(job.attempts)
                 job.not_before = time.monotonic() + delay
-                asyncio.get_running_loop().call_later(delay, self._retry_due, route, job)
+                self._backing_off[job.id] = asyncio.get_running_loop().call_later(
+                    delay, self._retry_due, route, job
+                )
             self.backlogs[job.app_id].push(job, front=True)
             self._notify(job.id)
             route.serve_backlog()
@@ -454,6 +458,7 @@ class QueueEngine:
 
     def _retry_due(self, route: AppRoute, job: Job) -> None:
         # Due now, whatever the clocks say: a timer may fire a hair before its time.
+        self._backing_off.pop(job.id, None)
         job.not_before = 0.0
         route.serve_backlog()
 
@@ -462,6 +467,9 @@ class QueueEngine:
         return float(min(cap, base * 2.0 ** max(0, attempts - 1)))
 
     def _complete(self, job: Job, result: Result) -> None:
+        handle = self._backing_off.pop(job.id, None)
+        if handle is not None:
+            handle.cancel()
         job.state = State.COMPLETED
         self.jobs.pop(job.id, None)
         logs = self._logs.pop(job.id, [])

@@ -295,9 +295,15 @@ class FrontProtocol(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         run = self.current
-        if run is None or run.error is not None:
+        if run is None or run.early:
             return
         run.size += len(body)
+        if run.error is not None:
+            # Already refused (an unknown app, a bad header): read past its body only up to
+            # the limit, then answer without reading on.
+            if run.size > self.router.config.max_body_size:
+                self._answer_early(run)
+            return
         self._check_size(run, run.size)
         if run.error is None:
             run.body.append(body)
@@ -331,7 +337,8 @@ class FrontProtocol(asyncio.Protocol):
                     # (a stream already begun has closed its connection: nothing is written).
                     log.exception("request_failed")
                     reply = error_reply(500, "internal_error", "the router failed this request")
-                    self._fail_connection(reply)
+                    self.closing = True
+                    self._write(reply, new_request_id().encode(), keep_alive=False, linger=True)
                     return
                 if not keep_alive:
                     return
@@ -448,8 +455,8 @@ class FrontProtocol(asyncio.Protocol):
         linger: bool = False,
     ) -> None:
         transport = self.transport
-        if transport is None or transport.is_closing():
-            return
+        if transport is None or transport.is_closing() or self.discard is not None:
+            return  # closed, or lingering after its last answer (its write side is shut)
         parts = [b"HTTP/1.1 %d %s\r\n" % (reply.status, reason(reply.status))]
         for name, value in reply.headers:
             parts += (name, b": ", value, b"\r\n")
@@ -500,6 +507,11 @@ class FrontProtocol(asyncio.Protocol):
             self.worker = asyncio.ensure_future(self._serve())
 
     def _fail_connection(self, reply: Reply) -> None:
+        """Answer a request that cannot be read (malformed, headers too large), then close."""
+        if self.worker is not None or self.queue:
+            # Replies before it are still due: it goes out in turn, and nothing more is read.
+            self._answer_early(_Run.refused(reply, []))
+            return
         self.closing = True
         self._write(reply, new_request_id().encode(), keep_alive=False, linger=True)
 

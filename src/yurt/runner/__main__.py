@@ -30,6 +30,7 @@ from yurt.aio import LOOP_NAMES, run
 from yurt.errors import PayloadError, SchedulingError
 from yurt.logging import configure
 from yurt.packaging import unpack
+from yurt.spec import TEARDOWN_SLACK_S
 
 if TYPE_CHECKING:
     from yurt.runner.gpus import GpuMonitor
@@ -61,6 +62,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--parent-pid", type=int, default=0, help="drain and exit when this process is gone"
     )
     p.add_argument("--loop", choices=LOOP_NAMES, default="auto")
+    p.add_argument(
+        "--kill-after",
+        type=float,
+        default=TEARDOWN_SLACK_S,
+        help="seconds after the grace period before the supervisor sends SIGKILL",
+    )
     p.add_argument(
         "--machines",
         default=None,
@@ -107,7 +114,13 @@ async def serve(args: argparse.Namespace) -> int:
     except (OSError, PayloadError) as exc:
         return fail(EXIT_PAYLOAD, "payload", str(exc))
     server = RunnerServer(
-        header, cls, host=args.host, port=args.port, runner_id=args.runner_id, fd=args.fd
+        header,
+        cls,
+        host=args.host,
+        port=args.port,
+        runner_id=args.runner_id,
+        fd=args.fd,
+        kill_after=args.kill_after,
     )
     if server.spec.num_gpus > 0:
         try:

@@ -67,12 +67,14 @@ class RunnerServer:
         port: int,
         runner_id: str = "",
         fd: int = -1,
+        kill_after: float = TEARDOWN_SLACK_S,
     ) -> None:
         self.header = header
         self.cls = cls
         self.spec: AppSpec = build_spec(cls)
         self.host, self.port, self.runner_id = host, port, runner_id
         self.fd = fd  # an inherited socket bound to the port, or -1 to bind it here
+        self.kill_after = kill_after  # the supervisor's SIGKILL comes this long after grace
         self.state: State = "starting"
         self.instance: App = cls()
         self.in_flight = 0
@@ -120,6 +122,7 @@ class RunnerServer:
         await self._runner.setup()
         site: web.BaseSite
         if self.fd >= 0:
+            os.set_inheritable(self.fd, False)  # not into processes the app starts
             site = web.SockSite(self._runner, socket.socket(fileno=self.fd), backlog=1024)
         else:
             site = web.TCPSite(self._runner, self.host, self.port, backlog=1024)
@@ -153,7 +156,7 @@ class RunnerServer:
                 grace = self.spec.termination_grace_period_seconds
                 await asyncio.wait_for(
                     call(self.instance.teardown, self._health_executor),
-                    timeout=teardown_budget(started, time.monotonic(), grace),
+                    timeout=teardown_budget(started, time.monotonic(), grace, self.kill_after),
                 )
             except Exception:
                 log.exception("teardown_failed")
@@ -354,10 +357,12 @@ class RunnerServer:
         )
 
 
-def teardown_budget(drain_started: float, now: float, grace: float) -> float:
+def teardown_budget(
+    drain_started: float, now: float, grace: float, kill_after: float = TEARDOWN_SLACK_S
+) -> float:
     """Seconds teardown() may take: what is left before the supervisor's SIGKILL (the grace
-    period plus ``TEARDOWN_SLACK_S`` from the drain's start), less a margin for the exit."""
-    return max(0.5, drain_started + grace + TEARDOWN_SLACK_S - 0.5 - now)
+    period plus ``kill_after`` from the drain's start), less a margin for the exit."""
+    return max(0.5, drain_started + grace + kill_after - 0.5 - now)
 
 
 def _cancelled(active: ActiveRequest) -> web.Response:

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from yurt.backends.local import free_port
+from yurt.backends.localproc import free_port
 from yurt.loader import load_app
 from yurt.packaging import write_payload
 from yurt.runner.gpus import list_gpus, load_nvml

@@ -15,7 +15,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from yurt.backends.local import bound_socket, free_port
+from yurt.backends.localproc import bound_socket, free_port
 from yurt.packaging import MAGIC, write_payload
 
 from apps import Draining, Echo, Multiplexed, Spawner

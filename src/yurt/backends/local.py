@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import socket
@@ -38,10 +37,15 @@ from yurt.backends.base import (
 )
 from yurt.backends.gpus import GpuAllocator, discover_gpus
 from yurt.backends.health import HttpHealthChecker
+from yurt.backends.localproc import (
+    bound_socket,
+    read_failure,
+    runner_command,
+    runner_env,
+)
 from yurt.config import LocalBackendConfig
 from yurt.discovery.local import LocalRegistry
 from yurt.machines import with_overrides
-from yurt.runner.__main__ import FAILURE_MARK  # the runner's last stderr line on failure
 from yurt.spec import AppSpec
 
 log = structlog.get_logger("yurt.local")
@@ -78,48 +82,10 @@ class _App:
     wakeup: asyncio.TimerHandle | None = None
 
 
-def bound_socket(host: str) -> socket.socket:
-    """A TCP socket bound to a free port of ``host``, for a runner to listen on.
-
-    Bound here and inherited by the runner, so that nothing can take the port between the
-    choice and the runner's listen.
-    """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.bind((host, 0))
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
 def _close_socket(runner: _Runner) -> None:
     if runner.sock is not None:
         runner.sock.close()
         runner.sock = None
-
-
-def free_port(host: str) -> int:
-    """A port the OS reports free now (whoever binds it next may lose a race for it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def read_failure(log_path: Path, returncode: int | None) -> tuple[str, str]:
-    """(error kind, message) from the runner's last failure line, else a generic one."""
-    try:
-        with log_path.open("rb") as f:
-            f.seek(max(0, log_path.stat().st_size - 16384))
-            tail = f.read().decode(errors="replace").splitlines()
-    except OSError:
-        tail = []
-    for line in reversed(tail):
-        if line.startswith(FAILURE_MARK):
-            kind, _, message = line[len(FAILURE_MARK) :].strip().partition(": ")
-            return kind, message
-    return "exited", f"runner exited with code {returncode} before it became ready"
 
 
 class LocalBackend:
@@ -363,34 +329,12 @@ class LocalBackend:
         return True
 
     async def _run(self, app: _App, runner: _Runner) -> None:
-        cmd = [
-            self.config.python,
-            "-m",
-            "yurt.runner",
-            "--payload",
-            str(app.payload),
-            "--host",
-            self.config.host,
-            "--port",
-            str(runner.port),
-            "--fd",
-            str(runner.sock.fileno() if runner.sock is not None else -1),
-            "--runner-id",
-            runner.runner_id,
-            "--parent-pid",
-            str(os.getpid()),
-            "--kill-after",
-            str(self.config.kill_after),
-            "--loop",
-            self.config.runner_loop,
-        ]
-        if self.machines:
-            cmd += ["--machines", json.dumps(self.machines)]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        # UUIDs, not indexes: CUDA numbers GPUs fastest first unless told otherwise, NVML by PCI
-        # bus. An empty value hides every GPU from a CPU runner, so none uses another's GPU.
+        fd = runner.sock.fileno() if runner.sock is not None else -1
+        cmd = runner_command(
+            self.config, app.payload, runner.runner_id, runner.port, fd, self.machines
+        )
         gpu_ids = self.gpus.uuids(runner.runner_id) if self.gpus is not None else []
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(gpu_ids)
+        env = runner_env(os.environ, gpu_ids)
         try:
             with runner.log_path.open("ab") as out:
                 runner.proc = await asyncio.create_subprocess_exec(

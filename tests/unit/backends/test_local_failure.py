@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from yurt.backends.local import read_failure
+from yurt.backends.localproc import read_failure
 
 
 def test_failure_line_is_found(tmp_path: Path) -> None:

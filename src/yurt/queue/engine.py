@@ -268,10 +268,12 @@ class QueueEngine:
         return fut
 
     def _record(self, what: str, request_id: str, write: Callable[[], None]) -> None:
-        # Past acceptance, memory is the truth: the store makes a write it could not commit
-        # again until it can (a full disk); should the router die first, the request runs
-        # again after a restart (at-least-once).
-        self.store.keep(write, f"{what} {request_id}")
+        # Past acceptance, memory is the truth: a write the store refuses is logged, and at
+        # worst the request runs again after a restart (at-least-once).
+        try:
+            write()
+        except sqlite3.Error as exc:
+            log.error("queue_write_failed", what=what, request_id=request_id, error=str(exc))
 
     def _remember(self, record: Record) -> None:
         # Most results are fetched right after they complete: serve those from memory.

@@ -12,11 +12,10 @@ survives a power loss too (SQLite's "WAL mode" and "PRAGMA synchronous" document
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -27,10 +26,6 @@ from yurt.queue.model import Header, Job, Priority, Result, Routing, State
 from yurt.queue.webhooks import Delivery
 
 log = structlog.get_logger("yurt.queue")
-
-# After a failed commit, kept writes are made again after this long, doubling up to the most.
-REPLAY_FIRST_DELAY = 1.0
-REPLAY_MAX_DELAY = 30.0
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -119,87 +114,11 @@ class QueueStore:
         self._in_tx = False
         self._commit_scheduled = False
         self._waiters: list[asyncio.Future[None]] = []
-        # Writes made through ``keep``: those of the open transaction, and those of one that
-        # failed to commit (a full disk), made again in order before any later write.
-        self._kept: list[Callable[[], object]] = []
-        self._replay: list[Callable[[], object]] = []
-        self._replaying = False
-        self._retry: asyncio.TimerHandle | None = None
-        self._retry_delay = REPLAY_FIRST_DELAY
 
     def close(self) -> None:
         """Commit what is pending and close the database."""
-        if self._retry is not None:
-            self._retry.cancel()
-            self._retry = None
-        if self._replay:
-            self._run_replay()
         self.commit()
-        if self._replay:
-            log.error("queue_writes_lost_at_close", writes=len(self._replay))
         self._db.close()
-
-    def keep(self, write: Callable[[], object], what: str = "") -> None:
-        """Make ``write`` (a call of one of this store's write methods) and see it committed:
-        should its transaction fail (a full disk, an I/O error), it is made again, after the
-        writes before it, until it commits. The writes must be safe to make twice."""
-        if self._replay and not self._replaying:
-            self._run_replay()
-        if self._replay:  # still failing: keep the order
-            self._replay.append(write)
-            return
-        try:
-            write()
-        except sqlite3.Error as exc:
-            log.error("queue_write_failed", what=what, error=str(exc))
-            self._failed([*self._kept, write], exc)
-            return
-        self._kept.append(write)
-
-    def _run_replay(self) -> None:
-        self._replaying = True
-        try:
-            pending, self._replay = self._replay, []
-            for n, write in enumerate(pending):
-                try:
-                    write()
-                except sqlite3.Error as exc:
-                    log.error("queue_replay_failed", error=str(exc), left=len(pending) - n)
-                    self._failed([*self._kept, *pending[n:]], exc)
-                    return
-                self._kept.append(write)
-        finally:
-            self._replaying = False
-
-    def _failed(self, writes: list[Callable[[], object]], error: sqlite3.Error) -> None:
-        """``writes`` did not commit: drop the transaction and make them again later.
-
-        Whatever else the transaction held is lost with it, so those awaiting ``durable()``
-        for it (submissions) hear of the failure.
-        """
-        self._kept = []
-        waiters, self._waiters = self._waiters, []
-        for fut in waiters:
-            if not fut.done():
-                fut.set_exception(error)
-        if self._db.in_transaction:
-            with contextlib.suppress(sqlite3.Error):
-                self._db.execute("ROLLBACK")
-        self._in_tx = False
-        self._replay = writes + self._replay
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return  # no loop: the next write (or close) tries again
-        if self._retry is None:
-            self._retry = loop.call_later(self._retry_delay, self._retry_now)
-            self._retry_delay = min(self._retry_delay * 2, REPLAY_MAX_DELAY)
-
-    def _retry_now(self) -> None:
-        self._retry = None
-        if self._replay:
-            self._run_replay()
-            self.commit()
 
     # -- transactions ------------------------------------------------------------------------
 
@@ -230,11 +149,8 @@ class QueueStore:
             except sqlite3.Error as exc:
                 log.error("queue_commit_failed", error=str(exc))
                 error = exc
-                self._failed(self._kept, exc)
-            else:
-                self._kept = []
-                if not self._replay:
-                    self._retry_delay = REPLAY_FIRST_DELAY
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
         for fut in waiters:
             if not fut.done():
                 if error is None:

@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
-
-import pytest
 
 from yurt.queue.model import Job, Priority, Result, Routing, State
 from yurt.queue.store import SCHEMA, QueueStore
-
-from support import wait_until
 
 
 def job(request_id: str, priority: Priority = Priority.NORMAL, body: bytes = b"{}") -> Job:
@@ -157,48 +151,4 @@ def test_purge_drops_old_requests_of_apps_no_longer_served(tmp_path: Path) -> No
     assert store.purge(before=100.0, served=["o/a"]) == 1
     assert store.get("gone-old") is None
     assert store.get("gone-new") is not None and store.get("kept-old") is not None
-    store.close()
-
-
-class FailingCommits:
-    """The store's connection, whose next ``fails`` commits fail as on a full disk."""
-
-    def __init__(self, db: sqlite3.Connection, fails: int) -> None:
-        self.db, self.fails = db, fails
-
-    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
-        if sql == "COMMIT" and self.fails:
-            self.fails -= 1
-            raise sqlite3.OperationalError("database or disk is full")
-        return self.db.execute(sql, *args)
-
-    @property
-    def in_transaction(self) -> bool:
-        return self.db.in_transaction
-
-    def close(self) -> None:
-        self.db.close()
-
-
-def stored_state(path: Path, request_id: str) -> str | None:
-    with contextlib.closing(sqlite3.connect(path)) as db:
-        row = db.execute("SELECT state FROM requests WHERE id = ?", (request_id,)).fetchone()
-    return row[0] if row else None
-
-
-async def test_a_kept_write_whose_commit_failed_is_made_again(tmp_path: Path) -> None:
-    """A completion lost with a failed commit (a full disk) is committed once it can be; a
-    submission in that transaction hears of the failure instead of being acknowledged."""
-    path = tmp_path / "q.db"
-    store = QueueStore(path)
-    store.add(job("a"))
-    await store.durable()
-    store._db = FailingCommits(store._db, fails=2)  # type: ignore[assignment]
-    store._retry_delay = 0.05
-    store.keep(lambda: store.completed("a", Result(200, [], b"ok"), [], 5.0), "completed a")
-    store.add(job("b"))
-    with pytest.raises(sqlite3.OperationalError):
-        await store.durable()  # "b" was not accepted
-    await wait_until(lambda: stored_state(path, "a") == "COMPLETED", what="the replayed write")
-    assert stored_state(path, "b") is None
     store.close()

@@ -126,7 +126,14 @@ class QueueStore:
         if not self._in_tx:
             self._db.execute("BEGIN")
             self._in_tx = True
-        cursor = self._db.execute(sql, params)
+        try:
+            cursor = self._db.execute(sql, params)
+        except sqlite3.Error as exc:
+            if not self._db.in_transaction:
+                # SQLite rolled the whole transaction back (a full disk, an I/O error): the
+                # writes before this one are gone, and so is any acknowledgement they awaited.
+                self._dropped(exc)
+            raise
         if not self._commit_scheduled:
             try:
                 loop = asyncio.get_running_loop()
@@ -157,6 +164,14 @@ class QueueStore:
                     fut.set_result(None)
                 else:
                     fut.set_exception(error)
+
+    def _dropped(self, error: sqlite3.Error) -> None:
+        log.error("queue_transaction_rolled_back", error=str(error))
+        self._in_tx = False  # the next write opens a new one, rather than autocommitting
+        waiters, self._waiters = self._waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_exception(error)
 
     async def durable(self) -> None:
         """Return once every write made so far is committed."""

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sqlite3
 from dataclasses import replace
 from pathlib import Path
+
+import pytest
 
 from yurt.queue.model import Job, Priority, Result, Routing, State
 from yurt.queue.store import SCHEMA, QueueStore
@@ -151,4 +155,38 @@ def test_purge_drops_old_requests_of_apps_no_longer_served(tmp_path: Path) -> No
     assert store.purge(before=100.0, served=["o/a"]) == 1
     assert store.get("gone-old") is None
     assert store.get("gone-new") is not None and store.get("kept-old") is not None
+    store.close()
+
+
+def stored(path: Path, request_id: str) -> list[tuple[object, ...]]:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return db.execute("SELECT state FROM requests WHERE id = ?", (request_id,)).fetchall()
+
+
+async def test_a_transaction_sqlite_rolled_back_acknowledges_nothing(tmp_path: Path) -> None:
+    """A full disk makes SQLite roll the whole transaction back: a submission in it hears of
+    it, and one made right after goes into a new transaction, acknowledged once committed
+    (rather than committing on its own and then being told it failed)."""
+    path = tmp_path / "q.db"
+    store = QueueStore(path)
+    pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+    store._db.execute(f"PRAGMA max_page_count={pages + 2}")  # the disk is nearly full
+
+    async def submit(request: Job) -> None:  # as the engine submits: add, then await durable
+        store.add(request)
+        await store.durable()
+
+    async def then_big_then_c() -> None:  # the same loop turn as "a"
+        with pytest.raises(sqlite3.OperationalError, match="full"):
+            store.add(job("big", body=b"x" * 200_000))
+        store._db.execute("PRAGMA max_page_count=1000000")  # space again
+        await submit(job("c"))
+
+    first = asyncio.ensure_future(submit(job("a")))
+    second = asyncio.ensure_future(then_big_then_c())
+    with pytest.raises(sqlite3.OperationalError):
+        await first  # "a" went with the transaction: not acknowledged
+    await second  # "c" is acknowledged...
+    assert stored(path, "a") == []
+    assert stored(path, "c") == [("IN_QUEUE",)]  # ...and stored
     store.close()

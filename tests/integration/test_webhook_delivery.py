@@ -281,3 +281,28 @@ async def test_stop_leaves_a_delivery_in_flight_pending(receiver: Received) -> N
         await sender.stop(grace=0.1)
     entry = outbox.entries[delivery_id]
     assert (entry.state, entry.failures) == ("pending", [])
+
+
+class ForgetfulOutbox(MemoryOutbox):
+    """An outbox whose settlements are lost (as with a transaction on a full disk)."""
+
+    def delivered(self, delivery_id: int) -> None:
+        pass
+
+    def failed(self, delivery_id: int, attempts: int, next_at: float | None, error: str) -> None:
+        self.entries[delivery_id].failures.append((attempts, next_at, error))
+
+
+async def test_a_settlement_the_outbox_lost_is_not_sent_again_at_once(
+    receiver: Received,
+) -> None:
+    """A delivery whose 'delivered' write was lost stays due in the outbox; the sender does not
+    post it again and again meanwhile."""
+    outbox = ForgetfulOutbox()
+    outbox.add(receiver.url)
+    async with WebhookSender(outbox, config(), SECRET):
+        await wait_until(lambda: len(receiver.requests) == 1, what="the delivery")
+        # The loop keeps looking at the outbox (every RECHECK) and sees it due each time.
+        calls = outbox.next_due_calls
+        await wait_until(lambda: outbox.next_due_calls >= calls + 3, what="a few more looks")
+    assert len(receiver.requests) == 1

@@ -93,6 +93,10 @@ class WebhookSender:
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._in_flight: dict[int, asyncio.Task[None]] = {}
+        # What this sender settled, until the outbox shows it (a write can be lost with its
+        # transaction on a full disk): delivered ones are not sent again, failed ones not
+        # before their retry time.
+        self._held: dict[int, float] = {}
 
     async def start(self) -> None:
         """Open the HTTP session and start delivering."""
@@ -158,11 +162,16 @@ class WebhookSender:
         room = CONCURRENCY - len(self._in_flight)
         if room <= 0:
             return
-        # Those in flight are still pending and due: ask for enough rows to see past them.
-        for delivery in self.outbox.due(self._clock(), len(self._in_flight) + room):
+        # Those in flight or held are still pending and due: ask for enough rows to see past them.
+        now = self._clock()
+        due = self.outbox.due(now, len(self._in_flight) + len(self._held) + room)
+        # A held delivery the outbox no longer lists as due has its settlement stored.
+        listed = {d.id for d in due}
+        self._held = {k: v for k, v in self._held.items() if k in listed}
+        for delivery in due:
             if room == 0:
                 break
-            if delivery.id in self._in_flight:
+            if delivery.id in self._in_flight or self._held.get(delivery.id, 0.0) > now:
                 continue
             task = asyncio.create_task(self._deliver(delivery), name=f"yurt-webhook-{delivery.id}")
             self._in_flight[delivery.id] = task
@@ -176,8 +185,8 @@ class WebhookSender:
         if next_at is None:
             return MAX_WAIT
         delay = next_at - self._clock()
-        if delay <= 0 and self._in_flight:
-            return RECHECK
+        if delay <= 0 and (self._in_flight or self._held):
+            return RECHECK  # what is due is in flight or held: look again soon, do not spin
         return min(max(delay, 0.0), MAX_WAIT)
 
     def _settled(self, delivery_id: int, task: asyncio.Task[None]) -> None:
@@ -207,6 +216,7 @@ class WebhookSender:
             error = f"{type(exc).__name__}: {exc}"
         else:
             if 200 <= status < 300:
+                self._held[delivery.id] = float("inf")
                 self.outbox.delivered(delivery.id)
                 log.info(
                     "webhook_delivered",
@@ -223,6 +233,7 @@ class WebhookSender:
 
     def _failed(self, delivery: Delivery, attempt: int, error: str) -> None:
         if attempt >= self.config.max_attempts:
+            self._held[delivery.id] = float("inf")
             self.outbox.failed(delivery.id, attempt, None, error)
             log.error(
                 "webhook_given_up",
@@ -233,6 +244,7 @@ class WebhookSender:
             )
             return
         retry_in = backoff(attempt, self.config)
+        self._held[delivery.id] = self._clock() + retry_in
         self.outbox.failed(delivery.id, attempt, self._clock() + retry_in, error)
         log.warning(
             "webhook_failed",

@@ -306,3 +306,37 @@ async def test_a_settlement_the_outbox_lost_is_not_sent_again_at_once(
         calls = outbox.next_due_calls
         await wait_until(lambda: outbox.next_due_calls >= calls + 3, what="a few more looks")
     assert len(receiver.requests) == 1
+
+
+class RolledBackOutbox(MemoryOutbox):
+    """Shows a settlement at once (as a connection sees its own uncommitted write), then loses
+    it when the test rolls back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.uncommitted: set[int] = set()
+
+    def delivered(self, delivery_id: int) -> None:
+        self.uncommitted.add(delivery_id)
+
+    def due(self, now: float, limit: int) -> list[Delivery]:
+        return [d for d in super().due(now, limit) if d.id not in self.uncommitted]
+
+    def roll_back(self) -> None:
+        self.uncommitted.clear()
+
+
+async def test_a_settlement_rolled_back_after_it_was_seen_is_not_sent_again(
+    receiver: Received,
+) -> None:
+    """The outbox hid the delivered row, then lost it: the sender still holds it."""
+    outbox = RolledBackOutbox()
+    outbox.add(receiver.url)
+    async with WebhookSender(outbox, config(), SECRET):
+        await wait_until(lambda: len(receiver.requests) == 1, what="the delivery")
+        calls = outbox.next_due_calls
+        await wait_until(lambda: outbox.next_due_calls >= calls + 2, what="looks past the write")
+        outbox.roll_back()
+        calls = outbox.next_due_calls
+        await wait_until(lambda: outbox.next_due_calls >= calls + 3, what="a few more looks")
+    assert len(receiver.requests) == 1

@@ -123,6 +123,9 @@ class QueueStore:
     # -- transactions ------------------------------------------------------------------------
 
     def _write(self, sql: str, params: tuple[Any, ...] | dict[str, Any]) -> sqlite3.Cursor:
+        if self._in_tx and not self._db.in_transaction:
+            # Rolled back by SQLite outside a write of ours (during a read, say).
+            self._dropped(sqlite3.OperationalError("the transaction was rolled back"))
         if not self._in_tx:
             self._db.execute("BEGIN")
             self._in_tx = True

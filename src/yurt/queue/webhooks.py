@@ -30,6 +30,8 @@ MAX_WAIT = 60.0
 # While deliveries are in flight the outbox cannot say when the next *other* one is due (the
 # ones in flight are still pending and due); look again this often, or when one finishes.
 RECHECK = 1.0
+# Seconds after which an outbox that no longer lists a settled delivery has surely committed it.
+SETTLE_GRACE = 30.0
 USER_AGENT = "yurt-webhooks"
 
 
@@ -95,8 +97,8 @@ class WebhookSender:
         self._in_flight: dict[int, asyncio.Task[None]] = {}
         # What this sender settled, until the outbox shows it (a write can be lost with its
         # transaction on a full disk): delivered ones are not sent again, failed ones not
-        # before their retry time.
-        self._held: dict[int, float] = {}
+        # before their retry time. Id -> (not before, settled at).
+        self._held: dict[int, tuple[float, float]] = {}
 
     async def start(self) -> None:
         """Open the HTTP session and start delivering."""
@@ -165,13 +167,16 @@ class WebhookSender:
         # Those in flight or held are still pending and due: ask for enough rows to see past them.
         now = self._clock()
         due = self.outbox.due(now, len(self._in_flight) + len(self._held) + room)
-        # A held delivery the outbox no longer lists as due has its settlement stored.
+        # A settlement the outbox no longer lists as due is stored, once its write had time to
+        # be committed (the outbox may show an uncommitted write that is then lost).
         listed = {d.id for d in due}
-        self._held = {k: v for k, v in self._held.items() if k in listed}
+        settled_before = now - SETTLE_GRACE
+        self._held = {k: v for k, v in self._held.items() if k in listed or v[1] > settled_before}
         for delivery in due:
             if room == 0:
                 break
-            if delivery.id in self._in_flight or self._held.get(delivery.id, 0.0) > now:
+            held = self._held.get(delivery.id)
+            if delivery.id in self._in_flight or (held is not None and held[0] > now):
                 continue
             task = asyncio.create_task(self._deliver(delivery), name=f"yurt-webhook-{delivery.id}")
             self._in_flight[delivery.id] = task
@@ -216,7 +221,7 @@ class WebhookSender:
             error = f"{type(exc).__name__}: {exc}"
         else:
             if 200 <= status < 300:
-                self._held[delivery.id] = float("inf")
+                self._held[delivery.id] = (float("inf"), self._clock())
                 self.outbox.delivered(delivery.id)
                 log.info(
                     "webhook_delivered",
@@ -233,7 +238,7 @@ class WebhookSender:
 
     def _failed(self, delivery: Delivery, attempt: int, error: str) -> None:
         if attempt >= self.config.max_attempts:
-            self._held[delivery.id] = float("inf")
+            self._held[delivery.id] = (float("inf"), self._clock())
             self.outbox.failed(delivery.id, attempt, None, error)
             log.error(
                 "webhook_given_up",
@@ -244,7 +249,7 @@ class WebhookSender:
             )
             return
         retry_in = backoff(attempt, self.config)
-        self._held[delivery.id] = self._clock() + retry_in
+        self._held[delivery.id] = (self._clock() + retry_in, self._clock())
         self.outbox.failed(delivery.id, attempt, self._clock() + retry_in, error)
         log.warning(
             "webhook_failed",

@@ -190,3 +190,25 @@ async def test_a_transaction_sqlite_rolled_back_acknowledges_nothing(tmp_path: P
     assert stored(path, "a") == []
     assert stored(path, "c") == [("IN_QUEUE",)]  # ...and stored
     store.close()
+
+
+async def test_a_rollback_outside_a_write_is_noticed_by_the_next_write(tmp_path: Path) -> None:
+    """Rolled back during a read (simulated): the waiting acknowledgement fails, and the next
+    write opens a new transaction rather than committing on its own."""
+    path = tmp_path / "q.db"
+    store = QueueStore(path)
+
+    async def submit(request: Job) -> None:
+        store.add(request)
+        await store.durable()
+
+    first = asyncio.ensure_future(submit(job("a")))
+    await asyncio.sleep(0)  # "a" is written and waits for this turn's commit
+    store._db.execute("ROLLBACK")  # as SQLite may, on an error in a read
+    store.add(job("c"))
+    assert store._db.in_transaction
+    with pytest.raises(sqlite3.OperationalError):
+        await first
+    await store.durable()
+    assert stored(path, "a") == [] and stored(path, "c") == [("IN_QUEUE",)]
+    store.close()

@@ -156,8 +156,9 @@ class QueueEngine:
         the store and run again after a restart."""
         if self._purger is not None:
             self._purger.cancel()
-        for handle in self._expiry.values():
-            handle.cancel()
+        for timers in (self._expiry, self._backing_off):
+            for handle in timers.values():
+                handle.cancel()
         self.close()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=grace)
@@ -303,9 +304,6 @@ class QueueEngine:
             return 0
         waiting = backlog.take_all()
         for job in waiting:
-            handle = self._expiry.pop(job.id, None)
-            if handle is not None:
-                handle.cancel()
             why = detail if final else f"{detail} ({failures} runner starts failed in a row)"
             self._complete(job, error_result(status, error_type, why))
         return len(waiting)
@@ -346,10 +344,7 @@ class QueueEngine:
     # -- running -------------------------------------------------------------------------------
 
     def _start(self, route: AppRoute, job: Job, slot: Slot) -> None:
-        for timers in (self._expiry, self._backing_off):
-            handle = timers.pop(job.id, None)
-            if handle is not None:
-                handle.cancel()  # a backoff timer must not cut the next attempt's short
+        self._drop_timers(job.id)  # a backoff timer must not cut the next attempt's short
         job.state = State.IN_PROGRESS
         job.attempts += 1
         job.started_at = self._wall()
@@ -466,10 +461,15 @@ class QueueEngine:
         base, cap = self.config.retry_backoff, self.config.retry_backoff_max
         return float(min(cap, base * 2.0 ** max(0, attempts - 1)))
 
+    def _drop_timers(self, request_id: str) -> None:
+        """Cancel the request's start deadline and retry backoff, if armed."""
+        for timers in (self._expiry, self._backing_off):
+            handle = timers.pop(request_id, None)
+            if handle is not None:
+                handle.cancel()
+
     def _complete(self, job: Job, result: Result) -> None:
-        handle = self._backing_off.pop(job.id, None)
-        if handle is not None:
-            handle.cancel()
+        self._drop_timers(job.id)
         job.state = State.COMPLETED
         self.jobs.pop(job.id, None)
         logs = self._logs.pop(job.id, [])
@@ -532,9 +532,6 @@ class QueueEngine:
             return "CANCELLATION_REQUESTED"
         if job.state is State.IN_QUEUE:
             self.backlogs[job.app_id].remove(job)
-            handle = self._expiry.pop(job.id, None)
-            if handle is not None:
-                handle.cancel()
             self._complete(job, cancelled(job.id))
             return "CANCELLATION_REQUESTED"
         job.cancel_requested = True

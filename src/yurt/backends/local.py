@@ -82,6 +82,11 @@ class _App:
     wakeup: asyncio.TimerHandle | None = None
 
 
+def _first_to_go(runner: _Runner) -> tuple[bool, bool, float]:
+    """Which old runner stops first: not ready yet (it serves no one), then idle, the oldest."""
+    return runner.ready, runner.state == RunnerState.RUNNING, runner.started_at
+
+
 def _close_socket(runner: _Runner) -> None:
     if runner.sock is not None:
         runner.sock.close()
@@ -253,8 +258,7 @@ class LocalBackend:
             ready = sum(
                 r.state in LIVE and r.ready and not r.outdated for r in app.runners.values()
             )
-            # Old runners not ready yet first (they serve no one), then idle ones, the oldest.
-            old.sort(key=lambda r: (r.ready, r.state == RunnerState.RUNNING, r.started_at))
+            old.sort(key=_first_to_go)
             for r in old[: max(0, ready + len(old) - app.target)]:
                 self._terminate(r, "new_revision")
 
@@ -290,10 +294,7 @@ class LocalBackend:
             return  # one is giving its GPUs up already
         if any(not r.outdated and r.state in LIVE and not r.ready for r in runners):
             return  # the last one made room for is still starting: one old runner per new one
-        old = sorted(
-            (r for r in runners if r.outdated and r.state in LIVE),
-            key=lambda r: (r.ready, r.state == RunnerState.RUNNING, r.started_at),
-        )
+        old = sorted((r for r in runners if r.outdated and r.state in LIVE), key=_first_to_go)
         if old:
             self._terminate(old[0], "new_revision")
 

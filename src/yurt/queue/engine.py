@@ -27,7 +27,7 @@ from yurt.queue.runnerio import fetch_logs, note_hints, signal_cancel
 from yurt.queue.store import QueueStore, Record
 from yurt.queue.webhooks import WebhookSender
 from yurt.router.dispatch import AppRoute, Slot
-from yurt.router.http import end_to_end, new_request_id
+from yurt.router.http import end_to_end, new_ordered_id
 from yurt.router.metrics import QUEUE
 from yurt.router.pool import UpstreamError
 from yurt.router.rules import (
@@ -216,7 +216,7 @@ class QueueEngine:
                 error_type="queue_full",
             )
         job = Job(
-            id=new_request_id(),
+            id=new_ordered_id(),
             app_id=route.app_id,
             endpoint=endpoint,
             query=query,

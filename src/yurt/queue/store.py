@@ -54,8 +54,14 @@ CREATE TABLE IF NOT EXISTS requests (
     logs BLOB,
     cancel_requested INTEGER NOT NULL DEFAULT 0
 );
-CREATE INDEX IF NOT EXISTS requests_open ON requests (app_id, state);
-CREATE INDEX IF NOT EXISTS requests_completed ON requests (completed_at);
+-- Partial indexes: a completed request leaves the first and joins the second once, and the
+-- rows waiting to complete are not in the second at all, so each write touches fewer pages.
+DROP INDEX IF EXISTS requests_open;
+DROP INDEX IF EXISTS requests_completed;
+CREATE INDEX IF NOT EXISTS requests_unfinished ON requests (app_id, state)
+    WHERE state != 'COMPLETED';
+CREATE INDEX IF NOT EXISTS requests_done ON requests (completed_at)
+    WHERE completed_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS webhooks (
     id INTEGER PRIMARY KEY,
     request_id TEXT NOT NULL,
@@ -237,8 +243,9 @@ class QueueStore:
     def attempt_logs(self, app_id: str) -> dict[str, list[dict[str, Any]]]:
         """The logs of earlier attempts of the app's unfinished requests, by request id."""
         rows = self._db.execute(
-            "SELECT id, logs FROM requests WHERE app_id = ? AND state != ? AND logs IS NOT NULL",
-            (app_id, State.COMPLETED.value),
+            "SELECT id, logs FROM requests"
+            " WHERE app_id = ? AND state != 'COMPLETED' AND logs IS NOT NULL",
+            (app_id,),
         ).fetchall()
         return {row[0]: json.loads(row[1]) for row in rows}
 
@@ -293,8 +300,8 @@ class QueueStore:
         rows = self._db.execute(
             "SELECT rowid, id, endpoint, query, headers, body, priority, start_timeout, hint,"
             " no_retry, webhook, created_at, attempts, cancel_requested FROM requests"
-            " WHERE app_id = ? AND state != ? ORDER BY priority, rowid",
-            (app_id, State.COMPLETED.value),
+            " WHERE app_id = ? AND state != 'COMPLETED' ORDER BY priority, rowid",
+            (app_id,),
         ).fetchall()
         for row in rows:
             routing = Routing(
@@ -325,18 +332,17 @@ class QueueStore:
         router serving other apps on this data dir) are dropped too.
         """
         n = self._write(
-            "DELETE FROM requests WHERE state = ? AND completed_at < ?",
-            (State.COMPLETED.value, before),
+            "DELETE FROM requests WHERE completed_at < ?", (before,)
         ).rowcount
         if served is not None:
             marks = ",".join("?" * len(served))
-            # Candidates from the (app_id, state) index alone: created_at lies past the body,
-            # so a scan of the table would read every queued body from disk.
+            # Candidates from the index of unfinished requests alone: created_at lies past the
+            # body, so a scan of the table would read every queued body from disk.
             n += self._write(
                 "DELETE FROM requests WHERE rowid IN (SELECT rowid FROM requests INDEXED BY"
-                f" requests_open WHERE app_id NOT IN ({marks}) AND state != ?)"
+                f" requests_unfinished WHERE app_id NOT IN ({marks}) AND state != 'COMPLETED')"
                 " AND created_at < ?",
-                (*served, State.COMPLETED.value, before),
+                (*served, before),
             ).rowcount
         self._write("DELETE FROM webhooks WHERE state != 'pending' AND updated_at < ?", (before,))
         return n

@@ -9,6 +9,7 @@ from __future__ import annotations
 import http
 import json
 import os
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -46,6 +47,16 @@ def new_request_id() -> str:
     """A fresh random request id (32 hex digits)."""
     # os.urandom is five times cheaper than uuid4().hex and as unique.
     return os.urandom(16).hex()
+
+
+def new_ordered_id() -> str:
+    """A fresh request id (32 hex digits) that sorts by creation time, as a UUIDv7 does.
+
+    Twelve digits of milliseconds since the epoch, then twenty random ones (80 bits, so ids
+    stay unguessable). The queue store keys its rows by it: new ids land at the right edge of
+    the B-tree, so a burst of submissions dirties one index page rather than one page each.
+    """
+    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
 
 
 def error_reply(status: int, error_type: str, detail: str) -> Reply:

@@ -142,6 +142,36 @@ def test_a_store_without_the_cancel_column_gains_it(tmp_path: Path) -> None:
     store.close()
 
 
+def test_a_store_with_the_former_full_indexes_moves_to_partial_ones(tmp_path: Path) -> None:
+    """Opening a store made with full (app_id, state) and completed_at indexes drops them for
+    the partial ones, which leave completed rows out (or, for completion times, queued ones)."""
+    old = sqlite3.connect(tmp_path / "q.db")
+    old.executescript(
+        SCHEMA.split("-- Partial indexes")[0]
+        + "CREATE INDEX requests_open ON requests (app_id, state);"
+        + "CREATE INDEX requests_completed ON requests (completed_at);"
+    )
+    old.close()
+    store = QueueStore(tmp_path / "q.db")
+    store.add(job("queued"))
+    store.add(job("done"))
+    store.completed("done", Result(200, [], b""), [], 10.0)
+    store.commit()
+    with contextlib.closing(sqlite3.connect(tmp_path / "q.db")) as db:
+        names = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+        assert {"requests_open", "requests_completed"}.isdisjoint(names)
+        assert {"requests_unfinished", "requests_done"} <= names
+        # Each partial index holds only the rows its queries look for.
+        (unfinished,) = db.execute(
+            "SELECT count(*) FROM requests INDEXED BY requests_unfinished"
+            " WHERE state != 'COMPLETED'"
+        ).fetchone()
+        assert unfinished == 1
+    assert [j.id for j in store.unfinished("o/a")] == ["queued"]
+    assert store.purge(before=100.0) == 1 and store.get("done") is None
+    store.close()
+
+
 def test_purge_drops_old_requests_of_apps_no_longer_served(tmp_path: Path) -> None:
     """Unfinished requests of an app this router does not serve go after the retention; those
     of served apps, and recent ones, stay."""

@@ -331,9 +331,7 @@ class QueueStore:
         Unfinished requests submitted before ``before`` to an app not in ``served`` (left by a
         router serving other apps on this data dir) are dropped too.
         """
-        n = self._write(
-            "DELETE FROM requests WHERE completed_at < ?", (before,)
-        ).rowcount
+        n = self._write("DELETE FROM requests WHERE completed_at < ?", (before,)).rowcount
         if served is not None:
             marks = ",".join("?" * len(served))
             # Candidates from the index of unfinished requests alone: created_at lies past the

@@ -4,9 +4,13 @@
 ``POST /queue/{owner}/{app}[/{path}][?fal_webhook=URL]``    submit; 200 with the request's URLs
 ``GET  .../requests/{id}/status[?logs=1]``                  202 while queued or running, 200 after
 ``GET  .../requests/{id}/status/stream[?logs=1]``           the same as server-sent events
-``GET  .../requests/{id}``                                  the result, once completed
+``GET  .../requests/{id}``                                  the result, once completed (*)
 ``PUT  .../requests/{id}/cancel``                           CANCELLATION_REQUESTED / ALREADY_...
 ==========================================================  ======================================
+
+(*) With ``Prefer: wait=N`` (RFC 7240) a result request is held until the request completes, for
+at most N seconds (60 at most), and says so with ``Preference-Applied``: a caller waiting for a
+result needs no status stream. fal's protocol has no such thing; its clients never ask for it.
 
 ``QueueApi.serve`` works on plain data, so that both of the router's faces call it: the fast lane
 (``fastlane.py``) for every queue request, and aiohttp (``web.py``) for those arriving on a
@@ -16,6 +20,7 @@ connection it already holds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 from collections.abc import AsyncGenerator, Sequence
@@ -37,6 +42,7 @@ PREFIX = "/queue"
 _TRUE = frozenset({"1", "true", "yes"})
 _REQUEST_ID = re.compile(r"[0-9a-f]{32}")
 KEEPALIVE = 15.0  # seconds of silence before a status stream sends a comment
+MAX_RESULT_WAIT = 60  # the longest a result request is held for completion (Prefer: wait)
 SSE_HEADERS: list[Header] = [
     (b"content-type", b"text/event-stream"),
     (b"cache-control", b"no-cache"),
@@ -111,7 +117,13 @@ class QueueApi:
         if call.method == b"GET" and tail == ["status", "stream"]:
             return EventStream(request_id, self._events(request_id, call.base, logs))
         if call.method == b"GET" and not tail:
-            return self._result_reply(found), request_id
+            wait = prefer_wait(call.headers)
+            if wait is None:
+                return self._result_reply(found), request_id
+            wait = min(wait, MAX_RESULT_WAIT)
+            reply = self._result_reply(await self._completed(request_id, found, wait))
+            reply.headers.append((b"preference-applied", b"wait=%d" % wait))
+            return reply, request_id
         if call.method == b"PUT" and tail == ["cancel"]:
             outcome = self.engine.cancel(request_id)
             code = {"CANCELLATION_REQUESTED": 202, "ALREADY_COMPLETED": 400}.get(outcome, 404)
@@ -208,6 +220,21 @@ class QueueApi:
 
     # -- result ------------------------------------------------------------------------------
 
+    async def _completed(self, request_id: str, found: Job | Record, wait: float) -> Job | Record:
+        """The request once completed, or as it is after ``wait`` seconds or at a stop."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait):
+                while isinstance(found, Job) and not self.closing:
+                    # Taken before the state is read: a change from here on wakes the wait.
+                    changed = self.engine.waiter(request_id)
+                    again = self.engine.record(request_id)
+                    if again is None:  # purged meanwhile
+                        break
+                    found = again
+                    if isinstance(found, Job):
+                        await asyncio.shield(changed)
+        return found
+
     def _result_reply(self, found: Job | Record) -> Reply:
         if isinstance(found, Job) or found.result is None:
             return error_reply(
@@ -217,6 +244,19 @@ class QueueApi:
             )
         result = found.result
         return Reply(result.status, list(result.headers), result.body)
+
+
+def prefer_wait(headers: Sequence[Header]) -> int | None:
+    """The seconds of an RFC 7240 ``Prefer: wait=N`` among ``headers``; None if none asks."""
+    for name, value in headers:
+        if name.lower() != b"prefer":
+            continue
+        for preference in value.split(b","):
+            token, _, rest = preference.split(b";")[0].partition(b"=")
+            seconds = rest.strip().strip(b'"')
+            if token.strip().lower() == b"wait" and seconds.isdigit():
+                return int(seconds)
+    return None
 
 
 def _query(raw: str) -> dict[str, str]:

@@ -117,7 +117,7 @@ class FrontProtocol(asyncio.Protocol):
         self.scheme = "http"
         self.current: _Run | None = None
         self.pending_continue = False
-        self.streaming = False
+        self.watching = False
         self.queue: deque[_Run] = deque()
         self.worker: asyncio.Task[None] | None = None
         self.in_message = False
@@ -150,9 +150,10 @@ class FrontProtocol(asyncio.Protocol):
         if self.worker is None:
             return
         serving = self.serving
-        if self.streaming or (serving is not None and not serving.sent):
-            # A status stream only watches, and a run still waiting for a runner has not
-            # started: nobody is left for either (and a waiting run no longer counts as demand).
+        if self.watching or (serving is not None and not serving.sent):
+            # A status stream or a wait for a result only watches, and a run still waiting for
+            # a runner has not started: nobody is left for either (and a waiting run no longer
+            # counts as demand).
             self.worker.cancel()
 
     def data_received(self, data: bytes) -> None:
@@ -346,7 +347,7 @@ class FrontProtocol(asyncio.Protocol):
                 self.pending_continue = False
                 self.transport.write(_CONTINUE)
         finally:
-            self.streaming = False
+            self.watching = False
             self.worker = None
         self.last_active = self.loop.time()
         if self.hand_over:
@@ -390,7 +391,12 @@ class FrontProtocol(asyncio.Protocol):
         api = self.router.queue_api
         assert api is not None
         call.body = b"".join(run.body)
-        served = await api.serve(call)
+        # A GET only reads (or waits for a result): a hang-up leaves nobody to answer it.
+        self.watching = call.method == b"GET"
+        try:
+            served = await api.serve(call)
+        finally:
+            self.watching = False
         keep_alive = run.keep_alive and not self.closing
         if isinstance(served, EventStream):
             keep_alive = await self._stream(served, keep_alive, run.http10)
@@ -417,7 +423,7 @@ class FrontProtocol(asyncio.Protocol):
         head.append(b"\r\n")
         pending = b"".join(head)
         ended = False
-        self.streaming = True
+        self.watching = True
         try:
             async for chunk, last in stream.chunks:
                 transport = self.transport
@@ -435,7 +441,7 @@ class FrontProtocol(asyncio.Protocol):
                     ended = True
                     break
         finally:
-            self.streaming = False
+            self.watching = False
             if not ended and self.transport is not None:
                 self.transport.close()  # cut short: the client must not take it as complete
             await stream.chunks.aclose()

@@ -274,3 +274,73 @@ async def test_unreachable_router_raises(connect: MakeCaller) -> None:
     async with connect(f"http://127.0.0.1:{port}") as caller:
         with pytest.raises(ConnectionFailed, match=f"127.0.0.1:{port}"):
             await caller.run("default/echo", {})
+
+
+@contextlib.asynccontextmanager
+async def fake_queue(honours_wait: bool) -> AsyncIterator[tuple[str, list[str]]]:
+    """A queue that completes its one request once its status stream was read (fal's way,
+    ``honours_wait`` False) or at the second held result request; yields (URL, calls seen)."""
+    from aiohttp import web
+
+    seen: list[str] = []
+    state = {"done": False}
+    request_id = "f" * 32
+
+    async def submit(request: web.Request) -> web.Response:
+        url = f"http://{request.host}/queue/o/a/requests/{request_id}"
+        urls = {"response_url": url, "status_url": url + "/status", "cancel_url": url + "/cancel"}
+        return web.json_response({"request_id": request_id, "queue_position": 0, **urls})
+
+    async def stream(request: web.Request) -> web.Response:
+        seen.append("stream")
+        state["done"] = True
+        event = b'data: {"status": "COMPLETED", "logs": null, "metrics": {}}\n\n'
+        return web.Response(body=event, content_type="text/event-stream")
+
+    async def result(request: web.Request) -> web.Response:
+        wait = request.headers.get("prefer", "")
+        seen.append(f"result {wait}".strip())
+        if state["done"]:
+            return web.json_response({"answer": 42})
+        if not honours_wait:  # fal's answer while a request runs
+            return web.json_response({"detail": "Request is still in progress"}, status=400)
+        state["done"] = True  # the next held request gets the result
+        return web.json_response(
+            {"detail": "not yet", "error_type": "request_in_progress"},
+            status=400,
+            headers={"x-yurt-error-type": "request_in_progress", "preference-applied": wait},
+        )
+
+    app = web.Application()
+    app.router.add_post("/queue/o/a", submit)
+    app.router.add_get(f"/queue/o/a/requests/{request_id}/status/stream", stream)
+    app.router.add_get(f"/queue/o/a/requests/{request_id}", result)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        yield f"http://127.0.0.1:{port}", seen
+    finally:
+        await runner.cleanup()
+
+
+async def test_result_is_held_at_the_router_without_a_status_stream(connect: MakeCaller) -> None:
+    """``result`` asks the router to hold the result request (``Prefer: wait``, within half the
+    client's timeout) and asks again while the wait runs out; it opens no status stream."""
+    async with fake_queue(honours_wait=True) as (url, seen), connect(url, timeout=30) as caller:
+        handle = await caller.submit("o/a", {})
+        assert await handle.result() == {"answer": 42}
+    assert seen == ["result wait=15", "result wait=15"]
+
+
+async def test_result_follows_the_stream_where_the_wait_is_not_honoured(
+    connect: MakeCaller,
+) -> None:
+    """On a server that ignores ``Prefer: wait`` (fal's queue), a 400 while the request runs is
+    not taken for its result: the status stream is followed to completion, then the result read."""
+    async with fake_queue(honours_wait=False) as (url, seen), connect(url) as caller:
+        handle = await caller.submit("o/a", {})
+        assert await handle.result() == {"answer": 42}
+    assert seen[1:] == ["stream", "result"] and seen[0].startswith("result wait=")

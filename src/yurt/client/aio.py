@@ -31,12 +31,15 @@ from yurt.client.protocol import (
     lower_headers,
     request_failed,
     request_urls,
+    result_call,
     status_call,
+    still_running,
     stream_call,
     stream_ended,
     stream_event,
     submit_call,
     unreachable,
+    waited,
 )
 
 if TYPE_CHECKING:
@@ -196,10 +199,20 @@ class AsyncRequestHandle:
                 raise stream_ended(call.url)
 
     async def result(self) -> Any:
-        """Wait for completion, then return the decoded result; a failed request raises."""
-        async for _ in self.iter_events():
-            pass
-        reply = await self.client.send(Call("GET", self.response_url, {}))
+        """Wait for completion, then return the decoded result; a failed request raises.
+
+        The router holds the result request until the request completes (``Prefer: wait``);
+        on a server that does not say it did, the status stream is followed to completion.
+        """
+        call = result_call(self.response_url, self.client.timeout)
+        reply = await self.client.send(call)
+        while waited(reply) and still_running(reply):
+            reply = await self.client.send(call)
+        if not waited(reply) and reply.status >= 300:
+            # A server that ignores the wait (fal's) may answer so while the request runs.
+            async for _ in self.iter_events():
+                pass
+            reply = await self.client.send(Call("GET", self.response_url, {}))
         return decode_result(reply, self.request_id)
 
     async def cancel(self) -> CancelOutcome:

@@ -23,6 +23,8 @@ DEFAULT_TIMEOUT = 120.0
 # The router comments on a quiet status stream every 15 s: a stream read waits at least this.
 STREAM_SILENCE = 60.0
 _USER_AGENT = f"yurt-client/{__version__}"
+# The longest a result request asks the router to hold it for completion (``Prefer: wait``).
+RESULT_WAIT = 60
 
 
 class RequestFailed(YurtError):
@@ -208,6 +210,27 @@ def stream_call(url: str, with_logs: bool) -> Call:
     """The status stream of the request at status URL ``url``."""
     query = "?logs=1" if with_logs else ""
     return Call("GET", f"{url}/stream{query}", {"accept": "text/event-stream"})
+
+
+def result_call(url: str, timeout: float) -> Call:
+    """A result request at ``url`` that asks the router to answer once the request completes
+    (RFC 7240 ``Prefer: wait``), within half the client's ``timeout`` and ``RESULT_WAIT``."""
+    wait = max(1, min(RESULT_WAIT, int(timeout / 2)))
+    return Call("GET", url, {"prefer": f"wait={wait}"})
+
+
+def still_running(reply: Reply) -> bool:
+    """Whether a yurt router's result reply says the request has not completed yet.
+
+    That is its 400 ``request_in_progress``; a stored result never carries the router's
+    ``x-yurt-`` headers, so an app's own 400 is not taken for it.
+    """
+    return reply.status == 400 and reply.headers.get("x-yurt-error-type") == "request_in_progress"
+
+
+def waited(reply: Reply) -> bool:
+    """Whether the server honoured ``Prefer: wait`` (one that does not answers at once)."""
+    return reply.headers.get("preference-applied", "").lower().startswith("wait")
 
 
 def request_failed(reply: Reply, request_id: str | None = None) -> RequestFailed:

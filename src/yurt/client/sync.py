@@ -34,12 +34,15 @@ from yurt.client.protocol import (
     lower_headers,
     request_failed,
     request_urls,
+    result_call,
     status_call,
+    still_running,
     stream_call,
     stream_ended,
     stream_event,
     submit_call,
     unreachable,
+    waited,
 )
 
 
@@ -194,10 +197,21 @@ class RequestHandle:
                 raise stream_ended(call.url)
 
     def result(self) -> Any:
-        """Wait for completion, then return the decoded result; a failed request raises."""
-        for _ in self.iter_events():
-            pass
-        return decode_result(self.client.send(Call("GET", self.response_url, {})), self.request_id)
+        """Wait for completion, then return the decoded result; a failed request raises.
+
+        The router holds the result request until the request completes (``Prefer: wait``);
+        on a server that does not say it did, the status stream is followed to completion.
+        """
+        call = result_call(self.response_url, self.client.timeout)
+        reply = self.client.send(call)
+        while waited(reply) and still_running(reply):
+            reply = self.client.send(call)
+        if not waited(reply) and reply.status >= 300:
+            # A server that ignores the wait (fal's) may answer so while the request runs.
+            for _ in self.iter_events():
+                pass
+            reply = self.client.send(Call("GET", self.response_url, {}))
+        return decode_result(reply, self.request_id)
 
     def cancel(self) -> CancelOutcome:
         """Ask the router to cancel: out of the queue at once, or its runner told to stop."""

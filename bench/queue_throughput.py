@@ -5,10 +5,15 @@ process, ``bench/_serve.py``, the way ``router_overhead.py`` does, and runs N co
 loops through the router, in alternating rounds (sync, queue, sync, queue, ...):
 
 - a sync round trip is one ``POST /{owner}/{app}``;
-- a queue round trip is ``POST /queue/{owner}/{app}``, then ``GET {status_url}/stream`` read
-  until its COMPLETED event (the stream ends there), then ``GET {response_url}``.
+- a queue round trip is ``POST /queue/{owner}/{app}``, then ``GET {response_url}`` with
+  ``Prefer: wait=60``, which the router answers once the request completes: what
+  ``yurt.Client``'s ``submit(...).result()`` does;
+- a stream round trip is ``POST /queue/{owner}/{app}``, then ``GET {status_url}/stream`` read
+  until its COMPLETED event (the stream ends there), then ``GET {response_url}``: the fewest
+  requests fal's own protocol needs to learn of completion (fal-client polls the status instead).
 
-The figures are medians over rounds; queue/sync is the median of per-round (paired) ratios.
+The figures are medians over rounds; queue/sync and stream/sync are medians of per-round ratios
+(each round of a kind is paired with the sync round before it).
 The client is aiohttp by default; ``--client pool`` uses yurt's own ``ConnectionPool`` (raw
 HTTP/1.1 on httptools, as ``router_overhead.py`` does), which costs the shared cores far less.
 
@@ -52,7 +57,9 @@ TARGET_RATIO = 0.5  # queue round trips / sync round trips, at the highest concu
 TARGET_QUEUE_RPS = 300.0
 JSON_HEADER = {"content-type": "application/json"}
 
-KINDS = ("sync", "queue")
+KINDS = ("sync", "queue", "stream")
+QUEUED = ("queue", "stream")
+HELD = {"prefer": "wait=60"}
 
 Trip = Callable[[], Awaitable[bool]]
 
@@ -61,10 +68,11 @@ Trip = Callable[[], Awaitable[bool]]
 
 
 class Client(Protocol):
-    """Makes the two kinds of round trip; each returns whether it got the expected answer."""
+    """Makes the three kinds of round trip; each returns whether it got the expected answer."""
 
     async def sync(self) -> bool: ...
     async def queue(self) -> bool: ...
+    async def stream(self) -> bool: ...
     async def close(self) -> None: ...
 
 
@@ -89,13 +97,28 @@ class AiohttpClient:
             body = await resp.read()
             return resp.status == 200 and body == self.expected
 
-    async def queue(self) -> bool:
-        session = self.sessions["queue"]
+    async def _submit(self, session: aiohttp.ClientSession) -> dict[str, str] | None:
         async with session.post(self.queue_url, data=BODY, headers=JSON_HEADER) as resp:
             if resp.status != 200:
                 await resp.read()
-                return False
-            submitted = await resp.json()
+                return None
+            submitted: dict[str, str] = await resp.json()
+            return submitted
+
+    async def queue(self) -> bool:
+        session = self.sessions["queue"]
+        submitted = await self._submit(session)
+        if submitted is None:
+            return False
+        async with session.get(submitted["response_url"], headers=HELD) as resp:
+            body = await resp.read()
+            return resp.status == 200 and body == self.expected
+
+    async def stream(self) -> bool:
+        session = self.sessions["stream"]
+        submitted = await self._submit(session)
+        if submitted is None:
+            return False
         completed = False
         async with session.get(submitted["status_url"] + "/stream") as resp:
             # Read to the end: the server ends the stream right after the COMPLETED event, and a
@@ -132,12 +155,24 @@ class PoolClient:
         reply = await self.pools["sync"].request(b"POST", self.sync_path, HEADERS, BODY, 30.0)
         return reply.status == 200 and reply.body == self.expected
 
+    async def _submit(self, pool: ConnectionPool) -> dict[str, str] | None:
+        reply = await pool.request(b"POST", self.queue_path, HEADERS, BODY, 30.0)
+        return json.loads(reply.body) if reply.status == 200 else None  # type: ignore[no-any-return]
+
     async def queue(self) -> bool:
         pool = self.pools["queue"]
-        reply = await pool.request(b"POST", self.queue_path, HEADERS, BODY, 30.0)
-        if reply.status != 200:
+        submitted = await self._submit(pool)
+        if submitted is None:
             return False
-        submitted = json.loads(reply.body)
+        result = self._path(submitted["response_url"])
+        reply = await pool.request(b"GET", result, [(b"prefer", b"wait=60")], b"", 30.0)
+        return reply.status == 200 and reply.body == self.expected
+
+    async def stream(self) -> bool:
+        pool = self.pools["stream"]
+        submitted = await self._submit(pool)
+        if submitted is None:
+            return False
         # The stream ends after its COMPLETED event, so the whole response is the whole stream.
         stream = self._path(submitted["status_url"]) + b"/stream"
         reply = await pool.request(b"GET", stream, [], b"", 30.0)
@@ -203,13 +238,14 @@ async def measure(
 
 
 def summarize(rounds: list[Round], conc: int) -> dict[str, float]:
-    by = {t: [r for r in rounds if r.conc == conc and r.target == t] for t in ("sync", "queue")}
+    by = {t: [r for r in rounds if r.conc == conc and r.target == t] for t in KINDS}
     med = statistics.median
     out: dict[str, float] = {}
     for t, rs in by.items():
         out.update(target_stats(t, rs, ("router", "runner", "client")))
-    pairs = list(zip(by["sync"], by["queue"], strict=True))
-    out["ratio"] = med(q.rps / s.rps for s, q in pairs)
+    for t in QUEUED:
+        pairs = list(zip(by["sync"], by[t], strict=True))
+        out[f"{t}_ratio"] = med(q.rps / s.rps for s, q in pairs)
     return out
 
 
@@ -219,7 +255,7 @@ def print_table(s: dict[str, float], conc: int, seconds: float, rounds: int) -> 
         f"  {'target':<6} {'trips/s':>8} {'(min..max)':>15} {'p50 ms':>8} {'p99 ms':>8} "
         f"{'errors':>6}  CPU us/trip: {'router':>6} {'runner':>6} {'client':>6}"
     )
-    for t in ("sync", "queue"):
+    for t in KINDS:
         spread = f"({s[f'{t}_rps_min']:.0f}..{s[f'{t}_rps_max']:.0f})"
         print(
             f"  {t:<6} {s[f'{t}_rps']:>8.0f} {spread:>15} {s[f'{t}_p50']:>8.2f} "
@@ -227,7 +263,8 @@ def print_table(s: dict[str, float], conc: int, seconds: float, rounds: int) -> 
             f"{s[f'{t}_cpu_router_us']:>6.0f} {s[f'{t}_cpu_runner_us']:>6.0f} "
             f"{s[f'{t}_cpu_client_us']:>6.0f}"
         )
-    print(f"  queue/sync round trips {s['ratio']:.2f}x   (median of per-round pairs)")
+    for t in QUEUED:
+        print(f"  {t}/sync round trips {s[f'{t}_ratio']:.2f}x   (median of per-round pairs)")
 
 
 def print_config(args: argparse.Namespace, info: dict[str, object]) -> None:
@@ -249,8 +286,9 @@ def print_config(args: argparse.Namespace, info: dict[str, object]) -> None:
         f"{type(loop).__name__}; body {len(BODY)} bytes"
     )
     print(
-        "  queue trip = submit + status stream to COMPLETED + GET result (3 HTTP requests); "
-        "sync trip = 1 POST; client, router and runner share the cores",
+        "  sync trip = 1 POST; queue trip = submit + GET result held until completed "
+        "(Prefer: wait, as yurt.Client does: 2 requests); stream trip = submit + status stream "
+        "to COMPLETED + GET result (3 requests); client, router and runner share the cores",
         flush=True,
     )
 
@@ -264,14 +302,14 @@ async def rounds_at(
 ) -> list[Round]:
     """Alternating sync and queue rounds at ``conc`` client loops, on a fresh client."""
     client = CLIENTS[args.client](*target, conc)
-    kinds: dict[str, Trip] = {"sync": client.sync, "queue": client.queue}
+    kinds: dict[str, Trip] = {"sync": client.sync, "queue": client.queue, "stream": client.stream}
     rounds: list[Round] = []
     try:
         for trip in kinds.values():  # warm-up: connections, code paths, allocators
             await load(trip, args.warmup, conc)
         for i in range(args.rounds):
             for kind, trip in kinds.items():
-                # Profile the queue rounds only: router_overhead.py profiles the sync path.
+                # Profile queue rounds only: router_overhead.py profiles the sync path.
                 profiled = args.profile and kind == "queue"
                 if profiled:
                     os.kill(pids["router"], signal.SIGUSR1)
@@ -328,8 +366,8 @@ async def bench(args: argparse.Namespace) -> int:
         s = summaries[top]
         print(f"\ntargets (at {top} client loops):")
         print(
-            f"  queue >= {TARGET_RATIO}x sync round trips: {s['ratio']:.2f}x  "
-            f"{mark(s['ratio'] >= TARGET_RATIO)}"
+            f"  queue >= {TARGET_RATIO}x sync round trips: {s['queue_ratio']:.2f}x  "
+            f"{mark(s['queue_ratio'] >= TARGET_RATIO)}   (stream: {s['stream_ratio']:.2f}x)"
         )
         print(
             f"  queue >= {TARGET_QUEUE_RPS:.0f} round trips/s: {s['queue_rps']:.0f}  "

@@ -6,6 +6,7 @@ import asyncio
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -88,3 +89,31 @@ async def test_a_request_cancelled_while_its_result_is_held_answers_499(tmp_path
         assert (status, body["error_type"]) == (499, "client_cancelled")
         gate.touch()
         await app.completed(sub)
+
+
+async def test_a_caller_hanging_up_leaves_the_others_waiting_on_the_request(
+    tmp_path: Path,
+) -> None:
+    """Two callers hold the result of one request; the first hangs up (its wait is cancelled);
+    the second still gets the result at completion."""
+    async with served(Retries, tmp_path) as app:
+        sub, gate = await running(app, tmp_path, "d")
+        fast = app.platform.router._fast
+        parts = urlsplit(sub["response_url"])
+        _, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        writer.write(f"GET {parts.path} HTTP/1.1\r\nhost: x\r\nprefer: wait=60\r\n\r\n".encode())
+        await writer.drain()
+        await wait_until(lambda: any(c.watching for c in fast), what="the first caller to wait")
+        first = next(c for c in fast if c.watching)
+        assert first.worker is not None
+        worker = first.worker
+        second = asyncio.create_task(held(app, sub, "wait=60"))
+        done, _ = await asyncio.wait([second], timeout=0.3)
+        assert not done
+        writer.close()
+        await writer.wait_closed()
+        await wait_until(lambda: worker.done(), what="the hung-up caller's wait to end")
+        assert worker.cancelled()
+        gate.touch()
+        status, body, _ = await second
+        assert status == 200 and body["key"] == "d"

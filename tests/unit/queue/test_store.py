@@ -52,6 +52,43 @@ def test_unfinished_requests_survive_reopening(tmp_path: Path) -> None:
     again.close()
 
 
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [],
+        [(b"a", b"")],
+        [(b"a", b"x: y"), (b"b", b" lead")],  # a ": " inside a value: kept as JSON
+        [(b"a", b"x\ry"), (b"b\n", b"z")],  # what no HTTP parser hands on: kept as JSON too
+    ],
+)
+def test_headers_come_back_as_stored(tmp_path: Path, headers: list[tuple[bytes, bytes]]) -> None:
+    """Whatever the headers hold, they come back as they went in."""
+    store = QueueStore(tmp_path / "q.db")
+    store.add(replace(job("r"), headers=headers))
+    (back,) = store.unfinished("o/a")
+    assert back.headers == headers
+    store.close()
+
+
+def test_headers_written_as_json_by_an_earlier_store_are_read(tmp_path: Path) -> None:
+    """Rows stored before headers were packed as lines (JSON) still read."""
+    store = QueueStore(tmp_path / "q.db")
+    store.add(job("r"))
+    store.completed("r", Result(200, [(b"content-type", b"text/plain")], b"ok"), [], 1.0)
+    store.add(job("q"))
+    store.commit()
+    with contextlib.closing(sqlite3.connect(tmp_path / "q.db")) as db:
+        db.execute("UPDATE requests SET headers = ?", (b'[["x-caf\\u00e9", "\\u00ff"]]',))
+        db.execute("UPDATE requests SET result_headers = ?", (b'[["content-type", "a/b"]]',))
+        db.commit()
+    (back,) = store.unfinished("o/a")
+    assert back.headers == [(b"x-caf\xe9", b"\xff")]
+    record = store.get("r")
+    assert record is not None and record.result is not None
+    assert record.result.headers == [(b"content-type", b"a/b")]
+    store.close()
+
+
 def test_completed_record_keeps_result_and_logs_and_drops_the_body(tmp_path: Path) -> None:
     """A completed request keeps its result, error and logs; its input body is dropped."""
     store = QueueStore(tmp_path / "q.db")

@@ -475,3 +475,41 @@ async def test_a_retry_on_a_kept_runner_backs_off_and_lets_others_run(tmp_path: 
         # A lower bound (load only adds to it), less the poll that saw the first attempt.
         assert time.monotonic() - failed_at >= 2.5
         assert [line.split()[0] for line in log.read_text().splitlines()] == ["a", "b", "a"]
+
+
+async def test_a_request_with_a_free_runner_is_recorded_started_at_once(tmp_path: Path) -> None:
+    """With a runner free and nothing queued, a submission is stored already started (one write
+    before the call, not a queued row then a started one), unless a restart would not run it
+    again (x-fal-no-retry): that one is stored queued, then started, as any other."""
+    log = tmp_path / "journal"
+    async with served(Retries, tmp_path) as app:
+        await app.completed(await app.submit(json={"journal": str(log), "fail_times": 0}))
+        store = app.platform.queue_store
+        assert store is not None
+        writes: list[str] = []
+        store._db.set_trace_callback(writes.append)
+        try:
+            fast = await app.submit(json={"journal": str(log), "key": "f", "fail_times": 0})
+            await app.completed(fast)
+            slow = await app.submit(
+                json={"journal": str(log), "key": "s", "fail_times": 0},
+                headers={"x-fal-no-retry": "1"},
+            )
+            await app.completed(slow)
+        finally:
+            store._db.set_trace_callback(None)
+
+        def shapes(request_id: str) -> list[str]:
+            return [
+                w.split(" (")[0].split(" SET ")[0] + (" started" if "started_at = " in w else "")
+                for w in writes
+                if request_id in w
+            ]
+
+        assert shapes(fast["request_id"]) == ["INSERT INTO requests", "UPDATE requests"]
+        assert shapes(slow["request_id"]) == [
+            "INSERT INTO requests",
+            "UPDATE requests started",
+            "UPDATE requests",
+        ]
+        assert journal(log, "f") and journal(log, "s")

@@ -93,6 +93,11 @@ class AppBacklog:
 
     # -- the Backlog protocol ----------------------------------------------------------------
 
+    @property
+    def closed(self) -> bool:
+        """Whether it was closed (the router stops): it starts nothing more."""
+        return self._closed
+
     def pending(self) -> tuple[int, float | None]:
         """How many wait, and since when the longest-waiting one has."""
         oldest: float | None = None

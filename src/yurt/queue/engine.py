@@ -225,10 +225,17 @@ class QueueEngine:
             routing=routing,
             created_at=self._wall(),
         )
+        # A runner with room and nobody waiting: the request starts at once, and is recorded
+        # once, in progress, rather than queued and then started (two writes, two commits).
+        slot = self._free_slot(route, backlog, job)
+        if slot is not None:
+            self._begin(job, slot)
         try:
             self.store.add(job)
             await self.store.durable()
         except sqlite3.Error as exc:
+            if slot is not None:
+                route.release(slot)
             # Not recorded, so not accepted: the caller must hear so and may try again.
             raise RequestError(
                 f"the queue could not record the request: {exc}",
@@ -238,10 +245,36 @@ class QueueEngine:
         self.jobs[job.id] = job
         self._held_bytes[job.app_id] = self._held_bytes.get(job.app_id, 0) + len(job.body)
         tally(self.router.stats.submitted, (job.app_id,))
-        self.backlogs[route.app_id].push(job)
+        if slot is not None and not slot.retired and not backlog.closed:
+            self._launch(route, job, slot)
+            return job
+        if slot is not None:
+            # Its runner left, or the router stops, while the record was written: queued
+            # instead. The store says started; a restart runs it, as an attempt cut short.
+            route.release(slot)
+            job.state, job.attempts, job.started_at, job.runner_id = State.IN_QUEUE, 0, None, None
+        backlog.push(job)
         self._arm_deadline(job)
         route.serve_backlog()
         return job
+
+    def _free_slot(self, route: AppRoute, backlog: AppBacklog, job: Job) -> Slot | None:
+        """A slot ``job`` may start on at once, taken; None if it must queue.
+
+        Only for requests a restart would run again were the router to die between the
+        write and the call: the store then says started, the runner never heard of it.
+        """
+        if len(backlog) or backlog.closed or job.routing.hint is not None:
+            return None
+        if not should_retry(
+            queue_error("disconnected"),
+            attempts=1,
+            max_attempts=self.config.max_attempts,
+            no_retry=job.routing.no_retry,
+            skip=route.spec.skip_retry_conditions,
+        ):
+            return None
+        return route.try_acquire_unwaited()
 
     def position(self, job: Job) -> int:
         """How many requests start before ``job``."""
@@ -344,6 +377,13 @@ class QueueEngine:
     # -- running -------------------------------------------------------------------------------
 
     def _start(self, route: AppRoute, job: Job, slot: Slot) -> None:
+        self._begin(job, slot)
+        # Written before the call goes out: the commit runs before the attempt's first step.
+        self._record("started", job.id, lambda: self.store.started(job))
+        self._launch(route, job, slot)
+
+    def _begin(self, job: Job, slot: Slot) -> None:
+        """``job`` starts on ``slot``: its state in memory."""
         self._drop_timers(job.id)  # a backoff timer must not cut the next attempt's short
         job.state = State.IN_PROGRESS
         job.attempts += 1
@@ -352,7 +392,9 @@ class QueueEngine:
             waited = max(0.0, job.started_at - job.created_at)
             self.router.stats.queue_wait.observe((job.app_id,), waited)
         job.runner_id = slot.runner_id
-        self._record("started", job.id, lambda: self.store.started(job))
+
+    def _launch(self, route: AppRoute, job: Job, slot: Slot) -> None:
+        """Make the attempt: call the runner, then act on its answer."""
         self._notify(job.id)
         task = asyncio.create_task(self._attempt(route, job, slot))
         self._tasks.add(task)

@@ -205,12 +205,12 @@ class QueueStore:
     # -- requests ----------------------------------------------------------------------------
 
     def add(self, job: Job) -> None:
-        """Record a newly accepted request; sets its ``seq``."""
+        """Record a newly accepted request (queued, or started at once); sets its ``seq``."""
         r = job.routing
         cursor = self._write(
             "INSERT INTO requests (id, app_id, endpoint, query, headers, body, priority,"
-            " start_timeout, hint, no_retry, webhook, created_at, state)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " start_timeout, hint, no_retry, webhook, created_at, state, attempts, started_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 job.id,
                 job.app_id,
@@ -225,6 +225,8 @@ class QueueStore:
                 r.webhook,
                 job.created_at,
                 job.state.value,
+                job.attempts,
+                job.started_at,
             ),
         )
         job.seq = cursor.lastrowid or 0

@@ -89,9 +89,13 @@ class AppRoute:
             self._take(best)
         return best
 
+    def try_acquire_unwaited(self) -> Slot | None:
+        """As ``try_acquire``, but None while direct callers wait: they come first."""
+        return None if self._waiters else self.try_acquire()
+
     async def acquire(self, timeout: float) -> Slot:
         """A slot, waiting up to ``timeout`` for one (and signalling demand meanwhile)."""
-        if not self._waiters and (slot := self.try_acquire()) is not None:
+        if (slot := self.try_acquire_unwaited()) is not None:
             return slot
         fut: asyncio.Future[Slot] = asyncio.get_running_loop().create_future()
         entry = (self._clock(), fut)

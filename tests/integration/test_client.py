@@ -109,6 +109,10 @@ class Caller:
 MakeCaller = Callable[..., "contextlib.AbstractAsyncContextManager[Caller]"]
 
 
+def caller_url(caller: Caller) -> str:
+    return caller.client.url
+
+
 @pytest.fixture(params=["sync", "async"])
 def connect(request: pytest.FixtureRequest) -> MakeCaller:
     """Opens a Caller on a base URL with the parametrized client."""
@@ -327,12 +331,28 @@ async def fake_queue(honours_wait: bool) -> AsyncIterator[tuple[str, list[str]]]
 
 
 async def test_result_is_held_at_the_router_without_a_status_stream(connect: MakeCaller) -> None:
-    """``result`` asks the router to hold the result request (``Prefer: wait``, within half the
+    """``result`` asks the router to hold the result request (``Prefer: wait``, up to the
     client's timeout) and asks again while the wait runs out; it opens no status stream."""
     async with fake_queue(honours_wait=True) as (url, seen), connect(url, timeout=30) as caller:
         handle = await caller.submit("o/a", {})
         assert await handle.result() == {"answer": 42}
-    assert seen == ["result wait=15", "result wait=15"]
+    assert seen == ["result wait=30", "result wait=30"]
+
+
+async def test_a_held_result_outlasts_a_short_client_timeout(
+    tmp_path: Path, connect: MakeCaller
+) -> None:
+    """A client with a timeout under the shortest wait it can ask for (1 s) waits for a held
+    result request by the wait beyond its timeout: the result still comes back."""
+    async with gated(tmp_path, connect) as (caller, app_id, gate):
+        submitted = await caller.submit(app_id, {"release": str(gate)}, path="hold")
+        async with connect(caller_url(caller), timeout=0.9) as short:
+            handle = Handle(short.client.get_handle(app_id, submitted.request_id))
+            opener = asyncio.get_running_loop().call_later(2.0, gate.touch)
+            try:
+                assert await handle.result() == {"text": "released"}
+            finally:
+                opener.cancel()
 
 
 async def test_result_follows_the_stream_where_the_wait_is_not_honoured(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -9,6 +11,7 @@ from typing import Any
 import pytest
 
 from yurt.config import QueueConfig, WebhookConfig
+from yurt.queue.model import Routing
 
 from queue_apps import (
     Cancellable,
@@ -513,3 +516,45 @@ async def test_a_request_with_a_free_runner_is_recorded_started_at_once(tmp_path
             "UPDATE requests",
         ]
         assert journal(log, "f") and journal(log, "s")
+
+
+async def test_a_submission_that_started_at_once_but_never_went_out_leaves_no_trace(
+    tmp_path: Path,
+) -> None:
+    """A submission that took a free runner gives it back if its wait for the commit ends in a
+    cancellation; if the runner leaves during that wait, the request is queued instead, in the
+    store too (not started, no attempt spent)."""
+    log = tmp_path / "journal"
+    async with served(Retries, tmp_path) as app:
+        await app.completed(await app.submit(json={"journal": str(log), "fail_times": 0}))
+        engine, route = app.platform.router.queue, app.platform.router.routes[app.app_id]
+        assert engine is not None
+        body = json.dumps({"journal": str(log), "fail_times": 0}).encode()
+
+        def submission() -> asyncio.Task[Any]:
+            return asyncio.create_task(engine.submit(route, "/", "", [], body, Routing()))
+
+        cancelled = submission()
+        await asyncio.sleep(0)  # one loop turn: the submission now waits for its commit
+        assert sum(s.in_flight for s in route.slots.values()) == 1
+        cancelled.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        assert sum(s.in_flight for s in route.slots.values()) == 0
+
+        retired = submission()
+        await asyncio.sleep(0)
+        (slot,) = route.slots.values()
+        route.retire(slot.runner_id)
+        job = await retired
+        assert (job.state.value, job.attempts, slot.in_flight) == ("IN_QUEUE", 0, 0)
+        engine.store.commit()
+        assert stored_row(engine.store, job.id) == ("IN_QUEUE", 0, None)
+        route.reinstate(slot.runner_id)
+
+
+def stored_row(store: Any, request_id: str) -> tuple[Any, ...]:
+    row: tuple[Any, ...] = store._db.execute(
+        "SELECT state, attempts, started_at FROM requests WHERE id = ?", (request_id,)
+    ).fetchone()
+    return row

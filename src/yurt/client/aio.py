@@ -204,10 +204,10 @@ class AsyncRequestHandle:
         The router holds the result request until the request completes (``Prefer: wait``);
         on a server that does not say it did, the status stream is followed to completion.
         """
-        call = result_call(self.response_url, self.client.timeout)
-        reply = await self.client.send(call)
+        call, timeout = result_call(self.response_url, self.client.timeout)
+        reply = await self.client.send(call, timeout)
         while waited(reply) and still_running(reply):
-            reply = await self.client.send(call)
+            reply = await self.client.send(call, timeout)
         if not waited(reply) and reply.status >= 300:
             # A server that ignores the wait (fal's) may answer so while the request runs.
             async for _ in self.iter_events():

@@ -212,11 +212,12 @@ def stream_call(url: str, with_logs: bool) -> Call:
     return Call("GET", f"{url}/stream{query}", {"accept": "text/event-stream"})
 
 
-def result_call(url: str, timeout: float) -> Call:
+def result_call(url: str, timeout: float) -> tuple[Call, float]:
     """A result request at ``url`` that asks the router to answer once the request completes
-    (RFC 7240 ``Prefer: wait``), within half the client's ``timeout`` and ``RESULT_WAIT``."""
-    wait = max(1, min(RESULT_WAIT, int(timeout / 2)))
-    return Call("GET", url, {"prefer": f"wait={wait}"})
+    (RFC 7240 ``Prefer: wait``), within the client's ``timeout`` and ``RESULT_WAIT``; and how
+    long to wait for its reply: the client's timeout beyond the wait asked for."""
+    wait = max(1, min(RESULT_WAIT, int(timeout)))
+    return Call("GET", url, {"prefer": f"wait={wait}"}), timeout + wait
 
 
 def still_running(reply: Reply) -> bool:

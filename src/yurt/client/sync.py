@@ -202,10 +202,10 @@ class RequestHandle:
         The router holds the result request until the request completes (``Prefer: wait``);
         on a server that does not say it did, the status stream is followed to completion.
         """
-        call = result_call(self.response_url, self.client.timeout)
-        reply = self.client.send(call)
+        call, timeout = result_call(self.response_url, self.client.timeout)
+        reply = self.client.send(call, timeout)
         while waited(reply) and still_running(reply):
-            reply = self.client.send(call)
+            reply = self.client.send(call, timeout)
         if not waited(reply) and reply.status >= 300:
             # A server that ignores the wait (fal's) may answer so while the request runs.
             for _ in self.iter_events():

@@ -120,8 +120,11 @@ class QueueApi:
             if wait is None:
                 return self._result_reply(found), request_id
             wait = min(wait, MAX_RESULT_WAIT)
-            reply = self._result_reply(await self._completed(request_id, found, wait))
-            reply.headers.append((b"preference-applied", b"wait=%d" % wait))
+            found = await self._completed(request_id, found, wait)
+            reply = self._result_reply(found)
+            if not (self.closing and isinstance(found, Job)):
+                # Not when cut short by a stop: the caller must not ask again at once.
+                reply.headers.append((b"preference-applied", b"wait=%d" % wait))
             return reply, request_id
         if call.method == b"PUT" and tail == ["cancel"]:
             outcome = self.engine.cancel(request_id)

@@ -233,9 +233,11 @@ class QueueEngine:
         try:
             self.store.add(job)
             await self.store.durable()
-        except sqlite3.Error as exc:
+        except BaseException as exc:
             if slot is not None:
-                route.release(slot)
+                route.release(slot)  # whatever ended the wait: the slot must not stay taken
+            if not isinstance(exc, sqlite3.Error):
+                raise
             # Not recorded, so not accepted: the caller must hear so and may try again.
             raise RequestError(
                 f"the queue could not record the request: {exc}",
@@ -250,9 +252,10 @@ class QueueEngine:
             return job
         if slot is not None:
             # Its runner left, or the router stops, while the record was written: queued
-            # instead. The store says started; a restart runs it, as an attempt cut short.
+            # instead, in the store too (its attempts and its start deadline are intact).
             route.release(slot)
             job.state, job.attempts, job.started_at, job.runner_id = State.IN_QUEUE, 0, None, None
+            self._record("unstarted", job.id, lambda: self.store.started(job))
         backlog.push(job)
         self._arm_deadline(job)
         route.serve_backlog()
@@ -388,13 +391,13 @@ class QueueEngine:
         job.state = State.IN_PROGRESS
         job.attempts += 1
         job.started_at = self._wall()
-        if job.attempts == 1:
-            waited = max(0.0, job.started_at - job.created_at)
-            self.router.stats.queue_wait.observe((job.app_id,), waited)
         job.runner_id = slot.runner_id
 
     def _launch(self, route: AppRoute, job: Job, slot: Slot) -> None:
         """Make the attempt: call the runner, then act on its answer."""
+        if job.attempts == 1 and job.started_at is not None:
+            waited = max(0.0, job.started_at - job.created_at)
+            self.router.stats.queue_wait.observe((job.app_id,), waited)
         self._notify(job.id)
         task = asyncio.create_task(self._attempt(route, job, slot))
         self._tasks.add(task)

@@ -95,12 +95,17 @@ def _pack_headers(headers: list[Header]) -> bytes:
     """Headers as HTTP writes them (``name: value`` lines), five times cheaper than JSON.
 
     Headers an HTTP parser read cannot break those lines; any others that would (a CR, an LF,
-    a ``: `` inside) are kept as JSON, which ``_unpack_headers`` tells by its leading ``[``
-    (never the first byte of a header name), as are rows written before.
+    a ``: `` inside, a first name starting with ``[``) are kept as JSON, which
+    ``_unpack_headers`` tells by its leading ``[``, as it does rows written before.
     """
     packed = b"".join([k + b": " + v + b"\r\n" for k, v in headers])
     n = len(headers)
-    if packed.count(b"\n") == n and packed.count(b"\r") == n and packed.count(b": ") == n:
+    if (
+        packed.count(b"\n") == n
+        and packed.count(b"\r") == n
+        and packed.count(b": ") == n
+        and packed[:1] != b"["
+    ):
         return packed
     return json.dumps([[k.decode("latin-1"), v.decode("latin-1")] for k, v in headers]).encode()
 
@@ -232,10 +237,11 @@ class QueueStore:
         job.seq = cursor.lastrowid or 0
 
     def started(self, job: Job) -> None:
-        """The request went to a runner (``attempts`` already counts this attempt)."""
+        """The request went to a runner (``attempts`` already counts this attempt); also what
+        undoes a start recorded with ``add`` that did not happen after all."""
         self._write(
             "UPDATE requests SET state = ?, attempts = ?, started_at = ? WHERE id = ?",
-            (State.IN_PROGRESS.value, job.attempts, job.started_at, job.id),
+            (job.state.value, job.attempts, job.started_at, job.id),
         )
 
     def cancel_requested(self, request_id: str) -> None:

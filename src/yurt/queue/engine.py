@@ -8,7 +8,6 @@ progress when the router died runs again after a restart.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import sqlite3
 import time
@@ -22,6 +21,7 @@ from yurt.errors import RequestError
 from yurt.metrics import tally
 from yurt.queue.backlog import AppBacklog
 from yurt.queue.model import Header, Job, Result, Routing, State
+from yurt.queue.recent import RecentRecords
 from yurt.queue.results import cancelled, error_result, upstream_result, webhook_body
 from yurt.queue.runnerio import fetch_logs, note_hints, signal_cancel
 from yurt.queue.store import QueueStore, Record
@@ -44,14 +44,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger("yurt.queue")
 
 CancelOutcome = Literal["CANCELLATION_REQUESTED", "ALREADY_COMPLETED", "NOT_FOUND"]
-# Completed records kept in memory for the status and result reads that follow completion.
-RECENT_MAX = 4096
-RECENT_BYTES = 32 * 1024 * 1024
-
-
-def _size(record: Record) -> int:
-    size = sum(len(str(e.get("message", ""))) + 64 for e in record.logs)
-    return size + (len(record.result.body) if record.result is not None else 0)
 
 
 class QueueEngine:
@@ -78,8 +70,7 @@ class QueueEngine:
         self._tasks: set[asyncio.Task[None]] = set()
         self._purger: asyncio.Task[None] | None = None
         self._logs: dict[str, list[dict[str, Any]]] = {}  # earlier attempts' logs
-        self._recent: collections.OrderedDict[str, Record] = collections.OrderedDict()
-        self._recent_bytes = 0
+        self._recent = RecentRecords()
         self._start_failures: dict[str, int] = {}
         self._held_bytes: dict[str, int] = {}  # bodies of unfinished requests, per app
 
@@ -180,11 +171,7 @@ class QueueEngine:
             except sqlite3.Error as exc:  # try again next time
                 log.error("queue_purge_failed", error=str(exc))
                 continue
-            while self._recent:
-                oldest = next(iter(self._recent.values()))
-                if (oldest.completed_at or 0.0) >= cutoff:
-                    break
-                self._recent_bytes -= _size(self._recent.pop(oldest.id))
+            self._recent.forget_before(cutoff)
             if n:
                 log.info("queue_purged", requests=n)
 
@@ -200,21 +187,8 @@ class QueueEngine:
         routing: Routing,
     ) -> Job:
         """Accept a request: recorded durably before this returns, then queued."""
-        if (refused := self.router.unplaceable(route)) is not None:
-            raise refused  # not accepted: it could only fail
         backlog = self.backlogs[route.app_id]
-        held = self._held_bytes.get(route.app_id, 0)
-        if (
-            len(backlog) >= self.config.max_queued
-            or held + len(body) > self.config.max_queued_bytes
-        ):
-            raise RequestError(
-                f"{route.app_id} has {len(backlog)} requests waiting ({held} bytes of bodies), "
-                "the most its queue takes (QueueConfig.max_queued, max_queued_bytes); "
-                "try again later",
-                status=429,
-                error_type="queue_full",
-            )
+        self._admit(route, backlog, len(body))
         job = Job(
             id=new_ordered_id(),
             app_id=route.app_id,
@@ -260,6 +234,20 @@ class QueueEngine:
         self._arm_deadline(job)
         route.serve_backlog()
         return job
+
+    def _admit(self, route: AppRoute, backlog: AppBacklog, size: int) -> None:
+        """Raise the ``RequestError`` that refuses a submission of ``size`` bytes, if any."""
+        if (refused := self.router.unplaceable(route)) is not None:
+            raise refused  # not accepted: it could only fail
+        held = self._held_bytes.get(route.app_id, 0)
+        if len(backlog) >= self.config.max_queued or held + size > self.config.max_queued_bytes:
+            raise RequestError(
+                f"{route.app_id} has {len(backlog)} requests waiting ({held} bytes of bodies), "
+                "the most its queue takes (QueueConfig.max_queued, max_queued_bytes); "
+                "try again later",
+                status=429,
+                error_type="queue_full",
+            )
 
     def _free_slot(self, route: AppRoute, backlog: AppBacklog, job: Job) -> Slot | None:
         """A slot ``job`` may start on at once, taken; None if it must queue.
@@ -311,15 +299,6 @@ class QueueEngine:
             write()
         except sqlite3.Error as exc:
             log.error("queue_write_failed", what=what, request_id=request_id, error=str(exc))
-
-    def _remember(self, record: Record) -> None:
-        # Most results are fetched right after they complete: serve those from memory.
-        recent = self._recent
-        recent[record.id] = record
-        self._recent_bytes += _size(record)
-        while len(recent) > RECENT_MAX or self._recent_bytes > RECENT_BYTES:
-            _, old = recent.popitem(last=False)
-            self._recent_bytes -= _size(old)
 
     def _notify(self, request_id: str) -> None:
         fut = self._changed.pop(request_id, None)
@@ -524,7 +503,7 @@ class QueueEngine:
         self._record("completed", job.id, lambda: self.store.completed(job.id, result, logs, now))
         took = max(0.0, now - job.created_at)
         self.router.stats.served(job.app_id, QUEUE, result.status, took)
-        self._remember(
+        self._recent.add(
             Record(
                 job.id,
                 job.app_id,

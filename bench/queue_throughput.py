@@ -2,7 +2,7 @@
 
 Serves ``bench/apps.py::Noop`` (async endpoint, max_multiplexing=64, one warm runner) in its own
 process, ``bench/_serve.py``, the way ``router_overhead.py`` does, and runs N concurrent client
-loops through the router, in alternating rounds (sync, queue, sync, queue, ...):
+loops through the router, in alternating rounds (sync, queue, stream, sync, queue, ...):
 
 - a sync round trip is one ``POST /{owner}/{app}``;
 - a queue round trip is ``POST /queue/{owner}/{app}``, then ``GET {response_url}`` with
@@ -13,7 +13,7 @@ loops through the router, in alternating rounds (sync, queue, sync, queue, ...):
   requests fal's own protocol needs to learn of completion (fal-client polls the status instead).
 
 The figures are medians over rounds; queue/sync and stream/sync are medians of per-round ratios
-(each round of a kind is paired with the sync round before it).
+(each queue and stream round is paired with the sync round that opened its set).
 The client is aiohttp by default; ``--client pool`` uses yurt's own ``ConnectionPool`` (raw
 HTTP/1.1 on httptools, as ``router_overhead.py`` does), which costs the shared cores far less.
 

@@ -58,7 +58,6 @@ async def test_a_held_result_request_answers_in_progress_when_its_wait_runs_out(
     a completed request answers at once, and a wait above 60 s is cut to 60."""
     async with served(Retries, tmp_path) as app:
         sub, gate = await running(app, tmp_path, "b")
-        t0 = time.monotonic()
         status, body, headers = await app.result(sub)
         assert (status, body["error_type"]) == (400, "request_in_progress")
         assert "preference-applied" not in headers
@@ -117,3 +116,23 @@ async def test_a_caller_hanging_up_leaves_the_others_waiting_on_the_request(
         gate.touch()
         status, body, _ = await second
         assert status == 200 and body["key"] == "d"
+
+
+async def test_a_stopping_router_answers_held_result_requests_without_asking_for_more(
+    tmp_path: Path,
+) -> None:
+    """When the router stops, a held result request is answered at once with the in-progress
+    reply, and without Preference-Applied: a client must not take it as a wait run out and ask
+    again at once."""
+    async with served(Retries, tmp_path) as app:
+        sub, gate = await running(app, tmp_path, "e")
+        waiting = asyncio.create_task(held(app, sub, "wait=60"))
+        fast = app.platform.router._fast
+        await wait_until(lambda: any(c.watching for c in fast), what="the caller to wait")
+        api = app.platform.router.queue_api
+        assert api is not None
+        api.close()
+        status, body, headers = await waiting
+        assert (status, body["error_type"]) == (400, "request_in_progress")
+        assert "preference-applied" not in headers
+        gate.touch()

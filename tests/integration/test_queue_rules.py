@@ -521,9 +521,9 @@ async def test_a_request_with_a_free_runner_is_recorded_started_at_once(tmp_path
 async def test_a_submission_that_started_at_once_but_never_went_out_leaves_no_trace(
     tmp_path: Path,
 ) -> None:
-    """A submission that took a free runner gives it back if its wait for the commit ends in a
-    cancellation; if the runner leaves during that wait, the request is queued instead, in the
-    store too (not started, no attempt spent)."""
+    """A submission that took a free runner gives it back, and its record is withdrawn, if its
+    wait for the commit ends in a cancellation; if the runner leaves during that wait, the
+    request is queued instead, in the store too (not started, no attempt spent)."""
     log = tmp_path / "journal"
     async with served(Retries, tmp_path) as app:
         await app.completed(await app.submit(json={"journal": str(log), "fail_times": 0}))
@@ -534,13 +534,17 @@ async def test_a_submission_that_started_at_once_but_never_went_out_leaves_no_tr
         def submission() -> asyncio.Task[Any]:
             return asyncio.create_task(engine.submit(route, "/", "", [], body, Routing()))
 
+        known = set(engine.store._db.execute("SELECT id FROM requests"))
         cancelled = submission()
         await asyncio.sleep(0)  # one loop turn: the submission now waits for its commit
         assert sum(s.in_flight for s in route.slots.values()) == 1
+        (withdrawn,) = set(engine.store._db.execute("SELECT id FROM requests")) - known
         cancelled.cancel()
         with pytest.raises(asyncio.CancelledError):
             await cancelled
         assert sum(s.in_flight for s in route.slots.values()) == 0
+        engine.store.commit()
+        assert engine.store.get(withdrawn[0]) is None  # never acknowledged: gone
 
         retired = submission()
         await asyncio.sleep(0)

@@ -50,7 +50,8 @@ class Client:
     """A blocking client of one yurt router: ``Client("http://127.0.0.1:8080")``.
 
     ``key`` is sent as ``Authorization: Key <key>``; ``timeout`` bounds connecting and each wait
-    for bytes (a status stream waits at least ``STREAM_SILENCE``: the router keeps it alive).
+    for bytes (a status stream waits at least ``STREAM_SILENCE``: the router keeps it alive; a
+    result request held by the router, ``timeout`` beyond the wait it asked for).
     """
 
     def __init__(

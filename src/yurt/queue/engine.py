@@ -211,6 +211,8 @@ class QueueEngine:
             if slot is not None:
                 route.release(slot)  # whatever ended the wait: the slot must not stay taken
             if not isinstance(exc, sqlite3.Error):
+                # Cancelled while its record was written: never acknowledged, so never run.
+                self._record("withdrawn", job.id, lambda: self.store.withdraw(job.id))
                 raise
             # Not recorded, so not accepted: the caller must hear so and may try again.
             raise RequestError(

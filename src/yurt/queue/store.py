@@ -244,6 +244,10 @@ class QueueStore:
             (job.state.value, job.attempts, job.started_at, job.id),
         )
 
+    def withdraw(self, request_id: str) -> None:
+        """Forget a request whose submission was never acknowledged."""
+        self._write("DELETE FROM requests WHERE id = ?", (request_id,))
+
     def cancel_requested(self, request_id: str) -> None:
         """The caller cancelled a request in progress: it must not run again after a restart."""
         self._write("UPDATE requests SET cancel_requested = 1 WHERE id = ?", (request_id,))

@@ -59,6 +59,7 @@ def test_unfinished_requests_survive_reopening(tmp_path: Path) -> None:
         [(b"a", b"")],
         [(b"a", b"x: y"), (b"b", b" lead")],  # a ": " inside a value: kept as JSON
         [(b"a", b"x\ry"), (b"b\n", b"z")],  # what no HTTP parser hands on: kept as JSON too
+        [(b"[a", b"b")],  # would be taken for JSON: kept as JSON
     ],
 )
 def test_headers_come_back_as_stored(tmp_path: Path, headers: list[tuple[bytes, bytes]]) -> None:
@@ -87,6 +88,20 @@ def test_headers_written_as_json_by_an_earlier_store_are_read(tmp_path: Path) ->
     assert record is not None and record.result is not None
     assert record.result.headers == [(b"content-type", b"a/b")]
     store.close()
+
+
+def test_a_request_started_at_once_is_stored_started(tmp_path: Path) -> None:
+    """A request added already started keeps its attempt and start time across a reopen."""
+    store = QueueStore(tmp_path / "q.db")
+    started = job("s")
+    started.state, started.attempts, started.started_at = State.IN_PROGRESS, 1, 101.0
+    store.add(started)
+    store.close()
+    again = QueueStore(tmp_path / "q.db")
+    (back,) = again.unfinished("o/a")
+    assert back.attempts == 1
+    assert stored(tmp_path / "q.db", "s") == [("IN_PROGRESS",)]
+    again.close()
 
 
 def test_completed_record_keeps_result_and_logs_and_drops_the_body(tmp_path: Path) -> None:

@@ -186,7 +186,7 @@ class QueueEngine:
         body: bytes,
         routing: Routing,
     ) -> Job:
-        """Accept a request: recorded durably before this returns, then queued."""
+        """Accept a request: recorded durably before this returns, then started or queued."""
         backlog = self.backlogs[route.app_id]
         self._admit(route, backlog, len(body))
         job = Job(

@@ -105,6 +105,11 @@ class Caller:
             return Handle(await self.client.submit(*args, **kw))
         return Handle(await asyncio.to_thread(self.client.submit, *args, **kw))
 
+    async def subscribe(self, *args: Any, **kw: Any) -> Any:
+        if isinstance(self.client, AsyncClient):
+            return await self.client.subscribe(*args, **kw)
+        return await asyncio.to_thread(self.client.subscribe, *args, **kw)
+
 
 MakeCaller = Callable[..., "contextlib.AbstractAsyncContextManager[Caller]"]
 
@@ -171,6 +176,49 @@ async def test_submit_then_result(tmp_path: Path, connect: MakeCaller) -> None:
         status = await handle.status()
         assert isinstance(status, Completed) and status.logs is None
         assert status.error is None and "inference_time" in status.metrics
+
+
+async def test_subscribe_submits_reports_and_returns_the_result(
+    tmp_path: Path, connect: MakeCaller
+) -> None:
+    """``subscribe`` (fal-client's name): the request id once accepted, each status with logs,
+    then the result; submit's options pass through, and a failure raises."""
+    async with gated(tmp_path, connect) as (caller, app_id, _):
+        enqueued: list[str] = []
+        updates: list[Status] = []
+        result = await caller.subscribe(
+            app_id,
+            {"prompt": "sub"},
+            with_logs=True,
+            on_enqueue=enqueued.append,
+            on_queue_update=updates.append,
+            priority="low",
+        )
+        assert result == {"text": "echo: sub"}
+        assert len(enqueued) == 1 and len(enqueued[0]) == 32
+        last = updates[-1]
+        assert isinstance(last, Completed) and isinstance(last.logs, list)
+        assert "generating for sub" in [entry["message"] for entry in last.logs]
+        assert await caller.subscribe(app_id, {"prompt": "plain"}) == {"text": "echo: plain"}
+        with pytest.raises(RequestFailed) as info:
+            await caller.subscribe(app_id, {"prompt": "tea"}, path="teapot")
+        assert info.value.status == 418
+
+
+async def test_async_subscribe_awaits_coroutine_callbacks(tmp_path: Path) -> None:
+    """``AsyncClient.subscribe`` awaits callbacks that are coroutine functions."""
+    async with served(Gated, tmp_path / "data") as app, AsyncClient(app.platform.url) as client:
+        seen: list[object] = []
+
+        async def note(item: object) -> None:
+            await asyncio.sleep(0)
+            seen.append(item)
+
+        result = await client.subscribe(
+            app.app_id, {"prompt": "a"}, on_enqueue=note, on_queue_update=note
+        )
+        assert result == {"text": "echo: a"}
+        assert isinstance(seen[0], str) and isinstance(seen[-1], Completed)
 
 
 async def test_events_end_with_completed(tmp_path: Path, connect: MakeCaller) -> None:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import ssl
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -103,6 +104,30 @@ class AsyncClient:
             headers=headers,
         )
         return AsyncRequestHandle(*decode_submitted(await self.send(call)), self)
+
+    async def subscribe(
+        self,
+        app: str,
+        arguments: Any,
+        *,
+        with_logs: bool = False,
+        on_enqueue: Callable[[str], object] | None = None,
+        on_queue_update: Callable[[Status], object] | None = None,
+        **options: Any,
+    ) -> Any:
+        """Submit, then wait for the result, as fal-client's ``subscribe`` does.
+
+        ``on_enqueue`` gets the request id once the router has accepted it; ``on_queue_update``
+        each status from the status stream (with its logs if ``with_logs``); either may be a
+        coroutine function. ``options`` are ``submit``'s.
+        """
+        handle = await self.submit(app, arguments, **options)
+        if on_enqueue is not None:
+            await _maybe_await(on_enqueue(handle.request_id))
+        if on_queue_update is not None:
+            async for status in handle.iter_events(with_logs=with_logs):
+                await _maybe_await(on_queue_update(status))
+        return await handle.result()
 
     def get_handle(self, app: str, request_id: str) -> AsyncRequestHandle:
         """The handle of a request submitted earlier."""
@@ -219,3 +244,8 @@ class AsyncRequestHandle:
         """Ask the router to cancel: out of the queue at once, or its runner told to stop."""
         reply = await self.client.send(Call("PUT", self.cancel_url, {}))
         return decode_cancel(reply, self.request_id)
+
+
+async def _maybe_await(value: object) -> None:
+    if inspect.isawaitable(value):
+        await value

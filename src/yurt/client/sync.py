@@ -7,7 +7,7 @@ import http.client
 import ssl
 import urllib.error
 import urllib.request
-from collections.abc import Generator, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
@@ -109,6 +109,30 @@ class Client:
             headers=headers,
         )
         return RequestHandle(*decode_submitted(self.send(call)), self)
+
+    def subscribe(
+        self,
+        app: str,
+        arguments: Any,
+        *,
+        with_logs: bool = False,
+        on_enqueue: Callable[[str], object] | None = None,
+        on_queue_update: Callable[[Status], object] | None = None,
+        **options: Any,
+    ) -> Any:
+        """Submit, then wait for the result, as fal-client's ``subscribe`` does.
+
+        ``on_enqueue`` gets the request id once the router has accepted it; ``on_queue_update``
+        each status from the status stream (with its logs if ``with_logs``). ``options`` are
+        ``submit``'s.
+        """
+        handle = self.submit(app, arguments, **options)
+        if on_enqueue is not None:
+            on_enqueue(handle.request_id)
+        if on_queue_update is not None:
+            for status in handle.iter_events(with_logs=with_logs):
+                on_queue_update(status)
+        return handle.result()
 
     def get_handle(self, app: str, request_id: str) -> RequestHandle:
         """The handle of a request submitted earlier."""

@@ -95,7 +95,7 @@ class Chatty(yurt.App, keep_alive=300):
     def talk(self, body: Attempt) -> web.Response:
         print(f"printing for {body.key}")
         logging.getLogger("chatty").warning("warning for %s", body.key)
-        return web.json_response({"key": body.key})
+        return web.json_response({"key": body.key}, status=body.status)
 
 
 class Hinted(Retries, min_concurrency=2, max_concurrency=2):

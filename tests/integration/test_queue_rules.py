@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from yurt.config import QueueConfig, WebhookConfig
+from yurt.queue import engine as engine_module
 from yurt.queue.model import Routing
 
 from queue_apps import (
@@ -406,6 +407,33 @@ async def test_logs_come_back_in_the_status(tmp_path: Path) -> None:
         assert all(e["source"] == "user" and e["timestamp"] for e in final["logs"])
         code, without = await app.status(sub)
         assert code == 200 and without["logs"] is None
+
+
+@pytest.mark.parametrize(("code", "final"), [(418, 418), (503, 499)])
+async def test_a_cancel_after_the_runner_answered_leaves_its_error_unless_it_stops_a_retry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int, final: int
+) -> None:
+    """A cancel that arrives while a finished attempt's logs are fetched: the endpoint's own
+    error (418) stands, as it answered before the cancel; a 503 would have been retried, so
+    the cancel decides it (499)."""
+    fetching, release = asyncio.Event(), asyncio.Event()
+    real = engine_module.fetch_logs
+
+    async def held_fetch(*args: Any, **kw: Any) -> Any:
+        fetching.set()
+        await release.wait()
+        return await real(*args, **kw)
+
+    monkeypatch.setattr(engine_module, "fetch_logs", held_fetch)
+    async with served(Chatty, tmp_path) as app:
+        sub = await app.submit(json={"journal": str(tmp_path / "j"), "status": code})
+        await asyncio.wait_for(fetching.wait(), 60)
+        async with app.session.put(sub["cancel_url"]) as resp:
+            assert resp.status == 202
+        release.set()
+        done = await app.completed(sub, logs=True)
+        assert (await app.result(sub))[0] == final
+        assert "printing for k" in {e["message"] for e in done["logs"]}
 
 
 @pytest.mark.parametrize("code", [200, 500])

@@ -386,7 +386,9 @@ class QueueEngine:
 
     async def _attempt(self, route: AppRoute, job: Job, slot: Slot) -> None:
         try:
-            verdict, result, logs = await self._call(route.spec.request_timeout, job, slot)
+            verdict, result, logs, cancelled_first = await self._call(
+                route.spec.request_timeout, job, slot
+            )
         except asyncio.CancelledError:
             route.release(slot)  # router stopping: the store still says IN_PROGRESS
             raise
@@ -397,18 +399,19 @@ class QueueEngine:
             result = error_result(
                 500, "internal_error", "the router failed handling the runner's answer"
             )
-            logs = []
+            logs, cancelled_first = [], job.cancel_requested
         try:
             if verdict.terminate:
                 self.router.terminate_slot(route, slot, verdict.reason)
             # Before the slot is released: a retry is at the front when the slot is handed on.
-            self._after(route, job, verdict, result, logs)
+            self._after(route, job, verdict, result, logs, cancelled_first)
         finally:
             route.release(slot)
 
     async def _call(
         self, request_timeout: float, job: Job, slot: Slot
-    ) -> tuple[QueueVerdict, Result, list[dict[str, Any]]]:
+    ) -> tuple[QueueVerdict, Result, list[dict[str, Any]], bool]:
+        """The attempt's verdict, result and logs, and whether a cancel came before the answer."""
         # Filtered once, at submission: only the request id is added per attempt.
         headers = [*job.headers, (b"x-fal-request-id", job.id.encode())]
         t0 = time.monotonic()
@@ -420,14 +423,15 @@ class QueueEngine:
             failure = direct_error(exc.kind)
             assert failure.status is not None
             result = error_result(failure.status, failure.error_type, failure.detail)
-            return queue_error(exc.kind), result, []
+            return queue_error(exc.kind), result, [], job.cancel_requested
+        cancelled_first = job.cancel_requested
         elapsed = time.monotonic() - t0
         found = {k.lower(): v for k, v in upstream.headers}
         verdict = queue_status(upstream.status, found.get(b"x-fal-needs-retry"))
         result = upstream_result(upstream.status, upstream.headers, upstream.body, elapsed)
         note_hints(slot, found.get(b"x-yurt-runner-hints"))
         logs = await fetch_logs(slot, job.id, forget=True) if b"x-yurt-log-count" in found else []
-        return verdict, result, logs
+        return verdict, result, logs, cancelled_first
 
     def _after(
         self,
@@ -436,17 +440,18 @@ class QueueEngine:
         verdict: QueueVerdict,
         result: Result,
         logs: list[dict[str, Any]],
+        cancelled_first: bool,
     ) -> None:
         if logs:
             self._logs.setdefault(job.id, []).extend(logs)
-        retry = not job.cancel_requested and should_retry(
+        retryable = should_retry(
             verdict,
             attempts=job.attempts,
             max_attempts=self.config.max_attempts,
             no_retry=job.routing.no_retry,
             skip=route.spec.skip_retry_conditions,
         )
-        if retry:
+        if retryable and not job.cancel_requested:
             log.info(
                 "queue_retry",
                 request_id=job.id,
@@ -473,7 +478,11 @@ class QueueEngine:
             self._notify(job.id)
             route.serve_backlog()
             return
-        if job.cancel_requested and not result.ok and result.status != 499:
+        # The cancel decides the outcome if the runner had it before answering (its error may
+        # be the endpoint giving up), or if it is what stops a retry; an error the endpoint
+        # answered before any cancel stands.
+        decided = cancelled_first or retryable
+        if job.cancel_requested and decided and not result.ok and result.status != 499:
             result = cancelled(job.id)
         self._complete(job, result)
 

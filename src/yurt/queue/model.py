@@ -63,7 +63,6 @@ class Job:
     body: bytes
     routing: Routing
     created_at: float  # wall clock
-    seq: int = 0  # submission order, the tie-break within a priority
     state: State = State.IN_QUEUE
     attempts: int = 0
     started_at: float | None = None

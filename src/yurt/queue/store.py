@@ -210,9 +210,9 @@ class QueueStore:
     # -- requests ----------------------------------------------------------------------------
 
     def add(self, job: Job) -> None:
-        """Record a newly accepted request (queued, or started at once); sets its ``seq``."""
+        """Record a newly accepted request (queued, or started at once)."""
         r = job.routing
-        cursor = self._write(
+        self._write(
             "INSERT INTO requests (id, app_id, endpoint, query, headers, body, priority,"
             " start_timeout, hint, no_retry, webhook, created_at, state, attempts, started_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -234,7 +234,6 @@ class QueueStore:
                 job.started_at,
             ),
         )
-        job.seq = cursor.lastrowid or 0
 
     def started(self, job: Job) -> None:
         """The request went to a runner (``attempts`` already counts this attempt); also what
@@ -322,31 +321,30 @@ class QueueStore:
     def unfinished(self, app_id: str) -> Iterator[Job]:
         """The app's requests not completed (after a restart: to queue again), oldest first."""
         rows = self._db.execute(
-            "SELECT rowid, id, endpoint, query, headers, body, priority, start_timeout, hint,"
+            "SELECT id, endpoint, query, headers, body, priority, start_timeout, hint,"
             " no_retry, webhook, created_at, attempts, cancel_requested FROM requests"
             " WHERE app_id = ? AND state != 'COMPLETED' ORDER BY priority, rowid",
             (app_id,),
         ).fetchall()
         for row in rows:
             routing = Routing(
-                priority=Priority(row[6]),
-                start_timeout=row[7],
-                hint=row[8],
-                no_retry=bool(row[9]),
-                webhook=row[10],
+                priority=Priority(row[5]),
+                start_timeout=row[6],
+                hint=row[7],
+                no_retry=bool(row[8]),
+                webhook=row[9],
             )
             yield Job(
-                id=row[1],
+                id=row[0],
                 app_id=app_id,
-                endpoint=row[2],
-                query=row[3],
-                headers=_unpack_headers(row[4]),
-                body=row[5],
+                endpoint=row[1],
+                query=row[2],
+                headers=_unpack_headers(row[3]),
+                body=row[4],
                 routing=routing,
-                created_at=row[11],
-                seq=row[0],
-                attempts=row[12],
-                cancel_requested=bool(row[13]),
+                created_at=row[10],
+                attempts=row[11],
+                cancel_requested=bool(row[12]),
             )
 
     def purge(self, before: float, served: list[str] | None = None) -> int:

@@ -264,7 +264,7 @@ def print_table(s: dict[str, float], conc: int, seconds: float, rounds: int) -> 
             f"{s[f'{t}_cpu_client_us']:>6.0f}"
         )
     for t in QUEUED:
-        print(f"  {t}/sync round trips {s[f'{t}_ratio']:.2f}x   (median of per-round pairs)")
+        print(f"  {t}/sync round trips {s[f'{t}_ratio']:.3f}x   (median of per-round pairs)")
 
 
 def print_config(args: argparse.Namespace, info: dict[str, object]) -> None:
@@ -366,8 +366,8 @@ async def bench(args: argparse.Namespace) -> int:
         s = summaries[top]
         print(f"\ntargets (at {top} client loops):")
         print(
-            f"  queue >= {TARGET_RATIO}x sync round trips: {s['queue_ratio']:.2f}x  "
-            f"{mark(s['queue_ratio'] >= TARGET_RATIO)}   (stream: {s['stream_ratio']:.2f}x)"
+            f"  queue >= {TARGET_RATIO}x sync round trips: {s['queue_ratio']:.3f}x  "
+            f"{mark(s['queue_ratio'] >= TARGET_RATIO)}   (stream: {s['stream_ratio']:.3f}x)"
         )
         print(
             f"  queue >= {TARGET_QUEUE_RPS:.0f} round trips/s: {s['queue_rps']:.0f}  "

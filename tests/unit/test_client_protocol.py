@@ -22,6 +22,7 @@ from yurt.client.protocol import (
     parse_status,
     request_failed,
     request_urls,
+    result_step,
     split_app,
     submit_call,
 )
@@ -187,3 +188,22 @@ def test_event_reader_across_chunks() -> None:
         for i in range(0, len(stream), size):
             events.extend(reader.feed(stream[i : i + size]))
         assert events == ['{"a":\n1}', "x"]
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "step"),
+    [
+        (200, {"preference_applied": "wait=60"}, "done"),
+        (418, {"preference_applied": "wait=60"}, "done"),  # the request failed: its result
+        (
+            400,
+            {"preference_applied": "wait=60", "x_yurt_error_type": "request_in_progress"},
+            "ask_again",
+        ),
+        (400, {"x_yurt_error_type": "request_in_progress"}, "follow_stream"),  # a stopping router
+        (400, {}, "follow_stream"),  # fal's queue while the request runs
+        (200, {}, "done"),
+    ],
+)
+def test_result_step(status: int, headers: dict[str, str], step: str) -> None:
+    assert result_step(reply(status, {}, **headers)) == step

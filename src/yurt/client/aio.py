@@ -33,14 +33,13 @@ from yurt.client.protocol import (
     request_failed,
     request_urls,
     result_call,
+    result_step,
     status_call,
-    still_running,
     stream_call,
     stream_ended,
     stream_event,
     submit_call,
     unreachable,
-    waited,
 )
 
 if TYPE_CHECKING:
@@ -231,10 +230,9 @@ class AsyncRequestHandle:
         """
         call, timeout = result_call(self.response_url, self.client.timeout)
         reply = await self.client.send(call, timeout)
-        while waited(reply) and still_running(reply):
+        while (step := result_step(reply)) == "ask_again":
             reply = await self.client.send(call, timeout)
-        if not waited(reply) and reply.status >= 300:
-            # A server that ignores the wait (fal's) may answer so while the request runs.
+        if step == "follow_stream":
             async for _ in self.iter_events():
                 pass
             reply = await self.client.send(Call("GET", self.response_url, {}))

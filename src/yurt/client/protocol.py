@@ -220,18 +220,18 @@ def result_call(url: str, timeout: float) -> tuple[Call, float]:
     return Call("GET", url, {"prefer": f"wait={wait}"}), timeout + wait
 
 
-def still_running(reply: Reply) -> bool:
-    """Whether a yurt router's result reply says the request has not completed yet.
+def result_step(reply: Reply) -> Literal["done", "ask_again", "follow_stream"]:
+    """What to do with the reply to a ``result_call``: decode it, send the call again (the
+    wait ran out, the request still runs), or follow the status stream to completion first.
 
-    That is its 400 ``request_in_progress``; a stored result never carries the router's
-    ``x-yurt-`` headers, so an app's own 400 is not taken for it.
+    A server that honoured ``Prefer: wait`` says so; its 400 ``request_in_progress`` (a stored
+    result never carries the router's ``x-yurt-`` headers) means "still running". A server that
+    did not (fal's queue) may answer an error while the request runs, so it is not trusted.
     """
-    return reply.status == 400 and reply.headers.get("x-yurt-error-type") == "request_in_progress"
-
-
-def waited(reply: Reply) -> bool:
-    """Whether the server honoured ``Prefer: wait`` (one that does not answers at once)."""
-    return reply.headers.get("preference-applied", "").lower().startswith("wait")
+    if reply.headers.get("preference-applied", "").lower().startswith("wait"):
+        running = reply.headers.get("x-yurt-error-type") == "request_in_progress"
+        return "ask_again" if reply.status == 400 and running else "done"
+    return "follow_stream" if reply.status >= 300 else "done"
 
 
 def request_failed(reply: Reply, request_id: str | None = None) -> RequestFailed:

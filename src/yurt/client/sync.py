@@ -35,14 +35,13 @@ from yurt.client.protocol import (
     request_failed,
     request_urls,
     result_call,
+    result_step,
     status_call,
-    still_running,
     stream_call,
     stream_ended,
     stream_event,
     submit_call,
     unreachable,
-    waited,
 )
 
 
@@ -229,10 +228,9 @@ class RequestHandle:
         """
         call, timeout = result_call(self.response_url, self.client.timeout)
         reply = self.client.send(call, timeout)
-        while waited(reply) and still_running(reply):
+        while (step := result_step(reply)) == "ask_again":
             reply = self.client.send(call, timeout)
-        if not waited(reply) and reply.status >= 300:
-            # A server that ignores the wait (fal's) may answer so while the request runs.
+        if step == "follow_stream":
             for _ in self.iter_events():
                 pass
             reply = self.client.send(Call("GET", self.response_url, {}))

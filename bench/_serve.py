@@ -26,6 +26,7 @@ HERE = Path(__file__).resolve().parent
 
 
 async def serve(args: argparse.Namespace) -> None:
+    from yurt import heap
     from yurt.config import LocalBackendConfig, RouterConfig, ServerConfig
     from yurt.loader import load_app
     from yurt.platform import Platform
@@ -58,6 +59,7 @@ async def serve(args: argparse.Namespace) -> None:
                     raise SystemExit("no healthy runner within 60 s")
                 await asyncio.sleep(0.02)
             runner = healthy[0]
+            heap.settle()  # as `yurt run` does once it serves
             views = [v for v in platform.backend.runners(app_id) if v.runner_id == runner.runner_id]
             info = {
                 "router": platform.url,

@@ -9,6 +9,7 @@ from typing import Any
 
 import structlog
 
+from yurt import heap
 from yurt.aio import run
 from yurt.cli.options import add_serving_options, config_from_args, public_url, stop_on_signals
 from yurt.config import ServerConfig
@@ -77,6 +78,7 @@ async def serve(target: str, config: ServerConfig) -> int:
     # On a cluster, what `yurt run` placed goes when it stops.
     platform = Platform(config, ephemeral=config.backend == "nomad")
     (app_id,) = await platform.start(cls)
+    heap.settle()
     try:
         print(f"yurt: serving {cls.__name__} at {platform.url}/{app_id}", flush=True)
         for line in examples(platform.public_url, app_id, build_spec(cls)):

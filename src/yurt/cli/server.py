@@ -8,6 +8,7 @@ from typing import Any
 
 import structlog
 
+from yurt import heap
 from yurt.aio import run
 from yurt.cli.options import add_serving_options, config_from_args, stop_on_signals
 from yurt.config import ServerConfig
@@ -51,6 +52,7 @@ async def serve(config: ServerConfig) -> int:
     stop = stop_on_signals()
     platform = Platform(config, server=True)
     await platform.start()
+    heap.settle()
     try:
         apps = sorted(platform.router.routes)
         print(

@@ -121,6 +121,7 @@ async def serve(args: argparse.Namespace) -> int:
         runner_id=args.runner_id,
         fd=args.fd,
         kill_after=args.kill_after,
+        settle_heap=True,
     )
     if server.spec.num_gpus > 0:
         try:

@@ -18,6 +18,7 @@ import structlog
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from yurt import heap
 from yurt.app import CURRENT_REQUEST, App
 from yurt.errors import AppException
 from yurt.metrics import registry_for, render
@@ -68,6 +69,7 @@ class RunnerServer:
         runner_id: str = "",
         fd: int = -1,
         kill_after: float = TEARDOWN_SLACK_S,
+        settle_heap: bool = False,
     ) -> None:
         self.header = header
         self.cls = cls
@@ -75,6 +77,8 @@ class RunnerServer:
         self.host, self.port, self.runner_id = host, port, runner_id
         self.fd = fd  # an inherited socket bound to the port, or -1 to bind it here
         self.kill_after = kill_after  # the supervisor's SIGKILL comes this long after grace
+        # Whether setup() is followed by heap.settle(): only when the runner owns its process.
+        self.settle_heap = settle_heap
         self.state: State = "starting"
         self.instance: App = cls()
         self.in_flight = 0
@@ -136,6 +140,8 @@ class RunnerServer:
             call(self.instance.setup, self._executor), timeout=self.spec.startup_timeout
         )
         self.hints.refresh()
+        if self.settle_heap:
+            heap.settle()  # what setup() loaded (a model) is never walked by a collection again
         self.state = "ready"
         self.ready_at = time.monotonic()
         self.setup_seconds = self.ready_at - t0

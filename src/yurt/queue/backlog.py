@@ -30,6 +30,7 @@ class AppBacklog:
         self._start = start
         self._clock = clock
         self._closed = False
+        self._count = 0  # jobs in all queues: read on every submission
         # Positions, computed once per change of the queue: status polls read them often.
         self._version = 0
         # By id: holding the jobs would keep finished ones (and their bodies) alive.
@@ -37,7 +38,7 @@ class AppBacklog:
         self._positions_version = -1
 
     def __len__(self) -> int:
-        return sum(len(q) for q in self._queues.values())
+        return self._count
 
     def close(self) -> None:
         """Start nothing more (the router is stopping); what is queued stays in the store."""
@@ -51,6 +52,7 @@ class AppBacklog:
         if not front or not job.queued_since:
             job.queued_since = self._clock()
         self._version += 1
+        self._count += 1
         queue = self._queues[job.routing.priority]
         if front:
             queue.appendleft(job)
@@ -64,6 +66,7 @@ class AppBacklog:
         except ValueError:
             return False
         self._version += 1
+        self._count -= 1
         return True
 
     def take_all(self) -> list[Job]:
@@ -72,6 +75,7 @@ class AppBacklog:
         for queue in self._queues.values():
             queue.clear()
         self._version += 1
+        self._count = 0
         return jobs
 
     def position(self, job: Job) -> int:
@@ -108,7 +112,7 @@ class AppBacklog:
 
     def offer(self, slot: Slot) -> bool:
         """Start the first request that suits ``slot``; False if none does."""
-        if self._closed:
+        if self._closed or not self._count:
             return False
         now = self._clock()
         for queue in self._queues.values():
@@ -116,6 +120,7 @@ class AppBacklog:
                 if job.not_before <= now and self._suits(job, slot):
                     queue.remove(job)
                     self._version += 1
+                    self._count -= 1
                     self._start(job, slot)
                     return True
         return False

@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger("yurt.queue")
 
 CancelOutcome = Literal["CANCELLATION_REQUESTED", "ALREADY_COMPLETED", "NOT_FOUND"]
+# An attempt cut short by the router's end is judged as a broken connection would be.
+CUT_SHORT = queue_error("disconnected")
 
 
 class QueueEngine:
@@ -108,9 +110,8 @@ class QueueEngine:
     def _may_run_again(self, route: AppRoute, job: Job) -> bool:
         """An attempt was cut short by the router's end: run it again as a broken connection
         would be, within the attempt limit, ``x-fal-no-retry`` and the app's conditions."""
-        verdict = queue_error("disconnected")
         if should_retry(
-            verdict,
+            CUT_SHORT,
             attempts=job.attempts,
             max_attempts=self.config.max_attempts,
             no_retry=job.routing.no_retry,
@@ -260,7 +261,7 @@ class QueueEngine:
         if len(backlog) or backlog.closed or job.routing.hint is not None:
             return None
         if not should_retry(
-            queue_error("disconnected"),
+            CUT_SHORT,
             attempts=1,
             max_attempts=self.config.max_attempts,
             no_retry=job.routing.no_retry,

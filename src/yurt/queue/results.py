@@ -29,7 +29,7 @@ def error_result(status: int, error_type: str, detail: str, **headers: str) -> R
 
 def upstream_result(status: int, headers: list[Header], body: bytes, elapsed: float) -> Result:
     """A runner's response as a result; for an error, its ``detail`` and error type."""
-    kept = [(k, v) for k, v in headers if k.lower() in _KEPT or k.lower().startswith(b"x-fal-")]
+    kept = [(k, v) for k, v in headers if (n := k.lower()) in _KEPT or n.startswith(b"x-fal-")]
     result = Result(status, kept, body, inference_time=round(elapsed, 6))
     if result.ok:
         return result

@@ -14,6 +14,7 @@ HINT = ("x-fal-runner-hint", "x-yurt-runner-hint")
 NO_RETRY = ("x-fal-no-retry", "x-yurt-no-retry")
 WEBHOOK = ("fal_webhook", "yurt_webhook")
 
+DEFAULT = Routing()
 _TRUE = frozenset({"1", "true", "yes"})
 _FALSE = frozenset({"0", "false", "no", ""})
 
@@ -55,6 +56,8 @@ def parse_routing(headers: Mapping[str, str], query: Mapping[str, str]) -> Routi
 
     ``headers`` must look names up case-insensitively (as aiohttp's do).
     """
+    if not headers and not query:
+        return DEFAULT  # most submissions ask for nothing
     priority = Priority.NORMAL
     if found := _first(headers, PRIORITY):
         name, value = found

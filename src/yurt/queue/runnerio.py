@@ -15,6 +15,10 @@ log = structlog.get_logger("yurt.queue")
 
 def note_hints(slot: Slot, header: bytes | None) -> None:
     """Keep what the runner's ``x-yurt-runner-hints`` says."""
+    if header is None:  # no hints (most apps have none)
+        if slot.hints:
+            slot.hints = frozenset()
+        return
     hints = frozenset(h for h in (header or b"").decode("latin-1").split(",") if h)
     if hints != slot.hints:
         slot.hints = hints

@@ -117,19 +117,21 @@ def _needs_retry(value: bytes | None) -> bool | None:
     return None
 
 
+# The queue column of the table, by status; any other status completes the request.
+_QUEUE_STATUS = {
+    503: QueueVerdict(True, True, "server_error", "runner_returned_503"),
+    504: QueueVerdict(False, True, "server_error"),
+    429: QueueVerdict(False, True),
+}
+_COMPLETE = QueueVerdict(False, False)
+
+
 def queue_status(status: int, needs_retry: bytes | None = None) -> QueueVerdict:
     """The verdict for a queued request whose runner answered ``status``.
 
     ``needs_retry`` is the app's ``X-Fal-Needs-Retry`` header, which overrides the table.
     """
-    if status == 503:
-        verdict = QueueVerdict(True, True, "server_error", "runner_returned_503")
-    elif status == 504:
-        verdict = QueueVerdict(False, True, "server_error")
-    elif status == 429:
-        verdict = QueueVerdict(False, True)
-    else:
-        verdict = QueueVerdict(False, False)
+    verdict = _QUEUE_STATUS.get(status, _COMPLETE)
     forced = _needs_retry(needs_retry)
     if forced is None or forced == verdict.retry:
         return verdict

@@ -229,12 +229,12 @@ class QueueApi:
 
     async def _completed(self, request_id: str, found: Job | Record, wait: float) -> Job | Record:
         """The request once completed, or as it is after ``wait`` seconds or at a stop."""
-        loop = asyncio.get_running_loop()
+        loop = self.engine.loop
         deadline = loop.time() + wait
         # ``found`` was read in this loop turn, and nothing below awaits between reading the
         # state and taking the waiter: no change can slip in between.
         while isinstance(found, Job) and not self.closing and loop.time() < deadline:
-            await _either(self.engine.waiter(request_id), deadline)
+            await _either(loop, self.engine.waiter(request_id), deadline)
             again = self.engine.record(request_id)
             if again is None:  # purged meanwhile
                 break
@@ -252,13 +252,14 @@ class QueueApi:
         return Reply(result.status, list(result.headers), result.body)
 
 
-async def _either(changed: asyncio.Future[None], deadline: float) -> None:
+async def _either(
+    loop: asyncio.AbstractEventLoop, changed: asyncio.Future[None], deadline: float
+) -> None:
     """Until ``changed`` is done or the loop's clock reaches ``deadline``.
 
     Its own future, never ``changed`` itself: a cancelled wait must not cancel the future other
     watchers share (what ``shield`` and ``timeout`` would do, at half again the cost).
     """
-    loop = asyncio.get_running_loop()
     woken = loop.create_future()
 
     def wake(_: object = None) -> None:

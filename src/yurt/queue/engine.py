@@ -75,6 +75,14 @@ class QueueEngine:
         self._recent = RecentRecords()
         self._start_failures: dict[str, int] = {}
         self._held_bytes: dict[str, int] = {}  # bodies of unfinished requests, per app
+        self._loop: asyncio.AbstractEventLoop | None = None  # the running loop, once known
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The running event loop (looked up once: each lookup costs a system call)."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -288,7 +296,7 @@ class QueueEngine:
         """
         fut = self._changed.get(request_id)
         if fut is None:
-            fut = asyncio.get_running_loop().create_future()
+            fut = self.loop.create_future()
             if request_id in self.jobs:
                 self._changed[request_id] = fut
             else:
@@ -381,7 +389,7 @@ class QueueEngine:
             waited = max(0.0, job.started_at - job.created_at)
             self.router.stats.queue_wait.observe((job.app_id,), waited)
         self._notify(job.id)
-        task = asyncio.create_task(self._attempt(route, job, slot))
+        task = self.loop.create_task(self._attempt(route, job, slot))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -320,7 +320,7 @@ class FrontProtocol(asyncio.Protocol):
         run.http10 = self.parser.get_http_version() == "1.0"
         self.queue.append(run)
         if self.worker is None:
-            self.worker = asyncio.ensure_future(self._serve())
+            self.worker = self.loop.create_task(self._serve())
 
     # -- serving ---------------------------------------------------------------------------
 
@@ -510,7 +510,7 @@ class FrontProtocol(asyncio.Protocol):
         assert self.transport is not None
         self.transport.pause_reading()
         if self.worker is None:
-            self.worker = asyncio.ensure_future(self._serve())
+            self.worker = self.loop.create_task(self._serve())
 
     def _fail_connection(self, reply: Reply) -> None:
         """Answer a request that cannot be read (malformed, headers too large), then close."""

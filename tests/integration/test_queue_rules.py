@@ -13,6 +13,7 @@ import pytest
 from yurt.config import QueueConfig, WebhookConfig
 from yurt.queue import engine as engine_module
 from yurt.queue.model import Routing
+from yurt.router.pool import ConnectionPool
 
 from queue_apps import (
     Cancellable,
@@ -396,11 +397,28 @@ async def test_runner_hint_prefers_the_matching_runner(tmp_path: Path) -> None:
         assert pids == {hint.removeprefix("pid-")}
 
 
-async def test_logs_come_back_in_the_status(tmp_path: Path) -> None:
-    """What an endpoint prints and logs while serving a request is in status?logs=1."""
+@pytest.mark.parametrize("connection", ["idle", "new"])
+async def test_logs_come_back_in_the_status(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, connection: str
+) -> None:
+    """What an endpoint prints and logs while serving a request is in status?logs=1, whether
+    the attempt went out on an idle connection to the runner or on a new one."""
+    real_send = ConnectionPool.send
+    sent: list[bool] = []
+
+    def send(pool: ConnectionPool, *args: Any) -> Any:
+        fut = real_send(pool, *args) if connection == "idle" else None
+        sent.append(fut is not None)
+        return fut
+
+    monkeypatch.setattr(ConnectionPool, "send", send)
     async with served(Chatty, tmp_path) as app:
+        # The first attempt opens the connection that later ones find idle.
+        await app.completed(await app.submit(json={"journal": str(tmp_path / "j"), "key": "x"}))
+        sent.clear()
         sub = await app.submit(json={"journal": str(tmp_path / "j"), "key": "abc"})
         final = await app.completed(sub, logs=True)
+        assert sent == [connection == "idle"]
         messages = {(e["level"], e["message"]) for e in final["logs"]}
         assert ("STDOUT", "printing for abc") in messages
         assert ("WARNING", "warning for abc") in messages

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import sqlite3
 import time
+from asyncio import Future
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -29,7 +31,7 @@ from yurt.queue.webhooks import WebhookSender
 from yurt.router.dispatch import AppRoute, Slot
 from yurt.router.http import end_to_end, new_ordered_id
 from yurt.router.metrics import QUEUE
-from yurt.router.pool import UpstreamError
+from yurt.router.pool import UpstreamError, UpstreamResponse
 from yurt.router.rules import (
     QueueVerdict,
     direct_error,
@@ -69,7 +71,7 @@ class QueueEngine:
         self._changed: dict[str, asyncio.Future[None]] = {}
         self._expiry: dict[str, asyncio.TimerHandle] = {}
         self._backing_off: dict[str, asyncio.TimerHandle] = {}  # retries waiting their turn
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Future[Any]] = set()  # attempts (and cancels) in flight
         self._purger: asyncio.Task[None] | None = None
         self._logs: dict[str, list[dict[str, Any]]] = {}  # earlier attempts' logs
         self._recent = RecentRecords()
@@ -389,26 +391,119 @@ class QueueEngine:
             waited = max(0.0, job.started_at - job.created_at)
             self.router.stats.queue_wait.observe((job.app_id,), waited)
         self._notify(job.id)
-        task = self.loop.create_task(self._attempt(route, job, slot))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        # Filtered once, at submission: only the request id is added per attempt.
+        headers = [*job.headers, (b"x-fal-request-id", job.id.encode())]
+        t0 = time.monotonic()
+        timeout = route.spec.request_timeout
+        sent = slot.pool.send(b"POST", job.target, headers, job.body, timeout)
+        if sent is None:  # no idle connection to the runner: a task connects and sends
+            task = self.loop.create_task(self._attempt(route, job, slot, headers, t0))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return
+        # Most attempts need no task: the answer is handled in the future's callback.
+        self._tasks.add(sent)
+        sent.add_done_callback(functools.partial(self._answered, route, job, slot, t0))
 
-    async def _attempt(self, route: AppRoute, job: Job, slot: Slot) -> None:
+    def _answered(
+        self, route: AppRoute, job: Job, slot: Slot, t0: float, sent: Future[UpstreamResponse]
+    ) -> None:
+        """The runner's answer to an attempt sent on an idle connection."""
+        self._tasks.discard(sent)
+        if sent.cancelled():  # the router stops: the store still says IN_PROGRESS
+            route.release(slot)
+            return
         try:
-            verdict, result, logs, cancelled_first = await self._call(
-                route.spec.request_timeout, job, slot
+            try:
+                outcome: UpstreamResponse | UpstreamError = sent.result()
+            except UpstreamError as exc:
+                outcome = exc
+            verdict, result, cancelled_first, has_logs = self._judge(job, slot, outcome, t0)
+        except Exception:
+            self._conclude(route, job, slot, *self._mishandled(job))
+            return
+        if has_logs:  # rare: the logs are fetched in a task of their own
+            task = self.loop.create_task(
+                self._with_logs(route, job, slot, verdict, result, cancelled_first)
             )
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return
+        self._conclude(route, job, slot, verdict, result, [], cancelled_first)
+
+    async def _with_logs(
+        self,
+        route: AppRoute,
+        job: Job,
+        slot: Slot,
+        verdict: QueueVerdict,
+        result: Result,
+        cancelled_first: bool,
+    ) -> None:
+        try:
+            logs = await fetch_logs(slot, job.id, forget=True)
+        except asyncio.CancelledError:
+            route.release(slot)  # router stopping: the store still says IN_PROGRESS
+            raise
+        self._conclude(route, job, slot, verdict, result, logs, cancelled_first)
+
+    async def _attempt(
+        self, route: AppRoute, job: Job, slot: Slot, headers: list[Header], t0: float
+    ) -> None:
+        """An attempt that needs a new connection to the runner first."""
+        try:
+            try:
+                outcome: UpstreamResponse | UpstreamError = await slot.pool.request(
+                    b"POST", job.target, headers, job.body, timeout=route.spec.request_timeout
+                )
+            except UpstreamError as exc:
+                outcome = exc
+            verdict, result, cancelled_first, has_logs = self._judge(job, slot, outcome, t0)
+            logs = await fetch_logs(slot, job.id, forget=True) if has_logs else []
         except asyncio.CancelledError:
             route.release(slot)  # router stopping: the store still says IN_PROGRESS
             raise
         except Exception:
-            # A bug of ours must not leave the request IN_PROGRESS or the slot taken.
-            log.exception("queue_attempt_failed", request_id=job.id, app=job.app_id)
-            verdict = QueueVerdict(terminate=False, retry=False)
-            result = error_result(
-                500, "internal_error", "the router failed handling the runner's answer"
-            )
-            logs, cancelled_first = [], job.cancel_requested
+            self._conclude(route, job, slot, *self._mishandled(job))
+            return
+        self._conclude(route, job, slot, verdict, result, logs, cancelled_first)
+
+    def _judge(
+        self, job: Job, slot: Slot, outcome: UpstreamResponse | UpstreamError, t0: float
+    ) -> tuple[QueueVerdict, Result, bool, bool]:
+        """The attempt's verdict and result, whether a cancel came before the answer, and
+        whether the runner has logs of it to fetch."""
+        if isinstance(outcome, UpstreamError):
+            failure = direct_error(outcome.kind)
+            assert failure.status is not None
+            result = error_result(failure.status, failure.error_type, failure.detail)
+            return queue_error(outcome.kind), result, job.cancel_requested, False
+        elapsed = time.monotonic() - t0
+        found = {k.lower(): v for k, v in outcome.headers}
+        verdict = queue_status(outcome.status, found.get(b"x-fal-needs-retry"))
+        result = upstream_result(outcome.status, outcome.headers, outcome.body, elapsed)
+        note_hints(slot, found.get(b"x-yurt-runner-hints"))
+        return verdict, result, job.cancel_requested, b"x-yurt-log-count" in found
+
+    def _mishandled(self, job: Job) -> tuple[QueueVerdict, Result, list[dict[str, Any]], bool]:
+        """A bug of ours handling the answer: the request completes with a 500 rather than
+        staying IN_PROGRESS with its slot taken."""
+        log.exception("queue_attempt_failed", request_id=job.id, app=job.app_id)
+        result = error_result(
+            500, "internal_error", "the router failed handling the runner's answer"
+        )
+        return QueueVerdict(terminate=False, retry=False), result, [], job.cancel_requested
+
+    def _conclude(
+        self,
+        route: AppRoute,
+        job: Job,
+        slot: Slot,
+        verdict: QueueVerdict,
+        result: Result,
+        logs: list[dict[str, Any]],
+        cancelled_first: bool,
+    ) -> None:
         try:
             if verdict.terminate:
                 self.router.terminate_slot(route, slot, verdict.reason)
@@ -416,31 +511,6 @@ class QueueEngine:
             self._after(route, job, verdict, result, logs, cancelled_first)
         finally:
             route.release(slot)
-
-    async def _call(
-        self, request_timeout: float, job: Job, slot: Slot
-    ) -> tuple[QueueVerdict, Result, list[dict[str, Any]], bool]:
-        """The attempt's verdict, result and logs, and whether a cancel came before the answer."""
-        # Filtered once, at submission: only the request id is added per attempt.
-        headers = [*job.headers, (b"x-fal-request-id", job.id.encode())]
-        t0 = time.monotonic()
-        try:
-            upstream = await slot.pool.request(
-                b"POST", job.target, headers, job.body, timeout=request_timeout
-            )
-        except UpstreamError as exc:
-            failure = direct_error(exc.kind)
-            assert failure.status is not None
-            result = error_result(failure.status, failure.error_type, failure.detail)
-            return queue_error(exc.kind), result, [], job.cancel_requested
-        cancelled_first = job.cancel_requested
-        elapsed = time.monotonic() - t0
-        found = {k.lower(): v for k, v in upstream.headers}
-        verdict = queue_status(upstream.status, found.get(b"x-fal-needs-retry"))
-        result = upstream_result(upstream.status, upstream.headers, upstream.body, elapsed)
-        note_hints(slot, found.get(b"x-yurt-runner-hints"))
-        logs = await fetch_logs(slot, job.id, forget=True) if b"x-yurt-log-count" in found else []
-        return verdict, result, logs, cancelled_first
 
     def _after(
         self,

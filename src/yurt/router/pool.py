@@ -80,6 +80,7 @@ class _Connection(asyncio.Protocol):
         "_parser",
         "_pool",
         "_status",
+        "_timer",
         "_waiter",
         "loop",
         "transport",
@@ -92,6 +93,7 @@ class _Connection(asyncio.Protocol):
         self.loop = loop
         self._parser = httptools.HttpResponseParser(self)
         self._waiter: asyncio.Future[UpstreamResponse] | None = None
+        self._timer: asyncio.TimerHandle | None = None  # the pending request's deadline
         self._idle = False
         self._idle_at = 0.0
         self._lost = False
@@ -197,15 +199,24 @@ class _Connection(asyncio.Protocol):
 
     # -- request lifecycle ------------------------------------------------
 
-    def begin(self, head: bool) -> asyncio.Future[UpstreamResponse]:
-        """Arm the connection for one request and return its response future."""
+    def begin(self, head: bool, timeout: float | None) -> asyncio.Future[UpstreamResponse]:
+        """Arm the connection for one request and return its response future, failed with a
+        timeout ``UpstreamError`` if no response is complete within ``timeout`` seconds."""
         waiter: asyncio.Future[UpstreamResponse] = self.loop.create_future()
         self._waiter = waiter
         self._head = head
         self._done = False
+        if timeout is not None:
+            self._timer = self.loop.call_later(timeout, self.expire, waiter)
         return waiter
 
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
     def _complete(self) -> None:
+        self._disarm()
         waiter = self._waiter
         self._waiter = None
         self._done = True
@@ -221,6 +232,7 @@ class _Connection(asyncio.Protocol):
         self._body = []
 
     def _fail(self, kind: UpstreamErrorKind, message: str) -> None:
+        self._disarm()
         waiter = self._waiter
         if waiter is None:
             return
@@ -258,6 +270,7 @@ class _Connection(asyncio.Protocol):
         """Drop the connection if ``waiter`` was still pending when the caller left."""
         if self._waiter is waiter:
             self._waiter = None
+            self._disarm()
             self.transport.abort()
 
     def close_and_wait(self) -> asyncio.Future[None]:
@@ -339,24 +352,51 @@ class ConnectionPool:
         conn = self._take_idle()
         if conn is None:
             conn = await self._connect()
-
-        parts = [method, b" ", target, self._request_tail, b"%d\r\n" % len(body)]
-        for name, value in headers:
-            parts += (name, b": ", value, b"\r\n")
-        parts.append(b"\r\n")
-        parts.append(body)
-
-        waiter = conn.begin(method == b"HEAD")
-        conn.transport.write(b"".join(parts))
-        timer = None if timeout is None else conn.loop.call_later(timeout, conn.expire, waiter)
+        waiter = self._send(conn, method, target, headers, body, timeout)
         try:
             return await waiter
         except asyncio.CancelledError:
             conn.abandon(waiter)
             raise
-        finally:
-            if timer is not None:
-                timer.cancel()
+
+    def send(
+        self,
+        method: bytes,
+        target: bytes,
+        headers: Sequence[tuple[bytes, bytes]],
+        body: bytes,
+        timeout: float | None,
+    ) -> asyncio.Future[UpstreamResponse] | None:
+        """``request`` without a coroutine, on an idle connection: the response's future
+        (failed with the ``UpstreamError`` that ``request`` would raise), or None when there is
+        no idle connection (or the pool is closed): then call ``request``.
+
+        A caller that gives up cancels the future; the connection is then not reused.
+        """
+        if self._closed:
+            return None
+        conn = self._take_idle()
+        if conn is None:
+            return None
+        return self._send(conn, method, target, headers, body, timeout)
+
+    def _send(
+        self,
+        conn: _Connection,
+        method: bytes,
+        target: bytes,
+        headers: Sequence[tuple[bytes, bytes]],
+        body: bytes,
+        timeout: float | None,
+    ) -> asyncio.Future[UpstreamResponse]:
+        parts = [method, b" ", target, self._request_tail, b"%d\r\n" % len(body)]
+        for name, value in headers:
+            parts += (name, b": ", value, b"\r\n")
+        parts.append(b"\r\n")
+        parts.append(body)
+        waiter = conn.begin(method == b"HEAD", timeout)
+        conn.transport.write(b"".join(parts))
+        return waiter
 
     async def close(self) -> None:
         """Close idle connections and refuse requests from now on.

@@ -547,3 +547,88 @@ async def test_a_connection_idle_past_its_age_is_not_reused(
     for i in range(3):
         assert (await pool.request(b"POST", b"/echo", [], b"n%d" % i, 5.0)).body == b"n%d" % i
     assert app_server.connection_count() == 3
+
+
+# -- send: a request without a coroutine, on an idle connection --------------
+
+
+async def test_send_goes_out_on_an_idle_connection_only(
+    app_server: AppServer, pools: list[ConnectionPool]
+) -> None:
+    """With no idle connection ``send`` returns None (the caller connects with ``request``);
+    with one it returns the response's future, and the connection goes back to the pool."""
+    pool = make_pool(pools, app_server.port)
+    assert pool.send(b"POST", b"/echo", [], b"a", 5.0) is None
+    await pool.request(b"POST", b"/echo", [], b"a", 5.0)
+    sent = pool.send(b"POST", b"/echo", [(b"x-custom", b"c")], b"b", 5.0)
+    assert sent is not None
+    resp = await asyncio.wait_for(sent, DEADLINE)
+    assert (resp.status, resp.body) == (201, b"b")
+    assert (b"X-Echo-Custom", b"c") in resp.headers
+    assert pool.idle_count == 1 and app_server.connection_count() == 1
+    await pool.close()
+    assert pool.send(b"POST", b"/echo", [], b"c", 5.0) is None  # closed: request raises
+
+
+def answers_once_then(
+    then: Callable[[asyncio.StreamReader, RawServer], Awaitable[None]],
+) -> Handler:
+    """A handler answering the first request on a connection, then doing ``then``."""
+
+    async def handler(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, state: RawServer
+    ) -> None:
+        await read_request(reader)
+        writer.write(OK)
+        await writer.drain()
+        await read_request(reader)
+        state.requests += 1
+        state.request_seen.set()
+        await then(reader, state)
+
+    return handler
+
+
+async def test_a_sent_request_times_out_as_a_requested_one(pools: list[ConnectionPool]) -> None:
+    """Past its timeout the future fails with a timeout error and the connection is closed."""
+    async with raw_server(answers_once_then(wait_for_eof)) as server:
+        pool = make_pool(pools, server.port)
+        await pool.request(b"GET", b"/", [], b"", 5.0)
+        sent = pool.send(b"GET", b"/", [], b"", 0.2)
+        assert sent is not None
+        with pytest.raises(UpstreamError) as info:
+            await asyncio.wait_for(sent, DEADLINE)
+        assert info.value.kind == "timeout"
+        assert pool.idle_count == 0
+        await wait_until(lambda: server.closed_by_peer == 1)
+
+
+async def test_a_cancelled_send_does_not_leave_its_connection_for_reuse(
+    pools: list[ConnectionPool],
+) -> None:
+    """A future the caller cancelled: the answer that comes later closes its connection."""
+    answer = asyncio.Event()
+
+    async def late(reader: asyncio.StreamReader, state: RawServer) -> None:
+        await answer.wait()
+        writer_of[0].write(OK)
+        await wait_for_eof(reader, state)
+
+    writer_of: list[asyncio.StreamWriter] = []
+
+    async def handler(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, state: RawServer
+    ) -> None:
+        writer_of.append(writer)
+        await answers_once_then(late)(reader, writer, state)
+
+    async with raw_server(handler) as server:
+        pool = make_pool(pools, server.port)
+        await pool.request(b"GET", b"/", [], b"", 5.0)
+        sent = pool.send(b"GET", b"/", [], b"", None)
+        assert sent is not None
+        await asyncio.wait_for(server.request_seen.wait(), DEADLINE)
+        sent.cancel()
+        answer.set()
+        await wait_until(lambda: server.closed_by_peer == 1)
+        assert pool.idle_count == 0

@@ -153,13 +153,35 @@ async def test_a_killed_process_loses_nothing_committed(tmp_path: Path) -> None:
 def test_purge_forgets_old_completed_requests_only(tmp_path: Path) -> None:
     """Purging drops requests completed before the cutoff and keeps unfinished ones."""
     store = QueueStore(tmp_path / "q.db")
-    for name, at in [("old", 10.0), ("new", 500.0)]:
-        store.add(job(name))
-        store.completed(name, Result(200, [], b""), [], at)
-    store.add(job("queued"))
+    for name, created, done in [("old", 5.0, 10.0), ("long", 50.0, 150.0), ("new", 400.0, 500.0)]:
+        store.add(replace(job(name), created_at=created))
+        store.completed(name, Result(200, [], b""), [], done)
+    store.add(replace(job("queued"), created_at=60.0))
     assert store.purge(before=100.0) == 1
     assert store.get("old") is None
     assert store.get("new") is not None and store.get("queued") is not None
+    assert store.get("long") is not None  # created before the cutoff, completed after it
+    store.close()
+
+
+def test_purge_finds_old_rows_among_many_by_rowid(tmp_path: Path) -> None:
+    """Rows created before the cutoff are found by rowid, across gaps left by deletions and
+    a wall clock that stepped back; a row the clock step hid goes at a later purge."""
+    store = QueueStore(tmp_path / "q.db")
+    created = [float(t) for t in range(1000)]
+    created[700] = 10.0  # the clock stepped back for one request
+    for i, at in enumerate(created):
+        store.add(replace(job(f"r{i}"), created_at=at))
+        store.completed(f"r{i}", Result(200, [], b""), [], at + 1.0)
+    for i in range(100, 300):
+        store.withdraw(f"r{i}")  # gaps in the rowids
+    assert store.purge(before=500.0) == 499 - 200
+    assert store.get("r498") is None and store.get("r499") is not None
+    assert store.get("r700") is not None  # behind the boundary: not this time
+    assert store.purge(before=800.0) == 799 - 499
+    assert store.get("r700") is None and store.get("r798") is None
+    assert store.get("r799") is not None  # completed at 800.0: not before it
+    assert store.purge(before=0.5) == 0
     store.close()
 
 
@@ -196,7 +218,7 @@ def test_a_store_without_the_cancel_column_gains_it(tmp_path: Path) -> None:
 
 def test_a_store_with_the_former_full_indexes_moves_to_partial_ones(tmp_path: Path) -> None:
     """Opening a store made with full (app_id, state) and completed_at indexes drops them for
-    the partial ones, which leave completed rows out (or, for completion times, queued ones)."""
+    the partial one of unfinished requests, which leaves completed rows out."""
     old = sqlite3.connect(tmp_path / "q.db")
     old.executescript(
         SCHEMA.split("-- Partial indexes")[0]
@@ -205,14 +227,14 @@ def test_a_store_with_the_former_full_indexes_moves_to_partial_ones(tmp_path: Pa
     )
     old.close()
     store = QueueStore(tmp_path / "q.db")
-    store.add(job("queued"))
-    store.add(job("done"))
+    store.add(replace(job("done"), created_at=5.0))
     store.completed("done", Result(200, [], b""), [], 10.0)
+    store.add(job("queued"))
     store.commit()
     with contextlib.closing(sqlite3.connect(tmp_path / "q.db")) as db:
         names = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
-        assert {"requests_open", "requests_completed"}.isdisjoint(names)
-        assert {"requests_unfinished", "requests_done"} <= names
+        assert {"requests_open", "requests_completed", "requests_done"}.isdisjoint(names)
+        assert "requests_unfinished" in names
         # Each partial index holds only the rows its queries look for.
         (unfinished,) = db.execute(
             "SELECT count(*) FROM requests INDEXED BY requests_unfinished"

@@ -108,14 +108,6 @@ class QueueApi:
                 f"serve now; it runs once a router serving {found.app_id} starts on this data dir"
             )
             return error_reply(503, "app_not_served", detail), request_id
-        logs = _query(call.query).get("logs", "").lower() in _TRUE
-        if call.method == b"GET" and tail == ["status"]:
-            body = await self.status(found, call.base, logs)
-            # From the body: the request may have completed while its logs were fetched.
-            done = body["status"] == State.COMPLETED.value
-            return json_reply(body, 200 if done else 202), request_id
-        if call.method == b"GET" and tail == ["status", "stream"]:
-            return EventStream(request_id, self._events(request_id, call.base, logs))
         if call.method == b"GET" and not tail:
             wait = prefer_wait(call.headers)
             if wait is None:
@@ -127,6 +119,14 @@ class QueueApi:
                 # Not when cut short by a stop: the caller must not ask again at once.
                 reply.headers.append((b"preference-applied", b"wait=%d" % wait))
             return reply, request_id
+        logs = _query(call.query).get("logs", "").lower() in _TRUE
+        if call.method == b"GET" and tail == ["status"]:
+            body = await self.status(found, call.base, logs)
+            # From the body: the request may have completed while its logs were fetched.
+            done = body["status"] == State.COMPLETED.value
+            return json_reply(body, 200 if done else 202), request_id
+        if call.method == b"GET" and tail == ["status", "stream"]:
+            return EventStream(request_id, self._events(request_id, call.base, logs))
         if call.method == b"PUT" and tail == ["cancel"]:
             outcome = self.engine.cancel(request_id)
             code = {"CANCELLATION_REQUESTED": 202, "ALREADY_COMPLETED": 400}.get(outcome, 404)

@@ -577,6 +577,8 @@ class QueueEngine:
 
     def _drop_timers(self, request_id: str) -> None:
         """Cancel the request's start deadline and retry backoff, if armed."""
+        if not (self._expiry or self._backing_off):
+            return  # the common case: nothing armed for anyone
         for timers in (self._expiry, self._backing_off):
             handle = timers.pop(request_id, None)
             if handle is not None:

@@ -16,8 +16,10 @@ RECENT_BYTES = 32 * 1024 * 1024
 
 def record_size(record: Record) -> int:
     """Roughly what ``record`` holds in memory: its result body and its log messages."""
-    size = sum(len(str(e.get("message", ""))) + 64 for e in record.logs)
-    return size + (len(record.result.body) if record.result is not None else 0)
+    size = len(record.result.body) if record.result is not None else 0
+    if record.logs:
+        size += sum(len(str(e.get("message", ""))) + 64 for e in record.logs)
+    return size
 
 
 class RecentRecords:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -12,7 +15,9 @@ import pytest
 from yurt.config import QueueConfig
 from yurt.errors import ConfigError
 from yurt.platform import Platform
+from yurt.queue.engine import QueueEngine
 from yurt.queue.model import Job, Routing
+from yurt.router.pool import ConnectionPool
 
 from queue_apps import NeverReady, Relogged, Retries, Stubborn
 from support import fast_config, served, wait_until
@@ -200,3 +205,101 @@ async def test_earlier_attempts_logs_survive_a_restart(tmp_path: Path) -> None:
         assert "error" not in final
         messages = [entry["message"] for entry in final["logs"]]
         assert "attempt 1" in messages and "attempt 3" in messages
+
+
+@pytest.mark.parametrize("connection", ["idle", "new"])
+async def test_the_store_says_started_before_the_runner_hears_of_a_queued_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, connection: str
+) -> None:
+    """A queued request that starts is committed as started (attempt 1) before its attempt is
+    sent: were the router killed in between, a restart must count that attempt (a request
+    with x-fal-no-retry, say, must not run again)."""
+    seen: dict[str, tuple[str, int] | None] = {}
+    watched: list[str] = []
+    real_send, real_request = ConnectionPool.send, ConnectionPool.request
+
+    def committed(headers: Any) -> None:
+        ids = [v.decode() for k, v in headers if k == b"x-fal-request-id"]
+        if ids and ids[0] in watched:
+            # A connection of its own sees only what was committed.
+            with contextlib.closing(sqlite3.connect(tmp_path / "queue.sqlite3")) as db:
+                seen[ids[0]] = db.execute(
+                    "SELECT state, attempts FROM requests WHERE id = ?", (ids[0],)
+                ).fetchone()
+
+    def send(pool: ConnectionPool, method: bytes, target: bytes, headers: Any, *a: Any) -> Any:
+        if connection == "new":
+            return None
+        committed(headers)
+        return real_send(pool, method, target, headers, *a)
+
+    async def request(
+        pool: ConnectionPool, method: bytes, target: bytes, headers: Any, *a: Any, **kw: Any
+    ) -> Any:
+        committed(headers)
+        return await real_request(pool, method, target, headers, *a, **kw)
+
+    monkeypatch.setattr(ConnectionPool, "send", send)
+    monkeypatch.setattr(ConnectionPool, "request", request)
+    gate = tmp_path / "gate"
+    async with served(Retries, tmp_path) as app:
+        first = await app.submit(json={"journal": str(tmp_path / "j"), "gate": str(gate)})
+
+        async def running() -> bool:
+            return (await app.status(first))[1]["status"] == "IN_PROGRESS"
+
+        await wait_until(running, what="the first request to start")
+        second = await app.submit(json={"journal": str(tmp_path / "j"), "key": "second"})
+        assert (await app.status(second))[1]["status"] == "IN_QUEUE"  # the only slot is taken
+        watched.append(second["request_id"])
+        gate.touch()
+        await app.completed(second)
+    assert seen == {second["request_id"]: ("IN_PROGRESS", 1)}
+
+
+@pytest.mark.parametrize("meanwhile", ["cancel", "stop"])
+async def test_a_request_cancelled_or_stopped_between_its_start_and_its_send(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, meanwhile: str
+) -> None:
+    """Between a queued request's start (committed) and its send, a cancel completes it 499
+    and a stop leaves it to the next router; either way the runner never hears of it then."""
+    data, log, gate = tmp_path / "data", tmp_path / "j", tmp_path / "gate"
+    watched: list[str] = []
+    real = QueueEngine._launch_started
+
+    def launch(engine: QueueEngine, route: Any, job: Job, slot: Any) -> None:
+        if job.id in watched:
+            if meanwhile == "cancel":
+                assert engine.cancel(job.id) == "CANCELLATION_REQUESTED"
+            else:
+                engine.backlogs[job.app_id].close()
+        real(engine, route, job, slot)
+
+    monkeypatch.setattr(QueueEngine, "_launch_started", launch)
+    async with served(Retries, data) as app:
+        first = await app.submit(json={"journal": str(log), "key": "first", "gate": str(gate)})
+
+        async def running() -> bool:
+            return (await app.status(first))[1]["status"] == "IN_PROGRESS"
+
+        await wait_until(running, what="the first request to start")
+        second = await app.submit(json={"journal": str(log), "key": "second"})
+        watched.append(second["request_id"])
+        gate.touch()
+        await app.completed(first)
+        if meanwhile == "cancel":
+            final = await app.completed(second)
+            assert final["error_type"] == "client_cancelled"
+        else:
+            slots = app.platform.router.routes[app.app_id].slots.values()
+            await wait_until(
+                lambda: all(slot.in_flight == 0 for slot in slots), what="the slot given back"
+            )
+    assert "second" not in journal_keys(log)
+    if meanwhile == "stop":
+        watched.clear()
+        async with served(Retries, data) as app:
+            path = urlsplit(second["status_url"]).path
+            final = await app.completed({**second, "status_url": app.platform.url + path})
+            assert final["status"] == "COMPLETED" and "error" not in final
+        assert journal_keys(log).count("second") == 1

@@ -373,9 +373,21 @@ class QueueEngine:
 
     def _start(self, route: AppRoute, job: Job, slot: Slot) -> None:
         self._begin(job, slot)
-        # Written before the call goes out: the commit runs before the attempt's first step.
         self._record("started", job.id, lambda: self.store.started(job))
-        self._launch(route, job, slot)
+        # The store must say started before the runner hears of it: the commit was scheduled
+        # (call_soon) by this transaction's first write, so it runs before the launch.
+        self.loop.call_soon(self._launch_started, route, job, slot)
+
+    def _launch_started(self, route: AppRoute, job: Job, slot: Slot) -> None:
+        if self.backlogs[job.app_id].closed:
+            # The router began to stop meanwhile: as an attempt cut short, it runs again after
+            # a restart if it may (the store says IN_PROGRESS).
+            route.release(slot)
+        elif job.cancel_requested:  # cancelled meanwhile: the runner never hears of it
+            route.release(slot)
+            self._complete(job, cancelled(job.id))
+        else:
+            self._launch(route, job, slot)
 
     def _begin(self, job: Job, slot: Slot) -> None:
         """``job`` starts on ``slot``: its state in memory."""

@@ -22,10 +22,11 @@ def settle(young_threshold: int = YOUNG_THRESHOLD) -> None:
     """Call once startup is done: what is alive now is frozen out of collections
     (``gc.freeze``), and the youngest generation is collected less often.
 
-    Reference cycles made from here on are still collected. This changes the whole process, so
+    Reference cycles made from here on are still collected. There is no collection first: in a
+    runner that would add its length (16 ms with nothing loaded, far more with a model) to
+    every cold start, to free the few cycles startup left. This changes the whole process, so
     only the process's own entry point calls it (``yurt run``, ``yurt server``, a runner).
     """
-    gc.collect()
     gc.freeze()
     young, middle, old = gc.get_threshold()
     if young:  # 0: collection is disabled, and stays so

@@ -15,12 +15,13 @@ import pytest
 from yurt.config import QueueConfig
 from yurt.errors import ConfigError
 from yurt.platform import Platform
+from yurt.queue import engine as engine_module
 from yurt.queue.engine import QueueEngine
 from yurt.queue.model import Job, Routing
 from yurt.router.pool import ConnectionPool
 
-from queue_apps import NeverReady, Relogged, Retries, Stubborn
-from support import fast_config, served, wait_until
+from queue_apps import NeverReady, Relogged, Retries, Stubborn, TwoRunners
+from support import Served, fast_config, served, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -303,3 +304,94 @@ async def test_a_request_cancelled_or_stopped_between_its_start_and_its_send(
             final = await app.completed({**second, "status_url": app.platform.url + path})
             assert final["status"] == "COMPLETED" and "error" not in final
         assert journal_keys(log).count("second") == 1
+
+
+async def test_a_stop_waits_for_the_log_fetch_an_answer_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An answer that comes in during the stop's grace period may start fetching the
+    request's logs; the stop waits for that too, and the request is stored completed (it would
+    otherwise run again after a restart)."""
+    fetching = asyncio.Event()
+    real = engine_module.fetch_logs
+
+    async def slow_fetch(*args: Any, **kw: Any) -> Any:
+        fetching.set()
+        await asyncio.sleep(0.5)
+        return await real(*args, **kw)
+
+    monkeypatch.setattr(engine_module, "fetch_logs", slow_fetch)
+    log, opened, gate = tmp_path / "j", tmp_path / "open", tmp_path / "gate"
+    log.write_text("a 0\nb 0\n")  # Relogged answers 504 to a first attempt: these are later
+    opened.touch()
+    platform = Platform(fast_config(tmp_path / "data"))
+    await platform.start()
+    try:
+        app_id = await platform.add_app(Relogged)
+        async with aiohttp.ClientSession() as session:
+            app = Served(platform, app_id, session)
+            # The first request opens the connection the second finds idle (no task of its own).
+            first = await app.submit(json={"journal": str(log), "key": "a", "gate": str(opened)})
+            await app.completed(first)
+            sub = await app.submit(json={"journal": str(log), "key": "b", "gate": str(gate)})
+
+            async def running() -> bool:
+                return (await app.status(sub))[1]["status"] == "IN_PROGRESS"
+
+            await wait_until(running, what="the request to start")
+            fetching.clear()
+            stopping = asyncio.create_task(platform.stop(grace=10.0))
+            assert platform.router.queue_api is not None
+            await wait_until(lambda: platform.router.queue_api.closing, what="the stop to begin")
+            gate.touch()  # the answer comes in the grace period, with logs to fetch
+            await asyncio.wait_for(fetching.wait(), 60)
+            await stopping
+    finally:
+        await platform.stop()
+    with contextlib.closing(sqlite3.connect(tmp_path / "data" / "queue.sqlite3")) as db:
+        (state,) = db.execute(
+            "SELECT state FROM requests WHERE id = ?", (sub["request_id"],)
+        ).fetchone()
+    assert state == "COMPLETED"
+
+
+async def test_a_request_whose_runner_is_retired_before_its_send_goes_to_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A queued request's runner retired between its start and its send (another answer asked
+    for it to stop): the request goes back to the head of the queue, its attempt uncounted,
+    and runs on the next free runner."""
+    log = tmp_path / "j"
+    gates = {key: tmp_path / f"gate-{key}" for key in ("first", "second")}
+    watched: list[str] = []
+    real = QueueEngine._launch_started
+
+    def launch(engine: QueueEngine, route: Any, job: Job, slot: Any) -> None:
+        if job.id in watched:
+            watched.clear()
+            slot.retired = True  # as terminate_slot leaves it
+        real(engine, route, job, slot)
+
+    monkeypatch.setattr(QueueEngine, "_launch_started", launch)
+    async with served(TwoRunners, tmp_path) as app:
+        held = {}
+        for key, gate in gates.items():
+            held[key] = await app.submit(json={"journal": str(log), "key": key, "gate": str(gate)})
+        for sub in held.values():
+
+            async def running(sub: dict[str, Any] = sub) -> bool:
+                return (await app.status(sub))[1]["status"] == "IN_PROGRESS"
+
+            await wait_until(running, what="both runners to be busy")
+        third = await app.submit(json={"journal": str(log), "key": "third", "fail_times": 0})
+        watched.append(third["request_id"])
+        gates["first"].touch()  # its runner takes the third request, and is retired at once
+        await app.completed(held["first"])
+        assert (await app.status(third))[1]["status"] == "IN_QUEUE"
+        gates["second"].touch()
+        await app.completed(third)
+        code, body, _ = await app.result(third)
+    pids = {key: pid for key, pid in (line.split() for line in log.read_text().splitlines())}
+    assert code == 200, body
+    assert body["attempt"] == 1  # one attempt, on the second's runner
+    assert pids["third"] == pids["second"] != pids["first"]

@@ -162,8 +162,11 @@ class QueueEngine:
             for handle in timers.values():
                 handle.cancel()
         self.close()
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=grace)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        # Again while grace is left: an answer that came in may have started a log fetch.
+        while self._tasks and (left := deadline - loop.time()) > 0:
+            await asyncio.wait(list(self._tasks), timeout=left)
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -241,8 +244,7 @@ class QueueEngine:
             # Its runner left, or the router stops, while the record was written: queued
             # instead, in the store too (its attempts and its start deadline are intact).
             route.release(slot)
-            job.state, job.attempts, job.started_at, job.runner_id = State.IN_QUEUE, 0, None, None
-            self._record("unstarted", job.id, lambda: self.store.started(job))
+            self._unstart(job)
         backlog.push(job)
         self._arm_deadline(job)
         route.serve_backlog()
@@ -346,9 +348,8 @@ class QueueEngine:
         start_by = job.start_by
         if start_by is None or job.attempts:
             return
-        loop = asyncio.get_running_loop()
         delay = max(0.0, start_by - self._wall())
-        self._expiry[job.id] = loop.call_later(delay, self._expire, job)
+        self._expiry[job.id] = self.loop.call_later(delay, self._expire, job)
 
     def _expire(self, job: Job) -> None:
         self._expiry.pop(job.id, None)
@@ -379,15 +380,30 @@ class QueueEngine:
         self.loop.call_soon(self._launch_started, route, job, slot)
 
     def _launch_started(self, route: AppRoute, job: Job, slot: Slot) -> None:
-        if self.backlogs[job.app_id].closed:
+        backlog = self.backlogs[job.app_id]
+        if backlog.closed:
             # The router began to stop meanwhile: as an attempt cut short, it runs again after
             # a restart if it may (the store says IN_PROGRESS).
             route.release(slot)
         elif job.cancel_requested:  # cancelled meanwhile: the runner never hears of it
             route.release(slot)
             self._complete(job, cancelled(job.id))
+        elif slot.retired:
+            # Its runner is being stopped (another answer said so meanwhile): the attempt never
+            # began, and the request goes back to the head of the queue.
+            route.release(slot)
+            self._unstart(job)
+            backlog.push(job, front=True)
+            self._arm_deadline(job)
+            route.serve_backlog()
         else:
             self._launch(route, job, slot)
+
+    def _unstart(self, job: Job) -> None:
+        """Undo ``_begin`` for an attempt that was never sent, in the store too."""
+        job.state, job.attempts = State.IN_QUEUE, job.attempts - 1
+        job.started_at, job.runner_id = None, None
+        self._record("unstarted", job.id, lambda: self.store.started(job))
 
     def _begin(self, job: Job, slot: Slot) -> None:
         """``job`` starts on ``slot``: its state in memory."""
@@ -457,6 +473,9 @@ class QueueEngine:
         except asyncio.CancelledError:
             route.release(slot)  # router stopping: the store still says IN_PROGRESS
             raise
+        except Exception:
+            self._conclude(route, job, slot, *self._mishandled(job))
+            return
         self._conclude(route, job, slot, verdict, result, logs, cancelled_first)
 
     async def _attempt(
@@ -562,9 +581,7 @@ class QueueEngine:
                 # burn every attempt in milliseconds on what is likely a passing condition.
                 delay = self._backoff(job.attempts)
                 job.not_before = time.monotonic() + delay
-                self._backing_off[job.id] = asyncio.get_running_loop().call_later(
-                    delay, self._retry_due, route, job
-                )
+                self._backing_off[job.id] = self.loop.call_later(delay, self._retry_due, route, job)
             self.backlogs[job.app_id].push(job, front=True)
             self._notify(job.id)
             route.serve_backlog()

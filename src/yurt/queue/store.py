@@ -383,10 +383,14 @@ class QueueStore:
         found = None
         while lo is not None and lo <= hi:
             mid = (lo + hi) // 2
-            rowid, created_at = self._db.execute(
+            row = self._db.execute(
                 "SELECT rowid, created_at FROM requests WHERE rowid >= ? ORDER BY rowid LIMIT 1",
                 (mid,),
             ).fetchone()
+            if row is None:  # none left at or past ``mid`` (only if rows went meanwhile)
+                hi = mid - 1
+                continue
+            rowid, created_at = row
             if created_at < before:
                 found, lo = rowid, rowid + 1
             else:

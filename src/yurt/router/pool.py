@@ -273,6 +273,11 @@ class _Connection(asyncio.Protocol):
             self._disarm()
             self.transport.abort()
 
+    def abandon_if_cancelled(self, waiter: asyncio.Future[UpstreamResponse]) -> None:
+        """``abandon``, for a caller that cancelled ``waiter`` (a done callback)."""
+        if waiter.cancelled():
+            self.abandon(waiter)
+
     def close_and_wait(self) -> asyncio.Future[None]:
         """Close the connection; the future resolves once it is fully closed."""
         waiter: asyncio.Future[None] = self.loop.create_future()
@@ -371,14 +376,17 @@ class ConnectionPool:
         (failed with the ``UpstreamError`` that ``request`` would raise), or None when there is
         no idle connection (or the pool is closed): then call ``request``.
 
-        A caller that gives up cancels the future; the connection is then not reused.
+        A caller that gives up cancels the future; that closes the connection, as ``request``
+        does when cancelled.
         """
         if self._closed:
             return None
         conn = self._take_idle()
         if conn is None:
             return None
-        return self._send(conn, method, target, headers, body, timeout)
+        waiter = self._send(conn, method, target, headers, body, timeout)
+        waiter.add_done_callback(conn.abandon_if_cancelled)
+        return waiter
 
     def _send(
         self,

@@ -219,11 +219,14 @@ def test_a_store_without_the_cancel_column_gains_it(tmp_path: Path) -> None:
 def test_a_store_with_the_former_full_indexes_moves_to_partial_ones(tmp_path: Path) -> None:
     """Opening a store made with full (app_id, state) and completed_at indexes drops them for
     the partial one of unfinished requests, which leaves completed rows out."""
+    tables, marker, _ = SCHEMA.partition("-- A partial index")
+    assert marker  # the tables alone, as before any index
     old = sqlite3.connect(tmp_path / "q.db")
     old.executescript(
-        SCHEMA.split("-- Partial indexes")[0]
+        tables
         + "CREATE INDEX requests_open ON requests (app_id, state);"
         + "CREATE INDEX requests_completed ON requests (completed_at);"
+        + "CREATE INDEX requests_done ON requests (completed_at) WHERE completed_at IS NOT NULL;"
     )
     old.close()
     store = QueueStore(tmp_path / "q.db")

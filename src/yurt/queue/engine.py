@@ -490,14 +490,16 @@ class QueueEngine:
             except UpstreamError as exc:
                 outcome = exc
             verdict, result, cancelled_first, has_logs = self._judge(job, slot, outcome, t0)
-            logs = await fetch_logs(slot, job.id, forget=True) if has_logs else []
         except asyncio.CancelledError:
             route.release(slot)  # router stopping: the store still says IN_PROGRESS
             raise
         except Exception:
             self._conclude(route, job, slot, *self._mishandled(job))
             return
-        self._conclude(route, job, slot, verdict, result, logs, cancelled_first)
+        if has_logs:
+            await self._with_logs(route, job, slot, verdict, result, cancelled_first)
+        else:
+            self._conclude(route, job, slot, verdict, result, [], cancelled_first)
 
     def _judge(
         self, job: Job, slot: Slot, outcome: UpstreamResponse | UpstreamError, t0: float

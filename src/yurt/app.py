@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import difflib
 import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -111,6 +112,13 @@ def endpoint(
     The runner also answers ``POST {path}/cancel`` (``/cancel`` for ``/``) to cancel a request
     in flight, unless the App declares an endpoint at that very path: then the App's wins.
     """
+    if callable(path):
+        # ``@yurt.endpoint`` without ``(...)`` hands the method itself over as the path.
+        name = getattr(path, "__name__", repr(path))
+        raise AppDefinitionError(
+            f"@yurt.endpoint on {name!r} has no parentheses; an endpoint needs its path: "
+            f"write @yurt.endpoint('/') (or another path starting with '/') above {name}"
+        )
     if not isinstance(path, str) or not path.startswith("/"):
         raise AppDefinitionError(f"endpoint path {path!r} must be a string starting with '/'")
     normalized = "/" + path.strip("/") if path != "/" else "/"
@@ -124,9 +132,24 @@ def endpoint(
     return mark
 
 
-def kebab_case(name: str) -> str:
-    """``MyGoodApp`` -> ``my-good-app`` (the default app_name)."""
-    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "-", name).lower()
+# fal's rule for the default app name (``fal.app._to_fal_app_name``), matched exactly so that
+# a fal App keeps its URL here: each capital starts a word, and only letters count.
+_NAME_PART = re.compile(r"[A-Z][a-z]*")
+
+
+def default_app_name(class_name: str) -> str:
+    """The app_name of a class that sets none, as fal derives it.
+
+    ``MyGoodApp`` -> ``my-good-app``, ``BiRefNetRMBG`` -> ``bi-ref-net-r-m-b-g`` (each capital
+    is a word), ``Model2Text`` -> ``model-text`` (digits and lowercase prefixes drop out);
+    a name without capitals: ``my_model`` -> ``my-model``, ``echo`` -> ``echo``.
+    """
+    parts = _NAME_PART.findall(class_name)
+    if parts:
+        return "-".join(part.lower() for part in parts)
+    if "_" in class_name:
+        return "-".join(part.lower() for part in class_name.split("_") if part)
+    return class_name.lower()
 
 
 class App:
@@ -150,15 +173,19 @@ class App:
     skip_retry_conditions: ClassVar[list[str] | None] = None
 
     def __init_subclass__(cls, **settings: Any) -> None:
+        # fal's spelling of the app name as a class keyword: ``class A(App, name="a")``.
+        name = settings.pop("name", None)
         unknown = sorted(set(settings) - set(SETTINGS))
         if unknown:
             raise AppDefinitionError(
-                f"{cls.__name__}: unknown App setting(s) {unknown}; "
+                f"{cls.__name__}: unknown App setting(s) {unknown}{_suggest(unknown)}; "
                 f"known settings are {sorted(SETTINGS)}"
             )
         super().__init_subclass__()
         if _unpickling.get():
             return
+        if name is not None:
+            settings["app_name"] = _keyword_name(cls, name)
         if "__init__" in cls.__dict__:
             raise AppDefinitionError(
                 f"{cls.__name__} overrides __init__; App classes must not: "
@@ -190,6 +217,30 @@ class App:
     def current_request(self) -> RequestContext | None:
         """The request being served by the calling endpoint; None outside a request."""
         return CURRENT_REQUEST.get()
+
+
+def _keyword_name(cls: type, name: object) -> object:
+    own = cls.__dict__.get("app_name")
+    if own is not None and own != name:
+        raise AppDefinitionError(
+            f"{cls.__name__}: name={name!r} and app_name = {own!r} disagree; "
+            "give the app name once, as name=... or as app_name"
+        )
+    return name
+
+
+def _suggest(names: list[str]) -> str:
+    close = {n: near_setting(n) for n in names}
+    hints = [f"{n!r} -> {s!r}" for n, s in close.items() if s is not None]
+    return f" (did you mean {', '.join(hints)}?)" if hints else ""
+
+
+def near_setting(name: str) -> str | None:
+    """The App setting ``name`` is probably a misspelling of, or None."""
+    if name in SETTINGS:
+        return None
+    close = difflib.get_close_matches(name, SETTINGS, n=1, cutoff=0.8)
+    return close[0] if close else None
 
 
 # Every setting an App may carry, with its default: read off the class above, so the two

@@ -10,6 +10,11 @@ reports (nomad-device-nvidia's ``${device.model}``)::
     NVIDIA A100-SXM4-80GB    NVIDIA A100 80GB PCIe
     NVIDIA H100 80GB HBM3    NVIDIA H100 PCIe         NVIDIA H100 NVL
     NVIDIA H200              NVIDIA H200 NVL          NVIDIA B200
+    NVIDIA L40               NVIDIA L40S              NVIDIA RTX A6000
+    NVIDIA GeForce RTX 4090  NVIDIA GeForce RTX 5090  Tesla T4
+
+Every machine type fal documents is here under fal's name (its CPU sizes ``XS`` to ``XL``, sized
+as fal sizes them, and its GPU types), so a fal App's ``machine_type`` means something here too.
 """
 
 from __future__ import annotations
@@ -53,6 +58,17 @@ def _gib(n: int) -> int:
     return n * MIB_PER_GIB
 
 
+def _cpu(name: str, cores: float, memory_mb: int) -> MachineType:
+    # Nomad reserves CPU in MHz; a core counts as 1000 MHz, as the "CPU" type's one core does.
+    return MachineType(name=name, gpu=False, cpu_mhz=int(cores * 1000), memory_mb=memory_mb)
+
+
+def _gpu(name: str, pattern: str, memory_mb: int) -> MachineType:
+    # The model name alone fixes these cards' memory, so no memory class is needed. Runner
+    # memory as for the types above, not fal's whole-machine RAM: [machines] raises it.
+    return MachineType(name=name, gpu=True, gpu_model_pattern=pattern, memory_mb=memory_mb)
+
+
 # Memory classes sit a little under each card's nominal size, because NVML reports less than
 # the marketing figure: an H100 80GB has 81559 MiB, which is under 80 GiB (81920 MiB); an H200
 # 143771 MiB (140.4 GiB); a B200 183359 MiB (179.06 GiB). The A100 class takes the 40 GB cards
@@ -61,6 +77,18 @@ CATALOG: dict[str, MachineType] = {
     m.name: m
     for m in (
         MachineType(name="CPU", gpu=False, cpu_mhz=1000, memory_mb=2048),
+        # fal's CPU sizes (docs.fal.ai, "Machine Types"): cores and RAM as fal gives them.
+        _cpu("XS", 0.5, 512),
+        _cpu("S", 1, 1024),
+        _cpu("M", 2, 2048),
+        _cpu("L", 4, 15 * 1024),
+        _cpu("XL", 8, 30 * 1024),
+        # fal's other GPU types. "GPU-L40" links to the L40S on fal's page: both cards qualify.
+        _gpu("GPU-A6000", r"\bA6000\b", 16384),
+        _gpu("GPU-L40", r"\bL40", 32768),
+        _gpu("GPU-RTX4090", r"\b4090\b", 32768),
+        _gpu("GPU-RTX5090", r"\b5090\b", 32768),
+        _gpu("GPU-T4", r"\bT4\b", 16384),
         MachineType(
             name="GPU-A100",
             gpu=True,
@@ -91,6 +119,10 @@ CATALOG: dict[str, MachineType] = {
         ),
     )
 }
+
+
+# Names fal used to document for a type now spelled otherwise: "GPU" was an A100 (40GB).
+ALIASES: dict[str, str] = {"GPU": "GPU-A100"}
 
 
 def known_machine_types() -> list[str]:

@@ -15,9 +15,17 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from yurt.app import ENDPOINT_ATTR, SETTINGS, App, EndpointMarker, HealthCheck, kebab_case
+from yurt.app import (
+    ENDPOINT_ATTR,
+    SETTINGS,
+    App,
+    EndpointMarker,
+    HealthCheck,
+    default_app_name,
+    near_setting,
+)
 from yurt.errors import AppDefinitionError
-from yurt.machines import CATALOG, known_machine_types
+from yurt.machines import ALIASES, CATALOG, known_machine_types
 
 RetryCondition = Literal["timeout", "server_error", "connection_error"]
 RETRY_CONDITIONS: tuple[str, ...] = typing.get_args(RetryCondition)
@@ -101,6 +109,7 @@ def find_endpoints(cls: type) -> dict[str, tuple[str, EndpointMarker]]:
 def build_spec(cls: type[App]) -> AppSpec:
     """Validate an App class and describe it. Pure."""
     name = cls.__name__
+    _check_near_settings(cls)
     values = {key: getattr(cls, key, default) for key, default in SETTINGS.items()}
     machine_types = _machine_types(name, values["machine_type"])
     endpoints = [_endpoint_spec(cls, path, m, mk) for path, (m, mk) in find_endpoints(cls).items()]
@@ -113,7 +122,7 @@ def build_spec(cls: type[App]) -> AppSpec:
         raise AppDefinitionError(
             f"{name}: endpoints {health} each declare a health_check; keep it on one endpoint"
         )
-    app_name = kebab_case(name) if values["app_name"] is None else values["app_name"]
+    app_name = default_app_name(name) if values["app_name"] is None else values["app_name"]
     if not isinstance(app_name, str) or not _is_url_segment(app_name):
         raise AppDefinitionError(
             f"{name}: app_name {app_name!r} must be a non-empty URL segment of letters, digits, "
@@ -137,6 +146,30 @@ def build_spec(cls: type[App]) -> AppSpec:
     )
 
 
+def _check_near_settings(cls: type) -> None:
+    """Refuse a class attribute one typo away from a setting (``keep_alvie = 10``).
+
+    Such an attribute would otherwise be ignored in silence and the setting keep its default.
+    Methods, descriptors and private names are the class's own business and are left alone.
+    """
+    for klass in cls.__mro__:
+        if klass is App or not (isinstance(klass, type) and issubclass(klass, App)):
+            continue
+        for attr, value in vars(klass).items():
+            if attr.startswith("_") or callable(value) or isinstance(value, _DESCRIPTORS):
+                continue
+            setting = near_setting(attr)
+            if setting is not None:
+                raise AppDefinitionError(
+                    f"{cls.__name__}: class attribute {attr!r} is not an App setting; did you "
+                    f"mean {setting!r}? Rename it to {setting}, or to a name that is not this "
+                    "close to a setting if it is your own attribute"
+                )
+
+
+_DESCRIPTORS = (classmethod, staticmethod, property)
+
+
 def _is_url_segment(value: str) -> bool:
     # "." and ".." are dot-segments: URL clients resolve them away (RFC 3986 section 5.2.4).
     return (
@@ -153,10 +186,13 @@ def _machine_types(name: str, value: object) -> list[str]:
         raise AppDefinitionError(
             f"{name}: machine_type {value!r} must be a name or a non-empty list of names"
         )
+    types = [ALIASES.get(t, t) if isinstance(t, str) else t for t in types]
     for t in types:
         if t not in CATALOG:
             raise AppDefinitionError(
-                f"{name}: unknown machine_type {t!r}; use one of {known_machine_types()}"
+                f"{name}: unknown machine_type {t!r}; use one of {known_machine_types()} "
+                "(fal's names included). A server operator tunes a type's GPU model pattern, "
+                "memory and CPU in the [machines] section of the server config"
             )
     kinds = {CATALOG[t].gpu for t in types}
     if len(kinds) > 1:

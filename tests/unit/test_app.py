@@ -11,7 +11,7 @@ import pytest
 from pydantic import BaseModel, Field, ValidationError
 
 import yurt
-from yurt.app import SETTINGS, kebab_case, unpickling_apps
+from yurt.app import SETTINGS, default_app_name, unpickling_apps
 from yurt.machines import known_machine_types
 
 
@@ -168,12 +168,49 @@ def test_unknown_class_keyword_is_refused() -> None:
     message = str(info.value)
     assert "['colour', 'keepalive']" in message
     assert str(sorted(SETTINGS)) in message
+    assert "'keepalive' -> 'keep_alive'" in message
 
 
-def test_unknown_class_attribute_is_ignored() -> None:
-    """Class attributes that are not settings are the user's own and are left alone."""
-    cls = make_app({"model_path": "/models/x"})
-    assert cls.model_path == "/models/x"  # type: ignore[attr-defined]
+@pytest.mark.parametrize(
+    "attrs",
+    [
+        {"model_path": "/models/x"},
+        {"model_id": "org/model"},
+        {"timeout": 5},
+        {"_keep_alvie": 1},  # private names are the class's own
+        {"keep_alives": lambda self: 1},  # a method, however named
+        {"num_gpu": property(lambda self: 1)},
+    ],
+)
+def test_unknown_class_attribute_is_left_alone(attrs: dict[str, Any]) -> None:
+    """Class attributes that are not settings, nor one typo from one, are the user's own."""
+    cls = make_app(attrs)
+    assert all(key in vars(cls) for key in attrs)
+
+
+@pytest.mark.parametrize(
+    ("attr", "setting"),
+    [
+        ("keep_alvie", "keep_alive"),
+        ("keepalive", "keep_alive"),
+        ("num_gpu", "num_gpus"),
+        ("requirement", "requirements"),
+        ("max_concurrent", "max_concurrency"),
+        ("machine_types", "machine_type"),
+    ],
+)
+def test_near_miss_setting_attribute_is_refused(attr: str, setting: str) -> None:
+    """A class attribute one typo from a setting fails at class creation, naming the setting."""
+    with pytest.raises(yurt.AppDefinitionError, match=rf"'{attr}'.*did you mean '{setting}'"):
+        make_app({attr: 10})
+
+
+def test_near_miss_setting_in_a_base_class_is_refused() -> None:
+    """A misspelt setting inherited from a base App is caught in the subclass too."""
+    with unpickling_apps():  # a base that skipped its own check, as a payload's classes do
+        base = make_app({"keep_alvie": 10}, name="Base")
+    with pytest.raises(yurt.AppDefinitionError, match="did you mean 'keep_alive'"):
+        make_app(name="Child", base=base)
 
 
 # -- endpoints that refuse the class ---------------------------------------------------------
@@ -269,6 +306,19 @@ def test_bad_endpoints_fail_at_class_creation(
         make_app(make_endpoints())
     for fragment in fragments:
         assert fragment in str(info.value)
+
+
+def test_endpoint_without_parentheses_says_so() -> None:
+    """``@yurt.endpoint`` used bare on a method fails at class creation naming the fix."""
+
+    def body() -> None:
+        class Bare(yurt.App):
+            @yurt.endpoint  # type: ignore[arg-type]
+            def run(self, req: In) -> Out:
+                return Out(text=req.text)
+
+    with pytest.raises(yurt.AppDefinitionError, match=r"'run' has no parentheses.*endpoint\('/'\)"):
+        body()
 
 
 @pytest.mark.parametrize(
@@ -392,17 +442,39 @@ def test_explicit_num_gpus_on_gpu_machine(machine: str | list[str]) -> None:
     ("class_name", "app_name"),
     [
         ("MyGoodApp", "my-good-app"),
-        ("HTTPServer", "http-server"),
+        ("BiRefNetRMBG", "bi-ref-net-r-m-b-g"),
+        ("HTTPServer", "h-t-t-p-server"),
+        ("ONNXModel", "o-n-n-x-model"),
         ("Echo", "echo"),
-        ("XMLHttpApp", "xml-http-app"),
-        ("Model2Text", "model2-text"),
+        ("SlowSetup", "slow-setup"),
+        ("Model2Text", "model-text"),
+        ("GreeterV1", "greeter-v"),
         ("lower", "lower"),
+        ("mock_model", "mock-model"),
+        ("myApp", "app"),
     ],
 )
-def test_app_name_defaults_to_kebab_case(class_name: str, app_name: str) -> None:
-    """app_name defaults to the kebab-case of the class name."""
-    assert kebab_case(class_name) == app_name
+def test_app_name_defaults_to_fals_name(class_name: str, app_name: str) -> None:
+    """app_name defaults to the name fal derives from the class name, so fal's URLs work."""
+    assert default_app_name(class_name) == app_name
     assert yurt.build_spec(make_app(name=class_name)).app_name == app_name
+
+
+def test_name_class_keyword_sets_app_name() -> None:
+    """fal's ``class A(App, name="...")`` names the app."""
+    cls = types.new_class(
+        "Echo", (yurt.App,), {"name": "my-echo"}, lambda ns: ns.update(run=ep("/"))
+    )
+    assert cls.app_name == "my-echo"
+    assert yurt.build_spec(cls).app_name == "my-echo"
+
+
+def test_name_keyword_and_other_app_name_are_refused() -> None:
+    """``name=`` and a different ``app_name`` attribute on one class is a mistake, not a choice."""
+    with pytest.raises(yurt.AppDefinitionError, match=r"'a'.*'b' disagree"):
+        types.new_class(
+            "Echo", (yurt.App,), {"name": "a"}, lambda ns: ns.update(run=ep("/"), app_name="b")
+        )
 
 
 @pytest.mark.parametrize("app_name", ["echo", "Echo_2", "my.app", "a-b"])

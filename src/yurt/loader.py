@@ -19,7 +19,9 @@ def load_app(target: str) -> type[App]:
     if not path.is_file():
         raise AppDefinitionError(f"{target}: no such file {file!r}; use FILE.py::ClassName")
     module_name = "yurt_app_" + re.sub(r"\W", "_", path.stem)
-    spec = importlib.util.spec_from_file_location(module_name, path)
+    # The absolute path becomes the code's file name: tracebacks name it wherever they are
+    # shown, and the payload (and its digest) is the same from any working directory.
+    spec = importlib.util.spec_from_file_location(module_name, path.resolve())
     if spec is None or spec.loader is None:
         raise AppDefinitionError(f"{target}: {file!r} is not an importable Python file")
     module = importlib.util.module_from_spec(spec)

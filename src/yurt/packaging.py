@@ -3,15 +3,28 @@
 Layout: ``MAGIC``, one line of JSON (the header), then the cloudpickle bytes. The header is
 readable without unpickling anything, so a runner can refuse a payload from another Python
 before executing a byte of it.
+
+The pickle holds ``(App class, {file name: source})``: code objects keep their real file name
+and the sources of the by-value modules travel along, so that a traceback on a runner shows
+the user's file, line and text.
+
+``sha256`` names the code, not the bytes: it is the digest of the App's source files, its spec
+and the versions that packed it, so the same code gives the same digest in any process and an
+unchanged ``yurt deploy`` is "unchanged" (cloudpickle's bytes differ from process to process:
+random class ids, pydantic schema refs holding ``id()``). ``blob_sha256`` guards the bytes.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import linecache
 import site
 import sys
+import types
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -32,6 +45,7 @@ class PayloadHeader(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     sha256: str
+    blob_sha256: str | None = None  # None: a payload from before, whose sha256 is the blob's
     yurt: str
     python: str
     cloudpickle: str
@@ -52,22 +66,93 @@ def python_version() -> str:
 def pack(cls: type[App]) -> bytes:
     """Pickle an App class; its module, and modules beside it, travel by value."""
     modules = by_value_modules(cls)
+    sources = module_sources([*modules, sys.modules.get(cls.__module__)])
     for module in modules:
         cloudpickle.register_pickle_by_value(module)
     try:
-        blob: bytes = cloudpickle.dumps(cls, protocol=5)
+        buffer = io.BytesIO()
+        _Pickler(buffer, protocol=5).dump((cls, sources))
     finally:
         for module in modules:
             cloudpickle.unregister_pickle_by_value(module)
+    blob = buffer.getvalue()
+    versions = {
+        "yurt": __version__,
+        "python": python_version(),
+        "cloudpickle": cloudpickle.__version__,
+    }
     header = PayloadHeader(
-        sha256=hashlib.sha256(blob).hexdigest(),
-        yurt=__version__,
-        python=python_version(),
-        cloudpickle=cloudpickle.__version__,
+        sha256=code_digest(cls, modules, sources, versions) or hashlib.sha256(blob).hexdigest(),
+        blob_sha256=hashlib.sha256(blob).hexdigest(),
         class_name=cls.__qualname__,
         module=cls.__module__,
+        **versions,
     )
     return MAGIC + header.model_dump_json().encode() + b"\n" + blob
+
+
+def code_digest(
+    cls: type[App], modules: list[ModuleType], sources: Mapping[str, str], versions: dict[str, str]
+) -> str | None:
+    """The digest of what defines ``cls``: its files' sources, its spec, and the versions.
+
+    None when some of its code has no source file here (a class typed into a REPL): only the
+    pickle's bytes describe it then.
+    """
+    from yurt.spec import build_spec
+
+    home = sys.modules.get(cls.__module__)
+    files = [getattr(m, "__file__", None) for m in [*modules, home]]
+    if not all(isinstance(f, str) and f in sources for f in files):
+        return None
+    canonical = {
+        "class": cls.__qualname__,
+        "module": cls.__module__,
+        "sources": dict(sources),
+        "spec": build_spec(cls).model_dump(mode="json"),
+        **versions,
+    }
+    return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
+
+
+# What cloudpickle writes as every code object's file name (``_code_reduce``).
+_ANONYMOUS_FILE = "<dynamic-code>"
+
+
+class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle is untyped
+    """cloudpickle's pickler, except that code objects keep their real ``co_filename``."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, types.CodeType):
+            rebuild, args = self.dispatch_table[types.CodeType](obj)
+            real = obj.co_filename
+            return rebuild, tuple(
+                real if isinstance(a, str) and a == _ANONYMOUS_FILE else a for a in args
+            )
+        return super().reducer_override(obj)
+
+
+def module_sources(modules: list[ModuleType | None]) -> dict[str, str]:
+    """``{file name: source}`` of the modules that have a Python source file, sorted by name."""
+    out: dict[str, str] = {}
+    for module in modules:
+        file = getattr(module, "__file__", None)
+        if isinstance(file, str) and file.endswith(".py"):
+            try:
+                out[file] = Path(file).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                continue  # a traceback then shows the line number without its text
+    return dict(sorted(out.items()))
+
+
+def register_sources(sources: Mapping[str, str]) -> None:
+    """Let ``linecache`` (hence tracebacks) show these files' lines where the files are absent.
+
+    An entry with no modification time is never checked against the disk, so a runner shows
+    the source its code was packed from even if a file of that name exists on it.
+    """
+    for file, text in sources.items():
+        linecache.cache[file] = (len(text), None, text.splitlines(keepends=True), file)
 
 
 def _is_yurt(module: Any) -> bool:
@@ -112,9 +197,10 @@ def read_header(data: bytes) -> tuple[PayloadHeader, bytes]:
         raise PayloadError(f"corrupt yurt payload header: {exc}") from exc
     blob = data[end + 1 :]
     digest = hashlib.sha256(blob).hexdigest()
-    if digest != header.sha256:
+    expected = header.blob_sha256 or header.sha256
+    if digest != expected:
         raise PayloadError(
-            f"payload digest mismatch: header says {header.sha256}, content is {digest}; "
+            f"payload digest mismatch: header says {expected}, content is {digest}; "
             "the payload was corrupted or altered, rebuild and upload it again"
         )
     return header, blob
@@ -139,12 +225,16 @@ def unpack(data: bytes) -> tuple[PayloadHeader, type[App]]:
         )
     try:
         with unpickling_apps():
-            cls = cloudpickle.loads(blob)
+            loaded = cloudpickle.loads(blob)
     except Exception as exc:
         raise PayloadError(
             f"cannot unpickle {header.class_name} from module {header.module}: {exc!r}; "
             "is every package it imports installed on the runner?"
         ) from exc
+    # Payloads packed before sources travelled hold the bare class.
+    cls, sources = loaded if isinstance(loaded, tuple) and len(loaded) == 2 else (loaded, {})
+    if isinstance(sources, dict):
+        register_sources(sources)
     if not (isinstance(cls, type) and issubclass(cls, App)):
         raise PayloadError(f"payload holds {cls!r}, not a yurt.App subclass")
     return header, cls

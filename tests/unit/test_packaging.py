@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -148,10 +149,10 @@ def test_pack_leaves_no_by_value_registration(echo_cls: type[yurt.App]) -> None:
 
 
 def test_header_fields(payload: bytes, echo_cls: type[yurt.App]) -> None:
-    """The header records the digest, yurt, Python major.minor and cloudpickle versions."""
+    """The header records the digests, yurt, Python major.minor and cloudpickle versions."""
     header, blob = read_header(payload)
     assert payload.startswith(MAGIC)
-    assert header.sha256 == hashlib.sha256(blob).hexdigest()
+    assert header.blob_sha256 == hashlib.sha256(blob).hexdigest()
     assert header.yurt == yurt.__version__
     assert header.python == f"{sys.version_info.major}.{sys.version_info.minor}"
     assert header.python == python_version()
@@ -254,3 +255,128 @@ def test_write_payload_is_idempotent(echo_cls: type[yurt.App], tmp_path: Path) -
     assert second == first
     assert first[1].read_bytes() == content
     assert [p.name for p in directory.iterdir()] == [first[1].name]
+
+
+# Packs FILE::Class in a fresh interpreter and prints the payload's digest.
+PACK_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from yurt.loader import load_app
+    from yurt.packaging import pack, read_header
+
+    print(read_header(pack(load_app(sys.argv[1])))[0].sha256)
+    """
+)
+
+
+def _digest_in_a_fresh_process(target: str, cwd: Path, hash_seed: str) -> str:
+    env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+    proc = subprocess.run(
+        [sys.executable, "-c", PACK_SCRIPT, target],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+def test_digest_is_the_same_in_two_processes(tmp_path: Path) -> None:
+    """The same file packed by two processes (other hash seeds, other cwd) has one digest."""
+    app_dir = tmp_path / "app_src"
+    app_dir.mkdir()
+    (app_dir / "echo_payload_app.py").write_text(APP_SOURCE)
+    first = _digest_in_a_fresh_process("app_src/echo_payload_app.py::Echo", tmp_path, "1")
+    second = _digest_in_a_fresh_process("echo_payload_app.py::Echo", app_dir, "2")
+    assert len(first) == 64
+    assert first == second
+
+
+def test_digest_changes_with_the_code(tmp_path: Path) -> None:
+    """Changing one line of the app's source gives another digest."""
+    app = tmp_path / "echo_payload_app.py"
+    app.write_text(APP_SOURCE)
+    before = _digest_in_a_fresh_process(f"{app}::Echo", tmp_path, "1")
+    app.write_text(APP_SOURCE.replace('PREFIX = "echo: "', 'PREFIX = "echo! "'))
+    assert _digest_in_a_fresh_process(f"{app}::Echo", tmp_path, "1") != before
+
+
+def test_digest_changes_with_a_sibling_module(tmp_path: Path) -> None:
+    """A change in a module imported from beside the app changes the digest too."""
+    (tmp_path / "yurt_sibling_words.py").write_text("WORD = 'a'\n")
+    app = tmp_path / "echo_payload_app.py"
+    app.write_text(APP_SOURCE.replace("import yurt\n", "import yurt\nimport yurt_sibling_words\n"))
+    before = _digest_in_a_fresh_process(f"{app}::Echo", tmp_path, "1")
+    (tmp_path / "yurt_sibling_words.py").write_text("WORD = 'b'\n")
+    assert _digest_in_a_fresh_process(f"{app}::Echo", tmp_path, "1") != before
+
+
+FAILING_SETUP = textwrap.dedent(
+    """
+    import yurt
+
+
+    def load_weights():
+        raise RuntimeError("no weights here")
+
+
+    class Broken(yurt.App):
+        def setup(self) -> None:
+            load_weights()
+
+        @yurt.endpoint("/")
+        def run(self) -> None:
+            pass
+    """
+)
+
+# Loads a payload, runs setup(), prints the traceback it raised.
+SETUP_SCRIPT = textwrap.dedent(
+    """
+    import sys, traceback
+    from pathlib import Path
+    from yurt.packaging import unpack
+
+    header, cls = unpack(Path(sys.argv[1]).read_bytes())
+    try:
+        cls().setup()
+    except RuntimeError:
+        traceback.print_exc(file=sys.stdout)
+    """
+)
+
+
+def test_traceback_on_a_runner_shows_the_users_file_and_line(
+    tmp_path: Path, isolated_imports: None
+) -> None:
+    """A setup() failure where the app file is absent shows its file, line and source text."""
+    app = tmp_path / "broken_app.py"
+    app.write_text(FAILING_SETUP)
+    _, path = write_payload(load_app(f"{app}::Broken"), tmp_path / "payloads")
+    app.unlink()  # as on a runner of another machine: only the payload is there
+    proc = subprocess.run(
+        [sys.executable, "-c", SETUP_SCRIPT, str(path)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "<dynamic-code>" not in proc.stdout
+    assert f'File "{app}", line 11, in setup\n    load_weights()' in proc.stdout
+    assert f'File "{app}", line 6, in load_weights\n    raise RuntimeError' in proc.stdout
+
+
+def test_payload_without_sources_still_loads() -> None:
+    """A payload from before sources travelled (the bare class, digest of the bytes) loads."""
+    from yurt.app import App
+
+    class Bare(App):
+        @yurt.endpoint("/")
+        def run(self) -> None:
+            pass
+
+    header, cls = unpack(_payload_of(cloudpickle.dumps(Bare)))
+    assert cls.__name__ == "Bare" and header.blob_sha256 is None

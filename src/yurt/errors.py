@@ -4,6 +4,7 @@
 
     YurtError
     ├── AppDefinitionError        fix your App class
+    │   └── AppLoadError          the app file does not import (``file:line: Type: message``)
     ├── PayloadError              rebuild the payload or run a matching interpreter
     ├── ConfigError               fix the server or CLI configuration
     ├── DeployError               fix the cluster or the deploy
@@ -30,6 +31,14 @@ class YurtError(Exception):
 
 class AppDefinitionError(YurtError, TypeError):
     """The App class is invalid; the message names the attribute and the fix."""
+
+
+class AppLoadError(AppDefinitionError):
+    """The app file failed to import: a syntax error, or an exception while its code ran.
+
+    The message is one line, ``app.py:12: SyntaxError: invalid syntax``, naming the line of the
+    user's code nearest the failure; the exception itself is the ``__cause__``.
+    """
 
 
 class PayloadError(YurtError):

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import os
 import re
 import sys
+import traceback
 from pathlib import Path
 
 from yurt.app import App
-from yurt.errors import AppDefinitionError
+from yurt.errors import AppDefinitionError, AppLoadError
 
 
 def load_app(target: str) -> type[App]:
@@ -30,7 +32,10 @@ def load_app(target: str) -> type[App]:
     folder = str(path.resolve().parent)
     if folder not in sys.path:
         sys.path.insert(0, folder)
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        raise AppLoadError(import_failure(exc, file, path)) from exc
     apps = {
         name: obj
         for name, obj in vars(module).items()
@@ -51,3 +56,36 @@ def load_app(target: str) -> type[App]:
             f"{file}::ClassName"
         )
     return next(iter(apps.values()))
+
+
+def import_failure(exc: BaseException, file: str, path: Path) -> str:
+    """One line for an exception raised importing the app file: ``file:line: Type: message``.
+
+    The line is the SyntaxError's own, else the innermost frame of the user's code (the app file
+    or a module beside it), so that an ImportError names the import that failed.
+    """
+    app_file = str(path.resolve())
+    folder = path.resolve().parent
+    where = file
+    if isinstance(exc, SyntaxError) and exc.filename:
+        where = _shown(exc.filename, app_file, file)
+        if exc.lineno:
+            where += f":{exc.lineno}"
+        return f"{where}: {type(exc).__name__}: {exc.msg}"
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        if Path(frame.filename).is_relative_to(folder):
+            where = f"{_shown(frame.filename, app_file, file)}:{frame.lineno}"
+            break
+    if isinstance(exc, AppDefinitionError):
+        return f"{where}: {exc}"
+    return f"{where}: {type(exc).__name__}: {exc}"
+
+
+def _shown(filename: str, app_file: str, as_given: str) -> str:
+    # The app file as the user typed it; a module beside it relative to the working directory.
+    if filename == app_file:
+        return as_given
+    try:
+        return os.path.relpath(filename)
+    except ValueError:
+        return filename

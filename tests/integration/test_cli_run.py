@@ -120,3 +120,37 @@ def test_busy_port_fails_with_message(tmp_path: Path) -> None:
     assert f"cannot listen on 127.0.0.1:{port}" in out.stderr
     assert "Traceback" not in out.stderr
     assert not list((tmp_path / "logs").glob("*.log"))
+
+
+BROKEN_APP = (
+    "import yurt\n\n\nclass Broken(yurt.App):\n    def setup(self) -> None:\n        x = (\n"
+)
+
+
+def test_syntax_error_is_one_line(tmp_path: Path) -> None:
+    """A syntax error in the app file: one line naming file, line and error; no traceback."""
+    app = tmp_path / "broken_app.py"
+    app.write_text(BROKEN_APP)
+    out = yurt_run_fails(f"{app}::Broken", 0, tmp_path / "data")
+    assert out.returncode == 1
+    assert out.stderr.startswith(f"yurt run: {app}:6: SyntaxError: ")
+    assert out.stderr.count("\n") == 1
+    assert out.stdout == ""
+
+
+def test_import_error_with_debug_shows_the_traceback(tmp_path: Path) -> None:
+    """--debug adds the traceback of an import error above its one line."""
+    app = tmp_path / "missing_dep.py"
+    app.write_text("import yurt\nimport yurt_sibling_not_installed_anywhere\n")
+    out = subprocess.run(
+        [*yurt_run(str(app), 0, tmp_path / "data"), "--debug"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 1
+    assert "Traceback (most recent call last)" in out.stderr
+    assert out.stderr.strip().splitlines()[-1] == (
+        f"yurt run: {app}:2: ModuleNotFoundError: "
+        "No module named 'yurt_sibling_not_installed_anywhere'"
+    )

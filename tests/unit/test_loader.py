@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import textwrap
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import yurt
+from yurt.errors import AppLoadError
 from yurt.loader import load_app
 
 APP = """
@@ -121,4 +123,50 @@ def test_invalid_app_in_file_raises_definition_error(tmp_path: Path) -> None:
     path = tmp_path / "broken.py"
     path.write_text("import yurt\n\nclass Broken(yurt.App, max_concurrency=0):\n    pass\n")
     with pytest.raises(yurt.AppDefinitionError, match="Broken"):
+        load_app(str(path))
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("import yurt\n\nclass A(yurt.App):\n    x = (\n", "{file}:4: SyntaxError: "),
+        ("import yurt\n  x = 1\n", "{file}:2: IndentationError: unexpected indent"),
+        (
+            "import yurt\nimport yurt_sibling_nowhere_at_all\n",
+            "{file}:2: ModuleNotFoundError: No module named 'yurt_sibling_nowhere_at_all'",
+        ),
+        ("import yurt\n\n\nraise ValueError('bad config')\n", "{file}:4: ValueError: bad config"),
+    ],
+    ids=["syntax", "indentation", "import", "raise"],
+)
+def test_import_failure_is_one_line_naming_file_and_line(
+    tmp_path: Path, source: str, expected: str
+) -> None:
+    """A file that fails to import raises AppLoadError: ``file:line: Type: message``."""
+    path = tmp_path / "bad_app.py"
+    path.write_text(source)
+    with pytest.raises(AppLoadError) as info:
+        load_app(f"{path}::A")
+    message = str(info.value)
+    assert message.startswith(expected.format(file=path))
+    assert "\n" not in message
+    assert info.value.__cause__ is not None
+
+
+def test_import_failure_in_a_sibling_names_the_sibling(tmp_path: Path) -> None:
+    """An exception raised in a module beside the app names that module's line."""
+    (tmp_path / "yurt_sibling_cfg.py").write_text("x = 1\nraise KeyError('MODEL')\n")
+    path = tmp_path / "app_with_sibling.py"
+    path.write_text("import yurt\nimport yurt_sibling_cfg\n")
+    with pytest.raises(AppLoadError, match=r"yurt_sibling_cfg\.py:2: KeyError: 'MODEL'"):
+        load_app(str(path))
+
+
+def test_invalid_app_class_names_its_line(tmp_path: Path) -> None:
+    """An App refused at class creation is reported at the line of its class statement."""
+    path = tmp_path / "broken.py"
+    path.write_text("import yurt\n\nclass Broken(yurt.App, max_concurrency=0):\n    pass\n")
+    with pytest.raises(
+        yurt.AppDefinitionError, match=rf"^{re.escape(str(path))}:3: Broken has no endpoints"
+    ):
         load_app(str(path))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 from typing import Any
 
+from yurt.cli.options import add_debug_option, report_error
 from yurt.cli.run import examples
 from yurt.errors import YurtError
 from yurt.spec import build_spec
@@ -25,6 +25,7 @@ def add_parser(commands: Any) -> None:
     p.add_argument("--token", default=None, help="admin token (default: $YURT_ADMIN_TOKEN)")
     p.add_argument("--owner", default=None, help="owner segment of the app's URL")
     p.add_argument("--json", action="store_true", help="print the result as one JSON line")
+    add_debug_option(p)
     p.set_defaults(handler=handle)
 
 
@@ -41,7 +42,7 @@ def handle(args: argparse.Namespace) -> int:
         cls = load_app(args.target)
         done = deploy(cls, server=args.server, token=args.token, owner=args.owner, progress=say)
     except YurtError as exc:
-        print(f"yurt deploy: {exc}", file=sys.stderr)
+        report_error("yurt deploy", exc, debug=args.debug)
         return 1
     if args.json:
         print(json.dumps(dataclasses.asdict(done)))

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import sys
+import traceback
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -16,6 +18,8 @@ from urllib.parse import urlsplit
 from yurt.aio import LOOP_NAMES
 from yurt.config import ServerConfig, build_server_config, read_config_file
 from yurt.errors import ConfigError
+
+LOG_LEVELS = ["debug", "info", "warning", "error", "critical"]
 
 
 def add_config_option(p: argparse.ArgumentParser) -> None:
@@ -90,8 +94,20 @@ def add_serving_options(p: argparse.ArgumentParser) -> None:
         help="event loop for the router and runners (auto: uvloop when installed)",
     )
     add_cluster_options(p)
-    p.add_argument("--log-level", default="info")
+    p.add_argument("--log-level", type=str.lower, choices=LOG_LEVELS, default="info")
     p.add_argument("--log-format", choices=["console", "json"], default="console")
+
+
+def add_debug_option(p: argparse.ArgumentParser) -> None:
+    """``--debug``: show the traceback behind an error, not only its one line."""
+    p.add_argument("--debug", action="store_true", help="on an error, print its traceback too")
+
+
+def report_error(command: str, exc: BaseException, *, debug: bool) -> None:
+    """Print ``command: message`` on stderr; with ``debug``, the traceback before it."""
+    if debug:
+        traceback.print_exception(exc, file=sys.stderr)
+    print(f"{command}: {exc}", file=sys.stderr)
 
 
 def public_url(value: str | None) -> str | None:

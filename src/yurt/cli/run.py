@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
 import structlog
 
 from yurt import heap
 from yurt.aio import run
-from yurt.cli.options import add_serving_options, config_from_args, public_url, stop_on_signals
+from yurt.cli.options import (
+    add_debug_option,
+    add_serving_options,
+    config_from_args,
+    public_url,
+    report_error,
+    stop_on_signals,
+)
 from yurt.config import ServerConfig
 from yurt.errors import YurtError
 from yurt.logging import configure
@@ -30,6 +36,7 @@ def add_parser(commands: Any) -> None:
     )
     p.add_argument("target", metavar="FILE::Class", help="e.g. examples/echo.py::Echo")
     add_serving_options(p)
+    add_debug_option(p)
     p.set_defaults(handler=handle)
 
 
@@ -64,7 +71,7 @@ def handle(args: argparse.Namespace) -> int:
         config = config_from_args(args)
         return run(serve(args.target, config), config.event_loop)
     except YurtError as exc:
-        print(f"yurt run: {exc}", file=sys.stderr)
+        report_error("yurt run", exc, debug=args.debug)
         return 1
 
 

@@ -62,3 +62,26 @@ def test_example_body_from_schema() -> None:
 
     assert example_body(Body.model_json_schema()) == {"prompt": "a yurt", "steps": 4}
     assert example_body(None) == {}
+
+
+@pytest.mark.parametrize("command", ["run", "server"])
+def test_log_level_has_choices(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """--log-level takes only a logging level, and says which ones when given another."""
+    target = ["a.py::A"] if command == "run" else []
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([command, *target, "--log-level", "verbose"])
+    err = capsys.readouterr().err
+    assert "invalid choice: 'verbose'" in err and "'debug', 'info', 'warning'" in err
+
+
+def test_log_level_is_case_insensitive() -> None:
+    """--log-level WARNING is read as warning."""
+    args = build_parser().parse_args(["run", "a.py::A", "--log-level", "WARNING"])
+    assert args.log_level == "warning"
+
+
+@pytest.mark.parametrize("command", ["run", "deploy"])
+def test_debug_flag(command: str) -> None:
+    """--debug is off unless given (``yurt run`` and ``yurt deploy``)."""
+    assert build_parser().parse_args([command, "a.py::A"]).debug is False
+    assert build_parser().parse_args([command, "a.py::A", "--debug"]).debug is True

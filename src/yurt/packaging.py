@@ -8,10 +8,10 @@ The pickle holds ``(App class, {file name: source})``: code objects keep their r
 and the sources of the by-value modules travel along, so that a traceback on a runner shows
 the user's file, line and text.
 
-``sha256`` names the code, not the bytes: it is the digest of the App's source files, its spec
-and the versions that packed it, so the same code gives the same digest in any process and an
-unchanged ``yurt deploy`` is "unchanged" (cloudpickle's bytes differ from process to process:
-random class ids, pydantic schema refs holding ``id()``). ``blob_sha256`` guards the bytes.
+``sha256`` names the code: the digest of the pickle with what cloudpickle and pydantic make
+differ from process to process taken out (``stable_digest``), so the same code gives the same
+digest in any process and an unchanged ``yurt deploy`` is "unchanged". ``blob_sha256`` guards
+the bytes themselves.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import hashlib
 import io
 import json
 import linecache
+import re
 import site
 import sys
 import types
@@ -76,43 +77,43 @@ def pack(cls: type[App]) -> bytes:
         for module in modules:
             cloudpickle.unregister_pickle_by_value(module)
     blob = buffer.getvalue()
-    versions = {
-        "yurt": __version__,
-        "python": python_version(),
-        "cloudpickle": cloudpickle.__version__,
-    }
+    names = [m.__name__ for m in modules] + [cls.__module__]
     header = PayloadHeader(
-        sha256=code_digest(cls, modules, sources, versions) or hashlib.sha256(blob).hexdigest(),
+        sha256=stable_digest(blob, names),
         blob_sha256=hashlib.sha256(blob).hexdigest(),
+        yurt=__version__,
+        python=python_version(),
+        cloudpickle=cloudpickle.__version__,
         class_name=cls.__qualname__,
         module=cls.__module__,
-        **versions,
     )
     return MAGIC + header.model_dump_json().encode() + b"\n" + blob
 
 
-def code_digest(
-    cls: type[App], modules: list[ModuleType], sources: Mapping[str, str], versions: dict[str, str]
-) -> str | None:
-    """The digest of what defines ``cls``: its files' sources, its spec, and the versions.
+def stable_digest(blob: bytes, module_names: list[str]) -> str:
+    """The digest of ``blob`` with what differs from process to process taken out.
 
-    None when some of its code has no source file here (a class typed into a REPL): only the
-    pickle's bytes describe it then.
+    Two things in cloudpickle's bytes change with every process for the same code: the random
+    id cloudpickle gives each class it pickles by value (uuid4 hex, so that a class unpickled
+    twice in one process stays one class), and the ``id()`` in the schema refs pydantic keeps on
+    a model class (``module.Model:140231...``). Both are replaced by placeholders here; every
+    other byte (code, constants, closures, sources) still counts.
     """
-    from yurt.spec import build_spec
+    canonical = blob
+    for n, tracker in enumerate(_class_ids_in(blob)):
+        canonical = canonical.replace(tracker, b"<class %d>" % n)
+    for name in sorted(set(module_names)):
+        ref = re.compile(re.escape(name.encode()) + rb"\.[^:\x00-\x1f]*?:(\d+)")
+        canonical = ref.sub(lambda m: m.group(0)[: m.start(1) - m.start(0)] + b"<id>", canonical)
+    return hashlib.sha256(canonical).hexdigest()
 
-    home = sys.modules.get(cls.__module__)
-    files = [getattr(m, "__file__", None) for m in [*modules, home]]
-    if not all(isinstance(f, str) and f in sources for f in files):
-        return None
-    canonical = {
-        "class": cls.__qualname__,
-        "module": cls.__module__,
-        "sources": dict(sources),
-        "spec": build_spec(cls).model_dump(mode="json"),
-        **versions,
-    }
-    return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
+
+def _class_ids_in(blob: bytes) -> list[bytes]:
+    # Read from cloudpickle's own table of the ids it gave out; should a later cloudpickle move
+    # it, payloads stay correct and only their digest stops being stable across processes.
+    table = getattr(cloudpickle.cloudpickle, "_DYNAMIC_CLASS_TRACKER_BY_CLASS", {})
+    found = {v.encode() for v in list(table.values()) if isinstance(v, str) and len(v) >= 16}
+    return sorted((i for i in found if i in blob), key=blob.index)
 
 
 # What cloudpickle writes as every code object's file name (``_code_reduce``).

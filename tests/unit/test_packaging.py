@@ -313,6 +313,35 @@ def test_digest_changes_with_a_sibling_module(tmp_path: Path) -> None:
     assert _digest_in_a_fresh_process(f"{app}::Echo", tmp_path, "1") != before
 
 
+FACTORY_SOURCE = textwrap.dedent(
+    """
+    import yurt
+
+
+    def make(word: str) -> type[yurt.App]:
+        class Echo(yurt.App):
+            @yurt.endpoint("/")
+            def run(self) -> dict[str, str]:
+                return {"word": word}
+
+        return Echo
+
+
+    First = make("first")
+    Second = make("second")
+    """
+)
+
+
+def test_same_source_other_closure_is_another_digest(tmp_path: Path) -> None:
+    """Two Apps from one source and spec that differ only in a closure's value differ in digest."""
+    (tmp_path / "factory_app.py").write_text(FACTORY_SOURCE)
+    first = _digest_in_a_fresh_process("factory_app.py::First", tmp_path, "1")
+    second = _digest_in_a_fresh_process("factory_app.py::Second", tmp_path, "1")
+    assert first != second
+    assert first == _digest_in_a_fresh_process("factory_app.py::First", tmp_path, "2")
+
+
 FAILING_SETUP = textwrap.dedent(
     """
     import yurt

@@ -185,7 +185,7 @@ class App:
         if _unpickling.get():
             return
         if name is not None:
-            settings["app_name"] = _keyword_name(cls, name)
+            settings["app_name"] = _keyword_name(cls, name, settings.get("app_name"))
         if "__init__" in cls.__dict__:
             raise AppDefinitionError(
                 f"{cls.__name__} overrides __init__; App classes must not: "
@@ -219,8 +219,8 @@ class App:
         return CURRENT_REQUEST.get()
 
 
-def _keyword_name(cls: type, name: object) -> object:
-    own = cls.__dict__.get("app_name")
+def _keyword_name(cls: type, name: object, keyword: object) -> object:
+    own = keyword if keyword is not None else cls.__dict__.get("app_name")
     if own is not None and own != name:
         raise AppDefinitionError(
             f"{cls.__name__}: name={name!r} and app_name = {own!r} disagree; "

@@ -470,10 +470,14 @@ def test_name_class_keyword_sets_app_name() -> None:
 
 
 def test_name_keyword_and_other_app_name_are_refused() -> None:
-    """``name=`` and a different ``app_name`` attribute on one class is a mistake, not a choice."""
+    """``name=`` and a different ``app_name`` (attribute or keyword) is a mistake, not a choice."""
     with pytest.raises(yurt.AppDefinitionError, match=r"'a'.*'b' disagree"):
         types.new_class(
             "Echo", (yurt.App,), {"name": "a"}, lambda ns: ns.update(run=ep("/"), app_name="b")
+        )
+    with pytest.raises(yurt.AppDefinitionError, match=r"'a'.*'b' disagree"):
+        types.new_class(
+            "Echo", (yurt.App,), {"name": "a", "app_name": "b"}, lambda ns: ns.update(run=ep("/"))
         )
 
 

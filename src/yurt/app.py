@@ -2,7 +2,9 @@
 
 An App is a class with ``setup()`` and endpoints. Its settings are class attributes or class
 keyword arguments (``class Echo(yurt.App, keep_alive=30)``), validated when the class is created
-so that a mistake surfaces where it was made, not on a runner minutes later.
+so that a mistake surfaces where it was made, not on a runner minutes later: a class attribute
+one typo away from a setting (``keep_alvie``) is refused, not ignored. fal's spellings hold:
+``name=`` as a class keyword sets ``app_name``, whose default follows fal's rule.
 """
 
 from __future__ import annotations

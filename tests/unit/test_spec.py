@@ -79,7 +79,7 @@ def test_machine_type_tuple_becomes_a_list() -> None:
 
 
 def test_spec_names_the_class(spec: AppSpec) -> None:
-    """The spec records the class name and the kebab-case app name."""
+    """The spec records the class name and the default app name (fal's rule)."""
     assert (spec.class_name, spec.app_name) == ("Gallery", "gallery")
 
 

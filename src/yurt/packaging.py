@@ -46,7 +46,11 @@ class PayloadHeader(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     sha256: str
-    blob_sha256: str | None = None  # None: a payload from before, whose sha256 is the blob's
+    # None: a payload from before, whose sha256 is the blob's. Else the blob's own digest, and
+    # what ``stable_digest`` takes out of the blob to give ``sha256``: a reader checks both.
+    blob_sha256: str | None = None
+    class_ids: list[str] = []
+    by_value: list[str] = []
     yurt: str
     python: str
     cloudpickle: str
@@ -77,10 +81,13 @@ def pack(cls: type[App]) -> bytes:
         for module in modules:
             cloudpickle.unregister_pickle_by_value(module)
     blob = buffer.getvalue()
-    names = [m.__name__ for m in modules] + [cls.__module__]
+    names = sorted({m.__name__ for m in modules} | {cls.__module__})
+    ids = _class_ids_in(blob)
     header = PayloadHeader(
-        sha256=stable_digest(blob, names),
+        sha256=stable_digest(blob, ids, names),
         blob_sha256=hashlib.sha256(blob).hexdigest(),
+        class_ids=ids,
+        by_value=names,
         yurt=__version__,
         python=python_version(),
         cloudpickle=cloudpickle.__version__,
@@ -90,30 +97,39 @@ def pack(cls: type[App]) -> bytes:
     return MAGIC + header.model_dump_json().encode() + b"\n" + blob
 
 
-def stable_digest(blob: bytes, module_names: list[str]) -> str:
-    """The digest of ``blob`` with what differs from process to process taken out.
+def stable_digest(blob: bytes, class_ids: list[str], module_names: list[str]) -> str:
+    """The digest of ``blob`` with what differs from process to process taken out. Pure.
 
     Two things in cloudpickle's bytes change with every process for the same code: the random
     id cloudpickle gives each class it pickles by value (uuid4 hex, so that a class unpickled
     twice in one process stays one class), and the ``id()`` in the schema refs pydantic keeps on
-    a model class (``module.Model:140231...``). Both are replaced by placeholders here; every
-    other byte (code, constants, closures, sources) still counts.
+    a model class of these modules (``module.Model:140231...``). Both are replaced by
+    placeholders; every other byte (code, constants, closures, sources) still counts. Since
+    only 32 hex digits and a ref's digits can be masked so, a reader recomputing this digest
+    knows the bytes are the code the digest names.
     """
+    bad = [i for i in class_ids if not _CLASS_ID.fullmatch(i)]
+    if bad:
+        raise PayloadError(f"payload header: class id {bad[0][:40]!r} is not 32 hex digits")
     canonical = blob
-    for n, tracker in enumerate(_class_ids_in(blob)):
+    ordered = sorted({i.encode() for i in class_ids if i.encode() in blob}, key=blob.index)
+    for n, tracker in enumerate(ordered):
         canonical = canonical.replace(tracker, b"<class %d>" % n)
     for name in sorted(set(module_names)):
-        ref = re.compile(re.escape(name.encode()) + rb"\.[^:\x00-\x1f]*?:(\d+)")
+        ref = re.compile(re.escape(name.encode()) + rb"\.[\w.<>\[\], ]*?:(\d+)")
         canonical = ref.sub(lambda m: m.group(0)[: m.start(1) - m.start(0)] + b"<id>", canonical)
     return hashlib.sha256(canonical).hexdigest()
 
 
-def _class_ids_in(blob: bytes) -> list[bytes]:
+_CLASS_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def _class_ids_in(blob: bytes) -> list[str]:
     # Read from cloudpickle's own table of the ids it gave out; should a later cloudpickle move
     # it, payloads stay correct and only their digest stops being stable across processes.
     table = getattr(cloudpickle.cloudpickle, "_DYNAMIC_CLASS_TRACKER_BY_CLASS", {})
-    found = {v.encode() for v in list(table.values()) if isinstance(v, str) and len(v) >= 16}
-    return sorted((i for i in found if i in blob), key=blob.index)
+    found = {v for v in list(table.values()) if isinstance(v, str) and _CLASS_ID.fullmatch(v)}
+    return sorted((i for i in found if i.encode() in blob), key=lambda i: blob.index(i.encode()))
 
 
 # What cloudpickle writes as every code object's file name (``_code_reduce``).
@@ -197,8 +213,11 @@ def read_header(data: bytes) -> tuple[PayloadHeader, bytes]:
     except ValueError as exc:
         raise PayloadError(f"corrupt yurt payload header: {exc}") from exc
     blob = data[end + 1 :]
-    digest = hashlib.sha256(blob).hexdigest()
-    expected = header.blob_sha256 or header.sha256
+    expected, digest = header.blob_sha256, hashlib.sha256(blob).hexdigest()
+    if expected is None:  # a payload from before the code digest: sha256 is the blob's
+        expected = header.sha256
+    elif digest == expected:
+        expected, digest = header.sha256, stable_digest(blob, header.class_ids, header.by_value)
     if digest != expected:
         raise PayloadError(
             f"payload digest mismatch: header says {expected}, content is {digest}; "

@@ -175,6 +175,24 @@ def test_tampered_pickle_is_refused(payload: bytes) -> None:
     assert "rebuild" in str(info.value)
 
 
+def test_other_code_under_the_same_digest_is_refused(payload: bytes) -> None:
+    """Bytes altered with a matching blob_sha256 still fail: the code digest is recomputed."""
+    header, blob = split(payload)
+    altered = blob.replace(b"echo: ", b"evil: ")
+    assert altered != blob
+    header["blob_sha256"] = hashlib.sha256(altered).hexdigest()
+    with pytest.raises(yurt.PayloadError, match="digest mismatch"):
+        unpack(join(header, altered))
+
+
+def test_class_ids_that_are_not_hex_are_refused(payload: bytes) -> None:
+    """A header's class ids may mask only cloudpickle's 32-hex-digit ids, nothing else."""
+    header, blob = split(payload)
+    header["class_ids"] = [*header["class_ids"], "echo: "]
+    with pytest.raises(yurt.PayloadError, match="not 32 hex digits"):
+        unpack(join(header, blob))
+
+
 @pytest.mark.parametrize(
     ("data", "match"),
     [

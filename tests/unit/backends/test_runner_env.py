@@ -1,14 +1,20 @@
-"""What a local runner takes from the control plane's environment: what an app needs, no secret."""
+"""What a runner gets of the control plane's environment: what an app needs, no secret."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import pytest
 
+import yurt
 import yurt.config
 from yurt.backends.localproc import runner_env
+from yurt.backends.nomad.jobspec import build_job, register_body
+from yurt.backends.nomad.naming import TOKEN_ENV, PayloadRef
+from yurt.config import NomadConfig
+from yurt.spec import build_spec
 
 # Every variable yurt.config reads, found in its source: one added there is checked here too.
 CONFIG_SOURCE = Path(yurt.config.__file__).read_text()
@@ -84,3 +90,20 @@ def test_an_unknown_variable_is_dropped() -> None:
         "PYTHONUNBUFFERED": "1",
         "CUDA_VISIBLE_DEVICES": "",
     }
+
+
+class Hello(yurt.App):
+    @yurt.endpoint("/")
+    def hi(self) -> dict[str, str]:
+        return {}
+
+
+@pytest.mark.parametrize("driver", ["raw_exec", "docker"])
+def test_the_nomad_job_carries_no_server_secret(driver: str) -> None:
+    """A Nomad runner's environment comes from its job: only the payload's own token is in it."""
+    config = NomadConfig(driver=driver, python="/py", token="nomad-secret")  # type: ignore[arg-type]
+    payload = PayloadRef(url="http://yurt:8080/p", sha256="ab" * 32, token="p-tok", revision="r")
+    body = json.dumps(register_body(build_job("o/hello", build_spec(Hello), payload, config)))
+    assert "nomad-secret" not in body
+    [task] = json.loads(body)["Job"]["TaskGroups"][0]["Tasks"]
+    assert task["Env"] == {TOKEN_ENV: "p-tok", "PYTHONUNBUFFERED": "1"}

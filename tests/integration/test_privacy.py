@@ -22,8 +22,10 @@ from typing import Any
 import aiohttp
 import pytest
 
+from yurt.platform import Platform
+
 from doubles import ConsulDouble, NomadDouble
-from support import DEADLINE, wait_until, yurt_command
+from support import DEADLINE, fast_config, wait_until, yurt_command
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -198,7 +200,29 @@ def assert_private(data: Path) -> None:
     assert b"kept-3e8c21" in stored  # what was stored is readable here
     for value in CREDENTIALS.values():
         assert value.split()[-1].encode() not in stored
+    assert readable_by_others(data) == []
+
+
+def readable_by_others(data: Path) -> list[str]:
+    """What ``find DATA -perm /077`` lists."""
     found = subprocess.run(
         ["find", str(data), "-perm", "/077"], capture_output=True, text=True, check=True
     )
-    assert found.stdout == "", found.stdout
+    return found.stdout.split()
+
+
+async def test_a_data_dir_an_older_yurt_left_readable_is_narrowed(tmp_path: Path) -> None:
+    """On start the data dir becomes 0700 and yurt's own files lose the group's and others'
+    bits; a file of someone else's kept there is left as it was."""
+    data = tmp_path / "data"
+    (data / "logs").mkdir(parents=True)
+    for name in ("queue.sqlite3", "queue.sqlite3-wal", "webhook-secret", "logs/old.log"):
+        (data / name).write_text("x")
+    notes = data / "notes.txt"
+    notes.write_text("mine")
+    for path in (data, data / "logs", *data.rglob("*")):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    platform = Platform(fast_config(data))
+    await platform.start()
+    await platform.stop()
+    assert readable_by_others(data) == [str(notes)]

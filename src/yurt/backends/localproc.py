@@ -7,11 +7,11 @@ import json
 import os
 import re
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from yurt.config import LocalBackendConfig
+from yurt.config import CONFIG_ENV, LocalBackendConfig
 from yurt.privatefs import open_private
 from yurt.runner.__main__ import FAILURE_MARK  # the runner's last stderr line on failure
 
@@ -127,25 +127,30 @@ RUNNER_ENV_NAMES = frozenset(
 )
 # Locale categories, the GPU stack's settings, and yurt's variables meant for runners.
 RUNNER_ENV_PREFIXES = ("LC_", "CUDA_", "NVIDIA_", "YURT_")
-# yurt's own configuration (``yurt.config``), which a runner must never see even under the
-# YURT_ prefix; ``tests`` check that every variable ``yurt.config`` reads is refused.
-CONTROL_PLANE_ENV = frozenset(("YURT_ADMIN_TOKEN", "YURT_DATA_DIR", "YURT_SERVER"))
-# A YURT_ variable named like a credential is refused too, whoever reads it.
+# yurt's own configuration (``CONFIG_ENV``) never passes, even under the YURT_ prefix; nor
+# does a YURT_ variable named like a credential, whoever reads it.
 _CREDENTIAL_NAME = re.compile(r"TOKEN|SECRET|KEY|PASSW|CREDENTIAL|AUTH", re.IGNORECASE)
 
 
-def runner_env(environ: Mapping[str, str], gpu_uuids: Sequence[str]) -> dict[str, str]:
+def runner_env(
+    environ: Mapping[str, str], gpu_uuids: Sequence[str], pass_env: Collection[str] = ()
+) -> dict[str, str]:
     """The runner's environment: what an app needs of ``environ``, unbuffered, seeing only its
     own GPUs. Pure.
 
-    Kept: ``RUNNER_ENV_NAMES`` and names starting with ``RUNNER_ENV_PREFIXES``. Dropped:
-    everything else (NOMAD_*, CONSUL_*, VAULT_*, AWS_*, ...), yurt's own configuration
-    (``CONTROL_PLANE_ENV``) and YURT_ names that look like credentials.
+    Kept: ``RUNNER_ENV_NAMES``, names starting with ``RUNNER_ENV_PREFIXES`` and the names in
+    ``pass_env`` (``[local] pass_env``). Dropped: everything else (NOMAD_*, CONSUL_*, VAULT_*,
+    AWS_*, ...), every variable yurt's configuration reads (``CONFIG_ENV``) and YURT_ names that
+    look like credentials.
 
     UUIDs, not indexes: CUDA numbers GPUs fastest first unless told otherwise, NVML by PCI bus.
     An empty value hides every GPU from a CPU runner, so none uses another's GPU.
     """
-    env = {name: value for name, value in environ.items() if _for_runner(name)}
+    env = {
+        name: value
+        for name, value in environ.items()
+        if name not in CONFIG_ENV and (name in pass_env or _for_runner(name))
+    }
     env["PYTHONUNBUFFERED"] = "1"
     env["CUDA_VISIBLE_DEVICES"] = ",".join(gpu_uuids)
     return env
@@ -154,7 +159,7 @@ def runner_env(environ: Mapping[str, str], gpu_uuids: Sequence[str]) -> dict[str
 def _for_runner(name: str) -> bool:
     if name in RUNNER_ENV_NAMES:
         return True
-    if not name.startswith(RUNNER_ENV_PREFIXES) or name in CONTROL_PLANE_ENV:
+    if not name.startswith(RUNNER_ENV_PREFIXES):
         return False
     return not (name.startswith("YURT_") and _CREDENTIAL_NAME.search(name))
 

@@ -7,13 +7,14 @@ import re
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 import yurt
 import yurt.config
 from yurt.backends.localproc import runner_env
 from yurt.backends.nomad.jobspec import build_job, register_body
 from yurt.backends.nomad.naming import TOKEN_ENV, PayloadRef
-from yurt.config import NomadConfig
+from yurt.config import CONFIG_ENV, LocalBackendConfig, NomadConfig
 from yurt.spec import build_spec
 
 # Every variable yurt.config reads, found in its source: one added there is checked here too.
@@ -77,11 +78,23 @@ def test_nothing_yurt_reads_as_configuration_reaches_a_runner(name: str) -> None
     assert "sentinel-value" not in env.values()
 
 
-def test_config_reads_the_variables_this_test_expects() -> None:
-    """The source scan above finds yurt's configuration variables (else it would check none)."""
+def test_config_env_names_every_variable_config_reads() -> None:
+    """CONFIG_ENV lists what yurt.config reads (the source scan finds the credentials too)."""
     assert {"YURT_ADMIN_TOKEN", "YURT_DATA_DIR", "NOMAD_TOKEN", "CONSUL_HTTP_TOKEN"} <= set(
         CONFIG_VARS
     )
+    assert set(CONFIG_VARS) <= CONFIG_ENV
+
+
+def test_pass_env_lets_an_app_have_its_own_keys_but_never_yurts() -> None:
+    """Names in [local] pass_env pass; yurt's own configuration is refused, in the config too."""
+    env = runner_env({"HF_TOKEN": "hf", "OTHER": "x", "YURT_ADMIN_TOKEN": "a"}, [], ("HF_TOKEN",))
+    assert env == {"HF_TOKEN": "hf", "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": ""}
+    assert "YURT_ADMIN_TOKEN" not in runner_env({"YURT_ADMIN_TOKEN": "a"}, [], CONFIG_ENV)
+    assert LocalBackendConfig(pass_env=("HF_TOKEN",)).pass_env == ("HF_TOKEN",)
+    for name in ("YURT_ADMIN_TOKEN", "NOMAD_TOKEN", "CONSUL_HTTP_TOKEN"):
+        with pytest.raises(ValidationError, match="configure yurt itself"):
+            LocalBackendConfig(pass_env=("HF_TOKEN", name))
 
 
 def test_an_unknown_variable_is_dropped() -> None:

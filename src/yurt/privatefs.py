@@ -14,6 +14,8 @@ import stat
 from pathlib import Path
 from typing import IO, Any
 
+from yurt.errors import ConfigError
+
 PRIVATE_DIR = 0o700
 PRIVATE_FILE = 0o600
 OTHERS = 0o077  # group and world bits: none may be set under the data dir
@@ -21,6 +23,8 @@ OTHERS = 0o077  # group and world bits: none may be set under the data dir
 
 def private_dir(path: Path) -> Path:
     """Make ``path`` and any missing parents ``0700``; narrow it if it exists wider.
+
+    Raises ``ConfigError`` for a directory everyone may write to (sticky or world-writable).
 
     Parents are made one by one: ``Path.mkdir(parents=True, mode=...)`` gives the mode to the
     last one only (as ``mkdir -p`` does).
@@ -34,6 +38,13 @@ def private_dir(path: Path) -> Path:
         p = p.parent
     for d in reversed(missing):
         d.mkdir(mode=PRIVATE_DIR, exist_ok=True)
+    mode = path.stat().st_mode
+    if mode & (stat.S_ISVTX | stat.S_IWOTH):
+        # /tmp and the like: narrowing one would lock every other user out of it.
+        raise ConfigError(
+            f"{path} is a directory everyone shares (mode {stat.S_IMODE(mode):o}); give yurt "
+            "a directory of its own, e.g. a new one inside it"
+        )
     _narrow(path)
     return path
 

@@ -12,6 +12,7 @@ import pytest
 import yurt
 from yurt.admin.store import AppStore, load_secret
 from yurt.backends.localproc import open_log
+from yurt.errors import ConfigError
 from yurt.packaging import pack
 from yurt.privatefs import open_private, private_dir, tighten
 from yurt.queue.model import Job, Routing
@@ -49,6 +50,16 @@ def test_private_dir_makes_every_missing_level_0700(tmp_path: Path, loose_umask:
     wide.mkdir(mode=0o755)
     private_dir(wide)
     assert mode(wide) == 0o700
+
+
+def test_a_directory_everyone_shares_is_refused_not_narrowed(tmp_path: Path) -> None:
+    """A sticky world-writable directory (as /tmp is) is refused, its mode left alone."""
+    shared_dir = tmp_path / "tmp"
+    shared_dir.mkdir()
+    shared_dir.chmod(0o1777)
+    with pytest.raises(ConfigError, match="everyone shares"):
+        private_dir(shared_dir)
+    assert mode(shared_dir) == 0o1777
 
 
 def test_open_private_makes_0600_and_narrows_an_old_file(tmp_path: Path, loose_umask: None) -> None:

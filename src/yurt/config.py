@@ -24,6 +24,25 @@ from yurt.spec import TEARDOWN_SLACK_S
 
 MIB = 1024 * 1024
 
+# Every environment variable this module reads: yurt's own configuration, credentials among it.
+# A runner never gets one (``yurt.backends.localproc.runner_env``).
+CONFIG_ENV = frozenset(
+    (
+        "YURT_ADMIN_TOKEN",
+        "YURT_DATA_DIR",
+        "YURT_SERVER",
+        "XDG_DATA_HOME",
+        "CUDA_VISIBLE_DEVICES",
+        "NOMAD_ADDR",
+        "NOMAD_TOKEN",
+        "NOMAD_NAMESPACE",
+        "NOMAD_REGION",
+        "CONSUL_HTTP_ADDR",
+        "CONSUL_HTTP_TOKEN",
+        "CONSUL_HTTP_SSL",
+    )
+)
+
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -68,6 +87,23 @@ class LocalBackendConfig(_Frozen):
         description="the GPUs runners may be given, as CUDA_VISIBLE_DEVICES lists them "
         "(indexes or UUIDs); None: every GPU NVML sees. Default: $CUDA_VISIBLE_DEVICES",
     )
+    pass_env: tuple[str, ...] = Field(
+        default=(),
+        description="more variables runners get from this environment, by name (an app's own "
+        "keys, e.g. HF_TOKEN); runners get only PATH, HOME, locale, proxies, CUDA, the Python "
+        "path and YURT_* variables otherwise",
+    )
+
+    @field_validator("pass_env")
+    @classmethod
+    def _not_ours(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        ours = sorted(n for n in names if n in CONFIG_ENV or n.startswith(("NOMAD_", "CONSUL_")))
+        if ours:
+            raise ValueError(
+                f"{ours} configure yurt itself and never reach a runner; remove them (give an "
+                "app a key of its own under another name)"
+            )
+        return names
 
 
 class SchedulerConfig(_Frozen):

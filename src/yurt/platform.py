@@ -13,7 +13,7 @@ import os
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import structlog
@@ -26,7 +26,8 @@ from yurt.backends.local import LocalBackend
 from yurt.config import ServerConfig
 from yurt.discovery.local import LocalRegistry
 from yurt.errors import ConfigError
-from yurt.packaging import PayloadHeader, write_payload
+from yurt.packaging import PayloadHeader, pack
+from yurt.privatefs import open_private, private_dir, tighten
 from yurt.queue.api import QueueApi
 from yurt.queue.engine import QueueEngine
 from yurt.queue.store import QueueStore
@@ -41,6 +42,11 @@ if TYPE_CHECKING:
     from yurt.discovery.consul import ConsulDiscovery
 
 log = structlog.get_logger("yurt.platform")
+
+# What yurt keeps in the data dir, up to a '-' (queue.sqlite3-wal, server-secret, ...).
+DATA_DIR_ENTRIES = frozenset(
+    ("apps", "logs", "payloads", "queue.sqlite3", "server", "webhook", "yurt.lock")
+)
 
 
 class Platform:
@@ -61,7 +67,7 @@ class Platform:
         self.default_owner = config.router.owner
         self.store = AppStore(config.data_dir, b"")
         self.queue_store: QueueStore | None = None
-        self._lock: TextIO | None = None
+        self._lock: IO[str] | None = None
         self.webhooks: WebhookSender | None = None
         self._locks: dict[str, asyncio.Lock] = {}
         self._served: dict[str, tuple[str, AppSpec]] = {}  # app id -> (payload sha256, spec)
@@ -120,7 +126,8 @@ class Platform:
     async def add_app(self, cls: type[App]) -> str:
         """Package ``cls`` and serve it; returns its app id ``owner/app_name``."""
         spec = build_spec(cls)
-        header, payload = write_payload(cls, self.store.payloads)
+        header = self.store.put_payload(pack(cls))
+        payload = self.store.payloads / f"{header.sha256}.yurt"
         app_id = f"{self.default_owner}/{spec.app_name}"
         if app_id in self.router.routes:
             raise ValueError(f"app {app_id!r} is already served; give one of them another app_name")
@@ -178,7 +185,7 @@ class Platform:
         anyone asks about it. The router's socket is bound first: runners on a cluster fetch
         their payloads from its URL.
         """
-        self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        self._private_data_dir()
         try:
             self.router.load_tls()
             if self.server:
@@ -267,7 +274,7 @@ class Platform:
     def _lock_data_dir(self) -> None:
         # Two routers on one queue would run the same requests and send the same webhooks.
         path = self.config.data_dir / "yurt.lock"
-        lock = path.open("a+")
+        lock = open_private(path, "a+")
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -282,6 +289,25 @@ class Platform:
         lock.write(f"yurt pid {os.getpid()}\n")
         lock.flush()
         self._lock = lock
+
+    def _private_data_dir(self) -> None:
+        # Request bodies, results, logs, user code and keys live here: the owner's only. What
+        # an older yurt made readable is narrowed; what is made from now on is made private.
+        # Only yurt's own entries: the data dir may be a directory that holds other things.
+        data_dir = self.config.data_dir
+        try:
+            private_dir(data_dir)
+            for entry in data_dir.iterdir():
+                if entry.name.partition("-")[0] in DATA_DIR_ENTRIES:
+                    tighten(entry)
+            if isinstance(self.backend, LocalBackend):
+                private_dir(self.backend.log_dir)  # before the backend makes it with its umask
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot make the data dir {data_dir} private to its owner: "
+                f"{exc.strerror or exc}; give a data dir this user owns (--data-dir or "
+                "$YURT_DATA_DIR)"
+            ) from exc
 
     def _open_queue(self) -> None:
         cfg = self.config.queue

@@ -1,9 +1,9 @@
 """Deployed apps and their payloads, kept in the data dir so that a restarted server serves them.
 
-Layout: ``payloads/<sha256>.yurt`` (the files ``write_payload`` makes) and
-``apps/<owner>/<app>.json``, one file per app holding its current spec and every revision it has
-had. Each write goes to a temporary file renamed into place, so a killed server leaves either
-the old or the new file, never half of one.
+Layout: ``payloads/<sha256>.yurt`` and ``apps/<owner>/<app>.json``, one file per app holding its
+current spec and every revision it has had. Each write goes to a temporary file renamed into
+place, so a killed server leaves either the old or the new file, never half of one. Every file
+is its owner's only (``0600``, directories ``0700``): payloads are user code.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict
 
 from yurt.errors import ConfigError, PayloadError
 from yurt.packaging import PayloadHeader, read_header
+from yurt.privatefs import private_dir
 from yurt.spec import AppSpec
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -61,8 +62,11 @@ def is_sha256(value: str) -> bool:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file of its own (two writers may race)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``data`` to ``path`` through a temporary file of its own (two writers may race).
+
+    The file is ``0600`` (``mkstemp`` makes it so) in directories made ``0700``.
+    """
+    private_dir(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -154,7 +158,7 @@ def load_secret(path: Path) -> bytes:
     The data dir's lock keeps two servers from making one at the same time.
     """
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(fd, "w") as f:  # mkstemp makes it 0600

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from yurt.config import LocalBackendConfig
+from yurt.config import CONFIG_ENV, LocalBackendConfig
+from yurt.privatefs import open_private
 from yurt.runner.__main__ import FAILURE_MARK  # the runner's last stderr line on failure
 
 
@@ -90,10 +92,78 @@ def runner_command(
     return cmd
 
 
-def runner_env(environ: Mapping[str, str], gpu_uuids: Sequence[str]) -> dict[str, str]:
-    """The runner's environment: this one, unbuffered, seeing only its own GPUs.
+# What a runner takes from the environment yurt runs in (``runner_env``). An allow-list: the
+# control plane's environment holds its own credentials (YURT_ADMIN_TOKEN, NOMAD_TOKEN,
+# CONSUL_HTTP_TOKEN, cloud keys) and user code runs in the runner.
+RUNNER_ENV_NAMES = frozenset(
+    (
+        # who and where: the shell's basics
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "LANG",
+        "LANGUAGE",
+        "TZ",
+        "TMPDIR",
+        # outbound traffic through a proxy, in both spellings tools read, and its CA
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+        "all_proxy",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "ALL_PROXY",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "REQUESTS_CA_BUNDLE",
+        # the runner imports what this process imports, native libraries included
+        "PYTHONPATH",
+        "PYTHONHOME",
+        "VIRTUAL_ENV",
+        "LD_LIBRARY_PATH",
+    )
+)
+# Locale categories, the GPU stack's settings, and yurt's variables meant for runners.
+RUNNER_ENV_PREFIXES = ("LC_", "CUDA_", "NVIDIA_", "YURT_")
+# yurt's own configuration (``CONFIG_ENV``) never passes, even under the YURT_ prefix; nor
+# does a YURT_ variable named like a credential, whoever reads it.
+_CREDENTIAL_NAME = re.compile(r"TOKEN|SECRET|KEY|PASSW|CREDENTIAL|AUTH", re.IGNORECASE)
+
+
+def runner_env(
+    environ: Mapping[str, str], gpu_uuids: Sequence[str], pass_env: Collection[str] = ()
+) -> dict[str, str]:
+    """The runner's environment: what an app needs of ``environ``, unbuffered, seeing only its
+    own GPUs. Pure.
+
+    Kept: ``RUNNER_ENV_NAMES``, names starting with ``RUNNER_ENV_PREFIXES`` and the names in
+    ``pass_env`` (``[local] pass_env``). Dropped: everything else (NOMAD_*, CONSUL_*, VAULT_*,
+    AWS_*, ...), every variable yurt's configuration reads (``CONFIG_ENV``) and YURT_ names that
+    look like credentials.
 
     UUIDs, not indexes: CUDA numbers GPUs fastest first unless told otherwise, NVML by PCI bus.
     An empty value hides every GPU from a CPU runner, so none uses another's GPU.
     """
-    return {**environ, "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": ",".join(gpu_uuids)}
+    env = {
+        name: value
+        for name, value in environ.items()
+        if name not in CONFIG_ENV and (name in pass_env or _for_runner(name))
+    }
+    env["PYTHONUNBUFFERED"] = "1"
+    env["CUDA_VISIBLE_DEVICES"] = ",".join(gpu_uuids)
+    return env
+
+
+def _for_runner(name: str) -> bool:
+    if name in RUNNER_ENV_NAMES:
+        return True
+    if not name.startswith(RUNNER_ENV_PREFIXES):
+        return False
+    return not (name.startswith("YURT_") and _CREDENTIAL_NAME.search(name))
+
+
+def open_log(path: Path) -> IO[bytes]:
+    """A runner's log file, opened for appending; made ``0600`` (logs hold what apps print)."""
+    return open_private(path, "ab")

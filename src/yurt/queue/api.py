@@ -31,7 +31,7 @@ from urllib.parse import parse_qsl
 from yurt.errors import RequestError
 from yurt.queue.model import Header, Job, State
 from yurt.queue.routing import RoutingError, parse_routing
-from yurt.queue.store import Record
+from yurt.queue.store import Record, without_credentials
 from yurt.router.http import JSON_TYPE, Reply, error_reply, json_reply, new_request_id
 
 if TYPE_CHECKING:
@@ -157,8 +157,9 @@ class QueueApi:
             for p in call.query.split("&")
             if p and not p.startswith(("fal_webhook=", "yurt_webhook="))
         )
+        kept = without_credentials(call.headers)  # written to disk, replayed to a runner
         try:
-            job = await self.engine.submit(route, endpoint, query, call.headers, call.body, routing)
+            job = await self.engine.submit(route, endpoint, query, kept, call.body, routing)
         except RequestError as exc:
             return error_reply(exc.status, exc.error_type, exc.detail), new_request_id()
         position = self.engine.position(job) if job.state is State.IN_QUEUE else 0

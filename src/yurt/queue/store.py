@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
 
 import structlog
 
+from yurt.privatefs import create_private, private_dir
 from yurt.queue.model import Header, Job, Priority, Result, Routing, State
 from yurt.queue.webhooks import Delivery
 
@@ -90,6 +92,22 @@ class Record:
     logs: list[dict[str, Any]]
 
 
+# Request headers that carry a caller's credentials: Authorization, Proxy-Authorization, Cookie,
+# fal's X-Fal-Key and the usual X-Api-Key, X-Auth-Token, X-Amz-Security-Token, X-Client-Secret...
+# Matched anywhere in the lowercased name (twice as fast as re.IGNORECASE): ~2 us a submit.
+_CREDENTIAL = re.compile(rb"auth|cookie|key|token|secret|passw|credential")
+
+
+def without_credentials(headers: Iterable[Header]) -> list[Header]:
+    """``headers`` less those that may carry credentials: what the queue keeps of a request.
+
+    The queue writes a request's headers to disk to replay them to a runner, which needs the
+    caller's data, not the key the caller used to reach the router; a stolen database or
+    backup must not hand out working keys.
+    """
+    return [(k, v) for k, v in headers if _CREDENTIAL.search(k.lower()) is None]
+
+
 def _pack_headers(headers: list[Header]) -> bytes:
     """Headers as HTTP writes them (``name: value`` lines), five times cheaper than JSON.
 
@@ -121,7 +139,10 @@ class QueueStore:
     """Accepted requests, their results and logs, and the webhook outbox."""
 
     def __init__(self, path: Path, durability: Literal["normal", "full"] = "normal") -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
+        # Request bodies and results are the callers' own: the file is made 0600 before SQLite
+        # opens it, and SQLite gives its -wal and -shm files the database file's mode.
+        create_private(path)
         self.path = path
         # Autocommit mode: transactions are opened and committed explicitly below.
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)

@@ -14,6 +14,10 @@ Facts it follows (see NOMAD_CONSUL.md in the shared reference):
   so it covers the payload download, an image pull and the model load, not the load alone;
 - Nomad gives a GPU task only ``NVIDIA_VISIBLE_DEVICES``; the runner sets ``CUDA_VISIBLE_DEVICES``
   from it, and the docker driver picks the nvidia runtime itself (no ``runtime`` here).
+- a task's environment is its ``Env``, the NOMAD_* variables and, for raw_exec, the Nomad
+  client's own environment less its ``env.denylist`` (NOMAD_TOKEN, CONSUL_HTTP_TOKEN,
+  VAULT_TOKEN, cloud keys by default): never the yurt server's, so ``Env`` is the only way a
+  server secret could reach a runner, and it carries none.
 """
 
 from __future__ import annotations
@@ -296,6 +300,8 @@ def _task(
         "Name": TASK,
         "Driver": config.driver,
         "Config": driver_config,
+        # What the runner needs and nothing of the server's (no NomadConfig.token): user code
+        # runs in the task, and anyone allowed to read the job reads its Env.
         "Env": {TOKEN_ENV: payload.token, "PYTHONUNBUFFERED": "1"},
         "Resources": resources(spec, with_overrides(machines)),
         "KillTimeout": ns(spec.termination_grace_period_seconds + KILL_SLACK_S),

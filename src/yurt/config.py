@@ -68,6 +68,12 @@ class LocalBackendConfig(_Frozen):
         description="the GPUs runners may be given, as CUDA_VISIBLE_DEVICES lists them "
         "(indexes or UUIDs); None: every GPU NVML sees. Default: $CUDA_VISIBLE_DEVICES",
     )
+    console: bool = Field(
+        default=False,
+        description="also show each runner's output on this process's stderr, each line "
+        "prefixed with the runner id (the log files in DATA_DIR/logs/ stay); "
+        "yurt run turns it on unless --quiet",
+    )
 
 
 class SchedulerConfig(_Frozen):

@@ -17,12 +17,13 @@ import contextlib
 import os
 import signal
 import socket
+import sys
 import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import structlog
 
@@ -37,12 +38,8 @@ from yurt.backends.base import (
 )
 from yurt.backends.gpus import GpuAllocator, discover_gpus
 from yurt.backends.health import HttpHealthChecker
-from yurt.backends.localproc import (
-    bound_socket,
-    read_failure,
-    runner_command,
-    runner_env,
-)
+from yurt.backends.localproc import bound_socket, runner_command, runner_env
+from yurt.backends.runnerlog import RunnerOutput, failure_from_tail
 from yurt.config import LocalBackendConfig
 from yurt.discovery.local import LocalRegistry
 from yurt.machines import with_overrides
@@ -63,6 +60,7 @@ class _Runner:
     state: RunnerState = RunnerState.PENDING
     sock: socket.socket | None = None  # bound for the runner, closed here once it has it
     proc: asyncio.subprocess.Process | None = None
+    output: RunnerOutput | None = None  # its stdout and stderr, once it runs
     ready: bool = False
     outdated: bool = False  # of an earlier revision: serves until a new one takes its place
     detail: str = ""
@@ -104,8 +102,13 @@ class LocalBackend:
         *,
         gpus: GpuAllocator | None = None,
         machines: Mapping[str, Mapping[str, Any]] | None = None,
+        console: BinaryIO | None = None,
     ) -> None:
         self.config = config
+        if console is None and config.console:
+            console = sys.stderr.buffer
+        # Where runner output is shown as it comes, each line prefixed with the runner id.
+        self.console = console
         # The server's changes to the machine catalog: for the GPU assignment here, and passed
         # to each runner for its own GPU check.
         self.machines = dict(machines or {})
@@ -337,24 +340,33 @@ class LocalBackend:
         gpu_ids = self.gpus.uuids(runner.runner_id) if self.gpus is not None else []
         env = runner_env(os.environ, gpu_ids)
         try:
-            with runner.log_path.open("ab") as out:
-                runner.proc = await asyncio.create_subprocess_exec(
-                    *cmd,
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=asyncio.subprocess.STDOUT,
-                    env=env,
-                    start_new_session=True,
-                    pass_fds=(runner.sock.fileno(),) if runner.sock is not None else (),
-                )
+            # A pipe, not the log file: a runner must not die of a full disk (runnerlog).
+            runner.proc = await asyncio.create_subprocess_exec(
+                *cmd,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+                pass_fds=(runner.sock.fileno(),) if runner.sock is not None else (),
+            )
         except OSError as exc:
             app.runners.pop(runner.runner_id, None)
             runner.state = RunnerState.TERMINATED
-            self._start_failed(app, runner, "spawn", f"cannot start {cmd[0]}: {exc}")
+            log.warning("runner_spawn_failed", app=app.app_id, command=cmd[0], error=str(exc))
+            # The caller hears why without the server's paths (the console has the command).
+            why = exc.strerror or type(exc).__name__
+            self._start_failed(app, runner, "spawn", f"the runner process did not start: {why}")
             self._gone(app, runner)
             return
         finally:
             _close_socket(runner)  # the runner has its own copy now (or never will)
+        output = runner.output = RunnerOutput(
+            runner.runner_id, runner.log_path, self.console, app_id=app.app_id
+        )
+        assert runner.proc.stdout is not None
+        pump = asyncio.create_task(output.pump(runner.proc.stdout))
+        runner.tasks.append(pump)
         log.info(
             "runner_started",
             app=app.app_id,
@@ -373,6 +385,9 @@ class LocalBackend:
         # Whatever user code started (model servers, worker pools) goes with the runner.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(runner.proc.pid, signal.SIGKILL)
+        # Its last lines (the failure line) may still be in the pipe. Not to the end: a process
+        # that left the group can hold the pipe open; the pump then goes on until it closes.
+        await asyncio.wait({pump}, timeout=self.config.health.timeout)
         self._exited(app, runner, code)
 
     def _exited(self, app: _App, runner: _Runner, code: int) -> None:
@@ -391,7 +406,8 @@ class LocalBackend:
         # A runner of an earlier revision that never started says nothing of the current one.
         failed = not runner.ready and (not was_draining or runner.detail == "startup_timeout")
         if failed and not runner.outdated:
-            kind, message = read_failure(runner.log_path, code)
+            tail = runner.output.tail if runner.output is not None else b""
+            kind, message = failure_from_tail(tail, code)
             if runner.detail == "startup_timeout":
                 kind = "startup_timeout"
                 message = (

@@ -452,7 +452,8 @@ class LocalBackend:
         app.failures += 1
         delay = min(self.config.backoff.step * app.failures, self.config.backoff.cap)
         app.backoff_until = time.monotonic() + delay
-        app.last_failure = message
+        # Where the log is goes to the console and /_yurt/apps; callers hear the runner id.
+        app.last_failure = f"{message} (runner {runner.runner_id}, log {runner.log_path})"
         log.warning(
             "runner_start_failed",
             app=app.app_id,
@@ -464,8 +465,10 @@ class LocalBackend:
             log=str(runner.log_path),
         )
         error_type = "startup_timeout" if kind == "startup_timeout" else "runner_scheduling_failure"
+        if kind == "payload":  # the runner's own message names the payload's file
+            message = "the runner could not load the app's payload"
         failure = StartFailure(
-            app.app_id, runner.runner_id, error_type, f"{message} (runner log: {runner.log_path})"
+            app.app_id, runner.runner_id, error_type, f"{message} (runner {runner.runner_id})"
         )
         for listener in self._listeners:
             listener(failure)

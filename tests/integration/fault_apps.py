@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 from pydantic import BaseModel
 
@@ -41,4 +42,16 @@ class BrokenSetup(yurt.App, keep_alive=300, startup_timeout=20):
 
     @yurt.endpoint("/")
     def pid(self, body: Empty) -> Pid:
+        return Pid(pid=os.getpid())
+
+
+class Talker(yurt.App, keep_alive=300, min_concurrency=1):
+    """Prints to stdout and stderr as it sets up and serves."""
+
+    def setup(self) -> None:
+        print("hello from setup", flush=True)
+
+    @yurt.endpoint("/")
+    def pid(self, body: Empty) -> Pid:
+        print("to stderr from a request", file=sys.stderr, flush=True)
         return Pid(pid=os.getpid())

@@ -2,8 +2,10 @@
 
 It plays the parts that Nomad and Consul play on a cluster: it keeps the target number of runners
 alive, health-checks them over HTTP (interval, timeout, failure threshold), replaces a runner that
-was ready and died at once, and backs off an app whose runners keep failing before they become
-ready. Healthy runners are published to a ``LocalRegistry``.
+was ready and died at once while ``min_concurrency`` needs it, and backs off an app whose runners
+keep failing before they become ready. Healthy runners are published to a ``LocalRegistry``.
+Each runner's output comes through a pipe to its log file and, with ``console``, to stderr
+(``runnerlog``).
 
 A GPU runner gets GPUs of its own through ``CUDA_VISIBLE_DEVICES`` (NVML UUIDs), held until its
 process has exited; while too few are free, further runners of the app wait rather than share.

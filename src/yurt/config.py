@@ -105,6 +105,13 @@ class LocalBackendConfig(_Frozen):
             )
         return names
 
+    console: bool = Field(
+        default=False,
+        description="also show each runner's output on this process's stderr, each line "
+        "prefixed with the runner id (the log files in DATA_DIR/logs/ stay); "
+        "yurt run turns it on unless --quiet",
+    )
+
 
 class SchedulerConfig(_Frozen):
     """The reconcile loop."""

@@ -2,8 +2,10 @@
 
 It plays the parts that Nomad and Consul play on a cluster: it keeps the target number of runners
 alive, health-checks them over HTTP (interval, timeout, failure threshold), replaces a runner that
-was ready and died at once, and backs off an app whose runners keep failing before they become
-ready. Healthy runners are published to a ``LocalRegistry``.
+was ready and died at once while ``min_concurrency`` needs it, and backs off an app whose runners
+keep failing before they become ready. Healthy runners are published to a ``LocalRegistry``.
+Each runner's output comes through a pipe to its log file and, with ``console``, to stderr
+(``runnerlog``).
 
 A GPU runner gets GPUs of its own through ``CUDA_VISIBLE_DEVICES`` (NVML UUIDs), held until its
 process has exited; while too few are free, further runners of the app wait rather than share.
@@ -17,12 +19,13 @@ import contextlib
 import os
 import signal
 import socket
+import sys
 import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import structlog
 
@@ -37,12 +40,8 @@ from yurt.backends.base import (
 )
 from yurt.backends.gpus import GpuAllocator, discover_gpus
 from yurt.backends.health import HttpHealthChecker
-from yurt.backends.localproc import (
-    bound_socket,
-    read_failure,
-    runner_command,
-    runner_env,
-)
+from yurt.backends.localproc import bound_socket, runner_command, runner_env
+from yurt.backends.runnerlog import RunnerOutput, failure_from_tail
 from yurt.config import LocalBackendConfig
 from yurt.discovery.local import LocalRegistry
 from yurt.machines import with_overrides
@@ -63,6 +62,7 @@ class _Runner:
     state: RunnerState = RunnerState.PENDING
     sock: socket.socket | None = None  # bound for the runner, closed here once it has it
     proc: asyncio.subprocess.Process | None = None
+    output: RunnerOutput | None = None  # its stdout and stderr, once it runs
     ready: bool = False
     outdated: bool = False  # of an earlier revision: serves until a new one takes its place
     detail: str = ""
@@ -104,8 +104,13 @@ class LocalBackend:
         *,
         gpus: GpuAllocator | None = None,
         machines: Mapping[str, Mapping[str, Any]] | None = None,
+        console: BinaryIO | None = None,
     ) -> None:
         self.config = config
+        if console is None and config.console:
+            console = sys.stderr.buffer
+        # Where runner output is shown as it comes, each line prefixed with the runner id.
+        self.console = console
         # The server's changes to the machine catalog: for the GPU assignment here, and passed
         # to each runner for its own GPU check.
         self.machines = dict(machines or {})
@@ -335,26 +340,35 @@ class LocalBackend:
             self.config, app.payload, runner.runner_id, runner.port, fd, self.machines
         )
         gpu_ids = self.gpus.uuids(runner.runner_id) if self.gpus is not None else []
-        env = runner_env(os.environ, gpu_ids)
+        env = runner_env(os.environ, gpu_ids, self.config.pass_env)
         try:
-            with runner.log_path.open("ab") as out:
-                runner.proc = await asyncio.create_subprocess_exec(
-                    *cmd,
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=asyncio.subprocess.STDOUT,
-                    env=env,
-                    start_new_session=True,
-                    pass_fds=(runner.sock.fileno(),) if runner.sock is not None else (),
-                )
+            # A pipe, not the log file: a runner must not die of a full disk (runnerlog).
+            runner.proc = await asyncio.create_subprocess_exec(
+                *cmd,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+                pass_fds=(runner.sock.fileno(),) if runner.sock is not None else (),
+            )
         except OSError as exc:
             app.runners.pop(runner.runner_id, None)
             runner.state = RunnerState.TERMINATED
-            self._start_failed(app, runner, "spawn", f"cannot start {cmd[0]}: {exc}")
+            log.warning("runner_spawn_failed", app=app.app_id, command=cmd[0], error=str(exc))
+            # The caller hears why without the server's paths (the console has the command).
+            why = exc.strerror or type(exc).__name__
+            self._start_failed(app, runner, "spawn", f"the runner process did not start: {why}")
             self._gone(app, runner)
             return
         finally:
             _close_socket(runner)  # the runner has its own copy now (or never will)
+        output = runner.output = RunnerOutput(
+            runner.runner_id, runner.log_path, self.console, app_id=app.app_id
+        )
+        assert runner.proc.stdout is not None
+        pump = asyncio.create_task(output.pump(runner.proc.stdout))
+        runner.tasks.append(pump)
         log.info(
             "runner_started",
             app=app.app_id,
@@ -373,6 +387,9 @@ class LocalBackend:
         # Whatever user code started (model servers, worker pools) goes with the runner.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(runner.proc.pid, signal.SIGKILL)
+        # Its last lines (the failure line) may still be in the pipe. Not to the end: a process
+        # that left the group can hold the pipe open; the pump then goes on until it closes.
+        await asyncio.wait({pump}, timeout=self.config.health.timeout)
         self._exited(app, runner, code)
 
     def _exited(self, app: _App, runner: _Runner, code: int) -> None:
@@ -391,7 +408,8 @@ class LocalBackend:
         # A runner of an earlier revision that never started says nothing of the current one.
         failed = not runner.ready and (not was_draining or runner.detail == "startup_timeout")
         if failed and not runner.outdated:
-            kind, message = read_failure(runner.log_path, code)
+            tail = runner.output.tail if runner.output is not None else b""
+            kind, message = failure_from_tail(tail, code)
             if runner.detail == "startup_timeout":
                 kind = "startup_timeout"
                 message = (
@@ -399,8 +417,29 @@ class LocalBackend:
                     f"{app.spec.startup_timeout:g}s"
                 )
             self._start_failed(app, runner, kind, message)
-        # A runner that was ready and died is replaced at once, even while others back off.
-        self._gone(app, runner, replace_now=runner.ready and not was_draining)
+        died = runner.ready and not was_draining
+        needed = died and (runner.outdated or self._still_needed(app, runner))
+        self._gone(app, runner, replace_now=needed)
+
+    def _still_needed(self, app: _App, runner: _Runner) -> bool:
+        """Whether a ready runner that died is replaced at once (even while others back off).
+
+        Yes while ``min_concurrency`` needs it. Otherwise its place leaves the target: the
+        scheduler asks for it again within one pass if requests in flight or waiting need it,
+        and a runner kept only by ``keep_alive`` is not started again for nobody.
+        """
+        live = sum(r.state in LIVE and not r.outdated for r in app.runners.values())
+        if live < app.spec.min_concurrency or app.target <= live:
+            return True
+        app.target -= 1
+        log.info(
+            "runner_not_replaced",
+            app=app.app_id,
+            runner=runner.runner_id,
+            target=app.target,
+            min_concurrency=app.spec.min_concurrency,
+        )
+        return False
 
     def _gone(self, app: _App, runner: _Runner, *, replace_now: bool = False) -> None:
         """A runner's process is gone: its GPUs go back, its app and then others reconcile."""
@@ -415,7 +454,8 @@ class LocalBackend:
         app.failures += 1
         delay = min(self.config.backoff.step * app.failures, self.config.backoff.cap)
         app.backoff_until = time.monotonic() + delay
-        app.last_failure = message
+        # Where the log is goes to the console and /_yurt/apps; callers hear the runner id.
+        app.last_failure = f"{message} (runner {runner.runner_id}, log {runner.log_path})"
         log.warning(
             "runner_start_failed",
             app=app.app_id,
@@ -427,8 +467,10 @@ class LocalBackend:
             log=str(runner.log_path),
         )
         error_type = "startup_timeout" if kind == "startup_timeout" else "runner_scheduling_failure"
+        if kind == "payload":  # the runner's own message names the payload's file
+            message = "the runner could not load the app's payload"
         failure = StartFailure(
-            app.app_id, runner.runner_id, error_type, f"{message} (runner log: {runner.log_path})"
+            app.app_id, runner.runner_id, error_type, f"{message} (runner {runner.runner_id})"
         )
         for listener in self._listeners:
             listener(failure)

@@ -159,7 +159,7 @@ def flags_from_args(args: argparse.Namespace) -> dict[str, Any]:
                 "tls_key": get("tls_key"),
                 "public_url": public_url(get("public_url")),
             },
-            "local": {"runner_loop": loop},
+            "local": {"runner_loop": loop, "console": get("runner_console")},
             "nomad": {
                 "addr": get("nomad_addr"),
                 "token": get("nomad_token"),

@@ -37,7 +37,14 @@ def add_parser(commands: Any) -> None:
     p.add_argument("target", metavar="FILE::Class", help="e.g. examples/echo.py::Echo")
     add_serving_options(p)
     add_debug_option(p)
-    p.set_defaults(handler=handle)
+    p.add_argument(
+        "--quiet",
+        dest="runner_console",
+        action="store_false",
+        help="do not show the runners' output here, prefixed with each runner's id "
+        "(it is in DATA_DIR/logs/ either way)",
+    )
+    p.set_defaults(handler=handle, runner_console=True)
 
 
 def example_body(schema: dict[str, Any] | None) -> dict[str, Any]:

@@ -151,14 +151,23 @@ def capturing(buffer: LogBuffer) -> Iterator[None]:
 
 
 class Tee:
-    """A text stream that writes through to ``stream`` and records into the current buffer."""
+    """A text stream that writes through to ``stream`` and records into the current buffer.
+
+    A write ``stream`` refuses (a full disk, a pipe whose reader is gone) is dropped and
+    counted in ``dropped_lines``, not raised: user code that prints must not fail for it.
+    """
 
     def __init__(self, stream: TextIO, name: Stream) -> None:
         self.stream = stream
         self.name: Stream = name
+        self.dropped_lines = 0
 
     def write(self, text: str) -> int:
-        written = self.stream.write(text)
+        try:
+            written = self.stream.write(text)
+        except OSError:
+            self.dropped_lines += text.count("\n")
+            written = len(text)
         buffer = _current.get()
         # logging's StreamHandler (and its lastResort) write records here; the record factory
         # already captured them as log entries, so a second copy as a print is skipped.
@@ -171,7 +180,8 @@ class Tee:
             self.write(line)
 
     def flush(self) -> None:
-        self.stream.flush()
+        with contextlib.suppress(OSError):  # counted by write()
+            self.stream.flush()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.stream, name)

@@ -11,7 +11,6 @@ import pytest
 
 import yurt
 from yurt.admin.store import AppStore, load_secret
-from yurt.backends.localproc import open_log
 from yurt.errors import ConfigError
 from yurt.packaging import pack
 from yurt.privatefs import open_private, private_dir, tighten
@@ -64,7 +63,7 @@ def test_a_directory_everyone_shares_is_refused_not_narrowed(tmp_path: Path) -> 
 
 def test_open_private_makes_0600_and_narrows_an_old_file(tmp_path: Path, loose_umask: None) -> None:
     """A new file is 0600 whatever the umask; an old 0644 one loses the group's and others' bits."""
-    with open_log(tmp_path / "new.log") as f:
+    with open_private(tmp_path / "new.log", "ab") as f:
         f.write(b"line\n")
     assert mode(tmp_path / "new.log") == 0o600
     old = tmp_path / "old.lock"

@@ -1,5 +1,5 @@
-"""How the local backend starts a runner process: its socket, command line and environment,
-and how it reads why one failed. No state: ``LocalBackend`` holds the runners."""
+"""How the local backend starts a runner process: its socket, command line and environment.
+No state: ``LocalBackend`` holds the runners."""
 
 from __future__ import annotations
 
@@ -9,11 +9,9 @@ import re
 import socket
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from yurt.config import CONFIG_ENV, LocalBackendConfig
-from yurt.privatefs import open_private
-from yurt.runner.__main__ import FAILURE_MARK  # the runner's last stderr line on failure
 
 
 def bound_socket(host: str) -> socket.socket:
@@ -37,21 +35,6 @@ def free_port(host: str) -> int:
         s.bind((host, 0))
         port: int = s.getsockname()[1]
         return port
-
-
-def read_failure(log_path: Path, returncode: int | None) -> tuple[str, str]:
-    """(error kind, message) from the runner's last failure line, else a generic one."""
-    try:
-        with log_path.open("rb") as f:
-            f.seek(max(0, log_path.stat().st_size - 16384))
-            tail = f.read().decode(errors="replace").splitlines()
-    except OSError:
-        tail = []
-    for line in reversed(tail):
-        if line.startswith(FAILURE_MARK):
-            kind, _, message = line[len(FAILURE_MARK) :].strip().partition(": ")
-            return kind, message
-    return "exited", f"runner exited with code {returncode} before it became ready"
 
 
 def runner_command(
@@ -162,8 +145,3 @@ def _for_runner(name: str) -> bool:
     if not name.startswith(RUNNER_ENV_PREFIXES):
         return False
     return not (name.startswith("YURT_") and _CREDENTIAL_NAME.search(name))
-
-
-def open_log(path: Path) -> IO[bytes]:
-    """A runner's log file, opened for appending; made ``0600`` (logs hold what apps print)."""
-    return open_private(path, "ab")

@@ -19,7 +19,7 @@ from typing import BinaryIO
 
 import structlog
 
-from yurt.runner.__main__ import FAILURE_MARK  # the runner's last stderr line on failure
+from yurt.runner.__main__ import parse_failure
 
 log = structlog.get_logger("yurt.local")
 
@@ -27,15 +27,13 @@ TAIL_BYTES = 16 * 1024
 CHUNK = 64 * 1024
 # A line longer than this reaches the console in pieces, each with the prefix.
 MAX_CONSOLE_LINE = 16 * 1024
-_MARK = FAILURE_MARK.encode()
 
 
 def failure_from_tail(tail: bytes, returncode: int | None) -> tuple[str, str]:
     """(error kind, message) from the runner's last failure line in ``tail``, else generic."""
-    for line in reversed(tail.decode(errors="replace").splitlines()):
-        if line.startswith(FAILURE_MARK):
-            kind, _, message = line[len(FAILURE_MARK) :].strip().partition(": ")
-            return kind, message
+    found = parse_failure(tail.decode(errors="replace"))
+    if found is not None:
+        return found
     return "exited", f"runner exited with code {returncode} before it became ready"
 
 

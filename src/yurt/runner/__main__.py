@@ -39,6 +39,17 @@ if TYPE_CHECKING:
 log = structlog.get_logger("yurt.runner")
 
 FAILURE_MARK = "yurt-runner-failure:"
+
+
+def parse_failure(text: str) -> tuple[str, str] | None:
+    """(kind, message) from the last ``FAILURE_MARK`` line of a runner's output, if any."""
+    for line in reversed(text.splitlines()):
+        if line.startswith(FAILURE_MARK):
+            kind, _, message = line[len(FAILURE_MARK) :].strip().partition(": ")
+            return kind, message
+    return None
+
+
 EXIT_PAYLOAD, EXIT_SETUP, EXIT_STARTUP_TIMEOUT, EXIT_GPU = 3, 4, 5, 6
 
 

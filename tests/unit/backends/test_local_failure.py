@@ -1,32 +1,27 @@
-"""Reading why a runner failed from the end of its log."""
+"""Reading why a local runner failed from the end of its output."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from yurt.backends.localproc import read_failure
+from yurt.backends.runnerlog import failure_from_tail
 
 
-def test_failure_line_is_found(tmp_path: Path) -> None:
+def test_failure_line_is_found() -> None:
     """The last failure line wins over earlier output."""
-    log = tmp_path / "r.log"
-    log.write_text(
-        "Traceback...\nyurt-runner-failure: setup: old\nmore\n"
-        "yurt-runner-failure: setup: setup() raised RuntimeError: no weights\n"
+    tail = (
+        b"Traceback...\nyurt-runner-failure: setup: old\nmore\n"
+        b"yurt-runner-failure: setup: setup() raised RuntimeError: no weights\n"
     )
-    assert read_failure(log, 4) == ("setup", "setup() raised RuntimeError: no weights")
+    assert failure_from_tail(tail, 4) == ("setup", "setup() raised RuntimeError: no weights")
 
 
-def test_no_failure_line_names_exit_code(tmp_path: Path) -> None:
+def test_no_failure_line_names_exit_code() -> None:
     """Without a failure line, the exit code is reported."""
-    log = tmp_path / "r.log"
-    log.write_text("Segmentation fault\n")
-    assert read_failure(log, -11) == (
+    assert failure_from_tail(b"Segmentation fault\n", -11) == (
         "exited",
         "runner exited with code -11 before it became ready",
     )
 
 
-def test_missing_log(tmp_path: Path) -> None:
-    """A missing log file is not an error of its own."""
-    assert read_failure(tmp_path / "absent.log", 1)[0] == "exited"
+def test_no_output() -> None:
+    """A runner that printed nothing is not an error of its own."""
+    assert failure_from_tail(b"", 1)[0] == "exited"

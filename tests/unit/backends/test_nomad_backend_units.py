@@ -28,7 +28,7 @@ from yurt.backends.nomad import allocs, scaling
 from yurt.backends.nomad import backend as nb
 from yurt.backends.nomad import client as nc
 from yurt.backends.nomad.addr import CONSUL_PORT, NOMAD_PORT, parse_addr
-from yurt.backends.nomad.naming import PayloadRef
+from yurt.backends.nomad.naming import PayloadRef, parse_failure
 from yurt.config import ConsulConfig, NomadConfig, SchedulerConfig
 from yurt.discovery import consul as dc
 from yurt.errors import (
@@ -222,8 +222,8 @@ def test_address_unknown_without_ports() -> None:
 def test_read_failure_takes_last_mark() -> None:
     """The runner's last failure line says why it ended."""
     text = "x\nyurt-runner-failure: setup: old\nyurt-runner-failure: payload: bad token\n"
-    assert allocs.read_failure(text) == ("payload", "bad token")
-    assert allocs.read_failure("Segmentation fault\n") is None
+    assert parse_failure(text) == ("payload", "bad token")
+    assert parse_failure("Segmentation fault\n") is None
 
 
 def test_health_killed_and_exit_detail() -> None:

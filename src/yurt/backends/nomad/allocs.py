@@ -12,7 +12,7 @@ from collections.abc import Collection, Iterable
 from typing import Any
 
 from yurt.backends.base import RunnerState, RunnerView
-from yurt.backends.nomad.naming import FAILURE_MARK, PORT_LABEL, TASK
+from yurt.backends.nomad.naming import PORT_LABEL, TASK
 
 TERMINAL = frozenset({"complete", "failed", "lost"})
 RESCHEDULING = "rescheduling after a failure"  # the detail of a failed one Nomad still counts
@@ -151,15 +151,6 @@ def stops_for(
             break
         out.append(runner_id)
     return out
-
-
-def read_failure(text: str) -> tuple[str, str] | None:
-    """(kind, message) from the runner's last ``yurt-runner-failure:`` line, if any."""
-    for line in reversed(text.splitlines()):
-        if line.startswith(FAILURE_MARK):
-            kind, _, message = line[len(FAILURE_MARK) :].strip().partition(": ")
-            return kind, message
-    return None
 
 
 def health_killed(stub: dict[str, Any]) -> bool:

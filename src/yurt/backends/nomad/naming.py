@@ -6,9 +6,10 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-# The runner writes FAILURE_MARK and reads TOKEN_ENV: named once, there. Importing its entry
-# module costs only argparse and yurt.logging beyond what the control plane loads anyway.
-from yurt.runner.__main__ import FAILURE_MARK
+# The runner writes FAILURE_MARK (parse_failure reads it) and reads TOKEN_ENV: named once,
+# there. Importing its entry module costs only argparse and yurt.logging beyond what the
+# control plane loads anyway.
+from yurt.runner.__main__ import FAILURE_MARK, parse_failure
 from yurt.runner.fetch import TOKEN_ENV
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "TOKEN_ENV",
     "PayloadRef",
     "job_id",
+    "parse_failure",
     "runner_id_from_service_id",
 ]
 

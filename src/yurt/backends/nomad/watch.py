@@ -20,11 +20,10 @@ from yurt.backends.nomad.allocs import (
     deployment_healthy,
     exit_detail,
     health_killed,
-    read_failure,
     task_state,
 )
 from yurt.backends.nomad.evals import Unplaced, placed_since, unplaced
-from yurt.backends.nomad.naming import GROUP, TASK
+from yurt.backends.nomad.naming import GROUP, TASK, parse_failure
 from yurt.backends.nomad.scaling import Scaling, _App
 from yurt.errors import ClusterError
 
@@ -204,7 +203,7 @@ class AllocationWatch(Scaling):
         except ClusterError as exc:
             log.debug("nomad_log_unreadable", app=app.app_id, runner=runner_id, error=str(exc))
             tail = ""
-        found = read_failure(tail)
+        found = parse_failure(tail)
         kind, message = found if found else ("exited", exit_detail(stub))
         if health_killed(stub) and kind not in ("payload", "setup"):
             kind = "startup_timeout"

@@ -19,10 +19,13 @@ from pydantic import (
 )
 
 from yurt.aio import LoopName
+from yurt.backoff import capped_backoff
 from yurt.errors import ConfigError
 from yurt.spec import TEARDOWN_SLACK_S
 
 MIB = 1024 * 1024
+# The most tries of one queued request or one webhook: beyond it a retry loop only hides a fault.
+MAX_ATTEMPTS = 100
 
 
 class _Frozen(BaseModel):
@@ -44,10 +47,15 @@ class HealthConfig(_Frozen):
 
 
 class BackoffConfig(_Frozen):
-    """Crash backoff: each next start ``step`` later, capped at ``cap``, reset on a ready runner."""
+    """Crash backoff: ``step`` before the next start, doubling with each failure in a row up to
+    ``cap``, reset on a ready runner."""
 
-    step: float = Field(default=30.0, ge=0)
-    cap: float = Field(default=600.0, ge=0)
+    step: float = Field(default=30.0, ge=0, description="seconds after the first failed start")
+    cap: float = Field(default=600.0, ge=0, description="the longest wait between starts")
+
+    def delay(self, failures: int) -> float:
+        """Seconds before the next start after ``failures`` failed starts in a row."""
+        return capped_backoff(failures, first=self.step, cap=self.cap)
 
 
 class LocalBackendConfig(_Frozen):
@@ -109,7 +117,9 @@ class RouterConfig(_Frozen):
 class WebhookConfig(_Frozen):
     """Delivery of completion webhooks: bounded retries with exponential backoff."""
 
-    max_attempts: int = Field(default=10, ge=1, description="deliveries tried before giving up")
+    max_attempts: int = Field(
+        default=10, ge=1, le=MAX_ATTEMPTS, description="deliveries tried before giving up"
+    )
     # 15 s doubling to a 1 h cap: ten attempts span about two hours, as fal's redelivery does.
     first_delay: float = Field(default=15.0, ge=0, description="seconds before the first retry")
     max_delay: float = Field(default=3600.0, ge=0, description="cap on the delay between tries")
@@ -123,7 +133,9 @@ class WebhookConfig(_Frozen):
 class QueueConfig(_Frozen):
     """The durable queue behind ``/queue/``."""
 
-    max_attempts: int = Field(default=10, ge=1, description="attempts per queued request")
+    max_attempts: int = Field(
+        default=10, ge=1, le=MAX_ATTEMPTS, description="attempts per queued request"
+    )
     retry_backoff: float = Field(
         default=0.5,
         ge=0,
@@ -176,7 +188,9 @@ class NomadConfig(_Frozen):
     verify_tls: bool = True
     ca_cert: Path | None = None
     timeout: float = Field(default=10.0, gt=0, description="seconds one API call may take")
-    retries: int = Field(default=4, ge=0, description="retries of a call that failed transiently")
+    retries: int = Field(
+        default=4, ge=0, le=20, description="retries of a call that failed transiently"
+    )
     blocking_wait: float = Field(
         default=60.0, ge=1, le=300, description="seconds a blocking query waits for a change"
     )

@@ -19,6 +19,7 @@ from typing import Protocol
 import aiohttp
 import structlog
 
+from yurt.backoff import capped_backoff
 from yurt.config import WebhookConfig
 from yurt.webhooks import signed_headers
 
@@ -68,9 +69,7 @@ class WebhookOutbox(Protocol):
 
 def backoff(attempts_made: int, config: WebhookConfig) -> float:
     """Seconds before the next try: ``first_delay`` doubling per try, up to ``max_delay``."""
-    # The exponent is capped so that a huge count cannot overflow a float; 2**64 exceeds any cap.
-    exponent = min(max(attempts_made - 1, 0), 64)
-    return min(config.first_delay * 2.0**exponent, config.max_delay)
+    return capped_backoff(attempts_made, first=config.first_delay, cap=config.max_delay)
 
 
 class WebhookSender:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import sys
@@ -24,6 +25,7 @@ from yurt.errors import ConfigError
 from yurt.spec import TEARDOWN_SLACK_S
 
 MIB = 1024 * 1024
+_HOST_NAME = re.compile(r"(\*\.)?([a-z0-9_][a-z0-9_-]{0,62}\.)*[a-z0-9_][a-z0-9_-]{0,62}")
 # The most tries of one queued request or one webhook: beyond it a retry loop only hides a fault.
 MAX_ATTEMPTS = 100
 
@@ -167,6 +169,29 @@ class QueueConfig(_Frozen):
         "a power loss",
     )
     webhooks: WebhookConfig = WebhookConfig()
+    webhook_allow: tuple[str, ...] = Field(
+        default=(),
+        description="webhook destinations allowed although loopback, private, link-local, "
+        "reserved or this host's: CIDRs or addresses ('10.0.0.0/8', '127.0.0.1') and host "
+        "names ('hooks.internal', '*.svc.cluster.local'); the rest are refused",
+    )
+
+    @field_validator("webhook_allow")
+    @classmethod
+    def _allow_entries(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [entry for entry in value if not _allow_entry(entry)]
+        if bad:
+            raise ValueError(f"{bad} are neither CIDRs, addresses nor host names")
+        return value
+
+
+def _allow_entry(entry: str) -> bool:
+    """Whether ``entry`` is a CIDR, an address, or a host name (``*.`` for its subdomains)."""
+    try:
+        ipaddress.ip_network(entry, strict=False)
+    except ValueError:
+        return bool(_HOST_NAME.fullmatch(entry.lower().rstrip(".")))
+    return True
 
 
 class NomadConfig(_Frozen):

@@ -2,7 +2,9 @@
 
 The store keeps every delivery until it is delivered or given up, so a restarted router resumes
 them: delivery is at least once (a receiver that answered but whose answer was lost sees the same
-request again). The sender only acts; when to retry is the pure :func:`backoff`.
+request again). The sender only acts; when to retry is the pure :func:`backoff`. A destination
+the :class:`~yurt.queue.destinations.DestinationPolicy` refuses is given up at once, and never
+connected to. Logs show webhook URLs redacted (:func:`~yurt.queue.destinations.redact_url`).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol
@@ -21,7 +23,14 @@ import structlog
 
 from yurt.backoff import capped_backoff
 from yurt.config import WebhookConfig
-from yurt.webhooks import signed_headers
+from yurt.queue.destinations import (
+    CheckedResolver,
+    DestinationPolicy,
+    DestinationRefused,
+    Refusal,
+    redact_url,
+)
+from yurt.webhooks import WebhookVerificationError, signed_headers
 
 log = structlog.get_logger("yurt.webhooks")
 
@@ -75,8 +84,10 @@ def backoff(attempts_made: int, config: WebhookConfig) -> float:
 class WebhookSender:
     """Posts due deliveries from ``outbox``, signed with ``secret``, until each is settled.
 
-    ``async with WebhookSender(outbox, config, secret):`` or ``start()`` / ``stop()``; call
-    :meth:`poke` after adding a delivery to the outbox.
+    ``async with WebhookSender(outbox, config, secret, allow=...):`` or ``start()`` /
+    ``stop()``; call :meth:`poke` after adding a delivery to the outbox. ``allow`` is
+    ``[queue] webhook_allow``: destinations allowed although not public; ``destinations``
+    replaces the policy built from it.
     """
 
     def __init__(
@@ -85,9 +96,13 @@ class WebhookSender:
         config: WebhookConfig,
         secret: bytes,
         clock: Callable[[], float] = time.time,
+        *,
+        allow: Iterable[str] = (),
+        destinations: DestinationPolicy | None = None,
     ) -> None:
         self.outbox = outbox
         self.config = config
+        self.destinations = DestinationPolicy(allow) if destinations is None else destinations
         self._secret = secret
         self._clock = clock
         self._session: aiohttp.ClientSession | None = None
@@ -101,8 +116,12 @@ class WebhookSender:
 
     async def start(self) -> None:
         """Open the HTTP session and start delivering."""
+        # No DNS cache: each new connection resolves once, and connects to what was checked.
+        connector = aiohttp.TCPConnector(
+            resolver=CheckedResolver(self.destinations), use_dns_cache=False
+        )
         self._session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=self.config.timeout)
+            connector=connector, timeout=aiohttp.ClientTimeout(total=self.config.timeout)
         )
         self._task = asyncio.create_task(self._run(), name="yurt-webhooks")
 
@@ -202,22 +221,33 @@ class WebhookSender:
     async def _deliver(self, delivery: Delivery) -> None:
         assert self._session is not None, "WebhookSender.start() first"
         attempt = delivery.attempts + 1
-        headers = {
-            "content-type": "application/json",
-            "user-agent": USER_AGENT,
-            **signed_headers(self._secret, delivery.request_id, delivery.body, self._clock()),
-        }
+        url = redact_url(delivery.url)
+        refusal = self.destinations.check_literal(delivery.url)
+        if refusal is not None:
+            self._refused(delivery, attempt, refusal)
+            return
+        try:
+            signed = signed_headers(
+                self._secret, delivery.request_id, delivery.url, delivery.body, self._clock()
+            )
+        except WebhookVerificationError as exc:  # a URL no receiver could verify against
+            self._give_up(delivery, attempt, str(exc).replace(delivery.url, url))
+            return
+        headers = {"content-type": "application/json", "user-agent": USER_AGENT, **signed}
         try:
             async with self._session.post(
                 delivery.url, data=delivery.body, headers=headers, allow_redirects=False
             ) as resp:
                 status = resp.status
+        except DestinationRefused as exc:
+            self._refused(delivery, attempt, exc.refusal)
+            return
         except TimeoutError:
             error = f"no answer within {self.config.timeout:g} s"
         # Whatever else stops a POST (a refused connection, a malformed URL) costs one of the
         # bounded attempts, so that no delivery is retried without end.
         except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
+            error = f"{type(exc).__name__}: {exc}".replace(delivery.url, url)
         else:
             if 200 <= status < 300:
                 self._held[delivery.id] = (float("inf"), self._clock())
@@ -225,7 +255,7 @@ class WebhookSender:
                 log.info(
                     "webhook_delivered",
                     request_id=delivery.request_id,
-                    url=delivery.url,
+                    url=url,
                     attempts=attempt,
                     status=status,
                 )
@@ -235,25 +265,43 @@ class WebhookSender:
             )
         self._failed(delivery, attempt, error)
 
+    def _refused(self, delivery: Delivery, attempt: int, refusal: Refusal) -> None:
+        """The destination is refused: given up now, since trying again would be refused too."""
+        self._settle_failed(delivery, attempt, None, refusal.message())
+        log.error(
+            "webhook_refused",
+            request_id=delivery.request_id,
+            url=redact_url(delivery.url),
+            rule=refusal.rule,
+            address=refusal.address,
+        )
+
+    def _give_up(self, delivery: Delivery, attempt: int, error: str) -> None:
+        self._settle_failed(delivery, attempt, None, error)
+        log.error(
+            "webhook_given_up",
+            request_id=delivery.request_id,
+            url=redact_url(delivery.url),
+            attempts=attempt,
+            error=error,
+        )
+
+    def _settle_failed(
+        self, delivery: Delivery, attempt: int, next_at: float | None, error: str
+    ) -> None:
+        self._held[delivery.id] = (float("inf") if next_at is None else next_at, self._clock())
+        self.outbox.failed(delivery.id, attempt, next_at, error)
+
     def _failed(self, delivery: Delivery, attempt: int, error: str) -> None:
         if attempt >= self.config.max_attempts:
-            self._held[delivery.id] = (float("inf"), self._clock())
-            self.outbox.failed(delivery.id, attempt, None, error)
-            log.error(
-                "webhook_given_up",
-                request_id=delivery.request_id,
-                url=delivery.url,
-                attempts=attempt,
-                error=error,
-            )
+            self._give_up(delivery, attempt, error)
             return
         retry_in = backoff(attempt, self.config)
-        self._held[delivery.id] = (self._clock() + retry_in, self._clock())
-        self.outbox.failed(delivery.id, attempt, self._clock() + retry_in, error)
+        self._settle_failed(delivery, attempt, self._clock() + retry_in, error)
         log.warning(
             "webhook_failed",
             request_id=delivery.request_id,
-            url=delivery.url,
+            url=redact_url(delivery.url),
             attempt=attempt,
             error=error,
             retry_in=retry_in,

@@ -25,9 +25,6 @@ from yurt.errors import ConfigError
 from yurt.spec import TEARDOWN_SLACK_S
 
 MIB = 1024 * 1024
-_HOST_NAME = re.compile(r"(\*\.)?([a-z0-9_][a-z0-9_-]{0,62}\.)*[a-z0-9_][a-z0-9_-]{0,62}")
-# The most tries of one queued request or one webhook: beyond it a retry loop only hides a fault.
-MAX_ATTEMPTS = 100
 
 
 class _Frozen(BaseModel):
@@ -116,6 +113,10 @@ class RouterConfig(_Frozen):
         return self
 
 
+# The most tries of one queued request or one webhook: beyond it a retry loop only hides a fault.
+MAX_ATTEMPTS = 100
+
+
 class WebhookConfig(_Frozen):
     """Delivery of completion webhooks: bounded retries with exponential backoff."""
 
@@ -183,6 +184,9 @@ class QueueConfig(_Frozen):
         if bad:
             raise ValueError(f"{bad} are neither CIDRs, addresses nor host names")
         return value
+
+
+_HOST_NAME = re.compile(r"(\*\.)?([a-z0-9_][a-z0-9_-]{0,62}\.)*[a-z0-9_][a-z0-9_-]{0,62}")
 
 
 def _allow_entry(entry: str) -> bool:

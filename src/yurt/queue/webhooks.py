@@ -86,8 +86,7 @@ class WebhookSender:
 
     ``async with WebhookSender(outbox, config, secret, allow=...):`` or ``start()`` /
     ``stop()``; call :meth:`poke` after adding a delivery to the outbox. ``allow`` is
-    ``[queue] webhook_allow``: destinations allowed although not public; ``destinations``
-    replaces the policy built from it.
+    ``[queue] webhook_allow``: the destinations allowed although not public.
     """
 
     def __init__(
@@ -98,11 +97,10 @@ class WebhookSender:
         clock: Callable[[], float] = time.time,
         *,
         allow: Iterable[str] = (),
-        destinations: DestinationPolicy | None = None,
     ) -> None:
         self.outbox = outbox
         self.config = config
-        self.destinations = DestinationPolicy(allow) if destinations is None else destinations
+        self.destinations = DestinationPolicy(allow)
         self._secret = secret
         self._clock = clock
         self._session: aiohttp.ClientSession | None = None

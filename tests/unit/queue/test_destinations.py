@@ -163,6 +163,9 @@ async def test_check_url_resolves_a_name_once_and_checks_its_addresses() -> None
     refusal = await DestinationPolicy().check_url("http://localhost:1/hook")
     assert refusal is not None and refusal.rule == "loopback" and refusal.host == "localhost"
     assert await DestinationPolicy(["localhost"]).check_url("http://localhost:1/hook") is None
+    for legacy in ["http://2130706433/", "http://127.1/", "http://0x7f.1/"]:  # inet_aton forms
+        refusal = await DestinationPolicy().check_url(legacy)
+        assert refusal is not None and refusal.rule == "loopback", legacy
     assert await DestinationPolicy(["127.0.0.0/8", "::1"]).check_url("http://localhost:1/") is None
 
 

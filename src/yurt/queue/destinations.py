@@ -94,14 +94,8 @@ def classify(address: IPAddress) -> str | None:
         embedded = _embedded_v4(address)
         if embedded is not None:
             return classify(embedded)
-        table: list[tuple[ipaddress.IPv4Network, str]] | list[tuple[ipaddress.IPv6Network, str]]
-        table = _V6_TABLE
-    else:
-        table = _V4_TABLE
-    for network, rule in table:
-        if address in network:
-            return rule
-    return None
+        return next((rule for network, rule in _V6_TABLE if address in network), None)
+    return next((rule for network, rule in _V4_TABLE if address in network), None)
 
 
 def _embedded_v4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import sys
@@ -19,6 +20,7 @@ from pydantic import (
 )
 
 from yurt.aio import LoopName
+from yurt.backoff import capped_backoff
 from yurt.errors import ConfigError
 from yurt.spec import TEARDOWN_SLACK_S
 
@@ -63,10 +65,15 @@ class HealthConfig(_Frozen):
 
 
 class BackoffConfig(_Frozen):
-    """Crash backoff: each next start ``step`` later, capped at ``cap``, reset on a ready runner."""
+    """Crash backoff: ``step`` before the next start, doubling with each failure in a row up to
+    ``cap``, reset on a ready runner."""
 
-    step: float = Field(default=30.0, ge=0)
-    cap: float = Field(default=600.0, ge=0)
+    step: float = Field(default=30.0, ge=0, description="seconds after the first failed start")
+    cap: float = Field(default=600.0, ge=0, description="the longest wait between starts")
+
+    def delay(self, failures: int) -> float:
+        """Seconds before the next start after ``failures`` failed starts in a row."""
+        return capped_backoff(failures, first=self.step, cap=self.cap)
 
 
 class LocalBackendConfig(_Frozen):
@@ -149,10 +156,16 @@ class RouterConfig(_Frozen):
         return self
 
 
+# The most tries of one queued request or one webhook: beyond it a retry loop only hides a fault.
+MAX_ATTEMPTS = 100
+
+
 class WebhookConfig(_Frozen):
     """Delivery of completion webhooks: bounded retries with exponential backoff."""
 
-    max_attempts: int = Field(default=10, ge=1, description="deliveries tried before giving up")
+    max_attempts: int = Field(
+        default=10, ge=1, le=MAX_ATTEMPTS, description="deliveries tried before giving up"
+    )
     # 15 s doubling to a 1 h cap: ten attempts span about two hours, as fal's redelivery does.
     first_delay: float = Field(default=15.0, ge=0, description="seconds before the first retry")
     max_delay: float = Field(default=3600.0, ge=0, description="cap on the delay between tries")
@@ -166,7 +179,9 @@ class WebhookConfig(_Frozen):
 class QueueConfig(_Frozen):
     """The durable queue behind ``/queue/``."""
 
-    max_attempts: int = Field(default=10, ge=1, description="attempts per queued request")
+    max_attempts: int = Field(
+        default=10, ge=1, le=MAX_ATTEMPTS, description="attempts per queued request"
+    )
     retry_backoff: float = Field(
         default=0.5,
         ge=0,
@@ -198,6 +213,32 @@ class QueueConfig(_Frozen):
         "a power loss",
     )
     webhooks: WebhookConfig = WebhookConfig()
+    webhook_allow: tuple[str, ...] = Field(
+        default=(),
+        description="webhook destinations allowed although loopback, private, link-local, "
+        "reserved or this host's: CIDRs or addresses ('10.0.0.0/8', '127.0.0.1') and host "
+        "names ('hooks.internal', '*.svc.cluster.local'); the rest are refused",
+    )
+
+    @field_validator("webhook_allow")
+    @classmethod
+    def _allow_entries(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [entry for entry in value if not _allow_entry(entry)]
+        if bad:
+            raise ValueError(f"{bad} are neither CIDRs, addresses nor host names")
+        return value
+
+
+_HOST_NAME = re.compile(r"(\*\.)?([a-z0-9_][a-z0-9_-]{0,62}\.)*[a-z0-9_][a-z0-9_-]{0,62}")
+
+
+def _allow_entry(entry: str) -> bool:
+    """Whether ``entry`` is a CIDR, an address, or a host name (``*.`` for its subdomains)."""
+    try:
+        ipaddress.ip_network(entry, strict=False)
+    except ValueError:
+        return bool(_HOST_NAME.fullmatch(entry.lower().rstrip(".")))
+    return True
 
 
 class NomadConfig(_Frozen):
@@ -219,7 +260,9 @@ class NomadConfig(_Frozen):
     verify_tls: bool = True
     ca_cert: Path | None = None
     timeout: float = Field(default=10.0, gt=0, description="seconds one API call may take")
-    retries: int = Field(default=4, ge=0, description="retries of a call that failed transiently")
+    retries: int = Field(
+        default=4, ge=0, le=20, description="retries of a call that failed transiently"
+    )
     blocking_wait: float = Field(
         default=60.0, ge=1, le=300, description="seconds a blocking query waits for a change"
     )

@@ -312,7 +312,9 @@ class Platform:
     def _open_queue(self) -> None:
         cfg = self.config.queue
         self.queue_store = QueueStore(self.config.data_dir / "queue.sqlite3", cfg.durability)
-        self.webhooks = WebhookSender(self.queue_store, cfg.webhooks, self.webhook_secret())
+        self.webhooks = WebhookSender(
+            self.queue_store, cfg.webhooks, self.webhook_secret(), allow=cfg.webhook_allow
+        )
         engine = QueueEngine(self.queue_store, cfg, self.router, self.webhooks)
         self.router.attach_queue(engine, QueueApi(self.router, engine))
 

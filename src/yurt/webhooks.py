@@ -8,9 +8,18 @@ completes. The body follows fal's webhook body::
      "error_type": "..."}
 
 Each delivery is signed with the server's webhook secret: HMAC-SHA256 over
-``f"{timestamp}.".encode() + body``, sent as ``x-yurt-webhook-signature: v1=<hex>`` beside
-``x-yurt-webhook-timestamp`` (unix seconds) and ``x-yurt-webhook-request-id``. Only the timestamp
-and the body are signed: take the request id from the verified body, not from the header.
+``f"{timestamp}\n{url}\n".encode() + body``, where ``url`` is the destination in the
+canonical form :func:`canonical_url` gives, sent as ``x-yurt-webhook-signature: v2=<hex>``
+beside ``x-yurt-webhook-timestamp`` (unix seconds) and ``x-yurt-webhook-request-id``. Only the
+timestamp, the destination and the body are signed: take the request id from the verified body,
+not from the header.
+
+The destination is signed so that a delivery captured at one receiver cannot be replayed to
+another: a receiver verifies against the URL *it* is reached at. Build that URL from your own
+configuration (the public base URL you gave yurt), never from the request's ``Host`` header,
+which whoever sends the request chooses. Behind a proxy that terminates TLS, pass the public
+``https://`` URL, not the one the proxy forwards to. (Signatures ``v1=`` covered no URL and are
+no longer made or accepted: receivers must pass the URL to ``verify``.)
 
 A receiver checks a delivery before trusting it (this module needs nothing but the standard
 library, so receivers can import it alone)::
@@ -20,11 +29,12 @@ library, so receivers can import it alone)::
     from yurt.webhooks import WebhookVerificationError, verify
 
     SECRET = "..."  # the server's webhook secret
+    PUBLIC_BASE = "https://hooks.example.com"  # where yurt reaches this receiver
 
     async def on_webhook(request: web.Request) -> web.Response:
         body = await request.read()
         try:
-            verify(SECRET, request.headers, body)
+            verify(SECRET, request.headers, body, PUBLIC_BASE + request.path_qs)
         except WebhookVerificationError as exc:
             raise web.HTTPUnauthorized(text=str(exc)) from exc
         event = json.loads(body)
@@ -43,34 +53,76 @@ import re
 import time
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 REQUEST_ID_HEADER = "x-yurt-webhook-request-id"
 TIMESTAMP_HEADER = "x-yurt-webhook-timestamp"
 SIGNATURE_HEADER = "x-yurt-webhook-signature"
 
-SIGNATURE_VERSION = "v1"
+SIGNATURE_VERSION = "v2"
 DEFAULT_TOLERANCE = 300.0
 
 _JSON_TYPE = re.compile(r"^application/(?:[\w.+-]+\+)?json$")
+# Unix seconds as ASCII digits only: int() alone would take "1_7", Arabic-Indic digits, or
+# thousands of digits that overflow the float arithmetic of the tolerance check.
+_TIMESTAMP = re.compile(r"[0-9]{1,15}")
+_HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+# RFC 3986 pchar plus "/" (and "?" in a query): what stays as is; "%" keeps escapes escaped.
+_PATH_SAFE = "/%:@!$&'()*+,;=-._~"
+_QUERY_SAFE = _PATH_SAFE + "?"
+_ESCAPE = re.compile(r"%[0-9a-fA-F]{2}")
 
 
 class WebhookVerificationError(ValueError):
     """A webhook delivery failed verification; the message names the header or check that failed."""
 
 
-def sign(secret: bytes, timestamp: int, body: bytes) -> str:
-    """The signature header value of ``body`` sent at ``timestamp``: ``v1=<hex HMAC-SHA256>``."""
-    mac = hmac.new(secret, f"{timestamp}.".encode() + body, hashlib.sha256)
+def canonical_url(url: str) -> str:
+    """``url`` as it is signed: scheme and host in lower case, no user info, no default port,
+    no fragment, a path of at least ``/``, and path and query percent-encoded as sent.
+
+    Raises :class:`WebhookVerificationError` for what is not an absolute http(s) URL.
+    """
+    if not isinstance(url, str) or not url.isprintable():
+        raise WebhookVerificationError(f"the URL {url!r} is not an http(s) URL")
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+        host = (parts.hostname or "").encode("idna").decode("ascii")
+    except (ValueError, UnicodeError):
+        raise WebhookVerificationError(f"the URL {url!r} is not an http(s) URL") from None
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not host:
+        raise WebhookVerificationError(f"the URL {url!r} is not an http(s) URL with a host")
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host if port is None or port == _DEFAULT_PORTS[scheme] else f"{host}:{port}"
+    path = _escaped(parts.path, _PATH_SAFE) or "/"
+    query = _escaped(parts.query, _QUERY_SAFE)
+    return f"{scheme}://{netloc}{path}" + (f"?{query}" if query else "")
+
+
+def _escaped(text: str, safe: str) -> str:
+    return _ESCAPE.sub(lambda m: m.group(0).upper(), quote(text, safe=safe))
+
+
+def sign(secret: bytes, timestamp: int, url: str, body: bytes) -> str:
+    """The signature header value of ``body`` sent to ``url`` at ``timestamp``: ``v2=<hex>``."""
+    signed = f"{timestamp}\n{canonical_url(url)}\n".encode() + body
+    mac = hmac.new(secret, signed, hashlib.sha256)
     return f"{SIGNATURE_VERSION}={mac.hexdigest()}"
 
 
-def signed_headers(secret: bytes, request_id: str, body: bytes, now: float) -> dict[str, str]:
-    """The three ``x-yurt-webhook-*`` headers of a delivery of ``body`` made at ``now``."""
+def signed_headers(
+    secret: bytes, request_id: str, url: str, body: bytes, now: float
+) -> dict[str, str]:
+    """The three ``x-yurt-webhook-*`` headers of a delivery of ``body`` to ``url`` at ``now``."""
     timestamp = int(now)
     return {
         REQUEST_ID_HEADER: request_id,
         TIMESTAMP_HEADER: str(timestamp),
-        SIGNATURE_HEADER: sign(secret, timestamp, body),
+        SIGNATURE_HEADER: sign(secret, timestamp, url, body),
     }
 
 
@@ -78,26 +130,29 @@ def verify(
     secret: bytes | str,
     headers: Mapping[str, str],
     body: bytes,
+    url: str,
     *,
     tolerance: float = DEFAULT_TOLERANCE,
     now: float | None = None,
 ) -> None:
-    """Check that ``body`` was signed with ``secret`` less than ``tolerance`` seconds ago.
+    """Check that ``body`` was signed with ``secret`` for ``url`` less than ``tolerance``
+    seconds ago.
 
-    ``headers`` is any mapping of the delivery's headers; names match case-insensitively.
-    Several signatures separated by spaces or commas are accepted (one per secret while
-    secrets rotate). Raises :class:`WebhookVerificationError` naming what failed.
+    ``url`` is where this receiver is reached, from its own configuration (see the module's
+    docs): a delivery signed for another destination fails. ``headers`` is any mapping of the
+    delivery's headers; names match case-insensitively. Several signatures separated by
+    spaces or commas are accepted (one per secret while secrets rotate). Raises
+    :class:`WebhookVerificationError` naming what failed, whatever the headers hold.
     """
     key = secret.encode() if isinstance(secret, str) else secret
-    lowered = {name.lower(): value for name, value in headers.items()}
+    lowered = {name.lower(): value for name, value in headers.items() if isinstance(name, str)}
     raw_timestamp = _header(lowered, TIMESTAMP_HEADER)
     raw_signature = _header(lowered, SIGNATURE_HEADER)
-    try:
-        timestamp = int(raw_timestamp.strip())
-    except ValueError:
+    if not _TIMESTAMP.fullmatch(raw_timestamp.strip()):
         raise WebhookVerificationError(
-            f"{TIMESTAMP_HEADER} is {raw_timestamp!r}, not unix seconds as an integer"
-        ) from None
+            f"{TIMESTAMP_HEADER} is {raw_timestamp[:40]!r}, not unix seconds as an integer"
+        )
+    timestamp = int(raw_timestamp.strip())
     current = time.time() if now is None else now
     if abs(current - timestamp) > tolerance:
         raise WebhookVerificationError(
@@ -108,26 +163,30 @@ def verify(
     candidates = [
         token[len(prefix) :]
         for token in re.split(r"[\s,]+", raw_signature)
-        if token.startswith(prefix)
+        if token.startswith(prefix) and _HEX_DIGEST.fullmatch(token[len(prefix) :])
     ]
     if not candidates:
         raise WebhookVerificationError(
-            f"{SIGNATURE_HEADER} holds no {prefix}<hex> signature: {raw_signature!r}"
+            f"{SIGNATURE_HEADER} holds no {prefix}<64 hex digits> signature: "
+            f"{raw_signature[:200]!r}"
         )
-    expected = sign(key, timestamp, body)[len(prefix) :]
+    expected = sign(key, timestamp, url, body)[len(prefix) :]
     # Compare every candidate, so the time taken says nothing about which one was close.
     matches = [hmac.compare_digest(expected, candidate) for candidate in candidates]
     if not any(matches):
         raise WebhookVerificationError(
-            f"{SIGNATURE_HEADER} does not match the body: a different secret, or a body "
-            "changed after signing (verify the raw bytes, before any JSON decoding)"
+            f"{SIGNATURE_HEADER} does not match the body and URL: a different secret, a body "
+            "changed after signing (verify the raw bytes, before any JSON decoding), or a "
+            f"delivery meant for another URL than {canonical_url(url)}"
         )
 
 
-def _header(lowered: Mapping[str, str], name: str) -> str:
+def _header(lowered: Mapping[str, object], name: str) -> str:
     value = lowered.get(name)
     if value is None:
         raise WebhookVerificationError(f"the {name} header is missing: not a signed yurt webhook")
+    if not isinstance(value, str) or not value.isascii() or not value.isprintable():
+        raise WebhookVerificationError(f"the {name} header is not printable ASCII: {value!r:.80}")
     return value
 
 

@@ -457,9 +457,8 @@ async def test_a_cancel_after_the_runner_answered_leaves_its_error_unless_it_sto
 @pytest.mark.parametrize("code", [200, 500])
 async def test_a_body_too_deep_to_decode_still_completes(tmp_path: Path, code: int) -> None:
     """A result nested too deep for json still completes the request and frees the runner."""
-    async with served(
-        Nested, tmp_path, queue=QueueConfig(webhooks=WebhookConfig(secret="s"))
-    ) as app:
+    queue = QueueConfig(webhooks=WebhookConfig(secret="s"), webhook_allow=("127.0.0.1",))
+    async with served(Nested, tmp_path, queue=queue) as app:
         for _ in range(2):  # the second proves the runner's slot was given back
             sub = await app.submit(
                 json={"journal": str(tmp_path / "j"), "status": code},

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from aiohttp import web
@@ -50,7 +51,10 @@ async def receiving(receiver: Receiver) -> AsyncIterator[str]:
 
 
 def config() -> QueueConfig:
-    return QueueConfig(webhooks=WebhookConfig(secret=SECRET, first_delay=0.05, max_delay=0.2))
+    return QueueConfig(
+        webhooks=WebhookConfig(secret=SECRET, first_delay=0.05, max_delay=0.2),
+        webhook_allow=("127.0.0.1",),  # the receiver is on loopback
+    )
 
 
 async def test_webhook_delivered_once_after_two_failures(tmp_path: Path) -> None:
@@ -66,7 +70,7 @@ async def test_webhook_delivered_once_after_two_failures(tmp_path: Path) -> None
         assert store is not None
         await wait_until(lambda: store.next_due() is None, what="the delivery to settle")
         headers, body = receiver.got[-1]
-        verify(SECRET, headers, body)
+        verify(SECRET, headers, body, hook)
         event: dict[str, Any] = json.loads(body)
         assert event["request_id"] == sub["request_id"] and event["status"] == "OK"
         assert event["payload"]["attempt"] == 1
@@ -84,7 +88,31 @@ async def test_webhook_reports_an_error(tmp_path: Path) -> None:
         await app.completed(sub)
         await wait_until(lambda: receiver.got, what="a delivery")
         headers, body = receiver.got[0]
-        verify(SECRET, headers, body)
+        verify(SECRET, headers, body, hook)
         event = json.loads(body)
         assert event["status"] == "ERROR" and event["error"] == "asked for 418"
         assert event["payload"] == {"detail": "asked for 418"}
+
+
+async def test_a_webhook_to_a_loopback_receiver_not_allowed_is_refused_at_submit(
+    tmp_path: Path,
+) -> None:
+    """Without webhook_allow, a submission with a loopback webhook is a 422 naming the rule,
+    nothing is queued, and the receiver hears nothing."""
+    receiver = Receiver(failures=0)
+    queue = QueueConfig(webhooks=WebhookConfig(secret=SECRET, first_delay=0.05))
+    async with receiving(receiver) as hook, served(Retries, tmp_path, queue=queue) as app:
+        for url in [f"{hook}?token=tok-123", hook.replace("127.0.0.1", "localhost")]:
+            submit = f"{app.platform.url}/queue/{app.app_id}?fal_webhook={quote(url)}"
+            journal = {"journal": str(tmp_path / "j"), "fail_times": 0}
+            async with app.session.post(submit, json=journal) as resp:
+                assert resp.status == 422
+                assert resp.headers["x-yurt-error-type"] == "webhook_destination_refused"
+                body = await resp.json()
+            assert body["error_type"] == "webhook_destination_refused"
+            assert "rule loopback" in body["detail"] and "webhook_allow" in body["detail"]
+            assert "tok-123" not in body["detail"]
+        store = app.platform.queue_store
+        assert store is not None and store.next_due() is None
+    assert not (tmp_path / "j").exists()  # the endpoint never ran
+    assert receiver.got == []

@@ -15,11 +15,13 @@ from aiohttp import web
 
 from yurt.config import WebhookConfig
 from yurt.queue.webhooks import Delivery, WebhookSender
-from yurt.webhooks import verify
+from yurt.webhooks import WebhookVerificationError, verify
 
 from support import wait_until
 
 SECRET = b"test-secret"
+# Receivers listen on loopback, which webhooks may reach only when allowed.
+LOOPBACK = ("127.0.0.1",)
 BODY = b'{"request_id":"r1","gateway_request_id":"r1","status":"OK","payload":{"y":1}}'
 
 
@@ -144,7 +146,7 @@ async def test_retries_until_the_receiver_accepts(receiver: Received) -> None:
     receiver.answers = [500, 500, 200]
     outbox = MemoryOutbox()
     delivery_id = outbox.add(receiver.url)
-    sender = WebhookSender(outbox, config(), SECRET)
+    sender = WebhookSender(outbox, config(), SECRET, allow=LOOPBACK)
     with structlog.testing.capture_logs() as logs:
         await sender.start()
         sender.poke()
@@ -157,7 +159,7 @@ async def test_retries_until_the_receiver_accepts(receiver: Received) -> None:
     assert len(receiver.requests) == 3
     headers, body = receiver.requests[2]
     assert body == BODY
-    verify(SECRET, headers, body)
+    verify(SECRET, headers, body, receiver.url)
     assert headers["Content-Type"] == "application/json"
     assert headers["User-Agent"] == "yurt-webhooks"
     assert headers["x-yurt-webhook-request-id"] == "r1"
@@ -175,7 +177,7 @@ async def test_gives_up_after_max_attempts(receiver: Received) -> None:
     outbox = MemoryOutbox()
     delivery_id = outbox.add(receiver.url)
     with structlog.testing.capture_logs() as logs:
-        async with WebhookSender(outbox, config(max_attempts=3), SECRET) as sender:
+        async with WebhookSender(outbox, config(max_attempts=3), SECRET, allow=LOOPBACK) as sender:
             sender.poke()
             await wait_until(
                 lambda: outbox.entries[delivery_id].state == "given_up", what="giving up"
@@ -201,7 +203,7 @@ async def test_connection_refused_counts_as_a_failure(refused_url: str) -> None:
     """A refused connection is a failed attempt, retried after the first delay."""
     outbox = MemoryOutbox()
     delivery_id = outbox.add(refused_url)
-    async with WebhookSender(outbox, config(first_delay=60.0), SECRET) as sender:
+    async with WebhookSender(outbox, config(first_delay=60.0), SECRET, allow=LOOPBACK) as sender:
         sender.poke()
         before = time.time()
         await wait_until(lambda: outbox.entries[delivery_id].failures, what="a failure")
@@ -217,7 +219,9 @@ async def test_a_slow_receiver_times_out(receiver: Received) -> None:
     receiver.hang = True
     outbox = MemoryOutbox()
     delivery_id = outbox.add(receiver.url)
-    async with WebhookSender(outbox, config(timeout=0.2, first_delay=60.0), SECRET) as sender:
+    async with WebhookSender(
+        outbox, config(timeout=0.2, first_delay=60.0), SECRET, allow=LOOPBACK
+    ) as sender:
         sender.poke()
         await wait_until(lambda: outbox.entries[delivery_id].failures, what="a failure")
     [(attempts, _, error)] = outbox.entries[delivery_id].failures
@@ -229,7 +233,7 @@ async def test_redirects_are_not_followed(receiver: Received) -> None:
     receiver.answers = [307]
     outbox = MemoryOutbox()
     delivery_id = outbox.add(receiver.url)
-    async with WebhookSender(outbox, config(first_delay=60.0), SECRET) as sender:
+    async with WebhookSender(outbox, config(first_delay=60.0), SECRET, allow=LOOPBACK) as sender:
         sender.poke()
         await wait_until(lambda: outbox.entries[delivery_id].failures, what="a failure")
     [(_, _, error)] = outbox.entries[delivery_id].failures
@@ -240,7 +244,7 @@ async def test_redirects_are_not_followed(receiver: Received) -> None:
 async def test_poke_wakes_an_idle_sender(receiver: Received) -> None:
     """A delivery added to an empty outbox goes out on poke, not at the next minute's look."""
     outbox = MemoryOutbox()
-    async with WebhookSender(outbox, config(), SECRET) as sender:
+    async with WebhookSender(outbox, config(), SECRET, allow=LOOPBACK) as sender:
         await wait_until(lambda: outbox.next_due_calls >= 1, what="the sender to go idle")
         delivery_id = outbox.add(receiver.url)
         sender.poke()
@@ -255,7 +259,7 @@ async def test_deliveries_are_independent(receiver: Received) -> None:
     """Several deliveries, for one request or several, are each delivered once."""
     outbox = MemoryOutbox()
     ids = [outbox.add(receiver.url, request_id=rid) for rid in ["r1", "r1", "r2"]]
-    async with WebhookSender(outbox, config(), SECRET) as sender:
+    async with WebhookSender(outbox, config(), SECRET, allow=LOOPBACK) as sender:
         sender.poke()
         await wait_until(
             lambda: all(outbox.entries[i].state == "delivered" for i in ids), what="deliveries"
@@ -272,7 +276,7 @@ async def test_stop_leaves_a_delivery_in_flight_pending(receiver: Received) -> N
     receiver.hang = True
     outbox = MemoryOutbox()
     delivery_id = outbox.add(receiver.url)
-    sender = WebhookSender(outbox, config(), SECRET)
+    sender = WebhookSender(outbox, config(), SECRET, allow=LOOPBACK)
     await sender.start()
     try:
         sender.poke()
@@ -300,7 +304,7 @@ async def test_a_settlement_the_outbox_lost_is_not_sent_again_at_once(
     post it again and again meanwhile."""
     outbox = ForgetfulOutbox()
     outbox.add(receiver.url)
-    async with WebhookSender(outbox, config(), SECRET):
+    async with WebhookSender(outbox, config(), SECRET, allow=LOOPBACK):
         await wait_until(lambda: len(receiver.requests) == 1, what="the delivery")
         # The loop keeps looking at the outbox (every RECHECK) and sees it due each time.
         calls = outbox.next_due_calls
@@ -332,7 +336,7 @@ async def test_a_settlement_rolled_back_after_it_was_seen_is_not_sent_again(
     """The outbox hid the delivered row, then lost it: the sender still holds it."""
     outbox = RolledBackOutbox()
     outbox.add(receiver.url)
-    async with WebhookSender(outbox, config(), SECRET):
+    async with WebhookSender(outbox, config(), SECRET, allow=LOOPBACK):
         await wait_until(lambda: len(receiver.requests) == 1, what="the delivery")
         calls = outbox.next_due_calls
         await wait_until(lambda: outbox.next_due_calls >= calls + 2, what="looks past the write")
@@ -340,3 +344,82 @@ async def test_a_settlement_rolled_back_after_it_was_seen_is_not_sent_again(
         calls = outbox.next_due_calls
         await wait_until(lambda: outbox.next_due_calls >= calls + 3, what="a few more looks")
     assert len(receiver.requests) == 1
+
+
+async def test_a_loopback_receiver_not_allowed_receives_nothing(receiver: Received) -> None:
+    """Without webhook_allow a loopback destination is refused: no POST, given up at once."""
+    outbox = MemoryOutbox()
+    delivery_id = outbox.add(receiver.url)
+    with structlog.testing.capture_logs() as logs:
+        async with WebhookSender(outbox, config(), SECRET) as sender:
+            sender.poke()
+            await wait_until(
+                lambda: outbox.entries[delivery_id].state == "given_up", what="the refusal"
+            )
+    [(attempts, next_at, error)] = outbox.entries[delivery_id].failures
+    assert (attempts, next_at) == (1, None)
+    assert "rule loopback" in error and "webhook_allow" in error
+    assert receiver.requests == []
+    [refused] = [e for e in logs if e["event"] == "webhook_refused"]
+    assert (refused["rule"], refused["address"]) == ("loopback", "127.0.0.1")
+
+
+async def test_a_name_that_resolves_to_loopback_is_refused_at_connect(receiver: Received) -> None:
+    """A host name is checked on the addresses it resolves to: localhost is loopback."""
+    outbox = MemoryOutbox()
+    delivery_id = outbox.add(receiver.url.replace("127.0.0.1", "localhost"))
+    async with WebhookSender(outbox, config(), SECRET, allow=["127.0.0.2/32"]) as sender:
+        sender.poke()
+        await wait_until(
+            lambda: outbox.entries[delivery_id].state == "given_up", what="the refusal"
+        )
+    [(_, next_at, error)] = outbox.entries[delivery_id].failures
+    assert next_at is None and "localhost" in error and "rule loopback" in error
+    assert receiver.requests == []
+
+
+async def test_an_allowed_name_is_reached_at_its_checked_address(receiver: Received) -> None:
+    """A host name in webhook_allow is delivered to, with the URL's host in the Host header."""
+    outbox = MemoryOutbox()
+    url = receiver.url.replace("127.0.0.1", "localhost")
+    delivery_id = outbox.add(url)
+    async with WebhookSender(outbox, config(), SECRET, allow=["localhost"]) as sender:
+        sender.poke()
+        await wait_until(
+            lambda: outbox.entries[delivery_id].state == "delivered", what="the delivery"
+        )
+    [(headers, body)] = receiver.requests
+    assert headers["Host"] == url.split("/")[2]
+    verify(SECRET, headers, body, url)
+
+
+async def test_a_delivery_does_not_verify_at_another_receiver(receiver: Received) -> None:
+    """A delivery captured at one receiver fails verification at any other URL."""
+    outbox = MemoryOutbox()
+    delivery_id = outbox.add(receiver.url)
+    async with WebhookSender(outbox, config(), SECRET, allow=LOOPBACK) as sender:
+        sender.poke()
+        await wait_until(lambda: outbox.entries[delivery_id].state == "delivered", what="it")
+    [(headers, body)] = receiver.requests
+    verify(SECRET, headers, body, receiver.url)
+    with pytest.raises(WebhookVerificationError, match="another URL"):
+        verify(SECRET, headers, body, "https://other-receiver.example/hook")
+
+
+async def test_credentials_in_a_webhook_url_are_logged_redacted(receiver: Received) -> None:
+    """User info and token-like query values never reach a log line; the URL still works."""
+    receiver.answers = [500, 200]
+    port = receiver.url.split(":")[2].split("/")[0]
+    url = f"http://alice:hunter2@127.0.0.1:{port}/hook?token=tok-123&sig=sig-456&job=7"
+    outbox = MemoryOutbox()
+    delivery_id = outbox.add(url)
+    with structlog.testing.capture_logs() as logs:
+        async with WebhookSender(outbox, config(), SECRET, allow=LOOPBACK) as sender:
+            sender.poke()
+            await wait_until(lambda: outbox.entries[delivery_id].state == "delivered", what="it")
+    assert [e["event"] for e in logs] == ["webhook_failed", "webhook_delivered"]
+    for secret in ["hunter2", "alice", "tok-123", "sig-456"]:
+        assert secret not in repr(logs)
+    assert logs[1]["url"] == f"http://***@127.0.0.1:{port}/hook?token=***&sig=***&job=7"
+    headers, body = receiver.requests[1]
+    verify(SECRET, headers, body, url)

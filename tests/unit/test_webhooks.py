@@ -15,6 +15,7 @@ from yurt.webhooks import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     WebhookVerificationError,
+    canonical_url,
     completion_body,
     sign,
     signed_headers,
@@ -24,107 +25,195 @@ from yurt.webhooks import (
 SECRET = b"s3cret"
 NOW = 1_700_000_000.0
 BODY = b'{"request_id":"r1","status":"OK","payload":{"x":1}}'
+URL = "https://hooks.example.com/yurt?tenant=a"
 
 
-def test_sign_is_hmac_sha256_of_timestamp_dot_body() -> None:
-    """The signature is v1= and the hex HMAC-SHA256 of "<timestamp>." + body."""
-    expected = hmac.new(SECRET, b"1700000000." + BODY, hashlib.sha256).hexdigest()
-    assert sign(SECRET, 1_700_000_000, BODY) == f"v1={expected}"
+def test_sign_is_hmac_sha256_of_timestamp_url_and_body() -> None:
+    """The signature is v2= and the hex HMAC-SHA256 of "<timestamp>\\n<url>\\n" + body."""
+    signed = b"1700000000\n" + URL.encode() + b"\n" + BODY
+    expected = hmac.new(SECRET, signed, hashlib.sha256).hexdigest()
+    assert sign(SECRET, 1_700_000_000, URL, BODY) == f"v2={expected}"
 
 
 def test_signed_headers_name_request_timestamp_and_signature() -> None:
     """A delivery carries the request id, the integer timestamp and its signature."""
-    headers = signed_headers(SECRET, "r1", BODY, NOW + 0.9)
+    headers = signed_headers(SECRET, "r1", URL, BODY, NOW + 0.9)
     assert headers == {
         "x-yurt-webhook-request-id": "r1",
         "x-yurt-webhook-timestamp": "1700000000",
-        "x-yurt-webhook-signature": sign(SECRET, 1_700_000_000, BODY),
+        "x-yurt-webhook-signature": sign(SECRET, 1_700_000_000, URL, BODY),
     }
 
 
 def test_verify_accepts_what_was_signed() -> None:
     """A delivery verifies with the secret that signed it."""
-    verify(SECRET, signed_headers(SECRET, "r1", BODY, NOW), BODY, now=NOW + 10)
+    verify(SECRET, signed_headers(SECRET, "r1", URL, BODY, NOW), BODY, URL, now=NOW + 10)
 
 
 def test_verify_accepts_a_str_secret() -> None:
     """A secret given as str is the same key as its UTF-8 bytes."""
-    verify("s3cret", signed_headers(SECRET, "r1", BODY, NOW), BODY, now=NOW)
+    verify("s3cret", signed_headers(SECRET, "r1", URL, BODY, NOW), BODY, URL, now=NOW)
 
 
 def test_verify_matches_header_names_case_insensitively() -> None:
     """Header names may arrive in any case, in any mapping."""
-    headers = {k.upper(): v for k, v in signed_headers(SECRET, "r1", BODY, NOW).items()}
-    verify(SECRET, headers, BODY, now=NOW)
+    headers = {k.upper(): v for k, v in signed_headers(SECRET, "r1", URL, BODY, NOW).items()}
+    verify(SECRET, headers, BODY, URL, now=NOW)
 
 
 def test_verify_rejects_a_tampered_body() -> None:
     """A body changed after signing fails, naming the signature."""
-    headers = signed_headers(SECRET, "r1", BODY, NOW)
+    headers = signed_headers(SECRET, "r1", URL, BODY, NOW)
     with pytest.raises(WebhookVerificationError, match="does not match the body"):
-        verify(SECRET, headers, BODY.replace(b"1", b"2"), now=NOW)
+        verify(SECRET, headers, BODY.replace(b"1", b"2"), URL, now=NOW)
 
 
 def test_verify_rejects_another_secret() -> None:
     """A delivery signed with another secret fails."""
-    headers = signed_headers(b"other", "r1", BODY, NOW)
+    headers = signed_headers(b"other", "r1", URL, BODY, NOW)
     with pytest.raises(WebhookVerificationError, match="does not match"):
-        verify(SECRET, headers, BODY, now=NOW)
+        verify(SECRET, headers, BODY, URL, now=NOW)
 
 
 @pytest.mark.parametrize("skew", [301.0, -301.0])
 def test_verify_rejects_a_timestamp_beyond_the_tolerance(skew: float) -> None:
     """A timestamp further than the tolerance in the past or the future fails."""
-    headers = signed_headers(SECRET, "r1", BODY, NOW)
+    headers = signed_headers(SECRET, "r1", URL, BODY, NOW)
     with pytest.raises(WebhookVerificationError, match="beyond the tolerance of 300 s"):
-        verify(SECRET, headers, BODY, now=NOW + skew)
+        verify(SECRET, headers, BODY, URL, now=NOW + skew)
 
 
 def test_verify_takes_a_custom_tolerance() -> None:
     """The tolerance is the caller's to widen."""
-    headers = signed_headers(SECRET, "r1", BODY, NOW)
-    verify(SECRET, headers, BODY, now=NOW + 3000, tolerance=3600)
+    headers = signed_headers(SECRET, "r1", URL, BODY, NOW)
+    verify(SECRET, headers, BODY, URL, now=NOW + 3000, tolerance=3600)
 
 
 @pytest.mark.parametrize("missing", [TIMESTAMP_HEADER, SIGNATURE_HEADER])
 def test_verify_rejects_a_missing_header(missing: str) -> None:
     """A delivery without its timestamp or signature fails, naming the header."""
-    headers = signed_headers(SECRET, "r1", BODY, NOW)
+    headers = signed_headers(SECRET, "r1", URL, BODY, NOW)
     del headers[missing]
     with pytest.raises(WebhookVerificationError, match=f"{missing} header is missing"):
-        verify(SECRET, headers, BODY, now=NOW)
+        verify(SECRET, headers, BODY, URL, now=NOW)
 
 
 def test_verify_does_not_need_the_request_id_header() -> None:
     """The request id header is not signed, so verification does not depend on it."""
-    headers = signed_headers(SECRET, "r1", BODY, NOW)
+    headers = signed_headers(SECRET, "r1", URL, BODY, NOW)
     del headers[REQUEST_ID_HEADER]
-    verify(SECRET, headers, BODY, now=NOW)
+    verify(SECRET, headers, BODY, URL, now=NOW)
 
 
 def test_verify_rejects_a_non_integer_timestamp() -> None:
     """A timestamp that is not integer unix seconds fails, naming the header."""
-    headers = signed_headers(SECRET, "r1", BODY, NOW)
+    headers = signed_headers(SECRET, "r1", URL, BODY, NOW)
     headers[TIMESTAMP_HEADER] = "yesterday"
     with pytest.raises(WebhookVerificationError, match=TIMESTAMP_HEADER):
-        verify(SECRET, headers, BODY, now=NOW)
+        verify(SECRET, headers, BODY, URL, now=NOW)
 
 
 def test_verify_rejects_a_signature_of_another_version() -> None:
-    """A signature header without any v1= value fails."""
-    headers = signed_headers(SECRET, "r1", BODY, NOW)
+    """A signature header without any v2= value fails."""
+    headers = signed_headers(SECRET, "r1", URL, BODY, NOW)
     headers[SIGNATURE_HEADER] = "v0=abc"
-    with pytest.raises(WebhookVerificationError, match="no v1="):
-        verify(SECRET, headers, BODY, now=NOW)
+    with pytest.raises(WebhookVerificationError, match="no v2="):
+        verify(SECRET, headers, BODY, URL, now=NOW)
 
 
 @pytest.mark.parametrize("separator", [" ", ",", ", "])
 def test_verify_accepts_any_of_several_signatures(separator: str) -> None:
     """While secrets rotate, one matching signature among several suffices."""
-    headers = signed_headers(SECRET, "r1", BODY, NOW)
-    old = sign(b"old", int(NOW), BODY)
+    headers = signed_headers(SECRET, "r1", URL, BODY, NOW)
+    old = sign(b"old", int(NOW), URL, BODY)
     headers[SIGNATURE_HEADER] = old + separator + headers[SIGNATURE_HEADER]
-    verify(SECRET, headers, BODY, now=NOW)
+    verify(SECRET, headers, BODY, URL, now=NOW)
+
+
+def test_a_delivery_does_not_verify_at_another_url() -> None:
+    """A delivery captured at one receiver fails at another: the signature covers the URL."""
+    headers = signed_headers(SECRET, "r1", URL, BODY, NOW)
+    for elsewhere in [
+        "https://other.example.com/yurt?tenant=a",
+        "https://hooks.example.com/yurt?tenant=b",
+        "https://hooks.example.com/other?tenant=a",
+        "http://hooks.example.com/yurt?tenant=a",
+        "https://hooks.example.com:8443/yurt?tenant=a",
+    ]:
+        with pytest.raises(WebhookVerificationError, match="another URL"):
+            verify(SECRET, headers, BODY, elsewhere, now=NOW)
+
+
+@pytest.mark.parametrize(
+    ("sent_to", "seen_as"),
+    [
+        ("https://user:pw@Hooks.Example.COM:443/yurt?tenant=a#frag", URL),
+        ("HTTP://127.0.0.1:80", "http://127.0.0.1/"),
+        ("http://[::1]:8080/a b?q=é", "http://[::1]:8080/a%20b?q=%C3%A9"),
+        ("http://h/%2fx?a=%2f", "http://h/%2Fx?a=%2F"),
+    ],
+)
+def test_verify_takes_the_url_in_any_equivalent_spelling(sent_to: str, seen_as: str) -> None:
+    """Case of scheme and host, a default port, user info, a fragment and escapes do not matter."""
+    headers = signed_headers(SECRET, "r1", sent_to, BODY, NOW)
+    verify(SECRET, headers, BODY, seen_as, now=NOW)
+    assert canonical_url(sent_to) == canonical_url(seen_as)
+
+
+GOOD = signed_headers(SECRET, "r1", URL, BODY, NOW)
+HEX = GOOD[SIGNATURE_HEADER].removeprefix("v2=")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        (
+            TIMESTAMP_HEADER,
+            "\uff11\uff17" + "\uff10" * 8,
+        ),  # fullwidth digits: int() would take them
+        (TIMESTAMP_HEADER, "\u0661\u0667" + "\u0660" * 8),  # Arabic-Indic digits
+        (TIMESTAMP_HEADER, "1_700_000_000"),
+        (TIMESTAMP_HEADER, "9" * 400),  # overflows float arithmetic
+        (TIMESTAMP_HEADER, "9" * 5000),  # beyond int()'s digit limit
+        (TIMESTAMP_HEADER, "-1700000000"),
+        (TIMESTAMP_HEADER, "1700000000.5"),
+        (TIMESTAMP_HEADER, ""),
+        (TIMESTAMP_HEADER, "1700000000\x00"),
+        (TIMESTAMP_HEADER, b"1700000000"),
+        (TIMESTAMP_HEADER, 1700000000),
+        (SIGNATURE_HEADER, "v2=" + "é" * 64),  # non-ASCII: compare_digest raised TypeError
+        (SIGNATURE_HEADER, "v2=" + HEX[:-1] + "é"),
+        (SIGNATURE_HEADER, "v2=" + HEX.upper()),
+        (SIGNATURE_HEADER, "v2=" + HEX[:-2]),
+        (SIGNATURE_HEADER, "v2=" + HEX + "00"),
+        (SIGNATURE_HEADER, "v2=" + "zz" * 32),
+        (SIGNATURE_HEADER, "v2="),
+        (SIGNATURE_HEADER, ""),
+        (SIGNATURE_HEADER, "v1=" + HEX),
+        (SIGNATURE_HEADER, "\x00" * 1000),
+        (SIGNATURE_HEADER, "v2=" + HEX + "\n"),
+        (SIGNATURE_HEADER, ",,, ,"),
+        (SIGNATURE_HEADER, b"v2=" + HEX.encode()),
+        (SIGNATURE_HEADER, None),
+        (SIGNATURE_HEADER, ["v2=" + HEX]),
+    ],
+)
+def test_every_malformed_header_raises_webhook_verification_error(name: str, value: object) -> None:
+    """Whatever a header holds, verify raises WebhookVerificationError, never another error."""
+    headers: dict[str, object] = dict(GOOD)
+    headers[name] = value
+    with pytest.raises(WebhookVerificationError):
+        verify(SECRET, headers, BODY, URL, now=NOW)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["", "hooks.example.com/yurt", "ftp://h/x", "http://", "http://h:99999/", "http://h/\n", 7],
+)
+def test_a_url_that_is_not_http_raises_webhook_verification_error(url: object) -> None:
+    """A receiver URL that cannot be signed fails verification, naming the URL."""
+    with pytest.raises(WebhookVerificationError, match="URL"):
+        verify(SECRET, GOOD, BODY, url, now=NOW)  # type: ignore[arg-type]
 
 
 def test_completion_body_ok_carries_the_json_result() -> None:

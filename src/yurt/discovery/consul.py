@@ -33,12 +33,12 @@ from tenacity import (
     RetryCallState,
     retry_if_exception_type,
     stop_after_attempt,
-    wait_exponential,
 )
 
 from yurt.backends.base import RunnerEndpoint
 from yurt.backends.nomad.addr import CONSUL_PORT, parse_addr
 from yurt.backends.nomad.naming import job_id, runner_id_from_service_id
+from yurt.backoff import capped_backoff, tenacity_wait
 from yurt.config import ConsulConfig
 from yurt.errors import (
     ClusterBadRequest,
@@ -53,6 +53,7 @@ log = structlog.get_logger("yurt.consul")
 T = TypeVar("T")
 
 RETRIES = 4  # bounded retries of a one-off call (registering the router)
+WATCH_RETRY_FIRST_S, WATCH_RETRY_MAX_S = 0.25, 10.0  # backoff of a failing health watch
 _STATUS = re.compile(r"^(\d{3}) ")
 _HISTORY = 10_000  # runner ids remembered as once healthy, per app
 
@@ -221,7 +222,7 @@ class ConsulDiscovery:
 
     async def _follow(self, app_id: str, w: _Watch) -> None:
         index: str | None = None
-        backoff = 0.25
+        failures = 0
         wait = f"{int(self.config.blocking_wait)}s"
         while True:
             try:
@@ -232,17 +233,18 @@ class ConsulDiscovery:
                 raise
             except Exception as exc:
                 error = map_error(exc, "health.service")
+                failures += 1
+                retry_s = capped_backoff(failures, first=WATCH_RETRY_FIRST_S, cap=WATCH_RETRY_MAX_S)
                 log.warning(
                     "consul_watch_failed",
                     app=app_id,
                     service=w.service,
                     error=str(error),
-                    retry_s=backoff,
+                    retry_s=retry_s,
                 )
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
+                await asyncio.sleep(retry_s)
                 continue
-            backoff = 0.25
+            failures = 0
             index = self._next_index(app_id, index, new_index)
             self._update(app_id, w, endpoints_from(entries))
 
@@ -293,7 +295,7 @@ class ConsulDiscovery:
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(ClusterUnavailable),
             stop=stop_after_attempt(RETRIES + 1),
-            wait=wait_exponential(multiplier=0.2, max=5.0),
+            wait=tenacity_wait(first=0.2, cap=5.0),
             before_sleep=_log_retry,
             reraise=True,
         )

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from yurt.errors import RequestError
+from yurt.queue.destinations import DestinationPolicy
 from yurt.queue.model import Header, Job, State
 from yurt.queue.routing import RoutingError, parse_routing
 from yurt.queue.store import Record, without_credentials
@@ -75,6 +76,7 @@ class QueueApi:
     def __init__(self, router: Router, engine: QueueEngine, *, stream_tick: float = 1.0) -> None:
         self.router = router
         self.engine = engine
+        self.destinations = DestinationPolicy(engine.config.webhook_allow)
         # How often a status stream looks for a changed queue position.
         self.stream_tick = stream_tick
         self.closing = False
@@ -152,6 +154,11 @@ class QueueApi:
         except RoutingError as exc:
             refusal = {"detail": exc.detail(), "error_type": "bad_request"}
             return json_reply(refusal, 422), new_request_id()
+        if routing.webhook is not None:  # where the router is asked to POST: checked first
+            refused = await self.destinations.check_url(routing.webhook)
+            if refused is not None:
+                reply = error_reply(422, "webhook_destination_refused", refused.message())
+                return reply, new_request_id()
         query = call.query and "&".join(
             p
             for p in call.query.split("&")

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
 
+from yurt.backoff import capped_backoff
 from yurt.config import QueueConfig
 from yurt.errors import RequestError
 from yurt.metrics import tally
@@ -603,8 +604,8 @@ class QueueEngine:
         route.serve_backlog()
 
     def _backoff(self, attempts: int) -> float:
-        base, cap = self.config.retry_backoff, self.config.retry_backoff_max
-        return float(min(cap, base * 2.0 ** max(0, attempts - 1)))
+        cfg = self.config
+        return capped_backoff(attempts, first=cfg.retry_backoff, cap=cfg.retry_backoff_max)
 
     def _drop_timers(self, request_id: str) -> None:
         """Cancel the request's start deadline and retry backoff, if armed."""

@@ -2,7 +2,9 @@
 
 The store keeps every delivery until it is delivered or given up, so a restarted router resumes
 them: delivery is at least once (a receiver that answered but whose answer was lost sees the same
-request again). The sender only acts; when to retry is the pure :func:`backoff`.
+request again). The sender only acts; when to retry is the pure :func:`backoff`. A destination
+the :class:`~yurt.queue.destinations.DestinationPolicy` refuses is given up at once, and never
+connected to. Logs show webhook URLs redacted (:func:`~yurt.queue.destinations.redact_url`).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol
@@ -19,8 +21,16 @@ from typing import Protocol
 import aiohttp
 import structlog
 
+from yurt.backoff import capped_backoff
 from yurt.config import WebhookConfig
-from yurt.webhooks import signed_headers
+from yurt.queue.destinations import (
+    CheckedResolver,
+    DestinationPolicy,
+    DestinationRefused,
+    Refusal,
+    redact_url,
+)
+from yurt.webhooks import WebhookVerificationError, signed_headers
 
 log = structlog.get_logger("yurt.webhooks")
 
@@ -68,16 +78,15 @@ class WebhookOutbox(Protocol):
 
 def backoff(attempts_made: int, config: WebhookConfig) -> float:
     """Seconds before the next try: ``first_delay`` doubling per try, up to ``max_delay``."""
-    # The exponent is capped so that a huge count cannot overflow a float; 2**64 exceeds any cap.
-    exponent = min(max(attempts_made - 1, 0), 64)
-    return min(config.first_delay * 2.0**exponent, config.max_delay)
+    return capped_backoff(attempts_made, first=config.first_delay, cap=config.max_delay)
 
 
 class WebhookSender:
     """Posts due deliveries from ``outbox``, signed with ``secret``, until each is settled.
 
-    ``async with WebhookSender(outbox, config, secret):`` or ``start()`` / ``stop()``; call
-    :meth:`poke` after adding a delivery to the outbox.
+    ``async with WebhookSender(outbox, config, secret, allow=...):`` or ``start()`` /
+    ``stop()``; call :meth:`poke` after adding a delivery to the outbox. ``allow`` is
+    ``[queue] webhook_allow``: the destinations allowed although not public.
     """
 
     def __init__(
@@ -86,9 +95,12 @@ class WebhookSender:
         config: WebhookConfig,
         secret: bytes,
         clock: Callable[[], float] = time.time,
+        *,
+        allow: Iterable[str] = (),
     ) -> None:
         self.outbox = outbox
         self.config = config
+        self.destinations = DestinationPolicy(allow)
         self._secret = secret
         self._clock = clock
         self._session: aiohttp.ClientSession | None = None
@@ -102,8 +114,12 @@ class WebhookSender:
 
     async def start(self) -> None:
         """Open the HTTP session and start delivering."""
+        # No DNS cache: each new connection resolves once, and connects to what was checked.
+        connector = aiohttp.TCPConnector(
+            resolver=CheckedResolver(self.destinations), use_dns_cache=False
+        )
         self._session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=self.config.timeout)
+            connector=connector, timeout=aiohttp.ClientTimeout(total=self.config.timeout)
         )
         self._task = asyncio.create_task(self._run(), name="yurt-webhooks")
 
@@ -203,22 +219,33 @@ class WebhookSender:
     async def _deliver(self, delivery: Delivery) -> None:
         assert self._session is not None, "WebhookSender.start() first"
         attempt = delivery.attempts + 1
-        headers = {
-            "content-type": "application/json",
-            "user-agent": USER_AGENT,
-            **signed_headers(self._secret, delivery.request_id, delivery.body, self._clock()),
-        }
+        url = redact_url(delivery.url)
+        refusal = self.destinations.check_literal(delivery.url)
+        if refusal is not None:
+            self._refused(delivery, attempt, refusal)
+            return
+        try:
+            signed = signed_headers(
+                self._secret, delivery.request_id, delivery.url, delivery.body, self._clock()
+            )
+        except WebhookVerificationError as exc:  # a URL no receiver could verify against
+            self._give_up(delivery, attempt, str(exc).replace(delivery.url, url))
+            return
+        headers = {"content-type": "application/json", "user-agent": USER_AGENT, **signed}
         try:
             async with self._session.post(
                 delivery.url, data=delivery.body, headers=headers, allow_redirects=False
             ) as resp:
                 status = resp.status
+        except DestinationRefused as exc:
+            self._refused(delivery, attempt, exc.refusal)
+            return
         except TimeoutError:
             error = f"no answer within {self.config.timeout:g} s"
         # Whatever else stops a POST (a refused connection, a malformed URL) costs one of the
         # bounded attempts, so that no delivery is retried without end.
         except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
+            error = f"{type(exc).__name__}: {exc}".replace(delivery.url, url)
         else:
             if 200 <= status < 300:
                 self._held[delivery.id] = (float("inf"), self._clock())
@@ -226,7 +253,7 @@ class WebhookSender:
                 log.info(
                     "webhook_delivered",
                     request_id=delivery.request_id,
-                    url=delivery.url,
+                    url=url,
                     attempts=attempt,
                     status=status,
                 )
@@ -236,25 +263,43 @@ class WebhookSender:
             )
         self._failed(delivery, attempt, error)
 
+    def _refused(self, delivery: Delivery, attempt: int, refusal: Refusal) -> None:
+        """The destination is refused: given up now, since trying again would be refused too."""
+        self._settle_failed(delivery, attempt, None, refusal.message())
+        log.error(
+            "webhook_refused",
+            request_id=delivery.request_id,
+            url=redact_url(delivery.url),
+            rule=refusal.rule,
+            address=refusal.address,
+        )
+
+    def _give_up(self, delivery: Delivery, attempt: int, error: str) -> None:
+        self._settle_failed(delivery, attempt, None, error)
+        log.error(
+            "webhook_given_up",
+            request_id=delivery.request_id,
+            url=redact_url(delivery.url),
+            attempts=attempt,
+            error=error,
+        )
+
+    def _settle_failed(
+        self, delivery: Delivery, attempt: int, next_at: float | None, error: str
+    ) -> None:
+        self._held[delivery.id] = (float("inf") if next_at is None else next_at, self._clock())
+        self.outbox.failed(delivery.id, attempt, next_at, error)
+
     def _failed(self, delivery: Delivery, attempt: int, error: str) -> None:
         if attempt >= self.config.max_attempts:
-            self._held[delivery.id] = (float("inf"), self._clock())
-            self.outbox.failed(delivery.id, attempt, None, error)
-            log.error(
-                "webhook_given_up",
-                request_id=delivery.request_id,
-                url=delivery.url,
-                attempts=attempt,
-                error=error,
-            )
+            self._give_up(delivery, attempt, error)
             return
         retry_in = backoff(attempt, self.config)
-        self._held[delivery.id] = (self._clock() + retry_in, self._clock())
-        self.outbox.failed(delivery.id, attempt, self._clock() + retry_in, error)
+        self._settle_failed(delivery, attempt, self._clock() + retry_in, error)
         log.warning(
             "webhook_failed",
             request_id=delivery.request_id,
-            url=delivery.url,
+            url=redact_url(delivery.url),
             attempt=attempt,
             error=error,
             retry_in=retry_in,

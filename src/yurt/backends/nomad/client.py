@@ -27,11 +27,11 @@ from tenacity import (
     RetryCallState,
     retry_if_exception,
     stop_after_attempt,
-    wait_exponential,
 )
 
 from yurt.backends.nomad.addr import NOMAD_PORT, parse_addr
 from yurt.backends.nomad.threads import DaemonThreads, PoolClosed
+from yurt.backoff import tenacity_wait
 from yurt.config import NomadConfig
 from yurt.errors import (
     ClusterBadRequest,
@@ -206,7 +206,7 @@ class NomadClient:
         retrying = AsyncRetrying(
             retry=retry_if_exception(self._transient),
             stop=stop_after_attempt(self.config.retries + 1),
-            wait=wait_exponential(multiplier=0.2, max=5.0),
+            wait=tenacity_wait(first=0.2, cap=5.0),
             before_sleep=_log_retry,
             reraise=True,
         )

@@ -30,6 +30,7 @@ from yurt.backends.nomad.allocs import counted, is_live, stop_order
 from yurt.backends.nomad.client import NomadClient
 from yurt.backends.nomad.evals import Unplaced
 from yurt.backends.nomad.naming import GROUP
+from yurt.backoff import capped_backoff
 from yurt.errors import ClusterBadRequest, ClusterError, ClusterNotFound, ClusterUnavailable
 
 log = structlog.get_logger("yurt.nomad")
@@ -100,10 +101,10 @@ class Scaling:
                 return
 
     async def _scale_later(self, app: _App) -> None:
-        delay, tries = RETRY_FIRST_S, 0
+        waits, tries = 0, 0
         while True:
-            await asyncio.sleep(delay)
-            delay, tries = min(delay * 2, RETRY_MAX_S), tries + 1
+            waits, tries = waits + 1, tries + 1
+            await asyncio.sleep(capped_backoff(waits, first=RETRY_FIRST_S, cap=RETRY_MAX_S))
             count, covered = app.target, set(app.lowering)
             try:
                 await self.client.scale(app.job_id, GROUP, count, f"yurt: target {count}")
@@ -118,7 +119,7 @@ class Scaling:
             if app.target == count:
                 log.info("nomad_scale_landed", app=app.app_id, count=count, tries=tries)
                 return
-            delay = RETRY_FIRST_S  # a newer target: send it soon
+            waits = 0  # a newer target: send it soon
 
     def _scale_accepted(self, app: _App, count: int, covered: set[str]) -> None:
         """Nomad took ``count``; of the lowerings it ``covered``, those it does not stop stay.
@@ -166,10 +167,10 @@ class Scaling:
 
     async def _stop_later(self, app: _App, runner_id: str) -> None:
         """Retry a ``stop_runner(replace=True)`` Nomad refused for now, until it lands."""
-        delay, tries = RETRY_FIRST_S, 0
+        tries = 0
         while True:
-            await asyncio.sleep(delay)
-            delay, tries = min(delay * 2, RETRY_MAX_S), tries + 1
+            tries += 1
+            await asyncio.sleep(capped_backoff(tries, first=RETRY_FIRST_S, cap=RETRY_MAX_S))
             stub = app.allocs.get(runner_id)
             if runner_id not in app.replacing or stub is None or not is_live(stub):
                 return  # gone, stopping already, or kept meanwhile

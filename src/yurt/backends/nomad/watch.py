@@ -25,9 +25,12 @@ from yurt.backends.nomad.allocs import (
 from yurt.backends.nomad.evals import Unplaced, placed_since, unplaced
 from yurt.backends.nomad.naming import GROUP, TASK, parse_failure
 from yurt.backends.nomad.scaling import Scaling, _App
+from yurt.backoff import capped_backoff
 from yurt.errors import ClusterError
 
 log = structlog.get_logger("yurt.nomad")
+
+RETRY_FIRST_S, RETRY_MAX_S = 0.25, 10.0  # backoff of a failing blocking query
 
 
 class HealthHistory(Protocol):
@@ -63,31 +66,32 @@ class AllocationWatch(Scaling):
         observe: Callable[[list[dict[str, Any]]], None],
     ) -> None:
         """Read ``what`` of the app's job with blocking queries for ever, observing each reply."""
-        index, backoff = 0, 0.25
+        index, failures = 0, 0
         while True:
             try:
                 new_index, found = await read(app.job_id, index=index)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the watch must outlive any one bad reply
+                failures += 1
+                retry_s = capped_backoff(failures, first=RETRY_FIRST_S, cap=RETRY_MAX_S)
                 log.warning(
                     "nomad_watch_failed",
                     app=app.app_id,
                     what=what,
                     error=str(exc) or repr(exc),
-                    retry_s=backoff,
+                    retry_s=retry_s,
                     exc_info=not isinstance(exc, ClusterError),
                 )
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
+                await asyncio.sleep(retry_s)
                 continue
-            backoff = 0.25
+            failures = 0
             if new_index < index:
                 # Nomad's index went backwards (a restored or new cluster): start again from 0.
                 log.info("nomad_index_reset", app=app.app_id, what=what, old=index, new=new_index)
                 index = 0
             elif new_index < 1:
-                await asyncio.sleep(backoff)  # no index to block on: don't spin
+                await asyncio.sleep(RETRY_FIRST_S)  # no index to block on: don't spin
             else:
                 index = new_index
             observe(found)

@@ -452,7 +452,7 @@ class LocalBackend:
 
     def _start_failed(self, app: _App, runner: _Runner, kind: str, message: str) -> None:
         app.failures += 1
-        delay = min(self.config.backoff.step * app.failures, self.config.backoff.cap)
+        delay = self.config.backoff.delay(app.failures)
         app.backoff_until = time.monotonic() + delay
         # Where the log is goes to the console and /_yurt/apps; callers hear the runner id.
         app.last_failure = f"{message} (runner {runner.runner_id}, log {runner.log_path})"

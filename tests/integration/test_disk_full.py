@@ -28,7 +28,7 @@ pytestmark = pytest.mark.timeout(240)
 # $1 data dir (the mount point), $2 control dir, $3.. the yurt command.
 NAMESPACE = """
 set -e
-mount -t tmpfs -o size=8m yurt-test "$1"
+mount -t tmpfs -o size=8m,mode=0700 yurt-test "$1"  # a data dir is private
 data=$1 ctl=$2
 shift 2
 (

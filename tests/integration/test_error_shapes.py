@@ -241,3 +241,16 @@ async def test_cancelled_result_carries_the_error_type_headers(tmp_path: Path) -
         status, body, headers = await app.result(sub)
         assert status == 499 and body["error_type"] == "client_cancelled"
         assert headers["x-yurt-error-type"] == headers["x-fal-error-type"] == "client_cancelled"
+
+
+async def test_requests_a_parser_refuses_get_json_400(tmp_path: Path) -> None:
+    """A request the runner's parser refuses (two Content-Types, forwarded as they came) and
+    a request line the parser cannot read get JSON 400s, never aiohttp's text page."""
+    async with served(Shapes, tmp_path) as app:
+        twice = post("/" + app.app_id, b'{"prompt": "a"}', [("content-type", "text/plain")])
+        for answer in (await on_each_face(app, twice)).values():
+            parsed = assert_json_error(answer, 400, "bad_request")
+            assert "Content-Type" in parsed["detail"]
+        [runner] = app.healthy()
+        [answer] = await one_connection(f"http://127.0.0.1:{runner.port}", b"NOT HTTP\r\n\r\n")
+        assert_json_error(answer, 400, "bad_request")

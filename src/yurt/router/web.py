@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 from typing import TYPE_CHECKING
 
-from aiohttp import http_exceptions, web
+from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from multidict import CIMultiDict
 
@@ -19,7 +19,6 @@ from yurt.metrics import render
 from yurt.queue.api import SSE_HEADERS, EventStream, QueueApi, QueueCall
 from yurt.queue.routing import TIMEOUT, RoutingError, parse_start_timeout
 from yurt.router.http import (
-    MAX_FIELD_SIZE,
     MAX_HEADERS,
     Reply,
     error_reply,
@@ -28,6 +27,7 @@ from yurt.router.http import (
     json_reply,
     new_request_id,
 )
+from yurt.runner.invoke import error_page
 
 if TYPE_CHECKING:
     from yurt.router.server import Router
@@ -70,29 +70,9 @@ class _JsonErrors(RequestHandler):
     ) -> web.StreamResponse:
         # aiohttp's logs it, and raises if a response was already begun.
         super().handle_error(request, status, exc, message)
-        reply = _error_page(status, exc)
-        response = to_response(reply, new_request_id())
+        response = to_response(error_reply(*error_page(status, exc)), new_request_id())
         response.force_close()
         return response
-
-
-def _error_page(status: int, exc: BaseException | None) -> Reply:
-    # aiohttp raises LineTooLong for a request line or header past max_line_size or
-    # max_field_size, and a plain BadHttpMessage for more headers than max_headers.
-    if isinstance(exc, http_exceptions.LineTooLong) or (
-        isinstance(exc, http_exceptions.BadHttpMessage) and "Too many headers" in exc.message
-    ):
-        detail = (
-            f"the request line or a header exceeds {MAX_FIELD_SIZE} bytes, or it has more than "
-            f"{MAX_HEADERS} headers"
-        )
-        return error_reply(431, "request_header_fields_too_large", detail)
-    if isinstance(exc, http_exceptions.HttpProcessingError) and status < 500:
-        # Not its message: that quotes the caller's bytes.
-        return error_reply(status, "bad_request", f"malformed HTTP request ({type(exc).__name__})")
-    if status == 504:
-        return error_reply(504, "request_timeout", "the router timed out serving the request")
-    return error_reply(status, "internal_error", "the router failed this request")
 
 
 class JsonErrorServer(web.Server):

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from aiohttp import web
+from aiohttp import http_exceptions, web
 from pydantic import BaseModel, ValidationError
 
 JSON = "application/json"
@@ -69,6 +69,27 @@ def validation_response(exc: ValidationError) -> web.Response:
     response.headers["x-fal-error-type"] = VALIDATION_ERROR
     response.headers["x-yurt-error-type"] = VALIDATION_ERROR
     return response
+
+
+def error_page(status: int, exc: BaseException | None) -> tuple[int, str, str]:
+    """What aiohttp's own error page for ``status`` and ``exc`` says, as (status, error type,
+    detail) for a JSON answer: a request its parser refused, or a handler that failed."""
+    # aiohttp raises LineTooLong for a request line or header past max_line_size or
+    # max_field_size, and a plain BadHttpMessage for more headers than max_headers.
+    if isinstance(exc, http_exceptions.LineTooLong) or (
+        type(exc) is http_exceptions.BadHttpMessage and "Too many headers" in exc.message
+    ):
+        return 431, "request_header_fields_too_large", "the request line or headers are too large"
+    if isinstance(exc, http_exceptions.HttpProcessingError) and status < 500:
+        # A plain BadHttpMessage says what is wrong in its first line ("Duplicate 'Content-Type'
+        # header found."); the lines after it, and the subclasses, quote the caller's bytes.
+        why = type(exc).__name__
+        if type(exc) is http_exceptions.BadHttpMessage:
+            why = exc.message.partition("\n")[0].rstrip(":")
+        return status, "bad_request", f"malformed HTTP request: {why}"
+    if status == 504:
+        return 504, "request_timeout", "the server timed out serving the request"
+    return status, "internal_error", "the server failed this request"
 
 
 def error_response(status: int, error_type: str, detail: str) -> web.Response:

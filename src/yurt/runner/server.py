@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import structlog
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 from pydantic import BaseModel, ValidationError
 
 from yurt import heap
@@ -28,6 +29,7 @@ from yurt.runner.gpus import GpuMonitor
 from yurt.runner.hints import HINTS_HEADER, RunnerHints
 from yurt.runner.invoke import (
     call,
+    error_page,
     error_response,
     json_response,
     to_response,
@@ -132,7 +134,7 @@ class RunnerServer:
         # Last: only what matched nothing above, so that a 404 or 405 is JSON too (aiohttp's
         # own are text). The dispatcher tries it after the others, at no cost to them.
         app.router.add_route("*", "/{tail:.*}", self._unrouted)
-        self._runner = web.AppRunner(
+        self._runner = _AppRunner(
             app,
             access_log=None,
             handle_signals=False,
@@ -396,6 +398,43 @@ class RunnerServer:
                 "gpus": [g.as_dict() for g in gpus],
                 "hints": self.hints.current,
             },
+        )
+
+
+class _JsonErrors(RequestHandler):
+    """aiohttp's connection handler, with its own error pages (a request its parser refused,
+    such as one with two Content-Type headers, which the router forwards as they came) in
+    JSON with an error type instead of text."""
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        super().handle_error(request, status, exc, message)  # logs; raises if a reply began
+        response = error_response(*error_page(status, exc))
+        response.force_close()
+        return response
+
+
+class _JsonErrorServer(web.Server):
+    def __call__(self) -> RequestHandler:
+        return _JsonErrors(self, loop=self._loop, **self._kwargs)
+
+
+class _AppRunner(web.AppRunner):
+    """aiohttp's AppRunner whose connections answer their errors in JSON."""
+
+    async def _make_server(self) -> web.Server:
+        made = await super()._make_server()
+        return _JsonErrorServer(
+            made.request_handler,
+            request_factory=made.request_factory,
+            handler_cancellation=made.handler_cancellation,
+            loop=made._loop,
+            **made._kwargs,
         )
 
 

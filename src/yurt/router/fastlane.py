@@ -365,6 +365,8 @@ class FrontProtocol(asyncio.Protocol):
             if self.pending_continue and self.transport is not None:
                 self.pending_continue = False
                 self.transport.write(_CONTINUE)
+                # The client waited for this to send its body: the body's deadline starts now.
+                self.body_began = self.loop.time()
         finally:
             self.watching = False
             self.worker = None

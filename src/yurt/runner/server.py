@@ -209,7 +209,8 @@ class RunnerServer:
                 self.stats.served(ep.path, 499, time.monotonic() - t0)  # the caller went away
                 raise
             except web.HTTPException as exc:  # aiohttp's own (a body past client_max_size)
-                response = error_response(exc.status, _error_type(exc.status), exc.reason)
+                detail = exc.text or exc.reason  # "Maximum request body size ... exceeded"
+                response = error_response(exc.status, _error_type(exc.status), detail)
             except Exception as exc:
                 # Past the endpoint's own handling (a validator raising TypeError, say): still
                 # an answer in JSON, never aiohttp's text page.

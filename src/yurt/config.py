@@ -148,6 +148,20 @@ class RouterConfig(_Frozen):
     )
     tls_cert: Path | None = Field(default=None, description="PEM certificate chain: serve https")
     tls_key: Path | None = Field(default=None, description="PEM private key of tls_cert")
+    # Slow clients, as Apache's mod_reqtimeout bounds them: a deadline for the head, and for a
+    # body a deadline that each byte received pushes back by 1/min_body_rate seconds. Past
+    # either, the request gets 408 and its connection closes.
+    header_timeout: float = Field(
+        default=20.0, gt=0, description="seconds a request's line and headers may take"
+    )
+    body_timeout: float = Field(
+        default=20.0,
+        gt=0,
+        description="seconds a request body may take, plus one per min_body_rate bytes received",
+    )
+    min_body_rate: float = Field(
+        default=500.0, gt=0, description="bytes per second a request body must keep up"
+    )
 
     @model_validator(mode="after")
     def _tls_pair(self) -> RouterConfig:

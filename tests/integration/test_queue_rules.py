@@ -95,7 +95,7 @@ async def test_422_from_validation_completes_not_retried(tmp_path: Path) -> None
         final = await app.completed(sub)
         assert "journal" in final["error"]  # the missing field is named
         status, body, _ = await app.result(sub)
-        assert status == 422 and body["detail"][0]["loc"] == ["journal"]
+        assert status == 422 and body["detail"][0]["loc"] == ["body", "journal"]
 
 
 async def test_429_is_retried(tmp_path: Path) -> None:

@@ -50,7 +50,7 @@ async def test_422_with_pydantic_detail(tmp_path: Path) -> None:
     async with served(Rules, tmp_path) as app:
         status, body, _ = await app.post(json={"status": "not a number"})
         assert status == 422
-        assert body["detail"][0]["loc"] == ["status"]
+        assert body["detail"][0]["loc"] == ["body", "status"]
 
 
 async def test_unhandled_exception_is_500_with_detail(tmp_path: Path) -> None:
@@ -58,7 +58,7 @@ async def test_unhandled_exception_is_500_with_detail(tmp_path: Path) -> None:
     async with served(Rules, tmp_path) as app:
         status, body, _ = await app.post("/boom", json={})
         assert status == 500
-        assert body == {"detail": "ValueError: the model exploded"}
+        assert body == {"detail": "ValueError: the model exploded", "error_type": "endpoint_error"}
         assert len(app.healthy()) == 1
 
 

@@ -33,7 +33,14 @@ from yurt.queue.destinations import DestinationPolicy
 from yurt.queue.model import Header, Job, State
 from yurt.queue.routing import RoutingError, parse_routing
 from yurt.queue.store import Record, without_credentials
-from yurt.router.http import JSON_TYPE, Reply, error_reply, json_reply, new_request_id
+from yurt.router.http import (
+    JSON_TYPE,
+    Reply,
+    error_reply,
+    invalid_reply,
+    json_reply,
+    new_request_id,
+)
 
 if TYPE_CHECKING:
     from yurt.queue.engine import QueueEngine
@@ -152,8 +159,7 @@ class QueueApi:
         try:
             routing = parse_routing(headers, _query(call.query))
         except RoutingError as exc:
-            refusal = {"detail": exc.detail(), "error_type": "bad_request"}
-            return json_reply(refusal, 422), new_request_id()
+            return invalid_reply(exc.detail()), new_request_id()
         if routing.webhook is not None:  # where the router is asked to POST: checked first
             refused = await self.destinations.check_url(routing.webhook)
             if refused is not None:

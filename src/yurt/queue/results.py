@@ -11,7 +11,9 @@ from yurt.webhooks import completion_body
 
 JSON_TYPE: Header = (b"content-type", b"application/json")
 # Result headers worth keeping: what the caller of GET .../requests/{id} should see.
-_KEPT = frozenset({b"content-type", b"content-encoding", b"content-disposition"})
+_KEPT = frozenset(
+    {b"content-type", b"content-encoding", b"content-disposition", b"x-yurt-error-type"}
+)
 
 
 def error_result(status: int, error_type: str, detail: str, **headers: str) -> Result:

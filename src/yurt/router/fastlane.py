@@ -28,7 +28,14 @@ import structlog
 
 from yurt.queue.api import SSE_HEADERS, EventStream, QueueCall
 from yurt.queue.routing import TIMEOUT, RoutingError, parse_start_timeout
-from yurt.router.http import Reply, error_reply, json_reply, new_request_id, reason
+from yurt.router.http import (
+    Reply,
+    error_reply,
+    head_refusal,
+    invalid_reply,
+    new_request_id,
+    reason,
+)
 
 if TYPE_CHECKING:
     from yurt.router.dispatch import AppRoute
@@ -131,6 +138,11 @@ class FrontProtocol(asyncio.Protocol):
         self.closing = False
         self.loop = asyncio.get_running_loop()
         self.last_active = self.loop.time()  # read by the router's idle sweep
+        # For the slow-client deadlines: when this request's head and body began to arrive
+        # (as of the read that brought their first bytes), and how much body has come since.
+        self.head_began = self.last_active
+        self.body_began = self.last_active
+        self.body_bytes = 0
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
@@ -196,6 +208,7 @@ class FrontProtocol(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self.in_message = True
         self.in_head, self.head_bytes = True, 0
+        self.head_began = self.last_active
         self.url = b""
         self.headers = []
         self.content_length = b"0"
@@ -223,7 +236,13 @@ class FrontProtocol(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self.in_head = False
+        self.body_began, self.body_bytes = self.last_active, 0
         if self.hand_over or self.closing:
+            return
+        # Before anything is decided, hand-overs included: aiohttp's parser would refuse it too,
+        # in text.
+        if (refusal := head_refusal(self.url, self.headers)) is not None:
+            self._fail_connection(refusal)
             return
         path, _, query = self.url.partition(b"?")
         method = self.parser.get_method()
@@ -258,8 +277,7 @@ class FrontProtocol(asyncio.Protocol):
                         name.decode("latin-1"), value.decode("latin-1")
                     )
                 except RoutingError as exc:
-                    body = {"detail": exc.detail(), "error_type": "bad_request"}
-                    run.error = json_reply(body, 422)
+                    run.error = invalid_reply(exc.detail())
             self._expect_body(run)
         self.current = run
         self.raw = None  # the fast lane keeps no second copy of the body
@@ -295,6 +313,7 @@ class FrontProtocol(asyncio.Protocol):
             self.pending_continue = True
 
     def on_body(self, body: bytes) -> None:
+        self.body_bytes += len(body)
         run = self.current
         if run is None or run.early:
             return
@@ -346,6 +365,8 @@ class FrontProtocol(asyncio.Protocol):
             if self.pending_continue and self.transport is not None:
                 self.pending_continue = False
                 self.transport.write(_CONTINUE)
+                # The client waited for this to send its body: the body's deadline starts now.
+                self.body_began = self.loop.time()
         finally:
             self.watching = False
             self.worker = None
@@ -541,6 +562,31 @@ class FrontProtocol(asyncio.Protocol):
         if self.worker is not None:
             return None
         return self.last_active
+
+    def too_slow(self, now: float) -> Reply | None:
+        """The 408 for a request whose head or body arrives too slowly by ``now``; None if
+        none does (or a reply is being made: the deadlines bound reading, not serving)."""
+        if not self.in_message or self.worker is not None or self.closing:
+            return None
+        config = self.router.config
+        if self.in_head:
+            if now - self.head_began <= config.header_timeout:
+                return None
+            detail = f"the request's headers took longer than {config.header_timeout:g}s"
+        else:
+            allowed = config.body_timeout + self.body_bytes / config.min_body_rate
+            if now - self.body_began <= allowed:
+                return None
+            detail = (
+                f"the request body arrived slower than {config.min_body_rate:g} bytes/s "
+                f"(after the first {config.body_timeout:g}s)"
+            )
+        return error_reply(408, "request_read_timeout", detail)
+
+    def time_out(self, reply: Reply) -> None:
+        """Answer a request that arrives too slowly (``too_slow``'s reply), then close."""
+        self.current = None  # what still arrives of it is dropped
+        self._fail_connection(reply)
 
     def expire(self) -> None:
         """Idle too long: close, unless a request is being served."""

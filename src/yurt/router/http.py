@@ -10,8 +10,10 @@ import http
 import json
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+
+from yurt.runner import requests as runner_limits
 
 # Hop-by-hop headers (RFC 9110 section 7.6.1), those the pool writes itself, and the request
 # ids, which only the router sets.
@@ -32,6 +34,12 @@ DROPPED_REQUEST_HEADERS = frozenset(
     }
 )
 JSON_TYPE = (b"content-type", b"application/json")
+# Limits no looser than the runner's parser, so that what would get its text 400 gets the
+# router's JSON 431 (or 414) before it is forwarded. The router adds a few headers of its own
+# (the request id, host, content-length): the count leaves room for them.
+MAX_HEADERS = runner_limits.MAX_HEADERS - 8
+MAX_FIELD_SIZE = runner_limits.MAX_FIELD_SIZE
+MAX_TARGET_SIZE = runner_limits.MAX_LINE_SIZE
 
 
 @dataclass(slots=True)
@@ -59,13 +67,42 @@ def new_ordered_id() -> str:
     return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
 
 
-def error_reply(status: int, error_type: str, detail: str) -> Reply:
+def error_reply(status: int, error_type: str, detail: str | list[dict[str, object]]) -> Reply:
     """A router-made error: ``{detail, error_type}`` with the error-type headers."""
     kind = error_type.encode()
     body = json.dumps({"detail": detail, "error_type": error_type}).encode()
     return Reply(
         status, [JSON_TYPE, (b"x-yurt-error-type", kind), (b"x-fal-error-type", kind)], body
     )
+
+
+def invalid_reply(detail: list[dict[str, object]]) -> Reply:
+    """422 for a malformed routing option: pydantic's ``detail`` list, ``bad_request``, and the
+    error-type headers every router-made error has."""
+    return error_reply(422, "bad_request", detail)
+
+
+def head_refusal(target: bytes, headers: Sequence[tuple[bytes, bytes]]) -> Reply | None:
+    """The 431 or 414 for a request head past the runner's limits; None if it is within."""
+    if len(headers) > MAX_HEADERS:
+        return error_reply(
+            431,
+            "request_header_fields_too_large",
+            f"the request has {len(headers)} headers; at most {MAX_HEADERS} are accepted",
+        )
+    if len(target) > MAX_TARGET_SIZE:
+        return error_reply(
+            414, "uri_too_long", f"the request target exceeds {MAX_TARGET_SIZE} bytes"
+        )
+    for name, value in headers:
+        if len(name) + len(value) > MAX_FIELD_SIZE:
+            return error_reply(
+                431,
+                "request_header_fields_too_large",
+                f"header {name[:64].decode('latin-1')!r} exceeds {MAX_FIELD_SIZE} bytes "
+                "(name and value together)",
+            )
+    return None
 
 
 def json_reply(value: object, status: int = 200) -> Reply:

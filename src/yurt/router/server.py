@@ -29,7 +29,7 @@ from yurt.router.http import Reply, error_reply, forward_headers
 from yurt.router.metrics import SYNC, RouterCollector, RouterStats
 from yurt.router.pool import UpstreamError
 from yurt.router.rules import direct_error, direct_status
-from yurt.router.web import WebFace
+from yurt.router.web import JsonErrorServer, WebFace
 from yurt.scheduler.loop import Scheduler
 from yurt.scheduler.policy import AppLoad
 from yurt.spec import AppSpec
@@ -111,7 +111,7 @@ class Router:
             return
         kwargs: dict[str, Any] = {} if self.config.access_log else {"access_log": None}
         kwargs["keepalive_timeout"] = self.config.keepalive_timeout
-        self._web = web.Server(WebFace(self).handle, **kwargs)
+        self._web = JsonErrorServer(WebFace(self).handle, **kwargs)
         loop = asyncio.get_running_loop()
         web_server = self._web
         try:
@@ -159,13 +159,21 @@ class Router:
         return context
 
     async def _sweep_idle(self) -> None:
-        # One sweep for all connections instead of a timer re-armed on every request.
-        timeout = self.config.keepalive_timeout
+        # One sweep for all connections instead of a timer re-armed on every request: idle
+        # connections close, requests arriving too slowly get 408.
+        config = self.config
+        timeout = config.keepalive_timeout
+        tick = min(timeout, config.header_timeout, config.body_timeout) / 4
         loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(max(timeout / 4, 0.01))
-            cutoff = loop.time() - timeout
+            await asyncio.sleep(max(tick, 0.01))
+            now = loop.time()
+            cutoff = now - timeout
             for conn in list(self._fast):
+                if (reply := conn.too_slow(now)) is not None:
+                    log.info("request_too_slow", error_type="request_read_timeout")
+                    conn.time_out(reply)
+                    continue
                 since = conn.idle_since()
                 if since is not None and since <= cutoff:
                     conn.expire()

@@ -6,17 +6,28 @@ the rest of its life, sync runs included.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from typing import TYPE_CHECKING
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 from multidict import CIMultiDict
 
 from yurt.errors import RequestError
 from yurt.metrics import render
 from yurt.queue.api import SSE_HEADERS, EventStream, QueueApi, QueueCall
 from yurt.queue.routing import TIMEOUT, RoutingError, parse_start_timeout
-from yurt.router.http import Reply, error_reply, json_reply, new_request_id
+from yurt.router.http import (
+    MAX_HEADERS,
+    Reply,
+    error_reply,
+    head_refusal,
+    invalid_reply,
+    json_reply,
+    new_request_id,
+)
+from yurt.runner.invoke import error_page
 
 if TYPE_CHECKING:
     from yurt.router.server import Router
@@ -46,6 +57,31 @@ def _sse_headers(request_id: str) -> CIMultiDict[str]:
     return headers
 
 
+class _JsonErrors(RequestHandler):
+    """aiohttp's connection handler, with its own error pages (a malformed request, headers
+    past its limits, a handler that failed) in the router's JSON shape instead of text."""
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        # aiohttp's logs it, and raises if a response was already begun.
+        super().handle_error(request, status, exc, message)
+        response = to_response(error_reply(*error_page(status, exc)), new_request_id())
+        response.force_close()
+        return response
+
+
+class JsonErrorServer(web.Server):
+    """aiohttp's low-level server whose connections answer their errors in JSON."""
+
+    def __call__(self) -> RequestHandler:
+        return _JsonErrors(self, loop=self._loop, **self._kwargs)
+
+
 class WebFace:
     """The aiohttp request handler of the router."""
 
@@ -54,6 +90,14 @@ class WebFace:
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Serve one request."""
+        # aiohttp's parser has the runner's limits but for the count, which leaves room for
+        # the headers the router adds: what it forwards must pass the runner's parser.
+        if len(request.raw_headers) > MAX_HEADERS:
+            refusal = head_refusal(b"", request.raw_headers)
+            assert refusal is not None
+            response = to_response(refusal, new_request_id())
+            response.force_close()
+            return response
         path = request.path
         if path.startswith("/queue/") and self.router.queue_api is not None:
             return await self._queue(request, self.router.queue_api)
@@ -86,8 +130,7 @@ class WebFace:
             try:
                 start_timeout = parse_start_timeout(*found)
             except RoutingError as exc:
-                reply = json_reply({"detail": exc.detail(), "error_type": "bad_request"}, 422)
-                return to_response(reply, request_id)
+                return to_response(invalid_reply(exc.detail()), request_id)
         reply = await self.router.forward(
             route, target.encode(), request.raw_headers, body, request_id.encode(), start_timeout
         )
@@ -140,20 +183,42 @@ class WebFace:
         return error_reply(404, "not_found", f"no route for {request.method} {path}")
 
     async def _read_body(self, request: web.BaseRequest) -> bytes:
-        limit = self.router.config.max_body_size
+        config = self.router.config
+        limit = config.max_body_size
         length = request.content_length
         if length is not None and length > limit:
             raise self.router.too_large()
         # aiohttp answers Expect only in its URL dispatcher, which this low-level server skips.
         if request.headers.get("expect", "").lower() == "100-continue":
             await request.writer.write(b"HTTP/%d.%d 100 Continue\r\n\r\n" % request.version)
-        if length is not None:
-            return await request.content.readexactly(length) if length else b""
+        if length == 0:
+            return b""
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.content.iter_any():
-            size += len(chunk)
-            if size > limit:
-                raise self.router.too_large()
-            chunks.append(chunk)
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        # The fast lane's body deadline: each byte received pushes it back by 1/min_body_rate.
+        try:
+            async with asyncio.timeout_at(began + config.body_timeout) as deadline:
+                while chunk := await request.content.readany():
+                    size += len(chunk)
+                    if size > limit:
+                        raise self.router.too_large()
+                    chunks.append(chunk)
+                    if length is not None and size >= length:
+                        break
+                    deadline.reschedule(began + config.body_timeout + size / config.min_body_rate)
+        except TimeoutError:
+            raise RequestError(
+                f"the request body arrived slower than {config.min_body_rate:g} bytes/s "
+                f"(after the first {config.body_timeout:g}s)",
+                status=408,
+                error_type="request_read_timeout",
+            ) from None
+        if length is not None and size < length:
+            raise RequestError(
+                f"the request body ended after {size} of its {length} bytes",
+                status=400,
+                error_type="bad_request",
+            )
         return b"".join(chunks)

@@ -11,10 +11,11 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from aiohttp import web
-from pydantic import BaseModel
+from aiohttp import http_exceptions, web
+from pydantic import BaseModel, ValidationError
 
 JSON = "application/json"
+VALIDATION_ERROR = "validation_error"
 
 
 async def call(func: Callable[..., Any], executor: ThreadPoolExecutor, *args: Any) -> Any:
@@ -35,14 +36,60 @@ def json_response(status: int, payload: Any) -> web.Response:
 
 
 def to_response(result: Any) -> web.StreamResponse:
-    """Turn what an endpoint returned into an HTTP response."""
+    """Turn what an endpoint returned into an HTTP response (a JSON 500 naming the type of
+    what JSON cannot hold)."""
     if isinstance(result, web.StreamResponse):
         return result
-    if isinstance(result, BaseModel):
-        return web.Response(body=result.model_dump_json().encode(), content_type=JSON)
     if isinstance(result, bytes):
         return web.Response(body=result, content_type="application/octet-stream")
-    return json_response(200, result)
+    try:
+        if isinstance(result, BaseModel):
+            return web.Response(body=result.model_dump_json().encode(), content_type=JSON)
+        return json_response(200, result)
+    except (TypeError, ValueError, RecursionError) as exc:
+        # pydantic's own error names the type; json's says "Object of type X ..." too, but a
+        # too-deep value or an int past the digit limit say nothing of what was returned.
+        return error_response(
+            500,
+            "unserializable_result",
+            f"the endpoint returned a {type(result).__name__} that cannot be sent as JSON: "
+            f"{type(exc).__name__}: {exc}",
+        )
+
+
+def validation_response(exc: ValidationError) -> web.Response:
+    """422 for a body that failed validation, in FastAPI's and fal's shape: ``detail`` lists
+    ``{loc, msg, type}`` with ``loc`` under ``"body"``. Never the input: it may be any bytes
+    (invalid UTF-8, a 100,000-digit number) and is the caller's own anyway."""
+    detail = [
+        {"loc": ["body", *error["loc"]], "msg": error["msg"], "type": error["type"]}
+        for error in exc.errors(include_url=False, include_context=False, include_input=False)
+    ]
+    response = json_response(422, {"detail": detail, "error_type": VALIDATION_ERROR})
+    response.headers["x-fal-error-type"] = VALIDATION_ERROR
+    response.headers["x-yurt-error-type"] = VALIDATION_ERROR
+    return response
+
+
+def error_page(status: int, exc: BaseException | None) -> tuple[int, str, str]:
+    """What aiohttp's own error page for ``status`` and ``exc`` says, as (status, error type,
+    detail) for a JSON answer: a request its parser refused, or a handler that failed."""
+    # aiohttp raises LineTooLong for a request line or header past max_line_size or
+    # max_field_size, and a plain BadHttpMessage for more headers than max_headers.
+    if isinstance(exc, http_exceptions.LineTooLong) or (
+        type(exc) is http_exceptions.BadHttpMessage and "Too many headers" in exc.message
+    ):
+        return 431, "request_header_fields_too_large", "the request line or headers are too large"
+    if isinstance(exc, http_exceptions.HttpProcessingError) and status < 500:
+        # A plain BadHttpMessage says what is wrong in its first line ("Duplicate 'Content-Type'
+        # header found."); the lines after it, and the subclasses, quote the caller's bytes.
+        why = type(exc).__name__
+        if type(exc) is http_exceptions.BadHttpMessage:
+            why = exc.message.partition("\n")[0].rstrip(":")
+        return status, "bad_request", f"malformed HTTP request: {why}"
+    if status == 504:
+        return 504, "request_timeout", "the server timed out serving the request"
+    return status, "internal_error", "the server failed this request"
 
 
 def error_response(status: int, error_type: str, detail: str) -> web.Response:

@@ -19,6 +19,12 @@ from yurt.app import RequestContext
 from yurt.runner.logcapture import LogBuffer, LogEntry
 
 REQUEST_ID = "x-fal-request-id"
+# What the runner's HTTP parser accepts (aiohttp's defaults, written out). The router refuses
+# requests past them with its own JSON 431 or 414 rather than forward what would get a text
+# 400 here.
+MAX_HEADERS = 128
+MAX_FIELD_SIZE = 8190  # a header's name and value together
+MAX_LINE_SIZE = 8190  # the request target
 KEEP_COMPLETED = 1000
 KEEP_COMPLETED_CHARS = 64 * 1024 * 1024
 

@@ -12,10 +12,12 @@ import os
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import structlog
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 from pydantic import BaseModel, ValidationError
 
 from yurt import heap
@@ -25,9 +27,23 @@ from yurt.metrics import registry_for, render
 from yurt.packaging import PayloadHeader
 from yurt.runner.gpus import GpuMonitor
 from yurt.runner.hints import HINTS_HEADER, RunnerHints
-from yurt.runner.invoke import call, error_response, json_response, to_response
+from yurt.runner.invoke import (
+    call,
+    error_page,
+    error_response,
+    json_response,
+    to_response,
+    validation_response,
+)
 from yurt.runner.logcapture import capturing
-from yurt.runner.requests import REQUEST_ID, ActiveRequest, RequestRegistry
+from yurt.runner.requests import (
+    MAX_FIELD_SIZE,
+    MAX_HEADERS,
+    MAX_LINE_SIZE,
+    REQUEST_ID,
+    ActiveRequest,
+    RequestRegistry,
+)
 from yurt.runner.stats import RunnerStats
 from yurt.spec import (
     TEARDOWN_SLACK_S,
@@ -115,13 +131,19 @@ class RunnerServer:
             app.router.add_post(ep.path, self._make_handler(ep))
         for path in cancel_paths(self.spec):
             app.router.add_post(path, self._cancel)
-        self._runner = web.AppRunner(
+        # Last: only what matched nothing above, so that a 404 or 405 is JSON too (aiohttp's
+        # own are text). The dispatcher tries it after the others, at no cost to them.
+        app.router.add_route("*", "/{tail:.*}", self._unrouted)
+        self._runner = _AppRunner(
             app,
             access_log=None,
             handle_signals=False,
             # The router is the only client and keeps connections for reuse.
             keepalive_timeout=3600,
             shutdown_timeout=self.spec.termination_grace_period_seconds,
+            max_headers=MAX_HEADERS,
+            max_field_size=MAX_FIELD_SIZE,
+            max_line_size=MAX_LINE_SIZE,
         )
         await self._runner.setup()
         site: web.BaseSite
@@ -180,27 +202,31 @@ class RunnerServer:
         body_model = self._bodies[ep.path]
 
         async def handle(request: web.Request) -> web.StreamResponse:
-            t0, status = time.monotonic(), 500  # unless the handler answers
+            t0 = time.monotonic()
             try:
                 response = await serve(request)
-                status = response.status
-                return response
             except asyncio.CancelledError:
-                status = 499  # the caller went away
+                self.stats.served(ep.path, 499, time.monotonic() - t0)  # the caller went away
                 raise
-            finally:
-                self.stats.served(ep.path, status, time.monotonic() - t0)
+            except web.HTTPException as exc:  # aiohttp's own (a body past client_max_size)
+                detail = exc.text or exc.reason  # "Maximum request body size ... exceeded"
+                response = error_response(exc.status, _error_type(exc.status), detail)
+            except Exception as exc:
+                # Past the endpoint's own handling (a validator raising TypeError, say): still
+                # an answer in JSON, never aiohttp's text page.
+                log.exception("request_failed", path=request.path)
+                response = error_response(500, "runner_error", f"{type(exc).__name__}: {exc}")
+            self.stats.served(ep.path, response.status, time.monotonic() - t0)
+            return response
 
         async def serve(request: web.Request) -> web.StreamResponse:
             if self.state != "ready":
-                return self._decorate(json_response(503, {"detail": f"runner is {self.state}"}))
-            if self.in_flight >= self.spec.max_multiplexing:
                 return self._decorate(
-                    json_response(
-                        429,
-                        {"detail": f"runner is at max_multiplexing={self.spec.max_multiplexing}"},
-                    )
+                    error_response(503, "runner_unavailable", f"runner is {self.state}")
                 )
+            if self.in_flight >= self.spec.max_multiplexing:
+                detail = f"runner is at max_multiplexing={self.spec.max_multiplexing}"
+                return self._decorate(error_response(429, "runner_busy", detail))
             self.in_flight += 1
             self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
             self.requests_total += 1
@@ -232,9 +258,7 @@ class RunnerServer:
             try:
                 args = (body_model.model_validate_json(await request.read() or b"{}"),)
             except ValidationError as exc:
-                return json_response(
-                    422, {"detail": exc.errors(include_url=False, include_context=False)}
-                )
+                return validation_response(exc)
         if active.cancelled:
             return _cancelled(active)
         # The user call gets a task of its own, so that cancelling it leaves this handler
@@ -256,10 +280,10 @@ class RunnerServer:
                 return _cancelled(active)
             detail = "CancelledError: the endpoint was cancelled without a cancel request"
             log.error("endpoint_failed", request_id=active.request_id, path=request.path)
-            return json_response(500, {"detail": detail})
+            return error_response(500, "endpoint_error", detail)
         except Exception as exc:
             log.exception("endpoint_failed", request_id=active.request_id, path=request.path)
-            return json_response(500, {"detail": f"{type(exc).__name__}: {exc}"})
+            return error_response(500, "endpoint_error", f"{type(exc).__name__}: {exc}")
         return to_response(result)
 
     async def _call_user(self, active: ActiveRequest, method: Any, args: tuple[Any, ...]) -> Any:
@@ -293,6 +317,21 @@ class RunnerServer:
             )
         log.info("request_cancel_requested", request_id=request_id)
         return json_response(200, {"status": "CANCELLATION_REQUESTED", "request_id": request_id})
+
+    async def _unrouted(self, request: web.Request) -> web.Response:
+        # Only what matched no route comes here: a path the App does not serve, or a method
+        # its endpoint does not take.
+        path = request.path
+        allowed = sorted(self.spec.paths | set(cancel_paths(self.spec)))
+        if path in allowed:
+            response = error_response(
+                405, "method_not_allowed", f"{request.method} {path}: endpoints take POST"
+            )
+            response.headers["allow"] = "POST"
+            return response
+        return error_response(
+            404, "not_found", f"no route for {request.method} {path}; this runner serves {allowed}"
+        )
 
     async def _logs(self, request: web.Request) -> web.Response:
         request_id = request.match_info["request_id"]
@@ -363,12 +402,58 @@ class RunnerServer:
         )
 
 
+class _JsonErrors(RequestHandler):
+    """aiohttp's connection handler, with its own error pages (a request its parser refused,
+    such as one with two Content-Type headers, which the router forwards as they came) in
+    JSON with an error type instead of text."""
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        super().handle_error(request, status, exc, message)  # logs; raises if a reply began
+        response = error_response(*error_page(status, exc))
+        response.force_close()
+        return response
+
+
+class _JsonErrorServer(web.Server):
+    def __call__(self) -> RequestHandler:
+        return _JsonErrors(self, loop=self._loop, **self._kwargs)
+
+
+class _AppRunner(web.AppRunner):
+    """aiohttp's AppRunner whose connections answer their errors in JSON."""
+
+    async def _make_server(self) -> web.Server:
+        made = await super()._make_server()
+        return _JsonErrorServer(
+            made.request_handler,
+            request_factory=made.request_factory,
+            handler_cancellation=made.handler_cancellation,
+            loop=made._loop,
+            **made._kwargs,
+        )
+
+
 def teardown_budget(
     drain_started: float, now: float, grace: float, kill_after: float = TEARDOWN_SLACK_S
 ) -> float:
     """Seconds teardown() may take: what is left before the supervisor's SIGKILL (the grace
     period plus ``kill_after`` from the drain's start), less a margin for the exit."""
     return max(0.5, drain_started + grace + kill_after - 0.5 - now)
+
+
+def _error_type(status: int) -> str:
+    """``request_too_large`` for 413: the phrase of the status, in snake case."""
+    phrase = HTTPStatus(status).phrase if status in _STATUSES else f"http_{status}"
+    return phrase.lower().replace(" ", "_").replace("-", "_")
+
+
+_STATUSES = frozenset(s.value for s in HTTPStatus)
 
 
 def _cancelled(active: ActiveRequest) -> web.Response:

@@ -1,0 +1,48 @@
+"""Apps for the error-shape tests: a typed body, and endpoints returning what JSON cannot hold."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from pydantic import BaseModel
+
+import yurt
+
+
+class Prompt(BaseModel):
+    prompt: str
+
+
+class Opaque:
+    """An object JSON has no form for."""
+
+
+class Shapes(yurt.App, keep_alive=300):
+    """Validates a body, and returns values that cannot be serialised."""
+
+    @yurt.endpoint("/")
+    def echo(self, body: Prompt) -> dict[str, str]:
+        return {"prompt": body.prompt}
+
+    @yurt.endpoint("/set")
+    def a_set(self) -> object:
+        return {1, 2}
+
+    @yurt.endpoint("/object")
+    def an_object(self) -> object:
+        return {"value": Opaque()}
+
+
+class Started(BaseModel):
+    started: str  # a file the endpoint creates once it runs
+
+
+class Waits(yurt.App, keep_alive=300):
+    """Runs until cancelled, having said so in a file."""
+
+    @yurt.endpoint("/")
+    async def wait(self, body: Started) -> dict[str, str]:
+        await asyncio.to_thread(Path(body.started).touch)
+        await asyncio.sleep(120)
+        return {"text": "finished"}

@@ -438,8 +438,11 @@ class NomadDouble:
 
     async def _loop(self) -> None:
         while True:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel that
+            # arrives as the kick is set, and stop() then waits on this loop for ever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._kick.wait(), min(self.poll, 0.25))
+                async with asyncio.timeout(min(self.poll, 0.25)):
+                    await self._kick.wait()
             self._kick.clear()
             for job in list(self._jobs.values()):
                 self._reconcile(job)

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from yurt.backends.localproc import free_port
+from yurt.backends.localproc import bound_socket, free_port
 from yurt.loader import load_app
 from yurt.packaging import write_payload
 from yurt.runner.gpus import list_gpus, load_nvml
@@ -240,8 +240,12 @@ def stop_gently(proc: subprocess.Popen[Any]) -> None:
 
 
 @contextmanager
-def running(cmd: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def running(
+    cmd: list[str], env: dict[str, str], pass_fds: tuple[int, ...] = ()
+) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=pass_fds
+    )
     try:
         yield proc
     finally:
@@ -281,11 +285,13 @@ def wait_ready(base: str, proc: subprocess.Popen[bytes]) -> None:
 def test_runner_maps_nomad_gpus_for_cuda_and_reports_them(tmp_path: Path) -> None:
     """NVIDIA_VISIBLE_DEVICES (Nomad's UUIDs) becomes CUDA_VISIBLE_DEVICES; info and metrics
     report that GPU alone."""
-    port = free_port("127.0.0.1")
+    sock = bound_socket("127.0.0.1")  # inherited, not chosen then freed: tests run in parallel
+    port = sock.getsockname()[1]
     env = env_with_fake_nvml(tmp_path, [A100, H100])
     env["NVIDIA_VISIBLE_DEVICES"] = "GPU-fake-1"
     base = f"http://127.0.0.1:{port}"
-    with running(runner_cmd(tmp_path, port), env) as proc:
+    cmd = [*runner_cmd(tmp_path, port), "--fd", str(sock.fileno())]
+    with sock, running(cmd, env, (sock.fileno(),)) as proc:
         wait_ready(base, proc)
         assert post_json(base + "/") == {"cuda": "GPU-fake-1"}
         info = get_json(base + "/_yurt/info")

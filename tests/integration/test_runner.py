@@ -15,7 +15,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from yurt.backends.localproc import bound_socket, free_port
+from yurt.backends.localproc import bound_socket
 from yurt.packaging import MAGIC, write_payload
 
 from apps import Draining, Echo, Multiplexed, Spawner
@@ -30,18 +30,17 @@ async def runner(
 ) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
     """Start ``python -m yurt.runner`` for ``cls``; kill it on exit if still running."""
     _, payload = write_payload(cls, tmp_path / "payloads")
-    port = free_port("127.0.0.1")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "yurt.runner",
-        "--payload",
-        str(payload),
-        "--port",
-        str(port),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
+    # An inherited socket, not a port chosen and then freed: tests run in parallel.
+    sock = bound_socket("127.0.0.1")
+    port = sock.getsockname()[1]
+    with sock:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "yurt.runner", "--payload", str(payload),
+            "--port", str(port), "--fd", str(sock.fileno()),
+            pass_fds=(sock.fileno(),),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
     try:
         yield proc, f"http://127.0.0.1:{port}"
     finally:
@@ -223,10 +222,14 @@ async def test_an_orphaned_runner_takes_what_the_app_started_with_it(tmp_path: P
     _, payload = write_payload(Spawner, tmp_path / "payloads")
     child_pid = tmp_path / "child.pid"
     supervisor = textwrap.dedent(f"""
-        import os, subprocess, sys, time
+        import os, socket, subprocess, sys, time
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
         runner = subprocess.Popen(
             [sys.executable, "-m", "yurt.runner", "--payload", {str(payload)!r},
-             "--port", "{free_port("127.0.0.1")}", "--parent-pid", str(os.getpid())],
+             "--port", str(sock.getsockname()[1]), "--fd", str(sock.fileno()),
+             "--parent-pid", str(os.getpid())],
+            pass_fds=(sock.fileno(),),
             start_new_session=True,
             env={{**os.environ, "YURT_TEST_CHILD_PID": {str(child_pid)!r}}},
         )

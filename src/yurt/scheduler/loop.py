@@ -90,8 +90,11 @@ class Scheduler:
                     continue
                 if recheck is not None:
                     next_at = min(next_at, recheck)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that lands in the
+            # turn the event is set (CPython gh-86296), and stop() would then wait for ever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(0.0, next_at - self.clock()))
+                async with asyncio.timeout(max(0.0, next_at - self.clock())):
+                    await self._wake.wait()
 
     async def reconcile(self, app_id: str, spec: AppSpec) -> float | None:
         """One pass for one app; returns when it wants to look again, if sooner."""

@@ -142,7 +142,10 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle is unt
     def reducer_override(self, obj: Any) -> Any:
         if isinstance(obj, types.CodeType):
             rebuild, args = self.dispatch_table[types.CodeType](obj)
-            real = obj.co_filename
+            # Interned, as the sources' keys are: a code object compiled from source shares
+            # its file name with the module's ``__file__``, one loaded from a .pyc has a copy,
+            # and pickle's memo would write the two cases differently (another digest).
+            real = sys.intern(obj.co_filename)
             return rebuild, tuple(
                 real if isinstance(a, str) and a == _ANONYMOUS_FILE else a for a in args
             )
@@ -156,7 +159,7 @@ def module_sources(modules: list[ModuleType | None]) -> dict[str, str]:
         file = getattr(module, "__file__", None)
         if isinstance(file, str) and file.endswith(".py"):
             try:
-                out[file] = Path(file).read_text(encoding="utf-8")
+                out[sys.intern(file)] = Path(file).read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError):
                 continue  # a traceback then shows the line number without its text
     return dict(sorted(out.items()))

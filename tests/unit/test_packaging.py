@@ -289,6 +289,9 @@ PACK_SCRIPT = textwrap.dedent(
 
 def _digest_in_a_fresh_process(target: str, cwd: Path, hash_seed: str) -> str:
     env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+    # Bytecode is written, so a later process loads the app from its .pyc, as a second
+    # ``yurt deploy`` of an unchanged file does.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     proc = subprocess.run(
         [sys.executable, "-c", PACK_SCRIPT, target],
         cwd=cwd,
@@ -310,6 +313,14 @@ def test_digest_is_the_same_in_two_processes(tmp_path: Path) -> None:
     second = _digest_in_a_fresh_process("echo_payload_app.py::Echo", app_dir, "2")
     assert len(first) == 64
     assert first == second
+
+
+def test_digest_is_the_same_when_the_module_comes_from_its_pyc(tmp_path: Path) -> None:
+    """A module compiled from source and the same module loaded from its .pyc share a digest."""
+    (tmp_path / "echo_payload_app.py").write_text(APP_SOURCE)
+    compiled = _digest_in_a_fresh_process("echo_payload_app.py::Echo", tmp_path, "1")
+    assert list((tmp_path / "__pycache__").glob("echo_payload_app.*.pyc"))
+    assert _digest_in_a_fresh_process("echo_payload_app.py::Echo", tmp_path, "1") == compiled
 
 
 def test_digest_changes_with_the_code(tmp_path: Path) -> None:

@@ -18,8 +18,10 @@ The destination is signed so that a delivery captured at one receiver cannot be 
 another: a receiver verifies against the URL *it* is reached at. Build that URL from your own
 configuration (the public base URL you gave yurt), never from the request's ``Host`` header,
 which whoever sends the request chooses. Behind a proxy that terminates TLS, pass the public
-``https://`` URL, not the one the proxy forwards to. (Signatures ``v1=`` covered no URL and are
-no longer made or accepted: receivers must pass the URL to ``verify``.)
+``https://`` URL, not the one the proxy forwards to. yurt sends the canonical form itself, so
+the request target as received (aiohttp's ``request.raw_path``, not the decoded ``path_qs``)
+is what was signed. (Signatures ``v1=`` covered no URL and are no longer made or accepted:
+receivers must pass the URL to ``verify``.)
 
 A receiver checks a delivery before trusting it (this module needs nothing but the standard
 library, so receivers can import it alone)::
@@ -34,7 +36,7 @@ library, so receivers can import it alone)::
     async def on_webhook(request: web.Request) -> web.Response:
         body = await request.read()
         try:
-            verify(SECRET, request.headers, body, PUBLIC_BASE + request.path_qs)
+            verify(SECRET, request.headers, body, PUBLIC_BASE + request.raw_path)
         except WebhookVerificationError as exc:
             raise web.HTTPUnauthorized(text=str(exc)) from exc
         event = json.loads(body)

@@ -88,6 +88,7 @@ class Received:
     url: str
     answers: list[int] = field(default_factory=list)
     requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    raw_paths: list[str] = field(default_factory=list)  # each request's target, as sent
     hang: bool = False
     release: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -101,6 +102,7 @@ async def receiver() -> AsyncIterator[Received]:
 
     async def hook(request: web.Request) -> web.StreamResponse:
         state.requests.append((dict(request.headers), await request.read()))
+        state.raw_paths.append(request.raw_path)
         if state.hang:
             await state.release.wait()
         status = state.answers.pop(0) if state.answers else 200
@@ -423,3 +425,22 @@ async def test_credentials_in_a_webhook_url_are_logged_redacted(receiver: Receiv
     assert logs[1]["url"] == f"http://***@127.0.0.1:{port}/hook?token=***&sig=***&job=7"
     headers, body = receiver.requests[1]
     verify(SECRET, headers, body, url)
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["/hook?q=a%2Fb", "/hook?q=a b", "/hook?q=%7e&r=%7E", "/hook?q=caf%C3%A9"],
+)
+async def test_a_delivery_verifies_at_the_target_it_was_sent_to(
+    receiver: Received, target: str
+) -> None:
+    """What reaches the receiver is the URL that was signed, whatever encoding it was given in."""
+    base = receiver.url.removesuffix("/hook")
+    outbox = MemoryOutbox()
+    delivery_id = outbox.add(base + target)
+    async with WebhookSender(outbox, config(), SECRET, allow=LOOPBACK) as sender:
+        sender.poke()
+        await wait_until(lambda: outbox.entries[delivery_id].state == "delivered", what="it")
+    [(headers, body)] = receiver.requests
+    verify(SECRET, headers, body, base + receiver.raw_paths[0])
+    verify(SECRET, headers, body, base + target)

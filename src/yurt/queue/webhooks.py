@@ -20,6 +20,7 @@ from typing import Protocol
 
 import aiohttp
 import structlog
+import yarl
 
 from yurt.backoff import capped_backoff
 from yurt.config import WebhookConfig
@@ -30,7 +31,7 @@ from yurt.queue.destinations import (
     Refusal,
     redact_url,
 )
-from yurt.webhooks import WebhookVerificationError, signed_headers
+from yurt.webhooks import WebhookVerificationError, canonical_url, signed_headers
 
 log = structlog.get_logger("yurt.webhooks")
 
@@ -79,6 +80,21 @@ class WebhookOutbox(Protocol):
 def backoff(attempts_made: int, config: WebhookConfig) -> float:
     """Seconds before the next try: ``first_delay`` doubling per try, up to ``max_delay``."""
     return capped_backoff(attempts_made, first=config.first_delay, cap=config.max_delay)
+
+
+def wire_url(url: str) -> yarl.URL:
+    """The URL a delivery is POSTed to: exactly the one it is signed for.
+
+    Left to itself, yarl re-encodes a URL on the way out (``%2F`` -> ``/``, a space -> ``+``,
+    dot segments removed), and the receiver would verify other bytes than were signed. So the
+    signed form, :func:`canonical_url`, is sent as it is (``encoded=True``), with the URL's
+    user info, which the signature leaves out, put back for the receiver's own auth.
+    """
+    target = yarl.URL(canonical_url(url), encoded=True)
+    given = yarl.URL(url)
+    if given.raw_user is not None:
+        target = target.with_user(given.user).with_password(given.password)
+    return target
 
 
 class WebhookSender:
@@ -234,7 +250,7 @@ class WebhookSender:
         headers = {"content-type": "application/json", "user-agent": USER_AGENT, **signed}
         try:
             async with self._session.post(
-                delivery.url, data=delivery.body, headers=headers, allow_redirects=False
+                wire_url(delivery.url), data=delivery.body, headers=headers, allow_redirects=False
             ) as resp:
                 status = resp.status
         except DestinationRefused as exc:

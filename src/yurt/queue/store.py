@@ -95,7 +95,12 @@ class Record:
 # Request headers that carry a caller's credentials: Authorization, Proxy-Authorization, Cookie,
 # fal's X-Fal-Key and the usual X-Api-Key, X-Auth-Token, X-Amz-Security-Token, X-Client-Secret...
 # Matched anywhere in the lowercased name (twice as fast as re.IGNORECASE): ~2 us a submit.
-_CREDENTIAL = re.compile(rb"auth|cookie|key|token|secret|passw|credential")
+# A credential's name, by whole words of a header name split at "-" and "_": "X-Auth-Token",
+# "X-Api-Key", "Proxy-Authorization" are credentials; "X-Max-Tokens" and "X-Author" are not.
+_CREDENTIAL = re.compile(
+    rb"(?:^|[-_])(?:auth|authorization|cookie|key|apikey|token|secret|password|passwd|"
+    rb"credentials?|session|jwt|signature)(?:$|[-_])"
+)
 
 
 def without_credentials(headers: Iterable[Header]) -> list[Header]:

@@ -108,11 +108,26 @@ def _embedded_v4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None
 
 
 def parse_address(text: str) -> IPAddress | None:
-    """``text`` as an IP address (an IPv6 one with or without brackets), else None."""
+    """``text`` as an IP address (an IPv6 one with or without brackets), else None.
+
+    The old IPv4 spellings that ``inet_aton`` takes count too (``127.1``, ``0x7f.0.0.1``,
+    ``017700000001``, ``2130706433``): some HTTP clients connect to them as addresses, and no
+    DNS name is all numbers.
+    """
     try:
         return ipaddress.ip_address(text.strip("[]"))
     except ValueError:
-        return None
+        pass
+    if _LEGACY_V4.fullmatch(text):
+        try:
+            return ipaddress.IPv4Address(socket.inet_aton(text))
+        except OSError:
+            return None
+    return None
+
+
+# One to four numbers, each decimal, octal (a leading 0) or hex (0x...), separated by dots.
+_LEGACY_V4 = re.compile(r"(?:0x[0-9a-f]*|[0-9]+)(?:\.(?:0x[0-9a-f]*|[0-9]+)){0,3}", re.I)
 
 
 @dataclass(frozen=True, slots=True)

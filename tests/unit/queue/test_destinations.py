@@ -158,6 +158,15 @@ def test_check_literal_reads_the_urls_address() -> None:
     assert policy.check_literal("https://localhost/hook") is None
 
 
+@pytest.mark.parametrize(
+    "host", ["127.1", "0x7f.0.0.1", "017700000001", "2130706433", "0x7f000001"]
+)
+def test_check_literal_knows_the_old_ipv4_spellings(host: str) -> None:
+    """127.0.0.1 written as inet_aton reads it is an address, checked as such, not a name."""
+    refusal = DestinationPolicy(is_local=never_local).check_literal(f"http://{host}:8080/hook")
+    assert refusal is not None and refusal.rule == "loopback"
+
+
 async def test_check_url_resolves_a_name_once_and_checks_its_addresses() -> None:
     """localhost (from the hosts file) is refused as loopback unless listed by name."""
     refusal = await DestinationPolicy().check_url("http://localhost:1/hook")

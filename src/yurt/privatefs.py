@@ -9,8 +9,10 @@ dir is opened (``tighten``).
 
 from __future__ import annotations
 
+import ctypes
 import os
 import stat
+import sys
 from pathlib import Path
 from typing import IO, Any
 
@@ -85,3 +87,25 @@ def _narrow(path: Path) -> None:
     st = path.lstat()
     if not stat.S_ISLNK(st.st_mode) and stat.S_IMODE(st.st_mode) & OTHERS:
         os.chmod(path, stat.S_IMODE(st.st_mode) & ~OTHERS)
+
+
+PR_SET_DUMPABLE = 4  # <linux/prctl.h>
+
+
+def hide_process() -> bool:
+    """Make this process's memory and environment unreadable to processes of the same user.
+
+    A runner runs as the server's user, and Linux lets a process read another of its user's
+    ``/proc/PID/environ`` (where ``YURT_ADMIN_TOKEN``, ``NOMAD_TOKEN`` and the like sit) and
+    memory. Once the server is not "dumpable" (``prctl(2)``), those files belong to root; a
+    runner, being a new program (``execve``), is dumpable again, so this holds for the server
+    alone. The cost: no core dump of the server, and a debugger or profiler attaching to it
+    needs root. Returns whether it took effect (Linux only).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return bool(libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        return False

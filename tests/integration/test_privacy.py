@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -226,3 +227,42 @@ async def test_a_data_dir_an_older_yurt_left_readable_is_narrowed(tmp_path: Path
     await platform.start()
     await platform.stop()
     assert readable_by_others(data) == [str(notes)]
+
+
+async def test_yurt_run_hides_its_environment_from_its_runners(tmp_path: Path) -> None:
+    """``yurt run`` makes itself undumpable, so a runner of its user cannot read its environ.
+
+    Linux then gives the server's /proc files to root, group included: run under another group,
+    the server's /proc/PID/environ is root's group only if it hid itself. (A runner of the same
+    user is refused that file then, which root, as tests run, would not be.)
+    """
+    if os.geteuid() != 0 or not sys.platform.startswith("linux") or not shutil.which("setpriv"):
+        pytest.skip("needs Linux, setpriv and root (to start yurt under another group)")
+    log = tmp_path / "out"
+    args = ["run", APP, "--port", "0", "--data-dir", str(tmp_path / "data"), "--quiet"]
+    with log.open("wb") as out:
+        proc = await asyncio.create_subprocess_exec(
+            "setpriv", f"--regid={NOBODY}", "--clear-groups", sys.executable, "-m", "yurt.cli",
+            *args, cwd=ROOT, stdout=out, stderr=asyncio.subprocess.STDOUT, env=server_env(),
+        )  # fmt: skip
+    try:
+
+        def url() -> str | None:
+            if proc.returncode is not None:
+                pytest.fail(f"yurt run exited {proc.returncode}:\n{log.read_text()}")
+            found = re.search(r"at (http://\S+)", log.read_text())
+            return found.group(1) if found else None
+
+        await wait_until(url, what="yurt run to serve")
+        assert os.stat(f"/proc/{proc.pid}/environ").st_gid == 0, "yurt run is still dumpable"
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), DEADLINE)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+
+NOBODY = 65534  # the group yurt runs under there: any but root's

@@ -21,6 +21,7 @@ from yurt.cli.options import (
 from yurt.config import ServerConfig
 from yurt.errors import YurtError
 from yurt.logging import configure
+from yurt.privatefs import hide_process
 from yurt.spec import AppSpec, build_spec
 
 log = structlog.get_logger("yurt.cli")
@@ -74,6 +75,7 @@ def examples(base: str, app_id: str, spec: AppSpec) -> list[str]:
 def handle(args: argparse.Namespace) -> int:
     """Run until a signal; returns the exit code."""
     configure(args.log_level, args.log_format)
+    hide_process()  # its runners, of the same user, must not read its environment
     try:
         config = config_from_args(args)
         return run(serve(args.target, config), config.event_loop)

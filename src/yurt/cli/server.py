@@ -14,6 +14,7 @@ from yurt.cli.options import add_serving_options, config_from_args, stop_on_sign
 from yurt.config import ServerConfig
 from yurt.errors import YurtError
 from yurt.logging import configure
+from yurt.privatefs import hide_process
 
 log = structlog.get_logger("yurt.cli")
 
@@ -37,6 +38,7 @@ def add_parser(commands: Any) -> None:
 def handle(args: argparse.Namespace) -> int:
     """Serve until a signal; returns the exit code."""
     configure(args.log_level, args.log_format)
+    hide_process()  # its runners, of the same user, must not read its environment
     try:
         config = config_from_args(args)
         return run(serve(config), config.event_loop)

@@ -41,7 +41,7 @@ from yurt.backends.base import (
 from yurt.backends.gpus import GpuAllocator, discover_gpus
 from yurt.backends.health import HttpHealthChecker
 from yurt.backends.localproc import bound_socket, runner_command, runner_env
-from yurt.backends.runnerlog import RunnerOutput, failure_from_tail
+from yurt.backends.runnerlog import Console, RunnerOutput, failure_from_tail
 from yurt.config import LocalBackendConfig
 from yurt.discovery.local import LocalRegistry
 from yurt.machines import with_overrides
@@ -110,7 +110,7 @@ class LocalBackend:
         if console is None and config.console:
             console = sys.stderr.buffer
         # Where runner output is shown as it comes, each line prefixed with the runner id.
-        self.console = console
+        self.console = Console(console) if console is not None else None
         # The server's changes to the machine catalog: for the GPU assignment here, and passed
         # to each runner for its own GPU check.
         self.machines = dict(machines or {})
@@ -148,6 +148,8 @@ class LocalBackend:
             for t in r.tasks[1:]:
                 t.cancel()
         await self.health.close()
+        if self.console is not None:
+            await asyncio.to_thread(self.console.close)
 
     # -- Backend protocol ------------------------------------------------------------------
 

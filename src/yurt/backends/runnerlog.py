@@ -8,14 +8,19 @@ the file says how many were lost. The console copy (``yurt run``) and the runner
 
 The last ``TAIL_BYTES`` of output stay in memory, so that why a runner failed (its last stderr
 line, ``FAILURE_MARK``) is known even when the file could not be written.
+
+The console is written by a thread of its own (:class:`Console`), never by the event loop the
+router shares: a terminal paused or a pipe no one reads costs console lines, not requests.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import queue
+import threading
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 import structlog
 
@@ -37,11 +42,66 @@ def failure_from_tail(tail: bytes, returncode: int | None) -> tuple[str, str]:
     return "exited", f"runner exited with code {returncode} before it became ready"
 
 
+class Sink(Protocol):
+    """Where console lines go: a :class:`Console`, or in tests any binary stream."""
+
+    def write(self, data: bytes, /) -> int: ...
+
+    def flush(self) -> None: ...
+
+
+class Console:
+    """A stream shown runner output, written by a thread of its own so no writer waits on it.
+
+    ``write`` only queues: while the stream does not drain (a paused terminal, ``yurt run |
+    slow-reader``, a parent that never reads the pipe) up to ``max_pending`` writes wait, and
+    what comes beyond them is dropped and counted in ``dropped_lines``. A stream that fails is
+    given up. ``close`` shows what is queued, within a bound.
+    """
+
+    def __init__(self, stream: BinaryIO, max_pending: int = 1024) -> None:
+        self.stream = stream
+        self.dropped_lines = 0
+        self._pending: queue.Queue[bytes | None] = queue.Queue(max_pending)
+        self._thread = threading.Thread(target=self._drain, name="yurt-console", daemon=True)
+        self._thread.start()
+
+    def write(self, data: bytes) -> int:
+        """Queue ``data`` for the stream; never blocks."""
+        try:
+            self._pending.put_nowait(data)
+        except queue.Full:
+            self.dropped_lines += data.count(b"\n")
+        return len(data)
+
+    def flush(self) -> None:
+        """Nothing to do here: the thread flushes after each write."""
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Let the thread show what is queued, waiting at most ``timeout`` seconds."""
+        try:
+            self._pending.put(None, timeout=timeout)
+        except queue.Full:
+            return
+        self._thread.join(timeout)
+
+    def _drain(self) -> None:
+        broken = False
+        while (data := self._pending.get()) is not None:
+            if broken:
+                continue
+            try:
+                self.stream.write(data)
+                self.stream.flush()
+            except (OSError, ValueError):
+                broken = True  # a closed or broken terminal: what follows is dropped
+
+
 class RunnerOutput:
     """Where one runner's output goes: its log file, the console (optional) and a tail."""
 
     def __init__(
-        self, runner_id: str, path: Path, console: BinaryIO | None, *, app_id: str = ""
+        self, runner_id: str, path: Path, console: Sink | None, *, app_id: str = ""
     ) -> None:
         self.runner_id = runner_id
         self.app_id = app_id

@@ -7,12 +7,15 @@ file system does, so the write path below is the one a full data dir takes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
+import os
+import threading
 from pathlib import Path
 
 import pytest
 
-from yurt.backends.runnerlog import TAIL_BYTES, RunnerOutput
+from yurt.backends.runnerlog import TAIL_BYTES, Console, RunnerOutput
 
 FULL = Path("/dev/full")
 needs_dev_full = pytest.mark.skipif(not FULL.exists(), reason="no /dev/full")
@@ -94,3 +97,24 @@ async def test_pump_copies_a_stream_to_its_end(tmp_path: Path) -> None:
     out = RunnerOutput("r-1", tmp_path / "r.log", None)
     await asyncio.wait_for(out.pump(reader), 30)
     assert (tmp_path / "r.log").read_bytes() == b"hello\n"
+
+
+def test_a_console_no_one_reads_costs_lines_not_a_wait(tmp_path: Path) -> None:
+    """A console pipe that never drains drops and counts lines; feeding never blocks on it."""
+    read_end, write_end = os.pipe()
+    with os.fdopen(write_end, "wb") as stream:
+        console = Console(stream, max_pending=4)
+        out = RunnerOutput("r-1", tmp_path / "r.log", console)
+        chunk = b"x" * 1000 + b"\n"
+        for _ in range(2000):  # 2 MB: far past a pipe's buffer and the 4 pending writes
+            out.feed(chunk)
+        assert console.dropped_lines > 0
+        assert (tmp_path / "r.log").stat().st_size == 2000 * len(chunk)  # the file has them all
+        os.set_blocking(read_end, False)
+        closer = threading.Thread(target=console.close)  # shows what is queued, then ends
+        closer.start()
+        while closer.is_alive():  # read, so the console thread can write what it holds
+            with contextlib.suppress(BlockingIOError):
+                os.read(read_end, 1 << 16)
+            closer.join(0.01)
+    os.close(read_end)

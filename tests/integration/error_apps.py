@@ -46,3 +46,19 @@ class Waits(yurt.App, keep_alive=300):
         await asyncio.to_thread(Path(body.started).touch)
         await asyncio.sleep(120)
         return {"text": "finished"}
+
+
+class Release(BaseModel):
+    release: str  # a file whose creation lets the endpoint answer
+
+
+class Holds(yurt.App, keep_alive=300):
+    """Answers once a file exists: a request served for as long as a test needs."""
+
+    @yurt.endpoint("/")
+    async def hold(self, body: Release) -> dict[str, str]:
+        for _ in range(6000):  # two minutes at most
+            if await asyncio.to_thread(Path(body.release).exists):
+                return {"text": "released"}
+            await asyncio.sleep(0.02)
+        return {"text": "never released"}

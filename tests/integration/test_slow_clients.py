@@ -10,7 +10,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from error_apps import Shapes
+from error_apps import Holds, Shapes
 
 from support import DEADLINE, served
 
@@ -142,3 +142,33 @@ async def steady_body(url: str, app_id: str) -> dict[str, object]:
     status, _, parsed = parse(data)
     assert status == 200, data
     return parsed
+
+
+async def test_a_pipelined_head_is_not_timed_while_the_request_before_it_is_served(
+    tmp_path: Path,
+) -> None:
+    """A head begun behind a request served for longer than header_timeout has its whole
+    header_timeout once that request is answered, not a deadline already spent."""
+    release = tmp_path / "release"
+    body = json.dumps({"release": str(release)}).encode()
+    config = {**FAST, "header_timeout": 3.0}
+    async with served(Holds, tmp_path, **config) as app:
+        parts = urlsplit(app.platform.url)
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        try:
+            head = (
+                f"POST /{app.app_id} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                f"content-length: {len(body)}\r\n"
+            ).encode()
+            writer.write(head + b"\r\n" + body + head)  # the second head, unfinished
+            await writer.drain()
+            await asyncio.sleep(4.5)  # served past header_timeout, the second head waiting
+            release.touch()
+            first = await asyncio.wait_for(reader.readuntil(b'"released"}'), DEADLINE)
+            assert first.startswith(b"HTTP/1.1 200"), first
+            await asyncio.sleep(1.0)  # several sweeps, well inside a fresh header_timeout
+            writer.write(b"\r\n" + body)
+            second = await asyncio.wait_for(reader.readuntil(b"}"), DEADLINE)
+            assert second.startswith(b"HTTP/1.1 200"), second
+        finally:
+            writer.close()

@@ -371,6 +371,8 @@ class FrontProtocol(asyncio.Protocol):
             self.watching = False
             self.worker = None
         self.last_active = self.loop.time()
+        if self.in_head:  # a pipelined head waited on what was served before it, not on its sender
+            self.head_began = self.last_active
         if self.hand_over:
             self._hand_over()
 

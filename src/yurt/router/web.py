@@ -121,7 +121,7 @@ class WebFace:
         try:
             body = await self._read_body(request)
         except RequestError as exc:
-            return to_response(error_reply(exc.status, exc.error_type, exc.detail), request_id)
+            return _unread_body(exc, request_id)
         # The raw query: the decoded one could carry CR, LF or spaces into the request line.
         query = request.raw_path.partition("?")[2]
         target = endpoint if not query else f"{endpoint}?{query}"
@@ -142,8 +142,7 @@ class WebFace:
             try:
                 body = await self._read_body(request)
             except RequestError as exc:
-                reply = error_reply(exc.status, exc.error_type, exc.detail)
-                return to_response(reply, new_request_id())
+                return _unread_body(exc, new_request_id())
         call = QueueCall(
             request.method.encode(),
             request.path,
@@ -222,3 +221,11 @@ class WebFace:
                 error_type="bad_request",
             )
         return b"".join(chunks)
+
+
+def _unread_body(exc: RequestError, request_id: str) -> web.StreamResponse:
+    """The answer to a body not read to its end (too slow, too large, cut short), closing the
+    connection: what is left of the body would otherwise be read as the next request."""
+    response = to_response(error_reply(exc.status, exc.error_type, exc.detail), request_id)
+    response.force_close()
+    return response

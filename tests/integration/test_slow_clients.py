@@ -99,7 +99,7 @@ async def test_a_head_sent_slowly_gets_408(tmp_path: Path) -> None:
 
 
 async def test_a_body_after_a_handed_over_request_must_keep_the_rate(tmp_path: Path) -> None:
-    """On a connection the aiohttp face serves, a dripped body gets 408 too."""
+    """On a connection the aiohttp face serves, a dripped body gets 408 too, and a close."""
     async with served(Shapes, tmp_path, **FAST) as app:
         parts = urlsplit(app.platform.url)
         reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
@@ -117,6 +117,7 @@ async def test_a_body_after_a_handed_over_request_must_keep_the_rate(tmp_path: P
             status, headers, body = parse(data)
             assert status == 408 and body["error_type"] == "request_read_timeout"
             assert headers["x-yurt-error-type"] == "request_read_timeout"
+            assert headers["connection"] == "close"  # the rest of that body is not read
         finally:
             writer.close()
 

@@ -29,7 +29,8 @@ from yurt.router.http import Reply, error_reply, forward_headers
 from yurt.router.metrics import SYNC, RouterCollector, RouterStats
 from yurt.router.pool import UpstreamError
 from yurt.router.rules import direct_error, direct_status
-from yurt.router.web import JsonErrorServer, WebFace
+from yurt.router.web import WebFace, error_page_json
+from yurt.runner.invoke import JsonErrorServer
 from yurt.scheduler.loop import Scheduler
 from yurt.scheduler.policy import AppLoad
 from yurt.spec import AppSpec
@@ -111,7 +112,7 @@ class Router:
             return
         kwargs: dict[str, Any] = {} if self.config.access_log else {"access_log": None}
         kwargs["keepalive_timeout"] = self.config.keepalive_timeout
-        self._web = JsonErrorServer(WebFace(self).handle, **kwargs)
+        self._web = JsonErrorServer(WebFace(self).handle, page=error_page_json, **kwargs)
         loop = asyncio.get_running_loop()
         web_server = self._web
         try:

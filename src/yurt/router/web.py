@@ -11,7 +11,6 @@ import contextlib
 from typing import TYPE_CHECKING
 
 from aiohttp import web
-from aiohttp.web_protocol import RequestHandler
 from multidict import CIMultiDict
 
 from yurt.errors import RequestError
@@ -57,29 +56,9 @@ def _sse_headers(request_id: str) -> CIMultiDict[str]:
     return headers
 
 
-class _JsonErrors(RequestHandler):
-    """aiohttp's connection handler, with its own error pages (a malformed request, headers
-    past its limits, a handler that failed) in the router's JSON shape instead of text."""
-
-    def handle_error(
-        self,
-        request: web.BaseRequest,
-        status: int = 500,
-        exc: BaseException | None = None,
-        message: str | None = None,
-    ) -> web.StreamResponse:
-        # aiohttp's logs it, and raises if a response was already begun.
-        super().handle_error(request, status, exc, message)
-        response = to_response(error_reply(*error_page(status, exc)), new_request_id())
-        response.force_close()
-        return response
-
-
-class JsonErrorServer(web.Server):
-    """aiohttp's low-level server whose connections answer their errors in JSON."""
-
-    def __call__(self) -> RequestHandler:
-        return _JsonErrors(self, loop=self._loop, **self._kwargs)
+def error_page_json(status: int, exc: BaseException | None) -> web.StreamResponse:
+    """The router's answer to a request aiohttp refused itself (``JsonErrorServer``'s page)."""
+    return to_response(error_reply(*error_page(status, exc)), new_request_id())
 
 
 class WebFace:

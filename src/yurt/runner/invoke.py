@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from aiohttp import http_exceptions, web
+from aiohttp.web_protocol import RequestHandler
 from pydantic import BaseModel, ValidationError
 
 JSON = "application/json"
@@ -98,3 +99,38 @@ def error_response(status: int, error_type: str, detail: str) -> web.Response:
     response.headers["x-fal-error-type"] = error_type
     response.headers["x-yurt-error-type"] = error_type
     return response
+
+
+# An error page: the answer to a request aiohttp itself refused (status, the exception).
+ErrorPage = Callable[[int, BaseException | None], web.StreamResponse]
+
+
+class JsonErrorServer(web.Server):
+    """aiohttp's low-level server whose connections answer their own errors (a request its
+    parser refused, headers past its limits, a handler that failed) with ``page``, in JSON with
+    an error type, instead of aiohttp's text pages. The runner's and the router's."""
+
+    def __init__(self, handler: Any, *, page: ErrorPage, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self._page = page
+
+    def __call__(self) -> RequestHandler:
+        return _JsonErrors(self, self._page, loop=self._loop, **self._kwargs)
+
+
+class _JsonErrors(RequestHandler):
+    def __init__(self, manager: web.Server, page: ErrorPage, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._page = page
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        super().handle_error(request, status, exc, message)  # logs; raises if a reply began
+        response = self._page(status, exc)
+        response.force_close()
+        return response

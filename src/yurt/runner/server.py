@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import structlog
 from aiohttp import web
-from aiohttp.web_protocol import RequestHandler
 from pydantic import BaseModel, ValidationError
 
 from yurt import heap
@@ -28,6 +27,7 @@ from yurt.packaging import PayloadHeader
 from yurt.runner.gpus import GpuMonitor
 from yurt.runner.hints import HINTS_HEADER, RunnerHints
 from yurt.runner.invoke import (
+    JsonErrorServer,
     call,
     error_page,
     error_response,
@@ -402,36 +402,14 @@ class RunnerServer:
         )
 
 
-class _JsonErrors(RequestHandler):
-    """aiohttp's connection handler, with its own error pages (a request its parser refused,
-    such as one with two Content-Type headers, which the router forwards as they came) in
-    JSON with an error type instead of text."""
-
-    def handle_error(
-        self,
-        request: web.BaseRequest,
-        status: int = 500,
-        exc: BaseException | None = None,
-        message: str | None = None,
-    ) -> web.StreamResponse:
-        super().handle_error(request, status, exc, message)  # logs; raises if a reply began
-        response = error_response(*error_page(status, exc))
-        response.force_close()
-        return response
-
-
-class _JsonErrorServer(web.Server):
-    def __call__(self) -> RequestHandler:
-        return _JsonErrors(self, loop=self._loop, **self._kwargs)
-
-
 class _AppRunner(web.AppRunner):
     """aiohttp's AppRunner whose connections answer their errors in JSON."""
 
     async def _make_server(self) -> web.Server:
         made = await super()._make_server()
-        return _JsonErrorServer(
+        return JsonErrorServer(
             made.request_handler,
+            page=_error_page,
             request_factory=made.request_factory,
             handler_cancellation=made.handler_cancellation,
             loop=made._loop,
@@ -454,6 +432,10 @@ def _error_type(status: int) -> str:
 
 
 _STATUSES = frozenset(s.value for s in HTTPStatus)
+
+
+def _error_page(status: int, exc: BaseException | None) -> web.StreamResponse:
+    return error_response(*error_page(status, exc))
 
 
 def _cancelled(active: ActiveRequest) -> web.Response:

@@ -10,11 +10,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import httptools
 import pytest
 from error_apps import Shapes, Waits
 
-from support import DEADLINE, Served, served, wait_until
+from support import DEADLINE, Responses, Served, served, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -30,31 +29,11 @@ MALFORMED = {
 Answer = tuple[int, dict[str, str], bytes]
 
 
-class _Replies:
-    """Collects the responses arriving on one raw connection."""
-
-    def __init__(self) -> None:
-        self.parser = httptools.HttpResponseParser(self)
-        self.done: list[Answer] = []
-        self._headers: dict[str, str] = {}
-        self._body = b""
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers[name.decode().lower()] = value.decode()
-
-    def on_body(self, body: bytes) -> None:
-        self._body += body
-
-    def on_message_complete(self) -> None:
-        self.done.append((self.parser.get_status_code(), self._headers, self._body))
-        self._headers, self._body = {}, b""
-
-
 async def one_connection(url: str, *requests: bytes) -> list[Answer]:
     """Send each request on one connection, each after the previous one's reply."""
     parts = urlsplit(url)
     reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
-    replies = _Replies()
+    replies = Responses()
     try:
         async with asyncio.timeout(DEADLINE):
             for count, request in enumerate(requests, 1):

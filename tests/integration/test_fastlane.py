@@ -7,33 +7,12 @@ import json
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import httptools
 import pytest
 
 from apps import Echo, Gated, Rules
-from support import served, wait_until
+from support import Responses, served, wait_until
 
 pytestmark = pytest.mark.timeout(120)
-
-
-class Responses:
-    """Parses the responses arriving on one raw connection."""
-
-    def __init__(self) -> None:
-        self.parser = httptools.HttpResponseParser(self)
-        self.done: list[tuple[int, dict[str, str], bytes]] = []
-        self._headers: dict[str, str] = {}
-        self._body = b""
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers[name.decode().lower()] = value.decode()
-
-    def on_body(self, body: bytes) -> None:
-        self._body += body
-
-    def on_message_complete(self) -> None:
-        self.done.append((self.parser.get_status_code(), self._headers, self._body))
-        self._headers, self._body = {}, b""
 
 
 def post(path: str, body: bytes, extra: str = "") -> bytes:

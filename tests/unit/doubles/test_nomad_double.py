@@ -260,8 +260,14 @@ async def test_check_restart_restarts_an_unhealthy_task(
     events = [e["Type"] for e in alloc.task_states["runner"]["Events"]]
     assert "Restart Signaled" in events
     sick.unlink()
-    await wait_until(lambda: alloc.client_status == "running", what="running again")
-    assert alloc.proc is not None and alloc.proc.pid != first_pid
+
+    def running_again() -> bool:
+        # The restart is counted when it is signalled, before the old process has gone: wait
+        # for the new process, not only for the status (which stays "running" throughout).
+        proc = alloc.proc
+        return alloc.client_status == "running" and proc is not None and proc.pid != first_pid
+
+    await wait_until(running_again, what="running again, in a new process")
 
 
 async def test_a_crash_counts_against_the_restart_policy(

@@ -87,6 +87,13 @@ def _first_to_go(runner: _Runner) -> tuple[bool, bool, float]:
     return runner.ready, runner.state == RunnerState.RUNNING, runner.started_at
 
 
+def _replaced_at_once(app: _App) -> bool:
+    """Whether a ready runner of ``app`` that died is replaced at once, even while others back
+    off: while ``min_concurrency`` needs it (or the target is met without it: nothing starts)."""
+    live = sum(r.state in LIVE and not r.outdated for r in app.runners.values())
+    return live < app.spec.min_concurrency or app.target <= live
+
+
 def _close_socket(runner: _Runner) -> None:
     if runner.sock is not None:
         runner.sock.close()
@@ -420,28 +427,19 @@ class LocalBackend:
                 )
             self._start_failed(app, runner, kind, message)
         died = runner.ready and not was_draining
-        needed = died and (runner.outdated or self._still_needed(app, runner))
-        self._gone(app, runner, replace_now=needed)
-
-    def _still_needed(self, app: _App, runner: _Runner) -> bool:
-        """Whether a ready runner that died is replaced at once (even while others back off).
-
-        Yes while ``min_concurrency`` needs it. Otherwise its place leaves the target: the
-        scheduler asks for it again within one pass if requests in flight or waiting need it,
-        and a runner kept only by ``keep_alive`` is not started again for nobody.
-        """
-        live = sum(r.state in LIVE and not r.outdated for r in app.runners.values())
-        if live < app.spec.min_concurrency or app.target <= live:
-            return True
-        app.target -= 1
-        log.info(
-            "runner_not_replaced",
-            app=app.app_id,
-            runner=runner.runner_id,
-            target=app.target,
-            min_concurrency=app.spec.min_concurrency,
-        )
-        return False
+        replace = died and (runner.outdated or _replaced_at_once(app))
+        if died and not replace:
+            # Its place leaves the target: the scheduler asks for it again within one pass if
+            # requests in flight or waiting need it; one kept only by keep_alive is not restarted.
+            app.target -= 1
+            log.info(
+                "runner_not_replaced",
+                app=app.app_id,
+                runner=runner.runner_id,
+                target=app.target,
+                min_concurrency=app.spec.min_concurrency,
+            )
+        self._gone(app, runner, replace_now=replace)
 
     def _gone(self, app: _App, runner: _Runner, *, replace_now: bool = False) -> None:
         """A runner's process is gone: its GPUs go back, its app and then others reconcile."""

@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict
 from yurt import __version__
 from yurt.app import App, unpickling_apps
 from yurt.errors import PayloadError
+from yurt.privatefs import create_private, private_dir
 
 MAGIC = b"YURTPAYLOAD1\n"
 
@@ -264,13 +265,17 @@ def unpack(data: bytes) -> tuple[PayloadHeader, type[App]]:
 
 
 def write_payload(cls: type[App], directory: Path) -> tuple[PayloadHeader, Path]:
-    """Pack ``cls`` into ``directory/<sha256>.yurt`` and return its header and path."""
+    """Pack ``cls`` into ``directory/<sha256>.yurt`` and return its header and path.
+
+    The file is ``0600`` in a ``0700`` directory, as everything in a data dir: it is user code.
+    """
     data = pack(cls)
     header, _ = read_header(data)
-    directory.mkdir(parents=True, exist_ok=True)
+    private_dir(directory)
     path = directory / f"{header.sha256}.yurt"
     if not path.exists():
         tmp = path.with_suffix(".tmp")
+        create_private(tmp)
         tmp.write_bytes(data)
         tmp.replace(path)
     return header, path

@@ -397,7 +397,8 @@ def test_health_check_and_update_policy() -> None:
     job = build_job("o/a", build_spec(Cpu), PAYLOAD, config)
     (check,) = group(job)["Services"][0]["Checks"]
     assert (check["Type"], check["Path"]) == ("http", HEALTH_PATH)
-    assert (check["Interval"], check["Timeout"]) == (ns(7), ns(3))
+    # 3 s is under the runner's own 5 s check timeout: the check waits as long as the runner.
+    assert (check["Interval"], check["Timeout"]) == (ns(7), ns(5))
     update = group(job)["Update"]
     assert (update["MaxParallel"], update["HealthCheck"]) == (1, "checks")
     assert update["AutoRevert"] is False
@@ -475,3 +476,71 @@ def test_register_body() -> None:
     job = build_job("o/a", build_spec(Cpu), PAYLOAD, CONFIG)
     assert register_body(job) == {"Job": job, "PreserveCounts": True}
     assert register_body(job, preserve_counts=False)["PreserveCounts"] is False
+
+
+class Checked(yurt.App):
+    machine_type = "CPU"
+    startup_timeout = 60
+
+    @yurt.endpoint(
+        "/",
+        health_check=yurt.HealthCheck(
+            timeout_seconds=7, failure_threshold=4, start_period_seconds=900
+        ),
+    )
+    def run(self) -> None:
+        return None
+
+
+class Basic(yurt.App):
+    machine_type = "CPU"
+
+    @yurt.endpoint("/", health_check=yurt.HealthCheck(timeout_seconds=0.5, call_regularly=False))
+    def run(self) -> None:
+        return None
+
+
+def test_app_health_check_shapes_the_consul_check() -> None:
+    """The app's HealthCheck gives the check's Timeout, FailuresBeforeCritical and Grace."""
+    job = build_job("o/a", build_spec(Checked), PAYLOAD, CONFIG)
+    (check,) = group(job)["Services"][0]["Checks"]
+    assert check["Path"] == HEALTH_PATH
+    assert check["Timeout"] == ns(7)
+    assert check["FailuresBeforeCritical"] == 4
+    # Consul already waited for 4 failures: Nomad restarts as soon as it reports critical.
+    assert check["CheckRestart"]["Limit"] == 1
+    # start_period_seconds (900) outlasts startup_timeout (60): the grace covers it.
+    assert check["CheckRestart"]["Grace"] > ns(900)
+    assert check["CheckRestart"]["Grace"] > timings(build_spec(Checked), CONFIG)["Grace"]
+    for name, load in VALIDATORS.items():
+        validate = load()
+        assert validate is None or validate(register_body(job)) == [], name
+
+
+def test_basic_health_check_asks_for_liveness_only() -> None:
+    """call_regularly=False checks ?basic=1; a sub-second timeout is raised to Nomad's 1 s."""
+    job = build_job("o/a", build_spec(Basic), PAYLOAD, DOCKER)
+    (check,) = group(job)["Services"][0]["Checks"]
+    assert check["Path"] == "/_yurt/health?basic=1"
+    assert check["Timeout"] == ns(1)
+    assert check["FailuresBeforeCritical"] == 3
+    for name, load in VALIDATORS.items():
+        validate = load()
+        assert validate is None or validate(register_body(job)) == [], name
+
+
+@pytest.mark.parametrize(("configured", "expected"), [(2.0, 5.0), (5.0, 5.0), (8.0, 8.0)])
+def test_default_check_timeout_is_never_under_the_runners(
+    configured: float, expected: float
+) -> None:
+    """Without a HealthCheck the check keeps today's policy with a Timeout of at least 5 s."""
+    config = CONFIG.model_copy(update={"check_timeout": configured})
+    (check,) = group(build_job("o/a", build_spec(Cpu), PAYLOAD, config))["Services"][0]["Checks"]
+    assert check["Timeout"] == ns(expected)
+    assert (check["FailuresBeforeCritical"], check["CheckRestart"]["Limit"]) == (0, 3)
+
+
+def test_shutdown_delay_is_one_check_interval() -> None:
+    """ShutdownDelay (services deregistered, then the task signalled) is one check interval."""
+    config = CONFIG.model_copy(update={"check_interval": 12.0})
+    assert group(build_job("o/a", build_spec(Cpu), PAYLOAD, config))["ShutdownDelay"] == ns(12)

@@ -34,6 +34,7 @@ from yurt.machines import CATALOG, MachineType, with_overrides
 from yurt.spec import TEARDOWN_SLACK_S, AppSpec
 
 __all__ = [
+    "BASIC_HEALTH_PATH",
     "CONTAINER_PORT",
     "HEALTH_PATH",
     "META_APP_ID",
@@ -43,6 +44,7 @@ __all__ = [
     "META_PAYLOAD_SHA256",
     "META_REVISION",
     "build_job",
+    "check",
     "gpu_device",
     "ns",
     "register_body",
@@ -78,6 +80,15 @@ MIN_HEALTHY_S = 5.0
 HEALTHY_DEADLINE_FLOOR_S = 300.0  # Nomad's default HealthyDeadline
 PROGRESS_MARGIN_S = 300.0  # Nomad's defaults keep ProgressDeadline 5 min past HealthyDeadline
 CHECK_RESTART_LIMIT = 3
+# The runner's own check timeout (HealthCheck.timeout_seconds' default, and the local backend's
+# HealthConfig.timeout): a Consul check that gives up sooner fails a runner that is fine.
+RUNNER_CHECK_TIMEOUT_S = 5.0
+# Nomad refuses a check Timeout under one second (nomad/structs/services.go:53 minCheckTimeout).
+MIN_CHECK_TIMEOUT_S = 1.0
+# The runner's liveness-only answer, for a HealthCheck declared with call_regularly=False (as
+# the local backend polls it). Nomad keeps the query: createCheckReg resolves Path with
+# url.Parse + ResolveReference (command/agent/consul/service_client.go:2054-2058).
+BASIC_HEALTH_PATH = HEALTH_PATH + "?basic=1"
 
 
 def ns(seconds: float) -> int:
@@ -201,7 +212,11 @@ def _group(
             "Unlimited": True,
         },
         "EphemeralDisk": {"SizeMB": 300, "Migrate": False, "Sticky": False},
-        "ShutdownDelay": 0,
+        # Nomad deregisters the group's services, then waits ShutdownDelay before signalling
+        # the task (client/allocrunner/group_service_hook.go:241-258): one check interval
+        # lets the router's discovery drop a runner that Nomad stops (drain, rollout) before
+        # it stops answering.
+        "ShutdownDelay": ns(config.check_interval),
         "Tasks": [_task(spec, payload, config, machines)],
     }
 
@@ -244,27 +259,53 @@ def _service(
             META_REVISION: payload.revision,
             META_MACHINE_TYPE: ",".join(spec.machine_types),
         },
-        "Checks": [
-            {
-                "Name": "yurt-health",
-                "Type": "http",
-                "Protocol": "http",
-                "Method": "GET",
-                "Path": HEALTH_PATH,
-                "Interval": ns(config.check_interval),
-                "Timeout": ns(config.check_timeout),
-                "InitialStatus": "critical",
-                "SuccessBeforePassing": 0,
-                "FailuresBeforeCritical": 0,
-                # Liveness: a runner whose health stays failing is restarted, but not while
-                # it may still be loading (Grace covers startup_timeout).
-                "CheckRestart": {
-                    "Limit": CHECK_RESTART_LIMIT,
-                    "Grace": grace,
-                    "IgnoreWarnings": False,
-                },
-            }
-        ],
+        "Checks": [check(spec, config, grace)],
+    }
+
+
+def check(spec: AppSpec, config: NomadConfig, grace: int) -> dict[str, Any]:
+    """The group service's Consul HTTP check, shaped by the app's ``HealthCheck``.
+
+    With a HealthCheck, Consul turns the check critical (the runner unroutable) only after
+    ``failure_threshold`` failures in a row (``FailuresBeforeCritical``; Consul's
+    StatusHandler.updateCheck in agent/checks/check.go), waits ``timeout_seconds`` for an
+    answer, and asks ``?basic=1`` when the app's check is not to be called regularly.
+    check_restart then restarts at once (``Limit`` 1: Nomad restarts after ``Interval x
+    (Limit-1)`` unhealthy, client/serviceregistration/watcher.go:197), so a runner ends after
+    the same failures as under the local backend; its ``Grace`` covers ``start_period_seconds``
+    as well as the startup. Without one: today's policy (critical at the first failure, a
+    restart after three intervals), with a Timeout no shorter than the runner's own 5 s.
+    ``grace`` is the startup grace of ``timings``, in nanoseconds.
+    """
+    endpoint = spec.health_check
+    user = endpoint.health_check if endpoint is not None else None
+    if user is None:
+        path = HEALTH_PATH
+        timeout = max(config.check_timeout, RUNNER_CHECK_TIMEOUT_S)
+        failures = 0
+        limit = CHECK_RESTART_LIMIT
+    else:
+        path = HEALTH_PATH if user.call_regularly else BASIC_HEALTH_PATH
+        timeout = max(user.timeout_seconds, MIN_CHECK_TIMEOUT_S)
+        failures = user.failure_threshold
+        limit = 1
+        # Nomad's grace starts when the allocation is created (nomad#25318), so the start
+        # period gets the same slack as startup_timeout does.
+        grace = max(grace, ns(user.start_period_seconds + STARTUP_SLACK_S))
+    return {
+        "Name": "yurt-health",
+        "Type": "http",
+        "Protocol": "http",
+        "Method": "GET",
+        "Path": path,
+        "Interval": ns(config.check_interval),
+        "Timeout": ns(timeout),
+        "InitialStatus": "critical",
+        "SuccessBeforePassing": 0,
+        "FailuresBeforeCritical": failures,
+        # Liveness: a runner whose health stays failing is restarted, but not while it may
+        # still be loading (Grace covers startup_timeout).
+        "CheckRestart": {"Limit": limit, "Grace": grace, "IgnoreWarnings": False},
     }
 
 

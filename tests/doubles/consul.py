@@ -16,13 +16,29 @@ Reproduces these facts of NOMAD_CONSUL.md:
   a Consul restart: clients must start again from 0.
 - HTTP checks really run: a GET every Interval (first one after a random stagger within it,
   as Consul does), 2xx passing, 429 warning, anything else critical. TCP checks connect.
-- ACL: with ``token`` set every endpoint wants it in ``X-Consul-Token`` (403 "ACL not found").
+- ACL (on once ``token`` or ``tokens`` is given): ``token`` may do everything, each of
+  ``tokens`` what its rules say (``service:read``, ``service:write``, ``node:read``,
+  ``agent:read``), a request without ``X-Consul-Token`` is the anonymous token (no rules unless
+  ``anonymous`` gives some), and any other token is a 403 "ACL not found" (the server resolves
+  the token before anything else: ``ResolveTokenAndDefaultMeta`` in
+  agent/consul/health_endpoint.go ``Health.ServiceNodes``). Reads are **filtered, not refused**:
+  an entry needs ``node:read`` and ``service:read`` (``aclFilter.filterCheckServiceNodes`` in
+  agent/consul/acl_filter.go, which reports whether it removed any), so a token short of them
+  gets ``[]`` with 200; ``X-Consul-Results-Filtered-By-ACLs: true`` says so
+  (``setResultsFilteredByACLs`` in agent/http.go, hashicorp/consul@9e1283c1) unless the token is
+  anonymous (``maskResultsFilteredByACLs`` in agent/consul/rpc.go blanks it for an empty token;
+  the agent's own ``/v1/agent/services`` handler, ``AgentServices`` in agent/agent_endpoint.go,
+  sets it only ``if token != ""``). ACL filtering comes before ``passing`` (the agent drops
+  non-passing entries after the RPC), so hidden failing entries count as filtered too.
+  Writes (register, deregister, TTL updates) without ``service:write`` and ``/v1/agent/self``
+  without ``agent:read`` are a 403 "Permission denied".
 
 Stricter than Consul: unknown keys in a registration are a 400 (Consul ignores some); keys
 match case-insensitively and without underscores (as Consul's decoder does, so py-consul's
 lowercase keys work) but nothing else; durations given as numbers are refused (Consul reads a
 number as nanoseconds); the token is read from the header only; only HTTP, TCP and TTL checks
 exist. Simpler: one node, one datacenter, no catalog writes, no KV, no ``near``/``filter``;
+ACL rules cover every name (no per-service or prefix rules), and denials say less than Consul's;
 ``X-Consul-Index`` is per service name rather than the max of Consul's tables.
 """
 
@@ -32,6 +48,7 @@ import asyncio
 import contextlib
 import random
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -48,6 +65,10 @@ MAX_WAIT = 600.0
 DEFAULT_WAIT = 300.0
 SERF_CHECK = "serfHealth"
 STATUSES = ("passing", "warning", "critical")
+RULES = frozenset({"service:read", "service:write", "node:read", "agent:read"})
+FILTERED_HEADER = "X-Consul-Results-Filtered-By-ACLs"
+_RULES_KEY = web.RequestKey("acl_rules", frozenset)  # what the request's token may do
+_TOKEN_KEY = web.RequestKey("acl_token", str)  # the request's token, "" when anonymous
 
 _SERVICE_KEYS = {"ID", "Name", "Tags", "Address", "Port", "Meta", "Check", "Checks"}
 _SERVICE_KEYS |= {"EnableTagOverride", "Weights", "Kind", "TaggedAddresses"}
@@ -139,11 +160,21 @@ class ConsulDouble:
         self,
         *,
         token: str | None = None,
+        tokens: Mapping[str, Iterable[str]] | None = None,
+        anonymous: Iterable[str] = (),
         node: str = "node-1",
         node_address: str = "127.0.0.1",
         datacenter: str = "dc1",
     ) -> None:
         self.token = token
+        self.tokens = {secret: frozenset(rules) for secret, rules in (tokens or {}).items()}
+        self.anonymous = frozenset(anonymous)
+        for rules in (*self.tokens.values(), self.anonymous):
+            if not rules <= RULES:
+                raise ValueError(
+                    f"unknown ACL rules {sorted(rules - RULES)}; known: {sorted(RULES)}"
+                )
+        self.acl_enabled = token is not None or bool(self.tokens)
         self.node = node
         self.node_address = node_address
         self.datacenter = datacenter
@@ -396,13 +427,38 @@ class ConsulDouble:
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
         self.requests.append((request.method, request.path))
-        if self.token is not None and request.headers.get("X-Consul-Token") != self.token:
+        given = request.headers.get("X-Consul-Token", "")
+        if not self.acl_enabled or (given and given == self.token):
+            rules = RULES
+        elif not given:
+            rules = self.anonymous
+        elif given in self.tokens:
+            rules = self.tokens[given]
+        else:
             return web.Response(status=403, text="ACL not found")
+        request[_RULES_KEY], request[_TOKEN_KEY] = rules, given
         try:
             response: web.StreamResponse = await handler(request)
         except _BadRequest as exc:
             return web.Response(status=400, text=str(exc))
         return response
+
+    @staticmethod
+    def _may(request: web.Request, rule: str) -> bool:
+        rules: frozenset[str] = request[_RULES_KEY]
+        # A write policy grants read too (Consul's policy levels: deny < read < write).
+        return rule in rules or (rule == "service:read" and "service:write" in rules)
+
+    @staticmethod
+    def _denied(rule: str, name: str) -> web.Response:
+        return web.Response(
+            status=403, text=f"Permission denied: token lacks permission '{rule}' on {name!r}"
+        )
+
+    @staticmethod
+    def _filtered_headers(request: web.Request, filtered: bool) -> dict[str, str]:
+        # Never for the anonymous token: Consul masks the flag for an empty token.
+        return {FILTERED_HEADER: "true"} if filtered and request[_TOKEN_KEY] else {}
 
     async def _register(self, request: web.Request) -> web.Response:
         try:
@@ -419,6 +475,8 @@ class ConsulDouble:
         meta = spec.get("Meta") or {}
         if not all(isinstance(v, str) for v in meta.values()):
             raise _BadRequest("Request decode failed: Meta values must be strings")
+        if not self._may(request, "service:write"):
+            return self._denied("service:write", name)
         service_id = spec.get("ID") or name
         old = self._services.get(service_id)
         service = _Service(
@@ -452,6 +510,8 @@ class ConsulDouble:
         service_id = request.match_info["id"]
         if service_id not in self._services:
             return web.Response(status=404, text=f'Unknown service ID "{service_id}"')
+        if not self._may(request, "service:write"):
+            return self._denied("service:write", self._services[service_id].name)
         self._remove_service(service_id)
         return web.Response()
 
@@ -459,6 +519,8 @@ class ConsulDouble:
         check = self._checks.get(request.match_info["id"])
         if check is None or not check.ttl:
             return web.Response(status=404, text=f'Unknown check ID "{request.match_info["id"]}"')
+        if not self._may(request, "service:write"):
+            return self._denied("service:write", check.service_name)
         status = {"pass": "passing", "warn": "warning", "fail": "critical"}
         check.ttl_deadline = time.monotonic() + check.ttl
         if not check.pinned:
@@ -467,6 +529,7 @@ class ConsulDouble:
         return web.Response()
 
     async def _agent_services(self, request: web.Request) -> web.Response:
+        readable = self._may(request, "service:read")
         return web.json_response(
             {
                 s.id: {
@@ -481,7 +544,9 @@ class ConsulDouble:
                     "Datacenter": self.datacenter,
                 }
                 for s in self._services.values()
-            }
+                if readable
+            },
+            headers=self._filtered_headers(request, bool(self._services) and not readable),
         )
 
     async def _catalog_services(self, request: web.Request) -> web.Response:
@@ -489,7 +554,11 @@ class ConsulDouble:
         for s in self._services.values():
             tags = found.setdefault(s.name, [])
             tags.extend(t for t in s.tags if t not in tags)
-        return web.json_response(found, headers={"X-Consul-Index": str(self._index)})
+        headers = {"X-Consul-Index": str(self._index)}
+        if not self._may(request, "service:read"):
+            headers |= self._filtered_headers(request, bool(found))
+            found = {}
+        return web.json_response(found, headers=headers)
 
     def _entry(self, s: _Service, checks: list[_Check]) -> dict[str, Any]:
         return {
@@ -543,16 +612,23 @@ class ConsulDouble:
                     await asyncio.wait_for(self._changed.wait(), left)
         passing = "passing" in request.query and request.query["passing"] not in ("0", "false")
         tags = request.query.getall("tag", [])
-        found = [
-            e for e in self.entries(name, passing) if all(t in e["Service"]["Tags"] for t in tags)
-        ]
+        found = [e for e in self.entries(name) if all(t in e["Service"]["Tags"] for t in tags)]
+        # ACL filtering first, then the agent drops what is not passing.
+        filtered = False
+        if not (self._may(request, "node:read") and self._may(request, "service:read")):
+            filtered, found = bool(found), []
+        if passing:
+            found = [e for e in found if all(c["Status"] == "passing" for c in e["Checks"])]
         index = max(self._service_index.get(name, 1), 1)
-        return web.json_response(found, headers={"X-Consul-Index": str(index)})
+        headers = {"X-Consul-Index": str(index)} | self._filtered_headers(request, filtered)
+        return web.json_response(found, headers=headers)
 
     async def _leader(self, request: web.Request) -> web.Response:
         return web.json_response(f"{self.node_address}:8300")
 
     async def _self(self, request: web.Request) -> web.Response:
+        if not self._may(request, "agent:read"):
+            return self._denied("agent:read", self.node)
         return web.json_response(
             {
                 "Config": {

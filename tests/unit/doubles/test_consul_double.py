@@ -138,16 +138,69 @@ async def test_tag_filter(consul: ConsulDouble, http: aiohttp.ClientSession) -> 
 
 
 async def test_acl_token_is_required(http: aiohttp.ClientSession) -> None:
-    """With a token set, a request without X-Consul-Token (or with a wrong one) gets 403."""
+    """A wrong token is 403 "ACL not found"; no token is the anonymous one, which may not write."""
     async with ConsulDouble(token="s3cret") as consul:
         url = f"{consul.url}/v1/agent/services"
-        async with http.get(url) as resp:
-            assert resp.status == 403
-            assert await resp.text() == "ACL not found"
         async with http.get(url, headers={"X-Consul-Token": "wrong"}) as resp:
             assert resp.status == 403
+            assert await resp.text() == "ACL not found"
         async with http.get(url, headers={"X-Consul-Token": "s3cret"}) as resp:
             assert resp.status == 200
+        register = f"{consul.url}/v1/agent/service/register"
+        status, text = await put(http, register, ttl_service("a"))
+        assert status == 403 and text.startswith("Permission denied")
+        assert consul.entries("web") == []
+        headers = {"X-Consul-Token": "s3cret"}
+        assert (await put(http, register, ttl_service("a"), headers=headers))[0] == 200
+
+
+async def acl_reads(
+    http: aiohttp.ClientSession, consul: ConsulDouble, token: str | None
+) -> tuple[int, Any, str | None]:
+    """Status, body and filtered-by-ACLs header of a health query made with ``token``."""
+    headers = {"X-Consul-Token": token} if token is not None else {}
+    url = f"{consul.url}/v1/health/service/web"
+    async with http.get(url, headers=headers) as resp:
+        return resp.status, await resp.json(), resp.headers.get("X-Consul-Results-Filtered-By-ACLs")
+
+
+async def test_token_short_of_service_read_gets_a_filtered_empty_list(
+    http: aiohttp.ClientSession,
+) -> None:
+    """A token without service:read (or node:read) gets 200 [] and the filtered-by-ACLs header."""
+    tokens = {"node-only": ["node:read"], "service-only": ["service:read"], "reader": []}
+    tokens["reader"] = ["node:read", "service:read"]
+    async with ConsulDouble(token="root", tokens=tokens) as consul:
+        headers = {"X-Consul-Token": "root"}
+        register = f"{consul.url}/v1/agent/service/register"
+        assert (await put(http, register, ttl_service("a"), headers=headers))[0] == 200
+        for short in ("node-only", "service-only"):
+            assert await acl_reads(http, consul, short) == (200, [], "true"), short
+        status, found, header = await acl_reads(http, consul, "reader")
+        assert (status, [e["Service"]["ID"] for e in found], header) == (200, ["a"], None)
+        # Anonymous: filtered too, but Consul masks the header for an empty token.
+        assert await acl_reads(http, consul, None) == (200, [], None)
+        # Nothing to hide, nothing filtered: no header.
+        async with http.get(
+            f"{consul.url}/v1/health/service/none", headers={"X-Consul-Token": "node-only"}
+        ) as resp:
+            assert (resp.status, await resp.json()) == (200, [])
+            assert "X-Consul-Results-Filtered-By-ACLs" not in resp.headers
+
+
+async def test_filtered_catalog_and_agent_reads(http: aiohttp.ClientSession) -> None:
+    """Service lists are filtered with the header too; /v1/agent/self needs agent:read."""
+    async with ConsulDouble(token="root", tokens={"node-only": ["node:read"]}) as consul:
+        register = f"{consul.url}/v1/agent/service/register"
+        await put(http, register, ttl_service("a"), headers={"X-Consul-Token": "root"})
+        headers = {"X-Consul-Token": "node-only"}
+        for path in ("/v1/agent/services", "/v1/catalog/services"):
+            async with http.get(consul.url + path, headers=headers) as resp:
+                assert resp.status == 200, path
+                assert await resp.json() == {}, path
+                assert resp.headers["X-Consul-Results-Filtered-By-ACLs"] == "true", path
+        async with http.get(f"{consul.url}/v1/agent/self", headers=headers) as resp:
+            assert resp.status == 403
 
 
 @pytest.mark.parametrize(

@@ -261,3 +261,52 @@ async def test_bad_token_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> No
     finally:
         await discovery.close()
         await double.stop()
+
+
+async def test_results_filtered_by_acls_warn_once_per_app() -> None:
+    """A token short of service:read sees no runners and logs one warning, not one per poll."""
+    double = ConsulDouble(token="root", tokens={"narrow": ["node:read"]})
+    await double.start()
+    body = {
+        "ID": f"_nomad-task-{uuid.uuid4()}-group-runner-{SERVICE}-http",
+        "Name": SERVICE,
+        "Port": 1,
+        "Check": {"CheckID": "ttl", "TTL": "600s", "Status": "passing"},
+    }
+    async with (
+        aiohttp.ClientSession() as s,
+        s.put(
+            f"{double.url}/v1/agent/service/register",
+            json=body,
+            headers={"X-Consul-Token": "root"},
+        ) as resp,
+    ):
+        assert resp.status == 200, await resp.text()
+    assert len(double.entries(SERVICE, passing=True)) == 1
+    discovery = ConsulDiscovery(
+        ConsulConfig(addr=double.url, token="narrow", blocking_wait=1), "yurt"
+    )
+    polls = ("GET", f"/v1/health/service/{SERVICE}")
+    try:
+        with capture_logs() as logs:
+            assert discovery.healthy(APP) == []
+            await wait_until(
+                lambda: any(e["event"] == "consul_results_filtered_by_acls" for e in logs),
+                DEADLINE,
+                "the filtered-by-ACLs warning",
+            )
+            seen = double.requests.count(polls)
+            await wait_until(
+                lambda: double.requests.count(polls) >= seen + 3,
+                DEADLINE,
+                "three more health polls",
+            )
+        warnings = [e for e in logs if e["event"] == "consul_results_filtered_by_acls"]
+        assert len(warnings) == 1
+        assert warnings[0]["app"] == APP and warnings[0]["log_level"] == "warning"
+        assert "service:read" in warnings[0]["detail"]
+        assert "narrow" not in str(warnings[0])  # the token itself is never logged
+        assert discovery.healthy(APP) == []
+    finally:
+        await discovery.close()
+        await double.stop()

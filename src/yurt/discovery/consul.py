@@ -4,6 +4,11 @@ Nomad registers each runner allocation's group service in Consul under the job's
 HTTP check on ``/_yurt/health``; ``passing`` answers only runners whose checks all pass. The
 server announces its own router here too. Every py-consul and aiohttp error is mapped to a
 ``ClusterError`` in this module.
+
+A token short of ``service:read`` (or ``node:read``) is not refused: Consul filters the entries
+it may not see and answers ``[]`` with ``X-Consul-Results-Filtered-By-ACLs: true``
+(``setResultsFilteredByACLs`` in hashicorp/consul agent/http.go), which would look exactly like
+an app without runners. The watch reads that header and warns once per app while it holds.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import aiohttp
 import consul
 import consul.aio
 import structlog
+from consul.callback import CB
 from consul.exceptions import (
     ACLDisabled,
     ACLPermissionDenied,
@@ -56,6 +62,7 @@ RETRIES = 4  # bounded retries of a one-off call (registering the router)
 WATCH_RETRY_FIRST_S, WATCH_RETRY_MAX_S = 0.25, 10.0  # backoff of a failing health watch
 _STATUS = re.compile(r"^(\d{3}) ")
 _HISTORY = 10_000  # runner ids remembered as once healthy, per app
+FILTERED_HEADER = "X-Consul-Results-Filtered-By-ACLs"
 
 
 def map_error(exc: BaseException, call: str) -> ClusterError:
@@ -117,6 +124,7 @@ class _Watch:
     ever: dict[str, None] = field(default_factory=dict)  # insertion-ordered set
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
+    filtered: bool = False  # the last answer said ACLs hid entries (warned once)
 
 
 def _log_retry(state: RetryCallState) -> None:
@@ -226,9 +234,7 @@ class ConsulDiscovery:
         wait = f"{int(self.config.blocking_wait)}s"
         while True:
             try:
-                new_index, entries = await self._client().health.service(
-                    w.service, passing=True, index=index, wait=wait, token=self.config.token
-                )
+                new_index, entries, filtered = await self._health_service(w.service, index, wait)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -246,7 +252,54 @@ class ConsulDiscovery:
                 continue
             failures = 0
             index = self._next_index(app_id, index, new_index)
+            self._note_filtered(app_id, w, filtered)
             self._update(app_id, w, endpoints_from(entries))
+
+    async def _health_service(
+        self, service: str, index: str | None, wait: str
+    ) -> tuple[str, list[dict[str, Any]], bool]:
+        """``health.service(passing=True)`` that also reads the filtered-by-ACLs header.
+
+        py-consul's own method drops the response headers, so this sends the same request
+        (``/v1/health/service/<name>?passing=1[&index&wait]``) with py-consul's HTTP client.
+        """
+        client = self._client()
+        params: list[tuple[str, str]] = []
+        if index:
+            params += [("index", index), ("wait", wait)]
+        params.append(("passing", "1"))
+        if client.dc:
+            params.append(("dc", client.dc))
+        parse = CB.json(index=True)
+
+        def callback(response: Any) -> tuple[str, list[dict[str, Any]], bool]:
+            new_index, entries = parse(response)
+            filtered = response.headers.get(FILTERED_HEADER, "").lower() == "true"
+            return new_index, entries or [], filtered
+
+        result: tuple[str, list[dict[str, Any]], bool] = await client.http.get(
+            callback,
+            f"/v1/health/service/{service}",
+            params=params,
+            headers=client.prepare_headers(self.config.token),
+        )
+        return result
+
+    @staticmethod
+    def _note_filtered(app_id: str, w: _Watch, filtered: bool) -> None:
+        # Once per app while it lasts, not at every poll; again if it comes back later.
+        if filtered and not w.filtered:
+            log.warning(
+                "consul_results_filtered_by_acls",
+                app=app_id,
+                service=w.service,
+                detail=(
+                    f"Consul hid instances of {w.service!r} from this token: the router sees "
+                    "no runners of this app; give the token (ConsulConfig.token or "
+                    "CONSUL_HTTP_TOKEN) service:read on it and node:read"
+                ),
+            )
+        w.filtered = filtered
 
     @staticmethod
     def _next_index(app_id: str, old: str | None, new: str) -> str | None:

@@ -16,6 +16,12 @@ Reproduces these facts of NOMAD_CONSUL.md:
   a Consul restart: clients must start again from 0.
 - HTTP checks really run: a GET every Interval (first one after a random stagger within it,
   as Consul does), 2xx passing, 429 warning, anything else critical. TCP checks connect.
+- ``SuccessBeforePassing``, ``FailuresBeforeWarning`` and ``FailuresBeforeCritical`` (HTTP and
+  TCP checks) hold a check's status until that many results in a row, with the counters
+  starting at their thresholds so that the first result counts at once
+  (``NewStatusHandler``/``StatusHandler.updateCheck`` in agent/checks/check.go,
+  hashicorp/consul@4395cd11); ``FailuresBeforeWarning`` 0 means ``FailuresBeforeCritical``
+  (``addCheck`` in agent/agent.go), so below the threshold a check stays passing.
 - ACL (on once ``token`` or ``tokens`` is given): ``token`` may do everything, each of
   ``tokens`` what its rules say (``service:read``, ``service:write``, ``node:read``,
   ``agent:read``), a request without ``X-Consul-Token`` is the anonymous token (no rules unless
@@ -88,7 +94,11 @@ _CHECK_KEYS = {
     "DeregisterCriticalServiceAfter",
     "TLSSkipVerify",
     "Body",
+    "SuccessBeforePassing",
+    "FailuresBeforeWarning",
+    "FailuresBeforeCritical",
 }
+_THRESHOLDS = ("SuccessBeforePassing", "FailuresBeforeWarning", "FailuresBeforeCritical")
 _DURATIONS = ("Interval", "Timeout", "TTL", "DeregisterCriticalServiceAfter")
 
 
@@ -134,6 +144,11 @@ class _Check:
     critical_since: float | None = None
     task: asyncio.Task[None] | None = None
     ttl_deadline: float = 0.0
+    success_before_passing: int = 0
+    failures_before_warning: int = 0
+    failures_before_critical: int = 0
+    successes: int = 0  # in a row; starts at its threshold (NewStatusHandler)
+    failures: int = 0
 
     @property
     def kind(self) -> str:
@@ -341,6 +356,12 @@ class ConsulDouble:
                 secs[key] = parse_go_duration(value)
             except ValueError as exc:
                 raise _BadRequest(f"Request decode failed: {key}: {exc}") from None
+        counts: dict[str, int] = {}
+        for key in _THRESHOLDS:
+            value = spec.get(key) or 0
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise _BadRequest(f"Request decode failed: {key} must be an integer >= 0")
+            counts[key] = value
         kinds = [k for k in ("HTTP", "TCP", "TTL") if spec.get(k)]
         if len(kinds) != 1:
             raise _BadRequest("Invalid check: exactly one of HTTP, TCP or TTL is needed here")
@@ -370,6 +391,12 @@ class ConsulDouble:
             if "DeregisterCriticalServiceAfter" in secs
             else 0.0,
             ttl_deadline=time.monotonic() + secs.get("TTL", 0.0),
+            success_before_passing=counts["SuccessBeforePassing"],
+            failures_before_warning=counts["FailuresBeforeWarning"]
+            or counts["FailuresBeforeCritical"],
+            failures_before_critical=counts["FailuresBeforeCritical"],
+            successes=counts["SuccessBeforePassing"],
+            failures=counts["FailuresBeforeCritical"],
         )
 
     async def _probe(self, check: _Check) -> tuple[str, str]:
@@ -406,8 +433,23 @@ class ConsulDouble:
             started = time.monotonic()
             status, output = await self._probe(check)
             if not check.pinned and check.id in self._checks:
-                self._set_status(check, status, output)
+                self._update_check(check, status, output)
             await asyncio.sleep(max(0.0, check.interval - (time.monotonic() - started)))
+
+    def _update_check(self, check: _Check, status: str, output: str) -> None:
+        """A probe's result through Consul's StatusHandler thresholds."""
+        if status in ("passing", "warning"):
+            check.successes += 1
+            check.failures = 0
+            if check.successes >= check.success_before_passing:
+                self._set_status(check, status, output)
+            return
+        check.failures += 1
+        check.successes = 0
+        if check.failures >= check.failures_before_critical:
+            self._set_status(check, status, output)
+        elif check.failures >= check.failures_before_warning:
+            self._set_status(check, "warning", output)
 
     async def _reap(self) -> None:
         """Expire TTL checks and remove services critical past DeregisterCriticalServiceAfter."""

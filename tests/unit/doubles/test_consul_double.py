@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -266,6 +267,32 @@ async def test_http_check_runs_and_tracks_the_status_code(
     await wait_until(lambda: status() == "warning", what="check warning")
     code_file.write_text("500")
     await wait_until(lambda: status() == "critical", what="check critical")
+
+
+async def test_failures_before_critical_holds_the_status(
+    consul: ConsulDouble, http: aiohttp.ClientSession, health_server: tuple[int, Path]
+) -> None:
+    """With FailuresBeforeCritical 3 a passing check stays passing for two failures, no warning."""
+    port, code_file = health_server
+    check = {
+        "CheckID": "hc",
+        "HTTP": f"http://127.0.0.1:{port}/",
+        "Interval": "1s",
+        "FailuresBeforeCritical": 3,
+    }
+    body = {"ID": "h", "Name": "web", "Port": port, "Check": check}
+    assert (await put(http, f"{consul.url}/v1/agent/service/register", body))[0] == 200
+    await wait_until(lambda: consul.check_status("hc") == "passing", what="check passing")
+    code_file.write_text("500")
+    flipped = time.monotonic()
+    seen: set[str | None] = set()
+    while consul.check_status("hc") != "critical":
+        seen.add(consul.check_status("hc"))
+        assert time.monotonic() - flipped < DEADLINE, "check never turned critical"
+        await asyncio.sleep(0.05)
+    # Three failures one interval apart: the third comes at least two intervals after the flip.
+    assert time.monotonic() - flipped >= 1.9
+    assert seen == {"passing"}
 
 
 async def test_deregister_removes_service_and_checks(

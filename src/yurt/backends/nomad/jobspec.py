@@ -80,6 +80,7 @@ MIN_HEALTHY_S = 5.0
 HEALTHY_DEADLINE_FLOOR_S = 300.0  # Nomad's default HealthyDeadline
 PROGRESS_MARGIN_S = 300.0  # Nomad's defaults keep ProgressDeadline 5 min past HealthyDeadline
 CHECK_RESTART_LIMIT = 3
+# Source lines cited for the health check and ShutdownDelay are those of hashicorp/nomad@aa026cc9.
 # The runner's own check timeout (HealthCheck.timeout_seconds' default, and the local backend's
 # HealthConfig.timeout): a Consul check that gives up sooner fails a runner that is fine.
 RUNNER_CHECK_TIMEOUT_S = 5.0

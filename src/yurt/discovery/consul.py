@@ -294,9 +294,10 @@ class ConsulDiscovery:
                 app=app_id,
                 service=w.service,
                 detail=(
-                    f"Consul hid instances of {w.service!r} from this token: the router sees "
-                    "no runners of this app; give the token (ConsulConfig.token or "
-                    "CONSUL_HTTP_TOKEN) service:read on it and node:read"
+                    f"Consul hid instances of {w.service!r} from this token, and the router "
+                    "never routes to the runners it hides; give the token (ConsulConfig.token "
+                    "or CONSUL_HTTP_TOKEN) service:read on the service and node:read on the "
+                    "nodes"
                 ),
             )
         w.filtered = filtered

@@ -180,3 +180,41 @@ async def test_undeploy_fails_the_requests_waiting_for_a_runner(tmp_path: Path) 
         status, result, kind = await fetch(s, "GET", sub["response_url"])
         assert (status, kind, result["error_type"]) == (410, "app_undeployed", "app_undeployed")
         assert not any(alive(p) for p in pids)
+
+
+async def test_requests_running_at_undeploy_finish_within_the_grace_period(tmp_path: Path) -> None:
+    """A request running on a runner at undeploy finishes there within the app's grace period,
+    sync or queued; one its runner cannot finish (no grace) completes with ``app_undeployed``
+    rather than waiting for a runner that never comes."""
+    timeout = aiohttp.ClientTimeout(total=DEADLINE)
+    async with yurt_server(tmp_path, "server") as base, aiohttp.ClientSession(timeout=timeout) as s:
+        patient = await deploy(base, "Patient")
+        hasty = await deploy(base, "Hasty")
+        for app in (patient, hasty):  # a runner up, so that the next requests run at once
+            assert (await fetch(s, "POST", app["url"], {"seconds": 0}))[0] == 200
+        direct = asyncio.ensure_future(fetch(s, "POST", patient["url"], {"seconds": 2}))
+        subs = {}
+        for app in (patient, hasty):
+            status, subs[app["app_id"]], _ = await fetch(
+                s, "POST", app["queue_url"], {"seconds": 2 if app is patient else 600}
+            )
+            assert status == 200
+
+        async def running() -> bool:
+            async with s.get(f"{base}/_yurt/apps") as resp:
+                apps = {a["app_id"]: a for a in await resp.json()}
+            return (
+                apps["default/patient"]["in_flight"] == 2
+                and apps["default/hasty"]["in_flight"] == 1
+            )
+
+        await wait_until(running, what="three requests running")
+        for app in ("default/patient", "default/hasty"):
+            code, _, err = await yurt_command("undeploy", app, "--server", base)
+            assert code == 0, err
+
+        assert (await direct)[:2] == (200, {"text": "waited 2.0"})
+        status, result, _ = await fetch(s, "GET", subs["default/patient"]["response_url"])
+        assert (status, result) == (200, {"text": "waited 2.0"})
+        status, result, kind = await fetch(s, "GET", subs["default/hasty"]["response_url"])
+        assert (status, kind, result["error_type"]) == (410, "app_undeployed", "app_undeployed")

@@ -47,3 +47,33 @@ class Stuck(yurt.App, keep_alive=300, startup_timeout=600):
     @yurt.endpoint("/")
     def greet(self, body: Prompt) -> Reply:
         return Reply(text=f"stuck: {body.prompt}")
+
+
+class Wait(BaseModel):
+    seconds: float
+
+
+class Patient(yurt.App, keep_alive=300, max_multiplexing=4, termination_grace_period_seconds=30):
+    """Requests take a while; an undeploy gives them the grace period to finish."""
+
+    app_name = "patient"
+
+    @yurt.endpoint("/")
+    async def wait(self, body: Wait) -> Reply:
+        import asyncio
+
+        await asyncio.sleep(body.seconds)
+        return Reply(text=f"waited {body.seconds}")
+
+
+class Hasty(yurt.App, keep_alive=300, max_multiplexing=4, termination_grace_period_seconds=0):
+    """No grace period: an undeploy cuts a running request short."""
+
+    app_name = "hasty"
+
+    @yurt.endpoint("/")
+    async def wait(self, body: Wait) -> Reply:
+        import asyncio
+
+        await asyncio.sleep(body.seconds)
+        return Reply(text=f"waited {body.seconds}")

@@ -43,3 +43,16 @@ async def test_undeploy_stops_and_purges_the_job(server: Server) -> None:  # noq
     again = await deploy(server, ECHO)
     assert again["outcome"] == "created"
     assert await server.post(echo["url"], {"prompt": "back"}) == (200, {"text": "echo: back"})
+
+
+async def test_an_undeploy_nomad_refuses_changes_nothing(server: Server) -> None:  # noqa: F811
+    """Nomad unreachable: the undeploy fails with ``undeploy_failed`` and the app stays deployed
+    and routed (forgotten, its job would run on with nothing left to stop it)."""
+    echo = await deploy(server, ECHO)
+    await server.nomad.stop()
+    code, _, err = await yurt_command("undeploy", "default/echo", "--server", server.url)
+    assert code == 1
+    assert "default/echo was not undeployed (it still runs)" in err and "502" in err, err
+    async with server.session.get(f"{server.url}/_yurt/api/v1/apps") as resp:
+        assert [a["app_id"] for a in await resp.json()] == [echo["app_id"]]
+    assert echo["app_id"] in await server.apps()

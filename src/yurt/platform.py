@@ -182,6 +182,8 @@ class Platform:
                     self.scheduler.add_app(app_id, spec)
                 raise
             failed = self.router.remove_app(app_id)
+            if self.consul is not None:
+                await self.consul.forget(app_id)
             self._served.pop(app_id, None)
             self.store.forget(app_id)
         log.info("app_undeployed", app=app_id, revision=deployment.current.revision, failed=failed)

@@ -3,13 +3,16 @@
 Two calls to the server's admin API: the payload (``PUT /_yurt/api/v1/payloads/<sha256>``,
 skipped when the server has it), then the app (``POST /_yurt/api/v1/apps`` with the spec). The
 server makes a new revision when the payload or spec changed; Nomad's rolling update (or the
-local backend) replaces the runners. Standard library only, like ``yurt.Client``.
+local backend) replaces the runners. ``undeploy("owner/app", server=...)`` takes an app off
+again (``DELETE /_yurt/api/v1/apps/<owner>/<app>``). Standard library only, like
+``yurt.Client``.
 """
 
 from __future__ import annotations
 
 import json
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -67,6 +70,36 @@ def deploy(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Undeployed:
+    """What the server answered to an undeploy."""
+
+    app_id: str
+    revision: str  # the revision it served last
+    failed_requests: int  # requests that waited for a runner and failed with app_undeployed
+
+
+def undeploy(
+    app: str, *, server: str | None = None, token: str | None = None, timeout: float = 300.0
+) -> Undeployed:
+    """Stop serving ``app`` (``owner/name``, or ``name`` of the server's default owner) on the
+    server at ``server`` ($YURT_SERVER, else http://127.0.0.1:8080), stop its runners and
+    forget it. Raises ``DeployError`` when the server has no such app or could not stop it.
+    """
+    base = (server or server_url_env()).rstrip("/")
+    token = token if token is not None else admin_token_env()
+    parts = app.split("/")
+    if len(parts) > 2 or not all(parts):
+        raise DeployError(f"{app!r} is not an app: give owner/name, or name for the default owner")
+    path = f"{API}/apps/" + "/".join(urllib.parse.quote(p, safe="") for p in parts)
+    _, reply = _Caller(base, token, timeout)("DELETE", path, b"", "application/json")
+    return Undeployed(
+        app_id=reply["app_id"],
+        revision=reply["revision"],
+        failed_requests=int(reply.get("failed_requests", 0)),
+    )
+
+
 class _Caller:
     def __init__(self, base: str, token: str | None, timeout: float) -> None:
         self.base, self.token, self.timeout = base, token, timeout
@@ -91,11 +124,15 @@ class _Caller:
 
 def _explain(base: str, method: str, path: str, exc: urllib.error.HTTPError) -> str:
     try:
-        detail = json.loads(exc.read()).get("detail")
+        body = json.loads(exc.read())
+        detail, error_type = body.get("detail"), body.get("error_type")
     except (ValueError, AttributeError, OSError):
-        detail = None
+        detail = error_type = None
+    if error_type == "app_not_found":
+        return f"{detail}; `GET {API}/apps` lists the deployed apps"
     if exc.code == 401:
         return f"the server at {base} wants the admin token: pass --token or set $YURT_ADMIN_TOKEN"
     if exc.code == 404:
         return f"{base} has no admin API ({method} {path}: 404); is it a `yurt server`?"
-    return f"the server refused the deploy ({method} {path}: {exc.code}): {detail or exc.reason}"
+    what = "undeploy" if method == "DELETE" else "deploy"
+    return f"the server refused the {what} ({method} {path}: {exc.code}): {detail or exc.reason}"

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import structlog
 
 from yurt.admin.api import AdminApi, check_exposure
-from yurt.admin.store import AppStore, Deployment, load_secret
+from yurt.admin.store import AppStore, Deployment, Removal, load_secret
 from yurt.app import App
 from yurt.backends.base import Backend, Discovery
 from yurt.backends.local import LocalBackend
@@ -157,6 +157,37 @@ class Platform:
             deployment = self.store.save(app_id, spec, sha256, time.time())
         log.info("app_deployed", app=app_id, revision=deployment.current.revision, outcome=outcome)
         return deployment, outcome
+
+    async def undeploy(self, app_id: str) -> Removal | None:
+        """Stop serving a deployed app and forget it (the admin API's undeploy); None when
+        this server has no such app.
+
+        In this order: the scheduler stops scaling it; the backend stops its runners (the
+        local backend within their grace period; on Nomad the job is stopped and purged);
+        the router stops routing it (new requests get 404 ``app_not_found``, requests still
+        waiting for a runner, direct or queued, 410 ``app_undeployed``); the store forgets
+        it, with the payloads no other app uses. Should the backend fail (Nomad refused or
+        did not answer), nothing else has changed: the app is served as before and the
+        error (a ``ClusterError``) is raised; the call may be made again.
+        """
+        async with self._locks.setdefault(app_id, asyncio.Lock()):
+            deployment = self.store.get(app_id)
+            if deployment is None:
+                return None
+            spec = self.scheduler.remove_app(app_id)
+            try:
+                await self.backend.remove_app(app_id)
+            except BaseException:
+                if spec is not None:
+                    self.scheduler.add_app(app_id, spec)
+                raise
+            failed = self.router.remove_app(app_id)
+            if self.consul is not None:
+                await self.consul.forget(app_id)
+            self._served.pop(app_id, None)
+            self.store.forget(app_id)
+        log.info("app_undeployed", app=app_id, revision=deployment.current.revision, failed=failed)
+        return Removal(deployment, failed)
 
     async def _serve(self, app_id: str, spec: AppSpec, payload: Path) -> None:
         await self.backend.ensure_app(app_id, spec, payload)

@@ -9,6 +9,9 @@
     GET  /_yurt/api/v1/apps                  -> [app]
     GET  /_yurt/api/v1/apps/{owner}/{app}    -> app, with its revisions and runners
     GET  /_yurt/api/v1/apps/{owner}/{app}/revisions -> [{sha256, deployed_at}], oldest first
+    DELETE /_yurt/api/v1/apps/{owner}/{app}  -> 200 {app_id, revision, outcome: "undeployed",
+                                             failed_requests} | 404 app_not_found
+    DELETE /_yurt/api/v1/apps/{app}          the same, for the server's default owner
 
 Every call but a payload download needs the admin token when one is configured
 (``Authorization: Bearer <token>``); a payload download needs that revision's token (what runners
@@ -30,7 +33,7 @@ import structlog
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from yurt.admin.store import AppStore, Deployment, is_sha256
+from yurt.admin.store import AppStore, Deployment, Removal, is_sha256
 from yurt.errors import ConfigError, DeployError, PayloadError, SchedulingError
 from yurt.machines import CATALOG
 from yurt.packaging import PayloadHeader, read_header
@@ -65,6 +68,10 @@ class Deployer(Protocol):
 
     def describe_app(self, app_id: str) -> dict[str, Any] | None:
         """The app's load and runners, if served."""
+        ...
+
+    async def undeploy(self, app_id: str) -> Removal | None:
+        """Stop serving the app and forget it; None when there is no such app."""
         ...
 
 
@@ -130,9 +137,11 @@ class AdminApi:
                 if not self._is_admin(request):
                     return _denied()
                 return await self._upload(request, parts[1])
-        elif parts[0] == "apps" and len(parts) in (1, 3, 4):
+        elif parts[0] == "apps" and len(parts) in (1, 2, 3, 4):
             if not self._is_admin(request):
                 return _denied()
+            if len(parts) == 2 and method != "DELETE":
+                return error_reply(404, "not_found", f"no admin route {path}")
             if len(parts) == 1:
                 if method == "POST":
                     return await self._deploy(request)
@@ -140,6 +149,9 @@ class AdminApi:
                     return json_reply([self._app(request, d) for d in self.deployer.store.all()])
             elif len(parts) == 4 and parts[3] != "revisions":
                 return error_reply(404, "not_found", f"no admin route {path}")
+            elif len(parts) in (2, 3) and method == "DELETE":
+                owner = parts[1] if len(parts) == 3 else self.deployer.default_owner
+                return await self._undeploy(owner, parts[-1])
             elif method == "GET":
                 found = self.deployer.store.get(f"{parts[1]}/{parts[2]}")
                 if found is None:
@@ -240,6 +252,28 @@ class AdminApi:
         reply = {**self._app(request, deployment), "outcome": outcome}
         return json_reply(reply, 201 if outcome == "created" else 200)
 
+    async def _undeploy(self, owner: str, app_name: str) -> Reply:
+        app_id = f"{owner}/{app_name}"
+        if not (_is_segment(owner) and _is_segment(app_name)):  # the store makes paths of them
+            return error_reply(404, "app_not_found", f"no app {app_id!r} deployed on this server")
+        try:
+            done = await self.deployer.undeploy(app_id)
+        except DeployError as exc:  # Nomad refused or did not answer: the app is as it was
+            log.warning("undeploy_failed", app=app_id, error=str(exc))
+            return error_reply(
+                502, "undeploy_failed", f"{app_id} was not undeployed (it still runs): {exc}"
+            )
+        if done is None:
+            return error_reply(404, "app_not_found", f"no app {app_id} deployed on this server")
+        return json_reply(
+            {
+                "app_id": app_id,
+                "revision": done.deployment.current.revision,
+                "outcome": "undeployed",
+                "failed_requests": done.failed,
+            }
+        )
+
     def _app(self, request: web.BaseRequest, d: Deployment, full: bool = False) -> dict[str, Any]:
         base = self.public_url or f"{request.scheme}://{request.host}"
         out: dict[str, Any] = {
@@ -257,11 +291,16 @@ class AdminApi:
         return out
 
 
+def _is_segment(value: str) -> bool:
+    """A name the store may make a path of: one URL segment, never ``.`` or ``..``."""
+    return bool(_SEGMENT.match(value)) and value not in (".", "..")
+
+
 def _check(req: DeployRequest, default_owner: str) -> Reply | None:
     owner = req.owner or default_owner
-    if not _SEGMENT.match(owner) or owner in (".", ".."):
+    if not _is_segment(owner):
         return error_reply(422, "bad_request", f"owner: {owner!r} is not a URL segment")
-    if not _SEGMENT.match(req.spec.app_name) or req.spec.app_name in (".", ".."):
+    if not _is_segment(req.spec.app_name):
         return error_reply(422, "bad_request", f"spec.app_name: {req.spec.app_name!r} is invalid")
     unknown = [m for m in req.spec.machine_types if m not in CATALOG]
     if unknown:

@@ -15,6 +15,7 @@ import os
 import re
 import secrets
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
@@ -54,6 +55,14 @@ class Deployment(BaseModel):
     def current(self) -> Revision:
         """The revision being served."""
         return self.revisions[-1]
+
+
+@dataclass(frozen=True, slots=True)
+class Removal:
+    """What an undeploy did: the app as it was, and how many waiting requests it failed."""
+
+    deployment: Deployment
+    failed: int
 
 
 def is_sha256(value: str) -> bool:
@@ -140,6 +149,21 @@ class AppStore:
         deployment = Deployment(app_id=app_id, spec=spec, revisions=revisions)
         _write_atomic(self._path(app_id), deployment.model_dump_json(indent=1).encode())
         return deployment
+
+    def forget(self, app_id: str) -> Deployment | None:
+        """Forget an app (a restarted server no longer serves it); returns what it was.
+
+        The payloads of its revisions go too, unless another app's revision is the same
+        payload (payloads are named by their digest, so two apps may share one).
+        """
+        found = self.get(app_id)
+        if found is None:
+            return None
+        self._path(app_id).unlink(missing_ok=True)
+        kept = {r.sha256 for d in self.all() for r in d.revisions}
+        for sha256 in {r.sha256 for r in found.revisions} - kept:
+            (self.payloads / f"{sha256}.yurt").unlink(missing_ok=True)
+        return found
 
     def all(self) -> list[Deployment]:
         """Every deployment, by app id."""

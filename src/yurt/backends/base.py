@@ -102,6 +102,14 @@ class Backend(Protocol):
     async def roll(self, app_id: str) -> None:
         """Replace the app's runners with runners of the revision ``ensure_app`` gave last."""
 
+    async def remove_app(self, app_id: str) -> None:
+        """Stop every runner of the app and forget it (an undeploy); unknown apps are fine.
+
+        Each runner stops as it would when scaled down, within its grace period. Raises a
+        ``ClusterError`` when the cluster refused: the app is then kept as it was, and the
+        call may be made again.
+        """
+
     async def stop_runner(self, app_id: str, runner_id: str, *, reason: str, replace: bool) -> None:
         """Drain and stop one runner; ``replace`` keeps the target, else it drops by one."""
 

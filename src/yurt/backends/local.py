@@ -201,6 +201,29 @@ class LocalBackend:
         self._terminate(runner, reason)
         self._reconcile(app)
 
+    async def remove_app(self, app_id: str) -> None:
+        """Stop every runner of the app with its grace period, wait until each process has
+        exited (and given its GPUs back), and forget the app.
+
+        With a target of 0 nothing starts again: a runner that exits now is not replaced,
+        and one still being spawned is told to stop once it runs.
+        """
+        app = self._apps.get(app_id)
+        if app is None:
+            return
+        app.target = 0
+        if app.wakeup is not None:
+            app.wakeup.cancel()
+            app.wakeup = None
+        runners = list(app.runners.values())
+        for r in runners:
+            self._terminate(r, "undeployed")
+        # As in stop(): a runner's first task ends once its process has exited.
+        await asyncio.gather(*(r.tasks[0] for r in runners if r.tasks), return_exceptions=True)
+        if self._apps.get(app_id) is app:
+            del self._apps[app_id]
+        log.info("app_removed", app=app_id, runners=len(runners))
+
     async def roll(self, app_id: str) -> None:
         """Replace the app's runners with runners of its revision now (``ensure_app`` took it).
 

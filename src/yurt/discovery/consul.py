@@ -216,6 +216,14 @@ class ConsulDiscovery:
         """Whether this runner has ever passed its checks while we watched."""
         return runner_id in self._watch(app_id).ever
 
+    async def forget(self, app_id: str) -> None:
+        """Stop following an app (it was undeployed): its blocking query ends."""
+        w = self._watches.pop(app_id, None)
+        if w is not None and w.task is not None:
+            w.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await w.task
+
     # -- the loops -------------------------------------------------------------------------
 
     def _watch(self, app_id: str) -> _Watch:

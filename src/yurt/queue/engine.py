@@ -141,6 +141,25 @@ class QueueEngine:
         )
         return False
 
+    def remove_app(self, app_id: str, error: RequestError) -> int:
+        """The app is undeployed: its queued requests complete with ``error`` now; one in
+        progress completes with its runner's answer, or with ``error`` should it need another
+        attempt. Completed results stay readable until purged. Returns how many completed."""
+        backlog = self.backlogs.pop(app_id, None)
+        self._start_failures.pop(app_id, None)
+        if backlog is None:
+            return 0
+        backlog.close()
+        waiting = backlog.take_all()
+        for job in waiting:
+            self._complete(job, error_result(error.status, error.error_type, error.detail))
+        return len(waiting)
+
+    def _undeployed(self, job: Job) -> None:
+        """Complete ``job``, whose app was undeployed before it could run (again)."""
+        detail = f"{job.app_id} was undeployed before this request completed"
+        self._complete(job, error_result(410, "app_undeployed", detail))
+
     def start(self) -> None:
         """Start purging old results."""
         self._purger = asyncio.create_task(self._purge_loop())
@@ -202,7 +221,11 @@ class QueueEngine:
         routing: Routing,
     ) -> Job:
         """Accept a request: recorded durably before this returns, then started or queued."""
-        backlog = self.backlogs[route.app_id]
+        backlog = self.backlogs.get(route.app_id)
+        if backlog is None:  # undeployed since the path was resolved
+            raise RequestError(
+                f"no app '{route.app_id}' on this router", status=404, error_type="app_not_found"
+            )
         self._admit(route, backlog, len(body))
         job = Job(
             id=new_ordered_id(),
@@ -238,6 +261,11 @@ class QueueEngine:
         self.jobs[job.id] = job
         self._held_bytes[job.app_id] = self._held_bytes.get(job.app_id, 0) + len(job.body)
         tally(self.router.stats.submitted, (job.app_id,))
+        if self.backlogs.get(job.app_id) is not backlog:  # undeployed while it was written
+            if slot is not None:
+                route.release(slot)
+            self._undeployed(job)
+            return job
         if slot is not None and not slot.retired and not backlog.closed:
             self._launch(route, job, slot)
             return job
@@ -354,7 +382,8 @@ class QueueEngine:
 
     def _expire(self, job: Job) -> None:
         self._expiry.pop(job.id, None)
-        if job.state is not State.IN_QUEUE or not self.backlogs[job.app_id].remove(job):
+        backlog = self.backlogs.get(job.app_id)
+        if job.state is not State.IN_QUEUE or backlog is None or not backlog.remove(job):
             return
         timeout = job.routing.start_timeout
         log.info("queue_start_deadline_passed", request_id=job.id, app=job.app_id)
@@ -381,8 +410,11 @@ class QueueEngine:
         self.loop.call_soon(self._launch_started, route, job, slot)
 
     def _launch_started(self, route: AppRoute, job: Job, slot: Slot) -> None:
-        backlog = self.backlogs[job.app_id]
-        if backlog.closed:
+        backlog = self.backlogs.get(job.app_id)
+        if backlog is None:  # undeployed meanwhile: the runner never hears of it
+            route.release(slot)
+            self._undeployed(job)
+        elif backlog.closed:
             # The router began to stop meanwhile: as an attempt cut short, it runs again after
             # a restart if it may (the store says IN_PROGRESS).
             route.release(slot)
@@ -564,6 +596,9 @@ class QueueEngine:
             no_retry=job.routing.no_retry,
             skip=route.spec.skip_retry_conditions,
         )
+        if retryable and not job.cancel_requested and job.app_id not in self.backlogs:
+            self._undeployed(job)  # its runner stopped as its app was undeployed
+            return
         if retryable and not job.cancel_requested:
             log.info(
                 "queue_retry",

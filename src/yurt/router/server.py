@@ -54,7 +54,7 @@ class Router:
         self.backend = backend
         self.scheduler = scheduler
         self.routes: dict[str, AppRoute] = {}
-        self._watchers: list[asyncio.Task[None]] = []
+        self._watchers: dict[str, asyncio.Task[None]] = {}  # app id -> its discovery follower
         self._chores: set[asyncio.Future[None]] = set()
         self._server: asyncio.Server | None = None
         self._web: web.Server | None = None
@@ -93,9 +93,37 @@ class Router:
         """Route ``app_id`` (``owner/app_name``) and follow its healthy runners."""
         route = AppRoute(app_id, spec, self.scheduler.poke)
         self.routes[app_id] = route
-        self._watchers.append(asyncio.create_task(self._follow(route)))
+        self._watchers[app_id] = asyncio.create_task(self._follow(route))
         if self.queue is not None:
             self.queue.add_app(route)
+
+    def remove_app(self, app_id: str) -> int:
+        """Route nothing more to the app (it is undeployed); returns how many requests failed.
+
+        New requests get the 404 ``app_not_found`` an app never deployed gets. Requests
+        waiting for a runner, direct or queued, fail now with 410 ``app_undeployed``; those
+        running on a runner finish there (or meet the same error should they need another
+        attempt). Completed queue results stay readable until they expire.
+        """
+        route = self.routes.pop(app_id, None)
+        if route is None:
+            return 0
+        watcher = self._watchers.pop(app_id, None)
+        if watcher is not None:
+            watcher.cancel()
+        error = RequestError(
+            f"{app_id} was undeployed before this request got a runner",
+            status=410,
+            error_type="app_undeployed",
+        )
+        failed = route.fail_waiters(error)
+        if self.queue is not None:
+            failed += self.queue.remove_app(app_id, error)
+        for runner_id in list(route.slots):
+            if (slot := route.retire(runner_id)) is not None:
+                self._close_when_idle(slot)
+        log.info("app_unrouted", app=app_id, failed=failed)
+        return failed
 
     def update_app(self, app_id: str, spec: AppSpec) -> None:
         """Route a new revision of a served app (its runners change as the backend rolls)."""
@@ -205,9 +233,9 @@ class Router:
             await self._web.shutdown(max(0.0, deadline - time.monotonic()))
         if self.queue is not None:
             await self.queue.stop(max(0.0, deadline - time.monotonic()))
-        for task in self._watchers:
+        for task in self._watchers.values():
             task.cancel()
-        for task in self._watchers:
+        for task in self._watchers.values():
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         for route in self.routes.values():
@@ -224,7 +252,8 @@ class Router:
 
     def retire(self, app_id: str, runner_id: str) -> None:
         """Send no new request to this runner."""
-        slot = self.routes[app_id].retire(runner_id)
+        route = self.routes.get(app_id)  # None: undeployed while a stop was on its way
+        slot = route.retire(runner_id) if route is not None else None
         if slot is not None:
             self._close_when_idle(slot)
 
@@ -232,7 +261,9 @@ class Router:
 
     def reinstate(self, app_id: str, runner_id: str) -> None:
         """Route to a retired runner again, if discovery still lists it (its stop failed)."""
-        route = self.routes[app_id]
+        route = self.routes.get(app_id)
+        if route is None:
+            return  # undeployed meanwhile
         route.reinstate(runner_id)
         self._apply(route, self.discovery.healthy(app_id))
 

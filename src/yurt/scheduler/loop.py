@@ -55,6 +55,10 @@ class Scheduler:
         self._apps[app_id] = spec
         self.poke()
 
+    def remove_app(self, app_id: str) -> AppSpec | None:
+        """Stop managing an app (it is being undeployed); returns its spec, if managed."""
+        return self._apps.pop(app_id, None)
+
     def poke(self, app_id: str | None = None) -> None:
         """Reconcile now instead of at the next interval (a request is waiting)."""
         self._wake.set()
@@ -83,6 +87,8 @@ class Scheduler:
             self._wake.clear()
             next_at = self.clock() + self.config.interval
             for app_id, spec in list(self._apps.items()):
+                if app_id not in self._apps:
+                    continue  # removed during this pass
                 try:
                     recheck = await self.reconcile(app_id, spec)
                 except Exception:

@@ -198,6 +198,32 @@ class NomadBackend(AllocationWatch):
         app.target = count
         await self._scale(app)
 
+    async def remove_app(self, app_id: str) -> None:
+        """Stop and purge the app's job, then forget the app (an undeploy).
+
+        ``DELETE /v1/job/:id?purge=true``: Nomad stops every allocation as it stops a job
+        (KillSignal, then SIGKILL after KillTimeout; its Consul services are deregistered) and,
+        with ``purge``, deletes the job at once instead of keeping it, stopped, until its
+        garbage collector runs. Read in hashicorp/nomad (aa026cc9):
+        ``command/agent/job_endpoint.go:622-632`` (``jobDelete`` reads ``purge`` with
+        ``strconv.ParseBool``), ``nomad/fsm.go:897-907`` (``handleJobDeregister`` deletes the
+        job when it is set), ``nomad/job_endpoint.go:798-824`` (``Job.Deregister``: a purge
+        needs ``submit-job`` or ``purge-job``; an unknown job is no error, where the double
+        answers 404, which ``deregister`` takes as done too); the API reference is
+        developer.hashicorp.com/nomad/api-docs/jobs#stop-a-job. The job id comes from the app
+        id, so a job an earlier server left goes too.
+        """
+        name = job_id(self.config.job_prefix, app_id)
+        log.info("nomad_job_deregister", app=app_id, job=name, purge=True)
+        await self.client.deregister(name, purge=True)  # a refusal raises: nothing forgotten
+        app = self._apps.pop(app_id, None)
+        if app is None:
+            return
+        tasks = [t for t in (app.watch, app.evals_watch, app.scaler) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     async def roll(self, app_id: str) -> None:
         """Nothing to do: Nomad rolls a re-registered job itself (its Update block)."""
 

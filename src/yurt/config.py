@@ -439,7 +439,7 @@ class ClusterTLS(_Frozen):
             )
         if isinstance(failure, ssl.SSLEOFError | ssl.SSLSyscallError | ssl.SSLZeroReturnError):
             return None
-        reason = failure.reason or str(failure)
+        reason = getattr(failure, "reason", None) or str(failure)
         # An alert from the agent (TLSV13_ALERT_CERTIFICATE_REQUIRED, ..._BAD_CERTIFICATE,
         # ..._UNKNOWN_CA) is how a Go agent with verify_https_client refuses a client.
         return (

@@ -6,9 +6,12 @@ and asks every client for a certificate of that CA, as agents with ``verify_http
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
+import os
 import ssl
+import sys
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -270,3 +273,70 @@ async def test_consul_tls_server_name(consul: ConsulDouble, pki: Pki) -> None:
             "yurt-router", "127.0.0.1", 1, "http://x/", 1.0
         )
         assert consul.check_ids(service_id)
+
+
+# -- yurt doctor -------------------------------------------------------------------------------
+
+
+async def doctor(env: dict[str, str]) -> tuple[int, list[str]]:
+    """Run ``yurt doctor`` with only ``env`` of the agents' variables; its code and lines."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("NOMAD_", "CONSUL_"))}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "yurt.cli", "doctor",
+        env={**base, **env}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), DEADLINE)
+    assert not err, err.decode()
+    return proc.returncode or 0, out.decode().splitlines()
+
+
+def line_of(lines: list[str], name: str) -> str:
+    return next(line for line in lines if line.split()[1:2] == [f"{name}:"])
+
+
+async def test_doctor_reports_and_uses_the_tls_settings(
+    nomad: NomadDouble, consul: ConsulDouble, pki: Pki
+) -> None:
+    """yurt doctor reaches both agents over mTLS with their variables, and says what it used."""
+    nomad_url = await serve_tls(nomad, server_context(pki, AGENT_NAME))
+    consul_url = await serve_tls(consul, server_context(pki, "127.0.0.1"))
+    env = {
+        "NOMAD_ADDR": nomad_url,
+        "NOMAD_CACERT": str(pki.ca_pem),
+        "NOMAD_CLIENT_CERT": str(pki.client_cert),
+        "NOMAD_CLIENT_KEY": str(pki.client_key),
+        "NOMAD_TLS_SERVER_NAME": AGENT_NAME,
+        "CONSUL_HTTP_ADDR": consul_url,
+        "CONSUL_CACERT": str(pki.ca_pem),
+        "CONSUL_CLIENT_CERT": str(pki.client_cert),
+        "CONSUL_CLIENT_KEY": str(pki.client_key),
+    }
+    _, lines = await doctor(env)
+    nomad_line, consul_line = line_of(lines, "nomad"), line_of(lines, "consul")
+    assert nomad_line.startswith(f"OK    nomad: {nomad_url} answers")
+    assert f"(TLS: CA {pki.ca_pem}, client certificate {pki.client_cert}" in nomad_line
+    assert f"server name {AGENT_NAME})" in nomad_line
+    assert consul_line.startswith(f"OK    consul: {consul_url} answers")
+    assert f"(TLS: CA {pki.ca_pem}, client certificate {pki.client_cert})" in consul_line
+
+
+async def test_doctor_tls_failures_name_the_setting(
+    nomad: NomadDouble, consul: ConsulDouble, pki: Pki, tmp_path: Path
+) -> None:
+    """An untrusted agent names NOMAD_CACERT; a missing file names CONSUL_CLIENT_CERT; exit 1."""
+    nomad_url = await serve_tls(nomad, server_context(pki, "127.0.0.1"))
+    consul_url = await serve_tls(consul, server_context(pki, "127.0.0.1"))
+    env = {
+        "NOMAD_ADDR": nomad_url,
+        "CONSUL_HTTP_ADDR": consul_url,
+        "CONSUL_CLIENT_CERT": str(tmp_path / "missing.pem"),
+        "CONSUL_CLIENT_KEY": str(pki.client_key),
+    }
+    with refused_handshakes():
+        code, lines = await doctor(env)
+    assert code == 1
+    nomad_line, consul_line = line_of(lines, "nomad"), line_of(lines, "consul")
+    assert nomad_line.startswith(f"FAIL  nomad: {nomad_url}: TLS handshake failed")
+    assert "ca_cert (NOMAD_CACERT)" in nomad_line
+    assert consul_line.startswith("FAIL  consul: invalid TLS settings")
+    assert "client_cert (CONSUL_CLIENT_CERT)" in consul_line and "missing.pem" in consul_line

@@ -352,3 +352,34 @@ async def test_doctor_tls_failures_name_the_setting(
     assert "ca_cert (NOMAD_CACERT)" in nomad_line
     assert consul_line.startswith("FAIL  consul: invalid TLS settings")
     assert "client_cert (CONSUL_CLIENT_CERT)" in consul_line and "missing.pem" in consul_line
+
+
+# -- yurt server -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [("key", "client_cert (NOMAD_CLIENT_CERT) is set but client_key (NOMAD_CLIENT_KEY) is not"),
+     ("junk", "ca_cert (NOMAD_CACERT): cannot load")],
+)  # fmt: skip
+async def test_server_stops_on_bad_tls_settings_in_one_line(
+    pki: Pki, tmp_path: Path, setting: str, expected: str
+) -> None:
+    """yurt server stops at once on a certificate without its key or a CA file that is not PEM."""
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    env = {"NOMAD_ADDR": "https://127.0.0.1:9", "CONSUL_HTTP_ADDR": "http://127.0.0.1:9"}
+    if setting == "key":
+        env["NOMAD_CLIENT_CERT"] = str(pki.client_cert)
+    else:
+        env["NOMAD_CACERT"] = str(junk)
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("NOMAD_", "CONSUL_"))}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "yurt.cli", "server", "--backend", "nomad", "--port", "0",
+        "--data-dir", str(tmp_path / "data"), env={**base, **env},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(proc.communicate(), DEADLINE)
+    assert proc.returncode == 1
+    assert err.decode().startswith("yurt server: ") and err.decode().count("\n") == 1
+    assert expected in err.decode()

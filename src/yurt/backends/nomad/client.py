@@ -168,6 +168,10 @@ class NomadClient:
         self.config = config
         host, port, scheme = parse_addr(config.addr, service="nomad", default_port=NOMAD_PORT)
         secure = scheme == "https"
+        if secure:
+            # Load the files now: requests would only at the first call, and a CA file that
+            # is not PEM would then look like a refused handshake.
+            config.ssl_context()
         session = requests.Session()
         # Pooled connections for every short call and for the blocking queries beside them.
         size = max_workers + _WATCH_CONNECTIONS

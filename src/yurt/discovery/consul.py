@@ -153,7 +153,9 @@ class _HTTPClient(consul.aio.HTTPClient):  # type: ignore[misc]
         connector = aiohttp.TCPConnector(ssl=ssl_context if ssl_context is not None else True)
         session = aiohttp.ClientSession(
             connector=connector,
-            timeout=aiohttp.ClientTimeout(total=timeout) if timeout else aiohttp.ClientTimeout(),
+            timeout=aiohttp.ClientTimeout(total=timeout)
+            if timeout
+            else aiohttp.client.DEFAULT_TIMEOUT,
         )
         name = tls.tls_server_name if scheme == "https" else None
         self._session = session if not name else _NamedSession(session, name)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -45,7 +44,7 @@ from yurt.backends.base import RunnerEndpoint
 from yurt.backends.nomad.addr import CONSUL_PORT, parse_addr
 from yurt.backends.nomad.naming import job_id, runner_id_from_service_id
 from yurt.backoff import capped_backoff, tenacity_wait
-from yurt.config import ConsulConfig
+from yurt.config import ConsulConfig, tls_failure
 from yurt.errors import (
     ClusterBadRequest,
     ClusterError,
@@ -65,8 +64,9 @@ _HISTORY = 10_000  # runner ids remembered as once healthy, per app
 FILTERED_HEADER = "X-Consul-Results-Filtered-By-ACLs"
 
 
-def map_error(exc: BaseException, call: str) -> ClusterError:
-    """The yurt error for a py-consul, aiohttp or socket exception raised by ``call``."""
+def map_error(exc: BaseException, call: str, addr: str = "") -> ClusterError:
+    """The yurt error for a py-consul, aiohttp or socket exception raised by ``call`` to
+    ``addr``; a TLS handshake that failed on a setting is not transient."""
     text = str(exc).strip()
     if isinstance(exc, ACLPermissionDenied | ACLDisabled):
         return ClusterUnauthorized(
@@ -82,10 +82,13 @@ def map_error(exc: BaseException, call: str) -> ClusterError:
         return ClusterBadRequest(
             f"consul {call}: {text}", service="consul", status=400, message=text
         )
+    failure = tls_failure(exc) if isinstance(exc, aiohttp.ClientError | OSError) else None
+    if failure is not None and (advice := ConsulConfig.handshake_advice(failure)) is not None:
+        return ClusterError(f"consul {call}: TLS handshake failed: {advice}", service="consul")
     if isinstance(exc, Timeout | aiohttp.ClientError | OSError | TimeoutError):
         return ClusterUnavailable(
             f"consul {call}: cannot reach Consul: {text or type(exc).__name__}; check "
-            "ConsulConfig.addr and that the agent is up",
+            f"ConsulConfig.addr and that the agent is up{ConsulConfig.disconnect_hint(addr)}",
             service="consul",
         )
     if isinstance(exc, ConsulException):
@@ -125,6 +128,58 @@ class _Watch:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
     filtered: bool = False  # the last answer said ACLs hid entries (warned once)
+
+
+class _NamedSession:
+    """An aiohttp session whose requests send and check ``server_name`` over TLS
+    (CONSUL_TLS_SERVER_NAME) instead of the address's host."""
+
+    def __init__(self, session: aiohttp.ClientSession, server_name: str) -> None:
+        self._session = session
+        self._server_name = server_name
+
+    def request(self, method: str, url: str, **kwargs: Any) -> Any:
+        return self._session.request(method, url, server_hostname=self._server_name, **kwargs)
+
+    async def close(self) -> None:
+        await self._session.close()
+
+
+class _HTTPClient(consul.aio.HTTPClient):  # type: ignore[misc]
+    """py-consul's aio transport on a session built from ``ConsulConfig``'s TLS settings.
+
+    py-consul builds its SSLContext only when verifying, ignores a CA directory and a server
+    name, and passes aiohttp's deprecated ``ssl_context``/``verify_ssl``: the session is ours.
+    """
+
+    def __init__(
+        self, host: str, port: int, scheme: str, tls: ConsulConfig, timeout: float | None
+    ) -> None:
+        consul.base.HTTPClient.__init__(self, host, port, scheme)
+        self.loop = None
+        ssl_context = tls.ssl_context() if scheme == "https" else None
+        connector = aiohttp.TCPConnector(ssl=ssl_context if ssl_context is not None else True)
+        session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=timeout)
+            if timeout
+            else aiohttp.client.DEFAULT_TIMEOUT,
+        )
+        name = tls.tls_server_name if scheme == "https" else None
+        self._session = session if not name else _NamedSession(session, name)
+
+
+class _Consul(consul.aio.Consul):  # type: ignore[misc]
+    """py-consul's aio client with its transport built by ``_HTTPClient``."""
+
+    def __init__(self, tls: ConsulConfig, **kwargs: Any) -> None:
+        self._tls = tls  # set first: the base __init__ calls http_connect
+        super().__init__(**kwargs)
+
+    def http_connect(
+        self, host: str, port: int, scheme: str, verify: object = True, cert: object = None
+    ) -> _HTTPClient:
+        return _HTTPClient(host, port, scheme, self._tls, self.connections_timeout)
 
 
 def _log_retry(state: RetryCallState) -> None:
@@ -185,17 +240,16 @@ class ConsulDiscovery:
                 raise ClusterUnavailable("consul: the discovery is closed", service="consul")
             # aiohttp's default total timeout is 300 s: a blocking query must fit well inside.
             timeout = self.config.blocking_wait * (1 + 1 / 16) + 30
-            with warnings.catch_warnings():
-                # py-consul 1.8 passes aiohttp's deprecated ssl_context/verify_ssl arguments.
-                warnings.simplefilter("ignore", DeprecationWarning)
-                self._consul = consul.aio.Consul(
-                    host=self._host,
-                    port=self._port,
-                    scheme=self._scheme,
-                    token=self.config.token,
-                    verify=self.config.verify_tls,
-                    connections_timeout=timeout,
-                )
+            self._consul = _Consul(
+                self.config,
+                host=self._host,
+                port=self._port,
+                scheme=self._scheme,
+                token=self.config.token,
+                # Ours, not py-consul's: it reads CONSUL_HTTP_SSL_VERIFY when this is None.
+                verify=self.config.verify_tls,
+                connections_timeout=timeout,
+            )
         return self._consul
 
     # -- Discovery protocol ----------------------------------------------------------------
@@ -246,7 +300,7 @@ class ConsulDiscovery:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                error = map_error(exc, "health.service")
+                error = map_error(exc, "health.service", self.config.addr)
                 failures += 1
                 retry_s = capped_backoff(failures, first=WATCH_RETRY_FIRST_S, cap=WATCH_RETRY_MAX_S)
                 log.warning(
@@ -352,7 +406,7 @@ class ConsulDiscovery:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                raise map_error(exc, call) from exc
+                raise map_error(exc, call, self.config.addr) from exc
 
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(ClusterUnavailable),

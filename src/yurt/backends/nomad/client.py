@@ -32,7 +32,7 @@ from tenacity import (
 from yurt.backends.nomad.addr import NOMAD_PORT, parse_addr
 from yurt.backends.nomad.threads import DaemonThreads, PoolClosed
 from yurt.backoff import tenacity_wait
-from yurt.config import NomadConfig
+from yurt.config import NomadConfig, tls_failure
 from yurt.errors import (
     ClusterBadRequest,
     ClusterError,
@@ -57,8 +57,29 @@ def wait_param(seconds: float) -> str:
     return f"{max(1, int(seconds))}s"
 
 
-def map_error(exc: BaseException, call: str) -> ClusterError:
-    """The yurt error for a python-nomad or requests exception raised by ``call``."""
+class _TLSAdapter(HTTPAdapter):
+    """An https adapter that sends and checks ``server_name`` instead of the address's host
+    (NOMAD_TLS_SERVER_NAME), when one is set."""
+
+    def __init__(self, server_name: str | None, pool_maxsize: int) -> None:
+        self._server_name = server_name
+        super().__init__(pool_connections=4, pool_maxsize=pool_maxsize)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        if self._server_name:
+            # urllib3 sends server_hostname as SNI and matches the certificate against
+            # assert_hostname.
+            kwargs["server_hostname"] = self._server_name
+            kwargs["assert_hostname"] = self._server_name
+        super().init_poolmanager(*args, **kwargs)
+
+
+def map_error(exc: BaseException, call: str, addr: str = "") -> ClusterError:
+    """The yurt error for a python-nomad or requests exception raised by ``call`` to ``addr``.
+
+    A TLS handshake that failed on a setting (an untrusted certificate, the agent's alert) is
+    not transient: its error says which setting to change.
+    """
     resp = getattr(exc, "nomad_resp", None)
     if isinstance(resp, requests.Response):
         status = resp.status_code
@@ -80,6 +101,9 @@ def map_error(exc: BaseException, call: str) -> ClusterError:
             return ClusterUnavailable(detail, service="nomad", status=status, message=body)
         return ClusterError(detail, service="nomad", status=status, message=body)
     cause = resp if isinstance(resp, BaseException) else exc
+    failure = tls_failure(cause)
+    if failure is not None and (advice := NomadConfig.handshake_advice(failure)) is not None:
+        return ClusterError(f"nomad {call}: TLS handshake failed: {advice}", service="nomad")
     if isinstance(cause, requests.JSONDecodeError):
         # 200 with a body that is not JSON: a proxy or load balancer answered, not Nomad.
         text = " ".join(str(cause.doc or "").split())[:200]
@@ -91,7 +115,7 @@ def map_error(exc: BaseException, call: str) -> ClusterError:
     if isinstance(cause, requests.RequestException | OSError):
         return ClusterUnavailable(
             f"nomad {call}: cannot reach Nomad: {cause}; check NomadConfig.addr and that the "
-            "agent is up",
+            f"agent is up{NomadConfig.disconnect_hint(addr)}",
             service="nomad",
         )
     return ClusterError(f"nomad {call}: {cause!r}", service="nomad")
@@ -144,15 +168,19 @@ class NomadClient:
         self.config = config
         host, port, scheme = parse_addr(config.addr, service="nomad", default_port=NOMAD_PORT)
         secure = scheme == "https"
-        verify: bool | str = config.verify_tls
-        if config.ca_cert is not None:
-            verify = str(config.ca_cert)
+        if secure:
+            # Load the files now: requests would only at the first call, and a CA file that
+            # is not PEM would then look like a refused handshake.
+            config.ssl_context()
         session = requests.Session()
         # Pooled connections for every short call and for the blocking queries beside them.
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=max_workers + _WATCH_CONNECTIONS)
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
+        size = max_workers + _WATCH_CONNECTIONS
+        session.mount("http://", HTTPAdapter(pool_connections=4, pool_maxsize=size))
+        session.mount("https://", _TLSAdapter(config.tls_server_name, size))
         self._session = session
+        # (None, None), not (): python-nomad reads NOMAD_CLIENT_CERT/KEY itself when ``cert``
+        # is empty, and only config.py reads the environment.
+        cert = config.client_pair() or (None, None)
         # address= too: python-nomad would otherwise let $NOMAD_ADDR override host and port.
         self._nomad = nomad.Nomad(
             host=host,
@@ -163,7 +191,8 @@ class NomadClient:
             namespace=config.namespace,
             region=config.region,
             timeout=config.timeout,
-            verify=verify,
+            verify=config.requests_verify(),
+            cert=cert,
             session=session,
         )
         # Two lanes: short calls share a bounded pool; each blocking query (which may wait
@@ -201,7 +230,7 @@ class NomadClient:
                     ) from None
                 raise
             except Exception as exc:
-                raise map_error(exc, call) from exc
+                raise map_error(exc, call, self.config.addr) from exc
 
         retrying = AsyncRetrying(
             retry=retry_if_exception(self._transient),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import ipaddress
 import os
 import time
 from pathlib import Path
@@ -42,6 +43,28 @@ if TYPE_CHECKING:
     from yurt.discovery.consul import ConsulDiscovery
 
 log = structlog.get_logger("yurt.platform")
+
+
+def instance_address(host: str, port: int, tls: bool, public_url: str) -> tuple[str, int, str]:
+    """Where Consul finds and checks this router: ``(address, port, base URL)``. Pure.
+
+    The address the router listens on, when that is one address (``--host ${NOMAD_IP_http}``
+    in jobs/yurt-server.json): Consul's agent runs an HTTP check itself, and a check through
+    the public URL (a load balancer) would pass while this instance is down. A router
+    listening on every address (0.0.0.0, ::) names no one address, so the public URL's host
+    and port stand in.
+    """
+    try:
+        everywhere = ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        everywhere = host == ""  # not an address: a host name, or "" (asyncio: every address)
+    if not everywhere:
+        netloc = f"[{host}]" if ":" in host else host
+        return host, port, f"{'https' if tls else 'http'}://{netloc}:{port}"
+    where = urlsplit(public_url)
+    default_port = 443 if where.scheme == "https" else 80
+    return where.hostname or host, where.port or default_port, public_url.rstrip("/")
+
 
 # What yurt keeps in the data dir, up to a '-' (queue.sqlite3-wal, server-secret, ...).
 DATA_DIR_ENTRIES = frozenset(
@@ -262,13 +285,14 @@ class Platform:
         name = self.config.consul.router_service
         if name is None:
             return
-        where = urlsplit(self.public_url)
-        default_port = 443 if where.scheme == "https" else 80
+        router = self.config.router
+        tls = router.tls_cert is not None
+        host, port, base = instance_address(router.host, self.router.port, tls, self.public_url)
         await self.consul.register_router(
             name,
-            where.hostname or self.config.router.host,
-            where.port or default_port,
-            check_url=f"{self.public_url}/_yurt/health",
+            host,
+            port,
+            check_url=f"{base}/_yurt/health",
             interval=self.config.consul.router_check_interval,
         )
 

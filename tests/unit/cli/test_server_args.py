@@ -21,6 +21,7 @@ def test_server_job_arguments_parse(monkeypatch: pytest.MonkeyPatch) -> None:
     body = json.loads((ROOT / "jobs" / "yurt-server.json").read_text())
     config = body["Job"]["TaskGroups"][0]["Tasks"][0]["Config"]
     interpolated = {
+        "${NOMAD_IP_http}": "10.0.0.5",
         "${NOMAD_PORT_http}": "8080",
         "http://${NOMAD_ADDR_http}": "http://10.0.0.5:8080",
     }
@@ -28,7 +29,7 @@ def test_server_job_arguments_parse(monkeypatch: pytest.MonkeyPatch) -> None:
     assert config["entrypoint"] == ["yurt"]
     parsed = build_parser().parse_args(args)
     server = config_from_args(parsed)
-    assert server.backend == "nomad" and server.router.host == "0.0.0.0"
+    assert server.backend == "nomad" and server.router.host == "10.0.0.5"
     assert server.nomad.driver == "docker" and server.admin_token == "t"
     assert server.router.public_url == "http://10.0.0.5:8080"
 

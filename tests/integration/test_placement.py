@@ -74,7 +74,8 @@ async def test_agent_datacenter_is_read_with_the_token() -> None:
         async with ConsulDiscovery(ConsulConfig(addr=acl.url, token="root"), "yurt") as d:
             assert await d.agent_datacenter() == "east"
         async with ConsulDiscovery(ConsulConfig(addr=acl.url, token="reader"), "yurt") as d:
-            with pytest.raises(ClusterUnauthorized, match=r"agent\.self.*permission denied"):
+            refused = r"agent\.self.*permission denied.*\[nomad\] datacenters"
+            with pytest.raises(ClusterUnauthorized, match=refused):
                 await d.agent_datacenter()
     finally:
         await acl.stop()

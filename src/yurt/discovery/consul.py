@@ -269,7 +269,15 @@ class ConsulDiscovery:
                 CB.json(), "/v1/agent/self", headers=client.prepare_headers(self.config.token)
             )
 
-        reply = await self._retry("agent.self", call)
+        try:
+            reply = await self._retry("agent.self", call)
+        except ClusterUnauthorized as exc:
+            raise ClusterUnauthorized(
+                f"{exc}; or set [nomad] datacenters, so that the agent's need not be read",
+                service="consul",
+                status=exc.status,
+                message=exc.message,
+            ) from exc
         dc = (reply.get("Config") or {}).get("Datacenter") if isinstance(reply, dict) else None
         if not isinstance(dc, str) or not dc:
             raise ClusterError(

@@ -24,6 +24,7 @@ from pydantic import (
 from yurt.aio import LoopName
 from yurt.backoff import capped_backoff
 from yurt.errors import ConfigError
+from yurt.machines import Constraint
 from yurt.spec import TEARDOWN_SLACK_S
 
 MIB = 1024 * 1024
@@ -475,6 +476,36 @@ class ClusterTLS(_Frozen):
         return ", ".join(parts)
 
 
+class VolumeConfig(_Frozen):
+    """A Nomad volume mounted at ``APP_DATA_DIR`` in an app's runners (``[nomad.volumes]``).
+
+    A host volume (``type = "host"``) names one of the clients' ``host_volume`` blocks: the
+    runners of a node share it, so a model downloaded once there stays for the next runner.
+    A CSI volume (``type = "csi"``) names a registered volume; runners on every node share it,
+    so it must allow many writers (or be read-only). Fields as Nomad's ``VolumeRequest``
+    (api/tasks.go:448 at hashicorp/nomad@aa026cc9), checked as its Validate does
+    (nomad/structs/volumes.go:147).
+    """
+
+    type: Literal["host", "csi"]
+    source: str = Field(min_length=1, description="the host volume's or CSI volume's name")
+    read_only: bool = False
+    # Only the modes that let runners of several nodes share one CSI volume: Nomad refuses
+    # single-node modes for a group whose Count exceeds one (volumes.go:210-221).
+    access_mode: Literal["multi-node-multi-writer", "multi-node-reader-only"] | None = Field(
+        default=None, description="CSI only; default multi-node-multi-writer"
+    )
+
+    @model_validator(mode="after")
+    def _modes(self) -> VolumeConfig:
+        if self.type == "host" and self.access_mode is not None:
+            raise ValueError("access_mode is for CSI volumes; leave it out of a host volume")
+        # volumes.go:222-225: a reader-only mode needs a read-only request.
+        if self.access_mode == "multi-node-reader-only" and not self.read_only:
+            raise ValueError("access_mode multi-node-reader-only needs read_only = true")
+        return self
+
+
 class NomadConfig(ClusterTLS):
     """Where and how runners are placed on a Nomad cluster."""
 
@@ -484,9 +515,21 @@ class NomadConfig(ClusterTLS):
     token: str | None = Field(default=None, description="ACL token (X-Nomad-Token)")
     namespace: str = "default"
     region: str = "global"
-    datacenters: tuple[str, ...] = ("*",)
-    node_pool: str = "default"
+    datacenters: tuple[str, ...] | None = Field(
+        default=None,
+        description="the one datacenter runners are placed in; None: the Consul agent's own",
+    )
+    node_pool: str = Field(
+        default="default", description="node pool of apps whose machine type names none"
+    )
     driver: Literal["raw_exec", "docker"] = "raw_exec"
+    user: str | None = Field(
+        default=None, description="user raw_exec runs runners as; None: the Nomad agent's"
+    )
+    volumes: dict[str, VolumeConfig] = Field(
+        default_factory=dict,
+        description="a volume per app id ('owner/app'), or '*' for every other app (docker)",
+    )
     python: str = Field(
         default_factory=lambda: sys.executable,
         description="absolute path of the Python with yurt installed on the nodes (raw_exec)",
@@ -507,6 +550,55 @@ class NomadConfig(ClusterTLS):
     restart_delay: float = Field(
         default=15.0, ge=0, description="seconds before Nomad restarts a runner that exited"
     )
+
+    @field_validator("datacenters")
+    @classmethod
+    def _one_datacenter(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        # The router follows one Consul datacenter (``?dc=``, which takes one name and no
+        # pattern), while Nomad matches each entry as a glob (Node.IsInAnyDC,
+        # nomad/structs/structs.go:2270): a runner placed anywhere else is never routed.
+        if value is None:
+            return value
+        if len(value) != 1 or not value[0] or any(c in value[0] for c in "*?[]"):
+            raise ValueError(
+                f"{list(value)}: give one datacenter name, no pattern, e.g. ['dc1'] (the "
+                "router finds runners in that one Consul datacenter only); leave it unset "
+                "for the Consul agent's own datacenter"
+            )
+        return value
+
+    @field_validator("volumes")
+    @classmethod
+    def _volume_keys(cls, value: dict[str, VolumeConfig]) -> dict[str, VolumeConfig]:
+        bad = sorted(k for k in value if k != "*" and (k.count("/") != 1 or "" in k.split("/")))
+        if bad:
+            raise ValueError(
+                f"keys {bad} are not app ids: use 'owner/app' (as in the app's URL) or '*'"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _driver_settings(self) -> NomadConfig:
+        # raw_exec cannot mount volumes: its capabilities say MountConfigSupportNone
+        # (drivers/rawexec/driver.go:115), and the client then fails the task ("does not
+        # support host volumes", client/allocrunner/taskrunner/volume_hook.go:144).
+        if self.volumes and self.driver != "docker":
+            raise ValueError(
+                f"volumes need driver = 'docker': Nomad cannot mount a volume into a "
+                f"{self.driver} task; raw_exec runners already share the node's files"
+            )
+        # Task.User means the image's user to docker; yurt sets it for raw_exec only.
+        if self.user is not None and self.driver != "raw_exec":
+            raise ValueError("user applies to driver = 'raw_exec'; a docker image sets its USER")
+        return self
+
+    def datacenter(self) -> str | None:
+        """The one datacenter configured, which discovery asks too; None: the agent's own."""
+        return self.datacenters[0] if self.datacenters else None
+
+    def volume_for(self, app_id: str) -> VolumeConfig | None:
+        """The volume of ``app_id``: its own entry, else the ``'*'`` entry, else None."""
+        return self.volumes.get(app_id) or self.volumes.get("*")
 
 
 class ConsulConfig(ClusterTLS):
@@ -540,6 +632,13 @@ class MachineOverride(_Frozen):
     gpu_memory_mib: int | None = Field(default=None, ge=1, description="least MiB per GPU")
     cpu_mhz: int | None = Field(default=None, ge=1, description="CPU a runner reserves (Nomad)")
     memory_mb: int | None = Field(default=None, ge=1, description="memory a runner reserves")
+    node_pool: str | None = Field(
+        default=None, description="Nomad node pool of this type's runners (Nomad only)"
+    )
+    constraints: tuple[Constraint, ...] | None = Field(
+        default=None,
+        description="Nomad constraints on the nodes of this type's runners, all must hold",
+    )
 
     @field_validator("gpu_model_pattern")
     @classmethod

@@ -21,11 +21,68 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MIB_PER_GIB = 1024
+
+# Nomad's constraint operators (``Constraint.Validate`` in nomad/structs/structs.go:10021 at
+# hashicorp/nomad@aa026cc9; the named ones are the constants at structs.go:9979-9988).
+Operator = Literal[
+    "=",
+    "==",
+    "is",
+    "!=",
+    "not",
+    "<",
+    "<=",
+    ">",
+    ">=",
+    "regexp",
+    "version",
+    "semver",
+    "set_contains",
+    "set_contains_all",
+    "set_contains_any",
+    "is_set",
+    "is_not_set",
+    "distinct_hosts",
+    "distinct_property",
+]
+# Operators that take no value (is_set, is_not_set) or may go without one (structs.go:10021).
+_NO_VALUE = frozenset(("is_set", "is_not_set"))
+_OPTIONAL_VALUE = frozenset(("distinct_hosts", "distinct_property"))
+# Machine-type fields that say where a runner goes, not what it is: only the Nomad job reads
+# them (node pool and constraints), so they stay out of what runners are told.
+PLACEMENT_FIELDS = ("node_pool", "constraints")
+
+
+class Constraint(BaseModel):
+    """A Nomad placement constraint: ``attribute operator value``, e.g.
+    ``("${node.class}", "=", "gpu-large")`` (Nomad's ``LTarget``, ``Operand``, ``RTarget``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    attribute: str = Field(default="", description="LTarget, e.g. ${attr.kernel.name}")
+    operator: Operator
+    value: str = Field(default="", description="RTarget")
+
+    @model_validator(mode="after")
+    def _complete(self) -> Constraint:
+        # The rules Nomad's Constraint.Validate applies, so that a typo fails at start, not as
+        # a refused job at the first deploy.
+        if self.operator in _NO_VALUE and self.value:
+            raise ValueError(f"operator {self.operator!r} takes no value, got {self.value!r}")
+        if self.operator not in _NO_VALUE | _OPTIONAL_VALUE and not self.value:
+            raise ValueError(f"operator {self.operator!r} needs a value")
+        if self.operator != "distinct_hosts" and not self.attribute:
+            raise ValueError(f"operator {self.operator!r} needs an attribute, e.g. ${{node.class}}")
+        return self
+
+    def nomad(self) -> dict[str, str]:
+        """The constraint as Nomad's job JSON has it (``Operand`` is required in JSON)."""
+        return {"LTarget": self.attribute, "Operand": self.operator, "RTarget": self.value}
 
 
 class MachineType(BaseModel):
@@ -44,6 +101,10 @@ class MachineType(BaseModel):
     )
     cpu_mhz: int = 1000
     memory_mb: int = 2048
+    # Where runners of this type go on Nomad: a node pool (None: ``[nomad] node_pool``) and
+    # constraints on the nodes, all of which must hold. Set in ``[machines]``.
+    node_pool: str | None = None
+    constraints: tuple[Constraint, ...] = ()
 
     def matches_gpu(self, name: str, memory_mib: int) -> bool:
         """Whether a GPU of this NVML name and memory (MiB) is one of this type's."""

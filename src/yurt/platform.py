@@ -116,12 +116,16 @@ class Platform:
         from yurt.backends.nomad.backend import NomadBackend
         from yurt.discovery.consul import ConsulDiscovery
 
-        self.consul = ConsulDiscovery(self.config.consul, self.config.nomad.job_prefix)
+        nomad = self.config.nomad
+        self.consul = ConsulDiscovery(
+            self.config.consul, nomad.job_prefix, datacenter=nomad.datacenter()
+        )
         self.nomad = NomadBackend(
-            self.config.nomad,
+            nomad,
             self.payload_ref,
             history=self.consul,
             machines=self.config.machine_overrides(),
+            datacenter=self.consul.agent_datacenter,
         )
         self.backend, self.discovery = self.nomad, self.consul
 

@@ -43,7 +43,8 @@ Stricter than Consul: unknown keys in a registration are a 400 (Consul ignores s
 match case-insensitively and without underscores (as Consul's decoder does, so py-consul's
 lowercase keys work) but nothing else; durations given as numbers are refused (Consul reads a
 number as nanoseconds); the token is read from the header only; only HTTP, TCP and TTL checks
-exist. Simpler: one node, one datacenter, no catalog writes, no KV, no ``near``/``filter``;
+exist. Simpler: one node, one datacenter (a health query for another is a 500, as with no
+WAN path to it), no catalog writes, no KV, no ``near``/``filter``;
 ACL rules cover every name (no per-service or prefix rules), and denials say less than Consul's;
 ``X-Consul-Index`` is per service name rather than the max of Consul's tables.
 """
@@ -643,6 +644,11 @@ class ConsulDouble:
 
     async def _health(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
+        # ``?dc=`` names the datacenter asked, the agent's own when absent (parseDC in
+        # agent/http.go); the one datacenter here has no path to any other, which Consul
+        # answers 500 "No path to datacenter" (errNoDCPath, agent/structs/errors.go).
+        if request.query.get("dc", self.datacenter) != self.datacenter:
+            return web.Response(status=500, text="No path to datacenter")
         wait, min_index = _blocking_params(request, DEFAULT_WAIT, MAX_WAIT)
         if min_index:
             deadline = time.monotonic() + wait + random.uniform(0, wait / 16)

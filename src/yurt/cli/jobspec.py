@@ -1,9 +1,10 @@
 """``yurt jobspec FILE::Class``: print the Nomad job that ``yurt deploy`` would have submitted.
 
 The job is built here, from the App and the configuration (``--config``, flags, Nomad's
-variables), exactly as the server builds it. Two values only the server knows are shown as
-placeholders: the payload token (the server derives it from a key of its own) and, unless
-``--server`` is given, the server's URL.
+variables), exactly as the server builds it. What only the server knows is shown as
+placeholders: the payload token (the server derives it from a key of its own), unless
+``--server`` is given the server's URL, and unless ``[nomad] datacenters`` is set the
+datacenter (the server asks its Consul agent).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from yurt.config import server_url_env
 from yurt.errors import YurtError
 
 TOKEN_PLACEHOLDER = "<payload token: issued by the server at deploy>"
+DATACENTER_PLACEHOLDER = "<the Consul agent's datacenter: read by the server at start>"
 
 
 def add_parser(commands: Any) -> None:
@@ -67,6 +69,7 @@ def handle(args: argparse.Namespace) -> int:
             config.nomad,
             count=args.count,
             machines=config.machine_overrides(),
+            datacenters=(DATACENTER_PLACEHOLDER,),
         )
     except YurtError as exc:
         print(f"yurt jobspec: {exc}", file=sys.stderr)

@@ -53,7 +53,7 @@ def add_cluster_options(p: argparse.ArgumentParser) -> None:
         action="append",
         default=None,
         dest="datacenters",
-        help="a datacenter runners may be placed in (repeat; default: all)",
+        help="the datacenter runners are placed in and found in (default: the Consul agent's)",
     )
 
 

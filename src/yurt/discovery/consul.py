@@ -195,9 +195,14 @@ def _log_retry(state: RetryCallState) -> None:
 class ConsulDiscovery:
     """Healthy runners per app from Consul's blocking health queries (a ``Discovery``)."""
 
-    def __init__(self, config: ConsulConfig, job_prefix: str) -> None:
+    def __init__(
+        self, config: ConsulConfig, job_prefix: str, *, datacenter: str | None = None
+    ) -> None:
         self.config = config
         self.job_prefix = job_prefix
+        # The datacenter the health queries ask (``?dc=``; None: the agent's own, as Consul's
+        # parseDC defaults it in agent/http.go): where the runners are placed.
+        self.datacenter = datacenter
         self._host, self._port, self._scheme = parse_addr(
             config.addr, service="consul", default_port=CONSUL_PORT
         )
@@ -246,11 +251,41 @@ class ConsulDiscovery:
                 port=self._port,
                 scheme=self._scheme,
                 token=self.config.token,
+                dc=self.datacenter,
                 # Ours, not py-consul's: it reads CONSUL_HTTP_SSL_VERIFY when this is None.
                 verify=self.config.verify_tls,
                 connections_timeout=timeout,
             )
         return self._consul
+
+    async def agent_datacenter(self) -> str:
+        """The datacenter of the Consul agent we talk to (``GET /v1/agent/self``, needs
+        ``agent:read``): ``Config.Datacenter``, as ``AgentSelf`` in hashicorp/consul
+        agent/agent_endpoint.go fills it. py-consul's ``agent.self()`` sends no token."""
+        client = self._client()
+
+        async def call() -> Any:
+            return await client.http.get(
+                CB.json(), "/v1/agent/self", headers=client.prepare_headers(self.config.token)
+            )
+
+        try:
+            reply = await self._retry("agent.self", call)
+        except ClusterUnauthorized as exc:
+            raise ClusterUnauthorized(
+                f"{exc}; or set [nomad] datacenters, so that the agent's need not be read",
+                service="consul",
+                status=exc.status,
+                message=exc.message,
+            ) from exc
+        dc = (reply.get("Config") or {}).get("Datacenter") if isinstance(reply, dict) else None
+        if not isinstance(dc, str) or not dc:
+            raise ClusterError(
+                "consul agent.self: no Config.Datacenter in the agent's answer; set "
+                "[nomad] datacenters to the datacenter runners run in",
+                service="consul",
+            )
+        return dc
 
     # -- Discovery protocol ----------------------------------------------------------------
 

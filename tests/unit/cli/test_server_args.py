@@ -75,9 +75,15 @@ def test_deploy_and_jobspec_arguments() -> None:
         "me",
     )
     args = build_parser().parse_args(
-        ["jobspec", "a.py::A", "--nomad-driver", "docker", "--datacenter", "a", "--datacenter", "b"]
+        ["jobspec", "a.py::A", "--nomad-driver", "docker", "--datacenter", "a"]
     )
-    assert config_from_args(args).nomad.datacenters == ("a", "b")
+    assert config_from_args(args).nomad.datacenters == ("a",)
+    # Discovery follows one Consul datacenter: a second is refused, not silently unrouted.
+    args = build_parser().parse_args(
+        ["jobspec", "a.py::A", "--datacenter", "a", "--datacenter", "b"]
+    )
+    with pytest.raises(ConfigError, match="one datacenter name"):
+        config_from_args(args)
 
 
 def test_machine_catalog_changes_are_checked() -> None:

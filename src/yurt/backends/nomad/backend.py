@@ -14,7 +14,7 @@ import contextlib
 import hashlib
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,8 +64,13 @@ class NomadBackend(AllocationWatch):
         client: NomadClient | None = None,
         history: HealthHistory | None = None,
         machines: Mapping[str, Mapping[str, Any]] | None = None,
+        datacenter: Callable[[], Awaitable[str]] | None = None,
     ) -> None:
         self.config = config
+        # Where runners go when [nomad] datacenters is unset: the Consul agent's datacenter,
+        # asked once at start, so that discovery (which asks that agent) sees every runner.
+        self._datacenter_source = datacenter
+        self.datacenters: tuple[str, ...] | None = config.datacenters
         self.links = links
         self.machines = dict(machines or {})  # the server's changes to the machine catalog
         self.client = client or NomadClient(config)
@@ -82,6 +87,9 @@ class NomadBackend(AllocationWatch):
         """Check that Nomad answers (and accepts our token); raises a ``ClusterError``."""
         version = await self.client.agent_version()
         log.info("nomad_connected", addr=self.config.addr, version=version)
+        if self.datacenters is None and self._datacenter_source is not None:
+            self.datacenters = (await self._datacenter_source(),)
+            log.info("nomad_datacenters", datacenters=list(self.datacenters), source="consul")
 
     async def stop(self, grace: float | None = None) -> None:
         """End the watches; the jobs and their runners stay (a restarted server adopts them)."""
@@ -153,7 +161,13 @@ class NomadBackend(AllocationWatch):
                 )
                 await self._scale(app)  # raises if Nomad refuses it for good
             job = build_job(
-                app_id, spec, ref, self.config, count=app.target, machines=self.machines
+                app_id,
+                spec,
+                ref,
+                self.config,
+                count=app.target,
+                machines=self.machines,
+                datacenters=self.datacenters,
             )
             app.ask = ask_of(job, GROUP)
             digest = job_digest(job)

@@ -14,6 +14,11 @@ Facts it follows (see NOMAD_CONSUL.md in the shared reference):
   so it covers the payload download, an image pull and the model load, not the load alone;
 - Nomad gives a GPU task only ``NVIDIA_VISIBLE_DEVICES``; the runner sets ``CUDA_VISIBLE_DEVICES``
   from it, and the docker driver picks the nvidia runtime itself (no ``runtime`` here).
+- placement (hashicorp/nomad@aa026cc9): an empty ``Datacenters`` means ``["*"]``
+  (nomad/structs/structs.go:4687) and each entry is a glob (structs.go:2270); ``NodePool``
+  defaults to ``default`` (nomad/structs/node_pool.go:26); constraints all hold, and JSON needs
+  their ``Operand``; volumes are the group's ``Volumes`` plus the task's ``VolumeMounts``
+  (api/tasks.go:448-475), and raw_exec mounts none (drivers/rawexec/driver.go:115);
 - a task's environment is its ``Env``, the NOMAD_* variables and, for raw_exec, the Nomad
   client's own environment less its ``env.denylist`` (NOMAD_TOKEN, CONSUL_HTTP_TOKEN,
   VAULT_TOKEN, cloud keys by default): never the yurt server's, so ``Env`` is the only way a
@@ -24,16 +29,17 @@ from __future__ import annotations
 
 import json
 import posixpath
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from yurt.backends.nomad.naming import GROUP, PORT_LABEL, TASK, TOKEN_ENV, PayloadRef, job_id
-from yurt.config import NomadConfig
+from yurt.config import NomadConfig, VolumeConfig
 from yurt.errors import AppDefinitionError, ConfigError, DeployError
-from yurt.machines import CATALOG, MachineType, with_overrides
+from yurt.machines import CATALOG, PLACEMENT_FIELDS, MachineType, with_overrides
 from yurt.spec import TEARDOWN_SLACK_S, AppSpec
 
 __all__ = [
+    "APP_DATA_DIR",
     "BASIC_HEALTH_PATH",
     "CONTAINER_PORT",
     "HEALTH_PATH",
@@ -47,6 +53,7 @@ __all__ = [
     "check",
     "gpu_device",
     "ns",
+    "placement",
     "register_body",
     "resources",
     "runner_args",
@@ -90,6 +97,11 @@ MIN_CHECK_TIMEOUT_S = 1.0
 # the local backend polls it). Nomad keeps the query: createCheckReg resolves Path with
 # url.Parse + ResolveReference (command/agent/consul/service_client.go:2054-2058).
 BASIC_HEALTH_PATH = HEALTH_PATH + "?basic=1"
+# Where an app's volume (``[nomad.volumes]``) is mounted in its runners, told to the app as
+# YURT_APP_DATA_DIR; Hugging Face's cache (HF_HOME) lives under it, so weights a runner
+# downloaded are there for the next runner that shares the volume.
+APP_DATA_DIR = "/data"
+VOLUME_NAME = "yurt-data"
 
 
 def ns(seconds: float) -> int:
@@ -105,15 +117,19 @@ def build_job(
     *,
     count: int = 0,
     machines: Mapping[str, Mapping[str, Any]] | None = None,
+    datacenters: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """The Nomad Job object (not wrapped in ``{"Job": ...}``) that runs ``app_id``'s runners.
 
     One service job named ``naming.job_id``, one group ``runner`` of ``count`` allocations, each
     a runner that downloads ``payload`` at start. ``machines`` are the server's changes to the
     machine catalog (``ServerConfig.machine_overrides()``): they size the task and its GPU
-    request, and the runner gets them too, for its own GPU check. Raises ``ConfigError`` for a
-    raw_exec Python that is not an absolute path, ``AppDefinitionError`` for machine types that
-    cannot be placed, and ``DeployError`` for a count outside ``0..spec.max_concurrency``.
+    request, and the runner gets them too, for its own GPU check; their node pool and
+    constraints place it (``placement``). ``datacenters`` are where the server found Consul's
+    agent (``config.datacenters`` wins; with neither, Nomad's ``*``). Raises ``ConfigError``
+    for a raw_exec Python that is not an absolute path, ``AppDefinitionError`` for machine
+    types that cannot be placed, and ``DeployError`` for a count outside
+    ``0..spec.max_concurrency``.
     """
     if not 0 <= count <= spec.max_concurrency:
         raise DeployError(
@@ -122,14 +138,15 @@ def build_job(
         )
     name = job_id(config.job_prefix, app_id)
     owner, _, _ = app_id.rpartition("/")
+    pool, _ = placement(spec, with_overrides(machines or {}), config)
     return {
         "ID": name,
         "Name": name,
         "Type": "service",
         "Namespace": config.namespace,
         "Region": config.region,
-        "Datacenters": list(config.datacenters),
-        "NodePool": config.node_pool,
+        "Datacenters": list(config.datacenters or datacenters or ("*",)),
+        "NodePool": pool,
         "Priority": 50,
         "AllAtOnce": False,
         "Meta": {
@@ -169,6 +186,33 @@ def timings(spec: AppSpec, config: NomadConfig) -> dict[str, int]:
     }
 
 
+def placement(
+    spec: AppSpec, catalog: Mapping[str, MachineType], config: NomadConfig
+) -> tuple[str, list[dict[str, str]]]:
+    """The node pool and the constraints of the app's runners, from its machine type(s).
+
+    A job has one node pool (``Job.NodePool``), and constraints all hold, so the types an
+    app lists as fallbacks must agree on both: otherwise no node of one type's pool could take
+    a runner of the other, and that is an ``AppDefinitionError`` naming the difference.
+    """
+    types = _machine_types(spec, catalog)
+    seen = {(t.node_pool or config.node_pool, t.constraints) for t in types}
+    if len(seen) > 1:
+        listed = "; ".join(
+            f"{t.name}: node_pool={t.node_pool or config.node_pool!r}, "
+            f"constraints={[c.nomad() for c in t.constraints]}"
+            for t in types
+        )
+        raise AppDefinitionError(
+            f"{spec.class_name}: machine_type {spec.machine_types} places its types apart "
+            f"({listed}); one Nomad job has one node pool and constraints that all hold: "
+            "list only types with the same placement, or give them the same [machines] "
+            "node_pool and constraints"
+        )
+    pool, constraints = seen.pop()
+    return pool, [c.nomad() for c in constraints]
+
+
 def _group(
     name: str,
     app_id: str,
@@ -183,6 +227,13 @@ def _group(
     port: dict[str, Any] = {"Label": PORT_LABEL}
     if config.driver == "docker":
         port["To"] = CONTAINER_PORT
+    _, constraints = placement(spec, with_overrides(machines), config)
+    volume = config.volume_for(app_id)
+    extra: dict[str, Any] = {}
+    if constraints:
+        extra["Constraints"] = constraints
+    if volume is not None:
+        extra["Volumes"] = {VOLUME_NAME: _volume(volume)}
     return {
         "Name": GROUP,
         "Count": count,
@@ -218,7 +269,28 @@ def _group(
         # lets the router's discovery drop a runner that Nomad stops (drain, rollout) before
         # it stops answering.
         "ShutdownDelay": ns(config.check_interval),
-        "Tasks": [_task(spec, payload, config, machines)],
+        **extra,
+        "Tasks": [_task(spec, payload, config, machines, volume)],
+    }
+
+
+def _volume(volume: VolumeConfig) -> dict[str, Any]:
+    """The group's VolumeRequest (api/tasks.go:448), as nomad/structs/volumes.go:147 checks it.
+
+    A host volume takes no access or attachment mode here (a client's static host_volume has
+    none) and no mount options (volumes.go:177); a CSI volume needs both modes (volumes.go:200,
+    209), and only ``file-system`` can be mounted at a path.
+    """
+    csi = volume.type == "csi"
+    return {
+        "Name": VOLUME_NAME,
+        "Type": volume.type,
+        "Source": volume.source,
+        "ReadOnly": volume.read_only,
+        "Sticky": False,
+        "PerAlloc": False,
+        "AccessMode": (volume.access_mode or "multi-node-multi-writer") if csi else "",
+        "AttachmentMode": "file-system" if csi else "",
     }
 
 
@@ -315,6 +387,7 @@ def _task(
     payload: PayloadRef,
     config: NomadConfig,
     machines: Mapping[str, Mapping[str, Any]],
+    volume: VolumeConfig | None = None,
 ) -> dict[str, Any]:
     """The runner task.
 
@@ -338,13 +411,29 @@ def _task(
         # The image's entrypoint is ``python -m yurt.runner``.
         args = runner_args(payload, machines)
         driver_config = {"image": config.image, "args": args, "ports": [PORT_LABEL]}
-    return {
-        "Name": TASK,
-        "Driver": config.driver,
-        "Config": driver_config,
-        # What the runner needs and nothing of the server's (no NomadConfig.token): user code
-        # runs in the task, and anyone allowed to read the job reads its Env.
-        "Env": {TOKEN_ENV: payload.token, "PYTHONUNBUFFERED": "1"},
+    # What the runner needs and nothing of the server's (no NomadConfig.token): user code
+    # runs in the task, and anyone allowed to read the job reads its Env.
+    env = {TOKEN_ENV: payload.token, "PYTHONUNBUFFERED": "1"}
+    task: dict[str, Any] = {"Name": TASK, "Driver": config.driver}
+    if config.user is not None:
+        # raw_exec's executor runs the command as Task.User (drivers/rawexec/driver.go:436);
+        # the Nomad client must run as root to switch users.
+        task["User"] = config.user
+    task["Config"] = driver_config
+    if volume is not None:
+        env |= {"YURT_APP_DATA_DIR": APP_DATA_DIR, "HF_HOME": f"{APP_DATA_DIR}/huggingface"}
+        # api/tasks.go:469 VolumeMount, with the defaults its Canonicalize writes.
+        task["VolumeMounts"] = [
+            {
+                "Volume": VOLUME_NAME,
+                "Destination": APP_DATA_DIR,
+                "ReadOnly": volume.read_only,
+                "PropagationMode": "private",
+                "SELinuxLabel": "",
+            }
+        ]
+    return task | {
+        "Env": env,
         "Resources": resources(spec, with_overrides(machines)),
         "KillTimeout": ns(spec.termination_grace_period_seconds + KILL_SLACK_S),
         "KillSignal": "SIGTERM",
@@ -355,8 +444,17 @@ def _task(
 def runner_args(
     payload: PayloadRef, machines: Mapping[str, Mapping[str, Any]] | None = None
 ) -> list[str]:
-    """The runner's arguments after ``python -m yurt.runner`` (the token travels in the env)."""
-    extra = ["--machines", json.dumps(machines, sort_keys=True)] if machines else []
+    """The runner's arguments after ``python -m yurt.runner`` (the token travels in the env).
+
+    The runner gets the catalog changes it checks GPUs by, not placement (``PLACEMENT_FIELDS``):
+    a constraint's ``${node.class}`` in a task's args would be interpolated by Nomad.
+    """
+    told = {
+        name: kept
+        for name, fields in (machines or {}).items()
+        if (kept := {k: v for k, v in fields.items() if k not in PLACEMENT_FIELDS})
+    }
+    extra = ["--machines", json.dumps(told, sort_keys=True)] if told else []
     return [
         "--payload-url",
         payload.url,

@@ -399,7 +399,8 @@ def test_health_check_and_update_policy() -> None:
     assert (check["Type"], check["Path"]) == ("http", HEALTH_PATH)
     assert (check["Interval"], check["Timeout"]) == (ns(7), ns(3))
     update = group(job)["Update"]
-    assert (update["MaxParallel"], update["HealthCheck"]) == (1, "checks")
+    # MaxParallel 0: Nomad opens no deployment, which would block scaling (see _update).
+    assert (update["MaxParallel"], update["HealthCheck"]) == (0, "checks")
     assert update["AutoRevert"] is False
     assert group(job)["Scaling"] == {"Type": "horizontal", "Min": 0, "Max": 3, "Enabled": True}
     assert group(job)["RestartPolicy"]["Delay"] == ns(15)

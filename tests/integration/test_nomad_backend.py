@@ -342,3 +342,42 @@ async def test_bad_token_is_a_clear_error(tmp_path: Path) -> None:
     finally:
         await backend.stop()
         await nomad.stop()
+
+
+async def test_a_failing_app_scales_to_zero_at_once(cluster: Cluster) -> None:
+    """An app whose setup() raises goes to Count 0 when asked, no deployment in the way.
+
+    With a deployment (MaxParallel > 0 and Nomad's default progress deadline) the failed
+    runner is rescheduled and the deployment stays active for minutes, refusing the scale.
+    """
+    failures: list[StartFailure] = []
+    backend = cluster.backend()
+    backend.add_failure_listener(failures.append)
+    await backend.start()
+    try:
+        await backend.ensure_app(APP, build_spec(Broken), cluster.payload(Broken))
+        await backend.set_target(APP, 1)
+        await wait_until(lambda: failures, what="a start failure")
+        await wait_until(
+            lambda: any(a.client_status == "failed" for a in cluster.nomad.allocations(JOB)),
+            what="the allocation failed past its restarts",
+        )
+        with capture_logs() as logs:
+            await backend.set_target(APP, 0)
+        assert "nomad_scale_deferred" not in [e["event"] for e in logs]
+        assert cluster.nomad.jobs[JOB]["TaskGroups"][0]["Count"] == 0
+        assert not [d for d in cluster.nomad.deployments(JOB) if d["Status"] == "running"]
+        await wait_until(
+            lambda: not any(a.live for a in cluster.nomad.allocations(JOB)),
+            what="no allocation left to run",
+        )
+        await wait_until(
+            lambda: (
+                not backend.runners(APP)
+                or all(v.state == RunnerState.CRASH_BACKOFF for v in backend.runners(APP))
+            ),
+            what="no runner listed",
+        )
+    finally:
+        await backend.deregister_all()
+        await backend.stop()

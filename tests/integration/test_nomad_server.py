@@ -232,3 +232,24 @@ async def test_a_runner_nomad_cannot_place_fails_its_callers_at_once(server: Ser
 
     await wait_until(cleared, what="the placement failure to clear")
     assert [a.gpus for a in server.nomad.allocations(job_id("yurt", app_id))] == [["GPU-h100"]]
+
+
+async def test_a_burst_places_runners_while_earlier_ones_still_load(server: Server) -> None:
+    """A burst after one runner was placed gets max_concurrency runners, none healthy yet."""
+    target = f"{ROOT}/tests/integration/nomad_scaling_apps.py::Loading"
+    app_id = (await deploy(server, target))["app_id"]
+    job = job_id("yurt", app_id)
+
+    def live() -> int:
+        return sum(a.live for a in server.nomad.allocations(job))
+
+    async def submit() -> None:
+        status, body = await server.post(f"{server.url}/queue/{app_id}", {})
+        assert status == 200, body
+
+    await submit()
+    await wait_until(lambda: server.count(app_id) == 1 and live() == 1, what="a first runner")
+    for _ in range(7):  # 8 waiting, one runner each: max_concurrency (4) runners
+        await submit()
+    await wait_until(lambda: server.count(app_id) == 4 and live() == 4, what="four runners")
+    assert server.consul.entries(job, passing=True) == []  # none of them has loaded

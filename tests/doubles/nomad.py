@@ -58,6 +58,9 @@ Reproduces these facts of NOMAD_CONSUL.md:
 - Blocking reads: ``index``/``wait`` as Nomad's parseWait reads them (Go duration, "Invalid wait
   time"/"Invalid index" 400), wait capped at 300 s plus up to wait/16 jitter; index 0 never
   blocks; one table-wide index in ``X-Nomad-Index`` on every read.
+- ``leaderless``: while a test sets it, every call answers 500 "No cluster leader", as a
+  server does during an election (nomad/structs/errors.go:14; an uncoded error is a 500,
+  command/agent/http.go:710).
 - ACL: with ``token`` set every endpoint wants ``X-Nomad-Token`` (403 "Permission denied" when
   missing, "ACL token not found" when wrong).
 
@@ -214,6 +217,7 @@ class NomadDouble:
         self.gpus = list(gpus or [])
         self.poll = poll
         self.max_kill_timeout = max_kill_timeout
+        self.leaderless = False  # a test hook: every call is 500 "No cluster leader"
         self.requests: list[tuple[str, str]] = []
         self._jobs: dict[str, _Job] = {}
         self._allocs: dict[str, Allocation] = {}
@@ -869,6 +873,8 @@ class NomadDouble:
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
         self.requests.append((request.method, request.path))
+        if self.leaderless:
+            return web.Response(status=500, text="No cluster leader")
         if self.token is not None:
             given = request.headers.get("X-Nomad-Token")
             if given is None:

@@ -122,8 +122,9 @@ class NomadBackend(AllocationWatch):
         preserved Count against the new ``Scaling.Max``, so nothing else would ever lower it.
         Nomad stops the highest name indexes then, whatever they are doing: at re-registration
         nothing better is possible (the new maximum holds at once), and it is logged
-        (``nomad_count_above_max``). Should that scale be deferred (a deployment runs), the job
-        is registered with the lowered Count itself rather than preserving the one above it.
+        (``nomad_count_above_max``). Should that scale be deferred (Nomad has no leader, or a
+        job an older yurt registered is still deploying), the job is registered with the
+        lowered Count itself rather than preserving the one above it.
         """
         data = await asyncio.to_thread(payload.read_bytes)
         header, _ = read_header(data)
@@ -199,7 +200,11 @@ class NomadBackend(AllocationWatch):
         await self._scale(app)
 
     async def roll(self, app_id: str) -> None:
-        """Nothing to do: Nomad rolls a re-registered job itself (its Update block)."""
+        """Nothing to do: Nomad replaces the runners of a re-registered job itself.
+
+        With no deployments (``jobspec._update``) it replaces them all at once, so a redeploy
+        leaves a gap while the new runners load; a surge of yurt's own is not built yet.
+        """
 
     def target(self, app_id: str) -> int:
         """The runner count last asked for (Nomad has it, or is being asked until it does)."""

@@ -34,7 +34,8 @@ Reproduces these facts of NOMAD_CONSUL.md:
   and not Unlimited, or the allocation belongs to the job's current deployment and that has
   failed (scheduler/reconciler/reconcile_cluster.go:951-957): such an allocation waits, failed
   and counted, until a new job version makes another deployment current.
-- Stopping sends KillSignal (default SIGINT, as Nomad does for raw_exec) to the process group,
+- Stopping deregisters the group services, waits the group's ShutdownDelay, then sends
+  KillSignal (default SIGINT, as Nomad does for raw_exec) to the process group,
   then SIGKILL after KillTimeout, capped at the client's ``max_kill_timeout`` (30 s by default,
   command/agent/config.go:1852; the cap is client/allocrunner/taskrunner/driver_handle.go:29).
 - Count up places at the lowest free name indexes; count down stops the highest first. Stopping
@@ -669,6 +670,12 @@ class NomadDouble:
     async def _finish(self, alloc: Allocation) -> None:
         task = alloc.task
         proc = alloc.proc
+        # PreKill: group services leave Consul first, then ShutdownDelay passes before the
+        # task is signalled (client/allocrunner/group_service_hook.go:233-259).
+        await self._deregister_services(alloc)
+        delay = (alloc.group_spec.get("ShutdownDelay") or 0) / NS
+        if delay and proc is not None and proc.returncode is None:
+            await asyncio.sleep(delay)
         if proc is not None and proc.returncode is None:
             alloc.event("Killing", "Sent interrupt")
             await kill_process(proc, task.get("KillSignal", ""), self._kill_timeout(task))

@@ -24,3 +24,36 @@ class Loading(yurt.App, keep_alive=300, max_concurrency=4, startup_timeout=600):
     @yurt.endpoint("/")
     def answer(self, body: Nothing) -> Nothing:
         return body
+
+
+SETUP_S = 6.0  # long enough that a request waiting for a runner to load shows it
+
+
+class Revision(BaseModel):
+    revision: str
+
+
+class OneRunner(yurt.App, keep_alive=300, min_concurrency=1, max_concurrency=1):
+    """One runner that loads for SETUP_S and says it is the first revision."""
+
+    app_name = "one-runner"
+
+    def setup(self) -> None:
+        time.sleep(SETUP_S)
+
+    @yurt.endpoint("/")
+    def answer(self, body: Nothing) -> Revision:
+        return Revision(revision="v1")
+
+
+class OneRunnerV2(yurt.App, keep_alive=300, min_concurrency=1, max_concurrency=1):
+    """The same app's next revision."""
+
+    app_name = "one-runner"
+
+    def setup(self) -> None:
+        time.sleep(SETUP_S)
+
+    @yurt.endpoint("/")
+    def answer(self, body: Nothing) -> Revision:
+        return Revision(revision="v2")

@@ -69,6 +69,9 @@ class _App:
     watch: asyncio.Task[None] | None = None
     evals_watch: asyncio.Task[None] | None = None
     scaler: asyncio.Task[None] | None = None
+    revision: str = ""  # the payload revision the job runs
+    surge: asyncio.Task[None] | None = None  # rolling a new revision (``surge``)
+    surging: str = ""  # the digest of the job the surge rolls
 
 
 class Scaling:

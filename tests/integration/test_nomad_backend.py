@@ -390,3 +390,31 @@ async def test_a_failing_app_scales_to_zero_at_once(cluster: Cluster) -> None:
     finally:
         await backend.deregister_all()
         await backend.stop()
+
+
+async def test_a_new_revision_that_cannot_start_leaves_the_old_one_serving(
+    cluster: Cluster,
+) -> None:
+    """A redeploy whose runners fail in setup() changes nothing: the old runner stays."""
+    backend = cluster.backend()
+    await backend.start()
+    try:
+        await backend.ensure_app(APP, build_spec(Tiny), cluster.payload(Tiny))
+        await backend.set_target(APP, 1)
+        await wait_until(lambda: len(cluster.discovery.healthy(APP)) == 1, what="one healthy")
+        [runner] = cluster.running()
+        revision = cluster.nomad.jobs[JOB]["Meta"]["yurt_revision"]
+        with capture_logs() as logs:
+            await backend.ensure_app(APP, build_spec(Broken), cluster.payload(Broken))
+            await wait_until(
+                lambda: "nomad_surge_ended" in [e["event"] for e in logs],
+                what="the surge to give up",
+            )
+        assert "nomad_surge_failed" in [e["event"] for e in logs]
+        assert cluster.nomad.jobs[JOB]["Meta"]["yurt_revision"] == revision
+        assert cluster.running() == [runner]
+        assert not cluster.nomad.running(JOB + "-surge")
+        assert [e.runner_id for e in cluster.discovery.healthy(APP)] == [runner]
+    finally:
+        await backend.deregister_all()
+        await backend.stop()

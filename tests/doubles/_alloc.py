@@ -52,6 +52,7 @@ class Allocation:
     previous: str = ""
     next: str = ""
     reschedules: int = 0
+    held: bool = False  # failed, its reschedule held back by a failed deployment
     proc: Process | None = None
     supervisor: asyncio.Task[None] | None = None
 

@@ -22,12 +22,22 @@ Reproduces these facts of NOMAD_CONSUL.md:
   deregistered when the allocation stops.
 - check_restart: the check is polled every ``poll`` s, ignored until Grace has passed since the
   allocation was created (group services, nomad#25318), and the task restarted once it has
-  been unhealthy for Interval x (Limit-1). Restarts count against RestartPolicy (Attempts
-  within Interval, after Delay); past them the allocation fails and ReschedulePolicy places a
-  replacement with the same name index after Delay (doubling up to MaxDelay when exponential),
-  unless Attempts is 0 and not Unlimited.
-- Stopping sends KillSignal (default SIGINT, as Nomad does for raw_exec) to the process group,
-  then SIGKILL after KillTimeout.
+  been unhealthy for Interval x (Limit-1). The restart's "Restart Signaled" event carries
+  ``RestartReason`` ``healthcheck: check "<name>" unhealthy``
+  (client/serviceregistration/watcher.go:94-96), and the grace is re-armed from the restart:
+  the watcher drops the check when it restarts the task (watcher.go:313-316), the group
+  service hook registers the services again before the task restarts
+  (client/allocrunner/group_service_hook.go:212-223), and a watch starts its grace anew
+  (watcher.go:195-196). Restarts count against RestartPolicy (Attempts within Interval, after
+  Delay); past them the allocation fails and ReschedulePolicy places a replacement with the
+  same name index after Delay (doubling up to MaxDelay when exponential), unless Attempts is 0
+  and not Unlimited, or the allocation belongs to the job's current deployment and that has
+  failed (scheduler/reconciler/reconcile_cluster.go:951-957): such an allocation waits, failed
+  and counted, until a new job version makes another deployment current.
+- Stopping deregisters the group services, waits the group's ShutdownDelay, then sends
+  KillSignal (default SIGINT, as Nomad does for raw_exec) to the process group,
+  then SIGKILL after KillTimeout, capped at the client's ``max_kill_timeout`` (30 s by default,
+  command/agent/config.go:1852; the cap is client/allocrunner/taskrunner/driver_handle.go:29).
 - Count up places at the lowest free name indexes; count down stops the highest first. Stopping
   one allocation places a replacement with the same index. Scale is 400 outside Scaling
   Min/Max and while a deployment is active ("job scaling blocked due to active deployment").
@@ -37,18 +47,29 @@ Reproduces these facts of NOMAD_CONSUL.md:
   other changes replace MaxParallel allocations at a time, stopping the old one as the new one
   is placed (a destructive update, not a canary). An allocation is healthy when its task runs
   and its checks pass (HealthCheck "checks"; "task_states" skips the checks) for
-  MinHealthyTime; not healthy within HealthyDeadline fails the deployment. A new registration
-  cancels an active deployment.
+  MinHealthyTime; one that fails or is not healthy within HealthyDeadline is unhealthy. With
+  ProgressDeadline 0 the first unhealthy allocation fails the deployment
+  (nomad/deploymentwatcher/deployment_watcher.go:706-709); with a ProgressDeadline it does so
+  only when the allocation cannot be rescheduled any more (deployment_watcher.go:712-720),
+  else the allocation is replaced (deployment_watcher.go:611-617) and the deployment stays
+  active until RequireProgressBy: ProgressDeadline after its first placement, pushed on by
+  each allocation that turns healthy (nomad/state/state_store.go:6022-6034). Meanwhile every
+  scale is refused (nomad/job_endpoint.go:1063-1064). A new registration cancels an active
+  deployment.
 - Blocking reads: ``index``/``wait`` as Nomad's parseWait reads them (Go duration, "Invalid wait
   time"/"Invalid index" 400), wait capped at 300 s plus up to wait/16 jitter; index 0 never
   blocks; one table-wide index in ``X-Nomad-Index`` on every read.
+- ``leaderless``: while a test sets it, every call answers 500 "No cluster leader", as a
+  server does during an election (nomad/structs/errors.go:14; an uncoded error is a 500,
+  command/agent/http.go:710).
 - ACL: with ``token`` set every endpoint wants ``X-Nomad-Token`` (403 "Permission denied" when
   missing, "ACL token not found" when wrong).
 
 Simpler than Nomad: one node, one task per group (the first), no canaries, auto-revert or
-plans; placement is immediate (its evaluations settle on the next tick); deployments have no
-promote/fail endpoints; ``Restart Mode "delay"`` fails like "fail"; log streaming answers only
-``plain=true``.
+plans; a running allocation that misses its HealthyDeadline is marked unhealthy but not
+replaced; the reschedule tracker ignores its Interval; placement is immediate (its
+evaluations settle on the next tick); deployments have no promote/fail endpoints; ``Restart
+Mode "delay"`` fails like "fail"; log streaming answers only ``plain=true``.
 """
 
 from __future__ import annotations
@@ -56,6 +77,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import random
 import re
 import signal
@@ -110,6 +132,8 @@ class _Deployment:
     status: str = "running"
     description: str = "Deployment is running"
     started: float = field(default_factory=time.monotonic)
+    # RequireProgressBy per group (monotonic), from the first placement on.
+    progress_by: dict[str, float] = field(default_factory=dict)
 
     @property
     def active(self) -> bool:
@@ -183,6 +207,7 @@ class NomadDouble:
         region: str = "global",
         gpus: list[dict[str, Any]] | None = None,
         poll: float = 1.0,
+        max_kill_timeout: float = 30.0,
     ) -> None:
         self.consul = consul
         self.work_dir = Path(work_dir)
@@ -192,6 +217,8 @@ class NomadDouble:
         self.region = region
         self.gpus = list(gpus or [])
         self.poll = poll
+        self.max_kill_timeout = max_kill_timeout
+        self.leaderless = False  # a test hook: every call is 500 "No cluster leader"
         self.requests: list[tuple[str, str]] = []
         self._jobs: dict[str, _Job] = {}
         self._allocs: dict[str, Allocation] = {}
@@ -429,6 +456,7 @@ class NomadDouble:
             alloc.deployment_id = deployment.id
             if group["Name"] in deployment.groups:
                 deployment.groups[group["Name"]]["PlacedAllocs"] += 1
+                self._start_progress(deployment, group)
         self._allocs[alloc.id] = alloc
         self._touch(alloc)
         alloc.supervisor = self._spawn(self._supervise(alloc))
@@ -467,6 +495,8 @@ class NomadDouble:
             if a.job_id == job.spec["ID"] and a.group == group["Name"] and a.live
         ]
         for alloc in live:
+            if alloc.terminal:
+                continue  # awaits a reschedule, no update (reconcile_cluster.go:417)
             if alloc.job_version != job.version and not destructive(alloc.group_spec, group):
                 alloc.job, alloc.job_version = job.spec, job.version  # an in-place update
                 if deployment and deployment.job_version == job.version:
@@ -475,7 +505,15 @@ class NomadDouble:
                         None,
                         None,
                     )
+                    if group["Name"] in deployment.groups:
+                        self._start_progress(deployment, group)
                 self._touch(alloc)
+        for alloc in live:
+            # A failed allocation held back by a failed deployment is rescheduled once that
+            # deployment is no longer the job's current one (reconcile_cluster.go:951-957).
+            if alloc.held and not self._held_by_failed_deployment(job, alloc):
+                alloc.held = False
+                self._spawn(self._reschedule(alloc, 0.0))
         # Count down: the highest name indexes first (reconcile_cluster.go computeStop).
         for alloc in sorted(live, key=lambda a: -a.index)[: max(0, len(live) - desired)]:
             self._stop_alloc(alloc, "alloc not needed due to job update")
@@ -494,7 +532,10 @@ class NomadDouble:
                 )
                 break
             taken.add(index)
-        old = sorted((a for a in live if a.job_version != job.version), key=lambda a: a.index)
+        old = sorted(
+            (a for a in live if a.job_version != job.version and not a.terminal),
+            key=lambda a: a.index,
+        )
         if not old:
             return
         latest = next(
@@ -524,7 +565,30 @@ class NomadDouble:
             return True
         return all(self.consul.check_status(c) == "passing" for c in alloc.check_ids)
 
+    @staticmethod
+    def _start_progress(deployment: _Deployment, group: dict[str, Any]) -> None:
+        """RequireProgressBy starts at the group's first placement (state_store.go:6024-6028)."""
+        progress = (group.get("Update") or {}).get("ProgressDeadline", 0)
+        if progress and group["Name"] not in deployment.progress_by:
+            deployment.progress_by[group["Name"]] = time.monotonic() + progress / NS
+
+    @staticmethod
+    def _reschedule_eligible(alloc: Allocation) -> bool:
+        """Whether a failed allocation may still be rescheduled (structs/alloc.go:458)."""
+        policy = alloc.group_spec["ReschedulePolicy"]
+        return bool(policy["Unlimited"]) or alloc.reschedules < policy["Attempts"]
+
+    def _fail_deployment(self, deployment: _Deployment, description: str) -> None:
+        deployment.status, deployment.description = "failed", description
+        self._bump()
+
     def _track_health(self, job: _Job, deployment: _Deployment) -> None:
+        """Allocation health and the deployment's fate, as the deployment watcher decides it.
+
+        Unhealthy allocations fail a deployment at once only without a ProgressDeadline or when
+        they cannot be rescheduled (deployment_watcher.go:700-720); otherwise it fails when
+        RequireProgressBy passes with the group short of healthy allocations.
+        """
         now = time.monotonic()
         done = True
         for name, state in deployment.groups.items():
@@ -535,10 +599,10 @@ class NomadDouble:
             mine = [
                 a
                 for a in self._allocs.values()
-                if a.deployment_id == deployment.id and a.group == name and a.live
+                if a.deployment_id == deployment.id and a.group == name
             ]
             for alloc in mine:
-                if alloc.healthy is not None:
+                if alloc.healthy is not None or not alloc.live:
                     continue
                 ok = alloc.client_status == "running"
                 if update.get("HealthCheck") != "task_states":
@@ -546,6 +610,10 @@ class NomadDouble:
                 alloc.healthy_since = (alloc.healthy_since or now) if ok else None
                 if ok and now - (alloc.healthy_since or now) >= update["MinHealthyTime"] / NS:
                     alloc.healthy = True
+                    progress = update.get("ProgressDeadline", 0)
+                    if progress:  # state_store.go:6029-6032
+                        by = deployment.progress_by.get(name, 0.0)
+                        deployment.progress_by[name] = max(by, now + progress / NS)
                     self._touch(alloc)
                 elif alloc.client_status == "failed" or (
                     now - alloc.created > update["HealthyDeadline"] / NS
@@ -554,21 +622,41 @@ class NomadDouble:
                     self._touch(alloc)
             state["HealthyAllocs"] = sum(a.healthy is True for a in mine)
             state["UnhealthyAllocs"] = sum(a.healthy is False for a in mine)
-            if state["UnhealthyAllocs"]:
-                deployment.status = "failed"
-                deployment.description = "Failed due to unhealthy allocations"
-                self._bump()
+            unhealthy = [a for a in mine if a.healthy is False and a.live]
+            progress = update.get("ProgressDeadline", 0)
+            if unhealthy and (
+                not progress or not all(self._reschedule_eligible(a) for a in unhealthy)
+            ):
+                self._fail_deployment(deployment, "Failed due to unhealthy allocations")
                 return
-            if now - deployment.started > update["ProgressDeadline"] / NS:
-                deployment.status = "failed"
-                deployment.description = "Failed due to progress deadline"
-                self._bump()
+            by = deployment.progress_by.get(name)
+            healthy_live = sum(a.healthy is True and a.live for a in mine)
+            if by is not None and now > by and healthy_live < group["Count"]:
+                self._fail_deployment(deployment, "Failed due to progress deadline")
                 return
-            done = done and state["HealthyAllocs"] >= group["Count"]
+            done = done and healthy_live >= group["Count"]
         if done:
             deployment.status = "successful"
             deployment.description = "Deployment completed successfully"
             self._bump()
+
+    def _held_by_failed_deployment(self, job: _Job, alloc: Allocation) -> bool:
+        """Whether the job's current deployment failed and ``alloc`` was part of it."""
+        current = next(
+            (
+                d
+                for d in reversed(self._deployments)
+                if d.job_id == job.spec["ID"] and d.job_version == job.version
+            ),
+            None,
+        )
+        return (
+            current is not None and current.status == "failed" and alloc.deployment_id == current.id
+        )
+
+    def _kill_timeout(self, task: dict[str, Any]) -> float:
+        """KillTimeout capped at the client's max_kill_timeout (driver_handle.go:29)."""
+        return float(min(task["KillTimeout"] / NS, self.max_kill_timeout))
 
     # allocation lifecycle
 
@@ -582,9 +670,15 @@ class NomadDouble:
     async def _finish(self, alloc: Allocation) -> None:
         task = alloc.task
         proc = alloc.proc
+        # PreKill: group services leave Consul first, then ShutdownDelay passes before the
+        # task is signalled (client/allocrunner/group_service_hook.go:233-259).
+        await self._deregister_services(alloc)
+        delay = (alloc.group_spec.get("ShutdownDelay") or 0) / NS
+        if delay and proc is not None and proc.returncode is None:
+            await asyncio.sleep(delay)
         if proc is not None and proc.returncode is None:
             alloc.event("Killing", "Sent interrupt")
-            await kill_process(proc, task.get("KillSignal", ""), task["KillTimeout"] / NS)
+            await kill_process(proc, task.get("KillSignal", ""), self._kill_timeout(task))
         if alloc.supervisor and not alloc.supervisor.done():
             alloc.supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -660,6 +754,9 @@ class NomadDouble:
         job = self._jobs.get(alloc.job_id)
         if job is None or job.stopped or not alloc.live:
             return
+        if self._held_by_failed_deployment(job, alloc):
+            alloc.held = True  # placed once a new job version makes another deployment current
+            return
         group = next((g for g in job.spec["TaskGroups"] if g["Name"] == alloc.group), None)
         if group is not None:
             self._place(job, group, alloc.index, previous=alloc)
@@ -675,6 +772,7 @@ class NomadDouble:
         if not watched or self.consul is None:
             return
         bad_since: dict[str, float] = {}
+        armed = alloc.created  # group services: from the allocation's creation (nomad#25318)
         while True:
             await asyncio.sleep(self.poll)
             now = time.monotonic()
@@ -684,24 +782,25 @@ class NomadDouble:
                 bad = status == "critical" or (
                     status == "warning" and not rule.get("IgnoreWarnings")
                 )
-                if now - alloc.created < grace or not bad:
+                if now - armed < grace or not bad:
                     bad_since.pop(check_id, None)
                     continue
                 since = bad_since.setdefault(check_id, now)
                 if now - since >= check["Interval"] / NS * (rule["Limit"] - 1):
                     bad_since.clear()
-                    await self._restart(
-                        alloc, f"healthcheck: check {check.get('Name')!r} unhealthy"
-                    )
+                    # The message is watcher.go:94's, with Go's %q quoting.
+                    reason = f"healthcheck: check {json.dumps(check.get('Name', ''))} unhealthy"
+                    await self._restart(alloc, reason)
+                    armed = time.monotonic()  # watched anew, grace and all (see docstring)
                     break
 
     async def _restart(self, alloc: Allocation, why: str) -> None:
         proc = alloc.proc
         if proc is None or proc.returncode is not None:
             return
-        alloc.event("Restart Signaled", why)
+        alloc.event("Restart Signaled", why, RestartReason=why)
         task = alloc.task
-        await kill_process(proc, task.get("KillSignal", ""), task["KillTimeout"] / NS)
+        await kill_process(proc, task.get("KillSignal", ""), self._kill_timeout(task))
 
     # Consul
 
@@ -781,6 +880,8 @@ class NomadDouble:
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
         self.requests.append((request.method, request.path))
+        if self.leaderless:
+            return web.Response(status=500, text="No cluster leader")
         if self.token is not None:
             given = request.headers.get("X-Nomad-Token")
             if given is None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import pytest
 from aiohttp import web
 from structlog.testing import capture_logs
@@ -130,12 +132,8 @@ def registrations(nomad: NomadDouble) -> int:
 
 
 async def test_scale_up_and_down_highest_index_first(cluster: Cluster) -> None:
-    """Runners come up healthy; scaling down stops the highest index, even past a deployment.
-
-    Whether the scale to 2's deployment still runs when the runner is stopped depends on the
-    machine's speed (MinHealthyTime after the second runner turns healthy): if it does, Nomad
-    refuses the lower Count and the backend retries until it lands; either way index 0 stays.
-    """
+    """Runners come up healthy; scaling down stops the highest index, and no deployment of
+    the scale to 2 holds the lower Count back."""
     backend = cluster.backend()
     await backend.start()
     try:
@@ -158,8 +156,7 @@ async def test_scale_up_and_down_highest_index_first(cluster: Cluster) -> None:
             assert backend.target(APP) == 1
             await wait_until(lambda: cluster.running() == [by_index[0]], what="index 1 stopped")
         events = [e["event"] for e in logs]
-        if "nomad_scale_deferred" in events:  # the deployment was still running
-            assert "nomad_scale_landed" in events
+        assert "nomad_scale_deferred" not in events
         assert "nomad_scale_failed" not in events
         assert cluster.nomad.jobs[JOB]["TaskGroups"][0]["Count"] == 1
         await wait_until(
@@ -225,8 +222,18 @@ def deploying(nomad: NomadDouble) -> bool:
     return any(d["Status"] == "running" for d in nomad.deployments(JOB))
 
 
+async def register_as_before(nomad: NomadDouble) -> None:
+    """Register the job again as yurt did when it made deployments (MaxParallel 1), with a
+    MinHealthyTime that keeps the deployment of the in-place update running for a minute."""
+    job = copy.deepcopy(nomad.jobs[JOB])
+    job["TaskGroups"][0]["Update"].update(MaxParallel=1, MinHealthyTime=60 * 10**9)
+    body = {"Job": job, "PreserveCounts": True}
+    async with aiohttp.ClientSession() as s, s.post(f"{nomad.url}/v1/jobs", json=body) as resp:
+        assert resp.status == 200, await resp.text()
+
+
 async def test_raise_overtaking_a_blocked_lowering_keeps_the_runner(cluster: Cluster) -> None:
-    """A lowering the deployment blocks, overtaken by a raise: the runner stays, and says so."""
+    """A lowering Nomad refuses for now (no leader), overtaken by a raise: the runner stays."""
     backend = cluster.backend()
     kept: list[tuple[str, str]] = []
     backend.add_keep_listener(lambda app_id, runner_id: kept.append((app_id, runner_id)))
@@ -237,12 +244,12 @@ async def test_raise_overtaking_a_blocked_lowering_keeps_the_runner(cluster: Clu
         await wait_until(lambda: len(cluster.running()) == 2, what="two runners")
         by_index = cluster.running()
         await wait_until(lambda: {v.runner_id for v in backend.runners(APP)} == set(by_index))
-        if not deploying(cluster.nomad):
-            pytest.skip("the deployment of Count 2 ended before the lowering could be blocked")
         with capture_logs() as logs:
+            cluster.nomad.leaderless = True
             await backend.stop_runner(APP, by_index[1], reason="keep_alive", replace=False)
             assert "nomad_scale_deferred" in [e["event"] for e in logs]
-            await backend.set_target(APP, 2)  # demand is back before the deployment ends
+            await backend.set_target(APP, 2)  # demand is back before Nomad answers again
+            cluster.nomad.leaderless = False
             await wait_until(lambda: kept, what="the runner reported kept")
         assert kept == [(APP, by_index[1])]
         assert "nomad_scale_failed" not in [e["event"] for e in logs]
@@ -251,6 +258,7 @@ async def test_raise_overtaking_a_blocked_lowering_keeps_the_runner(cluster: Clu
         states = {v.runner_id: v.state for v in backend.runners(APP)}
         assert states[by_index[1]] != RunnerState.DRAINING
     finally:
+        cluster.nomad.leaderless = False
         await backend.deregister_all()
         await backend.stop()
 
@@ -261,9 +269,9 @@ async def test_restart_with_a_lower_max_lowers_the_count_first(
 ) -> None:
     """A job adopted at Count 2 by a server whose app now allows 1 runs 1, index 0.
 
-    The Count goes down before the job is registered again, or, while the deployment of
-    Count 2 still blocks the scale, with the registration itself: Nomad never keeps a Count
-    above the new Scaling.Max, and the backend's target is Nomad's Count.
+    The Count goes down before the job is registered again, or, while a deployment (of a job
+    an older yurt registered) still blocks the scale, with the registration itself: Nomad
+    never keeps a Count above the new Scaling.Max, and the backend's target is Nomad's Count.
     """
     spec, payload = build_spec(Tiny), cluster.payload(Tiny)
     backend = cluster.backend()
@@ -272,9 +280,10 @@ async def test_restart_with_a_lower_max_lowers_the_count_first(
     await backend.set_target(APP, 2)
     await wait_until(lambda: len(cluster.running()) == 2, what="two runners")
     first = cluster.running()[0]
-    if settled:
-        await wait_until(lambda: not deploying(cluster.nomad), what="deployment done")
     await backend.stop()
+    if not settled:
+        await register_as_before(cluster.nomad)
+        assert deploying(cluster.nomad)
 
     again = cluster.backend()
     await again.start()
@@ -289,8 +298,8 @@ async def test_restart_with_a_lower_max_lowers_the_count_first(
         assert "nomad_count_above_max" in events
         writes = [p for m, p in cluster.nomad.requests[before:] if m in ("POST", "PUT")]
         assert writes == [f"/v1/job/{JOB}/scale", "/v1/jobs"]
-        if settled:
-            assert "nomad_scale_deferred" not in events
+        assert ("nomad_scale_deferred" in events) is not settled
+        assert not deploying(cluster.nomad)  # the registration cancelled it
         await wait_until(lambda: cluster.running() == [first], what="index 0 alone")
         await wait_until(lambda: [v.runner_id for v in again.runners(APP)] == [first])
         await again.set_target(APP, 1)  # no lowering in disguise
@@ -342,3 +351,70 @@ async def test_bad_token_is_a_clear_error(tmp_path: Path) -> None:
     finally:
         await backend.stop()
         await nomad.stop()
+
+
+async def test_a_failing_app_scales_to_zero_at_once(cluster: Cluster) -> None:
+    """An app whose setup() raises goes to Count 0 when asked, no deployment in the way.
+
+    With a deployment (MaxParallel > 0 and Nomad's default progress deadline) the failed
+    runner is rescheduled and the deployment stays active for minutes, refusing the scale.
+    """
+    failures: list[StartFailure] = []
+    backend = cluster.backend()
+    backend.add_failure_listener(failures.append)
+    await backend.start()
+    try:
+        await backend.ensure_app(APP, build_spec(Broken), cluster.payload(Broken))
+        await backend.set_target(APP, 1)
+        await wait_until(lambda: failures, what="a start failure")
+        await wait_until(
+            lambda: any(a.client_status == "failed" for a in cluster.nomad.allocations(JOB)),
+            what="the allocation failed past its restarts",
+        )
+        with capture_logs() as logs:
+            await backend.set_target(APP, 0)
+        assert "nomad_scale_deferred" not in [e["event"] for e in logs]
+        assert cluster.nomad.jobs[JOB]["TaskGroups"][0]["Count"] == 0
+        assert not [d for d in cluster.nomad.deployments(JOB) if d["Status"] == "running"]
+        await wait_until(
+            lambda: not any(a.live for a in cluster.nomad.allocations(JOB)),
+            what="no allocation left to run",
+        )
+        await wait_until(
+            lambda: (
+                not backend.runners(APP)
+                or all(v.state == RunnerState.CRASH_BACKOFF for v in backend.runners(APP))
+            ),
+            what="no runner listed",
+        )
+    finally:
+        await backend.deregister_all()
+        await backend.stop()
+
+
+async def test_a_new_revision_that_cannot_start_leaves_the_old_one_serving(
+    cluster: Cluster,
+) -> None:
+    """A redeploy whose runners fail in setup() changes nothing: the old runner stays."""
+    backend = cluster.backend()
+    await backend.start()
+    try:
+        await backend.ensure_app(APP, build_spec(Tiny), cluster.payload(Tiny))
+        await backend.set_target(APP, 1)
+        await wait_until(lambda: len(cluster.discovery.healthy(APP)) == 1, what="one healthy")
+        [runner] = cluster.running()
+        revision = cluster.nomad.jobs[JOB]["Meta"]["yurt_revision"]
+        with capture_logs() as logs:
+            await backend.ensure_app(APP, build_spec(Broken), cluster.payload(Broken))
+            await wait_until(
+                lambda: "nomad_surge_ended" in [e["event"] for e in logs],
+                what="the surge to give up",
+            )
+        assert "nomad_surge_failed" in [e["event"] for e in logs]
+        assert cluster.nomad.jobs[JOB]["Meta"]["yurt_revision"] == revision
+        assert cluster.running() == [runner]
+        assert not cluster.nomad.running(JOB + "-surge")
+        assert [e.runner_id for e in cluster.discovery.healthy(APP)] == [runner]
+    finally:
+        await backend.deregister_all()
+        await backend.stop()

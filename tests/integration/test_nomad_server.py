@@ -11,6 +11,7 @@ import asyncio
 import json
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from doubles import ConsulDouble, NomadDouble
 from support import DEADLINE, start_yurt, wait_until, yurt_command
 
 ROOT = Path(__file__).resolve().parents[2]
+SETUP_S = 6.0  # nomad_scaling_apps.SETUP_S: how long a runner of OneRunner loads
 # Nomad's checks run at >= 1 s; a slow restart leaves a killed runner out of routing long
 # enough for the test to see it, whatever the machine's load.
 CONFIG = f"""
@@ -232,3 +234,70 @@ async def test_a_runner_nomad_cannot_place_fails_its_callers_at_once(server: Ser
 
     await wait_until(cleared, what="the placement failure to clear")
     assert [a.gpus for a in server.nomad.allocations(job_id("yurt", app_id))] == [["GPU-h100"]]
+
+
+async def test_a_burst_places_runners_while_earlier_ones_still_load(server: Server) -> None:
+    """A burst after one runner was placed gets max_concurrency runners, none healthy yet."""
+    target = f"{ROOT}/tests/integration/nomad_scaling_apps.py::Loading"
+    app_id = (await deploy(server, target))["app_id"]
+    job = job_id("yurt", app_id)
+
+    def live() -> int:
+        return sum(a.live for a in server.nomad.allocations(job))
+
+    async def submit() -> None:
+        status, body = await server.post(f"{server.url}/queue/{app_id}", {})
+        assert status == 200, body
+
+    await submit()
+    await wait_until(lambda: server.count(app_id) == 1 and live() == 1, what="a first runner")
+    for _ in range(7):  # 8 waiting, one runner each: max_concurrency (4) runners
+        await submit()
+    await wait_until(lambda: server.count(app_id) == 4 and live() == 4, what="four runners")
+    assert server.consul.entries(job, passing=True) == []  # none of them has loaded
+
+
+async def test_a_redeploy_of_one_runner_answers_every_request(server: Server) -> None:
+    """Requests sent all through a redeploy of a one-runner app are answered, none waiting
+    for a runner to load: the old revision serves until the new one passes its checks."""
+    apps = f"{ROOT}/tests/integration/nomad_scaling_apps.py"
+    first = await deploy(server, f"{apps}::OneRunner")
+    url = first["url"]
+
+    async def answers(revision: str) -> bool:
+        status, body = await server.post(url, {})
+        return status == 200 and body == {"revision": revision}
+
+    await wait_until(lambda: answers("v1"), what="the first revision serving")
+    results: list[tuple[int, Any, float]] = []
+    done = asyncio.Event()
+
+    async def call_all_along() -> None:
+        while not done.is_set():
+            began = time.monotonic()
+            status, body = await server.post(url, {})
+            results.append((status, body, time.monotonic() - began))
+            await asyncio.sleep(0.05)
+
+    caller = asyncio.create_task(call_all_along())
+    try:
+        second = await deploy(server, f"{apps}::OneRunnerV2")
+        assert second["app_id"] == first["app_id"] and second["outcome"] == "updated"
+        await wait_until(
+            lambda: results and results[-1][1] == {"revision": "v2"},
+            timeout=DEADLINE + 60,
+            what="the second revision serving",
+        )
+        # The surge job is gone once the app's own job runs the new revision.
+        await wait_until(
+            lambda: (
+                job_id("yurt", first["app_id"]) + "-surge" not in server.nomad.jobs
+                or not server.nomad.running(job_id("yurt", first["app_id"]) + "-surge")
+            ),
+            what="the surge job stopped",
+        )
+    finally:
+        done.set()
+        await caller
+    assert [r for r in results if r[0] != 200] == []
+    assert max(r[2] for r in results) < SETUP_S, "a request waited for a runner to load"

@@ -400,7 +400,8 @@ def test_health_check_and_update_policy() -> None:
     # 3 s is under the runner's own 5 s check timeout: the check waits as long as the runner.
     assert (check["Interval"], check["Timeout"]) == (ns(7), ns(5))
     update = group(job)["Update"]
-    assert (update["MaxParallel"], update["HealthCheck"]) == (1, "checks")
+    # MaxParallel 0: Nomad opens no deployment, which would block scaling (see _update).
+    assert (update["MaxParallel"], update["HealthCheck"]) == (0, "checks")
     assert update["AutoRevert"] is False
     assert group(job)["Scaling"] == {"Type": "horizontal", "Min": 0, "Max": 3, "Enabled": True}
     assert group(job)["RestartPolicy"]["Delay"] == ns(15)

@@ -1048,7 +1048,7 @@ class JobClient(ScaleClient):
         self.calls: list[tuple[Any, ...]] = []
 
     async def get_job(self, job_id: str) -> dict[str, Any] | None:
-        return self.job
+        return self.job if job_id == self.job["ID"] else None  # no surge job left behind
 
     async def allocations(self, job_id: str, *, index: int = 0) -> tuple[int, list[Any]]:
         if index:

@@ -68,6 +68,9 @@ def make_job(
     driver: str = "raw_exec",
     devices: list[dict[str, Any]] | None = None,
     reschedule_attempts: int = 0,
+    update: dict[str, Any] | None = None,
+    reschedule: dict[str, Any] | None = None,
+    kill_timeout: int = 2 * S,
 ) -> dict[str, Any]:
     """A one-group job running ``script``; MaxParallel 0 means no deployments."""
     check: dict[str, Any] = {
@@ -81,7 +84,7 @@ def make_job(
         check["CheckRestart"] = check_restart
     return {
         "ID": "app",
-        "Update": {"MaxParallel": max_parallel, "MinHealthyTime": S},
+        "Update": {"MaxParallel": max_parallel, "MinHealthyTime": S, **(update or {})},
         "TaskGroups": [
             {
                 "Name": "runner",
@@ -89,7 +92,8 @@ def make_job(
                 "Scaling": {"Min": 0, "Max": 5},
                 "Networks": [{"Mode": "host", "DynamicPorts": [{"Label": "http"}]}],
                 "RestartPolicy": {"Attempts": 3, "Interval": 60 * S, "Delay": 0, "Mode": "fail"},
-                "ReschedulePolicy": {"Attempts": reschedule_attempts, "Unlimited": False},
+                "ReschedulePolicy": reschedule
+                or {"Attempts": reschedule_attempts, "Unlimited": False},
                 "Services": [
                     {"Name": "app", "PortLabel": "http", "Tags": ["t"], "Checks": [check]}
                 ],
@@ -102,7 +106,7 @@ def make_job(
                             "args": [str(script), "${NOMAD_ALLOC_INDEX}"],
                         },
                         "Env": env or {},
-                        "KillTimeout": 2 * S,
+                        "KillTimeout": kill_timeout,
                         "Resources": {"CPU": 100, "MemoryMB": 64, "Devices": devices or []},
                     }
                 ],
@@ -307,6 +311,103 @@ async def test_scale_is_blocked_during_a_deployment(
     await wait_until(succeeded, what="the deployment to succeed")
     assert nomad.running("app")[0].healthy is True
     assert (await scale(http, nomad, 2))[0] == 200
+
+
+CRASH = "import sys\nsys.exit(3)\n"
+STUBBORN = "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n" + SERVE
+# Unlimited rescheduling, as Nomad's service default: a deployment with a ProgressDeadline
+# waits for a replacement instead of failing at the first unhealthy allocation.
+UNLIMITED = {"Attempts": 0, "Interval": 0, "Delay": 60 * S, "Unlimited": True}
+
+
+def deployment(nomad: NomadDouble) -> dict[str, Any]:
+    return nomad.deployments("app")[-1]
+
+
+async def test_a_deployment_with_a_progress_deadline_outlives_a_failed_allocation(
+    nomad: NomadDouble, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """An unhealthy allocation that can be rescheduled leaves the deployment active: scale 400."""
+    crash = tmp_path / "crash.py"
+    crash.write_text(CRASH)
+    await register(http, nomad, make_job(crash, max_parallel=1, reschedule=UNLIMITED))
+    [alloc] = nomad.allocations("app")
+    await wait_until(lambda: alloc.healthy is False, what="the allocation to be unhealthy")
+    for _ in range(3):  # several ticks of the deployment watcher
+        await asyncio.sleep(nomad.poll)
+    assert deployment(nomad)["Status"] == "running"
+    assert await scale(http, nomad, 0) == (400, "job scaling blocked due to active deployment")
+
+
+async def test_a_deployment_fails_when_its_progress_deadline_passes(
+    nomad: NomadDouble, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """Past ProgressDeadline with no healthy allocation the deployment fails; scaling is free."""
+    crash = tmp_path / "crash.py"
+    crash.write_text(CRASH)
+    deadlines = {"HealthyDeadline": 2 * S, "ProgressDeadline": 3 * S}
+    job = make_job(crash, max_parallel=1, update=deadlines, reschedule=UNLIMITED)
+    await register(http, nomad, job)
+    await wait_until(lambda: deployment(nomad)["Status"] != "running", what="the deployment end")
+    assert deployment(nomad)["Status"] == "failed"
+    assert deployment(nomad)["StatusDescription"] == "Failed due to progress deadline"
+    assert (await scale(http, nomad, 0))[0] == 200
+
+
+async def test_a_failed_deployments_allocations_are_not_rescheduled(
+    nomad: NomadDouble, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """A failed allocation of the failed current deployment waits until a new job version."""
+    crash = tmp_path / "crash.py"
+    crash.write_text(CRASH)
+    quick = {"Attempts": 0, "Interval": 0, "Delay": S, "Unlimited": True}
+    job = make_job(crash, max_parallel=1, update={"ProgressDeadline": 0}, reschedule=quick)
+    await register(http, nomad, job)
+    [alloc] = nomad.allocations("app")
+    await wait_until(lambda: deployment(nomad)["Status"] == "failed", what="the deployment fails")
+    assert alloc.client_status == "failed"
+    await asyncio.sleep(3 * quick["Delay"] / S)  # three reschedule delays: nothing may come
+    assert [a.id for a in nomad.allocations("app")] == [alloc.id] and not alloc.next
+    assert (await scale(http, nomad, 2))[0] == 200  # a new version: another deployment current
+    await wait_until(lambda: alloc.next, what="the failed allocation to be rescheduled")
+
+
+async def test_check_restart_rearms_its_grace_and_says_why(
+    nomad: NomadDouble, http: aiohttp.ClientSession, script: Path, tmp_path: Path
+) -> None:
+    """Each check_restart restart sets RestartReason and starts the grace period again."""
+    sick = tmp_path / "sick"
+    sick.write_text("")
+    grace = 3
+    job = make_job(
+        script, env={"SICK_FILE": str(sick)}, check_restart={"Limit": 2, "Grace": grace * S}
+    )
+    await register(http, nomad, job)
+    [alloc] = await wait_until(running(nomad, 1), what="a running allocation")
+
+    def signalled() -> list[dict[str, Any]]:
+        events = alloc.task_states["runner"]["Events"]
+        return [e for e in events if e["Type"] == "Restart Signaled"]
+
+    await wait_until(lambda: len(signalled()) >= 2, what="two restarts", timeout=60)
+    first, second = signalled()[:2]
+    assert first["RestartReason"] == 'healthcheck: check "health" unhealthy'
+    assert (second["Time"] - first["Time"]) / S >= grace
+
+
+async def test_kill_timeout_is_capped_at_max_kill_timeout(
+    consul: ConsulDouble, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """A task ignoring its kill signal is SIGKILLed after max_kill_timeout, not KillTimeout."""
+    stubborn = tmp_path / "stubborn.py"
+    stubborn.write_text(STUBBORN)
+    async with NomadDouble(consul, tmp_path / "n", poll=0.2, max_kill_timeout=1.0) as nomad:
+        await register(http, nomad, make_job(stubborn, kill_timeout=600 * S))
+        [alloc] = await wait_until(running(nomad, 1), what="a running allocation")
+        await wait_until(lambda: consul.entries("app"), what="the service registered")
+        pid = alloc.proc.pid if alloc.proc else 0
+        assert (await call(http, "DELETE", f"{nomad.url}/v1/job/app"))[0] == 200
+        await wait_until(lambda: gone(pid), what="the task killed", timeout=20)
 
 
 async def test_a_changed_group_rolls_allocations(

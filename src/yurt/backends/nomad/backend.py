@@ -30,9 +30,10 @@ from yurt.backends.base import (
 from yurt.backends.nomad.allocs import counted, is_live, stop_order, stops_for, view_of
 from yurt.backends.nomad.client import NomadClient
 from yurt.backends.nomad.evals import ask_of
-from yurt.backends.nomad.jobspec import build_job, register_body
+from yurt.backends.nomad.jobspec import META_REVISION, build_job, register_body
 from yurt.backends.nomad.naming import GROUP, PayloadRef, job_id
 from yurt.backends.nomad.scaling import _App, _leaving
+from yurt.backends.nomad.surge import Surge, surge_id
 from yurt.backends.nomad.watch import AllocationWatch, HealthHistory, placement_detail
 from yurt.config import NomadConfig
 from yurt.errors import ClusterError, ClusterNotFound, ClusterUnavailable
@@ -53,7 +54,7 @@ def job_digest(job: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 
-class NomadBackend(AllocationWatch):
+class NomadBackend(Surge, AllocationWatch):
     """Runs runners as allocations of one Nomad job per app (a ``Backend``)."""
 
     def __init__(
@@ -96,7 +97,7 @@ class NomadBackend(AllocationWatch):
         tasks = [
             t
             for a in self._apps.values()
-            for t in (a.watch, a.evals_watch, a.scaler)
+            for t in (a.watch, a.evals_watch, a.scaler, a.surge)
             if t is not None
         ]
         tasks += list(self._chores)
@@ -110,6 +111,9 @@ class NomadBackend(AllocationWatch):
         """Stop and purge every job this backend registered (an ephemeral ``yurt run``)."""
         for app in list(self._apps.values()):
             log.info("nomad_job_deregister", app=app.app_id, job=app.job_id)
+            if app.surge is not None:
+                app.surge.cancel()
+                await asyncio.gather(app.surge, return_exceptions=True)
             await self.client.deregister(app.job_id, purge=True)
 
     async def __aenter__(self) -> NomadBackend:
@@ -130,8 +134,9 @@ class NomadBackend(AllocationWatch):
         preserved Count against the new ``Scaling.Max``, so nothing else would ever lower it.
         Nomad stops the highest name indexes then, whatever they are doing: at re-registration
         nothing better is possible (the new maximum holds at once), and it is logged
-        (``nomad_count_above_max``). Should that scale be deferred (a deployment runs), the job
-        is registered with the lowered Count itself rather than preserving the one above it.
+        (``nomad_count_above_max``). Should that scale be deferred (Nomad has no leader, or a
+        job an older yurt registered is still deploying), the job is registered with the
+        lowered Count itself rather than preserving the one above it.
         """
         data = await asyncio.to_thread(payload.read_bytes)
         header, _ = read_header(data)
@@ -144,8 +149,13 @@ class NomadBackend(AllocationWatch):
             if existing is not None and not existing.get("Stop"):
                 # Adopt the Count of a job a previous server left running.
                 app.accepted = app.target = _count(existing)
-                app.digest = str((existing.get("Meta") or {}).get(META_DIGEST) or "")
+                meta = existing.get("Meta") or {}
+                app.digest = str(meta.get(META_DIGEST) or "")
+                app.revision = str(meta.get(META_REVISION) or "")
                 log.info("nomad_job_adopted", app=app_id, job=name, count=app.target)
+            if await self.client.get_job(surge_id(name)) is not None:
+                # A surge a previous server left behind: its revision is registered anew below.
+                await self.client.deregister(surge_id(name), purge=True)
         async with app.lock:
             top = spec.max_concurrency
             app.target = min(app.target, top)
@@ -171,13 +181,18 @@ class NomadBackend(AllocationWatch):
             )
             app.ask = ask_of(job, GROUP)
             digest = job_digest(job)
+            if digest == app.digest and app.surge is not None and not app.surge.done():
+                app.surge.cancel()  # back to the revision the job runs: stop rolling away
             if digest != app.digest:
                 job["Meta"][META_DIGEST] = digest
                 # Preserve Nomad's Count unless it is still above the maximum (the scale down
                 # is deferred): then the job carries the lowered Count itself.
                 lower, count, covered = app.accepted > top, app.target, set(app.lowering)
+                if self._surges(app, ref.revision, lower):
+                    self._start_surge(app, spec, job, digest, ref.revision)
+                    return self._follow_app(app)
                 reply = await self.client.register(register_body(job, preserve_counts=not lower))
-                app.digest = digest
+                app.digest, app.revision = digest, ref.revision
                 if lower:
                     self._scale_accepted(app, count, covered)
                     if app.target != count:
@@ -194,6 +209,20 @@ class NomadBackend(AllocationWatch):
                     eval=reply.get("EvalID"),
                     warnings=reply.get("Warnings") or None,
                 )
+        self._follow_app(app)
+
+    def _surges(self, app: _App, revision: str, lower: bool) -> bool:
+        """Whether a new registration is rolled through a surge job (``surge``): a new
+        revision of a job with runners, followed through Consul, and no Count to lower first."""
+        return bool(
+            self.history is not None
+            and app.revision
+            and revision != app.revision
+            and app.accepted > 0
+            and not lower
+        )
+
+    def _follow_app(self, app: _App) -> None:
         if app.watch is None:
             app.watch = asyncio.create_task(self._follow(app))
         if app.evals_watch is None:
@@ -239,7 +268,7 @@ class NomadBackend(AllocationWatch):
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def roll(self, app_id: str) -> None:
-        """Nothing to do: Nomad rolls a re-registered job itself (its Update block)."""
+        """Nothing to do: ``ensure_app`` started the surge of a new revision (``surge``)."""
 
     def target(self, app_id: str) -> int:
         """The runner count last asked for (Nomad has it, or is being asked until it does)."""

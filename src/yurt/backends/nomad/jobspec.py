@@ -81,8 +81,8 @@ STARTUP_SLACK_S = 120.0
 # Time after the grace period for the runner's teardown before Nomad sends SIGKILL (the local
 # backend's kill_after); the runner budgets its teardown by it.
 KILL_SLACK_S = TEARDOWN_SLACK_S
-# Short, because a scale from zero opens a deployment and Nomad refuses scale calls ("job
-# scaling blocked due to active deployment") until it ends.
+# The client's alloc health tracker uses these too when no deployment runs (the group's
+# migrate strategy then; client/allocrunner/health_hook.go:141-152): keep it short.
 MIN_HEALTHY_S = 5.0
 HEALTHY_DEADLINE_FLOOR_S = 300.0  # Nomad's default HealthyDeadline
 PROGRESS_MARGIN_S = 300.0  # Nomad's defaults keep ProgressDeadline 5 min past HealthyDeadline
@@ -295,8 +295,32 @@ def _volume(volume: VolumeConfig) -> dict[str, Any]:
 
 
 def _update(times: dict[str, int]) -> dict[str, Any]:
+    """The group's Update block: MaxParallel 0, so that Nomad never opens a deployment.
+
+    Decision (read in hashicorp/nomad; docs/nomad.md, "Deployments and scaling"): a deployment
+    blocks scaling, so none is ever made. ``UpdateStrategy.IsEmpty`` is ``MaxParallel == 0``
+    (nomad/structs/structs.go:5507-5519), and the reconciler creates no deployment for an
+    empty strategy (scheduler/reconciler/reconcile_cluster.go:1040-1043). With one, every
+    Count change of a running group is an in-place update that opens a deployment
+    (reconcile_cluster.go:1046-1058), ``Job.Scale`` refuses any other Count while it is active
+    ("job scaling blocked due to active deployment", nomad/job_endpoint.go:1063-1064), a
+    progress-based one stays active until ProgressDeadline while its failing allocations are
+    replaced (nomad/deploymentwatcher/deployment_watcher.go:611-617, 700-720), and a failed
+    one's allocations are never rescheduled (reconcile_cluster.go:951-957). The alternative,
+    keeping deployments with ProgressDeadline 0 and failing the one in the way through
+    ``/v1/deployment/fail/:id`` before each scale, needs a call per scale, races the scheduler
+    (each accepted scale opens the next deployment) and leaves the failed deployment's
+    allocations unrescheduled. The price: a changed task is replaced all at once
+    (``computeUnderProvisionedBy`` places the whole Count for an empty strategy,
+    reconcile_cluster.go:794-796), so a revision without a gap needs yurt's own roll.
+
+    Omitting the block does not work (the api package fills ``DefaultUpdateStrategy``,
+    MaxParallel 1, into a service job, api/jobs.go:636-640, 1228-1231, and a group inherits
+    it, api/tasks.go:556-566); an explicit 0 is kept (command/agent/job_endpoint.go:1338-1340).
+    The other fields are still validated (structs.go:5464-5503), so they stay valid values.
+    """
     return {
-        "MaxParallel": 1,
+        "MaxParallel": 0,
         "HealthCheck": "checks",
         "MinHealthyTime": times["MinHealthyTime"],
         "HealthyDeadline": times["HealthyDeadline"],

@@ -2,7 +2,12 @@
 
 The group's Count is the target; ``POST /v1/job/:id/scale`` changes it. The count asked for
 and the count Nomad last accepted are kept apart: a scale that Nomad refuses for a while (a
-deployment in progress, a leader election) is retried in the background until it lands. Nomad
+leader election, or a deployment of a job registered before yurt stopped making them) is
+retried in the background until it lands. yurt's jobs open no deployment (``Update.MaxParallel
+= 0``, see ``jobspec._update``), because Nomad refuses every scale while one is active (400 "job
+scaling blocked due to active deployment", nomad/job_endpoint.go:1063-1064) and a failing one
+stays active until its ProgressDeadline: a failing app could not go to zero runners, nor a
+burst grow an app whose first runner still loads. Nomad
 picks which allocation goes when the Count drops (the highest name index), so ``pick_stops``
 lowers it only past runners the scheduler may stop. Nomad counts a failed allocation waiting to
 be rescheduled against the Count like a live one, and may stop it when the Count drops.
@@ -64,6 +69,9 @@ class _App:
     watch: asyncio.Task[None] | None = None
     evals_watch: asyncio.Task[None] | None = None
     scaler: asyncio.Task[None] | None = None
+    revision: str = ""  # the payload revision the job runs
+    surge: asyncio.Task[None] | None = None  # rolling a new revision (``surge``)
+    surging: str = ""  # the digest of the job the surge rolls
 
 
 class Scaling:

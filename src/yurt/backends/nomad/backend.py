@@ -262,7 +262,8 @@ class NomadBackend(Surge, AllocationWatch):
         app = self._apps.pop(app_id, None)
         if app is None:
             return
-        tasks = [t for t in (app.watch, app.evals_watch, app.scaler) if t is not None]
+        # A surge under way goes too: its task purges the surge job as it ends (``surge``).
+        tasks = [t for t in (app.watch, app.evals_watch, app.scaler, app.surge) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -223,8 +223,8 @@ class Platform:
         self._served[app_id] = (payload.stem, spec)
 
     async def _roll(self, app_id: str, spec: AppSpec, payload: Path) -> None:
-        # Nomad rolls a re-registered job itself (its Update block); the local backend starts
-        # runners of the new revision and stops the old ones as those become ready.
+        # Both backends surge: runners of the new revision start beside the old ones, which
+        # stop as the new become ready (on Nomad through a surge job: backends/nomad/surge.py).
         await self.backend.ensure_app(app_id, spec, payload)
         self.router.update_app(app_id, spec)
         self.scheduler.add_app(app_id, spec)

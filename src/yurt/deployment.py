@@ -3,8 +3,8 @@
 Two calls to the server's admin API: the payload (``PUT /_yurt/api/v1/payloads/<sha256>``,
 skipped when the server has it), then the app (``POST /_yurt/api/v1/apps`` with the spec). The
 server makes a new revision when the payload or spec changed, and the backend replaces the
-runners, the old serving until the new are healthy. ``undeploy("owner/app", server=...)`` takes an app off
-again (``DELETE /_yurt/api/v1/apps/<owner>/<app>``). Standard library only, like
+runners, the old serving until the new are healthy. ``undeploy("owner/app", server=...)`` takes
+an app off again (``DELETE /_yurt/api/v1/apps/<owner>/<app>``). Standard library only, like
 ``yurt.Client``.
 """
 

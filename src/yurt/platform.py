@@ -107,6 +107,7 @@ class Platform:
                 self.registry,
                 config.data_dir / "logs",
                 machines=config.machine_overrides(),
+                app_data=config.data_dir / "appdata",
             )
             self.discovery = self.registry
         self.scheduler = Scheduler(self.backend, config.scheduler)

@@ -29,6 +29,7 @@ from typing import Any, BinaryIO
 
 import structlog
 
+from yurt.appdata import app_data_path
 from yurt.backends.base import (
     FailureListener,
     KeepListener,
@@ -45,6 +46,7 @@ from yurt.backends.runnerlog import Console, RunnerOutput, failure_from_tail
 from yurt.config import LocalBackendConfig
 from yurt.discovery.local import LocalRegistry
 from yurt.machines import with_overrides
+from yurt.privatefs import private_dir
 from yurt.spec import AppSpec
 
 log = structlog.get_logger("yurt.local")
@@ -112,8 +114,12 @@ class LocalBackend:
         gpus: GpuAllocator | None = None,
         machines: Mapping[str, Mapping[str, Any]] | None = None,
         console: BinaryIO | None = None,
+        app_data: Path | None = None,
     ) -> None:
         self.config = config
+        # Where each app's persistent data directory lives (``<owner>/<app>`` below it); None
+        # gives runners none.
+        self.app_data = app_data
         if console is None and config.console:
             console = sys.stderr.buffer
         # Where runner output is shown as it comes, each line prefixed with the runner id.
@@ -372,8 +378,12 @@ class LocalBackend:
             self.config, app.payload, runner.runner_id, runner.port, fd, self.machines
         )
         gpu_ids = self.gpus.uuids(runner.runner_id) if self.gpus is not None else []
-        env = runner_env(os.environ, gpu_ids, self.config.pass_env)
         try:
+            data = None
+            if self.app_data is not None:
+                # Private as the rest of the data dir: apps keep weights and user data there.
+                data = private_dir(app_data_path(self.app_data, app.app_id))
+            env = runner_env(os.environ, gpu_ids, self.config.pass_env, data)
             # A pipe, not the log file: a runner must not die of a full disk (runnerlog).
             runner.proc = await asyncio.create_subprocess_exec(
                 *cmd,
@@ -384,12 +394,12 @@ class LocalBackend:
                 start_new_session=True,
                 pass_fds=(runner.sock.fileno(),) if runner.sock is not None else (),
             )
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: a data directory it cannot have
             app.runners.pop(runner.runner_id, None)
             runner.state = RunnerState.TERMINATED
             log.warning("runner_spawn_failed", app=app.app_id, command=cmd[0], error=str(exc))
             # The caller hears why without the server's paths (the console has the command).
-            why = exc.strerror or type(exc).__name__
+            why = getattr(exc, "strerror", None) or type(exc).__name__
             self._start_failed(app, runner, "spawn", f"the runner process did not start: {why}")
             self._gone(app, runner)
             return

@@ -11,6 +11,7 @@ from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from yurt.appdata import APP_DATA_ENV, app_data_env
 from yurt.config import CONFIG_ENV, LocalBackendConfig
 
 
@@ -116,10 +117,13 @@ _CREDENTIAL_NAME = re.compile(r"TOKEN|SECRET|KEY|PASSW|CREDENTIAL|AUTH", re.IGNO
 
 
 def runner_env(
-    environ: Mapping[str, str], gpu_uuids: Sequence[str], pass_env: Collection[str] = ()
+    environ: Mapping[str, str],
+    gpu_uuids: Sequence[str],
+    pass_env: Collection[str] = (),
+    app_data: Path | None = None,
 ) -> dict[str, str]:
     """The runner's environment: what an app needs of ``environ``, unbuffered, seeing only its
-    own GPUs. Pure.
+    own GPUs, with its app's data directory (``app_data_env``) when it has one. Pure.
 
     Kept: ``RUNNER_ENV_NAMES``, names starting with ``RUNNER_ENV_PREFIXES`` and the names in
     ``pass_env`` (``[local] pass_env``). Dropped: everything else (NOMAD_*, CONSUL_*, VAULT_*,
@@ -136,6 +140,11 @@ def runner_env(
     }
     env["PYTHONUNBUFFERED"] = "1"
     env["CUDA_VISIBLE_DEVICES"] = ",".join(gpu_uuids)
+    if app_data is not None:
+        # A cache the operator passed on purpose (``pass_env``: one shared HF cache on a big
+        # disk, say) is kept; the rest point into the app's own directory.
+        data = app_data_env(str(app_data))
+        env |= {k: v for k, v in data.items() if k == APP_DATA_ENV or k not in env}
     return env
 
 

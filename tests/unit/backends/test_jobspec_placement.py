@@ -167,8 +167,8 @@ def test_user_is_the_raw_exec_tasks() -> None:
 
 
 def test_volume_is_mounted_at_the_app_data_dir() -> None:
-    """An app's volume is a group volume mounted at APP_DATA_DIR, with HF_HOME under it;
-    another app without an entry (and no '*') gets none."""
+    """An app's volume is a group volume mounted at APP_DATA_DIR, with the usual caches under
+    it; another app without an entry (and no '*') gets none."""
     job = cached_job(HOST_VOLUME)
     assert group(job)["Volumes"] == {
         "yurt-data": {
@@ -194,10 +194,13 @@ def test_volume_is_mounted_at_the_app_data_dir() -> None:
     ]
     assert t["Env"]["YURT_APP_DATA_DIR"] == APP_DATA_DIR == "/data"
     assert t["Env"]["HF_HOME"] == "/data/huggingface"
+    assert t["Env"]["TORCH_HOME"] == "/data/torch"
+    assert t["Env"]["XDG_CACHE_HOME"] == "/data/cache"
+    assert t["Env"]["FAL_MODEL_WEIGHTS_DIR"] == "/data/.fal/model_weights"
     other = build_job("team/small", build_spec(Small), PAYLOAD, HOST_VOLUME)
     assert "Volumes" not in group(other)
     assert "VolumeMounts" not in task(other)
-    assert "HF_HOME" not in task(other)["Env"]
+    assert not {"HF_HOME", "TORCH_HOME", "YURT_APP_DATA_DIR"} & set(task(other)["Env"])
 
 
 def test_csi_volume_is_shared_by_every_runner() -> None:

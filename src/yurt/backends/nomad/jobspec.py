@@ -32,6 +32,7 @@ import posixpath
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from yurt.appdata import app_data_env
 from yurt.backends.nomad.naming import GROUP, PORT_LABEL, TASK, TOKEN_ENV, PayloadRef, job_id
 from yurt.config import NomadConfig, VolumeConfig
 from yurt.errors import AppDefinitionError, ConfigError, DeployError
@@ -98,8 +99,10 @@ MIN_CHECK_TIMEOUT_S = 1.0
 # url.Parse + ResolveReference (command/agent/consul/service_client.go:2054-2058).
 BASIC_HEALTH_PATH = HEALTH_PATH + "?basic=1"
 # Where an app's volume (``[nomad.volumes]``) is mounted in its runners, told to the app as
-# YURT_APP_DATA_DIR; Hugging Face's cache (HF_HOME) lives under it, so weights a runner
-# downloaded are there for the next runner that shares the volume.
+# YURT_APP_DATA_DIR with the usual caches under it (``yurt.appdata``: HF_HOME, TORCH_HOME...),
+# so weights a runner downloaded are there for the next runner that shares the volume. An app
+# without a volume gets none of these: its caches go where the libraries default to, inside
+# the allocation, gone with it.
 APP_DATA_DIR = "/data"
 VOLUME_NAME = "yurt-data"
 
@@ -445,7 +448,7 @@ def _task(
         task["User"] = config.user
     task["Config"] = driver_config
     if volume is not None:
-        env |= {"YURT_APP_DATA_DIR": APP_DATA_DIR, "HF_HOME": f"{APP_DATA_DIR}/huggingface"}
+        env |= app_data_env(APP_DATA_DIR)
         # api/tasks.go:469 VolumeMount, with the defaults its Canonicalize writes.
         task["VolumeMounts"] = [
             {

@@ -162,6 +162,7 @@ class App:
     machine_type: ClassVar[str | list[str]] = "CPU"
     num_gpus: ClassVar[int | None] = None
     requirements: ClassVar[list[str]] = []
+    local_python_modules: ClassVar[list[str]] = []
     min_concurrency: ClassVar[int] = 0
     max_concurrency: ClassVar[int] = 2
     concurrency_buffer: ClassVar[int] = 0
@@ -196,9 +197,11 @@ class App:
         for key, value in settings.items():
             setattr(cls, key, value)
         # Validate now: a bad class fails where it is written, not on a runner.
+        from yurt.packaging import local_modules
         from yurt.spec import build_spec
 
         build_spec(cls)
+        local_modules(cls)  # each named module imports here, as packing will need it
 
     def setup(self) -> Any:
         """Load models and other state; runs once per runner before it takes requests."""

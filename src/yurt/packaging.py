@@ -17,6 +17,7 @@ the bytes themselves.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import io
 import json
 import linecache
@@ -35,7 +36,7 @@ from pydantic import BaseModel, ConfigDict
 
 from yurt import __version__
 from yurt.app import App, unpickling_apps
-from yurt.errors import PayloadError
+from yurt.errors import AppDefinitionError, PayloadError
 from yurt.privatefs import create_private, private_dir
 
 MAGIC = b"YURTPAYLOAD1\n"
@@ -70,9 +71,13 @@ def python_version() -> str:
 
 
 def pack(cls: type[App]) -> bytes:
-    """Pickle an App class; its module, and modules beside it, travel by value."""
+    """Pickle an App class; its module, modules beside it and its ``local_python_modules``
+    (with their submodules) travel by value."""
     modules = by_value_modules(cls)
-    sources = module_sources([*modules, sys.modules.get(cls.__module__)])
+    listed = [m for m in local_modules(cls) if m not in modules]
+    modules += listed
+    carried = [*modules, *_submodules(listed)]
+    sources = module_sources([*carried, sys.modules.get(cls.__module__)])
     for module in modules:
         cloudpickle.register_pickle_by_value(module)
     try:
@@ -82,7 +87,7 @@ def pack(cls: type[App]) -> bytes:
         for module in modules:
             cloudpickle.unregister_pickle_by_value(module)
     blob = buffer.getvalue()
-    names = sorted({m.__name__ for m in modules} | {cls.__module__})
+    names = sorted({m.__name__ for m in carried} | {cls.__module__})
     ids = _class_ids_in(blob)
     header = PayloadHeader(
         sha256=stable_digest(blob, ids, names),
@@ -203,6 +208,47 @@ def by_value_modules(cls: type) -> list[ModuleType]:
         if path.is_relative_to(folder) and not any(path.is_relative_to(p) for p in installed):
             found.append(module)
     return found
+
+
+def local_modules(cls: type) -> list[ModuleType]:
+    """The modules the App names in ``local_python_modules``, imported.
+
+    fal's setting: these travel by value although they are not beside the app file (a package
+    at the repository's root that apps in a subfolder import), and so do their submodules.
+    Raises ``AppDefinitionError`` for a name that does not import as a module from a file.
+    """
+    found = []
+    for name in getattr(cls, "local_python_modules", None) or []:
+        if not isinstance(name, str):
+            continue  # build_spec refuses it with the rule
+        try:
+            module = importlib.import_module(name)
+        except Exception as exc:
+            raise AppDefinitionError(
+                f"{cls.__name__}: local_python_modules names {name!r}, which does not import "
+                f"here ({type(exc).__name__}: {exc}); name a module or package importable "
+                "where you deploy from (run from the folder that holds it, or add that folder "
+                "to PYTHONPATH)"
+            ) from exc
+        if _is_yurt(module) or not isinstance(getattr(module, "__file__", None), str):
+            raise AppDefinitionError(
+                f"{cls.__name__}: local_python_modules names {name!r}, which is "
+                f"{'yurt itself' if _is_yurt(module) else 'built into Python'}; "
+                "list only your own modules and packages"
+            )
+        found.append(module)
+    return found
+
+
+def _submodules(modules: list[ModuleType]) -> list[ModuleType]:
+    prefixes = tuple(m.__name__ + "." for m in modules)
+    if not prefixes:
+        return []
+    return [
+        m
+        for name, m in list(sys.modules.items())
+        if name.startswith(prefixes) and isinstance(m, ModuleType)
+    ]
 
 
 def read_header(data: bytes) -> tuple[PayloadHeader, bytes]:

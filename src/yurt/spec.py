@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import re
 import typing
 from collections.abc import Callable
 from typing import Any, Literal
@@ -60,6 +61,8 @@ class AppSpec(BaseModel):
     machine_types: list[str]
     num_gpus: int
     requirements: list[str]
+    # Modules shipped by value with the payload although not beside the app file (fal's name).
+    local_python_modules: list[str] = []
     min_concurrency: int
     max_concurrency: int
     concurrency_buffer: int
@@ -140,6 +143,7 @@ def build_spec(cls: type[App]) -> AppSpec:
         machine_types=machine_types,
         num_gpus=_num_gpus(name, values["num_gpus"], machine_types),
         requirements=_requirements(name, values["requirements"]),
+        local_python_modules=_module_names(name, values["local_python_modules"]),
         skip_retry_conditions=_skip_conditions(name, values["skip_retry_conditions"]),
         endpoints=sorted(endpoints, key=lambda e: e.path),
         **knobs,
@@ -222,6 +226,24 @@ def _num_gpus(name: str, value: object, machine_types: list[str]) -> int:
 def _requirements(name: str, value: object) -> list[str]:
     if not isinstance(value, list | tuple) or not all(isinstance(r, str) for r in value):
         raise AppDefinitionError(f"{name}: requirements must be a list of pip requirement strings")
+    return list(value)
+
+
+_MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+
+
+def _module_names(name: str, value: object) -> list[str]:
+    if not isinstance(value, list | tuple) or not all(isinstance(m, str) for m in value):
+        raise AppDefinitionError(
+            f"{name}: local_python_modules must be a list of module names, "
+            "e.g. ['my_package', 'helpers.text']"
+        )
+    bad = [m for m in value if not _MODULE_NAME.fullmatch(m)]
+    if bad:
+        raise AppDefinitionError(
+            f"{name}: local_python_modules entry {bad[0]!r} is not a module name; write it "
+            "as in an import statement, e.g. 'my_package.sub' (no path, no .py)"
+        )
     return list(value)
 
 

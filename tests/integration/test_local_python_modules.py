@@ -20,7 +20,13 @@ PACKAGE = "yurt_sibling_words"
 INIT = "GREETING = 'hello'\n"
 SUB = textwrap.dedent(
     """\
+    from pydantic import BaseModel
+
     from yurt_sibling_words import GREETING
+
+
+    class Said(BaseModel):
+        text: str
 
 
     def greet(name: str) -> str:
@@ -31,14 +37,12 @@ APP = textwrap.dedent(
     """\
     import importlib.util
 
-    from pydantic import BaseModel
-
     import yurt
-    from yurt_sibling_words.text import greet
+    from yurt_sibling_words.text import Said, greet
 
 
-    class Out(BaseModel):
-        text: str
+    # As fal's demos do: the app's output extends a model of the shared package.
+    class Out(Said):
         importable: bool
 
 

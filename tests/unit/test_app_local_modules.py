@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -57,3 +61,43 @@ def test_yurt_and_builtin_modules_are_refused(name: str, why: str) -> None:
     """yurt and modules built into Python cannot travel by value: refused, naming why."""
     with pytest.raises(AppDefinitionError, match=why):
         _app(local_python_modules=[name])
+
+
+# Packs FILE::Class in a fresh interpreter (the repo on its path) and prints the digest.
+PACK = (
+    "import sys; from yurt.loader import load_app; from yurt.packaging import pack, read_header; "
+)
+PACK += "print(read_header(pack(load_app(sys.argv[1])))[0].sha256)"
+
+
+def _digest(repo: Path, hash_seed: str) -> str:
+    path = os.pathsep.join(p for p in (str(repo), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "PYTHONHASHSEED": hash_seed, "PYTHONPATH": path}
+    proc = subprocess.run(
+        [sys.executable, "-c", PACK, "apps/words_app.py::Words"],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+def test_the_digest_is_stable_and_follows_the_listed_package(tmp_path: Path) -> None:
+    """One digest in two processes; a change in the listed package's submodule changes it."""
+    (tmp_path / "wordpkg").mkdir()
+    (tmp_path / "wordpkg" / "__init__.py").write_text("")
+    sub = tmp_path / "wordpkg" / "models.py"
+    sub.write_text("from pydantic import BaseModel\n\nclass Said(BaseModel):\n    text: str\n")
+    (tmp_path / "apps").mkdir()
+    (tmp_path / "apps" / "words_app.py").write_text(
+        "import yurt\nfrom wordpkg.models import Said\n\n"
+        "class Words(yurt.App, local_python_modules=['wordpkg']):\n"
+        "    @yurt.endpoint('/')\n    def run(self) -> Said:\n        return Said(text='a')\n"
+    )
+    first = _digest(tmp_path, "1")
+    assert _digest(tmp_path, "2") == first
+    sub.write_text(sub.read_text() + "    extra: int = 0\n")
+    assert _digest(tmp_path, "1") != first

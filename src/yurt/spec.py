@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import re
 import typing
 from collections.abc import Callable
 from typing import Any, Literal
@@ -30,6 +31,7 @@ from yurt.machines import ALIASES, CATALOG, known_machine_types
 RetryCondition = Literal["timeout", "server_error", "connection_error"]
 RETRY_CONDITIONS: tuple[str, ...] = typing.get_args(RetryCondition)
 APP_AUTH = ("private", "public", "shared")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Seconds a stopping runner has for teardown() after the grace period, before its supervisor
 # (the local backend's kill_after, Nomad's KillTimeout) sends SIGKILL.
 TEARDOWN_SLACK_S = 5.0
@@ -72,6 +74,8 @@ class AppSpec(BaseModel):
     termination_grace_period_seconds: float
     skip_retry_conditions: list[RetryCondition]
     endpoints: list[EndpointSpec]
+    # Last and with a default: deployments saved before it existed still load.
+    required_secrets: list[str] = []
 
     @property
     def health_check(self) -> EndpointSpec | None:
@@ -141,6 +145,7 @@ def build_spec(cls: type[App]) -> AppSpec:
         num_gpus=_num_gpus(name, values["num_gpus"], machine_types),
         requirements=_requirements(name, values["requirements"]),
         skip_retry_conditions=_skip_conditions(name, values["skip_retry_conditions"]),
+        required_secrets=_required_secrets(name, values["required_secrets"]),
         endpoints=sorted(endpoints, key=lambda e: e.path),
         **knobs,
     )
@@ -223,6 +228,17 @@ def _requirements(name: str, value: object) -> list[str]:
     if not isinstance(value, list | tuple) or not all(isinstance(r, str) for r in value):
         raise AppDefinitionError(f"{name}: requirements must be a list of pip requirement strings")
     return list(value)
+
+
+def _required_secrets(name: str, value: object) -> list[str]:
+    if not isinstance(value, list | tuple) or not all(
+        isinstance(v, str) and _ENV_NAME.match(v) for v in value
+    ):
+        raise AppDefinitionError(
+            f"{name}: required_secrets must be a list of secret names (environment variable "
+            "names such as 'HF_TOKEN')"
+        )
+    return sorted(set(value))
 
 
 def _skip_conditions(name: str, value: object) -> list[RetryCondition]:

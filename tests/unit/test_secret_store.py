@@ -41,6 +41,12 @@ def test_other_names_are_refused(name: str, why: str) -> None:
     assert problem is not None and why in problem
 
 
+def test_a_name_holding_a_value_is_refused_without_quoting_it() -> None:
+    """``NAME=VALUE`` sent as a name is refused, and the message does not show the value."""
+    problem = name_problem("HF_TOKEN=hf_secret")
+    assert problem is not None and "hf_secret" not in problem and "'='" in problem
+
+
 def test_values_that_cannot_be_variables_are_refused_without_quoting_them() -> None:
     """A NUL or a value past 64 KiB is refused; the message does not hold the value."""
     for value in ("abc\x00def", "z" * (64 * 1024 + 1)):

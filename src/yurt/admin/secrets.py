@@ -40,6 +40,8 @@ def name_problem(name: str) -> str | None:
     and never one that configures yurt, Nomad or Consul (as ``[local] pass_env`` refuses them)
     or that the runner's environment sets itself.
     """
+    if "=" in name:  # NAME=VALUE given as a name: quoting it would show the value
+        return "a secret's name holds no '=': give the name alone, and the value as its own"
     if not name or len(name) > MAX_NAME or not _NAME.match(name):
         return (
             f"{name[:MAX_NAME]!r} is not an environment variable name: use letters, digits and "

@@ -23,7 +23,11 @@ def add_parser(commands: Any) -> None:
     )
     sub = p.add_subparsers(dest="secrets_command", required=True, metavar="SUBCOMMAND")
     set_p = sub.add_parser("set", help="set a secret; every runner started after gets it")
-    set_p.add_argument("name", metavar="NAME", help="an environment variable name, e.g. HF_TOKEN")
+    set_p.add_argument(
+        "name",
+        metavar="NAME",
+        help="an environment variable name, e.g. HF_TOKEN (fal's NAME=VALUE works too)",
+    )
     set_p.add_argument(
         "value",
         metavar="VALUE",
@@ -57,6 +61,15 @@ def read_value(given: str, name: str, stdin: TextIO) -> str:
     return value.removesuffix("\n")
 
 
+def split_name(name: str, given: str, stdin: TextIO) -> tuple[str, str]:
+    """The name and value to set: fal's ``NAME=VALUE`` (with no VALUE after it), else ``name``
+    and ``read_value``'s value."""
+    if "=" in name and given == "-":
+        name, _, value = name.partition("=")
+        return name, value
+    return name, read_value(given, name, stdin)
+
+
 def handle(args: argparse.Namespace) -> int:
     """Carry out one subcommand; returns the exit code."""
     from yurt.deployment import list_secrets, set_secret, unset_secret
@@ -64,11 +77,11 @@ def handle(args: argparse.Namespace) -> int:
     where = {"server": args.server, "token": args.token}
     try:
         if args.secrets_command == "set":
-            value = read_value(args.value, args.name, sys.stdin)
+            name, value = split_name(args.name, args.value, sys.stdin)
             if not value:
-                raise DeployError(f"no value given for {args.name}; pass it on stdin or after it")
-            outcome = set_secret(args.name, value, **where)
-            _say(args, {"name": args.name, "outcome": outcome}, f"{outcome} {args.name}")
+                raise DeployError(f"no value given for {name}; pass it on stdin or after it")
+            outcome = set_secret(name, value, **where)
+            _say(args, {"name": name, "outcome": outcome}, f"{outcome} {name}")
         elif args.secrets_command == "unset":
             unset_secret(args.name, **where)
             _say(args, {"name": args.name, "outcome": "unset"}, f"unset {args.name}")

@@ -7,7 +7,7 @@ import io
 import pytest
 
 from yurt.cli.main import build_parser
-from yurt.cli.secrets import read_value
+from yurt.cli.secrets import read_value, split_name
 
 
 def test_set_takes_the_value_from_stdin_by_default() -> None:
@@ -47,3 +47,9 @@ def test_a_piped_value_loses_one_line_ending(stdin: str, value: str) -> None:
 def test_a_given_value_is_taken_as_is() -> None:
     """A VALUE on the command line is not read from stdin."""
     assert read_value("v\n", "N", io.StringIO("other")) == "v\n"
+
+
+def test_fal_name_equals_value_is_understood() -> None:
+    """``NAME=VALUE`` (as ``fal secrets set`` takes it) sets NAME, without reading stdin."""
+    assert split_name("HF_TOKEN=a=b", "-", io.StringIO("other")) == ("HF_TOKEN", "a=b")
+    assert split_name("HF_TOKEN", "-", io.StringIO("piped\n")) == ("HF_TOKEN", "piped")

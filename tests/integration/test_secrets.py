@@ -193,3 +193,24 @@ async def test_secret_names_and_auth_are_checked(tmp_path: Path) -> None:
         assert code == 1 and "NOMAD_TOKEN" in err and value not in err
         async with s.get(f"{base}{API}/secrets", headers=headers) as resp:
             assert (resp.status, await resp.json()) == (200, [])
+
+
+async def test_secrets_that_do_not_open_fail_the_start_not_the_server(tmp_path: Path) -> None:
+    """A secrets file altered behind the server's back fails runner starts with a 503 naming
+    the secret (never its value), and the server keeps answering."""
+    value = "v-" + secrets.token_hex(16)
+    timeout = aiohttp.ClientTimeout(total=DEADLINE)
+    async with yurt_server(tmp_path) as (base, log), aiohttp.ClientSession(timeout=timeout) as s:
+        code, _, err = await secrets_command(base, "set", "API_KEY", value)
+        assert code == 0, err
+        path = tmp_path / "data" / "secrets.json"
+        entries = json.loads(path.read_text())
+        entries["API_KEY"]["sealed"] = "AAAA" + entries["API_KEY"]["sealed"][4:]
+        path.write_text(json.dumps(entries))
+        app = await deploy(base, "ShowEnv")
+        status, body, error_type = await call(s, app["url"], "API_KEY")
+        assert (status, error_type) == (503, "runner_scheduling_failure"), body
+        assert "API_KEY" in body["detail"] and "does not open" in body["detail"]
+        code, out, err = await secrets_command(base, "list")
+        assert code == 0 and out.startswith("API_KEY\t"), err
+    assert value not in log.read_text()

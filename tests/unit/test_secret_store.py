@@ -100,3 +100,29 @@ def test_another_key_does_not_open_the_values(tmp_path: Path) -> None:
     (tmp_path / "secrets-key").write_text("00" * 32)
     with pytest.raises(ConfigError, match="yurt secrets set A"):
         SecretStore(tmp_path).values()
+
+
+@pytest.mark.parametrize("text", ["{not json", "[]", '{"A": {"set_at": 1}}', '{"A": "x"}'])
+def test_a_damaged_file_is_a_config_error(tmp_path: Path, text: str) -> None:
+    """A file that is not one of secrets is a ConfigError naming it, for every reader."""
+    (tmp_path / "secrets.json").write_text(text)
+    store = SecretStore(tmp_path)
+    for read in (store.values, store.list, lambda: store.set("B", "v", now=1.0)):
+        with pytest.raises(ConfigError, match=r"secrets\.json"):
+            read()
+
+
+def test_a_damaged_sealed_value_does_not_open(tmp_path: Path) -> None:
+    """A sealed value that is not base64 is refused as one that does not open."""
+    SecretStore(tmp_path).set("A", "v", now=1.0)
+    (tmp_path / "secrets.json").write_text('{"A": {"set_at": 1.0, "sealed": "%%%"}}')
+    with pytest.raises(ConfigError, match="does not open"):
+        SecretStore(tmp_path).values()
+
+
+@pytest.mark.parametrize("key", ["zz" * 32, "00" * 16])
+def test_a_key_file_that_is_no_key_is_refused(tmp_path: Path, key: str) -> None:
+    """A key file that is not 64 hex digits is a ConfigError naming it."""
+    (tmp_path / "secrets-key").write_text(key)
+    with pytest.raises(ConfigError, match="not a 256-bit key"):
+        SecretStore(tmp_path).set("A", "v", now=1.0)

@@ -37,7 +37,7 @@ import structlog
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from yurt.admin.secrets import SecretStore
+from yurt.admin.secrets import SecretStore, name_problem, value_problem
 from yurt.admin.store import AppStore, Deployment, Removal, is_sha256
 from yurt.errors import ConfigError, DeployError, PayloadError, SchedulingError
 from yurt.machines import CATALOG
@@ -123,7 +123,7 @@ class AdminApi:
         secrets: SecretStore | None = None,
     ) -> None:
         self.deployer = deployer
-        self.secrets = secrets  # None: no secrets routes (a server without a data dir's key)
+        self.secrets = secrets  # None: the backend does not carry secrets (501)
         self.deploys = deploys  # False: only runners' payload downloads (``yurt run``)
         self.admin_token = admin_token
         self.public_url = public_url
@@ -184,7 +184,11 @@ class AdminApi:
                     "this server's backend does not carry secrets to runners yet (the local "
                     "backend does); give the app its keys another way",
                 )
-            return await self._secret_call(request, self.secrets, parts[1:])
+            try:
+                return await self._secret_call(request, self.secrets, parts[1:])
+            except ConfigError as exc:  # the store's file or key: names a path, never a value
+                log.error("secrets_unreadable", error=str(exc))
+                return error_reply(500, "secrets_unreadable", str(exc))
         else:
             return error_reply(404, "not_found", f"no admin route {path}")
         return error_reply(405, "method_not_allowed", f"{method} {path} is not served")
@@ -318,10 +322,10 @@ class AdminApi:
                 value = SecretValue.model_validate_json(body).value
             except ValidationError as exc:
                 return _invalid(exc)
-            try:
-                new = store.set(name[0], value, time.time())
-            except ConfigError as exc:  # the name or the value's shape; never the value
-                return error_reply(422, "bad_request", str(exc))
+            problem = name_problem(name[0]) or value_problem(value)
+            if problem is not None:  # the name or the value's shape; never the value
+                return error_reply(422, "bad_request", problem)
+            new = store.set(name[0], value, time.time())
             # The name only: values never reach a log.
             log.info("secret_set", name=name[0], outcome="created" if new else "updated")
             info = next(s for s in store.list() if s.name == name[0])

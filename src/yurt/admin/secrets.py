@@ -11,12 +11,13 @@ key) gives no value away and a value moved under another name does not open.
 from __future__ import annotations
 
 import base64
-import json
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from yurt.admin.store import _write_atomic, load_secret
 from yurt.config import CONFIG_ENV
@@ -64,6 +65,18 @@ def value_problem(value: str) -> str | None:
     return None
 
 
+class _Entry(BaseModel):
+    """One secret as the file keeps it: when it was set, and nonce + sealed value (base64)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    set_at: float
+    sealed: str
+
+
+_ENTRIES = TypeAdapter(dict[str, _Entry])
+
+
 @dataclass(frozen=True, slots=True)
 class SecretInfo:
     """A secret as ``list`` shows it: its name and when it was set, never its value."""
@@ -85,17 +98,30 @@ class SecretStore:
             # Imported at first use (~17 ms): a server that keeps no secrets never pays it.
             from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-            key = bytes.fromhex(load_secret(self.key_path).decode())
+            try:
+                key = bytes.fromhex(load_secret(self.key_path).decode())
+            except ValueError:
+                key = b""
             if len(key) != 32:
-                raise ConfigError(f"the key file {self.key_path} is not a 256-bit key")
+                raise ConfigError(f"the key file {self.key_path} is not a 256-bit key in hex")
             self._cipher = AESGCM(key)
         return self._cipher
 
-    def _read(self) -> dict[str, dict[str, object]]:
-        if not self.path.is_file():
+    def _read(self) -> dict[str, _Entry]:
+        try:
+            return _ENTRIES.validate_json(self.path.read_bytes())
+        except FileNotFoundError:
             return {}
-        found: dict[str, dict[str, object]] = json.loads(self.path.read_bytes())
-        return found
+        except ValidationError as exc:  # its messages quote no input (include_input=False)
+            raise ConfigError(
+                f"{self.path} is not a file of secrets ({exc.error_count()} errors); move it "
+                "away and set the secrets again"
+            ) from exc
+        except OSError as exc:
+            raise ConfigError(f"cannot read the secrets in {self.path}: {exc}") from exc
+
+    def _write(self, entries: dict[str, _Entry]) -> None:
+        _write_atomic(self.path, _ENTRIES.dump_json(entries, indent=1))
 
     def set(self, name: str, value: str, now: float) -> bool:
         """Set (or replace) a secret; True when it is new. Raises ``ConfigError`` for a name or
@@ -107,8 +133,8 @@ class SecretStore:
         sealed = self._aead().encrypt(nonce, value.encode(), name.encode())
         entries = self._read()
         new = name not in entries
-        entries[name] = {"set_at": now, "sealed": base64.b64encode(nonce + sealed).decode()}
-        _write_atomic(self.path, json.dumps(entries, indent=1, sort_keys=True).encode())
+        entries[name] = _Entry(set_at=now, sealed=base64.b64encode(nonce + sealed).decode())
+        self._write(dict(sorted(entries.items())))
         return new
 
     def unset(self, name: str) -> bool:
@@ -116,15 +142,12 @@ class SecretStore:
         entries = self._read()
         if entries.pop(name, None) is None:
             return False
-        _write_atomic(self.path, json.dumps(entries, indent=1, sort_keys=True).encode())
+        self._write(entries)
         return True
 
     def list(self) -> list[SecretInfo]:
         """Every secret's name and when it was set, by name."""
-        return [
-            SecretInfo(name, float(entry["set_at"]))  # type: ignore[arg-type]
-            for name, entry in sorted(self._read().items())
-        ]
+        return [SecretInfo(name, entry.set_at) for name, entry in sorted(self._read().items())]
 
     def values(self) -> dict[str, str]:
         """Every secret's value by name, for a runner's environment. Raises ``ConfigError``
@@ -136,8 +159,8 @@ class SecretStore:
 
         aead, out = self._aead(), {}
         for name, entry in entries.items():
-            blob = base64.b64decode(str(entry["sealed"]))
             try:
+                blob = base64.b64decode(entry.sealed, validate=True)
                 out[name] = aead.decrypt(blob[:_NONCE], blob[_NONCE:], name.encode()).decode()
             except (InvalidTag, ValueError) as exc:
                 raise ConfigError(

@@ -174,6 +174,10 @@ class App:
     startup_timeout: ClassVar[float] = 600.0
     termination_grace_period_seconds: ClassVar[float] = 5.0
     skip_retry_conditions: ClassVar[list[str] | None] = None
+    # Secrets (``yurt secrets set``) this app cannot start without: a runner is not started
+    # while one is unset, and waiting callers get a 503 naming it. Every secret reaches every
+    # app; this only checks.
+    required_secrets: ClassVar[list[str]] = []
 
     def __init_subclass__(cls, **settings: Any) -> None:
         # fal's spelling of the app name as a class keyword: ``class A(App, name="a")``.

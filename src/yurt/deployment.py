@@ -4,8 +4,9 @@ Two calls to the server's admin API: the payload (``PUT /_yurt/api/v1/payloads/<
 skipped when the server has it), then the app (``POST /_yurt/api/v1/apps`` with the spec). The
 server makes a new revision when the payload or spec changed, and the backend replaces the
 runners, the old serving until the new are healthy. ``undeploy("owner/app", server=...)`` takes
-an app off again (``DELETE /_yurt/api/v1/apps/<owner>/<app>``). Standard library only, like
-``yurt.Client``.
+an app off again (``DELETE /_yurt/api/v1/apps/<owner>/<app>``); ``set_secret``,
+``list_secrets`` and ``unset_secret`` keep the server's secrets (``/_yurt/api/v1/secrets``).
+Standard library only, like ``yurt.Client``.
 """
 
 from __future__ import annotations
@@ -100,6 +101,44 @@ def undeploy(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class SecretEntry:
+    """A secret as the server lists it: its name and when it was set (Unix time)."""
+
+    name: str
+    set_at: float
+
+
+def set_secret(
+    name: str, value: str, *, server: str | None = None, token: str | None = None
+) -> str:
+    """Set the secret ``name`` on the server (every runner started after gets it as an
+    environment variable); returns ``created`` or ``updated``. Raises ``DeployError`` with the
+    server's reason (never quoting the value)."""
+    path = f"{API}/secrets/{urllib.parse.quote(name, safe='')}"
+    body = json.dumps({"value": value}).encode()
+    _, reply = _caller(server, token)("PUT", path, body, "application/json")
+    return str(reply.get("outcome", "updated"))
+
+
+def list_secrets(*, server: str | None = None, token: str | None = None) -> list[SecretEntry]:
+    """The names of the server's secrets and when each was set; never their values."""
+    _, reply = _caller(server, token)("GET", f"{API}/secrets", b"", "application/json")
+    return [SecretEntry(name=e["name"], set_at=float(e["set_at"])) for e in reply]
+
+
+def unset_secret(name: str, *, server: str | None = None, token: str | None = None) -> None:
+    """Remove the secret ``name``: runners started after no longer get it. Raises
+    ``DeployError`` when the server has no such secret."""
+    path = f"{API}/secrets/{urllib.parse.quote(name, safe='')}"
+    _caller(server, token)("DELETE", path, b"", "application/json")
+
+
+def _caller(server: str | None, token: str | None, timeout: float = 60.0) -> _Caller:
+    base = (server or server_url_env()).rstrip("/")
+    return _Caller(base, token if token is not None else admin_token_env(), timeout)
+
+
 class _Caller:
     def __init__(self, base: str, token: str | None, timeout: float) -> None:
         self.base, self.token, self.timeout = base, token, timeout
@@ -130,9 +169,14 @@ def _explain(base: str, method: str, path: str, exc: urllib.error.HTTPError) -> 
         detail = error_type = None
     if error_type == "app_not_found":
         return f"{detail}; `GET {API}/apps` lists the deployed apps"
+    if error_type == "secret_not_found":
+        return f"{detail}; `yurt secrets list` lists them"
     if exc.code == 401:
         return f"the server at {base} wants the admin token: pass --token or set $YURT_ADMIN_TOKEN"
     if exc.code == 404:
         return f"{base} has no admin API ({method} {path}: 404); is it a `yurt server`?"
-    what = "undeploy" if method == "DELETE" else "deploy"
+    if path.startswith(f"{API}/secrets"):
+        what = "secret's change" if method != "GET" else "secrets' listing"
+    else:
+        what = "undeploy" if method == "DELETE" else "deploy"
     return f"the server refused the {what} ({method} {path}: {exc.code}): {detail or exc.reason}"

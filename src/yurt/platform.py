@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import structlog
 
 from yurt.admin.api import AdminApi, check_exposure
+from yurt.admin.secrets import SecretStore
 from yurt.admin.store import AppStore, Deployment, Removal, load_secret
 from yurt.app import App
 from yurt.backends.base import Backend, Discovery
@@ -89,6 +90,7 @@ class Platform:
         self.ephemeral = ephemeral
         self.default_owner = config.router.owner
         self.store = AppStore(config.data_dir, b"")
+        self.secrets = SecretStore(config.data_dir)
         self.queue_store: QueueStore | None = None
         self._lock: IO[str] | None = None
         self.webhooks: WebhookSender | None = None
@@ -108,6 +110,7 @@ class Platform:
                 config.data_dir / "logs",
                 machines=config.machine_overrides(),
                 app_data=config.data_dir / "appdata",
+                secrets=self.secrets.values,
             )
             self.discovery = self.registry
         self.scheduler = Scheduler(self.backend, config.scheduler)
@@ -260,6 +263,8 @@ class Platform:
                 public_url=self.config.router.public_url,
                 limit=self.config.max_payload_size,
                 deploys=self.server,
+                # Nomad runners would not get them yet (Nomad Variables are to carry them).
+                secrets=self.secrets if self.config.backend == "local" else None,
             )
             await self.router.bind()
             if self.consul is not None:

@@ -31,6 +31,7 @@ from yurt.machines import ALIASES, CATALOG, known_machine_types
 RetryCondition = Literal["timeout", "server_error", "connection_error"]
 RETRY_CONDITIONS: tuple[str, ...] = typing.get_args(RetryCondition)
 APP_AUTH = ("private", "public", "shared")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Seconds a stopping runner has for teardown() after the grace period, before its supervisor
 # (the local backend's kill_after, Nomad's KillTimeout) sends SIGKILL.
 TEARDOWN_SLACK_S = 5.0
@@ -75,6 +76,8 @@ class AppSpec(BaseModel):
     termination_grace_period_seconds: float
     skip_retry_conditions: list[RetryCondition]
     endpoints: list[EndpointSpec]
+    # Last and with a default: deployments saved before it existed still load.
+    required_secrets: list[str] = []
 
     @property
     def health_check(self) -> EndpointSpec | None:
@@ -145,6 +148,7 @@ def build_spec(cls: type[App]) -> AppSpec:
         requirements=_requirements(name, values["requirements"]),
         local_python_modules=_module_names(name, values["local_python_modules"]),
         skip_retry_conditions=_skip_conditions(name, values["skip_retry_conditions"]),
+        required_secrets=_required_secrets(name, values["required_secrets"]),
         endpoints=sorted(endpoints, key=lambda e: e.path),
         **knobs,
     )
@@ -245,6 +249,17 @@ def _module_names(name: str, value: object) -> list[str]:
             "as in an import statement, e.g. 'my_package.sub' (no path, no .py)"
         )
     return list(value)
+
+
+def _required_secrets(name: str, value: object) -> list[str]:
+    if not isinstance(value, list | tuple) or not all(
+        isinstance(v, str) and _ENV_NAME.match(v) for v in value
+    ):
+        raise AppDefinitionError(
+            f"{name}: required_secrets must be a list of secret names (environment variable "
+            "names such as 'HF_TOKEN')"
+        )
+    return sorted(set(value))
 
 
 def _skip_conditions(name: str, value: object) -> list[RetryCondition]:

@@ -12,6 +12,9 @@
     DELETE /_yurt/api/v1/apps/{owner}/{app}  -> 200 {app_id, revision, outcome: "undeployed",
                                              failed_requests} | 404 app_not_found
     DELETE /_yurt/api/v1/apps/{app}          the same, for the server's default owner
+    GET    /_yurt/api/v1/secrets             -> [{name, set_at}], never a value
+    PUT    /_yurt/api/v1/secrets/{name}      {value} -> 201 | 200 {name, set_at, outcome}
+    DELETE /_yurt/api/v1/secrets/{name}      -> 200 {name, outcome: "unset"} | 404
 
 Every call but a payload download needs the admin token when one is configured
 (``Authorization: Bearer <token>``); a payload download needs that revision's token (what runners
@@ -27,12 +30,14 @@ import hmac
 import ipaddress
 import json
 import re
+import time
 from typing import Any, Protocol
 
 import structlog
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from yurt.admin.secrets import SecretStore, name_problem, value_problem
 from yurt.admin.store import AppStore, Deployment, Removal, is_sha256
 from yurt.errors import ConfigError, DeployError, PayloadError, SchedulingError
 from yurt.machines import CATALOG
@@ -54,6 +59,14 @@ class DeployRequest(BaseModel):
     spec: AppSpec
     payload_sha256: str
     owner: str | None = None
+
+
+class SecretValue(BaseModel):
+    """The body of ``PUT /_yurt/api/v1/secrets/{name}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    value: str
 
 
 class Deployer(Protocol):
@@ -107,8 +120,10 @@ class AdminApi:
         public_url: str | None,
         limit: int,
         deploys: bool = True,
+        secrets: SecretStore | None = None,
     ) -> None:
         self.deployer = deployer
+        self.secrets = secrets  # None: the backend does not carry secrets (501)
         self.deploys = deploys  # False: only runners' payload downloads (``yurt run``)
         self.admin_token = admin_token
         self.public_url = public_url
@@ -159,6 +174,21 @@ class AdminApi:
                 if len(parts) == 3:
                     return json_reply(self._app(request, found, full=True))
                 return json_reply([r.model_dump() for r in found.revisions])
+        elif parts[0] == "secrets" and len(parts) in (1, 2):
+            if not self._is_admin(request):
+                return _denied()
+            if self.secrets is None:
+                return error_reply(
+                    501,
+                    "not_implemented",
+                    "this server's backend does not carry secrets to runners yet (the local "
+                    "backend does); give the app its keys another way",
+                )
+            try:
+                return await self._secret_call(request, self.secrets, parts[1:])
+            except ConfigError as exc:  # the store's file or key: names a path, never a value
+                log.error("secrets_unreadable", error=str(exc))
+                return error_reply(500, "secrets_unreadable", str(exc))
         else:
             return error_reply(404, "not_found", f"no admin route {path}")
         return error_reply(405, "method_not_allowed", f"{method} {path} is not served")
@@ -273,6 +303,44 @@ class AdminApi:
                 "failed_requests": done.failed,
             }
         )
+
+    # -- secrets ---------------------------------------------------------------------------
+
+    async def _secret_call(
+        self, request: web.BaseRequest, store: SecretStore, name: list[str]
+    ) -> Reply:
+        method = request.method
+        if not name:
+            if method != "GET":
+                return error_reply(405, "method_not_allowed", f"{method} {request.path}")
+            return json_reply([{"name": s.name, "set_at": s.set_at} for s in store.list()])
+        if method == "PUT":
+            body = await self._read(request)
+            if isinstance(body, Reply):
+                return body
+            try:
+                value = SecretValue.model_validate_json(body).value
+            except ValidationError as exc:
+                return _invalid(exc)
+            problem = name_problem(name[0]) or value_problem(value)
+            if problem is not None:  # the name or the value's shape; never the value
+                return error_reply(422, "bad_request", problem)
+            new = store.set(name[0], value, time.time())
+            # The name only: values never reach a log.
+            log.info("secret_set", name=name[0], outcome="created" if new else "updated")
+            info = next(s for s in store.list() if s.name == name[0])
+            reply = {"name": info.name, "set_at": info.set_at}
+            return json_reply(
+                {**reply, "outcome": "created" if new else "updated"}, 201 if new else 200
+            )
+        if method == "DELETE":
+            if not store.unset(name[0]):
+                return error_reply(
+                    404, "secret_not_found", f"no secret {name[0][:256]!r} is set on this server"
+                )
+            log.info("secret_unset", name=name[0])
+            return json_reply({"name": name[0], "outcome": "unset"})
+        return error_reply(405, "method_not_allowed", f"{method} {request.path} is not served")
 
     def _app(self, request: web.BaseRequest, d: Deployment, full: bool = False) -> dict[str, Any]:
         base = self.public_url or f"{request.scheme}://{request.host}"

@@ -22,7 +22,7 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -45,6 +45,7 @@ from yurt.backends.localproc import bound_socket, runner_command, runner_env
 from yurt.backends.runnerlog import Console, RunnerOutput, failure_from_tail
 from yurt.config import LocalBackendConfig
 from yurt.discovery.local import LocalRegistry
+from yurt.errors import ConfigError
 from yurt.machines import with_overrides
 from yurt.privatefs import private_dir
 from yurt.spec import AppSpec
@@ -115,11 +116,15 @@ class LocalBackend:
         machines: Mapping[str, Mapping[str, Any]] | None = None,
         console: BinaryIO | None = None,
         app_data: Path | None = None,
+        secrets: Callable[[], Mapping[str, str]] | None = None,
     ) -> None:
         self.config = config
         # Where each app's persistent data directory lives (``<owner>/<app>`` below it); None
         # gives runners none.
         self.app_data = app_data
+        # The server's secrets, read at each runner's start: a change reaches runners started
+        # after it.
+        self.secrets = secrets
         if console is None and config.console:
             console = sys.stderr.buffer
         # Where runner output is shown as it comes, each line prefixed with the runner id.
@@ -384,6 +389,8 @@ class LocalBackend:
                 # Private as the rest of the data dir: apps keep weights and user data there.
                 data = private_dir(app_data_path(self.app_data, app.app_id))
             env = runner_env(os.environ, gpu_ids, self.config.pass_env, data)
+            if not self._add_secrets(app, runner, env):
+                return
             # A pipe, not the log file: a runner must not die of a full disk (runnerlog).
             runner.proc = await asyncio.create_subprocess_exec(
                 *cmd,
@@ -507,6 +514,28 @@ class LocalBackend:
         )
         for listener in self._listeners:
             listener(failure)
+
+    def _add_secrets(self, app: _App, runner: _Runner, env: dict[str, str]) -> bool:
+        """Put the server's secrets in ``env``, after the allow-list; False (and the runner
+        failed to start) while one the app requires is unset or none can be read."""
+        try:
+            found = self.secrets() if self.secrets is not None else {}
+            missing = [name for name in app.spec.required_secrets if name not in found]
+        except ConfigError as exc:  # the message names the secret and the fix, never a value
+            missing, why = [], str(exc)
+        else:
+            env.update(found)
+            if not missing:
+                return True
+            why = (
+                f"the app requires the secrets {missing}, not set on this server; set them "
+                f"with `yurt secrets set NAME`"
+            )
+        app.runners.pop(runner.runner_id, None)
+        runner.state = RunnerState.TERMINATED
+        self._start_failed(app, runner, "secrets", why)
+        self._gone(app, runner)
+        return False
 
     # -- health ----------------------------------------------------------------------------
 

@@ -36,7 +36,7 @@ from yurt.backends.nomad.scaling import _App, _leaving
 from yurt.backends.nomad.surge import Surge, surge_id
 from yurt.backends.nomad.watch import AllocationWatch, HealthHistory, placement_detail
 from yurt.config import NomadConfig
-from yurt.errors import ClusterError, ClusterNotFound, ClusterUnavailable
+from yurt.errors import ClusterError, ClusterNotFound, ClusterUnavailable, SchedulingError
 from yurt.packaging import PayloadHeader, read_header
 from yurt.spec import AppSpec
 
@@ -138,6 +138,13 @@ class NomadBackend(Surge, AllocationWatch):
         job an older yurt registered is still deploying), the job is registered with the
         lowered Count itself rather than preserving the one above it.
         """
+        if spec.required_secrets:
+            # Refused, not ignored: the runners would start without them.
+            raise SchedulingError(
+                f"{app_id} requires the secrets {spec.required_secrets}, and the Nomad backend "
+                "does not carry secrets to runners yet; serve it on the local backend, or drop "
+                "required_secrets and give the keys to the job another way"
+            )
         data = await asyncio.to_thread(payload.read_bytes)
         header, _ = read_header(data)
         ref = self.links(app_id, header)

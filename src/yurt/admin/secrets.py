@@ -1,0 +1,170 @@
+"""Secrets: named values the server gives every runner as environment variables.
+
+Server-wide, as fal's are per account: every app the server serves sees every secret set on it
+(``yurt secrets set HF_TOKEN``); an App lists the ones it cannot start without in
+``required_secrets``. They live in ``DATA_DIR/secrets.json`` (``0600``), each value sealed with
+AES-256-GCM under a key of its own (``DATA_DIR/secrets-key``), the secret's name bound to its
+value as associated data, so that the file alone (a backup, a copy of the data dir without its
+key) gives no value away and a value moved under another name does not open.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+
+from yurt.admin.store import _write_atomic, load_secret
+from yurt.config import CONFIG_ENV
+from yurt.errors import ConfigError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+MAX_NAME = 256
+MAX_VALUE = 64 * 1024  # an environment variable, not a file: a key, a token, a password
+# What the runner's environment sets itself (``runner_env``): a secret must not undo it.
+_RUNNER_OWN = frozenset(("PYTHONUNBUFFERED", "CUDA_VISIBLE_DEVICES"))
+_NONCE = 12  # bytes: the size AES-GCM is specified for (NIST SP 800-38D)
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a secret, or None when it can. Pure.
+
+    A name is an environment variable's (letters, digits, ``_``, not starting with a digit),
+    and never one that configures yurt, Nomad or Consul (as ``[local] pass_env`` refuses them)
+    or that the runner's environment sets itself.
+    """
+    if "=" in name:  # NAME=VALUE given as a name: quoting it would show the value
+        return "a secret's name holds no '=': give the name alone, and the value as its own"
+    if not name or len(name) > MAX_NAME or not _NAME.match(name):
+        return (
+            f"{name[:MAX_NAME]!r} is not an environment variable name: use letters, digits and "
+            f"'_', not starting with a digit, at most {MAX_NAME} characters (e.g. HF_TOKEN)"
+        )
+    if name in CONFIG_ENV or name in _RUNNER_OWN or name.startswith(("YURT_", "NOMAD_", "CONSUL_")):
+        return (
+            f"{name} is a name yurt, Nomad or Consul read for themselves, and never reaches a "
+            "runner; give the secret another name"
+        )
+    return None
+
+
+def value_problem(value: str) -> str | None:
+    """Why ``value`` cannot be a secret's value (never quoting it), or None. Pure."""
+    if "\x00" in value:
+        return "the value holds a NUL character, which no environment variable can"
+    if len(value.encode()) > MAX_VALUE:
+        return f"the value is larger than {MAX_VALUE} bytes; keep large files in the app's data"
+    return None
+
+
+class _Entry(BaseModel):
+    """One secret as the file keeps it: when it was set, and nonce + sealed value (base64)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    set_at: float
+    sealed: str
+
+
+_ENTRIES = TypeAdapter(dict[str, _Entry])
+
+
+@dataclass(frozen=True, slots=True)
+class SecretInfo:
+    """A secret as ``list`` shows it: its name and when it was set, never its value."""
+
+    name: str
+    set_at: float  # Unix time
+
+
+class SecretStore:
+    """The server's secrets under ``data_dir``; the key is read (or made) on first use."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / "secrets.json"
+        self.key_path = data_dir / "secrets-key"
+        self._cipher: AESGCM | None = None
+
+    def _aead(self) -> AESGCM:
+        if self._cipher is None:
+            # Imported at first use (~17 ms): a server that keeps no secrets never pays it.
+            from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+            try:
+                key = bytes.fromhex(load_secret(self.key_path).decode())
+            except ValueError:
+                key = b""
+            if len(key) != 32:
+                raise ConfigError(f"the key file {self.key_path} is not a 256-bit key in hex")
+            self._cipher = AESGCM(key)
+        return self._cipher
+
+    def _read(self) -> dict[str, _Entry]:
+        try:
+            return _ENTRIES.validate_json(self.path.read_bytes())
+        except FileNotFoundError:
+            return {}
+        except ValidationError as exc:  # its messages quote no input (include_input=False)
+            raise ConfigError(
+                f"{self.path} is not a file of secrets ({exc.error_count()} errors); move it "
+                "away and set the secrets again"
+            ) from exc
+        except OSError as exc:
+            raise ConfigError(f"cannot read the secrets in {self.path}: {exc}") from exc
+
+    def _write(self, entries: dict[str, _Entry]) -> None:
+        _write_atomic(self.path, _ENTRIES.dump_json(entries, indent=1))
+
+    def set(self, name: str, value: str, now: float) -> bool:
+        """Set (or replace) a secret; True when it is new. Raises ``ConfigError`` for a name or
+        value that cannot be one (``name_problem``, ``value_problem``)."""
+        problem = name_problem(name) or value_problem(value)
+        if problem is not None:
+            raise ConfigError(problem)
+        nonce = os.urandom(_NONCE)
+        sealed = self._aead().encrypt(nonce, value.encode(), name.encode())
+        entries = self._read()
+        new = name not in entries
+        entries[name] = _Entry(set_at=now, sealed=base64.b64encode(nonce + sealed).decode())
+        self._write(dict(sorted(entries.items())))
+        return new
+
+    def unset(self, name: str) -> bool:
+        """Remove a secret; False when there was none of that name."""
+        entries = self._read()
+        if entries.pop(name, None) is None:
+            return False
+        self._write(entries)
+        return True
+
+    def list(self) -> list[SecretInfo]:
+        """Every secret's name and when it was set, by name."""
+        return [SecretInfo(name, entry.set_at) for name, entry in sorted(self._read().items())]
+
+    def values(self) -> dict[str, str]:
+        """Every secret's value by name, for a runner's environment. Raises ``ConfigError``
+        when one does not open with the key (the key file was replaced or the file altered)."""
+        entries = self._read()
+        if not entries:
+            return {}
+        from cryptography.exceptions import InvalidTag
+
+        aead, out = self._aead(), {}
+        for name, entry in entries.items():
+            try:
+                blob = base64.b64decode(entry.sealed, validate=True)
+                out[name] = aead.decrypt(blob[:_NONCE], blob[_NONCE:], name.encode()).decode()
+            except (InvalidTag, ValueError) as exc:
+                raise ConfigError(
+                    f"the secret {name} does not open with {self.key_path} (the key or "
+                    f"{self.path} was changed); set it again with `yurt secrets set {name}`"
+                ) from exc
+        return out

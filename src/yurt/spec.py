@@ -59,7 +59,7 @@ class AppSpec(BaseModel):
     app_auth: Literal["private", "public", "shared"]
     machine_types: list[str]
     num_gpus: int
-    requirements: list[str]
+    requirements: list[str] | list[list[str]]
     min_concurrency: int
     max_concurrency: int
     concurrency_buffer: int
@@ -219,10 +219,18 @@ def _num_gpus(name: str, value: object, machine_types: list[str]) -> int:
     return value
 
 
-def _requirements(name: str, value: object) -> list[str]:
-    if not isinstance(value, list | tuple) or not all(isinstance(r, str) for r in value):
-        raise AppDefinitionError(f"{name}: requirements must be a list of pip requirement strings")
-    return list(value)
+def _requirements(name: str, value: object) -> list[str] | list[list[str]]:
+    """fal's two spellings: requirement strings, or lists of them installed in that order."""
+    if isinstance(value, list | tuple) and all(isinstance(r, str) for r in value):
+        return [str(r) for r in value]
+    if isinstance(value, list | tuple) and all(
+        isinstance(step, list | tuple) and all(isinstance(r, str) for r in step) for step in value
+    ):
+        return [[str(r) for r in step] for step in value]
+    raise AppDefinitionError(
+        f"{name}: requirements must be a list of pip requirement strings, or a list of such "
+        "lists installed in order"
+    )
 
 
 def _skip_conditions(name: str, value: object) -> list[RetryCondition]:

@@ -42,8 +42,10 @@ from yurt.backends.gpus import GpuAllocator, discover_gpus
 from yurt.backends.health import HttpHealthChecker
 from yurt.backends.localproc import bound_socket, runner_command, runner_env
 from yurt.backends.runnerlog import Console, RunnerOutput, failure_from_tail
-from yurt.config import LocalBackendConfig
+from yurt.config import EnvsConfig, LocalBackendConfig
 from yurt.discovery.local import LocalRegistry
+from yurt.envs import Environments
+from yurt.errors import EnvironmentBuildError
 from yurt.machines import with_overrides
 from yurt.spec import AppSpec
 
@@ -112,8 +114,11 @@ class LocalBackend:
         gpus: GpuAllocator | None = None,
         machines: Mapping[str, Mapping[str, Any]] | None = None,
         console: BinaryIO | None = None,
+        envs: Environments | None = None,
     ) -> None:
         self.config = config
+        # Where runners of apps with requirements get their interpreter.
+        self.envs = envs or Environments(log_dir.parent / "envs", EnvsConfig(), config.python)
         if console is None and config.console:
             console = sys.stderr.buffer
         # Where runner output is shown as it comes, each line prefixed with the runner id.
@@ -367,9 +372,18 @@ class LocalBackend:
         return True
 
     async def _run(self, app: _App, runner: _Runner) -> None:
+        python = await self._interpreter(app, runner)
+        if python is None:
+            return
         fd = runner.sock.fileno() if runner.sock is not None else -1
         cmd = runner_command(
-            self.config, app.payload, runner.runner_id, runner.port, fd, self.machines
+            self.config,
+            app.payload,
+            runner.runner_id,
+            runner.port,
+            fd,
+            self.machines,
+            python=python,
         )
         gpu_ids = self.gpus.uuids(runner.runner_id) if self.gpus is not None else []
         env = runner_env(os.environ, gpu_ids, self.config.pass_env)
@@ -423,6 +437,29 @@ class LocalBackend:
         # that left the group can hold the pipe open; the pump then goes on until it closes.
         await asyncio.wait({pump}, timeout=self.config.health.timeout)
         self._exited(app, runner, code)
+
+    async def _interpreter(self, app: _App, runner: _Runner) -> str | None:
+        """The app's environment's interpreter, built first if need be; None (and the runner
+        gone) when the build failed or the runner was stopped meanwhile."""
+        if not app.spec.requirements:
+            return self.config.python  # no environment: today's fast path
+        try:
+            python = await self.envs.interpreter(app.spec.requirements)
+        except EnvironmentBuildError as exc:
+            app.runners.pop(runner.runner_id, None)
+            runner.state = RunnerState.TERMINATED
+            self._start_failed(
+                app, runner, "environment", f"the app's environment did not build: {exc}"
+            )
+            self._gone(app, runner)
+            return None
+        if runner.state != RunnerState.PENDING:  # stopped while its environment was built
+            app.runners.pop(runner.runner_id, None)
+            runner.state = RunnerState.TERMINATED
+            self._gone(app, runner)
+            return None
+        runner.started_at = time.monotonic()  # a first build does not eat its startup_timeout
+        return python
 
     def _exited(self, app: _App, runner: _Runner, code: int) -> None:
         self.registry.remove(app.app_id, runner.runner_id)

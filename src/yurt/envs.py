@@ -238,7 +238,12 @@ class Environments:
 
     def _tail(self, output: str) -> str:
         """The installer's last lines, without the server's paths."""
-        lines = [line for line in output.splitlines() if line.strip()]
+        # pip's "Looking in indexes/links" lines name the server's configured paths.
+        lines = [
+            line
+            for line in output.splitlines()
+            if line.strip() and not line.startswith("Looking in ")
+        ]
         text = "\n".join(lines[-self.config.tail_lines :])
         for path, name in ((str(self.root), "<envs>"), (str(Path.home()), "~")):
             text = text.replace(path, name)

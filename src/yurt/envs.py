@@ -26,6 +26,7 @@ import hashlib
 import json
 import re
 import shutil
+import site
 import subprocess
 import sys
 import time
@@ -250,6 +251,10 @@ class Environments:
         return text
 
     def _base_info(self) -> dict[str, object]:
+        if self._base is None and self.python == sys.executable:
+            # This process is yurt's interpreter: no process to start on the warm path.
+            minor = f"{sys.version_info.major}.{sys.version_info.minor}"
+            self._base = {"sites": site.getsitepackages(), "minor": minor}
         if self._base is None:
             out = subprocess.run(
                 [self.python, "-c", _BASE_QUERY], capture_output=True, text=True, check=True

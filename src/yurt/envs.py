@@ -126,7 +126,10 @@ class Environments:
                 self._build(digest, steps, env)
             except EnvironmentBuildError as exc:
                 failed = {"steps": [list(s) for s in steps], "detail": str(exc)}
-                self._failed_path(digest).write_text(json.dumps(failed))
+                # Whole or not at all: it is read without the lock.
+                part = self.root / f".{digest}.failed.part"
+                part.write_text(json.dumps(failed))
+                part.replace(self._failed_path(digest))
                 raise
         return env / "bin" / "python"
 

@@ -21,14 +21,18 @@ configuration (pip.conf, ``PIP_*``: indexes, find-links, constraints, certificat
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import hashlib
 import json
+import os
 import re
 import shutil
+import signal
 import site
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -73,6 +77,10 @@ def env_digest(steps: Sequence[Sequence[str]], python_minor: str, yurt_version: 
     return hashlib.sha256(body.encode()).hexdigest()[:32]
 
 
+class BuildCancelled(Exception):
+    """A build stopped by ``Environments.close()``: not the requirements' fault, not recorded."""
+
+
 @dataclass(frozen=True)
 class EnvInfo:
     """One environment on disk, as ``yurt env list`` shows it."""
@@ -92,6 +100,9 @@ class Environments:
         self.config = config
         self.python = python
         self._base: dict[str, object] | None = None
+        self._guard = threading.Lock()
+        self._procs: set[subprocess.Popen[str]] = set()
+        self._closed = False
 
     # -- asking for an interpreter -------------------------------------------------------------
 
@@ -111,7 +122,10 @@ class Environments:
         return env_digest(steps, str(self._base_info()["minor"]), __version__)
 
     def ensure(self, steps: Sequence[Sequence[str]]) -> Path:
-        """The environment's interpreter, built under the digest's lock unless it is there."""
+        """The environment's interpreter, built under the digest's lock unless it is there.
+
+        Raises ``EnvironmentBuildError`` (recorded), or ``BuildCancelled`` after ``close()``.
+        """
         digest = self.digest(steps)
         env = self.root / digest
         if (env / READY).exists():
@@ -232,13 +246,38 @@ class Environments:
 
     def _run(self, cmd: list[str], what: str) -> None:
         # This process's environment, not a runner's: the installer's configuration is in it.
-        done = subprocess.run(
-            cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False
-        )
-        if done.returncode != 0:
+        with subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,  # a Ctrl-C meant for the server does not cut a build short
+        ) as proc:
+            with self._guard:
+                if self._closed:
+                    proc.kill()
+                self._procs.add(proc)
+            try:
+                output, _ = proc.communicate()
+            finally:
+                with self._guard:
+                    self._procs.discard(proc)
+        if self._closed:
+            raise BuildCancelled(what)
+        if proc.returncode != 0:
             raise EnvironmentBuildError(
-                f"{what} failed (exit {done.returncode}):\n" + self._tail(done.stdout + done.stderr)
+                f"{what} failed (exit {proc.returncode}):" + "\n" + self._tail(output)
             )
+
+    def close(self) -> None:
+        """Stop the builds under way (their environments are removed, no failure is
+        recorded) and refuse new ones: the server is stopping."""
+        with self._guard:
+            self._closed = True
+            for proc in self._procs:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
 
     def _tail(self, output: str) -> str:
         """The installer's last lines, without the server's paths."""

@@ -8,7 +8,9 @@ import importlib.util
 import json
 import os
 import signal
+import socket
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -159,6 +161,7 @@ async def test_two_runners_of_a_new_environment_build_it_once(tmp_path: Path, wh
 
 BUILD = """
 import sys
+import time
 from pathlib import Path
 from yurt.config import EnvsConfig
 from yurt.envs import Environments
@@ -205,3 +208,28 @@ def test_an_app_pinning_a_package_yurt_needs_is_a_clear_build_error(
     assert "the app installs pydantic 1.0 where yurt runs pydantic 2." in message
     assert "yurt requires pydantic>=" in message
     assert [x for x in (tmp_path / "envs").iterdir() if x.is_dir()] == []
+
+
+async def test_stopping_during_a_build_stops_the_installer_and_records_nothing(
+    tmp_path: Path, wheels: Path
+) -> None:
+    """A server stopped mid-build ends at once: pip is killed, no environment, no failure kept."""
+    silent = socket.socket()  # an index that accepts and never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    envs = EnvsConfig(pip_args=("--index-url", f"http://127.0.0.1:{silent.getsockname()[1]}/"))
+    config = fast_config(tmp_path).model_copy(update={"envs": envs})
+    p = Platform(config)
+    await p.start()
+    try:
+        with structlog.testing.capture_logs() as logs:
+            app = await p.add_app(env_apps.PinsOne)
+            await p.backend.set_target(app, 1)
+            await wait_until(lambda: events(logs, "env_installing"), what="the install to start")
+    finally:
+        started = time.monotonic()
+        await asyncio.wait_for(p.stop(), DEADLINE)
+        silent.close()
+    assert time.monotonic() - started < 20
+    left = [x.name for x in (tmp_path / "envs").iterdir() if not x.name.endswith(".lock")]
+    assert left == []

@@ -44,7 +44,7 @@ from yurt.backends.localproc import bound_socket, runner_command, runner_env
 from yurt.backends.runnerlog import Console, RunnerOutput, failure_from_tail
 from yurt.config import EnvsConfig, LocalBackendConfig
 from yurt.discovery.local import LocalRegistry
-from yurt.envs import Environments
+from yurt.envs import BuildCancelled, Environments
 from yurt.errors import EnvironmentBuildError
 from yurt.machines import with_overrides
 from yurt.spec import AppSpec
@@ -146,6 +146,7 @@ class LocalBackend:
     async def stop(self, grace: float | None = None) -> None:
         """Stop every runner and wait until each process has exited."""
         self._stopping = True
+        self.envs.close()  # a build under way would hold the stop for minutes
         runners = [r for a in self._apps.values() for r in a.runners.values()]
         for app in self._apps.values():
             if app.wakeup is not None:
@@ -445,6 +446,10 @@ class LocalBackend:
             return self.config.python  # no environment: today's fast path
         try:
             python = await self.envs.interpreter(app.spec.requirements)
+        except BuildCancelled:
+            app.runners.pop(runner.runner_id, None)
+            runner.state = RunnerState.TERMINATED
+            return None  # stopping: nothing to replace or report
         except EnvironmentBuildError as exc:
             app.runners.pop(runner.runner_id, None)
             runner.state = RunnerState.TERMINATED

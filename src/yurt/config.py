@@ -658,6 +658,25 @@ class MachineOverride(_Frozen):
         return value
 
 
+class EnvsConfig(_Frozen):
+    """How an App's environment is built from its ``requirements`` (``[envs]``)."""
+
+    installer: Literal["pip", "uv"] = Field(
+        default="pip",
+        description="what installs requirements: pip (the default: it reads this machine's "
+        "pip configuration, pip.conf and PIP_* variables, as they are) or uv (faster, when "
+        "installed; it reads UV_* settings, not pip's)",
+    )
+    pip_args: tuple[str, ...] = Field(
+        default=(),
+        description="more arguments to the installer's install command, e.g. "
+        '["--no-index", "--find-links", "/srv/wheels"]',
+    )
+    tail_lines: int = Field(
+        default=20, ge=1, description="installer output lines a failed build reports"
+    )
+
+
 class ServerConfig(_Frozen):
     """Everything ``yurt run`` / ``yurt server`` needs."""
 
@@ -676,6 +695,7 @@ class ServerConfig(_Frozen):
     local: LocalBackendConfig = LocalBackendConfig()
     nomad: NomadConfig = NomadConfig()
     consul: ConsulConfig = ConsulConfig()
+    envs: EnvsConfig = EnvsConfig()
     machines: dict[str, MachineOverride] = Field(
         default_factory=dict, description="changes to the machine catalog, by machine type"
     )

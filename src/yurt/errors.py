@@ -9,6 +9,7 @@
     ├── ConfigError               fix the server or CLI configuration
     ├── DeployError               fix the cluster or the deploy
     │   ├── SchedulingError       no runner could be placed or started
+    │   │   └── EnvironmentBuildError  the app's requirements did not install (fix them)
     │   └── ClusterError          Nomad or Consul failed a call (``service``, ``status``)
     │       ├── ClusterUnavailable    unreachable, timed out, 5xx or 429 after the retries
     │       ├── ClusterUnauthorized   the ACL token was refused (401/403)
@@ -55,6 +56,11 @@ class DeployError(YurtError):
 
 class SchedulingError(DeployError):
     """No runner could be placed or started for an app."""
+
+
+class EnvironmentBuildError(SchedulingError):
+    """The app's ``requirements`` did not build an environment; the message quotes the
+    installer's last lines (or names both sides of a clash with yurt's own packages)."""
 
 
 class ClusterError(DeployError):

@@ -27,6 +27,7 @@ from yurt.backends.base import Backend, Discovery
 from yurt.backends.local import LocalBackend
 from yurt.config import ServerConfig
 from yurt.discovery.local import LocalRegistry
+from yurt.envs import Environments
 from yurt.errors import ConfigError
 from yurt.packaging import PayloadHeader, pack
 from yurt.privatefs import open_private, private_dir, tighten
@@ -111,6 +112,7 @@ class Platform:
                 machines=config.machine_overrides(),
                 app_data=config.data_dir / "appdata",
                 secrets=self.secrets.values,
+                envs=Environments(config.data_dir / "envs", config.envs, config.local.python),
             )
             self.discovery = self.registry
         self.scheduler = Scheduler(self.backend, config.scheduler)

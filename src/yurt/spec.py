@@ -61,7 +61,7 @@ class AppSpec(BaseModel):
     app_auth: Literal["private", "public", "shared"]
     machine_types: list[str]
     num_gpus: int
-    requirements: list[str]
+    requirements: list[str] | list[list[str]]
     # Modules shipped by value with the payload although not beside the app file (fal's name).
     local_python_modules: list[str] = []
     min_concurrency: int
@@ -227,10 +227,18 @@ def _num_gpus(name: str, value: object, machine_types: list[str]) -> int:
     return value
 
 
-def _requirements(name: str, value: object) -> list[str]:
-    if not isinstance(value, list | tuple) or not all(isinstance(r, str) for r in value):
-        raise AppDefinitionError(f"{name}: requirements must be a list of pip requirement strings")
-    return list(value)
+def _requirements(name: str, value: object) -> list[str] | list[list[str]]:
+    """fal's two spellings: requirement strings, or lists of them installed in that order."""
+    if isinstance(value, list | tuple) and all(isinstance(r, str) for r in value):
+        return [str(r) for r in value]
+    if isinstance(value, list | tuple) and all(
+        isinstance(step, list | tuple) and all(isinstance(r, str) for r in step) for step in value
+    ):
+        return [[str(r) for r in step] for step in value]
+    raise AppDefinitionError(
+        f"{name}: requirements must be a list of pip requirement strings, or a list of such "
+        "lists installed in order"
+    )
 
 
 _MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")

@@ -43,9 +43,10 @@ from yurt.backends.gpus import GpuAllocator, discover_gpus
 from yurt.backends.health import HttpHealthChecker
 from yurt.backends.localproc import bound_socket, runner_command, runner_env
 from yurt.backends.runnerlog import Console, RunnerOutput, failure_from_tail
-from yurt.config import LocalBackendConfig
+from yurt.config import EnvsConfig, LocalBackendConfig
 from yurt.discovery.local import LocalRegistry
-from yurt.errors import ConfigError
+from yurt.envs import BuildCancelled, Environments
+from yurt.errors import ConfigError, EnvironmentBuildError
 from yurt.machines import with_overrides
 from yurt.privatefs import private_dir
 from yurt.spec import AppSpec
@@ -117,6 +118,7 @@ class LocalBackend:
         console: BinaryIO | None = None,
         app_data: Path | None = None,
         secrets: Callable[[], Mapping[str, str]] | None = None,
+        envs: Environments | None = None,
     ) -> None:
         self.config = config
         # Where each app's persistent data directory lives (``<owner>/<app>`` below it); None
@@ -125,6 +127,8 @@ class LocalBackend:
         # The server's secrets, read at each runner's start: a change reaches runners started
         # after it.
         self.secrets = secrets
+        # Where runners of apps with requirements get their interpreter.
+        self.envs = envs or Environments(log_dir.parent / "envs", EnvsConfig(), config.python)
         if console is None and config.console:
             console = sys.stderr.buffer
         # Where runner output is shown as it comes, each line prefixed with the runner id.
@@ -152,6 +156,7 @@ class LocalBackend:
     async def stop(self, grace: float | None = None) -> None:
         """Stop every runner and wait until each process has exited."""
         self._stopping = True
+        self.envs.close()  # a build under way would hold the stop for minutes
         runners = [r for a in self._apps.values() for r in a.runners.values()]
         for app in self._apps.values():
             if app.wakeup is not None:
@@ -378,9 +383,18 @@ class LocalBackend:
         return True
 
     async def _run(self, app: _App, runner: _Runner) -> None:
+        python = await self._interpreter(app, runner)
+        if python is None:
+            return
         fd = runner.sock.fileno() if runner.sock is not None else -1
         cmd = runner_command(
-            self.config, app.payload, runner.runner_id, runner.port, fd, self.machines
+            self.config,
+            app.payload,
+            runner.runner_id,
+            runner.port,
+            fd,
+            self.machines,
+            python=python,
         )
         gpu_ids = self.gpus.uuids(runner.runner_id) if self.gpus is not None else []
         try:
@@ -440,6 +454,33 @@ class LocalBackend:
         # that left the group can hold the pipe open; the pump then goes on until it closes.
         await asyncio.wait({pump}, timeout=self.config.health.timeout)
         self._exited(app, runner, code)
+
+    async def _interpreter(self, app: _App, runner: _Runner) -> str | None:
+        """The app's environment's interpreter, built first if need be; None (and the runner
+        gone) when the build failed or the runner was stopped meanwhile."""
+        if not app.spec.requirements:
+            return self.config.python  # no environment: today's fast path
+        try:
+            python = await self.envs.interpreter(app.spec.requirements)
+        except BuildCancelled:
+            app.runners.pop(runner.runner_id, None)
+            runner.state = RunnerState.TERMINATED
+            return None  # stopping: nothing to replace or report
+        except EnvironmentBuildError as exc:
+            app.runners.pop(runner.runner_id, None)
+            runner.state = RunnerState.TERMINATED
+            self._start_failed(
+                app, runner, "environment", f"the app's environment did not build: {exc}"
+            )
+            self._gone(app, runner)
+            return None
+        if runner.state != RunnerState.PENDING:  # stopped while its environment was built
+            app.runners.pop(runner.runner_id, None)
+            runner.state = RunnerState.TERMINATED
+            self._gone(app, runner)
+            return None
+        runner.started_at = time.monotonic()  # a first build does not eat its startup_timeout
+        return python
 
     def _exited(self, app: _App, runner: _Runner, code: int) -> None:
         self.registry.remove(app.app_id, runner.runner_id)

@@ -47,11 +47,13 @@ def runner_command(
     machines: Mapping[str, Mapping[str, Any]],
     *,
     parent_pid: int | None = None,
+    python: str | None = None,
 ) -> list[str]:
     """The runner's command line: ``python -m yurt.runner`` listening on the inherited ``fd``
-    (bound to ``port``), draining when this process (``parent_pid``) is gone."""
+    (bound to ``port``), draining when this process (``parent_pid``) is gone; ``python`` is
+    the app's environment's interpreter (``config.python`` without one)."""
     cmd = [
-        config.python,
+        python or config.python,
         "-m",
         "yurt.runner",
         "--payload",

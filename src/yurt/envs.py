@@ -45,6 +45,7 @@ import structlog
 from yurt import __version__
 from yurt.config import EnvsConfig
 from yurt.errors import EnvironmentBuildError
+from yurt.privatefs import create_private, open_private, private_dir, tighten
 
 log = structlog.get_logger("yurt.envs")
 
@@ -131,7 +132,7 @@ class Environments:
         if (env / READY).exists():
             return env / "bin" / "python"
         self._raise_if_failed(digest)
-        self.root.mkdir(parents=True, exist_ok=True)
+        private_dir(self.root)  # in the data dir: its owner's only
         with self._locked(digest):
             if (env / READY).exists():  # built by whoever held the lock before
                 return env / "bin" / "python"
@@ -142,6 +143,7 @@ class Environments:
                 failed = {"steps": [list(s) for s in steps], "detail": str(exc)}
                 # Whole or not at all: it is read without the lock.
                 part = self.root / f".{digest}.failed.part"
+                create_private(part)
                 part.write_text(json.dumps(failed))
                 part.replace(self._failed_path(digest))
                 raise
@@ -179,7 +181,7 @@ class Environments:
     # -- building --------------------------------------------------------------------------
 
     def _locked(self, digest: str) -> _Lock:
-        self.root.mkdir(parents=True, exist_ok=True)
+        private_dir(self.root)  # in the data dir: its owner's only
         return _Lock(self.root / f"{digest}.lock", digest)
 
     def _failed_path(self, digest: str) -> Path:
@@ -217,6 +219,7 @@ class Environments:
             self._check(python)
             ready = {"steps": [list(s) for s in steps], "yurt": __version__}
             (env / READY).write_text(json.dumps(ready))
+            tighten(env)  # what this process wrote itself, with its own umask
         except BaseException as exc:
             shutil.rmtree(env, ignore_errors=True)
             log.warning("env_build_failed", env=short, elapsed_s=_since(started), error=str(exc))
@@ -253,6 +256,7 @@ class Environments:
             stderr=subprocess.STDOUT,
             text=True,
             start_new_session=True,  # a Ctrl-C meant for the server does not cut a build short
+            umask=0o077,  # the environment is in the data dir: its owner's only
         ) as proc:
             with self._guard:
                 if self._closed:
@@ -367,7 +371,7 @@ class _Lock:
         self._file: IO[str] | None = None
 
     def __enter__(self) -> _Lock:
-        self._file = self.path.open("a")
+        self._file = open_private(self.path, "a")
         try:
             fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

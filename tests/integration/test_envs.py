@@ -75,7 +75,8 @@ def events(logs: list[dict[str, object]], name: str) -> list[dict[str, object]]:
 async def test_yurt_run_serves_a_package_only_the_apps_environment_has(
     tmp_path: Path, wheels: Path
 ) -> None:
-    """`yurt run` builds the app's environment, shows its stages, and the app imports from it."""
+    """`yurt run` builds the app's environment (private, in the data dir), shows its stages, and
+    the app imports from it."""
     assert importlib.util.find_spec("yurt_test_pkg") is None  # not beside yurt
     config = tmp_path / "yurt.toml"
     config.write_text(
@@ -95,6 +96,13 @@ async def test_yurt_run_serves_a_package_only_the_apps_environment_has(
         console = (tmp_path / "run.log").read_text()
         for stage in ("env_build_started", "env_installing", "env_ready"):
             assert stage in console, console
+        # The environment is in the data dir: nothing in it is for the group or others.
+        shared = [
+            str(p)
+            for p in [data, *data.rglob("*")]
+            if not p.is_symlink() and p.stat().st_mode & 0o077
+        ]
+        assert shared == [], shared[:5]
     finally:
         proc.send_signal(signal.SIGTERM)
         await asyncio.wait_for(proc.wait(), DEADLINE)

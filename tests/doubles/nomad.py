@@ -44,9 +44,11 @@ Reproduces these facts of NOMAD_CONSUL.md:
 - Every new job version (register with a changed spec, or scale) of a group with
   Update.MaxParallel > 0 and Count > 0 starts a deployment, as Nomad does: allocations whose
   group changed only in Count/Scaling/Update are updated in place (and must be healthy again);
-  other changes replace MaxParallel allocations at a time, stopping the old one as the new one
-  is placed (a destructive update, not a canary). An allocation is healthy when its task runs
-  and its checks pass (HealthCheck "checks"; "task_states" skips the checks) for
+  other changes, a change of the job's Meta included (Nomad merges it into each task's meta
+  before comparing, scheduler/util.go:249-253), replace MaxParallel allocations at a time
+  (all at once with MaxParallel 0, reconcile_cluster.go:794-796), stopping the old one as the
+  new one is placed (a destructive update, not a canary). An allocation is healthy when its
+  task runs and its checks pass (HealthCheck "checks"; "task_states" skips the checks) for
   MinHealthyTime; one that fails or is not healthy within HealthyDeadline is unhealthy. With
   ProgressDeadline 0 the first unhealthy allocation fails the deployment
   (nomad/deploymentwatcher/deployment_watcher.go:706-709); with a ProgressDeadline it does so
@@ -497,7 +499,9 @@ class NomadDouble:
         for alloc in live:
             if alloc.terminal:
                 continue  # awaits a reschedule, no update (reconcile_cluster.go:417)
-            if alloc.job_version != job.version and not destructive(alloc.group_spec, group):
+            if alloc.job_version != job.version and not destructive(
+                alloc.job, job.spec, alloc.group_spec, group
+            ):
                 alloc.job, alloc.job_version = job.spec, job.version  # an in-place update
                 if deployment and deployment.job_version == job.version:
                     alloc.deployment_id, alloc.healthy, alloc.healthy_since = (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import sys
 from collections.abc import AsyncIterator
@@ -291,19 +292,31 @@ async def test_restart_with_a_lower_max_lowers_the_count_first(
         before = len(cluster.nomad.requests)
         with capture_logs() as logs:
             await again.ensure_app(APP, spec.model_copy(update={"max_concurrency": 1}), payload)
+            if settled:
+                # Once the Count is down, the new body (a lower Scaling.Max) rolls through a
+                # surge: the job's Meta changes, so Nomad replaces the runner.
+                await wait_until(
+                    lambda: "nomad_surge_ended" in [e["event"] for e in logs],
+                    what="the surge to end",
+                )
         group = cluster.nomad.jobs[JOB]["TaskGroups"][0]
         assert (group["Count"], group["Scaling"]["Max"]) == (1, 1)
         assert again.target(APP) == 1
         events = [e["event"] for e in logs]
         assert "nomad_count_above_max" in events
         writes = [p for m, p in cluster.nomad.requests[before:] if m in ("POST", "PUT")]
-        assert writes == [f"/v1/job/{JOB}/scale", "/v1/jobs"]
+        assert writes[:2] == [f"/v1/job/{JOB}/scale", "/v1/jobs"]
         assert ("nomad_scale_deferred" in events) is not settled
         assert not deploying(cluster.nomad)  # the registration cancelled it
-        await wait_until(lambda: cluster.running() == [first], what="index 0 alone")
-        await wait_until(lambda: [v.runner_id for v in again.runners(APP)] == [first])
+        await wait_until(
+            lambda: [a.index for a in cluster.nomad.running(JOB)] == [0], what="index 0 alone"
+        )
+        # The new body changed the job's Meta: Nomad replaced the runner either way.
+        assert cluster.running() != [first]
+        await wait_until(lambda: [v.runner_id for v in again.runners(APP)] == cluster.running())
+        only = cluster.running()
         await again.set_target(APP, 1)  # no lowering in disguise
-        assert cluster.running() == [first]
+        assert cluster.running() == only
     finally:
         await again.deregister_all()
         await again.stop()
@@ -415,6 +428,66 @@ async def test_a_new_revision_that_cannot_start_leaves_the_old_one_serving(
         assert cluster.running() == [runner]
         assert not cluster.nomad.running(JOB + "-surge")
         assert [e.runner_id for e in cluster.discovery.healthy(APP)] == [runner]
+    finally:
+        await backend.deregister_all()
+        await backend.stop()
+
+
+class GapWatch:
+    """Samples the app's healthy runners in the background; ``gaps`` counts empty samples."""
+
+    def __init__(self, discovery: ConsulDiscovery) -> None:
+        self.discovery = discovery
+        self.gaps = 0
+        self.samples = 0
+        self.task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        while True:
+            self.samples += 1
+            if not self.discovery.healthy(APP):
+                self.gaps += 1
+            await asyncio.sleep(0.05)
+
+    def __enter__(self) -> GapWatch:
+        self.task = asyncio.create_task(self._run())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.task is not None
+        self.task.cancel()
+
+
+async def test_a_changed_job_body_of_the_same_revision_rolls_without_a_gap(
+    cluster: Cluster,
+) -> None:
+    """A change of the job body that is no new revision (here max_concurrency) is rolled
+    through a surge too: the old runner serves until the new one passes."""
+    spec, payload = build_spec(Tiny), cluster.payload(Tiny)
+    backend = cluster.backend()
+    await backend.start()
+    try:
+        await backend.ensure_app(APP, spec, payload)
+        await backend.set_target(APP, 1)
+        await wait_until(lambda: len(cluster.discovery.healthy(APP)) == 1, what="one healthy")
+        [runner] = cluster.running()
+        with capture_logs() as logs, GapWatch(cluster.discovery) as watch:
+            await backend.ensure_app(APP, spec.model_copy(update={"max_concurrency": 3}), payload)
+            await wait_until(
+                lambda: "nomad_surge_ended" in [e["event"] for e in logs],
+                what="the surge to end",
+            )
+            await wait_until(
+                lambda: (
+                    [e.runner_id for e in cluster.discovery.healthy(APP)] == cluster.running()
+                    and cluster.running() != [runner]
+                ),
+                what="the app's new runner alone serving",
+            )
+        assert "nomad_surge_started" in [e["event"] for e in logs]
+        assert watch.samples > 10 and watch.gaps == 0
+        assert cluster.nomad.jobs[JOB]["TaskGroups"][0]["Scaling"]["Max"] == 3
+        assert not cluster.nomad.running(JOB + "-surge")
     finally:
         await backend.deregister_all()
         await backend.stop()

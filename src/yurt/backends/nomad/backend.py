@@ -188,7 +188,7 @@ class NomadBackend(Surge, AllocationWatch):
                 # Preserve Nomad's Count unless it is still above the maximum (the scale down
                 # is deferred): then the job carries the lowered Count itself.
                 lower, count, covered = app.accepted > top, app.target, set(app.lowering)
-                if self._surges(app, ref.revision, lower):
+                if self._surges(app, lower):
                     self._start_surge(app, spec, job, digest, ref.revision)
                     return self._follow_app(app)
                 reply = await self.client.register(register_body(job, preserve_counts=not lower))
@@ -211,13 +211,19 @@ class NomadBackend(Surge, AllocationWatch):
                 )
         self._follow_app(app)
 
-    def _surges(self, app: _App, revision: str, lower: bool) -> bool:
-        """Whether a new registration is rolled through a surge job (``surge``): a new
-        revision of a job with runners, followed through Consul, and no Count to lower first."""
+    def _surges(self, app: _App, lower: bool) -> bool:
+        """Whether a new registration is rolled through a surge job (``surge``): any change of
+        the body of a job with runners, followed through Consul, and no Count to lower first.
+
+        Not only a new revision: any change of the job body changes the job's Meta
+        (``META_DIGEST``), and Nomad compares each task's meta merged with the job's
+        (``Job.CombinedTaskMeta``, scheduler/util.go:249-253 at hashicorp/nomad aa026cc9), so
+        every change makes new allocations, and with MaxParallel 0 Nomad stops every old one
+        at once (scheduler/reconciler/reconcile_cluster.go:794-796).
+        """
         return bool(
             self.history is not None
-            and app.revision
-            and revision != app.revision
+            and (app.digest or app.revision)
             and app.accepted > 0
             and not lower
         )

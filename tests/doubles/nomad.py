@@ -64,6 +64,8 @@ Reproduces these facts of NOMAD_CONSUL.md:
 - ``leaderless``: while a test sets it, every call answers 500 "No cluster leader", as a
   server does during an election (nomad/structs/errors.go:14; an uncoded error is a 500,
   command/agent/http.go:710).
+- ``delays``: a test may hold the requests of a (method, path) that many seconds before they
+  are handled, as a slow network or a busy leader does; every other request goes on meanwhile.
 - ACL: with ``token`` set every endpoint wants ``X-Nomad-Token`` (403 "Permission denied" when
   missing, "ACL token not found" when wrong).
 
@@ -222,6 +224,7 @@ class NomadDouble:
         self.max_kill_timeout = max_kill_timeout
         self.leaderless = False  # a test hook: every call is 500 "No cluster leader"
         self.requests: list[tuple[str, str]] = []
+        self.delays: dict[tuple[str, str], float] = {}  # a test hook: held requests
         self._jobs: dict[str, _Job] = {}
         self._allocs: dict[str, Allocation] = {}
         self._deployments: list[_Deployment] = []
@@ -884,6 +887,8 @@ class NomadDouble:
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
         self.requests.append((request.method, request.path))
+        if held := self.delays.get((request.method, request.path)):
+            await asyncio.sleep(held)
         if self.leaderless:
             return web.Response(status=500, text="No cluster leader")
         if self.token is not None:

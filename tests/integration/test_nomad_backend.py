@@ -21,11 +21,11 @@ from yurt.backends.nomad.naming import PayloadRef, job_id
 from yurt.config import ConsulConfig, NomadConfig
 from yurt.discovery.consul import ConsulDiscovery
 from yurt.errors import ClusterUnauthorized
-from yurt.packaging import PayloadHeader, write_payload
+from yurt.packaging import PayloadHeader, read_header, write_payload
 from yurt.spec import build_spec
 
 from doubles import ConsulDouble, NomadDouble
-from nomad_apps import Broken, Tiny
+from nomad_apps import Broken, Loading, LoadingB, LoadingC, Slow, SlowB, Tiny
 from support import wait_until
 
 APP = "owner/tiny"
@@ -488,6 +488,108 @@ async def test_a_changed_job_body_of_the_same_revision_rolls_without_a_gap(
         assert watch.samples > 10 and watch.gaps == 0
         assert cluster.nomad.jobs[JOB]["TaskGroups"][0]["Scaling"]["Max"] == 3
         assert not cluster.nomad.running(JOB + "-surge")
+    finally:
+        await backend.deregister_all()
+        await backend.stop()
+
+
+def revision_in(payload: Path) -> str:
+    return read_header(payload.read_bytes())[0].revision
+
+
+def revision_of(nomad: NomadDouble) -> str:
+    return str(nomad.jobs[JOB]["Meta"]["yurt_revision"])
+
+
+async def test_each_stage_of_a_roll_has_its_own_deadline(cluster: Cluster) -> None:
+    """The app's new runners get a whole startup time of their own: the surge's runners serve
+    until they pass, though both stages together take longer than one startup time."""
+    backend = cluster.backend()
+    backend.surge_slack_s = 2.0  # each stage may take 15 s; each takes about 9 s here
+    await backend.start()
+    try:
+        await backend.ensure_app(APP, build_spec(Slow), cluster.payload(Slow))
+        await backend.set_target(APP, 1)
+        await wait_until(lambda: len(cluster.discovery.healthy(APP)) == 1, what="one healthy")
+        with capture_logs() as logs, GapWatch(cluster.discovery) as watch:
+            await backend.ensure_app(APP, build_spec(SlowB), cluster.payload(SlowB))
+            await wait_until(
+                lambda: "nomad_surge_ended" in [e["event"] for e in logs],
+                what="the surge to end",
+            )
+        events = [e["event"] for e in logs]
+        assert "nomad_job_registered" in events
+        assert "nomad_surge_outlasted" not in events and "nomad_surge_failed" not in events
+        # The surge ended once the app's own new runner passed: nobody went without a runner.
+        assert watch.samples > 10 and watch.gaps == 0
+        await wait_until(
+            lambda: [e.runner_id for e in cluster.discovery.healthy(APP)] == cluster.running(),
+            what="the app's new runner alone serving",
+        )
+    finally:
+        await backend.deregister_all()
+        await backend.stop()
+
+
+async def test_a_newer_deploy_waits_for_the_purge_of_the_surge_it_cancels(
+    cluster: Cluster,
+) -> None:
+    """A deploy cancelling a surge still starting registers its own surge only once the
+    cancelled one's purge is done, so that purge never takes the newer surge away."""
+    backend = cluster.backend()
+    await backend.start()
+    try:
+        await backend.ensure_app(APP, build_spec(Loading), cluster.payload(Loading))
+        await backend.set_target(APP, 1)
+        await wait_until(lambda: len(cluster.discovery.healthy(APP)) == 1, what="one healthy")
+        # The cancelled surge's purge lands while the newer surge's runners load (about 4 s).
+        cluster.nomad.delays[("DELETE", f"/v1/job/{JOB}-surge")] = 1.5
+        newest = cluster.payload(LoadingC)
+        with capture_logs() as logs:
+            await backend.ensure_app(APP, build_spec(LoadingB), cluster.payload(LoadingB))
+            await backend.ensure_app(APP, build_spec(LoadingC), newest)
+            await wait_until(
+                lambda: (
+                    revision_of(cluster.nomad) == revision_in(newest)
+                    and not cluster.nomad.running(JOB + "-surge")
+                    and [e.runner_id for e in cluster.discovery.healthy(APP)] == cluster.running()
+                ),
+                timeout=60,
+                what="the newest revision alone serving",
+            )
+        assert "nomad_surge_failed" not in [e["event"] for e in logs]
+    finally:
+        await backend.deregister_all()
+        await backend.stop()
+
+
+async def test_a_newer_deploy_lets_a_roll_in_its_second_stage_finish(cluster: Cluster) -> None:
+    """A deploy arriving while the app's job already runs the previous new revision and its
+    runners still load lets that roll finish: the surge's runners serve until they pass."""
+    backend = cluster.backend()
+    await backend.start()
+    try:
+        await backend.ensure_app(APP, build_spec(Loading), cluster.payload(Loading))
+        await backend.set_target(APP, 1)
+        await wait_until(lambda: len(cluster.discovery.healthy(APP)) == 1, what="one healthy")
+        newest = cluster.payload(LoadingC)
+        with capture_logs() as logs, GapWatch(cluster.discovery) as watch:
+            await backend.ensure_app(APP, build_spec(LoadingB), cluster.payload(LoadingB))
+            await wait_until(
+                lambda: "nomad_job_registered" in [e["event"] for e in logs],
+                what="the app's job registered with the first new revision",
+            )
+            await backend.ensure_app(APP, build_spec(LoadingC), newest)
+            await wait_until(
+                lambda: (
+                    revision_of(cluster.nomad) == revision_in(newest)
+                    and not cluster.nomad.running(JOB + "-surge")
+                    and [e.runner_id for e in cluster.discovery.healthy(APP)] == cluster.running()
+                ),
+                timeout=90,
+                what="the newest revision alone serving",
+            )
+        assert watch.samples > 10 and watch.gaps == 0
     finally:
         await backend.deregister_all()
         await backend.stop()

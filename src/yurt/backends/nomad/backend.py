@@ -97,7 +97,7 @@ class NomadBackend(Surge, AllocationWatch):
         tasks = [
             t
             for a in self._apps.values()
-            for t in (a.watch, a.evals_watch, a.scaler, a.surge)
+            for t in (a.watch, a.evals_watch, a.scaler, *a.surges)
             if t is not None
         ]
         tasks += list(self._chores)
@@ -111,9 +111,7 @@ class NomadBackend(Surge, AllocationWatch):
         """Stop and purge every job this backend registered (an ephemeral ``yurt run``)."""
         for app in list(self._apps.values()):
             log.info("nomad_job_deregister", app=app.app_id, job=app.job_id)
-            if app.surge is not None:
-                app.surge.cancel()
-                await asyncio.gather(app.surge, return_exceptions=True)
+            await self._end_surges(app)
             await self.client.deregister(app.job_id, purge=True)
 
     async def __aenter__(self) -> NomadBackend:
@@ -181,8 +179,10 @@ class NomadBackend(Surge, AllocationWatch):
             )
             app.ask = ask_of(job, GROUP)
             digest = job_digest(job)
-            if digest == app.digest and app.surge is not None and not app.surge.done():
-                app.surge.cancel()  # back to the revision the job runs: stop rolling away
+            if digest == app.digest:
+                # Back to the body the job runs: stop rolling away from it (a roll in its
+                # second stage already registered this body, and runs on).
+                self._cancel_surge(app)
             if digest != app.digest:
                 job["Meta"][META_DIGEST] = digest
                 # Preserve Nomad's Count unless it is still above the maximum (the scale down

@@ -66,6 +66,8 @@ Reproduces these facts of NOMAD_CONSUL.md:
   command/agent/http.go:710).
 - ``delays``: a test may hold the requests of a (method, path) that many seconds before they
   are handled, as a slow network or a busy leader does; every other request goes on meanwhile.
+  A held request is handled even if its caller went away meanwhile (as a request that reached
+  Nomad is); ``handled`` lists the requests answered, in order.
 - ACL: with ``token`` set every endpoint wants ``X-Nomad-Token`` (403 "Permission denied" when
   missing, "ACL token not found" when wrong).
 
@@ -225,6 +227,7 @@ class NomadDouble:
         self.leaderless = False  # a test hook: every call is 500 "No cluster leader"
         self.requests: list[tuple[str, str]] = []
         self.delays: dict[tuple[str, str], float] = {}  # a test hook: held requests
+        self.handled: list[tuple[str, str]] = []  # requests answered, in order
         self._jobs: dict[str, _Job] = {}
         self._allocs: dict[str, Allocation] = {}
         self._deployments: list[_Deployment] = []
@@ -901,6 +904,8 @@ class NomadDouble:
             response: web.StreamResponse = await handler(request)
         except _HTTPError as exc:
             return web.Response(status=exc.status, text=exc.text)
+        finally:
+            self.handled.append((request.method, request.path))
         return response
 
     async def _block(self, request: web.Request) -> None:

@@ -593,3 +593,32 @@ async def test_a_newer_deploy_lets_a_roll_in_its_second_stage_finish(cluster: Cl
     finally:
         await backend.deregister_all()
         await backend.stop()
+
+
+async def test_an_undeploy_during_a_roll_leaves_no_job(cluster: Cluster) -> None:
+    """An undeploy while a roll registers the app's job with the new revision waits for that
+    register and purges after it: the app's job is not registered again behind the purge."""
+    backend = cluster.backend()
+    await backend.start()
+    try:
+        await backend.ensure_app(APP, build_spec(Tiny), cluster.payload(Tiny))
+        await backend.set_target(APP, 1)
+        await wait_until(lambda: len(cluster.discovery.healthy(APP)) == 1, what="one healthy")
+        # Every register is held a while: the app's own is still on its way when undeployed.
+        cluster.nomad.delays[("POST", "/v1/jobs")] = 2.0
+        await backend.ensure_app(APP, build_spec(Loading), cluster.payload(Loading))
+        await wait_until(
+            lambda: registrations(cluster.nomad) == 3, what="the app's job registered again"
+        )
+        await backend.remove_app(APP)
+        await wait_until(
+            lambda: cluster.nomad.handled.count(("POST", "/v1/jobs")) == 3,
+            what="the held register answered",
+        )
+        assert JOB not in cluster.nomad.jobs
+        assert JOB + "-surge" not in cluster.nomad.jobs
+        assert backend.runners(APP) == []
+    finally:
+        cluster.nomad.delays.clear()
+        await backend.deregister_all()
+        await backend.stop()

@@ -260,19 +260,29 @@ class NomadBackend(Surge, AllocationWatch):
         needs ``submit-job`` or ``purge-job``; an unknown job is no error, where the double
         answers 404, which ``deregister`` takes as done too); the API reference is
         developer.hashicorp.com/nomad/api-docs/jobs#stop-a-job. The job id comes from the app
-        id, so a job an earlier server left goes too.
+        id, so a job an earlier server left goes too, and so does its surge job.
         """
         name = job_id(self.config.job_prefix, app_id)
         log.info("nomad_job_deregister", app=app_id, job=name, purge=True)
-        await self.client.deregister(name, purge=True)  # a refusal raises: nothing forgotten
-        app = self._apps.pop(app_id, None)
+        app = self._apps.get(app_id)
         if app is None:
+            await self._purge(name)
             return
-        # A surge under way goes too: its task purges the surge job as it ends (``surge``).
-        tasks = [t for t in (app.watch, app.evals_watch, app.scaler, app.surge) if t is not None]
+        # Under the app's lock, and with every roll ended first: a roll reaching its second
+        # stage meanwhile would register the app's job again (``surge``).
+        async with app.lock:
+            await self._end_surges(app)
+            await self._purge(name)  # a refusal raises: nothing forgotten
+        self._apps.pop(app_id, None)
+        tasks = [t for t in (app.watch, app.evals_watch, app.scaler) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _purge(self, name: str) -> None:
+        """Stop and purge an app's surge job, then its job."""
+        await self.client.deregister(surge_id(name), purge=True)
+        await self.client.deregister(name, purge=True)
 
     async def roll(self, app_id: str) -> None:
         """Nothing to do: ``ensure_app`` started the surge of a new revision (``surge``)."""

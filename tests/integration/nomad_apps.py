@@ -85,3 +85,13 @@ class LoadingC(yurt.App, keep_alive=300, max_concurrency=4, startup_timeout=60):
     @yurt.endpoint("/")
     def echo(self, body: Ping) -> Ping:
         return Ping(text="c" + body.text)
+
+
+class OnH100(yurt.App, keep_alive=300, max_concurrency=4, startup_timeout=60):
+    """Wants an H100, which the Nomad double's node lacks: Nomad cannot place it."""
+
+    machine_type = "GPU-H100"
+
+    @yurt.endpoint("/")
+    def echo(self, body: Ping) -> Ping:
+        return body

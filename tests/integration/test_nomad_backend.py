@@ -25,7 +25,7 @@ from yurt.packaging import PayloadHeader, read_header, write_payload
 from yurt.spec import build_spec
 
 from doubles import ConsulDouble, NomadDouble
-from nomad_apps import Broken, Loading, LoadingB, LoadingC, Slow, SlowB, Tiny
+from nomad_apps import Broken, Loading, LoadingB, LoadingC, OnH100, Slow, SlowB, Tiny
 from support import wait_until
 
 APP = "owner/tiny"
@@ -620,5 +620,34 @@ async def test_an_undeploy_during_a_roll_leaves_no_job(cluster: Cluster) -> None
         assert backend.runners(APP) == []
     finally:
         cluster.nomad.delays.clear()
+        await backend.deregister_all()
+        await backend.stop()
+
+
+async def test_a_roll_no_node_can_take_fails_at_once_and_says_why(cluster: Cluster) -> None:
+    """A new revision no node can place (a GPU the cluster lacks) ends its roll at once, logs
+    why and keeps it for ``roll_failure``; the old runner serves on."""
+    backend = cluster.backend()
+    await backend.start()
+    try:
+        await backend.ensure_app(APP, build_spec(Tiny), cluster.payload(Tiny))
+        await backend.set_target(APP, 1)
+        await wait_until(lambda: len(cluster.discovery.healthy(APP)) == 1, what="one healthy")
+        [runner] = cluster.running()
+        with capture_logs() as logs:
+            await backend.ensure_app(APP, build_spec(OnH100), cluster.payload(OnH100))
+            # Well within the 60 s startup time the surge would otherwise wait.
+            await wait_until(
+                lambda: "nomad_surge_ended" in [e["event"] for e in logs],
+                timeout=30,
+                what="the surge to give up",
+            )
+        [failed] = [e for e in logs if e["event"] == "nomad_surge_failed"]
+        assert "missing devices" in failed["reason"]
+        assert "nomad_surge_unplaced" in [e["event"] for e in logs]
+        why = backend.roll_failure(APP)
+        assert why is not None and "was not rolled out" in why and "nvidia/gpu" in why
+        assert cluster.running() == [runner]
+    finally:
         await backend.deregister_all()
         await backend.stop()

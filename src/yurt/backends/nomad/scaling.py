@@ -74,6 +74,7 @@ class _App:
     surging: str = ""  # the digest of the job the surge rolls
     surge_late: bool = False  # ``surge`` is in its second stage: the app's job has its body
     surges: set[asyncio.Task[None]] = field(default_factory=set)  # every surge not yet ended
+    roll_failure: str = ""  # why the last roll failed, or what keeps it from being placed
 
 
 class Scaling:

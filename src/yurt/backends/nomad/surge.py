@@ -22,9 +22,11 @@ import structlog
 
 from yurt.backends.nomad.allocs import is_live
 from yurt.backends.nomad.client import NomadClient
+from yurt.backends.nomad.evals import unplaced
 from yurt.backends.nomad.jobspec import STARTUP_SLACK_S, register_body
+from yurt.backends.nomad.naming import GROUP
 from yurt.backends.nomad.scaling import _App
-from yurt.backends.nomad.watch import HealthHistory
+from yurt.backends.nomad.watch import HealthHistory, placement_detail
 from yurt.errors import ClusterError
 from yurt.spec import AppSpec
 
@@ -66,6 +68,7 @@ class Surge:
 
     client: NomadClient
     history: HealthHistory | None
+    _apps: dict[str, _App]
     surge_slack_s: float = STARTUP_SLACK_S  # added to startup_timeout for each stage
 
     def _start_surge(
@@ -119,13 +122,15 @@ class Surge:
             )
             deadline = time.monotonic() + spec.startup_timeout + self.surge_slack_s
             if not await self._passing(app, name, version, count, deadline, give_up=True):
-                log.error("nomad_surge_failed", app=app.app_id, revision=revision)
+                why = app.roll_failure or "its runners failed or did not pass in time"
+                app.roll_failure = f"revision {revision} was not rolled out: {why}"
+                log.error("nomad_surge_failed", app=app.app_id, revision=revision, reason=why)
                 return
             async with app.lock:
                 if app.surge is asyncio.current_task():
                     app.surge_late = True  # from here on a newer body waits, not cancels
                 await self.client.register(register_body(job))
-                app.digest, app.revision = digest, revision
+                app.digest, app.revision, app.roll_failure = digest, revision, ""
                 version = await self._version(app.job_id)
             log.info("nomad_job_registered", app=app.app_id, job=app.job_id, revision=revision)
             want = min(count, max(1, app.target))
@@ -138,6 +143,7 @@ class Surge:
                     waited_s=spec.startup_timeout + self.surge_slack_s,
                 )
         except ClusterError as exc:
+            app.roll_failure = f"revision {revision} was not rolled out: {exc}"
             log.error("nomad_surge_failed", app=app.app_id, revision=revision, error=str(exc))
         finally:
             with contextlib.suppress(ClusterError):
@@ -154,9 +160,12 @@ class Surge:
         self, app: _App, job_id: str, version: int, count: int, deadline: float, *, give_up: bool
     ) -> bool:
         """Whether ``count`` live runners of ``job_id``, of ``version`` or later, pass their
-        checks before ``deadline``. With ``give_up`` one that failed ends the wait at once;
-        without, a failed one is left to Nomad to reschedule.
+        checks before ``deadline``. With ``give_up`` one that failed ends the wait at once,
+        and so does a runner no node can take (``_unplaceable``); without, a failed one is left
+        to Nomad to reschedule.
         """
+        if give_up:
+            app.roll_failure = ""
         while time.monotonic() < deadline:
             _, stubs = await self.client.allocations(job_id)
             new = [s for s in stubs if int(s.get("JobVersion") or 0) >= version]
@@ -171,5 +180,36 @@ class Surge:
             ]
             if len(passing) >= count:
                 return True
+            if give_up and await self._unplaceable(app, job_id):
+                return False
             await asyncio.sleep(POLL_S)
         return False
+
+    async def _unplaceable(self, app: _App, job_id: str) -> bool:
+        """Whether no node can take a runner of the surge job ``job_id`` until the cluster
+        changes. Nomad then keeps a blocked evaluation and nothing says so: the reason is
+        logged once (``nomad_surge_unplaced``) and kept for ``roll_failure``; a surge that
+        only waits for room (nodes full) goes on waiting until its deadline."""
+        _, evaluations = await self.client.evaluations(job_id)
+        found = unplaced(evaluations, GROUP)
+        if found is None:
+            return False
+        detail = placement_detail(app, found)
+        if app.roll_failure != detail:
+            app.roll_failure = detail
+            log.warning(
+                "nomad_surge_unplaced",
+                app=app.app_id,
+                job=job_id,
+                reasons=found.reasons,
+                final=found.final,
+                ask=app.ask,
+                eval=found.eval_id,
+            )
+        return found.final
+
+    def roll_failure(self, app_id: str) -> str | None:
+        """Why the app's last roll did not happen, or what keeps the one under way from being
+        placed; None once a roll registered the app's job (or none failed)."""
+        app = self._apps.get(app_id)
+        return (app.roll_failure or None) if app is not None else None

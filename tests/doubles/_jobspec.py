@@ -109,9 +109,29 @@ def spec_of(job: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in job.items() if k not in SERVER_FIELDS}
 
 
-def destructive(old_group: dict[str, Any], new_group: dict[str, Any]) -> bool:
-    """A change that needs new allocations (anything but Count, Scaling or Update)."""
+def _task_meta(job: dict[str, Any], group: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each task's Meta merged over its group's over the job's, as ``Job.CombinedTaskMeta``."""
+    return [
+        {**(job.get("Meta") or {}), **(group.get("Meta") or {}), **(task.get("Meta") or {})}
+        for task in group.get("Tasks") or []
+    ]
+
+
+def destructive(
+    old_job: dict[str, Any],
+    new_job: dict[str, Any],
+    old_group: dict[str, Any],
+    new_group: dict[str, Any],
+) -> bool:
+    """A change that needs new allocations (anything but Count, Scaling or Update).
+
+    The job's Meta counts too: Nomad compares each task's meta merged with the group's and the
+    job's (``Job.CombinedTaskMeta``; scheduler/util.go:249-253 at hashicorp/nomad aa026cc9), so
+    a change of the job's Meta alone replaces every allocation.
+    """
     ignore = ("Count", "Scaling", "Update")
+    if _task_meta(old_job, old_group) != _task_meta(new_job, new_group):
+        return True
     return {k: v for k, v in old_group.items() if k not in ignore} != {
         k: v for k, v in new_group.items() if k not in ignore
     }

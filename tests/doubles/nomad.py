@@ -44,9 +44,11 @@ Reproduces these facts of NOMAD_CONSUL.md:
 - Every new job version (register with a changed spec, or scale) of a group with
   Update.MaxParallel > 0 and Count > 0 starts a deployment, as Nomad does: allocations whose
   group changed only in Count/Scaling/Update are updated in place (and must be healthy again);
-  other changes replace MaxParallel allocations at a time, stopping the old one as the new one
-  is placed (a destructive update, not a canary). An allocation is healthy when its task runs
-  and its checks pass (HealthCheck "checks"; "task_states" skips the checks) for
+  other changes, a change of the job's Meta included (Nomad merges it into each task's meta
+  before comparing, scheduler/util.go:249-253), replace MaxParallel allocations at a time
+  (all at once with MaxParallel 0, reconcile_cluster.go:794-796), stopping the old one as the
+  new one is placed (a destructive update, not a canary). An allocation is healthy when its
+  task runs and its checks pass (HealthCheck "checks"; "task_states" skips the checks) for
   MinHealthyTime; one that fails or is not healthy within HealthyDeadline is unhealthy. With
   ProgressDeadline 0 the first unhealthy allocation fails the deployment
   (nomad/deploymentwatcher/deployment_watcher.go:706-709); with a ProgressDeadline it does so
@@ -62,6 +64,10 @@ Reproduces these facts of NOMAD_CONSUL.md:
 - ``leaderless``: while a test sets it, every call answers 500 "No cluster leader", as a
   server does during an election (nomad/structs/errors.go:14; an uncoded error is a 500,
   command/agent/http.go:710).
+- ``delays``: a test may hold the requests of a (method, path) that many seconds before they
+  are handled, as a slow network or a busy leader does; every other request goes on meanwhile.
+  A held request is handled even if its caller went away meanwhile (as a request that reached
+  Nomad is); ``handled`` lists the requests answered, in order.
 - ACL: with ``token`` set every endpoint wants ``X-Nomad-Token`` (403 "Permission denied" when
   missing, "ACL token not found" when wrong).
 
@@ -220,6 +226,8 @@ class NomadDouble:
         self.max_kill_timeout = max_kill_timeout
         self.leaderless = False  # a test hook: every call is 500 "No cluster leader"
         self.requests: list[tuple[str, str]] = []
+        self.delays: dict[tuple[str, str], float] = {}  # a test hook: held requests
+        self.handled: list[tuple[str, str]] = []  # requests answered, in order
         self._jobs: dict[str, _Job] = {}
         self._allocs: dict[str, Allocation] = {}
         self._deployments: list[_Deployment] = []
@@ -497,7 +505,9 @@ class NomadDouble:
         for alloc in live:
             if alloc.terminal:
                 continue  # awaits a reschedule, no update (reconcile_cluster.go:417)
-            if alloc.job_version != job.version and not destructive(alloc.group_spec, group):
+            if alloc.job_version != job.version and not destructive(
+                alloc.job, job.spec, alloc.group_spec, group
+            ):
                 alloc.job, alloc.job_version = job.spec, job.version  # an in-place update
                 if deployment and deployment.job_version == job.version:
                     alloc.deployment_id, alloc.healthy, alloc.healthy_since = (
@@ -880,6 +890,8 @@ class NomadDouble:
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
         self.requests.append((request.method, request.path))
+        if held := self.delays.get((request.method, request.path)):
+            await asyncio.sleep(held)
         if self.leaderless:
             return web.Response(status=500, text="No cluster leader")
         if self.token is not None:
@@ -892,6 +904,8 @@ class NomadDouble:
             response: web.StreamResponse = await handler(request)
         except _HTTPError as exc:
             return web.Response(status=exc.status, text=exc.text)
+        finally:
+            self.handled.append((request.method, request.path))
         return response
 
     async def _block(self, request: web.Request) -> None:

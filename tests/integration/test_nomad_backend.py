@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import sys
 from collections.abc import AsyncIterator
@@ -20,11 +21,11 @@ from yurt.backends.nomad.naming import PayloadRef, job_id
 from yurt.config import ConsulConfig, NomadConfig
 from yurt.discovery.consul import ConsulDiscovery
 from yurt.errors import ClusterUnauthorized
-from yurt.packaging import PayloadHeader, write_payload
+from yurt.packaging import PayloadHeader, read_header, write_payload
 from yurt.spec import build_spec
 
 from doubles import ConsulDouble, NomadDouble
-from nomad_apps import Broken, Tiny
+from nomad_apps import Broken, Loading, LoadingB, LoadingC, OnH100, Slow, SlowB, Tiny
 from support import wait_until
 
 APP = "owner/tiny"
@@ -291,19 +292,31 @@ async def test_restart_with_a_lower_max_lowers_the_count_first(
         before = len(cluster.nomad.requests)
         with capture_logs() as logs:
             await again.ensure_app(APP, spec.model_copy(update={"max_concurrency": 1}), payload)
+            if settled:
+                # Once the Count is down, the new body (a lower Scaling.Max) rolls through a
+                # surge: the job's Meta changes, so Nomad replaces the runner.
+                await wait_until(
+                    lambda: "nomad_surge_ended" in [e["event"] for e in logs],
+                    what="the surge to end",
+                )
         group = cluster.nomad.jobs[JOB]["TaskGroups"][0]
         assert (group["Count"], group["Scaling"]["Max"]) == (1, 1)
         assert again.target(APP) == 1
         events = [e["event"] for e in logs]
         assert "nomad_count_above_max" in events
         writes = [p for m, p in cluster.nomad.requests[before:] if m in ("POST", "PUT")]
-        assert writes == [f"/v1/job/{JOB}/scale", "/v1/jobs"]
+        assert writes[:2] == [f"/v1/job/{JOB}/scale", "/v1/jobs"]
         assert ("nomad_scale_deferred" in events) is not settled
         assert not deploying(cluster.nomad)  # the registration cancelled it
-        await wait_until(lambda: cluster.running() == [first], what="index 0 alone")
-        await wait_until(lambda: [v.runner_id for v in again.runners(APP)] == [first])
+        await wait_until(
+            lambda: [a.index for a in cluster.nomad.running(JOB)] == [0], what="index 0 alone"
+        )
+        # The new body changed the job's Meta: Nomad replaced the runner either way.
+        assert cluster.running() != [first]
+        await wait_until(lambda: [v.runner_id for v in again.runners(APP)] == cluster.running())
+        only = cluster.running()
         await again.set_target(APP, 1)  # no lowering in disguise
-        assert cluster.running() == [first]
+        assert cluster.running() == only
     finally:
         await again.deregister_all()
         await again.stop()
@@ -415,6 +428,226 @@ async def test_a_new_revision_that_cannot_start_leaves_the_old_one_serving(
         assert cluster.running() == [runner]
         assert not cluster.nomad.running(JOB + "-surge")
         assert [e.runner_id for e in cluster.discovery.healthy(APP)] == [runner]
+    finally:
+        await backend.deregister_all()
+        await backend.stop()
+
+
+class GapWatch:
+    """Samples the app's healthy runners in the background; ``gaps`` counts empty samples."""
+
+    def __init__(self, discovery: ConsulDiscovery) -> None:
+        self.discovery = discovery
+        self.gaps = 0
+        self.samples = 0
+        self.task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        while True:
+            self.samples += 1
+            if not self.discovery.healthy(APP):
+                self.gaps += 1
+            await asyncio.sleep(0.05)
+
+    def __enter__(self) -> GapWatch:
+        self.task = asyncio.create_task(self._run())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.task is not None
+        self.task.cancel()
+
+
+async def test_a_changed_job_body_of_the_same_revision_rolls_without_a_gap(
+    cluster: Cluster,
+) -> None:
+    """A change of the job body that is no new revision (here max_concurrency) is rolled
+    through a surge too: the old runner serves until the new one passes."""
+    spec, payload = build_spec(Tiny), cluster.payload(Tiny)
+    backend = cluster.backend()
+    await backend.start()
+    try:
+        await backend.ensure_app(APP, spec, payload)
+        await backend.set_target(APP, 1)
+        await wait_until(lambda: len(cluster.discovery.healthy(APP)) == 1, what="one healthy")
+        [runner] = cluster.running()
+        with capture_logs() as logs, GapWatch(cluster.discovery) as watch:
+            await backend.ensure_app(APP, spec.model_copy(update={"max_concurrency": 3}), payload)
+            await wait_until(
+                lambda: "nomad_surge_ended" in [e["event"] for e in logs],
+                what="the surge to end",
+            )
+            await wait_until(
+                lambda: (
+                    [e.runner_id for e in cluster.discovery.healthy(APP)] == cluster.running()
+                    and cluster.running() != [runner]
+                ),
+                what="the app's new runner alone serving",
+            )
+        assert "nomad_surge_started" in [e["event"] for e in logs]
+        assert watch.samples > 10 and watch.gaps == 0
+        assert cluster.nomad.jobs[JOB]["TaskGroups"][0]["Scaling"]["Max"] == 3
+        assert not cluster.nomad.running(JOB + "-surge")
+    finally:
+        await backend.deregister_all()
+        await backend.stop()
+
+
+def revision_in(payload: Path) -> str:
+    return read_header(payload.read_bytes())[0].revision
+
+
+def revision_of(nomad: NomadDouble) -> str:
+    return str(nomad.jobs[JOB]["Meta"]["yurt_revision"])
+
+
+async def test_each_stage_of_a_roll_has_its_own_deadline(cluster: Cluster) -> None:
+    """The app's new runners get a whole startup time of their own: the surge's runners serve
+    until they pass, though both stages together take longer than one startup time."""
+    backend = cluster.backend()
+    backend.surge_slack_s = 2.0  # each stage may take 15 s; each takes about 9 s here
+    await backend.start()
+    try:
+        await backend.ensure_app(APP, build_spec(Slow), cluster.payload(Slow))
+        await backend.set_target(APP, 1)
+        await wait_until(lambda: len(cluster.discovery.healthy(APP)) == 1, what="one healthy")
+        with capture_logs() as logs, GapWatch(cluster.discovery) as watch:
+            await backend.ensure_app(APP, build_spec(SlowB), cluster.payload(SlowB))
+            await wait_until(
+                lambda: "nomad_surge_ended" in [e["event"] for e in logs],
+                what="the surge to end",
+            )
+        events = [e["event"] for e in logs]
+        assert "nomad_job_registered" in events
+        assert "nomad_surge_outlasted" not in events and "nomad_surge_failed" not in events
+        # The surge ended once the app's own new runner passed: nobody went without a runner.
+        assert watch.samples > 10 and watch.gaps == 0
+        await wait_until(
+            lambda: [e.runner_id for e in cluster.discovery.healthy(APP)] == cluster.running(),
+            what="the app's new runner alone serving",
+        )
+    finally:
+        await backend.deregister_all()
+        await backend.stop()
+
+
+async def test_a_newer_deploy_waits_for_the_purge_of_the_surge_it_cancels(
+    cluster: Cluster,
+) -> None:
+    """A deploy cancelling a surge still starting registers its own surge only once the
+    cancelled one's purge is done, so that purge never takes the newer surge away."""
+    backend = cluster.backend()
+    await backend.start()
+    try:
+        await backend.ensure_app(APP, build_spec(Loading), cluster.payload(Loading))
+        await backend.set_target(APP, 1)
+        await wait_until(lambda: len(cluster.discovery.healthy(APP)) == 1, what="one healthy")
+        # The cancelled surge's purge lands while the newer surge's runners load (about 4 s).
+        cluster.nomad.delays[("DELETE", f"/v1/job/{JOB}-surge")] = 1.5
+        newest = cluster.payload(LoadingC)
+        with capture_logs() as logs:
+            await backend.ensure_app(APP, build_spec(LoadingB), cluster.payload(LoadingB))
+            await backend.ensure_app(APP, build_spec(LoadingC), newest)
+            await wait_until(
+                lambda: (
+                    revision_of(cluster.nomad) == revision_in(newest)
+                    and not cluster.nomad.running(JOB + "-surge")
+                    and [e.runner_id for e in cluster.discovery.healthy(APP)] == cluster.running()
+                ),
+                timeout=60,
+                what="the newest revision alone serving",
+            )
+        assert "nomad_surge_failed" not in [e["event"] for e in logs]
+    finally:
+        await backend.deregister_all()
+        await backend.stop()
+
+
+async def test_a_newer_deploy_lets_a_roll_in_its_second_stage_finish(cluster: Cluster) -> None:
+    """A deploy arriving while the app's job already runs the previous new revision and its
+    runners still load lets that roll finish: the surge's runners serve until they pass."""
+    backend = cluster.backend()
+    await backend.start()
+    try:
+        await backend.ensure_app(APP, build_spec(Loading), cluster.payload(Loading))
+        await backend.set_target(APP, 1)
+        await wait_until(lambda: len(cluster.discovery.healthy(APP)) == 1, what="one healthy")
+        newest = cluster.payload(LoadingC)
+        with capture_logs() as logs, GapWatch(cluster.discovery) as watch:
+            await backend.ensure_app(APP, build_spec(LoadingB), cluster.payload(LoadingB))
+            await wait_until(
+                lambda: "nomad_job_registered" in [e["event"] for e in logs],
+                what="the app's job registered with the first new revision",
+            )
+            await backend.ensure_app(APP, build_spec(LoadingC), newest)
+            await wait_until(
+                lambda: (
+                    revision_of(cluster.nomad) == revision_in(newest)
+                    and not cluster.nomad.running(JOB + "-surge")
+                    and [e.runner_id for e in cluster.discovery.healthy(APP)] == cluster.running()
+                ),
+                timeout=90,
+                what="the newest revision alone serving",
+            )
+        assert watch.samples > 10 and watch.gaps == 0
+    finally:
+        await backend.deregister_all()
+        await backend.stop()
+
+
+async def test_an_undeploy_during_a_roll_leaves_no_job(cluster: Cluster) -> None:
+    """An undeploy while a roll registers the app's job with the new revision waits for that
+    register and purges after it: the app's job is not registered again behind the purge."""
+    backend = cluster.backend()
+    await backend.start()
+    try:
+        await backend.ensure_app(APP, build_spec(Tiny), cluster.payload(Tiny))
+        await backend.set_target(APP, 1)
+        await wait_until(lambda: len(cluster.discovery.healthy(APP)) == 1, what="one healthy")
+        # Every register is held a while: the app's own is still on its way when undeployed.
+        cluster.nomad.delays[("POST", "/v1/jobs")] = 2.0
+        await backend.ensure_app(APP, build_spec(Loading), cluster.payload(Loading))
+        await wait_until(
+            lambda: registrations(cluster.nomad) == 3, what="the app's job registered again"
+        )
+        await backend.remove_app(APP)
+        await wait_until(
+            lambda: cluster.nomad.handled.count(("POST", "/v1/jobs")) == 3,
+            what="the held register answered",
+        )
+        assert JOB not in cluster.nomad.jobs
+        assert JOB + "-surge" not in cluster.nomad.jobs
+        assert backend.runners(APP) == []
+    finally:
+        cluster.nomad.delays.clear()
+        await backend.deregister_all()
+        await backend.stop()
+
+
+async def test_a_roll_no_node_can_take_fails_at_once_and_says_why(cluster: Cluster) -> None:
+    """A new revision no node can place (a GPU the cluster lacks) ends its roll at once, logs
+    why and keeps it for ``roll_failure``; the old runner serves on."""
+    backend = cluster.backend()
+    await backend.start()
+    try:
+        await backend.ensure_app(APP, build_spec(Tiny), cluster.payload(Tiny))
+        await backend.set_target(APP, 1)
+        await wait_until(lambda: len(cluster.discovery.healthy(APP)) == 1, what="one healthy")
+        [runner] = cluster.running()
+        with capture_logs() as logs:
+            await backend.ensure_app(APP, build_spec(OnH100), cluster.payload(OnH100))
+            # Well within the 60 s startup time the surge would otherwise wait.
+            await wait_until(
+                lambda: "nomad_surge_ended" in [e["event"] for e in logs],
+                timeout=30,
+                what="the surge to give up",
+            )
+        [failed] = [e for e in logs if e["event"] == "nomad_surge_failed"]
+        assert "missing devices" in failed["reason"]
+        assert "nomad_surge_unplaced" in [e["event"] for e in logs]
+        why = backend.roll_failure(APP)
+        assert why is not None and "was not rolled out" in why and "nvidia/gpu" in why
+        assert cluster.running() == [runner]
     finally:
         await backend.deregister_all()
         await backend.stop()

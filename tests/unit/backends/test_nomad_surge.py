@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from yurt.backends.nomad.surge import surge_id, surge_job
+from yurt.backends.nomad.scaling import _App
+from yurt.backends.nomad.surge import Surge, surge_id, surge_job
 
 
 def job() -> dict[str, Any]:
@@ -35,3 +37,58 @@ def test_surge_job_has_its_own_id_the_same_service_and_the_count() -> None:
 def test_surge_job_count_stays_within_scaling_max() -> None:
     """A Count above the new revision's maximum is brought down to it."""
     assert surge_job(job(), 5)["TaskGroups"][0]["Count"] == 2
+
+
+class Allocations:
+    """Answers ``allocations`` from a list of stub lists, one per call (the last repeats)."""
+
+    def __init__(self, *replies: list[dict[str, Any]]) -> None:
+        self.replies = list(replies)
+
+    async def allocations(self, job_id: str) -> tuple[int, list[dict[str, Any]]]:
+        reply = self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
+        return 1, reply
+
+    async def evaluations(self, job_id: str) -> tuple[int, list[dict[str, Any]]]:
+        return 1, []
+
+
+class Healthy:
+    """Every runner named here passed its checks once."""
+
+    def __init__(self, *ids: str) -> None:
+        self.ids = set(ids)
+
+    def was_healthy(self, app_id: str, runner_id: str) -> bool:
+        return runner_id in self.ids
+
+
+def stub(alloc_id: str, version: int, status: str = "running") -> dict[str, Any]:
+    return {"ID": alloc_id, "JobVersion": version, "ClientStatus": status, "DesiredStatus": "run"}
+
+
+def rolling(client: Allocations, history: Healthy) -> Surge:
+    surge = Surge()
+    surge.client = client  # type: ignore[assignment]
+    surge.history = history
+    surge._apps = {}
+    return surge
+
+
+async def test_runners_of_an_older_job_version_do_not_count() -> None:
+    """A healthy runner of a version before the one just registered is not the new one."""
+    surge = rolling(Allocations([stub("old", 3)]), Healthy("old"))
+    app = _App("o/app", "yurt-o-app", target=1)
+    deadline = time.monotonic() + 1.5
+    assert not await surge._passing(app, "j", 4, 1, deadline, give_up=True)
+
+
+async def test_the_second_stage_outlives_a_failed_runner() -> None:
+    """In the second stage a failed runner does not end the wait: its replacement passes."""
+    client = Allocations([stub("a", 4, "failed")], [stub("a", 4, "failed"), stub("b", 4)])
+    surge = rolling(client, Healthy("b"))
+    app = _App("o/app", "yurt-o-app", target=1)
+    deadline = time.monotonic() + 30
+    assert await surge._passing(app, "j", 4, 1, deadline, give_up=False)
+    first = Allocations([stub("a", 4, "failed")], [stub("b", 4)])
+    assert not await rolling(first, Healthy("b"))._passing(app, "j", 4, 1, deadline, give_up=True)

@@ -592,3 +592,20 @@ async def test_acl_token_is_required(
         assert (status, text) == (403, "Permission denied")
         headers = {"X-Nomad-Token": "t0k"}
         assert (await call(http, "GET", f"{nomad.url}/v1/jobs", headers=headers))[0] == 200
+
+
+async def test_a_changed_job_meta_replaces_every_allocation(
+    nomad: NomadDouble, http: aiohttp.ClientSession, script: Path
+) -> None:
+    """A re-registration that changes only the job's Meta replaces the allocations at once, as
+    Nomad does (it compares each task's meta merged with the job's)."""
+    await register(http, nomad, make_job(script, count=2))
+    await wait_until(running(nomad, 2), what="two running")
+    old = {a.id for a in nomad.running("app")}
+    job = make_job(script, count=2)
+    job["Meta"] = {"yurt_job_digest": "other"}
+    await register(http, nomad, job)
+    await wait_until(
+        lambda: len(nomad.running("app")) == 2 and not old & {a.id for a in nomad.running("app")},
+        what="two new allocations",
+    )

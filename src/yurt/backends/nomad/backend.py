@@ -97,7 +97,7 @@ class NomadBackend(Surge, AllocationWatch):
         tasks = [
             t
             for a in self._apps.values()
-            for t in (a.watch, a.evals_watch, a.scaler, a.surge)
+            for t in (a.watch, a.evals_watch, a.scaler, *a.surges)
             if t is not None
         ]
         tasks += list(self._chores)
@@ -111,9 +111,7 @@ class NomadBackend(Surge, AllocationWatch):
         """Stop and purge every job this backend registered (an ephemeral ``yurt run``)."""
         for app in list(self._apps.values()):
             log.info("nomad_job_deregister", app=app.app_id, job=app.job_id)
-            if app.surge is not None:
-                app.surge.cancel()
-                await asyncio.gather(app.surge, return_exceptions=True)
+            await self._end_surges(app)
             await self.client.deregister(app.job_id, purge=True)
 
     async def __aenter__(self) -> NomadBackend:
@@ -188,14 +186,16 @@ class NomadBackend(Surge, AllocationWatch):
             )
             app.ask = ask_of(job, GROUP)
             digest = job_digest(job)
-            if digest == app.digest and app.surge is not None and not app.surge.done():
-                app.surge.cancel()  # back to the revision the job runs: stop rolling away
+            if digest == app.digest:
+                # Back to the body the job runs: stop rolling away from it (a roll in its
+                # second stage already registered this body, and runs on).
+                self._cancel_surge(app)
             if digest != app.digest:
                 job["Meta"][META_DIGEST] = digest
                 # Preserve Nomad's Count unless it is still above the maximum (the scale down
                 # is deferred): then the job carries the lowered Count itself.
                 lower, count, covered = app.accepted > top, app.target, set(app.lowering)
-                if self._surges(app, ref.revision, lower):
+                if self._surges(app, lower):
                     self._start_surge(app, spec, job, digest, ref.revision)
                     return self._follow_app(app)
                 reply = await self.client.register(register_body(job, preserve_counts=not lower))
@@ -218,13 +218,19 @@ class NomadBackend(Surge, AllocationWatch):
                 )
         self._follow_app(app)
 
-    def _surges(self, app: _App, revision: str, lower: bool) -> bool:
-        """Whether a new registration is rolled through a surge job (``surge``): a new
-        revision of a job with runners, followed through Consul, and no Count to lower first."""
+    def _surges(self, app: _App, lower: bool) -> bool:
+        """Whether a new registration is rolled through a surge job (``surge``): any change of
+        the body of a job with runners, followed through Consul, and no Count to lower first.
+
+        Not only a new revision: any change of the job body changes the job's Meta
+        (``META_DIGEST``), and Nomad compares each task's meta merged with the job's
+        (``Job.CombinedTaskMeta``, scheduler/util.go:249-253 at hashicorp/nomad aa026cc9), so
+        every change makes new allocations, and with MaxParallel 0 Nomad stops every old one
+        at once (scheduler/reconciler/reconcile_cluster.go:794-796).
+        """
         return bool(
             self.history is not None
-            and app.revision
-            and revision != app.revision
+            and (app.digest or app.revision)
             and app.accepted > 0
             and not lower
         )
@@ -261,19 +267,29 @@ class NomadBackend(Surge, AllocationWatch):
         needs ``submit-job`` or ``purge-job``; an unknown job is no error, where the double
         answers 404, which ``deregister`` takes as done too); the API reference is
         developer.hashicorp.com/nomad/api-docs/jobs#stop-a-job. The job id comes from the app
-        id, so a job an earlier server left goes too.
+        id, so a job an earlier server left goes too, and so does its surge job.
         """
         name = job_id(self.config.job_prefix, app_id)
         log.info("nomad_job_deregister", app=app_id, job=name, purge=True)
-        await self.client.deregister(name, purge=True)  # a refusal raises: nothing forgotten
-        app = self._apps.pop(app_id, None)
+        app = self._apps.get(app_id)
         if app is None:
+            await self._purge(name)
             return
-        # A surge under way goes too: its task purges the surge job as it ends (``surge``).
-        tasks = [t for t in (app.watch, app.evals_watch, app.scaler, app.surge) if t is not None]
+        # Under the app's lock, and with every roll ended first: a roll reaching its second
+        # stage meanwhile would register the app's job again (``surge``).
+        async with app.lock:
+            await self._end_surges(app)
+            await self._purge(name)  # a refusal raises: nothing forgotten
+        self._apps.pop(app_id, None)
+        tasks = [t for t in (app.watch, app.evals_watch, app.scaler) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _purge(self, name: str) -> None:
+        """Stop and purge an app's surge job, then its job."""
+        await self.client.deregister(surge_id(name), purge=True)
+        await self.client.deregister(name, purge=True)
 
     async def roll(self, app_id: str) -> None:
         """Nothing to do: ``ensure_app`` started the surge of a new revision (``surge``)."""

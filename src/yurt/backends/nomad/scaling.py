@@ -72,6 +72,9 @@ class _App:
     revision: str = ""  # the payload revision the job runs
     surge: asyncio.Task[None] | None = None  # rolling a new revision (``surge``)
     surging: str = ""  # the digest of the job the surge rolls
+    surge_late: bool = False  # ``surge`` is in its second stage: the app's job has its body
+    surges: set[asyncio.Task[None]] = field(default_factory=set)  # every surge not yet ended
+    roll_failure: str = ""  # why the last roll failed, or what keeps it from being placed
 
 
 class Scaling:

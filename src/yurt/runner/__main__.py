@@ -204,15 +204,23 @@ def main(argv: list[str] | None = None) -> None:
     """Run the runner; exits the process."""
     args = parse_args(argv)
     configure(args.log_level, args.log_format)
-    code = run(serve(args), args.loop)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    if args.parent_pid > 0 and os.getppid() != args.parent_pid and os.getpgrp() == os.getpid():
-        # Orphaned (the supervisor was killed, so nobody will clean up our session): take
-        # whatever the app started (model servers, worker pools holding GPUs) with us.
-        os.killpg(os.getpgrp(), signal.SIGKILL)
-    # Threads stuck in user code past the grace period must not keep the process alive.
-    os._exit(code)
+    code = 1
+    try:
+        code = run(serve(args), args.loop)
+    except BaseException:
+        # Whatever ended it, it still ends below: a normal interpreter exit would join the
+        # threads stuck in user code (a setup() that never returns) and wait on them for ever.
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        orphaned = args.parent_pid > 0 and os.getppid() != args.parent_pid
+        if orphaned and os.getpgrp() == os.getpid():
+            # Orphaned (the supervisor was killed, so nobody will clean up our session): take
+            # whatever the app started (model servers, worker pools holding GPUs) with us.
+            os.killpg(os.getpgrp(), signal.SIGKILL)
+        # Threads stuck in user code past the grace period must not keep the process alive.
+        os._exit(code)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
-from yurt.admin.store import _write_atomic, load_secret
+from yurt.admin.store import load_secret, write_atomic
 from yurt.config import CONFIG_ENV
 from yurt.errors import ConfigError
 
@@ -121,7 +121,7 @@ class SecretStore:
             raise ConfigError(f"cannot read the secrets in {self.path}: {exc}") from exc
 
     def _write(self, entries: dict[str, _Entry]) -> None:
-        _write_atomic(self.path, _ENTRIES.dump_json(entries, indent=1))
+        write_atomic(self.path, _ENTRIES.dump_json(entries, indent=1))
 
     def set(self, name: str, value: str, now: float) -> bool:
         """Set (or replace) a secret; True when it is new. Raises ``ConfigError`` for a name or

@@ -70,7 +70,7 @@ def is_sha256(value: str) -> bool:
     return bool(_SHA256.match(value))
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file of its own (two writers may race).
 
     The file is ``0600`` (``mkstemp`` makes it so) in directories made ``0700``.
@@ -106,7 +106,7 @@ class AppStore:
             header, _ = read_header(data)
         path = self.payloads / f"{header.sha256}.yurt"
         if not path.exists():
-            _write_atomic(path, data)
+            write_atomic(path, data)
         return header
 
     def payload_path(self, sha256: str) -> Path | None:
@@ -147,7 +147,7 @@ class AppStore:
         if not revisions or revisions[-1].sha256 != sha256 or old is None or old.spec != spec:
             revisions = (*revisions, Revision(sha256=sha256, deployed_at=now))
         deployment = Deployment(app_id=app_id, spec=spec, revisions=revisions)
-        _write_atomic(self._path(app_id), deployment.model_dump_json(indent=1).encode())
+        write_atomic(self._path(app_id), deployment.model_dump_json(indent=1).encode())
         return deployment
 
     def forget(self, app_id: str) -> Deployment | None:

@@ -74,16 +74,11 @@ def is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
-def exposure_problem(host: str, keys_on: bool, public: bool, command: str) -> str | None:
-    """Why serving apps on ``host`` is refused, or None. Pure.
+def keys_required(host: str, any_keys: bool, public: bool) -> bool:
+    """Whether calls to apps that are not public need a key. Pure.
 
-    On loopback anything goes (a laptop); elsewhere the server must have API keys, or be told
-    ``--public`` that anyone who reaches it may call its apps.
+    Yes once the server has any key; and on an address beyond loopback even before the first
+    (calls to such apps get 401 until ``yurt keys create``), unless it was started ``--public``
+    to serve everyone. On loopback with no keys (a laptop), no.
     """
-    if public or keys_on or is_loopback(host):
-        return None
-    return (
-        f"{command} listens on {host} and has no API keys, so anyone who reaches it could call "
-        "its apps; create a key first (`yurt keys create --data-dir DIR`, then apps that are "
-        "not public need it), pass --public to serve everyone, or listen on 127.0.0.1"
-    )
+    return any_keys or not (public or is_loopback(host))

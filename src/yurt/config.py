@@ -154,6 +154,11 @@ class RouterConfig(_Frozen):
         description="longest wait for a free runner; None: the app's startup_timeout plus 10 s",
     )
     access_log: bool = False
+    public: bool = Field(
+        default=False,
+        description="listening beyond loopback with no API keys, serve every app to anyone "
+        "(otherwise apps that are not public answer 401 until a key exists)",
+    )
     keepalive_timeout: float = Field(
         default=75.0, gt=0, description="idle client connections close"
     )

@@ -7,8 +7,8 @@ import pytest
 from yurt.access import (
     ANONYMOUS,
     Caller,
-    exposure_problem,
     is_loopback,
+    keys_required,
     may_call,
     may_see,
     owner_of_new,
@@ -63,10 +63,10 @@ def test_loopback_is_told_apart(host: str, loopback: bool) -> None:
     assert is_loopback(host) is loopback
 
 
-def test_serving_beyond_loopback_needs_keys_or_public() -> None:
-    """Off loopback without keys is refused with the fixes named; keys or --public allow it."""
-    problem = exposure_problem("0.0.0.0", keys_on=False, public=False, command="yurt run")
-    assert problem is not None and "--public" in problem and "yurt keys create" in problem
-    assert exposure_problem("0.0.0.0", keys_on=True, public=False, command="x") is None
-    assert exposure_problem("0.0.0.0", keys_on=False, public=True, command="x") is None
-    assert exposure_problem("127.0.0.1", keys_on=False, public=False, command="x") is None
+def test_beyond_loopback_keys_are_required_from_the_start_unless_public() -> None:
+    """Off loopback, keys are wanted even before the first exists; --public lifts that."""
+    assert keys_required("0.0.0.0", any_keys=False, public=False)
+    assert not keys_required("0.0.0.0", any_keys=False, public=True)
+    assert not keys_required("127.0.0.1", any_keys=False, public=False)
+    assert keys_required("127.0.0.1", any_keys=True, public=False)
+    assert keys_required("10.1.2.3", any_keys=True, public=True)

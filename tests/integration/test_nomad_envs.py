@@ -33,7 +33,7 @@ pytestmark = pytest.mark.timeout(300)
 
 ENV_APPS = f"{ROOT}/tests/integration/env_apps.py"
 SECRET_APPS = f"{ROOT}/tests/integration/secret_apps.py"
-SECRET = "s3cr3t-value \"quoted\" <&> line\nbreak"  # every character the template escapes
+SECRET = 's3cr3t-value "quoted" <&> line\nbreak'  # every character the template escapes
 
 
 @dataclass

@@ -190,9 +190,9 @@ class NomadBackend(Surge, AllocationWatch):
                 # Back to the body the job runs: stop rolling away from it (a roll in its
                 # second stage already registered this body, and runs on).
                 self._cancel_surge(app)
-            if digest == app.digest and app.revision == ref.revision:
-                # The body runs already: its Variable gets the secrets as they are now (a
-                # server restarted after they changed).
+            if digest == app.digest:
+                # The body runs already (the digest covers the revision): its Variable gets the
+                # secrets as they are now (a server restarted after they changed).
                 await self.variables.write(name, ref.token)
             if digest != app.digest:
                 job["Meta"][META_DIGEST] = digest

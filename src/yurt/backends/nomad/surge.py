@@ -50,7 +50,7 @@ def surge_job(job: dict[str, Any], count: int) -> dict[str, Any]:
     out["ID"] = out["Name"] = surge_id(job["ID"])
     for group in out["TaskGroups"]:
         group["Count"] = min(count, group["Scaling"]["Max"])
-        for task in group["Tasks"]:
+        for task in group.get("Tasks") or []:
             if task.get("Templates"):
                 task["Templates"] = [secrets_template(out["ID"])]
     return out

@@ -178,6 +178,9 @@ class App:
     # while one is unset, and waiting callers get a 503 naming it. Every secret reaches every
     # app; this only checks.
     required_secrets: ClassVar[list[str]] = []
+    # A container image with the app's environment, yurt and its runner inside (fal's
+    # container images), run by Nomad's docker driver instead of ``[nomad] image``.
+    image: ClassVar[str | None] = None
 
     def __init_subclass__(cls, **settings: Any) -> None:
         # fal's spelling of the app name as a class keyword: ``class A(App, name="a")``.

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import structlog
 
 from yurt.admin.api import AdminApi, check_exposure
-from yurt.admin.secrets import SecretStore
+from yurt.admin.secrets import LocalSecrets, SecretStore
 from yurt.admin.store import AppStore, Deployment, Removal
 from yurt.app import App
 from yurt.backends.base import Backend, Discovery
@@ -134,6 +134,7 @@ class Platform:
             history=self.consul,
             machines=self.config.machine_overrides(),
             datacenter=self.consul.agent_datacenter,
+            envs=self.config.envs,
         )
         self.backend, self.discovery = self.nomad, self.consul
 
@@ -267,8 +268,10 @@ class Platform:
                 public_url=self.config.router.public_url,
                 limit=self.config.max_payload_size,
                 deploys=self.server,
-                # Nomad runners would not get them yet (Nomad Variables are to carry them).
-                secrets=self.secrets if self.config.backend == "local" else None,
+                # On Nomad, Nomad Variables keep them (``yurt.backends.nomad.secrets``).
+                secrets=(
+                    self.nomad.secrets if self.nomad is not None else LocalSecrets(self.secrets)
+                ),
                 keys=self.keys,
             )
             await self.router.bind()

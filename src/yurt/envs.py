@@ -288,6 +288,7 @@ class Environments:
             stages.say("checking")
             self._see_yurt(env)
             self._check(python)
+            stages.say("ready", packages=stages.installed)  # before READY: a poller sees both
             ready = {"steps": [list(s) for s in steps], "yurt": __version__}
             (env / READY).write_text(json.dumps(ready))
             tighten(env)  # what this process wrote itself, with its own umask
@@ -299,7 +300,6 @@ class Environments:
             else:
                 stages.say("failed", detail=str(exc))
             raise
-        stages.say("ready", packages=stages.installed)
         log.info("env_ready", env=short, requirements=count, elapsed_s=stages.elapsed())
 
     def _run(

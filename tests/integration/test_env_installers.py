@@ -19,7 +19,7 @@ import pytest
 from wheels import write_wheel
 from yurt.envs_installer import find_uv
 
-from support import DEADLINE, start_yurt
+from support import DEADLINE, start_yurt, yurt_command
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -129,3 +129,42 @@ async def test_a_second_yurt_run_reuses_the_environment(tmp_path: Path) -> None:
     assert first["python"] == second["python"]
     assert re.search(r"yurt: environment [0-9a-f]{12}: ready \(built before\)", console), console
     assert "creating the virtualenv" not in console
+
+
+async def test_yurt_deploy_shows_the_servers_build_and_a_failure(tmp_path: Path) -> None:
+    """`yurt deploy` to a `yurt server` follows the server's build of the environment stage by
+    stage; the app then answers from it. A requirement that does not install fails the deploy
+    command with pip's words."""
+    wheels = tmp_path / "wheels"
+    write_wheel(wheels, "yurt_test_pkg", "1.0", "VERSION = '1.0'\n")
+    pip_conf = tmp_path / "pip.conf"
+    pip_conf.write_text(f"[global]\nno-index = true\nfind-links = {wheels}\n")
+    args = ["server", "--port", "0", "--data-dir", str(tmp_path / "data")]
+    proc, base = await start_yurt(
+        args, tmp_path / "server.log", r"server at (http://\S+)", configured_only(pip_conf)
+    )
+    try:
+        code, out, err = await yurt_command("deploy", f"{APPS}::PinsOne", "--server", base)
+        assert code == 0, err
+        stages = [re.search(stage, out) for stage in STAGES]
+        assert all(stages), out
+        assert out.index("installed with pip") < out.index("try: curl"), out
+        url = re.findall(r"try: curl -s -X POST (\S+)", out)[0]
+        timeout = aiohttp.ClientTimeout(total=DEADLINE * 2)
+        async with aiohttp.ClientSession(timeout=timeout) as s, s.post(url, json={}) as resp:
+            assert resp.status == 200, await resp.text()
+            assert (await resp.json())["version"] == "1.0"
+            api = f"{base}/_yurt/api/v1/apps"
+            async with s.get(f"{api}/{url.split('/', 3)[3]}/environment?after=x") as resp:
+                assert (resp.status, (await resp.json())["error_type"]) == (422, "bad_request")
+            async with s.get(f"{api}/nobody/nothing/environment") as resp:
+                assert (resp.status, (await resp.json())["error_type"]) == (404, "app_not_found")
+
+        code, out, err = await yurt_command("deploy", f"{APPS}::PinsMissing", "--server", base)
+        assert code == 1, out
+        assert re.search(r"environment [0-9a-f]{12}: failed after", out), out
+        assert "is deployed, but its environment did not build" in err, err
+        assert "No matching distribution found for yurt_test_pkg==9.0" in err, err
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), DEADLINE)

@@ -148,17 +148,19 @@ async def bench(args: argparse.Namespace) -> int:
             for i in range(args.warmup + args.iterations):
                 warm = i < args.warmup
                 line = [f"  {'warmup' if warm else f'iter {i - args.warmup + 1}'}:"]
-                for name, app_id in ids.items():  # interleaved, so both see the same machine
+                await wait_for(lambda: all_idle(platform, ids), 30, "zero runners")
+                for key, t in (await baselines()).items():
+                    if not warm:
+                        base[key].append(t)
+                # Interleaved, and in turns first, so both see the same machine.
+                for name, app_id in sorted(ids.items(), reverse=i % 2 == 1):
                     await wait_for(lambda a=app_id: no_runner(platform, a), 30, "zero runners")
-                    if name == "no requirements":
-                        for key, t in (await baselines()).items():
-                            if not warm:
-                                base[key].append(t)
                     row = await cold_start(platform, pool, app_id, healthy_at, config.data_dir)
                     seen_pids.append(int(row.pop("pid")))
                     if not warm:
                         rows[name].append(row)
                     line.append(f"{name} {row['total'] * 1000:6.1f} ms")
+                line[1:] = sorted(line[1:])  # the same order on every line
                 print("  ".join(line), flush=True)
         finally:
             if pool is not None:
@@ -172,6 +174,10 @@ async def bench(args: argparse.Namespace) -> int:
 
     report(rows, base, builds, args.requirements)
     return 0
+
+
+def all_idle(platform: Platform, ids: dict[str, str]) -> bool:
+    return all(no_runner(platform, app_id) for app_id in ids.values())
 
 
 def no_runner(platform: Platform, app_id: str) -> bool:
@@ -192,7 +198,7 @@ def watch_healthy(platform: Platform) -> dict[str, float]:
 
 
 async def baselines() -> dict[str, float]:
-    """Bare interpreter starts, in the same conditions (no runner alive)."""
+    """Bare interpreter starts, in the same conditions (no runner alive yet)."""
     out = {
         "pass": await timed_exec(sys.executable, "-c", "pass"),
         "import": await timed_exec(sys.executable, "-c", "import yurt.runner.server"),

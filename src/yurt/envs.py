@@ -281,7 +281,10 @@ class Environments:
                 self.config.installer, self.python, python, self.config.pip_args
             )
             for i, step in enumerate(steps, 1):
-                log.info("env_installing", env=short, step=i, of=len(steps), requirements=len(step))
+                # debug: a console's progress bar is being drawn (the stages are events)
+                log.debug(
+                    "env_installing", env=short, step=i, of=len(steps), requirements=len(step)
+                )
                 watcher = OutputWatcher(stages.say("resolving", step=i))
                 self._run(installer.command(step), installer.name, installer.env, watcher, stages)
                 stages.installed += watcher.installed or watcher.current.packages
@@ -294,11 +297,11 @@ class Environments:
             tighten(env)  # what this process wrote itself, with its own umask
         except BaseException as exc:
             shutil.rmtree(env, ignore_errors=True)
-            log.warning("env_build_failed", env=short, elapsed_s=stages.elapsed(), error=str(exc))
             if isinstance(exc, BuildCancelled):
                 self._progress_file(digest).start()  # nothing to report: the server stopped
             else:
-                stages.say("failed", detail=str(exc))
+                stages.say("failed", detail=str(exc))  # ends a console's bar before the log line
+            log.warning("env_build_failed", env=short, elapsed_s=stages.elapsed(), error=str(exc))
             raise
         log.info("env_ready", env=short, requirements=count, elapsed_s=stages.elapsed())
 

@@ -125,7 +125,7 @@ async def bench(args: argparse.Namespace) -> int:
     plain = cold_echo()
     apps = {"no requirements": plain, "warm environment": cold_echo(args.requirements)}
     rows: dict[str, list[dict[str, float]]] = {name: [] for name in apps}
-    base: dict[str, list[float]] = {"pass": [], "import": [], "noexit": []}
+    base: dict[str, list[float]] = {"pass": [], "import": [], "noexit": [], "env_noexit": []}
     seen_pids: list[int] = []
     with tempfile.TemporaryDirectory(prefix="yurt-cold-") as tmp:
         builds = await time_builds(steps, Path(tmp), args.build_rounds)
@@ -135,7 +135,8 @@ async def bench(args: argparse.Namespace) -> int:
             scheduler=SchedulerConfig(interval=0.05),
         )
         # The warm case: its environment is built before the first request, as a deploy does.
-        await asyncio.to_thread(Environments(config.data_dir / "envs", config.envs).ensure, steps)
+        envs = Environments(config.data_dir / "envs", config.envs)
+        env_python = str(await asyncio.to_thread(envs.ensure, steps))
         platform = Platform(config)
         pool: ConnectionPool | None = None
         try:
@@ -149,7 +150,7 @@ async def bench(args: argparse.Namespace) -> int:
                 warm = i < args.warmup
                 line = [f"  {'warmup' if warm else f'iter {i - args.warmup + 1}'}:"]
                 await wait_for(lambda: all_idle(platform, ids), 30, "zero runners")
-                for key, t in (await baselines()).items():
+                for key, t in (await baselines(env_python)).items():
                     if not warm:
                         base[key].append(t)
                 # Interleaved, and in turns first, so both see the same machine.
@@ -197,12 +198,14 @@ def watch_healthy(platform: Platform) -> dict[str, float]:
     return healthy_at
 
 
-async def baselines() -> dict[str, float]:
-    """Bare interpreter starts, in the same conditions (no runner alive yet)."""
+async def baselines(env_python: str) -> dict[str, float]:
+    """Bare interpreter starts, in the same conditions (no runner alive yet); the runner's
+    import from yurt's interpreter and from the warm environment's, back to back."""
     out = {
         "pass": await timed_exec(sys.executable, "-c", "pass"),
         "import": await timed_exec(sys.executable, "-c", "import yurt.runner.server"),
         "noexit": await timed_exec(sys.executable, "-c", IMPORT_NO_TEARDOWN),
+        "env_noexit": await timed_exec(env_python, "-c", IMPORT_NO_TEARDOWN),
     }
     await asyncio.sleep(0.05)  # let the reaped processes' exit settle
     return out
@@ -290,6 +293,7 @@ def report(
         ("baseline: python -c pass", base["pass"]),
         ('baseline: python -c "import yurt.runner.server"', base["import"]),
         ("baseline: same import, then os._exit(0) (no teardown)", base["noexit"]),
+        ("baseline: the same from the warm environment's python", base["env_noexit"]),
     ]
     for label, xs in lines:
         print(f"  {label:<55}{ms(med(xs))} {ms(min(xs))} {ms(max(xs))}")
@@ -304,10 +308,15 @@ def report(
     verdict = "PASS" if med(plain) <= TARGET_S else "MISS"
     print(f"\ntarget: median cold start <= {TARGET_S} s: {med(plain):.3f} s  {verdict}")
     added = med(warm) - med(plain)
+    # Paired: each iteration's two cold starts ran back to back, on the same load.
+    paired = med([w - p for w, p in zip(warm, plain, strict=True)])
+    imports = med([e - p for e, p in zip(base["env_noexit"], base["noexit"], strict=True)])
     verdict = "PASS" if added <= ENV_TARGET_S else "MISS"
     print(
         f"target: a warm environment adds <= {ENV_TARGET_S * 1000:.0f} ms to the median: "
-        f"{added * 1000:+.1f} ms  {verdict}"
+        f"{added * 1000:+.1f} ms  {verdict}\n"
+        f"  median of the per-iteration differences: {paired * 1000:+.1f} ms; the runner's "
+        f"import from the environment's python, against yurt's: {imports * 1000:+.1f} ms"
     )
     floor = med(base["noexit"])
     print(

@@ -92,15 +92,19 @@ def follow_environment(
     quoted = "/".join(urllib.parse.quote(p, safe="") for p in (owner, name))
     call = _caller(server, token)
     deadline = time.monotonic() + timeout
-    seen = 0
+    seen, first = 0, True
     while True:
         _, reply = call(
             "GET", f"{API}/apps/{quoted}/environment?after={seen}", b"", "application/json"
         )
+        state = str(reply["state"])
+        if state == "ready" and first:  # built before this deploy: its history is old news
+            progress({"digest": reply["digest"], "stage": "reused"})
+            return state
+        first = False
         for event in reply["events"]:
             progress(event)
         seen = int(reply["seen"])
-        state = str(reply["state"])
         if state not in ("absent", "building"):
             return state
         if time.monotonic() > deadline:

@@ -133,8 +133,8 @@ async def test_a_second_yurt_run_reuses_the_environment(tmp_path: Path) -> None:
 
 async def test_yurt_deploy_shows_the_servers_build_and_a_failure(tmp_path: Path) -> None:
     """`yurt deploy` to a `yurt server` follows the server's build of the environment stage by
-    stage; the app then answers from it. A requirement that does not install fails the deploy
-    command with pip's words."""
+    stage; the app then answers from it; deployed again, it says the environment was built
+    before. A requirement that does not install fails the deploy command with pip's words."""
     wheels = tmp_path / "wheels"
     write_wheel(wheels, "yurt_test_pkg", "1.0", "VERSION = '1.0'\n")
     pip_conf = tmp_path / "pip.conf"
@@ -159,6 +159,11 @@ async def test_yurt_deploy_shows_the_servers_build_and_a_failure(tmp_path: Path)
                 assert (resp.status, (await resp.json())["error_type"]) == (422, "bad_request")
             async with s.get(f"{api}/nobody/nothing/environment") as resp:
                 assert (resp.status, (await resp.json())["error_type"]) == (404, "app_not_found")
+
+        code, out, err = await yurt_command("deploy", f"{APPS}::PinsOne", "--server", base)
+        assert code == 0, err
+        assert re.search(r"environment [0-9a-f]{12}: ready \(built before\)", out), out
+        assert "creating the virtualenv" not in out, out
 
         code, out, err = await yurt_command("deploy", f"{APPS}::PinsMissing", "--server", base)
         assert code == 1, out

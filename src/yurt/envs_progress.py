@@ -11,6 +11,7 @@ JSON line, to ``ROOT/<digest>.progress``, which a process that is not the builde
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
@@ -177,7 +178,9 @@ class Reporter:
         return event
 
     def tell(self, event: BuildEvent) -> None:
-        self.file.append(event)
+        # A full disk fails the install itself, with the installer's words.
+        with contextlib.suppress(OSError):
+            self.file.append(event)
         self.sink(event)
 
 

@@ -191,6 +191,8 @@ class Platform:
             else:
                 outcome = "unchanged"
             deployment = self.store.save(app_id, spec, sha256, time.time())
+            if isinstance(self.backend, LocalBackend):  # its first runner finds it built
+                self.backend.envs.prepare(spec.requirements)
         log.info("app_deployed", app=app_id, revision=deployment.current.revision, outcome=outcome)
         return deployment, outcome
 
@@ -239,6 +241,16 @@ class Platform:
         self.scheduler.add_app(app_id, spec)
         self._served[app_id] = (payload.stem, spec)
         await self.backend.roll(app_id)
+
+    def environment(self, app_id: str, after: int = 0) -> dict[str, Any] | None:
+        """The deployed app's environment and its build's events past the first ``after`` (the
+        admin API's, which ``yurt deploy`` polls); None when there is no such app."""
+        deployment = self.store.get(app_id)
+        if deployment is None:
+            return None
+        if not isinstance(self.backend, LocalBackend):  # built on each node a runner starts on
+            return {"digest": None, "state": "on_nodes", "events": [], "seen": 0}
+        return self.backend.envs.status(deployment.spec.requirements, after).as_dict()
 
     def describe_app(self, app_id: str) -> dict[str, Any] | None:
         """The app's load and runners, as ``GET /_yurt/apps`` shows them."""

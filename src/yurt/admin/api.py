@@ -88,6 +88,10 @@ class Deployer(Protocol):
         """The app's load and runners, if served."""
         ...
 
+    def environment(self, app_id: str, after: int = 0) -> dict[str, Any] | None:
+        """The app's environment and its build's events past the first ``after``."""
+        ...
+
     async def undeploy(self, app_id: str) -> Removal | None:
         """Stop serving the app and forget it; None when there is no such app."""
         ...
@@ -181,6 +185,8 @@ class AdminApi:
                     return await self._deploy(request)
                 if method == "GET":
                     return json_reply([self._app(request, d) for d in self.deployer.store.all()])
+            elif len(parts) == 4 and parts[3] == "environment" and method == "GET":
+                return self._environment(request, f"{parts[1]}/{parts[2]}")
             elif len(parts) == 4 and parts[3] != "revisions":
                 return error_reply(404, "not_found", f"no admin route {path}")
             elif len(parts) in (2, 3) and method == "DELETE":
@@ -311,6 +317,15 @@ class AdminApi:
             return error_reply(502, "deploy_failed", f"{app_id} was not deployed: {exc}")
         reply = {**self._app(request, deployment), "outcome": outcome}
         return json_reply(reply, 201 if outcome == "created" else 200)
+
+    def _environment(self, request: web.BaseRequest, app_id: str) -> Reply:
+        after = request.query.get("after", "0")
+        if not after.isdigit():
+            return error_reply(422, "bad_request", f"after: {after!r} is not a count of events")
+        found = self.deployer.environment(app_id, int(after))
+        if found is None:
+            return error_reply(404, "app_not_found", f"no app {app_id} deployed on this server")
+        return json_reply(found)
 
     async def _undeploy(self, owner: str, app_name: str) -> Reply:
         app_id = f"{owner}/{app_name}"

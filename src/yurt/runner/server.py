@@ -21,7 +21,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from yurt import heap
-from yurt.app import App
+from yurt.app import ENDPOINT_ATTR, App
 from yurt.metrics import registry_for, render
 from yurt.packaging import PayloadHeader
 from yurt.runner.endpoints import Calls, cancelled
@@ -173,6 +173,8 @@ class RunnerServer:
         was_ready = self.state == "ready"
         self.state = "draining"
         log.info("runner_draining", in_flight=self.in_flight)
+        if was_ready:
+            await self._handle_exit()
         if self._runner is not None:
             # Closes the listener and idle connections, waits up to shutdown_timeout for
             # handlers still running.
@@ -187,6 +189,17 @@ class RunnerServer:
             except Exception:
                 log.exception("teardown_failed")
         log.info("runner_stopped", requests_total=self.requests_total)
+
+    async def _handle_exit(self) -> None:
+        # fal's hook, told of the stop before the drain; bounded so that it cannot eat the
+        # grace period that in-flight requests have.
+        try:
+            await asyncio.wait_for(
+                call(self.instance.handle_exit, self._health_executor),
+                timeout=self.spec.termination_grace_period_seconds or 1.0,
+            )
+        except Exception:
+            log.exception("handle_exit_failed")
 
     def shutdown_executors(self) -> None:
         """Release worker threads without waiting for ones stuck in user code."""
@@ -353,7 +366,14 @@ class RunnerServer:
         # fal's runners answer GET /health with the App's ``health()``: ``{"version": ...}``.
         if self.state != "ready":
             return json_response(503, {"status": self.state})
-        return json_response(200, {"version": self.cls.version})
+        health = self.instance.health
+        if hasattr(health, ENDPOINT_ATTR):  # an endpoint named health: not fal's hook
+            return json_response(200, App.health(self.instance))
+        try:
+            return json_response(200, await call(health, self._health_executor))
+        except Exception as exc:
+            log.warning("health_failed", error=repr(exc))
+            return error_response(503, "unhealthy", f"health() raised {type(exc).__name__}")
 
     async def _openapi(self, _: web.Request) -> web.Response:
         if self._openapi_body is None:

@@ -130,8 +130,16 @@ class Platform:
         from yurt.discovery.consul import ConsulDiscovery
 
         nomad = self.config.nomad
+
+        # The store (and its secret) is opened at start: looked up at each call.
+        def runner_token(job: str) -> str:
+            return self.store.runner_token(job)
+
         self.consul = ConsulDiscovery(
-            self.config.consul, nomad.job_prefix, datacenter=nomad.datacenter()
+            self.config.consul,
+            nomad.job_prefix,
+            datacenter=nomad.datacenter(),
+            runner_token=runner_token,
         )
         self.nomad = NomadBackend(
             nomad,
@@ -140,6 +148,7 @@ class Platform:
             machines=self.config.machine_overrides(),
             datacenter=self.consul.agent_datacenter,
             envs=self.config.envs,
+            runner_token=runner_token,
         )
         self.backend, self.discovery = self.nomad, self.consul
 

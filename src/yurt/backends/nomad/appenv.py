@@ -30,6 +30,7 @@ from typing import Any
 
 from yurt.backends.nomad.naming import TOKEN_ENV
 from yurt.config import EnvsConfig, NomadConfig
+from yurt.runner.token import RUNNER_TOKEN_ENV
 from yurt.spec import AppSpec
 
 __all__ = [
@@ -58,12 +59,16 @@ def job_variable(job_name: str) -> str:
     return f"nomad/jobs/{job_name}"
 
 
-def variable_items(token: str, secrets: dict[str, str]) -> dict[str, str]:
-    """The job Variable's items: the payload token and every secret, by environment name.
+def variable_items(token: str, secrets: dict[str, str], runner_token: str = "") -> dict[str, str]:
+    """The job Variable's items: the payload token, the runners' token (what the router shows
+    them, ``yurt.runner.token``) and every secret, by environment name.
 
-    A secret's name never starts with ``YURT_`` (``name_problem``), so none hides the token.
+    A secret's name never starts with ``YURT_`` (``name_problem``), so none hides a token.
     """
-    return {**secrets, TOKEN_ENV: token}
+    items = {**secrets, TOKEN_ENV: token}
+    if runner_token:
+        items[RUNNER_TOKEN_ENV] = runner_token
+    return items
 
 
 def secrets_template(job_name: str) -> dict[str, Any]:

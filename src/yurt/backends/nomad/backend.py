@@ -68,6 +68,7 @@ class NomadBackend(Surge, AllocationWatch):
         machines: Mapping[str, Mapping[str, Any]] | None = None,
         datacenter: Callable[[], Awaitable[str]] | None = None,
         envs: EnvsConfig | None = None,
+        runner_token: Callable[[str], str] | None = None,
     ) -> None:
         self.config = config
         self.envs = envs or EnvsConfig()  # how runners build their app's environment
@@ -81,7 +82,8 @@ class NomadBackend(Surge, AllocationWatch):
         self._own_client = client is None
         # The server's secrets (``yurt secrets``), and each job's Variable of them.
         self.secrets = NomadSecrets(self.client, config.secrets_path, self._secrets_changed)
-        self.variables = JobVariables(self.client, self.secrets)
+        # ``runner_token``: a job's runners' token, from its id (what discovery gives the router).
+        self.variables = JobVariables(self.client, self.secrets, runner_token)
         self.history = history
         self._apps: dict[str, _App] = {}
         self._listeners: list[FailureListener] = []

@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from yurt.admin.secrets import SecretInfo, name_problem, value_problem
 from yurt.backends.nomad.appenv import job_variable, variable_items
 from yurt.backends.nomad.client import NomadClient
+from yurt.backends.nomad.naming import base_job
 from yurt.errors import ConfigError
 
 # A Variable holds at most 64 KiB of keys and values (nomad/structs/variables.go:53, 378 at
@@ -112,9 +113,16 @@ class JobVariables:
     whenever a secret changes (``refresh``), and deleted with the job (``drop``).
     """
 
-    def __init__(self, client: NomadClient, secrets: NomadSecrets) -> None:
+    def __init__(
+        self,
+        client: NomadClient,
+        secrets: NomadSecrets,
+        runner_token: Callable[[str], str] | None = None,
+    ) -> None:
         self.client = client
         self.secrets = secrets
+        # The runners' token of a job, from its app's job id (``naming.base_job``).
+        self.runner_token = runner_token
         self._tokens: dict[str, str] = {}  # job id -> its revision's payload token
         self._lock = asyncio.Lock()  # one rewrite at a time: the last secrets win
 
@@ -138,4 +146,6 @@ class JobVariables:
             await self.client.delete_variable(job_variable(job_id))
 
     async def _put(self, job_id: str, token: str, secrets: dict[str, str]) -> None:
-        await self.client.put_variable(job_variable(job_id), variable_items(token, secrets))
+        shown = self.runner_token(base_job(job_id)) if self.runner_token is not None else ""
+        items = variable_items(token, secrets, shown)
+        await self.client.put_variable(job_variable(job_id), items)

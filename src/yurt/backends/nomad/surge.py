@@ -25,7 +25,7 @@ from yurt.backends.nomad.appenv import secrets_template
 from yurt.backends.nomad.client import NomadClient
 from yurt.backends.nomad.evals import unplaced
 from yurt.backends.nomad.jobspec import STARTUP_SLACK_S, register_body
-from yurt.backends.nomad.naming import GROUP
+from yurt.backends.nomad.naming import GROUP, SURGE_SUFFIX
 from yurt.backends.nomad.scaling import _App
 from yurt.backends.nomad.secrets import JobVariables
 from yurt.backends.nomad.watch import HealthHistory, placement_detail
@@ -34,7 +34,6 @@ from yurt.spec import AppSpec
 
 log = structlog.get_logger("yurt.nomad")
 
-SURGE_SUFFIX = "-surge"
 POLL_S = 0.5  # how often a surge looks at its runners
 
 

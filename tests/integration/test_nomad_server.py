@@ -301,3 +301,29 @@ async def test_a_redeploy_of_one_runner_answers_every_request(server: Server) ->
         await caller
     assert [r for r in results if r[0] != 200] == []
     assert max(r[2] for r in results) < SETUP_S, "a request waited for a runner to load"
+
+
+async def test_runners_on_nomad_answer_the_router_only(server: Server) -> None:
+    """A runner Nomad placed answers the router (which shows the token Consul discovery gave
+    it) and 401 to a direct call; the token reaches the task through the job's Variable and
+    the template, never the job body."""
+    echo = await deploy(server, "examples/echo.py::Echo")
+    assert await server.post(echo["url"], {"prompt": "hi"}) == (200, {"text": "echo: hi"})
+    name = job_id("yurt", "default/echo")
+    (entry,) = server.consul.entries(name, passing=True)
+    direct = f"http://{entry['Service']['Address']}:{entry['Service']['Port']}"
+    for path in ("/", "/_yurt/info"):
+        async with server.session.post(direct + path, json={"prompt": "past"}) as resp:
+            assert resp.status == 401
+            assert (await resp.json())["error_type"] == "unauthorized"
+    async with server.session.get(direct + "/_yurt/health") as resp:
+        assert resp.status == 200
+    variable = server.nomad.variables.get("default", f"nomad/jobs/{name}")
+    assert variable is not None
+    token = variable.items["YURT_RUNNER_TOKEN"]
+    assert len(token) == 64
+    assert token not in json.dumps(server.nomad.jobs[name])
+    async with server.session.post(
+        direct + "/", json={"prompt": "shown"}, headers={"x-yurt-runner-token": token}
+    ) as resp:
+        assert (resp.status, await resp.json()) == (200, {"text": "echo: shown"})

@@ -182,7 +182,8 @@ async def test_a_secret_reaches_the_app_and_stays_out_of_jobs_and_logs(server: S
 
     job = job_id("yurt", "default/show-env")
     token = server.nomad.variables.get("default", f"nomad/jobs/{job}")
-    assert token is not None and set(token.items) == {"API_KEY", "YURT_PAYLOAD_TOKEN"}
+    assert token is not None
+    assert set(token.items) == {"API_KEY", "YURT_PAYLOAD_TOKEN", "YURT_RUNNER_TOKEN"}
     jobs = json.dumps(server.nomad.jobs)
     async with server.session.get(f"{server.url}/_yurt/apps") as resp:
         apps = await resp.text()

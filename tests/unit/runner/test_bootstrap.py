@@ -62,9 +62,10 @@ def test_a_build_that_fails_is_one_failure_line_quoting_the_installer(
     kind, message = parse_failure(last) or ("", "")
     assert kind == "environment"
     assert "yurt_test_pkg==9.0" in message and " | " in message
-    assert [p.suffix for p in (tmp_path / "e").iterdir() if not p.name.endswith(".lock")] == [
-        ".failed"
-    ]
+    # The lock and the build's progress record stay; of the environment, only the record of
+    # its failure.
+    kept = {p.suffix for p in (tmp_path / "e").iterdir()} - {".lock", ".progress"}
+    assert kept == {".failed"}
 
 
 def test_the_bootstrap_loads_no_control_plane_code() -> None:

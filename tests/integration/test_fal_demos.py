@@ -9,6 +9,7 @@ as a user would and call the apps with yurt's client, plain HTTP and fal's own c
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -16,15 +17,21 @@ import signal
 import ssl
 import subprocess
 import sys
+import urllib.request
+import wave
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
+import httpx
+import msgpack
 import pytest
 import trustme
-from test_gpu_fail_fast import A100, env_with_fake_nvml
+import websockets
+from test_gpu_fail_fast import A100, H100, env_with_fake_nvml
 
 import yurt
 
@@ -160,3 +167,200 @@ def test_docs_basic_endpoint(tmp_path: Path, tls: Tls) -> None:
             assert failed.value.status == 422
         out = run_fal_client(app, tls, FAL_RUN_AND_SUBMIT)
         assert out == {"run": {"text": "cnys"}, "get": {"text": "deueuq"}}
+
+
+# -- what the demos below need from work not in this tree yet ----------------------------------
+
+NEEDS_TOOLKIT = "yurt.toolkit (File, Image) and the router's file store"
+NEEDS_FASTAPI = (
+    "FastAPI-style endpoints in the runner (fastapi.Response parameters, yurt.exceptions, "
+    "StreamingResponse returns, websocket endpoints)"
+)
+NEEDS_ROUTER_STREAMS = "the router relaying streamed replies and proxying websocket upgrades"
+NEEDS_REALTIME = "@yurt.realtime (msgpack frames over a websocket)"
+
+
+def png_data_uri() -> str:
+    """A 4x2 PNG, white on the left half and black on the right, as a data: URI."""
+    from PIL import Image as PILImage
+
+    image = PILImage.new("RGB", (4, 2), (0, 0, 0))
+    for x in range(2):
+        for y in range(2):
+            image.putpixel((x, y), (255, 255, 255))
+    buffer = BytesIO()
+    image.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def fetch(url: str, context: ssl.SSLContext | None = None) -> tuple[str, bytes]:
+    """GET ``url``: (content type, body)."""
+    with urllib.request.urlopen(url, timeout=60, context=context) as resp:
+        return resp.headers.get("content-type", ""), resp.read()
+
+
+# -- fal-demos: background removal returning toolkit Images -------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason=f"needs {NEEDS_TOOLKIT}")
+def test_birefnet_background_removal(tmp_path: Path) -> None:
+    """BiRefNetRMBG returns Image URLs serving the cut-out PNG and its mask, sync and queued."""
+    from PIL import Image as PILImage
+
+    source = png_data_uri()
+    with yurt_run("fal_demo_birefnet.py::BiRefNetRMBG", tmp_path / "data") as app:
+        assert app.app_id == "default/bi-ref-net-r-m-b-g"
+        with yurt.Client(app.base) as client:
+            sync = client.run(app.app_id, {"image_url": source, "return_mask": True})
+            queued = client.submit(app.app_id, {"image_url": source}).result()
+        assert queued["mask"] is None
+        for out in (sync, queued):
+            image = out["image"]
+            assert (image["width"], image["height"], image["content_type"]) == (4, 2, "image/png")
+            content_type, body = fetch(image["url"])
+            assert content_type == "image/png"
+            cut = PILImage.open(BytesIO(body))
+            assert cut.mode == "RGBA" and cut.size == (4, 2)
+            assert cut.getpixel((0, 0)) == (255, 255, 255, 255)  # kept
+            assert cut.getpixel((3, 1))[3] == 0  # background gone
+        _, mask = fetch(sync["mask"]["url"])
+        assert PILImage.open(BytesIO(mask)).getpixel((3, 0)) == 0
+
+
+# -- fal-demos: text to speech returning a File, billing header, FieldException ----------------
+
+
+@pytest.mark.xfail(strict=True, reason=f"needs {NEEDS_FASTAPI} and {NEEDS_TOOLKIT}")
+def test_kokoro_text_to_speech(tmp_path: Path) -> None:
+    """Kokoro answers on its paths with a WAV File, bills per 1000 characters, 422s long text."""
+    with yurt_run("fal_demo_kokoro.py::Kokoro", tmp_path / "data") as app:
+        assert app.app_id == "default/kokoro"
+        prompt = "Ladies and gentlemen,\nwelcome aboard. " + "x" * 2000
+        reply = httpx.post(
+            f"{app.url}/british-english", json={"prompt": prompt, "voice": "bf_emma"}, timeout=60
+        )
+        assert reply.status_code == 200, reply.text
+        assert reply.headers["x-fal-billable-units"] == "2"
+        audio = reply.json()["audio"]
+        assert audio["content_type"] == "audio/wav"
+        content_type, body = fetch(audio["url"])
+        assert content_type == "audio/wav" and len(body) == audio["file_size"]
+        with wave.open(BytesIO(body)) as wav:
+            assert (wav.getframerate(), wav.getnframes()) == (24000, 2 * 240)  # two lines
+        too_long = httpx.post(app.url, json={"prompt": "a" * 20000}, timeout=60)
+        assert too_long.status_code == 422
+        (item,) = too_long.json()["detail"]
+        assert item["loc"] == ["body", "prompt"] and item["type"] == "value_error"
+        assert item["msg"] == "Prompt must be less than 20000 characters."
+        with yurt.Client(app.base) as client:
+            for path in ("", "/american-english", "/japanese"):
+                voice = {"/japanese": "jf_alpha"}.get(path, "af_heart")
+                out = client.submit(app.app_id + path, {"prompt": "hi", "voice": voice}).result()
+                assert out["audio"]["file_name"].endswith(".wav")
+        bad_voice = httpx.post(
+            f"{app.url}/japanese", json={"prompt": "hi", "voice": "af_heart"}, timeout=60
+        )
+        assert bad_voice.status_code == 422
+
+
+# -- fal-demos: a proxy calling another app through fal-client ---------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=f"needs {NEEDS_FASTAPI} (yurt.exceptions) and {NEEDS_TOOLKIT} (File)",
+)
+def test_hunyuan3d_proxy_through_fal_client(tmp_path: Path, tls: Tls) -> None:
+    """Hunyuan3D's endpoint calls fal-ai/hunyuan3d with fal_client.submit_async on another yurt."""
+    with yurt_run(
+        "fal_demo_hunyuan3d_upstream.py::Hunyuan3DStandIn",
+        tmp_path / "upstream",
+        "--owner",
+        "fal-ai",
+        tls=tls,
+    ) as upstream:
+        assert upstream.app_id == "fal-ai/hunyuan3d"
+        env = {
+            **os.environ,
+            "FAL_RUN_HOST": upstream.host,
+            "FAL_QUEUE_RUN_HOST": f"{upstream.host}/queue",
+            "SSL_CERT_FILE": str(tls.ca),
+            "MY_SECRET_KEY": "key-id:key-secret",
+            "NO_PROXY": "*",
+        }
+        with yurt_run("fal_demo_hunyuan3d.py::Hunyuan3D", tmp_path / "data", env=env) as app:
+            body = {"input_image_url": "https://example.invalid/robot.png", "seed": 7}
+            with yurt.Client(app.base) as client:
+                out = client.run(f"{app.app_id}/v2/mini/turbo", body)
+        assert out == {
+            "model_mesh": {
+                "url": "https://example.invalid/white_mesh.glb",
+                "content_type": "application/octet-stream",
+                "file_name": "white_mesh.glb",
+                "file_size": 720696,
+            },
+            "seed": 7,
+        }
+
+
+# -- fal's docs: HTTP, websocket and realtime endpoints in one app ------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True, reason=f"needs {NEEDS_FASTAPI}, {NEEDS_ROUTER_STREAMS} and {NEEDS_REALTIME}"
+)
+async def test_docs_realtime_app(tmp_path: Path) -> None:
+    """The docs' RealtimeApp answers over HTTP, its websocket and its msgpack realtime endpoint."""
+    with yurt_run("fal_demo_realtime.py::RealtimeApp", tmp_path / "data") as app:
+        assert app.app_id == "default/realtime-app"
+        async with yurt.AsyncClient(app.base) as client:
+            assert await client.run(app.app_id, {"prompt": "http"}) == {"output": "http"}
+        ws_url = "ws" + app.url.removeprefix("http")
+        async with websockets.connect(f"{ws_url}/ws") as ws:
+            messages = [json.loads(await ws.recv()) for _ in range(3)]
+            assert messages == [{"message": "Hello world!"}] * 3
+            with pytest.raises(websockets.ConnectionClosedOK):
+                await ws.recv()
+        async with websockets.connect(f"{ws_url}/realtime") as rt:
+            for prompt in ("one", "two"):
+                await rt.send(msgpack.packb({"prompt": prompt}))
+                assert msgpack.unpackb(await rt.recv()) == {"output": prompt}
+
+
+# -- fal's docs: a streaming endpoint, read with fal_client.stream over https -------------------
+
+FAL_STREAM = r"""
+import json, sys
+from pathlib import Path
+import fal_client
+
+app, gate = sys.argv[1:3]
+events = []
+for event in fal_client.stream(app, {"prompt": "a yurt on the steppe"}):
+    events.append(event)
+    Path(gate).touch()  # only now may the app go past its first preview
+print(json.dumps(events))
+"""
+
+
+@pytest.mark.xfail(strict=True, reason=f"needs {NEEDS_FASTAPI} and {NEEDS_ROUTER_STREAMS}")
+def test_fal_client_stream_over_tls(tmp_path: Path, tls: Tls) -> None:
+    """fal_client.stream reads the docs' SSE app through yurt run's https, event by event."""
+    gate = tmp_path / "gate"
+    env = {**env_with_fake_nvml(tmp_path, [H100]), "FAL_DEMO_STREAM_GATE": str(gate)}
+    try:
+        with yurt_run(
+            "fal_demo_streaming.py::SDXLStreaming", tmp_path / "data", tls=tls, env=env
+        ) as app:
+            events = run_fal_client(app, tls, FAL_STREAM, str(gate))
+    finally:
+        gate.touch()  # let a held stream go, whatever happened
+    # The app waits after its first preview until the client has read it: had anything
+    # between them held the stream back, the first event would never have arrived.
+    assert events == [
+        {"type": "progress", "step": 0, "preview": "A"},
+        {"type": "progress", "step": 5, "preview": "A YURT"},
+        {"type": "progress", "step": 10, "preview": "A YURT ON T"},
+        {"type": "progress", "step": 15, "preview": "A YURT ON THE ST"},
+        {"type": "complete", "image": "A YURT ON THE STEPPE"},
+    ]

@@ -27,6 +27,7 @@ from yurt.app import (
 )
 from yurt.errors import AppDefinitionError
 from yurt.machines import ALIASES, CATALOG, known_machine_types
+from yurt.realtime_endpoint import RealtimeSettings, realtime_of
 
 RetryCondition = Literal["timeout", "server_error", "connection_error"]
 RETRY_CONDITIONS: tuple[str, ...] = typing.get_args(RetryCondition)
@@ -49,6 +50,8 @@ class EndpointSpec(BaseModel):
     input_schema: dict[str, Any] | None = None
     output_schema: dict[str, Any] | None = None
     health_check: HealthCheck | None = None
+    # A ``@yurt.realtime`` endpoint's mode and knobs; its schemas are its input and output's.
+    realtime: RealtimeSettings | None = None
 
 
 class AppSpec(BaseModel):
@@ -325,6 +328,16 @@ def _knobs(name: str, values: dict[str, Any]) -> dict[str, Any]:
 def _endpoint_spec(cls: type, path: str, method_name: str, marker: EndpointMarker) -> EndpointSpec:
     func = getattr(cls, method_name)
     where = f"{cls.__name__}.{method_name}"
+    if (rt := realtime_of(func)) is not None:
+        return EndpointSpec(
+            path=path,
+            method_name=method_name,
+            is_async=True,
+            is_websocket=True,
+            input_schema=rt.input_model.model_json_schema() if rt.input_model else None,
+            output_schema=rt.output_model.model_json_schema() if rt.output_model else None,
+            realtime=rt.settings,
+        )
     body_model = endpoint_body_model(func, where)
     output = _output_model(func, where)
     return EndpointSpec(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import ssl
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -41,6 +41,7 @@ from yurt.client.protocol import (
     submit_call,
     unreachable,
 )
+from yurt.client.realtime import REALTIME_PATH, AsyncRealtimeConnection, realtime_url
 
 if TYPE_CHECKING:
     import aiohttp
@@ -127,6 +128,31 @@ class AsyncClient:
             async for status in handle.iter_events(with_logs=with_logs):
                 await _maybe_await(on_queue_update(status))
         return await handle.result()
+
+    @contextlib.asynccontextmanager
+    async def connect(
+        self,
+        app: str,
+        *,
+        path: str = REALTIME_PATH,
+        max_buffering: int | None = None,
+        headers: Mapping[str, str] | None = None,
+        encode_message: Callable[[Any], bytes] | None = None,
+        decode_message: Callable[[bytes], Any] | None = None,
+    ) -> AsyncIterator[AsyncRealtimeConnection]:
+        """The asyncio twin of ``Client.connect``:
+        ``async with client.connect("owner/app") as rt: await rt.send(...)``."""
+        url = realtime_url(self.url, app, path, max_buffering)
+        connection = await AsyncRealtimeConnection.open(
+            url,
+            {**self._headers, **(headers or {})},
+            timeout=self.timeout,
+            ssl_context=self._ssl,
+            encoder=encode_message,
+            decoder=decode_message,
+        )
+        async with connection:
+            yield connection
 
     def get_handle(self, app: str, request_id: str) -> AsyncRequestHandle:
         """The handle of a request submitted earlier."""

@@ -43,6 +43,7 @@ from yurt.client.protocol import (
     submit_call,
     unreachable,
 )
+from yurt.client.realtime import REALTIME_PATH, RealtimeConnection, realtime_url
 
 
 class Client:
@@ -64,7 +65,8 @@ class Client:
         self.url = base_url(url)
         self.timeout = timeout
         self._headers = common_headers(key)
-        https = urllib.request.HTTPSHandler(context=ssl_context or default_context(self.url))
+        self._ssl = ssl_context or default_context(self.url)
+        https = urllib.request.HTTPSHandler(context=self._ssl)
         # No proxy from the environment: the same as AsyncClient (aiohttp's trust_env=False).
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), https)
 
@@ -132,6 +134,36 @@ class Client:
             for status in handle.iter_events(with_logs=with_logs):
                 on_queue_update(status)
         return handle.result()
+
+    @contextlib.contextmanager
+    def connect(
+        self,
+        app: str,
+        *,
+        path: str = REALTIME_PATH,
+        max_buffering: int | None = None,
+        headers: Mapping[str, str] | None = None,
+        encode_message: Callable[[Any], bytes] | None = None,
+        decode_message: Callable[[bytes], Any] | None = None,
+    ) -> Iterator[RealtimeConnection]:
+        """A session with ``app``'s realtime endpoint (``@yurt.realtime`` at ``path``), as
+        fal-client's ``realtime``: ``with client.connect("owner/app") as rt: rt.send(...)``.
+
+        ``max_buffering`` (1..60) asks the endpoint to keep at most that many unanswered
+        inputs, dropping the oldest. Opening raises ``RequestFailed`` (the router refused:
+        no such app or path, a bad key) or ``ConnectionFailed``.
+        """
+        url = realtime_url(self.url, app, path, max_buffering)
+        connection = RealtimeConnection.open(
+            url,
+            {**self._headers, **(headers or {})},
+            timeout=self.timeout,
+            ssl_context=self._ssl,
+            encoder=encode_message,
+            decoder=decode_message,
+        )
+        with connection:
+            yield connection
 
     def get_handle(self, app: str, request_id: str) -> RequestHandle:
         """The handle of a request submitted earlier."""

@@ -313,18 +313,22 @@ async def test_docs_realtime_app(tmp_path: Path) -> None:
     """The docs' RealtimeApp answers over HTTP, its websocket and its msgpack realtime endpoint."""
     with yurt_run("fal_demo_realtime.py::RealtimeApp", tmp_path / "data") as app:
         assert app.app_id == "default/realtime-app"
-        async with yurt.AsyncClient(app.base) as client:
-            assert await client.run(app.app_id, {"prompt": "http"}) == {"output": "http"}
         ws_url = "ws" + app.url.removeprefix("http")
         async with websockets.connect(f"{ws_url}/ws") as ws:
             messages = [json.loads(await ws.recv()) for _ in range(3)]
             assert messages == [{"message": "Hello world!"}] * 3
             with pytest.raises(websockets.ConnectionClosedOK):
                 await ws.recv()
-        async with websockets.connect(f"{ws_url}/realtime") as rt:
-            for prompt in ("one", "two"):
-                await rt.send(msgpack.packb({"prompt": prompt}))
-                assert msgpack.unpackb(await rt.recv()) == {"output": prompt}
+        async with yurt.AsyncClient(app.base) as client:
+            assert await client.run(app.app_id, {"prompt": "http"}) == {"output": "http"}
+            async with client.connect(app.app_id) as rt:
+                for prompt in ("one", "two"):
+                    await rt.send({"prompt": prompt})
+                    assert await rt.recv() == {"output": prompt}
+        # fal's wire format itself: one msgpack map each way per input.
+        async with websockets.connect(f"{ws_url}/realtime") as raw:
+            await raw.send(msgpack.packb({"prompt": "raw"}))
+            assert msgpack.unpackb(await raw.recv()) == {"output": "raw"}
 
 
 # -- fal's docs: a streaming endpoint, read with fal_client.stream over https -------------------

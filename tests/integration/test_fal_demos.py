@@ -268,7 +268,8 @@ def test_kokoro_text_to_speech(tmp_path: Path) -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason=f"needs {NEEDS_FASTAPI} (yurt.exceptions) and {NEEDS_TOOLKIT} (File)",
+    reason=f"needs {NEEDS_FASTAPI} (yurt.exceptions), {NEEDS_TOOLKIT} (File), and labels "
+    "with fal_request_id on the queue's log lines (the app reads logs[-1]['labels'])",
 )
 def test_hunyuan3d_proxy_through_fal_client(tmp_path: Path, tls: Tls) -> None:
     """Hunyuan3D's endpoint calls fal-ai/hunyuan3d with fal_client.submit_async on another yurt."""

@@ -88,12 +88,23 @@ def yurt_run(
     *options: str,
     tls: Tls | None = None,
     env: dict[str, str] | None = None,
+    pass_env: dict[str, str] | None = None,
 ) -> Iterator[Served]:
-    """``yurt run fal_demo_x.py::Class`` until the block ends; yields where the app answers."""
+    """``yurt run fal_demo_x.py::Class`` until the block ends; yields where the app answers.
+
+    ``pass_env``: variables set for ``yurt run`` and passed on to its runners (``[local]
+    pass_env``), as a user would give an app its own settings.
+    """
     command = [sys.executable, "-m", "yurt.cli", "run", str(HERE / ref), "--port", "0",
                "--data-dir", str(data_dir), "--quiet", *options]  # fmt: skip
     if tls is not None:
         command += ["--tls-cert", str(tls.cert), "--tls-key", str(tls.key)]
+    if pass_env:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        config = data_dir.parent / f"{data_dir.name}.toml"
+        config.write_text(f"[local]\npass_env = {json.dumps(sorted(pass_env))}\n")
+        command += ["--config", str(config)]
+        env = {**(env if env is not None else os.environ), **pass_env}
     proc = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     )
@@ -114,6 +125,20 @@ def yurt_run(
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
+
+
+def set_secret(served: Served, name: str, value: str, tls: Tls | None = None) -> None:
+    """``yurt secrets set NAME -`` against ``served``'s router, the value on stdin."""
+    env = {**os.environ, "SSL_CERT_FILE": str(tls.ca)} if tls is not None else None
+    out = subprocess.run(
+        [sys.executable, "-m", "yurt.cli", "secrets", "set", name, "-", "--server", served.base],
+        input=value + "\n",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
 
 
 def run_fal_client(served: Served, tls: Tls, script: str, *args: str) -> Any:
@@ -281,15 +306,17 @@ def test_hunyuan3d_proxy_through_fal_client(tmp_path: Path, tls: Tls) -> None:
         tls=tls,
     ) as upstream:
         assert upstream.app_id == "fal-ai/hunyuan3d"
-        env = {
-            **os.environ,
+        # fal-client in the app reaches the stand-in through its documented variables.
+        fal_hosts = {
             "FAL_RUN_HOST": upstream.host,
             "FAL_QUEUE_RUN_HOST": f"{upstream.host}/queue",
             "SSL_CERT_FILE": str(tls.ca),
-            "MY_SECRET_KEY": "key-id:key-secret",
             "NO_PROXY": "*",
         }
-        with yurt_run("fal_demo_hunyuan3d.py::Hunyuan3D", tmp_path / "data", env=env) as app:
+        with yurt_run(
+            "fal_demo_hunyuan3d.py::Hunyuan3D", tmp_path / "data", pass_env=fal_hosts
+        ) as app:
+            set_secret(app, "MY_SECRET_KEY", "key-id:key-secret")  # as `fal secrets set`
             body = {"input_image_url": "https://example.invalid/robot.png", "seed": 7}
             with yurt.Client(app.base) as client:
                 out = client.run(f"{app.app_id}/v2/mini/turbo", body)
@@ -352,10 +379,14 @@ print(json.dumps(events))
 def test_fal_client_stream_over_tls(tmp_path: Path, tls: Tls) -> None:
     """fal_client.stream reads the docs' SSE app through yurt run's https, event by event."""
     gate = tmp_path / "gate"
-    env = {**env_with_fake_nvml(tmp_path, [H100]), "FAL_DEMO_STREAM_GATE": str(gate)}
+    env = env_with_fake_nvml(tmp_path, [H100])
     try:
         with yurt_run(
-            "fal_demo_streaming.py::SDXLStreaming", tmp_path / "data", tls=tls, env=env
+            "fal_demo_streaming.py::SDXLStreaming",
+            tmp_path / "data",
+            tls=tls,
+            env=env,
+            pass_env={"FAL_DEMO_STREAM_GATE": str(gate)},
         ) as app:
             events = run_fal_client(app, tls, FAL_STREAM, str(gate))
     finally:

@@ -677,6 +677,24 @@ class EnvsConfig(_Frozen):
     )
 
 
+class FilesConfig(_Frozen):
+    """The file store behind ``/files/`` (``[files]``): toolkit outputs and uploads."""
+
+    # fal's docs give no fixed lifetime for generated media (an account setting, null by
+    # default, with 86400 s as their example); a week outlives the queue's result retention.
+    ttl: float | None = Field(
+        default=7 * 24 * 3600.0,
+        gt=0,
+        description="seconds a stored file's URL lives; None: until removed by hand",
+    )
+    max_upload_size: int = Field(
+        default=1024 * MIB, ge=0, description="largest body POST /files/upload takes"
+    )
+    sweep_interval: float = Field(
+        default=300.0, gt=0, description="seconds between deletions of expired files"
+    )
+
+
 class ServerConfig(_Frozen):
     """Everything ``yurt run`` / ``yurt server`` needs."""
 
@@ -696,6 +714,7 @@ class ServerConfig(_Frozen):
     nomad: NomadConfig = NomadConfig()
     consul: ConsulConfig = ConsulConfig()
     envs: EnvsConfig = EnvsConfig()
+    files: FilesConfig = FilesConfig()
     machines: dict[str, MachineOverride] = Field(
         default_factory=dict, description="changes to the machine catalog, by machine type"
     )

@@ -29,6 +29,8 @@ from yurt.config import ServerConfig
 from yurt.discovery.local import LocalRegistry
 from yurt.envs import Environments
 from yurt.errors import ConfigError
+from yurt.files.http import build_files_api, store_dir
+from yurt.files.location import location_env
 from yurt.packaging import PayloadHeader, pack
 from yurt.privatefs import open_private, private_dir, tighten
 from yurt.queue.api import QueueApi
@@ -70,7 +72,7 @@ def instance_address(host: str, port: int, tls: bool, public_url: str) -> tuple[
 
 # What yurt keeps in the data dir, up to a '-' (queue.sqlite3-wal, server-secret, ...).
 DATA_DIR_ENTRIES = frozenset(
-    ("apps", "logs", "payloads", "queue.sqlite3", "server", "webhook", "yurt.lock")
+    ("apps", "files", "logs", "payloads", "queue.sqlite3", "server", "webhook", "yurt.lock")
 )
 
 
@@ -113,10 +115,12 @@ class Platform:
                 app_data=config.data_dir / "appdata",
                 secrets=self.secrets.values,
                 envs=Environments(config.data_dir / "envs", config.envs, config.local.python),
+                files=self.files_env,
             )
             self.discovery = self.registry
         self.scheduler = Scheduler(self.backend, config.scheduler)
         self.router = Router(config.router, self.discovery, self.backend, self.scheduler)
+        self.router.attach_files(build_files_api(config.data_dir, config.files, config.router))
 
     def _make_nomad(self) -> None:
         from yurt.backends.nomad.backend import NomadBackend
@@ -144,6 +148,11 @@ class Platform:
     def public_url(self) -> str:
         """The base URL runners and clients reach the router at."""
         return self.config.router.public_url or self.router.url
+
+    def files_env(self) -> dict[str, str]:
+        """What tells a local runner where the file store is (``yurt.files.location``)."""
+        store = store_dir(self.config.data_dir)
+        return location_env(store, self.public_url, self.config.files.ttl)
 
     def payload_ref(self, app_id: str, header: PayloadHeader) -> PayloadRef:
         """Where a runner on the cluster downloads this payload, and its token."""
@@ -282,6 +291,8 @@ class Platform:
             await self.router.start()
             if self.router.queue is not None:
                 self.router.queue.start()
+            if self.router.files is not None:
+                await self.router.files.start()
             if self.webhooks is not None:
                 await self.webhooks.start()
             if self.server and self.consul is not None:
@@ -316,6 +327,8 @@ class Platform:
         if self.consul is not None and self.server:
             await self._quietly(self.consul.deregister_router())
         await self.router.stop(grace)
+        if self.router.files is not None:
+            await self.router.files.stop()
         if self.webhooks is not None:
             await self.webhooks.stop()
         await self.scheduler.stop()

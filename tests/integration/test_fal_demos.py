@@ -196,13 +196,13 @@ def test_docs_basic_endpoint(tmp_path: Path, tls: Tls) -> None:
 
 # -- what the demos below need from work not in this tree yet ----------------------------------
 
-NEEDS_TOOLKIT = "yurt.toolkit (File, Image) and the router's file store"
-NEEDS_FASTAPI = (
-    "FastAPI-style endpoints in the runner (fastapi.Response parameters, yurt.exceptions, "
-    "StreamingResponse returns, websocket endpoints)"
+NEEDS_EXCEPTIONS = "yurt.exceptions (FieldException answering 422 in FastAPI's shape)"
+NEEDS_RESPONSE = "endpoints taking a fastapi.Response whose headers reach the caller"
+NEEDS_WEBSOCKETS = (
+    "websocket endpoints taking a fastapi.WebSocket in the runner, and the router proxying "
+    "the upgrade"
 )
-NEEDS_ROUTER_STREAMS = "the router relaying streamed replies and proxying websocket upgrades"
-NEEDS_REALTIME = "@yurt.realtime (msgpack frames over a websocket)"
+NEEDS_STREAMS = "StreamingResponse returns streamed by the runner and relayed by the router"
 
 
 def png_data_uri() -> str:
@@ -227,7 +227,6 @@ def fetch(url: str, context: ssl.SSLContext | None = None) -> tuple[str, bytes]:
 # -- fal-demos: background removal returning toolkit Images -------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=f"needs {NEEDS_TOOLKIT}")
 def test_birefnet_background_removal(tmp_path: Path) -> None:
     """BiRefNetRMBG returns Image URLs serving the cut-out PNG and its mask, sync and queued."""
     from PIL import Image as PILImage
@@ -255,7 +254,11 @@ def test_birefnet_background_removal(tmp_path: Path) -> None:
 # -- fal-demos: text to speech returning a File, billing header, FieldException ----------------
 
 
-@pytest.mark.xfail(strict=True, reason=f"needs {NEEDS_FASTAPI} and {NEEDS_TOOLKIT}")
+@pytest.mark.xfail(
+    strict=True,
+    reason=f"needs {NEEDS_EXCEPTIONS}, {NEEDS_RESPONSE}, and yurt.toolkit.File._from_url "
+    "(the demo's output examples call it)",
+)
 def test_kokoro_text_to_speech(tmp_path: Path) -> None:
     """Kokoro answers on its paths with a WAV File, bills per 1000 characters, 422s long text."""
     with yurt_run("fal_demo_kokoro.py::Kokoro", tmp_path / "data") as app:
@@ -293,8 +296,8 @@ def test_kokoro_text_to_speech(tmp_path: Path) -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason=f"needs {NEEDS_FASTAPI} (yurt.exceptions), {NEEDS_TOOLKIT} (File), and labels "
-    "with fal_request_id on the queue's log lines (the app reads logs[-1]['labels'])",
+    reason=f"needs {NEEDS_EXCEPTIONS}, and labels with fal_request_id on the queue's log "
+    "lines (the app reads logs[-1]['labels'])",
 )
 def test_hunyuan3d_proxy_through_fal_client(tmp_path: Path, tls: Tls) -> None:
     """Hunyuan3D's endpoint calls fal-ai/hunyuan3d with fal_client.submit_async on another yurt."""
@@ -334,9 +337,7 @@ def test_hunyuan3d_proxy_through_fal_client(tmp_path: Path, tls: Tls) -> None:
 # -- fal's docs: HTTP, websocket and realtime endpoints in one app ------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True, reason=f"needs {NEEDS_FASTAPI}, {NEEDS_ROUTER_STREAMS} and {NEEDS_REALTIME}"
-)
+@pytest.mark.xfail(strict=True, reason=f"needs {NEEDS_WEBSOCKETS}")
 async def test_docs_realtime_app(tmp_path: Path) -> None:
     """The docs' RealtimeApp answers over HTTP, its websocket and its msgpack realtime endpoint."""
     with yurt_run("fal_demo_realtime.py::RealtimeApp", tmp_path / "data") as app:
@@ -375,7 +376,7 @@ print(json.dumps(events))
 """
 
 
-@pytest.mark.xfail(strict=True, reason=f"needs {NEEDS_FASTAPI} and {NEEDS_ROUTER_STREAMS}")
+@pytest.mark.xfail(strict=True, reason=f"needs {NEEDS_STREAMS}")
 def test_fal_client_stream_over_tls(tmp_path: Path, tls: Tls) -> None:
     """fal_client.stream reads the docs' SSE app through yurt run's https, event by event."""
     gate = tmp_path / "gate"

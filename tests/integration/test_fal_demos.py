@@ -227,28 +227,40 @@ def fetch(url: str, context: ssl.SSLContext | None = None) -> tuple[str, bytes]:
 # -- fal-demos: background removal returning toolkit Images -------------------------------------
 
 
-def test_birefnet_background_removal(tmp_path: Path) -> None:
-    """BiRefNetRMBG returns Image URLs serving the cut-out PNG and its mask, sync and queued."""
+FAL_SUBSCRIBE = r"""
+import json, sys
+import fal_client
+
+app, image_url = sys.argv[1:3]
+print(json.dumps(fal_client.subscribe(app, {"image_url": image_url, "return_mask": True})))
+"""
+
+
+def test_birefnet_background_removal(tmp_path: Path, tls: Tls) -> None:
+    """BiRefNetRMBG's Image URLs serve the cut-out PNG and mask: yurt's client and fal-client."""
     from PIL import Image as PILImage
 
     source = png_data_uri()
-    with yurt_run("fal_demo_birefnet.py::BiRefNetRMBG", tmp_path / "data") as app:
+    with yurt_run("fal_demo_birefnet.py::BiRefNetRMBG", tmp_path / "data", tls=tls) as app:
         assert app.app_id == "default/bi-ref-net-r-m-b-g"
-        with yurt.Client(app.base) as client:
-            sync = client.run(app.app_id, {"image_url": source, "return_mask": True})
-            queued = client.submit(app.app_id, {"image_url": source}).result()
-        assert queued["mask"] is None
-        for out in (sync, queued):
+        with yurt.Client(app.base, ssl_context=tls.context()) as client:
+            sync = client.run(app.app_id, {"image_url": source})
+            queued = client.submit(app.app_id, {"image_url": source, "return_mask": True}).result()
+        from_fal = run_fal_client(app, tls, FAL_SUBSCRIBE, source)
+        assert sync["mask"] is None
+        for out in (sync, queued, from_fal):
             image = out["image"]
             assert (image["width"], image["height"], image["content_type"]) == (4, 2, "image/png")
-            content_type, body = fetch(image["url"])
+            assert image["url"].startswith(app.base + "/")
+            content_type, body = fetch(image["url"], tls.context())
             assert content_type == "image/png"
             cut = PILImage.open(BytesIO(body))
             assert cut.mode == "RGBA" and cut.size == (4, 2)
             assert cut.getpixel((0, 0)) == (255, 255, 255, 255)  # kept
             assert cut.getpixel((3, 1))[3] == 0  # background gone
-        _, mask = fetch(sync["mask"]["url"])
-        assert PILImage.open(BytesIO(mask)).getpixel((3, 0)) == 0
+        for out in (queued, from_fal):
+            _, mask = fetch(out["mask"]["url"], tls.context())
+            assert PILImage.open(BytesIO(mask)).getpixel((3, 0)) == 0
 
 
 # -- fal-demos: text to speech returning a File, billing header, FieldException ----------------

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import mimetypes
+import os
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -157,3 +160,28 @@ async def test_upload_over_the_limit_is_413(tmp_path: Path) -> None:
             assert resp.status == 413
         refs = tmp_path / "data" / "files" / "refs"
         assert not list(refs.glob("*.json"))
+
+
+async def test_a_runner_without_the_store_on_disk_uploads_over_http(tmp_path: Path) -> None:
+    """Given only YURT_FILES_URL (no shared disk, as on a cluster), outputs are posted to the
+    router's upload route and served from there."""
+    source = tmp_path / "take.wav"
+    source.write_bytes(b"RIFF" + bytes(range(256)) * 400)
+    code = (
+        "import sys; from yurt.toolkit import Audio, File; "
+        "print(File.from_bytes(b'small', file_name='s.txt').url); "
+        "print(Audio.from_path(sys.argv[1]).url)"
+    )
+    async with serving(Reader, tmp_path / "data") as app:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("YURT_FILES", "YURT_APP"))}
+        env["YURT_FILES_URL"] = app.platform.url
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", code, str(source), env=env, stdout=asyncio.subprocess.PIPE
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), DEADLINE)
+        assert proc.returncode == 0
+        small, audio = out.decode().split()
+        assert (await fetch(app, small))[:2] == (200, b"small")
+        status, data, headers = await fetch(app, audio)
+        assert (status, data) == (200, source.read_bytes())
+        assert headers["content-type"] == mimetypes.guess_type("take.wav")[0]

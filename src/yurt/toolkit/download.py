@@ -98,6 +98,10 @@ def _copy(src: IO[bytes], dst: IO[bytes], limit: int | None, url: str) -> int:
             dst.write(chunk)
     except (http.client.HTTPException, TimeoutError, ConnectionError) as exc:
         raise DownloadError(f"Failed to download {url}: cut short after {size} bytes") from exc
+    # http.client's read(n) returns what came when the connection ends early, without an
+    # error: what is left of a declared Content-Length says it was cut.
+    if getattr(src, "length", None):
+        raise DownloadError(f"Failed to download {url}: cut short after {size} bytes")
     return size
 
 

@@ -77,6 +77,11 @@ class File(BaseModel):
         return cls(url=url)
 
     @classmethod
+    def _from_url(cls, url: str) -> File:
+        # fal's demo apps build their schema examples with it.
+        return cls(url=url)
+
+    @classmethod
     def from_bytes(
         cls,
         data: bytes,

@@ -16,9 +16,9 @@ import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from yurt.errors import AppDefinitionError
 
@@ -45,21 +45,29 @@ class RequestContext:
     """The request an endpoint is serving: ``self.current_request`` inside an endpoint.
 
     Read-only. ``headers`` is the incoming request's headers (case-insensitive on a runner);
+    ``endpoint`` the path of the endpoint serving it (fal's ``current_request.endpoint``);
     ``cancelled`` turns true once a caller asked to cancel the request, which a sync endpoint
     can poll to stop early (an async endpoint is cancelled for it).
     """
 
-    __slots__ = ("_cancel", "_headers", "_request_id")
+    __slots__ = ("_cancel", "_endpoint", "_headers", "_request_id")
 
     def __init__(
         self,
         request_id: str,
         headers: Mapping[str, str],
         cancel: threading.Event | None = None,
+        endpoint: str = "",
     ) -> None:
         self._request_id = request_id
         self._headers = headers
         self._cancel = cancel if cancel is not None else threading.Event()
+        self._endpoint = endpoint
+
+    @property
+    def endpoint(self) -> str:
+        """The path of the endpoint serving the request, e.g. ``"/"`` or ``"/generate"``."""
+        return self._endpoint
 
     @property
     def request_id(self) -> str:
@@ -77,7 +85,10 @@ class RequestContext:
         return self._cancel.is_set()
 
     def __repr__(self) -> str:
-        return f"RequestContext(request_id={self._request_id!r}, cancelled={self.cancelled})"
+        return (
+            f"RequestContext(request_id={self._request_id!r}, endpoint={self._endpoint!r}, "
+            f"cancelled={self.cancelled})"
+        )
 
 
 # Set by the runner around each endpoint call; sync endpoints see it through the copied context.
@@ -95,6 +106,16 @@ class HealthCheck(BaseModel):
     timeout_seconds: float = Field(default=5, gt=0)
     failure_threshold: int = Field(default=3, ge=1)
     call_regularly: bool = True
+    # The HTTP method the endpoint also answers for health checks (fal's ``method``; None is
+    # POST). The runner runs the check in-process, so this only adds the route.
+    method: Literal["GET", "POST"] = "POST"
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _method(cls, value: object) -> object:
+        if value is None:
+            return "POST"
+        return value.upper() if isinstance(value, str) else value
 
 
 @dataclass(frozen=True)
@@ -109,7 +130,12 @@ class EndpointMarker:
 def endpoint(
     path: str, *, is_websocket: bool = False, health_check: HealthCheck | None = None
 ) -> Callable[[F], F]:
-    """Mark a method as a POST endpoint at ``path``; its one parameter is the JSON body model.
+    """Mark a method as an endpoint at ``path`` (POST; a websocket with ``is_websocket``).
+
+    One parameter annotated with a pydantic model is the whole JSON body (served on the
+    runner's fastest path); anything else FastAPI accepts for a route works as it does there
+    and in fal (several parameters, ``dict``, ``fastapi.Request``/``Response``; see
+    docs/apps.md). A websocket endpoint is ``async def`` taking a ``fastapi.WebSocket``.
 
     The runner also answers ``POST {path}/cancel`` (``/cancel`` for ``/``) to cancel a request
     in flight, unless the App declares an endpoint at that very path: then the App's wins.
@@ -178,6 +204,8 @@ class App:
     # while one is unset, and waiting callers get a 503 naming it. Every secret reaches every
     # app; this only checks.
     required_secrets: ClassVar[list[str]] = []
+    # What the runner's ``GET /health`` reports, as fal's runners do (fal's default).
+    version: ClassVar[str] = "unknown"
 
     def __init_subclass__(cls, **settings: Any) -> None:
         # fal's spelling of the app name as a class keyword: ``class A(App, name="a")``.

@@ -152,6 +152,8 @@ class RealtimeConnection:
 
         extra, agent = handshake_headers(headers)
         try:
+            # Entered at once: websockets >= 17.1 warns about a connection opened otherwise;
+            # the connection's own close() ends it.
             ws = connect(
                 url,
                 additional_headers=extra,
@@ -160,7 +162,7 @@ class RealtimeConnection:
                 open_timeout=timeout,
                 max_size=None,
                 proxy=None,  # as the HTTP calls: no proxy from the environment
-            )
+            ).__enter__()
         except (*_OPEN_ERRORS, InvalidHandshake) as exc:
             raise _refused(url, exc, timeout) from exc
         return cls(ws, encoder, decoder)

@@ -8,9 +8,13 @@ that is "/cancel") unless the App has an endpoint of its own at that path, and
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
+import json
 import os
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Literal, get_args
@@ -21,7 +25,6 @@ from pydantic import BaseModel, ValidationError
 
 from yurt import heap
 from yurt.app import CURRENT_REQUEST, App
-from yurt.errors import AppException
 from yurt.metrics import registry_for, render
 from yurt.packaging import PayloadHeader
 from yurt.runner.gpus import GpuMonitor
@@ -31,7 +34,10 @@ from yurt.runner.invoke import (
     call,
     error_page,
     error_response,
+    exception_response,
+    is_stream,
     json_response,
+    stream_generator,
     to_response,
     validation_response,
 )
@@ -61,6 +67,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("yurt.runner")
 
 State = Literal["starting", "ready", "draining", "failed"]
+Invoker = Callable[[web.Request, "ActiveRequest"], Awaitable[web.StreamResponse]]
 LOG_COUNT_HEADER = "x-yurt-log-count"
 
 
@@ -110,6 +117,8 @@ class RunnerServer:
         self._executor = ThreadPoolExecutor(self.spec.max_multiplexing, "yurt-endpoint")
         self._health_executor = ThreadPoolExecutor(1, "yurt-health")
         self._bodies: dict[str, type[BaseModel] | None] = {}
+        self._asgi: Any = None  # the FastAPI app of fal-style endpoints, if the App has any
+        self._openapi_body: bytes | None = None
         self._runner: web.AppRunner | None = None
         self.requests = RequestRegistry()
         self.hints = RunnerHints(self.instance)
@@ -125,10 +134,7 @@ class RunnerServer:
         app.router.add_get("/_yurt/info", self._info)
         app.router.add_get("/_yurt/metrics", self._metrics)
         app.router.add_get("/_yurt/requests/{request_id}/logs", self._logs)
-        for ep in self.spec.endpoints:
-            func = getattr(self.cls, ep.method_name)
-            self._bodies[ep.path] = endpoint_body_model(func, ep.method_name)
-            app.router.add_post(ep.path, self._make_handler(ep))
+        self._add_endpoints(app)
         for path in cancel_paths(self.spec):
             app.router.add_post(path, self._cancel)
         # Last: only what matched nothing above, so that a 404 or 405 is JSON too (aiohttp's
@@ -197,9 +203,41 @@ class RunnerServer:
 
     # -- handlers ---------------------------------------------------------------------------
 
+    def _add_endpoints(self, app: web.Application) -> None:
+        fal_style = [ep for ep in self.spec.endpoints if ep.style == "fastapi"]
+        if fal_style:
+            # Only apps with such endpoints pay for importing FastAPI.
+            from yurt.runner.fal import build_endpoint_app
+
+            self._asgi = build_endpoint_app(self.instance, fal_style)
+        for ep in self.spec.endpoints:
+            if ep.style == "model":
+                func = getattr(self.cls, ep.method_name)
+                self._bodies[ep.path] = endpoint_body_model(func, ep.method_name)
+            handler = self._make_handler(ep)
+            if ep.is_websocket:
+                app.router.add_get(ep.path, handler)
+                continue
+            app.router.add_post(ep.path, handler)
+            if ep.health_check is not None and ep.health_check.method != "POST":
+                app.router.add_route(ep.health_check.method, ep.path, handler)
+        if "/health" not in self._get_paths():
+            app.router.add_get("/health", self._fal_health)
+        app.router.add_get("/openapi.json", self._openapi)
+
+    def _get_paths(self) -> set[str]:
+        """Paths where an endpoint answers GET (a websocket, a GET health check)."""
+        return {
+            ep.path
+            for ep in self.spec.endpoints
+            if ep.is_websocket or (ep.health_check is not None and ep.health_check.method == "GET")
+        }
+
     def _make_handler(self, ep: EndpointSpec) -> Any:
-        method = getattr(self.instance, ep.method_name)
-        body_model = self._bodies[ep.path]
+        if ep.style == "model":
+            invoke = self._model_invoker(ep)
+        else:
+            invoke = functools.partial(self._invoke_asgi, websocket=ep.is_websocket)
 
         async def handle(request: web.Request) -> web.StreamResponse:
             t0 = time.monotonic()
@@ -224,26 +262,38 @@ class RunnerServer:
                 return self._decorate(
                     error_response(503, "runner_unavailable", f"runner is {self.state}")
                 )
+            if ep.is_websocket and not _is_upgrade(request):
+                detail = f"{ep.path} is a websocket endpoint: connect with a websocket upgrade"
+                return error_response(400, "bad_request", detail)
             if self.in_flight >= self.spec.max_multiplexing:
                 detail = f"runner is at max_multiplexing={self.spec.max_multiplexing}"
                 return self._decorate(error_response(429, "runner_busy", detail))
             self.in_flight += 1
             self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
             self.requests_total += 1
-            active = self.requests.begin(request.headers)
+            active = self.requests.begin(request.headers, ep.path)
             try:
-                response = await self._invoke(request, active, method, body_model, ep.is_async)
+                response = await invoke(request, active)
             finally:
                 self.in_flight -= 1
                 self.requests.finish(active)
             # Whatever the call ended with, a request whose cancellation was acknowledged
-            # answers 499: that is what the canceller was promised.
-            if active.cancelled:
+            # answers 499: that is what the canceller was promised (unless its reply began).
+            if active.cancelled and not response.prepared:
                 response = _cancelled(active)
             self.hints.refresh()
             return self._decorate(response, active.logs.count)
 
         return handle
+
+    def _model_invoker(self, ep: EndpointSpec) -> Invoker:
+        method = getattr(self.instance, ep.method_name)
+        body_model = self._bodies[ep.path]
+
+        async def invoke(request: web.Request, active: ActiveRequest) -> web.StreamResponse:
+            return await self._invoke(request, active, method, body_model, ep.is_async)
+
+        return invoke
 
     async def _invoke(
         self,
@@ -263,15 +313,11 @@ class RunnerServer:
             return _cancelled(active)
         # The user call gets a task of its own, so that cancelling it leaves this handler
         # free to answer 499.
-        task = asyncio.create_task(self._call_user(active, method, args))
+        task = asyncio.create_task(self._call_user(request, active, method, args))
         if is_async:
             active.task = task
         try:
-            result = await task
-        except AppException as exc:
-            response = json_response(exc.status_code, {"detail": exc.message})
-            response.headers.update(exc.headers)
-            return response
+            return await task
         except asyncio.CancelledError:
             this = asyncio.current_task()
             if this is not None and this.cancelling():
@@ -282,17 +328,61 @@ class RunnerServer:
             log.error("endpoint_failed", request_id=active.request_id, path=request.path)
             return error_response(500, "endpoint_error", detail)
         except Exception as exc:
+            chosen = exception_response(exc)
+            if chosen is not None:
+                return chosen
             log.exception("endpoint_failed", request_id=active.request_id, path=request.path)
             return error_response(500, "endpoint_error", f"{type(exc).__name__}: {exc}")
-        return to_response(result)
 
-    async def _call_user(self, active: ActiveRequest, method: Any, args: tuple[Any, ...]) -> Any:
-        # A task runs in a copy of the context: these settings end with it. ``call`` hands
-        # the context on to the worker thread of a sync endpoint.
+    async def _invoke_asgi(
+        self, request: web.Request, active: ActiveRequest, *, websocket: bool
+    ) -> web.StreamResponse:
+        from yurt.runner.asgi import HttpExchange, WebSocketExchange
+
+        assert self._asgi is not None
+        exchange = (WebSocketExchange if websocket else HttpExchange)(self._asgi, request)
+        task = asyncio.create_task(self._in_request(active, exchange.run))
+        # FastAPI runs a sync endpoint in a thread and waits for it even when cancelled, so
+        # cancelling the task never frees a slot whose thread still computes.
+        active.task = task
+        try:
+            return await task
+        except asyncio.CancelledError:
+            this = asyncio.current_task()
+            if this is not None and this.cancelling():
+                raise
+            began = exchange.began()
+            return began if began is not None else _cancelled(active)
+
+    async def _in_request(
+        self, active: ActiveRequest, run: Callable[[], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        # A task runs in a copy of the context: these settings end with it. FastAPI and
+        # ``call`` hand the context on to the worker thread of a sync endpoint.
         CURRENT_REQUEST.set(active.context)
         structlog.contextvars.bind_contextvars(request_id=active.request_id)
         with capturing(active.logs):
-            return await call(method, self._executor, *args)
+            return await run()
+
+    async def _call_user(
+        self, request: web.Request, active: ActiveRequest, method: Any, args: tuple[Any, ...]
+    ) -> web.StreamResponse:
+        async def run() -> web.StreamResponse:
+            result = await call(method, self._executor, *args)
+            if is_stream(result):
+                # Produced in this task, so that what the generator prints is the request's.
+                return await self._stream(request, result)
+            return to_response(result)
+
+        return await self._in_request(active, run)
+
+    async def _stream(self, request: web.Request, result: Any) -> web.StreamResponse:
+        if inspect.isasyncgen(result) or inspect.isgenerator(result):
+            return await stream_generator(request, result, self._executor)
+        from yurt.runner.asgi import HttpExchange
+
+        # A starlette Response is an ASGI app: run it as one.
+        return await HttpExchange(result, request).run()
 
     def _decorate(self, response: web.StreamResponse, log_count: int = 0) -> web.StreamResponse:
         if not response.prepared:
@@ -352,17 +442,40 @@ class RunnerServer:
         # ``?basic=1``: liveness only, for health checks declared with call_regularly=False.
         if hc is None or hc.health_check is None or request.query.get("basic") == "1":
             return self._decorate(json_response(200, {"status": "ok"}))
-        method = getattr(self.instance, hc.method_name)
-        body_model = self._bodies[hc.path]
-        args = (body_model.model_validate({}),) if body_model is not None else ()
         try:
-            await asyncio.wait_for(
-                call(method, self._health_executor, *args), hc.health_check.timeout_seconds
-            )
+            await asyncio.wait_for(self._check(hc), hc.health_check.timeout_seconds)
         except Exception as exc:
             log.warning("health_check_failed", error=repr(exc))
             return json_response(503, {"status": "unhealthy", "detail": repr(exc)})
         return self._decorate(json_response(200, {"status": "ok"}))
+
+    async def _check(self, hc: EndpointSpec) -> None:
+        """Run the user's health check endpoint; raises if it failed."""
+        assert hc.health_check is not None
+        if hc.style == "fastapi":
+            from yurt.runner.asgi import probe
+
+            status, body = await probe(self._asgi, hc.health_check.method, hc.path)
+            if not 200 <= status < 300:
+                raise RuntimeError(f"{hc.path} answered {status}: {body[:200]!r}")
+            return
+        method = getattr(self.instance, hc.method_name)
+        body_model = self._bodies[hc.path]
+        args = (body_model.model_validate({}),) if body_model is not None else ()
+        await call(method, self._health_executor, *args)
+
+    async def _fal_health(self, _: web.Request) -> web.Response:
+        # fal's runners answer GET /health with the App's ``health()``: ``{"version": ...}``.
+        if self.state != "ready":
+            return json_response(503, {"status": self.state})
+        return json_response(200, {"version": self.cls.version})
+
+    async def _openapi(self, _: web.Request) -> web.Response:
+        if self._openapi_body is None:
+            from yurt.openapi import document
+
+            self._openapi_body = json.dumps(document(self.spec)).encode()
+        return web.Response(body=self._openapi_body, content_type="application/json")
 
     async def _metrics(self, request: web.Request) -> web.Response:
         if self._scrape is None:
@@ -436,6 +549,10 @@ _STATUSES = frozenset(s.value for s in HTTPStatus)
 
 def _error_page(status: int, exc: BaseException | None) -> web.StreamResponse:
     return error_response(*error_page(status, exc))
+
+
+def _is_upgrade(request: web.BaseRequest) -> bool:
+    return request.headers.get("upgrade", "").lower() == "websocket"
 
 
 def _cancelled(active: ActiveRequest) -> web.Response:

@@ -35,7 +35,7 @@ class StandInPipeline:
         return latents
 
 
-def gate_opened(deadline_s=60.0):
+def gate_opened(deadline_s=30.0):
     """Whether the test's gate file (if one is named) appeared within the deadline."""
     gate = os.environ.get("FAL_DEMO_STREAM_GATE")
     deadline = time.monotonic() + deadline_s

@@ -127,20 +127,6 @@ def yurt_run(
                 stream.close()
 
 
-def set_secret(served: Served, name: str, value: str, tls: Tls | None = None) -> None:
-    """``yurt secrets set NAME -`` against ``served``'s router, the value on stdin."""
-    env = {**os.environ, "SSL_CERT_FILE": str(tls.ca)} if tls is not None else None
-    out = subprocess.run(
-        [sys.executable, "-m", "yurt.cli", "secrets", "set", name, "-", "--server", served.base],
-        input=value + "\n",
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
-
-
 def run_fal_client(served: Served, tls: Tls, script: str, *args: str) -> Any:
     """Run ``script`` (``python -c``) with fal-client pointed at ``served``; returns its JSON.
 
@@ -196,13 +182,14 @@ def test_docs_basic_endpoint(tmp_path: Path, tls: Tls) -> None:
 
 # -- what the demos below need from work not in this tree yet ----------------------------------
 
-NEEDS_EXCEPTIONS = "yurt.exceptions (FieldException answering 422 in FastAPI's shape)"
-NEEDS_RESPONSE = "endpoints taking a fastapi.Response whose headers reach the caller"
 NEEDS_WEBSOCKETS = (
-    "websocket endpoints taking a fastapi.WebSocket in the runner, and the router proxying "
-    "the upgrade"
+    "the router proxying websocket upgrades to the runner (the runner serves the app's "
+    "websocket and realtime endpoints; the router answers the upgrade 405)"
 )
-NEEDS_STREAMS = "StreamingResponse returns streamed by the runner and relayed by the router"
+NEEDS_STREAMS = (
+    "the router relaying a streamed reply chunk by chunk (the runner streams it; the router "
+    "holds it until it ends, so the app's first event is never read)"
+)
 
 
 def png_data_uri() -> str:
@@ -266,11 +253,6 @@ def test_birefnet_background_removal(tmp_path: Path, tls: Tls) -> None:
 # -- fal-demos: text to speech returning a File, billing header, FieldException ----------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=f"needs {NEEDS_EXCEPTIONS}, {NEEDS_RESPONSE}, and yurt.toolkit.File._from_url "
-    "(the demo's output examples call it)",
-)
 def test_kokoro_text_to_speech(tmp_path: Path) -> None:
     """Kokoro answers on its paths with a WAV File, bills per 1000 characters, 422s long text."""
     with yurt_run("fal_demo_kokoro.py::Kokoro", tmp_path / "data") as app:
@@ -308,8 +290,8 @@ def test_kokoro_text_to_speech(tmp_path: Path) -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason=f"needs {NEEDS_EXCEPTIONS}, and labels with fal_request_id on the queue's log "
-    "lines (the app reads logs[-1]['labels'])",
+    reason="needs labels with fal_request_id on the queue's log lines, as fal gives them: "
+    "the app reads event.logs[-1]['labels'] and fails with KeyError: 'labels'",
 )
 def test_hunyuan3d_proxy_through_fal_client(tmp_path: Path, tls: Tls) -> None:
     """Hunyuan3D's endpoint calls fal-ai/hunyuan3d with fal_client.submit_async on another yurt."""
@@ -321,17 +303,18 @@ def test_hunyuan3d_proxy_through_fal_client(tmp_path: Path, tls: Tls) -> None:
         tls=tls,
     ) as upstream:
         assert upstream.app_id == "fal-ai/hunyuan3d"
-        # fal-client in the app reaches the stand-in through its documented variables.
-        fal_hosts = {
+        # fal-client in the app reaches the stand-in through its documented variables; the
+        # app's key is given as `yurt run` gives an app its own keys (secrets need a server).
+        app_env = {
             "FAL_RUN_HOST": upstream.host,
             "FAL_QUEUE_RUN_HOST": f"{upstream.host}/queue",
             "SSL_CERT_FILE": str(tls.ca),
             "NO_PROXY": "*",
+            "MY_SECRET_KEY": "key-id:key-secret",
         }
         with yurt_run(
-            "fal_demo_hunyuan3d.py::Hunyuan3D", tmp_path / "data", pass_env=fal_hosts
+            "fal_demo_hunyuan3d.py::Hunyuan3D", tmp_path / "data", pass_env=app_env
         ) as app:
-            set_secret(app, "MY_SECRET_KEY", "key-id:key-secret")  # as `fal secrets set`
             body = {"input_image_url": "https://example.invalid/robot.png", "seed": 7}
             with yurt.Client(app.base) as client:
                 out = client.run(f"{app.app_id}/v2/mini/turbo", body)

@@ -250,6 +250,25 @@ def test_birefnet_background_removal(tmp_path: Path, tls: Tls) -> None:
             assert PILImage.open(BytesIO(mask)).getpixel((3, 0)) == 0
 
 
+# -- fal's docs: an input file fetched with download_file ---------------------------------------
+
+
+def test_docs_download_file(tmp_path: Path) -> None:
+    """The docs' MyModel downloads a file uploaded with yurt's client, named in its query."""
+    video = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 4
+    env = env_with_fake_nvml(tmp_path, [A100])
+    with yurt_run("fal_demo_files.py::MyModel", tmp_path / "data", env=env) as app:
+        assert app.app_id == "default/my-model"
+        with yurt.Client(app.base) as client:
+            url = client.upload(video, "video/mp4", "clip.mp4")
+        reply = httpx.post(app.url, params={"video_url": url}, timeout=60)
+        assert reply.status_code == 200, reply.text
+        assert reply.json() == {"output": f"{len(video)} bytes starting '\\x00\\x00\\x00\\x18'"}
+        missing = httpx.post(app.url, json={"video_url": url}, timeout=60)
+        assert missing.status_code == 422  # a plain parameter is a query parameter, as in FastAPI
+        assert missing.json()["detail"][0]["loc"] == ["query", "video_url"]
+
+
 # -- fal-demos: text to speech returning a File, billing header, FieldException ----------------
 
 

@@ -90,6 +90,10 @@ async def test_range_request_on_a_stored_video(tmp_path: Path) -> None:
         assert headers["content-type"] == "video/mp4"
         code, data, _ = await fetch(app, url, headers={"Range": "bytes=-10"})
         assert (code, data) == (206, clip_bytes(100_000)[-10:])
+        async with app.session.head(url) as resp:
+            assert (resp.status, resp.headers["content-length"]) == (200, "100000")
+            assert resp.headers["accept-ranges"] == "bytes"
+            assert "sandbox" in resp.headers["content-security-policy"]
 
 
 async def test_unknown_and_malformed_file_urls_are_404(tmp_path: Path) -> None:

@@ -101,6 +101,10 @@ class FilesApi:
             "Content-Type": record.content_type,
             "Content-Disposition": f"inline; filename*=UTF-8''{_rfc5987(record.file_name)}",
             "X-Content-Type-Options": "nosniff",
+            # An uploaded page (text/html, SVG) opened from this origin must not run as it:
+            # sandboxed, it is an origin of its own with no scripts.
+            "Content-Security-Policy": "sandbox; default-src 'none'; img-src 'self'; "
+            "media-src 'self'",
             "Cache-Control": f"private, max-age={_max_age(record)}",
         }
         return web.FileResponse(self.store.blob_path(record.sha256), headers=headers)

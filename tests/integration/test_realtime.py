@@ -1,7 +1,7 @@
 """``@yurt.realtime`` end to end: a real runner process, driven by yurt's own client.
 
-The platform starts the runner (min_concurrency=1); the tests connect to it directly, as the
-router's websocket proxy will, with the blocking and the asyncio client.
+The platform starts the runner (min_concurrency=1); the tests connect to it directly with the
+runner's token, as the router's websocket proxy does, with the blocking and the asyncio client.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -21,39 +22,50 @@ pytestmark = pytest.mark.timeout(180)
 OPEN_TIMEOUT = 30.0
 
 
+TOKEN_HEADER = "x-yurt-runner-token"
+
+
+class Runner(NamedTuple):
+    """The Live app's platform, its runner's ws:// base URL, and the runner's token header."""
+
+    app: Served
+    base: str
+    headers: dict[str, str]
+
+
 @pytest.fixture
-async def live(tmp_path: Path) -> AsyncIterator[tuple[Served, str]]:
-    """The Live app on a platform, and the ws:// base URL of its one runner."""
+async def live(tmp_path: Path) -> AsyncIterator[Runner]:
+    """The Live app on a platform, and how to reach its one runner directly."""
     async with served(Live, tmp_path / "data") as app:
-        runners = await wait_until(app.healthy, what="a healthy Live runner")
-        yield app, f"ws://{runners[0].host}:{runners[0].port}"
+        (runner,) = await wait_until(app.healthy, what="a healthy Live runner")
+        yield Runner(app, f"ws://{runner.host}:{runner.port}", {TOKEN_HEADER: runner.token})
 
 
-def drive_sync(url: str) -> list[dict[str, object]]:
+def drive_sync(url: str, headers: dict[str, str]) -> list[dict[str, object]]:
     """Send two frames with bytes over the blocking client; read both outputs."""
-    with RealtimeConnection.open(url, {}, timeout=OPEN_TIMEOUT, ssl_context=None) as rt:
+    with RealtimeConnection.open(url, headers, timeout=OPEN_TIMEOUT, ssl_context=None) as rt:
         rt.send({"prompt": "one", "image": b"\x01\x02\x03"})
         rt.send({"prompt": "two"})
         return [rt.recv(OPEN_TIMEOUT), rt.recv(OPEN_TIMEOUT)]  # type: ignore[list-item]
 
 
 async def test_blocking_client_drives_a_unary_endpoint_on_a_runner(
-    live: tuple[Served, str],
+    live: Runner,
 ) -> None:
     """Each input gets its output, in order, bytes intact, on one connection."""
-    _, base = live
-    outputs = await asyncio.to_thread(drive_sync, base + "/realtime")
+    base, headers = live.base, live.headers
+    outputs = await asyncio.to_thread(drive_sync, base + "/realtime", headers)
     assert [o["text"] for o in outputs] == ["drawn: one", "drawn: two"]
     assert outputs[0]["image"] == b"\x03\x02\x01"
     seqs = [o["seq"] for o in outputs]
     assert seqs[1] == seqs[0] + 1  # one App instance serves the session
 
 
-async def test_async_client_reads_a_server_stream_then_the_end(live: tuple[Served, str]) -> None:
+async def test_async_client_reads_a_server_stream_then_the_end(live: Runner) -> None:
     """A server-streaming endpoint's outputs arrive in order; the end is fal's TIMEOUT."""
-    _, base = live
+    base, headers = live.base, live.headers
     async with await AsyncRealtimeConnection.open(
-        base + "/count", {}, timeout=OPEN_TIMEOUT, ssl_context=None
+        base + "/count", headers, timeout=OPEN_TIMEOUT, ssl_context=None
     ) as rt:
         await rt.send({"upto": 3})
         got = [await rt.recv() for _ in range(3)]
@@ -64,12 +76,12 @@ async def test_async_client_reads_a_server_stream_then_the_end(live: tuple[Serve
 
 
 async def test_an_endpoint_error_reaches_the_client_as_realtime_error(
-    live: tuple[Served, str],
+    live: Runner,
 ) -> None:
     """An exception in the endpoint ends the session with INTERNAL_ERROR naming it."""
-    _, base = live
+    base, headers = live.base, live.headers
     async with await AsyncRealtimeConnection.open(
-        base + "/broken", {}, timeout=OPEN_TIMEOUT, ssl_context=None
+        base + "/broken", headers, timeout=OPEN_TIMEOUT, ssl_context=None
     ) as rt:
         await rt.send({"prompt": "a cat"})
         with pytest.raises(RealtimeError) as info:
@@ -79,29 +91,29 @@ async def test_an_endpoint_error_reaches_the_client_as_realtime_error(
 
 
 async def test_an_invalid_input_is_named_and_the_runner_keeps_serving(
-    live: tuple[Served, str],
+    live: Runner,
 ) -> None:
     """A frame missing a field ends that session with VALIDATION_ERROR; the next one works."""
-    _, base = live
+    base, headers = live.base, live.headers
     async with await AsyncRealtimeConnection.open(
-        base + "/realtime", {}, timeout=OPEN_TIMEOUT, ssl_context=None
+        base + "/realtime", headers, timeout=OPEN_TIMEOUT, ssl_context=None
     ) as rt:
         await rt.send({"image": b""})
         with pytest.raises(RealtimeError) as info:
             await rt.recv()
     assert info.value.error == "VALIDATION_ERROR"
     assert "prompt" in info.value.reason
-    outputs = await asyncio.to_thread(drive_sync, base + "/realtime")
+    outputs = await asyncio.to_thread(drive_sync, base + "/realtime", headers)
     assert outputs[0]["text"] == "drawn: one"
 
 
 async def test_max_buffering_outside_fal_clients_range_is_refused(
-    live: tuple[Served, str],
+    live: Runner,
 ) -> None:
     """max_buffering=0 in the URL: the session says BAD_REQUEST and closes."""
-    _, base = live
+    base, headers = live.base, live.headers
     async with await AsyncRealtimeConnection.open(
-        base + "/realtime?max_buffering=0", {}, timeout=OPEN_TIMEOUT, ssl_context=None
+        base + "/realtime?max_buffering=0", headers, timeout=OPEN_TIMEOUT, ssl_context=None
     ) as rt:
         with pytest.raises(RealtimeError) as info:
             await rt.recv()

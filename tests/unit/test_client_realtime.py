@@ -21,9 +21,10 @@ from websockets.exceptions import ConnectionClosed
 
 import yurt
 from yurt.client.realtime import RealtimeError
+from yurt.realtime_channel import ChannelClosed
 from yurt.realtime_endpoint import RealtimeEndpoint, realtime_of
 from yurt.realtime_frames import FrameError, parse_max_buffering
-from yurt.realtime_session import ChannelClosed, run_session
+from yurt.realtime_session import run_session
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -205,3 +205,30 @@ def test_realtime_beside_http_endpoints_and_path_clash() -> None:
             @yurt.realtime("/realtime")
             def live(self, input: In) -> Out:
                 return Out(text=input.prompt)
+
+
+def test_openapi_describes_a_realtime_endpoint_as_fal_publishes_it() -> None:
+    """x-fal-protocol says realtime with its mode and knobs; a mirror POST shows the models."""
+    from yurt.openapi import document
+
+    class Rt(yurt.App):
+        @yurt.realtime("/realtime", buffering=2, session_timeout=30, max_batch_size=2)
+        def draw(self, *inputs: In) -> Out:
+            return Out(text="")
+
+    doc = document(build_spec(Rt))
+    entry = doc["paths"]["/realtime"]
+    assert entry["x-fal-protocol"] == {
+        "type": "realtime",
+        "operationId": "draw",
+        "config": {"buffering": 2, "sessionTimeout": 30.0, "maxBatchSize": 2},
+        "contentType": "application/msgpack",
+        "realtimeMode": "unary",
+    }
+    assert entry["post"]["responses"]["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Out"
+    }
+    assert "requestBody" not in entry["post"]  # *inputs without input_modal: plain maps
+    assert doc["components"]["schemas"]["Out"]["properties"] == {
+        "text": {"title": "Text", "type": "string"}
+    }

@@ -17,9 +17,10 @@ import pytest
 from pydantic import BaseModel
 
 import yurt
+from yurt.realtime_channel import ChannelClosed
 from yurt.realtime_endpoint import RealtimeEndpoint, realtime_of
 from yurt.realtime_frames import encode
-from yurt.realtime_session import ChannelClosed, run_session, take_batch
+from yurt.realtime_session import run_session, take_batch
 
 DEADLINE = 30.0
 

@@ -166,3 +166,16 @@ class HealthByGet(yurt.App, keep_alive=300):
         if os.environ.get("YURT_TEST_UNHEALTHY"):
             raise HTTPException(status_code=500, detail="sick")
         return {"method": request.method}
+
+
+class ExitHook(yurt.App, keep_alive=300):
+    """fal's App hooks: ``version`` for GET /health, ``handle_exit`` told of a stop."""
+
+    version = "7"
+
+    def handle_exit(self) -> None:
+        Path(os.environ["YURT_TEST_EXIT_MARKER"]).write_text("told")
+
+    @yurt.endpoint("/")
+    def run(self, prompt: Prompt) -> Reply:
+        return Reply(text=prompt.prompt)

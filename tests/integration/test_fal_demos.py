@@ -105,26 +105,31 @@ def yurt_run(
         config.write_text(f"[local]\npass_env = {json.dumps(sorted(pass_env))}\n")
         command += ["--config", str(config)]
         env = {**(env if env is not None else os.environ), **pass_env}
-    proc = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
-    )
+    # stderr to a file: a pipe nobody reads while the app runs could fill and stall yurt run.
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    err_path = data_dir.parent / f"{data_dir.name}.stderr"
+    with err_path.open("w") as err:
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=err, text=True, env=env)
+
+    def stderr_tail() -> str:
+        return err_path.read_text()[-3000:]
+
     try:
-        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout is not None
         line = proc.stdout.readline()  # the URL line, or "" once the process has died
         match = re.search(r"at (https?://[^/\s]+)/(\S+)", line)
         if match is None:
             proc.wait(timeout=STOP_S)
-            pytest.fail(f"yurt run {ref} printed {line!r}; stderr:\n{proc.stderr.read()[-3000:]}")
+            pytest.fail(f"yurt run {ref} printed {line!r}; stderr:\n{stderr_tail()}")
         yield Served(match.group(1), match.group(2).rstrip("/"))
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=STOP_S) == 0, proc.stderr.read()[-3000:]
+        assert proc.wait(timeout=STOP_S) == 0, stderr_tail()
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 def run_fal_client(served: Served, tls: Tls, script: str, *args: str) -> Any:

@@ -122,7 +122,8 @@ class Platform:
             self.discovery = self.registry
         self.scheduler = Scheduler(self.backend, config.scheduler)
         self.router = Router(config.router, self.discovery, self.backend, self.scheduler)
-        self.router.attach_files(build_files_api(config.data_dir, config.files, config.router))
+        files = build_files_api(config.data_dir, config.files, config.router, self.keys)
+        self.router.attach_files(files)
 
     def _make_nomad(self) -> None:
         from yurt.backends.nomad.backend import NomadBackend

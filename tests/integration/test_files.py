@@ -7,6 +7,7 @@ import hashlib
 import mimetypes
 import os
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -189,3 +190,23 @@ async def test_a_runner_without_the_store_on_disk_uploads_over_http(tmp_path: Pa
         status, data, headers = await fetch(app, audio)
         assert (status, data) == (200, source.read_bytes())
         assert headers["content-type"] == mimetypes.guess_type("take.wav")[0]
+
+
+async def test_uploads_need_a_key_once_the_server_has_one(tmp_path: Path) -> None:
+    """With a key made, an upload without one is 401; yurt's Client with the key uploads."""
+    source = tmp_path / "in.txt"
+    source.write_bytes(b"keyed")
+    async with serving(Reader, tmp_path / "data") as app:
+        async with app.session.post(app.platform.url + "/files/upload", data=b"open") as resp:
+            assert resp.status == 200  # loopback, no key yet: open, as the apps are
+        _, key = app.platform.keys.create("API", None, time.time())
+        async with app.session.post(app.platform.url + "/files/upload", data=b"no") as resp:
+            assert resp.status == 401
+            assert (await resp.json())["error_type"] == "unauthorized"
+
+        def upload() -> str:
+            with Client(app.platform.url, key=key) as client:
+                return client.upload_file(source)
+
+        url = await asyncio.to_thread(upload)
+        assert (await fetch(app, url))[:2] == (200, b"keyed")  # reading needs no key

@@ -6,8 +6,8 @@ whole, and answered with the file's JSON (``File``'s fields plus ``access_url``,
 fal's storage answers with).
 
 Access: a file URL is a capability (a random token), so reading needs no key. Uploads go
-through ``authorize``, the seam where API keys are to be checked; until keys exist it lets
-every upload in.
+through ``authorize``: ``key_check`` asks for an API key whenever private apps would
+(``yurt.access.keys_required``).
 """
 
 from __future__ import annotations
@@ -22,9 +22,11 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
+from yurt.access import keys_required
 from yurt.config import FilesConfig, RouterConfig
 from yurt.files.location import FILES_PREFIX, UPLOAD_PATH, file_url, parse_path
 from yurt.files.store import BlobWriter, FileStore, StoredFile, clean_name
+from yurt.keys import KeyStore
 
 log = structlog.get_logger("yurt.files")
 
@@ -35,8 +37,26 @@ FILE_NAME_HEADERS = ("x-fal-file-name", "x-yurt-file-name")
 
 
 async def allow_all(request: web.BaseRequest) -> None:
-    """The upload check while yurt has no API keys: everyone may upload."""
+    """An upload check that lets everyone in."""
     return None
+
+
+def key_check(keys: KeyStore, router: RouterConfig) -> Authorize:
+    """Uploads need a live API key when calls to private apps do: once the server has a key,
+    or beyond loopback unless it serves everyone (``--public``)."""
+
+    async def authorize(request: web.BaseRequest) -> web.StreamResponse | None:
+        if not keys_required(router.host, keys.any(), router.public):
+            return None
+        if keys.verify(request.headers.get("Authorization")) is not None:
+            return None
+        detail = (
+            "uploads need an API key: send `Authorization: Key <id>:<secret>`; "
+            "`yurt keys create` makes one"
+        )
+        return error(401, "unauthorized", detail)
+
+    return authorize
 
 
 def error(status: int, error_type: str, detail: str) -> web.Response:
@@ -187,9 +207,11 @@ class FilesApi:
             await asyncio.sleep(self.config.sweep_interval)
 
 
-def build_files_api(data_dir: Path, config: FilesConfig, router: RouterConfig) -> FilesApi:
-    """The file routes over the store in ``data_dir/files``."""
-    return FilesApi(FileStore(store_dir(data_dir)), config, router)
+def build_files_api(
+    data_dir: Path, config: FilesConfig, router: RouterConfig, keys: KeyStore
+) -> FilesApi:
+    """The file routes over the store in ``data_dir/files``, uploads checked against ``keys``."""
+    return FilesApi(FileStore(store_dir(data_dir)), config, router, key_check(keys, router))
 
 
 def store_dir(data_dir: Path) -> Path:

@@ -84,6 +84,10 @@ class FastApiStyle(yurt.App, keep_alive=300, max_multiplexing=2):
         print("context seen", flush=True)
         return {"endpoint": current.endpoint, "request_id": current.request_id}
 
+    @yurt.endpoint("/headers")
+    def headers(self, request: Request) -> dict[str, str]:
+        return dict(request.headers)
+
     @yurt.endpoint("/stream")
     async def stream(self, steps: Steps) -> StreamingResponse:
         marker = os.environ.get("YURT_TEST_STREAM_MARKER")

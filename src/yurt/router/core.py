@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from yurt.errors import RequestError
-from yurt.router.dispatch import AppRoute, NoSlotInTime
+from yurt.router.dispatch import AppRoute, NoSlotInTime, Slot
 from yurt.router.http import Reply, error_reply, forward_headers, invalid_reply, new_request_id
 from yurt.router.metrics import SYNC
 from yurt.router.options import TIMEOUT_HEADERS, RoutingError, parse_start_timeout
-from yurt.router.pool import UpstreamError
+from yurt.router.pool import BodyStream, UpstreamError
 from yurt.router.rules import direct_error, direct_status
 
 if TYPE_CHECKING:
@@ -200,6 +200,9 @@ class RequestCore:
             admitted.start_timeout,
             on_sent,
         )
+        if isinstance(reply, Stream):
+            reply.request_id = request_id
+            return reply
         return reply, request_id
 
     async def forward(
@@ -211,17 +214,19 @@ class RequestCore:
         request_id: bytes,
         start_timeout: float | None = None,
         on_sent: Callable[[], None] | None = None,
-    ) -> Reply:
+    ) -> Reply | Stream:
         """Run one direct request on a runner, applying the direct-request rules.
 
         ``start_timeout`` (``X-Fal-Request-Timeout``) bounds the wait for a runner;
-        ``on_sent`` is called as the request leaves for one.
+        ``on_sent`` is called as the request leaves for one. A runner that streams its reply
+        (chunked, or an event stream) gets a ``Stream``, relayed chunk by chunk.
         """
         t0 = time.monotonic()
         reply = await self._forward(
-            route, target, client_headers, body, request_id, start_timeout, on_sent
+            route, target, client_headers, body, request_id, start_timeout, on_sent, t0
         )
-        self.router.stats.served(route.app_id, SYNC, reply.status, time.monotonic() - t0)
+        if isinstance(reply, Reply):
+            self.router.stats.served(route.app_id, SYNC, reply.status, time.monotonic() - t0)
         return reply
 
     async def _forward(
@@ -233,7 +238,8 @@ class RequestCore:
         request_id: bytes,
         start_timeout: float | None,
         on_sent: Callable[[], None] | None,
-    ) -> Reply:
+        t0: float,
+    ) -> Reply | Stream:
         router = self.router
         spec = route.spec
         wait = router.dispatch_timeout(spec)
@@ -255,7 +261,7 @@ class RequestCore:
             on_sent()
         try:
             upstream = await slot.pool.request(
-                b"POST", target, headers, body, timeout=spec.request_timeout
+                b"POST", target, headers, body, timeout=spec.request_timeout, stream=True
             )
         except UpstreamError as exc:
             verdict = direct_error(exc.kind)
@@ -269,8 +275,38 @@ class RequestCore:
         verdict = direct_status(upstream.status)
         if verdict.terminate:
             router.terminate_slot(route, slot, verdict.reason)
+        if upstream.stream is not None:
+            chunks = self._relay(route, slot, upstream.status, upstream.stream, t0)
+            await anext(chunks)  # begun: closing it unread now runs its clean-up
+            return Stream("", chunks, upstream.status, upstream.headers)
         route.release(slot)
         return Reply(upstream.status, upstream.headers, upstream.body)
+
+    async def _relay(
+        self, route: AppRoute, slot: Slot, status: int, body: BodyStream, t0: float
+    ) -> AsyncGenerator[tuple[bytes, bool], None]:
+        """A runner's streamed body, chunk by chunk; the slot is the stream's until it ends.
+
+        The app's request_timeout covers the whole stream: past it, or should the runner
+        fail, the stream ends without its last chunk and the rules for a failed request
+        apply. A caller who stops reading closes the runner's connection.
+        """
+        complete = False
+        try:
+            yield b"", False  # taken by _forward, so that the clean-up below always runs
+            while (chunk := await body.next()) is not None:
+                yield chunk, False
+            complete = True
+            yield b"", True
+        except UpstreamError as exc:
+            verdict = direct_error(exc.kind)
+            self.router.terminate_slot(route, slot, verdict.reason)
+            status = verdict.status or status
+        finally:
+            if not complete:
+                body.abandon()
+            route.release(slot)
+            self.router.stats.served(route.app_id, SYNC, status, time.monotonic() - t0)
 
     def _no_slot(self, route: AppRoute, exc: NoSlotInTime, users: float | None) -> Reply:
         """No runner in time: why (nodes full, say, where the backend knows), and whose

@@ -167,10 +167,10 @@ async def _send(request: web.BaseRequest, answer: Answer) -> web.StreamResponse:
     headers["x-yurt-request-id"] = answer.request_id
     headers["x-fal-request-id"] = answer.request_id
     response = web.StreamResponse(status=answer.status, headers=headers)
-    await response.prepare(request)
     ended = False
     try:
         with contextlib.suppress(ConnectionError):
+            await response.prepare(request)
             async for chunk, last in answer.chunks:
                 if last:
                     await response.write_eof(chunk)

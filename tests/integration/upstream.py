@@ -85,16 +85,22 @@ class Rig:
 
 
 @asynccontextmanager
-async def routed(handler: Handler, face: str) -> AsyncIterator[Rig]:
-    """A router serving ``StandIn`` as app ``o/stand-in`` on ``handler``'s server."""
-    upstream = web.ServerRunner(web.Server(handler))
+async def routed(handler: Handler, face: str, **config: Any) -> AsyncIterator[Rig]:
+    """A router (``RouterConfig`` from ``config``) serving ``StandIn`` as app ``o/stand-in`` on
+    ``handler``'s server."""
+    async def serve(request: web.BaseRequest) -> web.StreamResponse:
+        if request.path.startswith("/_yurt/"):  # the router asks a new runner for its info
+            return web.Response(status=404)
+        return await handler(request)
+
+    upstream = web.ServerRunner(web.Server(serve))
     await upstream.setup()
     site = web.TCPSite(upstream, "127.0.0.1", 0)
     await site.start()
     port = upstream.addresses[0][1]
     registry, backend = LocalRegistry(), Views()
     scheduler = Scheduler(backend, SchedulerConfig())  # type: ignore[arg-type]
-    router = Router(RouterConfig(port=0), registry, backend, scheduler)  # type: ignore[arg-type]
+    router = Router(RouterConfig(port=0, **config), registry, backend, scheduler)  # type: ignore[arg-type]
     await router.start()
     try:
         router.add_app(APP, build_spec(StandIn))

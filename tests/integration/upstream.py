@@ -88,6 +88,7 @@ class Rig:
 async def routed(handler: Handler, face: str, **config: Any) -> AsyncIterator[Rig]:
     """A router (``RouterConfig`` from ``config``) serving ``StandIn`` as app ``o/stand-in`` on
     ``handler``'s server."""
+
     async def serve(request: web.BaseRequest) -> web.StreamResponse:
         if request.path.startswith("/_yurt/"):  # the router asks a new runner for its info
             return web.Response(status=404)

@@ -24,6 +24,8 @@ from yurt.router.metrics import SYNC
 from yurt.router.options import TIMEOUT_HEADERS, RoutingError, parse_start_timeout
 from yurt.router.pool import BodyStream, UpstreamError
 from yurt.router.rules import direct_error, direct_status
+from yurt.router.tunnel import Tunnel
+from yurt.router.upgrade import open_tunnel
 
 if TYPE_CHECKING:
     from yurt.router.server import Router
@@ -68,9 +70,20 @@ class SyncRun:
     start_timeout: float | None = None
 
 
-Admitted = SyncRun | QueueCall
-# What a face sends: a reply and its request id, or a stream (which carries its own).
-Answer = tuple[Reply, str] | Stream
+@dataclass(slots=True)
+class Upgrade:
+    """A websocket upgrade admitted, to an app's public path: spliced to a runner after its
+    ``101``, holding one of the runner's slots for the session."""
+
+    route: AppRoute
+    target: bytes
+    start_timeout: float | None = None
+
+
+Admitted = SyncRun | QueueCall | Upgrade
+# What a face sends: a reply and its request id, a stream (which carries its own), or a
+# runner's connection after its 101, to splice.
+Answer = tuple[Reply, str] | Stream | Tunnel
 
 
 class QueueService(Protocol):
@@ -134,14 +147,19 @@ class RequestCore:
         scheme: str,
         host: str,
         timeout_header: Header | None = None,
+        *,
+        upgrade: bool = False,
     ) -> Admitted | Reply | None:
         """What a request is, from its head (``path`` decoded, ``query`` raw, ``host`` as the
         caller named it, empty if it did not).
 
         ``timeout_header`` is the caller's ``X-Fal-Request-Timeout`` (or its twin) where the
-        face noted it while parsing; ``None`` has it looked up in ``headers``.
+        face noted it while parsing; ``None`` has it looked up in ``headers``. ``upgrade``: the
+        request asks to switch protocols; only an app's websocket upgrade is the core's.
         """
         queue_api = self.router.queue_api
+        if upgrade and (path.startswith((QUEUE_PREFIX, PLATFORM_PREFIX)) or method != b"GET"):
+            return None
         if path.startswith(QUEUE_PREFIX) and queue_api is not None:
             if not host:
                 host = f"{self.router.config.host}:{self.router.port}"
@@ -152,10 +170,13 @@ class RequestCore:
         if isinstance(resolved, Reply):
             return resolved
         route, endpoint = resolved
+        target = endpoint.encode() + (b"?" + query.encode("latin-1") if query else b"")
+        if upgrade:
+            return Upgrade(route, target)
         if method != b"POST":
             detail = f"{method.decode('latin-1')} {path}: endpoints take POST"
             return error_reply(405, "method_not_allowed", detail)
-        run = SyncRun(route, endpoint.encode() + (b"?" + query.encode("latin-1") if query else b""))
+        run = SyncRun(route, target)
         if timeout_header is None:
             timeout_header = find_timeout_header(headers)
         if timeout_header is not None:
@@ -191,6 +212,9 @@ class RequestCore:
             admitted.body = body
             return await api.serve(admitted)
         request_id = new_request_id()
+        if isinstance(admitted, Upgrade):
+            opened = await open_tunnel(self, admitted, headers, request_id.encode())
+            return opened if isinstance(opened, Tunnel) else (opened, request_id)
         reply = await self.forward(
             admitted.route,
             admitted.target,
@@ -242,20 +266,9 @@ class RequestCore:
     ) -> Reply | Stream:
         router = self.router
         spec = route.spec
-        wait = router.dispatch_timeout(spec)
-        users = start_timeout is not None and start_timeout < wait
-        try:
-            slot = route.try_acquire()
-            if slot is None:
-                if (refused := router.unplaceable(route)) is not None:
-                    return error_reply(refused.status, refused.error_type, refused.detail)
-                slot = await route.acquire(
-                    start_timeout if users and start_timeout is not None else wait
-                )
-        except NoSlotInTime as exc:
-            return self._no_slot(route, exc, start_timeout if users else None)
-        except RequestError as exc:
-            return error_reply(exc.status, exc.error_type, exc.detail)
+        slot = await self.acquire(route, start_timeout)
+        if isinstance(slot, Reply):
+            return slot
         headers = forward_headers(client_headers, request_id)
         if on_sent is not None:
             on_sent()
@@ -307,6 +320,25 @@ class RequestCore:
                 body.abandon()
             route.release(slot)
             self.router.stats.served(route.app_id, SYNC, status, time.monotonic() - t0)
+
+    async def acquire(self, route: AppRoute, start_timeout: float | None) -> Slot | Reply:
+        """A slot on one of the app's runners, or the reply saying why none came in time."""
+        router = self.router
+        wait = router.dispatch_timeout(route.spec)
+        users = start_timeout is not None and start_timeout < wait
+        try:
+            slot = route.try_acquire()
+            if slot is None:
+                if (refused := router.unplaceable(route)) is not None:
+                    return error_reply(refused.status, refused.error_type, refused.detail)
+                slot = await route.acquire(
+                    start_timeout if users and start_timeout is not None else wait
+                )
+        except NoSlotInTime as exc:
+            return self._no_slot(route, exc, start_timeout if users else None)
+        except RequestError as exc:
+            return error_reply(exc.status, exc.error_type, exc.detail)
+        return slot
 
     def _no_slot(self, route: AppRoute, exc: NoSlotInTime, users: float | None) -> Reply:
         """No runner in time: why (nodes full, say, where the backend knows), and whose

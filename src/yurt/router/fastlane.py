@@ -26,9 +26,10 @@ from urllib.parse import unquote
 import httptools
 import structlog
 
-from yurt.router.core import Admitted, QueueCall, Stream, SyncRun
+from yurt.router.core import Admitted, QueueCall, Stream, SyncRun, Upgrade
 from yurt.router.http import Reply, error_reply, head_refusal, new_request_id, reason
 from yurt.router.options import TIMEOUT_HEADERS
+from yurt.router.tunnel import Tunnel
 
 if TYPE_CHECKING:
     from yurt.config import RouterConfig
@@ -120,6 +121,9 @@ class FrontProtocol(asyncio.Protocol):
         self.raw: bytearray | None = None  # this request's bytes, while they are exact
         self.hand_over = False
         self.closing = False
+        # An upgrade: what the caller sends before its session is open, then the session.
+        self.spliced: bytearray | None = None
+        self.tunnel: Tunnel | None = None
         self.loop = asyncio.get_running_loop()
         self.last_active = self.loop.time()  # read by the router's idle sweep
         # For the slow-client deadlines: when this request's head and body began to arrive
@@ -154,6 +158,12 @@ class FrontProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_active = self.loop.time()
+        if self.tunnel is not None:
+            self.tunnel.send(data)
+            return
+        if self.spliced is not None:
+            self.spliced += data
+            return
         if self.discard is not None:
             self.discard -= len(data)
             if self.discard <= 0 and self.transport is not None:
@@ -169,8 +179,11 @@ class FrontProtocol(asyncio.Protocol):
             self.head_bytes += len(data)
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            pass  # on_headers_complete has already decided to hand the connection over
+        except httptools.HttpParserUpgrade as exc:
+            # Past the upgrade request's head the bytes are the new protocol's: kept for the
+            # session if the core took it (else on_headers_complete handed the connection over).
+            if not self.hand_over:
+                self.spliced = bytearray(data[exc.args[0] :] if exc.args else b"")
         except httptools.HttpParserError as exc:
             if not self.hand_over:
                 self._fail_connection(error_reply(400, "bad_request", f"malformed HTTP: {exc}"))
@@ -229,17 +242,17 @@ class FrontProtocol(asyncio.Protocol):
             self._fail_connection(refusal)
             return
         path, _, query = self.url.partition(b"?")
-        admitted = None
-        if not self.parser.should_upgrade():
-            admitted = self.core.admit(
-                self.parser.get_method(),
-                _decoded(path),
-                query.decode("latin-1"),
-                self.headers,
-                self.scheme,
-                self.host.decode("latin-1"),
-                self.timeout_header,
-            )
+        upgrade = self.parser.should_upgrade()
+        admitted = self.core.admit(
+            self.parser.get_method(),
+            _decoded(path),
+            query.decode("latin-1"),
+            self.headers,
+            self.scheme,
+            self.host.decode("latin-1"),
+            self.timeout_header,
+            upgrade=upgrade,
+        )
         if admitted is None:  # yurt's own routes, or an upgrade: the aiohttp face serves them
             if self.raw is None:
                 # Answered in turn, after the replies it was pipelined behind; then we close.
@@ -253,6 +266,7 @@ class FrontProtocol(asyncio.Protocol):
             run = _Run.refused(admitted, self.headers)
         else:
             run = _Run(admitted, self.headers)
+        run.keep_alive = not upgrade  # after an upgrade request comes the other protocol
         self._expect_body(run)
         self.current = run
         self.raw = None  # the fast lane keeps no second copy of the body
@@ -342,7 +356,7 @@ class FrontProtocol(asyncio.Protocol):
         else:
             # A run still waiting for a runner, and a GET to the queue (it only reads, or waits
             # for a result), leave nobody to answer once the caller hangs up: both are cancelled.
-            self.serving = run if isinstance(admitted, SyncRun) else None
+            self.serving = run if isinstance(admitted, SyncRun | Upgrade) else None
             self.watching = isinstance(admitted, QueueCall) and admitted.method == b"GET"
             try:
                 answer = await self.core.serve(
@@ -352,6 +366,9 @@ class FrontProtocol(asyncio.Protocol):
                 self.serving = None
                 self.watching = False
         keep_alive = run.keep_alive and not self.closing
+        if isinstance(answer, Tunnel):
+            await self._splice(answer)
+            return False
         if isinstance(answer, Stream):
             keep_alive = await self._stream(answer, keep_alive, run.http10)
             status, request_id = answer.status, answer.request_id
@@ -410,6 +427,27 @@ class FrontProtocol(asyncio.Protocol):
                 self.transport.close()
             return False
         return True
+
+    async def _splice(self, tunnel: Tunnel) -> None:
+        """Send the runner's 101, then copy bytes both ways until either side ends."""
+        transport = self.transport
+        assert transport is not None
+        head = [b"HTTP/1.1 101 Switching Protocols\r\n"]
+        head += [b"%s: %s\r\n" % header for header in tunnel.headers]
+        head.append(b"\r\n")
+        transport.write(b"".join(head))
+        early, self.spliced = bytes(self.spliced or b""), None
+        self.tunnel = tunnel
+        if early:
+            tunnel.send(early)
+        self.watching = True  # the caller going ends the session
+        try:
+            await tunnel.pump(transport.write)
+        finally:
+            self.watching = False
+            self.tunnel = None
+            tunnel.close()
+            transport.close()
 
     def _write(
         self,

@@ -25,6 +25,7 @@ from yurt.router.http import (
     json_reply,
     new_request_id,
 )
+from yurt.router.tunnel import Tunnel
 from yurt.runner.invoke import error_page
 
 if TYPE_CHECKING:
@@ -82,6 +83,7 @@ class WebFace:
             request.raw_headers,
             request.scheme,
             request.host,
+            upgrade=_asks_upgrade(request),
         )
         if admitted is None:
             return to_response(self.platform(request, path), new_request_id())
@@ -94,6 +96,13 @@ class WebFace:
             except RequestError as exc:
                 return _unread_body(exc, new_request_id())
         answer = await core.serve(admitted, request.raw_headers, body)
+        if isinstance(answer, Tunnel):
+            return await _splice(request, answer)
+        if _asks_upgrade(request):
+            # Refused: aiohttp would read on the caller's next bytes as HTTP; they are not.
+            response = await _send(request, answer)
+            response.force_close()
+            return response
         return await _send(request, answer)
 
     def platform(self, request: web.BaseRequest, path: str) -> Reply:
@@ -157,8 +166,51 @@ def _unread_body(exc: RequestError, request_id: str) -> web.StreamResponse:
     return response
 
 
+def _asks_upgrade(request: web.BaseRequest) -> bool:
+    return "upgrade" in request.headers.get("connection", "").lower() and bool(
+        request.headers.get("upgrade")
+    )
+
+
+class _ToRunner:
+    """Takes aiohttp's place as the reader of an upgraded connection: the caller's bytes go
+    to the runner as they come (aiohttp's ``set_parser``, as its websockets use it)."""
+
+    def __init__(self, tunnel: Tunnel) -> None:
+        self.tunnel = tunnel
+
+    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+        self.tunnel.send(data)
+        return False, b""
+
+    def feed_eof(self) -> None:
+        self.tunnel.writer.close()  # the caller went: so does the session
+
+
+async def _splice(request: web.BaseRequest, tunnel: Tunnel) -> web.StreamResponse:
+    """Send the runner's 101, then copy bytes both ways until either side ends."""
+    headers: CIMultiDict[str] = CIMultiDict(
+        (k.decode("latin-1"), v.decode("latin-1")) for k, v in tunnel.headers
+    )
+    response = web.StreamResponse(status=101, headers=headers)
+    response.force_close()
+    transport = request.transport
+    try:
+        await response.prepare(request)
+        if transport is None:
+            return response
+        request.protocol.set_parser(_ToRunner(tunnel))  # type: ignore[arg-type]
+        await tunnel.pump(transport.write)
+    finally:
+        tunnel.close()
+        if transport is not None:
+            transport.close()
+    return response
+
+
 async def _send(request: web.BaseRequest, answer: Answer) -> web.StreamResponse:
     """Send the core's answer: a reply whole, a stream chunk by chunk."""
+    assert not isinstance(answer, Tunnel)
     if not isinstance(answer, Stream):
         return to_response(*answer)
     headers: CIMultiDict[str] = CIMultiDict(

@@ -28,7 +28,7 @@ class Router:
         self.started = asyncio.Event()
         self.resolved: Reply | None = None  # a refusal to admit every request with instead
 
-    def admit(self, *args: Any) -> Admitted | Reply:
+    def admit(self, *args: Any, **kw: Any) -> Admitted | Reply:
         if self.resolved is not None:
             return self.resolved
         return SyncRun(None, b"/")  # type: ignore[arg-type]

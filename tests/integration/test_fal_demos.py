@@ -185,16 +185,7 @@ def test_docs_basic_endpoint(tmp_path: Path, tls: Tls) -> None:
         assert out == {"run": {"text": "cnys"}, "get": {"text": "deueuq"}}
 
 
-# -- what the demos below need from work not in this tree yet ----------------------------------
-
-NEEDS_WEBSOCKETS = (
-    "the router proxying websocket upgrades to the runner (the runner serves the app's "
-    "websocket and realtime endpoints; the router answers the upgrade 405)"
-)
-NEEDS_STREAMS = (
-    "the router relaying a streamed reply chunk by chunk (the runner streams it; the router "
-    "holds it until it ends, so the app's first event is never read)"
-)
+# -- helpers -----------------------------------------------------------------------------------
 
 
 def png_data_uri() -> str:
@@ -356,7 +347,6 @@ def test_hunyuan3d_proxy_through_fal_client(tmp_path: Path, tls: Tls) -> None:
 # -- fal's docs: HTTP, websocket and realtime endpoints in one app ------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=f"needs {NEEDS_WEBSOCKETS}")
 async def test_docs_realtime_app(tmp_path: Path) -> None:
     """The docs' RealtimeApp answers over HTTP, its websocket and its msgpack realtime endpoint."""
     with yurt_run("fal_demo_realtime.py::RealtimeApp", tmp_path / "data") as app:
@@ -395,7 +385,6 @@ print(json.dumps(events))
 """
 
 
-@pytest.mark.xfail(strict=True, reason=f"needs {NEEDS_STREAMS}")
 def test_fal_client_stream_over_tls(tmp_path: Path, tls: Tls) -> None:
     """fal_client.stream reads the docs' SSE app through yurt run's https, event by event."""
     gate = tmp_path / "gate"

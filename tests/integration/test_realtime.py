@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import pytest
 
+from yurt.client import AsyncClient
 from yurt.client.realtime import AsyncRealtimeConnection, RealtimeConnection, RealtimeError
 
 from realtime_apps import Live
@@ -118,3 +119,18 @@ async def test_max_buffering_outside_fal_clients_range_is_refused(
         with pytest.raises(RealtimeError) as info:
             await rt.recv()
     assert info.value.error == "BAD_REQUEST"
+
+
+async def test_through_the_router_on_the_apps_public_path(live: Runner) -> None:
+    """Client(router).connect("owner/app") reaches the runner through the router's proxy."""
+    app = live.app
+    async with AsyncClient(app.platform.url, timeout=OPEN_TIMEOUT) as client:
+        async with client.connect(app.app_id) as rt:
+            for prompt in ("one", "two"):
+                await rt.send({"prompt": prompt, "image": b"ab"})
+                output = await rt.recv()
+                assert output is not None
+                assert (output["text"], output["image"]) == (f"drawn: {prompt}", b"ba")
+        async with client.connect(app.app_id, path="/count") as rt:
+            await rt.send({"upto": 2})
+            assert [await rt.recv(), await rt.recv()] == [{"n": 0}, {"n": 1}]

@@ -379,7 +379,7 @@ class FrontProtocol(asyncio.Protocol):
         if self.config.access_log:
             log.info(
                 "request",
-                method=self.parser.get_method().decode(),
+                method=_method(admitted),
                 target=_target(admitted),
                 status=status,
                 request_id=request_id,
@@ -581,6 +581,13 @@ class FrontProtocol(asyncio.Protocol):
 def _decoded(path: bytes) -> str:
     text = path.decode("latin-1")
     return unquote(text) if "%" in text else text
+
+
+def _method(admitted: Admitted | None) -> str:
+    """What the access log names as a request's method (the parser may be on a later one)."""
+    if isinstance(admitted, QueueCall):
+        return admitted.method.decode("latin-1")
+    return "GET" if isinstance(admitted, Upgrade) else "POST"
 
 
 def _target(admitted: Admitted | None) -> str:

@@ -25,13 +25,12 @@ import contextlib
 import inspect
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
 from pydantic import BaseModel
 
 from yurt.realtime_channel import Channel, ChannelClosed, Outbox, StarletteChannel
-from yurt.realtime_endpoint import RealtimeEndpoint
 from yurt.realtime_frames import (
     TIMEOUT_REASON,
     ErrorCode,
@@ -41,6 +40,10 @@ from yurt.realtime_frames import (
     to_input,
     to_output,
 )
+
+if TYPE_CHECKING:
+    # Only a type here: realtime_endpoint imports this module when a session starts.
+    from yurt.realtime_endpoint import RealtimeEndpoint
 
 log = structlog.get_logger("yurt.realtime")
 

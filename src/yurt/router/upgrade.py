@@ -94,6 +94,8 @@ async def _handshake(
         headers.append((b"x-yurt-runner-token", slot.endpoint.token.encode()))
     authority = f"{host}:{port}".encode()
     parts = [b"GET ", target, b" HTTP/1.1\r\nhost: ", authority, b"\r\n"]
+    if token := slot.endpoint.token:  # the runner's own (runner/token.py), as the pool sends it
+        parts += (b"x-yurt-runner-token: ", token.encode(), b"\r\n")
     for name, value in headers:
         parts += (name, b": ", value, b"\r\n")
     parts.append(b"\r\n")

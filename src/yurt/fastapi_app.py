@@ -10,6 +10,7 @@ OpenAPI description from it. Nothing here does I/O.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,15 @@ VALIDATION_ERROR = "validation_error"
 ENDPOINT_ERROR = "endpoint_error"
 
 
+# FastAPI versions with built-in OpenTelemetry spend a third of a request's time on operation
+# spans even with no provider configured; the runner has its own metrics and logs.
+_NO_TELEMETRY: dict[str, Any] = (
+    {"telemetry": {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}}
+    if "telemetry" in inspect.signature(FastAPI.__init__).parameters
+    else {}
+)
+
+
 @dataclass(frozen=True)
 class Route:
     """One endpoint to serve: its path, the callable, and how it is reached."""
@@ -38,7 +48,7 @@ class Route:
 
 def build_app(routes: Iterable[Route]) -> FastAPI:
     """A FastAPI app serving ``routes`` with yurt's (and fal's) error answers."""
-    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None, **_NO_TELEMETRY)
     for route in routes:
         name = getattr(route.call, "__name__", "endpoint")
         if route.is_websocket:

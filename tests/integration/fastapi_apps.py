@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +84,10 @@ class FastApiStyle(yurt.App, keep_alive=300, max_multiplexing=2):
         print("context seen", flush=True)
         return {"endpoint": current.endpoint, "request_id": current.request_id}
 
+    @yurt.endpoint("/headers")
+    def headers(self, request: Request) -> dict[str, str]:
+        return dict(request.headers)
+
     @yurt.endpoint("/stream")
     async def stream(self, steps: Steps) -> StreamingResponse:
         marker = os.environ.get("YURT_TEST_STREAM_MARKER")
@@ -149,6 +153,21 @@ class ModelStyleExtras(yurt.App, keep_alive=300):
         for i in range(steps.count):
             yield Reply(text=str(i))
 
+    @yurt.endpoint("/sync-events")
+    def sync_events(self, steps: Steps) -> Iterator[str]:
+        for i in range(steps.count):
+            yield f"line {i}"
+
+    @yurt.endpoint("/slow-events")
+    async def slow_events(self, steps: Steps) -> AsyncIterator[Reply]:
+        marker = os.environ["YURT_TEST_STREAM_MARKER"]
+        try:
+            for i in range(steps.count):
+                yield Reply(text=str(i))
+                await asyncio.sleep(steps.gap)
+        finally:
+            Path(marker + ".closed").write_text("closed")  # noqa: ASYNC240
+
     @yurt.endpoint("/starlette")
     def starlette(self, prompt: Prompt) -> Response:
         return PlainTextResponse(prompt.prompt, status_code=202)
@@ -166,3 +185,16 @@ class HealthByGet(yurt.App, keep_alive=300):
         if os.environ.get("YURT_TEST_UNHEALTHY"):
             raise HTTPException(status_code=500, detail="sick")
         return {"method": request.method}
+
+
+class ExitHook(yurt.App, keep_alive=300):
+    """fal's App hooks: ``version`` for GET /health, ``handle_exit`` told of a stop."""
+
+    version = "7"
+
+    def handle_exit(self) -> None:
+        Path(os.environ["YURT_TEST_EXIT_MARKER"]).write_text("told")
+
+    @yurt.endpoint("/")
+    def run(self, prompt: Prompt) -> Reply:
+        return Reply(text=prompt.prompt)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from fastapi_apps import FastApiStyle, HealthByGet, ModelStyleExtras
+from fastapi_apps import ExitHook, FastApiStyle, HealthByGet, ModelStyleExtras
 from test_runner import _is, runner, status_of
 
 from support import wait_until
@@ -150,6 +151,27 @@ async def test_async_generator_streams_server_sent_events(tmp_path: Path) -> Non
     ]
 
 
+async def test_sync_generator_streams_text_events(tmp_path: Path) -> None:
+    """A sync generator's strings are sent as SSE data lines, one event each."""
+    async with (
+        ready(ModelStyleExtras, tmp_path) as (s, url),
+        s.post(url + "/sync-events", json={"count": 2}) as resp,
+    ):
+        assert await resp.read() == b"data: line 0\n\ndata: line 1\n\n"
+
+
+async def test_hanging_up_closes_an_async_generator(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On the byte path too, a caller hanging up mid-stream closes the endpoint's generator."""
+    monkeypatch.setenv("YURT_TEST_STREAM_MARKER", str(tmp_path / "gen"))
+    async with ready(ModelStyleExtras, tmp_path) as (s, url):
+        resp = await s.post(url + "/slow-events", json={"count": 100000, "gap": 0.05})
+        await resp.content.readuntil(b"\n\n")
+        resp.close()
+        await wait_until((tmp_path / "gen.closed").exists, what="generator closed")
+
+
 async def test_hanging_up_stops_the_stream(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A caller closing its connection mid-stream closes the endpoint's generator."""
     marker = tmp_path / "progress"
@@ -237,3 +259,18 @@ async def test_runner_serves_its_openapi_document(tmp_path: Path) -> None:
     assert doc["components"]["schemas"]["Prompt"]["properties"]["prompt"]["examples"] == [
         "a yurt at dawn"
     ]
+
+
+async def test_version_and_handle_exit_hooks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GET /health reports the App's version; SIGTERM calls handle_exit before the drain."""
+    marker = tmp_path / "exit"
+    monkeypatch.setenv("YURT_TEST_EXIT_MARKER", str(marker))
+    async with runner(ExitHook, tmp_path) as (proc, url), aiohttp.ClientSession() as s:
+        await wait_until(lambda: _is(status_of(s, url + "/health"), 200), what="ready")
+        async with s.get(url + "/health") as resp:
+            assert await resp.json() == {"version": "7"}
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 60) == 0
+    assert marker.read_text() == "told"

@@ -8,25 +8,23 @@ that is "/cancel") unless the App has an endpoint of its own at that path, and
 from __future__ import annotations
 
 import asyncio
-import functools
-import inspect
 import json
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import structlog
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from yurt import heap
-from yurt.app import CURRENT_REQUEST, App
+from yurt.app import ENDPOINT_ATTR, App
 from yurt.metrics import registry_for, render
 from yurt.packaging import PayloadHeader
+from yurt.runner.endpoints import Calls, cancelled
 from yurt.runner.gpus import GpuMonitor
 from yurt.runner.hints import HINTS_HEADER, RunnerHints
 from yurt.runner.invoke import (
@@ -34,20 +32,13 @@ from yurt.runner.invoke import (
     call,
     error_page,
     error_response,
-    exception_response,
-    is_stream,
     json_response,
-    stream_generator,
-    to_response,
-    validation_response,
 )
-from yurt.runner.logcapture import capturing
 from yurt.runner.requests import (
     MAX_FIELD_SIZE,
     MAX_HEADERS,
     MAX_LINE_SIZE,
     REQUEST_ID,
-    ActiveRequest,
     RequestRegistry,
 )
 from yurt.runner.stats import RunnerStats
@@ -68,7 +59,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger("yurt.runner")
 
 State = Literal["starting", "ready", "draining", "failed"]
-Invoker = Callable[[web.Request, "ActiveRequest"], Awaitable[web.StreamResponse]]
 LOG_COUNT_HEADER = "x-yurt-log-count"
 
 
@@ -120,7 +110,9 @@ class RunnerServer:
         self._executor = ThreadPoolExecutor(self.spec.max_multiplexing, "yurt-endpoint")
         self._health_executor = ThreadPoolExecutor(1, "yurt-health")
         self._bodies: dict[str, type[BaseModel] | None] = {}
-        self._asgi: Any = None  # the FastAPI app of fal-style endpoints, if the App has any
+        # The FastAPI app of fal-style endpoints, if the App has any.
+        self._asgi = _fal_app(self.instance, self.spec)
+        self._calls = Calls(self.instance, self._executor, self._asgi)
         self._openapi_body: bytes | None = None
         self._runner: web.AppRunner | None = None
         self.requests = RequestRegistry()
@@ -185,6 +177,8 @@ class RunnerServer:
         was_ready = self.state == "ready"
         self.state = "draining"
         log.info("runner_draining", in_flight=self.in_flight)
+        if was_ready:
+            await self._handle_exit()
         if self._runner is not None:
             # Closes the listener and idle connections, waits up to shutdown_timeout for
             # handlers still running.
@@ -200,6 +194,17 @@ class RunnerServer:
                 log.exception("teardown_failed")
         log.info("runner_stopped", requests_total=self.requests_total)
 
+    async def _handle_exit(self) -> None:
+        # fal's hook, told of the stop before the drain; bounded so that it cannot eat the
+        # grace period that in-flight requests have.
+        try:
+            await asyncio.wait_for(
+                call(self.instance.handle_exit, self._health_executor),
+                timeout=self.spec.termination_grace_period_seconds or 1.0,
+            )
+        except Exception:
+            log.exception("handle_exit_failed")
+
     def shutdown_executors(self) -> None:
         """Release worker threads without waiting for ones stuck in user code."""
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -208,12 +213,6 @@ class RunnerServer:
     # -- handlers ---------------------------------------------------------------------------
 
     def _add_endpoints(self, app: web.Application) -> None:
-        fal_style = [ep for ep in self.spec.endpoints if ep.style == "fastapi"]
-        if fal_style:
-            # Only apps with such endpoints pay for importing FastAPI.
-            from yurt.runner.fal import build_endpoint_app
-
-            self._asgi = build_endpoint_app(self.instance, fal_style)
         for ep in self.spec.endpoints:
             if ep.style == "model":
                 func = getattr(self.cls, ep.method_name)
@@ -238,10 +237,7 @@ class RunnerServer:
         }
 
     def _make_handler(self, ep: EndpointSpec) -> Any:
-        if ep.style == "model":
-            invoke = self._model_invoker(ep)
-        else:
-            invoke = functools.partial(self._invoke_asgi, websocket=ep.is_websocket)
+        invoke = self._calls.invoker(ep, self._bodies.get(ep.path))
 
         async def handle(request: web.Request) -> web.StreamResponse:
             t0 = time.monotonic()
@@ -284,109 +280,11 @@ class RunnerServer:
             # Whatever the call ended with, a request whose cancellation was acknowledged
             # answers 499: that is what the canceller was promised (unless its reply began).
             if active.cancelled and not response.prepared:
-                response = _cancelled(active)
+                response = cancelled(active)
             self.hints.refresh()
             return self._decorate(response, active.logs.count)
 
         return handle
-
-    def _model_invoker(self, ep: EndpointSpec) -> Invoker:
-        method = getattr(self.instance, ep.method_name)
-        body_model = self._bodies[ep.path]
-
-        async def invoke(request: web.Request, active: ActiveRequest) -> web.StreamResponse:
-            return await self._invoke(request, active, method, body_model, ep.is_async)
-
-        return invoke
-
-    async def _invoke(
-        self,
-        request: web.Request,
-        active: ActiveRequest,
-        method: Any,
-        body_model: type[BaseModel] | None,
-        is_async: bool,
-    ) -> web.StreamResponse:
-        args: tuple[Any, ...] = ()
-        if body_model is not None:
-            try:
-                args = (body_model.model_validate_json(await request.read() or b"{}"),)
-            except ValidationError as exc:
-                return validation_response(exc)
-        if active.cancelled:
-            return _cancelled(active)
-        # The user call gets a task of its own, so that cancelling it leaves this handler
-        # free to answer 499.
-        task = asyncio.create_task(self._call_user(request, active, method, args))
-        if is_async:
-            active.task = task
-        try:
-            return await task
-        except asyncio.CancelledError:
-            this = asyncio.current_task()
-            if this is not None and this.cancelling():
-                raise  # the handler itself is cancelled: shutdown past the grace period
-            if active.cancelled:
-                return _cancelled(active)
-            detail = "CancelledError: the endpoint was cancelled without a cancel request"
-            log.error("endpoint_failed", request_id=active.request_id, path=request.path)
-            return error_response(500, "endpoint_error", detail)
-        except Exception as exc:
-            chosen = exception_response(exc)
-            if chosen is not None:
-                return chosen
-            log.exception("endpoint_failed", request_id=active.request_id, path=request.path)
-            return error_response(500, "endpoint_error", f"{type(exc).__name__}: {exc}")
-
-    async def _invoke_asgi(
-        self, request: web.Request, active: ActiveRequest, *, websocket: bool
-    ) -> web.StreamResponse:
-        from yurt.runner.asgi import HttpExchange, WebSocketExchange
-
-        assert self._asgi is not None
-        exchange = (WebSocketExchange if websocket else HttpExchange)(self._asgi, request)
-        task = asyncio.create_task(self._in_request(active, exchange.run))
-        # FastAPI runs a sync endpoint in a thread and waits for it even when cancelled, so
-        # cancelling the task never frees a slot whose thread still computes.
-        active.task = task
-        try:
-            return await task
-        except asyncio.CancelledError:
-            this = asyncio.current_task()
-            if this is not None and this.cancelling():
-                raise
-            began = exchange.began()
-            return began if began is not None else _cancelled(active)
-
-    async def _in_request(
-        self, active: ActiveRequest, run: Callable[[], Awaitable[web.StreamResponse]]
-    ) -> web.StreamResponse:
-        # A task runs in a copy of the context: these settings end with it. FastAPI and
-        # ``call`` hand the context on to the worker thread of a sync endpoint.
-        CURRENT_REQUEST.set(active.context)
-        structlog.contextvars.bind_contextvars(request_id=active.request_id)
-        with capturing(active.logs):
-            return await run()
-
-    async def _call_user(
-        self, request: web.Request, active: ActiveRequest, method: Any, args: tuple[Any, ...]
-    ) -> web.StreamResponse:
-        async def run() -> web.StreamResponse:
-            result = await call(method, self._executor, *args)
-            if is_stream(result):
-                # Produced in this task, so that what the generator prints is the request's.
-                return await self._stream(request, result)
-            return to_response(result)
-
-        return await self._in_request(active, run)
-
-    async def _stream(self, request: web.Request, result: Any) -> web.StreamResponse:
-        if inspect.isasyncgen(result) or inspect.isgenerator(result):
-            return await stream_generator(request, result, self._executor)
-        from yurt.runner.asgi import HttpExchange
-
-        # A starlette Response is an ASGI app: run it as one.
-        return await HttpExchange(result, request).run()
 
     def _decorate(self, response: web.StreamResponse, log_count: int = 0) -> web.StreamResponse:
         if not response.prepared:
@@ -472,7 +370,14 @@ class RunnerServer:
         # fal's runners answer GET /health with the App's ``health()``: ``{"version": ...}``.
         if self.state != "ready":
             return json_response(503, {"status": self.state})
-        return json_response(200, {"version": self.cls.version})
+        health = self.instance.health
+        if hasattr(health, ENDPOINT_ATTR):  # an endpoint named health: not fal's hook
+            return json_response(200, App.health(self.instance))
+        try:
+            return json_response(200, await call(health, self._health_executor))
+        except Exception as exc:
+            log.warning("health_failed", error=repr(exc))
+            return error_response(503, "unhealthy", f"health() raised {type(exc).__name__}")
 
     async def _openapi(self, _: web.Request) -> web.Response:
         if self._openapi_body is None:
@@ -555,9 +460,15 @@ def _error_page(status: int, exc: BaseException | None) -> web.StreamResponse:
     return error_response(*error_page(status, exc))
 
 
+def _fal_app(instance: App, spec: AppSpec) -> Any:
+    fal_style = [ep for ep in spec.endpoints if ep.style == "fastapi"]
+    if not fal_style:
+        return None
+    # Only apps with such endpoints pay for importing FastAPI.
+    from yurt.runner.fal import build_endpoint_app
+
+    return build_endpoint_app(instance, fal_style)
+
+
 def _is_upgrade(request: web.BaseRequest) -> bool:
     return request.headers.get("upgrade", "").lower() == "websocket"
-
-
-def _cancelled(active: ActiveRequest) -> web.Response:
-    return error_response(499, "client_cancelled", f"request {active.request_id} was cancelled")

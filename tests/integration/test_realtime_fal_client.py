@@ -22,7 +22,8 @@ pytestmark = pytest.mark.timeout(240)
 
 APPS = Path(__file__).with_name("realtime_apps.py")
 
-# ``python -c SCRIPT APP_ID``: fal-client's realtime with the key on the socket (use_jwt=False).
+# ``python -c SCRIPT APP_ID``: fal-client's realtime and ws_connect with the key on the socket
+# (use_jwt=False).
 SCRIPT = r"""
 import json, sys
 import fal_client
@@ -39,6 +40,9 @@ with fal_client.realtime(app, use_jwt=False, path="/broken") as rt:
         rt.recv()
     except fal_client.client.RealtimeError as exc:
         out["error"] = [exc.error, exc.reason]
+with fal_client.ws_connect(app, use_jwt=False, path="/ws") as ws:
+    ws.send("hi")
+    out["ws"] = ws.recv()
 print(json.dumps(out))
 """
 
@@ -73,7 +77,8 @@ def yurt_https(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 
 
 def test_fal_client_realtime_reaches_a_yurt_app(yurt_https: tuple[str, Path]) -> None:
-    """fal_client.realtime(use_jwt=False) gets outputs and the endpoint's error from yurt."""
+    """fal_client.realtime(use_jwt=False) gets outputs and the endpoint's error from yurt;
+    fal_client.ws_connect reaches a plain websocket endpoint of the same app."""
     url, ca = yurt_https
     host = url.split("://", 1)[1].split("/", 1)[0]
     app_id = url.split(host, 1)[1].strip("/")
@@ -95,3 +100,4 @@ def test_fal_client_realtime_reaches_a_yurt_app(yurt_https: tuple[str, Path]) ->
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["unary"] == {"text": "drawn: fal", "image": "zyx"}
     assert out["error"] == ["INTERNAL_ERROR", "RuntimeError: cannot draw fal"]
+    assert out["ws"] == "echo: hi"

@@ -11,8 +11,8 @@ It follows fal's runner (``fal.realtime``) where that defines behaviour:
   once its outputs are out: fal's clients expect exactly that message).
 - an endpoint that raises ends the session with ``INTERNAL_ERROR`` naming the exception; an
   input that is not msgpack or not valid for the model, with ``VALIDATION_ERROR``.
-- a client that hangs up ends the session silently; the call in progress is cancelled (async)
-  or finishes unobserved (sync).
+- a client that hangs up ends the session silently. It and an invalid input end it at once:
+  the call in progress is cancelled (async) or finishes unobserved (sync).
 
 The session talks to a ``Channel`` (``yurt.realtime_channel``): the runner's websocket behind a
 small adapter.

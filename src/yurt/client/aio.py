@@ -41,10 +41,17 @@ from yurt.client.protocol import (
     submit_call,
     unreachable,
 )
-from yurt.client.realtime import REALTIME_PATH, AsyncRealtimeConnection, realtime_url
+from yurt.client.realtime import (
+    REALTIME_PATH,
+    AsyncRealtimeConnection,
+    open_async,
+    realtime_url,
+    websocket_url,
+)
 
 if TYPE_CHECKING:
     import aiohttp
+    from websockets.asyncio.client import ClientConnection as AsyncWebSocket
 
 
 class AsyncClient:
@@ -153,6 +160,20 @@ class AsyncClient:
         )
         async with connection:
             yield connection
+
+    @contextlib.asynccontextmanager
+    async def ws_connect(
+        self, app: str, *, path: str = "", headers: Mapping[str, str] | None = None
+    ) -> AsyncIterator[AsyncWebSocket]:
+        """The asyncio twin of ``Client.ws_connect``."""
+        ws = await open_async(
+            websocket_url(self.url, app, path),
+            {**self._headers, **(headers or {})},
+            timeout=self.timeout,
+            ssl_context=self._ssl,
+        )
+        async with ws:
+            yield ws
 
     def get_handle(self, app: str, request_id: str) -> AsyncRequestHandle:
         """The handle of a request submitted earlier."""

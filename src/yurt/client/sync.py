@@ -10,7 +10,7 @@ import urllib.request
 from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from yurt.client.protocol import (
     DEFAULT_TIMEOUT,
@@ -43,7 +43,16 @@ from yurt.client.protocol import (
     submit_call,
     unreachable,
 )
-from yurt.client.realtime import REALTIME_PATH, RealtimeConnection, realtime_url
+from yurt.client.realtime import (
+    REALTIME_PATH,
+    RealtimeConnection,
+    open_sync,
+    realtime_url,
+    websocket_url,
+)
+
+if TYPE_CHECKING:
+    from websockets.sync.client import ClientConnection as SyncWebSocket
 
 
 class Client:
@@ -164,6 +173,22 @@ class Client:
         )
         with connection:
             yield connection
+
+    @contextlib.contextmanager
+    def ws_connect(
+        self, app: str, *, path: str = "", headers: Mapping[str, str] | None = None
+    ) -> Iterator[SyncWebSocket]:
+        """A plain websocket with ``app``'s endpoint at ``path`` (``is_websocket=True``), as
+        fal-client's ``ws_connect``: the ``websockets`` library's connection, yours to speak
+        on. Opening raises ``RequestFailed`` or ``ConnectionFailed`` as ``connect`` does."""
+        ws = open_sync(
+            websocket_url(self.url, app, path),
+            {**self._headers, **(headers or {})},
+            timeout=self.timeout,
+            ssl_context=self._ssl,
+        )
+        with ws:
+            yield ws
 
     def get_handle(self, app: str, request_id: str) -> RequestHandle:
         """The handle of a request submitted earlier."""

@@ -11,8 +11,8 @@ It follows fal's runner (``fal.realtime``) where that defines behaviour:
   once its outputs are out: fal's clients expect exactly that message).
 - an endpoint that raises ends the session with ``INTERNAL_ERROR`` naming the exception; an
   input that is not msgpack or not valid for the model, with ``VALIDATION_ERROR``.
-- a client that hangs up ends the session silently; the call in progress is cancelled (async)
-  or finishes unobserved (sync).
+- a client that hangs up ends the session silently. It and an invalid input end it at once:
+  the call in progress is cancelled (async) or finishes unobserved (sync).
 
 The session talks to a ``Channel`` (``yurt.realtime_channel``): the runner's websocket behind a
 small adapter.
@@ -25,13 +25,12 @@ import contextlib
 import inspect
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
 from pydantic import BaseModel
 
 from yurt.realtime_channel import Channel, ChannelClosed, Outbox, StarletteChannel
-from yurt.realtime_endpoint import RealtimeEndpoint
 from yurt.realtime_frames import (
     TIMEOUT_REASON,
     ErrorCode,
@@ -41,6 +40,10 @@ from yurt.realtime_frames import (
     to_input,
     to_output,
 )
+
+if TYPE_CHECKING:
+    # Only a type here: realtime_endpoint imports this module when a session starts.
+    from yurt.realtime_endpoint import RealtimeEndpoint
 
 log = structlog.get_logger("yurt.realtime")
 

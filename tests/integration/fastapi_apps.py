@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -152,6 +152,21 @@ class ModelStyleExtras(yurt.App, keep_alive=300):
     async def events(self, steps: Steps) -> AsyncIterator[Reply]:
         for i in range(steps.count):
             yield Reply(text=str(i))
+
+    @yurt.endpoint("/sync-events")
+    def sync_events(self, steps: Steps) -> Iterator[str]:
+        for i in range(steps.count):
+            yield f"line {i}"
+
+    @yurt.endpoint("/slow-events")
+    async def slow_events(self, steps: Steps) -> AsyncIterator[Reply]:
+        marker = os.environ["YURT_TEST_STREAM_MARKER"]
+        try:
+            for i in range(steps.count):
+                yield Reply(text=str(i))
+                await asyncio.sleep(steps.gap)
+        finally:
+            Path(marker + ".closed").write_text("closed")  # noqa: ASYNC240
 
     @yurt.endpoint("/starlette")
     def starlette(self, prompt: Prompt) -> Response:

@@ -1,9 +1,11 @@
-"""Apps the realtime tests serve: unary with bytes, server streaming, a failing endpoint."""
+"""Apps the realtime tests serve: unary with bytes, server streaming, a failing endpoint, and a
+plain websocket beside them."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+from fastapi import WebSocket
 from pydantic import BaseModel
 
 import yurt
@@ -47,6 +49,12 @@ class Live(yurt.App, keep_alive=300, min_concurrency=1, max_multiplexing=4):
     @yurt.realtime("/broken", session_timeout=60)
     def broken(self, input: Frame) -> Picture:
         raise RuntimeError(f"cannot draw {input.prompt}")
+
+    @yurt.endpoint("/ws", is_websocket=True)
+    async def plain(self, websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_text("echo: " + await websocket.receive_text())
+        await websocket.close()
 
     @yurt.endpoint("/")
     def run(self, input: Frame) -> Picture:

@@ -122,7 +122,8 @@ async def test_max_buffering_outside_fal_clients_range_is_refused(
 
 
 async def test_through_the_router_on_the_apps_public_path(live: Runner) -> None:
-    """Client(router).connect("owner/app") reaches the runner through the router's proxy."""
+    """Client(router).connect("owner/app") reaches the runner through the router's proxy, and
+    ws_connect a plain websocket endpoint beside it."""
     app = live.app
     async with AsyncClient(app.platform.url, timeout=OPEN_TIMEOUT) as client:
         async with client.connect(app.app_id) as rt:
@@ -134,3 +135,21 @@ async def test_through_the_router_on_the_apps_public_path(live: Runner) -> None:
         async with client.connect(app.app_id, path="/count") as rt:
             await rt.send({"upto": 2})
             assert [await rt.recv(), await rt.recv()] == [{"n": 0}, {"n": 1}]
+        async with client.ws_connect(app.app_id, path="/ws") as ws:  # a plain websocket
+            await ws.send("hi")
+            assert await ws.recv() == "echo: hi"
+
+
+async def test_the_router_passes_max_buffering_on_to_the_runner(live: Runner) -> None:
+    """The query of the upgrade reaches the runner: max_buffering=0 is refused there."""
+    app = live.app
+    url = "ws" + app.platform.url.removeprefix("http") + f"/{app.app_id}/realtime?max_buffering=0"
+    async with await AsyncRealtimeConnection.open(
+        url, {}, timeout=OPEN_TIMEOUT, ssl_context=None
+    ) as rt:
+        with pytest.raises(RealtimeError) as info:
+            await rt.recv()
+    assert (info.value.error, info.value.reason) == (
+        "BAD_REQUEST",
+        "max_buffering='0' must be an integer from 1 to 60",
+    )

@@ -22,12 +22,14 @@ pytestmark = pytest.mark.timeout(240)
 
 APPS = Path(__file__).with_name("realtime_apps.py")
 
-# ``python -c SCRIPT APP_ID``: fal-client's realtime with the key on the socket (use_jwt=False).
+# ``python -c SCRIPT APP_ID ROUTER_URL``: fal-client's realtime and ws_connect with the key on
+# the socket (use_jwt=False), then yurt's own client over wss.
 SCRIPT = r"""
 import json, sys
 import fal_client
+import yurt
 
-app = sys.argv[1]
+app, url = sys.argv[1:3]
 out = {}
 with fal_client.realtime(app, use_jwt=False, max_buffering=4) as rt:
     rt.send({"prompt": "fal", "image": b"xyz"})
@@ -39,6 +41,12 @@ with fal_client.realtime(app, use_jwt=False, path="/broken") as rt:
         rt.recv()
     except fal_client.client.RealtimeError as exc:
         out["error"] = [exc.error, exc.reason]
+with fal_client.ws_connect(app, use_jwt=False, path="/ws") as ws:
+    ws.send("hi")
+    out["ws"] = ws.recv()
+with yurt.Client(url) as client, client.connect(app) as rt:  # trusts the CA via SSL_CERT_FILE
+    rt.send({"prompt": "yurt"})
+    out["yurt"] = rt.recv()["text"]
 print(json.dumps(out))
 """
 
@@ -73,7 +81,9 @@ def yurt_https(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 
 
 def test_fal_client_realtime_reaches_a_yurt_app(yurt_https: tuple[str, Path]) -> None:
-    """fal_client.realtime(use_jwt=False) gets outputs and the endpoint's error from yurt."""
+    """fal_client.realtime(use_jwt=False) gets outputs and the endpoint's error from yurt;
+    fal_client.ws_connect reaches a plain websocket endpoint of the same app; yurt's own
+    client connects over wss with the CA from SSL_CERT_FILE."""
     url, ca = yurt_https
     host = url.split("://", 1)[1].split("/", 1)[0]
     app_id = url.split(host, 1)[1].strip("/")
@@ -85,7 +95,7 @@ def test_fal_client_realtime_reaches_a_yurt_app(yurt_https: tuple[str, Path]) ->
         "NO_PROXY": "*",
     }
     done = subprocess.run(
-        [sys.executable, "-c", SCRIPT, app_id],
+        [sys.executable, "-c", SCRIPT, app_id, url.removesuffix("/" + app_id)],
         env=env,
         capture_output=True,
         text=True,
@@ -95,3 +105,5 @@ def test_fal_client_realtime_reaches_a_yurt_app(yurt_https: tuple[str, Path]) ->
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["unary"] == {"text": "drawn: fal", "image": "zyx"}
     assert out["error"] == ["INTERNAL_ERROR", "RuntimeError: cannot draw fal"]
+    assert out["ws"] == "echo: hi"
+    assert out["yurt"] == "drawn: yurt"

@@ -151,6 +151,27 @@ async def test_async_generator_streams_server_sent_events(tmp_path: Path) -> Non
     ]
 
 
+async def test_sync_generator_streams_text_events(tmp_path: Path) -> None:
+    """A sync generator's strings are sent as SSE data lines, one event each."""
+    async with (
+        ready(ModelStyleExtras, tmp_path) as (s, url),
+        s.post(url + "/sync-events", json={"count": 2}) as resp,
+    ):
+        assert await resp.read() == b"data: line 0\n\ndata: line 1\n\n"
+
+
+async def test_hanging_up_closes_an_async_generator(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On the byte path too, a caller hanging up mid-stream closes the endpoint's generator."""
+    monkeypatch.setenv("YURT_TEST_STREAM_MARKER", str(tmp_path / "gen"))
+    async with ready(ModelStyleExtras, tmp_path) as (s, url):
+        resp = await s.post(url + "/slow-events", json={"count": 100000, "gap": 0.05})
+        await resp.content.readuntil(b"\n\n")
+        resp.close()
+        await wait_until((tmp_path / "gen.closed").exists, what="generator closed")
+
+
 async def test_hanging_up_stops_the_stream(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A caller closing its connection mid-stream closes the endpoint's generator."""
     marker = tmp_path / "progress"

@@ -64,6 +64,8 @@ ROUTES: dict[str, RealtimeEndpoint] = {
     if rt is not None
 }
 
+PLAIN = "/default/live/ws"  # a plain websocket endpoint: one text message echoed
+
 
 class WebsocketsChannel:
     """A websockets server connection as a session's Channel (test-only adapter)."""
@@ -105,7 +107,7 @@ class Server:
     def _route(self, ws: ServerConnection, request: Request) -> Response | None:
         self.headers.append(request.headers)
         self.paths.append(request.path)
-        if request.path.split("?")[0] not in ROUTES:
+        if request.path.split("?")[0] not in {*ROUTES, PLAIN}:
             body = json.dumps({"detail": "no such app", "error_type": "not_found"}).encode()
             headers = Headers({"content-type": "application/json"})
             return Response(HTTPStatus.NOT_FOUND, "Not Found", headers, body)
@@ -114,6 +116,9 @@ class Server:
     async def _handle(self, ws: ServerConnection) -> None:
         assert ws.request is not None
         path, _, query = ws.request.path.partition("?")
+        if path == PLAIN:
+            await ws.send("echo: " + str(await ws.recv()))
+            return
         raw = dict(p.split("=", 1) for p in query.split("&") if "=" in p).get("max_buffering")
         await run_session(
             object(), WebsocketsChannel(ws), ROUTES[path], max_buffering=parse_max_buffering(raw)
@@ -220,3 +225,24 @@ def test_fal_clients_connection_reads_yurt_frames(server: Server) -> None:
         with pytest.raises(fal.RealtimeError) as info:
             rt.recv()
     assert info.value.error == "INTERNAL_ERROR"
+
+
+def test_ws_connect_gives_the_plain_websocket(server: Server) -> None:
+    """ws_connect opens owner/app/path with the key and hands over websockets' connection."""
+    with yurt.Client(server.url, key="id:s") as client, client.ws_connect("default/live/ws") as ws:
+        ws.send("hi")
+        assert ws.recv(30) == "echo: hi"
+    assert server.paths[-1] == PLAIN
+    assert server.headers[-1]["authorization"] == "Key id:s"
+
+
+async def test_async_ws_connect_and_a_refused_path(server: Server) -> None:
+    """The asyncio ws_connect speaks too; an unknown path is the router's RequestFailed."""
+    client = yurt.AsyncClient(server.url)
+    async with client, client.ws_connect("default/live", path="/ws") as ws:
+        await ws.send("there")
+        assert await ws.recv() == "echo: there"
+    with pytest.raises(yurt.RequestFailed) as info:
+        async with client.ws_connect("default/live", path="/nope"):
+            pass
+    assert info.value.status == 404

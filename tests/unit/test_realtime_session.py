@@ -327,3 +327,34 @@ async def test_returning_neither_model_nor_dict_is_an_internal_error(bad: Any) -
     ending = channel.ending()
     assert ending is not None and ending["error"] == "INTERNAL_ERROR"
     assert "dict or a pydantic model" in ending["reason"]
+
+
+async def test_starlette_websocket_text_frames_are_refused_and_binary_served() -> None:
+    """Behind starlette's (FastAPI's) WebSocket, as the runner hands it over: binary frames are
+    served; a text frame ends the session with VALIDATION_ERROR; the socket is closed."""
+    from starlette.websockets import WebSocket
+
+    from yurt.realtime_session import serve_websocket
+
+    def echo(self: Any, input: In) -> Out:
+        return Out(ns=[input.n])
+
+    incoming: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    incoming.put_nowait({"type": "websocket.connect"})
+    incoming.put_nowait({"type": "websocket.receive", "bytes": encode({"n": 7})})
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+        if "bytes" in message:  # the output is out: now the bad frame
+            incoming.put_nowait({"type": "websocket.receive", "text": "{}"})
+
+    scope = {"type": "websocket", "path": "/realtime", "query_string": b"", "headers": []}
+    websocket = WebSocket(scope, incoming.get, send)
+    await asyncio.wait_for(serve_websocket(object(), websocket, endpoint(echo)), DEADLINE)
+    kinds = [m["type"] for m in sent]
+    assert kinds == ["websocket.accept", "websocket.send", "websocket.send", "websocket.close"]
+    assert msgpack.unpackb(sent[1]["bytes"]) == {"ns": [7]}
+    ending = json.loads(sent[2]["text"])
+    assert ending["error"] == "VALIDATION_ERROR"
+    assert "binary msgpack" in ending["reason"]

@@ -46,10 +46,17 @@ from yurt.client.protocol import (
     upload_call,
     upload_target,
 )
-from yurt.client.realtime import REALTIME_PATH, AsyncRealtimeConnection, realtime_url
+from yurt.client.realtime import (
+    REALTIME_PATH,
+    AsyncRealtimeConnection,
+    open_async,
+    realtime_url,
+    websocket_url,
+)
 
 if TYPE_CHECKING:
     import aiohttp
+    from websockets.asyncio.client import ClientConnection as AsyncWebSocket
 
 
 class AsyncClient:
@@ -173,6 +180,20 @@ class AsyncClient:
         f = await asyncio.to_thread(open, path, "rb")
         with f:  # aiohttp reads it chunk by chunk, in a thread
             return decode_uploaded(await self.send(upload_call(self.url, f, size, kind, name)))
+
+    @contextlib.asynccontextmanager
+    async def ws_connect(
+        self, app: str, *, path: str = "", headers: Mapping[str, str] | None = None
+    ) -> AsyncIterator[AsyncWebSocket]:
+        """The asyncio twin of ``Client.ws_connect``."""
+        ws = await open_async(
+            websocket_url(self.url, app, path),
+            {**self._headers, **(headers or {})},
+            timeout=self.timeout,
+            ssl_context=self._ssl,
+        )
+        async with ws:
+            yield ws
 
     def get_handle(self, app: str, request_id: str) -> AsyncRequestHandle:
         """The handle of a request submitted earlier."""

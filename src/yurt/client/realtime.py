@@ -55,12 +55,17 @@ class RealtimeError(YurtError):
 # -- pure --------------------------------------------------------------------------------------
 
 
+def websocket_url(base: str, app: str, path: str = "") -> str:
+    """The ws:// (wss:// for https) URL of ``app`` at ``path`` on the router at ``base``."""
+    url = endpoint_url(base, app, path)
+    return "wss:" + url[len("https:") :] if url.startswith("https:") else "ws:" + url[5:]
+
+
 def realtime_url(
     base: str, app: str, path: str = REALTIME_PATH, max_buffering: int | None = None
 ) -> str:
     """The websocket URL of ``app``'s realtime endpoint on the router at ``base``."""
-    url = endpoint_url(base, app, path)
-    url = "wss:" + url[len("https:") :] if url.startswith("https:") else "ws:" + url[5:]
+    url = websocket_url(base, app, path)
     if max_buffering is not None:
         parse_max_buffering(str(max_buffering))  # 1..60, as fal-client checks it
         url += "?" + urlencode({"max_buffering": max_buffering})
@@ -123,6 +128,52 @@ def handshake_headers(headers: Mapping[str, str]) -> tuple[dict[str, str], str |
     return out, agent
 
 
+def open_sync(
+    url: str, headers: Mapping[str, str], *, timeout: float, ssl_context: ssl.SSLContext | None
+) -> SyncWebSocket:
+    """A blocking websocket to ``url``; ``RequestFailed`` (refused) or ``ConnectionFailed``."""
+    from websockets.exceptions import InvalidHandshake
+    from websockets.sync.client import connect
+
+    extra, agent = handshake_headers(headers)
+    try:
+        # Entered at once: websockets >= 17.1 warns about a connection opened otherwise; the
+        # connection's own close() ends it.
+        return connect(
+            url,
+            additional_headers=extra,
+            user_agent_header=agent,
+            ssl=ssl_context,
+            open_timeout=timeout,
+            max_size=None,
+            proxy=None,  # as the HTTP calls: no proxy from the environment
+        ).__enter__()
+    except (*_OPEN_ERRORS, InvalidHandshake) as exc:
+        raise _refused(url, exc, timeout) from exc
+
+
+async def open_async(
+    url: str, headers: Mapping[str, str], *, timeout: float, ssl_context: ssl.SSLContext | None
+) -> AsyncWebSocket:
+    """The asyncio twin of ``open_sync``."""
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import InvalidHandshake
+
+    extra, agent = handshake_headers(headers)
+    try:
+        return await connect(
+            url,
+            additional_headers=extra,
+            user_agent_header=agent,
+            ssl=ssl_context,
+            open_timeout=timeout,
+            max_size=None,
+            proxy=None,
+        )
+    except (*_OPEN_ERRORS, InvalidHandshake) as exc:
+        raise _refused(url, exc, timeout) from exc
+
+
 # -- blocking ----------------------------------------------------------------------------------
 
 
@@ -147,24 +198,7 @@ class RealtimeConnection:
         decoder: Decoder | None = None,
     ) -> RealtimeConnection:
         """Open a session at ``url``; ``RequestFailed`` or ``ConnectionFailed`` if it fails."""
-        from websockets.exceptions import InvalidHandshake
-        from websockets.sync.client import connect
-
-        extra, agent = handshake_headers(headers)
-        try:
-            # Entered at once: websockets >= 17.1 warns about a connection opened otherwise;
-            # the connection's own close() ends it.
-            ws = connect(
-                url,
-                additional_headers=extra,
-                user_agent_header=agent,
-                ssl=ssl_context,
-                open_timeout=timeout,
-                max_size=None,
-                proxy=None,  # as the HTTP calls: no proxy from the environment
-            ).__enter__()
-        except (*_OPEN_ERRORS, InvalidHandshake) as exc:
-            raise _refused(url, exc, timeout) from exc
+        ws = open_sync(url, headers, timeout=timeout, ssl_context=ssl_context)
         return cls(ws, encoder, decoder)
 
     def send(self, arguments: BaseModel | Mapping[str, Any]) -> None:
@@ -234,22 +268,7 @@ class AsyncRealtimeConnection:
         decoder: Decoder | None = None,
     ) -> AsyncRealtimeConnection:
         """Open a session at ``url``; ``RequestFailed`` or ``ConnectionFailed`` if it fails."""
-        from websockets.asyncio.client import connect
-        from websockets.exceptions import InvalidHandshake
-
-        extra, agent = handshake_headers(headers)
-        try:
-            ws = await connect(
-                url,
-                additional_headers=extra,
-                user_agent_header=agent,
-                ssl=ssl_context,
-                open_timeout=timeout,
-                max_size=None,
-                proxy=None,
-            )
-        except (*_OPEN_ERRORS, InvalidHandshake) as exc:
-            raise _refused(url, exc, timeout) from exc
+        ws = await open_async(url, headers, timeout=timeout, ssl_context=ssl_context)
         return cls(ws, encoder, decoder)
 
     async def send(self, arguments: BaseModel | Mapping[str, Any]) -> None:
@@ -300,5 +319,8 @@ __all__ = [
     "AsyncRealtimeConnection",
     "RealtimeConnection",
     "RealtimeError",
+    "open_async",
+    "open_sync",
     "realtime_url",
+    "websocket_url",
 ]

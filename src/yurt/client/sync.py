@@ -11,7 +11,7 @@ import urllib.request
 from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from yurt.client.protocol import (
     DEFAULT_TIMEOUT,
@@ -47,7 +47,16 @@ from yurt.client.protocol import (
     upload_call,
     upload_target,
 )
-from yurt.client.realtime import REALTIME_PATH, RealtimeConnection, realtime_url
+from yurt.client.realtime import (
+    REALTIME_PATH,
+    RealtimeConnection,
+    open_sync,
+    realtime_url,
+    websocket_url,
+)
+
+if TYPE_CHECKING:
+    from websockets.sync.client import ClientConnection as SyncWebSocket
 
 
 class Client:
@@ -180,6 +189,22 @@ class Client:
         name, kind, size = upload_target(path, content_type)
         with open(path, "rb") as f:
             return decode_uploaded(self.send(upload_call(self.url, f, size, kind, name)))
+
+    @contextlib.contextmanager
+    def ws_connect(
+        self, app: str, *, path: str = "", headers: Mapping[str, str] | None = None
+    ) -> Iterator[SyncWebSocket]:
+        """A plain websocket with ``app``'s endpoint at ``path`` (``is_websocket=True``), as
+        fal-client's ``ws_connect``: the ``websockets`` library's connection, yours to speak
+        on. Opening raises ``RequestFailed`` or ``ConnectionFailed`` as ``connect`` does."""
+        ws = open_sync(
+            websocket_url(self.url, app, path),
+            {**self._headers, **(headers or {})},
+            timeout=self.timeout,
+            ssl_context=self._ssl,
+        )
+        with ws:
+            yield ws
 
     def get_handle(self, app: str, request_id: str) -> RequestHandle:
         """The handle of a request submitted earlier."""

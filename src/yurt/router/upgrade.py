@@ -90,8 +90,6 @@ async def _handshake(
     upgrade = next((v for k, v in client_headers if k.lower() == b"upgrade"), b"websocket")
     headers = forward_headers(client_headers, request_id)
     headers += [(b"connection", b"Upgrade"), (b"upgrade", upgrade)]
-    if slot.endpoint.token:  # a runner answers only the router (runner/token.py)
-        headers.append((b"x-yurt-runner-token", slot.endpoint.token.encode()))
     authority = f"{host}:{port}".encode()
     parts = [b"GET ", target, b" HTTP/1.1\r\nhost: ", authority, b"\r\n"]
     if token := slot.endpoint.token:  # the runner's own (runner/token.py), as the pool sends it

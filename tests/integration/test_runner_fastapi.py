@@ -199,7 +199,7 @@ async def test_websocket_echo_and_close_code(tmp_path: Path) -> None:
 
 async def test_websocket_closed_before_accept_is_refused(tmp_path: Path) -> None:
     """An endpoint that closes before accepting refuses the upgrade with 403; a plain GET
-    on a websocket path is a JSON 400."""
+    on a websocket path is a JSON 400, and a POST a 405 allowing GET."""
     async with ready(FastApiStyle, tmp_path) as (s, url):
         with pytest.raises(aiohttp.WSServerHandshakeError) as info:
             await s.ws_connect(url + "/refuse")
@@ -207,6 +207,8 @@ async def test_websocket_closed_before_accept_is_refused(tmp_path: Path) -> None
         async with s.get(url + "/echo") as resp:
             assert resp.status == 400
             assert (await resp.json())["error_type"] == "bad_request"
+        async with s.post(url + "/echo") as resp:
+            assert (resp.status, resp.headers["allow"]) == (405, "GET")
 
 
 async def test_websocket_sessions_count_toward_multiplexing(tmp_path: Path) -> None:

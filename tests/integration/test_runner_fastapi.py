@@ -276,3 +276,18 @@ async def test_version_and_handle_exit_hooks(
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 60) == 0
     assert marker.read_text() == "told"
+
+
+@pytest.mark.parametrize("cls", [FastApiStyle, ModelStyleExtras])
+async def test_unhandled_errors_leave_their_traceback_in_the_log(cls: type, tmp_path: Path) -> None:
+    """An unhandled error answered 503 as a GPU failure is logged with its traceback, on
+    either path."""
+    async with runner(cls, tmp_path) as (proc, url), aiohttp.ClientSession() as s:
+        await wait_until(lambda: _is(status_of(s, url + "/_yurt/health"), 200), what="ready")
+        assert (await post(s, url + "/oom", {"prompt": "x"}))[0] == 503
+        proc.send_signal(signal.SIGTERM)
+        assert proc.stdout is not None
+        output = (await asyncio.wait_for(proc.stdout.read(), 60)).decode()
+    assert "endpoint_failed" in output
+    assert "RuntimeError: CUDA out of memory" in output
+    assert "fastapi_apps.py" in output

@@ -226,7 +226,7 @@ class App:
     def __init_subclass__(cls, **settings: Any) -> None:
         # fal's spelling of the app name as a class keyword: ``class A(App, name="a")``.
         name = settings.pop("name", None)
-        fal_only = {key: settings.pop(key) for key in list(settings) if key in FAL_SETTINGS}
+        fal_only = {key: settings.pop(key) for key in list(settings) if key in _fal_only()}
         unknown = sorted(set(settings) - set(SETTINGS))
         if unknown:
             raise AppDefinitionError(
@@ -313,7 +313,11 @@ FAL_CLOUD_ONLY: dict[str, str] = {
     "local_file_path": "fal's CLI sets it for its own use",
     "data_mounts": "each app's data directory is mounted for it (docs/environments.md)",
 }
-FAL_SETTINGS = FAL_REFUSED.keys() | FAL_CLOUD_ONLY.keys()
+
+
+def _fal_only() -> set[str]:
+    """The fal settings above that yurt has not (yet) made settings of its own."""
+    return (FAL_REFUSED.keys() | FAL_CLOUD_ONLY.keys()) - SETTINGS.keys()
 
 
 def _check_fal_settings(cls: type, keywords: Mapping[str, object]) -> None:
@@ -321,7 +325,7 @@ def _check_fal_settings(cls: type, keywords: Mapping[str, object]) -> None:
     given = set(keywords)
     for klass in cls.__mro__:
         if klass is not App and isinstance(klass, type) and issubclass(klass, App):
-            given |= FAL_SETTINGS & set(vars(klass))
+            given |= _fal_only() & set(vars(klass))
     for key in sorted(given):
         if key in FAL_REFUSED:
             raise AppDefinitionError(

@@ -74,7 +74,7 @@ class FastApiStyle(yurt.App, keep_alive=300, max_multiplexing=2):
         raise FieldException("prompt", "too dull", billable_units=1)
 
     @yurt.endpoint("/oom")
-    def oom(self, prompt: Prompt) -> Reply:
+    def oom(self, prompt: Prompt, request: Request) -> Reply:
         raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     @yurt.endpoint("/context")
@@ -167,6 +167,10 @@ class ModelStyleExtras(yurt.App, keep_alive=300):
                 await asyncio.sleep(steps.gap)
         finally:
             Path(marker + ".closed").write_text("closed")  # noqa: ASYNC240
+
+    @yurt.endpoint("/oom")
+    def oom(self, prompt: Prompt) -> Reply:
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     @yurt.endpoint("/starlette")
     def starlette(self, prompt: Prompt) -> Response:

@@ -78,8 +78,9 @@ class HttpExchange:
         except Exception:
             if self.single is None and self.stream is None:
                 raise
-            # Starlette re-raises an error it already answered (its ServerErrorMiddleware).
-            log.debug("asgi_app_raised_after_reply", exc_info=True)
+            # Starlette re-raises an unhandled error after its handler answered it (its
+            # ServerErrorMiddleware): the traceback belongs in the runner's log.
+            log.exception("endpoint_failed", path=self.request.path)
         if self.single is not None:
             return self.single
         if self.stream is None:

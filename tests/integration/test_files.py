@@ -210,3 +210,34 @@ async def test_uploads_need_a_key_once_the_server_has_one(tmp_path: Path) -> Non
 
         url = await asyncio.to_thread(upload)
         assert (await fetch(app, url))[:2] == (200, b"keyed")  # reading needs no key
+
+
+async def runner_upload(app: Served, token: str, sha256: str) -> tuple[int, str]:
+    """A process with a cluster runner's variables uploads a file: (exit code, its output)."""
+    code = "from yurt.toolkit import File; print(File.from_bytes(b'out', file_name='o.txt').url)"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("YURT_FILES", "YURT_APP"))}
+    env |= {"YURT_FILES_URL": app.platform.url, "YURT_PAYLOAD_TOKEN": token}
+    env["YURT_PAYLOAD_SHA256"] = sha256
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        code,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), DEADLINE)
+    return proc.returncode or 0, (out + err).decode()
+
+
+async def test_a_cluster_runner_uploads_with_its_payload_token(tmp_path: Path) -> None:
+    """With keys on, a runner with no shared disk uploads with its payload's token; a token
+    made for another digest is refused."""
+    sha, other = "ab" * 32, "cd" * 32
+    async with serving(Reader, tmp_path / "data") as app:
+        app.platform.keys.create("API", None, time.time())
+        code, out = await runner_upload(app, app.platform.store.token(sha), sha)
+        assert code == 0, out
+        assert (await fetch(app, out.strip()))[:2] == (200, b"out")
+        code, out = await runner_upload(app, app.platform.store.token(other), sha)
+        assert code != 0 and "FileUploadException" in out and "401" in out

@@ -94,15 +94,23 @@ async def fetch_in_process(data: Path, url: str) -> asyncio.subprocess.Process:
 async def test_two_runners_at_once_download_once(tmp_path: Path) -> None:
     """Two processes of one app asking for the same weights at once fetch them once."""
     data = tmp_path / "appdata"
+    procs: list[asyncio.subprocess.Process] = []
     async with weights_server() as server:
-        server.hold.clear()
-        first = await fetch_in_process(data, server.url)
-        await wait_until(lambda: len(server.requests) == 1, DEADLINE, "the first request")
-        second = await fetch_in_process(data, server.url)
-        lock = next((data / ".fal" / "model_weights").glob("*.lock"))
-        await wait_until(lambda: waiting_on(lock) == 1, DEADLINE, "the second to wait its turn")
-        server.hold.set()
-        outs = [await asyncio.wait_for(p.communicate(), DEADLINE) for p in (first, second)]
+        try:
+            server.hold.clear()
+            procs.append(await fetch_in_process(data, server.url))
+            await wait_until(lambda: len(server.requests) == 1, DEADLINE, "the first request")
+            procs.append(await fetch_in_process(data, server.url))
+            lock = next((data / ".fal" / "model_weights").glob("*.lock"))
+            await wait_until(lambda: waiting_on(lock) == 1, DEADLINE, "the second to wait")
+            server.hold.set()
+            outs = [await asyncio.wait_for(p.communicate(), DEADLINE) for p in procs]
+        finally:
+            for p in procs:
+                if p.returncode is None:
+                    p.kill()
+                    await p.wait()
+        first, second = procs
         assert [p.returncode for p in (first, second)] == [0, 0]
         paths = {out.decode().strip() for out, _ in outs}
         assert len(paths) == 1

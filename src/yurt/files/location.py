@@ -19,6 +19,11 @@ from urllib.parse import quote, unquote, urlsplit
 FILES_DIR_ENV = "YURT_FILES_DIR"
 FILES_URL_ENV = "YURT_FILES_URL"
 FILES_TTL_ENV = "YURT_FILES_TTL"
+# A runner with no shared disk proves its uploads with its payload's token (``yurt.runner.fetch``
+# TOKEN_ENV) and the digest that token was made for.
+PAYLOAD_TOKEN_ENV = "YURT_PAYLOAD_TOKEN"
+PAYLOAD_SHA256_ENV = "YURT_PAYLOAD_SHA256"
+PAYLOAD_HEADER = "X-Yurt-Payload-Sha256"
 
 # The route files are served under, below the router's public URL.
 FILES_PREFIX = "/files/"
@@ -73,6 +78,22 @@ def location_env(directory: Path | None, public_url: str, ttl: float | None) -> 
     if directory is not None:
         env[FILES_DIR_ENV] = str(directory)
     return env
+
+
+def cluster_env(public_url: str, ttl: float | None, sha256: str) -> tuple[tuple[str, str], ...]:
+    """What a runner on a cluster (no shared disk) is told: the router's URL to upload to, the
+    lifetime, and the digest its payload token was made for. Pure."""
+    env = location_env(None, public_url, ttl) | {PAYLOAD_SHA256_ENV: sha256}
+    return tuple(sorted(env.items()))
+
+
+def upload_credentials(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The headers that prove a runner's upload (its payload token), when it has them."""
+    env = os.environ if environ is None else environ
+    token, sha256 = env.get(PAYLOAD_TOKEN_ENV), env.get(PAYLOAD_SHA256_ENV)
+    if not token or not sha256:
+        return {}
+    return {"Authorization": f"Bearer {token}", PAYLOAD_HEADER: sha256}
 
 
 def from_environ(environ: Mapping[str, str] | None = None) -> StoreLocation | None:

@@ -22,6 +22,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import secrets
 import time
 from collections.abc import Iterator
@@ -34,6 +35,7 @@ from yurt.files.location import TOKEN
 # Stray temporary files older than this are left by a process that died mid-write.
 STALE_TMP_S = 24 * 3600.0
 CHUNK = 1024 * 1024
+SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -186,12 +188,17 @@ class FileStore:
 
     @staticmethod
     def read_record(path: Path) -> StoredFile | None:
-        """The record in ``path``, or None if it is missing or damaged."""
+        """The record in ``path``, or None if it is missing or damaged. A digest that is not
+        64 hex digits, or a type with control characters, is damage: the digest becomes a
+        path and the type a header."""
         try:
             data: Any = json.loads(path.read_bytes())
-            return StoredFile(**data)
+            record = StoredFile(**data)
         except (OSError, ValueError, TypeError):
             return None
+        if not SHA256.fullmatch(str(record.sha256)) or not str(record.content_type).isprintable():
+            return None
+        return record
 
     @contextlib.contextmanager
     def locked(self, *, exclusive: bool) -> Iterator[None]:

@@ -20,7 +20,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Literal
 
-from yurt.files.location import UPLOAD_PATH, StoreLocation, from_environ
+from yurt.files.location import UPLOAD_PATH, StoreLocation, from_environ, upload_credentials
 from yurt.files.store import FileStore, clean_name
 from yurt.toolkit.errors import FileUploadException
 
@@ -164,6 +164,7 @@ def _post(
 ) -> str:
     """Upload through the router's ``POST /files/upload``, the body streamed from a file."""
     headers = {"Content-Type": content_type, "X-Fal-File-Name": clean_name(name)}
+    headers |= upload_credentials()
     if size is not None:
         headers["Content-Length"] = str(size)
     request = urllib.request.Request(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from yurt.files.location import file_url, from_environ, location_env, parse_path, token_of
@@ -48,6 +49,19 @@ def test_unknown_or_malformed_tokens_read_as_missing(tmp_path: Path) -> None:
     store = FileStore(tmp_path)
     assert store.get("../../etc/passwd") is None
     assert store.get("A" * 32) is None
+
+
+def test_a_record_naming_a_path_instead_of_a_digest_is_damage(tmp_path: Path) -> None:
+    """A record whose digest would lead out of the store, or whose type would split a header,
+    reads as missing."""
+    store = FileStore(tmp_path)
+    good = store.put_bytes(b"x", "text/plain", "x.txt", None)
+    store.write_record(replace(good, sha256="../../keys-key"))
+    assert store.get(good.token) is None
+    store.write_record(replace(good, content_type="text/plain\r\nX-Evil: 1"))
+    assert store.get(good.token) is None
+    store.write_record(good)
+    assert store.get(good.token) == good
 
 
 def test_names_lose_directories_and_control_characters() -> None:

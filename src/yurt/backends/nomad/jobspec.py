@@ -440,7 +440,7 @@ def _task(
         driver_config = {"image": config.image, "args": args, "ports": [PORT_LABEL]}
     # What the runner needs and nothing of the server's (no NomadConfig.token): user code
     # runs in the task, and anyone allowed to read the job reads its Env.
-    env = {TOKEN_ENV: payload.token, "PYTHONUNBUFFERED": "1"}
+    env = {TOKEN_ENV: payload.token, "PYTHONUNBUFFERED": "1", **dict(payload.env)}
     task: dict[str, Any] = {"Name": TASK, "Driver": config.driver}
     if config.user is not None:
         # raw_exec's executor runs the command as Task.User (drivers/rawexec/driver.go:436);

@@ -369,6 +369,32 @@ async def test_docs_realtime_app(tmp_path: Path) -> None:
             assert msgpack.unpackb(await raw.recv()) == {"output": "raw"}
 
 
+FAL_REALTIME = r"""
+import json, sys
+import fal_client
+
+app = sys.argv[1]
+out = {"realtime": [], "ws": []}
+with fal_client.realtime(app, use_jwt=False) as rt:
+    for prompt in ("one", "two"):
+        rt.send({"prompt": prompt})
+        out["realtime"].append(rt.recv())
+with fal_client.ws_connect(app, use_jwt=False, path="/ws") as ws:
+    out["ws"] = [json.loads(ws.recv()) for _ in range(3)]
+print(json.dumps(out))
+"""
+
+
+def test_docs_realtime_app_with_fal_client(tmp_path: Path, tls: Tls) -> None:
+    """fal-client's realtime and ws_connect reach the docs' RealtimeApp through yurt run's wss."""
+    with yurt_run("fal_demo_realtime.py::RealtimeApp", tmp_path / "data", tls=tls) as app:
+        out = run_fal_client(app, tls, FAL_REALTIME)
+    assert out == {
+        "realtime": [{"output": "one"}, {"output": "two"}],
+        "ws": [{"message": "Hello world!"}] * 3,
+    }
+
+
 # -- fal's docs: a streaming endpoint, read with fal_client.stream over https -------------------
 
 FAL_STREAM = r"""

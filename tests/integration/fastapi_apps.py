@@ -84,6 +84,11 @@ class FastApiStyle(yurt.App, keep_alive=300, max_multiplexing=2):
         print("context seen", flush=True)
         return {"endpoint": current.endpoint, "request_id": current.request_id}
 
+    @yurt.endpoint("/wait")
+    async def wait(self, request: Request) -> dict[str, bool]:
+        await asyncio.sleep(3600)
+        return {"waited": True}
+
     @yurt.endpoint("/headers")
     def headers(self, request: Request) -> dict[str, str]:
         return dict(request.headers)

@@ -305,3 +305,14 @@ async def test_cancel_reaches_a_fastapi_style_endpoint(tmp_path: Path) -> None:
         status, body, _ = await asyncio.wait_for(waiting, 30)
         assert (status, body["error_type"]) == (499, "client_cancelled")
         await wait_until(lambda: _in_flight(s, url, 0), what="slot freed")
+
+
+async def test_background_tasks_run_after_the_reply(tmp_path: Path) -> None:
+    """A FastAPI BackgroundTasks task runs after the reply went out: the caller does not wait."""
+    gate = tmp_path / "gate"
+    async with ready(FastApiStyle, tmp_path) as (s, url):
+        status, body, _ = await post(s, url + f"/background?path={gate}")
+        assert (status, body) == (200, {"queued": True})
+        assert not (tmp_path / "gate.done").exists()
+        gate.write_text("open")
+        await wait_until((tmp_path / "gate.done").exists, what="background task done")

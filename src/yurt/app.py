@@ -267,6 +267,21 @@ class App:
         """What the runner's ``GET /health`` answers once ready (fal's): ``{"version": ...}``."""
         return {"version": self.version}
 
+    @classmethod
+    def get_endpoints(cls) -> list[str]:
+        """The paths of the App's endpoints (fal's ``App.get_endpoints``)."""
+        from yurt.spec import find_endpoints
+
+        return sorted(find_endpoints(cls))
+
+    def openapi(self) -> dict[str, Any]:
+        """The App's OpenAPI document, as its runner and the router serve it (fal's
+        ``App.openapi``)."""
+        from yurt.openapi import document
+        from yurt.spec import build_spec
+
+        return document(build_spec(type(self)))
+
     def provide_hints(self) -> list[str]:
         """Hints the router may use to pick this runner (e.g. which weights are loaded).
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-from fastapi import HTTPException, Request, Response, WebSocket
+from fastapi import BackgroundTasks, HTTPException, Request, Response, WebSocket
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
@@ -83,6 +84,24 @@ class FastApiStyle(yurt.App, keep_alive=300, max_multiplexing=2):
         assert current is not None
         print("context seen", flush=True)
         return {"endpoint": current.endpoint, "request_id": current.request_id}
+
+    @yurt.endpoint("/wait")
+    async def wait(self, request: Request) -> dict[str, bool]:
+        await asyncio.sleep(3600)
+        return {"waited": True}
+
+    @yurt.endpoint("/background")
+    def background(self, request: Request, tasks: BackgroundTasks) -> dict[str, bool]:
+        """Queues a task that finishes only once the file named by ?path= exists."""
+        gate = Path(request.query_params["path"])
+
+        def later() -> None:
+            while not gate.exists():
+                time.sleep(0.02)
+            Path(str(gate) + ".done").write_text("done")
+
+        tasks.add_task(later)
+        return {"queued": True}
 
     @yurt.endpoint("/headers")
     def headers(self, request: Request) -> dict[str, str]:

@@ -291,3 +291,28 @@ async def test_unhandled_errors_leave_their_traceback_in_the_log(cls: type, tmp_
     assert "endpoint_failed" in output
     assert "RuntimeError: CUDA out of memory" in output
     assert "fastapi_apps.py" in output
+
+
+async def test_cancel_reaches_a_fastapi_style_endpoint(tmp_path: Path) -> None:
+    """POST {path}/cancel with the request's id cancels an async FastAPI-style endpoint in
+    flight: it answers 499 and frees its slot."""
+    async with ready(FastApiStyle, tmp_path) as (s, url):
+        headers = {"x-fal-request-id": "req-f"}
+        waiting = asyncio.ensure_future(post(s, url + "/wait", headers=headers))
+        await wait_until(lambda: _in_flight(s, url, 1), what="request in flight")
+        status, body, _ = await post(s, url + "/wait/cancel", headers=headers)
+        assert (status, body["status"]) == (200, "CANCELLATION_REQUESTED")
+        status, body, _ = await asyncio.wait_for(waiting, 30)
+        assert (status, body["error_type"]) == (499, "client_cancelled")
+        await wait_until(lambda: _in_flight(s, url, 0), what="slot freed")
+
+
+async def test_background_tasks_run_after_the_reply(tmp_path: Path) -> None:
+    """A FastAPI BackgroundTasks task runs after the reply went out: the caller does not wait."""
+    gate = tmp_path / "gate"
+    async with ready(FastApiStyle, tmp_path) as (s, url):
+        status, body, _ = await post(s, url + f"/background?path={gate}")
+        assert (status, body) == (200, {"queued": True})
+        assert not (tmp_path / "gate.done").exists()
+        gate.write_text("open")
+        await wait_until((tmp_path / "gate.done").exists, what="background task done")

@@ -55,6 +55,13 @@ def test_version_and_health_hook() -> None:
     assert cls().health() == {"version": "1.2"}
 
 
+def test_get_endpoints_and_openapi() -> None:
+    """fal's App.get_endpoints lists the paths; App.openapi is the document the runner serves."""
+    assert Kinds.get_endpoints() == ["/model", "/none", "/plain", "/request", "/ws"]
+    doc = Kinds().openapi()
+    assert doc["info"]["title"] == "kinds" and "/model" in doc["paths"]
+
+
 def test_one_method_is_one_endpoint() -> None:
     """Decorating a method twice is refused, as in fal, naming the first path."""
     with pytest.raises(yurt.AppDefinitionError, match="already an endpoint at '/a'"):

@@ -20,6 +20,7 @@ from toolkit_apps import Filmmaker, Painter, Reader, clip_bytes, painting
 from yurt.app import App
 from yurt.client import Client
 from yurt.config import FilesConfig
+from yurt.files.store import FileStore
 from yurt.platform import Platform
 
 from support import DEADLINE, Served, fast_config, wait_until
@@ -241,3 +242,34 @@ async def test_a_cluster_runner_uploads_with_its_payload_token(tmp_path: Path) -
         assert (await fetch(app, out.strip()))[:2] == (200, b"out")
         code, out = await runner_upload(app, app.platform.store.token(other), sha)
         assert code != 0 and "FileUploadException" in out and "401" in out
+
+
+async def test_a_request_can_ask_its_files_to_expire_sooner(tmp_path: Path) -> None:
+    """X-Fal-Object-Lifecycle-Preference shortens the life of a run's outputs and of an
+    upload; a longer one is held to the store's ttl."""
+    ask = {"X-Fal-Object-Lifecycle-Preference": '{"expiration_duration_seconds": 60}'}
+    store = FileStore(tmp_path / "data" / "files")
+
+    def life(url: str) -> float | None:
+        record = store.get(url.split("/")[-2])
+        assert record is not None and record.expires_at is not None
+        return round(record.expires_at - record.created)
+
+    async with serving(Filmmaker, tmp_path / "data", FilesConfig(ttl=3600)) as app:
+        status, body, _ = await app.post(json={"size": 10}, headers=ask)
+        assert status == 200, body
+        assert life(body["video"]["url"]) == 60
+        sub = await app.submit(json={"size": 10}, headers=ask)
+        await app.completed(sub)
+        assert life((await app.result(sub))[1]["video"]["url"]) == 60
+        status, body, _ = await app.post(json={"size": 10})
+        assert life(body["video"]["url"]) == 3600
+        longer = {"X-Fal-Object-Lifecycle-Preference": '{"expiration_duration_seconds": 9e9}'}
+        async with app.session.post(
+            app.platform.url + "/files/upload", data=b"x", headers=longer
+        ) as resp:
+            assert life((await resp.json())["url"]) == 3600
+        async with app.session.post(
+            app.platform.url + "/files/upload", data=b"x", headers=ask
+        ) as resp:
+            assert life((await resp.json())["url"]) == 60

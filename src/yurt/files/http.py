@@ -24,7 +24,15 @@ from aiohttp import web
 
 from yurt.access import keys_required
 from yurt.config import FilesConfig, RouterConfig
-from yurt.files.location import FILES_PREFIX, PAYLOAD_HEADER, UPLOAD_PATH, file_url, parse_path
+from yurt.files.location import (
+    FILES_PREFIX,
+    LIFECYCLE_HEADER,
+    PAYLOAD_HEADER,
+    UPLOAD_PATH,
+    file_url,
+    parse_path,
+    requested_ttl,
+)
 from yurt.files.store import BlobWriter, FileStore, StoredFile, clean_name
 from yurt.keys import KeyStore
 
@@ -163,8 +171,9 @@ class FilesApi:
             return _closing(refused)
         content_type = request.headers.get("content-type") or "application/octet-stream"
         name = next((request.headers[h] for h in FILE_NAME_HEADERS if h in request.headers), "")
+        ttl = requested_ttl(self.config.ttl, request.headers.get(LIFECYCLE_HEADER))
         record = await asyncio.to_thread(
-            writer.commit, content_type, clean_name(name, "upload.bin"), self.config.ttl
+            writer.commit, content_type, clean_name(name, "upload.bin"), ttl
         )
         log.info("file_uploaded", size=record.file_size, content_type=content_type)
         body = json.dumps(describe(record, self.public_url(request))).encode()

@@ -9,6 +9,7 @@ is kept; empty: no expiry).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -24,6 +25,7 @@ FILES_TTL_ENV = "YURT_FILES_TTL"
 PAYLOAD_TOKEN_ENV = "YURT_PAYLOAD_TOKEN"
 PAYLOAD_SHA256_ENV = "YURT_PAYLOAD_SHA256"
 PAYLOAD_HEADER = "X-Yurt-Payload-Sha256"
+LIFECYCLE_HEADER = "X-Fal-Object-Lifecycle-Preference"
 
 # The route files are served under, below the router's public URL.
 FILES_PREFIX = "/files/"
@@ -70,6 +72,20 @@ def parse_path(path: str) -> str | None:
     if not sep or not name or "/" in unquote(name) or not TOKEN.fullmatch(token):
         return None
     return token
+
+
+def requested_ttl(ttl: float | None, preference: str | None) -> float | None:
+    """The lifetime of a file whose request asked ``preference`` (fal's
+    ``X-Fal-Object-Lifecycle-Preference``, ``{"expiration_duration_seconds": n}``): ``n`` when
+    shorter than the store's ``ttl``, else ``ttl`` (longer, or no expiry, is not granted: the
+    operator's lifetime is the longest). Pure."""
+    try:
+        asked = json.loads(preference)["expiration_duration_seconds"] if preference else None
+    except (ValueError, TypeError, KeyError):
+        asked = None
+    if isinstance(asked, bool) or not isinstance(asked, int | float) or asked <= 0:
+        return ttl
+    return float(asked) if ttl is None else min(float(asked), ttl)
 
 
 def location_env(directory: Path | None, public_url: str, ttl: float | None) -> dict[str, str]:

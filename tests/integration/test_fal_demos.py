@@ -31,6 +31,7 @@ import msgpack
 import pytest
 import trustme
 import websockets
+from openapi_spec_validator import validate as validate_openapi
 from test_gpu_fail_fast import A100, H100, env_with_fake_nvml
 
 import yurt
@@ -269,7 +270,7 @@ def test_docs_download_file(tmp_path: Path) -> None:
 
 
 def test_kokoro_text_to_speech(tmp_path: Path) -> None:
-    """Kokoro answers on its paths with a WAV File, bills per 1000 characters, 422s long text."""
+    """Kokoro: WAV Files on 4 paths, billing by 1000 characters, FieldException, valid OpenAPI."""
     with yurt_run("fal_demo_kokoro.py::Kokoro", tmp_path / "data") as app:
         assert app.app_id == "default/kokoro"
         prompt = "Ladies and gentlemen,\nwelcome aboard. " + "x" * 2000
@@ -298,6 +299,11 @@ def test_kokoro_text_to_speech(tmp_path: Path) -> None:
             f"{app.url}/japanese", json={"prompt": "hi", "voice": "af_heart"}, timeout=60
         )
         assert bad_voice.status_code == 422
+        doc = httpx.get(f"{app.url}/openapi.json", timeout=60).json()
+    validate_openapi(doc)
+    assert sorted(doc["paths"]) == ["/", "/american-english", "/british-english", "/japanese"]
+    (example,) = doc["components"]["schemas"]["JapaneseOutput"]["properties"]["audio"]["examples"]
+    assert example["url"].endswith("piLhqKO8LJxrWaNg2dVUv_tmpp6eff6zl.wav")  # File._from_url's
 
 
 # -- fal-demos: a proxy calling another app through fal-client ---------------------------------

@@ -158,6 +158,25 @@ def run_fal_client(served: Served, tls: Tls, script: str, *args: str) -> Any:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def png_data_uri() -> str:
+    """A 4x2 PNG, white on the left half and black on the right, as a data: URI."""
+    from PIL import Image as PILImage
+
+    image = PILImage.new("RGB", (4, 2), (0, 0, 0))
+    for x in range(2):
+        for y in range(2):
+            image.putpixel((x, y), (255, 255, 255))
+    buffer = BytesIO()
+    image.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def fetch(url: str, context: ssl.SSLContext | None = None) -> tuple[str, bytes]:
+    """GET ``url``: (content type, body)."""
+    with urllib.request.urlopen(url, timeout=60, context=context) as resp:
+        return resp.headers.get("content-type", ""), resp.read()
+
+
 # -- fal's docs: the basic endpoint ------------------------------------------------------------
 
 FAL_RUN_AND_SUBMIT = r"""
@@ -184,28 +203,6 @@ def test_docs_basic_endpoint(tmp_path: Path, tls: Tls) -> None:
             assert failed.value.status == 422
         out = run_fal_client(app, tls, FAL_RUN_AND_SUBMIT)
         assert out == {"run": {"text": "cnys"}, "get": {"text": "deueuq"}}
-
-
-# -- helpers -----------------------------------------------------------------------------------
-
-
-def png_data_uri() -> str:
-    """A 4x2 PNG, white on the left half and black on the right, as a data: URI."""
-    from PIL import Image as PILImage
-
-    image = PILImage.new("RGB", (4, 2), (0, 0, 0))
-    for x in range(2):
-        for y in range(2):
-            image.putpixel((x, y), (255, 255, 255))
-    buffer = BytesIO()
-    image.save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
-
-
-def fetch(url: str, context: ssl.SSLContext | None = None) -> tuple[str, bytes]:
-    """GET ``url``: (content type, body)."""
-    with urllib.request.urlopen(url, timeout=60, context=context) as resp:
-        return resp.headers.get("content-type", ""), resp.read()
 
 
 # -- fal-demos: background removal returning toolkit Images -------------------------------------

@@ -65,6 +65,7 @@ async def serve(args: argparse.Namespace) -> None:
                 "router": platform.url,
                 "app_id": app_id,
                 "runner": f"{runner.host}:{runner.port}",
+                "token": runner.token,  # a runner answers only who shows it (runner/token.py)
                 "runner_pid": views[0].pid if views else None,
                 "pid": os.getpid(),
                 "loop": f"{type(loop).__module__}.{type(loop).__name__}",

@@ -256,7 +256,7 @@ async def bench(args: argparse.Namespace) -> int:
         rhost, rport = str(info["router"]).removeprefix("http://").rsplit(":", 1)
         dhost, dport = str(info["runner"]).rsplit(":", 1)
         pools = {
-            "direct": (ConnectionPool(dhost, int(dport)), b"/"),
+            "direct": (ConnectionPool(dhost, int(dport), token=str(info["token"])), b"/"),
             "router": (ConnectionPool(rhost, int(rport)), f"/{info['app_id']}".encode()),
         }
         pids = {"router": router_pid, "runner": runner_pid}

@@ -17,6 +17,7 @@ from yurt.errors import (
     RequestError,
     YurtError,
 )
+from yurt.realtime_endpoint import realtime
 from yurt.spec import AppSpec, build_spec
 
 if TYPE_CHECKING:
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
         ConnectionFailed,
         InProgress,
         Queued,
+        RealtimeError,
         RequestFailed,
         RequestHandle,
         Status,
@@ -45,6 +47,7 @@ _CLIENT_NAMES = frozenset(
         "ConnectionFailed",
         "InProgress",
         "Queued",
+        "RealtimeError",
         "RequestFailed",
         "RequestHandle",
         "Status",
@@ -99,6 +102,7 @@ __all__ = [
     "InProgress",
     "PayloadError",
     "Queued",
+    "RealtimeError",
     "RequestContext",
     "RequestError",
     "RequestFailed",
@@ -109,5 +113,6 @@ __all__ = [
     "build_spec",
     "deploy",
     "endpoint",
+    "realtime",
     "serve",
 ]

@@ -229,7 +229,7 @@ class App:
     def __init_subclass__(cls, **settings: Any) -> None:
         # fal's spelling of the app name as a class keyword: ``class A(App, name="a")``.
         name = settings.pop("name", None)
-        fal_only = {key: settings.pop(key) for key in list(settings) if key in FAL_SETTINGS}
+        fal_only = {key: settings.pop(key) for key in list(settings) if key in _fal_only()}
         unknown = sorted(set(settings) - set(SETTINGS))
         if unknown:
             raise AppDefinitionError(
@@ -269,6 +269,21 @@ class App:
     def health(self) -> Any:
         """What the runner's ``GET /health`` answers once ready (fal's): ``{"version": ...}``."""
         return {"version": self.version}
+
+    @classmethod
+    def get_endpoints(cls) -> list[str]:
+        """The paths of the App's endpoints (fal's ``App.get_endpoints``)."""
+        from yurt.spec import find_endpoints
+
+        return sorted(find_endpoints(cls))
+
+    def openapi(self) -> dict[str, Any]:
+        """The App's OpenAPI document, as its runner and the router serve it (fal's
+        ``App.openapi``)."""
+        from yurt.openapi import document
+        from yurt.spec import build_spec
+
+        return document(build_spec(type(self)))
 
     def provide_hints(self) -> list[str]:
         """Hints the router may use to pick this runner (e.g. which weights are loaded).
@@ -314,7 +329,11 @@ FAL_CLOUD_ONLY: dict[str, str] = {
     "local_file_path": "fal's CLI sets it for its own use",
     "data_mounts": "each app's data directory is mounted for it (docs/environments.md)",
 }
-FAL_SETTINGS = FAL_REFUSED.keys() | FAL_CLOUD_ONLY.keys()
+
+
+def _fal_only() -> set[str]:
+    """The fal settings above that yurt has not (yet) made settings of its own."""
+    return (FAL_REFUSED.keys() | FAL_CLOUD_ONLY.keys()) - SETTINGS.keys()
 
 
 def _check_fal_settings(cls: type, keywords: Mapping[str, object]) -> None:
@@ -322,7 +341,7 @@ def _check_fal_settings(cls: type, keywords: Mapping[str, object]) -> None:
     given = set(keywords)
     for klass in cls.__mro__:
         if klass is not App and isinstance(klass, type) and issubclass(klass, App):
-            given |= FAL_SETTINGS & set(vars(klass))
+            given |= _fal_only() & set(vars(klass))
     for key in sorted(given):
         if key in FAL_REFUSED:
             raise AppDefinitionError(

@@ -58,6 +58,8 @@ def document(spec: AppSpec) -> dict[str, Any]:
     for ep in spec.endpoints:
         if ep.is_websocket:
             paths[ep.path] = {"x-fal-protocol": _websocket_protocol(ep)}
+            if ep.realtime is not None:
+                paths[ep.path]["post"] = _realtime_mirror(ep, schemas)
         elif ep.style == "fastapi":
             piece = ep.openapi or {}
             paths.update(copy.deepcopy(piece.get("paths", {})))
@@ -149,8 +151,44 @@ def _rebase(node: Any) -> Any:
 
 def _websocket_protocol(ep: EndpointSpec) -> dict[str, Any]:
     """fal's ``x-fal-protocol`` entry for a websocket endpoint."""
+    rt = ep.realtime
+    if rt is None:
+        return {
+            "type": "websocket",
+            "operationId": ep.method_name,
+            "config": {"buffering": None, "sessionTimeout": None, "maxBatchSize": 1},
+        }
     return {
-        "type": "websocket",
+        "type": "realtime",
         "operationId": ep.method_name,
-        "config": {"buffering": None, "sessionTimeout": None, "maxBatchSize": 1},
+        "config": {
+            "buffering": rt.buffering,
+            "sessionTimeout": rt.session_timeout,
+            "maxBatchSize": rt.max_batch_size,
+        },
+        "contentType": rt.content_type,
+        "realtimeMode": rt.mode,
     }
+
+
+def _realtime_mirror(ep: EndpointSpec, schemas: dict[str, Any]) -> dict[str, Any]:
+    """The POST fal lists beside a realtime endpoint, so that its frames' models show."""
+    operation: dict[str, Any] = {
+        "operationId": f"{ep.method_name}_post",
+        "summary": f"Realtime endpoint: {ep.method_name}",
+        "description": "",
+    }
+    if ep.input_schema is not None:
+        ref = _register(ep.input_schema, schemas)
+        operation["requestBody"] = {"content": {"application/json": {"schema": ref}}}
+    if ep.output_schema is None:
+        operation["responses"] = {"204": {"description": "WebSocket message response"}}
+        return operation
+    out = _register(ep.output_schema, schemas)
+    operation["responses"] = {
+        "200": {
+            "description": "WebSocket message response",
+            "content": {"application/json": {"schema": out}},
+        }
+    }
+    return operation

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import hmac
 import ipaddress
 import os
 import time
@@ -21,7 +22,7 @@ import structlog
 
 from yurt.admin.api import AdminApi, check_exposure
 from yurt.admin.secrets import LocalSecrets, SecretStore
-from yurt.admin.store import AppStore, Deployment, Removal
+from yurt.admin.store import AppStore, Deployment, Removal, is_sha256
 from yurt.app import App
 from yurt.backends.base import Backend, Discovery
 from yurt.backends.local import LocalBackend
@@ -30,7 +31,7 @@ from yurt.discovery.local import LocalRegistry
 from yurt.envs import Environments
 from yurt.errors import ConfigError
 from yurt.files.http import build_files_api, store_dir
-from yurt.files.location import location_env
+from yurt.files.location import cluster_env, location_env
 from yurt.keys import KeyStore
 from yurt.packaging import PayloadHeader, pack
 from yurt.privatefs import load_secret, open_private, private_dir, tighten
@@ -122,7 +123,9 @@ class Platform:
             self.discovery = self.registry
         self.scheduler = Scheduler(self.backend, config.scheduler)
         self.router = Router(config.router, self.discovery, self.backend, self.scheduler)
-        files = build_files_api(config.data_dir, config.files, config.router, self.keys)
+        files = build_files_api(
+            config.data_dir, config.files, config.router, self.keys, self.payload_token_ok
+        )
         self.router.attach_files(files)
 
     def _make_nomad(self) -> None:
@@ -162,6 +165,10 @@ class Platform:
         """The base URL runners and clients reach the router at."""
         return self.config.router.public_url or self.router.url
 
+    def payload_token_ok(self, sha256: str, token: str) -> bool:
+        """Whether ``token`` is the payload token of ``sha256`` (a runner's credential)."""
+        return is_sha256(sha256) and hmac.compare_digest(token, self.store.token(sha256))
+
     def files_env(self) -> dict[str, str]:
         """What tells a local runner where the file store is (``yurt.files.location``)."""
         store = store_dir(self.config.data_dir)
@@ -176,6 +183,7 @@ class Platform:
             sha256=header.sha256,
             token=self.store.token(header.sha256),
             revision=header.revision,
+            env=cluster_env(self.public_url, self.config.files.ttl, header.sha256),
         )
 
     async def add_app(self, cls: type[App]) -> str:

@@ -28,6 +28,7 @@ from yurt.app import (
 )
 from yurt.errors import AppDefinitionError
 from yurt.machines import ALIASES, CATALOG, known_machine_types
+from yurt.realtime_endpoint import RealtimeSettings, realtime_of
 from yurt.signatures import EndpointStyle
 
 RetryCondition = Literal["timeout", "server_error", "connection_error"]
@@ -56,6 +57,8 @@ class EndpointSpec(BaseModel):
     style: EndpointStyle = "model"
     # For a "fastapi" endpoint, FastAPI's OpenAPI ``paths`` and component ``schemas`` for it.
     openapi: dict[str, Any] | None = None
+    # A ``@yurt.realtime`` endpoint's mode and knobs; its schemas are its input and output's.
+    realtime: RealtimeSettings | None = None
 
 
 class AppSpec(BaseModel):
@@ -350,6 +353,9 @@ def _endpoint_spec(cls: type, path: str, method_name: str, marker: EndpointMarke
         )
     body = signatures.body_model(func, where) if kind == "model" else None
     output = signatures.output_model(func, where)
+    if (rt := realtime_of(func)) is not None:
+        # The method itself takes the websocket; what travels are its frames' models.
+        body, output = rt.input_model, rt.output_model
     openapi = None
     if kind == "fastapi":
         openapi = _fastapi_openapi(cls, path, method_name, marker, where)
@@ -363,6 +369,7 @@ def _endpoint_spec(cls: type, path: str, method_name: str, marker: EndpointMarke
         health_check=marker.health_check,
         style=kind,
         openapi=openapi,
+        realtime=rt.settings if rt is not None else None,
     )
 
 

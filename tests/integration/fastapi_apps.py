@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-from fastapi import HTTPException, Request, Response, WebSocket
+from fastapi import BackgroundTasks, HTTPException, Request, Response, WebSocket
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
@@ -74,7 +75,7 @@ class FastApiStyle(yurt.App, keep_alive=300, max_multiplexing=2):
         raise FieldException("prompt", "too dull", billable_units=1)
 
     @yurt.endpoint("/oom")
-    def oom(self, prompt: Prompt) -> Reply:
+    def oom(self, prompt: Prompt, request: Request) -> Reply:
         raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     @yurt.endpoint("/context")
@@ -83,6 +84,24 @@ class FastApiStyle(yurt.App, keep_alive=300, max_multiplexing=2):
         assert current is not None
         print("context seen", flush=True)
         return {"endpoint": current.endpoint, "request_id": current.request_id}
+
+    @yurt.endpoint("/wait")
+    async def wait(self, request: Request) -> dict[str, bool]:
+        await asyncio.sleep(3600)
+        return {"waited": True}
+
+    @yurt.endpoint("/background")
+    def background(self, request: Request, tasks: BackgroundTasks) -> dict[str, bool]:
+        """Queues a task that finishes only once the file named by ?path= exists."""
+        gate = Path(request.query_params["path"])
+
+        def later() -> None:
+            while not gate.exists():
+                time.sleep(0.02)
+            Path(str(gate) + ".done").write_text("done")
+
+        tasks.add_task(later)
+        return {"queued": True}
 
     @yurt.endpoint("/headers")
     def headers(self, request: Request) -> dict[str, str]:
@@ -167,6 +186,10 @@ class ModelStyleExtras(yurt.App, keep_alive=300):
                 await asyncio.sleep(steps.gap)
         finally:
             Path(marker + ".closed").write_text("closed")  # noqa: ASYNC240
+
+    @yurt.endpoint("/oom")
+    def oom(self, prompt: Prompt) -> Reply:
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     @yurt.endpoint("/starlette")
     def starlette(self, prompt: Prompt) -> Response:

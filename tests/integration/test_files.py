@@ -20,6 +20,7 @@ from toolkit_apps import Filmmaker, Painter, Reader, clip_bytes, painting
 from yurt.app import App
 from yurt.client import Client
 from yurt.config import FilesConfig
+from yurt.files.store import FileStore
 from yurt.platform import Platform
 
 from support import DEADLINE, Served, fast_config, wait_until
@@ -210,3 +211,65 @@ async def test_uploads_need_a_key_once_the_server_has_one(tmp_path: Path) -> Non
 
         url = await asyncio.to_thread(upload)
         assert (await fetch(app, url))[:2] == (200, b"keyed")  # reading needs no key
+
+
+async def runner_upload(app: Served, token: str, sha256: str) -> tuple[int, str]:
+    """A process with a cluster runner's variables uploads a file: (exit code, its output)."""
+    code = "from yurt.toolkit import File; print(File.from_bytes(b'out', file_name='o.txt').url)"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("YURT_FILES", "YURT_APP"))}
+    env |= {"YURT_FILES_URL": app.platform.url, "YURT_PAYLOAD_TOKEN": token}
+    env["YURT_PAYLOAD_SHA256"] = sha256
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        code,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), DEADLINE)
+    return proc.returncode or 0, (out + err).decode()
+
+
+async def test_a_cluster_runner_uploads_with_its_payload_token(tmp_path: Path) -> None:
+    """With keys on, a runner with no shared disk uploads with its payload's token; a token
+    made for another digest is refused."""
+    sha, other = "ab" * 32, "cd" * 32
+    async with serving(Reader, tmp_path / "data") as app:
+        app.platform.keys.create("API", None, time.time())
+        code, out = await runner_upload(app, app.platform.store.token(sha), sha)
+        assert code == 0, out
+        assert (await fetch(app, out.strip()))[:2] == (200, b"out")
+        code, out = await runner_upload(app, app.platform.store.token(other), sha)
+        assert code != 0 and "FileUploadException" in out and "401" in out
+
+
+async def test_a_request_can_ask_its_files_to_expire_sooner(tmp_path: Path) -> None:
+    """X-Fal-Object-Lifecycle-Preference shortens the life of a run's outputs and of an
+    upload; a longer one is held to the store's ttl."""
+    ask = {"X-Fal-Object-Lifecycle-Preference": '{"expiration_duration_seconds": 60}'}
+    store = FileStore(tmp_path / "data" / "files")
+
+    def life(url: str) -> float | None:
+        record = store.get(url.split("/")[-2])
+        assert record is not None and record.expires_at is not None
+        return round(record.expires_at - record.created)
+
+    async with serving(Filmmaker, tmp_path / "data", FilesConfig(ttl=3600)) as app:
+        status, body, _ = await app.post(json={"size": 10}, headers=ask)
+        assert status == 200, body
+        assert life(body["video"]["url"]) == 60
+        sub = await app.submit(json={"size": 10}, headers=ask)
+        await app.completed(sub)
+        assert life((await app.result(sub))[1]["video"]["url"]) == 60
+        status, body, _ = await app.post(json={"size": 10})
+        assert life(body["video"]["url"]) == 3600
+        longer = {"X-Fal-Object-Lifecycle-Preference": '{"expiration_duration_seconds": 9e9}'}
+        async with app.session.post(
+            app.platform.url + "/files/upload", data=b"x", headers=longer
+        ) as resp:
+            assert life((await resp.json())["url"]) == 3600
+        async with app.session.post(
+            app.platform.url + "/files/upload", data=b"x", headers=ask
+        ) as resp:
+            assert life((await resp.json())["url"]) == 60

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from yurt.toolkit import DownloadError, download_model_weights
+from yurt.toolkit import DownloadError, download_file, download_model_weights
 
 from support import DEADLINE, wait_until
 
@@ -84,7 +84,8 @@ def waiting_on(lock: Path) -> int:
 async def fetch_in_process(data: Path, url: str) -> asyncio.subprocess.Process:
     """A process that calls ``download_model_weights(url)`` as a runner of the app would."""
     code = "import sys; from yurt.toolkit import download_model_weights as d; print(d(sys.argv[1]))"
-    env = {**os.environ, "YURT_APP_DATA_DIR": str(data)}
+    # The loopback server is a local address, which downloads refuse unless allowed.
+    env = {**os.environ, "YURT_APP_DATA_DIR": str(data), "YURT_DOWNLOAD_PRIVATE": "1"}
     env.pop("FAL_MODEL_WEIGHTS_DIR", None)
     return await asyncio.create_subprocess_exec(
         sys.executable, "-c", code, url, env=env, stdout=asyncio.subprocess.PIPE
@@ -94,15 +95,23 @@ async def fetch_in_process(data: Path, url: str) -> asyncio.subprocess.Process:
 async def test_two_runners_at_once_download_once(tmp_path: Path) -> None:
     """Two processes of one app asking for the same weights at once fetch them once."""
     data = tmp_path / "appdata"
+    procs: list[asyncio.subprocess.Process] = []
     async with weights_server() as server:
-        server.hold.clear()
-        first = await fetch_in_process(data, server.url)
-        await wait_until(lambda: len(server.requests) == 1, DEADLINE, "the first request")
-        second = await fetch_in_process(data, server.url)
-        lock = next((data / ".fal" / "model_weights").glob("*.lock"))
-        await wait_until(lambda: waiting_on(lock) == 1, DEADLINE, "the second to wait its turn")
-        server.hold.set()
-        outs = [await asyncio.wait_for(p.communicate(), DEADLINE) for p in (first, second)]
+        try:
+            server.hold.clear()
+            procs.append(await fetch_in_process(data, server.url))
+            await wait_until(lambda: len(server.requests) == 1, DEADLINE, "the first request")
+            procs.append(await fetch_in_process(data, server.url))
+            lock = next((data / ".fal" / "model_weights").glob("*.lock"))
+            await wait_until(lambda: waiting_on(lock) == 1, DEADLINE, "the second to wait")
+            server.hold.set()
+            outs = [await asyncio.wait_for(p.communicate(), DEADLINE) for p in procs]
+        finally:
+            for p in procs:
+                if p.returncode is None:
+                    p.kill()
+                    await p.wait()
+        first, second = procs
         assert [p.returncode for p in (first, second)] == [0, 0]
         paths = {out.decode().strip() for out, _ in outs}
         assert len(paths) == 1
@@ -119,6 +128,7 @@ async def test_a_download_cut_short_resumes_where_it_stopped(
     """A download cut mid-body fails with DownloadError; the next asks only for the rest."""
     monkeypatch.setenv("YURT_APP_DATA_DIR", str(tmp_path / "appdata"))
     monkeypatch.delenv("FAL_MODEL_WEIGHTS_DIR", raising=False)
+    monkeypatch.setenv("YURT_DOWNLOAD_PRIVATE", "1")
     half = len(WEIGHTS) // 2
     async with weights_server(cut_after=half) as server:
         with pytest.raises(DownloadError, match="cut short"):
@@ -128,6 +138,26 @@ async def test_a_download_cut_short_resumes_where_it_stopped(
         assert server.requests[0] is None
         assert server.requests[1] is not None
         assert server.requests[1].startswith("bytes=") and server.requests[1] != "bytes=0-"
-        # Cached: asked again, nothing is fetched.
+        # Cached: asked again, nothing is fetched (not even the address checked).
+        monkeypatch.delenv("YURT_DOWNLOAD_PRIVATE")
         assert await asyncio.to_thread(download_model_weights, server.url) == path
         assert len(server.requests) == 2
+
+
+async def test_downloads_refuse_local_addresses_unless_allowed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A URL on loopback is refused before any request, unless the operator allows it."""
+    monkeypatch.delenv("YURT_DOWNLOAD_PRIVATE", raising=False)
+    for name in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    async with weights_server() as server:
+        with pytest.raises(DownloadError, match="local address"):
+            await asyncio.to_thread(download_file, server.url, tmp_path)
+        localhost = server.url.replace("127.0.0.1", "localhost")
+        with pytest.raises(DownloadError, match="local address"):
+            await asyncio.to_thread(download_file, localhost, tmp_path)
+        assert server.requests == []
+        monkeypatch.setenv("YURT_DOWNLOAD_PRIVATE", "1")
+        path = await asyncio.to_thread(download_file, server.url, tmp_path)
+        assert await asyncio.to_thread(path.read_bytes) == WEIGHTS

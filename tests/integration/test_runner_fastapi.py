@@ -199,7 +199,7 @@ async def test_websocket_echo_and_close_code(tmp_path: Path) -> None:
 
 async def test_websocket_closed_before_accept_is_refused(tmp_path: Path) -> None:
     """An endpoint that closes before accepting refuses the upgrade with 403; a plain GET
-    on a websocket path is a JSON 400."""
+    on a websocket path is a JSON 400, and a POST a 405 allowing GET."""
     async with ready(FastApiStyle, tmp_path) as (s, url):
         with pytest.raises(aiohttp.WSServerHandshakeError) as info:
             await s.ws_connect(url + "/refuse")
@@ -207,6 +207,8 @@ async def test_websocket_closed_before_accept_is_refused(tmp_path: Path) -> None
         async with s.get(url + "/echo") as resp:
             assert resp.status == 400
             assert (await resp.json())["error_type"] == "bad_request"
+        async with s.post(url + "/echo") as resp:
+            assert (resp.status, resp.headers["allow"]) == (405, "GET")
 
 
 async def test_websocket_sessions_count_toward_multiplexing(tmp_path: Path) -> None:
@@ -274,3 +276,43 @@ async def test_version_and_handle_exit_hooks(
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 60) == 0
     assert marker.read_text() == "told"
+
+
+@pytest.mark.parametrize("cls", [FastApiStyle, ModelStyleExtras])
+async def test_unhandled_errors_leave_their_traceback_in_the_log(cls: type, tmp_path: Path) -> None:
+    """An unhandled error answered 503 as a GPU failure is logged with its traceback, on
+    either path."""
+    async with runner(cls, tmp_path) as (proc, url), aiohttp.ClientSession() as s:
+        await wait_until(lambda: _is(status_of(s, url + "/_yurt/health"), 200), what="ready")
+        assert (await post(s, url + "/oom", {"prompt": "x"}))[0] == 503
+        proc.send_signal(signal.SIGTERM)
+        assert proc.stdout is not None
+        output = (await asyncio.wait_for(proc.stdout.read(), 60)).decode()
+    assert "endpoint_failed" in output
+    assert "RuntimeError: CUDA out of memory" in output
+    assert "fastapi_apps.py" in output
+
+
+async def test_cancel_reaches_a_fastapi_style_endpoint(tmp_path: Path) -> None:
+    """POST {path}/cancel with the request's id cancels an async FastAPI-style endpoint in
+    flight: it answers 499 and frees its slot."""
+    async with ready(FastApiStyle, tmp_path) as (s, url):
+        headers = {"x-fal-request-id": "req-f"}
+        waiting = asyncio.ensure_future(post(s, url + "/wait", headers=headers))
+        await wait_until(lambda: _in_flight(s, url, 1), what="request in flight")
+        status, body, _ = await post(s, url + "/wait/cancel", headers=headers)
+        assert (status, body["status"]) == (200, "CANCELLATION_REQUESTED")
+        status, body, _ = await asyncio.wait_for(waiting, 30)
+        assert (status, body["error_type"]) == (499, "client_cancelled")
+        await wait_until(lambda: _in_flight(s, url, 0), what="slot freed")
+
+
+async def test_background_tasks_run_after_the_reply(tmp_path: Path) -> None:
+    """A FastAPI BackgroundTasks task runs after the reply went out: the caller does not wait."""
+    gate = tmp_path / "gate"
+    async with ready(FastApiStyle, tmp_path) as (s, url):
+        status, body, _ = await post(s, url + f"/background?path={gate}")
+        assert (status, body) == (200, {"queued": True})
+        assert not (tmp_path / "gate.done").exists()
+        gate.write_text("open")
+        await wait_until((tmp_path / "gate.done").exists, what="background task done")

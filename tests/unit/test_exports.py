@@ -24,6 +24,7 @@ EXPECTED = [
     "InProgress",
     "PayloadError",
     "Queued",
+    "RealtimeError",
     "RequestContext",
     "RequestError",
     "RequestFailed",
@@ -34,6 +35,7 @@ EXPECTED = [
     "build_spec",
     "deploy",
     "endpoint",
+    "realtime",
     "serve",
 ]
 

@@ -14,7 +14,7 @@ from fastapi import Request, WebSocket
 from pydantic import BaseModel, ValidationError
 
 import yurt
-from yurt.app import FAL_CLOUD_ONLY, FAL_REFUSED, FalSettingIgnored
+from yurt.app import FAL_CLOUD_ONLY, FAL_REFUSED, SETTINGS, FalSettingIgnored
 from yurt.signatures import style
 
 
@@ -32,7 +32,7 @@ def make(attrs: dict[str, Any], **keywords: Any) -> type[yurt.App]:
     return type("Probe", (yurt.App,), namespace, **keywords)
 
 
-@pytest.mark.parametrize("key", sorted(FAL_REFUSED))
+@pytest.mark.parametrize("key", sorted(FAL_REFUSED.keys() - SETTINGS.keys()))
 def test_refused_fal_settings_name_why(key: str) -> None:
     """A fal setting yurt does not take fails at class creation, as attribute or keyword."""
     with pytest.raises(yurt.AppDefinitionError, match=f"'{key}' is not supported by yurt"):
@@ -41,7 +41,7 @@ def test_refused_fal_settings_name_why(key: str) -> None:
         make({}, **{key: ["x"]})
 
 
-@pytest.mark.parametrize("key", sorted(FAL_CLOUD_ONLY))
+@pytest.mark.parametrize("key", sorted(FAL_CLOUD_ONLY.keys() - SETTINGS.keys()))
 def test_fal_cloud_settings_are_accepted_with_a_warning(key: str) -> None:
     """A setting that only steers fal's cloud is accepted, and a warning says it does nothing."""
     with pytest.warns(FalSettingIgnored, match=f"'{key}' has no effect on yurt"):
@@ -53,6 +53,13 @@ def test_version_and_health_hook() -> None:
     """``version`` is fal's label for health(); a near name stays the app's own attribute."""
     cls = make({"version": "1.2", "versions": ["a", "b"]})
     assert cls().health() == {"version": "1.2"}
+
+
+def test_get_endpoints_and_openapi() -> None:
+    """fal's App.get_endpoints lists the paths; App.openapi is the document the runner serves."""
+    assert Kinds.get_endpoints() == ["/model", "/none", "/plain", "/request", "/ws"]
+    doc = Kinds().openapi()
+    assert doc["info"]["title"] == "kinds" and "/model" in doc["paths"]
 
 
 def test_one_method_is_one_endpoint() -> None:

@@ -46,6 +46,7 @@ def handle(args: argparse.Namespace) -> int:
     """Print the job; returns the exit code."""
     from yurt.backends.nomad.jobspec import build_job, register_body
     from yurt.backends.nomad.naming import PayloadRef
+    from yurt.files.location import cluster_env
     from yurt.loader import load_app
     from yurt.packaging import pack, read_header
     from yurt.spec import build_spec
@@ -61,6 +62,7 @@ def handle(args: argparse.Namespace) -> int:
             sha256=header.sha256,
             token=TOKEN_PLACEHOLDER,
             revision=header.revision,
+            env=cluster_env(base, config.files.ttl, header.sha256),
         )
         owner = args.owner or config.router.owner
         job = build_job(

@@ -10,6 +10,9 @@ they differ only in how bytes go over the wire::
         for event in handle.iter_events(with_logs=True):
             print(event)
         handle.result()
+        with client.connect("default/draw") as rt:  # a @yurt.realtime endpoint
+            rt.send({"prompt": "hi"})
+            rt.recv()
 
 https with a private CA: pass ``ssl_context``, or set ``SSL_CERT_FILE``, which OpenSSL reads
 when the default context is made.
@@ -28,10 +31,12 @@ from yurt.client.protocol import (
     RequestFailed,
     Status,
 )
+from yurt.client.realtime import AsyncRealtimeConnection, RealtimeConnection, RealtimeError
 from yurt.client.sync import Client, RequestHandle
 
 __all__ = [
     "AsyncClient",
+    "AsyncRealtimeConnection",
     "AsyncRequestHandle",
     "CancelOutcome",
     "Client",
@@ -40,6 +45,8 @@ __all__ = [
     "InProgress",
     "Priority",
     "Queued",
+    "RealtimeConnection",
+    "RealtimeError",
     "RequestFailed",
     "RequestHandle",
     "Status",

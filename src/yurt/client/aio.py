@@ -7,7 +7,7 @@ import contextlib
 import inspect
 import os
 import ssl
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -46,9 +46,17 @@ from yurt.client.protocol import (
     upload_call,
     upload_target,
 )
+from yurt.client.realtime import (
+    REALTIME_PATH,
+    AsyncRealtimeConnection,
+    open_async,
+    realtime_url,
+    websocket_url,
+)
 
 if TYPE_CHECKING:
     import aiohttp
+    from websockets.asyncio.client import ClientConnection as AsyncWebSocket
 
 
 class AsyncClient:
@@ -133,6 +141,31 @@ class AsyncClient:
                 await _maybe_await(on_queue_update(status))
         return await handle.result()
 
+    @contextlib.asynccontextmanager
+    async def connect(
+        self,
+        app: str,
+        *,
+        path: str = REALTIME_PATH,
+        max_buffering: int | None = None,
+        headers: Mapping[str, str] | None = None,
+        encode_message: Callable[[Any], bytes] | None = None,
+        decode_message: Callable[[bytes], Any] | None = None,
+    ) -> AsyncIterator[AsyncRealtimeConnection]:
+        """The asyncio twin of ``Client.connect``:
+        ``async with client.connect("owner/app") as rt: await rt.send(...)``."""
+        url = realtime_url(self.url, app, path, max_buffering)
+        connection = await AsyncRealtimeConnection.open(
+            url,
+            {**self._headers, **(headers or {})},
+            timeout=self.timeout,
+            ssl_context=self._ssl,
+            encoder=encode_message,
+            decoder=decode_message,
+        )
+        async with connection:
+            yield connection
+
     async def upload(self, data: bytes, content_type: str, file_name: str | None = None) -> str:
         """Put ``data`` in the router's file store; its URL, to pass in a request body."""
         call = upload_call(self.url, data, len(data), content_type, file_name)
@@ -147,6 +180,20 @@ class AsyncClient:
         f = await asyncio.to_thread(open, path, "rb")
         with f:  # aiohttp reads it chunk by chunk, in a thread
             return decode_uploaded(await self.send(upload_call(self.url, f, size, kind, name)))
+
+    @contextlib.asynccontextmanager
+    async def ws_connect(
+        self, app: str, *, path: str = "", headers: Mapping[str, str] | None = None
+    ) -> AsyncIterator[AsyncWebSocket]:
+        """The asyncio twin of ``Client.ws_connect``."""
+        ws = await open_async(
+            websocket_url(self.url, app, path),
+            {**self._headers, **(headers or {})},
+            timeout=self.timeout,
+            ssl_context=self._ssl,
+        )
+        async with ws:
+            yield ws
 
     def get_handle(self, app: str, request_id: str) -> AsyncRequestHandle:
         """The handle of a request submitted earlier."""

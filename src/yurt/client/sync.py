@@ -11,7 +11,7 @@ import urllib.request
 from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from yurt.client.protocol import (
     DEFAULT_TIMEOUT,
@@ -47,6 +47,16 @@ from yurt.client.protocol import (
     upload_call,
     upload_target,
 )
+from yurt.client.realtime import (
+    REALTIME_PATH,
+    RealtimeConnection,
+    open_sync,
+    realtime_url,
+    websocket_url,
+)
+
+if TYPE_CHECKING:
+    from websockets.sync.client import ClientConnection as SyncWebSocket
 
 
 class Client:
@@ -68,7 +78,8 @@ class Client:
         self.url = base_url(url)
         self.timeout = timeout
         self._headers = common_headers(key)
-        https = urllib.request.HTTPSHandler(context=ssl_context or default_context(self.url))
+        self._ssl = ssl_context or default_context(self.url)
+        https = urllib.request.HTTPSHandler(context=self._ssl)
         # No proxy from the environment: the same as AsyncClient (aiohttp's trust_env=False).
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), https)
 
@@ -137,6 +148,36 @@ class Client:
                 on_queue_update(status)
         return handle.result()
 
+    @contextlib.contextmanager
+    def connect(
+        self,
+        app: str,
+        *,
+        path: str = REALTIME_PATH,
+        max_buffering: int | None = None,
+        headers: Mapping[str, str] | None = None,
+        encode_message: Callable[[Any], bytes] | None = None,
+        decode_message: Callable[[bytes], Any] | None = None,
+    ) -> Iterator[RealtimeConnection]:
+        """A session with ``app``'s realtime endpoint (``@yurt.realtime`` at ``path``), as
+        fal-client's ``realtime``: ``with client.connect("owner/app") as rt: rt.send(...)``.
+
+        ``max_buffering`` (1..60) asks the endpoint to keep at most that many unanswered
+        inputs, dropping the oldest. Opening raises ``RequestFailed`` (the router refused:
+        no such app or path, a bad key) or ``ConnectionFailed``.
+        """
+        url = realtime_url(self.url, app, path, max_buffering)
+        connection = RealtimeConnection.open(
+            url,
+            {**self._headers, **(headers or {})},
+            timeout=self.timeout,
+            ssl_context=self._ssl,
+            encoder=encode_message,
+            decoder=decode_message,
+        )
+        with connection:
+            yield connection
+
     def upload(self, data: bytes, content_type: str, file_name: str | None = None) -> str:
         """Put ``data`` in the router's file store; its URL, to pass in a request body."""
         call = upload_call(self.url, data, len(data), content_type, file_name)
@@ -148,6 +189,22 @@ class Client:
         name, kind, size = upload_target(path, content_type)
         with open(path, "rb") as f:
             return decode_uploaded(self.send(upload_call(self.url, f, size, kind, name)))
+
+    @contextlib.contextmanager
+    def ws_connect(
+        self, app: str, *, path: str = "", headers: Mapping[str, str] | None = None
+    ) -> Iterator[SyncWebSocket]:
+        """A plain websocket with ``app``'s endpoint at ``path`` (``is_websocket=True``), as
+        fal-client's ``ws_connect``: the ``websockets`` library's connection, yours to speak
+        on. Opening raises ``RequestFailed`` or ``ConnectionFailed`` as ``connect`` does."""
+        ws = open_sync(
+            websocket_url(self.url, app, path),
+            {**self._headers, **(headers or {})},
+            timeout=self.timeout,
+            ssl_context=self._ssl,
+        )
+        with ws:
+            yield ws
 
     def get_handle(self, app: str, request_id: str) -> RequestHandle:
         """The handle of a request submitted earlier."""

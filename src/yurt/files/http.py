@@ -24,7 +24,15 @@ from aiohttp import web
 
 from yurt.access import keys_required
 from yurt.config import FilesConfig, RouterConfig
-from yurt.files.location import FILES_PREFIX, UPLOAD_PATH, file_url, parse_path
+from yurt.files.location import (
+    FILES_PREFIX,
+    LIFECYCLE_HEADER,
+    PAYLOAD_HEADER,
+    UPLOAD_PATH,
+    file_url,
+    parse_path,
+    requested_ttl,
+)
 from yurt.files.store import BlobWriter, FileStore, StoredFile, clean_name
 from yurt.keys import KeyStore
 
@@ -32,6 +40,8 @@ log = structlog.get_logger("yurt.files")
 
 # ``None`` lets the request in; a response refuses it (401/403 with the reason).
 Authorize = Callable[[web.BaseRequest], Awaitable[web.StreamResponse | None]]
+# Whether a token is the payload token of a digest: ``(sha256, token) -> bool``.
+PayloadCheck = Callable[[str, str], bool]
 # fal-client's storage upload names the file in this header.
 FILE_NAME_HEADERS = ("x-fal-file-name", "x-yurt-file-name")
 
@@ -41,14 +51,22 @@ async def allow_all(request: web.BaseRequest) -> None:
     return None
 
 
-def key_check(keys: KeyStore, router: RouterConfig) -> Authorize:
+def key_check(
+    keys: KeyStore, router: RouterConfig, payload_token_ok: PayloadCheck | None = None
+) -> Authorize:
     """Uploads need a live API key when calls to private apps do: once the server has a key,
-    or beyond loopback unless it serves everyone (``--public``)."""
+    or beyond loopback unless it serves everyone (``--public``). A runner on a cluster shows
+    its payload's token instead (``Authorization: Bearer``, with ``X-Yurt-Payload-Sha256``)."""
 
     async def authorize(request: web.BaseRequest) -> web.StreamResponse | None:
         if not keys_required(router.host, keys.any(), router.public):
             return None
-        if keys.verify(request.headers.get("Authorization")) is not None:
+        authorization = request.headers.get("Authorization")
+        if keys.verify(authorization) is not None:
+            return None
+        sha256 = request.headers.get(PAYLOAD_HEADER, "")
+        scheme, _, token = (authorization or "").partition(" ")
+        if payload_token_ok and scheme.lower() == "bearer" and payload_token_ok(sha256, token):
             return None
         detail = (
             "uploads need an API key: send `Authorization: Key <id>:<secret>`; "
@@ -153,8 +171,9 @@ class FilesApi:
             return _closing(refused)
         content_type = request.headers.get("content-type") or "application/octet-stream"
         name = next((request.headers[h] for h in FILE_NAME_HEADERS if h in request.headers), "")
+        ttl = requested_ttl(self.config.ttl, request.headers.get(LIFECYCLE_HEADER))
         record = await asyncio.to_thread(
-            writer.commit, content_type, clean_name(name, "upload.bin"), self.config.ttl
+            writer.commit, content_type, clean_name(name, "upload.bin"), ttl
         )
         log.info("file_uploaded", size=record.file_size, content_type=content_type)
         body = json.dumps(describe(record, self.public_url(request))).encode()
@@ -208,10 +227,16 @@ class FilesApi:
 
 
 def build_files_api(
-    data_dir: Path, config: FilesConfig, router: RouterConfig, keys: KeyStore
+    data_dir: Path,
+    config: FilesConfig,
+    router: RouterConfig,
+    keys: KeyStore,
+    payload_token_ok: PayloadCheck | None = None,
 ) -> FilesApi:
-    """The file routes over the store in ``data_dir/files``, uploads checked against ``keys``."""
-    return FilesApi(FileStore(store_dir(data_dir)), config, router, key_check(keys, router))
+    """The file routes over the store in ``data_dir/files``; uploads checked against ``keys``
+    and runners' payload tokens."""
+    authorize = key_check(keys, router, payload_token_ok)
+    return FilesApi(FileStore(store_dir(data_dir)), config, router, authorize)
 
 
 def store_dir(data_dir: Path) -> Path:

@@ -9,6 +9,7 @@ is kept; empty: no expiry).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -19,6 +20,12 @@ from urllib.parse import quote, unquote, urlsplit
 FILES_DIR_ENV = "YURT_FILES_DIR"
 FILES_URL_ENV = "YURT_FILES_URL"
 FILES_TTL_ENV = "YURT_FILES_TTL"
+# A runner with no shared disk proves its uploads with its payload's token (``yurt.runner.fetch``
+# TOKEN_ENV) and the digest that token was made for.
+PAYLOAD_TOKEN_ENV = "YURT_PAYLOAD_TOKEN"
+PAYLOAD_SHA256_ENV = "YURT_PAYLOAD_SHA256"
+PAYLOAD_HEADER = "X-Yurt-Payload-Sha256"
+LIFECYCLE_HEADER = "X-Fal-Object-Lifecycle-Preference"
 
 # The route files are served under, below the router's public URL.
 FILES_PREFIX = "/files/"
@@ -67,12 +74,42 @@ def parse_path(path: str) -> str | None:
     return token
 
 
+def requested_ttl(ttl: float | None, preference: str | None) -> float | None:
+    """The lifetime of a file whose request asked ``preference`` (fal's
+    ``X-Fal-Object-Lifecycle-Preference``, ``{"expiration_duration_seconds": n}``): ``n`` when
+    shorter than the store's ``ttl``, else ``ttl`` (longer, or no expiry, is not granted: the
+    operator's lifetime is the longest). Pure."""
+    try:
+        asked = json.loads(preference)["expiration_duration_seconds"] if preference else None
+    except (ValueError, TypeError, KeyError):
+        asked = None
+    if isinstance(asked, bool) or not isinstance(asked, int | float) or asked <= 0:
+        return ttl
+    return float(asked) if ttl is None else min(float(asked), ttl)
+
+
 def location_env(directory: Path | None, public_url: str, ttl: float | None) -> dict[str, str]:
     """The variables that tell a runner where the store is (``from_environ`` reads them). Pure."""
     env = {FILES_URL_ENV: public_url.rstrip("/"), FILES_TTL_ENV: "" if ttl is None else f"{ttl:g}"}
     if directory is not None:
         env[FILES_DIR_ENV] = str(directory)
     return env
+
+
+def cluster_env(public_url: str, ttl: float | None, sha256: str) -> tuple[tuple[str, str], ...]:
+    """What a runner on a cluster (no shared disk) is told: the router's URL to upload to, the
+    lifetime, and the digest its payload token was made for. Pure."""
+    env = location_env(None, public_url, ttl) | {PAYLOAD_SHA256_ENV: sha256}
+    return tuple(sorted(env.items()))
+
+
+def upload_credentials(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The headers that prove a runner's upload (its payload token), when it has them."""
+    env = os.environ if environ is None else environ
+    token, sha256 = env.get(PAYLOAD_TOKEN_ENV), env.get(PAYLOAD_SHA256_ENV)
+    if not token or not sha256:
+        return {}
+    return {"Authorization": f"Bearer {token}", PAYLOAD_HEADER: sha256}
 
 
 def from_environ(environ: Mapping[str, str] | None = None) -> StoreLocation | None:

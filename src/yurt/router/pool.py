@@ -3,8 +3,10 @@
 The router forwards every request to a runner through this pool, so it sits on
 the hot path: it speaks raw HTTP/1.1 over ``asyncio.Protocol`` and parses the
 response with ``httptools`` (llhttp) instead of using a general-purpose client.
-Each request is written with a single ``transport.write`` and the response is
-buffered whole, which is what the router needs to forward it.
+Each request is written with a single ``transport.write``; the response is
+buffered whole, or, when the caller allows it and the upstream streams
+(chunked transfer-encoding, or ``text/event-stream``), handed over as soon as its
+head arrives, with a ``BodyStream`` that yields the body chunk by chunk.
 
 The pool never retries a request: a failure is reported as an
 :class:`UpstreamError` whose ``kind`` lets the caller decide, because only the
@@ -23,6 +25,7 @@ from typing import Literal, cast
 import httptools
 
 __all__ = [
+    "BodyStream",
     "ConnectionPool",
     "UpstreamError",
     "UpstreamErrorKind",
@@ -49,13 +52,58 @@ class UpstreamError(Exception):
         self.kind = kind
 
 
+class BodyStream:
+    """The body of a streamed response, chunk by chunk as the upstream sends it.
+
+    ``next`` returns the next chunk, ``None`` once the body is complete, or raises the
+    ``UpstreamError`` that cut it (the request's deadline covers the whole body). A reader that
+    stops early calls ``abandon``, which closes the connection: the upstream sees its caller go.
+    """
+
+    __slots__ = ("_chunks", "_conn", "_ended")
+
+    # Past this many unread chunks the connection stops reading until the reader catches up.
+    HIGH_WATER = 64
+
+    def __init__(self, conn: _Connection) -> None:
+        self._conn = conn
+        self._chunks: asyncio.Queue[bytes | UpstreamError | None] = asyncio.Queue()
+        self._ended = False
+
+    def feed(self, item: bytes | UpstreamError | None) -> None:
+        """From the connection: a chunk, the end (``None``), or the error that cut it."""
+        self._chunks.put_nowait(item)
+        if self._chunks.qsize() > self.HIGH_WATER:
+            self._conn.transport.pause_reading()
+
+    async def next(self) -> bytes | None:
+        """The next chunk; ``None`` at the end. Raises ``UpstreamError``."""
+        item = await self._chunks.get()
+        if self._chunks.qsize() <= self.HIGH_WATER // 2 and not self._conn.transport.is_closing():
+            self._conn.transport.resume_reading()
+        if isinstance(item, UpstreamError):
+            self._ended = True
+            raise item
+        if item is None:
+            self._ended = True
+        return item
+
+    def abandon(self) -> None:
+        """The reader stops before the end: close the connection."""
+        if not self._ended:
+            self._ended = True
+            self._conn.abandon_stream(self)
+
+
 @dataclass(slots=True)
 class UpstreamResponse:
-    """A complete upstream response with hop-by-hop headers removed."""
+    """An upstream response with hop-by-hop headers removed: its body whole, or (``stream``
+    set, ``body`` empty) still arriving."""
 
     status: int
     headers: list[tuple[bytes, bytes]]
     body: bytes
+    stream: BodyStream | None = None
 
 
 class _ProtocolViolation(Exception):
@@ -77,9 +125,12 @@ class _Connection(asyncio.Protocol):
         "_keep_alive",
         "_lost",
         "_lost_waiter",
+        "_may_stream",
         "_parser",
         "_pool",
         "_status",
+        "_stream",
+        "_streams",
         "_timer",
         "_waiter",
         "loop",
@@ -106,6 +157,9 @@ class _Connection(asyncio.Protocol):
         self._body: list[bytes] = []
         self._headers_done = False
         self._framed = False
+        self._may_stream = False  # the caller takes a streamed body
+        self._streams = False  # this response streams (chunked, or an event stream)
+        self._stream: BodyStream | None = None  # the body being streamed to the caller
 
     # -- asyncio.Protocol -------------------------------------------------
 
@@ -119,7 +173,7 @@ class _Connection(asyncio.Protocol):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def data_received(self, data: bytes) -> None:
-        if self._waiter is None:
+        if self._waiter is None and self._stream is None:
             # Nothing was asked on this connection, so the stream can no longer
             # be trusted to line up with our next request.
             self.transport.abort()
@@ -161,13 +215,18 @@ class _Connection(asyncio.Protocol):
         self._body = []
         self._headers_done = False
         self._framed = False
+        self._streams = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
         lname = name.lower()
         if lname in _HOP_BY_HOP:
             if lname in _FRAMING:
                 self._framed = True
+                if lname == b"transfer-encoding" and b"chunked" in value.lower():
+                    self._streams = True
             return
+        if lname == b"content-type" and value.lower().startswith(b"text/event-stream"):
+            self._streams = True
         self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -181,10 +240,24 @@ class _Connection(asyncio.Protocol):
             # _release if the connection is kept.
             self._keep_alive = self._parser.should_keep_alive()
             self._complete()
+        elif self._may_stream and self._streams and self._status >= 200 and self._framed:
+            self._begin_stream()
+
+    def _begin_stream(self) -> None:
+        """Hand the head over now, and the body as it comes."""
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return
+        self._stream = stream = BodyStream(self)
+        waiter.set_result(UpstreamResponse(self._status, self._headers, b"", stream))
+        self._headers = []
 
     def on_body(self, body: bytes) -> None:
         if self._done:
             raise _ProtocolViolation("body bytes in a response to HEAD")
+        if self._stream is not None:
+            self._stream.feed(body)
+            return
         self._body.append(body)
 
     def on_message_complete(self) -> None:
@@ -199,12 +272,17 @@ class _Connection(asyncio.Protocol):
 
     # -- request lifecycle ------------------------------------------------
 
-    def begin(self, head: bool, timeout: float | None) -> asyncio.Future[UpstreamResponse]:
+    def begin(
+        self, head: bool, timeout: float | None, stream: bool = False
+    ) -> asyncio.Future[UpstreamResponse]:
         """Arm the connection for one request and return its response future, failed with a
-        timeout ``UpstreamError`` if no response is complete within ``timeout`` seconds."""
+        timeout ``UpstreamError`` if no response is complete within ``timeout`` seconds (a
+        streamed body: its stream fails)."""
         waiter: asyncio.Future[UpstreamResponse] = self.loop.create_future()
         self._waiter = waiter
         self._head = head
+        self._may_stream = stream
+        self._stream = None
         self._done = False
         if timeout is not None:
             self._timer = self.loop.call_later(timeout, self.expire, waiter)
@@ -220,6 +298,9 @@ class _Connection(asyncio.Protocol):
         waiter = self._waiter
         self._waiter = None
         self._done = True
+        if (stream := self._stream) is not None:
+            stream.feed(None)
+            return
         if waiter is None or waiter.done():
             # The caller gave up (cancelled); treat the connection as dirty.
             self._keep_alive = False
@@ -238,11 +319,15 @@ class _Connection(asyncio.Protocol):
             return
         self._waiter = None
         self._keep_alive = False
-        if not waiter.done():
+        if (stream := self._stream) is not None:
+            self._stream = None
+            stream.feed(UpstreamError(kind, message))
+        elif not waiter.done():
             waiter.set_exception(UpstreamError(kind, message))
 
     def _release(self) -> None:
         """Return the connection to the pool after a complete response, or close it."""
+        self._stream = None
         pool = self._pool
         if (
             self._keep_alive
@@ -269,6 +354,14 @@ class _Connection(asyncio.Protocol):
     def abandon(self, waiter: asyncio.Future[UpstreamResponse]) -> None:
         """Drop the connection if ``waiter`` was still pending when the caller left."""
         if self._waiter is waiter:
+            self._waiter = None
+            self._disarm()
+            self.transport.abort()
+
+    def abandon_stream(self, stream: BodyStream) -> None:
+        """Drop the connection whose streamed body ``stream`` is no longer read."""
+        if self._stream is stream:
+            self._stream = None
             self._waiter = None
             self._disarm()
             self.transport.abort()
@@ -345,6 +438,8 @@ class ConnectionPool:
         body: bytes,
         # A per-call deadline that is cheaper than asyncio.timeout on the hot path.
         timeout: float | None,
+        *,
+        stream: bool = False,
     ) -> UpstreamResponse:
         """Send one request and return the complete response.
 
@@ -353,14 +448,15 @@ class ConnectionPool:
         (not the connect, which ``connect_timeout`` bounds); ``None`` waits
         forever. Raises :class:`UpstreamError`; the request is never retried,
         not even when a reused idle connection turns out to have been closed
-        by the server (kind ``"disconnected"``).
+        by the server (kind ``"disconnected"``). ``stream``: a streamed response
+        comes back at its head, with its ``stream`` to read the body from.
         """
         if self._closed:
             raise UpstreamError("connect_error", "connection pool is closed")
         conn = self._take_idle()
         if conn is None:
             conn = await self._connect()
-        waiter = self._send(conn, method, target, headers, body, timeout)
+        waiter = self._send(conn, method, target, headers, body, timeout, stream)
         try:
             return await waiter
         except asyncio.CancelledError:
@@ -399,13 +495,14 @@ class ConnectionPool:
         headers: Sequence[tuple[bytes, bytes]],
         body: bytes,
         timeout: float | None,
+        stream: bool = False,
     ) -> asyncio.Future[UpstreamResponse]:
         parts = [method, b" ", target, self._request_tail, b"%d\r\n" % len(body)]
         for name, value in headers:
             parts += (name, b": ", value, b"\r\n")
         parts.append(b"\r\n")
         parts.append(body)
-        waiter = conn.begin(method == b"HEAD", timeout)
+        waiter = conn.begin(method == b"HEAD", timeout, stream)
         conn.transport.write(b"".join(parts))
         return waiter
 

@@ -12,6 +12,7 @@ that, the caller gets a 403, as ASGI servers answer.
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -28,6 +29,8 @@ ASGIApp = Callable[
 # Headers aiohttp writes itself from the body it is given.
 _FRAMING = frozenset({b"content-length", b"transfer-encoding"})
 _ASGI = {"version": "3.0", "spec_version": "2.4"}
+# Apps still running after their reply went out (background tasks), kept from collection.
+_after_reply: set[asyncio.Future[None]] = set()
 
 
 def scope_for(request: web.BaseRequest, kind: str) -> dict[str, Any]:
@@ -65,7 +68,8 @@ class HttpExchange:
         self.headers: list[tuple[str, str]] = []
         self.stream: web.StreamResponse | None = None  # once the reply went out in pieces
         self.single: web.Response | None = None
-        self.done = asyncio.Event()  # the reply is complete: receive() then says disconnect
+        # Resolved once the reply is complete: receive() then says disconnect.
+        self.replied: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.body_read = False
 
     def began(self) -> web.StreamResponse | None:
@@ -73,18 +77,38 @@ class HttpExchange:
         return self.stream
 
     async def run(self) -> web.StreamResponse:
+        # The app may go on after its reply is complete: FastAPI runs an endpoint's
+        # BackgroundTasks then, and the caller must not wait for them.
+        call = asyncio.ensure_future(self._call())
         try:
-            await self.app(scope_for(self.request, "http"), self.receive, self.send)
-        except Exception:
-            if self.single is None and self.stream is None:
-                raise
-            # Starlette re-raises an error it already answered (its ServerErrorMiddleware).
-            log.debug("asgi_app_raised_after_reply", exc_info=True)
+            await asyncio.wait((call, self.replied), return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            call.cancel()
+            raise
+        if call.done():
+            call.result()  # what the app raised before any reply
+        else:
+            _after_reply.add(call)
+            call.add_done_callback(_after_reply.discard)
         if self.single is not None:
             return self.single
         if self.stream is None:
             raise RuntimeError("the ASGI app returned without a reply")
         return self.stream
+
+    async def _call(self) -> None:
+        try:
+            await self.app(scope_for(self.request, "http"), self.receive, self.send)
+        except Exception as exc:
+            if self.stream is None and not self.replied.done():
+                raise  # nothing was sent: the runner answers for the app
+            if _is_disconnect(exc):
+                log.info("stream_caller_gone", path=self.request.path)
+                return
+            # Starlette re-raises an unhandled error after its handler answered it (its
+            # ServerErrorMiddleware), and a background task may fail after the reply: the
+            # traceback belongs in the runner's log.
+            log.exception("endpoint_failed", path=self.request.path)
 
     async def receive(self) -> Message:
         if not self.body_read:
@@ -93,7 +117,7 @@ class HttpExchange:
             self.body_read = content.at_eof()
             return {"type": "http.request", "body": chunk, "more_body": not self.body_read}
         # After the body, the next message is the end of the exchange.
-        await self.done.wait()
+        await asyncio.shield(self.replied)
         return {"type": "http.disconnect"}
 
     async def send(self, message: Message) -> None:
@@ -112,7 +136,7 @@ class HttpExchange:
         if self.stream is None and not more:
             self.single = web.Response(status=self.status, body=body)
             self._headers_onto(self.single)
-            self.done.set()
+            self.replied.set_result(None)
             return
         if self.stream is None:
             self.stream = web.StreamResponse(status=self.status)
@@ -123,11 +147,20 @@ class HttpExchange:
             await self.stream.write(body)
         if not more:
             await self.stream.write_eof()
-            self.done.set()
+            self.replied.set_result(None)
 
     def _headers_onto(self, response: web.StreamResponse) -> None:
         for name, value in self.headers:
             response.headers.add(name, value)
+
+
+def _is_disconnect(exc: Exception) -> bool:
+    """Whether ``exc`` says the caller went away mid-reply (a failed write, or starlette's
+    ``ClientDisconnect`` made of one)."""
+    requests = sys.modules.get("starlette.requests")
+    return isinstance(exc, OSError) or (
+        requests is not None and isinstance(exc, requests.ClientDisconnect)
+    )
 
 
 class WebSocketExchange:

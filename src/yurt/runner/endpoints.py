@@ -25,6 +25,7 @@ from yurt.runner.invoke import (
     call,
     error_response,
     exception_response,
+    is_deliberate,
     is_stream,
     stream_generator,
     to_response,
@@ -90,10 +91,11 @@ class Calls:
             log.error("endpoint_failed", request_id=active.request_id, path=request.path)
             return error_response(500, "endpoint_error", detail)
         except Exception as exc:
+            if not is_deliberate(exc):  # a failure, not an answer: its traceback is logged
+                log.exception("endpoint_failed", request_id=active.request_id, path=request.path)
             chosen = exception_response(exc)
             if chosen is not None:
                 return chosen
-            log.exception("endpoint_failed", request_id=active.request_id, path=request.path)
             return error_response(500, "endpoint_error", f"{type(exc).__name__}: {exc}")
 
     async def asgi_call(

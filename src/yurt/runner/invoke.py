@@ -166,6 +166,15 @@ def exception_response(exc: BaseException) -> web.Response | None:
     return None
 
 
+def is_deliberate(exc: BaseException) -> bool:
+    """Whether an endpoint raised ``exc`` to choose its answer (fal's exceptions, FastAPI's
+    ``HTTPException``) rather than failing."""
+    if isinstance(exc, AppException | FieldException | RequestCancelledException):
+        return True
+    starlette = sys.modules.get("starlette.exceptions")
+    return starlette is not None and isinstance(exc, starlette.HTTPException)
+
+
 def is_stream(result: object) -> bool:
     """Whether an endpoint's return is sent in pieces: a generator, or a starlette
     ``Response`` (run as the ASGI app it is)."""

@@ -316,10 +316,15 @@ class RunnerServer:
         path = request.path
         allowed = sorted(self.spec.paths | set(cancel_paths(self.spec)))
         if path in allowed:
-            response = error_response(
-                405, "method_not_allowed", f"{request.method} {path}: endpoints take POST"
+            sockets = {ep.path for ep in self.spec.endpoints if ep.is_websocket}
+            takes = "GET" if path in sockets else "POST"
+            what = (
+                "a websocket endpoint takes GET with an upgrade"
+                if takes == "GET"
+                else ("endpoints take POST")
             )
-            response.headers["allow"] = "POST"
+            response = error_response(405, "method_not_allowed", f"{request.method} {path}: {what}")
+            response.headers["allow"] = takes
             return response
         return error_response(
             404, "not_found", f"no route for {request.method} {path}; this runner serves {allowed}"

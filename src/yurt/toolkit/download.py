@@ -20,8 +20,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from email.message import Message
 from pathlib import Path, PurePath
@@ -32,6 +30,7 @@ from yurt.appdata import APP_DATA_ENV
 from yurt.files.location import from_environ
 from yurt.files.store import CHUNK, FileStore, clean_name
 from yurt.toolkit.errors import DownloadError
+from yurt.toolkit.fetch import open_url
 
 MB = 1024 * 1024
 # Marks a weights directory whose file arrived whole.
@@ -66,17 +65,6 @@ def cache_lock(path: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
-
-
-def _open(url: str, headers: dict[str, str]) -> IO[bytes]:
-    request = urllib.request.Request(url, headers={"User-Agent": "yurt", **headers})
-    try:
-        resp: IO[bytes] = urllib.request.urlopen(request, timeout=60)
-        return resp
-    except urllib.error.HTTPError as exc:
-        raise DownloadError(f"Failed to download {url}: HTTP {exc.code} {exc.reason}") from exc
-    except (OSError, ValueError) as exc:
-        raise DownloadError(f"Failed to download {url}: {exc}") from exc
 
 
 def _name_from(url: str, headers: Message | None) -> str:
@@ -141,7 +129,7 @@ def fetch_to(
             with blob.open("rb") as src:
                 shutil.copyfileobj(src, dst, CHUNK)
             return name, size
-        with _open(url, headers or {}) as resp:
+        with open_url(url, headers or {}) as resp:
             return _name_from(url, getattr(resp, "headers", None)), _copy(resp, dst, limit, url)
 
 
@@ -226,11 +214,10 @@ def _resume(url: str, partial: Path, headers: dict[str, str]) -> str:
     have = partial.stat().st_size if partial.exists() else 0
     ask = {**headers, "Range": f"bytes={have}-"} if have else headers
     try:
-        resp = _open(url, ask)
+        resp = open_url(url, ask)
     except DownloadError as exc:
-        cause = exc.__cause__
-        if have and isinstance(cause, urllib.error.HTTPError) and cause.code == 416:
-            return _name_from(url, cause.headers)  # it was all there already
+        if have and getattr(exc, "status", None) == 416:
+            return _name_from(url, getattr(exc, "headers", None))  # it was all there already
         raise
     with resp:
         status = getattr(resp, "status", 200)

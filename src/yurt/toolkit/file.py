@@ -95,7 +95,7 @@ class File(BaseModel):
     ) -> File:
         """Keep ``data`` in the file store (``repository="in_memory"``: a ``data:`` URI)."""
         fdata = FileData(data, content_type, file_name)
-        url = save_bytes(fdata, chain(repository, fallback_repository))
+        url = save_bytes(fdata, chain(repository, fallback_repository), request)
         return cls(
             url=url,
             content_type=fdata.content_type,
@@ -124,7 +124,8 @@ class File(BaseModel):
         content_type = (
             content_type or mimetypes.guess_type(file_path.name)[0] or "application/octet-stream"
         )
-        url, data = save_path(file_path, content_type, chain(repository, fallback_repository))
+        repos = chain(repository, fallback_repository)
+        url, data = save_path(file_path, content_type, repos, request)
         return cls(
             url=url,
             file_data=data,

@@ -91,6 +91,7 @@ class Image(File):
             file_name=file_name,
             repository=repository,
             fallback_repository=fallback_repository,
+            request=request,
         )
         assert isinstance(obj, Image)
         obj.width = size.width if size else None
@@ -129,6 +130,7 @@ class Image(File):
             file_name,
             repository,
             fallback_repository,
+            request,
         )
 
     def to_pil(self, mode: str = "RGB") -> PILImage.Image:

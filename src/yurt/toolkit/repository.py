@@ -20,7 +20,15 @@ import uuid
 from pathlib import Path
 from typing import Any, Literal
 
-from yurt.files.location import UPLOAD_PATH, StoreLocation, from_environ
+from yurt.app import CURRENT_REQUEST
+from yurt.files.location import (
+    LIFECYCLE_HEADER,
+    UPLOAD_PATH,
+    StoreLocation,
+    from_environ,
+    requested_ttl,
+    upload_credentials,
+)
 from yurt.files.store import FileStore, clean_name
 from yurt.toolkit.errors import FileUploadException
 
@@ -93,17 +101,39 @@ def _check_id(repo: str) -> None:
     raise ValueError(f'"{repo}" is not a valid built-in file repository')
 
 
-def save_bytes(fdata: FileData, repos: list[RepositoryId | FileRepository]) -> str:
+def preference(request: Any = None) -> str | None:
+    """The lifetime a request asks for its files (fal's ``X-Fal-Object-Lifecycle-Preference``):
+    of ``request`` (anything with ``headers``, e.g. fal's FastAPI ``Request``), else of the
+    request the endpoint is serving."""
+    headers = getattr(request, "headers", None)
+    if headers is None and (current := CURRENT_REQUEST.get()) is not None:
+        headers = current.headers
+    if headers is None:
+        return None
+    found = headers.get(LIFECYCLE_HEADER) or headers.get(LIFECYCLE_HEADER.lower())
+    return str(found) if found else None
+
+
+def lifetime(ttl: float | None, request: Any = None) -> float | None:
+    """How long a file saved now lives (``requested_ttl``)."""
+    return requested_ttl(ttl, preference(request))
+
+
+def save_bytes(
+    fdata: FileData, repos: list[RepositoryId | FileRepository], request: Any = None
+) -> str:
     """Keep ``fdata`` in the first repository that takes it; its URL."""
-    url: str = _first(repos, lambda r: _save_bytes_in(r, fdata))
+    url: str = _first(repos, lambda r: _save_bytes_in(r, fdata, request))
     return url
 
 
 def save_path(
-    path: Path, content_type: str, repos: list[RepositoryId | FileRepository]
+    path: Path, content_type: str, repos: list[RepositoryId | FileRepository], request: Any = None
 ) -> tuple[str, bytes | None]:
     """Keep the file at ``path``; its URL, and its bytes when they were read whole."""
-    saved: tuple[str, bytes | None] = _first(repos, lambda r: _save_path_in(r, path, content_type))
+    saved: tuple[str, bytes | None] = _first(
+        repos, lambda r: _save_path_in(r, path, content_type, request)
+    )
     return saved
 
 
@@ -118,7 +148,7 @@ def _first(repos: list[RepositoryId | FileRepository], attempt: Any) -> Any:
     raise ValueError("no repository to save to")
 
 
-def _save_bytes_in(repo: RepositoryId | FileRepository, fdata: FileData) -> str:
+def _save_bytes_in(repo: RepositoryId | FileRepository, fdata: FileData, request: Any) -> str:
     if isinstance(repo, FileRepository):
         return repo.save(fdata)
     if repo == "in_memory":
@@ -126,14 +156,14 @@ def _save_bytes_in(repo: RepositoryId | FileRepository, fdata: FileData) -> str:
     where = store_location()
     if where.directory is not None:
         record = FileStore(where.directory).put_bytes(
-            fdata.data, fdata.content_type, fdata.file_name, where.ttl
+            fdata.data, fdata.content_type, fdata.file_name, lifetime(where.ttl, request)
         )
         return where.url(record.token, record.file_name)
-    return _post(where, fdata.data, fdata.content_type, fdata.file_name)
+    return _post(where, fdata.data, fdata.content_type, fdata.file_name, None, request)
 
 
 def _save_path_in(
-    repo: RepositoryId | FileRepository, path: Path, content_type: str
+    repo: RepositoryId | FileRepository, path: Path, content_type: str, request: Any
 ) -> tuple[str, bytes | None]:
     if isinstance(repo, FileRepository):
         return repo.save_file(path, content_type), None
@@ -142,10 +172,11 @@ def _save_path_in(
         return data_uri(data, content_type), data
     where = store_location()
     if where.directory is not None:
-        record = FileStore(where.directory).put_path(path, content_type, path.name, where.ttl)
+        ttl = lifetime(where.ttl, request)
+        record = FileStore(where.directory).put_path(path, content_type, path.name, ttl)
         return where.url(record.token, record.file_name), None
     with path.open("rb") as f:
-        return _post(where, f, content_type, path.name, path.stat().st_size), None
+        return _post(where, f, content_type, path.name, path.stat().st_size, request), None
 
 
 def store_location() -> StoreLocation:
@@ -160,10 +191,18 @@ def store_location() -> StoreLocation:
 
 
 def _post(
-    where: StoreLocation, body: Any, content_type: str, name: str, size: int | None = None
+    where: StoreLocation,
+    body: Any,
+    content_type: str,
+    name: str,
+    size: int | None = None,
+    request: Any = None,
 ) -> str:
     """Upload through the router's ``POST /files/upload``, the body streamed from a file."""
     headers = {"Content-Type": content_type, "X-Fal-File-Name": clean_name(name)}
+    headers |= upload_credentials()
+    if (asked := preference(request)) is not None:
+        headers[LIFECYCLE_HEADER] = asked
     if size is not None:
         headers["Content-Length"] = str(size)
     request = urllib.request.Request(

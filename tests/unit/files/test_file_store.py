@@ -5,7 +5,14 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from yurt.files.location import file_url, from_environ, location_env, parse_path, token_of
+from yurt.files.location import (
+    file_url,
+    from_environ,
+    location_env,
+    parse_path,
+    requested_ttl,
+    token_of,
+)
 from yurt.files.store import FileStore, clean_name
 
 
@@ -93,3 +100,14 @@ def test_runner_variables_round_trip(tmp_path: Path) -> None:
     assert from_environ({}) is None
     no_ttl = from_environ(location_env(None, "http://h:1", None))
     assert no_ttl is not None and no_ttl.ttl is None and no_ttl.directory is None
+
+
+def test_a_request_may_shorten_a_files_lifetime_not_lengthen_it() -> None:
+    """fal's lifecycle preference is granted up to the store's ttl; nonsense is ignored."""
+    ask = '{{"expiration_duration_seconds": {}}}'.format
+    assert requested_ttl(600.0, ask(60)) == 60.0
+    assert requested_ttl(600.0, ask(6000)) == 600.0
+    assert requested_ttl(600.0, ask("null")) == 600.0
+    assert requested_ttl(None, ask(60)) == 60.0
+    for bad in (None, "", "{", "[]", ask(-1), ask("true"), ask('"60"')):
+        assert requested_ttl(600.0, bad) == 600.0

@@ -157,3 +157,15 @@ def test_toolkit_imports_neither_pillow_nor_numpy() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
     assert yurt.toolkit.File is File
+
+
+def test_which_addresses_downloads_refuse() -> None:
+    """Loopback, private, link-local (cloud metadata), shared and mapped ones; not public."""
+    from yurt.toolkit.fetch import refused_address
+
+    for local in ("127.0.0.1", "10.1.2.3", "192.168.0.1", "169.254.169.254", "100.64.0.1"):
+        assert refused_address(local), local
+    for local in ("::1", "fe80::1%eth0", "::ffff:127.0.0.1", "fd00::1", "0.0.0.0"):
+        assert refused_address(local), local
+    for public in ("8.8.8.8", "1.1.1.1", "2606:4700:4700::1111"):
+        assert not refused_address(public), public

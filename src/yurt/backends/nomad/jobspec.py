@@ -464,7 +464,7 @@ def _task(
     # What the runner needs and nothing of the server's (no NomadConfig.token): user code
     # runs in the task, and anyone allowed to read the job reads its Env. The payload token
     # and the secrets come from the job's Variable, through the template.
-    env = {"PYTHONUNBUFFERED": "1"}
+    env = {"PYTHONUNBUFFERED": "1", **dict(payload.env)}
     task: dict[str, Any] = {"Name": TASK, "Driver": config.driver}
     if config.user is not None:
         # raw_exec's executor runs the command as Task.User (drivers/rawexec/driver.go:436);

@@ -76,3 +76,5 @@ class PayloadRef:
     sha256: str  # digest the runner checks before unpickling a byte
     token: str  # bearer token for this revision only
     revision: str  # the first 12 hex digits of sha256
+    # More variables for the runner (where the file store is: ``yurt.files.location``).
+    env: tuple[tuple[str, str], ...] = ()

@@ -29,6 +29,8 @@ from yurt.config import (
 )
 from yurt.platform import Platform
 
+from faces import front
+
 # Generous: these tests must hold on a loaded 2-core machine.
 DEADLINE = 60.0
 
@@ -91,14 +93,21 @@ async def wait_until(
 class Served:
     """A running platform with one app, and an HTTP session to call it."""
 
-    def __init__(self, platform: Platform, app_id: str, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self,
+        platform: Platform,
+        app_id: str,
+        session: aiohttp.ClientSession,
+        base: str | None = None,
+    ) -> None:
         self.platform = platform
         self.app_id = app_id
         self.session = session
+        self.base = base or platform.url  # where calls go: the router, or a relay to a face
 
     @property
     def url(self) -> str:
-        return f"{self.platform.url}/{self.app_id}"
+        return f"{self.base}/{self.app_id}"
 
     async def post(self, path: str = "", json: Any = None, **kw: Any) -> tuple[int, Any, Any]:
         """POST and return (status, decoded JSON or text, headers)."""
@@ -114,7 +123,7 @@ class Served:
         self, path: str = "", json: Any = None, query: str = "", **kw: Any
     ) -> dict[str, Any]:
         """Submit to the queue; returns the submit reply (request_id and URLs)."""
-        url = f"{self.platform.url}/queue/{self.app_id}{path}" + (f"?{query}" if query else "")
+        url = f"{self.base}/queue/{self.app_id}{path}" + (f"?{query}" if query else "")
         async with self.session.post(url, json=json, **kw) as resp:
             assert resp.status == 200, await resp.text()
             assert resp.headers["x-fal-request-id"]
@@ -155,15 +164,26 @@ class Served:
 
 @asynccontextmanager
 async def served(
-    cls: type[App], data_dir: Path, queue: QueueConfig | None = None, **router: Any
+    cls: type[App],
+    data_dir: Path,
+    queue: QueueConfig | None = None,
+    face: str = "fast",
+    **router: Any,
 ) -> AsyncIterator[Served]:
-    """Serve ``cls`` on a fast-configured platform; stops every runner on exit."""
+    """Serve ``cls`` on a fast-configured platform; stops every runner on exit.
+
+    ``face``: "handed" sends every call through a connection the router handed over to its
+    aiohttp face (``faces.py``), "fast" straight to the router.
+    """
     platform = Platform(fast_config(data_dir, queue, **router))
     await platform.start()
     try:
         app_id = await platform.add_app(cls)
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=DEADLINE)) as s:
-            yield Served(platform, app_id, s)
+        async with (
+            front(platform.url, face) as base,
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=DEADLINE)) as s,
+        ):
+            yield Served(platform, app_id, s, base)
     finally:
         await platform.stop()
 

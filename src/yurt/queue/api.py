@@ -23,7 +23,6 @@ import asyncio
 import json
 import re
 from collections.abc import AsyncGenerator, Sequence
-from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
@@ -33,6 +32,7 @@ from yurt.queue.destinations import DestinationPolicy
 from yurt.queue.model import Header, Job, State
 from yurt.queue.routing import RoutingError, parse_routing
 from yurt.queue.store import Record, without_credentials
+from yurt.router.core import Answer, QueueCall, Stream
 from yurt.router.http import (
     JSON_TYPE,
     Reply,
@@ -57,26 +57,6 @@ SSE_HEADERS: list[Header] = [
 ]
 
 
-@dataclass(slots=True)
-class QueueCall:
-    """One request to the queue, whichever face read it."""
-
-    method: bytes
-    path: str  # decoded, starting with /queue/
-    query: str  # raw, as sent
-    headers: Sequence[Header]
-    body: bytes
-    base: str  # scheme://host the request came to, for the URLs handed back
-
-
-@dataclass(slots=True)
-class EventStream:
-    """A status stream to send: ``chunks`` yields each chunk and whether it is the last."""
-
-    request_id: str
-    chunks: AsyncGenerator[tuple[bytes, bool], None]
-
-
 class QueueApi:
     """Serves ``/queue/...``: submissions, statuses, results and cancellations."""
 
@@ -93,7 +73,7 @@ class QueueApi:
         self.closing = True
         self.engine.close()
 
-    async def serve(self, call: QueueCall) -> tuple[Reply, str] | EventStream:
+    async def serve(self, call: QueueCall) -> Answer:
         """The reply and the request id it concerns, or a status stream to send."""
         path = call.path[len(PREFIX) :]
         if call.method == b"POST":
@@ -135,7 +115,9 @@ class QueueApi:
             done = body["status"] == State.COMPLETED.value
             return json_reply(body, 200 if done else 202), request_id
         if call.method == b"GET" and tail == ["status", "stream"]:
-            return EventStream(request_id, self._events(request_id, call.base, logs))
+            return Stream(
+                request_id, self._events(request_id, call.base, logs), headers=SSE_HEADERS
+            )
         if call.method == b"PUT" and tail == ["cancel"]:
             outcome = self.engine.cancel(request_id)
             code = {"CANCELLATION_REQUESTED": 202, "ALREADY_COMPLETED": 400}.get(outcome, 404)

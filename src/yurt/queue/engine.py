@@ -315,6 +315,18 @@ class QueueEngine:
         """How many requests start before ``job``."""
         return self.backlogs[job.app_id].position(job)
 
+    def depth(self, app_id: str) -> tuple[int, int] | None:
+        """How many of the app's requests are queued and how many run; None: not served."""
+        backlog = self.backlogs.get(app_id)
+        if backlog is None:
+            return None
+        running = sum(
+            1
+            for job in self.jobs.values()
+            if job.app_id == app_id and job.state is State.IN_PROGRESS
+        )
+        return len(backlog), running
+
     def record(self, request_id: str) -> Job | Record | None:
         """The live job, else the completed record (recent ones from memory), else None."""
         return (

@@ -6,10 +6,12 @@ from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from yurt.queue.model import Priority, Routing
+from yurt.router.options import TIMEOUT, RoutingError, parse_start_timeout
+
+__all__ = ["TIMEOUT", "RoutingError", "parse_routing", "parse_start_timeout"]
 
 # Each option is read from the fal header or its x-yurt- twin.
 PRIORITY = ("x-fal-queue-priority", "x-yurt-queue-priority")
-TIMEOUT = ("x-fal-request-timeout", "x-yurt-request-timeout")
 HINT = ("x-fal-runner-hint", "x-yurt-runner-hint")
 NO_RETRY = ("x-fal-no-retry", "x-yurt-no-retry")
 WEBHOOK = ("fal_webhook", "yurt_webhook")
@@ -19,36 +21,12 @@ _TRUE = frozenset({"1", "true", "yes"})
 _FALSE = frozenset({"0", "false", "no", ""})
 
 
-class RoutingError(ValueError):
-    """One option was malformed; ``loc`` names where, as in a 422 ``detail`` entry."""
-
-    def __init__(self, loc: tuple[str, str], msg: str) -> None:
-        super().__init__(f"{loc[1]}: {msg}")
-        self.loc = loc
-        self.msg = msg
-
-    def detail(self) -> list[dict[str, object]]:
-        """The 422 body's ``detail`` list, shaped as pydantic's."""
-        return [{"loc": list(self.loc), "msg": self.msg, "type": "value_error"}]
-
-
 def _first(source: Mapping[str, str], names: tuple[str, ...]) -> tuple[str, str] | None:
     for name in names:
         value = source.get(name)
         if value is not None:
             return name, value.strip()
     return None
-
-
-def parse_start_timeout(name: str, value: str) -> float:
-    """``X-Fal-Request-Timeout``: seconds, positive and finite; raises ``RoutingError``."""
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = -1.0
-    if not 0 < seconds < float("inf"):
-        raise RoutingError(("header", name), f"must be a positive number of seconds, not {value!r}")
-    return seconds
 
 
 def parse_routing(headers: Mapping[str, str], query: Mapping[str, str]) -> Routing:

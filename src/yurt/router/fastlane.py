@@ -1,11 +1,11 @@
-"""The router's fast lane: sync runs and the queue served from ``asyncio.Protocol`` + httptools.
+"""The router's fast lane: app and queue requests framed with ``asyncio.Protocol`` + httptools.
 
 Sync runs and queue requests are the hot paths. aiohttp's server costs about as much CPU per
-request as the rest of the router together, so requests that are ``POST /{owner}/{app}[/path]``
-or go to ``/queue/`` are parsed here with httptools (llhttp) and answered with one
-``transport.write`` (a status stream: one per event). Anything else (yurt's own routes, other
-methods, upgrades) goes to the aiohttp face: the connection is handed over whole, with the bytes
-of the request read so far, and stays there.
+request as the rest of the router together, so requests to an app or to ``/queue/`` are parsed
+here with httptools (llhttp), handed to the request core (``core.py``) and answered with one
+``transport.write`` (a stream: one per chunk). yurt's own routes under ``/_yurt/`` go to the
+aiohttp face: the connection is handed over whole, with the bytes of the request read so far,
+and stays there.
 
 The hand-over needs the exact bytes of the request, which we have when the request began at the
 start of a read. A request pipelined behind another in the same read (HTTP/1.1 pipelining,
@@ -26,26 +26,16 @@ from urllib.parse import unquote
 import httptools
 import structlog
 
-from yurt.queue.api import SSE_HEADERS, EventStream, QueueCall
-from yurt.queue.routing import TIMEOUT, RoutingError, parse_start_timeout
-from yurt.router.http import (
-    Reply,
-    error_reply,
-    head_refusal,
-    invalid_reply,
-    new_request_id,
-    reason,
-)
+from yurt.router.core import Admitted, QueueCall, Stream, SyncRun
+from yurt.router.http import Reply, error_reply, head_refusal, new_request_id, reason
+from yurt.router.options import TIMEOUT_HEADERS
 
 if TYPE_CHECKING:
-    from yurt.router.dispatch import AppRoute
-    from yurt.router.server import Router
+    from yurt.config import RouterConfig
+    from yurt.router.core import RequestCore
 
 log = structlog.get_logger("yurt.router")
 
-_PLATFORM_PREFIXES = (b"/_yurt/", b"/queue/")
-_QUEUE_METHODS = frozenset({b"POST", b"GET", b"PUT"})
-_TIMEOUT_HEADERS = frozenset(name.encode() for name in TIMEOUT)
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # A request line and headers past this many bytes get 431 (aiohttp's own limits are per line).
 MAX_HEAD_BYTES = 64 * 1024
@@ -56,36 +46,28 @@ LINGER_SECONDS = 2.0
 
 
 class _Run:
-    """One sync-run or queue request being read or waiting to be served."""
+    """One app or queue request being read or waiting to be served."""
 
     __slots__ = (
+        "admitted",
         "body",
         "early",
         "error",
         "headers",
         "http10",
         "keep_alive",
-        "queue",
-        "route",
         "sent",
         "size",
-        "start_timeout",
-        "target",
     )
 
-    def __init__(
-        self, route: AppRoute | None, target: bytes, headers: list[tuple[bytes, bytes]]
-    ) -> None:
-        self.route = route
-        self.target = target
+    def __init__(self, admitted: Admitted | None, headers: list[tuple[bytes, bytes]]) -> None:
+        self.admitted = admitted  # what the core made of its head; None: refused
         self.headers = headers
         self.body: list[bytes] = []
         self.size = 0
         self.keep_alive = True
         self.http10 = False
         self.error: Reply | None = None
-        self.queue: QueueCall | None = None  # set for requests to the queue
-        self.start_timeout: float | None = None  # X-Fal-Request-Timeout
         self.early = False  # answered before its body was read (then the connection closes)
         self.sent = False  # forwarded to a runner: past the point where a hang-up cancels it
 
@@ -96,7 +78,7 @@ class _Run:
     @classmethod
     def refused(cls, reply: Reply, headers: list[tuple[bytes, bytes]]) -> _Run:
         """A request answered with ``reply`` without reaching a runner."""
-        run = cls(None, b"", headers)
+        run = cls(None, headers)
         run.error = reply
         return run
 
@@ -106,11 +88,13 @@ class FrontProtocol(asyncio.Protocol):
 
     def __init__(
         self,
-        router: Router,
+        core: RequestCore,
+        config: RouterConfig,
         fallback: Callable[[], asyncio.Protocol],
         connections: set[FrontProtocol],
     ) -> None:
-        self.router = router
+        self.core = core
+        self.config = config
         self.fallback = fallback
         self.connections = connections
         self.transport: asyncio.Transport | None = None
@@ -231,7 +215,7 @@ class FrontProtocol(asyncio.Protocol):
             self.expect = value
         elif lname == b"host":
             self.host = value
-        elif lname in _TIMEOUT_HEADERS and self.timeout_header is None:
+        elif lname in TIMEOUT_HEADERS and self.timeout_header is None:
             self.timeout_header = (lname, value)
 
     def on_headers_complete(self) -> None:
@@ -245,16 +229,18 @@ class FrontProtocol(asyncio.Protocol):
             self._fail_connection(refusal)
             return
         path, _, query = self.url.partition(b"?")
-        method = self.parser.get_method()
-        if (
-            path.startswith(b"/queue/")
-            and method in _QUEUE_METHODS
-            and self.router.queue_api is not None
-            and not self.parser.should_upgrade()
-        ):
-            self._begin_queue_call(method, path, query)
-            return
-        if method != b"POST" or path.startswith(_PLATFORM_PREFIXES) or self.parser.should_upgrade():
+        admitted = None
+        if not self.parser.should_upgrade():
+            admitted = self.core.admit(
+                self.parser.get_method(),
+                _decoded(path),
+                query.decode("latin-1"),
+                self.headers,
+                self.scheme,
+                self.host.decode("latin-1"),
+                self.timeout_header,
+            )
+        if admitted is None:  # yurt's own routes, or an upgrade: the aiohttp face serves them
             if self.raw is None:
                 # Answered in turn, after the replies it was pipelined behind; then we close.
                 reply = error_reply(400, "bad_request", "pipelined request needs a new connection")
@@ -263,39 +249,13 @@ class FrontProtocol(asyncio.Protocol):
             else:
                 self.hand_over = True
             return
-        resolved = self.router.resolve(_decoded(path))
-        if isinstance(resolved, Reply):
-            run = _Run.refused(resolved, self.headers)
-            self._expect_body(run)
+        if isinstance(admitted, Reply):
+            run = _Run.refused(admitted, self.headers)
         else:
-            route, endpoint = resolved
-            run = _Run(route, endpoint.encode() + (b"?" + query if query else b""), self.headers)
-            if self.timeout_header is not None:
-                name, value = self.timeout_header
-                try:
-                    run.start_timeout = parse_start_timeout(
-                        name.decode("latin-1"), value.decode("latin-1")
-                    )
-                except RoutingError as exc:
-                    run.error = invalid_reply(exc.detail())
-            self._expect_body(run)
-        self.current = run
-        self.raw = None  # the fast lane keeps no second copy of the body
-
-    def _begin_queue_call(self, method: bytes, path: bytes, query: bytes) -> None:
-        run = _Run(None, b"", self.headers)
-        host = self.host.decode("latin-1") or f"{self.router.config.host}:{self.router.port}"
-        run.queue = QueueCall(
-            method,
-            _decoded(path),
-            query.decode("latin-1"),
-            self.headers,
-            b"",
-            f"{self.scheme}://{host}",
-        )
+            run = _Run(admitted, self.headers)
         self._expect_body(run)
         self.current = run
-        self.raw = None
+        self.raw = None  # the fast lane keeps no second copy of the body
 
     def _expect_body(self, run: _Run) -> None:
         with contextlib.suppress(ValueError):
@@ -321,7 +281,7 @@ class FrontProtocol(asyncio.Protocol):
         if run.error is not None:
             # Already refused (an unknown app, a bad header): read past its body only up to
             # the limit, then answer without reading on.
-            if run.size > self.router.config.max_body_size:
+            if run.size > self.config.max_body_size:
                 self._answer_early(run)
             return
         self._check_size(run, run.size)
@@ -348,10 +308,7 @@ class FrontProtocol(asyncio.Protocol):
             while self.queue:
                 run = self.queue.popleft()
                 try:
-                    if run.queue is not None and run.error is None:
-                        keep_alive = await self._serve_queue(run, run.queue)
-                    else:
-                        keep_alive = await self._serve_run(run)
+                    keep_alive = await self._serve_run(run)
                 except Exception:
                     # A bug of ours: the client gets an answer, not a connection left hanging
                     # (a stream already begun has closed its connection: nothing is written).
@@ -377,66 +334,46 @@ class FrontProtocol(asyncio.Protocol):
             self._hand_over()
 
     async def _serve_run(self, run: _Run) -> bool:
-        """Serve one sync run (or refusal); False if the connection is to close."""
-        request_id = new_request_id().encode()
-        if run.error is not None:
-            reply = run.error
+        """Serve one request (or refusal); False if the connection is to close."""
+        admitted = run.admitted
+        if run.error is not None or admitted is None:
+            assert run.error is not None
+            answer: tuple[Reply, str] | Stream = (run.error, new_request_id())
         else:
-            assert run.route is not None  # only refused runs have none
-            body = b"".join(run.body)
-            self.serving = run
+            # A run still waiting for a runner, and a GET to the queue (it only reads, or waits
+            # for a result), leave nobody to answer once the caller hangs up: both are cancelled.
+            self.serving = run if isinstance(admitted, SyncRun) else None
+            self.watching = isinstance(admitted, QueueCall) and admitted.method == b"GET"
             try:
-                reply = await self.router.forward(
-                    run.route,
-                    run.target,
-                    run.headers,
-                    body,
-                    request_id,
-                    run.start_timeout,
-                    on_sent=run.mark_sent,
+                answer = await self.core.serve(
+                    admitted, run.headers, b"".join(run.body), on_sent=run.mark_sent
                 )
             finally:
                 self.serving = None
+                self.watching = False
         keep_alive = run.keep_alive and not self.closing
-        self._write(reply, request_id, keep_alive, run.http10, linger=run.early)
-        if self.router.config.access_log:
+        if isinstance(answer, Stream):
+            keep_alive = await self._stream(answer, keep_alive, run.http10)
+            status, request_id = answer.status, answer.request_id
+        else:
+            reply, request_id = answer
+            self._write(reply, request_id.encode(), keep_alive, run.http10, linger=run.early)
+            status = reply.status
+        if self.config.access_log:
             log.info(
                 "request",
-                method="POST",
-                target=run.target.decode("latin-1"),
-                status=reply.status,
-                request_id=request_id.decode(),
+                method=self.parser.get_method().decode(),
+                target=_target(admitted),
+                status=status,
+                request_id=request_id,
             )
         return keep_alive
 
-    async def _serve_queue(self, run: _Run, call: QueueCall) -> bool:
-        """Serve one queue request; False if the connection is to close."""
-        api = self.router.queue_api
-        assert api is not None
-        call.body = b"".join(run.body)
-        # A GET only reads (or waits for a result): a hang-up leaves nobody to answer it.
-        self.watching = call.method == b"GET"
-        try:
-            served = await api.serve(call)
-        finally:
-            self.watching = False
-        keep_alive = run.keep_alive and not self.closing
-        if isinstance(served, EventStream):
-            keep_alive = await self._stream(served, keep_alive, run.http10)
-            status = 200
-        else:
-            reply, request_id = served
-            self._write(reply, request_id.encode(), keep_alive, run.http10)
-            status = reply.status
-        if self.router.config.access_log:
-            log.info("request", method=call.method.decode(), target=call.path, status=status)
-        return keep_alive
-
-    async def _stream(self, stream: EventStream, keep_alive: bool, http10: bool) -> bool:
-        """Send a status stream, chunked (HTTP/1.0: until the connection closes)."""
+    async def _stream(self, stream: Stream, keep_alive: bool, http10: bool) -> bool:
+        """Send a stream, chunked (HTTP/1.0: until the connection closes)."""
         rid = stream.request_id.encode()
-        head = [b"HTTP/1.1 200 OK\r\n"]
-        head += [b"%s: %s\r\n" % header for header in SSE_HEADERS]
+        head = [b"HTTP/1.1 %d %s\r\n" % (stream.status, reason(stream.status))]
+        head += [b"%s: %s\r\n" % header for header in stream.headers]
         head.append(b"x-yurt-request-id: %s\r\nx-fal-request-id: %s\r\n" % (rid, rid))
         if http10 or not keep_alive:
             head.append(b"connection: close\r\n")
@@ -517,8 +454,8 @@ class FrontProtocol(asyncio.Protocol):
     # -- helpers ---------------------------------------------------------------------------
 
     def _check_size(self, run: _Run, size: int) -> None:
-        if size > self.router.config.max_body_size and run.error is None:
-            exc = self.router.too_large()
+        if size > self.config.max_body_size and run.error is None:
+            exc = self.core.too_large()
             run.error = error_reply(exc.status, exc.error_type, exc.detail)
             run.body = []
             self._answer_early(run)
@@ -570,7 +507,7 @@ class FrontProtocol(asyncio.Protocol):
         none does (or a reply is being made: the deadlines bound reading, not serving)."""
         if not self.in_message or self.worker is not None or self.closing:
             return None
-        config = self.router.config
+        config = self.config
         if self.in_head:
             if now - self.head_began <= config.header_timeout:
                 return None
@@ -606,3 +543,10 @@ class FrontProtocol(asyncio.Protocol):
 def _decoded(path: bytes) -> str:
     text = path.decode("latin-1")
     return unquote(text) if "%" in text else text
+
+
+def _target(admitted: Admitted | None) -> str:
+    """What the access log names as a request's target."""
+    if isinstance(admitted, QueueCall):
+        return admitted.path
+    return admitted.target.decode("latin-1") if admitted is not None else ""

@@ -17,7 +17,6 @@ from prometheus_client.registry import Collector
 
 from yurt.backends.base import RunnerState
 from yurt.metrics import Histograms, Labels, tally
-from yurt.queue.model import State
 
 if TYPE_CHECKING:
     from yurt.router.server import Router
@@ -124,11 +123,6 @@ class RouterCollector(Collector):
             "The GPUs each routable runner checked it holds (always 1).",
             labels=("app", "runner_id", "name", "uuid"),
         )
-        in_progress: dict[str, int] = {}
-        if queue is not None:
-            for job in queue.jobs.values():
-                if job.state is State.IN_PROGRESS:
-                    in_progress[job.app_id] = in_progress.get(job.app_id, 0) + 1
         now = time.monotonic()
         for app_id, route in router.routes.items():
             by_state = dict.fromkeys(RunnerState, 0)
@@ -143,9 +137,10 @@ class RouterCollector(Collector):
             waiting.add_metric((app_id,), load.waiting)
             since = load.oldest_wait_since
             oldest.add_metric((app_id,), max(0.0, now - since) if since is not None else 0.0)
-            if queue is not None and app_id in queue.backlogs:
-                queued.add_metric((app_id, State.IN_QUEUE.value), len(queue.backlogs[app_id]))
-                queued.add_metric((app_id, State.IN_PROGRESS.value), in_progress.get(app_id, 0))
+            depth = queue.depth(app_id) if queue is not None else None
+            if depth is not None:
+                queued.add_metric((app_id, "IN_QUEUE"), depth[0])
+                queued.add_metric((app_id, "IN_PROGRESS"), depth[1])
             for slot in route.slots.values():
                 if slot.retired:
                     continue

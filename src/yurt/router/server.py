@@ -13,7 +13,7 @@ import contextlib
 import json
 import ssl
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -23,12 +23,12 @@ from yurt.backends.base import Backend, Discovery, RunnerEndpoint, RunnerState, 
 from yurt.config import RouterConfig
 from yurt.errors import ConfigError, RequestError
 from yurt.metrics import registry_for
-from yurt.router.dispatch import AppRoute, NoSlotInTime, Slot
+from yurt.router.core import QueueEngine, QueueService, RequestCore
+from yurt.router.dispatch import AppRoute, Slot
 from yurt.router.fastlane import FrontProtocol
-from yurt.router.http import Reply, error_reply, forward_headers
-from yurt.router.metrics import SYNC, RouterCollector, RouterStats
+from yurt.router.http import Reply, error_reply
+from yurt.router.metrics import RouterCollector, RouterStats
 from yurt.router.pool import UpstreamError
-from yurt.router.rules import direct_error, direct_status
 from yurt.router.web import WebFace, error_page_json
 from yurt.runner.invoke import JsonErrorServer
 from yurt.scheduler.loop import Scheduler
@@ -37,8 +37,6 @@ from yurt.spec import AppSpec
 
 if TYPE_CHECKING:
     from yurt.admin.api import AdminApi
-    from yurt.queue.api import QueueApi
-    from yurt.queue.engine import QueueEngine
 
 log = structlog.get_logger("yurt.router")
 
@@ -62,7 +60,8 @@ class Router:
         self._sweeper: asyncio.Task[None] | None = None
         self.queue: QueueEngine | None = None
         self._ssl: ssl.SSLContext | None = None
-        self.queue_api: QueueApi | None = None
+        self.queue_api: QueueService | None = None
+        self.core = RequestCore(self)
         self.admin: AdminApi | None = None
         self.stats = RouterStats()
         self.metrics = registry_for(RouterCollector(self))
@@ -83,7 +82,7 @@ class Router:
         scheme = "https" if self.config.tls_cert is not None else "http"
         return f"{scheme}://{self.config.host}:{self.port}"
 
-    def attach_queue(self, engine: QueueEngine, api: QueueApi) -> None:
+    def attach_queue(self, engine: QueueEngine, api: QueueService) -> None:
         """Serve the durable queue under ``/queue/``."""
         self.queue, self.queue_api = engine, api
 
@@ -145,7 +144,7 @@ class Router:
         web_server = self._web
         try:
             self._server = await loop.create_server(
-                lambda: FrontProtocol(self, web_server, self._fast),
+                lambda: FrontProtocol(self.core, self.config, web_server, self._fast),
                 self.config.host,
                 self.config.port,
                 backlog=2048,
@@ -338,7 +337,7 @@ class Router:
                 error_type=failure.error_type,
             )
 
-    # -- the core both faces call ---------------------------------------------------------
+    # -- routing, for the core and the queue ----------------------------------------------
 
     def resolve(self, path: str) -> tuple[AppRoute, str] | Reply:
         """``/{owner}/{app}[/endpoint]`` -> (route, endpoint path), or a 404 reply."""
@@ -361,96 +360,6 @@ class Router:
             )
         return route, endpoint
 
-    def too_large(self) -> RequestError:
-        """The error for a body over the limit."""
-        limit = self.config.max_body_size
-        return RequestError(
-            f"request body exceeds the router's limit of {limit} bytes",
-            status=413,
-            error_type="request_too_large",
-        )
-
-    async def forward(
-        self,
-        route: AppRoute,
-        target: bytes,
-        client_headers: list[tuple[bytes, bytes]] | tuple[tuple[bytes, bytes], ...],
-        body: bytes,
-        request_id: bytes,
-        start_timeout: float | None = None,
-        on_sent: Callable[[], None] | None = None,
-    ) -> Reply:
-        """Run one direct request on a runner, applying the direct-request rules.
-
-        ``start_timeout`` (``X-Fal-Request-Timeout``) bounds the wait for a runner;
-        ``on_sent`` is called as the request leaves for one.
-        """
-        t0 = time.monotonic()
-        reply = await self._forward(
-            route, target, client_headers, body, request_id, start_timeout, on_sent
-        )
-        self.stats.served(route.app_id, SYNC, reply.status, time.monotonic() - t0)
-        return reply
-
-    async def _forward(
-        self,
-        route: AppRoute,
-        target: bytes,
-        client_headers: list[tuple[bytes, bytes]] | tuple[tuple[bytes, bytes], ...],
-        body: bytes,
-        request_id: bytes,
-        start_timeout: float | None,
-        on_sent: Callable[[], None] | None,
-    ) -> Reply:
-        spec = route.spec
-        wait = self._dispatch_timeout(spec)
-        users = start_timeout is not None and start_timeout < wait
-        try:
-            slot = route.try_acquire()
-            if slot is None:
-                if (refused := self.unplaceable(route)) is not None:
-                    return error_reply(refused.status, refused.error_type, refused.detail)
-                slot = await route.acquire(
-                    start_timeout if users and start_timeout is not None else wait
-                )
-        except NoSlotInTime as exc:
-            # Why no runner came, where the backend knows (nodes full, say).
-            why = self.backend.unplaced(route.app_id)
-            because = f"; {why.detail}" if why is not None else ""
-            if not users:
-                return error_reply(exc.status, exc.error_type, exc.detail + because)
-            reply = error_reply(
-                504,
-                "request_timeout",
-                f"no runner was free within the X-Fal-Request-Timeout of {start_timeout:g}s"
-                + because,
-            )
-            reply.headers.append((b"x-fal-request-timeout-type", b"user"))
-            return reply
-        except RequestError as exc:
-            return error_reply(exc.status, exc.error_type, exc.detail)
-        headers = forward_headers(client_headers, request_id)
-        if on_sent is not None:
-            on_sent()
-        try:
-            upstream = await slot.pool.request(
-                b"POST", target, headers, body, timeout=spec.request_timeout
-            )
-        except UpstreamError as exc:
-            verdict = direct_error(exc.kind)
-            self.terminate_slot(route, slot, verdict.reason)  # before release: no hand-over to it
-            route.release(slot)
-            assert verdict.status is not None
-            return error_reply(verdict.status, verdict.error_type, verdict.detail)
-        except BaseException:  # cancelled: the slot must not leak
-            route.release(slot)
-            raise
-        verdict = direct_status(upstream.status)
-        if verdict.terminate:
-            self.terminate_slot(route, slot, verdict.reason)
-        route.release(slot)
-        return Reply(upstream.status, upstream.headers, upstream.body)
-
     def unplaceable(self, route: AppRoute) -> RequestError | None:
         """The error for a request to an app with no runner that the backend cannot place
         (nothing fits until the cluster changes); None when the request may wait."""
@@ -461,7 +370,8 @@ class Router:
             return None
         return RequestError(why.detail, status=503, error_type="placement_failed")
 
-    def _dispatch_timeout(self, spec: AppSpec) -> float:
+    def dispatch_timeout(self, spec: AppSpec) -> float:
+        """How long a sync run waits for a runner."""
         if self.config.dispatch_timeout is not None:
             return self.config.dispatch_timeout
         return spec.startup_timeout + 10.0
@@ -478,6 +388,7 @@ class Router:
         now = time.monotonic()
         out: list[dict[str, object]] = []
         for app_id, route in self.routes.items():
+            depth = self.queue.depth(app_id) if self.queue is not None else None
             runners = []
             for view in self.backend.runners(app_id):
                 slot = route.slots.get(view.runner_id)
@@ -505,7 +416,7 @@ class Router:
                     "target": self.backend.target(app_id),
                     "unplaced": unplaced.detail if unplaced is not None else None,
                     "waiting": load.waiting,
-                    "queued": len(self.queue.backlogs[app_id]) if self.queue is not None else 0,
+                    "queued": depth[0] if depth is not None else 0,
                     "in_flight": load.in_flight,
                     "paths": sorted(route.paths),
                     "runners": runners,

@@ -1,7 +1,8 @@
 """The router's aiohttp face: yurt's own routes, and everything the fast lane hands over.
 
-A connection whose first request is not a sync run (``fastlane.py`` decides) is served here for
-the rest of its life, sync runs included.
+A connection whose first request goes to yurt's own routes (``fastlane.py`` decides) is served
+here for the rest of its life; its app and queue requests go to the same request core
+(``core.py``) as the fast lane's.
 """
 
 from __future__ import annotations
@@ -15,14 +16,12 @@ from multidict import CIMultiDict
 
 from yurt.errors import RequestError
 from yurt.metrics import render
-from yurt.queue.api import SSE_HEADERS, EventStream, QueueApi, QueueCall
-from yurt.queue.routing import TIMEOUT, RoutingError, parse_start_timeout
+from yurt.router.core import Answer, Stream
 from yurt.router.http import (
     MAX_HEADERS,
     Reply,
     error_reply,
     head_refusal,
-    invalid_reply,
     json_reply,
     new_request_id,
 )
@@ -47,15 +46,6 @@ def to_response(reply: Reply, request_id: str) -> web.Response:
     return web.Response(status=reply.status, body=reply.body, headers=headers)
 
 
-def _sse_headers(request_id: str) -> CIMultiDict[str]:
-    headers: CIMultiDict[str] = CIMultiDict(
-        (k.decode("latin-1"), v.decode("latin-1")) for k, v in SSE_HEADERS
-    )
-    headers["x-yurt-request-id"] = request_id
-    headers["x-fal-request-id"] = request_id
-    return headers
-
-
 def error_page_json(status: int, exc: BaseException | None) -> web.StreamResponse:
     """The router's answer to a request aiohttp refused itself (``JsonErrorServer``'s page)."""
     return to_response(error_reply(*error_page(status, exc)), new_request_id())
@@ -78,76 +68,33 @@ class WebFace:
             response.force_close()
             return response
         path = request.path
-        if path.startswith("/queue/") and self.router.queue_api is not None:
-            return await self._queue(request, self.router.queue_api)
-        request_id = new_request_id()
         if path.startswith(ADMIN_PREFIX) and self.router.admin is not None:
             answer = await self.router.admin.handle(request)
             if isinstance(answer, web.StreamResponse):
                 return answer
-            return to_response(answer, request_id)
-        if path.startswith("/_yurt/"):
-            return to_response(self.platform(request, path), request_id)
-        resolved = self.router.resolve(path)
-        if isinstance(resolved, Reply):
-            return to_response(resolved, request_id)
-        route, endpoint = resolved
-        if request.method != "POST":
-            reply = error_reply(
-                405, "method_not_allowed", f"{request.method} {path}: endpoints take POST"
-            )
-            return to_response(reply, request_id)
-        try:
-            body = await self._read_body(request)
-        except RequestError as exc:
-            return _unread_body(exc, request_id)
+            return to_response(answer, new_request_id())
+        core = self.router.core
         # The raw query: the decoded one could carry CR, LF or spaces into the request line.
-        query = request.raw_path.partition("?")[2]
-        target = endpoint if not query else f"{endpoint}?{query}"
-        start_timeout = None
-        if found := next(((n, request.headers[n]) for n in TIMEOUT if n in request.headers), None):
-            try:
-                start_timeout = parse_start_timeout(*found)
-            except RoutingError as exc:
-                return to_response(invalid_reply(exc.detail()), request_id)
-        reply = await self.router.forward(
-            route, target.encode(), request.raw_headers, body, request_id.encode(), start_timeout
+        admitted = core.admit(
+            request.method.encode(),
+            path,
+            request.raw_path.partition("?")[2],
+            request.raw_headers,
+            request.scheme,
+            request.host,
         )
-        return to_response(reply, request_id)
-
-    async def _queue(self, request: web.BaseRequest, api: QueueApi) -> web.StreamResponse:
+        if admitted is None:
+            return to_response(self.platform(request, path), new_request_id())
+        if isinstance(admitted, Reply):
+            return to_response(admitted, new_request_id())
         body = b""
         if request.method == "POST":
             try:
                 body = await self._read_body(request)
             except RequestError as exc:
                 return _unread_body(exc, new_request_id())
-        call = QueueCall(
-            request.method.encode(),
-            request.path,
-            request.raw_path.partition("?")[2],
-            request.raw_headers,
-            body,
-            f"{request.scheme}://{request.host}",
-        )
-        served = await api.serve(call)
-        if not isinstance(served, EventStream):
-            return to_response(*served)
-        response = web.StreamResponse(headers=_sse_headers(served.request_id))
-        await response.prepare(request)
-        ended = False
-        with contextlib.suppress(ConnectionError):
-            async for chunk, last in served.chunks:
-                if last:
-                    await response.write_eof(chunk)
-                    ended = True
-                    break
-                await response.write(chunk)
-        if not ended and request.transport is not None:
-            # Cut short (the router stops): close without the last chunk, so that the client
-            # cannot take the stream for a complete one.
-            request.transport.close()
-        return response
+        answer = await core.serve(admitted, request.raw_headers, body)
+        return await _send(request, answer)
 
     def platform(self, request: web.BaseRequest, path: str) -> Reply:
         """yurt's own routes under ``/_yurt/``."""
@@ -165,7 +112,7 @@ class WebFace:
         limit = config.max_body_size
         length = request.content_length
         if length is not None and length > limit:
-            raise self.router.too_large()
+            raise self.router.core.too_large()
         # aiohttp answers Expect only in its URL dispatcher, which this low-level server skips.
         if request.headers.get("expect", "").lower() == "100-continue":
             await request.writer.write(b"HTTP/%d.%d 100 Continue\r\n\r\n" % request.version)
@@ -181,7 +128,7 @@ class WebFace:
                 while chunk := await request.content.readany():
                     size += len(chunk)
                     if size > limit:
-                        raise self.router.too_large()
+                        raise self.router.core.too_large()
                     chunks.append(chunk)
                     if length is not None and size >= length:
                         break
@@ -207,4 +154,33 @@ def _unread_body(exc: RequestError, request_id: str) -> web.StreamResponse:
     connection: what is left of the body would otherwise be read as the next request."""
     response = to_response(error_reply(exc.status, exc.error_type, exc.detail), request_id)
     response.force_close()
+    return response
+
+
+async def _send(request: web.BaseRequest, answer: Answer) -> web.StreamResponse:
+    """Send the core's answer: a reply whole, a stream chunk by chunk."""
+    if not isinstance(answer, Stream):
+        return to_response(*answer)
+    headers: CIMultiDict[str] = CIMultiDict(
+        (k.decode("latin-1"), v.decode("latin-1")) for k, v in answer.headers
+    )
+    headers["x-yurt-request-id"] = answer.request_id
+    headers["x-fal-request-id"] = answer.request_id
+    response = web.StreamResponse(status=answer.status, headers=headers)
+    await response.prepare(request)
+    ended = False
+    try:
+        with contextlib.suppress(ConnectionError):
+            async for chunk, last in answer.chunks:
+                if last:
+                    await response.write_eof(chunk)
+                    ended = True
+                    break
+                await response.write(chunk)
+    finally:
+        await answer.chunks.aclose()
+    if not ended and request.transport is not None:
+        # Cut short (the router stops, the runner failed): close without the last chunk, so
+        # that the client cannot take the stream for a complete one.
+        request.transport.close()
     return response

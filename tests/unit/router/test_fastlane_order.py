@@ -1,5 +1,5 @@
 """The fast lane's refusals keep their turn and bound what they read: a real socket in front of
-a router stand-in whose runner answers when the test says."""
+a request-core stand-in whose runner answers when the test says."""
 
 from __future__ import annotations
 
@@ -11,38 +11,39 @@ from typing import Any
 import pytest
 
 from yurt.errors import RequestError
+from yurt.router.core import Admitted, SyncRun
 from yurt.router.fastlane import FrontProtocol
 from yurt.router.http import Reply, error_reply
 
 from support import wait_until
 
 
-class Route:
-    app_id = "o/a"
-
-
 class Router:
-    """Resolves every path to one app; forward() answers once ``answer`` is set."""
+    """A request core that admits every request as a run of one app; serve() answers once
+    ``answer`` is set."""
 
     def __init__(self) -> None:
         self.config = types.SimpleNamespace(max_body_size=1024, access_log=False, host="h")
-        self.queue_api = None
         self.answer = asyncio.Event()
         self.started = asyncio.Event()
-        self.resolved: Reply | None = None  # a refusal to resolve every path to instead
+        self.resolved: Reply | None = None  # a refusal to admit every request with instead
 
-    def resolve(self, path: str) -> tuple[Route, str] | Reply:
-        return self.resolved if self.resolved is not None else (Route(), "/")
+    def admit(self, *args: Any) -> Admitted | Reply:
+        if self.resolved is not None:
+            return self.resolved
+        return SyncRun(None, b"/")  # type: ignore[arg-type]
 
     def too_large(self) -> RequestError:
         return RequestError("too large", status=413, error_type="request_too_large")
 
-    async def forward(self, *args: Any, on_sent: Callable[[], None] | None = None) -> Reply:
+    async def serve(
+        self, *args: Any, on_sent: Callable[[], None] | None = None
+    ) -> tuple[Reply, str]:
         self.started.set()
         if on_sent is not None:
             on_sent()
         await self.answer.wait()
-        return Reply(200, [], b"ok")
+        return Reply(200, [], b"ok"), "0" * 32
 
 
 @pytest.fixture
@@ -53,7 +54,7 @@ async def lane() -> AsyncIterator[tuple[Router, int, list[dict[str, Any]], set[F
     loop.set_exception_handler(lambda _loop, context: errors.append(context))
     conns: set[FrontProtocol] = set()
     server = await loop.create_server(
-        lambda: FrontProtocol(router, None, conns),  # type: ignore[arg-type]
+        lambda: FrontProtocol(router, router.config, None, conns),  # type: ignore[arg-type]
         "127.0.0.1",
         0,
     )

@@ -1,0 +1,297 @@
+"""The router's request core: a parsed request in; a reply, a stream or an upgrade out.
+
+Both faces call it: the fast lane (``fastlane.py``) and the aiohttp face (``web.py``) read and
+frame bytes, and decide nothing. A request is taken in two steps, because a face must know what
+it has before it reads a body (to refuse it early, to answer ``Expect: 100-continue``):
+
+- ``admit`` looks at the head and says what the request is: a sync run, a queue call, a refusal
+  (a ``Reply``), or ``None`` for yurt's own routes under ``/_yurt/``, which only the aiohttp face
+  serves;
+- ``serve`` takes what ``admit`` gave and the body, and answers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncGenerator, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from yurt.errors import RequestError
+from yurt.router.dispatch import AppRoute, NoSlotInTime
+from yurt.router.http import Reply, error_reply, forward_headers, invalid_reply, new_request_id
+from yurt.router.metrics import SYNC
+from yurt.router.options import TIMEOUT_HEADERS, RoutingError, parse_start_timeout
+from yurt.router.pool import UpstreamError
+from yurt.router.rules import direct_error, direct_status
+
+if TYPE_CHECKING:
+    from yurt.router.server import Router
+
+Header = tuple[bytes, bytes]
+QUEUE_PREFIX = "/queue/"
+PLATFORM_PREFIX = "/_yurt/"
+
+
+@dataclass(slots=True)
+class QueueCall:
+    """One request to the queue, whichever face read it."""
+
+    method: bytes
+    path: str  # decoded, starting with /queue/
+    query: str  # raw, as sent
+    headers: Sequence[Header]
+    body: bytes
+    base: str  # scheme://host the request came to, for the URLs handed back
+
+
+@dataclass(slots=True)
+class Stream:
+    """A reply sent as it is made: ``chunks`` yields each chunk and whether it is the last.
+
+    A face frames each chunk as it comes (chunked transfer-encoding) and, should the stream end
+    without its last chunk, closes the connection so that the caller cannot take it as complete.
+    """
+
+    request_id: str
+    chunks: AsyncGenerator[tuple[bytes, bool], None]
+    status: int = 200
+    headers: Sequence[Header] = ()
+
+
+@dataclass(slots=True)
+class SyncRun:
+    """A sync run admitted: the app's route, the runner's target, the caller's start timeout."""
+
+    route: AppRoute
+    target: bytes
+    start_timeout: float | None = None
+
+
+Admitted = SyncRun | QueueCall
+# What a face sends: a reply and its request id, or a stream (which carries its own).
+Answer = tuple[Reply, str] | Stream
+
+
+class QueueService(Protocol):
+    """The queue's HTTP routes, as the router serves them (``yurt.queue.api.QueueApi``)."""
+
+    async def serve(self, call: QueueCall) -> Answer:
+        """Answer one queue call."""
+        ...
+
+    def close(self) -> None:
+        """The router is stopping: open status streams end."""
+        ...
+
+
+class QueueEngine(Protocol):
+    """The durable queue, as the router drives it (``yurt.queue.engine.QueueEngine``)."""
+
+    def add_app(self, route: AppRoute) -> int:
+        """Serve ``route``'s queue."""
+        ...
+
+    def remove_app(self, app_id: str, error: RequestError) -> int:
+        """Fail the app's queued requests with ``error``; how many."""
+        ...
+
+    def runner_up(self, app_id: str) -> None:
+        """The app has a routable runner again."""
+        ...
+
+    def start_failed(
+        self, app_id: str, status: int, error_type: str, detail: str, *, final: bool = False
+    ) -> int:
+        """A runner of an app with none up failed to start; how many requests failed."""
+        ...
+
+    def start(self) -> None:
+        """Start serving what is queued."""
+        ...
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop, letting attempts in flight finish within ``grace``."""
+        ...
+
+    def depth(self, app_id: str) -> tuple[int, int] | None:
+        """How many of the app's requests are queued and how many run; None: not served."""
+        ...
+
+
+class RequestCore:
+    """Decides what each request is and answers it; the faces only frame bytes."""
+
+    def __init__(self, router: Router) -> None:
+        self.router = router
+
+    def admit(
+        self,
+        method: bytes,
+        path: str,
+        query: str,
+        headers: Sequence[Header],
+        scheme: str,
+        host: str,
+        timeout_header: Header | None = None,
+    ) -> Admitted | Reply | None:
+        """What a request is, from its head (``path`` decoded, ``query`` raw, ``host`` as the
+        caller named it, empty if it did not).
+
+        ``timeout_header`` is the caller's ``X-Fal-Request-Timeout`` (or its twin) where the
+        face noted it while parsing; ``None`` has it looked up in ``headers``.
+        """
+        queue_api = self.router.queue_api
+        if path.startswith(QUEUE_PREFIX) and queue_api is not None:
+            if not host:
+                host = f"{self.router.config.host}:{self.router.port}"
+            return QueueCall(method, path, query, headers, b"", f"{scheme}://{host}")
+        if path.startswith(PLATFORM_PREFIX):
+            return None
+        resolved = self.router.resolve(path)
+        if isinstance(resolved, Reply):
+            return resolved
+        route, endpoint = resolved
+        if method != b"POST":
+            detail = f"{method.decode('latin-1')} {path}: endpoints take POST"
+            return error_reply(405, "method_not_allowed", detail)
+        run = SyncRun(route, endpoint.encode() + (b"?" + query.encode("latin-1") if query else b""))
+        if timeout_header is None:
+            timeout_header = find_timeout_header(headers)
+        if timeout_header is not None:
+            name, value = timeout_header
+            try:
+                run.start_timeout = parse_start_timeout(
+                    name.decode("latin-1"), value.decode("latin-1")
+                )
+            except RoutingError as exc:
+                return invalid_reply(exc.detail())
+        return run
+
+    def too_large(self) -> RequestError:
+        """The error for a body over the limit."""
+        limit = self.router.config.max_body_size
+        return RequestError(
+            f"request body exceeds the router's limit of {limit} bytes",
+            status=413,
+            error_type="request_too_large",
+        )
+
+    async def serve(
+        self,
+        admitted: Admitted,
+        headers: Sequence[Header],
+        body: bytes,
+        on_sent: Callable[[], None] | None = None,
+    ) -> Answer:
+        """Answer an admitted request; ``on_sent`` is called as a sync run leaves for a runner."""
+        if isinstance(admitted, QueueCall):
+            api = self.router.queue_api
+            assert api is not None  # admit made a QueueCall only with a queue
+            admitted.body = body
+            return await api.serve(admitted)
+        request_id = new_request_id()
+        reply = await self.forward(
+            admitted.route,
+            admitted.target,
+            headers,
+            body,
+            request_id.encode(),
+            admitted.start_timeout,
+            on_sent,
+        )
+        return reply, request_id
+
+    async def forward(
+        self,
+        route: AppRoute,
+        target: bytes,
+        client_headers: Sequence[Header],
+        body: bytes,
+        request_id: bytes,
+        start_timeout: float | None = None,
+        on_sent: Callable[[], None] | None = None,
+    ) -> Reply:
+        """Run one direct request on a runner, applying the direct-request rules.
+
+        ``start_timeout`` (``X-Fal-Request-Timeout``) bounds the wait for a runner;
+        ``on_sent`` is called as the request leaves for one.
+        """
+        t0 = time.monotonic()
+        reply = await self._forward(
+            route, target, client_headers, body, request_id, start_timeout, on_sent
+        )
+        self.router.stats.served(route.app_id, SYNC, reply.status, time.monotonic() - t0)
+        return reply
+
+    async def _forward(
+        self,
+        route: AppRoute,
+        target: bytes,
+        client_headers: Sequence[Header],
+        body: bytes,
+        request_id: bytes,
+        start_timeout: float | None,
+        on_sent: Callable[[], None] | None,
+    ) -> Reply:
+        router = self.router
+        spec = route.spec
+        wait = router.dispatch_timeout(spec)
+        users = start_timeout is not None and start_timeout < wait
+        try:
+            slot = route.try_acquire()
+            if slot is None:
+                if (refused := router.unplaceable(route)) is not None:
+                    return error_reply(refused.status, refused.error_type, refused.detail)
+                slot = await route.acquire(
+                    start_timeout if users and start_timeout is not None else wait
+                )
+        except NoSlotInTime as exc:
+            return self._no_slot(route, exc, start_timeout if users else None)
+        except RequestError as exc:
+            return error_reply(exc.status, exc.error_type, exc.detail)
+        headers = forward_headers(client_headers, request_id)
+        if on_sent is not None:
+            on_sent()
+        try:
+            upstream = await slot.pool.request(
+                b"POST", target, headers, body, timeout=spec.request_timeout
+            )
+        except UpstreamError as exc:
+            verdict = direct_error(exc.kind)
+            router.terminate_slot(route, slot, verdict.reason)  # before release: no hand-over
+            route.release(slot)
+            assert verdict.status is not None
+            return error_reply(verdict.status, verdict.error_type, verdict.detail)
+        except BaseException:  # cancelled: the slot must not leak
+            route.release(slot)
+            raise
+        verdict = direct_status(upstream.status)
+        if verdict.terminate:
+            router.terminate_slot(route, slot, verdict.reason)
+        route.release(slot)
+        return Reply(upstream.status, upstream.headers, upstream.body)
+
+    def _no_slot(self, route: AppRoute, exc: NoSlotInTime, users: float | None) -> Reply:
+        """No runner in time: why (nodes full, say, where the backend knows), and whose
+        deadline it was (``users``: the caller's ``X-Fal-Request-Timeout``)."""
+        why = self.router.backend.unplaced(route.app_id)
+        because = f"; {why.detail}" if why is not None else ""
+        if users is None:
+            return error_reply(exc.status, exc.error_type, exc.detail + because)
+        reply = error_reply(
+            504,
+            "request_timeout",
+            f"no runner was free within the X-Fal-Request-Timeout of {users:g}s" + because,
+        )
+        reply.headers.append((b"x-fal-request-timeout-type", b"user"))
+        return reply
+
+
+def find_timeout_header(headers: Sequence[Header]) -> Header | None:
+    """The caller's ``X-Fal-Request-Timeout`` (or ``X-Yurt-Request-Timeout``), if sent."""
+    for name, value in headers:
+        lname = name.lower()
+        if lname in TIMEOUT_HEADERS:
+            return lname, value
+    return None

@@ -36,6 +36,7 @@ from yurt.queue.api import QueueApi
 from yurt.queue.engine import QueueEngine
 from yurt.queue.store import QueueStore
 from yurt.queue.webhooks import WebhookSender
+from yurt.router.gate import Gate
 from yurt.router.server import Router
 from yurt.scheduler.loop import Scheduler
 from yurt.spec import AppSpec, build_spec
@@ -118,7 +119,16 @@ class Platform:
             )
             self.discovery = self.registry
         self.scheduler = Scheduler(self.backend, config.scheduler)
-        self.router = Router(config.router, self.discovery, self.backend, self.scheduler)
+        self.gate = Gate(
+            self.keys,
+            config.keys,
+            host=config.router.host,
+            public=config.router.public,
+            admin_token=config.admin_token,
+        )
+        self.router = Router(
+            config.router, self.discovery, self.backend, self.scheduler, gate=self.gate
+        )
 
     def _make_nomad(self) -> None:
         from yurt.backends.nomad.backend import NomadBackend
@@ -392,7 +402,9 @@ class Platform:
         self.webhooks = WebhookSender(
             self.queue_store, cfg.webhooks, self.webhook_secret(), allow=cfg.webhook_allow
         )
-        engine = QueueEngine(self.queue_store, cfg, self.router, self.webhooks)
+        engine = QueueEngine(
+            self.queue_store, cfg, self.router, self.webhooks, quotas=self.gate.quotas
+        )
         self.router.attach_queue(engine, QueueApi(self.router, engine))
 
     def webhook_secret(self) -> bytes:

@@ -17,6 +17,7 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from yurt.access import ANONYMOUS, Caller
 from yurt.errors import RequestError
 from yurt.router.dispatch import AppRoute, NoSlotInTime
 from yurt.router.http import Reply, error_reply, forward_headers, invalid_reply, new_request_id
@@ -43,6 +44,7 @@ class QueueCall:
     headers: Sequence[Header]
     body: bytes
     base: str  # scheme://host the request came to, for the URLs handed back
+    caller: Caller = ANONYMOUS  # whose key it carries (yurt.access)
 
 
 @dataclass(slots=True)
@@ -66,6 +68,7 @@ class SyncRun:
     route: AppRoute
     target: bytes
     start_timeout: float | None = None
+    caller: Caller = ANONYMOUS  # whose key it carries: its quota is counted while it runs
 
 
 Admitted = SyncRun | QueueCall
@@ -145,7 +148,8 @@ class RequestCore:
         if path.startswith(QUEUE_PREFIX) and queue_api is not None:
             if not host:
                 host = f"{self.router.config.host}:{self.router.port}"
-            return QueueCall(method, path, query, headers, b"", f"{scheme}://{host}")
+            caller = self.router.gate.caller(headers)
+            return QueueCall(method, path, query, headers, b"", f"{scheme}://{host}", caller)
         if path.startswith(PLATFORM_PREFIX):
             return None
         resolved = self.router.resolve(path)
@@ -155,7 +159,11 @@ class RequestCore:
         if method != b"POST":
             detail = f"{method.decode('latin-1')} {path}: endpoints take POST"
             return error_reply(405, "method_not_allowed", detail)
-        run = SyncRun(route, endpoint.encode() + (b"?" + query.encode("latin-1") if query else b""))
+        checked = self.router.gate.check(route.spec.app_auth, headers)
+        if isinstance(checked, Reply):
+            return checked
+        target = endpoint.encode() + (b"?" + query.encode("latin-1") if query else b"")
+        run = SyncRun(route, target, caller=checked)
         if timeout_header is None:
             timeout_header = find_timeout_header(headers)
         if timeout_header is not None:
@@ -191,15 +199,22 @@ class RequestCore:
             admitted.body = body
             return await api.serve(admitted)
         request_id = new_request_id()
-        reply = await self.forward(
-            admitted.route,
-            admitted.target,
-            headers,
-            body,
-            request_id.encode(),
-            admitted.start_timeout,
-            on_sent,
-        )
+        gate = self.router.gate
+        refused = gate.take(admitted.caller)
+        if refused is not None:
+            return refused, request_id
+        try:
+            reply = await self.forward(
+                admitted.route,
+                admitted.target,
+                headers,
+                body,
+                request_id.encode(),
+                admitted.start_timeout,
+                on_sent,
+            )
+        finally:
+            gate.give_back(admitted.caller.owner)
         return reply, request_id
 
     async def forward(

@@ -98,6 +98,9 @@ class WebFace:
 
     def platform(self, request: web.BaseRequest, path: str) -> Reply:
         """yurt's own routes under ``/_yurt/``."""
+        refused = self.router.gate.own_route(path, request.raw_headers, request.remote)
+        if refused is not None:
+            return refused
         if path == "/_yurt/health":
             return json_reply({"status": "ok"})
         if path == "/_yurt/apps":

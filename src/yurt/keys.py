@@ -119,9 +119,13 @@ class KeyStore:
     # -- the request path ------------------------------------------------------------------
 
     def any(self) -> bool:
-        """Whether any key exists (then private apps need one)."""
+        """Whether keys are on: a key was ever made here (then private apps need one).
+
+        Revoking the last key leaves keys on, with none that works: a private app stays
+        closed rather than opening to everyone. Removing ``keys.json`` turns keys off.
+        """
         self._maybe_reload()
-        return bool(self._entries)
+        return self._stamp is not None
 
     def verify(self, authorization: str | None) -> KeyInfo | None:
         """The key an ``Authorization`` header carries, when it is a live key of this server."""
@@ -147,6 +151,10 @@ class KeyStore:
         except FileNotFoundError:
             self._entries, self._stamp, self._loaded = {}, None, True
             return
+        except OSError:
+            if not self._loaded:
+                raise
+            return  # unreadable for now: keep the keys read last
         stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
         if stamp == self._stamp and self._loaded:
             return

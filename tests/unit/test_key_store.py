@@ -122,3 +122,15 @@ def test_between_refreshes_keys_are_checked_from_memory(tmp_path: Path) -> None:
     _, key = store.create("API", None, now=1.0)
     (tmp_path / "keys.json").unlink()  # a look at the file now would find no keys
     assert store.verify(f"Key {key}") is not None
+
+
+def test_keys_stay_on_when_the_last_key_is_revoked(tmp_path: Path) -> None:
+    """Keys are on from the first key made until keys.json is removed, revoked keys or not."""
+    store = KeyStore(tmp_path, refresh=0.0)
+    assert not store.any()
+    info, _ = store.create("API", None, now=1.0)
+    assert store.any()
+    store.revoke(info.key_id)
+    assert store.any() and store.list() == []
+    (tmp_path / "keys.json").unlink()
+    assert not store.any()

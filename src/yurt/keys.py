@@ -35,6 +35,7 @@ MAX_ALIAS = 64
 _ALIAS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.@-]*$")
 _ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _SECRET = re.compile(r"^[0-9a-f]{48}$")
+_VERIFIED_MAX = 4096  # verified Authorization values kept; beyond it the cache starts over
 
 
 class _Entry(BaseModel):
@@ -101,7 +102,8 @@ class KeyStore:
     """The server's API keys under ``data_dir``.
 
     ``verify`` is what the request path calls; it reads no file more often than every
-    ``refresh`` seconds and hashes one HMAC per call.
+    ``refresh`` seconds, and hashes an HMAC only for an ``Authorization`` value it has not
+    verified since the file was last read.
     """
 
     def __init__(self, data_dir: Path, *, refresh: float = 1.0) -> None:
@@ -115,6 +117,9 @@ class KeyStore:
         self._checked = float("-inf")
         self._used: dict[str, float] = {}  # last use not yet written to used_path
         self._loaded = False
+        # Authorization values verified since the keys were last read: the next request with
+        # the same header skips the parse and the HMAC. Emptied on every read of the file.
+        self._verified: dict[str, KeyInfo] = {}
 
     # -- the request path ------------------------------------------------------------------
 
@@ -131,15 +136,21 @@ class KeyStore:
         """The key an ``Authorization`` header carries, when it is a live key of this server."""
         if not authorization:
             return None
-        parsed = parse_authorization(authorization)
-        if parsed is None:
-            return None
         self._maybe_reload()
-        entry = self._entries.get(parsed[0])
-        if entry is None or not hmac.compare_digest(entry.digest, self._digest(*parsed)):
-            return None
-        self._used[parsed[0]] = time.time()
-        return KeyInfo(parsed[0], entry.alias, entry.scope, entry.created_at)
+        info = self._verified.get(authorization)
+        if info is None:
+            parsed = parse_authorization(authorization)
+            if parsed is None:
+                return None
+            entry = self._entries.get(parsed[0])
+            if entry is None or not hmac.compare_digest(entry.digest, self._digest(*parsed)):
+                return None
+            info = KeyInfo(parsed[0], entry.alias, entry.scope, entry.created_at)
+            if len(self._verified) >= _VERIFIED_MAX:
+                self._verified.clear()
+            self._verified[authorization] = info
+        self._used[info.key_id] = time.time()
+        return info
 
     def _maybe_reload(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -150,6 +161,7 @@ class KeyStore:
             st = self.path.stat()
         except FileNotFoundError:
             self._entries, self._stamp, self._loaded = {}, None, True
+            self._verified.clear()
             return
         except OSError:
             if not self._loaded:
@@ -158,6 +170,7 @@ class KeyStore:
         stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
         if stamp == self._stamp and self._loaded:
             return
+        self._verified.clear()
         try:
             self._entries = self._read()
         except ConfigError:

@@ -198,3 +198,28 @@ async def test_a_key_at_its_cap_of_unfinished_requests_waits(tmp_path: Path) -> 
             return status == 200
 
         await wait_until(taken, what="a submission once the first completed")
+
+
+async def test_beyond_loopback_private_apps_want_keys_before_the_first(tmp_path: Path) -> None:
+    """A router on every address with no key made yet: the private app answers 401 (naming
+    `yurt keys create`), the public one answers; with --public both answer. Called on
+    127.0.0.1, as every test's traffic is."""
+    for public, private_status in ((False, 401), (True, 200)):
+        data = tmp_path / f"data-{public}"
+        platform = Platform(fast_config(data, host="0.0.0.0", public=public))
+        await platform.start(Private, Public)
+        try:
+            base = f"http://127.0.0.1:{platform.router.port}"
+            async with aiohttp.ClientSession() as s:
+                status, body, _ = await call(
+                    s, "POST", f"{base}/default/private", None, json={"prompt": "x"}
+                )
+                assert status == private_status, body
+                if status == 401:
+                    assert "yurt keys create" in body["detail"]
+                status, _, _ = await call(
+                    s, "POST", f"{base}/default/public", None, json={"prompt": "x"}
+                )
+                assert status == 200
+        finally:
+            await platform.stop()

@@ -181,6 +181,20 @@ class KeyStore:
             return
         self._stamp, self._loaded = stamp, True
 
+    def get(self, key_id: str) -> KeyInfo | None:
+        """A live key by its id (what a token names)."""
+        self._maybe_reload()
+        entry = self._entries.get(key_id)
+        if entry is None:
+            return None
+        return KeyInfo(key_id, entry.alias, entry.scope, entry.created_at)
+
+    def sign(self, message: bytes) -> str:
+        """HMAC-SHA256 of ``message`` under the server's key (hex)."""
+        if self._hmac_key is None:
+            self._hmac_key = load_secret(self.key_path)
+        return hmac.new(self._hmac_key, message, hashlib.sha256).hexdigest()
+
     def _digest(self, key_id: str, secret: str) -> str:
         if self._hmac_key is None:
             self._hmac_key = load_secret(self.key_path)
@@ -255,3 +269,48 @@ class KeyStore:
             return _USED.validate_json(self.used_path.read_bytes())
         except (OSError, ValidationError):
             return {}  # a convenience only: a lost or damaged file forgets when keys were used
+
+
+# -- short-lived app tokens (fal's realtime tokens) ---------------------------------------------
+
+MAX_TOKEN_S = 3600  # the longest a token may live, whatever is asked
+_TOKEN = re.compile(r"^yt1\.(\d{1,12})\.([0-9a-f-]{36})\.([A-Za-z0-9_.,-]{1,512})\.([0-9a-f]{64})$")
+
+
+def token_message(expires: int, key_id: str, apps: str) -> bytes:
+    """What a token's HMAC covers. Pure."""
+    return f"token:{expires}:{key_id}:{apps}".encode()
+
+
+class AppTokens:
+    """Tokens a key hands to a browser or a websocket client: good for some apps for a while.
+
+    fal's clients ask ``POST /tokens/`` with a key before a realtime websocket and send the
+    token as ``?fal_jwt_token=``; yurt's are ``yt1.<expiry>.<key id>.<apps>.<hmac>``, signed
+    with the key store's server key, not JWTs (nothing reads inside them but the router). A
+    token dies with its key: revoking the key ends every token it made.
+    """
+
+    def __init__(self, keys: KeyStore) -> None:
+        self.keys = keys
+
+    def mint(self, key: KeyInfo, apps: list[str], seconds: int, now: float) -> str:
+        """A token for ``apps`` (app names, fal's aliases) living ``seconds`` (capped)."""
+        expires = int(now) + max(1, min(seconds, MAX_TOKEN_S))
+        names = ",".join(sorted(set(apps)))
+        sig = self.keys.sign(token_message(expires, key.key_id, names))
+        return f"yt1.{expires}.{key.key_id}.{names}.{sig}"
+
+    def verify(self, token: str, app_name: str, now: float) -> KeyInfo | None:
+        """The key behind ``token`` when it is valid, unexpired, for ``app_name`` and its key
+        is still live; else None."""
+        found = _TOKEN.match(token)
+        if found is None:
+            return None
+        expires, key_id, names, sig = found.groups()
+        if int(expires) < now or app_name not in names.split(","):
+            return None
+        expected = self.keys.sign(token_message(int(expires), key_id, names))
+        if not hmac.compare_digest(sig, expected):
+            return None
+        return self.keys.get(key_id)

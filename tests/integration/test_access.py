@@ -223,3 +223,38 @@ async def test_beyond_loopback_private_apps_want_keys_before_the_first(tmp_path:
                 assert status == 200
         finally:
             await platform.stop()
+
+
+async def test_a_token_from_tokens_stands_for_its_key_on_its_apps(tmp_path: Path) -> None:
+    """POST /tokens/ with a key gives a token (a JSON string, as fal's clients read it) that
+    calls the named app through ?fal_jwt_token= and no other; without a key, 401; a revoked
+    key's token stops working."""
+    async with serving(tmp_path) as (p, keys, s):
+        asked = {"allowed_apps": ["private"], "token_expiration": 60}
+        status, body, _ = await call(s, "POST", f"{p.url}/tokens/", None, json=asked)
+        assert status == 401 and body["error_type"] == "unauthorized"
+        status, token, _ = await call(s, "POST", f"{p.url}/tokens/", keys.a, json=asked)
+        assert status == 201 and isinstance(token, str)
+        url = f"{p.url}/default/private"
+        status, body, _ = await call(
+            s, "POST", url, None, params={"fal_jwt_token": token}, json={"prompt": "t"}
+        )
+        assert (status, body) == (200, {"text": "private: t"})
+        tampered = token[:-1] + ("0" if token[-1] != "0" else "1")
+        for bad in (tampered, "yt1.1.x.private.00"):
+            status, _, _ = await call(
+                s, "POST", url, None, params={"fal_jwt_token": bad}, json={"prompt": "t"}
+            )
+            assert status == 401
+        status, _, _ = await call(s, "POST", f"{p.url}/tokens/", keys.a, json={"x": 1})
+        assert status == 422
+        # Revoking the key ends its tokens (the server's store is told at once).
+        assert KeyStore(tmp_path / "data").revoke(keys.a.partition(":")[0])
+
+        async def refused() -> bool:
+            status, _, _ = await call(
+                s, "POST", url, None, params={"fal_jwt_token": token}, json={"prompt": "t"}
+            )
+            return status == 401
+
+        await wait_until(refused, what="the revoked key's token refused")

@@ -150,8 +150,8 @@ class RequestCore:
                 host = f"{self.router.config.host}:{self.router.port}"
             caller = self.router.gate.caller(headers)
             return QueueCall(method, path, query, headers, b"", f"{scheme}://{host}", caller)
-        if path.startswith(PLATFORM_PREFIX):
-            return None
+        if path.startswith(PLATFORM_PREFIX) or path in ("/tokens", "/tokens/"):
+            return None  # served by the aiohttp face (``web.py``, ``tokens.py``)
         resolved = self.router.resolve(path)
         if isinstance(resolved, Reply):
             return resolved
@@ -159,7 +159,7 @@ class RequestCore:
         if method != b"POST":
             detail = f"{method.decode('latin-1')} {path}: endpoints take POST"
             return error_reply(405, "method_not_allowed", detail)
-        checked = self.router.gate.check(route.spec.app_auth, headers)
+        checked = self.router.gate.check(route.spec.app_auth, headers, query, route.app_id)
         if isinstance(checked, Reply):
             return checked
         target = endpoint.encode() + (b"?" + query.encode("latin-1") if query else b"")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import time
 from collections.abc import Callable, Sequence
+from urllib.parse import parse_qsl
 
 from yurt.access import (
     ANONYMOUS,
@@ -20,11 +21,12 @@ from yurt.access import (
     may_call,
 )
 from yurt.config import KeysConfig
-from yurt.keys import KeyStore
+from yurt.keys import AppTokens, KeyStore
 from yurt.quota import Limits, Quotas
 from yurt.router.http import Reply, error_reply
 
 Header = tuple[bytes, bytes]
+TOKEN_PARAM = "fal_jwt_token"  # where fal's clients put a token (``POST /tokens/``)
 
 
 def authorization(headers: Sequence[Header]) -> str | None:
@@ -49,6 +51,7 @@ class Gate:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.keys = keys
+        self.tokens = AppTokens(keys) if keys is not None else None
         self.host, self.public = host, public
         self.admin_token = admin_token
         self.quotas = Quotas(Limits(config.rate, config.burst, config.unfinished))
@@ -78,13 +81,18 @@ class Gate:
                 return Caller(admin=True)
         return ANONYMOUS
 
-    def check(self, app_auth: str, headers: Sequence[Header]) -> Caller | Reply:
-        """The caller, or the 401 that refuses it."""
+    def check(
+        self, app_auth: str, headers: Sequence[Header], query: str = "", app_id: str = ""
+    ) -> Caller | Reply:
+        """The caller, or the 401 that refuses it. A request without ``Authorization`` may
+        carry a token for the app in ``?fal_jwt_token=`` (fal's realtime clients do)."""
         keys_on = self.keys_on()
         if app_auth == "public" or not keys_on:
             # A key still identifies its caller, for the quotas.
             return self.caller(headers) if self.quotas.active else ANONYMOUS
         caller = self.caller(headers)
+        if caller is ANONYMOUS and TOKEN_PARAM in query:
+            caller = self._token_caller(query, app_id)
         if not may_call(app_auth, keys_on, caller):
             shown = authorization(headers) is not None
             detail = "the key given is not a key of this server, or was revoked; " if shown else ""
@@ -92,6 +100,16 @@ class Gate:
             reply.headers.append((b"www-authenticate", b'Key realm="yurt"'))
             return reply
         return caller
+
+    def _token_caller(self, query: str, app_id: str) -> Caller:
+        if self.tokens is None:
+            return ANONYMOUS
+        for name, value in parse_qsl(query):
+            if name == TOKEN_PARAM:
+                key = self.tokens.verify(value, app_id.rpartition("/")[2], time.time())
+                if key is not None:
+                    return Caller(key, admin=key.scope == "ADMIN")
+        return ANONYMOUS
 
     def own_route(self, path: str, headers: Sequence[Header], peer: str | None) -> Reply | None:
         """The 401 refusing a call to yurt's own routes (``/_yurt/...``), or None.

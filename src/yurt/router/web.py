@@ -25,6 +25,7 @@ from yurt.router.http import (
     json_reply,
     new_request_id,
 )
+from yurt.router.tokens import TOKEN_PATHS, token_reply
 from yurt.runner.invoke import error_page
 
 if TYPE_CHECKING:
@@ -84,6 +85,8 @@ class WebFace:
             request.host,
         )
         if admitted is None:
+            if path in TOKEN_PATHS:
+                return to_response(await token_reply(self.router.gate, request), new_request_id())
             return to_response(self.platform(request, path), new_request_id())
         if isinstance(admitted, Reply):
             return to_response(admitted, new_request_id())

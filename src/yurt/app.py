@@ -199,7 +199,7 @@ class App:
     """Base class of every yurt App. Override ``setup()``, ``teardown()`` and add endpoints."""
 
     app_name: ClassVar[str | None] = None
-    app_auth: ClassVar[str] = "public"
+    app_auth: ClassVar[str] = "private"
     machine_type: ClassVar[str | list[str]] = "CPU"
     num_gpus: ClassVar[int | None] = None
     requirements: ClassVar[list[str]] = []

@@ -39,6 +39,7 @@ from yurt.queue.api import QueueApi
 from yurt.queue.engine import QueueEngine
 from yurt.queue.store import QueueStore
 from yurt.queue.webhooks import WebhookSender
+from yurt.router.gate import Gate
 from yurt.router.server import Router
 from yurt.scheduler.loop import Scheduler
 from yurt.spec import AppSpec, build_spec
@@ -122,7 +123,16 @@ class Platform:
             )
             self.discovery = self.registry
         self.scheduler = Scheduler(self.backend, config.scheduler)
-        self.router = Router(config.router, self.discovery, self.backend, self.scheduler)
+        self.gate = Gate(
+            self.keys,
+            config.keys,
+            host=config.router.host,
+            public=config.router.public,
+            admin_token=config.admin_token,
+        )
+        self.router = Router(
+            config.router, self.discovery, self.backend, self.scheduler, gate=self.gate
+        )
         files = build_files_api(
             config.data_dir, config.files, config.router, self.keys, self.payload_token_ok
         )
@@ -438,7 +448,9 @@ class Platform:
         self.webhooks = WebhookSender(
             self.queue_store, cfg.webhooks, self.webhook_secret(), allow=cfg.webhook_allow
         )
-        engine = QueueEngine(self.queue_store, cfg, self.router, self.webhooks)
+        engine = QueueEngine(
+            self.queue_store, cfg, self.router, self.webhooks, quotas=self.gate.quotas
+        )
         self.router.attach_queue(engine, QueueApi(self.router, engine))
 
     def webhook_secret(self) -> bytes:

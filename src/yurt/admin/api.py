@@ -41,13 +41,14 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from yurt.admin.keys_api import key_call
-from yurt.admin.secrets import SecretKeeper, name_problem, value_problem
+from yurt.admin.secrets import SecretKeeper
 from yurt.admin.store import AppStore, Deployment, Removal, is_sha256
 from yurt.errors import ClusterError, ConfigError, DeployError, PayloadError, SchedulingError
 from yurt.keys import KeyStore
 from yurt.machines import CATALOG
 from yurt.packaging import PayloadHeader, read_header
 from yurt.router.http import Reply, error_reply, json_reply
+from yurt.secret_rules import name_problem, value_problem
 from yurt.spec import AppSpec
 
 log = structlog.get_logger("yurt.admin")

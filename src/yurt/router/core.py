@@ -17,6 +17,7 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from yurt.access import ANONYMOUS, Caller
 from yurt.errors import RequestError
 from yurt.router.dispatch import AppRoute, NoSlotInTime, Slot
 from yurt.router.http import Reply, error_reply, forward_headers, invalid_reply, new_request_id
@@ -46,6 +47,7 @@ class QueueCall:
     headers: Sequence[Header]
     body: bytes
     base: str  # scheme://host the request came to, for the URLs handed back
+    caller: Caller = ANONYMOUS  # whose key it carries (yurt.access)
 
 
 @dataclass(slots=True)
@@ -69,6 +71,7 @@ class SyncRun:
     route: AppRoute
     target: bytes
     start_timeout: float | None = None
+    caller: Caller = ANONYMOUS  # whose key it carries: its quota is counted while it runs
 
 
 @dataclass(slots=True)
@@ -164,9 +167,14 @@ class RequestCore:
         if path.startswith(QUEUE_PREFIX) and queue_api is not None:
             if not host:
                 host = f"{self.router.config.host}:{self.router.port}"
-            return QueueCall(method, path, query, headers, b"", f"{scheme}://{host}")
-        if path.startswith(PLATFORM_PREFIX) or (method == b"GET" and path.endswith(OPENAPI)):
-            return None  # the aiohttp face answers these
+            caller = self.router.gate.caller(headers)
+            return QueueCall(method, path, query, headers, b"", f"{scheme}://{host}", caller)
+        if (
+            path.startswith(PLATFORM_PREFIX)
+            or path in ("/tokens", "/tokens/")
+            or (method == b"GET" and path.endswith(OPENAPI))
+        ):
+            return None  # the aiohttp face answers these (``web.py``, ``tokens.py``)
         if self.router.files is not None and self.router.files.serves(path):
             return None  # the file store, served by the aiohttp face
         resolved = self.router.resolve(path)
@@ -174,12 +182,15 @@ class RequestCore:
             return resolved
         route, endpoint = resolved
         target = endpoint.encode() + (b"?" + query.encode("latin-1") if query else b"")
+        checked = self.router.gate.check(route.spec.app_auth, headers, query, route.app_id)
+        if isinstance(checked, Reply):
+            return checked
         if upgrade:
             return Upgrade(route, target)
         if method != b"POST":
             detail = f"{method.decode('latin-1')} {path}: endpoints take POST"
             return error_reply(405, "method_not_allowed", detail)
-        run = SyncRun(route, target)
+        run = SyncRun(route, target, caller=checked)
         if timeout_header is None:
             timeout_header = find_timeout_header(headers)
         if timeout_header is not None:
@@ -218,15 +229,23 @@ class RequestCore:
         if isinstance(admitted, Upgrade):
             opened = await open_tunnel(self, admitted, headers, request_id.encode())
             return opened if isinstance(opened, Tunnel) else (opened, request_id)
-        reply = await self.forward(
-            admitted.route,
-            admitted.target,
-            headers,
-            body,
-            request_id.encode(),
-            admitted.start_timeout,
-            on_sent,
-        )
+        gate = self.router.gate
+        refused = gate.take(admitted.caller)
+        if refused is not None:
+            return refused, request_id
+        try:
+            reply = await self.forward(
+                admitted.route,
+                admitted.target,
+                headers,
+                body,
+                request_id.encode(),
+                admitted.start_timeout,
+                on_sent,
+            )
+        finally:
+            # A stream counts until its head arrives: its quota is a rate, not its length.
+            gate.give_back(admitted.caller.owner)
         if isinstance(reply, Stream):
             reply.request_id = request_id
             return reply

@@ -26,6 +26,7 @@ from yurt.router.http import (
     json_reply,
     new_request_id,
 )
+from yurt.router.tokens import TOKEN_PATHS, token_reply
 from yurt.router.tunnel import Tunnel
 from yurt.runner.invoke import error_page
 
@@ -91,6 +92,8 @@ class WebFace:
             upgrade=_asks_upgrade(request),
         )
         if admitted is None:
+            if path in TOKEN_PATHS:
+                return to_response(await token_reply(self.router.gate, request), new_request_id())
             return to_response(self.platform(request, path), new_request_id())
         if isinstance(admitted, Reply):
             return to_response(admitted, new_request_id())
@@ -118,6 +121,9 @@ class WebFace:
 
     def platform(self, request: web.BaseRequest, path: str) -> Reply:
         """yurt's own routes under ``/_yurt/``."""
+        refused = self.router.gate.own_route(path, request.raw_headers, request.remote)
+        if refused is not None:
+            return refused
         if path == "/_yurt/health":
             return json_reply({"status": "ok"})
         if path == "/_yurt/apps":

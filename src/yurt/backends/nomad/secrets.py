@@ -18,11 +18,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from yurt.admin.secrets import SecretInfo, name_problem, value_problem
 from yurt.backends.nomad.appenv import job_variable, variable_items
 from yurt.backends.nomad.client import NomadClient
 from yurt.backends.nomad.naming import base_job
 from yurt.errors import ConfigError
+from yurt.secret_rules import SecretInfo, name_problem, value_problem
 
 # A Variable holds at most 64 KiB of keys and values (nomad/structs/variables.go:53, 378 at
 # hashicorp/nomad aa026cc9); each job's Variable holds every secret and the payload token.

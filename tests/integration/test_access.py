@@ -258,3 +258,19 @@ async def test_a_token_from_tokens_stands_for_its_key_on_its_apps(tmp_path: Path
             return status == 401
 
         await wait_until(refused, what="the revoked key's token refused")
+
+
+async def test_a_private_apps_openapi_and_websocket_want_a_key(tmp_path: Path) -> None:
+    """GET /{owner}/{app}/openapi.json of the private app: 401 without a key, 200 with one;
+    the public app's is open. A websocket upgrade to the private app without a key: 401."""
+    async with serving(tmp_path) as (p, keys, s):
+        doc = f"{p.url}/default/private/openapi.json"
+        status, body, _ = await call(s, "GET", doc, None)
+        assert status == 401 and body["error_type"] == "unauthorized"
+        status, body, _ = await call(s, "GET", doc, keys.a)
+        assert status == 200 and body["openapi"].startswith("3.")
+        status, _, _ = await call(s, "GET", f"{p.url}/default/public/openapi.json", None)
+        assert status == 200
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await s.ws_connect(f"{p.url}/default/private")
+        assert refused.value.status == 401

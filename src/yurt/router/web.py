@@ -78,7 +78,7 @@ class WebFace:
             if isinstance(answer, web.StreamResponse):
                 return answer
             return to_response(answer, new_request_id())
-        if request.method == "GET" and (doc := self._openapi(path)) is not None:
+        if request.method == "GET" and (doc := self._openapi(request, path)) is not None:
             return to_response(doc, new_request_id())
         core = self.router.core
         # The raw query: the decoded one could carry CR, LF or spaces into the request line.
@@ -112,12 +112,18 @@ class WebFace:
             sent.force_close()
         return sent
 
-    def _openapi(self, path: str) -> Reply | None:
+    def _openapi(self, request: web.BaseRequest, path: str) -> Reply | None:
         """``GET /{owner}/{app}/openapi.json``: the app's OpenAPI document, from its spec alone
-        (no runner needed); None for any other path."""
+        (no runner needed), to whoever may call the app; None for any other path."""
         app_id, _, last = path.strip("/").rpartition("/")
         route = self.router.routes.get(app_id) if last == "openapi.json" else None
-        return json_reply(openapi_document(route.spec)) if route is not None else None
+        if route is None:
+            return None
+        query = request.raw_path.partition("?")[2]
+        checked = self.router.gate.check(route.spec.app_auth, request.raw_headers, query, app_id)
+        if isinstance(checked, Reply):
+            return checked
+        return json_reply(openapi_document(route.spec))
 
     def platform(self, request: web.BaseRequest, path: str) -> Reply:
         """yurt's own routes under ``/_yurt/``."""

@@ -154,6 +154,11 @@ class RouterConfig(_Frozen):
         description="longest wait for a free runner; None: the app's startup_timeout plus 10 s",
     )
     access_log: bool = False
+    public: bool = Field(
+        default=False,
+        description="listening beyond loopback with no API keys, serve every app to anyone "
+        "(otherwise apps that are not public answer 401 until a key exists)",
+    )
     keepalive_timeout: float = Field(
         default=75.0, gt=0, description="idle client connections close"
     )
@@ -698,6 +703,34 @@ class EnvsConfig(_Frozen):
     )
 
 
+class KeysConfig(_Frozen):
+    """API keys, who must show one, and what one key may ask for (``[keys]``)."""
+
+    refresh: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="seconds between looks at the keys file: how long a key revoked by another "
+        "router sharing the data dir may still work here",
+    )
+    rate: float | None = Field(
+        default=None, gt=0, description="requests a second one key may make; None: no limit"
+    )
+    burst: int | None = Field(
+        default=None, ge=1, description="requests above the rate one key may make at once"
+    )
+    unfinished: int | None = Field(
+        default=None,
+        ge=1,
+        description="requests one key may have in flight or queued at once; None: no limit",
+    )
+    metrics: Literal["loopback", "admin", "open"] = Field(
+        default="loopback",
+        description="who may read /_yurt/metrics: loopback callers, the admin token and ADMIN "
+        "keys (loopback); only the latter (admin); anyone (open)",
+    )
+
+
 class ServerConfig(_Frozen):
     """Everything ``yurt run`` / ``yurt server`` needs."""
 
@@ -717,6 +750,7 @@ class ServerConfig(_Frozen):
     nomad: NomadConfig = NomadConfig()
     consul: ConsulConfig = ConsulConfig()
     envs: EnvsConfig = EnvsConfig()
+    keys: KeysConfig = KeysConfig()
     machines: dict[str, MachineOverride] = Field(
         default_factory=dict, description="changes to the machine catalog, by machine type"
     )

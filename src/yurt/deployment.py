@@ -5,7 +5,9 @@ skipped when the server has it), then the app (``POST /_yurt/api/v1/apps`` with 
 server makes a new revision when the payload or spec changed, and the backend replaces the
 runners, the old serving until the new are healthy. ``undeploy("owner/app", server=...)`` takes
 an app off again (``DELETE /_yurt/api/v1/apps/<owner>/<app>``); ``set_secret``,
-``list_secrets`` and ``unset_secret`` keep the server's secrets (``/_yurt/api/v1/secrets``).
+``list_secrets`` and ``unset_secret`` keep the server's secrets (``/_yurt/api/v1/secrets``);
+``create_key``, ``list_keys`` and ``revoke_key`` its API keys (``/_yurt/api/v1/keys``). The
+token may be the admin token or an ADMIN-scoped key (sent as ``Authorization: Key``).
 Standard library only, like ``yurt.Client``.
 """
 
@@ -22,6 +24,7 @@ from typing import Any
 from yurt.app import App
 from yurt.config import admin_token_env, server_url_env
 from yurt.errors import DeployError
+from yurt.keys import looks_like_key
 from yurt.packaging import pack, read_header
 from yurt.spec import build_spec
 
@@ -134,6 +137,52 @@ def unset_secret(name: str, *, server: str | None = None, token: str | None = No
     _caller(server, token)("DELETE", path, b"", "application/json")
 
 
+@dataclass(frozen=True, slots=True)
+class KeyEntry:
+    """An API key as the server lists it: never its secret."""
+
+    key_id: str
+    alias: str | None
+    scope: str
+    created_at: float
+    last_used: float | None
+
+
+def create_key(
+    scope: str = "API",
+    alias: str | None = None,
+    *,
+    server: str | None = None,
+    token: str | None = None,
+) -> tuple[KeyEntry, str]:
+    """Make an API key on the server; returns it and ``id:secret``, shown this once."""
+    body = json.dumps({"scope": scope, "alias": alias}).encode()
+    _, reply = _caller(server, token)("POST", f"{API}/keys", body, "application/json")
+    return _key_entry(reply), str(reply["key"])
+
+
+def list_keys(*, server: str | None = None, token: str | None = None) -> list[KeyEntry]:
+    """The server's API keys, oldest first, with when each was last used."""
+    _, reply = _caller(server, token)("GET", f"{API}/keys", b"", "application/json")
+    return [_key_entry(e) for e in reply]
+
+
+def revoke_key(key_id: str, *, server: str | None = None, token: str | None = None) -> None:
+    """Revoke an API key. Raises ``DeployError`` when the server has no such key."""
+    path = f"{API}/keys/{urllib.parse.quote(key_id, safe='')}"
+    _caller(server, token)("DELETE", path, b"", "application/json")
+
+
+def _key_entry(e: dict[str, Any]) -> KeyEntry:
+    return KeyEntry(
+        key_id=e["key_id"],
+        alias=e.get("alias"),
+        scope=e["scope"],
+        created_at=float(e["created_at"]),
+        last_used=None if e.get("last_used") is None else float(e["last_used"]),
+    )
+
+
 def _caller(server: str | None, token: str | None, timeout: float = 60.0) -> _Caller:
     base = (server or server_url_env()).rstrip("/")
     return _Caller(base, token if token is not None else admin_token_env(), timeout)
@@ -146,7 +195,8 @@ class _Caller:
     def __call__(self, method: str, path: str, body: bytes, kind: str) -> tuple[int, Any]:
         headers = {"content-type": kind}
         if self.token:
-            headers["authorization"] = f"Bearer {self.token}"
+            scheme = "Key" if looks_like_key(self.token) else "Bearer"
+            headers["authorization"] = f"{scheme} {self.token}"
         request = urllib.request.Request(self.base + path, body, headers, method=method)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as resp:
@@ -171,12 +221,19 @@ def _explain(base: str, method: str, path: str, exc: urllib.error.HTTPError) -> 
         return f"{detail}; `GET {API}/apps` lists the deployed apps"
     if error_type == "secret_not_found":
         return f"{detail}; `yurt secrets list` lists them"
+    if error_type == "key_not_found":
+        return f"{detail}; `yurt keys list` lists them"
     if exc.code == 401:
-        return f"the server at {base} wants the admin token: pass --token or set $YURT_ADMIN_TOKEN"
+        return (
+            f"the server at {base} wants the admin token or an ADMIN key: pass --token or set "
+            "$YURT_ADMIN_TOKEN"
+        )
     if exc.code == 404:
         return f"{base} has no admin API ({method} {path}: 404); is it a `yurt server`?"
     if path.startswith(f"{API}/secrets"):
         what = "secret's change" if method != "GET" else "secrets' listing"
+    elif path.startswith(f"{API}/keys"):
+        what = "key's change" if method != "GET" else "keys' listing"
     else:
         what = "undeploy" if method == "DELETE" else "deploy"
     return f"the server refused the {what} ({method} {path}: {exc.code}): {detail or exc.reason}"

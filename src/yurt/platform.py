@@ -21,7 +21,7 @@ import structlog
 
 from yurt.admin.api import AdminApi, check_exposure
 from yurt.admin.secrets import LocalSecrets, SecretStore
-from yurt.admin.store import AppStore, Deployment, Removal, load_secret
+from yurt.admin.store import AppStore, Deployment, Removal
 from yurt.app import App
 from yurt.backends.base import Backend, Discovery
 from yurt.backends.local import LocalBackend
@@ -29,8 +29,9 @@ from yurt.config import ServerConfig
 from yurt.discovery.local import LocalRegistry
 from yurt.envs import Environments
 from yurt.errors import ConfigError
+from yurt.keys import KeyStore
 from yurt.packaging import PayloadHeader, pack
-from yurt.privatefs import open_private, private_dir, tighten
+from yurt.privatefs import load_secret, open_private, private_dir, tighten
 from yurt.queue.api import QueueApi
 from yurt.queue.engine import QueueEngine
 from yurt.queue.store import QueueStore
@@ -70,7 +71,7 @@ def instance_address(host: str, port: int, tls: bool, public_url: str) -> tuple[
 
 # What yurt keeps in the data dir, up to a '-' (queue.sqlite3-wal, server-secret, ...).
 DATA_DIR_ENTRIES = frozenset(
-    ("apps", "logs", "payloads", "queue.sqlite3", "server", "webhook", "yurt.lock")
+    ("apps", "keys", "logs", "payloads", "queue.sqlite3", "server", "webhook", "yurt.lock")
 )
 
 
@@ -92,6 +93,7 @@ class Platform:
         self.default_owner = config.router.owner
         self.store = AppStore(config.data_dir, b"")
         self.secrets = SecretStore(config.data_dir)
+        self.keys = KeyStore(config.data_dir, refresh=config.keys.refresh)
         self.queue_store: QueueStore | None = None
         self._lock: IO[str] | None = None
         self.webhooks: WebhookSender | None = None
@@ -270,6 +272,7 @@ class Platform:
                 secrets=(
                     self.nomad.secrets if self.nomad is not None else LocalSecrets(self.secrets)
                 ),
+                keys=self.keys,
             )
             await self.router.bind()
             if self.consul is not None:
@@ -327,12 +330,19 @@ class Platform:
         await self.backend.stop()
         if self.consul is not None:
             await self.consul.close()
+        self._quietly_flush_keys()
         if self.queue_store is not None:
             self.queue_store.close()
             self.queue_store = None
         if self._lock is not None:
             self._lock.close()  # closing the file releases the lock
             self._lock = None
+
+    def _quietly_flush_keys(self) -> None:
+        try:
+            self.keys.flush_usage()
+        except OSError as exc:  # when keys were last used is a convenience: never fail a stop
+            log.warning("key_usage_not_kept", error=str(exc))
 
     @staticmethod
     async def _quietly(coro: Any) -> None:

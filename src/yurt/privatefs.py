@@ -9,10 +9,13 @@ dir is opened (``tighten``).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
+import secrets
 import stat
 import sys
+import tempfile
 from pathlib import Path
 from typing import IO, Any
 
@@ -109,3 +112,46 @@ def hide_process() -> bool:
         return bool(libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == 0)
     except (OSError, AttributeError):
         return False
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file of its own (two writers may race).
+
+    The file is ``0600`` (``mkstemp`` makes it so) in directories made ``0700``.
+    """
+    private_dir(path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def load_secret(path: Path) -> bytes:
+    """A random key kept in ``path`` (made on first use, readable by the owner only).
+
+    Written whole before it gets its name (a crash never leaves an empty key behind: an empty
+    HMAC key would make every token computable from public digests); an empty file is refused.
+    The data dir's lock keeps two servers from making one at the same time.
+    """
+    if not path.exists():
+        private_dir(path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w") as f:  # mkstemp makes it 0600
+                f.write(secrets.token_hex(32))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+    secret = path.read_text().strip()
+    if not secret:
+        raise ConfigError(f"the key file {path} is empty; delete it and start again")
+    return secret.encode()

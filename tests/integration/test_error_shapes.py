@@ -147,7 +147,8 @@ async def test_runner_answers_unknown_routes_in_json(tmp_path: Path) -> None:
             ("GET", "/", 405, "method_not_allowed"),
             ("POST", "/nowhere", 404, "not_found"),
         ]:
-            async with app.session.request(method, base + path) as resp:
+            shown = {"x-yurt-runner-token": runner.token}  # as the router calls it
+            async with app.session.request(method, base + path, headers=shown) as resp:
                 assert resp.status == status
                 assert resp.content_type == "application/json"
                 assert (await resp.json())["error_type"] == kind

@@ -144,7 +144,9 @@ async def test_max_multiplexing_never_exceeded(tmp_path: Path) -> None:
         _, peak, _ = await app.post("/peak", json={})
         assert peak == {"text": "3"}  # the app counted 3 at once, no more
         (runner,) = app.healthy()
-        async with app.session.get(f"http://{runner.host}:{runner.port}/_yurt/info") as resp:
+        shown = {"x-yurt-runner-token": runner.token}  # as the router calls it
+        url = f"http://{runner.host}:{runner.port}/_yurt/info"
+        async with app.session.get(url, headers=shown) as resp:
             info = await resp.json()
         assert info["peak_in_flight"] == 3
         assert info["max_multiplexing"] == 3

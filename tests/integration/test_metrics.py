@@ -14,7 +14,9 @@ pytestmark = pytest.mark.timeout(180)
 
 
 async def scrape(app: Served, base: str) -> dict[SampleKey, float]:
-    async with app.session.get(base + "/_yurt/metrics") as resp:
+    # A runner's routes want its token (the router's, here the test's); the router's do not.
+    shown = {} if base == app.platform.url else {"x-yurt-runner-token": runner_token(app)}
+    async with app.session.get(base + "/_yurt/metrics", headers=shown) as resp:
         assert resp.status == 200
         assert resp.headers["content-type"].startswith("text/plain; version=0.0.4")
         return samples(await resp.text())
@@ -23,6 +25,11 @@ async def scrape(app: Served, base: str) -> dict[SampleKey, float]:
 def runner_base(app: Served) -> str:
     (view,) = [r for r in app.platform.backend.runners(app.app_id) if r.port]
     return f"http://127.0.0.1:{view.port}"
+
+
+def runner_token(app: Served) -> str:
+    (endpoint,) = app.healthy()
+    return endpoint.token
 
 
 async def test_router_and_runner_count_sync_and_queue_requests(tmp_path: Path) -> None:
@@ -93,7 +100,8 @@ async def test_openmetrics_when_the_scraper_asks(tmp_path: Path) -> None:
         assert (await app.post(json={"status": 200}))[0] == 200  # a runner to scrape
         accept = {"accept": "application/openmetrics-text; version=1.0.0"}
         for base in (app.platform.url, runner_base(app)):
-            async with app.session.get(base + "/_yurt/metrics", headers=accept) as resp:
+            shown = {} if base == app.platform.url else {"x-yurt-runner-token": runner_token(app)}
+            async with app.session.get(base + "/_yurt/metrics", headers=accept | shown) as resp:
                 assert resp.status == 200
                 assert resp.headers["content-type"].startswith("application/openmetrics-text")
                 assert (await resp.text()).endswith("# EOF\n")

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from yurt.admin.store import AppStore, load_secret
+from yurt.admin.store import AppStore
 from yurt.errors import ConfigError
+from yurt.privatefs import load_secret
 
 
 def test_secret_is_made_once_and_kept(tmp_path: Path) -> None:

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 import yurt
-from yurt.admin.store import AppStore, load_secret
+from yurt.admin.store import AppStore
 from yurt.errors import ConfigError
 from yurt.packaging import pack
-from yurt.privatefs import open_private, private_dir, tighten
+from yurt.privatefs import load_secret, open_private, private_dir, tighten
 from yurt.queue.model import Job, Routing
 from yurt.queue.store import QueueStore, without_credentials
 from yurt.spec import build_spec

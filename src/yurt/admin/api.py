@@ -15,12 +15,15 @@
     GET    /_yurt/api/v1/secrets             -> [{name, set_at}], never a value
     PUT    /_yurt/api/v1/secrets/{name}      {value} -> 201 | 200 {name, set_at, outcome}
     DELETE /_yurt/api/v1/secrets/{name}      -> 200 {name, outcome: "unset"} | 404
+    GET|POST /_yurt/api/v1/keys, DELETE /_yurt/api/v1/keys/{id}: API keys (admin/keys_api.py)
 
 Every call but a payload download needs the admin token when one is configured
-(``Authorization: Bearer <token>``); a payload download needs that revision's token (what runners
-hold) or the admin token. A payload is code the runners will execute, so the server refuses to
-listen beyond loopback with no admin token (see ``check_exposure``). Under ``yurt run``
-(``deploys=False``) only payload downloads are served.
+(``Authorization: Bearer <token>``) or an ADMIN-scoped key (``Authorization: Key <id>:<secret>``);
+once any key exists, a server with no admin token wants an ADMIN key. A payload download needs
+that revision's token (what runners hold), the admin token or an ADMIN key. A payload is code
+the runners will execute, so the server refuses to listen beyond loopback with no admin token
+(see ``check_exposure``). Under ``yurt run`` (``deploys=False``) only payload downloads are
+served.
 """
 
 from __future__ import annotations
@@ -37,9 +40,11 @@ import structlog
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from yurt.admin.keys_api import key_call
 from yurt.admin.secrets import SecretKeeper, name_problem, value_problem
 from yurt.admin.store import AppStore, Deployment, Removal, is_sha256
 from yurt.errors import ClusterError, ConfigError, DeployError, PayloadError, SchedulingError
+from yurt.keys import KeyStore
 from yurt.machines import CATALOG
 from yurt.packaging import PayloadHeader, read_header
 from yurt.router.http import Reply, error_reply, json_reply
@@ -121,18 +126,32 @@ class AdminApi:
         limit: int,
         deploys: bool = True,
         secrets: SecretKeeper | None = None,
+        keys: KeyStore | None = None,
     ) -> None:
         self.deployer = deployer
+        self.keys = keys
         self.secrets = secrets  # None: the backend does not carry secrets (501)
         self.deploys = deploys  # False: only runners' payload downloads (``yurt run``)
         self.admin_token = admin_token
         self.public_url = public_url
         self.limit = limit
 
+    def _admin_key(self, request: web.BaseRequest) -> bool:
+        if self.keys is None:
+            return False
+        key = self.keys.verify(request.headers.get("Authorization"))
+        return key is not None and key.scope == "ADMIN"
+
     def _is_admin(self, request: web.BaseRequest) -> bool:
-        if self.admin_token is None:
-            return True  # a server with no token listens on loopback only (check_exposure)
-        return _same(_bearer(request), self.admin_token)
+        if self.admin_token is not None and _same(_bearer(request), self.admin_token):
+            return True
+        if self.keys is not None:
+            if self._admin_key(request):
+                return True
+            if self.keys.any():  # keys are on: an admin shows an ADMIN key or the token
+                return False
+        # A server with no token listens on loopback only (check_exposure).
+        return self.admin_token is None
 
     async def handle(self, request: web.BaseRequest) -> Reply | web.StreamResponse:
         """Answer one admin call."""
@@ -174,6 +193,10 @@ class AdminApi:
                 if len(parts) == 3:
                     return json_reply(self._app(request, found, full=True))
                 return json_reply([r.model_dump() for r in found.revisions])
+        elif parts[0] == "keys" and len(parts) in (1, 2) and self.keys is not None:
+            if not self._is_admin(request):
+                return _denied()
+            return await key_call(request, self.keys, parts[1:], self._read, _invalid)
         elif parts[0] == "secrets" and len(parts) in (1, 2):
             if not self._is_admin(request):
                 return _denied()
@@ -205,8 +228,10 @@ class AdminApi:
         # payload may carry what the app's author keeps private (code, keys in closures).
         store = self.deployer.store
         token = _bearer(request)
-        allowed = (self.admin_token is not None and _same(token, self.admin_token)) or (
-            token is not None and is_sha256(sha256) and _same(token, store.token(sha256))
+        allowed = (
+            (token is not None and is_sha256(sha256) and _same(token, store.token(sha256)))
+            or (self.admin_token is not None and _same(token, self.admin_token))
+            or self._admin_key(request)
         )
         if not allowed:
             return _denied("give the payload's token: Authorization: Bearer <token>")

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Protocol
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
-from yurt.admin.store import load_secret, write_atomic
 from yurt.config import CONFIG_ENV
 from yurt.errors import ConfigError
+from yurt.privatefs import load_secret, write_atomic
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM

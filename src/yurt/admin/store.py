@@ -8,21 +8,17 @@ is its owner's only (``0600``, directories ``0700``): payloads are user code.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
-import os
 import re
-import secrets
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from yurt.errors import ConfigError, PayloadError
+from yurt.errors import PayloadError
 from yurt.packaging import PayloadHeader, read_header
-from yurt.privatefs import private_dir
+from yurt.privatefs import write_atomic
 from yurt.spec import AppSpec
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -68,23 +64,6 @@ class Removal:
 def is_sha256(value: str) -> bool:
     """A payload digest as the server names payloads: 64 lowercase hex digits."""
     return bool(_SHA256.match(value))
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file of its own (two writers may race).
-
-    The file is ``0600`` (``mkstemp`` makes it so) in directories made ``0700``.
-    """
-    private_dir(path.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 class AppStore:
@@ -172,29 +151,3 @@ class AppStore:
             for p in sorted(self.apps.glob("*/*.json"))
         ]
         return sorted(found, key=lambda d: d.app_id)
-
-
-def load_secret(path: Path) -> bytes:
-    """A random key kept in ``path`` (made on first use, readable by the owner only).
-
-    Written whole before it gets its name (a crash never leaves an empty key behind: an empty
-    HMAC key would make every token computable from public digests); an empty file is refused.
-    The data dir's lock keeps two servers from making one at the same time.
-    """
-    if not path.exists():
-        private_dir(path.parent)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w") as f:  # mkstemp makes it 0600
-                f.write(secrets.token_hex(32))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-    secret = path.read_text().strip()
-    if not secret:
-        raise ConfigError(f"the key file {path} is empty; delete it and start again")
-    return secret.encode()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -34,6 +34,8 @@ class RunnerEndpoint:
     runner_id: str
     host: str
     port: int
+    # What the router shows the runner on every call (``yurt.runner.token``); "": none asked.
+    token: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True, slots=True)

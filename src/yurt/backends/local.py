@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import signal
 import socket
 import sys
@@ -49,6 +50,7 @@ from yurt.envs import BuildCancelled, Environments
 from yurt.errors import ConfigError, EnvironmentBuildError
 from yurt.machines import with_overrides
 from yurt.privatefs import private_dir
+from yurt.runner.token import RUNNER_TOKEN_ENV
 from yurt.spec import AppSpec
 
 log = structlog.get_logger("yurt.local")
@@ -71,6 +73,8 @@ class _Runner:
     outdated: bool = False  # of an earlier revision: serves until a new one takes its place
     detail: str = ""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    # Only the router, which gets it with the runner's endpoint, may call the runner.
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
 
 
 @dataclass(eq=False)
@@ -403,6 +407,7 @@ class LocalBackend:
                 # Private as the rest of the data dir: apps keep weights and user data there.
                 data = private_dir(app_data_path(self.app_data, app.app_id))
             env = runner_env(os.environ, gpu_ids, self.config.pass_env, data)
+            env[RUNNER_TOKEN_ENV] = runner.token
             if not self._add_secrets(app, runner, env):
                 return
             # A pipe, not the log file: a runner must not die of a full disk (runnerlog).
@@ -614,7 +619,8 @@ class LocalBackend:
         if not runner.outdated:  # the current revision starts: its backoff is over
             app.failures, app.backoff_until, app.last_failure = 0, 0.0, ""
         self.registry.set_healthy(
-            app.app_id, RunnerEndpoint(runner.runner_id, self.config.host, runner.port)
+            app.app_id,
+            RunnerEndpoint(runner.runner_id, self.config.host, runner.port, runner.token),
         )
         log.info(
             "runner_ready",

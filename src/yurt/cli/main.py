@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from yurt import __version__
-from yurt.cli import deploy, doctor, env, jobspec, run, secrets, server, undeploy
+from yurt.cli import deploy, doctor, env, jobspec, keys, run, secrets, server, undeploy
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,7 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"yurt {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in (run, server, deploy, undeploy, jobspec, doctor, secrets, env):
+    for command in (run, server, deploy, undeploy, jobspec, doctor, secrets, keys, env):
         command.add_parser(commands)
     return parser
 

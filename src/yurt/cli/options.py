@@ -68,6 +68,13 @@ def add_serving_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="port to listen on (0: any free)")
+    p.add_argument(
+        "--public",
+        action="store_true",
+        default=None,
+        help="beyond loopback with no API keys, serve every app to anyone (without it, apps "
+        "that are not public want a key there: `yurt keys create`)",
+    )
     p.add_argument("--data-dir", type=Path, default=None, help="payloads, queue, runner logs")
     p.add_argument("--owner", default=None, help="owner segment of app URLs (default: default)")
     p.add_argument(
@@ -154,6 +161,7 @@ def flags_from_args(args: argparse.Namespace) -> dict[str, Any]:
             "router": {
                 "host": get("host"),
                 "port": get("port"),
+                "public": get("public"),
                 "owner": get("owner"),
                 "tls_cert": get("tls_cert"),
                 "tls_key": get("tls_key"),

@@ -71,6 +71,7 @@ class Job:
     runner_id: str | None = None
     cancel_requested: bool = False
     avoid: set[str] = field(default_factory=set)  # runners a retry should not go back to
+    owner: str | None = None  # the key that submitted it (a private app's); None: the id is enough
 
     @property
     def start_by(self) -> float | None:

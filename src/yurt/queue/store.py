@@ -54,7 +54,8 @@ CREATE TABLE IF NOT EXISTS requests (
     error_type TEXT,
     inference_time REAL,
     logs BLOB,
-    cancel_requested INTEGER NOT NULL DEFAULT 0
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    owner TEXT
 );
 -- A partial index: a completed request leaves it, so it holds only what may run again. Rows
 -- are appended as requests are created; the purge finds old ones by rowid, with no index.
@@ -90,6 +91,7 @@ class Record:
     completed_at: float | None
     result: Result | None
     logs: list[dict[str, Any]]
+    owner: str | None = None  # the key that submitted it, for a private app's request
 
 
 # Request headers that carry a caller's credentials: Authorization, Proxy-Authorization, Cookie,
@@ -159,6 +161,8 @@ class QueueStore:
             self._db.execute(
                 "ALTER TABLE requests ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0"
             )
+        if "owner" not in columns:  # a store made before requests had owners: none has one
+            self._db.execute("ALTER TABLE requests ADD COLUMN owner TEXT")
         self._in_tx = False
         self._commit_scheduled = False
         self._waiters: list[asyncio.Future[None]] = []
@@ -239,8 +243,8 @@ class QueueStore:
         r = job.routing
         self._write(
             "INSERT INTO requests (id, app_id, endpoint, query, headers, body, priority,"
-            " start_timeout, hint, no_retry, webhook, created_at, state, attempts, started_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " start_timeout, hint, no_retry, webhook, created_at, state, attempts, started_at,"
+            " owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 job.id,
                 job.app_id,
@@ -257,6 +261,7 @@ class QueueStore:
                 job.state.value,
                 job.attempts,
                 job.started_at,
+                job.owner,
             ),
         )
 
@@ -323,7 +328,7 @@ class QueueStore:
         """A request's stored state, result and logs."""
         row = self._db.execute(
             "SELECT id, app_id, state, created_at, started_at, completed_at, result_status,"
-            " result_headers, result_body, error, error_type, inference_time, logs"
+            " result_headers, result_body, error, error_type, inference_time, logs, owner"
             " FROM requests WHERE id = ?",
             (request_id,),
         ).fetchone()
@@ -341,13 +346,14 @@ class QueueStore:
             completed_at=row[5],
             result=result,
             logs=json.loads(row[12]) if row[12] else [],
+            owner=row[13],
         )
 
     def unfinished(self, app_id: str) -> Iterator[Job]:
         """The app's requests not completed (after a restart: to queue again), oldest first."""
         rows = self._db.execute(
             "SELECT id, endpoint, query, headers, body, priority, start_timeout, hint,"
-            " no_retry, webhook, created_at, attempts, cancel_requested FROM requests"
+            " no_retry, webhook, created_at, attempts, cancel_requested, owner FROM requests"
             " WHERE app_id = ? AND state != 'COMPLETED' ORDER BY priority, rowid",
             (app_id,),
         ).fetchall()
@@ -370,6 +376,7 @@ class QueueStore:
                 created_at=row[10],
                 attempts=row[11],
                 cancel_requested=bool(row[12]),
+                owner=row[13],
             )
 
     def purge(self, before: float, served: list[str] | None = None) -> int:

@@ -27,7 +27,7 @@ class Slot:
 
     def __init__(self, endpoint: RunnerEndpoint, now: float) -> None:
         self.endpoint = endpoint
-        self.pool = ConnectionPool(endpoint.host, endpoint.port)
+        self.pool = ConnectionPool(endpoint.host, endpoint.port, token=endpoint.token)
         self.in_flight = 0
         self.idle_since: float | None = now
         self.retired = False

@@ -31,6 +31,7 @@ DROPPED_REQUEST_HEADERS = frozenset(
         b"expect",
         b"x-fal-request-id",
         b"x-yurt-request-id",
+        b"x-yurt-runner-token",  # the router's own, to the runner; never a caller's
     }
 )
 JSON_TYPE = (b"content-type", b"application/json")

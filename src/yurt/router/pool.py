@@ -315,6 +315,7 @@ class ConnectionPool:
         max_idle: int = 64,
         connect_timeout: float = 5.0,
         max_idle_age: float = 600.0,
+        token: str = "",
     ) -> None:
         self._host = host
         self._port = port
@@ -326,8 +327,10 @@ class ConnectionPool:
         self._idle: list[_Connection] = []
         self._closed = False
         authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        # Everything between the target and the body length is constant.
-        self._request_tail = f" HTTP/1.1\r\nhost: {authority}\r\ncontent-length: ".encode()
+        # Everything between the target and the body length is constant, the runner's token
+        # (runner/token.py) with it.
+        shown = f"x-yurt-runner-token: {token}\r\n" if token else ""
+        self._request_tail = f" HTTP/1.1\r\nhost: {authority}\r\n{shown}content-length: ".encode()
 
     @property
     def idle_count(self) -> int:

@@ -117,9 +117,12 @@ async def serve(args: argparse.Namespace) -> int:
     from yurt.runner import logcapture  # after argument errors, keep --help fast
     from yurt.runner.gpus import map_visible_devices
     from yurt.runner.server import RunnerServer
+    from yurt.runner.token import take_token
 
-    # Before the payload is unpickled: user code may initialise CUDA as it is imported.
+    # Before the payload is unpickled: user code may initialise CUDA as it is imported, and
+    # must not find the runner's token in its environment.
     map_visible_devices(os.environ)
+    token = take_token(os.environ)
     try:
         header, cls = unpack(read_payload(args))
     except (OSError, PayloadError) as exc:
@@ -133,6 +136,7 @@ async def serve(args: argparse.Namespace) -> int:
         fd=args.fd,
         kill_after=args.kill_after,
         settle_heap=True,
+        token=token,
     )
     if server.spec.num_gpus > 0:
         try:

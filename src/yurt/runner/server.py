@@ -45,6 +45,7 @@ from yurt.runner.requests import (
     RequestRegistry,
 )
 from yurt.runner.stats import RunnerStats
+from yurt.runner.token import token_middleware
 from yurt.spec import (
     TEARDOWN_SLACK_S,
     AppSpec,
@@ -86,8 +87,10 @@ class RunnerServer:
         fd: int = -1,
         kill_after: float = TEARDOWN_SLACK_S,
         settle_heap: bool = False,
+        token: str | None = None,
     ) -> None:
         self.header = header
+        self.token = token  # what the router shows (runner/token.py); None: no check
         self.cls = cls
         self.spec: AppSpec = build_spec(cls)
         self.host, self.port, self.runner_id = host, port, runner_id
@@ -120,7 +123,8 @@ class RunnerServer:
 
     async def start(self) -> None:
         """Open the port; health answers 503 until ``run_setup`` succeeds."""
-        app = web.Application(client_max_size=1024**3)
+        checks = [token_middleware(self.token)] if self.token else []
+        app = web.Application(client_max_size=1024**3, middlewares=checks)
         app.router.add_get("/_yurt/health", self._health)
         app.router.add_get("/_yurt/info", self._info)
         app.router.add_get("/_yurt/metrics", self._metrics)

@@ -319,3 +319,35 @@ async def test_a_rollback_outside_a_write_is_noticed_by_the_next_write(tmp_path:
     await store.durable()
     assert stored(path, "a") == [] and stored(path, "c") == [("IN_QUEUE",)]
     store.close()
+
+
+def test_a_request_keeps_the_key_that_owns_it(tmp_path: Path) -> None:
+    """owner is stored with the request, read back by get and after a restart."""
+    store = QueueStore(tmp_path / "q.sqlite3")
+    owned = job("r1")
+    owned.owner = "0f8fad5b-d9cb-469f-a165-70867728950e"
+    store.add(owned)
+    store.add(job("r2"))
+    store.commit()
+    record = store.get("r1")
+    assert record is not None and record.owner == owned.owner
+    assert store.get("r2").owner is None  # type: ignore[union-attr]
+    store.close()
+    again = QueueStore(tmp_path / "q.sqlite3")
+    assert {j.id: j.owner for j in again.unfinished("o/a")} == {"r1": owned.owner, "r2": None}
+    again.close()
+
+
+def test_a_store_without_the_owner_column_gains_it(tmp_path: Path) -> None:
+    """A store from before owners were kept opens, its requests owned by no one."""
+    path = tmp_path / "q.sqlite3"
+    store = QueueStore(path)
+    store.add(job("old"))
+    store.close()
+    db = sqlite3.connect(path)
+    db.execute("ALTER TABLE requests DROP COLUMN owner")
+    db.commit()
+    db.close()
+    store = QueueStore(path)
+    assert [j.owner for j in store.unfinished("o/a")] == [None]
+    store.close()

@@ -1,0 +1,236 @@
+"""API keys: what callers send as ``Authorization: Key <id>:<secret>``, as fal's clients do.
+
+A key is made once (``yurt keys create``) and shown once; the server keeps only an HMAC-SHA256
+of it under a key of its own (``DATA_DIR/keys-key``), in ``DATA_DIR/keys.json`` (``0600``).
+An HMAC rather than a slow password hash: the secret is 192 random bits, not a password a
+dictionary could guess, so a fast digest gives nothing away and checks a request in
+microseconds. The store keeps the keys in memory and reads the file again when it changed
+(another router sharing the data dir revoked one), looking at most every ``refresh`` seconds:
+a key revoked through this server stops working at once, through another within ``refresh``.
+
+Scopes, as fal's: ``API`` calls apps; ``ADMIN`` also does whatever the admin token does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+
+from yurt.errors import ConfigError
+from yurt.privatefs import load_secret, write_atomic
+
+Scope = Literal["API", "ADMIN"]
+SCOPES: tuple[Scope, ...] = ("API", "ADMIN")
+MAX_ALIAS = 64
+_ALIAS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.@-]*$")
+_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_SECRET = re.compile(r"^[0-9a-f]{48}$")
+
+
+class _Entry(BaseModel):
+    """One key as the file keeps it: never its secret, only the digest of the whole key."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    alias: str | None
+    scope: Scope
+    created_at: float
+    digest: str  # hex HMAC-SHA256 of "<id>:<secret>" under the server's keys-key
+
+
+_ENTRIES = TypeAdapter(dict[str, _Entry])
+_USED = TypeAdapter(dict[str, float])
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    """A key as ``list`` shows it and a request carries it: never its secret."""
+
+    key_id: str
+    alias: str | None
+    scope: Scope
+    created_at: float  # Unix time
+    last_used: float | None = None
+
+
+def split_key(value: str) -> tuple[str, str] | None:
+    """``(id, secret)`` of a key written ``id:secret``, or None when it is not one. Pure."""
+    key_id, sep, secret = value.strip().partition(":")
+    if not sep or not _ID.match(key_id) or not _SECRET.match(secret):
+        return None
+    return key_id, secret
+
+
+def looks_like_key(value: str) -> bool:
+    """Whether ``value`` is written as a key is (so a client sends it as ``Key``). Pure."""
+    return split_key(value) is not None
+
+
+def parse_authorization(header: str) -> tuple[str, str] | None:
+    """The key in an ``Authorization: Key <id>:<secret>`` header, or None. Pure.
+
+    The scheme is case-insensitive (RFC 9110 section 11.1).
+    """
+    scheme, _, rest = header.strip().partition(" ")
+    if scheme.lower() != "key":
+        return None
+    return split_key(rest)
+
+
+def alias_problem(alias: str) -> str | None:
+    """Why ``alias`` cannot name a key, or None. Pure."""
+    if len(alias) > MAX_ALIAS or not _ALIAS.match(alias):
+        return (
+            f"alias {alias[:MAX_ALIAS]!r}: letters, digits, spaces and '_.@-', starting with a "
+            f"letter or digit, at most {MAX_ALIAS} characters"
+        )
+    return None
+
+
+class KeyStore:
+    """The server's API keys under ``data_dir``.
+
+    ``verify`` is what the request path calls; it reads no file more often than every
+    ``refresh`` seconds and hashes one HMAC per call.
+    """
+
+    def __init__(self, data_dir: Path, *, refresh: float = 1.0) -> None:
+        self.path = data_dir / "keys.json"
+        self.used_path = data_dir / "keys-used.json"
+        self.key_path = data_dir / "keys-key"
+        self.refresh = refresh
+        self._hmac_key: bytes | None = None
+        self._entries: dict[str, _Entry] = {}
+        self._stamp: tuple[int, int, int] | None = None  # (inode, mtime_ns, size) read last
+        self._checked = float("-inf")
+        self._used: dict[str, float] = {}  # last use not yet written to used_path
+        self._loaded = False
+
+    # -- the request path ------------------------------------------------------------------
+
+    def any(self) -> bool:
+        """Whether any key exists (then private apps need one)."""
+        self._maybe_reload()
+        return bool(self._entries)
+
+    def verify(self, authorization: str | None) -> KeyInfo | None:
+        """The key an ``Authorization`` header carries, when it is a live key of this server."""
+        if not authorization:
+            return None
+        parsed = parse_authorization(authorization)
+        if parsed is None:
+            return None
+        self._maybe_reload()
+        entry = self._entries.get(parsed[0])
+        if entry is None or not hmac.compare_digest(entry.digest, self._digest(*parsed)):
+            return None
+        self._used[parsed[0]] = time.time()
+        return KeyInfo(parsed[0], entry.alias, entry.scope, entry.created_at)
+
+    def _maybe_reload(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and self._loaded and now - self._checked < self.refresh:
+            return
+        self._checked = now
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            self._entries, self._stamp, self._loaded = {}, None, True
+            return
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if stamp == self._stamp and self._loaded:
+            return
+        try:
+            self._entries = self._read()
+        except ConfigError:
+            if not self._loaded:
+                raise
+            # A damaged file keeps the keys read last (a partial write cannot happen: writes
+            # are renamed into place); the admin calls raise it to whoever can fix it.
+            return
+        self._stamp, self._loaded = stamp, True
+
+    def _digest(self, key_id: str, secret: str) -> str:
+        if self._hmac_key is None:
+            self._hmac_key = load_secret(self.key_path)
+        message = f"{key_id}:{secret}".encode()
+        return hmac.new(self._hmac_key, message, hashlib.sha256).hexdigest()
+
+    # -- administration --------------------------------------------------------------------
+
+    def _read(self) -> dict[str, _Entry]:
+        try:
+            return _ENTRIES.validate_json(self.path.read_bytes())
+        except FileNotFoundError:
+            return {}
+        except ValidationError as exc:
+            raise ConfigError(
+                f"{self.path} is not a file of API keys ({exc.error_count()} errors); move it "
+                "away and create the keys again"
+            ) from exc
+        except OSError as exc:
+            raise ConfigError(f"cannot read the API keys in {self.path}: {exc}") from exc
+
+    def _write(self, entries: dict[str, _Entry]) -> None:
+        write_atomic(self.path, _ENTRIES.dump_json(entries, indent=1))
+        self._maybe_reload(force=True)
+
+    def create(self, scope: Scope, alias: str | None, now: float) -> tuple[KeyInfo, str]:
+        """Make a key; returns it and ``id:secret``, the only time the secret is seen."""
+        if scope not in SCOPES:
+            raise ConfigError(f"scope {scope!r} is not one of {', '.join(SCOPES)}")
+        if alias is not None and (problem := alias_problem(alias)) is not None:
+            raise ConfigError(problem)
+        key_id, secret = str(uuid.uuid4()), secrets.token_hex(24)
+        entries = self._read()
+        entry = _Entry(
+            alias=alias, scope=scope, created_at=now, digest=self._digest(key_id, secret)
+        )
+        entries[key_id] = entry
+        self._write(entries)
+        return KeyInfo(key_id, alias, scope, now), f"{key_id}:{secret}"
+
+    def revoke(self, key_id: str) -> bool:
+        """Remove a key; False when there is none of that id. Takes effect at once here."""
+        entries = self._read()
+        if entries.pop(key_id, None) is None:
+            return False
+        self._write(entries)
+        self._used.pop(key_id, None)
+        return True
+
+    def list(self) -> list[KeyInfo]:
+        """Every key, oldest first, with when it was last used (as far as this server knows)."""
+        entries = self._read()
+        used = {**self._read_used(), **self._used}
+        found = [
+            KeyInfo(key_id, e.alias, e.scope, e.created_at, used.get(key_id))
+            for key_id, e in entries.items()
+        ]
+        return sorted(found, key=lambda k: (k.created_at, k.key_id))
+
+    def flush_usage(self) -> None:
+        """Write when keys were last used (kept in memory between calls: the request path
+        writes nothing)."""
+        if not self._used:
+            return
+        known = self._read()
+        merged = {k: t for k, t in {**self._read_used(), **self._used}.items() if k in known}
+        write_atomic(self.used_path, json.dumps(merged, indent=1).encode())
+        self._used.clear()
+
+    def _read_used(self) -> dict[str, float]:
+        try:
+            return _USED.validate_json(self.used_path.read_bytes())
+        except (OSError, ValidationError):
+            return {}  # a convenience only: a lost or damaged file forgets when keys were used

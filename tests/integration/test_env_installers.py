@@ -210,3 +210,24 @@ def naming(text: str) -> list[int]:
         except OSError:
             continue
     return found
+
+
+async def test_a_build_that_fails_ends_yurt_run_with_pips_words(tmp_path: Path) -> None:
+    """`yurt run` of an app whose requirement does not install exits 1, before serving, quoting
+    pip; the failure is remembered for the next start."""
+    wheels = tmp_path / "wheels"
+    write_wheel(wheels, "yurt_test_pkg", "1.0", "VERSION = '1.0'\n")
+    pip_conf = tmp_path / "pip.conf"
+    pip_conf.write_text(f"[global]\nno-index = true\nfind-links = {wheels}\n")
+    data = tmp_path / "data"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "yurt.cli", "run", f"{APPS}::PinsMissing", "--port", "0",
+        "--data-dir", str(data), cwd=Path(__file__).parents[2], env=configured_only(pip_conf),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), DEADLINE * 2)
+    assert proc.returncode == 1, (out, err)
+    assert b"yurt: serving" not in out
+    assert re.search(rb"environment [0-9a-f]{12}: failed after", out), out
+    assert b"No matching distribution found for yurt_test_pkg==9.0" in err, err
+    assert [p.name for p in (data / "envs").glob("*.failed")] != []

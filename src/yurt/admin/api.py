@@ -41,9 +41,9 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from yurt.admin.keys_api import key_call
-from yurt.admin.secrets import SecretStore, name_problem, value_problem
+from yurt.admin.secrets import SecretKeeper, name_problem, value_problem
 from yurt.admin.store import AppStore, Deployment, Removal, is_sha256
-from yurt.errors import ConfigError, DeployError, PayloadError, SchedulingError
+from yurt.errors import ClusterError, ConfigError, DeployError, PayloadError, SchedulingError
 from yurt.keys import KeyStore
 from yurt.machines import CATALOG
 from yurt.packaging import PayloadHeader, read_header
@@ -129,7 +129,7 @@ class AdminApi:
         public_url: str | None,
         limit: int,
         deploys: bool = True,
-        secrets: SecretStore | None = None,
+        secrets: SecretKeeper | None = None,
         keys: KeyStore | None = None,
     ) -> None:
         self.deployer = deployer
@@ -218,6 +218,11 @@ class AdminApi:
             except ConfigError as exc:  # the store's file or key: names a path, never a value
                 log.error("secrets_unreadable", error=str(exc))
                 return error_reply(500, "secrets_unreadable", str(exc))
+            except ValueError as exc:  # too large for where they are kept: sizes, no value
+                return error_reply(422, "bad_request", str(exc))
+            except ClusterError as exc:  # Nomad keeps them and refused or did not answer
+                log.error("secrets_unreachable", error=str(exc))
+                return error_reply(503, "secrets_unavailable", str(exc))
         else:
             return error_reply(404, "not_found", f"no admin route {path}")
         return error_reply(405, "method_not_allowed", f"{method} {path} is not served")
@@ -347,13 +352,14 @@ class AdminApi:
     # -- secrets ---------------------------------------------------------------------------
 
     async def _secret_call(
-        self, request: web.BaseRequest, store: SecretStore, name: list[str]
+        self, request: web.BaseRequest, store: SecretKeeper, name: list[str]
     ) -> Reply:
         method = request.method
         if not name:
             if method != "GET":
                 return error_reply(405, "method_not_allowed", f"{method} {request.path}")
-            return json_reply([{"name": s.name, "set_at": s.set_at} for s in store.list()])
+            found = await store.list_secrets()
+            return json_reply([{"name": s.name, "set_at": s.set_at} for s in found])
         if method == "PUT":
             body = await self._read(request)
             if isinstance(body, Reply):
@@ -365,16 +371,16 @@ class AdminApi:
             problem = name_problem(name[0]) or value_problem(value)
             if problem is not None:  # the name or the value's shape; never the value
                 return error_reply(422, "bad_request", problem)
-            new = store.set(name[0], value, time.time())
+            new = await store.set_secret(name[0], value, time.time())
             # The name only: values never reach a log.
             log.info("secret_set", name=name[0], outcome="created" if new else "updated")
-            info = next(s for s in store.list() if s.name == name[0])
-            reply = {"name": info.name, "set_at": info.set_at}
+            info = next((s for s in await store.list_secrets() if s.name == name[0]), None)
+            reply = {"name": name[0], "set_at": info.set_at if info else time.time()}
             return json_reply(
                 {**reply, "outcome": "created" if new else "updated"}, 201 if new else 200
             )
         if method == "DELETE":
-            if not store.unset(name[0]):
+            if not await store.unset_secret(name[0]):
                 return error_reply(
                     404, "secret_not_found", f"no secret {name[0][:256]!r} is set on this server"
                 )

@@ -66,7 +66,7 @@ def example_body(schema: dict[str, Any] | None) -> dict[str, Any]:
 def examples(base: str, app_id: str, spec: AppSpec) -> list[str]:
     """The curl lines ``yurt run`` prints: each endpoint run directly, the first one queued."""
     lines = []
-    for n, endpoint in enumerate(spec.endpoints):
+    for n, endpoint in enumerate(e for e in spec.endpoints if not e.is_websocket):
         body = json.dumps(example_body(endpoint.input_schema))
         tail = "" if endpoint.path == "/" else endpoint.path
         data = f"-H 'content-type: application/json' -d '{body}'"

@@ -15,6 +15,7 @@ from multidict import CIMultiDict
 
 from yurt.errors import RequestError
 from yurt.metrics import render
+from yurt.openapi import document as openapi_document
 from yurt.queue.api import SSE_HEADERS, EventStream, QueueApi, QueueCall
 from yurt.queue.routing import TIMEOUT, RoutingError, parse_start_timeout
 from yurt.router.http import (
@@ -80,6 +81,8 @@ class WebFace:
         path = request.path
         if path.startswith("/queue/") and self.router.queue_api is not None:
             return await self._queue(request, self.router.queue_api)
+        if self.router.files is not None and self.router.files.serves(path):
+            return await self.router.files.handle(request)
         request_id = new_request_id()
         if path.startswith(ADMIN_PREFIX) and self.router.admin is not None:
             answer = await self.router.admin.handle(request)
@@ -88,6 +91,8 @@ class WebFace:
             return to_response(answer, request_id)
         if path.startswith("/_yurt/"):
             return to_response(self.platform(request, path), request_id)
+        if request.method == "GET" and (doc := self._openapi(path)) is not None:
+            return to_response(doc, request_id)
         resolved = self.router.resolve(path)
         if isinstance(resolved, Reply):
             return to_response(resolved, request_id)
@@ -148,6 +153,13 @@ class WebFace:
             # cannot take the stream for a complete one.
             request.transport.close()
         return response
+
+    def _openapi(self, path: str) -> Reply | None:
+        """``GET /{owner}/{app}/openapi.json``: the app's OpenAPI document, from its spec alone
+        (no runner needed); None for any other path."""
+        app_id, _, last = path.strip("/").rpartition("/")
+        route = self.router.routes.get(app_id) if last == "openapi.json" else None
+        return json_reply(openapi_document(route.spec)) if route is not None else None
 
     def platform(self, request: web.BaseRequest, path: str) -> Reply:
         """yurt's own routes under ``/_yurt/``."""

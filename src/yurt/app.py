@@ -14,11 +14,12 @@ import contextvars
 import difflib
 import re
 import threading
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from yurt.errors import AppDefinitionError
 
@@ -45,21 +46,29 @@ class RequestContext:
     """The request an endpoint is serving: ``self.current_request`` inside an endpoint.
 
     Read-only. ``headers`` is the incoming request's headers (case-insensitive on a runner);
+    ``endpoint`` the path of the endpoint serving it (fal's ``current_request.endpoint``);
     ``cancelled`` turns true once a caller asked to cancel the request, which a sync endpoint
     can poll to stop early (an async endpoint is cancelled for it).
     """
 
-    __slots__ = ("_cancel", "_headers", "_request_id")
+    __slots__ = ("_cancel", "_endpoint", "_headers", "_request_id")
 
     def __init__(
         self,
         request_id: str,
         headers: Mapping[str, str],
         cancel: threading.Event | None = None,
+        endpoint: str = "",
     ) -> None:
         self._request_id = request_id
         self._headers = headers
         self._cancel = cancel if cancel is not None else threading.Event()
+        self._endpoint = endpoint
+
+    @property
+    def endpoint(self) -> str:
+        """The path of the endpoint serving the request, e.g. ``"/"`` or ``"/generate"``."""
+        return self._endpoint
 
     @property
     def request_id(self) -> str:
@@ -77,7 +86,10 @@ class RequestContext:
         return self._cancel.is_set()
 
     def __repr__(self) -> str:
-        return f"RequestContext(request_id={self._request_id!r}, cancelled={self.cancelled})"
+        return (
+            f"RequestContext(request_id={self._request_id!r}, endpoint={self._endpoint!r}, "
+            f"cancelled={self.cancelled})"
+        )
 
 
 # Set by the runner around each endpoint call; sync endpoints see it through the copied context.
@@ -95,6 +107,24 @@ class HealthCheck(BaseModel):
     timeout_seconds: float = Field(default=5, gt=0)
     failure_threshold: int = Field(default=3, ge=1)
     call_regularly: bool = True
+    # The HTTP method the endpoint also answers for health checks (fal's ``method``; None is
+    # POST). The runner runs the check in-process, so this only adds the route.
+    method: Literal["GET", "POST"] = "POST"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _none_is_default(cls, values: Any) -> Any:
+        # fal's HealthCheck takes None for "the default" in every field.
+        if isinstance(values, dict):
+            return {k: v for k, v in values.items() if v is not None}
+        return values
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _method(cls, value: object) -> object:
+        if value is None:
+            return "POST"
+        return value.upper() if isinstance(value, str) else value
 
 
 @dataclass(frozen=True)
@@ -109,7 +139,12 @@ class EndpointMarker:
 def endpoint(
     path: str, *, is_websocket: bool = False, health_check: HealthCheck | None = None
 ) -> Callable[[F], F]:
-    """Mark a method as a POST endpoint at ``path``; its one parameter is the JSON body model.
+    """Mark a method as an endpoint at ``path`` (POST; a websocket with ``is_websocket``).
+
+    One parameter annotated with a pydantic model is the whole JSON body (served on the
+    runner's fastest path); anything else FastAPI accepts for a route works as it does there
+    and in fal (several parameters, ``dict``, ``fastapi.Request``/``Response``; see
+    docs/apps.md). A websocket endpoint is ``async def`` taking a ``fastapi.WebSocket``.
 
     The runner also answers ``POST {path}/cancel`` (``/cancel`` for ``/``) to cancel a request
     in flight, unless the App declares an endpoint at that very path: then the App's wins.
@@ -128,6 +163,12 @@ def endpoint(
         raise AppDefinitionError(f"endpoint path {path!r}: paths under /_yurt are reserved")
 
     def mark(func: F) -> F:
+        if hasattr(func, ENDPOINT_ATTR):
+            name = getattr(func, "__name__", repr(func))
+            raise AppDefinitionError(
+                f"{name} is already an endpoint at {getattr(func, ENDPOINT_ATTR).path!r}; one "
+                "method serves one path: write a second method for the other path"
+            )
         setattr(func, ENDPOINT_ATTR, EndpointMarker(normalized, is_websocket, health_check))
         return func
 
@@ -178,10 +219,17 @@ class App:
     # while one is unset, and waiting callers get a 503 naming it. Every secret reaches every
     # app; this only checks.
     required_secrets: ClassVar[list[str]] = []
+    # A container image with the app's environment, yurt and its runner inside (fal's
+    # container images), run by Nomad's docker driver instead of ``[nomad] image``.
+    image: ClassVar[str | None] = None
+    # What ``health()`` reports (fal's attribute and default). Not among SETTINGS: it is the
+    # app's own label, and a near name (``versions``) must stay free for the app's use.
+    version = "unknown"
 
     def __init_subclass__(cls, **settings: Any) -> None:
         # fal's spelling of the app name as a class keyword: ``class A(App, name="a")``.
         name = settings.pop("name", None)
+        fal_only = {key: settings.pop(key) for key in list(settings) if key in FAL_SETTINGS}
         unknown = sorted(set(settings) - set(SETTINGS))
         if unknown:
             raise AppDefinitionError(
@@ -191,6 +239,7 @@ class App:
         super().__init_subclass__()
         if _unpickling.get():
             return
+        _check_fal_settings(cls, fal_only)
         if name is not None:
             settings["app_name"] = _keyword_name(cls, name, settings.get("app_name"))
         if "__init__" in cls.__dict__:
@@ -213,6 +262,14 @@ class App:
     def teardown(self) -> Any:
         """Release resources; runs once after in-flight requests have drained."""
 
+    def handle_exit(self) -> Any:
+        """Called once when the runner is told to stop, before draining (fal's hook): e.g. to
+        make a long request wind down early. Runs beside the requests still in flight."""
+
+    def health(self) -> Any:
+        """What the runner's ``GET /health`` answers once ready (fal's): ``{"version": ...}``."""
+        return {"version": self.version}
+
     def provide_hints(self) -> list[str]:
         """Hints the router may use to pick this runner (e.g. which weights are loaded).
 
@@ -226,6 +283,58 @@ class App:
     def current_request(self) -> RequestContext | None:
         """The request being served by the calling endpoint; None outside a request."""
         return CURRENT_REQUEST.get()
+
+
+class FalSettingIgnored(UserWarning):
+    """A fal App setting that only steers fal's own cloud was given: it has no effect here."""
+
+
+# fal App settings yurt refuses, with why and what to write instead. Given as a class attribute
+# or a class keyword, each fails at class creation: never ignored in silence.
+FAL_REFUSED: dict[str, str] = {
+    "app_files": "yurt ships Python modules (local_python_modules), not arbitrary files; load "
+    "data files in setup() from the app's data directory or download them there",
+    "app_files_ignore": "it goes with app_files, which yurt does not take",
+    "app_files_context_dir": "it goes with app_files, which yurt does not take",
+    "requirements_context_dir": "yurt installs requirements from package indexes; ship local "
+    "code with local_python_modules",
+    "retry_config": "the router's retries follow the platform rules and the server's [queue] "
+    "config; to stop retries on some failures set skip_retry_conditions",
+    "secrets": "every secret set with `yurt secrets set` reaches every app; list those the app "
+    "cannot start without in required_secrets",
+}
+# fal App settings that only steer fal's own cloud: accepted so that an app moves over
+# unchanged, with a ``FalSettingIgnored`` warning at class creation saying so.
+FAL_CLOUD_ONLY: dict[str, str] = {
+    "regions": "runners run where Nomad places them (or on this machine)",
+    "host_kwargs": "they are options of fal's hosts; set yurt's settings as class attributes",
+    "kind": "it selects a kind of fal host",
+    "metrics_port": "the runner serves its metrics at /_yurt/metrics on its own port",
+    "resolver": "yurt's environments are installed by the server's [envs] installer",
+    "local_file_path": "fal's CLI sets it for its own use",
+    "data_mounts": "each app's data directory is mounted for it (docs/environments.md)",
+}
+FAL_SETTINGS = FAL_REFUSED.keys() | FAL_CLOUD_ONLY.keys()
+
+
+def _check_fal_settings(cls: type, keywords: Mapping[str, object]) -> None:
+    """Refuse fal settings yurt does not take; warn about fal cloud settings given."""
+    given = set(keywords)
+    for klass in cls.__mro__:
+        if klass is not App and isinstance(klass, type) and issubclass(klass, App):
+            given |= FAL_SETTINGS & set(vars(klass))
+    for key in sorted(given):
+        if key in FAL_REFUSED:
+            raise AppDefinitionError(
+                f"{cls.__name__}: fal's App setting {key!r} is not supported by yurt: "
+                f"{FAL_REFUSED[key]}"
+            )
+        warnings.warn(
+            f"{cls.__name__}: fal's App setting {key!r} has no effect on yurt: "
+            f"{FAL_CLOUD_ONLY[key]}",
+            FalSettingIgnored,
+            stacklevel=4,
+        )
 
 
 def _keyword_name(cls: type, name: object, keyword: object) -> object:

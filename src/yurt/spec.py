@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from yurt import signatures
 from yurt.app import (
     ENDPOINT_ATTR,
     SETTINGS,
@@ -27,6 +28,7 @@ from yurt.app import (
 )
 from yurt.errors import AppDefinitionError
 from yurt.machines import ALIASES, CATALOG, known_machine_types
+from yurt.signatures import EndpointStyle
 
 RetryCondition = Literal["timeout", "server_error", "connection_error"]
 RETRY_CONDITIONS: tuple[str, ...] = typing.get_args(RetryCondition)
@@ -49,6 +51,11 @@ class EndpointSpec(BaseModel):
     input_schema: dict[str, Any] | None = None
     output_schema: dict[str, Any] | None = None
     health_check: HealthCheck | None = None
+    # "model": one pydantic body (or none), served on the runner's byte path; "fastapi":
+    # FastAPI parameters or a websocket, served by FastAPI in the runner (yurt.signatures).
+    style: EndpointStyle = "model"
+    # For a "fastapi" endpoint, FastAPI's OpenAPI ``paths`` and component ``schemas`` for it.
+    openapi: dict[str, Any] | None = None
 
 
 class AppSpec(BaseModel):
@@ -78,6 +85,7 @@ class AppSpec(BaseModel):
     endpoints: list[EndpointSpec]
     # Last and with a default: deployments saved before it existed still load.
     required_secrets: list[str] = []
+    image: str | None = None  # the docker driver's image for this app (Nomad)
 
     @property
     def health_check(self) -> EndpointSpec | None:
@@ -149,6 +157,7 @@ def build_spec(cls: type[App]) -> AppSpec:
         local_python_modules=_module_names(name, values["local_python_modules"]),
         skip_retry_conditions=_skip_conditions(name, values["skip_retry_conditions"]),
         required_secrets=_required_secrets(name, values["required_secrets"]),
+        image=_image(name, values["image"]),
         endpoints=sorted(endpoints, key=lambda e: e.path),
         **knobs,
     )
@@ -259,6 +268,15 @@ def _module_names(name: str, value: object) -> list[str]:
     return list(value)
 
 
+def _image(name: str, value: object) -> str | None:
+    if value is None or (isinstance(value, str) and value.strip() and value == value.strip()):
+        return value
+    raise AppDefinitionError(
+        f"{name}: image must be a container image reference such as "
+        f"'ghcr.io/me/my-app:1.0' (with yurt installed), or None; got {value!r}"
+    )
+
+
 def _required_secrets(name: str, value: object) -> list[str]:
     if not isinstance(value, list | tuple) or not all(
         isinstance(v, str) and _ENV_NAME.match(v) for v in value
@@ -325,55 +343,51 @@ def _knobs(name: str, values: dict[str, Any]) -> dict[str, Any]:
 def _endpoint_spec(cls: type, path: str, method_name: str, marker: EndpointMarker) -> EndpointSpec:
     func = getattr(cls, method_name)
     where = f"{cls.__name__}.{method_name}"
-    body_model = endpoint_body_model(func, where)
-    output = _output_model(func, where)
+    kind = signatures.style(func, where, is_websocket=marker.is_websocket)
+    if marker.is_websocket and marker.health_check is not None:
+        raise AppDefinitionError(
+            f"{where}: a websocket endpoint cannot carry a health_check; put it on a POST endpoint"
+        )
+    body = signatures.body_model(func, where) if kind == "model" else None
+    output = signatures.output_model(func, where)
+    openapi = None
+    if kind == "fastapi":
+        openapi = _fastapi_openapi(cls, path, method_name, marker, where)
     return EndpointSpec(
         path=path,
         method_name=method_name,
         is_async=inspect.iscoroutinefunction(func),
         is_websocket=marker.is_websocket,
-        input_schema=body_model.model_json_schema() if body_model else None,
+        input_schema=body.model_json_schema() if body else None,
         output_schema=output.model_json_schema() if output else None,
         health_check=marker.health_check,
+        style=kind,
+        openapi=openapi,
     )
 
 
-def _hints(func: Callable[..., Any], where: str) -> dict[str, Any]:
-    try:
-        hints = typing.get_type_hints(func)
-    except Exception as exc:
-        raise AppDefinitionError(
-            f"{where}: cannot resolve its type annotations ({exc}); define the models it uses "
-            "at module level before the App class"
-        ) from exc
-    # cloudpickle carries only the globals a function's code names, so string annotations
-    # (``from __future__ import annotations``) would not resolve on the runner: keep the
-    # resolved objects on the function instead.
-    annotations = getattr(func, "__annotations__", None)
-    if isinstance(annotations, dict):
-        annotations.update(hints)
-    return hints
+def _fastapi_openapi(
+    cls: type, path: str, method_name: str, marker: EndpointMarker, where: str
+) -> dict[str, Any]:
+    from yurt.fastapi_app import route_openapi
+
+    # A bare instance (no setup) only to get bound methods: FastAPI reads their signatures
+    # without ``self``, as fal builds its app from ``cls(_allow_init=True)``.
+    bound = getattr(object.__new__(cls), method_name)
+    route = route_for(path, bound, marker.is_websocket, marker.health_check)
+    return route_openapi(route, where)
+
+
+def route_for(
+    path: str, call: Callable[..., Any], is_websocket: bool, health_check: HealthCheck | None
+) -> Any:
+    """The ``yurt.fastapi_app.Route`` that serves endpoint ``call`` at ``path``."""
+    from yurt.fastapi_app import Route
+
+    extra = (health_check.method,) if health_check and health_check.method != "POST" else ()
+    return Route(path, call, is_websocket=is_websocket, extra_methods=extra)
 
 
 def endpoint_body_model(func: Callable[..., Any], where: str) -> type[BaseModel] | None:
-    """The pydantic model of an endpoint's body parameter, or None when it takes no body."""
-    params = list(inspect.signature(func).parameters.values())[1:]  # drop self
-    if len(params) > 1:
-        raise AppDefinitionError(
-            f"{where} takes {len(params)} parameters; an endpoint takes one pydantic model "
-            "that is the whole JSON body"
-        )
-    if not params:
-        return None
-    hint = _hints(func, where).get(params[0].name)
-    if not (isinstance(hint, type) and issubclass(hint, BaseModel)):
-        raise AppDefinitionError(
-            f"{where}: parameter {params[0].name!r} is annotated {hint!r}; annotate it with a "
-            "pydantic BaseModel subclass describing the JSON body"
-        )
-    return hint
-
-
-def _output_model(func: Callable[..., Any], where: str) -> type[BaseModel] | None:
-    hint = _hints(func, where).get("return")
-    return hint if isinstance(hint, type) and issubclass(hint, BaseModel) else None
+    """The pydantic model of a model-style endpoint's body parameter, or None."""
+    return signatures.body_model(func, where)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from fastapi import WebSocket
 from pydantic import BaseModel, Field, ValidationError
 
 import yurt
@@ -216,26 +217,38 @@ def test_near_miss_setting_in_a_base_class_is_refused() -> None:
 # -- endpoints that refuse the class ---------------------------------------------------------
 
 
-def _endpoints_not_model() -> dict[str, Any]:
+class NotAModel:
+    """A plain class: neither a pydantic model nor a type FastAPI can read from a request."""
+
+
+def _endpoints_unservable() -> dict[str, Any]:
     @yurt.endpoint("/")
-    def run(self: Any, req: dict[str, Any]) -> Out:
+    def run(self: Any, req: NotAModel, other: In) -> Out:
         return Out(text="")
 
     return {"run": run}
 
 
-def _endpoints_unannotated() -> dict[str, Any]:
-    @yurt.endpoint("/")
-    def run(self: Any, req):  # type: ignore[no-untyped-def]
-        return req
+def _endpoints_sync_websocket() -> dict[str, Any]:
+    @yurt.endpoint("/ws", is_websocket=True)
+    def run(self: Any, websocket: WebSocket) -> None:
+        return None
 
     return {"run": run}
 
 
-def _endpoints_two_params() -> dict[str, Any]:
-    @yurt.endpoint("/")
-    def run(self: Any, req: In, other: In) -> Out:
-        return Out(text="")
+def _endpoints_websocket_without_socket() -> dict[str, Any]:
+    @yurt.endpoint("/ws", is_websocket=True)
+    async def run(self: Any, req: In) -> None:
+        return None
+
+    return {"run": run}
+
+
+def _endpoints_websocket_health_check() -> dict[str, Any]:
+    @yurt.endpoint("/ws", is_websocket=True, health_check=yurt.HealthCheck())
+    async def run(self: Any, websocket: WebSocket) -> None:
+        return None
 
     return {"run": run}
 
@@ -271,12 +284,21 @@ def _endpoints_unresolvable() -> dict[str, Any]:
     ("make_endpoints", "fragments"),
     [
         pytest.param(
-            _endpoints_not_model, ["Echo.run", "'req'", "pydantic BaseModel"], id="not-a-model"
+            _endpoints_unservable, ["Echo.run", "FastAPI cannot serve", "pydantic"], id="unservable"
         ),
         pytest.param(
-            _endpoints_unannotated, ["Echo.run", "'req'", "pydantic BaseModel"], id="unannotated"
+            _endpoints_sync_websocket, ["Echo.run", "must be defined with async def"], id="sync-ws"
         ),
-        pytest.param(_endpoints_two_params, ["Echo.run takes 2 parameters"], id="two-params"),
+        pytest.param(
+            _endpoints_websocket_without_socket,
+            ["Echo.run", "take a parameter annotated fastapi.WebSocket"],
+            id="ws-without-socket",
+        ),
+        pytest.param(
+            _endpoints_websocket_health_check,
+            ["Echo.run", "cannot carry a health_check"],
+            id="ws-health-check",
+        ),
         pytest.param(
             _endpoints_duplicate_path,
             ["'run'", "'again'", "'/same'", "own path"],

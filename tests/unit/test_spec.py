@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi import WebSocket
 from pydantic import BaseModel, Field
 
 import yurt
@@ -47,7 +48,7 @@ class Gallery(yurt.App, machine_type=["GPU-H200", "GPU-A100", "GPU-H100"], keep_
         return {"ok": True}
 
     @yurt.endpoint("/realtime", is_websocket=True)
-    async def realtime(self, req: Prompt) -> None:
+    async def realtime(self, websocket: WebSocket) -> None:
         return None
 
 

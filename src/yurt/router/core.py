@@ -18,8 +18,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from yurt.errors import RequestError
+from yurt.openapi import document as openapi_document
 from yurt.router.dispatch import AppRoute, NoSlotInTime, Slot
-from yurt.router.http import Reply, error_reply, forward_headers, invalid_reply, new_request_id
+from yurt.router.http import (
+    Reply,
+    error_reply,
+    forward_headers,
+    invalid_reply,
+    json_reply,
+    new_request_id,
+)
 from yurt.router.metrics import SYNC
 from yurt.router.options import TIMEOUT_HEADERS, RoutingError, parse_start_timeout
 from yurt.router.pool import BodyStream, UpstreamError
@@ -157,9 +165,14 @@ class RequestCore:
         face noted it while parsing; ``None`` has it looked up in ``headers``. ``upgrade``: the
         request asks to switch protocols; only an app's websocket upgrade is the core's.
         """
-        queue_api = self.router.queue_api
+        router = self.router
+        queue_api = router.queue_api
         if upgrade and (path.startswith((QUEUE_PREFIX, PLATFORM_PREFIX)) or method != b"GET"):
             return None
+        if router.files is not None and router.files.serves(path):
+            return None  # the file store's routes are the aiohttp face's
+        if method == b"GET" and not upgrade and (doc := self._openapi(path)) is not None:
+            return doc
         if path.startswith(QUEUE_PREFIX) and queue_api is not None:
             if not host:
                 host = f"{self.router.config.host}:{self.router.port}"
@@ -188,6 +201,14 @@ class RequestCore:
             except RoutingError as exc:
                 return invalid_reply(exc.detail())
         return run
+
+    def _openapi(self, path: str) -> Reply | None:
+        """``GET /{owner}/{app}/openapi.json``: the app's OpenAPI document, from its spec alone
+        (no runner needed); None for any other path."""
+        if not path.endswith("/openapi.json"):
+            return None
+        route = self.router.routes.get(path.strip("/").rpartition("/")[0])
+        return json_reply(openapi_document(route.spec)) if route is not None else None
 
     def too_large(self) -> RequestError:
         """The error for a body over the limit."""

@@ -37,6 +37,7 @@ from yurt.spec import AppSpec
 
 if TYPE_CHECKING:
     from yurt.admin.api import AdminApi
+    from yurt.files.http import FilesApi
 
 log = structlog.get_logger("yurt.router")
 
@@ -63,6 +64,7 @@ class Router:
         self.queue_api: QueueService | None = None
         self.core = RequestCore(self)
         self.admin: AdminApi | None = None
+        self.files: FilesApi | None = None
         self.stats = RouterStats()
         self.metrics = registry_for(RouterCollector(self))
         scheduler.source = self
@@ -85,6 +87,10 @@ class Router:
     def attach_queue(self, engine: QueueEngine, api: QueueService) -> None:
         """Serve the durable queue under ``/queue/``."""
         self.queue, self.queue_api = engine, api
+
+    def attach_files(self, api: FilesApi) -> None:
+        """Serve the file store under ``/files/``."""
+        self.files = api
 
     # -- lifecycle -------------------------------------------------------------------------
 

@@ -69,6 +69,8 @@ class WebFace:
             response.force_close()
             return response
         path = request.path
+        if self.router.files is not None and self.router.files.serves(path):
+            return await self.router.files.handle(request)
         if path.startswith(ADMIN_PREFIX) and self.router.admin is not None:
             answer = await self.router.admin.handle(request)
             if isinstance(answer, web.StreamResponse):

@@ -7,13 +7,17 @@ import contextvars
 import functools
 import inspect
 import json
-from collections.abc import Callable
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from aiohttp import http_exceptions, web
 from aiohttp.web_protocol import RequestHandler
 from pydantic import BaseModel, ValidationError
+
+from yurt.errors import AppException
+from yurt.exceptions import FieldException, RequestCancelledException, gpu_failure
 
 JSON = "application/json"
 VALIDATION_ERROR = "validation_error"
@@ -134,3 +138,87 @@ class _JsonErrors(RequestHandler):
         response = self._page(status, exc)
         response.force_close()
         return response
+
+
+def exception_response(exc: BaseException) -> web.Response | None:
+    """The answer an endpoint chose by raising ``exc`` (fal's exceptions, FastAPI's
+    ``HTTPException``, a GPU failure as 503); None for an error that is only a failure."""
+    if isinstance(exc, AppException):
+        response = json_response(exc.status_code, {"detail": exc.message})
+        response.headers.update(exc.headers)
+        return response
+    if isinstance(exc, FieldException):
+        response = json_response(exc.status_code, exc.to_pydantic_format())
+        response.headers.update(exc.response_headers())
+        return response
+    if isinstance(exc, RequestCancelledException):
+        return json_response(499, {"detail": exc.message})
+    # Only an app that imported starlette can raise its HTTPException (FastAPI's is a subclass):
+    # the check costs nothing to apps that did not.
+    starlette = sys.modules.get("starlette.exceptions")
+    if starlette is not None and isinstance(exc, starlette.HTTPException):
+        response = json_response(exc.status_code, {"detail": exc.detail})
+        response.headers.update(exc.headers or {})
+        return response
+    gpu = gpu_failure(exc)
+    if gpu is not None:
+        return json_response(gpu.status_code, {"detail": gpu.message})
+    return None
+
+
+def is_stream(result: object) -> bool:
+    """Whether an endpoint's return is sent in pieces: a generator, or a starlette
+    ``Response`` (run as the ASGI app it is)."""
+    if inspect.isasyncgen(result) or inspect.isgenerator(result):
+        return True
+    starlette = sys.modules.get("starlette.responses")
+    return starlette is not None and isinstance(result, starlette.Response)
+
+
+def sse_event(item: object) -> bytes:
+    """One server-sent event from what a generator yielded: bytes go out as they are (already
+    framed by the app); a str is the event's data; anything else its JSON."""
+    if isinstance(item, bytes | bytearray):
+        return bytes(item)
+    if isinstance(item, BaseModel):
+        text = item.model_dump_json()
+    elif isinstance(item, str):
+        text = item
+    else:
+        text = json.dumps(item)
+    return "".join(f"data: {line}\n" for line in text.split("\n")).encode() + b"\n"
+
+
+async def stream_generator(
+    request: web.Request,
+    gen: AsyncIterator[Any] | Iterator[Any],
+    executor: ThreadPoolExecutor,
+) -> web.StreamResponse:
+    """Send each item as a server-sent event as soon as it is produced; a caller hanging up
+    stops (closes) the generator at its next item."""
+    response = web.StreamResponse(
+        headers={"content-type": "text/event-stream", "cache-control": "no-cache"}
+    )
+    await response.prepare(request)
+    loop = asyncio.get_running_loop()
+    done = object()
+    try:
+        if inspect.isasyncgen(gen):
+            async for item in gen:
+                await response.write(sse_event(item))
+        else:
+            assert isinstance(gen, Iterator)
+            ctx = contextvars.copy_context()
+
+            def step() -> Any:
+                return ctx.run(next, gen, done)
+
+            while (item := await loop.run_in_executor(executor, step)) is not done:
+                await response.write(sse_event(item))
+    finally:
+        if inspect.isasyncgen(gen):
+            await gen.aclose()
+        elif inspect.isgenerator(gen):
+            gen.close()
+    await response.write_eof()
+    return response

@@ -76,10 +76,11 @@ class RequestRegistry:
         self._completed: OrderedDict[str, _Completed] = OrderedDict()
         self._completed_chars = 0
 
-    def begin(self, headers: Mapping[str, str]) -> ActiveRequest:
-        """Register a request arriving with ``headers``."""
+    def begin(self, headers: Mapping[str, str], endpoint: str = "") -> ActiveRequest:
+        """Register a request arriving with ``headers`` for the endpoint at ``endpoint``."""
         cancel = threading.Event()
-        active = ActiveRequest(RequestContext(headers.get(REQUEST_ID, ""), headers, cancel), cancel)
+        context = RequestContext(headers.get(REQUEST_ID, ""), headers, cancel, endpoint)
+        active = ActiveRequest(context, cancel)
         if active.request_id:
             self._live.setdefault(active.request_id, []).append(active)
         return active

@@ -8,6 +8,7 @@ that is "/cancel") unless the App has an endpoint of its own at that path, and
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import time
@@ -17,13 +18,13 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import structlog
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from yurt import heap
-from yurt.app import CURRENT_REQUEST, App
-from yurt.errors import AppException
+from yurt.app import ENDPOINT_ATTR, App
 from yurt.metrics import registry_for, render
 from yurt.packaging import PayloadHeader
+from yurt.runner.endpoints import Calls, cancelled
 from yurt.runner.gpus import GpuMonitor
 from yurt.runner.hints import HINTS_HEADER, RunnerHints
 from yurt.runner.invoke import (
@@ -32,16 +33,12 @@ from yurt.runner.invoke import (
     error_page,
     error_response,
     json_response,
-    to_response,
-    validation_response,
 )
-from yurt.runner.logcapture import capturing
 from yurt.runner.requests import (
     MAX_FIELD_SIZE,
     MAX_HEADERS,
     MAX_LINE_SIZE,
     REQUEST_ID,
-    ActiveRequest,
     RequestRegistry,
 )
 from yurt.runner.stats import RunnerStats
@@ -113,6 +110,10 @@ class RunnerServer:
         self._executor = ThreadPoolExecutor(self.spec.max_multiplexing, "yurt-endpoint")
         self._health_executor = ThreadPoolExecutor(1, "yurt-health")
         self._bodies: dict[str, type[BaseModel] | None] = {}
+        # The FastAPI app of fal-style endpoints, if the App has any.
+        self._asgi = _fal_app(self.instance, self.spec)
+        self._calls = Calls(self.instance, self._executor, self._asgi)
+        self._openapi_body: bytes | None = None
         self._runner: web.AppRunner | None = None
         self.requests = RequestRegistry()
         self.hints = RunnerHints(self.instance)
@@ -129,10 +130,7 @@ class RunnerServer:
         app.router.add_get("/_yurt/info", self._info)
         app.router.add_get("/_yurt/metrics", self._metrics)
         app.router.add_get("/_yurt/requests/{request_id}/logs", self._logs)
-        for ep in self.spec.endpoints:
-            func = getattr(self.cls, ep.method_name)
-            self._bodies[ep.path] = endpoint_body_model(func, ep.method_name)
-            app.router.add_post(ep.path, self._make_handler(ep))
+        self._add_endpoints(app)
         for path in cancel_paths(self.spec):
             app.router.add_post(path, self._cancel)
         # Last: only what matched nothing above, so that a 404 or 405 is JSON too (aiohttp's
@@ -179,6 +177,8 @@ class RunnerServer:
         was_ready = self.state == "ready"
         self.state = "draining"
         log.info("runner_draining", in_flight=self.in_flight)
+        if was_ready:
+            await self._handle_exit()
         if self._runner is not None:
             # Closes the listener and idle connections, waits up to shutdown_timeout for
             # handlers still running.
@@ -194,6 +194,17 @@ class RunnerServer:
                 log.exception("teardown_failed")
         log.info("runner_stopped", requests_total=self.requests_total)
 
+    async def _handle_exit(self) -> None:
+        # fal's hook, told of the stop before the drain; bounded so that it cannot eat the
+        # grace period that in-flight requests have.
+        try:
+            await asyncio.wait_for(
+                call(self.instance.handle_exit, self._health_executor),
+                timeout=self.spec.termination_grace_period_seconds or 1.0,
+            )
+        except Exception:
+            log.exception("handle_exit_failed")
+
     def shutdown_executors(self) -> None:
         """Release worker threads without waiting for ones stuck in user code."""
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -201,9 +212,32 @@ class RunnerServer:
 
     # -- handlers ---------------------------------------------------------------------------
 
+    def _add_endpoints(self, app: web.Application) -> None:
+        for ep in self.spec.endpoints:
+            if ep.style == "model":
+                func = getattr(self.cls, ep.method_name)
+                self._bodies[ep.path] = endpoint_body_model(func, ep.method_name)
+            handler = self._make_handler(ep)
+            if ep.is_websocket:
+                app.router.add_get(ep.path, handler)
+                continue
+            app.router.add_post(ep.path, handler)
+            if ep.health_check is not None and ep.health_check.method != "POST":
+                app.router.add_route(ep.health_check.method, ep.path, handler)
+        if "/health" not in self._get_paths():
+            app.router.add_get("/health", self._fal_health)
+        app.router.add_get("/openapi.json", self._openapi)
+
+    def _get_paths(self) -> set[str]:
+        """Paths where an endpoint answers GET (a websocket, a GET health check)."""
+        return {
+            ep.path
+            for ep in self.spec.endpoints
+            if ep.is_websocket or (ep.health_check is not None and ep.health_check.method == "GET")
+        }
+
     def _make_handler(self, ep: EndpointSpec) -> Any:
-        method = getattr(self.instance, ep.method_name)
-        body_model = self._bodies[ep.path]
+        invoke = self._calls.invoker(ep, self._bodies.get(ep.path))
 
         async def handle(request: web.Request) -> web.StreamResponse:
             t0 = time.monotonic()
@@ -228,75 +262,29 @@ class RunnerServer:
                 return self._decorate(
                     error_response(503, "runner_unavailable", f"runner is {self.state}")
                 )
+            if ep.is_websocket and not _is_upgrade(request):
+                detail = f"{ep.path} is a websocket endpoint: connect with a websocket upgrade"
+                return error_response(400, "bad_request", detail)
             if self.in_flight >= self.spec.max_multiplexing:
                 detail = f"runner is at max_multiplexing={self.spec.max_multiplexing}"
                 return self._decorate(error_response(429, "runner_busy", detail))
             self.in_flight += 1
             self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
             self.requests_total += 1
-            active = self.requests.begin(request.headers)
+            active = self.requests.begin(request.headers, ep.path)
             try:
-                response = await self._invoke(request, active, method, body_model, ep.is_async)
+                response = await invoke(request, active)
             finally:
                 self.in_flight -= 1
                 self.requests.finish(active)
             # Whatever the call ended with, a request whose cancellation was acknowledged
-            # answers 499: that is what the canceller was promised.
-            if active.cancelled:
-                response = _cancelled(active)
+            # answers 499: that is what the canceller was promised (unless its reply began).
+            if active.cancelled and not response.prepared:
+                response = cancelled(active)
             self.hints.refresh()
             return self._decorate(response, active.logs.count)
 
         return handle
-
-    async def _invoke(
-        self,
-        request: web.Request,
-        active: ActiveRequest,
-        method: Any,
-        body_model: type[BaseModel] | None,
-        is_async: bool,
-    ) -> web.StreamResponse:
-        args: tuple[Any, ...] = ()
-        if body_model is not None:
-            try:
-                args = (body_model.model_validate_json(await request.read() or b"{}"),)
-            except ValidationError as exc:
-                return validation_response(exc)
-        if active.cancelled:
-            return _cancelled(active)
-        # The user call gets a task of its own, so that cancelling it leaves this handler
-        # free to answer 499.
-        task = asyncio.create_task(self._call_user(active, method, args))
-        if is_async:
-            active.task = task
-        try:
-            result = await task
-        except AppException as exc:
-            response = json_response(exc.status_code, {"detail": exc.message})
-            response.headers.update(exc.headers)
-            return response
-        except asyncio.CancelledError:
-            this = asyncio.current_task()
-            if this is not None and this.cancelling():
-                raise  # the handler itself is cancelled: shutdown past the grace period
-            if active.cancelled:
-                return _cancelled(active)
-            detail = "CancelledError: the endpoint was cancelled without a cancel request"
-            log.error("endpoint_failed", request_id=active.request_id, path=request.path)
-            return error_response(500, "endpoint_error", detail)
-        except Exception as exc:
-            log.exception("endpoint_failed", request_id=active.request_id, path=request.path)
-            return error_response(500, "endpoint_error", f"{type(exc).__name__}: {exc}")
-        return to_response(result)
-
-    async def _call_user(self, active: ActiveRequest, method: Any, args: tuple[Any, ...]) -> Any:
-        # A task runs in a copy of the context: these settings end with it. ``call`` hands
-        # the context on to the worker thread of a sync endpoint.
-        CURRENT_REQUEST.set(active.context)
-        structlog.contextvars.bind_contextvars(request_id=active.request_id)
-        with capturing(active.logs):
-            return await call(method, self._executor, *args)
 
     def _decorate(self, response: web.StreamResponse, log_count: int = 0) -> web.StreamResponse:
         if not response.prepared:
@@ -356,17 +344,47 @@ class RunnerServer:
         # ``?basic=1``: liveness only, for health checks declared with call_regularly=False.
         if hc is None or hc.health_check is None or request.query.get("basic") == "1":
             return self._decorate(json_response(200, {"status": "ok"}))
-        method = getattr(self.instance, hc.method_name)
-        body_model = self._bodies[hc.path]
-        args = (body_model.model_validate({}),) if body_model is not None else ()
         try:
-            await asyncio.wait_for(
-                call(method, self._health_executor, *args), hc.health_check.timeout_seconds
-            )
+            await asyncio.wait_for(self._check(hc), hc.health_check.timeout_seconds)
         except Exception as exc:
             log.warning("health_check_failed", error=repr(exc))
             return json_response(503, {"status": "unhealthy", "detail": repr(exc)})
         return self._decorate(json_response(200, {"status": "ok"}))
+
+    async def _check(self, hc: EndpointSpec) -> None:
+        """Run the user's health check endpoint; raises if it failed."""
+        assert hc.health_check is not None
+        if hc.style == "fastapi":
+            from yurt.runner.asgi import probe
+
+            status, body = await probe(self._asgi, hc.health_check.method, hc.path)
+            if not 200 <= status < 300:
+                raise RuntimeError(f"{hc.path} answered {status}: {body[:200]!r}")
+            return
+        method = getattr(self.instance, hc.method_name)
+        body_model = self._bodies[hc.path]
+        args = (body_model.model_validate({}),) if body_model is not None else ()
+        await call(method, self._health_executor, *args)
+
+    async def _fal_health(self, _: web.Request) -> web.Response:
+        # fal's runners answer GET /health with the App's ``health()``: ``{"version": ...}``.
+        if self.state != "ready":
+            return json_response(503, {"status": self.state})
+        health = self.instance.health
+        if hasattr(health, ENDPOINT_ATTR):  # an endpoint named health: not fal's hook
+            return json_response(200, App.health(self.instance))
+        try:
+            return json_response(200, await call(health, self._health_executor))
+        except Exception as exc:
+            log.warning("health_failed", error=repr(exc))
+            return error_response(503, "unhealthy", f"health() raised {type(exc).__name__}")
+
+    async def _openapi(self, _: web.Request) -> web.Response:
+        if self._openapi_body is None:
+            from yurt.openapi import document
+
+            self._openapi_body = json.dumps(document(self.spec)).encode()
+        return web.Response(body=self._openapi_body, content_type="application/json")
 
     async def _metrics(self, request: web.Request) -> web.Response:
         if self._scrape is None:
@@ -442,5 +460,15 @@ def _error_page(status: int, exc: BaseException | None) -> web.StreamResponse:
     return error_response(*error_page(status, exc))
 
 
-def _cancelled(active: ActiveRequest) -> web.Response:
-    return error_response(499, "client_cancelled", f"request {active.request_id} was cancelled")
+def _fal_app(instance: App, spec: AppSpec) -> Any:
+    fal_style = [ep for ep in spec.endpoints if ep.style == "fastapi"]
+    if not fal_style:
+        return None
+    # Only apps with such endpoints pay for importing FastAPI.
+    from yurt.runner.fal import build_endpoint_app
+
+    return build_endpoint_app(instance, fal_style)
+
+
+def _is_upgrade(request: web.BaseRequest) -> bool:
+    return request.headers.get("upgrade", "").lower() == "websocket"

@@ -1,0 +1,246 @@
+"""Calling an ASGI app (the FastAPI app of fal-style endpoints) from the runner's aiohttp server.
+
+An aiohttp request becomes an ASGI ``http`` or ``websocket`` scope; the app's messages become
+aiohttp's response. A reply the app sends in one piece goes out as one ``web.Response``; a reply
+in several pieces (``StreamingResponse``, server-sent events) is written chunk by chunk as the
+app sends each, unbuffered. When the caller has gone, the next write fails with an ``OSError``
+inside the app's ``send``, which ends the stream and closes its generator (starlette's rule for
+ASGI spec 2.4). A websocket is accepted (``101``) only when the app accepts it; closed before
+that, the caller gets a 403, as ASGI servers answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import structlog
+from aiohttp import WSMsgType, web
+
+log = structlog.get_logger("yurt.runner")
+
+Message = MutableMapping[str, Any]
+ASGIApp = Callable[
+    [Message, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]],
+    Awaitable[None],
+]
+# Headers aiohttp writes itself from the body it is given.
+_FRAMING = frozenset({b"content-length", b"transfer-encoding"})
+_ASGI = {"version": "3.0", "spec_version": "2.4"}
+
+
+def scope_for(request: web.BaseRequest, kind: str) -> dict[str, Any]:
+    """The ASGI scope of an aiohttp request."""
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    sock = request.transport.get_extra_info("sockname") if request.transport else None
+    scope: dict[str, Any] = {
+        "type": kind,
+        "asgi": _ASGI,
+        "http_version": f"{request.version.major}.{request.version.minor}",
+        "scheme": "ws" if kind == "websocket" else request.scheme,
+        "path": request.path,
+        "raw_path": request.raw_path.split("?", 1)[0].encode("latin-1"),
+        "query_string": request.query_string.encode("latin-1"),
+        "root_path": "",
+        "headers": [(k.lower(), v) for k, v in request.raw_headers],
+        "client": tuple(peer[:2]) if peer else None,
+        "server": tuple(sock[:2]) if sock else None,
+        "state": {},
+    }
+    if kind == "http":
+        scope["method"] = request.method
+    else:
+        protocols = request.headers.get("sec-websocket-protocol", "")
+        scope["subprotocols"] = [p.strip() for p in protocols.split(",") if p.strip()]
+    return scope
+
+
+class HttpExchange:
+    """One HTTP request through the app: ``run()`` returns the reply to hand to aiohttp."""
+
+    def __init__(self, app: ASGIApp, request: web.Request) -> None:
+        self.app, self.request = app, request
+        self.status = 500
+        self.headers: list[tuple[str, str]] = []
+        self.stream: web.StreamResponse | None = None  # once the reply went out in pieces
+        self.single: web.Response | None = None
+        self.done = asyncio.Event()  # the reply is complete: receive() then says disconnect
+        self.body_read = False
+
+    def began(self) -> web.StreamResponse | None:
+        """The reply, if part of it is already on the wire."""
+        return self.stream
+
+    async def run(self) -> web.StreamResponse:
+        try:
+            await self.app(scope_for(self.request, "http"), self.receive, self.send)
+        except Exception:
+            if self.single is None and self.stream is None:
+                raise
+            # Starlette re-raises an error it already answered (its ServerErrorMiddleware).
+            log.debug("asgi_app_raised_after_reply", exc_info=True)
+        if self.single is not None:
+            return self.single
+        if self.stream is None:
+            raise RuntimeError("the ASGI app returned without a reply")
+        return self.stream
+
+    async def receive(self) -> Message:
+        if not self.body_read:
+            content = self.request.content
+            chunk = await content.readany() if not content.at_eof() else b""
+            self.body_read = content.at_eof()
+            return {"type": "http.request", "body": chunk, "more_body": not self.body_read}
+        # After the body, the next message is the end of the exchange.
+        await self.done.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            self.status = message["status"]
+            self.headers = [
+                (k.decode("latin-1"), v.decode("latin-1"))
+                for k, v in message.get("headers", [])
+                if k.lower() not in _FRAMING
+            ]
+        elif kind == "http.response.body":
+            await self._body(message.get("body", b""), message.get("more_body", False))
+
+    async def _body(self, body: bytes, more: bool) -> None:
+        if self.stream is None and not more:
+            self.single = web.Response(status=self.status, body=body)
+            self._headers_onto(self.single)
+            self.done.set()
+            return
+        if self.stream is None:
+            self.stream = web.StreamResponse(status=self.status)
+            self._headers_onto(self.stream)
+            await self.stream.prepare(self.request)
+        if body:
+            # Raises ClientConnectionResetError (an OSError) once the caller has gone.
+            await self.stream.write(body)
+        if not more:
+            await self.stream.write_eof()
+            self.done.set()
+
+    def _headers_onto(self, response: web.StreamResponse) -> None:
+        for name, value in self.headers:
+            response.headers.add(name, value)
+
+
+class WebSocketExchange:
+    """One websocket session through the app: ``run()`` returns when it is over."""
+
+    def __init__(self, app: ASGIApp, request: web.Request) -> None:
+        self.app, self.request = app, request
+        self.ws: web.WebSocketResponse | None = None
+        self.refused: web.Response | None = None
+        self.connected = False
+
+    async def run(self) -> web.StreamResponse:
+        try:
+            await self.app(scope_for(self.request, "websocket"), self.receive, self.send)
+        except Exception:
+            log.exception("websocket_endpoint_failed", path=self.request.path)
+            if self.ws is not None and not self.ws.closed:
+                await self.ws.close(code=1011, message=b"endpoint failed")
+            if self.ws is None:
+                return web.Response(status=500, text="websocket endpoint failed")
+        if self.ws is None:
+            return self.refused or web.Response(status=403)
+        if not self.ws.closed:
+            await self.ws.close()
+        return self.ws
+
+    def began(self) -> web.StreamResponse | None:
+        """The websocket, once accepted."""
+        return self.ws
+
+    async def receive(self) -> Message:
+        if not self.connected:
+            self.connected = True
+            return {"type": "websocket.connect"}
+        if self.ws is None:
+            raise RuntimeError("websocket.receive before websocket.accept")
+        msg = await self.ws.receive()
+        if msg.type == WSMsgType.TEXT:
+            return {"type": "websocket.receive", "text": msg.data}
+        if msg.type == WSMsgType.BINARY:
+            return {"type": "websocket.receive", "bytes": msg.data}
+        code = self.ws.close_code or 1005
+        return {"type": "websocket.disconnect", "code": code}
+
+    async def send(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "websocket.accept":
+            sub = message.get("subprotocol")
+            self.ws = web.WebSocketResponse(protocols=(sub,) if sub else (), autoping=True)
+            for name, value in message.get("headers", []):
+                self.ws.headers.add(name.decode("latin-1"), value.decode("latin-1"))
+            await self.ws.prepare(self.request)
+        elif kind == "websocket.send":
+            ws = self._open()
+            if message.get("bytes") is not None:
+                await ws.send_bytes(message["bytes"])
+            else:
+                await ws.send_str(message.get("text") or "")
+        elif kind == "websocket.close":
+            if self.ws is None:
+                self.refused = web.Response(status=403)
+                return
+            reason = (message.get("reason") or "").encode()
+            await self.ws.close(code=message.get("code", 1000), message=reason)
+
+    def _open(self) -> web.WebSocketResponse:
+        if self.ws is None or self.ws.closed:
+            # Starlette turns this into WebSocketDisconnect for the endpoint.
+            raise OSError("the websocket is closed")
+        return self.ws
+
+
+async def probe(app: ASGIApp, method: str, path: str) -> tuple[int, bytes]:
+    """Call ``method path`` on the app in-process with an empty body: (status, body)."""
+    scope: Message = {
+        "type": "http",
+        "asgi": _ASGI,
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [],
+        "client": None,
+        "server": None,
+        "state": {},
+    }
+    sent = False
+    status, body = 500, b""
+    finished = asyncio.Event()
+
+    async def receive() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await finished.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        nonlocal status, body
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        elif message["type"] == "http.response.body":
+            body += message.get("body", b"")
+            if not message.get("more_body", False):
+                finished.set()
+
+    try:
+        await app(scope, receive, send)
+    except Exception:
+        if not finished.is_set():
+            raise
+    return status, body

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -259,3 +260,19 @@ class Responses:
     def on_message_complete(self) -> None:
         self.done.append((self.parser.get_status_code(), self._headers, self._body))
         self._headers, self._body = {}, b""
+
+
+@asynccontextmanager
+async def running_yurt(args: list[str], log: Path, ready: str) -> AsyncIterator[str]:
+    """``start_yurt`` for the length of a ``with``: yields the URL; on leaving, SIGTERM and an
+    exit code of 0 (the output in the failure), or a kill when the body failed."""
+    proc, url = await start_yurt(args, log, ready)
+    try:
+        yield url
+        proc.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(proc.wait(), DEADLINE)
+        assert code == 0, await asyncio.to_thread(log.read_text)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

@@ -3,18 +3,15 @@ API, an ADMIN key standing in for the admin token, and the secret shown only onc
 
 from __future__ import annotations
 
-import asyncio
 import json
 import secrets
-import signal
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from support import DEADLINE, start_yurt, yurt_command
+from support import running_yurt, yurt_command
 
 API = "/_yurt/api/v1"
 TOKEN = "admin-" + secrets.token_hex(8)
@@ -22,20 +19,10 @@ TOKEN = "admin-" + secrets.token_hex(8)
 pytestmark = pytest.mark.timeout(300)
 
 
-@asynccontextmanager
-async def yurt_server(tmp_path: Path) -> AsyncIterator[str]:
+def yurt_server(tmp_path: Path) -> AbstractAsyncContextManager[str]:
     """``yurt server`` with an admin token; yields its URL and checks it stops cleanly."""
-    args = ["server", "--port", "0", "--data-dir", str(tmp_path / "data")]
-    log = tmp_path / "server.out"
-    proc, base = await start_yurt([*args, "--admin-token", TOKEN], log, r"server at (http://\S+)")
-    try:
-        yield base
-        proc.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(proc.wait(), DEADLINE) == 0, log.read_text()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+    args = ["server", "--port", "0", "--data-dir", str(tmp_path / "data"), "--admin-token", TOKEN]
+    return running_yurt(args, tmp_path / "server.out", r"server at (http://\S+)")
 
 
 async def keys(base: str, *args: str, token: str = TOKEN) -> tuple[int, str, str]:

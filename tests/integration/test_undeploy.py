@@ -6,16 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from support import DEADLINE, start_yurt, wait_until, yurt_command
+from support import DEADLINE, running_yurt, wait_until, yurt_command
 
 APPS = "tests/integration/undeploy_apps.py"
 API = "/_yurt/api/v1"
@@ -31,22 +29,12 @@ kill_after = 1.0
 pytestmark = pytest.mark.timeout(300)
 
 
-@asynccontextmanager
-async def yurt_server(tmp_path: Path, name: str) -> AsyncIterator[str]:
+def yurt_server(tmp_path: Path, name: str) -> AbstractAsyncContextManager[str]:
     """``yurt server`` on the local backend with its data in ``tmp_path/data``."""
     config = tmp_path / "yurt.toml"
     config.write_text(CONFIG)
     args = ["server", "--port", "0", "--data-dir", str(tmp_path / "data"), "--config", str(config)]
-    log = tmp_path / f"{name}.out"
-    proc, base = await start_yurt(args, log, r"server at (http://\S+)")
-    try:
-        yield base
-        proc.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(proc.wait(), DEADLINE) == 0, log.read_text()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+    return running_yurt(args, tmp_path / f"{name}.out", r"server at (http://\S+)")
 
 
 async def deploy(base: str, cls: str) -> dict[str, Any]:

@@ -6,10 +6,11 @@ import asyncio
 import os
 import re
 import signal
+import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -276,3 +277,42 @@ async def running_yurt(args: list[str], log: Path, ready: str) -> AsyncIterator[
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+def throwaway_tls(directory: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a certificate for 127.0.0.1 in ``directory``: (ca, cert chain, key)."""
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    files = directory / "ca.pem", directory / "cert.pem", directory / "key.pem"
+    ca.cert_pem.write_to_path(files[0])
+    files[1].write_bytes(b"".join(pem.bytes() for pem in cert.cert_chain_pems))
+    cert.private_key_pem.write_to_path(files[2])
+    return files
+
+
+@contextmanager
+def yurt_run_https(
+    target: str, data_dir: Path, cert: Path, key: Path, *extra: str
+) -> Iterator[str]:
+    """``yurt run TARGET`` serving https with ``cert``: yields the app's URL as printed; on
+    leaving, SIGTERM and an exit code of 0, or a kill when the body failed."""
+    command = [sys.executable, "-m", "yurt.cli", "run", target, "--port", "0",
+               "--tls-cert", str(cert), "--tls-key", str(key),
+               "--data-dir", str(data_dir), "--log-format", "json", *extra]  # fmt: skip
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # blocks until the URL is printed (or the process dies)
+        found = re.search(r"at (https://\S+)", line)
+        assert found, f"yurt run printed {line!r}"
+        yield found.group(1)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import signal
 import subprocess
 import sys
 import time
@@ -18,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import trustme
+
+from support import throwaway_tls, yurt_run_https
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -98,37 +97,14 @@ print(json.dumps(out))
 @pytest.fixture
 def tls(tmp_path: Path) -> tuple[Path, Path, Path]:
     """A throwaway CA and a server certificate for 127.0.0.1: (ca, cert chain, key) files."""
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1")
-    files = tmp_path / "ca.pem", tmp_path / "cert.pem", tmp_path / "key.pem"
-    ca.cert_pem.write_to_path(files[0])
-    files[1].write_bytes(b"".join(pem.bytes() for pem in cert.cert_chain_pems))
-    cert.private_key_pem.write_to_path(files[2])
-    return files
+    return throwaway_tls(tmp_path)
 
 
 @pytest.fixture
 def yurt_https(tmp_path: Path, tls: tuple[Path, Path, Path]) -> Iterator[str]:
     """``yurt run client_apps.py::Gated`` serving https; yields the app's URL; stops it after."""
-    _, cert, key = tls
-    command = [sys.executable, "-m", "yurt.cli", "run", f"{APPS}::Gated", "--port", "0",
-               "--tls-cert", str(cert), "--tls-key", str(key),
-               "--data-dir", str(tmp_path / "data"), "--log-format", "json"]  # fmt: skip
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()  # blocks until the URL is printed (or the process dies)
-        match = re.search(r"at (https://\S+)", line)
-        assert match, f"yurt run printed {line!r}"
-        yield match.group(1)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
+    with yurt_run_https(f"{APPS}::Gated", tmp_path / "data", tls[1], tls[2]) as url:
+        yield url
 
 
 def run_fal_script(url: str, ca: Path, gate: Path) -> dict[str, Any]:
@@ -242,16 +218,7 @@ def test_fal_key_reaches_a_private_app_until_revoked(
     assert made.returncode == 0, made.stderr
     key = made.stdout.strip()
     apps = Path(__file__).with_name("access_apps.py")
-    command = [sys.executable, "-m", "yurt.cli", "run", f"{apps}::Private", "--port", "0",
-               "--tls-cert", str(cert), "--tls-key", str(key_pem),
-               "--data-dir", str(data), "--log-format", "json"]  # fmt: skip
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        match = re.search(r"at (https://\S+)", line)
-        assert match, f"yurt run printed {line!r}"
-        url = match.group(1)
+    with yurt_run_https(f"{apps}::Private", data, cert, key_pem) as url:
         assert fal_with_key(url, ca, key) == {
             "run": {"text": "private: keyed"},
             "get": {"text": "private: queued"},
@@ -269,11 +236,3 @@ def test_fal_key_reaches_a_private_app_until_revoked(
         deadline = time.monotonic() + 60
         while (out := fal_with_key(url, ca, key)) != unauthorized:
             assert time.monotonic() < deadline, out
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()

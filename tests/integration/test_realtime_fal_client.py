@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import trustme
+
+from support import throwaway_tls, yurt_run_https
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -69,30 +68,9 @@ def yurt_https(tmp_path: Path) -> Iterator[tuple[str, Path, str]]:
         timeout=60,
     )
     assert made.returncode == 0, made.stderr
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1")
-    ca_file, chain, key = tmp_path / "ca.pem", tmp_path / "cert.pem", tmp_path / "key.pem"
-    ca.cert_pem.write_to_path(ca_file)
-    chain.write_bytes(b"".join(pem.bytes() for pem in cert.cert_chain_pems))
-    cert.private_key_pem.write_to_path(key)
-    command = [sys.executable, "-m", "yurt.cli", "run", f"{APPS}::Live", "--port", "0",
-               "--tls-cert", str(chain), "--tls-key", str(key),
-               "--data-dir", str(tmp_path / "data"), "--log-format", "json"]  # fmt: skip
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()  # blocks until the URL is printed (or the process dies)
-        match = re.search(r"at (https://\S+)", line)
-        assert match, f"yurt run printed {line!r}"
-        yield match.group(1), ca_file, made.stdout.strip()
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
+    ca_file, chain, key = throwaway_tls(tmp_path)
+    with yurt_run_https(f"{APPS}::Live", tmp_path / "data", chain, key) as url:
+        yield url, ca_file, made.stdout.strip()
 
 
 def test_fal_client_realtime_reaches_a_yurt_app(yurt_https: tuple[str, Path, str]) -> None:

@@ -57,6 +57,10 @@ def __getattr__(name: str) -> Any:
         from yurt import client
 
         return getattr(client, name)
+    if name == "toolkit":  # ``import yurt as fal`` then ``fal.toolkit.Image``, as fal spells it
+        import yurt.toolkit
+
+        return yurt.toolkit
     raise AttributeError(f"module 'yurt' has no attribute {name!r}")
 
 

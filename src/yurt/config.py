@@ -540,6 +540,21 @@ class NomadConfig(ClusterTLS):
         description="absolute path of the Python with yurt installed on the nodes (raw_exec)",
     )
     image: str = Field(default="yurt-runner:latest", description="runner image (docker)")
+    envs_dir: str | None = Field(
+        default=None,
+        description="raw_exec: absolute directory on every node where app environments are "
+        "built and kept for later runners; None: each allocation's own directory",
+    )
+    envs_volume: VolumeConfig | None = Field(
+        default=None,
+        description="docker: a volume where app environments are built and kept for later "
+        "runners; None: each allocation's own directory",
+    )
+    secrets_path: str = Field(
+        default="yurt/secrets",
+        pattern=r"^[a-zA-Z0-9\-_~/]{1,100}$",
+        description="Nomad Variables path under which `yurt secrets` are kept, one per secret",
+    )
     job_prefix: str = Field(default="yurt", description="jobs are named <prefix>-<owner>-<app>")
     timeout: float = Field(default=10.0, gt=0, description="seconds one API call may take")
     retries: int = Field(
@@ -592,6 +607,12 @@ class NomadConfig(ClusterTLS):
                 f"volumes need driver = 'docker': Nomad cannot mount a volume into a "
                 f"{self.driver} task; raw_exec runners already share the node's files"
             )
+        if self.envs_dir is not None and (self.driver != "raw_exec" or self.envs_dir[:1] != "/"):
+            raise ValueError("envs_dir is an absolute path on the nodes, for driver = 'raw_exec'")
+        if self.envs_volume is not None and self.driver != "docker":
+            raise ValueError("envs_volume needs driver = 'docker'; raw_exec takes envs_dir")
+        if self.secrets_path.split("/")[0] == "nomad":
+            raise ValueError("secrets_path: Nomad keeps 'nomad/' for itself; e.g. yurt/secrets")
         # Task.User means the image's user to docker; yurt sets it for raw_exec only.
         if self.user is not None and self.driver != "raw_exec":
             raise ValueError("user applies to driver = 'raw_exec'; a docker image sets its USER")
@@ -682,6 +703,24 @@ class EnvsConfig(_Frozen):
     )
 
 
+class FilesConfig(_Frozen):
+    """The file store behind ``/files/`` (``[files]``): toolkit outputs and uploads."""
+
+    # fal's docs give no fixed lifetime for generated media (an account setting, null by
+    # default, with 86400 s as their example); a week outlives the queue's result retention.
+    ttl: float | None = Field(
+        default=7 * 24 * 3600.0,
+        gt=0,
+        description="seconds a stored file's URL lives; None: until removed by hand",
+    )
+    max_upload_size: int = Field(
+        default=1024 * MIB, ge=0, description="largest body POST /files/upload takes"
+    )
+    sweep_interval: float = Field(
+        default=300.0, gt=0, description="seconds between deletions of expired files"
+    )
+
+
 class KeysConfig(_Frozen):
     """API keys, who must show one, and what one key may ask for (``[keys]``)."""
 
@@ -729,6 +768,7 @@ class ServerConfig(_Frozen):
     nomad: NomadConfig = NomadConfig()
     consul: ConsulConfig = ConsulConfig()
     envs: EnvsConfig = EnvsConfig()
+    files: FilesConfig = FilesConfig()
     keys: KeysConfig = KeysConfig()
     machines: dict[str, MachineOverride] = Field(
         default_factory=dict, description="changes to the machine catalog, by machine type"

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import structlog
 
 from yurt.admin.api import AdminApi, check_exposure
-from yurt.admin.secrets import SecretStore
+from yurt.admin.secrets import LocalSecrets, SecretStore
 from yurt.admin.store import AppStore, Deployment, Removal
 from yurt.app import App
 from yurt.backends.base import Backend, Discovery
@@ -29,6 +29,8 @@ from yurt.config import ServerConfig
 from yurt.discovery.local import LocalRegistry
 from yurt.envs import Environments
 from yurt.errors import ConfigError
+from yurt.files.http import build_files_api, store_dir
+from yurt.files.location import location_env
 from yurt.keys import KeyStore
 from yurt.packaging import PayloadHeader, pack
 from yurt.privatefs import load_secret, open_private, private_dir, tighten
@@ -71,7 +73,7 @@ def instance_address(host: str, port: int, tls: bool, public_url: str) -> tuple[
 
 # What yurt keeps in the data dir, up to a '-' (queue.sqlite3-wal, server-secret, ...).
 DATA_DIR_ENTRIES = frozenset(
-    ("apps", "keys", "logs", "payloads", "queue.sqlite3", "server", "webhook", "yurt.lock")
+    ("apps", "files", "keys", "logs", "payloads", "queue.sqlite3", "server", "webhook", "yurt.lock")
 )
 
 
@@ -115,18 +117,29 @@ class Platform:
                 app_data=config.data_dir / "appdata",
                 secrets=self.secrets.values,
                 envs=Environments(config.data_dir / "envs", config.envs, config.local.python),
+                files=self.files_env,
             )
             self.discovery = self.registry
         self.scheduler = Scheduler(self.backend, config.scheduler)
         self.router = Router(config.router, self.discovery, self.backend, self.scheduler)
+        files = build_files_api(config.data_dir, config.files, config.router, self.keys)
+        self.router.attach_files(files)
 
     def _make_nomad(self) -> None:
         from yurt.backends.nomad.backend import NomadBackend
         from yurt.discovery.consul import ConsulDiscovery
 
         nomad = self.config.nomad
+
+        # The store (and its secret) is opened at start: looked up at each call.
+        def runner_token(job: str) -> str:
+            return self.store.runner_token(job)
+
         self.consul = ConsulDiscovery(
-            self.config.consul, nomad.job_prefix, datacenter=nomad.datacenter()
+            self.config.consul,
+            nomad.job_prefix,
+            datacenter=nomad.datacenter(),
+            runner_token=runner_token,
         )
         self.nomad = NomadBackend(
             nomad,
@@ -134,6 +147,8 @@ class Platform:
             history=self.consul,
             machines=self.config.machine_overrides(),
             datacenter=self.consul.agent_datacenter,
+            envs=self.config.envs,
+            runner_token=runner_token,
         )
         self.backend, self.discovery = self.nomad, self.consul
 
@@ -146,6 +161,11 @@ class Platform:
     def public_url(self) -> str:
         """The base URL runners and clients reach the router at."""
         return self.config.router.public_url or self.router.url
+
+    def files_env(self) -> dict[str, str]:
+        """What tells a local runner where the file store is (``yurt.files.location``)."""
+        store = store_dir(self.config.data_dir)
+        return location_env(store, self.public_url, self.config.files.ttl)
 
     def payload_ref(self, app_id: str, header: PayloadHeader) -> PayloadRef:
         """Where a runner on the cluster downloads this payload, and its token."""
@@ -190,6 +210,8 @@ class Platform:
             else:
                 outcome = "unchanged"
             deployment = self.store.save(app_id, spec, sha256, time.time())
+            if isinstance(self.backend, LocalBackend):  # its first runner finds it built
+                self.backend.envs.prepare(spec.requirements)
         log.info("app_deployed", app=app_id, revision=deployment.current.revision, outcome=outcome)
         return deployment, outcome
 
@@ -239,6 +261,16 @@ class Platform:
         self._served[app_id] = (payload.stem, spec)
         await self.backend.roll(app_id)
 
+    def environment(self, app_id: str, after: int = 0) -> dict[str, Any] | None:
+        """The deployed app's environment and its build's events past the first ``after`` (the
+        admin API's, which ``yurt deploy`` polls); None when there is no such app."""
+        deployment = self.store.get(app_id)
+        if deployment is None:
+            return None
+        if not isinstance(self.backend, LocalBackend):  # built on each node a runner starts on
+            return {"digest": None, "state": "on_nodes", "events": [], "seen": 0}
+        return self.backend.envs.status(deployment.spec.requirements, after).as_dict()
+
     def describe_app(self, app_id: str) -> dict[str, Any] | None:
         """The app's load and runners, as ``GET /_yurt/apps`` shows them."""
         return next((a for a in self.router.describe() if a["app_id"] == app_id), None)
@@ -267,8 +299,10 @@ class Platform:
                 public_url=self.config.router.public_url,
                 limit=self.config.max_payload_size,
                 deploys=self.server,
-                # Nomad runners would not get them yet (Nomad Variables are to carry them).
-                secrets=self.secrets if self.config.backend == "local" else None,
+                # On Nomad, Nomad Variables keep them (``yurt.backends.nomad.secrets``).
+                secrets=(
+                    self.nomad.secrets if self.nomad is not None else LocalSecrets(self.secrets)
+                ),
                 keys=self.keys,
             )
             await self.router.bind()
@@ -285,6 +319,8 @@ class Platform:
             await self.router.start()
             if self.router.queue is not None:
                 self.router.queue.start()
+            if self.router.files is not None:
+                await self.router.files.start()
             if self.webhooks is not None:
                 await self.webhooks.start()
             if self.server and self.consul is not None:
@@ -319,6 +355,8 @@ class Platform:
         if self.consul is not None and self.server:
             await self._quietly(self.consul.deregister_router())
         await self.router.stop(grace)
+        if self.router.files is not None:
+            await self.router.files.stop()
         if self.webhooks is not None:
             await self.webhooks.stop()
         await self.scheduler.stop()

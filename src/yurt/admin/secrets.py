@@ -10,12 +10,13 @@ key) gives no value away and a value moved under another name does not open.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
@@ -168,3 +169,36 @@ class SecretStore:
                     f"{self.path} was changed); set it again with `yurt secrets set {name}`"
                 ) from exc
         return out
+
+
+class SecretKeeper(Protocol):
+    """Where the admin API keeps the server's secrets: the data dir (``LocalSecrets``) or
+    Nomad Variables (``yurt.backends.nomad.secrets.NomadSecrets``)."""
+
+    async def set_secret(self, name: str, value: str, now: float) -> bool:
+        """Set or replace a secret; True when it is new."""
+
+    async def unset_secret(self, name: str) -> bool:
+        """Remove a secret; False when there was none."""
+
+    async def list_secrets(self) -> list[SecretInfo]:
+        """Every secret's name and when it was set, never a value."""
+
+
+class LocalSecrets:
+    """The data dir's ``SecretStore`` as a ``SecretKeeper``: its file work off the event loop."""
+
+    def __init__(self, store: SecretStore) -> None:
+        self.store = store
+
+    async def set_secret(self, name: str, value: str, now: float) -> bool:
+        """``SecretStore.set`` on a thread."""
+        return await asyncio.to_thread(self.store.set, name, value, now)
+
+    async def unset_secret(self, name: str) -> bool:
+        """``SecretStore.unset`` on a thread."""
+        return await asyncio.to_thread(self.store.unset, name)
+
+    async def list_secrets(self) -> list[SecretInfo]:
+        """``SecretStore.list`` on a thread."""
+        return await asyncio.to_thread(self.store.list)

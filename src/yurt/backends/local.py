@@ -123,6 +123,7 @@ class LocalBackend:
         app_data: Path | None = None,
         secrets: Callable[[], Mapping[str, str]] | None = None,
         envs: Environments | None = None,
+        files: Callable[[], Mapping[str, str]] | None = None,
     ) -> None:
         self.config = config
         # Where each app's persistent data directory lives (``<owner>/<app>`` below it); None
@@ -131,6 +132,8 @@ class LocalBackend:
         # The server's secrets, read at each runner's start: a change reaches runners started
         # after it.
         self.secrets = secrets
+        # Where runners write toolkit outputs (``yurt.files.location``), read at each start.
+        self.files = files
         # Where runners of apps with requirements get their interpreter.
         self.envs = envs or Environments(log_dir.parent / "envs", EnvsConfig(), config.python)
         if console is None and config.console:
@@ -407,6 +410,8 @@ class LocalBackend:
                 # Private as the rest of the data dir: apps keep weights and user data there.
                 data = private_dir(app_data_path(self.app_data, app.app_id))
             env = runner_env(os.environ, gpu_ids, self.config.pass_env, data)
+            if self.files is not None:
+                env |= self.files()
             env[RUNNER_TOKEN_ENV] = runner.token
             if not self._add_secrets(app, runner, env):
                 return

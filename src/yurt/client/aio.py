@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import inspect
+import os
 import ssl
 from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass, field
@@ -26,6 +28,7 @@ from yurt.client.protocol import (
     decode_result,
     decode_status,
     decode_submitted,
+    decode_uploaded,
     default_context,
     endpoint_url,
     json_call,
@@ -40,6 +43,8 @@ from yurt.client.protocol import (
     stream_event,
     submit_call,
     unreachable,
+    upload_call,
+    upload_target,
 )
 
 if TYPE_CHECKING:
@@ -127,6 +132,21 @@ class AsyncClient:
             async for status in handle.iter_events(with_logs=with_logs):
                 await _maybe_await(on_queue_update(status))
         return await handle.result()
+
+    async def upload(self, data: bytes, content_type: str, file_name: str | None = None) -> str:
+        """Put ``data`` in the router's file store; its URL, to pass in a request body."""
+        call = upload_call(self.url, data, len(data), content_type, file_name)
+        return decode_uploaded(await self.send(call))
+
+    async def upload_file(
+        self, path: str | os.PathLike[str], content_type: str | None = None
+    ) -> str:
+        """Put the file at ``path`` in the router's file store, streamed as it is read; its
+        URL. The content type is guessed from the name when not given."""
+        name, kind, size = upload_target(path, content_type)
+        f = await asyncio.to_thread(open, path, "rb")
+        with f:  # aiohttp reads it chunk by chunk, in a thread
+            return decode_uploaded(await self.send(upload_call(self.url, f, size, kind, name)))
 
     def get_handle(self, app: str, request_id: str) -> AsyncRequestHandle:
         """The handle of a request submitted earlier."""

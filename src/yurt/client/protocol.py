@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import http
 import json
+import mimetypes
+import os
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple
+from pathlib import Path
+from typing import Any, BinaryIO, Literal, NamedTuple
 from urllib.parse import urlencode, urlsplit
 
 from yurt import __version__
@@ -98,7 +101,7 @@ class Call(NamedTuple):
     method: str
     url: str
     headers: dict[str, str]
-    body: bytes | None = None
+    body: bytes | BinaryIO | None = None
 
 
 class Reply(NamedTuple):
@@ -278,6 +281,34 @@ def decode_result(reply: Reply, request_id: str | None = None) -> Any:
         return json.loads(reply.body)
     except ValueError:
         return reply.body.decode("utf-8", "replace")
+
+
+def upload_call(
+    base: str, body: bytes | BinaryIO, size: int, content_type: str, file_name: str | None
+) -> Call:
+    """A POST of a file's bytes to the router's file store (``POST /files/upload``); ``body``
+    may be an open file, sent as it is read."""
+    headers = {"content-type": content_type, "content-length": str(size)}
+    if file_name:
+        headers["x-fal-file-name"] = file_name
+    return Call("POST", f"{base}/files/upload", headers, body)
+
+
+def upload_target(path: str | os.PathLike[str], content_type: str | None) -> tuple[str, str, int]:
+    """A local file's name, content type (guessed from the name when not given) and size."""
+    p = Path(path)
+    kind = content_type or mimetypes.guess_type(p.name)[0] or "application/octet-stream"
+    return p.name, kind, p.stat().st_size
+
+
+def decode_uploaded(reply: Reply) -> str:
+    """An upload's reply: the file's URL."""
+    data = decode_result(reply)
+    try:
+        url: str = data["url"]
+        return url
+    except (KeyError, TypeError) as exc:
+        raise _bad_reply(reply, None, exc) from exc
 
 
 def decode_submitted(reply: Reply) -> tuple[str, str, str, str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import os
 import ssl
 import urllib.error
 import urllib.request
@@ -28,6 +29,7 @@ from yurt.client.protocol import (
     decode_result,
     decode_status,
     decode_submitted,
+    decode_uploaded,
     default_context,
     endpoint_url,
     json_call,
@@ -42,6 +44,8 @@ from yurt.client.protocol import (
     stream_event,
     submit_call,
     unreachable,
+    upload_call,
+    upload_target,
 )
 
 
@@ -132,6 +136,18 @@ class Client:
             for status in handle.iter_events(with_logs=with_logs):
                 on_queue_update(status)
         return handle.result()
+
+    def upload(self, data: bytes, content_type: str, file_name: str | None = None) -> str:
+        """Put ``data`` in the router's file store; its URL, to pass in a request body."""
+        call = upload_call(self.url, data, len(data), content_type, file_name)
+        return decode_uploaded(self.send(call))
+
+    def upload_file(self, path: str | os.PathLike[str], content_type: str | None = None) -> str:
+        """Put the file at ``path`` in the router's file store, streamed as it is read; its
+        URL. The content type is guessed from the name when not given."""
+        name, kind, size = upload_target(path, content_type)
+        with open(path, "rb") as f:
+            return decode_uploaded(self.send(upload_call(self.url, f, size, kind, name)))
 
     def get_handle(self, app: str, request_id: str) -> RequestHandle:
         """The handle of a request submitted earlier."""

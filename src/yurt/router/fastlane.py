@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("yurt.router")
 
-_PLATFORM_PREFIXES = (b"/_yurt/", b"/queue/")
+_PLATFORM_PREFIXES = (b"/_yurt/", b"/queue/", b"/files/")
 _QUEUE_METHODS = frozenset({b"POST", b"GET", b"PUT"})
 _TIMEOUT_HEADERS = frozenset(name.encode() for name in TIMEOUT)
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"

@@ -37,6 +37,7 @@ from yurt.spec import AppSpec
 
 if TYPE_CHECKING:
     from yurt.admin.api import AdminApi
+    from yurt.files.http import FilesApi
     from yurt.queue.api import QueueApi
     from yurt.queue.engine import QueueEngine
 
@@ -64,6 +65,7 @@ class Router:
         self._ssl: ssl.SSLContext | None = None
         self.queue_api: QueueApi | None = None
         self.admin: AdminApi | None = None
+        self.files: FilesApi | None = None
         self.stats = RouterStats()
         self.metrics = registry_for(RouterCollector(self))
         scheduler.source = self
@@ -86,6 +88,10 @@ class Router:
     def attach_queue(self, engine: QueueEngine, api: QueueApi) -> None:
         """Serve the durable queue under ``/queue/``."""
         self.queue, self.queue_api = engine, api
+
+    def attach_files(self, api: FilesApi) -> None:
+        """Serve the file store under ``/files/``."""
+        self.files = api
 
     # -- lifecycle -------------------------------------------------------------------------
 

@@ -81,6 +81,8 @@ class WebFace:
         path = request.path
         if path.startswith("/queue/") and self.router.queue_api is not None:
             return await self._queue(request, self.router.queue_api)
+        if self.router.files is not None and self.router.files.serves(path):
+            return await self.router.files.handle(request)
         request_id = new_request_id()
         if path.startswith(ADMIN_PREFIX) and self.router.admin is not None:
             answer = await self.router.admin.handle(request)

@@ -74,6 +74,18 @@ def document(spec: AppSpec) -> dict[str, Any]:
     return mark_order(doc)
 
 
+DOCUMENT_NAME = "openapi.json"
+
+
+def document_app(path: str) -> str | None:
+    """The app id ``owner/app`` when ``path`` is ``/{owner}/{app}/openapi.json``, else None:
+    the router answers that path from the app's spec, without a runner."""
+    parts = path.split("/")
+    if len(parts) == 4 and not parts[0] and parts[1] and parts[2] and parts[3] == DOCUMENT_NAME:
+        return f"{parts[1]}/{parts[2]}"
+    return None
+
+
 def mark_order(doc: dict[str, Any]) -> dict[str, Any]:
     """Add fal's ``x-fal-order-paths`` and each schema's ``x-fal-order-properties``."""
     doc["x-fal-order-paths"] = list(doc.get("paths", {}))

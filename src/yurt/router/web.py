@@ -16,6 +16,7 @@ from multidict import CIMultiDict
 from yurt.errors import RequestError
 from yurt.metrics import render
 from yurt.openapi import document as openapi_document
+from yurt.openapi import document_app
 from yurt.queue.api import SSE_HEADERS, EventStream, QueueApi, QueueCall
 from yurt.queue.routing import TIMEOUT, RoutingError, parse_start_timeout
 from yurt.router.http import (
@@ -157,8 +158,8 @@ class WebFace:
     def _openapi(self, path: str) -> Reply | None:
         """``GET /{owner}/{app}/openapi.json``: the app's OpenAPI document, from its spec alone
         (no runner needed); None for any other path."""
-        app_id, _, last = path.strip("/").rpartition("/")
-        route = self.router.routes.get(app_id) if last == "openapi.json" else None
+        app_id = document_app(path)
+        route = self.router.routes.get(app_id) if app_id is not None else None
         return json_reply(openapi_document(route.spec)) if route is not None else None
 
     def platform(self, request: web.BaseRequest, path: str) -> Reply:

@@ -103,6 +103,8 @@ async def test_model_style_endpoints_answer_fal_exceptions_too(tmp_path: Path) -
     async with ready(ModelStyleExtras, tmp_path) as (s, url):
         status, body, _ = await post(s, url + "/field", {"prompt": "x"})
         assert (status, body["detail"][0]["loc"]) == (422, ["body", "prompt"])
+        status, _, headers = await post(s, url + "/field", {"prompt": 1})  # fails validation
+        assert (status, headers["x-fal-billable-units"]) == (422, "0")
         assert (await post(s, url + "/gpu", {"prompt": "x"}))[:2] == (
             503,
             {"detail": "CUDA error: out of memory"},

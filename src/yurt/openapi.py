@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import copy
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from yurt.spec import AppSpec, EndpointSpec
+if TYPE_CHECKING:  # only read, never built here: App.openapi() imports this module
+    from yurt.spec import AppSpec, EndpointSpec
 
 OPENAPI_VERSION = "3.1.0"
 REF = "#/components/schemas/"

@@ -318,3 +318,16 @@ async def test_background_tasks_run_after_the_reply(tmp_path: Path) -> None:
         assert not (tmp_path / "gate.done").exists()
         gate.write_text("open")
         await wait_until((tmp_path / "gate.done").exists, what="background task done")
+
+
+async def test_a_stream_cut_short_is_not_a_whole_one(tmp_path: Path) -> None:
+    """A generator raising mid-stream ends the connection without the stream's last chunk: the
+    caller sees an incomplete reply, never a second reply after the first."""
+    async with (
+        ready(ModelStyleExtras, tmp_path) as (s, url),
+        s.post(url + "/broken-events", json={}) as resp,
+    ):
+        assert resp.status == 200
+        assert await resp.content.readuntil(b"\n\n") == b'data: {"text":"0"}\n\n'
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await resp.content.read()

@@ -19,6 +19,13 @@ from test_runner import _is, runner, status_of
 from support import wait_until
 
 pytestmark = pytest.mark.timeout(120)
+# A websocket handshake's headers, for a plain client that reads the refusal's body.
+UPGRADE = {
+    "connection": "upgrade",
+    "upgrade": "websocket",
+    "sec-websocket-version": "13",
+    "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==",
+}
 
 
 @asynccontextmanager
@@ -206,6 +213,8 @@ async def test_websocket_closed_before_accept_is_refused(tmp_path: Path) -> None
         with pytest.raises(aiohttp.WSServerHandshakeError) as info:
             await s.ws_connect(url + "/refuse")
         assert info.value.status == 403
+        async with s.get(url + "/refuse", headers=UPGRADE) as resp:
+            assert (resp.status, (await resp.json())["error_type"]) == (403, "websocket_refused")
         async with s.get(url + "/echo") as resp:
             assert resp.status == 400
             assert (await resp.json())["error_type"] == "bad_request"

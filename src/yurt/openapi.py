@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import copy
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from yurt.spec import AppSpec, EndpointSpec
+if TYPE_CHECKING:  # only read, never built here: App.openapi() imports this module
+    from yurt.spec import AppSpec, EndpointSpec
 
 OPENAPI_VERSION = "3.1.0"
 REF = "#/components/schemas/"
@@ -74,6 +75,18 @@ def document(spec: AppSpec) -> dict[str, Any]:
     if schemas:
         doc["components"] = {"schemas": dict(sorted(schemas.items()))}
     return mark_order(doc)
+
+
+DOCUMENT_NAME = "openapi.json"
+
+
+def document_app(path: str) -> str | None:
+    """The app id ``owner/app`` when ``path`` is ``/{owner}/{app}/openapi.json``, else None:
+    the router answers that path from the app's spec, without a runner."""
+    parts = path.split("/")
+    if len(parts) == 4 and not parts[0] and parts[1] and parts[2] and parts[3] == DOCUMENT_NAME:
+        return f"{parts[1]}/{parts[2]}"
+    return None
 
 
 def mark_order(doc: dict[str, Any]) -> dict[str, Any]:

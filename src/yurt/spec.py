@@ -359,6 +359,8 @@ def _endpoint_spec(cls: type, path: str, method_name: str, marker: EndpointMarke
     openapi = None
     if kind == "fastapi":
         openapi = _fastapi_openapi(cls, path, method_name, marker, where)
+        if not marker.is_websocket:
+            body = _whole_body_model(func, where, openapi, path)
     return EndpointSpec(
         path=path,
         method_name=method_name,
@@ -383,6 +385,20 @@ def _fastapi_openapi(
     bound = getattr(object.__new__(cls), method_name)
     route = route_for(path, bound, marker.is_websocket, marker.health_check)
     return route_openapi(route, where)
+
+
+def _whole_body_model(
+    func: Callable[..., Any], where: str, openapi: dict[str, Any], path: str
+) -> type[BaseModel] | None:
+    """The model a FastAPI-style endpoint takes as its whole JSON body (one model beside
+    ``Request``/``Response``, say), as FastAPI decided; None when the body is anything else."""
+    operation = openapi.get("paths", {}).get(path, {}).get("post", {})
+    schema = operation.get("requestBody", {}).get("content", {}).get("application/json", {})
+    ref = schema.get("schema", {}).get("$ref", "")
+    name = ref.rpartition("/")[2]
+    hints = signatures.resolved_hints(func, where)
+    models = [h for h in hints.values() if isinstance(h, type) and issubclass(h, BaseModel)]
+    return next((m for m in models if m.__name__ == name), None) if name else None
 
 
 def route_for(

@@ -191,6 +191,11 @@ class ModelStyleExtras(yurt.App, keep_alive=300):
     def oom(self, prompt: Prompt) -> Reply:
         raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
+    @yurt.endpoint("/broken-events")
+    async def broken_events(self, steps: Steps) -> AsyncIterator[Reply]:
+        yield Reply(text="0")
+        raise ValueError("the model exploded mid-stream")
+
     @yurt.endpoint("/starlette")
     def starlette(self, prompt: Prompt) -> Response:
         return PlainTextResponse(prompt.prompt, status_code=202)

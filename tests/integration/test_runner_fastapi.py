@@ -19,6 +19,13 @@ from test_runner import _is, runner, status_of
 from support import wait_until
 
 pytestmark = pytest.mark.timeout(120)
+# A websocket handshake's headers, for a plain client that reads the refusal's body.
+UPGRADE = {
+    "connection": "upgrade",
+    "upgrade": "websocket",
+    "sec-websocket-version": "13",
+    "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==",
+}
 
 
 @asynccontextmanager
@@ -103,6 +110,8 @@ async def test_model_style_endpoints_answer_fal_exceptions_too(tmp_path: Path) -
     async with ready(ModelStyleExtras, tmp_path) as (s, url):
         status, body, _ = await post(s, url + "/field", {"prompt": "x"})
         assert (status, body["detail"][0]["loc"]) == (422, ["body", "prompt"])
+        status, _, headers = await post(s, url + "/field", {"prompt": 1})  # fails validation
+        assert (status, headers["x-fal-billable-units"]) == (422, "0")
         assert (await post(s, url + "/gpu", {"prompt": "x"}))[:2] == (
             503,
             {"detail": "CUDA error: out of memory"},
@@ -204,6 +213,8 @@ async def test_websocket_closed_before_accept_is_refused(tmp_path: Path) -> None
         with pytest.raises(aiohttp.WSServerHandshakeError) as info:
             await s.ws_connect(url + "/refuse")
         assert info.value.status == 403
+        async with s.get(url + "/refuse", headers=UPGRADE) as resp:
+            assert (resp.status, (await resp.json())["error_type"]) == (403, "websocket_refused")
         async with s.get(url + "/echo") as resp:
             assert resp.status == 400
             assert (await resp.json())["error_type"] == "bad_request"
@@ -316,3 +327,16 @@ async def test_background_tasks_run_after_the_reply(tmp_path: Path) -> None:
         assert not (tmp_path / "gate.done").exists()
         gate.write_text("open")
         await wait_until((tmp_path / "gate.done").exists, what="background task done")
+
+
+async def test_a_stream_cut_short_is_not_a_whole_one(tmp_path: Path) -> None:
+    """A generator raising mid-stream ends the connection without the stream's last chunk: the
+    caller sees an incomplete reply, never a second reply after the first."""
+    async with (
+        ready(ModelStyleExtras, tmp_path) as (s, url),
+        s.post(url + "/broken-events", json={}) as resp,
+    ):
+        assert resp.status == 200
+        assert await resp.content.readuntil(b"\n\n") == b'data: {"text":"0"}\n\n'
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await resp.content.read()

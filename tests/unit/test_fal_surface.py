@@ -55,6 +55,15 @@ def test_version_and_health_hook() -> None:
     assert cls().health() == {"version": "1.2"}
 
 
+def test_fastapi_style_whole_body_schema() -> None:
+    """A FastAPI-style endpoint whose body is one model keeps that model as its input schema;
+    one whose body embeds several parts, or has none, keeps none."""
+    specs = {e.path: e for e in yurt.build_spec(Kinds).endpoints}
+    assert specs["/request"].input_schema == In.model_json_schema()
+    assert specs["/plain"].input_schema is None
+    assert specs["/ws"].input_schema is None
+
+
 def test_get_endpoints_and_openapi() -> None:
     """fal's App.get_endpoints lists the paths; App.openapi is the document the runner serves."""
     assert Kinds.get_endpoints() == ["/model", "/none", "/plain", "/request", "/ws"]

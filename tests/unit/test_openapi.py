@@ -9,7 +9,12 @@ from fastapi import FastAPI, Request, Response, WebSocket
 from pydantic import BaseModel, Field
 
 import yurt
-from yurt.openapi import HTTP_VALIDATION_ERROR_SCHEMA, VALIDATION_ERROR_SCHEMA, document
+from yurt.openapi import (
+    HTTP_VALIDATION_ERROR_SCHEMA,
+    VALIDATION_ERROR_SCHEMA,
+    document,
+    document_app,
+)
 
 
 class Inner(BaseModel):
@@ -148,3 +153,18 @@ def test_document_is_json_and_names_the_app(doc: dict[str, Any]) -> None:
     assert json.loads(json.dumps(doc)) == doc
     assert doc["openapi"] == "3.1.0"
     assert doc["info"]["title"] == "mixed"
+
+
+@pytest.mark.parametrize(
+    ("path", "app_id"),
+    [
+        ("/default/echo/openapi.json", "default/echo"),
+        ("/default/echo/sub/openapi.json", None),
+        ("/default/openapi.json", None),
+        ("//echo/openapi.json", None),
+        ("/default/echo/openapi.json/", None),
+    ],
+)
+def test_document_path(path: str, app_id: str | None) -> None:
+    """Only /{owner}/{app}/openapi.json names an app's document."""
+    assert document_app(path) == app_id

@@ -19,6 +19,8 @@ from typing import Any
 import structlog
 from aiohttp import WSMsgType, web
 
+from yurt.runner.invoke import error_response
+
 log = structlog.get_logger("yurt.runner")
 
 Message = MutableMapping[str, Any]
@@ -154,6 +156,12 @@ class HttpExchange:
             response.headers.add(name, value)
 
 
+def _refused() -> web.Response:
+    # ASGI servers answer 403 to a websocket closed before it was accepted.
+    detail = "the websocket endpoint closed the connection without accepting it"
+    return error_response(403, "websocket_refused", detail)
+
+
 def _is_disconnect(exc: Exception) -> bool:
     """Whether ``exc`` says the caller went away mid-reply (a failed write, or starlette's
     ``ClientDisconnect`` made of one)."""
@@ -180,9 +188,10 @@ class WebSocketExchange:
             if self.ws is not None and not self.ws.closed:
                 await self.ws.close(code=1011, message=b"endpoint failed")
             if self.ws is None:
-                return web.Response(status=500, text="websocket endpoint failed")
+                detail = "the websocket endpoint failed before accepting the connection"
+                return error_response(500, "endpoint_error", detail)
         if self.ws is None:
-            return self.refused or web.Response(status=403)
+            return self.refused or _refused()
         if not self.ws.closed:
             await self.ws.close()
         return self.ws
@@ -221,7 +230,7 @@ class WebSocketExchange:
                 await ws.send_str(message.get("text") or "")
         elif kind == "websocket.close":
             if self.ws is None:
-                self.refused = web.Response(status=403)
+                self.refused = _refused()
                 return
             reason = (message.get("reason") or "").encode()
             await self.ws.close(code=message.get("code", 1000), message=reason)

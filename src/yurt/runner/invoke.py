@@ -73,6 +73,8 @@ def validation_response(exc: ValidationError) -> web.Response:
     response = json_response(422, {"detail": detail, "error_type": VALIDATION_ERROR})
     response.headers["x-fal-error-type"] = VALIDATION_ERROR
     response.headers["x-yurt-error-type"] = VALIDATION_ERROR
+    # fal bills nothing for a request its app never ran (its RequestValidationError handler).
+    response.headers["x-fal-billable-units"] = "0"
     return response
 
 

@@ -126,6 +126,7 @@ class RunnerServer:
         """Open the port; health answers 503 until ``run_setup`` succeeds."""
         checks = [token_middleware(self.token)] if self.token else []
         app = web.Application(client_max_size=1024**3, middlewares=checks)
+        app.on_response_prepare.append(_note_reply)
         app.router.add_get("/_yurt/health", self._health)
         app.router.add_get("/_yurt/info", self._info)
         app.router.add_get("/_yurt/metrics", self._metrics)
@@ -254,6 +255,7 @@ class RunnerServer:
                 # an answer in JSON, never aiohttp's text page.
                 log.exception("request_failed", path=request.path)
                 response = error_response(500, "runner_error", f"{type(exc).__name__}: {exc}")
+            response = _began_or(request, response)
             self.stats.served(ep.path, response.status, time.monotonic() - t0)
             return response
 
@@ -463,6 +465,26 @@ _STATUSES = frozenset(s.value for s in HTTPStatus)
 
 def _error_page(status: int, exc: BaseException | None) -> web.StreamResponse:
     return error_response(*error_page(status, exc))
+
+
+_REPLY = "yurt.reply"  # the request's reply, once its head went out
+
+
+async def _note_reply(request: web.Request, response: web.StreamResponse) -> None:
+    request[_REPLY] = response
+
+
+def _began_or(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
+    """``response``, unless another reply already went out (a stream cut short by a cancel or
+    by its generator raising): then that one, with the connection aborted, so that the caller
+    cannot take the cut stream for a whole one and no second reply follows the first."""
+    began: web.StreamResponse | None = request.get(_REPLY)
+    if began is None or began is response:
+        return response
+    log.warning("stream_cut_short", path=request.path, instead=response.status)
+    if request.transport is not None:
+        request.transport.abort()
+    return began
 
 
 def _fal_app(instance: App, spec: AppSpec) -> Any:

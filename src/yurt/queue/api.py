@@ -30,6 +30,7 @@ from urllib.parse import parse_qsl
 from yurt.errors import RequestError
 from yurt.queue.destinations import DestinationPolicy
 from yurt.queue.model import Header, Job, State
+from yurt.queue.ports import RouterPort
 from yurt.queue.routing import RoutingError, parse_routing
 from yurt.queue.store import Record, without_credentials
 from yurt.router.core import Answer, QueueCall, Stream
@@ -44,7 +45,6 @@ from yurt.router.http import (
 
 if TYPE_CHECKING:
     from yurt.queue.engine import QueueEngine
-    from yurt.router.server import Router
 
 PREFIX = "/queue"
 _TRUE = frozenset({"1", "true", "yes"})
@@ -60,7 +60,9 @@ SSE_HEADERS: list[Header] = [
 class QueueApi:
     """Serves ``/queue/...``: submissions, statuses, results and cancellations."""
 
-    def __init__(self, router: Router, engine: QueueEngine, *, stream_tick: float = 1.0) -> None:
+    def __init__(
+        self, router: RouterPort, engine: QueueEngine, *, stream_tick: float = 1.0
+    ) -> None:
         self.router = router
         self.engine = engine
         self.destinations = DestinationPolicy(engine.config.webhook_allow)

@@ -14,7 +14,7 @@ import sqlite3
 import time
 from asyncio import Future
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import structlog
 
@@ -24,6 +24,7 @@ from yurt.errors import RequestError
 from yurt.metrics import tally
 from yurt.queue.backlog import AppBacklog
 from yurt.queue.model import Header, Job, Result, Routing, State
+from yurt.queue.ports import RouterPort
 from yurt.queue.recent import RecentRecords
 from yurt.queue.results import cancelled, error_result, upstream_result, webhook_body
 from yurt.queue.runnerio import fetch_logs, note_hints, signal_cancel
@@ -41,9 +42,6 @@ from yurt.router.rules import (
     should_retry,
 )
 
-if TYPE_CHECKING:
-    from yurt.router.server import Router
-
 log = structlog.get_logger("yurt.queue")
 
 CancelOutcome = Literal["CANCELLATION_REQUESTED", "ALREADY_COMPLETED", "NOT_FOUND"]
@@ -58,7 +56,7 @@ class QueueEngine:
         self,
         store: QueueStore,
         config: QueueConfig,
-        router: Router,
+        router: RouterPort,
         webhooks: WebhookSender | None = None,
         wall: Callable[[], float] = time.time,
     ) -> None:

@@ -26,7 +26,7 @@ from urllib.parse import unquote
 import httptools
 import structlog
 
-from yurt.router.core import Admitted, QueueCall, Stream, SyncRun, Upgrade
+from yurt.router.core import Admitted, Answer, QueueCall, Stream, SyncRun, Upgrade
 from yurt.router.http import Reply, error_reply, head_refusal, new_request_id, reason
 from yurt.router.options import TIMEOUT_HEADERS
 from yurt.router.tunnel import Tunnel
@@ -352,7 +352,7 @@ class FrontProtocol(asyncio.Protocol):
         admitted = run.admitted
         if run.error is not None or admitted is None:
             assert run.error is not None
-            answer: tuple[Reply, str] | Stream = (run.error, new_request_id())
+            answer: Answer = (run.error, new_request_id())
         else:
             # A run still waiting for a runner, and a GET to the queue (it only reads, or waits
             # for a result), leave nobody to answer once the caller hangs up: both are cancelled.

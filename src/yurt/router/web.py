@@ -100,15 +100,14 @@ class WebFace:
                 body = await self._read_body(request)
             except RequestError as exc:
                 return _unread_body(exc, new_request_id())
-        answer = await core.serve(admitted, request.raw_headers, body)
-        if isinstance(answer, Tunnel):
-            return await _splice(request, answer)
+        served = await core.serve(admitted, request.raw_headers, body)
+        if isinstance(served, Tunnel):
+            return await _splice(request, served)
+        sent = await _send(request, served)
         if _asks_upgrade(request):
             # Refused: aiohttp would read on the caller's next bytes as HTTP; they are not.
-            response = await _send(request, answer)
-            response.force_close()
-            return response
-        return await _send(request, answer)
+            sent.force_close()
+        return sent
 
     def _openapi(self, path: str) -> Reply | None:
         """``GET /{owner}/{app}/openapi.json``: the app's OpenAPI document, from its spec alone

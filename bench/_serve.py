@@ -42,6 +42,11 @@ async def serve(args: argparse.Namespace) -> None:
         loop.add_signal_handler(signal.SIGUSR1, profiler.enable)
         loop.add_signal_handler(signal.SIGUSR2, profiler.disable)
     with tempfile.TemporaryDirectory(prefix="yurt-bench-") as tmp:
+        key = None
+        if args.keys:
+            from yurt.keys import KeyStore
+
+            key = KeyStore(Path(tmp)).create("API", "bench", time.time())[1]
         platform = Platform(
             ServerConfig(
                 data_dir=Path(tmp),
@@ -67,6 +72,7 @@ async def serve(args: argparse.Namespace) -> None:
                 "runner": f"{runner.host}:{runner.port}",
                 "token": runner.token,  # a runner answers only who shows it (runner/token.py)
                 "runner_pid": views[0].pid if views else None,
+                "key": key,
                 "pid": os.getpid(),
                 "loop": f"{type(loop).__module__}.{type(loop).__name__}",
             }
@@ -87,6 +93,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--loop", choices=LOOP_NAMES, default="auto")
     p.add_argument("--profile", default="", help="cProfile between SIGUSR1 and SIGUSR2 to FILE")
+    p.add_argument("--keys", action="store_true", help="make an API key; the app is private")
     args = p.parse_args()
     from yurt.logging import configure
 

@@ -8,7 +8,11 @@ direct, router, direct, router, ... at 1 and at 32 connections; the figures are 
 rounds and each ratio is the median of the per-round (paired) ratios.
 
     .venv/bin/python bench/router_overhead.py [--rounds 9] [--requests-1 5000]
-        [--requests-32 50000] [--uvloop] [--loop auto|asyncio|uvloop] [--profile FILE]
+        [--requests-32 50000] [--uvloop] [--loop auto|asyncio|uvloop] [--profile FILE] [--keys]
+
+``--keys``: the server has API keys and every request carries ``Authorization: Key``, so the
+router checks a key on each (the app is private, fal's default); the key check's CPU per
+request is measured apart and printed. Direct calls carry the runner's token either way.
 """
 
 from __future__ import annotations
@@ -80,10 +84,12 @@ def is_runner(pid: int) -> bool:
 class Server:
     """``bench/_serve.py`` in its own session (process group); stopped and reaped on exit."""
 
-    def __init__(self, loop: str, profile: str) -> None:
+    def __init__(self, loop: str, profile: str, keys: bool = False) -> None:
         cmd = [sys.executable, str(HERE / "_serve.py"), "--loop", loop]
         if profile:
             cmd += ["--profile", profile]
+        if keys:
+            cmd.append("--keys")
         self.proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, cwd=ROOT, start_new_session=True, text=True
         )
@@ -153,7 +159,12 @@ def target_stats(t: str, rs: list[Round], cpu_of: tuple[str, ...]) -> dict[str, 
     return out
 
 
-async def load(pool: ConnectionPool, path: bytes, n: int, conc: int) -> tuple[float, list, int]:
+Target = tuple[ConnectionPool, bytes, list[tuple[bytes, bytes]]]
+
+
+async def load(
+    pool: ConnectionPool, path: bytes, n: int, conc: int, headers: list[tuple[bytes, bytes]]
+) -> tuple[float, list, int]:
     """``n`` requests from ``conc`` sequential workers; (wall s, latencies s, non-200 count)."""
     lat: list[float] = []
     errors = 0
@@ -166,12 +177,12 @@ async def load(pool: ConnectionPool, path: bytes, n: int, conc: int) -> tuple[fl
         append = lat.append
         for _ in range(count):
             t0 = perf()
-            reply = await request(b"POST", path, HEADERS, BODY, 30.0)
+            reply = await request(b"POST", path, headers, BODY, 30.0)
             append(perf() - t0)
             if reply.status != 200:
                 errors += 1
 
-    first = await pool.request(b"POST", path, HEADERS, BODY, 30.0)
+    first = await pool.request(b"POST", path, headers, BODY, 30.0)
     if first.status != 200 or json.loads(first.body) != expected:
         raise RuntimeError(f"unexpected reply {first.status} {first.body[:200]!r}")
     shares = [n // conc + (1 if i < n % conc else 0) for i in range(conc)]
@@ -182,16 +193,16 @@ async def load(pool: ConnectionPool, path: bytes, n: int, conc: int) -> tuple[fl
 
 
 async def measure(
-    pools: dict[str, tuple[ConnectionPool, bytes]],
+    pools: dict[str, Target],
     target: str,
     n: int,
     conc: int,
     pids: dict[str, int],
 ) -> Round:
-    pool, path = pools[target]
+    pool, path, headers = pools[target]
     before = {k: proc_cpu_s(p) for k, p in pids.items()}
     gen0 = time.process_time()
-    wall, lat, errors = await load(pool, path, n, conc)
+    wall, lat, errors = await load(pool, path, n, conc, headers)
     cpu = {k: proc_cpu_s(p) - before[k] for k, p in pids.items()}
     cpu["generator"] = time.process_time() - gen0
     return Round(target, conc, n, wall, lat, errors, cpu)
@@ -248,16 +259,20 @@ def print_profile(path: str, top: int = 25) -> None:
 
 
 async def bench(args: argparse.Namespace) -> int:
-    server = Server(args.loop, args.profile)
+    server = Server(args.loop, args.profile, keys=args.keys)
     try:
         info = server.wait_ready()
+        headers = list(HEADERS)
+        if info.get("key"):
+            headers.append((b"authorization", f"Key {info['key']}".encode()))
         router_pid = int(info["pid"])  # type: ignore[call-overload]
         runner_pid = int(info["runner_pid"])  # type: ignore[call-overload]
         rhost, rport = str(info["router"]).removeprefix("http://").rsplit(":", 1)
         dhost, dport = str(info["runner"]).rsplit(":", 1)
-        pools = {
-            "direct": (ConnectionPool(dhost, int(dport), token=str(info["token"])), b"/"),
-            "router": (ConnectionPool(rhost, int(rport)), f"/{info['app_id']}".encode()),
+        token = str(info.get("token") or "")
+        pools: dict[str, Target] = {
+            "direct": (ConnectionPool(dhost, int(dport), token=token), b"/", headers),
+            "router": (ConnectionPool(rhost, int(rport)), f"/{info['app_id']}".encode(), headers),
         }
         pids = {"router": router_pid, "runner": runner_pid}
         loop = asyncio.get_running_loop()
@@ -265,8 +280,9 @@ async def bench(args: argparse.Namespace) -> int:
 
         # Warm-up: connections opened, code paths and allocators warm on both targets.
         for target in ("direct", "router"):
-            await load(pools[target][0], pools[target][1], 300, 1)
-            await load(pools[target][0], pools[target][1], 2000, 32)
+            pool, path, _ = pools[target]
+            await load(pool, path, 300, 1, headers)
+            await load(pool, path, 2000, 32, headers)
 
         if args.profile:
             os.kill(router_pid, signal.SIGUSR1)
@@ -289,7 +305,7 @@ async def bench(args: argparse.Namespace) -> int:
         rss = proc_status_mib(router_pid, "VmRSS")
         hwm = proc_status_mib(router_pid, "VmHWM")
         runner_rss = proc_status_mib(runner_pid, "VmRSS")
-        for pool, _ in pools.values():
+        for pool, _, _ in pools.values():
             await pool.close()
 
         s1 = summarize(rounds, 1)
@@ -313,6 +329,10 @@ async def bench(args: argparse.Namespace) -> int:
             f"  router RSS <= {TARGET_RSS_MIB:.0f} MiB: {rss:.1f} MiB  "
             f"{mark(rss <= TARGET_RSS_MIB)}"
         )
+        if args.keys:
+            print(
+                f"\nkey check (Gate.check of a valid key, in this process): {key_check_us():.2f} us"
+            )
         errors = s1["direct_errors"] + s1["router_errors"] + s32["direct_errors"]
         errors += s32["router_errors"]
         if errors:
@@ -362,6 +382,28 @@ def print_config(
     )
 
 
+def key_check_us(n: int = 200_000) -> float:
+    """The median CPU time of the router's key check (header scan + HMAC + lookup), in us."""
+    import tempfile
+
+    from yurt.config import KeysConfig
+    from yurt.keys import KeyStore
+    from yurt.router.gate import Gate
+
+    with tempfile.TemporaryDirectory(prefix="yurt-bench-keys-") as tmp:
+        store = KeyStore(Path(tmp))
+        _, key = store.create("API", None, time.time())
+        gate = Gate(store, KeysConfig(), host="127.0.0.1", public=False, admin_token=None)
+        headers = [*HEADERS, (b"authorization", f"Key {key}".encode())]
+        times = []
+        for _ in range(5):
+            t0 = time.process_time()
+            for _ in range(n // 5):
+                gate.check("private", headers)
+            times.append((time.process_time() - t0) / (n // 5) * 1e6)
+        return statistics.median(times)
+
+
 def reproduce_cmd() -> str:
     return ".venv/bin/python " + " ".join(
         shlex.quote(a) for a in ["bench/router_overhead.py", *sys.argv[1:]]
@@ -382,6 +424,9 @@ def main() -> None:
     )
     p.add_argument("--profile", default="", help="cProfile the router during the rounds to FILE")
     p.add_argument("-v", "--verbose", action="store_true", help="print every round")
+    p.add_argument(
+        "--keys", action="store_true", help="API keys on: every request carries a key to check"
+    )
     args = p.parse_args()
     if args.uvloop:
         import uvloop

@@ -207,15 +207,16 @@ async def yurt_command(*args: str) -> tuple[int, str, str]:
 
 
 async def start_yurt(
-    args: list[str], log: Path, ready: str
+    args: list[str], log: Path, ready: str, env: dict[str, str] | None = None
 ) -> tuple[asyncio.subprocess.Process, str]:
     """Start a long-running yurt command (output to ``log``) and wait for its URL.
 
     ``ready`` is a regular expression whose first group is the URL the command prints once it
     serves. The environment drops NOMAD_* and CONSUL_* so the machine's own settings never leak
-    into a test. The caller stops the process.
+    into a test; ``env`` replaces the whole environment. The caller stops the process.
     """
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NOMAD_", "CONSUL_"))}
+    if env is None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("NOMAD_", "CONSUL_"))}
     with log.open("wb") as out:
         proc = await asyncio.create_subprocess_exec(
             *[sys.executable, "-m", "yurt.cli", *args],

@@ -37,7 +37,7 @@ class Caller:
 
     @property
     def owner(self) -> str | None:
-        """The owner a queued request of this caller is recorded under."""
+        """Whom a queued request of this caller is recorded under: its key's id."""
         return None if self.key is None else self.key.key_id
 
 
@@ -51,19 +51,15 @@ def may_call(app_auth: str, keys_on: bool, caller: Caller) -> bool:
     return caller.key is not None or caller.admin
 
 
-def owner_of_new(app_auth: str, keys_on: bool, caller: Caller) -> str | None:
-    """Whom a request submitted now belongs to: None for a public app (the id is enough)."""
-    if app_auth == "public" or not keys_on:
-        return None
-    return caller.owner
+def may_see(owner: str | None, caller: Caller, public: bool) -> bool:
+    """Whether ``caller`` may read, stream or cancel a request recorded under ``owner`` (the key
+    that submitted it, if any) of an app that is ``public`` or not. Pure.
 
-
-def may_see(owner: str | None, caller: Caller) -> bool:
-    """Whether ``caller`` may read, stream or cancel a request recorded under ``owner``. Pure.
-
-    A refusal is answered as if the request did not exist (404), never 403.
+    A request to a public app, or one submitted with no key, is its id's to see; any other is
+    its key's and an admin's. A refusal is answered as if the request did not exist (404),
+    never 403.
     """
-    return owner is None or caller.admin or caller.owner == owner
+    return public or owner is None or caller.admin or caller.owner == owner
 
 
 def is_loopback(host: str) -> bool:

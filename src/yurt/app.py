@@ -199,7 +199,7 @@ class App:
     """Base class of every yurt App. Override ``setup()``, ``teardown()`` and add endpoints."""
 
     app_name: ClassVar[str | None] = None
-    app_auth: ClassVar[str] = "public"
+    app_auth: ClassVar[str] = "private"
     machine_type: ClassVar[str | list[str]] = "CPU"
     num_gpus: ClassVar[int | None] = None
     requirements: ClassVar[list[str]] = []
@@ -219,6 +219,9 @@ class App:
     # while one is unset, and waiting callers get a 503 naming it. Every secret reaches every
     # app; this only checks.
     required_secrets: ClassVar[list[str]] = []
+    # A container image with the app's environment, yurt and its runner inside (fal's
+    # container images), run by Nomad's docker driver instead of ``[nomad] image``.
+    image: ClassVar[str | None] = None
     # What ``health()`` reports (fal's attribute and default). Not among SETTINGS: it is the
     # app's own label, and a near name (``versions``) must stay free for the app's use.
     version = "unknown"
@@ -310,8 +313,6 @@ FAL_REFUSED: dict[str, str] = {
     "app_files_context_dir": "it goes with app_files, which yurt does not take",
     "requirements_context_dir": "yurt installs requirements from package indexes; ship local "
     "code with local_python_modules",
-    "image": "yurt builds the app's environment from its requirements; custom container images "
-    "are not supported",
     "retry_config": "the router's retries follow the platform rules and the server's [queue] "
     "config; to stop retries on some failures set skip_retry_conditions",
     "secrets": "every secret set with `yurt secrets set` reaches every app; list those the app "
@@ -324,7 +325,7 @@ FAL_CLOUD_ONLY: dict[str, str] = {
     "host_kwargs": "they are options of fal's hosts; set yurt's settings as class attributes",
     "kind": "it selects a kind of fal host",
     "metrics_port": "the runner serves its metrics at /_yurt/metrics on its own port",
-    "resolver": "yurt's environments are installed with uv",
+    "resolver": "yurt's environments are installed by the server's [envs] installer",
     "local_file_path": "fal's CLI sets it for its own use",
     "data_mounts": "each app's data directory is mounted for it (docs/environments.md)",
 }

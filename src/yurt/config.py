@@ -540,6 +540,21 @@ class NomadConfig(ClusterTLS):
         description="absolute path of the Python with yurt installed on the nodes (raw_exec)",
     )
     image: str = Field(default="yurt-runner:latest", description="runner image (docker)")
+    envs_dir: str | None = Field(
+        default=None,
+        description="raw_exec: absolute directory on every node where app environments are "
+        "built and kept for later runners; None: each allocation's own directory",
+    )
+    envs_volume: VolumeConfig | None = Field(
+        default=None,
+        description="docker: a volume where app environments are built and kept for later "
+        "runners; None: each allocation's own directory",
+    )
+    secrets_path: str = Field(
+        default="yurt/secrets",
+        pattern=r"^[a-zA-Z0-9\-_~/]{1,100}$",
+        description="Nomad Variables path under which `yurt secrets` are kept, one per secret",
+    )
     job_prefix: str = Field(default="yurt", description="jobs are named <prefix>-<owner>-<app>")
     timeout: float = Field(default=10.0, gt=0, description="seconds one API call may take")
     retries: int = Field(
@@ -592,6 +607,12 @@ class NomadConfig(ClusterTLS):
                 f"volumes need driver = 'docker': Nomad cannot mount a volume into a "
                 f"{self.driver} task; raw_exec runners already share the node's files"
             )
+        if self.envs_dir is not None and (self.driver != "raw_exec" or self.envs_dir[:1] != "/"):
+            raise ValueError("envs_dir is an absolute path on the nodes, for driver = 'raw_exec'")
+        if self.envs_volume is not None and self.driver != "docker":
+            raise ValueError("envs_volume needs driver = 'docker'; raw_exec takes envs_dir")
+        if self.secrets_path.split("/")[0] == "nomad":
+            raise ValueError("secrets_path: Nomad keeps 'nomad/' for itself; e.g. yurt/secrets")
         # Task.User means the image's user to docker; yurt sets it for raw_exec only.
         if self.user is not None and self.driver != "raw_exec":
             raise ValueError("user applies to driver = 'raw_exec'; a docker image sets its USER")
@@ -670,7 +691,8 @@ class EnvsConfig(_Frozen):
         default="pip",
         description="what installs requirements: pip (the default: it reads this machine's "
         "pip configuration, pip.conf and PIP_* variables, as they are) or uv (faster, when "
-        "installed; it reads UV_* settings, not pip's)",
+        "installed on PATH or beside yurt's interpreter; told the indexes, find-links, "
+        "constraints and certificates of pip's configuration, and reading its own UV_* too)",
     )
     pip_args: tuple[str, ...] = Field(
         default=(),

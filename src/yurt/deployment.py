@@ -14,6 +14,7 @@ Standard library only, like ``yurt.Client``.
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -72,6 +73,43 @@ def deploy(
         url=reply["url"],
         queue_url=reply["queue_url"],
     )
+
+
+def follow_environment(
+    app_id: str,
+    *,
+    server: str | None = None,
+    token: str | None = None,
+    progress: Callable[[dict[str, Any]], None] = lambda _: None,
+    interval: float = 0.5,
+    timeout: float = 3600.0,
+) -> str:
+    """Follow the build of a deployed app's environment on the server (which starts it on
+    deploy), each event of it to ``progress``; returns where it ended: ``none`` (no
+    requirements), ``ready``, ``failed``, ``on_nodes`` (built where runners start, on Nomad), or
+    ``building`` when ``timeout`` passed first."""
+    owner, _, name = app_id.partition("/")
+    quoted = "/".join(urllib.parse.quote(p, safe="") for p in (owner, name))
+    call = _caller(server, token)
+    deadline = time.monotonic() + timeout
+    seen, first = 0, True
+    while True:
+        _, reply = call(
+            "GET", f"{API}/apps/{quoted}/environment?after={seen}", b"", "application/json"
+        )
+        state = str(reply["state"])
+        if state == "ready" and first:  # built before this deploy: its history is old news
+            progress({"digest": reply["digest"], "stage": "reused"})
+            return state
+        first = False
+        for event in reply["events"]:
+            progress(event)
+        seen = int(reply["seen"])
+        if state not in ("absent", "building"):
+            return state
+        if time.monotonic() > deadline:
+            return "building"
+        time.sleep(interval)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,14 +15,15 @@ imports aiohttp, pydantic and cloudpickle. A build whose packages break ``import
 fails, naming the app's version and yurt's of each package the app replaced.
 
 The build runs with this process's environment (not a runner's), so pip reads the machine's
-configuration (pip.conf, ``PIP_*``: indexes, find-links, constraints, certificates) as it is.
+configuration (pip.conf, ``PIP_*``: indexes, find-links, constraints, certificates) as it is;
+uv is told the same (``yurt.envs_installer``). Its stages go to a sink and to
+``ROOT/<digest>.progress`` as they happen (``yurt.envs_progress``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -33,19 +34,27 @@ import site
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import IO
 
 import structlog
 
 from yurt import __version__
 from yurt.config import EnvsConfig
+from yurt.envs_installer import make_installer
+from yurt.envs_lock import BuildLock
+from yurt.envs_progress import (
+    BuildEvent,
+    EnvStatus,
+    OutputWatcher,
+    ProgressFile,
+    ProgressSink,
+    Reporter,
+)
 from yurt.errors import EnvironmentBuildError
-from yurt.privatefs import create_private, open_private, private_dir, tighten
+from yurt.privatefs import create_private, private_dir, tighten
 
 log = structlog.get_logger("yurt.envs")
 
@@ -94,15 +103,23 @@ class EnvInfo:
 
 class Environments:
     """The environments under ``root``, built with ``config`` on top of yurt's interpreter
-    ``python``."""
+    ``python``; ``progress`` hears each stage of the builds this object runs or waits for."""
 
-    def __init__(self, root: Path, config: EnvsConfig, python: str = sys.executable) -> None:
+    def __init__(
+        self,
+        root: Path,
+        config: EnvsConfig,
+        python: str = sys.executable,
+        progress: ProgressSink | None = None,
+    ) -> None:
         self.root = root
         self.config = config
         self.python = python
+        self.progress = progress
         self._base: dict[str, object] | None = None
         self._guard = threading.Lock()
         self._procs: set[subprocess.Popen[str]] = set()
+        self._tasks: set[asyncio.Task[str]] = set()
         self._closed = False
 
     # -- asking for an interpreter -------------------------------------------------------------
@@ -130,11 +147,13 @@ class Environments:
         digest = self.digest(steps)
         env = self.root / digest
         if (env / READY).exists():
+            self._tell(BuildEvent(digest, "reused"))
             return env / "bin" / "python"
         self._raise_if_failed(digest)
         private_dir(self.root)  # in the data dir: its owner's only
         with self._locked(digest):
             if (env / READY).exists():  # built by whoever held the lock before
+                self._tell(BuildEvent(digest, "reused"))
                 return env / "bin" / "python"
             self._raise_if_failed(digest)
             try:
@@ -148,6 +167,38 @@ class Environments:
                 part.replace(self._failed_path(digest))
                 raise
         return env / "bin" / "python"
+
+    def prepare(self, requirements: Sequence[str] | Sequence[Sequence[str]]) -> None:
+        """Start building the environment in the background, unless it is built or failed (a
+        deploy does, so its first runner finds it ready). Needs a running event loop."""
+        state = self.status(requirements).state
+        if state in ("absent", "building"):  # a build elsewhere: this one waits on the lock
+            task = asyncio.get_running_loop().create_task(self.interpreter(requirements))
+            self._tasks.add(task)
+            task.add_done_callback(self._prepared)
+
+    def _prepared(self, task: asyncio.Task[str]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:  # logged and recorded
+            log.info("env_prepare_ended", error=str(task.exception()))
+
+    def status(
+        self, requirements: Sequence[str] | Sequence[Sequence[str]], after: int = 0
+    ) -> EnvStatus:
+        """Where the environment of ``requirements`` stands, with its build's events past the
+        first ``after`` (for a caller polling)."""
+        steps = install_steps(requirements)
+        if not steps:
+            return EnvStatus(None, "none", [], 0)
+        digest = self.digest(steps)
+        events, seen = self._progress_file(digest).read(after)
+        if (self.root / digest / READY).exists():
+            state = "ready"
+        elif self._failed_path(digest).exists():
+            state = "failed"
+        else:
+            state = "building" if seen else "absent"
+        return EnvStatus(digest, state, events, seen)
 
     # -- managing what is on disk --------------------------------------------------------------
 
@@ -175,14 +226,26 @@ class Environments:
             failed = self._failed_path(digest)
             existed = failed.exists() or (self.root / digest).exists()
             failed.unlink(missing_ok=True)
+            self._progress_file(digest).start()
             shutil.rmtree(self.root / digest, ignore_errors=True)
         return existed
 
     # -- building --------------------------------------------------------------------------
 
-    def _locked(self, digest: str) -> _Lock:
+    def _locked(self, digest: str) -> BuildLock:
         private_dir(self.root)  # in the data dir: its owner's only
-        return _Lock(self.root / f"{digest}.lock", digest)
+        return BuildLock(self.root / f"{digest}.lock", digest, self._tell)
+
+    def _progress_file(self, digest: str) -> ProgressFile:
+        return ProgressFile(self.root / f"{digest}.progress")
+
+    def _tell(self, event: BuildEvent) -> None:
+        """Give ``event`` to the sink; a sink that fails does not fail the build."""
+        if self.progress is not None:
+            try:
+                self.progress(event)
+            except Exception as exc:  # the console is not the build
+                log.warning("env_progress_failed", error=repr(exc))
 
     def _failed_path(self, digest: str) -> Path:
         return self.root / f"{digest}.failed"
@@ -199,7 +262,6 @@ class Environments:
         their ``#!`` line. ``READY``, written last, is what makes it complete.
         """
         count = sum(len(s) for s in steps)
-        started = time.monotonic()
         short = digest[:12]
         log.info(
             "env_build_started",
@@ -209,45 +271,49 @@ class Environments:
             installer=self.config.installer,
         )
         shutil.rmtree(env, ignore_errors=True)  # a build cut short by a crash
+        first = BuildEvent(digest, "creating", steps=len(steps), installer=self.config.installer)
+        stages = Reporter(self._progress_file(digest), self._tell, first)
         try:
+            stages.say("creating")
             self._run([self.python, "-m", "venv", "--without-pip", str(env)], "venv")
             python = env / "bin" / "python"
+            installer = make_installer(
+                self.config.installer, self.python, python, self.config.pip_args
+            )
             for i, step in enumerate(steps, 1):
-                log.info("env_installing", env=short, step=i, of=len(steps), requirements=len(step))
-                self._run(self._install_command(python, step), self.config.installer)
+                # debug: a console's progress bar is being drawn (the stages are events)
+                log.debug(
+                    "env_installing", env=short, step=i, of=len(steps), requirements=len(step)
+                )
+                watcher = OutputWatcher(stages.say("resolving", step=i))
+                self._run(installer.command(step), installer.name, installer.env, watcher, stages)
+                stages.installed += watcher.installed or watcher.current.packages
+            stages.say("checking")
             self._see_yurt(env)
             self._check(python)
+            stages.say("ready", packages=stages.installed)  # before READY: a poller sees both
             ready = {"steps": [list(s) for s in steps], "yurt": __version__}
             (env / READY).write_text(json.dumps(ready))
             tighten(env)  # what this process wrote itself, with its own umask
         except BaseException as exc:
             shutil.rmtree(env, ignore_errors=True)
-            log.warning("env_build_failed", env=short, elapsed_s=_since(started), error=str(exc))
+            if isinstance(exc, BuildCancelled):
+                self._progress_file(digest).start()  # nothing to report: the server stopped
+            else:
+                stages.say("failed", detail=str(exc))  # ends a console's bar before the log line
+            log.warning("env_build_failed", env=short, elapsed_s=stages.elapsed(), error=str(exc))
             raise
-        log.info("env_ready", env=short, requirements=count, elapsed_s=_since(started))
+        log.info("env_ready", env=short, requirements=count, elapsed_s=stages.elapsed())
 
-    def _install_command(self, python: Path, step: Sequence[str]) -> list[str]:
-        if self.config.installer == "uv":
-            uv = shutil.which("uv")
-            if uv is None:
-                raise EnvironmentBuildError(
-                    "[envs] installer = 'uv' but uv is not installed on the server; install it "
-                    "or use installer = 'pip'"
-                )
-            return [uv, "pip", "install", "--python", str(python), *self.config.pip_args, *step]
-        # yurt's own pip installs into the environment, which then needs no pip of its own.
-        return [
-            self.python,
-            "-m",
-            "pip",
-            "--python",
-            str(python),
-            "install",
-            *self.config.pip_args,
-            *step,
-        ]
-
-    def _run(self, cmd: list[str], what: str) -> None:
+    def _run(
+        self,
+        cmd: list[str],
+        what: str,
+        env: dict[str, str] | None = None,
+        watcher: OutputWatcher | None = None,
+        stages: Reporter | None = None,
+    ) -> None:
+        """Run ``cmd``; its output, read as it comes, moves ``watcher`` and ``stages`` on."""
         # This process's environment, not a runner's: the installer's configuration is in it.
         with subprocess.Popen(
             cmd,
@@ -255,6 +321,7 @@ class Environments:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            env={**os.environ, **env} if env else None,
             start_new_session=True,  # a Ctrl-C meant for the server does not cut a build short
             umask=0o077,  # the environment is in the data dir: its owner's only
         ) as proc:
@@ -262,8 +329,14 @@ class Environments:
                 if self._closed:
                     proc.kill()
                 self._procs.add(proc)
+            lines: list[str] = []
             try:
-                output, _ = proc.communicate()
+                assert proc.stdout is not None
+                for line in proc.stdout:
+                    lines.append(line)
+                    if watcher and stages and (event := watcher.feed(line, stages.elapsed())):
+                        stages.tell(event)
+                proc.wait()
             finally:
                 with self._guard:
                     self._procs.discard(proc)
@@ -271,7 +344,7 @@ class Environments:
             raise BuildCancelled(what)
         if proc.returncode != 0:
             raise EnvironmentBuildError(
-                f"{what} failed (exit {proc.returncode}):" + "\n" + self._tail(output)
+                f"{what} failed (exit {proc.returncode}):" + "\n" + self._tail("".join(lines))
             )
 
     def close(self) -> None:
@@ -356,30 +429,3 @@ def _clashes(own: Path) -> list[str]:
 
 def _canon(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def _since(started: float) -> float:
-    return round(time.monotonic() - started, 2)
-
-
-class _Lock:
-    """An exclusive ``flock`` on ``path``, across threads and processes; says when it waits."""
-
-    def __init__(self, path: Path, digest: str) -> None:
-        self.path = path
-        self.digest = digest
-        self._file: IO[str] | None = None
-
-    def __enter__(self) -> _Lock:
-        self._file = open_private(self.path, "a")
-        try:
-            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info("env_build_waiting", env=self.digest[:12])
-            fcntl.flock(self._file, fcntl.LOCK_EX)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        assert self._file is not None
-        fcntl.flock(self._file, fcntl.LOCK_UN)
-        self._file.close()

@@ -35,6 +35,7 @@ MAX_ALIAS = 64
 _ALIAS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.@-]*$")
 _ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _SECRET = re.compile(r"^[0-9a-f]{48}$")
+_VERIFIED_MAX = 4096  # verified Authorization values kept; beyond it the cache starts over
 
 
 class _Entry(BaseModel):
@@ -101,7 +102,8 @@ class KeyStore:
     """The server's API keys under ``data_dir``.
 
     ``verify`` is what the request path calls; it reads no file more often than every
-    ``refresh`` seconds and hashes one HMAC per call.
+    ``refresh`` seconds, and hashes an HMAC only for an ``Authorization`` value it has not
+    verified since the file was last read.
     """
 
     def __init__(self, data_dir: Path, *, refresh: float = 1.0) -> None:
@@ -115,27 +117,40 @@ class KeyStore:
         self._checked = float("-inf")
         self._used: dict[str, float] = {}  # last use not yet written to used_path
         self._loaded = False
+        # Authorization values verified since the keys were last read: the next request with
+        # the same header skips the parse and the HMAC. Emptied on every read of the file.
+        self._verified: dict[str, KeyInfo] = {}
 
     # -- the request path ------------------------------------------------------------------
 
     def any(self) -> bool:
-        """Whether any key exists (then private apps need one)."""
+        """Whether keys are on: a key was ever made here (then private apps need one).
+
+        Revoking the last key leaves keys on, with none that works: a private app stays
+        closed rather than opening to everyone. Removing ``keys.json`` turns keys off.
+        """
         self._maybe_reload()
-        return bool(self._entries)
+        return self._stamp is not None
 
     def verify(self, authorization: str | None) -> KeyInfo | None:
         """The key an ``Authorization`` header carries, when it is a live key of this server."""
         if not authorization:
             return None
-        parsed = parse_authorization(authorization)
-        if parsed is None:
-            return None
         self._maybe_reload()
-        entry = self._entries.get(parsed[0])
-        if entry is None or not hmac.compare_digest(entry.digest, self._digest(*parsed)):
-            return None
-        self._used[parsed[0]] = time.time()
-        return KeyInfo(parsed[0], entry.alias, entry.scope, entry.created_at)
+        info = self._verified.get(authorization)
+        if info is None:
+            parsed = parse_authorization(authorization)
+            if parsed is None:
+                return None
+            entry = self._entries.get(parsed[0])
+            if entry is None or not hmac.compare_digest(entry.digest, self._digest(*parsed)):
+                return None
+            info = KeyInfo(parsed[0], entry.alias, entry.scope, entry.created_at)
+            if len(self._verified) >= _VERIFIED_MAX:
+                self._verified.clear()
+            self._verified[authorization] = info
+        self._used[info.key_id] = time.time()
+        return info
 
     def _maybe_reload(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -146,10 +161,16 @@ class KeyStore:
             st = self.path.stat()
         except FileNotFoundError:
             self._entries, self._stamp, self._loaded = {}, None, True
+            self._verified.clear()
             return
+        except OSError:
+            if not self._loaded:
+                raise
+            return  # unreadable for now: keep the keys read last
         stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
         if stamp == self._stamp and self._loaded:
             return
+        self._verified.clear()
         try:
             self._entries = self._read()
         except ConfigError:
@@ -159,6 +180,20 @@ class KeyStore:
             # are renamed into place); the admin calls raise it to whoever can fix it.
             return
         self._stamp, self._loaded = stamp, True
+
+    def get(self, key_id: str) -> KeyInfo | None:
+        """A live key by its id (what a token names)."""
+        self._maybe_reload()
+        entry = self._entries.get(key_id)
+        if entry is None:
+            return None
+        return KeyInfo(key_id, entry.alias, entry.scope, entry.created_at)
+
+    def sign(self, message: bytes) -> str:
+        """HMAC-SHA256 of ``message`` under the server's key (hex)."""
+        if self._hmac_key is None:
+            self._hmac_key = load_secret(self.key_path)
+        return hmac.new(self._hmac_key, message, hashlib.sha256).hexdigest()
 
     def _digest(self, key_id: str, secret: str) -> str:
         if self._hmac_key is None:
@@ -234,3 +269,48 @@ class KeyStore:
             return _USED.validate_json(self.used_path.read_bytes())
         except (OSError, ValidationError):
             return {}  # a convenience only: a lost or damaged file forgets when keys were used
+
+
+# -- short-lived app tokens (fal's realtime tokens) ---------------------------------------------
+
+MAX_TOKEN_S = 3600  # the longest a token may live, whatever is asked
+_TOKEN = re.compile(r"^yt1\.(\d{1,12})\.([0-9a-f-]{36})\.([A-Za-z0-9_.,-]{1,512})\.([0-9a-f]{64})$")
+
+
+def token_message(expires: int, key_id: str, apps: str) -> bytes:
+    """What a token's HMAC covers. Pure."""
+    return f"token:{expires}:{key_id}:{apps}".encode()
+
+
+class AppTokens:
+    """Tokens a key hands to a browser or a websocket client: good for some apps for a while.
+
+    fal's clients ask ``POST /tokens/`` with a key before a realtime websocket and send the
+    token as ``?fal_jwt_token=``; yurt's are ``yt1.<expiry>.<key id>.<apps>.<hmac>``, signed
+    with the key store's server key, not JWTs (nothing reads inside them but the router). A
+    token dies with its key: revoking the key ends every token it made.
+    """
+
+    def __init__(self, keys: KeyStore) -> None:
+        self.keys = keys
+
+    def mint(self, key: KeyInfo, apps: list[str], seconds: int, now: float) -> str:
+        """A token for ``apps`` (app names, fal's aliases) living ``seconds`` (capped)."""
+        expires = int(now) + max(1, min(seconds, MAX_TOKEN_S))
+        names = ",".join(sorted(set(apps)))
+        sig = self.keys.sign(token_message(expires, key.key_id, names))
+        return f"yt1.{expires}.{key.key_id}.{names}.{sig}"
+
+    def verify(self, token: str, app_name: str, now: float) -> KeyInfo | None:
+        """The key behind ``token`` when it is valid, unexpired, for ``app_name`` and its key
+        is still live; else None."""
+        found = _TOKEN.match(token)
+        if found is None:
+            return None
+        expires, key_id, names, sig = found.groups()
+        if int(expires) < now or app_name not in names.split(","):
+            return None
+        expected = self.keys.sign(token_message(int(expires), key_id, names))
+        if not hmac.compare_digest(sig, expected):
+            return None
+        return self.keys.get(key_id)

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import structlog
 
 from yurt.admin.api import AdminApi, check_exposure
-from yurt.admin.secrets import SecretStore
+from yurt.admin.secrets import LocalSecrets, SecretStore
 from yurt.admin.store import AppStore, Deployment, Removal, is_sha256
 from yurt.app import App
 from yurt.backends.base import Backend, Discovery
@@ -39,6 +39,7 @@ from yurt.queue.api import QueueApi
 from yurt.queue.engine import QueueEngine
 from yurt.queue.store import QueueStore
 from yurt.queue.webhooks import WebhookSender
+from yurt.router.gate import Gate
 from yurt.router.server import Router
 from yurt.scheduler.loop import Scheduler
 from yurt.spec import AppSpec, build_spec
@@ -122,7 +123,16 @@ class Platform:
             )
             self.discovery = self.registry
         self.scheduler = Scheduler(self.backend, config.scheduler)
-        self.router = Router(config.router, self.discovery, self.backend, self.scheduler)
+        self.gate = Gate(
+            self.keys,
+            config.keys,
+            host=config.router.host,
+            public=config.router.public,
+            admin_token=config.admin_token,
+        )
+        self.router = Router(
+            config.router, self.discovery, self.backend, self.scheduler, gate=self.gate
+        )
         files = build_files_api(
             config.data_dir, config.files, config.router, self.keys, self.payload_token_ok
         )
@@ -133,8 +143,16 @@ class Platform:
         from yurt.discovery.consul import ConsulDiscovery
 
         nomad = self.config.nomad
+
+        # The store (and its secret) is opened at start: looked up at each call.
+        def runner_token(job: str) -> str:
+            return self.store.runner_token(job)
+
         self.consul = ConsulDiscovery(
-            self.config.consul, nomad.job_prefix, datacenter=nomad.datacenter()
+            self.config.consul,
+            nomad.job_prefix,
+            datacenter=nomad.datacenter(),
+            runner_token=runner_token,
         )
         self.nomad = NomadBackend(
             nomad,
@@ -142,6 +160,8 @@ class Platform:
             history=self.consul,
             machines=self.config.machine_overrides(),
             datacenter=self.consul.agent_datacenter,
+            envs=self.config.envs,
+            runner_token=runner_token,
         )
         self.backend, self.discovery = self.nomad, self.consul
 
@@ -208,6 +228,8 @@ class Platform:
             else:
                 outcome = "unchanged"
             deployment = self.store.save(app_id, spec, sha256, time.time())
+            if isinstance(self.backend, LocalBackend):  # its first runner finds it built
+                self.backend.envs.prepare(spec.requirements)
         log.info("app_deployed", app=app_id, revision=deployment.current.revision, outcome=outcome)
         return deployment, outcome
 
@@ -257,6 +279,16 @@ class Platform:
         self._served[app_id] = (payload.stem, spec)
         await self.backend.roll(app_id)
 
+    def environment(self, app_id: str, after: int = 0) -> dict[str, Any] | None:
+        """The deployed app's environment and its build's events past the first ``after`` (the
+        admin API's, which ``yurt deploy`` polls); None when there is no such app."""
+        deployment = self.store.get(app_id)
+        if deployment is None:
+            return None
+        if not isinstance(self.backend, LocalBackend):  # built on each node a runner starts on
+            return {"digest": None, "state": "on_nodes", "events": [], "seen": 0}
+        return self.backend.envs.status(deployment.spec.requirements, after).as_dict()
+
     def describe_app(self, app_id: str) -> dict[str, Any] | None:
         """The app's load and runners, as ``GET /_yurt/apps`` shows them."""
         return next((a for a in self.router.describe() if a["app_id"] == app_id), None)
@@ -285,8 +317,10 @@ class Platform:
                 public_url=self.config.router.public_url,
                 limit=self.config.max_payload_size,
                 deploys=self.server,
-                # Nomad runners would not get them yet (Nomad Variables are to carry them).
-                secrets=self.secrets if self.config.backend == "local" else None,
+                # On Nomad, Nomad Variables keep them (``yurt.backends.nomad.secrets``).
+                secrets=(
+                    self.nomad.secrets if self.nomad is not None else LocalSecrets(self.secrets)
+                ),
                 keys=self.keys,
             )
             await self.router.bind()
@@ -414,7 +448,9 @@ class Platform:
         self.webhooks = WebhookSender(
             self.queue_store, cfg.webhooks, self.webhook_secret(), allow=cfg.webhook_allow
         )
-        engine = QueueEngine(self.queue_store, cfg, self.router, self.webhooks)
+        engine = QueueEngine(
+            self.queue_store, cfg, self.router, self.webhooks, quotas=self.gate.quotas
+        )
         self.router.attach_queue(engine, QueueApi(self.router, engine))
 
     def webhook_secret(self) -> bytes:

@@ -88,6 +88,7 @@ class AppSpec(BaseModel):
     endpoints: list[EndpointSpec]
     # Last and with a default: deployments saved before it existed still load.
     required_secrets: list[str] = []
+    image: str | None = None  # the docker driver's image for this app (Nomad)
 
     @property
     def health_check(self) -> EndpointSpec | None:
@@ -159,6 +160,7 @@ def build_spec(cls: type[App]) -> AppSpec:
         local_python_modules=_module_names(name, values["local_python_modules"]),
         skip_retry_conditions=_skip_conditions(name, values["skip_retry_conditions"]),
         required_secrets=_required_secrets(name, values["required_secrets"]),
+        image=_image(name, values["image"]),
         endpoints=sorted(endpoints, key=lambda e: e.path),
         **knobs,
     )
@@ -267,6 +269,15 @@ def _module_names(name: str, value: object) -> list[str]:
             "as in an import statement, e.g. 'my_package.sub' (no path, no .py)"
         )
     return list(value)
+
+
+def _image(name: str, value: object) -> str | None:
+    if value is None or (isinstance(value, str) and value.strip() and value == value.strip()):
+        return value
+    raise AppDefinitionError(
+        f"{name}: image must be a container image reference such as "
+        f"'ghcr.io/me/my-app:1.0' (with yurt installed), or None; got {value!r}"
+    )
 
 
 def _required_secrets(name: str, value: object) -> list[str]:

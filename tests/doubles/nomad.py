@@ -70,6 +70,8 @@ Reproduces these facts of NOMAD_CONSUL.md:
   Nomad is); ``handled`` lists the requests answered, in order.
 - ACL: with ``token`` set every endpoint wants ``X-Nomad-Token`` (403 "Permission denied" when
   missing, "ACL token not found" when wrong).
+- Variables (``/v1/var/<path>``, ``/v1/vars``) and the task templates that read them into the
+  task's environment: see ``nomad_vars.py``; ``variables`` is the store, for tests to read.
 
 Simpler than Nomad: one node, one task per group (the first), no canaries, auto-revert or
 plans; a running allocation that misses its HealthyDeadline is marked unhealthy but not
@@ -103,6 +105,14 @@ from ._durations import go_duration, parse_go_duration
 from ._jobspec import canonicalize, destructive, spec_of
 from .consul import ConsulDouble
 from .nomad_evals import Evaluations, metric
+from .nomad_vars import (
+    VariableError,
+    VariableStore,
+    parse_env,
+    readable,
+    render,
+    template_path,
+)
 from .validate import problems
 
 __all__ = ["NomadDouble"]
@@ -232,6 +242,7 @@ class NomadDouble:
         self._allocs: dict[str, Allocation] = {}
         self._deployments: list[_Deployment] = []
         self.evals = Evaluations()
+        self.variables = VariableStore(self._bump)
         self._index = 1
         self._changed = asyncio.Event()
         self._kick = asyncio.Event()
@@ -265,6 +276,8 @@ class NomadDouble:
         r.add_get("/v1/job/{id}/evaluations", self._job_evals)
         r.add_get("/v1/evaluation/{id}", self._get_eval)
         r.add_get("/v1/client/fs/logs/{id}", self._logs)
+        r.add_route("*", "/v1/var/{path:.*}", self._variable)
+        r.add_get("/v1/vars", self._variables)
         r.add_get("/v1/agent/self", self._self)
         r.add_get("/v1/status/leader", self._leader)
         self._session = aiohttp.ClientSession()
@@ -717,6 +730,10 @@ class NomadDouble:
         try:
             while True:
                 env = task_env(alloc, self.node_ip, self.region, self.datacenter)
+                rendered = await self._render_templates(alloc)
+                if rendered is None:
+                    return
+                env.update(rendered)  # template env overrides Env (client/taskenv/env.go:675)
                 try:
                     alloc.proc = start_process(alloc, env)
                 except OSError as exc:
@@ -744,6 +761,41 @@ class NomadDouble:
                 await asyncio.sleep(policy["Delay"] / NS)
         finally:
             watcher.cancel()
+
+    async def _render_templates(self, alloc: Allocation) -> dict[str, str] | None:
+        """Render the task's templates (``nomad_vars``), waiting while a Variable is missing;
+        the env templates' variables, or None when the task failed or was stopped meanwhile."""
+        task, job = alloc.task, alloc.job
+        namespace = job.get("Namespace", "default")
+        out: dict[str, str] = {}
+        for template in task.get("Templates") or []:
+            try:
+                path = template_path(template)
+                if not readable(path, alloc.job_id, alloc.group, task["Name"]):
+                    raise ValueError(f"{path}: Permission denied")
+            except ValueError as exc:
+                alloc.event("Killing", f"Template failed: {exc}", FailsTask=True)
+                await self._fail(alloc)
+                return None
+            told = False
+            while (found := self.variables.get(namespace, path)) is None:
+                if alloc.desired_status != "run":
+                    return None
+                if not told:
+                    told = True
+                    alloc.event(
+                        "Template", f"Missing: nomad.var.block({path}@{namespace}.{self.region})"
+                    )
+                    self._touch(alloc)
+                await asyncio.sleep(0.05)
+            text = render(found.items)
+            dest = alloc.dir / task["Name"] / template["DestPath"]
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_text(text)
+            dest.chmod(int(template.get("Perms") or "0644", 8))
+            if template.get("Envvars"):
+                out.update(parse_env(text))
+        return out
 
     async def _fail(self, alloc: Allocation) -> None:
         state = alloc.task_states[alloc.task["Name"]]
@@ -1165,6 +1217,34 @@ class NomadDouble:
         else:
             data = data[offset:]
         return web.Response(body=data, content_type="text/plain")
+
+    async def _variable(self, request: web.Request) -> web.Response:
+        path = request.match_info["path"]
+        namespace = request.query.get("namespace", "default")
+        if not path:
+            raise _HTTPError(400, "missing variable path")
+        try:
+            if request.method == "GET":
+                found = self.variables.get(namespace, path)
+                if found is None:
+                    raise _HTTPError(404, "variable not found")
+                return self._reply(found.full())
+            if request.method in ("PUT", "POST"):
+                try:
+                    body = await request.json()
+                except ValueError as exc:
+                    raise _HTTPError(400, f"Request decode failed: {exc}") from None
+                return self._reply(self.variables.put(namespace, path, body).full())
+            if request.method == "DELETE":
+                self.variables.delete(namespace, path)
+                return web.Response(status=204, headers={"X-Nomad-Index": str(self._index)})
+        except VariableError as exc:
+            raise _HTTPError(exc.status, exc.text) from None
+        raise _HTTPError(400, "Invalid method")
+
+    async def _variables(self, request: web.Request) -> web.Response:
+        namespace = request.query.get("namespace", "default")
+        return self._reply(self.variables.list(namespace, request.query.get("prefix", "")))
 
     async def _self(self, request: web.Request) -> web.Response:
         return self._reply(

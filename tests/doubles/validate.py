@@ -13,7 +13,10 @@ and what Nomad's own job validation adds (NOMAD_CONSUL.md):
 - ``Job.ID`` is required;
 - service checks of type http/tcp/grpc need ``Interval`` and ``Timeout``, each at least 1 s;
 - a group's ``Scaling`` needs ``Max``, and ``Count`` must lie within ``Scaling.Min``/``Max``;
-- raw_exec's ``Config.command`` is an absolute path.
+- raw_exec's ``Config.command`` is an absolute path;
+- a template has something to render and a ``DestPath`` inside the allocation, a known
+  ``ChangeMode`` (``signal`` needs a signal and no ``Envvars``) and octal ``Perms``
+  (nomad/structs/structs.go:8933-8992 at hashicorp/nomad aa026cc9).
 
 The struct table ``nomad-api-structs.json`` beside this file was extracted from hashicorp/nomad
 ``api/*.go``.
@@ -22,6 +25,7 @@ The struct table ``nomad-api-structs.json`` beside this file was extracted from 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, TypeGuard
 
@@ -149,11 +153,32 @@ def _check_group(group: dict[str, Any], where: str, out: list[str]) -> None:
     for k, task in enumerate(_dicts(group.get("Tasks"))):
         at = f"{where}.Tasks[{k}]"
         _check_services(task.get("Services"), at, out)
+        for m, template in enumerate(_dicts(task.get("Templates"))):
+            _check_template(template, f"{at}.Templates[{m}]", out)
         config = task.get("Config")
         if task.get("Driver") == "raw_exec" and isinstance(config, dict):
             command = config.get("command")
             if not isinstance(command, str) or not command.startswith("/"):
                 out.append(f"{at}.Config.command: raw_exec needs an absolute path, got {command!r}")
+
+
+def _check_template(template: dict[str, Any], at: str, out: list[str]) -> None:
+    """``Template.Validate`` (structs.go:8933-8992), after the api's defaults (api/tasks.go:965)."""
+    if not template.get("SourcePath") and not template.get("EmbeddedTmpl"):
+        out.append(f"{at}: Must specify a source path or have an embedded template")
+    dest = str(template.get("DestPath") or "")
+    if not dest:
+        out.append(f"{at}: Must specify a destination for the template")
+    elif dest.startswith("/") or ".." in dest.split("/"):
+        out.append(f"{at}.DestPath: destination escapes allocation directory")
+    mode = template.get("ChangeMode") or "restart"
+    if mode not in ("noop", "restart", "signal", "script"):
+        out.append(f"{at}.ChangeMode: invalid change mode {mode!r}")
+    if mode == "signal" and (not template.get("ChangeSignal") or template.get("Envvars")):
+        out.append(f"{at}: a signal change mode needs ChangeSignal and no Envvars")
+    perms = template.get("Perms")
+    if perms and not re.fullmatch(r"[0-7]{1,4}", str(perms)):
+        out.append(f"{at}.Perms: Failed to parse {perms!r} as octal")
 
 
 def problems(job: dict[str, Any]) -> list[str]:

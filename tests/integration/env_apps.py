@@ -70,3 +70,22 @@ class TwoRunners(yurt.App, keep_alive=300, min_concurrency=2):
     @yurt.endpoint("/")
     def version(self, body: Ask) -> Version:
         return _version()
+
+
+class Said(BaseModel):
+    text: str
+    python: str
+
+
+class Humanize(yurt.App, keep_alive=300):
+    """humanize, from whatever index this machine's pip configuration names."""
+
+    requirements = ["humanize>=4"]
+
+    @yurt.endpoint("/")
+    def say(self, body: Ask) -> Said:
+        import sys
+
+        import humanize  # type: ignore[import-not-found]
+
+        return Said(text=humanize.naturalsize(1_000_000), python=sys.executable)

@@ -94,7 +94,7 @@ async def test_yurt_run_serves_a_package_only_the_apps_environment_has(
         assert body["version"] == "1.0"
         assert str(body["python"]).startswith(str(data / "envs"))
         console = (tmp_path / "run.log").read_text()
-        for stage in ("env_build_started", "env_installing", "env_ready"):
+        for stage in ("env_build_started", "installing 1 package", "env_ready"):
             assert stage in console, console
         # The environment is in the data dir: nothing in it is for the group or others.
         shared = [
@@ -230,10 +230,15 @@ async def test_stopping_during_a_build_stops_the_installer_and_records_nothing(
     p = Platform(config)
     await p.start()
     try:
-        with structlog.testing.capture_logs() as logs:
-            app = await p.add_app(env_apps.PinsOne)
-            await p.backend.set_target(app, 1)
-            await wait_until(lambda: events(logs, "env_installing"), what="the install to start")
+        app = await p.add_app(env_apps.PinsOne)
+        await p.backend.set_target(app, 1)
+        progress = tmp_path / "envs"
+        await wait_until(
+            lambda: (
+                '"stage":"resolving"' in "".join(f.read_text() for f in progress.glob("*.progress"))
+            ),
+            what="the install to start",
+        )
     finally:
         started = time.monotonic()
         await asyncio.wait_for(p.stop(), DEADLINE)

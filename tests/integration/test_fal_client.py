@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -187,3 +188,92 @@ def test_fal_client_speaks_to_yurt(
     assert out["async_get"] == {"text": "echo: async"}
     assert out["yurt_result"] == {"text": "echo: yurt"}
     assert out["yurt_async_run"] == {"text": "echo: yurt async"}
+
+
+# Run as ``python -c KEYED APP_ID``, FAL_KEY in the environment; prints one JSON object.
+KEYED = r"""
+import json, sys
+import fal_client
+
+app = sys.argv[1]
+out = {}
+try:
+    out["run"] = fal_client.run(app, {"prompt": "keyed"})
+    handle = fal_client.submit(app, {"prompt": "queued"})
+    out["get"] = handle.get()
+except fal_client.FalClientHTTPError as exc:
+    out["failed"] = {"status": exc.status_code, "error_type": exc.error_type}
+print(json.dumps(out))
+"""
+
+
+def fal_with_key(url: str, ca: Path, key: str) -> dict[str, Any]:
+    """Run KEYED with ``FAL_KEY=key`` against the app at ``url``."""
+    host = url.split("://", 1)[1].split("/", 1)[0]
+    env = {
+        **os.environ,
+        "FAL_RUN_HOST": host,
+        "FAL_QUEUE_RUN_HOST": f"{host}/queue",
+        "FAL_KEY": key,
+        "SSL_CERT_FILE": str(ca),
+        "NO_PROXY": "*",
+    }
+    app_id = url.split(host, 1)[1].strip("/")
+    out = subprocess.run(
+        [sys.executable, "-c", KEYED, app_id], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_fal_key_reaches_a_private_app_until_revoked(
+    tmp_path: Path, tls: tuple[Path, Path, Path]
+) -> None:
+    """FAL_KEY set to a key from `yurt keys create` runs and queues on a private app over
+    https; a wrong key gets 401; once revoked (`yurt keys revoke`) the key gets 401 within the
+    stated second (waited for generously)."""
+    ca, cert, key_pem = tls
+    data = tmp_path / "data"
+    keys = [sys.executable, "-m", "yurt.cli", "keys"]
+    made = subprocess.run(
+        [*keys, "create", "--data-dir", str(data)], capture_output=True, text=True, timeout=60
+    )
+    assert made.returncode == 0, made.stderr
+    key = made.stdout.strip()
+    apps = Path(__file__).with_name("access_apps.py")
+    command = [sys.executable, "-m", "yurt.cli", "run", f"{apps}::Private", "--port", "0",
+               "--tls-cert", str(cert), "--tls-key", str(key_pem),
+               "--data-dir", str(data), "--log-format", "json"]  # fmt: skip
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        match = re.search(r"at (https://\S+)", line)
+        assert match, f"yurt run printed {line!r}"
+        url = match.group(1)
+        assert fal_with_key(url, ca, key) == {
+            "run": {"text": "private: keyed"},
+            "get": {"text": "private: queued"},
+        }
+        wrong = key[:-1] + ("0" if key[-1] != "0" else "1")
+        unauthorized = {"failed": {"status": 401, "error_type": "unauthorized"}}
+        assert fal_with_key(url, ca, wrong) == unauthorized
+        revoked = subprocess.run(
+            [*keys, "revoke", key.partition(":")[0], "--data-dir", str(data)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert revoked.returncode == 0, revoked.stderr
+        deadline = time.monotonic() + 60
+        while (out := fal_with_key(url, ca, key)) != unauthorized:
+            assert time.monotonic() < deadline, out
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()

@@ -23,10 +23,12 @@ pytestmark = pytest.mark.timeout(240)
 APPS = Path(__file__).with_name("realtime_apps.py")
 
 # ``python -c SCRIPT APP_ID ROUTER_URL``: fal-client's realtime and ws_connect with the key on
-# the socket (use_jwt=False), then yurt's own client over wss.
+# the socket (use_jwt=False), then with a token fetched from the router's /tokens/ (fal's
+# default, its REST_URL pointed at yurt), then yurt's own client over wss.
 SCRIPT = r"""
-import json, sys
+import json, os, sys
 import fal_client
+import fal_client.client
 import yurt
 
 app, url = sys.argv[1:3]
@@ -44,7 +46,12 @@ with fal_client.realtime(app, use_jwt=False, path="/broken") as rt:
 with fal_client.ws_connect(app, use_jwt=False, path="/ws") as ws:
     ws.send("hi")
     out["ws"] = ws.recv()
-with yurt.Client(url) as client, client.connect(app) as rt:  # trusts the CA via SSL_CERT_FILE
+fal_client.client.REST_URL = url  # the one line that points fal's token requests at yurt
+with fal_client.realtime(app) as rt:
+    rt.send({"prompt": "jwt", "image": b"ab"})
+    out["jwt"] = rt.recv()["text"]
+key = os.environ["FAL_KEY"]
+with yurt.Client(url, key=key) as client, client.connect(app) as rt:  # CA via SSL_CERT_FILE
     rt.send({"prompt": "yurt"})
     out["yurt"] = rt.recv()["text"]
 print(json.dumps(out))
@@ -52,8 +59,16 @@ print(json.dumps(out))
 
 
 @pytest.fixture
-def yurt_https(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """``yurt run realtime_apps.py::Live`` over https: (the app's URL, the CA file)."""
+def yurt_https(tmp_path: Path) -> Iterator[tuple[str, Path, str]]:
+    """``yurt run realtime_apps.py::Live`` over https with API keys on (the app is private):
+    (the app's URL, the CA file, a key)."""
+    made = subprocess.run(
+        [sys.executable, "-m", "yurt.cli", "keys", "create", "--data-dir", str(tmp_path / "data")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert made.returncode == 0, made.stderr
     ca = trustme.CA()
     cert = ca.issue_cert("127.0.0.1")
     ca_file, chain, key = tmp_path / "ca.pem", tmp_path / "cert.pem", tmp_path / "key.pem"
@@ -69,7 +84,7 @@ def yurt_https(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         line = proc.stdout.readline()  # blocks until the URL is printed (or the process dies)
         match = re.search(r"at (https://\S+)", line)
         assert match, f"yurt run printed {line!r}"
-        yield match.group(1), ca_file
+        yield match.group(1), ca_file, made.stdout.strip()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
     finally:
@@ -80,17 +95,19 @@ def yurt_https(tmp_path: Path) -> Iterator[tuple[str, Path]]:
             proc.stdout.close()
 
 
-def test_fal_client_realtime_reaches_a_yurt_app(yurt_https: tuple[str, Path]) -> None:
-    """fal_client.realtime(use_jwt=False) gets outputs and the endpoint's error from yurt;
-    fal_client.ws_connect reaches a plain websocket endpoint of the same app; yurt's own
-    client connects over wss with the CA from SSL_CERT_FILE."""
-    url, ca = yurt_https
+def test_fal_client_realtime_reaches_a_yurt_app(yurt_https: tuple[str, Path, str]) -> None:
+    """With FAL_KEY set to a key of the server: fal_client.realtime(use_jwt=False) gets
+    outputs and the endpoint's error from yurt; fal_client.ws_connect reaches a plain websocket
+    endpoint of the same app; fal_client.realtime with its default token (REST_URL pointed at
+    yurt) gets its output; yurt's own client connects over wss with the CA from
+    SSL_CERT_FILE."""
+    url, ca, key = yurt_https
     host = url.split("://", 1)[1].split("/", 1)[0]
     app_id = url.split(host, 1)[1].strip("/")
     env = {
         **os.environ,
         "FAL_RUN_HOST": host,
-        "FAL_KEY": "key-id:key-secret",
+        "FAL_KEY": key,
         "SSL_CERT_FILE": str(ca),
         "NO_PROXY": "*",
     }
@@ -106,4 +123,5 @@ def test_fal_client_realtime_reaches_a_yurt_app(yurt_https: tuple[str, Path]) ->
     assert out["unary"] == {"text": "drawn: fal", "image": "zyx"}
     assert out["error"] == ["INTERNAL_ERROR", "RuntimeError: cannot draw fal"]
     assert out["ws"] == "echo: hi"
+    assert out["jwt"] == "drawn: jwt"
     assert out["yurt"] == "drawn: yurt"

@@ -424,7 +424,7 @@ def test_class_keyword_wins_over_class_attribute() -> None:
 
 
 DEFAULTS = {
-    "app_auth": "public",
+    "app_auth": "private",
     "machine_types": ["CPU"],
     "num_gpus": 0,
     "requirements": [],

@@ -122,3 +122,33 @@ def test_between_refreshes_keys_are_checked_from_memory(tmp_path: Path) -> None:
     _, key = store.create("API", None, now=1.0)
     (tmp_path / "keys.json").unlink()  # a look at the file now would find no keys
     assert store.verify(f"Key {key}") is not None
+
+
+def test_keys_stay_on_when_the_last_key_is_revoked(tmp_path: Path) -> None:
+    """Keys are on from the first key made until keys.json is removed, revoked keys or not."""
+    store = KeyStore(tmp_path, refresh=0.0)
+    assert not store.any()
+    info, _ = store.create("API", None, now=1.0)
+    assert store.any()
+    store.revoke(info.key_id)
+    assert store.any() and store.list() == []
+    (tmp_path / "keys.json").unlink()
+    assert not store.any()
+
+
+def test_app_tokens_name_their_apps_expire_and_die_with_their_key(tmp_path: Path) -> None:
+    """A token verifies for its apps until it expires, and not once its key is revoked."""
+    from yurt.keys import MAX_TOKEN_S, AppTokens
+
+    store = KeyStore(tmp_path, refresh=0.0)
+    info, _ = store.create("API", None, now=1.0)
+    tokens = AppTokens(store)
+    token = tokens.mint(info, ["a", "b"], 60, now=1000.0)
+    assert tokens.verify(token, "a", now=1001.0) == info
+    assert tokens.verify(token, "b", now=1060.0) == info
+    assert tokens.verify(token, "c", now=1001.0) is None
+    assert tokens.verify(token, "a", now=1061.0) is None
+    long = tokens.mint(info, ["a"], 10**9, now=0.0)
+    assert tokens.verify(long, "a", now=MAX_TOKEN_S + 1) is None
+    store.revoke(info.key_id)
+    assert tokens.verify(token, "a", now=1001.0) is None

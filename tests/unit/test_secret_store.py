@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from yurt.admin.secrets import SecretStore, name_problem, value_problem
+from yurt.admin.secrets import SecretStore
 from yurt.errors import ConfigError
+from yurt.secret_rules import name_problem, value_problem
 
 
 @pytest.mark.parametrize("name", ["HF_TOKEN", "_X", "a1", "OPENAI_API_KEY"])

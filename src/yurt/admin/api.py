@@ -41,13 +41,14 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from yurt.admin.keys_api import key_call
-from yurt.admin.secrets import SecretStore, name_problem, value_problem
+from yurt.admin.secrets import SecretKeeper
 from yurt.admin.store import AppStore, Deployment, Removal, is_sha256
-from yurt.errors import ConfigError, DeployError, PayloadError, SchedulingError
+from yurt.errors import ClusterError, ConfigError, DeployError, PayloadError, SchedulingError
 from yurt.keys import KeyStore
 from yurt.machines import CATALOG
 from yurt.packaging import PayloadHeader, read_header
 from yurt.router.http import Reply, error_reply, json_reply
+from yurt.secret_rules import name_problem, value_problem
 from yurt.spec import AppSpec
 
 log = structlog.get_logger("yurt.admin")
@@ -88,6 +89,10 @@ class Deployer(Protocol):
         """The app's load and runners, if served."""
         ...
 
+    def environment(self, app_id: str, after: int = 0) -> dict[str, Any] | None:
+        """The app's environment and its build's events past the first ``after``."""
+        ...
+
     async def undeploy(self, app_id: str) -> Removal | None:
         """Stop serving the app and forget it; None when there is no such app."""
         ...
@@ -125,7 +130,7 @@ class AdminApi:
         public_url: str | None,
         limit: int,
         deploys: bool = True,
-        secrets: SecretStore | None = None,
+        secrets: SecretKeeper | None = None,
         keys: KeyStore | None = None,
     ) -> None:
         self.deployer = deployer
@@ -181,6 +186,8 @@ class AdminApi:
                     return await self._deploy(request)
                 if method == "GET":
                     return json_reply([self._app(request, d) for d in self.deployer.store.all()])
+            elif len(parts) == 4 and parts[3] == "environment" and method == "GET":
+                return self._environment(request, f"{parts[1]}/{parts[2]}")
             elif len(parts) == 4 and parts[3] != "revisions":
                 return error_reply(404, "not_found", f"no admin route {path}")
             elif len(parts) in (2, 3) and method == "DELETE":
@@ -212,6 +219,11 @@ class AdminApi:
             except ConfigError as exc:  # the store's file or key: names a path, never a value
                 log.error("secrets_unreadable", error=str(exc))
                 return error_reply(500, "secrets_unreadable", str(exc))
+            except ValueError as exc:  # too large for where they are kept: sizes, no value
+                return error_reply(422, "bad_request", str(exc))
+            except ClusterError as exc:  # Nomad keeps them and refused or did not answer
+                log.error("secrets_unreachable", error=str(exc))
+                return error_reply(503, "secrets_unavailable", str(exc))
         else:
             return error_reply(404, "not_found", f"no admin route {path}")
         return error_reply(405, "method_not_allowed", f"{method} {path} is not served")
@@ -307,6 +319,15 @@ class AdminApi:
         reply = {**self._app(request, deployment), "outcome": outcome}
         return json_reply(reply, 201 if outcome == "created" else 200)
 
+    def _environment(self, request: web.BaseRequest, app_id: str) -> Reply:
+        after = request.query.get("after", "0")
+        if not after.isdigit():
+            return error_reply(422, "bad_request", f"after: {after!r} is not a count of events")
+        found = self.deployer.environment(app_id, int(after))
+        if found is None:
+            return error_reply(404, "app_not_found", f"no app {app_id} deployed on this server")
+        return json_reply(found)
+
     async def _undeploy(self, owner: str, app_name: str) -> Reply:
         app_id = f"{owner}/{app_name}"
         if not (_is_segment(owner) and _is_segment(app_name)):  # the store makes paths of them
@@ -332,13 +353,14 @@ class AdminApi:
     # -- secrets ---------------------------------------------------------------------------
 
     async def _secret_call(
-        self, request: web.BaseRequest, store: SecretStore, name: list[str]
+        self, request: web.BaseRequest, store: SecretKeeper, name: list[str]
     ) -> Reply:
         method = request.method
         if not name:
             if method != "GET":
                 return error_reply(405, "method_not_allowed", f"{method} {request.path}")
-            return json_reply([{"name": s.name, "set_at": s.set_at} for s in store.list()])
+            found = await store.list_secrets()
+            return json_reply([{"name": s.name, "set_at": s.set_at} for s in found])
         if method == "PUT":
             body = await self._read(request)
             if isinstance(body, Reply):
@@ -350,16 +372,16 @@ class AdminApi:
             problem = name_problem(name[0]) or value_problem(value)
             if problem is not None:  # the name or the value's shape; never the value
                 return error_reply(422, "bad_request", problem)
-            new = store.set(name[0], value, time.time())
+            new = await store.set_secret(name[0], value, time.time())
             # The name only: values never reach a log.
             log.info("secret_set", name=name[0], outcome="created" if new else "updated")
-            info = next(s for s in store.list() if s.name == name[0])
-            reply = {"name": info.name, "set_at": info.set_at}
+            info = next((s for s in await store.list_secrets() if s.name == name[0]), None)
+            reply = {"name": name[0], "set_at": info.set_at if info else time.time()}
             return json_reply(
                 {**reply, "outcome": "created" if new else "updated"}, 201 if new else 200
             )
         if method == "DELETE":
-            if not store.unset(name[0]):
+            if not await store.unset_secret(name[0]):
                 return error_reply(
                     404, "secret_not_found", f"no secret {name[0][:256]!r} is set on this server"
                 )

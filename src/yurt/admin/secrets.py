@@ -10,59 +10,22 @@ key) gives no value away and a value moved under another name does not open.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
-import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
-from yurt.config import CONFIG_ENV
 from yurt.errors import ConfigError
 from yurt.privatefs import load_secret, write_atomic
+from yurt.secret_rules import SecretInfo, name_problem, value_problem
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-MAX_NAME = 256
-MAX_VALUE = 64 * 1024  # an environment variable, not a file: a key, a token, a password
-# What the runner's environment sets itself (``runner_env``): a secret must not undo it.
-_RUNNER_OWN = frozenset(("PYTHONUNBUFFERED", "CUDA_VISIBLE_DEVICES"))
 _NONCE = 12  # bytes: the size AES-GCM is specified for (NIST SP 800-38D)
-
-
-def name_problem(name: str) -> str | None:
-    """Why ``name`` cannot name a secret, or None when it can. Pure.
-
-    A name is an environment variable's (letters, digits, ``_``, not starting with a digit),
-    and never one that configures yurt, Nomad or Consul (as ``[local] pass_env`` refuses them)
-    or that the runner's environment sets itself.
-    """
-    if "=" in name:  # NAME=VALUE given as a name: quoting it would show the value
-        return "a secret's name holds no '=': give the name alone, and the value as its own"
-    if not name or len(name) > MAX_NAME or not _NAME.match(name):
-        return (
-            f"{name[:MAX_NAME]!r} is not an environment variable name: use letters, digits and "
-            f"'_', not starting with a digit, at most {MAX_NAME} characters (e.g. HF_TOKEN)"
-        )
-    if name in CONFIG_ENV or name in _RUNNER_OWN or name.startswith(("YURT_", "NOMAD_", "CONSUL_")):
-        return (
-            f"{name} is a name yurt, Nomad or Consul read for themselves, and never reaches a "
-            "runner; give the secret another name"
-        )
-    return None
-
-
-def value_problem(value: str) -> str | None:
-    """Why ``value`` cannot be a secret's value (never quoting it), or None. Pure."""
-    if "\x00" in value:
-        return "the value holds a NUL character, which no environment variable can"
-    if len(value.encode()) > MAX_VALUE:
-        return f"the value is larger than {MAX_VALUE} bytes; keep large files in the app's data"
-    return None
 
 
 class _Entry(BaseModel):
@@ -75,14 +38,6 @@ class _Entry(BaseModel):
 
 
 _ENTRIES = TypeAdapter(dict[str, _Entry])
-
-
-@dataclass(frozen=True, slots=True)
-class SecretInfo:
-    """A secret as ``list`` shows it: its name and when it was set, never its value."""
-
-    name: str
-    set_at: float  # Unix time
 
 
 class SecretStore:
@@ -168,3 +123,36 @@ class SecretStore:
                     f"{self.path} was changed); set it again with `yurt secrets set {name}`"
                 ) from exc
         return out
+
+
+class SecretKeeper(Protocol):
+    """Where the admin API keeps the server's secrets: the data dir (``LocalSecrets``) or
+    Nomad Variables (``yurt.backends.nomad.secrets.NomadSecrets``)."""
+
+    async def set_secret(self, name: str, value: str, now: float) -> bool:
+        """Set or replace a secret; True when it is new."""
+
+    async def unset_secret(self, name: str) -> bool:
+        """Remove a secret; False when there was none."""
+
+    async def list_secrets(self) -> list[SecretInfo]:
+        """Every secret's name and when it was set, never a value."""
+
+
+class LocalSecrets:
+    """The data dir's ``SecretStore`` as a ``SecretKeeper``: its file work off the event loop."""
+
+    def __init__(self, store: SecretStore) -> None:
+        self.store = store
+
+    async def set_secret(self, name: str, value: str, now: float) -> bool:
+        """``SecretStore.set`` on a thread."""
+        return await asyncio.to_thread(self.store.set, name, value, now)
+
+    async def unset_secret(self, name: str) -> bool:
+        """``SecretStore.unset`` on a thread."""
+        return await asyncio.to_thread(self.store.unset, name)
+
+    async def list_secrets(self) -> list[SecretInfo]:
+        """``SecretStore.list`` on a thread."""
+        return await asyncio.to_thread(self.store.list)

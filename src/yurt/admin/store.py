@@ -106,6 +106,11 @@ class AppStore:
         """The bearer token that lets a runner download this payload, and only this one."""
         return hmac.new(self._secret, b"payload:" + sha256.encode(), hashlib.sha256).hexdigest()
 
+    def runner_token(self, job: str) -> str:
+        """The token an app's runners on a cluster ask the router for (``yurt.runner.token``),
+        made for its job: computed again by whoever holds the server's secret, kept nowhere."""
+        return hmac.new(self._secret, b"runner:" + job.encode(), hashlib.sha256).hexdigest()
+
     # -- deployments -----------------------------------------------------------------------
 
     def _path(self, app_id: str) -> Path:

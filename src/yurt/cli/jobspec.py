@@ -2,9 +2,10 @@
 
 The job is built here, from the App and the configuration (``--config``, flags, Nomad's
 variables), exactly as the server builds it. What only the server knows is shown as
-placeholders: the payload token (the server derives it from a key of its own), unless
-``--server`` is given the server's URL, and unless ``[nomad] datacenters`` is set the
-datacenter (the server asks its Consul agent).
+placeholders: the server's URL unless ``--server`` is given, and unless ``[nomad]
+datacenters`` is set the datacenter (the server asks its Consul agent). The payload token and
+the secrets are not in the job: the server writes them into the job's Nomad Variable
+(``nomad/jobs/<job>``) before it registers the job, whose task waits for that Variable.
 """
 
 from __future__ import annotations

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import json
+import sys
+from collections.abc import Sequence
 from typing import Any
 
 import structlog
@@ -91,6 +95,10 @@ async def serve(target: str, config: ServerConfig) -> int:
 
     cls = load_app(target)
     stop = stop_on_signals()
+    # On Nomad the runner task builds it on its node.
+    requirements = build_spec(cls).requirements
+    if config.backend == "local" and not await build_environment(requirements, config, stop):
+        return 0  # stopped during the build
     # On a cluster, what `yurt run` placed goes when it stops.
     platform = Platform(config, ephemeral=config.backend == "nomad")
     (app_id,) = await platform.start(cls)
@@ -105,3 +113,34 @@ async def serve(target: str, config: ServerConfig) -> int:
         await platform.stop()
         log.info("stopped")
     return 0
+
+
+async def build_environment(
+    requirements: Sequence[str] | Sequence[Sequence[str]], config: ServerConfig, stop: asyncio.Event
+) -> bool:
+    """Build the app's environment before serving it, its stages in the console (a bar on a
+    terminal), so the first request does not wait for an install; False when a signal came
+    first. Raises ``EnvironmentBuildError`` with the installer's last lines."""
+    from yurt.cli.env_progress import ConsoleProgress
+    from yurt.envs import BuildCancelled, Environments, install_steps
+
+    if not install_steps(requirements):
+        return True  # no environment: the fast path
+    console = ConsoleProgress(sys.stdout, sys.stdout.isatty())
+    root = config.data_dir / "envs"
+    envs = Environments(root, config.envs, config.local.python, progress=console)
+    build = asyncio.ensure_future(envs.interpreter(requirements))
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({build, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        if not build.done():
+            envs.close()  # the installer is killed; its environment removed, nothing recorded
+            with contextlib.suppress(BuildCancelled):
+                await build
+        console.close()
+    if build.cancelled() or isinstance(build.exception(), BuildCancelled):
+        return False
+    build.result()
+    return True

@@ -100,8 +100,9 @@ def map_error(exc: BaseException, call: str, addr: str = "") -> ClusterError:
     return ClusterError(f"consul {call}: {exc!r}", service="consul")
 
 
-def endpoints_from(entries: list[dict[str, Any]]) -> dict[str, RunnerEndpoint]:
-    """Runner endpoints from ``/v1/health/service`` entries (empty address -> the node's)."""
+def endpoints_from(entries: list[dict[str, Any]], token: str = "") -> dict[str, RunnerEndpoint]:
+    """Runner endpoints from ``/v1/health/service`` entries (empty address -> the node's), each
+    with ``token``, what the router shows the app's runners."""
     out: dict[str, RunnerEndpoint] = {}
     for entry in entries or []:
         service = entry.get("Service") or {}
@@ -111,7 +112,7 @@ def endpoints_from(entries: list[dict[str, Any]]) -> dict[str, RunnerEndpoint]:
         if not service.get("ID") or not address or not port:
             continue
         runner_id = runner_id_from_service_id(str(service["ID"]))
-        out[runner_id] = RunnerEndpoint(runner_id, str(address), int(port))
+        out[runner_id] = RunnerEndpoint(runner_id, str(address), int(port), token)
     return out
 
 
@@ -196,10 +197,17 @@ class ConsulDiscovery:
     """Healthy runners per app from Consul's blocking health queries (a ``Discovery``)."""
 
     def __init__(
-        self, config: ConsulConfig, job_prefix: str, *, datacenter: str | None = None
+        self,
+        config: ConsulConfig,
+        job_prefix: str,
+        *,
+        datacenter: str | None = None,
+        runner_token: Callable[[str], str] | None = None,
     ) -> None:
         self.config = config
         self.job_prefix = job_prefix
+        # An app's runners' token, from its job id (the Nomad backend gives them the same).
+        self.runner_token = runner_token
         # The datacenter the health queries ask (``?dc=``; None: the agent's own, as Consul's
         # parseDC defaults it in agent/http.go): where the runners are placed.
         self.datacenter = datacenter
@@ -350,7 +358,8 @@ class ConsulDiscovery:
             failures = 0
             index = self._next_index(app_id, index, new_index)
             self._note_filtered(app_id, w, filtered)
-            self._update(app_id, w, endpoints_from(entries))
+            token = self.runner_token(w.service) if self.runner_token is not None else ""
+            self._update(app_id, w, endpoints_from(entries, token))
 
     async def _health_service(
         self, service: str, index: str | None, wait: str

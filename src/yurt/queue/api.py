@@ -27,6 +27,7 @@ from json.encoder import encode_basestring_ascii
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
+from yurt.access import Caller, may_see
 from yurt.errors import RequestError
 from yurt.queue.destinations import DestinationPolicy
 from yurt.queue.model import Header, Job, State
@@ -87,6 +88,8 @@ class QueueApi:
         app_id, request_id, tail = f"{parts[1]}/{parts[2]}", parts[4], parts[5:]
         # Only ids of the form the router makes: an id is echoed in a response header.
         found = self.engine.record(request_id) if _REQUEST_ID.fullmatch(request_id) else None
+        if found is not None and not self._may_see(found, call.caller):
+            found = None  # another key's request: as if there were none, not "forbidden"
         if found is None or found.app_id != app_id:
             reply_id = request_id if found is not None else new_request_id()
             if tail == ["cancel"] and call.method == b"PUT":
@@ -134,6 +137,10 @@ class QueueApi:
         if isinstance(resolved, Reply):
             return resolved, new_request_id()
         route, endpoint = resolved
+        gate = self.router.gate
+        caller = gate.check(route.spec.app_auth, call.headers)
+        if isinstance(caller, Reply):
+            return caller, new_request_id()
         # Every routing header is an x- one: only those are decoded.
         headers = {
             k.decode("latin-1").lower(): v.decode("latin-1")
@@ -155,13 +162,26 @@ class QueueApi:
             if p and not p.startswith(("fal_webhook=", "yurt_webhook="))
         )
         kept = without_credentials(call.headers)  # written to disk, replayed to a runner
+        over = gate.take(caller)  # given back when the request completes (the engine)
+        if over is not None:
+            return over, new_request_id()
         try:
-            job = await self.engine.submit(route, endpoint, query, kept, call.body, routing)
-        except RequestError as exc:
+            job = await self.engine.submit(
+                route, endpoint, query, kept, call.body, routing, owner=caller.owner
+            )
+        except BaseException as exc:
+            gate.give_back(caller.owner)
+            if not isinstance(exc, RequestError):
+                raise
             return error_reply(exc.status, exc.error_type, exc.detail), new_request_id()
         position = self.engine.position(job) if job.state is State.IN_QUEUE else 0
         url = self._url(call.base, job.app_id, job.id)
         return Reply(200, [JSON_TYPE], submitted_body(url, job.id, position)), job.id
+
+    def _may_see(self, found: Job | Record, caller: Caller) -> bool:
+        route = self.router.routes.get(found.app_id)
+        public = route is not None and route.spec.app_auth == "public"
+        return may_see(found.owner, caller, public or not self.router.gate.keys_on())
 
     def _url(self, base: str, app_id: str, request_id: str) -> str:
         base = self.router.config.public_url or base

@@ -30,6 +30,7 @@ from yurt.queue.results import cancelled, error_result, upstream_result, webhook
 from yurt.queue.runnerio import fetch_logs, note_hints, signal_cancel
 from yurt.queue.store import QueueStore, Record
 from yurt.queue.webhooks import WebhookSender
+from yurt.quota import Quotas
 from yurt.router.dispatch import AppRoute, Slot
 from yurt.router.http import end_to_end, new_ordered_id
 from yurt.router.metrics import QUEUE
@@ -59,8 +60,12 @@ class QueueEngine:
         router: RouterPort,
         webhooks: WebhookSender | None = None,
         wall: Callable[[], float] = time.time,
+        quotas: Quotas | None = None,
     ) -> None:
         self.store = store
+        # Per-key counts of unfinished requests (router/gate.py): a request counts until it
+        # completes, across restarts.
+        self.quotas = quotas if quotas is not None and quotas.active else None
         self.config = config
         self.router = router
         self.webhooks = webhooks
@@ -100,6 +105,8 @@ class QueueEngine:
         self._logs.update(self.store.attempt_logs(route.app_id))
         for job in self.store.unfinished(route.app_id):
             self.jobs[job.id] = job
+            if self.quotas is not None and job.owner is not None:
+                self.quotas.hold(job.owner)
             self._held_bytes[job.app_id] = self._held_bytes.get(job.app_id, 0) + len(job.body)
             if job.cancel_requested:  # cancelled while in progress when the router stopped
                 self._complete(job, cancelled(job.id))
@@ -217,8 +224,11 @@ class QueueEngine:
         headers: Iterable[Header],
         body: bytes,
         routing: Routing,
+        owner: str | None = None,
     ) -> Job:
-        """Accept a request: recorded durably before this returns, then started or queued."""
+        """Accept a request: recorded durably before this returns, then started or queued.
+
+        ``owner``: the key that submitted it (``yurt.access``)."""
         backlog = self.backlogs.get(route.app_id)
         if backlog is None:  # undeployed since the path was resolved
             raise RequestError(
@@ -234,6 +244,7 @@ class QueueEngine:
             body=body,
             routing=routing,
             created_at=self._wall(),
+            owner=owner,
         )
         # A runner with room and nobody waiting: the request starts at once, and is recorded
         # once, in progress, rather than queued and then started (two writes, two commits).
@@ -664,7 +675,8 @@ class QueueEngine:
     def _complete(self, job: Job, result: Result) -> None:
         self._drop_timers(job.id)
         job.state = State.COMPLETED
-        self.jobs.pop(job.id, None)
+        if self.jobs.pop(job.id, None) is not None and self.quotas is not None and job.owner:
+            self.quotas.release(job.owner)
         logs = self._logs.pop(job.id, [])
         now = self._wall()
         self._held_bytes[job.app_id] = self._held_bytes.get(job.app_id, 0) - len(job.body)
@@ -682,6 +694,7 @@ class QueueEngine:
                 now,
                 result,
                 logs,
+                job.owner,
             )
         )
         # Per request, like an access log: debug when it succeeded, info when it did not.

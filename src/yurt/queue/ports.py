@@ -14,6 +14,7 @@ from yurt.backends.base import Backend
 from yurt.config import RouterConfig
 from yurt.errors import RequestError
 from yurt.router.dispatch import AppRoute, Slot
+from yurt.router.gate import Gate
 from yurt.router.http import Reply
 from yurt.router.metrics import RouterStats
 
@@ -34,6 +35,11 @@ class RouterPort(Protocol):
     @property
     def stats(self) -> RouterStats:
         """The tallies the queue adds to (submissions, waits, retries, answers)."""
+        ...
+
+    @property
+    def gate(self) -> Gate:
+        """Who may call an app and see a request, and the per-key quotas (``router/gate.py``)."""
         ...
 
     @property

@@ -17,9 +17,18 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from yurt.access import ANONYMOUS, Caller
 from yurt.errors import RequestError
+from yurt.openapi import document as openapi_document
 from yurt.router.dispatch import AppRoute, NoSlotInTime, Slot
-from yurt.router.http import Reply, error_reply, forward_headers, invalid_reply, new_request_id
+from yurt.router.http import (
+    Reply,
+    error_reply,
+    forward_headers,
+    invalid_reply,
+    json_reply,
+    new_request_id,
+)
 from yurt.router.metrics import SYNC
 from yurt.router.options import TIMEOUT_HEADERS, RoutingError, parse_start_timeout
 from yurt.router.pool import BodyStream, UpstreamError
@@ -33,7 +42,7 @@ if TYPE_CHECKING:
 Header = tuple[bytes, bytes]
 QUEUE_PREFIX = "/queue/"
 PLATFORM_PREFIX = "/_yurt/"
-OPENAPI = "/openapi.json"  # GET /{owner}/{app}/openapi.json: the app's document (router/web.py)
+OPENAPI = "/openapi.json"  # GET /{owner}/{app}/openapi.json: the app's document
 
 
 @dataclass(slots=True)
@@ -46,6 +55,7 @@ class QueueCall:
     headers: Sequence[Header]
     body: bytes
     base: str  # scheme://host the request came to, for the URLs handed back
+    caller: Caller = ANONYMOUS  # whose key it carries (yurt.access)
 
 
 @dataclass(slots=True)
@@ -69,6 +79,7 @@ class SyncRun:
     route: AppRoute
     target: bytes
     start_timeout: float | None = None
+    caller: Caller = ANONYMOUS  # whose key it carries: its quota is counted while it runs
 
 
 @dataclass(slots=True)
@@ -158,28 +169,35 @@ class RequestCore:
         face noted it while parsing; ``None`` has it looked up in ``headers``. ``upgrade``: the
         request asks to switch protocols; only an app's websocket upgrade is the core's.
         """
-        queue_api = self.router.queue_api
+        router = self.router
+        queue_api = router.queue_api
         if upgrade and (path.startswith((QUEUE_PREFIX, PLATFORM_PREFIX)) or method != b"GET"):
             return None
+        if router.files is not None and router.files.serves(path):
+            return None  # the file store's routes are the aiohttp face's
+        if method == b"GET" and not upgrade and (doc := self._openapi(path, headers, query)):
+            return doc
         if path.startswith(QUEUE_PREFIX) and queue_api is not None:
             if not host:
                 host = f"{self.router.config.host}:{self.router.port}"
-            return QueueCall(method, path, query, headers, b"", f"{scheme}://{host}")
-        if path.startswith(PLATFORM_PREFIX) or (method == b"GET" and path.endswith(OPENAPI)):
-            return None  # the aiohttp face answers these
-        if self.router.files is not None and self.router.files.serves(path):
-            return None  # the file store, served by the aiohttp face
+            caller = self.router.gate.caller(headers)
+            return QueueCall(method, path, query, headers, b"", f"{scheme}://{host}", caller)
+        if path.startswith(PLATFORM_PREFIX) or path in ("/tokens", "/tokens/"):
+            return None  # the aiohttp face answers these (``web.py``, ``tokens.py``)
         resolved = self.router.resolve(path)
         if isinstance(resolved, Reply):
             return resolved
         route, endpoint = resolved
         target = endpoint.encode() + (b"?" + query.encode("latin-1") if query else b"")
+        checked = self.router.gate.check(route.spec.app_auth, headers, query, route.app_id)
+        if isinstance(checked, Reply):
+            return checked
         if upgrade:
             return Upgrade(route, target)
         if method != b"POST":
             detail = f"{method.decode('latin-1')} {path}: endpoints take POST"
             return error_reply(405, "method_not_allowed", detail)
-        run = SyncRun(route, target)
+        run = SyncRun(route, target, caller=checked)
         if timeout_header is None:
             timeout_header = find_timeout_header(headers)
         if timeout_header is not None:
@@ -191,6 +209,19 @@ class RequestCore:
             except RoutingError as exc:
                 return invalid_reply(exc.detail())
         return run
+
+    def _openapi(self, path: str, headers: Sequence[Header], query: str) -> Reply | None:
+        """``GET /{owner}/{app}/openapi.json``: the app's OpenAPI document, from its spec alone
+        (no runner needed), to whoever may call the app; None for any other path."""
+        if not path.endswith(OPENAPI):
+            return None
+        route = self.router.routes.get(path.strip("/").rpartition("/")[0])
+        if route is None:
+            return None
+        checked = self.router.gate.check(route.spec.app_auth, headers, query, route.app_id)
+        if isinstance(checked, Reply):
+            return checked
+        return json_reply(openapi_document(route.spec))
 
     def too_large(self) -> RequestError:
         """The error for a body over the limit."""
@@ -218,15 +249,23 @@ class RequestCore:
         if isinstance(admitted, Upgrade):
             opened = await open_tunnel(self, admitted, headers, request_id.encode())
             return opened if isinstance(opened, Tunnel) else (opened, request_id)
-        reply = await self.forward(
-            admitted.route,
-            admitted.target,
-            headers,
-            body,
-            request_id.encode(),
-            admitted.start_timeout,
-            on_sent,
-        )
+        gate = self.router.gate
+        refused = gate.take(admitted.caller)
+        if refused is not None:
+            return refused, request_id
+        try:
+            reply = await self.forward(
+                admitted.route,
+                admitted.target,
+                headers,
+                body,
+                request_id.encode(),
+                admitted.start_timeout,
+                on_sent,
+            )
+        finally:
+            # A stream counts until its head arrives: its quota is a rate, not its length.
+            gate.give_back(admitted.caller.owner)
         if isinstance(reply, Stream):
             reply.request_id = request_id
             return reply

@@ -20,12 +20,13 @@ import structlog
 from aiohttp import web
 
 from yurt.backends.base import Backend, Discovery, RunnerEndpoint, RunnerState, StartFailure
-from yurt.config import RouterConfig
+from yurt.config import KeysConfig, RouterConfig
 from yurt.errors import ConfigError, RequestError
 from yurt.metrics import registry_for
 from yurt.router.core import QueueEngine, QueueService, RequestCore
 from yurt.router.dispatch import AppRoute, Slot
 from yurt.router.fastlane import FrontProtocol
+from yurt.router.gate import Gate
 from yurt.router.http import Reply, error_reply
 from yurt.router.metrics import RouterCollector, RouterStats
 from yurt.router.pool import UpstreamError
@@ -46,9 +47,18 @@ class Router:
     """Routes requests to runners and applies the platform rules (also the scheduler's load)."""
 
     def __init__(
-        self, config: RouterConfig, discovery: Discovery, backend: Backend, scheduler: Scheduler
+        self,
+        config: RouterConfig,
+        discovery: Discovery,
+        backend: Backend,
+        scheduler: Scheduler,
+        gate: Gate | None = None,
     ) -> None:
         self.config = config
+        # No gate given: no keys, every app open (as on a laptop).
+        self.gate = gate or Gate(
+            None, KeysConfig(), host="127.0.0.1", public=True, admin_token=None
+        )
         self.discovery = discovery
         self.backend = backend
         self.scheduler = scheduler

@@ -16,7 +16,6 @@ from multidict import CIMultiDict
 
 from yurt.errors import RequestError
 from yurt.metrics import render
-from yurt.openapi import document as openapi_document
 from yurt.router.core import Answer, Stream
 from yurt.router.http import (
     MAX_HEADERS,
@@ -26,6 +25,7 @@ from yurt.router.http import (
     json_reply,
     new_request_id,
 )
+from yurt.router.tokens import TOKEN_PATHS, token_reply
 from yurt.router.tunnel import Tunnel
 from yurt.runner.invoke import error_page
 
@@ -77,8 +77,6 @@ class WebFace:
             if isinstance(answer, web.StreamResponse):
                 return answer
             return to_response(answer, new_request_id())
-        if request.method == "GET" and (doc := self._openapi(path)) is not None:
-            return to_response(doc, new_request_id())
         core = self.router.core
         # The raw query: the decoded one could carry CR, LF or spaces into the request line.
         admitted = core.admit(
@@ -91,6 +89,8 @@ class WebFace:
             upgrade=_asks_upgrade(request),
         )
         if admitted is None:
+            if path in TOKEN_PATHS:
+                return to_response(await token_reply(self.router.gate, request), new_request_id())
             return to_response(self.platform(request, path), new_request_id())
         if isinstance(admitted, Reply):
             return to_response(admitted, new_request_id())
@@ -109,15 +109,11 @@ class WebFace:
             sent.force_close()
         return sent
 
-    def _openapi(self, path: str) -> Reply | None:
-        """``GET /{owner}/{app}/openapi.json``: the app's OpenAPI document, from its spec alone
-        (no runner needed); None for any other path."""
-        app_id, _, last = path.strip("/").rpartition("/")
-        route = self.router.routes.get(app_id) if last == "openapi.json" else None
-        return json_reply(openapi_document(route.spec)) if route is not None else None
-
     def platform(self, request: web.BaseRequest, path: str) -> Reply:
         """yurt's own routes under ``/_yurt/``."""
+        refused = self.router.gate.own_route(path, request.raw_headers, request.remote)
+        if refused is not None:
+            return refused
         if path == "/_yurt/health":
             return json_reply({"status": "ok"})
         if path == "/_yurt/apps":

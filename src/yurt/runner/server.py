@@ -42,7 +42,7 @@ from yurt.runner.requests import (
     RequestRegistry,
 )
 from yurt.runner.stats import RunnerStats
-from yurt.runner.token import token_middleware
+from yurt.runner.token_check import token_middleware
 from yurt.spec import (
     TEARDOWN_SLACK_S,
     AppSpec,

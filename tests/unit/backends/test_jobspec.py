@@ -29,7 +29,7 @@ from yurt.backends.nomad.jobspec import (
     resources,
     timings,
 )
-from yurt.backends.nomad.naming import TOKEN_ENV, PayloadRef
+from yurt.backends.nomad.naming import PayloadRef
 from yurt.config import NomadConfig
 from yurt.errors import AppDefinitionError, ConfigError, DeployError
 from yurt.loader import load_app
@@ -438,7 +438,13 @@ def test_raw_exec_task() -> None:
             "json",
         ],
     }
-    assert t["Env"] == {TOKEN_ENV: PAYLOAD.token, "PYTHONUNBUFFERED": "1"}
+    # The token is not in the job: the template reads it from the job's Variable.
+    assert t["Env"] == {"PYTHONUNBUFFERED": "1"}
+    assert PAYLOAD.token not in json.dumps(build_job("o/a", build_spec(Cpu), PAYLOAD, CONFIG))
+    assert [tm["EmbeddedTmpl"] for tm in t["Templates"]] == [
+        '{{ with nomadVar "nomad/jobs/yurt-o-a" }}{{ range $k, $v := . }}'
+        "{{ $k }}={{ $v.Value | toJSON }}\n{{ end }}{{ end }}"
+    ]
     assert t["KillSignal"] == "SIGTERM"
     assert t["KillTimeout"] >= ns(build_spec(Cpu).termination_grace_period_seconds)
     assert (

@@ -1046,6 +1046,7 @@ class JobClient(ScaleClient):
         }
         self.stubs = [stub(n) for n in range(count)]
         self.calls: list[tuple[Any, ...]] = []
+        self.variables: dict[str, dict[str, str]] = {}
 
     async def get_job(self, job_id: str) -> dict[str, Any] | None:
         return self.job if job_id == self.job["ID"] else None  # no surge job left behind
@@ -1059,7 +1060,14 @@ class JobClient(ScaleClient):
         self.calls.append(("scale", count))
         return await super().scale(job_id, group, count, message)
 
+    async def list_variables(self, prefix: str) -> list[dict[str, Any]]:
+        return []  # no secrets set
+
+    async def put_variable(self, path: str, items: dict[str, str]) -> None:
+        self.variables[path] = items  # the job's Variable, written before its register
+
     async def register(self, body: dict[str, Any]) -> dict[str, Any]:
+        assert f"nomad/jobs/{body['Job']['ID']}" in self.variables
         group = body["Job"]["TaskGroups"][0]
         self.calls.append(("register", group["Count"], group["Scaling"]["Max"]))
         self.calls.append(("preserve", body["PreserveCounts"]))

@@ -34,6 +34,15 @@ def test_surge_job_has_its_own_id_the_same_service_and_the_count() -> None:
     assert original["ID"] == "yurt-o-app" and original["TaskGroups"][0]["Count"] == 0
 
 
+def test_surge_job_reads_its_own_variable() -> None:
+    """A task may read its own job's Variable only: the surge job's template names its own."""
+    original = job()
+    original["TaskGroups"][0]["Tasks"] = [{"Name": "runner", "Templates": [{"EmbeddedTmpl": "x"}]}]
+    [template] = surge_job(original, 1)["TaskGroups"][0]["Tasks"][0]["Templates"]
+    assert 'nomadVar "nomad/jobs/yurt-o-app-surge"' in template["EmbeddedTmpl"]
+    assert original["TaskGroups"][0]["Tasks"][0]["Templates"] == [{"EmbeddedTmpl": "x"}]
+
+
 def test_surge_job_count_stays_within_scaling_max() -> None:
     """A Count above the new revision's maximum is brought down to it."""
     assert surge_job(job(), 5)["TaskGroups"][0]["Count"] == 2

@@ -13,7 +13,7 @@ import yurt
 import yurt.config
 from yurt.backends.localproc import runner_env
 from yurt.backends.nomad.jobspec import build_job, register_body
-from yurt.backends.nomad.naming import TOKEN_ENV, PayloadRef
+from yurt.backends.nomad.naming import PayloadRef
 from yurt.config import CONFIG_ENV, LocalBackendConfig, NomadConfig
 from yurt.spec import build_spec
 
@@ -113,10 +113,13 @@ class Hello(yurt.App):
 
 @pytest.mark.parametrize("driver", ["raw_exec", "docker"])
 def test_the_nomad_job_carries_no_server_secret(driver: str) -> None:
-    """A Nomad runner's environment comes from its job: only the payload's own token is in it."""
+    """A Nomad runner's job carries no server secret, nor its payload token (the job's
+    Variable has it, read through the task's template)."""
     config = NomadConfig(driver=driver, python="/py", token="nomad-secret")  # type: ignore[arg-type]
     payload = PayloadRef(url="http://yurt:8080/p", sha256="ab" * 32, token="p-tok", revision="r")
     body = json.dumps(register_body(build_job("o/hello", build_spec(Hello), payload, config)))
     assert "nomad-secret" not in body
+    assert "p-tok" not in body
     [task] = json.loads(body)["Job"]["TaskGroups"][0]["Tasks"]
-    assert task["Env"] == {TOKEN_ENV: "p-tok", "PYTHONUNBUFFERED": "1"}
+    assert task["Env"] == {"PYTHONUNBUFFERED": "1"}
+    assert [t["DestPath"] for t in task["Templates"]] == ["secrets/yurt.env"]

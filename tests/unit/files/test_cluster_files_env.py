@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from pydantic import BaseModel
 
 import yurt
@@ -34,21 +36,23 @@ SHA = "ab" * 32
 
 def test_a_nomad_runner_gets_the_upload_url_and_its_digest() -> None:
     """The job's Env names the router to upload to, the lifetime and the payload's digest, and
-    no store directory (a cluster runner has no shared disk)."""
+    no store directory (a cluster runner has no shared disk); the payload token it uploads with
+    comes from the job's Variable (the template), never the job body."""
     env = cluster_env("https://yurt.example.com/", 3600.0, SHA)
     payload = PayloadRef("https://yurt.example.com/p", SHA, "tok", "r", env)
     job = build_job("o/hello", build_spec(Hello), payload, NomadConfig(python="/py"))
     [task] = job["TaskGroups"][0]["Tasks"]
     assert task["Env"] == {
-        TOKEN_ENV: "tok",
         "PYTHONUNBUFFERED": "1",
         "YURT_FILES_URL": "https://yurt.example.com",
         "YURT_FILES_TTL": "3600",
         "YURT_PAYLOAD_SHA256": SHA,
     }
+    assert '"tok"' not in json.dumps(job)
     where = from_environ(task["Env"])
     assert where is not None and where.directory is None
-    assert upload_credentials(task["Env"]) == {
+    rendered = {**task["Env"], TOKEN_ENV: "tok"}  # what the task's template adds
+    assert upload_credentials(rendered) == {
         "Authorization": "Bearer tok",
         PAYLOAD_HEADER: SHA,
     }

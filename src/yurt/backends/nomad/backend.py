@@ -33,10 +33,11 @@ from yurt.backends.nomad.evals import ask_of
 from yurt.backends.nomad.jobspec import META_REVISION, build_job, register_body
 from yurt.backends.nomad.naming import GROUP, PayloadRef, job_id
 from yurt.backends.nomad.scaling import _App, _leaving
+from yurt.backends.nomad.secrets import JobVariables, NomadSecrets
 from yurt.backends.nomad.surge import Surge, surge_id
 from yurt.backends.nomad.watch import AllocationWatch, HealthHistory, placement_detail
-from yurt.config import NomadConfig
-from yurt.errors import ClusterError, ClusterNotFound, ClusterUnavailable, SchedulingError
+from yurt.config import EnvsConfig, NomadConfig
+from yurt.errors import ClusterError, ClusterNotFound, ClusterUnavailable
 from yurt.packaging import PayloadHeader, read_header
 from yurt.spec import AppSpec
 
@@ -66,8 +67,11 @@ class NomadBackend(Surge, AllocationWatch):
         history: HealthHistory | None = None,
         machines: Mapping[str, Mapping[str, Any]] | None = None,
         datacenter: Callable[[], Awaitable[str]] | None = None,
+        envs: EnvsConfig | None = None,
+        runner_token: Callable[[str], str] | None = None,
     ) -> None:
         self.config = config
+        self.envs = envs or EnvsConfig()  # how runners build their app's environment
         # Where runners go when [nomad] datacenters is unset: the Consul agent's datacenter,
         # asked once at start, so that discovery (which asks that agent) sees every runner.
         self._datacenter_source = datacenter
@@ -76,6 +80,10 @@ class NomadBackend(Surge, AllocationWatch):
         self.machines = dict(machines or {})  # the server's changes to the machine catalog
         self.client = client or NomadClient(config)
         self._own_client = client is None
+        # The server's secrets (``yurt secrets``), and each job's Variable of them.
+        self.secrets = NomadSecrets(self.client, config.secrets_path, self._secrets_changed)
+        # ``runner_token``: a job's runners' token, from its id (what discovery gives the router).
+        self.variables = JobVariables(self.client, self.secrets, runner_token)
         self.history = history
         self._apps: dict[str, _App] = {}
         self._listeners: list[FailureListener] = []
@@ -112,7 +120,7 @@ class NomadBackend(Surge, AllocationWatch):
         for app in list(self._apps.values()):
             log.info("nomad_job_deregister", app=app.app_id, job=app.job_id)
             await self._end_surges(app)
-            await self.client.deregister(app.job_id, purge=True)
+            await self._purge(app.job_id)
 
     async def __aenter__(self) -> NomadBackend:
         await self.start()
@@ -136,13 +144,6 @@ class NomadBackend(Surge, AllocationWatch):
         job an older yurt registered is still deploying), the job is registered with the
         lowered Count itself rather than preserving the one above it.
         """
-        if spec.required_secrets:
-            # Refused, not ignored: the runners would start without them.
-            raise SchedulingError(
-                f"{app_id} requires the secrets {spec.required_secrets}, and the Nomad backend "
-                "does not carry secrets to runners yet; serve it on the local backend, or drop "
-                "required_secrets and give the keys to the job another way"
-            )
         data = await asyncio.to_thread(payload.read_bytes)
         header, _ = read_header(data)
         ref = self.links(app_id, header)
@@ -183,6 +184,7 @@ class NomadBackend(Surge, AllocationWatch):
                 count=app.target,
                 machines=self.machines,
                 datacenters=self.datacenters,
+                envs=self.envs,
             )
             app.ask = ask_of(job, GROUP)
             digest = job_digest(job)
@@ -190,14 +192,20 @@ class NomadBackend(Surge, AllocationWatch):
                 # Back to the body the job runs: stop rolling away from it (a roll in its
                 # second stage already registered this body, and runs on).
                 self._cancel_surge(app)
+            if digest == app.digest:
+                # The body runs already (the digest covers the revision): its Variable gets the
+                # secrets as they are now (a server restarted after they changed).
+                await self.variables.write(name, ref.token)
             if digest != app.digest:
                 job["Meta"][META_DIGEST] = digest
                 # Preserve Nomad's Count unless it is still above the maximum (the scale down
                 # is deferred): then the job carries the lowered Count itself.
                 lower, count, covered = app.accepted > top, app.target, set(app.lowering)
                 if self._surges(app, lower):
-                    self._start_surge(app, spec, job, digest, ref.revision)
+                    self._start_surge(app, spec, job, digest, ref.revision, ref.token)
                     return self._follow_app(app)
+                # Before the register: the task's template waits for the Variable.
+                await self.variables.write(name, ref.token)
                 reply = await self.client.register(register_body(job, preserve_counts=not lower))
                 app.digest, app.revision = digest, ref.revision
                 if lower:
@@ -287,9 +295,16 @@ class NomadBackend(Surge, AllocationWatch):
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _purge(self, name: str) -> None:
-        """Stop and purge an app's surge job, then its job."""
+        """Stop and purge an app's surge job, then its job, then their Variables."""
         await self.client.deregister(surge_id(name), purge=True)
         await self.client.deregister(name, purge=True)
+        await self.variables.drop(surge_id(name))
+        await self.variables.drop(name)
+
+    async def _secrets_changed(self) -> None:
+        """A secret was set or unset: every job's Variable gets the secrets as they are now
+        (runners started after see them; running ones keep theirs, ``ChangeMode`` noop)."""
+        await self.variables.refresh()
 
     async def roll(self, app_id: str) -> None:
         """Nothing to do: ``ensure_app`` started the surge of a new revision (``surge``)."""

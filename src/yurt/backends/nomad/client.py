@@ -343,6 +343,48 @@ class NomadClient:
         )
         return await self._call("task_log_tail", fn)
 
+    # -- variables -------------------------------------------------------------------------
+    # python-nomad adds ``namespace`` by itself only for the endpoints it lists, and ``var`` and
+    # ``vars`` are not among them (nomad/api/base.py ``_required_namespace`` reads "variable"):
+    # every call below names the namespace.
+
+    async def get_variable(self, path: str) -> dict[str, Any] | None:
+        """``GET /v1/var/:path``: the Variable with its Items, or None when there is none."""
+        params = {"namespace": self.config.namespace}
+        fn = functools.partial(
+            _reply_object, self._nomad.variable, path, method="get", params=params
+        )
+        try:
+            return await self._call("get_variable", fn)
+        except ClusterNotFound:
+            return None
+
+    async def put_variable(self, path: str, items: dict[str, str]) -> None:
+        """``PUT /v1/var/:path``: create or replace the Variable's Items (all of them)."""
+        body = {"Namespace": self.config.namespace, "Path": path, "Items": items}
+        params = {"namespace": self.config.namespace}
+        fn = functools.partial(
+            _reply_none, self._nomad.variable, path, method="put", params=params, json=body
+        )
+        await self._call("put_variable", fn)
+
+    async def delete_variable(self, path: str) -> None:
+        """``DELETE /v1/var/:path`` (a Variable already gone is fine: Nomad answers 204)."""
+        params = {"namespace": self.config.namespace}
+        fn = functools.partial(
+            _reply_none, self._nomad.variable, path, method="delete", params=params
+        )
+        with contextlib.suppress(ClusterNotFound):
+            await self._call("delete_variable", fn)
+
+    async def list_variables(self, prefix: str) -> list[dict[str, Any]]:
+        """``GET /v1/vars?prefix=``: the metadata (Path, ModifyTime...) of the Variables under
+        ``prefix``, never their Items."""
+        params = {"namespace": self.config.namespace, "prefix": prefix}
+        fn = functools.partial(_reply_indexed, self._nomad.variables, method="get", params=params)
+        _, found = await self._call("list_variables", fn)
+        return found
+
     # -- agent -----------------------------------------------------------------------------
 
     async def agent_version(self) -> str:

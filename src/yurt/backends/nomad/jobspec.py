@@ -21,8 +21,8 @@ Facts it follows (see NOMAD_CONSUL.md in the shared reference):
   (api/tasks.go:448-475), and raw_exec mounts none (drivers/rawexec/driver.go:115);
 - a task's environment is its ``Env``, the NOMAD_* variables and, for raw_exec, the Nomad
   client's own environment less its ``env.denylist`` (NOMAD_TOKEN, CONSUL_HTTP_TOKEN,
-  VAULT_TOKEN, cloud keys by default): never the yurt server's, so ``Env`` is the only way a
-  server secret could reach a runner, and it carries none.
+  VAULT_TOKEN, cloud keys by default): never the yurt server's. ``Env`` carries no secret and
+  no token: those come from the job's Variable through the task's template (``appenv``).
 """
 
 from __future__ import annotations
@@ -33,8 +33,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from yurt.appdata import app_data_env
-from yurt.backends.nomad.naming import GROUP, PORT_LABEL, TASK, TOKEN_ENV, PayloadRef, job_id
-from yurt.config import NomadConfig, VolumeConfig
+from yurt.backends.nomad.appenv import (
+    ENVS_MOUNT,
+    ENVS_VOLUME,
+    bootstrap_args,
+    builds_environment,
+    secrets_template,
+    uses_bootstrap,
+)
+from yurt.backends.nomad.naming import GROUP, PORT_LABEL, TASK, PayloadRef, job_id
+from yurt.config import EnvsConfig, NomadConfig, VolumeConfig
 from yurt.errors import AppDefinitionError, ConfigError, DeployError
 from yurt.machines import CATALOG, PLACEMENT_FIELDS, MachineType, with_overrides
 from yurt.spec import TEARDOWN_SLACK_S, AppSpec
@@ -121,6 +129,7 @@ def build_job(
     count: int = 0,
     machines: Mapping[str, Mapping[str, Any]] | None = None,
     datacenters: Sequence[str] | None = None,
+    envs: EnvsConfig | None = None,
 ) -> dict[str, Any]:
     """The Nomad Job object (not wrapped in ``{"Job": ...}``) that runs ``app_id``'s runners.
 
@@ -129,7 +138,8 @@ def build_job(
     machine catalog (``ServerConfig.machine_overrides()``): they size the task and its GPU
     request, and the runner gets them too, for its own GPU check; their node pool and
     constraints place it (``placement``). ``datacenters`` are where the server found Consul's
-    agent (``config.datacenters`` wins; with neither, Nomad's ``*``). Raises ``ConfigError``
+    agent (``config.datacenters`` wins; with neither, Nomad's ``*``); ``envs`` the server's
+    ``[envs]``, which builds the app's environment on the node. Raises ``ConfigError``
     for a raw_exec Python that is not an absolute path, ``AppDefinitionError`` for machine
     types that cannot be placed, and ``DeployError`` for a count outside
     ``0..spec.max_concurrency``.
@@ -159,7 +169,9 @@ def build_job(
             META_REVISION: payload.revision,
             META_PAYLOAD_SHA256: payload.sha256,
         },
-        "TaskGroups": [_group(name, app_id, owner, spec, payload, config, count, machines or {})],
+        "TaskGroups": [
+            _group(name, app_id, owner, spec, payload, config, count, machines or {}, envs)
+        ],
     }
 
 
@@ -225,6 +237,7 @@ def _group(
     config: NomadConfig,
     count: int,
     machines: Mapping[str, Mapping[str, Any]],
+    envs: EnvsConfig | None = None,
 ) -> dict[str, Any]:
     times = timings(spec, config)
     port: dict[str, Any] = {"Label": PORT_LABEL}
@@ -235,8 +248,11 @@ def _group(
     extra: dict[str, Any] = {}
     if constraints:
         extra["Constraints"] = constraints
-    if volume is not None:
-        extra["Volumes"] = {VOLUME_NAME: _volume(volume)}
+    volumes = {VOLUME_NAME: volume} if volume is not None else {}
+    if config.envs_volume is not None and builds_environment(spec, config):
+        volumes[ENVS_VOLUME] = config.envs_volume
+    if volumes:
+        extra["Volumes"] = {key: _volume(key, v) for key, v in volumes.items()}
     return {
         "Name": GROUP,
         "Count": count,
@@ -273,11 +289,11 @@ def _group(
         # it stops answering.
         "ShutdownDelay": ns(config.check_interval),
         **extra,
-        "Tasks": [_task(spec, payload, config, machines, volume)],
+        "Tasks": [_task(name, spec, payload, config, machines, volume, envs or EnvsConfig())],
     }
 
 
-def _volume(volume: VolumeConfig) -> dict[str, Any]:
+def _volume(name: str, volume: VolumeConfig) -> dict[str, Any]:
     """The group's VolumeRequest (api/tasks.go:448), as nomad/structs/volumes.go:147 checks it.
 
     A host volume takes no access or attachment mode here (a client's static host_volume has
@@ -286,7 +302,7 @@ def _volume(volume: VolumeConfig) -> dict[str, Any]:
     """
     csi = volume.type == "csi"
     return {
-        "Name": VOLUME_NAME,
+        "Name": name,
         "Type": volume.type,
         "Source": volume.source,
         "ReadOnly": volume.read_only,
@@ -410,18 +426,27 @@ def check(spec: AppSpec, config: NomadConfig, grace: int) -> dict[str, Any]:
 
 
 def _task(
+    job_name: str,
     spec: AppSpec,
     payload: PayloadRef,
     config: NomadConfig,
     machines: Mapping[str, Mapping[str, Any]],
-    volume: VolumeConfig | None = None,
+    volume: VolumeConfig | None,
+    envs: EnvsConfig,
 ) -> dict[str, Any]:
     """The runner task.
 
     KillTimeout is the app's termination_grace_period_seconds plus ``KILL_SLACK_S`` for its
     teardown. Nomad clients cap it at their ``max_kill_timeout`` (30 s by default), so a longer
-    grace period needs that client setting raised too.
+    grace period needs that client setting raised too. An app with requirements or required
+    secrets starts with ``yurt.runner.bootstrap``, which builds its environment and checks its
+    secrets before it becomes the runner (``appenv``).
     """
+    args = runner_args(payload, machines)
+    module = ["-m", "yurt.runner"]
+    if uses_bootstrap(spec, config):
+        module = ["-m", "yurt.runner.bootstrap"]
+        args = [*bootstrap_args(spec, config, envs), "--", *args]
     driver_config: dict[str, Any]
     if config.driver == "raw_exec":
         if not posixpath.isabs(config.python):
@@ -430,41 +455,49 @@ def _task(
                 "given on every node: set the full path of the Python that has yurt installed, "
                 "e.g. /opt/yurt/venv/bin/python"
             )
-        driver_config = {
-            "command": config.python,
-            "args": ["-m", "yurt.runner", *runner_args(payload, machines)],
-        }
+        driver_config = {"command": config.python, "args": [*module, *args]}
     else:
-        # The image's entrypoint is ``python -m yurt.runner``.
-        args = runner_args(payload, machines)
-        driver_config = {"image": config.image, "args": args, "ports": [PORT_LABEL]}
+        # The runner image's entrypoint is ``python -m yurt.runner``. An app's own image need
+        # not have it: only a ``python`` on its PATH with yurt installed.
+        driver_config = {"image": spec.image or config.image, "args": args, "ports": [PORT_LABEL]}
+        if spec.image or module[-1] != "yurt.runner":
+            driver_config["entrypoint"] = ["python", *module]
     # What the runner needs and nothing of the server's (no NomadConfig.token): user code
-    # runs in the task, and anyone allowed to read the job reads its Env.
-    env = {TOKEN_ENV: payload.token, "PYTHONUNBUFFERED": "1", **dict(payload.env)}
+    # runs in the task, and anyone allowed to read the job reads its Env. The payload token
+    # and the secrets come from the job's Variable, through the template.
+    env = {"PYTHONUNBUFFERED": "1", **dict(payload.env)}
     task: dict[str, Any] = {"Name": TASK, "Driver": config.driver}
     if config.user is not None:
         # raw_exec's executor runs the command as Task.User (drivers/rawexec/driver.go:436);
         # the Nomad client must run as root to switch users.
         task["User"] = config.user
     task["Config"] = driver_config
+    mounts = []
     if volume is not None:
         env |= app_data_env(APP_DATA_DIR)
-        # api/tasks.go:469 VolumeMount, with the defaults its Canonicalize writes.
-        task["VolumeMounts"] = [
-            {
-                "Volume": VOLUME_NAME,
-                "Destination": APP_DATA_DIR,
-                "ReadOnly": volume.read_only,
-                "PropagationMode": "private",
-                "SELinuxLabel": "",
-            }
-        ]
+        mounts.append(_mount(VOLUME_NAME, APP_DATA_DIR, volume.read_only))
+    if config.envs_volume is not None and builds_environment(spec, config):
+        mounts.append(_mount(ENVS_VOLUME, ENVS_MOUNT, config.envs_volume.read_only))
+    if mounts:
+        task["VolumeMounts"] = mounts
     return task | {
         "Env": env,
+        "Templates": [secrets_template(job_name)],
         "Resources": resources(spec, with_overrides(machines)),
         "KillTimeout": ns(spec.termination_grace_period_seconds + KILL_SLACK_S),
         "KillSignal": "SIGTERM",
         "LogConfig": {"MaxFiles": 10, "MaxFileSizeMB": 10},
+    }
+
+
+def _mount(volume: str, destination: str, read_only: bool) -> dict[str, Any]:
+    """api/tasks.go:469 VolumeMount, with the defaults its Canonicalize writes."""
+    return {
+        "Volume": volume,
+        "Destination": destination,
+        "ReadOnly": read_only,
+        "PropagationMode": "private",
+        "SELinuxLabel": "",
     }
 
 

@@ -16,9 +16,11 @@ __all__ = [
     "FAILURE_MARK",
     "GROUP",
     "PORT_LABEL",
+    "SURGE_SUFFIX",
     "TASK",
     "TOKEN_ENV",
     "PayloadRef",
+    "base_job",
     "job_id",
     "parse_failure",
     "runner_id_from_service_id",
@@ -34,6 +36,15 @@ _NOMAD_SERVICE_ID = re.compile(
     r"^_nomad-task-([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})-"
 )
 _MAX = 63  # a DNS label: Nomad checks service names against RFC 1123
+
+
+# A surge job's id is its app's job id with this suffix (surge.py).
+SURGE_SUFFIX = "-surge"
+
+
+def base_job(job: str) -> str:
+    """The app's job id of ``job``, a surge job's included: what a runner token is made for."""
+    return job.removesuffix(SURGE_SUFFIX)
 
 
 def job_id(prefix: str, app_id: str) -> str:

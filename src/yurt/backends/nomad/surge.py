@@ -21,18 +21,19 @@ from typing import Any
 import structlog
 
 from yurt.backends.nomad.allocs import is_live
+from yurt.backends.nomad.appenv import secrets_template
 from yurt.backends.nomad.client import NomadClient
 from yurt.backends.nomad.evals import unplaced
 from yurt.backends.nomad.jobspec import STARTUP_SLACK_S, register_body
-from yurt.backends.nomad.naming import GROUP
+from yurt.backends.nomad.naming import GROUP, SURGE_SUFFIX
 from yurt.backends.nomad.scaling import _App
+from yurt.backends.nomad.secrets import JobVariables
 from yurt.backends.nomad.watch import HealthHistory, placement_detail
 from yurt.errors import ClusterError
 from yurt.spec import AppSpec
 
 log = structlog.get_logger("yurt.nomad")
 
-SURGE_SUFFIX = "-surge"
 POLL_S = 0.5  # how often a surge looks at its runners
 
 
@@ -42,11 +43,15 @@ def surge_id(job_id: str) -> str:
 
 
 def surge_job(job: dict[str, Any], count: int) -> dict[str, Any]:
-    """``job`` as the surge job: its own id, ``count`` runners, the same Consul service."""
+    """``job`` as the surge job: its own id, ``count`` runners, the same Consul service, and
+    its own Variable (a task may read its own job's only, ``appenv``)."""
     out = copy.deepcopy(job)
     out["ID"] = out["Name"] = surge_id(job["ID"])
     for group in out["TaskGroups"]:
         group["Count"] = min(count, group["Scaling"]["Max"])
+        for task in group.get("Tasks") or []:
+            if task.get("Templates"):
+                task["Templates"] = [secrets_template(out["ID"])]
     return out
 
 
@@ -69,19 +74,29 @@ class Surge:
     client: NomadClient
     history: HealthHistory | None
     _apps: dict[str, _App]
+    variables: JobVariables
     surge_slack_s: float = STARTUP_SLACK_S  # added to startup_timeout for each stage
 
     def _start_surge(
-        self, app: _App, spec: AppSpec, job: dict[str, Any], digest: str, revision: str
+        self,
+        app: _App,
+        spec: AppSpec,
+        job: dict[str, Any],
+        digest: str,
+        revision: str,
+        token: str,
     ) -> None:
-        """Roll ``job`` in the background, after every earlier roll of the app has ended."""
+        """Roll ``job`` in the background, after every earlier roll of the app has ended.
+
+        ``token`` is the revision's payload token, for the surge job's Variable and then the
+        app's job's, each written before its job is registered with ``job``."""
         if app.surge is not None and not app.surge.done():
             if app.surging == digest:
                 return
             self._cancel_surge(app)
         earlier = {t for t in app.surges if not t.done()}
         app.surging, app.surge_late = digest, False
-        task = asyncio.create_task(self._surge(app, spec, job, digest, revision, earlier))
+        task = asyncio.create_task(self._surge(app, spec, job, (digest, revision, token), earlier))
         app.surge = task
         app.surges.add(task)
         task.add_done_callback(app.surges.discard)
@@ -105,16 +120,17 @@ class Surge:
         app: _App,
         spec: AppSpec,
         job: dict[str, Any],
-        digest: str,
-        revision: str,
+        rolled: tuple[str, str, str],
         earlier: set[asyncio.Task[None]],
     ) -> None:
+        digest, revision, token = rolled
         if earlier:
             # asyncio.wait, not gather: a cancel of this roll must not cancel the earlier ones.
             await asyncio.wait(earlier)
         name = surge_id(app.job_id)
         count = max(1, app.accepted)
         try:
+            await self.variables.write(name, token)  # after every earlier roll dropped it
             await self.client.register(register_body(surge_job(job, count), preserve_counts=False))
             version = await self._version(name)
             log.info(
@@ -129,6 +145,7 @@ class Surge:
             async with app.lock:
                 if app.surge is asyncio.current_task():
                     app.surge_late = True  # from here on a newer body waits, not cancels
+                await self.variables.write(app.job_id, token)
                 await self.client.register(register_body(job))
                 app.digest, app.revision, app.roll_failure = digest, revision, ""
                 version = await self._version(app.job_id)
@@ -148,6 +165,7 @@ class Surge:
         finally:
             with contextlib.suppress(ClusterError):
                 await self.client.deregister(name, purge=True)
+                await self.variables.drop(name)
             log.info("nomad_surge_ended", app=app.app_id, job=name)
 
     async def _version(self, job_id: str) -> int:

@@ -223,8 +223,14 @@ class AllocationWatch(Scaling):
             error=message,
             failures=app.failures,
         )
+        # An environment that did not build fails the same way on every start until the
+        # requirements change (``yurt.envs`` records it): waiting callers hear it at once.
         failure = StartFailure(
-            app.app_id, runner_id, error_type, f"{message} (nomad alloc logs {runner_id})"
+            app.app_id,
+            runner_id,
+            error_type,
+            f"{message} (nomad alloc logs {runner_id})",
+            final=kind == "environment",
         )
         self._tell(failure)
 

@@ -11,7 +11,6 @@ from yurt.access import (
     keys_required,
     may_call,
     may_see,
-    owner_of_new,
 )
 from yurt.keys import KeyInfo
 
@@ -29,19 +28,19 @@ def test_a_private_app_needs_a_key_once_keys_exist(auth: str) -> None:
 
 
 def test_a_public_app_needs_nothing() -> None:
-    """public: anyone, keys on or off, and its requests belong to no one."""
+    """public: anyone, keys on or off, and its requests are their id's to see."""
     assert may_call("public", True, ANONYMOUS)
-    assert owner_of_new("public", True, A) is None
+    assert may_see(A.owner, B, public=True) and may_see(A.owner, ANONYMOUS, public=True)
 
 
 def test_requests_belong_to_their_key_and_others_see_nothing() -> None:
-    """A request of key A is A's: B may not see it, A and admins may; ownerless ones are open."""
-    owner = owner_of_new("private", True, A)
+    """A private app's request of key A is A's: B may not see it, A and admins may; one made
+    with no key is its id's."""
+    owner = A.owner
     assert owner == "a"
-    assert may_see(owner, A) and may_see(owner, ADMIN)
-    assert not may_see(owner, B) and not may_see(owner, ANONYMOUS)
-    assert may_see(None, B) and may_see(None, ANONYMOUS)
-    assert owner_of_new("private", False, A) is None  # no keys on: the id is the capability
+    assert may_see(owner, A, public=False) and may_see(owner, ADMIN, public=False)
+    assert not may_see(owner, B, public=False) and not may_see(owner, ANONYMOUS, public=False)
+    assert may_see(None, B, public=False) and may_see(None, ANONYMOUS, public=False)
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,9 @@ request and output models (``File`` outputs with ``File._from_url`` examples, fi
 ``ui=``), class keywords, an async ``setup()``, ``FieldException``, an injected
 ``fastapi.Response`` carrying ``x-fal-billable-units``, ``File.from_path(...,
 repository="cdn")`` and four endpoints. Voice lists and examples are shortened; the Kokoro
-model with kokoro, numpy and soundfile is replaced by a stand-in that writes a short WAV per line.
+model with kokoro, numpy and soundfile is replaced by a stand-in that writes a short WAV per line,
+and the ``requirements`` that installed them (kokoro, misaki, soundfile, numpy, a spaCy model)
+are left out with them.
 """
 
 from typing import Literal

@@ -306,11 +306,6 @@ def test_kokoro_text_to_speech(tmp_path: Path) -> None:
 # -- fal-demos: a proxy calling another app through fal-client ---------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs labels with fal_request_id on the queue's log lines, as fal gives them: "
-    "the app reads event.logs[-1]['labels'] and fails with KeyError: 'labels'",
-)
 def test_hunyuan3d_proxy_through_fal_client(tmp_path: Path, tls: Tls) -> None:
     """Hunyuan3D's endpoint calls fal-ai/hunyuan3d with fal_client.submit_async on another yurt."""
     with yurt_run(

@@ -40,6 +40,7 @@ class LogEntry(TypedDict):
     level: str  # "STDOUT" / "STDERR" for prints, the record's level name for logging
     source: Literal["user", "yurt"]
     message: str
+    labels: dict[str, str]  # fal's: ``fal_request_id`` and ``fal_endpoint`` of the request
 
 
 def _timestamp(epoch: float) -> str:
@@ -55,7 +56,11 @@ def _cut(message: str) -> str:
 class LogBuffer:
     """What one request printed and logged. Thread-safe: sync endpoints write from a worker."""
 
-    def __init__(self) -> None:
+    def __init__(self, request_id: str = "", endpoint: str = "") -> None:
+        # fal labels each line of a request with these (fal-client's callers read them).
+        self._labels = {"fal_request_id": request_id} if request_id else {}
+        if endpoint:
+            self._labels["fal_endpoint"] = endpoint
         self._lock = threading.Lock()
         self._entries: list[LogEntry] = []
         self._partial: dict[Stream, list[str]] = {"STDOUT": [], "STDERR": []}
@@ -123,14 +128,20 @@ class LogBuffer:
                 f"this request's output passed the capture limit ({MAX_ENTRIES} entries or "
                 f"{MAX_CHARS} characters); later output is only in the runner's log"
             )
-            self._entries.append(
-                {"timestamp": stamp, "level": "WARNING", "source": "yurt", "message": message}
-            )
+            level = "WARNING"
+            source: Literal["user", "yurt"] = "yurt"
         else:
-            self._entries.append(
-                {"timestamp": stamp, "level": level, "source": "user", "message": message}
-            )
+            source = "user"
             self._chars += len(message)
+        self._entries.append(
+            {
+                "timestamp": stamp,
+                "level": level,
+                "source": source,
+                "message": message,
+                "labels": dict(self._labels),
+            }
+        )
         self.count += 1
 
 

@@ -35,10 +35,13 @@ class ActiveRequest:
 
     context: RequestContext
     cancel_event: threading.Event
-    logs: LogBuffer = field(default_factory=LogBuffer)
+    logs: LogBuffer = field(init=False)
     # Set for async endpoints only: a worker thread cannot be interrupted, and freeing its
     # slot while it still computes would overcommit the runner.
     task: asyncio.Task[Any] | None = None
+
+    def __post_init__(self) -> None:
+        self.logs = LogBuffer(self.context.request_id, self.context.endpoint)
 
     @property
     def request_id(self) -> str:

@@ -138,3 +138,14 @@ def test_record_factory_captures_info_and_up_while_capturing() -> None:
         ("ERROR", "failed"),
     ]
     assert "ValueError: bad" in entries[1]["message"]
+
+
+def test_each_line_carries_fals_labels_of_its_request() -> None:
+    """Entries carry labels as fal's do: fal_request_id and fal_endpoint of the request."""
+    buffer = LogBuffer("0123abcd", "/generate")
+    buffer.add("INFO", "hello")
+    (entry,) = buffer.drain()
+    assert entry["labels"] == {"fal_request_id": "0123abcd", "fal_endpoint": "/generate"}
+    bare = LogBuffer()
+    bare.add("INFO", "x")
+    assert bare.drain()[0]["labels"] == {}

@@ -433,12 +433,6 @@ class Lingering(yurt.App, keep_alive=300):
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the router gives a runner's slot back when the websocket closes, before the "
-    "runner's handler has returned, and passes the runner's 429 runner_busy on to the next "
-    "upgrade instead of waiting for the slot as a sync call does",
-)
 async def test_websocket_right_after_another_waits_for_the_slot(tmp_path: Path) -> None:
     """A websocket session opened as the last one closes waits for the runner's one slot."""
     app_file = tmp_path / "lingering.py"

@@ -26,12 +26,38 @@ if TYPE_CHECKING:
 Header = tuple[bytes, bytes]
 CONNECT_TIMEOUT = 5.0
 MAX_REFUSAL_BODY = 1 << 20  # what of a refusal's body is passed on
+BUSY_PAUSE_FIRST, BUSY_PAUSE_MAX = 0.02, 0.5  # seconds between upgrades a busy runner refused
 
 
 async def open_tunnel(
     core: RequestCore, upgrade: Upgrade, client_headers: Sequence[Header], request_id: bytes
 ) -> Tunnel | Reply:
-    """The runner's connection after its ``101``, holding a slot; else the reply to send."""
+    """The runner's connection after its ``101``, holding a slot; else the reply to send.
+
+    A runner that answers ``429 runner_busy`` is still finishing a session whose socket has
+    closed (the router gave its slot back at the close): the upgrade waits and asks again, as a
+    sync call's 429 is retried, until the app's dispatch deadline.
+    """
+    route = upgrade.route
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + core.router.dispatch_timeout(route.spec)
+    pause = BUSY_PAUSE_FIRST
+    while True:
+        opened = await _open_once(core, upgrade, client_headers, request_id)
+        busy = isinstance(opened, Reply) and opened.status == 429 and _says_busy(opened)
+        if not busy or loop.time() + pause > deadline:
+            return opened
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, BUSY_PAUSE_MAX)
+
+
+def _says_busy(reply: Reply) -> bool:
+    return any(k.lower() == b"x-yurt-error-type" and v == b"runner_busy" for k, v in reply.headers)
+
+
+async def _open_once(
+    core: RequestCore, upgrade: Upgrade, client_headers: Sequence[Header], request_id: bytes
+) -> Tunnel | Reply:
     route = upgrade.route
     slot = await core.acquire(route, upgrade.start_timeout)
     if isinstance(slot, Reply):

@@ -53,9 +53,8 @@ def plan(range_header: str | None, if_range: str | None, size: int, validators: 
             return Span(416, 0, -1)
         return Span(206, max(0, size - suffix), size - 1)
     first = int(start)
-    last = int(end) if end else size - 1
-    if last < first:
+    if end and int(end) < first:  # invalid: ignored
         return whole(size)
     if first >= size:
         return Span(416, 0, -1)
-    return Span(206, first, min(last, size - 1))
+    return Span(206, first, min(int(end) if end else size - 1, size - 1))

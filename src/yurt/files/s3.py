@@ -151,7 +151,12 @@ class S3Store(Writes):
     def ensure(self) -> None:
         """Make the spool directory, and check the bucket answers."""
         self.tmp.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._call("HeadBucket", self.client.head_bucket, Bucket=self.bucket)
+        try:
+            self._call("HeadBucket", self.client.head_bucket, Bucket=self.bucket)
+        except _Missing as exc:
+            raise S3Unavailable(
+                f"HeadBucket on bucket {self.bucket}: no such bucket", "404"
+            ) from exc
 
     def writer(self) -> BlobWriter:
         """A writer of one new file."""

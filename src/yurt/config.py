@@ -758,8 +758,10 @@ class S3Config(_Frozen):
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"{value!r} is not an http(s) URL, e.g. http://127.0.0.1:9000")
-        if parts.query or parts.fragment or parts.username or parts.password:
-            raise ValueError(f"{value!r}: give the store's URL alone; credentials go apart")
+        if parts.username or parts.password:  # not echoed: the value holds a credential
+            raise ValueError("give the store's URL without credentials; keys go apart")
+        if parts.query or parts.fragment:
+            raise ValueError(f"{value!r}: give the store's URL alone, with no query")
         return value.rstrip("/")
 
     @field_validator("prefix")

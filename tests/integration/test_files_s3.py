@@ -161,6 +161,8 @@ async def test_range_requests_are_ranged_reads_of_the_bucket(
             fresh = {"Range": "bytes=0-9", "If-Range": resp.headers["etag"]}
         code, got, _ = await fetch(app, url, headers=fresh)
         assert (code, got) == (206, clip[:10])
+        code, got, _ = await fetch(app, url, headers={"If-None-Match": fresh["If-Range"]})
+        assert (code, got) == (304, b"")
 
 
 async def test_client_upload_goes_to_the_bucket_and_an_app_reads_it(

@@ -8,9 +8,10 @@ The same shape as the store on disk (``yurt.files.store``), under the configured
 Bytes are hashed into a temporary file on the server's disk as they arrive (a body is never
 held whole), then sent with boto3's managed transfer (multipart past 8 MiB, from the file).
 Only the router's process writes here: runners post their outputs to ``/files/upload``, so
-no bucket credential ever reaches a runner. Commits and the sweep's deletion of unnamed
-blobs exclude each other within the process; a bucket prefix therefore belongs to one
-server, as a data dir does.
+no bucket credential ever reaches a runner. The sweep deletes a blob only when no live record
+names it and no commit in this process is writing one that does (the digests in flight are
+kept under a lock the deletion holds); across processes nothing excludes them, so a bucket
+prefix belongs to one server, as a data dir does.
 
 boto3 is imported when a store is made, so a server without ``[files] s3`` never loads it.
 Every boto3 and botocore error leaves this module as ``S3Unavailable`` (an ``OSError``), with
@@ -19,9 +20,9 @@ the operation and S3's error code, never a credential.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -60,41 +61,6 @@ class Body(Protocol):
     def read(self, amt: int | None = None) -> bytes: ...
 
     def close(self) -> None: ...
-
-
-class SharedGate:
-    """Many holders of ``shared`` or one of ``exclusive``: commits against the sweep."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._shared = 0
-        self._exclusive = False
-
-    @contextlib.contextmanager
-    def shared(self) -> Iterator[None]:
-        """Hold the gate with other shared holders."""
-        with self._cond:
-            self._cond.wait_for(lambda: not self._exclusive)
-            self._shared += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._shared -= 1
-                self._cond.notify_all()
-
-    @contextlib.contextmanager
-    def exclusive(self) -> Iterator[None]:
-        """Hold the gate alone."""
-        with self._cond:
-            self._cond.wait_for(lambda: not self._exclusive and self._shared == 0)
-            self._exclusive = True
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._exclusive = False
-                self._cond.notify_all()
 
 
 def make_client(config: S3Config) -> Any:
@@ -136,9 +102,12 @@ class S3Store(Writes):
         self.bucket = config.bucket
         self.tmp = tmp
         self.client = make_client(config) if client is None else client
-        self._gate = SharedGate()
         # What the sweep knows of each record (they never change): token -> (sha256, expiry).
         self._known: dict[str, tuple[str, float | None]] = {}
+        # Digests being committed; the sweep deletes blobs holding the lock, commits add
+        # theirs under it before they look for their blob.
+        self._lock = threading.Lock()
+        self._pending: Counter[str] = Counter()
 
     def key(self, *parts: str) -> str:
         """The object key of ``parts`` under the prefix."""
@@ -168,11 +137,14 @@ class S3Store(Writes):
         from boto3.s3.transfer import TransferConfig
 
         blob = self.blob_key(record.sha256)
-        with self._gate.shared():
+        committed = False
+        with self._lock:
+            self._pending[record.sha256] += 1
+        try:
             if self._head(blob) is None:
                 transfer = TransferConfig(multipart_chunksize=8 * MIB, max_concurrency=4)
-                self._call("Upload", self.client.upload_file, str(path), self.bucket, blob,
-                           Config=transfer)  # fmt: skip
+                send = self.client.upload_file
+                self._call("Upload", send, str(path), self.bucket, blob, Config=transfer)
             self._call(
                 "PutObject",
                 self.client.put_object,
@@ -181,7 +153,14 @@ class S3Store(Writes):
                 Body=record_bytes(record),
                 ContentType="application/json",
             )
-            self._known[record.token] = (record.sha256, record.expires_at)
+            committed = True
+        finally:
+            with self._lock:
+                if committed:
+                    self._known[record.token] = (record.sha256, record.expires_at)
+                self._pending[record.sha256] -= 1
+                if not self._pending[record.sha256]:
+                    del self._pending[record.sha256]
 
     def get(self, token: str, now: float | None = None) -> StoredFile | None:
         """The live record of ``token``; None when unknown, damaged or expired."""
@@ -213,8 +192,7 @@ class S3Store(Writes):
             )
         except _Missing:
             return None
-        body: Body = reply["Body"]
-        return body
+        return _Mapped(self, reply["Body"])
 
     def read(self, record: StoredFile) -> bytes | None:
         """All the bytes of ``record`` (for small files and tests); None when gone."""
@@ -222,7 +200,7 @@ class S3Store(Writes):
         if body is None:
             return None
         try:
-            return self._call("GetObject", body.read)  # type: ignore[no-any-return]
+            return body.read()
         finally:
             body.close()
 
@@ -233,24 +211,26 @@ class S3Store(Writes):
         doomed: list[str] = []
         for key in self._list(self.key("refs") + "/"):
             token = key.rsplit("/", 1)[-1].removesuffix(".json")
-            known = self._known.get(token)
+            with self._lock:
+                known = self._known.get(token)
             if known is None:
                 record = self._record(key)
                 known = None if record is None else (record.sha256, record.expires_at)
-            if known is None or (known[1] is not None and now >= known[1]):
-                doomed.append(key)
-                self._known.pop(token, None)
-            else:
-                self._known[token] = known
+            with self._lock:
+                if known is None or (known[1] is not None and now >= known[1]):
+                    doomed.append(key)
+                    self._known.pop(token, None)
+                else:
+                    self._known[token] = known
         self._delete(doomed)
-        with self._gate.exclusive():
-            # Records committed while the refs were listed are in _known by now.
-            live = {
+        blobs = list(self._list(self.key("blobs") + "/"))
+        with self._lock:
+            # A commit that began before this either is in _known or still _pending; one that
+            # begins after it finds its blob gone and sends it again.
+            live = set(self._pending) | {
                 sha for sha, expires in self._known.values() if expires is None or now < expires
             }
-            unnamed = [
-                k for k in self._list(self.key("blobs") + "/") if k.rsplit("/", 1)[-1] not in live
-            ]
+            unnamed = [k for k in blobs if k.rsplit("/", 1)[-1] not in live]
             self._delete(unnamed)
         drop_stale(self.tmp, now)
         return len(doomed)
@@ -307,6 +287,7 @@ class S3Store(Writes):
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """``fn(*args, **kwargs)`` with boto3's errors mapped: ``_Missing`` for a key that is
         not there, ``S3Unavailable`` for the rest."""
+        from boto3.exceptions import Boto3Error
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
@@ -317,8 +298,27 @@ class S3Store(Writes):
                 raise _Missing(code) from exc
             message = f"{what} on bucket {self.bucket}: {code or 'error'}"
             raise S3Unavailable(message, code or "error") from exc
-        except BotoCoreError as exc:
+        except (BotoCoreError, Boto3Error) as exc:
+            # boto3's transfers wrap S3's answer: its code, when there was one, is the cause's.
+            cause = exc.__cause__ or exc.__context__
+            if isinstance(cause, ClientError):
+                code = str(cause.response.get("Error", {}).get("Code", "")) or "error"
+                raise S3Unavailable(f"{what} on bucket {self.bucket}: {code}", code) from exc
             raise S3Unavailable(f"{what} on bucket {self.bucket}: {type(exc).__name__}") from exc
+
+
+class _Mapped:
+    """A GetObject body whose read errors leave as ``S3Unavailable``."""
+
+    def __init__(self, store: S3Store, body: Body) -> None:
+        self.store, self.body = store, body
+
+    def read(self, amt: int | None = None) -> bytes:
+        data: bytes = self.store._call("GetObject", self.body.read, amt)
+        return data
+
+    def close(self) -> None:
+        self.body.close()
 
 
 class _Missing(Exception):

@@ -131,3 +131,32 @@ def test_without_boto3_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setitem(sys.modules, "boto3", None)
     with pytest.raises(ConfigError, match=r"yurt\[s3\]"):
         make_client(CONFIG)
+
+
+class RefusingClient:
+    """A client whose HeadObject finds nothing and whose managed upload S3 refuses, as boto3
+    reports it (``S3UploadFailedError`` raised while handling S3's ``ClientError``)."""
+
+    def head_object(self, **kw: object) -> None:
+        from botocore.exceptions import ClientError
+
+        raise ClientError({"Error": {"Code": "404", "Message": "Not Found"}}, "HeadObject")
+
+    def upload_file(self, *args: object, **kw: object) -> None:
+        from boto3.exceptions import S3UploadFailedError
+        from botocore.exceptions import ClientError
+
+        try:
+            raise ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "PutObject")
+        except ClientError as exc:
+            raise S3UploadFailedError("Failed to upload: AccessDenied") from exc
+
+
+def test_a_refused_transfer_is_s3unavailable_with_s3s_code(tmp_path: Path) -> None:
+    """boto3's transfer error is mapped like the rest, with the code S3 answered, and the
+    spooled bytes are deleted."""
+    store = S3Store(CONFIG, tmp_path / "tmp", client=RefusingClient())
+    with pytest.raises(S3Unavailable) as caught:
+        store.put_bytes(b"big", "video/mp4", "v.mp4", None)
+    assert caught.value.code == "AccessDenied" and "Upload on bucket outputs" in str(caught.value)
+    assert list(store.tmp.iterdir()) == []

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
+import signal
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -15,6 +18,7 @@ import aiohttp
 import boto3
 import pytest
 from moto.server import ThreadedMotoServer
+from test_file_upload_memory import Peak, rss
 from toolkit_apps import Filmmaker, Painter, Reader, clip_bytes, painting
 
 from yurt.app import App
@@ -23,7 +27,7 @@ from yurt.config import FilesConfig, S3Config
 from yurt.errors import ConfigError
 from yurt.platform import Platform
 
-from support import DEADLINE, Served, fast_config, wait_until
+from support import DEADLINE, Served, fast_config, start_yurt, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -76,6 +80,35 @@ def moto() -> Iterator[ThreadedMotoServer]:
 def bucket(moto: ThreadedMotoServer) -> Bucket:
     host, port = moto.get_host_and_port()
     return Bucket(f"http://{host}:{port}")
+
+
+# moto's server in a process of its own: it keeps objects in memory, which must not count
+# as the router's. It prints its port, and stops when its stdin closes.
+MOTO = (
+    "import sys; from moto.server import ThreadedMotoServer; "
+    "s = ThreadedMotoServer(ip_address='127.0.0.1', port=0, verbose=False); s.start(); "
+    "print(s.get_host_and_port()[1], flush=True); sys.stdin.read(); s.stop()"
+)
+
+
+@asynccontextmanager
+async def moto_process() -> AsyncIterator[str]:
+    """moto's S3 server in a child process; yields its endpoint URL."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        MOTO,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        assert proc.stdout is not None
+        port = int(await asyncio.wait_for(proc.stdout.readline(), DEADLINE))
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.kill()
+        await proc.wait()
 
 
 @asynccontextmanager
@@ -259,3 +292,60 @@ async def test_a_missing_bucket_stops_the_server_at_start(tmp_path: Path, bucket
     )
     with pytest.raises(ConfigError, match=r"\[files\] s3: HeadBucket on bucket no-such"):
         await platform.start()
+
+
+MIB = 1 << 20
+SIZE = 200 * MIB
+
+
+async def test_200_mib_through_yurt_run_to_the_bucket_keeps_router_memory_flat(
+    tmp_path: Path,
+) -> None:
+    """``yurt run`` with ``[files] s3`` in its config file and the keys in AWS_* variables:
+    200 MiB uploaded go to the bucket and an app reads them back through the router, while
+    the router grows by less than 50 MiB."""
+    async with moto_process() as endpoint:
+        bucket = Bucket(endpoint)
+        config = tmp_path / "yurt.toml"
+        config.write_text(
+            f'[files]\ns3 = {{ bucket = "{bucket.name}", endpoint_url = "{endpoint}", '
+            'prefix = "yurt/files" }\n'
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("NOMAD_", "CONSUL_"))}
+        env |= {"AWS_ACCESS_KEY_ID": "moto-key", "AWS_SECRET_ACCESS_KEY": SECRET}
+        target = f"{Path(__file__).parent / 'toolkit_apps.py'}::Reader"
+        args = ["run", target, "--port", "0", "--data-dir", str(tmp_path / "data")]
+        args += ["--config", str(config)]
+        log = tmp_path / "run.log"
+        proc, app_url = await start_yurt(args, log, r"at (http://\S+)", env)
+        base = app_url.split("/default/")[0]
+        digest = hashlib.sha256()
+
+        async def body() -> AsyncIterator[bytes]:
+            block = bytes(range(256)) * (MIB // 256)
+            for i in range(SIZE // MIB):
+                chunk = i.to_bytes(8, "big") + block[8:]
+                digest.update(chunk)
+                yield chunk
+
+        try:
+            timeout = aiohttp.ClientTimeout(total=DEADLINE * 3)
+            async with aiohttp.ClientSession(timeout=timeout) as s:
+                async with s.post(f"{base}/files/upload", data=b"warm") as resp:
+                    assert resp.status == 200, await resp.text()
+                baseline = rss(proc.pid)
+                with Peak(proc.pid) as peak:
+                    headers = {"Content-Length": str(SIZE), "Content-Type": "video/mp4"}
+                    async with s.post(f"{base}/files/upload", data=body(), headers=headers) as r:
+                        assert r.status == 200, await r.text()
+                        uploaded = await r.json()
+                    async with s.post(app_url, json={"file": uploaded["url"]}) as r:
+                        assert r.status == 200, await r.text()
+                        assert await r.json() == {"size": SIZE, "sha256": digest.hexdigest()}
+                assert peak.peak - baseline < 50 * MIB, (baseline, peak.peak)
+                print(f"router RSS {baseline / MIB:.0f} -> {peak.peak / MIB:.0f} MiB")
+            assert f"yurt/files/blobs/{digest.hexdigest()}" in bucket.keys("blobs/")
+            assert SECRET not in log.read_text()
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(proc.wait(), DEADLINE)

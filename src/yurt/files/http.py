@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
 import json
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from email.utils import formatdate
 from pathlib import Path
+from typing import Any, TypeVar
 
 import structlog
 from aiohttp import web
@@ -46,6 +49,11 @@ from yurt.files.store import CHUNK, BlobWriter, FileStore, StoredFile, clean_nam
 from yurt.keys import KeyStore
 
 log = structlog.get_logger("yurt.files")
+
+T = TypeVar("T")
+# Threads for the store's blocking calls: reads of a bucket wait on the network chunk by
+# chunk, and must not take the threads the rest of the router runs its blocking work in.
+IO_THREADS = 16
 
 # ``None`` lets the request in; a response refuses it (401/403 with the reason).
 Authorize = Callable[[web.BaseRequest], Awaitable[web.StreamResponse | None]]
@@ -129,6 +137,12 @@ class FilesApi:
         self.authorize = authorize
         self.upload_token = upload_token
         self._sweeper: asyncio.Task[None] | None = None
+        self._threads = ThreadPoolExecutor(IO_THREADS, thread_name_prefix="yurt-files")
+
+    async def _io(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` in the store's own threads."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._threads, functools.partial(fn, *args))
 
     def runner_env(self, public_url: str) -> dict[str, str]:
         """What tells a local runner where the store is (``yurt.files.location``): the store's
@@ -155,7 +169,7 @@ class FilesApi:
         if request.method not in ("GET", "HEAD"):
             return error(405, "method_not_allowed", f"{request.method}: files take GET or HEAD")
         try:
-            record = await asyncio.to_thread(self.store.get, token)
+            record = await self._io(self.store.get, token)
             if record is None:
                 # Unknown and expired alike: a capability URL says nothing about what it was.
                 return error(404, "not_found", "no such file, or it has expired")
@@ -205,18 +219,18 @@ class FilesApi:
         if span.status == 206:
             headers["Content-Range"] = f"bytes {span.first}-{span.last}/{record.file_size}"
         if request.method == "HEAD" or span.length == 0:
-            if not await asyncio.to_thread(store.has_blob, record):
+            if not await self._io(store.has_blob, record):
                 return error(404, "not_found", "no such file, or it has expired")
             headers["Content-Length"] = str(span.length)
             return web.Response(status=span.status, headers=headers)
-        body = await asyncio.to_thread(store.open, record, span.first, span.last)
+        body = await self._io(store.open, record, span.first, span.last)
         if body is None:
             return error(404, "not_found", "no such file, or it has expired")
         try:
             response = web.StreamResponse(status=span.status, headers=headers)
             response.content_length = span.length
             await response.prepare(request)
-            while chunk := await asyncio.to_thread(body.read, CHUNK):
+            while chunk := await self._io(body.read, CHUNK):
                 await response.write(chunk)
             await response.write_eof()
             return response
@@ -236,20 +250,20 @@ class FilesApi:
             return _closing(error(413, "payload_too_large", f"uploads are at most {limit} bytes"))
         if request.headers.get("expect", "").lower() == "100-continue":
             await request.writer.write(b"HTTP/%d.%d 100 Continue\r\n\r\n" % request.version)
-        writer = await asyncio.to_thread(self.store.writer)
+        writer = await self._io(self.store.writer)
         try:
             refused = await self._receive(request, writer, limit)
         except BaseException:
-            await asyncio.to_thread(writer.abort)
+            await self._io(writer.abort)
             raise
         if refused is not None:
-            await asyncio.to_thread(writer.abort)
+            await self._io(writer.abort)
             return _closing(refused)
         content_type = request.headers.get("content-type") or "application/octet-stream"
         name = next((request.headers[h] for h in FILE_NAME_HEADERS if h in request.headers), "")
         ttl = requested_ttl(self.config.ttl, request.headers.get(LIFECYCLE_HEADER))
         try:
-            record = await asyncio.to_thread(
+            record = await self._io(
                 writer.commit, content_type, clean_name(name, "upload.bin"), ttl
             )
         except S3Unavailable as exc:
@@ -272,7 +286,7 @@ class FilesApi:
                 while chunk := await request.content.readany():
                     if writer.size + len(chunk) > limit:
                         return error(413, "payload_too_large", f"uploads are at most {limit} bytes")
-                    await asyncio.to_thread(writer.write, chunk)
+                    await self._io(writer.write, chunk)
                     deadline.reschedule(began + cfg.body_timeout + writer.size / cfg.min_body_rate)
         except TimeoutError:
             detail = f"the upload arrived slower than {cfg.min_body_rate:g} bytes/s"
@@ -287,7 +301,7 @@ class FilesApi:
         refusal (missing, forbidden) is a ``ConfigError``; one that does not answer is logged,
         and its files answer 503 until it does."""
         try:
-            await asyncio.to_thread(self.store.ensure)
+            await self._io(self.store.ensure)
         except S3Unavailable as exc:
             if exc.code is not None:
                 raise ConfigError(
@@ -297,16 +311,17 @@ class FilesApi:
         self._sweeper = asyncio.create_task(self._sweep_forever())
 
     async def stop(self) -> None:
-        """Stop the sweeper."""
+        """Stop the sweeper and the store's threads."""
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
+        self._threads.shutdown(wait=False, cancel_futures=True)
 
     async def _sweep_forever(self) -> None:
         while True:
             try:
-                dropped = await asyncio.to_thread(self.store.sweep)
+                dropped = await self._io(self.store.sweep)
                 if dropped:
                     log.info("files_expired", count=dropped)
             except OSError as exc:

@@ -27,6 +27,7 @@ import shlex
 import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -98,6 +99,17 @@ async def timed_exec(*argv: str) -> float:
     return time.perf_counter() - t0
 
 
+def cpu_exec(*argv: str) -> float:
+    """The CPU time (user + system) ``argv`` took, from its own rusage: unlike the wall
+    clock, barely moved by what else the machine runs."""
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{argv} exited with {proc.returncode}")
+    return usage.ru_utime + usage.ru_stime
+
+
 async def wait_for(predicate: Any, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -125,7 +137,9 @@ async def bench(args: argparse.Namespace) -> int:
     plain = cold_echo()
     apps = {"no requirements": plain, "warm environment": cold_echo(args.requirements)}
     rows: dict[str, list[dict[str, float]]] = {name: [] for name in apps}
-    base: dict[str, list[float]] = {"pass": [], "import": [], "noexit": [], "env_noexit": []}
+    base: dict[str, list[float]] = {
+        k: [] for k in ("pass", "import", "noexit", "env_noexit", "cpu", "env_cpu")
+    }
     seen_pids: list[int] = []
     with tempfile.TemporaryDirectory(prefix="yurt-cold-") as tmp:
         builds = await time_builds(steps, Path(tmp), args.build_rounds)
@@ -206,6 +220,8 @@ async def baselines(env_python: str) -> dict[str, float]:
         "import": await timed_exec(sys.executable, "-c", "import yurt.runner.server"),
         "noexit": await timed_exec(sys.executable, "-c", IMPORT_NO_TEARDOWN),
         "env_noexit": await timed_exec(env_python, "-c", IMPORT_NO_TEARDOWN),
+        "cpu": await asyncio.to_thread(cpu_exec, sys.executable, "-c", IMPORT_NO_TEARDOWN),
+        "env_cpu": await asyncio.to_thread(cpu_exec, env_python, "-c", IMPORT_NO_TEARDOWN),
     }
     await asyncio.sleep(0.05)  # let the reaped processes' exit settle
     return out
@@ -294,13 +310,17 @@ def report(
         ('baseline: python -c "import yurt.runner.server"', base["import"]),
         ("baseline: same import, then os._exit(0) (no teardown)", base["noexit"]),
         ("baseline: the same from the warm environment's python", base["env_noexit"]),
+        ("baseline: CPU time of import+_exit, yurt's python", base["cpu"]),
+        ("baseline: CPU time of import+_exit, env's python", base["env_cpu"]),
     ]
     for label, xs in lines:
         print(f"  {label:<55}{ms(med(xs))} {ms(min(xs))} {ms(max(xs))}")
     print(f"\nfirst build of the environment ({' '.join(requirements)}), seconds:")
     for label, xs in builds.items():
         print(f"  {label:<55}{med(xs):7.2f} {min(xs):7.2f} {max(xs):7.2f}")
-    if not any(k.startswith("uv") for k in builds):
+    if not builds:
+        print("  not timed (--build-rounds 0)")
+    elif not any(k.startswith("uv") for k in builds):
         print("  uv: not installed here (pip install uv), not measured")
     for name, label in (("no requirements", ""), ("warm environment", ", warm environment")):
         print(f"\nwhere the time goes{label} (median ms since the request; stage = difference):")
@@ -311,12 +331,14 @@ def report(
     # Paired: each iteration's two cold starts ran back to back, on the same load.
     paired = med([w - p for w, p in zip(warm, plain, strict=True)])
     imports = med([e - p for e, p in zip(base["env_noexit"], base["noexit"], strict=True)])
+    cpu = med([e - p for e, p in zip(base["env_cpu"], base["cpu"], strict=True)])
     verdict = "PASS" if added <= ENV_TARGET_S else "MISS"
     print(
         f"target: a warm environment adds <= {ENV_TARGET_S * 1000:.0f} ms to the median: "
         f"{added * 1000:+.1f} ms  {verdict}\n"
         f"  median of the per-iteration differences: {paired * 1000:+.1f} ms; the runner's "
-        f"import from the environment's python, against yurt's: {imports * 1000:+.1f} ms"
+        f"import from the environment's python, against yurt's: {imports * 1000:+.1f} ms "
+        f"(CPU time: {cpu * 1000:+.1f} ms)"
     )
     floor = med(base["noexit"])
     print(

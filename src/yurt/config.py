@@ -695,7 +695,8 @@ class EnvsConfig(_Frozen):
         default="pip",
         description="what installs requirements: pip (the default: it reads this machine's "
         "pip configuration, pip.conf and PIP_* variables, as they are) or uv (faster, when "
-        "installed; it reads UV_* settings, not pip's)",
+        "installed on PATH or beside yurt's interpreter; told the indexes, find-links, "
+        "constraints and certificates of pip's configuration, and reading its own UV_* too)",
     )
     pip_args: tuple[str, ...] = Field(
         default=(),

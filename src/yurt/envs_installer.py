@@ -148,7 +148,10 @@ def make_installer(name: str, python: str, target: Path, extra: Sequence[str]) -
                 "beside yurt's interpreter); install it or use installer = 'pip'"
             )
         told = uv_settings(read_pip_config(python))
-        base = [uv, "pip", "install", "--python", str(target), *told.args]
+        args = told.args
+        if "--index-strategy" in extra:  # the operator's choice; uv refuses the flag twice
+            args = args[2:]
+        base = [uv, "pip", "install", "--python", str(target), *args]
         return Installer("uv", [*base, *extra], told.env)
     # yurt's own pip installs into the environment, which then needs no pip of its own.
     base = [python, "-m", "pip", "--python", str(target), "install", "--progress-bar", "off"]

@@ -8,6 +8,7 @@ import importlib.util
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -173,3 +174,60 @@ async def test_yurt_deploy_shows_the_servers_build_and_a_failure(tmp_path: Path)
     finally:
         proc.send_signal(signal.SIGTERM)
         await asyncio.wait_for(proc.wait(), DEADLINE)
+
+
+async def test_a_signal_during_yurt_runs_build_stops_it_at_once(tmp_path: Path) -> None:
+    """SIGTERM while `yurt run` builds (an index that never answers): the installer is killed,
+    `yurt run` exits 0 without serving, and no environment nor failure is left."""
+    silent = socket.socket()  # an index that accepts and never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    pip_conf = tmp_path / "pip.conf"
+    pip_conf.write_text(f"[global]\nindex-url = http://127.0.0.1:{silent.getsockname()[1]}/\n")
+    log = tmp_path / "run.log"
+    args = ["run", f"{APPS}::PinsOne", "--port", "0", "--data-dir", str(tmp_path / "data")]
+    try:
+        proc, _ = await start_yurt(
+            args, log, r"(environment \S+: resolving)", configured_only(pip_conf)
+        )
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), DEADLINE) == 0, log.read_text()
+    finally:
+        silent.close()
+    assert "yurt: serving" not in log.read_text()
+    left = [p.name for p in (tmp_path / "data" / "envs").iterdir()]
+    assert [name for name in left if not name.endswith(".lock")] == [], left
+    assert naming(str(tmp_path / "data")) == []  # the installer went with it
+
+
+def naming(text: str) -> list[int]:
+    """The processes whose command line names ``text``."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if text.encode() in cmdline.read_bytes():
+                found.append(int(cmdline.parent.name))
+        except OSError:
+            continue
+    return found
+
+
+async def test_a_build_that_fails_ends_yurt_run_with_pips_words(tmp_path: Path) -> None:
+    """`yurt run` of an app whose requirement does not install exits 1, before serving, quoting
+    pip; the failure is remembered for the next start."""
+    wheels = tmp_path / "wheels"
+    write_wheel(wheels, "yurt_test_pkg", "1.0", "VERSION = '1.0'\n")
+    pip_conf = tmp_path / "pip.conf"
+    pip_conf.write_text(f"[global]\nno-index = true\nfind-links = {wheels}\n")
+    data = tmp_path / "data"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "yurt.cli", "run", f"{APPS}::PinsMissing", "--port", "0",
+        "--data-dir", str(data), cwd=Path(__file__).parents[2], env=configured_only(pip_conf),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), DEADLINE * 2)
+    assert proc.returncode == 1, (out, err)
+    assert b"yurt: serving" not in out
+    assert re.search(rb"environment [0-9a-f]{12}: failed after", out), out
+    assert b"No matching distribution found for yurt_test_pkg==9.0" in err, err
+    assert [p.name for p in (data / "envs").glob("*.failed")] != []

@@ -4,12 +4,19 @@ into build stages, and the console's bar."""
 from __future__ import annotations
 
 import io
+import sys
 from pathlib import Path
 
 import pytest
 
 from yurt.cli.env_progress import ConsoleProgress, bar, fraction
-from yurt.envs_installer import effective, parse_config_list, uv_settings
+from yurt.envs_installer import (
+    effective,
+    find_uv,
+    make_installer,
+    parse_config_list,
+    uv_settings,
+)
 from yurt.envs_progress import BuildEvent, OutputWatcher, ProgressFile, describe
 
 # What `pip config list` printed on a machine with pip.conf files and PIP_* variables.
@@ -72,6 +79,18 @@ def test_no_index_and_trusted_hosts_are_told_too(value: str) -> None:
     assert told.args[-4:] == [
         "--allow-insecure-host", "a.example", "--allow-insecure-host", "b.example"
     ]  # fmt: skip
+
+
+def test_pip_args_choosing_uvs_index_strategy_replace_yurts(tmp_path: Path) -> None:
+    """An operator's own ``--index-strategy`` in ``pip_args`` is the only one uv gets."""
+    if find_uv(sys.executable) is None:
+        pytest.skip("uv is not installed here")
+    mine = ["--index-strategy", "first-index"]
+    uv = make_installer("uv", sys.executable, tmp_path / "bin" / "python", mine)
+    assert uv.command(["a"]).count("--index-strategy") == 1
+    assert uv.command(["a"])[-3:] == [*mine, "a"]
+    default = make_installer("uv", sys.executable, tmp_path / "bin" / "python", [])
+    assert "unsafe-best-match" in default.command(["a"])
 
 
 def test_no_pip_configuration_tells_uv_only_how_to_pick_versions() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 from typing import TextIO
 
 from yurt.envs_progress import FINAL, BuildEvent, describe
@@ -31,8 +32,6 @@ def bar(event: BuildEvent, elapsed_s: float) -> str:
 
 
 def _at(event: BuildEvent, elapsed_s: float) -> BuildEvent:
-    from dataclasses import replace
-
     return replace(event, elapsed_s=round(elapsed_s, 1))
 
 

@@ -19,8 +19,16 @@ from typing import TYPE_CHECKING, Protocol
 
 from yurt.access import ANONYMOUS, Caller
 from yurt.errors import RequestError
+from yurt.openapi import document as openapi_document
 from yurt.router.dispatch import AppRoute, NoSlotInTime, Slot
-from yurt.router.http import Reply, error_reply, forward_headers, invalid_reply, new_request_id
+from yurt.router.http import (
+    Reply,
+    error_reply,
+    forward_headers,
+    invalid_reply,
+    json_reply,
+    new_request_id,
+)
 from yurt.router.metrics import SYNC
 from yurt.router.options import TIMEOUT_HEADERS, RoutingError, parse_start_timeout
 from yurt.router.pool import BodyStream, UpstreamError
@@ -34,7 +42,7 @@ if TYPE_CHECKING:
 Header = tuple[bytes, bytes]
 QUEUE_PREFIX = "/queue/"
 PLATFORM_PREFIX = "/_yurt/"
-OPENAPI = "/openapi.json"  # GET /{owner}/{app}/openapi.json: the app's document (router/web.py)
+OPENAPI = "/openapi.json"  # GET /{owner}/{app}/openapi.json: the app's document
 
 
 @dataclass(slots=True)
@@ -161,22 +169,21 @@ class RequestCore:
         face noted it while parsing; ``None`` has it looked up in ``headers``. ``upgrade``: the
         request asks to switch protocols; only an app's websocket upgrade is the core's.
         """
-        queue_api = self.router.queue_api
+        router = self.router
+        queue_api = router.queue_api
         if upgrade and (path.startswith((QUEUE_PREFIX, PLATFORM_PREFIX)) or method != b"GET"):
             return None
+        if router.files is not None and router.files.serves(path):
+            return None  # the file store's routes are the aiohttp face's
+        if method == b"GET" and not upgrade and (doc := self._openapi(path, headers, query)):
+            return doc
         if path.startswith(QUEUE_PREFIX) and queue_api is not None:
             if not host:
                 host = f"{self.router.config.host}:{self.router.port}"
             caller = self.router.gate.caller(headers)
             return QueueCall(method, path, query, headers, b"", f"{scheme}://{host}", caller)
-        if (
-            path.startswith(PLATFORM_PREFIX)
-            or path in ("/tokens", "/tokens/")
-            or (method == b"GET" and path.endswith(OPENAPI))
-        ):
+        if path.startswith(PLATFORM_PREFIX) or path in ("/tokens", "/tokens/"):
             return None  # the aiohttp face answers these (``web.py``, ``tokens.py``)
-        if self.router.files is not None and self.router.files.serves(path):
-            return None  # the file store, served by the aiohttp face
         resolved = self.router.resolve(path)
         if isinstance(resolved, Reply):
             return resolved
@@ -202,6 +209,19 @@ class RequestCore:
             except RoutingError as exc:
                 return invalid_reply(exc.detail())
         return run
+
+    def _openapi(self, path: str, headers: Sequence[Header], query: str) -> Reply | None:
+        """``GET /{owner}/{app}/openapi.json``: the app's OpenAPI document, from its spec alone
+        (no runner needed), to whoever may call the app; None for any other path."""
+        if not path.endswith(OPENAPI):
+            return None
+        route = self.router.routes.get(path.strip("/").rpartition("/")[0])
+        if route is None:
+            return None
+        checked = self.router.gate.check(route.spec.app_auth, headers, query, route.app_id)
+        if isinstance(checked, Reply):
+            return checked
+        return json_reply(openapi_document(route.spec))
 
     def too_large(self) -> RequestError:
         """The error for a body over the limit."""

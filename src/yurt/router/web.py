@@ -16,7 +16,6 @@ from multidict import CIMultiDict
 
 from yurt.errors import RequestError
 from yurt.metrics import render
-from yurt.openapi import document as openapi_document
 from yurt.router.core import Answer, Stream
 from yurt.router.http import (
     MAX_HEADERS,
@@ -78,8 +77,6 @@ class WebFace:
             if isinstance(answer, web.StreamResponse):
                 return answer
             return to_response(answer, new_request_id())
-        if request.method == "GET" and (doc := self._openapi(request, path)) is not None:
-            return to_response(doc, new_request_id())
         core = self.router.core
         # The raw query: the decoded one could carry CR, LF or spaces into the request line.
         admitted = core.admit(
@@ -111,19 +108,6 @@ class WebFace:
             # Refused: aiohttp would read on the caller's next bytes as HTTP; they are not.
             sent.force_close()
         return sent
-
-    def _openapi(self, request: web.BaseRequest, path: str) -> Reply | None:
-        """``GET /{owner}/{app}/openapi.json``: the app's OpenAPI document, from its spec alone
-        (no runner needed), to whoever may call the app; None for any other path."""
-        app_id, _, last = path.strip("/").rpartition("/")
-        route = self.router.routes.get(app_id) if last == "openapi.json" else None
-        if route is None:
-            return None
-        query = request.raw_path.partition("?")[2]
-        checked = self.router.gate.check(route.spec.app_auth, request.raw_headers, query, app_id)
-        if isinstance(checked, Reply):
-            return checked
-        return json_reply(openapi_document(route.spec))
 
     def platform(self, request: web.BaseRequest, path: str) -> Reply:
         """yurt's own routes under ``/_yurt/``."""

@@ -102,6 +102,13 @@ def test_an_apps_image_is_its_environment() -> None:
     assert t["Config"]["image"] == "ghcr.io/me/app:1"
     assert "--requirements" not in t["Config"]["args"]
     assert t["Config"]["args"][:2] == ["--require-secret", "HF_TOKEN"]
+    assert t["Config"]["entrypoint"] == ["python", "-m", "yurt.runner.bootstrap"]
+
+    class OnlyImage(Plain):
+        image = "ghcr.io/me/app:1"
+
+    # The image needs no entrypoint of its own: the task names the runner.
+    assert task(OnlyImage, DOCKER)["Config"]["entrypoint"] == ["python", "-m", "yurt.runner"]
     # raw_exec has no image: it builds the requirements.
     assert "--requirements" in task(Imaged, RAW)["Config"]["args"]
 

@@ -457,9 +457,10 @@ def _task(
             )
         driver_config = {"command": config.python, "args": [*module, *args]}
     else:
-        # The image's entrypoint is ``python -m yurt.runner``; an app's own image has yurt too.
+        # The runner image's entrypoint is ``python -m yurt.runner``. An app's own image need
+        # not have it: only a ``python`` on its PATH with yurt installed.
         driver_config = {"image": spec.image or config.image, "args": args, "ports": [PORT_LABEL]}
-        if module[-1] != "yurt.runner":
+        if spec.image or module[-1] != "yurt.runner":
             driver_config["entrypoint"] = ["python", *module]
     # What the runner needs and nothing of the server's (no NomadConfig.token): user code
     # runs in the task, and anyone allowed to read the job reads its Env. The payload token

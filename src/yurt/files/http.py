@@ -235,6 +235,10 @@ class FilesApi:
                 await response.write(chunk)
             await response.write_eof()
             return response
+        except S3Unavailable as exc:
+            # The head is sent: no error reply can follow; the connection must end short.
+            log.warning("files_stream_cut", error=str(exc))
+            raise ConnectionResetError("the file store stopped answering mid-file") from exc
         finally:
             body.close()
 

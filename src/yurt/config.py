@@ -15,6 +15,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -57,6 +58,9 @@ CONFIG_ENV = frozenset(
         "CONSUL_CLIENT_CERT",
         "CONSUL_CLIENT_KEY",
         "CONSUL_TLS_SERVER_NAME",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
     )
 )
 
@@ -704,6 +708,80 @@ class EnvsConfig(_Frozen):
     )
 
 
+# S3's bucket naming rule (docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html),
+# which MinIO and other S3-compatible stores follow.
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
+class S3Config(_Frozen):
+    """An S3-compatible bucket the file store keeps its bytes in (``[files] s3 = {...}``).
+
+    Credentials: ``access_key_id`` and ``secret_access_key`` here, else ``AWS_ACCESS_KEY_ID``,
+    ``AWS_SECRET_ACCESS_KEY`` (and ``AWS_SESSION_TOKEN``) from the server's environment, else
+    boto3's own chain (an instance role, ``~/.aws``). They are never shown (``SecretStr``) and
+    never reach a runner.
+    """
+
+    bucket: str = Field(description="the bucket; it must exist")
+    endpoint_url: str | None = Field(
+        default=None, description="http(s) URL of an S3-compatible store; None: AWS S3 in region"
+    )
+    region: str = Field(default="us-east-1", min_length=1, description="the bucket's region")
+    prefix: str = Field(
+        default="", description="key prefix of everything the store writes, e.g. 'yurt/files'"
+    )
+    addressing_style: Literal["auto", "path", "virtual"] = Field(
+        default="auto",
+        description="path: <endpoint>/<bucket>/<key>, which most self-hosted stores want; "
+        "virtual: <bucket>.<endpoint>/<key>; auto: boto3's choice",
+    )
+    access_key_id: str | None = Field(default=None, repr=False)
+    secret_access_key: SecretStr | None = Field(default=None, repr=False)
+    session_token: SecretStr | None = Field(default=None, repr=False)
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket_name(cls, value: str) -> str:
+        if not _BUCKET.fullmatch(value) or ".." in value:
+            raise ValueError(
+                f"{value!r} is not a bucket name: 3 to 63 lowercase letters, digits, dots and "
+                "hyphens, beginning and ending with a letter or digit"
+            )
+        return value
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{value!r} is not an http(s) URL, e.g. http://127.0.0.1:9000")
+        if parts.username or parts.password:  # not echoed: the value holds a credential
+            raise ValueError("give the store's URL without credentials; keys go apart")
+        if parts.query or parts.fragment:
+            raise ValueError(f"{value!r}: give the store's URL alone, with no query")
+        return value.rstrip("/")
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        parts = [p for p in value.strip().strip("/").split("/") if p]
+        if any(p in (".", "..") or not p.isprintable() for p in parts):
+            raise ValueError(f"prefix {value!r}: no '.' or '..' parts, no control characters")
+        return "".join(f"{p}/" for p in parts)
+
+    @model_validator(mode="after")
+    def _key_pair(self) -> S3Config:
+        if (self.access_key_id is None) != (self.secret_access_key is None):
+            raise ValueError("access_key_id and secret_access_key go together: both or neither")
+        if self.session_token is not None and self.access_key_id is None:
+            raise ValueError("session_token needs access_key_id and secret_access_key")
+        return self
+
+
 class FilesConfig(_Frozen):
     """The file store behind ``/files/`` (``[files]``): toolkit outputs and uploads."""
 
@@ -719,6 +797,9 @@ class FilesConfig(_Frozen):
     )
     sweep_interval: float = Field(
         default=300.0, gt=0, description="seconds between deletions of expired files"
+    )
+    s3: S3Config | None = Field(
+        default=None, description="keep files in an S3-compatible bucket; None: in the data dir"
     )
 
 
@@ -861,6 +942,23 @@ def consul_env(environ: dict[str, str] | None = None) -> dict[str, Any]:
     return out | _tls_env("CONSUL", env)
 
 
+def s3_env(file: dict[str, Any], environ: dict[str, str] | None = None) -> dict[str, Any]:
+    """S3Config credentials from ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` (and
+    ``AWS_SESSION_TOKEN``) when ``[files] s3`` is configured without its own: as boto3 ranks
+    them, credentials written for the bucket win over the environment's."""
+    s3 = file.get("files", {}).get("s3") if isinstance(file.get("files"), dict) else None
+    if not isinstance(s3, dict) or "access_key_id" in s3 or "secret_access_key" in s3:
+        return {}
+    env = os.environ if environ is None else environ
+    key_id, secret = env.get("AWS_ACCESS_KEY_ID"), env.get("AWS_SECRET_ACCESS_KEY")
+    if not key_id or not secret:
+        return {}
+    out = {"access_key_id": key_id, "secret_access_key": secret}
+    if token := env.get("AWS_SESSION_TOKEN"):
+        out["session_token"] = token
+    return out
+
+
 def admin_token_env(environ: dict[str, str] | None = None) -> str | None:
     """``$YURT_ADMIN_TOKEN``: the admin API's bearer token, for the server and for deploy."""
     env = os.environ if environ is None else environ
@@ -898,7 +996,8 @@ def merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 def build_server_config(
     file: dict[str, Any], flags: dict[str, Any], environ: dict[str, str] | None = None
 ) -> ServerConfig:
-    """Defaults, then the file, then Nomad's and Consul's variables, then flags; validated.
+    """Defaults, then the file, then Nomad's and Consul's variables (and AWS credentials for
+    ``[files] s3``), then flags; validated.
 
     A mistake names the field: ``nomad.check_interval: Input should be greater than or equal
     to 1``.
@@ -910,6 +1009,8 @@ def build_server_config(
         env["consul"] = consul
     if token := admin_token_env(environ):
         env["admin_token"] = token
+    if s3 := s3_env(merged(file, flags), environ):
+        env["files"] = {"s3": s3}
     values = merged(merged(file, env), flags)
     values.setdefault("data_dir", default_data_dir())
     try:

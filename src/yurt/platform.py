@@ -30,8 +30,8 @@ from yurt.config import ServerConfig
 from yurt.discovery.local import LocalRegistry
 from yurt.envs import Environments
 from yurt.errors import ConfigError
-from yurt.files.http import build_files_api, store_dir
-from yurt.files.location import cluster_env, location_env
+from yurt.files.http import build_files_api
+from yurt.files.location import cluster_env
 from yurt.keys import KeyStore
 from yurt.packaging import PayloadHeader, pack
 from yurt.privatefs import load_secret, open_private, private_dir, tighten
@@ -133,10 +133,10 @@ class Platform:
         self.router = Router(
             config.router, self.discovery, self.backend, self.scheduler, gate=self.gate
         )
-        files = build_files_api(
+        self.files = build_files_api(
             config.data_dir, config.files, config.router, self.keys, self.payload_token_ok
         )
-        self.router.attach_files(files)
+        self.router.attach_files(self.files)
 
     def _make_nomad(self) -> None:
         from yurt.backends.nomad.backend import NomadBackend
@@ -181,8 +181,7 @@ class Platform:
 
     def files_env(self) -> dict[str, str]:
         """What tells a local runner where the file store is (``yurt.files.location``)."""
-        store = store_dir(self.config.data_dir)
-        return location_env(store, self.public_url, self.config.files.ttl)
+        return self.files.runner_env(self.public_url)
 
     def payload_ref(self, app_id: str, header: PayloadHeader) -> PayloadRef:
         """Where a runner on the cluster downloads this payload, and its token."""

@@ -4,7 +4,8 @@
 The backend tells each runner with three variables: ``YURT_FILES_DIR`` (the store's directory,
 when the runner shares the router's disk, as on the local backend), ``YURT_FILES_URL`` (the
 router's public URL, which file URLs start with) and ``YURT_FILES_TTL`` (seconds a stored file
-is kept; empty: no expiry).
+is kept; empty: no expiry). A local runner of a store kept in S3 gets no directory but
+``YURT_FILES_TOKEN``, the router's upload token, and posts its outputs to the router.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from urllib.parse import quote, unquote, urlsplit
 FILES_DIR_ENV = "YURT_FILES_DIR"
 FILES_URL_ENV = "YURT_FILES_URL"
 FILES_TTL_ENV = "YURT_FILES_TTL"
+FILES_TOKEN_ENV = "YURT_FILES_TOKEN"
 # A runner with no shared disk proves its uploads with its payload's token (``yurt.runner.fetch``
 # TOKEN_ENV) and the digest that token was made for.
 PAYLOAD_TOKEN_ENV = "YURT_PAYLOAD_TOKEN"
@@ -88,11 +90,16 @@ def requested_ttl(ttl: float | None, preference: str | None) -> float | None:
     return float(asked) if ttl is None else min(float(asked), ttl)
 
 
-def location_env(directory: Path | None, public_url: str, ttl: float | None) -> dict[str, str]:
-    """The variables that tell a runner where the store is (``from_environ`` reads them). Pure."""
+def location_env(
+    directory: Path | None, public_url: str, ttl: float | None, upload_token: str | None = None
+) -> dict[str, str]:
+    """The variables that tell a runner where the store is (``from_environ`` reads them), and
+    the token its uploads show when it has no directory. Pure."""
     env = {FILES_URL_ENV: public_url.rstrip("/"), FILES_TTL_ENV: "" if ttl is None else f"{ttl:g}"}
     if directory is not None:
         env[FILES_DIR_ENV] = str(directory)
+    if upload_token is not None:
+        env[FILES_TOKEN_ENV] = upload_token
     return env
 
 
@@ -104,12 +111,15 @@ def cluster_env(public_url: str, ttl: float | None, sha256: str) -> tuple[tuple[
 
 
 def upload_credentials(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The headers that prove a runner's upload (its payload token), when it has them."""
+    """The headers that prove a runner's upload (its payload token, or a local runner's upload
+    token), when it has them."""
     env = os.environ if environ is None else environ
     token, sha256 = env.get(PAYLOAD_TOKEN_ENV), env.get(PAYLOAD_SHA256_ENV)
-    if not token or not sha256:
-        return {}
-    return {"Authorization": f"Bearer {token}", PAYLOAD_HEADER: sha256}
+    if token and sha256:
+        return {"Authorization": f"Bearer {token}", PAYLOAD_HEADER: sha256}
+    if upload_token := env.get(FILES_TOKEN_ENV):
+        return {"Authorization": f"Bearer {upload_token}"}
+    return {}
 
 
 def from_environ(environ: Mapping[str, str] | None = None) -> StoreLocation | None:

@@ -25,7 +25,7 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -65,12 +65,17 @@ def clean_name(name: str | None, default: str = "file.bin") -> str:
     return base[-200:]
 
 
-class BlobWriter:
-    """Bytes being written into the store: ``write`` chunks, then ``commit`` or ``abort``."""
+# Puts a finished temporary file in place as ``record``'s blob and keeps the record.
+Place = Callable[[Path, "StoredFile"], None]
 
-    def __init__(self, store: FileStore) -> None:
-        self.store = store
-        fd, name = _mkstemp(store.tmp)
+
+class BlobWriter:
+    """Bytes being written into a store: ``write`` chunks, then ``commit`` or ``abort``. They
+    are hashed into a temporary file in ``tmp``; ``commit`` hands it to ``place``."""
+
+    def __init__(self, tmp: Path, place: Place) -> None:
+        self.place = place
+        fd, name = _mkstemp(tmp)
         self.path = Path(name)
         self.file: IO[bytes] = os.fdopen(fd, "wb")
         self.hash = hashlib.sha256()
@@ -97,14 +102,10 @@ class BlobWriter:
             created=now,
             expires_at=None if ttl is None else now + ttl,
         )
-        with self.store.locked(exclusive=False):
-            blob = self.store.blob_path(record.sha256)
-            if blob.exists():
-                self.path.unlink(missing_ok=True)
-            else:
-                blob.parent.mkdir(mode=0o700, exist_ok=True)
-                os.replace(self.path, blob)
-            self.store.write_record(record)
+        try:
+            self.place(self.path, record)
+        finally:
+            self.path.unlink(missing_ok=True)
         return record
 
     def abort(self) -> None:
@@ -113,29 +114,12 @@ class BlobWriter:
         self.path.unlink(missing_ok=True)
 
 
-class FileStore:
-    """The store in ``root``; every method is blocking file I/O (the router calls them in a
-    thread)."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.blobs = root / "blobs"
-        self.refs = root / "refs"
-        self.tmp = root / "tmp"
-
-    def ensure(self) -> None:
-        """Make the store's directories, private to their owner, if they are missing."""
-        for d in (self.root, self.blobs, self.refs, self.tmp):
-            d.mkdir(mode=0o700, parents=True, exist_ok=True)
-
-    def blob_path(self, sha256: str) -> Path:
-        """Where the blob of ``sha256`` lives."""
-        return self.blobs / sha256[:2] / sha256
+class Writes:
+    """``put_bytes`` and ``put_path`` over a store's ``writer``."""
 
     def writer(self) -> BlobWriter:
         """A writer of one new file."""
-        self.ensure()
-        return BlobWriter(self)
+        raise NotImplementedError
 
     def put_bytes(
         self, data: bytes, content_type: str, file_name: str, ttl: float | None
@@ -163,6 +147,60 @@ class FileStore:
             raise
         return writer.commit(content_type, file_name, ttl)
 
+
+def parse_record(data: bytes) -> StoredFile | None:
+    """The record in ``data``, or None if it is damaged. A digest that is not 64 hex digits,
+    or a type with control characters, is damage: the digest becomes a path (or a key) and
+    the type a header. Pure."""
+    try:
+        fields: Any = json.loads(data)
+        record = StoredFile(**fields)
+    except (ValueError, TypeError):
+        return None
+    if not SHA256.fullmatch(str(record.sha256)) or not str(record.content_type).isprintable():
+        return None
+    return record
+
+
+def record_bytes(record: StoredFile) -> bytes:
+    """``record`` as ``parse_record`` reads it. Pure."""
+    return json.dumps(asdict(record)).encode()
+
+
+class FileStore(Writes):
+    """The store in ``root``; every method is blocking file I/O (the router calls them in a
+    thread)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.blobs = root / "blobs"
+        self.refs = root / "refs"
+        self.tmp = root / "tmp"
+
+    def ensure(self) -> None:
+        """Make the store's directories, private to their owner, if they are missing."""
+        for d in (self.root, self.blobs, self.refs, self.tmp):
+            d.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    def blob_path(self, sha256: str) -> Path:
+        """Where the blob of ``sha256`` lives."""
+        return self.blobs / sha256[:2] / sha256
+
+    def writer(self) -> BlobWriter:
+        """A writer of one new file."""
+        self.ensure()
+        return BlobWriter(self.tmp, self.place)
+
+    def place(self, path: Path, record: StoredFile) -> None:
+        """Move the finished file ``path`` in as ``record``'s blob (unless it is there already)
+        and write the record, holding the lock shared."""
+        with self.locked(exclusive=False):
+            blob = self.blob_path(record.sha256)
+            if not blob.exists():
+                blob.parent.mkdir(mode=0o700, exist_ok=True)
+                os.replace(path, blob)
+            self.write_record(record)
+
     def get(self, token: str, now: float | None = None) -> StoredFile | None:
         """The live record of ``token``; None when unknown, damaged, expired or its blob gone."""
         if not TOKEN.fullmatch(token):
@@ -182,23 +220,17 @@ class FileStore:
     def write_record(self, record: StoredFile) -> None:
         """Write ``record`` whole or not at all."""
         fd, name = _mkstemp(self.tmp)
-        with os.fdopen(fd, "w") as f:
-            json.dump(asdict(record), f)
+        with os.fdopen(fd, "wb") as f:
+            f.write(record_bytes(record))
         os.replace(name, self.refs / f"{record.token}.json")
 
     @staticmethod
     def read_record(path: Path) -> StoredFile | None:
-        """The record in ``path``, or None if it is missing or damaged. A digest that is not
-        64 hex digits, or a type with control characters, is damage: the digest becomes a
-        path and the type a header."""
+        """The record in ``path``, or None if it is missing or damaged (``parse_record``)."""
         try:
-            data: Any = json.loads(path.read_bytes())
-            record = StoredFile(**data)
-        except (OSError, ValueError, TypeError):
+            return parse_record(path.read_bytes())
+        except OSError:
             return None
-        if not SHA256.fullmatch(str(record.sha256)) or not str(record.content_type).isprintable():
-            return None
-        return record
 
     @contextlib.contextmanager
     def locked(self, *, exclusive: bool) -> Iterator[None]:
@@ -228,11 +260,17 @@ class FileStore:
             for blob in self.blobs.glob("*/*"):
                 if blob.name not in live:
                     blob.unlink(missing_ok=True)
-        for tmp in self.tmp.iterdir():
-            with contextlib.suppress(OSError):
-                if tmp.stat().st_mtime < now - STALE_TMP_S:
-                    tmp.unlink()
+        drop_stale(self.tmp, now)
         return dropped
+
+
+def drop_stale(tmp: Path, now: float) -> None:
+    """Delete the temporary files in ``tmp`` a process that died mid-write left."""
+    with contextlib.suppress(FileNotFoundError):
+        for path in tmp.iterdir():
+            with contextlib.suppress(OSError):
+                if path.stat().st_mtime < now - STALE_TMP_S:
+                    path.unlink()
 
 
 def _mkstemp(directory: Path) -> tuple[int, str]:

@@ -17,7 +17,6 @@ from yurt.access import (
     PRIVATE_DETAIL,
     Caller,
     is_loopback,
-    keys_required,
     may_call,
 )
 from yurt.config import KeysConfig
@@ -52,7 +51,8 @@ class Gate:
     ) -> None:
         self.keys = keys
         self.tokens = AppTokens(keys) if keys is not None else None
-        self.host, self.public = host, public
+        # Judged once: the request path must not parse an address per request.
+        self.open_without_keys = public or is_loopback(host)
         self.admin_token = admin_token
         self.quotas = Quotas(Limits(config.rate, config.burst, config.unfinished))
         self.metrics_access = config.metrics
@@ -60,8 +60,9 @@ class Gate:
 
     def keys_on(self) -> bool:
         """Whether apps that are not public want a key now (``yurt.access.keys_required``)."""
-        any_keys = self.keys is not None and self.keys.any()
-        return keys_required(self.host, any_keys, self.public)
+        if self.keys is not None and self.keys.any():
+            return True
+        return not self.open_without_keys  # keys_required(host, False, public), judged once
 
     def caller(self, headers: Sequence[Header]) -> Caller:
         """Who the request comes from: its key, or the admin token, or no one."""

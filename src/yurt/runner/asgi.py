@@ -20,6 +20,7 @@ import structlog
 from aiohttp import WSMsgType, web
 
 from yurt.runner.invoke import error_response
+from yurt.runner.token import RUNNER_TOKEN_HEADER
 
 log = structlog.get_logger("yurt.runner")
 
@@ -30,6 +31,7 @@ ASGIApp = Callable[
 ]
 # Headers aiohttp writes itself from the body it is given.
 _FRAMING = frozenset({b"content-length", b"transfer-encoding"})
+_TOKEN = RUNNER_TOKEN_HEADER.encode()
 _ASGI = {"version": "3.0", "spec_version": "2.4"}
 # Apps still running after their reply went out (background tasks), kept from collection.
 _after_reply: set[asyncio.Future[None]] = set()
@@ -48,7 +50,8 @@ def scope_for(request: web.BaseRequest, kind: str) -> dict[str, Any]:
         "raw_path": request.raw_path.split("?", 1)[0].encode("latin-1"),
         "query_string": request.query_string.encode("latin-1"),
         "root_path": "",
-        "headers": [(k.lower(), v) for k, v in request.raw_headers],
+        # Less the runner's token (runner/token.py): the app sees the caller's headers only.
+        "headers": [(k.lower(), v) for k, v in request.raw_headers if k.lower() != _TOKEN],
         "client": tuple(peer[:2]) if peer else None,
         "server": tuple(sock[:2]) if sock else None,
         "state": {},

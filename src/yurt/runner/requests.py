@@ -15,8 +15,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from multidict import CIMultiDict, CIMultiDictProxy
+
 from yurt.app import RequestContext
 from yurt.runner.logcapture import LogBuffer, LogEntry
+from yurt.runner.token import RUNNER_TOKEN_HEADER
 
 REQUEST_ID = "x-fal-request-id"
 # What the runner's HTTP parser accepts (aiohttp's defaults, written out). The router refuses
@@ -82,6 +85,11 @@ class RequestRegistry:
     def begin(self, headers: Mapping[str, str], endpoint: str = "") -> ActiveRequest:
         """Register a request arriving with ``headers`` for the endpoint at ``endpoint``."""
         cancel = threading.Event()
+        if RUNNER_TOKEN_HEADER in headers:
+            # The app sees the caller's headers, never the runner's token (runner/token.py).
+            shown = CIMultiDict(headers)
+            del shown[RUNNER_TOKEN_HEADER]
+            headers = CIMultiDictProxy(shown)
         context = RequestContext(headers.get(REQUEST_ID, ""), headers, cancel, endpoint)
         active = ActiveRequest(context, cancel)
         if active.request_id:

@@ -12,12 +12,14 @@ import json
 import os
 import socket
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import structlog
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from pydantic import BaseModel
 
 from yurt import heap
@@ -42,7 +44,7 @@ from yurt.runner.requests import (
     RequestRegistry,
 )
 from yurt.runner.stats import RunnerStats
-from yurt.runner.token_check import token_middleware
+from yurt.runner.token_check import guard
 from yurt.spec import (
     TEARDOWN_SLACK_S,
     AppSpec,
@@ -124,19 +126,19 @@ class RunnerServer:
 
     async def start(self) -> None:
         """Open the port; health answers 503 until ``run_setup`` succeeds."""
-        checks = [token_middleware(self.token)] if self.token else []
-        app = web.Application(client_max_size=1024**3, middlewares=checks)
+        app = web.Application(client_max_size=1024**3)
         app.on_response_prepare.append(_note_reply)
+        g = guard(self.token)  # every route but the health check wants the router's token
         app.router.add_get("/_yurt/health", self._health)
-        app.router.add_get("/_yurt/info", self._info)
-        app.router.add_get("/_yurt/metrics", self._metrics)
-        app.router.add_get("/_yurt/requests/{request_id}/logs", self._logs)
-        self._add_endpoints(app)
+        app.router.add_get("/_yurt/info", g(self._info))
+        app.router.add_get("/_yurt/metrics", g(self._metrics))
+        app.router.add_get("/_yurt/requests/{request_id}/logs", g(self._logs))
+        self._add_endpoints(app, g)
         for path in cancel_paths(self.spec):
-            app.router.add_post(path, self._cancel)
+            app.router.add_post(path, g(self._cancel))
         # Last: only what matched nothing above, so that a 404 or 405 is JSON too (aiohttp's
         # own are text). The dispatcher tries it after the others, at no cost to them.
-        app.router.add_route("*", "/{tail:.*}", self._unrouted)
+        app.router.add_route("*", "/{tail:.*}", g(self._unrouted))
         self._runner = _AppRunner(
             app,
             access_log=None,
@@ -213,12 +215,12 @@ class RunnerServer:
 
     # -- handlers ---------------------------------------------------------------------------
 
-    def _add_endpoints(self, app: web.Application) -> None:
+    def _add_endpoints(self, app: web.Application, g: Callable[[Handler], Handler]) -> None:
         for ep in self.spec.endpoints:
             if ep.style == "model":
                 func = getattr(self.cls, ep.method_name)
                 self._bodies[ep.path] = endpoint_body_model(func, ep.method_name)
-            handler = self._make_handler(ep)
+            handler = g(self._make_handler(ep))
             if ep.is_websocket:
                 app.router.add_get(ep.path, handler)
                 continue
@@ -227,7 +229,7 @@ class RunnerServer:
                 app.router.add_route(ep.health_check.method, ep.path, handler)
         if "/health" not in self._get_paths():
             app.router.add_get("/health", self._fal_health)
-        app.router.add_get("/openapi.json", self._openapi)
+        app.router.add_get("/openapi.json", g(self._openapi))
 
     def _get_paths(self) -> set[str]:
         """Paths where an endpoint answers GET (a websocket, a GET health check)."""

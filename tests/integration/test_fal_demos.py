@@ -10,6 +10,7 @@ as a user would and call the apps with yurt's client, plain HTTP and fal's own c
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
@@ -18,6 +19,7 @@ import ssl
 import subprocess
 import sys
 import urllib.request
+import uuid
 import wave
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -247,14 +249,28 @@ def test_birefnet_background_removal(tmp_path: Path, tls: Tls) -> None:
 # -- fal's docs: an input file fetched with download_file ---------------------------------------
 
 
+def _remove_input(path: Path) -> None:
+    """The downloaded file, and its directory once no other run's file is in it."""
+    path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        path.parent.rmdir()
+
+
 def test_docs_download_file(tmp_path: Path) -> None:
     """The docs' MyModel downloads a file uploaded with yurt's client, named in its query."""
     video = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 4
     env = env_with_fake_nvml(tmp_path, [A100])
-    with yurt_run("fal_demo_files.py::MyModel", tmp_path / "data", env=env) as app:
+    # The docs' app downloads into /tmp/inputs, outside any test's directory: a name of this
+    # test's own, removed after, leaves nothing there and meets no other run's file.
+    name = f"clip-{uuid.uuid4().hex}.mp4"
+    with (
+        contextlib.ExitStack() as cleanup,
+        yurt_run("fal_demo_files.py::MyModel", tmp_path / "data", env=env) as app,
+    ):
+        cleanup.callback(_remove_input, Path("/tmp/inputs", name))
         assert app.app_id == "default/my-model"
         with yurt.Client(app.base) as client:
-            url = client.upload(video, "video/mp4", "clip.mp4")
+            url = client.upload(video, "video/mp4", name)
         reply = httpx.post(app.url, params={"video_url": url}, timeout=60)
         assert reply.status_code == 200, reply.text
         assert reply.json() == {"output": f"{len(video)} bytes starting '\\x00\\x00\\x00\\x18'"}

@@ -124,8 +124,9 @@ def _model_operation(ep: EndpointSpec, schemas: dict[str, Any]) -> dict[str, Any
         }
     }
     if ep.input_schema is not None:
-        schemas["ValidationError"] = VALIDATION_ERROR_SCHEMA
-        schemas["HTTPValidationError"] = HTTP_VALIDATION_ERROR_SCHEMA
+        # Copies: the document is marked up afterwards (fal's order marks), the constants not.
+        schemas["ValidationError"] = copy.deepcopy(VALIDATION_ERROR_SCHEMA)
+        schemas["HTTPValidationError"] = copy.deepcopy(HTTP_VALIDATION_ERROR_SCHEMA)
         responses["422"] = {
             "description": "Validation Error",
             "content": {"application/json": {"schema": {"$ref": f"{REF}HTTPValidationError"}}},

@@ -138,7 +138,7 @@ class QueueApi:
             return resolved, new_request_id()
         route, endpoint = resolved
         gate = self.router.gate
-        caller = gate.check(route.spec.app_auth, call.headers)
+        caller = gate.check(route.spec.app_auth, call.headers, known=call.caller)
         if isinstance(caller, Reply):
             return caller, new_request_id()
         # Every routing header is an x- one: only those are decoded.

@@ -83,15 +83,24 @@ class Gate:
         return ANONYMOUS
 
     def check(
-        self, app_auth: str, headers: Sequence[Header], query: str = "", app_id: str = ""
+        self,
+        app_auth: str,
+        headers: Sequence[Header],
+        query: str = "",
+        app_id: str = "",
+        *,
+        known: Caller | None = None,
     ) -> Caller | Reply:
         """The caller, or the 401 that refuses it. A request without ``Authorization`` may
-        carry a token for the app in ``?fal_jwt_token=`` (fal's realtime clients do)."""
+        carry a token for the app in ``?fal_jwt_token=`` (fal's realtime clients do).
+        ``known``: the caller ``caller(headers)`` already gave, not worked out again."""
         keys_on = self.keys_on()
         if app_auth == "public" or not keys_on:
+            if not self.quotas.active:
+                return ANONYMOUS
             # A key still identifies its caller, for the quotas.
-            return self.caller(headers) if self.quotas.active else ANONYMOUS
-        caller = self.caller(headers)
+            return known if known is not None else self.caller(headers)
+        caller = known if known is not None else self.caller(headers)
         if caller is ANONYMOUS and TOKEN_PARAM in query:
             caller = self._token_caller(query, app_id)
         if not may_call(app_auth, keys_on, caller):

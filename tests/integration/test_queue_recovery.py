@@ -15,9 +15,13 @@ import pytest
 from yurt.config import QueueConfig
 from yurt.errors import ConfigError
 from yurt.platform import Platform
+from yurt.queue import attempt as attempt_module
 from yurt.queue import engine as engine_module
+from yurt.queue.backlog import AppBacklog
+from yurt.queue.decide import Unsent
 from yurt.queue.engine import QueueEngine
 from yurt.queue.model import Job, Routing
+from yurt.router.dispatch import Slot
 from yurt.router.pool import ConnectionPool
 
 from queue_apps import NeverReady, Relogged, Retries, Stubborn, TwoRunners
@@ -266,18 +270,23 @@ async def test_a_request_cancelled_or_stopped_between_its_start_and_its_send(
     and a stop leaves it to the next router; either way the runner never hears of it then."""
     data, log, gate = tmp_path / "data", tmp_path / "j", tmp_path / "gate"
     watched: list[str] = []
-    real = QueueEngine._launch_started
+    real = engine_module.unsent
+    engines: list[QueueEngine] = []
 
-    def launch(engine: QueueEngine, route: Any, job: Job, slot: Any) -> None:
+    # The check made between a start and its send: what happens meanwhile is done first.
+    def check(job: Job, slot: Slot, backlog: AppBacklog | None) -> Unsent | None:
         if job.id in watched:
             if meanwhile == "cancel":
-                assert engine.cancel(job.id) == "CANCELLATION_REQUESTED"
+                assert engines[0].cancel(job.id) == "CANCELLATION_REQUESTED"
             else:
-                engine.backlogs[job.app_id].close()
-        real(engine, route, job, slot)
+                assert backlog is not None
+                backlog.close()
+        return real(job, slot, backlog)
 
-    monkeypatch.setattr(QueueEngine, "_launch_started", launch)
+    monkeypatch.setattr(engine_module, "unsent", check)
     async with served(Retries, data) as app:
+        assert isinstance(app.platform.router.queue, QueueEngine)
+        engines.append(app.platform.router.queue)
         first = await app.submit(json={"journal": str(log), "key": "first", "gate": str(gate)})
 
         async def running() -> bool:
@@ -313,14 +322,14 @@ async def test_a_stop_waits_for_the_log_fetch_an_answer_started(
     request's logs; the stop waits for that too, and the request is stored completed (it would
     otherwise run again after a restart)."""
     fetching = asyncio.Event()
-    real = engine_module.fetch_logs
+    real = attempt_module.fetch_logs
 
     async def slow_fetch(*args: Any, **kw: Any) -> Any:
         fetching.set()
         await asyncio.sleep(0.5)
         return await real(*args, **kw)
 
-    monkeypatch.setattr(engine_module, "fetch_logs", slow_fetch)
+    monkeypatch.setattr(attempt_module, "fetch_logs", slow_fetch)
     log, opened, gate = tmp_path / "j", tmp_path / "open", tmp_path / "gate"
     log.write_text("a 0\nb 0\n")  # Relogged answers 504 to a first attempt: these are later
     opened.touch()
@@ -364,15 +373,16 @@ async def test_a_request_whose_runner_is_retired_before_its_send_goes_to_another
     log = tmp_path / "j"
     gates = {key: tmp_path / f"gate-{key}" for key in ("first", "second")}
     watched: list[str] = []
-    real = QueueEngine._launch_started
+    real = engine_module.unsent
 
-    def launch(engine: QueueEngine, route: Any, job: Job, slot: Any) -> None:
+    # The check made between a start and its send: the runner retires first.
+    def check(job: Job, slot: Slot, backlog: AppBacklog | None) -> Unsent | None:
         if job.id in watched:
             watched.clear()
             slot.retired = True  # as terminate_slot leaves it
-        real(engine, route, job, slot)
+        return real(job, slot, backlog)
 
-    monkeypatch.setattr(QueueEngine, "_launch_started", launch)
+    monkeypatch.setattr(engine_module, "unsent", check)
     async with served(TwoRunners, tmp_path) as app:
         held = {}
         for key, gate in gates.items():

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from yurt.config import QueueConfig, WebhookConfig
-from yurt.queue import engine as engine_module
+from yurt.queue import attempt as attempt_module
 from yurt.queue.model import Routing
 from yurt.router.pool import ConnectionPool
 
@@ -435,14 +435,14 @@ async def test_a_cancel_after_the_runner_answered_leaves_its_error_unless_it_sto
     error (418) stands, as it answered before the cancel; a 503 would have been retried, so
     the cancel decides it (499)."""
     fetching, release = asyncio.Event(), asyncio.Event()
-    real = engine_module.fetch_logs
+    real = attempt_module.fetch_logs
 
     async def held_fetch(*args: Any, **kw: Any) -> Any:
         fetching.set()
         await release.wait()
         return await real(*args, **kw)
 
-    monkeypatch.setattr(engine_module, "fetch_logs", held_fetch)
+    monkeypatch.setattr(attempt_module, "fetch_logs", held_fetch)
     async with served(Chatty, tmp_path) as app:
         sub = await app.submit(json={"journal": str(tmp_path / "j"), "status": code})
         await asyncio.wait_for(fetching.wait(), 60)
@@ -480,7 +480,7 @@ async def test_status_streams_leave_no_waiters_behind(tmp_path: Path) -> None:
             async with app.session.get(sub["status_url"] + "/stream") as resp:
                 assert '"COMPLETED"' in await resp.text()
         engine = app.platform.router.queue
-        assert engine is not None and engine._changed == {}
+        assert engine is not None and engine.table.watched == 0
 
 
 async def test_a_retry_keeps_its_place_ahead_of_later_requests(tmp_path: Path) -> None:

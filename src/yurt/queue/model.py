@@ -83,3 +83,38 @@ class Job:
     def target(self) -> bytes:
         """The request target on the runner."""
         return (self.endpoint if not self.query else f"{self.endpoint}?{self.query}").encode()
+
+
+class Step(enum.Enum):
+    """A move of a request's ``State``: the only ways its state changes (see ``move``).
+
+    ===========  ===========================  ============================================
+    step         from -> to                   what else changes
+    ===========  ===========================  ============================================
+    BEGIN        IN_QUEUE -> IN_PROGRESS      one more attempt, on ``runner_id``, at ``now``
+    UNSTART      IN_PROGRESS -> IN_QUEUE      that attempt was never sent: undone
+    RETRY        IN_PROGRESS -> IN_QUEUE      its runner is avoided by the next attempt
+    COMPLETE     either -> COMPLETED          nothing (the result is kept elsewhere)
+    ===========  ===========================  ============================================
+    """
+
+    BEGIN = "begin"
+    UNSTART = "unstart"
+    RETRY = "retry"
+    COMPLETE = "complete"
+
+
+def move(job: Job, step: Step, *, runner_id: str | None = None, now: float = 0.0) -> None:
+    """Move ``job``'s state by ``step`` (the table of ``Step``)."""
+    if step is Step.BEGIN:
+        job.state, job.attempts = State.IN_PROGRESS, job.attempts + 1
+        job.started_at, job.runner_id = now, runner_id
+    elif step is Step.UNSTART:
+        job.state, job.attempts = State.IN_QUEUE, job.attempts - 1
+        job.started_at, job.runner_id = None, None
+    elif step is Step.RETRY:
+        job.state = State.IN_QUEUE
+        if job.runner_id is not None:
+            job.avoid.add(job.runner_id)
+    else:
+        job.state = State.COMPLETED

@@ -81,3 +81,32 @@ def webhook_body(request_id: str, result: Result) -> bytes:
         result.error,
         result.error_type,
     )
+
+
+def undeployed(app_id: str) -> Result:
+    """The result of a request whose app was undeployed before it could run (again): 410."""
+    detail = f"{app_id} was undeployed before this request completed"
+    return error_result(410, "app_undeployed", detail)
+
+
+def cut_short(attempts: int) -> Result:
+    """The result of a request whose attempt ``attempts`` the router's end cut short, and
+    which may not run again: 503 ``runner_disconnected``."""
+    return error_result(
+        503,
+        "runner_disconnected",
+        f"the router stopped during attempt {attempts} of this request, and it is not retried "
+        "(x-fal-no-retry, skip_retry_conditions or max_attempts)",
+    )
+
+
+def not_started(timeout: float | None, why: str | None) -> Result:
+    """The result of a request that did not start within its ``X-Fal-Request-Timeout``
+    (``why``: what keeps its app's runners from being placed, if anything): 504."""
+    because = f"; {why}" if why is not None else ""
+    return error_result(
+        504,
+        "request_timeout",
+        f"the request did not start within its X-Fal-Request-Timeout of {timeout:g}s" + because,
+        x_fal_request_timeout_type="user",
+    )

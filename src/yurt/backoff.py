@@ -1,7 +1,8 @@
 """The one retry backoff of yurt: exponential, capped, safe for any attempt number. Pure.
 
 Every loop that waits before trying again (queued requests, webhook deliveries, the Consul and
-Nomad watches, calls to Nomad, crash restarts of local runners) takes its delay from
+Nomad watches, calls to Nomad and Consul, Nomad scaling, crash restarts of local runners, the
+WebSocket upgrades a busy runner refuses) takes its delay from
 :func:`capped_backoff`, so that a count as large as a configuration allows (or larger) cannot
 overflow a float and the wait never exceeds its cap.
 """

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import httptools
 
+from yurt.backoff import capped_backoff
 from yurt.router.http import Reply, end_to_end, error_reply, forward_headers
 from yurt.router.pool import UpstreamError
 from yurt.router.rules import direct_error, direct_status
@@ -41,14 +42,15 @@ async def open_tunnel(
     route = upgrade.route
     loop = asyncio.get_running_loop()
     deadline = loop.time() + core.router.dispatch_timeout(route.spec)
-    pause = BUSY_PAUSE_FIRST
+    refused = 0
     while True:
         opened = await _open_once(core, upgrade, client_headers, request_id)
         busy = isinstance(opened, Reply) and opened.status == 429 and _says_busy(opened)
+        refused += 1
+        pause = capped_backoff(refused, first=BUSY_PAUSE_FIRST, cap=BUSY_PAUSE_MAX)
         if not busy or loop.time() + pause > deadline:
             return opened
         await asyncio.sleep(pause)
-        pause = min(pause * 2, BUSY_PAUSE_MAX)
 
 
 def _says_busy(reply: Reply) -> bool:

@@ -12,9 +12,11 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from yurt.backoff import capped_backoff
+from yurt.config import QueueConfig
 from yurt.queue.backlog import AppBacklog
 from yurt.queue.model import Job, Result
-from yurt.queue.results import cancelled, undeployed
+from yurt.queue.results import cancelled, cut_short, undeployed
 from yurt.router.dispatch import Slot
 from yurt.router.rules import QueueVerdict, queue_error, should_retry
 from yurt.spec import RetryCondition
@@ -39,10 +41,12 @@ class Outcome:
 
 @dataclass(frozen=True, slots=True)
 class Retry:
-    """Back to the head of the queue for another attempt; after a ``backoff`` wait when the
-    runner was kept (a 504, a 429, the app asked), at once when it is being stopped."""
+    """Back to the head of the queue for another attempt: after ``backoff`` seconds when the
+    runner was kept (a 504, a 429, the app asked), since trying again at once would burn every
+    attempt in milliseconds on what is likely a passing condition; at once (None) when the
+    runner is being stopped."""
 
-    backoff: bool
+    backoff: float | None
     reason: str | None
 
 
@@ -54,22 +58,18 @@ class Complete:
 
 
 def decide(
-    job: Job,
-    outcome: Outcome,
-    *,
-    max_attempts: int,
-    skip: Skip,
-    served: bool = True,
+    job: Job, outcome: Outcome, config: QueueConfig, skip: Skip, *, served: bool = True
 ) -> Retry | Complete:
     """What becomes of ``job`` after the attempt that ended in ``outcome``.
 
-    ``served``: its app is still deployed (an undeployed app's request that would be retried
-    completes 410 instead); ``skip``: the app's ``skip_retry_conditions``.
+    ``config``: the attempt limit and the retry backoff; ``skip``: the app's
+    ``skip_retry_conditions``; ``served``: its app is still deployed (an undeployed app's
+    request that would be retried completes 410 instead).
     """
     retryable = should_retry(
         outcome.verdict,
         attempts=job.attempts,
-        max_attempts=max_attempts,
+        max_attempts=config.max_attempts,
         no_retry=job.routing.no_retry,
         skip=skip,
     )
@@ -77,7 +77,10 @@ def decide(
         if not served:  # its runner stopped as its app was undeployed
             return Complete(undeployed(job.app_id))
         reason = outcome.verdict.reason or outcome.result.error_type
-        return Retry(backoff=not outcome.verdict.terminate, reason=reason)
+        if outcome.verdict.terminate:
+            return Retry(backoff=None, reason=reason)
+        first, cap = config.retry_backoff, config.retry_backoff_max
+        return Retry(backoff=capped_backoff(job.attempts, first=first, cap=cap), reason=reason)
     # The cancel decides the outcome if the runner had it before answering (its error may be
     # the endpoint giving up), or if it is what stops a retry; an error the endpoint answered
     # before any cancel stands.
@@ -88,13 +91,28 @@ def decide(
     return Complete(result)
 
 
-def restartable(job: Job, *, max_attempts: int, skip: Skip) -> bool:
+def recovered(job: Job, config: QueueConfig, skip: Skip) -> Complete | None:
+    """What becomes of ``job``, which a previous router left unfinished: None, queued again.
+
+    One cancelled while in progress then completes cancelled; one in progress then was cut
+    short by the router's end, and runs again as a broken connection would be, within the
+    attempt limit, ``x-fal-no-retry`` and the app's conditions.
+    """
+    if job.cancel_requested:
+        return Complete(cancelled(job.id))
+    if not job.attempts:
+        return None
+    then = decide(job, Outcome(CUT_SHORT, cut_short(job.attempts)), config, skip)
+    return then if isinstance(then, Complete) else None
+
+
+def restartable(job: Job, config: QueueConfig, skip: Skip) -> bool:
     """Whether ``job``'s first attempt, were it cut short by the router's end, would run again
     after a restart (so it may be recorded as started before its runner hears of it)."""
     return should_retry(
         CUT_SHORT,
         attempts=1,
-        max_attempts=max_attempts,
+        max_attempts=config.max_attempts,
         no_retry=job.routing.no_retry,
         skip=skip,
     )

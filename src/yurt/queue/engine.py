@@ -20,17 +20,25 @@ from typing import Literal
 
 import structlog
 
-from yurt.backoff import capped_backoff
 from yurt.config import QueueConfig
 from yurt.errors import RequestError
 from yurt.queue.attempt import Attempt, InFlight, LogEntries
 from yurt.queue.backlog import AppBacklog
 from yurt.queue.completion import Completions, best_effort
-from yurt.queue.decide import CUT_SHORT, Complete, Outcome, Unsent, decide, restartable, unsent
+from yurt.queue.decide import (
+    Complete,
+    Outcome,
+    Retry,
+    Unsent,
+    decide,
+    recovered,
+    restartable,
+    unsent,
+)
 from yurt.queue.jobtable import JobTable
 from yurt.queue.model import Header, Job, Routing, State, Step, move
 from yurt.queue.ports import EnginePort, RouterLink, RouterPort
-from yurt.queue.results import cancelled, cut_short, error_result, not_started, undeployed
+from yurt.queue.results import cancelled, error_result, not_started, undeployed
 from yurt.queue.runnerio import fetch_logs, signal_cancel
 from yurt.queue.store import QueueStore, Record
 from yurt.queue.webhooks import WebhookSender
@@ -59,7 +67,6 @@ class QueueEngine:
         self.config = config
         # The router's server is wrapped in the one adapter that reads its parts.
         self.router: EnginePort = RouterLink(router)
-        self.webhooks = webhooks
         self._wall = wall
         self.table = JobTable(quotas)  # accepted and not completed
         self.backlogs: dict[str, AppBacklog] = {}
@@ -94,24 +101,16 @@ class QueueEngine:
         return recovered
 
     def _recover(self, route: AppRoute, backlog: AppBacklog, job: Job) -> bool:
-        """Take back ``job``, which a previous router left unfinished; True if it queues.
-
-        One in progress then was cut short by the router's end: it runs again as a broken
-        connection would be, within the attempt limit, ``x-fal-no-retry`` and the app's
-        conditions."""
+        """Take back ``job``, which a previous router left unfinished; True if it queues."""
         self.table.add(job)
-        if job.cancel_requested:  # cancelled while in progress when the router stopped
-            self._complete(job, cancelled(job.id))
-            return False
-        if job.attempts:
-            cut = Outcome(CUT_SHORT, cut_short(job.attempts))
-            skip = route.spec.skip_retry_conditions
-            then = decide(job, cut, max_attempts=self.config.max_attempts, skip=skip)
-            if isinstance(then, Complete):
+        done = recovered(job, self.config, route.spec.skip_retry_conditions)
+        if done is not None:
+            if not job.cancel_requested:
                 attempts = job.attempts
                 log.info("queue_not_retried_after_restart", request_id=job.id, attempts=attempts)
-                self._complete(job, then.result)
-                return False
+            self._complete(job, done.result)
+            return False
+        if job.attempts:
             self.store.requeued(job)
         backlog.push(job)
         self._arm_deadline(job)
@@ -233,9 +232,7 @@ class QueueEngine:
             # instead, in the store too (its attempts and its start deadline are intact).
             route.release(slot)
             self._unstart(job)
-        backlog.push(job)
-        self._arm_deadline(job)
-        route.serve_backlog()
+        self._queue(route, backlog, job)
 
     def _admit(self, route: AppRoute, backlog: AppBacklog, size: int) -> None:
         """Raise the ``RequestError`` that refuses a submission of ``size`` bytes, if any."""
@@ -259,8 +256,7 @@ class QueueEngine:
         """
         if len(backlog) or backlog.closed or job.routing.hint is not None:
             return None
-        skip = route.spec.skip_retry_conditions
-        if not restartable(job, max_attempts=self.config.max_attempts, skip=skip):
+        if not restartable(job, self.config, route.spec.skip_retry_conditions):
             return None
         return route.try_acquire_unwaited()
 
@@ -358,11 +354,17 @@ class QueueEngine:
         elif why is Unsent.RETIRED and backlog is not None:
             # The attempt never began, and the request goes back to the head of the queue.
             self._unstart(job)
-            backlog.push(job, front=True)
-            self._arm_deadline(job)
-            route.serve_backlog()
+            self._queue(route, backlog, job, front=True)
         # STOPPING: as an attempt cut short, it runs again after a restart if it may (the
         # store says IN_PROGRESS).
+
+    def _queue(
+        self, route: AppRoute, backlog: AppBacklog, job: Job, *, front: bool = False
+    ) -> None:
+        """Queue ``job`` (a retry ``front``), with its start deadline, and offer it a slot."""
+        backlog.push(job, front=front)
+        self._arm_deadline(job)
+        route.serve_backlog()
 
     def _begin(self, job: Job, slot: Slot) -> None:
         """``job`` starts on ``slot``: its state in memory."""
@@ -392,42 +394,32 @@ class QueueEngine:
                 self.router.terminate_slot(route, slot, outcome.verdict.reason)
             # Before the slot is released: a retry is at the front when the slot is handed on.
             self.table.add_logs(job.id, logs)
-            then = decide(
-                job,
-                outcome,
-                max_attempts=self.config.max_attempts,
-                skip=route.spec.skip_retry_conditions,
-                served=job.app_id in self.backlogs,
-            )
+            skip, served = route.spec.skip_retry_conditions, job.app_id in self.backlogs
+            then = decide(job, outcome, self.config, skip, served=served)
             if isinstance(then, Complete):
                 self._complete(job, then.result)
             else:
-                self._retry(route, job, outcome, backoff=then.backoff)
+                self._retry(route, job, outcome.result.status, then)
         finally:
             route.release(slot)
 
-    def _retry(self, route: AppRoute, job: Job, outcome: Outcome, *, backoff: bool) -> None:
-        """Send ``job`` back to the head of its queue, after a backoff if ``backoff``."""
-        result = outcome.result
+    def _retry(self, route: AppRoute, job: Job, status: int, then: Retry) -> None:
+        """Send ``job`` back to the head of its queue, after its backoff if it has one."""
         log.info(
             "queue_retry",
             request_id=job.id,
             app=job.app_id,
             attempt=job.attempts,
-            status=result.status,
-            reason=outcome.verdict.reason or result.error_type,
+            status=status,
+            reason=then.reason,
         )
         move(job, Step.RETRY)
         self.router.retried(job.app_id)
         logs_so_far = self.table.logs(job.id)
         best_effort("requeued", job.id, lambda: self.store.requeued(job, logs_so_far))
-        if backoff:
-            # The runner is kept (504, 429, the app asked): trying again at once would burn
-            # every attempt in milliseconds on what is likely a passing condition.
-            cfg = self.config
-            delay = capped_backoff(job.attempts, first=cfg.retry_backoff, cap=cfg.retry_backoff_max)
-            job.not_before = time.monotonic() + delay
-            self.table.arm_backoff(job, delay, lambda job: self._retry_due(route, job))
+        if then.backoff is not None:
+            job.not_before = time.monotonic() + then.backoff
+            self.table.arm_backoff(job, then.backoff, lambda job: self._retry_due(route, job))
         self.backlogs[job.app_id].push(job, front=True)
         self.table.notify(job.id)
         route.serve_backlog()

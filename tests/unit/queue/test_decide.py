@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from yurt.backends.base import RunnerEndpoint
+from yurt.config import QueueConfig
 from yurt.queue.backlog import AppBacklog
 from yurt.queue.decide import (
     CUT_SHORT,
@@ -13,6 +14,7 @@ from yurt.queue.decide import (
     Retry,
     Unsent,
     decide,
+    recovered,
     restartable,
     unsent,
 )
@@ -22,6 +24,8 @@ from yurt.router.dispatch import Slot
 from yurt.router.pool import UpstreamErrorKind
 from yurt.router.rules import queue_error, queue_status
 from yurt.spec import RetryCondition
+
+CONFIG = QueueConfig(max_attempts=3, retry_backoff=0.5, retry_backoff_max=1.5)
 
 
 def job(attempts: int = 1, *, no_retry: bool = False, cancel: bool = False) -> Job:
@@ -43,23 +47,23 @@ def failed(kind: UpstreamErrorKind) -> Outcome:
 TABLE: list[tuple[str, Outcome, Retry | None]] = [
     ("200", answered(200), None),
     ("418", answered(418), None),
-    ("429 kept", answered(429), Retry(backoff=True, reason=None)),
-    ("503 terminated", answered(503), Retry(backoff=False, reason="runner_returned_503")),
-    ("504 kept", answered(504), Retry(backoff=True, reason=None)),
+    ("429 kept", answered(429), Retry(backoff=0.5, reason=None)),
+    ("503 terminated", answered(503), Retry(backoff=None, reason="runner_returned_503")),
+    ("504 kept", answered(504), Retry(backoff=0.5, reason=None)),
     ("500", answered(500), None),
-    ("needs-retry 1 on 500", answered(500, b"1"), Retry(backoff=True, reason=None)),
+    ("needs-retry 1 on 500", answered(500, b"1"), Retry(backoff=0.5, reason=None)),
     ("needs-retry 0 on 503", answered(503, b"0"), None),
     (
         "disconnected",
         failed("disconnected"),
-        Retry(backoff=False, reason="runner_disconnected"),
+        Retry(backoff=None, reason="runner_disconnected"),
     ),
     (
         "refused",
         failed("connect_refused"),
-        Retry(backoff=False, reason="runner_connection_refused"),
+        Retry(backoff=None, reason="runner_connection_refused"),
     ),
-    ("timeout", failed("timeout"), Retry(backoff=False, reason="request_timeout")),
+    ("timeout", failed("timeout"), Retry(backoff=None, reason="request_timeout")),
 ]
 
 
@@ -67,9 +71,9 @@ TABLE: list[tuple[str, Outcome, Retry | None]] = [
 def test_the_rules_table_decides_a_first_attempt(
     name: str, outcome: Outcome, expected: Retry | None
 ) -> None:
-    """Each row of the queue's rules table: retried (with a backoff only while the runner is
-    kept, the 504 reason falling back to the result's error type), else completed as is."""
-    then = decide(job(), outcome, max_attempts=3, skip=[])
+    """Each row of the queue's rules table: retried (after the first backoff only while the
+    runner is kept, the reason falling back to the result's error type), else completed as is."""
+    then = decide(job(), outcome, CONFIG, [])
     if expected is None:
         assert then == Complete(outcome.result)
     else:
@@ -80,8 +84,8 @@ def test_the_rules_table_decides_a_first_attempt(
 @pytest.mark.parametrize("outcome", [o for _, o, r in TABLE if r is not None])
 def test_no_retry_past_the_limit_or_when_the_caller_says_so(outcome: Outcome) -> None:
     """The last allowed attempt, or x-fal-no-retry, completes with the attempt's own result."""
-    assert decide(job(3), outcome, max_attempts=3, skip=[]) == Complete(outcome.result)
-    assert decide(job(no_retry=True), outcome, max_attempts=3, skip=[]) == Complete(outcome.result)
+    assert decide(job(3), outcome, CONFIG, []) == Complete(outcome.result)
+    assert decide(job(no_retry=True), outcome, CONFIG, []) == Complete(outcome.result)
 
 
 @pytest.mark.parametrize(
@@ -99,13 +103,13 @@ def test_skip_retry_conditions_veto_their_own_kind(
     skip: list[RetryCondition], outcome: Outcome, retried: bool
 ) -> None:
     """An app's skip_retry_conditions stop the retries of their kind and only those."""
-    then = decide(job(), outcome, max_attempts=3, skip=skip)
+    then = decide(job(), outcome, CONFIG, skip)
     assert isinstance(then, Retry) is retried
 
 
 def test_a_cancel_stops_a_retry_and_decides_it() -> None:
     """A cancelled request that would be retried completes 499 instead."""
-    then = decide(job(cancel=True), answered(503), max_attempts=3, skip=[])
+    then = decide(job(cancel=True), answered(503), CONFIG, [])
     assert isinstance(then, Complete) and then.result.status == 499
 
 
@@ -118,27 +122,48 @@ def test_a_cancel_decides_an_error_only_if_the_runner_had_it_first(
 ) -> None:
     """An error the endpoint answered before the cancel stands; one after it becomes 499;
     a success always stands."""
-    then = decide(job(cancel=True), answered(status, first=first), max_attempts=3, skip=[])
+    then = decide(job(cancel=True), answered(status, first=first), CONFIG, [])
     assert isinstance(then, Complete) and then.result.status == final
 
 
 def test_an_undeployed_apps_retry_completes_410() -> None:
     """A request that would be retried after its app was undeployed completes 410; one that
     would complete anyway keeps its result."""
-    then = decide(job(), answered(503), max_attempts=3, skip=[], served=False)
+    then = decide(job(), answered(503), CONFIG, [], served=False)
     assert isinstance(then, Complete) and then.result.error_type == "app_undeployed"
     done = answered(200)
-    assert decide(job(), done, max_attempts=3, skip=[], served=False) == Complete(done.result)
+    assert decide(job(), done, CONFIG, [], served=False) == Complete(done.result)
+
+
+def test_the_backoff_grows_with_the_attempts_to_its_cap() -> None:
+    """A kept runner's retry waits the configured backoff, doubling per attempt to its cap."""
+    waits = [decide(job(n), answered(504), CONFIG, []) for n in (1, 2)]
+    assert [w.backoff for w in waits if isinstance(w, Retry)] == [0.5, 1.0]
+    many = QueueConfig(max_attempts=10, retry_backoff=0.5, retry_backoff_max=1.5)
+    assert decide(job(5), answered(504), many, []) == Retry(backoff=1.5, reason=None)
+
+
+def test_what_a_restart_finds_unfinished_runs_again_as_a_broken_connection_would() -> None:
+    """A request a previous router left unfinished queues again, unless it was cancelled
+    (499) or a broken connection would not be retried (503 ``runner_disconnected``)."""
+    assert recovered(job(0), CONFIG, []) is None
+    assert recovered(job(2), CONFIG, []) is None
+    cancelled_one = recovered(job(1, cancel=True), CONFIG, [])
+    assert cancelled_one is not None and cancelled_one.result.status == 499
+    for spent in (job(3), job(1, no_retry=True)):
+        done = recovered(spent, CONFIG, [])
+        assert done is not None and done.result.error_type == "runner_disconnected"
+    assert recovered(job(1), CONFIG, ["connection_error"]) is not None
 
 
 def test_a_restart_reruns_what_a_broken_connection_would_retry() -> None:
     """A first attempt cut short by a restart runs again unless the caller, the app or the
     attempt limit says no."""
     assert queue_error("disconnected") == CUT_SHORT
-    assert restartable(job(0), max_attempts=3, skip=[])
-    assert not restartable(job(0), max_attempts=1, skip=[])
-    assert not restartable(job(0, no_retry=True), max_attempts=3, skip=[])
-    assert not restartable(job(0), max_attempts=3, skip=["connection_error"])
+    assert restartable(job(0), CONFIG, [])
+    assert not restartable(job(0), QueueConfig(max_attempts=1), [])
+    assert not restartable(job(0, no_retry=True), CONFIG, [])
+    assert not restartable(job(0), CONFIG, ["connection_error"])
 
 
 def test_unsent_names_why_in_order() -> None:

@@ -102,7 +102,7 @@ class QueueEngine:
 
     def _recover(self, route: AppRoute, backlog: AppBacklog, job: Job) -> bool:
         """Take back ``job``, which a previous router left unfinished; True if it queues."""
-        self.table.add(job)
+        self.table.add(job, taken_back=True)
         done = recovered(job, self.config, route.spec.skip_retry_conditions)
         if done is not None:
             if not job.cancel_requested:

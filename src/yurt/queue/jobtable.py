@@ -61,10 +61,14 @@ class JobTable:
             if job.app_id == app_id and job.state is State.IN_PROGRESS
         )
 
-    def add(self, job: Job) -> None:
-        """Hold ``job`` until it finishes: its body's bytes, and its key's quota share."""
+    def add(self, job: Job, *, taken_back: bool = False) -> None:
+        """Hold ``job`` until it finishes: its body's bytes, and its key's quota share.
+
+        A new request's share was taken when the gate admitted it; one ``taken_back`` after a
+        restart takes its share here.
+        """
         self._jobs[job.id] = job
-        if self.quotas is not None and job.owner is not None:
+        if taken_back and self.quotas is not None and job.owner is not None:
             self.quotas.hold(job.owner)
         self._held[job.app_id] = self._held.get(job.app_id, 0) + len(job.body)
 

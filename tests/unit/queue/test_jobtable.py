@@ -30,14 +30,17 @@ def test_finish_lets_go_of_bytes_logs_and_the_body() -> None:
 
 
 def test_a_key_holds_its_quota_until_its_request_finishes() -> None:
-    """An owner's unfinished requests count against its quota, each released once."""
+    """A new request's quota share, taken by the gate, and one taken back after a restart are
+    each released once, when the request finishes."""
     quotas = Quotas(Limits(unfinished=2))
     table = JobTable(quotas)
-    j = job("a", owner="k")
-    table.add(j)
-    assert quotas.unfinished("k") == 1
-    table.finish(j)
-    table.finish(j)
+    new, old = job("new", owner="k"), job("old", owner="k")
+    assert quotas.admit("k", 0.0) is None  # as the gate admits a submission
+    table.add(new)
+    table.add(old, taken_back=True)
+    assert quotas.unfinished("k") == 2
+    for j in (new, old, new):
+        table.finish(j)
     assert quotas.unfinished("k") == 0
 
 

@@ -3,8 +3,10 @@
 The queue column of the platform's rules table (``yurt.router.rules``: ``queue_status``,
 ``queue_error``, ``should_retry``) judges one runner outcome; ``decide`` adds what the request
 itself says (its attempts so far, ``x-fal-no-retry``, a cancel, whether its app is still
-served) and returns what the engine then does: ``Retry`` or ``Complete``. ``unsent`` is the
-check made between an attempt's start (recorded) and its send.
+served) and returns what the engine then does: ``Retry`` (with its backoff) or ``Complete``.
+``recovered`` applies it to what a restart finds in progress, ``restartable`` says whether a
+request may be recorded as started before its runner hears of it, and ``unsent`` is the check
+made between an attempt's start (recorded) and its send.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ made between an attempt's start (recorded) and its send.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from yurt.backoff import capped_backoff
 from yurt.config import QueueConfig
@@ -29,8 +29,9 @@ Skip = list[RetryCondition] | tuple[RetryCondition, ...]
 CUT_SHORT = queue_error("disconnected")
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+# The decisions are named tuples: immutable, and made at a fraction of a frozen dataclass's
+# cost (one of each per attempt).
+class Outcome(NamedTuple):
     """An attempt's end: the rules table's verdict on it and the result it would complete with.
 
     ``cancelled_first``: the caller's cancel was asked for before the runner's answer came.
@@ -41,8 +42,7 @@ class Outcome:
     cancelled_first: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Retry:
+class Retry(NamedTuple):
     """Back to the head of the queue for another attempt: after ``backoff`` seconds when the
     runner was kept (a 504, a 429, the app asked), since trying again at once would burn every
     attempt in milliseconds on what is likely a passing condition; at once (None) when the
@@ -52,8 +52,7 @@ class Retry:
     reason: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class Complete:
+class Complete(NamedTuple):
     """The request completes with ``result``."""
 
     result: Result

@@ -35,6 +35,8 @@ def _head(title: str, assets: dict[str, str]) -> str:
         '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         f"<title>{escape(title)}</title>\n"
+        # No favicon request: the router has none to give.
+        '<link rel="icon" href="data:,">\n'
         f'<link rel="stylesheet" href="{escape(css)}">\n'
         f'<script defer src="{escape(js)}"></script>\n</head>\n'
     )

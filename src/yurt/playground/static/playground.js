@@ -643,8 +643,8 @@
         "import os\n\nimport yurt\n\narguments = " + py + "\n\n" +
         "with yurt.Client(\"" + base + "\", key=os.environ.get(\"YURT_KEY\")) as client:\n" +
         (streaming
-          ? "    print(client.run(\"" + app + "\", arguments, path=\"" + path + "\"))\n"
-          : "    result = client.subscribe(\"" + app + "\", arguments, path=\"" + path + "\", with_logs=True)\n    print(result)\n"),
+          ? "    print(client.run(\"" + target + "\", arguments))  # the whole event stream, as text\n"
+          : "    result = client.subscribe(\"" + target + "\", arguments, with_logs=True)\n    print(result)\n"),
       "python-fal":
         "# fal-client speaks https only and reads its hosts as it is imported:\n" +
         "#   export FAL_RUN_HOST=" + host + " FAL_QUEUE_RUN_HOST=" + host + "/queue FAL_KEY=$YURT_KEY\n" +

@@ -1,0 +1,88 @@
+"""Fixtures for the playground's browser tests: a real ``yurt run`` and a headless Chromium.
+
+Without Chromium, chromedriver or selenium the tests fail where ``CI`` is set and skip elsewhere.
+Screenshots of each state go to ``$YURT_TEST_ARTIFACTS/playground/`` (default
+``test-artifacts/playground/`` at the repository root, ignored by git).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from playground_driver import (
+    CHROMEDRIVER,
+    DEADLINE,
+    Served,
+    artifacts_dir,
+    browser_missing,
+    chromium_options,
+    full_page_png,
+    yurt_run,
+)
+
+LOADED = time.time()  # before any test of this run wrote a screenshot
+
+
+@pytest.fixture(scope="session")
+def chromium() -> None:
+    """Chromium, chromedriver and selenium are here; or fail (``CI`` set) or skip."""
+    missing = browser_missing()
+    if missing is not None:
+        why = f"the browser tests need {missing} (apt-get install chromium chromium-driver)"
+        if os.environ.get("CI"):
+            pytest.fail(f"{why}; CI is set, so this fails instead of skipping")
+        pytest.skip(f"{why}; skipped because CI is not set (in CI this fails)")
+
+
+@pytest.fixture(scope="module")
+def demo(chromium: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """examples/playground_demo.py served by ``yurt run``, no keys: every app is open."""
+    tmp = tmp_path_factory.mktemp("demo")
+    with yurt_run("examples/playground_demo.py", tmp / "data", tmp / "yurt.out") as served:
+        yield served
+
+
+@pytest.fixture
+def browser(chromium: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A headless Chromium with a fresh profile, driven by Debian's chromedriver."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=chromium_options(profile))
+    driver.set_page_load_timeout(DEADLINE)
+    driver.set_script_timeout(DEADLINE)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture
+def shot(browser: Any, request: pytest.FixtureRequest) -> Callable[[str], Path]:
+    """``shot(state)`` writes a full-page screenshot as ``<test>-<state>.png`` to the artefacts."""
+    directory = artifacts_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    test = re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name)
+
+    def take(state: str) -> Path:
+        path = directory / f"{test}-{state}.png"
+        path.write_bytes(full_page_png(browser))
+        print(f"screenshot: {path}")
+        return path
+
+    return take
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say where the screenshots are, when this run wrote any."""
+    directory = artifacts_dir()
+    if directory.is_dir() and any(p.stat().st_mtime >= LOADED for p in directory.glob("*.png")):
+        terminalreporter.write_line(f"playground screenshots: {directory}")

@@ -3,8 +3,9 @@ and submitted, statuses, results and media, cancel, a 422 beside its field, the 
 logs, streamed events, snippets and the keyboard.
 
 Elements are found by the data attributes of the playground's DOM contract (docs/playground.md),
-never by CSS classes; endpoints are told apart by what their forms hold, so the tests follow the
-demo app (examples/playground_demo.py) as it grows.
+never by CSS classes. The app is examples/playground_demo.py: ``/`` (a caption, a bounded size, a
+filter to choose and an image; an image back, ``size`` wide), ``/paint`` (a colour and two
+bounded numbers; an image back), ``/describe``, ``/slow`` (logs a line per step) and ``/stream``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ POLL = 0.1
 FINAL = ("COMPLETED", "FAILED", "CANCELLED")
 ORDER = {"IN_QUEUE": 0, "IN_PROGRESS": 1, "COMPLETED": 2, "FAILED": 2, "CANCELLED": 2}
 TEXT = "a yurt on the steppe"
+FORM, PAINT, SLOW, STREAM = "/", "/paint", "/slow", "/stream"
 # Records every text [data-role=status] takes from now on, in window.__statuses.
 WATCH_STATUS = """
 const el = arguments[0];
@@ -128,21 +130,18 @@ def endpoints(driver: Any) -> list[Endpoint]:
     return [Endpoint(driver, s.get_attribute("data-endpoint")) for s in sections]
 
 
-def endpoint_with(driver: Any, css: str, path_has: str = "") -> Endpoint:
-    """The first endpoint whose section holds ``css`` (and whose path contains ``path_has``)."""
-    for endpoint in endpoints(driver):
-        if path_has in endpoint.path and endpoint.all(css):
-            return endpoint
-    pytest.fail(f"no endpoint on the page has {css!r} (path containing {path_has!r})")
-
-
 def form_endpoint(driver: Any) -> Endpoint:
-    """The endpoint taking a string, a bounded number, an enum and an image."""
-    endpoint = endpoint_with(driver, '[data-role="input-form"] input[type="file"]')
+    """``/``, whose form holds a string, a bounded number, an enum and an image upload."""
+    endpoint = Endpoint(driver, FORM)
     form = '[data-role="input-form"] '
-    for kind in ("input[type=number][min], input[type=number][max]", "select"):
-        assert endpoint.all(form + kind), f"{endpoint.path}'s form has no {kind}"
-    assert endpoint.all(form + "input[type=text]") or endpoint.all(form + "textarea[name]")
+    kinds = {
+        "caption": "input[type=text], textarea",
+        "size": 'input[type=number][min="16"][max="512"]',
+        "filter": "select",
+        "image": "input[type=file]",
+    }
+    for name, kind in kinds.items():
+        assert endpoint.all(f'{form}[name="{name}"]:is({kind})'), f"no {kind} named {name}"
     return endpoint
 
 
@@ -154,15 +153,19 @@ def png(path: Path, width: int, height: int) -> Path:
     return path
 
 
-def fill(endpoint: Endpoint, image: Path | None) -> dict[str, Any]:
-    """Fill every control with a valid value; returns what each number was set to."""
+def fill(endpoint: Endpoint, image: Path | None, **values: str) -> dict[str, Any]:
+    """Fill every control: ``values`` by name, files with ``image``, selects with their last
+    option, bounded numbers with their minimum, texts with TEXT. Returns the numbers set."""
     from selenium.webdriver.support.ui import Select
 
     numbers: dict[str, Any] = {}
     for control in endpoint.controls():
         kind = (control.get_attribute("type") or "").lower()
         name = control.get_attribute("name")
-        if kind == "file":
+        if name in values:
+            control.clear()
+            control.send_keys(values[name])
+        elif kind == "file":
             assert image is not None, f"{endpoint.path} wants a file"
             control.send_keys(str(image))
         elif control.tag_name == "select":
@@ -199,7 +202,7 @@ def test_form_runs_to_completed_and_renders_the_image(
     moves forward to COMPLETED and the returned image renders at the width the app returned."""
     page(browser, demo.page)
     endpoint = form_endpoint(browser)
-    fill(endpoint, png(tmp_path / "in.png", 48, 32))
+    numbers = fill(endpoint, png(tmp_path / "in.png", 48, 32))
     shot("filled")
     endpoint.watch_status()
     endpoint.run()
@@ -219,7 +222,7 @@ def test_form_runs_to_completed_and_renders_the_image(
             "return arguments[0].complete && arguments[0].naturalWidth", img
         ),
     )
-    assert natural == widths[0]
+    assert natural == widths[0] == int(numbers["size"])
     shot("completed")
 
 
@@ -227,8 +230,8 @@ def test_cancel_from_the_page(demo: Served, browser: Any, shot: Callable[[str], 
     """The slow endpoint, cancelled from the page while it runs, ends CANCELLED and its cancel
     button is disabled again."""
     page(browser, demo.page)
-    endpoint = endpoint_with(browser, '[data-action="cancel"]', path_has="slow")
-    fill(endpoint, None)
+    endpoint = Endpoint(browser, SLOW)
+    fill(endpoint, None, seconds="60", steps="60")
     endpoint.run()
     endpoint.wait_status("IN_QUEUE", "IN_PROGRESS")
     cancel = endpoint.find('[data-action="cancel"]')
@@ -338,8 +341,8 @@ def test_logs_appear_as_they_arrive(
 ) -> None:
     """The slow endpoint's log lines show on the page while it is still running."""
     page(browser, demo.page)
-    endpoint = endpoint_with(browser, '[data-role="logs"]', path_has="slow")
-    fill(endpoint, None)
+    endpoint = Endpoint(browser, SLOW)
+    fill(endpoint, None, seconds="60", steps="60")
     endpoint.run()
     until(browser, "a log line", lambda: endpoint.all('[data-role="logs"] > *'))
     assert endpoint.status() not in FINAL, "the line came only after the end"
@@ -351,11 +354,14 @@ def test_logs_appear_as_they_arrive(
 def test_streamed_events_appear(demo: Served, browser: Any, shot: Callable[[str], Path]) -> None:
     """A streaming endpoint's events show one by one, and the run completes."""
     page(browser, demo.page)
-    endpoint = endpoint_with(browser, '[data-role="events"]')
-    fill(endpoint, None)
+    endpoint = Endpoint(browser, STREAM)
+    fill(endpoint, None, upto="4", interval="0.5")
     endpoint.run()
-    until(browser, "two events", lambda: len(endpoint.all('[data-role="events"] > *')) >= 2)
+    until(browser, "an event", lambda: endpoint.all('[data-role="events"] > *'))
+    assert endpoint.status() not in FINAL, "the first event came only after the end"
     endpoint.wait_status("COMPLETED")
+    events = [e.text for e in endpoint.all('[data-role="events"] > *')]
+    assert len(events) == 4 and all('"of": 4' in e or '"of":4' in e for e in events), events
     shot("events")
 
 
@@ -365,8 +371,8 @@ def test_snippets_follow_the_input_and_name_the_right_url(
     """Typing into the form updates the JSON view and all four snippets, which name this router
     and this app."""
     page(browser, demo.page)
-    endpoint = endpoint_with(browser, '[data-role="input-form"] input[type="text"]')
-    field = endpoint.find('[data-role="input-form"] input[type="text"]')
+    endpoint = Endpoint(browser, FORM)
+    field = endpoint.find('[data-role="input-form"] [name="caption"]')
     marker = "snippet-check-7319"
     field.clear()
     field.send_keys(marker)
@@ -390,40 +396,33 @@ def test_snippets_follow_the_input_and_name_the_right_url(
 def test_keyboard_alone_fills_and_submits(
     demo: Served, browser: Any, shot: Callable[[str], Path]
 ) -> None:
-    """Tab reaches every control of a form and its run button; typed values and Enter on the
-    button run it to COMPLETED."""
+    """Tab reaches /paint's colour, width and height and its run button; arrow keys, typed
+    numbers and Enter on the button run it to COMPLETED with those values."""
     from selenium.webdriver.common.keys import Keys
 
     page(browser, demo.page)
-    target = next(
-        (
-            e
-            for e in endpoints(browser)
-            if "slow" not in e.path
-            and not e.all('input[type="file"], [data-role="events"]')
-            and e.all('[data-role="input-form"] input[type="text"]')
-        ),
-        None,
-    )
-    assert target is not None, "no endpoint with a text field and no file input"
+    target = Endpoint(browser, PAINT)
     run = target.find('[data-action="run"]')
-    typed: set[str] = set()
+    keys = {"color": [Keys.ARROW_DOWN], "width": [Keys.CONTROL + "a", "40"]}
+    keys["height"] = [Keys.CONTROL + "a", "30"]
+    reached: set[str] = set()
     for _ in range(400):
         browser.switch_to.active_element.send_keys(Keys.TAB)
         active = browser.switch_to.active_element
         if active == run:
             break
-        if active.get_attribute("data-role") == "json-input":
-            continue
         name = active.get_attribute("name")
-        if name and active in target.controls():
-            if (active.get_attribute("type") or "") in ("text", "") and active.tag_name != "select":
-                active.send_keys(Keys.CONTROL, "a")
-                active.send_keys(TEXT)
-            typed.add(name)
+        if name in keys and name not in reached and active in target.controls():
+            for k in keys[name]:
+                active.send_keys(k)
+            reached.add(name)
     else:
-        pytest.fail("the run button was never reached with Tab")
-    assert typed == {c.get_attribute("name") for c in target.controls()}, "a control was skipped"
+        pytest.fail("Tab never reached /paint's run button")
+    assert reached == set(keys), f"Tab skipped {set(keys) - reached}"
+    json_view = target.find('[data-role="json-input"]')
+    sent = json.loads(json_view.get_attribute("value"))
+    assert (sent["color"], int(sent["width"]), int(sent["height"])) == ("green", 40, 30), sent
     shot("keyboard")
     run.send_keys(Keys.ENTER)
     target.wait_status("COMPLETED")
+    assert list(image_widths(target.result_json())) == [40]

@@ -95,6 +95,7 @@ def _filtered(img: object, name: Filter) -> object:
 class PlaygroundDemo(yurt.App, keep_alive=300, max_multiplexing=4):
     """Five endpoints, one of each kind of input and output the playground knows."""
 
+    app_name = "playground-demo"
     machine_type = "CPU"
 
     @yurt.endpoint("/")

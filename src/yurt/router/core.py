@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Protocol
 from yurt.access import ANONYMOUS, Caller
 from yurt.errors import RequestError
 from yurt.openapi import document as openapi_document
+from yurt.playground.routing import wants_page
 from yurt.router.dispatch import AppRoute, NoSlotInTime, Slot
 from yurt.router.http import (
     Reply,
@@ -177,6 +178,8 @@ class RequestCore:
             return None  # the file store's routes are the aiohttp face's
         if method == b"GET" and not upgrade and (doc := self._openapi(path, headers, query)):
             return doc
+        if method == b"GET" and not upgrade and wants_page(path, headers, router.routes):
+            return None  # a playground page (yurt.playground): the aiohttp face serves it
         if path.startswith(QUEUE_PREFIX) and queue_api is not None:
             if not host:
                 host = f"{self.router.config.host}:{self.router.port}"

@@ -16,6 +16,7 @@ from multidict import CIMultiDict
 
 from yurt.errors import RequestError
 from yurt.metrics import render
+from yurt.playground import Playground
 from yurt.router.core import Answer, Stream
 from yurt.router.http import (
     MAX_HEADERS,
@@ -58,6 +59,7 @@ class WebFace:
 
     def __init__(self, router: Router) -> None:
         self.router = router
+        self.playground = Playground(router)
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Serve one request."""
@@ -91,6 +93,8 @@ class WebFace:
         if admitted is None:
             if path in TOKEN_PATHS:
                 return to_response(await token_reply(self.router.gate, request), new_request_id())
+            if request.method == "GET" and (page := self.playground.serve(request)) is not None:
+                return page
             return to_response(self.platform(request, path), new_request_id())
         if isinstance(admitted, Reply):
             return to_response(admitted, new_request_id())

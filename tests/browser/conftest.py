@@ -23,7 +23,7 @@ from playground_driver import (
     artifacts_dir,
     browser_missing,
     chromium_options,
-    full_page_png,
+    screenshot_png,
     yurt_run,
 )
 
@@ -66,15 +66,16 @@ def browser(chromium: None, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 
 @pytest.fixture
-def shot(browser: Any, request: pytest.FixtureRequest) -> Callable[[str], Path]:
-    """``shot(state)`` writes a full-page screenshot as ``<test>-<state>.png`` to the artefacts."""
+def shot(browser: Any, request: pytest.FixtureRequest) -> Callable[..., Path]:
+    """``shot(state)`` writes a full-page screenshot as ``<test>-<state>.png`` to the artefacts;
+    ``shot(state, element)`` one of that element only."""
     directory = artifacts_dir()
     directory.mkdir(parents=True, exist_ok=True)
     test = re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name)
 
-    def take(state: str) -> Path:
+    def take(state: str, element: Any = None) -> Path:
         path = directory / f"{test}-{state}.png"
-        path.write_bytes(full_page_png(browser))
+        path.write_bytes(screenshot_png(browser, element))
         print(f"screenshot: {path}")
         return path
 

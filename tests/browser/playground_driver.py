@@ -110,19 +110,18 @@ def chromium_options(profile: Path) -> Any:
     return options
 
 
-def full_page_png(driver: Any) -> bytes:
-    """A screenshot of the whole page, beyond the window's height (Chromium's DevTools)."""
-
-    size = driver.execute_script(
-        "const e = document.documentElement;"
-        "return [Math.max(e.scrollWidth, e.clientWidth), Math.max(e.scrollHeight, e.clientHeight)]"
-    )
+def screenshot_png(driver: Any, element: Any = None) -> bytes:
+    """The whole page, or one element, as a PNG, beyond the window's height (DevTools)."""
+    if element is None:
+        width, height = driver.execute_script(
+            "const e = document.documentElement, m = Math.max;"
+            "return [m(e.scrollWidth, e.clientWidth), m(e.scrollHeight, e.clientHeight)]"
+        )
+        clip = {"x": 0, "y": 0, "width": width, "height": height}
+    else:
+        clip = {k: element.rect[k] for k in ("x", "y", "width", "height")}
     shot = driver.execute_cdp_cmd(
         "Page.captureScreenshot",
-        {
-            "format": "png",
-            "captureBeyondViewport": True,
-            "clip": {"x": 0, "y": 0, "width": size[0], "height": size[1], "scale": 1},
-        },
+        {"format": "png", "captureBeyondViewport": True, "clip": {**clip, "scale": 1}},
     )
     return base64.b64decode(shot["data"])

@@ -112,14 +112,16 @@ class Endpoint:
 
 
 def page(driver: Any, url: str) -> None:
-    """Open ``url`` and wait for the page's first endpoint or the index."""
+    """Open ``url`` and wait for the page's first endpoint, its key form, or the index."""
     from selenium.webdriver.common.by import By
 
     driver.get(url)
     until(
         driver,
         f"{url} to show",
-        lambda: driver.find_elements(By.CSS_SELECTOR, "section[data-endpoint], [data-role=apps]"),
+        lambda: driver.find_elements(
+            By.CSS_SELECTOR, "section[data-endpoint], [data-role=apps], [data-role=key]"
+        ),
     )
 
 
@@ -146,16 +148,19 @@ def form_endpoint(driver: Any) -> Endpoint:
 
 
 def png(path: Path, width: int, height: int) -> Path:
-    """A small PNG made with Pillow."""
+    """A small PNG made with Pillow: a warm gradient, so that a screenshot shows something."""
     from PIL import Image
 
-    Image.new("RGB", (width, height), (180, 90, 30)).save(path)
+    ramp = Image.linear_gradient("L").resize((width, height))
+    glow = Image.radial_gradient("L").resize((width, height))
+    Image.merge("RGB", (Image.eval(glow, lambda v: 255 - v // 3), ramp, glow)).save(path)
     return path
 
 
 def fill(endpoint: Endpoint, image: Path | None, **values: str) -> dict[str, Any]:
     """Fill every control: ``values`` by name, files with ``image``, selects with their last
-    option, bounded numbers with their minimum, texts with TEXT. Returns the numbers set."""
+    option, bounded numbers with their minimum, texts with TEXT. Returns the numbers set (and
+    ``values``)."""
     from selenium.webdriver.support.ui import Select
 
     numbers: dict[str, Any] = {}
@@ -165,6 +170,7 @@ def fill(endpoint: Endpoint, image: Path | None, **values: str) -> dict[str, Any
         if name in values:
             control.clear()
             control.send_keys(values[name])
+            numbers[name] = values[name]
         elif kind == "file":
             assert image is not None, f"{endpoint.path} wants a file"
             control.send_keys(str(image))
@@ -196,13 +202,13 @@ def image_widths(value: Any) -> Iterator[int]:
 
 
 def test_form_runs_to_completed_and_renders_the_image(
-    demo: Served, browser: Any, shot: Callable[[str], Path], tmp_path: Path
+    demo: Served, browser: Any, shot: Callable[..., Path], tmp_path: Path
 ) -> None:
     """A string, a bounded number, an enum and an uploaded PNG go through the queue; the status
     moves forward to COMPLETED and the returned image renders at the width the app returned."""
     page(browser, demo.page)
     endpoint = form_endpoint(browser)
-    numbers = fill(endpoint, png(tmp_path / "in.png", 48, 32))
+    numbers = fill(endpoint, png(tmp_path / "in.png", 96, 64), size="240")
     shot("filled")
     endpoint.watch_status()
     endpoint.run()
@@ -224,9 +230,10 @@ def test_form_runs_to_completed_and_renders_the_image(
     )
     assert natural == widths[0] == int(numbers["size"])
     shot("completed")
+    shot("completed-endpoint", endpoint.section)
 
 
-def test_cancel_from_the_page(demo: Served, browser: Any, shot: Callable[[str], Path]) -> None:
+def test_cancel_from_the_page(demo: Served, browser: Any, shot: Callable[..., Path]) -> None:
     """The slow endpoint, cancelled from the page while it runs, ends CANCELLED and its cancel
     button is disabled again."""
     page(browser, demo.page)
@@ -244,7 +251,7 @@ def test_cancel_from_the_page(demo: Served, browser: Any, shot: Callable[[str], 
 
 
 def test_422_shown_beside_its_field(
-    demo: Served, browser: Any, shot: Callable[[str], Path], tmp_path: Path
+    demo: Served, browser: Any, shot: Callable[..., Path], tmp_path: Path
 ) -> None:
     """A number past its bound, with the browser's own check removed, comes back as a 422 whose
     message is shown next to that field."""
@@ -275,7 +282,7 @@ def test_422_shown_beside_its_field(
 
 
 def test_index_lists_the_app_and_links_to_its_page(
-    demo: Served, browser: Any, shot: Callable[[str], Path]
+    demo: Served, browser: Any, shot: Callable[..., Path]
 ) -> None:
     """``/`` in a browser lists the app with its runners and queue length, linking to its page."""
     from selenium.webdriver.common.by import By
@@ -305,26 +312,25 @@ def private(chromium: None, tmp_path: Path) -> Iterator[tuple[Served, str]]:
 
 
 def test_private_app_asks_for_a_key_and_keeps_it_for_the_session(
-    private: tuple[Served, str], browser: Any, shot: Callable[[str], Path]
+    private: tuple[Served, str], browser: Any, shot: Callable[..., Path]
 ) -> None:
-    """Without a key the private app's call is refused; a key typed into the page is kept in
-    sessionStorage only (not localStorage), survives a reload and makes the call work."""
+    """A private app's page asks for a key before showing its endpoints; the key typed in is
+    kept in sessionStorage only (not localStorage), survives a reload and makes the call work."""
     from selenium.webdriver.common.by import By
 
     served, key = private
     page(browser, served.page)
-    endpoint = endpoints(browser)[0]
-    fill(endpoint, None)
-    endpoint.run()
-    endpoint.wait_status("FAILED")
-    assert "unauthorized" in endpoint.find('[data-role="error"]').text
+    assert not endpoints(browser), "endpoints shown before a key was given"
     box = browser.find_element(By.CSS_SELECTOR, 'input[data-role="key"][type="password"]')
     assert browser.find_elements(By.CSS_SELECTOR, f'label[for="{box.get_attribute("id")}"]')
+    shot("asks-for-key")
     box.send_keys(key)
     browser.find_element(By.CSS_SELECTOR, '[data-action="save-key"]').click()
     stored = "return window.sessionStorage.getItem('yurt-key')"
     until(browser, "the key in sessionStorage", lambda: browser.execute_script(stored) == key)
-    page(browser, served.page)
+    until(browser, "the endpoints", lambda: endpoints(browser))
+    browser.refresh()
+    until(browser, "the endpoints after a reload", lambda: endpoints(browser))
     assert browser.execute_script(stored) == key
     local = browser.execute_script("return JSON.stringify(window.localStorage)")
     assert key.split(":")[-1] not in local
@@ -336,9 +342,7 @@ def test_private_app_asks_for_a_key_and_keeps_it_for_the_session(
     shot("with-key")
 
 
-def test_logs_appear_as_they_arrive(
-    demo: Served, browser: Any, shot: Callable[[str], Path]
-) -> None:
+def test_logs_appear_as_they_arrive(demo: Served, browser: Any, shot: Callable[..., Path]) -> None:
     """The slow endpoint's log lines show on the page while it is still running."""
     page(browser, demo.page)
     endpoint = Endpoint(browser, SLOW)
@@ -351,7 +355,7 @@ def test_logs_appear_as_they_arrive(
     endpoint.wait_status("CANCELLED")
 
 
-def test_streamed_events_appear(demo: Served, browser: Any, shot: Callable[[str], Path]) -> None:
+def test_streamed_events_appear(demo: Served, browser: Any, shot: Callable[..., Path]) -> None:
     """A streaming endpoint's events show one by one, and the run completes."""
     page(browser, demo.page)
     endpoint = Endpoint(browser, STREAM)
@@ -366,7 +370,7 @@ def test_streamed_events_appear(demo: Served, browser: Any, shot: Callable[[str]
 
 
 def test_snippets_follow_the_input_and_name_the_right_url(
-    demo: Served, browser: Any, shot: Callable[[str], Path]
+    demo: Served, browser: Any, shot: Callable[..., Path]
 ) -> None:
     """Typing into the form updates the JSON view and all four snippets, which name this router
     and this app."""
@@ -379,6 +383,8 @@ def test_snippets_follow_the_input_and_name_the_right_url(
     json_view = endpoint.find('[data-role="json-input"]')
     until(browser, "the JSON view", lambda: marker in (json_view.get_attribute("value") or ""))
     snippets = {}
+    for summary in endpoint.all("details > summary"):  # open each, as a reader would
+        summary.click()
     for name in ("curl", "python-yurt", "python-fal", "js-fal"):
         snippet = endpoint.find(f'[data-snippet="{name}"]')
         snippets[name] = until(
@@ -390,31 +396,37 @@ def test_snippets_follow_the_input_and_name_the_right_url(
         f"{demo.base}/queue/{demo.app_id}{path}" in snippets["curl"]
     ), snippets["curl"]
     assert demo.base in snippets["python-yurt"], snippets["python-yurt"]
+    assert demo.base in snippets["js-fal"], snippets["js-fal"]
+    host = demo.base.removeprefix("http://")
+    assert f"FAL_RUN_HOST={host}" in snippets["python-fal"], snippets["python-fal"]
     shot("snippets")
 
 
 def test_keyboard_alone_fills_and_submits(
-    demo: Served, browser: Any, shot: Callable[[str], Path]
+    demo: Served, browser: Any, shot: Callable[..., Path]
 ) -> None:
     """Tab reaches /paint's colour, width and height and its run button; arrow keys, typed
     numbers and Enter on the button run it to COMPLETED with those values."""
+    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.keys import Keys
+
+    def press(*keys: str) -> None:  # to whatever has the focus, as a keyboard does
+        ActionChains(browser).send_keys(*keys).perform()
 
     page(browser, demo.page)
     target = Endpoint(browser, PAINT)
     run = target.find('[data-action="run"]')
-    keys = {"color": [Keys.ARROW_DOWN], "width": [Keys.CONTROL + "a", "40"]}
-    keys["height"] = [Keys.CONTROL + "a", "30"]
+    select_all = [Keys.CONTROL, "a", Keys.CONTROL]
+    keys = {"color": [Keys.ARROW_DOWN], "width": [*select_all, "40"], "height": [*select_all, "30"]}
     reached: set[str] = set()
     for _ in range(400):
-        browser.switch_to.active_element.send_keys(Keys.TAB)
+        press(Keys.TAB)
         active = browser.switch_to.active_element
         if active == run:
             break
         name = active.get_attribute("name")
         if name in keys and name not in reached and active in target.controls():
-            for k in keys[name]:
-                active.send_keys(k)
+            press(*keys[name])
             reached.add(name)
     else:
         pytest.fail("Tab never reached /paint's run button")
@@ -423,6 +435,6 @@ def test_keyboard_alone_fills_and_submits(
     sent = json.loads(json_view.get_attribute("value"))
     assert (sent["color"], int(sent["width"]), int(sent["height"])) == ("green", 40, 30), sent
     shot("keyboard")
-    run.send_keys(Keys.ENTER)
+    press(Keys.ENTER)
     target.wait_status("COMPLETED")
     assert list(image_widths(target.result_json())) == [40]

@@ -39,8 +39,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_MS = 300.0
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
+CHROMIUM = os.environ.get("YURT_CHROMIUM", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("YURT_CHROMEDRIVER", "/usr/bin/chromedriver")
 # As the browser tests start it (tests/browser/playground_driver.py): nothing reaches the network.
 FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",

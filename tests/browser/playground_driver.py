@@ -23,8 +23,10 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
+# Debian's paths; the variables point elsewhere (a test of the missing-browser path, or another
+# system's packages).
+CHROMIUM = Path(os.environ.get("YURT_CHROMIUM", "/usr/bin/chromium"))
+CHROMEDRIVER = Path(os.environ.get("YURT_CHROMEDRIVER", "/usr/bin/chromedriver"))
 # Generous: the tests must hold on a loaded 2-core machine.
 DEADLINE = float(os.environ.get("YURT_BROWSER_DEADLINE", "60"))
 # Chromium in a closed network: no background fetches, updates or sync (each would be a refused

@@ -11,7 +11,13 @@ navigation to ``about:blank``. Each load's figures come from the browser's own n
 - ``loadEventEnd``: the page, its script and stylesheet loaded and the load event handled (what
   the 300 ms target is checked against);
 - ``domContentLoadedEventEnd``: the HTML parsed and deferred scripts run;
-- ``responseEnd``: the page's HTML received.
+- ``responseEnd``: the page's HTML received;
+- ``firstContentfulPaint``: the first paint with content (the paint timing entry).
+
+Each load checks that every endpoint's form is drawn by the end of the load event.
+
+Before each load of the page, a one-line ``data:`` page is loaded as a baseline: what any
+navigation costs this browser on this (shared, noisy) machine at that moment.
 
 The rounds run twice: with the browser's cache (a returning visitor; static assets are served
 with a cache header) and with it off through DevTools (``Network.setCacheDisabled``: every
@@ -45,8 +51,16 @@ CHROMEDRIVER = os.environ.get("YURT_CHROMEDRIVER", "/usr/bin/chromedriver")
 FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--window-size=1280,1024")  # fmt: skip
-FIGURES = ("loadEventEnd", "domContentLoadedEventEnd", "responseEnd")
-NAVIGATION = "return performance.getEntriesByType('navigation')[0].toJSON()"
+FIGURES = ("loadEventEnd", "domContentLoadedEventEnd", "responseEnd", "firstContentfulPaint")
+# What a navigation costs this browser on this machine now: one line of HTML, no server.
+BASELINE = "data:text/html,<!doctype html><title>baseline</title><p>baseline"
+NAVIGATION = """
+const nav = performance.getEntriesByType('navigation')[0].toJSON();
+const paint = performance.getEntriesByName('first-contentful-paint')[0];
+nav.firstContentfulPaint = paint ? paint.startTime : null;
+nav.sections = document.querySelectorAll('section[data-endpoint]').length;
+return nav;
+"""
 
 
 @contextmanager
@@ -91,17 +105,23 @@ def chromium(profile: Path) -> Iterator[Any]:
         driver.quit()
 
 
-def load_once(driver: Any, url: str) -> dict[str, float]:
-    """One navigation to ``url`` (from about:blank); its navigation timing entry."""
+def load_once(driver: Any, url: str, sections: int) -> dict[str, float]:
+    """One navigation to ``url`` (from about:blank); its navigation timing entry, once the
+    load event is over and ``sections`` endpoints are drawn."""
     driver.get("about:blank")
     driver.get(url)
     deadline = time.monotonic() + 60
-    while not (entry := driver.execute_script(NAVIGATION))["loadEventEnd"]:
+    while not (
+        (entry := driver.execute_script(NAVIGATION))["loadEventEnd"]
+        and entry["firstContentfulPaint"] is not None
+    ):
         if time.monotonic() > deadline:
             raise SystemExit(f"{url}: no loadEventEnd within 60 s")
         time.sleep(0.01)  # the load event's handlers are still running
     if entry["type"] != "navigate":
         raise SystemExit(f"{url}: a {entry['type']!r} navigation, not a fresh one")
+    if entry["sections"] != sections:
+        raise SystemExit(f"{url}: {entry['sections']} endpoints drawn at the load event")
     return {k: float(entry[k]) for k in FIGURES}
 
 
@@ -114,11 +134,17 @@ def summary(name: str, values: list[float]) -> str:
     )
 
 
-def rounds(driver: Any, url: str, warmup: int, loads: int) -> dict[str, list[float]]:
+def rounds(
+    driver: Any, url: str, sections: int, warmup: int, loads: int
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """``loads`` loads of the page, each after one of the baseline: (page, baseline) figures."""
     for _ in range(warmup):
-        load_once(driver, url)
-    runs = [load_once(driver, url) for _ in range(loads)]
-    return {k: [r[k] for r in runs] for k in FIGURES}
+        load_once(driver, url, sections)
+    runs, base = [], []
+    for _ in range(loads):
+        base.append(load_once(driver, BASELINE, 0))
+        runs.append(load_once(driver, url, sections))
+    return {k: [r[k] for r in runs] for k in FIGURES}, {k: [r[k] for r in base] for k in FIGURES}
 
 
 def screenshot(driver: Any, url: str, path: Path) -> None:
@@ -155,6 +181,8 @@ def main() -> None:
         sections = driver.execute_script(
             "return document.querySelectorAll('section[data-endpoint]').length"
         )
+        if not sections:
+            raise SystemExit(f"{page}: no endpoints drawn")
         print(f"page: {page} ({sections} endpoints)")
         print(f"chromium: {driver.capabilities.get('browserVersion')}; {args.loads} loads")
         results = {}
@@ -162,10 +190,11 @@ def main() -> None:
         for cache in ("cached", "no cache"):
             off = {"cacheDisabled": cache != "cached"}
             driver.execute_cdp_cmd("Network.setCacheDisabled", off)
-            results[cache] = rounds(driver, page, args.warmup, args.loads)
+            results[cache], base = rounds(driver, page, sections, args.warmup, args.loads)
             print(f"browser cache: {cache}")
             for name in FIGURES:
                 print(summary(name, results[cache][name]))
+            print(summary("baseline loadEventEnd", base["loadEventEnd"]))
         if args.screenshot:
             screenshot(driver, page, args.screenshot)
     for cache, figures in results.items():

@@ -178,8 +178,6 @@ class RequestCore:
             return None  # the file store's routes are the aiohttp face's
         if method == b"GET" and not upgrade and (doc := self._openapi(path, headers, query)):
             return doc
-        if method == b"GET" and not upgrade and wants_page(path, headers, router.routes):
-            return None  # a playground page (yurt.playground): the aiohttp face serves it
         if path.startswith(QUEUE_PREFIX) and queue_api is not None:
             if not host:
                 host = f"{self.router.config.host}:{self.router.port}"
@@ -187,6 +185,8 @@ class RequestCore:
             return QueueCall(method, path, query, headers, b"", f"{scheme}://{host}", caller)
         if path.startswith(PLATFORM_PREFIX) or path in ("/tokens", "/tokens/"):
             return None  # the aiohttp face answers these (``web.py``, ``tokens.py``)
+        if method == b"GET" and not upgrade and wants_page(path, headers, router.routes):
+            return None  # a playground page (yurt.playground): the aiohttp face serves it
         resolved = self.router.resolve(path)
         if isinstance(resolved, Reply):
             return resolved

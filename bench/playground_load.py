@@ -32,6 +32,7 @@ import argparse
 import base64
 import os
 import re
+import shlex
 import signal
 import statistics
 import subprocess
@@ -203,6 +204,8 @@ def main() -> None:
         print(
             f"target: loadEventEnd median < {TARGET_MS:g} ms ({cache}): {median:.1f} ms {verdict}"
         )
+    command = shlex.join(["bench/playground_load.py", *sys.argv[1:]])
+    print(f"\nreproduce: .venv/bin/python {command}")
 
 
 if __name__ == "__main__":

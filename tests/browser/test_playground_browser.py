@@ -34,6 +34,18 @@ window.__statuses = [];
 new MutationObserver(() => window.__statuses.push(el.textContent.trim()))
     .observe(el, {childList: true, characterData: true, subtree: true});
 """
+# Records, in window.__statusAtFirst, the status when arguments[0] (a list) got its first child.
+WATCH_FIRST_CHILD = """
+const list = arguments[0], status = arguments[1];
+window.__statusAtFirst = null;
+const seen = new MutationObserver(() => {
+    if (list.children.length && window.__statusAtFirst === null) {
+        window.__statusAtFirst = status.textContent.trim();
+        seen.disconnect();
+    }
+});
+seen.observe(list, {childList: true});
+"""
 
 
 def until(driver: Any, what: str, check: Callable[[], Any], timeout: float = DEADLINE) -> Any:
@@ -86,6 +98,14 @@ class Endpoint:
 
     def watch_status(self) -> None:
         self.driver.execute_script(WATCH_STATUS, self.find('[data-role="status"]'))
+
+    def watch_first(self, role: str) -> None:
+        """Note the status at the moment ``[data-role=role]`` gets its first child."""
+        lists = self.find(f'[data-role="{role}"]'), self.find('[data-role="status"]')
+        self.driver.execute_script(WATCH_FIRST_CHILD, *lists)
+
+    def status_at_first(self) -> str:
+        return str(self.driver.execute_script("return window.__statusAtFirst"))
 
     def statuses(self) -> list[str]:
         seen = self.driver.execute_script("return window.__statuses")
@@ -347,9 +367,11 @@ def test_logs_appear_as_they_arrive(demo: Served, browser: Any, shot: Callable[.
     page(browser, demo.page)
     endpoint = Endpoint(browser, SLOW)
     fill(endpoint, None, seconds="60", steps="60")
+    endpoint.watch_first("logs")
     endpoint.run()
     until(browser, "a log line", lambda: endpoint.all('[data-role="logs"] > *'))
-    assert endpoint.status() not in FINAL, "the line came only after the end"
+    assert endpoint.status_at_first() == "IN_PROGRESS", "the line came only after the end"
+    assert "step 1 of 60" in endpoint.find('[data-role="logs"] > *').text
     shot("logs")
     endpoint.find('[data-action="cancel"]').click()
     endpoint.wait_status("CANCELLED")
@@ -360,10 +382,10 @@ def test_streamed_events_appear(demo: Served, browser: Any, shot: Callable[..., 
     page(browser, demo.page)
     endpoint = Endpoint(browser, STREAM)
     fill(endpoint, None, upto="4", interval="0.5")
+    endpoint.watch_first("events")
     endpoint.run()
-    until(browser, "an event", lambda: endpoint.all('[data-role="events"] > *'))
-    assert endpoint.status() not in FINAL, "the first event came only after the end"
     endpoint.wait_status("COMPLETED")
+    assert endpoint.status_at_first() == "IN_PROGRESS", "the first event came only after the end"
     events = [e.text for e in endpoint.all('[data-role="events"] > *')]
     assert len(events) == 4 and all('"of": 4' in e or '"of":4' in e for e in events), events
     shot("events")

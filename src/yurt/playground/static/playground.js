@@ -631,7 +631,7 @@
     const host = base.replace(/^https?:\/\//, "");
     const shellJson = "'" + json.replace(/'/g, "'\\''") + "'";
     const pyCall = streaming
-      ? "for event in fal_client.stream(\"" + target + "\", arguments=arguments):\n    print(event)"
+      ? "for event in fal_client.stream(\"" + app + "\", arguments=arguments, path=\"" + path + "\"):\n    print(event)"
       : "result = fal_client.subscribe(\"" + target + "\", arguments=arguments, with_logs=True)\nprint(result)";
     return {
       curl:
@@ -643,11 +643,12 @@
         "import os\n\nimport yurt\n\narguments = " + py + "\n\n" +
         "with yurt.Client(\"" + base + "\", key=os.environ.get(\"YURT_KEY\")) as client:\n" +
         (streaming
-          ? "    print(client.run(\"" + app + "\", arguments, path=\"" + path + "\"))\n"
-          : "    result = client.subscribe(\"" + app + "\", arguments, path=\"" + path + "\", with_logs=True)\n    print(result)\n"),
+          ? "    print(client.run(\"" + target + "\", arguments))  # the whole event stream, as text\n"
+          : "    result = client.subscribe(\"" + target + "\", arguments, with_logs=True)\n    print(result)\n"),
       "python-fal":
         "# fal-client speaks https only and reads its hosts as it is imported:\n" +
-        "#   export FAL_RUN_HOST=" + host + " FAL_QUEUE_RUN_HOST=" + host + "/queue FAL_KEY=$YURT_KEY\n" +
+        "#   export FAL_RUN_HOST=" + host + " FAL_QUEUE_RUN_HOST=" + host + "/queue\n" +
+        "#   export FAL_KEY=$YURT_KEY  # fal-client wants one even for a public app: any id:secret\n" +
         "import fal_client\n\narguments = " + py + "\n\n" + pyCall + "\n",
       "js-fal":
         "import { fal } from \"@fal-ai/client\";\n\n" +
@@ -657,7 +658,7 @@
         "    url: request.url\n      .replace(\"https://queue.fal.run\", \"" + base + "/queue\")\n" +
         "      .replace(\"https://fal.run\", \"" + base + "\"),\n  }),\n});\n\n" +
         (streaming
-          ? "const stream = await fal.stream(\"" + target + "\", { input: " + pretty.replace(/\n/g, "\n  ") + " });\n" +
+          ? "// fal.stream calls the app's /stream endpoint\nconst stream = await fal.stream(\"" + app + "\", { input: " + pretty.replace(/\n/g, "\n  ") + " });\n" +
             "for await (const event of stream) console.log(event);\n"
           : "const result = await fal.subscribe(\"" + target + "\", {\n  input: " + pretty.replace(/\n/g, "\n  ") +
             ",\n  logs: true,\n});\nconsole.log(result.data);\n"),

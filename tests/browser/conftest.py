@@ -49,9 +49,20 @@ def demo(chromium: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
         yield served
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Keep each phase's report on the test, for ``browser`` to see whether it failed."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
 @pytest.fixture
-def browser(chromium: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """A headless Chromium with a fresh profile, driven by Debian's chromedriver."""
+def browser(
+    chromium: None, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Any]:
+    """A headless Chromium with a fresh profile, driven by Debian's chromedriver; a test that
+    fails leaves a screenshot of where the page was, ``<test>-failed.png``."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -61,8 +72,18 @@ def browser(chromium: None, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     driver.set_script_timeout(DEADLINE)
     try:
         yield driver
+        report = getattr(request.node, "report_call", None)
+        if report is not None and report.failed:
+            path = artifacts_dir() / f"{shot_prefix(request)}-failed.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(screenshot_png(driver))
+            print(f"screenshot of the failure: {path}")
     finally:
         driver.quit()
+
+
+def shot_prefix(request: pytest.FixtureRequest) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name)
 
 
 @pytest.fixture
@@ -71,7 +92,7 @@ def shot(browser: Any, request: pytest.FixtureRequest) -> Callable[..., Path]:
     ``shot(state, element)`` one of that element only."""
     directory = artifacts_dir()
     directory.mkdir(parents=True, exist_ok=True)
-    test = re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name)
+    test = shot_prefix(request)
 
     def take(state: str, element: Any = None) -> Path:
         path = directory / f"{test}-{state}.png"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,8 +25,6 @@ from playground_driver import (
     screenshot_png,
     yurt_run,
 )
-
-LOADED = time.time()  # before any test of this run wrote a screenshot
 
 
 @pytest.fixture(scope="session")
@@ -101,10 +98,3 @@ def shot(browser: Any, request: pytest.FixtureRequest) -> Callable[..., Path]:
         return path
 
     return take
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """Say where the screenshots are, when this run wrote any."""
-    directory = artifacts_dir()
-    if directory.is_dir() and any(p.stat().st_mtime >= LOADED for p in directory.glob("*.png")):
-        terminalreporter.write_line(f"playground screenshots: {directory}")

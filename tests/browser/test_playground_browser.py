@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from playground_driver import Served, yurt_run
+from playground_driver import DEADLINE, Served, yurt_run
 from playground_page import (
     FORM,
     ORDER,
@@ -35,6 +36,15 @@ from playground_page import (
 )
 
 pytestmark = pytest.mark.timeout(300)
+NUMBERS = ("runners", "queued", "running")
+
+
+def call(method: str, url: str, body: Any = None) -> Any:
+    """One JSON request from the test itself (not the browser); the decoded reply."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data, {"content-type": "application/json"}, method=method)
+    with urllib.request.urlopen(request, timeout=DEADLINE) as resp:
+        return json.loads(resp.read() or b"null")
 
 
 def test_form_runs_to_completed_and_renders_the_image(
@@ -120,20 +130,34 @@ def test_422_shown_beside_its_field(
 def test_index_lists_the_app_and_links_to_its_page(
     demo: Served, browser: Any, shot: Callable[..., Path]
 ) -> None:
-    """``/`` in a browser lists the app with its runners and queue length, linking to its page."""
+    """``/`` in a browser lists the app with its live counts (a request running through the
+    queue shows as a runner and a running request) and links to its page; a browser opening the
+    app's own address lands on that page too."""
     from selenium.webdriver.common.by import By
 
-    page(browser, demo.base + "/")
-    row = browser.find_element(By.CSS_SELECTOR, f'[data-role="apps"] tr[data-app="{demo.app_id}"]')
-    for number in ("runners", "queued"):
-        assert int(row.find_element(By.CSS_SELECTOR, f'[data-role="{number}"]').text) >= 0
-    link = row.find_element(By.CSS_SELECTOR, '[data-role="app-link"]')
+    row_css = f'[data-role="apps"] tr[data-app="{demo.app_id}"]'
+
+    def counts() -> dict[str, int]:
+        page(browser, demo.base + "/")
+        row = browser.find_element(By.CSS_SELECTOR, row_css)
+        cells = {n: row.find_element(By.CSS_SELECTOR, f'[data-role="{n}"]').text for n in NUMBERS}
+        return {n: int(text) for n, text in cells.items()}
+
+    submitted = call("POST", f"{demo.base}/queue/{demo.app_id}/slow", {"seconds": 60, "steps": 1})
+    try:
+        until(browser, "the running request in the index", lambda: counts()["running"] >= 1)
+        assert counts()["runners"] >= 1 and counts()["queued"] >= 0
+        shot("index")
+    finally:
+        call("PUT", submitted["cancel_url"])
+    link = browser.find_element(By.CSS_SELECTOR, f'{row_css} [data-role="app-link"]')
     assert link.get_attribute("href") == demo.page
-    shot("index")
     link.click()
     until(browser, "the app's page", lambda: browser.current_url == demo.page)
     title = browser.find_element(By.CSS_SELECTOR, 'h1[data-role="app-name"]')
     assert title.text.strip() == demo.app_id
+    browser.get(f"{demo.base}/{demo.app_id}")
+    until(browser, "the page from the app's address", lambda: browser.current_url == demo.page)
 
 
 @pytest.fixture

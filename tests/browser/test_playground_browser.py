@@ -146,7 +146,7 @@ def test_index_lists_the_app_and_links_to_its_page(
     submitted = call("POST", f"{demo.base}/queue/{demo.app_id}/slow", {"seconds": 60, "steps": 1})
     try:
         until(browser, "the running request in the index", lambda: counts()["running"] >= 1)
-        assert counts()["runners"] >= 1 and counts()["queued"] >= 0
+        assert counts()["runners"] >= 1  # and every count a number (counts() parses them)
         shot("index")
     finally:
         call("PUT", submitted["cancel_url"])

@@ -230,8 +230,8 @@ def test_streamed_events_appear(demo: Served, browser: Any, shot: Callable[..., 
 def test_snippets_follow_the_input_and_name_the_right_url(
     demo: Served, browser: Any, shot: Callable[..., Path]
 ) -> None:
-    """Typing into the form updates the JSON view and all four snippets, which name this router
-    and this app."""
+    """Typing into the form updates the JSON view and all four snippets, which name this router,
+    this app and the endpoint's path."""
     page(browser, demo.page)
     endpoint = Endpoint(browser, FORM)
     field = endpoint.find('[data-role="input-form"] [name="caption"]')
@@ -249,14 +249,18 @@ def test_snippets_follow_the_input_and_name_the_right_url(
             browser, f"the {name} snippet", lambda s=snippet: marker in s.text and s.text
         )
         assert demo.app_id in snippets[name], (name, snippets[name])
-    path = "" if endpoint.path == "/" else endpoint.path
-    assert f"{demo.base}/{demo.app_id}{path}" in snippets["curl"] or (
-        f"{demo.base}/queue/{demo.app_id}{path}" in snippets["curl"]
-    ), snippets["curl"]
+    assert f"-X POST {demo.base}/{demo.app_id} " in snippets["curl"], snippets["curl"]
     assert demo.base in snippets["python-yurt"], snippets["python-yurt"]
     assert demo.base in snippets["js-fal"], snippets["js-fal"]
     host = demo.base.removeprefix("http://")
     assert f"FAL_RUN_HOST={host}" in snippets["python-fal"], snippets["python-fal"]
+    paint = Endpoint(browser, PAINT)  # an endpoint with a path: each snippet names it
+    for summary in paint.all("details > summary"):
+        summary.click()
+    for name in ("curl", "python-yurt", "python-fal", "js-fal"):
+        text = paint.find(f'[data-snippet="{name}"]').text
+        assert f"{demo.app_id}/paint" in text, (name, text)
+    assert f"-X POST {demo.base}/{demo.app_id}/paint " in paint.find('[data-snippet="curl"]').text
     shot("snippets")
 
 

@@ -8,7 +8,13 @@ by any command or config built without ``--data-dir``.
 
 from __future__ import annotations
 
+import time
+
 import pytest
+
+from playground_driver import artifacts_dir
+
+LOADED = time.time()  # before any test of this run wrote a screenshot
 
 
 @pytest.fixture(autouse=True)
@@ -18,3 +24,10 @@ def own_default_data_dir(
     """Point ``$XDG_DATA_HOME`` at a directory of this test's own (inherited by what it starts)."""
     monkeypatch.delenv("YURT_DATA_DIR", raising=False)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("data-home")))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say where the browser tests' screenshots are (tests/browser), when this run wrote any."""
+    directory = artifacts_dir()
+    if directory.is_dir() and any(p.stat().st_mtime >= LOADED for p in directory.glob("*.png")):
+        terminalreporter.write_line(f"playground screenshots: {directory}")

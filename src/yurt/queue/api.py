@@ -226,8 +226,10 @@ class QueueApi:
             if found is None:  # purged meanwhile
                 yield b"", True
                 return
-            event = json.dumps(await self.status(found, base, logs)).encode()
+            # The state as the event shows it: a live job may complete while its logs are
+            # fetched, and its COMPLETED event (with the result's error) comes on the next turn.
             done = found.state is State.COMPLETED
+            event = json.dumps(await self.status(found, base, logs)).encode()
             if event != last:
                 yield b"data: " + event + b"\n\n", done
                 last, quiet = event, 0.0

@@ -8,7 +8,7 @@ builds a model directly meet the same rules.
 
 from __future__ import annotations
 
-from yurt.config.base import CONFIG_ENV, MIB
+from yurt.config.base import CONFIG_ENV, MIB, base_url, url_segment
 from yurt.config.cluster import ConsulConfig, NomadConfig, VolumeConfig
 from yurt.config.environ import (
     admin_token_env,
@@ -16,6 +16,7 @@ from yurt.config.environ import (
     consul_env,
     default_data_dir,
     go_bool,
+    local_env,
     merged,
     nomad_env,
     read_config_file,
@@ -50,14 +51,17 @@ __all__ = [
     "VolumeConfig",
     "WebhookConfig",
     "admin_token_env",
+    "base_url",
     "build_server_config",
     "consul_env",
     "default_data_dir",
     "go_bool",
+    "local_env",
     "merged",
     "nomad_env",
     "read_config_file",
     "s3_env",
     "server_url_env",
     "tls_failure",
+    "url_segment",
 ]

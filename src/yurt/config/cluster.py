@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
+import posixpath
 import sys
 from typing import ClassVar, Literal
 
-from pydantic import (
-    Field,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, field_validator, model_validator
 
-from yurt.config.base import Frozen
+from yurt.config.base import CONSUL_PORT, NOMAD_PORT, Frozen, parse_addr
 from yurt.config.tls import ClusterTLS
 
 
@@ -52,14 +49,16 @@ class NomadConfig(ClusterTLS):
 
     addr: str = Field(default="http://127.0.0.1:4646", description="Nomad's HTTP API")
     token: str | None = Field(default=None, description="ACL token (X-Nomad-Token)")
-    namespace: str = "default"
-    region: str = "global"
+    namespace: str = Field(default="default", min_length=1)
+    region: str = Field(default="global", min_length=1)
     datacenters: tuple[str, ...] | None = Field(
         default=None,
         description="the one datacenter runners are placed in; None: the Consul agent's own",
     )
     node_pool: str = Field(
-        default="default", description="node pool of apps whose machine type names none"
+        default="default",
+        min_length=1,
+        description="node pool of apps whose machine type names none",
     )
     driver: Literal["raw_exec", "docker"] = "raw_exec"
     user: str | None = Field(
@@ -73,7 +72,9 @@ class NomadConfig(ClusterTLS):
         default_factory=lambda: sys.executable,
         description="absolute path of the Python with yurt installed on the nodes (raw_exec)",
     )
-    image: str = Field(default="yurt-runner:latest", description="runner image (docker)")
+    image: str = Field(
+        default="yurt-runner:latest", min_length=1, description="runner image (docker)"
+    )
     envs_dir: str | None = Field(
         default=None,
         description="raw_exec: absolute directory on every node where app environments are "
@@ -89,7 +90,11 @@ class NomadConfig(ClusterTLS):
         pattern=r"^[a-zA-Z0-9\-_~/]{1,100}$",
         description="Nomad Variables path under which `yurt secrets` are kept, one per secret",
     )
-    job_prefix: str = Field(default="yurt", description="jobs are named <prefix>-<owner>-<app>")
+    job_prefix: str = Field(
+        default="yurt",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9-]*$",
+        description="jobs are named <prefix>-<owner>-<app>",
+    )
     timeout: float = Field(default=10.0, gt=0, description="seconds one API call may take")
     retries: int = Field(
         default=4, ge=0, le=20, description="retries of a call that failed transiently"
@@ -104,6 +109,12 @@ class NomadConfig(ClusterTLS):
     restart_delay: float = Field(
         default=15.0, ge=0, description="seconds before Nomad restarts a runner that exited"
     )
+
+    @field_validator("addr")
+    @classmethod
+    def _addr(cls, value: str) -> str:
+        parse_addr(value, service="nomad", default_port=NOMAD_PORT)
+        return value
 
     @field_validator("datacenters")
     @classmethod
@@ -145,6 +156,12 @@ class NomadConfig(ClusterTLS):
             raise ValueError("envs_dir is an absolute path on the nodes, for driver = 'raw_exec'")
         if self.envs_volume is not None and self.driver != "docker":
             raise ValueError("envs_volume needs driver = 'docker'; raw_exec takes envs_dir")
+        if self.driver == "raw_exec" and not posixpath.isabs(self.python):
+            raise ValueError(
+                f"python={self.python!r} is not an absolute path; raw_exec runs it as given on "
+                "every node: set the full path of the Python that has yurt installed, e.g. "
+                "/opt/yurt/venv/bin/python"
+            )
         if self.secrets_path.split("/")[0] == "nomad":
             raise ValueError("secrets_path: Nomad keeps 'nomad/' for itself; e.g. yurt/secrets")
         # Task.User means the image's user to docker; yurt sets it for raw_exec only.
@@ -174,6 +191,14 @@ class ConsulConfig(ClusterTLS):
         default=60.0, ge=1, le=240, description="seconds a blocking query waits for a change"
     )
     router_service: str | None = Field(
-        default="yurt-router", description="service name the server registers; None: don't"
+        default="yurt-router",
+        min_length=1,
+        description="service name the server registers; None: don't",
     )
     router_check_interval: float = Field(default=10.0, ge=1)
+
+    @field_validator("addr")
+    @classmethod
+    def _addr(cls, value: str) -> str:
+        parse_addr(value, service="consul", default_port=CONSUL_PORT)
+        return value

@@ -8,9 +8,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import (
-    ValidationError,
-)
+from pydantic import ValidationError
 
 from yurt.config.server import ServerConfig
 from yurt.config.tls import TLS_ENV
@@ -102,6 +100,14 @@ def s3_env(file: dict[str, Any], environ: dict[str, str] | None = None) -> dict[
     return out
 
 
+def local_env(environ: dict[str, str] | None = None) -> dict[str, Any]:
+    """LocalBackendConfig fields from the environment: ``gpus`` from ``$CUDA_VISIBLE_DEVICES``
+    when set (empty: no GPU), so that a server started under it hands out only those GPUs."""
+    env = os.environ if environ is None else environ
+    gpus = env.get("CUDA_VISIBLE_DEVICES")
+    return {} if gpus is None else {"gpus": gpus}
+
+
 def admin_token_env(environ: dict[str, str] | None = None) -> str | None:
     """``$YURT_ADMIN_TOKEN``: the admin API's bearer token, for the server and for deploy."""
     env = os.environ if environ is None else environ
@@ -139,8 +145,8 @@ def merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 def build_server_config(
     file: dict[str, Any], flags: dict[str, Any], environ: dict[str, str] | None = None
 ) -> ServerConfig:
-    """Defaults, then the file, then Nomad's and Consul's variables (and AWS credentials for
-    ``[files] s3``), then flags; validated.
+    """Defaults, then ``$CUDA_VISIBLE_DEVICES`` as ``[local] gpus``, then the file, then Nomad's
+    and Consul's variables (and AWS credentials for ``[files] s3``), then flags; validated.
 
     A mistake names the field: ``nomad.check_interval: Input should be greater than or equal
     to 1``.
@@ -154,7 +160,8 @@ def build_server_config(
         env["admin_token"] = token
     if s3 := s3_env(merged(file, flags), environ):
         env["files"] = {"s3": s3}
-    values = merged(merged(file, env), flags)
+    local = local_env(environ)
+    values = merged(merged(merged({"local": local} if local else {}, file), env), flags)
     values.setdefault("data_dir", default_data_dir())
     try:
         return ServerConfig.model_validate(values)

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
-from pydantic import (
-    Field,
-    field_validator,
-)
+from pydantic import Field, field_validator
 
 from yurt.aio import LoopName
 from yurt.backoff import capped_backoff
@@ -45,8 +41,8 @@ class BackoffConfig(Frozen):
 class LocalBackendConfig(Frozen):
     """The embedded backend: runners as subprocesses of this process."""
 
-    python: str = Field(default_factory=lambda: sys.executable)
-    host: str = "127.0.0.1"
+    python: str = Field(default_factory=lambda: sys.executable, min_length=1)
+    host: str = Field(default="127.0.0.1", min_length=1)
     health: HealthConfig = HealthConfig()
     backoff: BackoffConfig = BackoffConfig()
     runner_loop: LoopName = Field(default="auto", description="event loop of the runners")
@@ -56,9 +52,10 @@ class LocalBackendConfig(Frozen):
         description="extra seconds after the grace period before SIGKILL",
     )
     gpus: str | None = Field(
-        default_factory=lambda: os.environ.get("CUDA_VISIBLE_DEVICES"),
+        default=None,
         description="the GPUs runners may be given, as CUDA_VISIBLE_DEVICES lists them "
-        "(indexes or UUIDs); None: every GPU NVML sees. Default: $CUDA_VISIBLE_DEVICES",
+        "(indexes or UUIDs); None: every GPU NVML sees. yurt run and yurt server start from "
+        "$CUDA_VISIBLE_DEVICES (``yurt.config.local_env``)",
     )
     pass_env: tuple[str, ...] = Field(
         default=(),

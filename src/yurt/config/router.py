@@ -7,21 +7,17 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import (
-    Field,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, field_validator, model_validator
 
-from yurt.config.base import MIB, Frozen
+from yurt.config.base import MIB, Frozen, base_url, url_segment
 
 
 class RouterConfig(Frozen):
     """The router's HTTP face."""
 
-    host: str = "127.0.0.1"
+    host: str = Field(default="127.0.0.1", min_length=1)
     port: int = Field(default=8080, ge=0, le=65535)
-    owner: str = "default"
+    owner: str = Field(default="default", description="owner of the apps `yurt run` serves")
     max_body_size: int = Field(default=10 * MIB, ge=0)
     dispatch_timeout: float | None = Field(
         default=None,
@@ -58,6 +54,17 @@ class RouterConfig(Frozen):
         default=500.0, gt=0, description="bytes per second a request body must keep up"
     )
 
+    @field_validator("owner")
+    @classmethod
+    def _owner(cls, value: str) -> str:
+        # The first segment of every app id and URL of the apps it owns.
+        return url_segment(value)
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        return None if value is None else base_url(value)
+
     @model_validator(mode="after")
     def _tls_pair(self) -> RouterConfig:
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -81,6 +88,7 @@ class WebhookConfig(Frozen):
     timeout: float = Field(default=15.0, gt=0, description="seconds one delivery may take")
     secret: str | None = Field(
         default=None,
+        min_length=1,
         description="HMAC key; None: generated once and kept in the data dir",
     )
 
@@ -176,3 +184,9 @@ class KeysConfig(Frozen):
         description="who may read /_yurt/metrics: loopback callers, the admin token and ADMIN "
         "keys (loopback); only the latter (admin); anyone (open)",
     )
+
+    @model_validator(mode="after")
+    def _burst_needs_rate(self) -> KeysConfig:
+        if self.burst is not None and self.rate is None:
+            raise ValueError("burst is the headroom above rate: set rate too, or leave burst out")
+        return self

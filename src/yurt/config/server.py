@@ -6,12 +6,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import (
-    Field,
-    SecretStr,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from yurt.aio import LoopName
 from yurt.config.base import MIB, Frozen
@@ -182,7 +177,9 @@ class ServerConfig(Frozen):
     event_loop: LoopName = "auto"
     backend: Literal["local", "nomad"] = "local"
     admin_token: str | None = Field(
-        default=None, description="bearer token the admin API asks for; None: no token"
+        default=None,
+        min_length=1,
+        description="bearer token the admin API asks for; None: no token",
     )
     max_payload_size: int = Field(
         default=1024 * MIB, ge=1, description="largest payload the admin API takes"

@@ -6,12 +6,7 @@ import ssl
 from pathlib import Path
 from typing import ClassVar
 
-from pydantic import (
-    Field,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from yurt.config.base import Frozen
 from yurt.errors import ConfigError

@@ -41,10 +41,10 @@ from tenacity import (
 )
 
 from yurt.backends.base import RunnerEndpoint
-from yurt.backends.nomad.addr import CONSUL_PORT, parse_addr
 from yurt.backends.nomad.naming import job_id, runner_id_from_service_id
 from yurt.backoff import capped_backoff, tenacity_wait
 from yurt.config import ConsulConfig, tls_failure
+from yurt.config.base import CONSUL_PORT, parse_addr
 from yurt.errors import (
     ClusterBadRequest,
     ClusterError,

@@ -29,10 +29,10 @@ from tenacity import (
     stop_after_attempt,
 )
 
-from yurt.backends.nomad.addr import NOMAD_PORT, parse_addr
 from yurt.backends.nomad.threads import DaemonThreads, PoolClosed
 from yurt.backoff import tenacity_wait
 from yurt.config import NomadConfig, tls_failure
+from yurt.config.base import NOMAD_PORT, parse_addr
 from yurt.errors import (
     ClusterBadRequest,
     ClusterError,

@@ -744,8 +744,7 @@ async def test_raise_overtaking_a_lowering_keeps_the_runner() -> None:
     backend, app = scaling_backend(client, 3)
     source = Source()
     backend.add_keep_listener(source.reinstate)
-    scheduler = Scheduler(backend, SchedulerConfig())
-    scheduler.source = source
+    scheduler = Scheduler(backend, SchedulerConfig(), source=source)
     r0, r1, r2, r3 = ids(0, 1, 2, 3)
     # Runner 2 is idle past keep_alive; a deployment holds the lower Count back...
     idle = AppLoad(runners=tuple(RunnerLoad(r, 0, 0.0) for r in (r0, r1, r2)))
@@ -925,8 +924,7 @@ def failed_first(load: AppLoad) -> tuple[nb.NomadBackend, nb._App, ScaleClient, 
     source = Source()
     source.now = load
     backend.add_keep_listener(source.reinstate)
-    scheduler = Scheduler(backend, SchedulerConfig())
-    scheduler.source = source
+    scheduler = Scheduler(backend, SchedulerConfig(), source=source)
     return backend, app, client, scheduler, source
 
 
@@ -967,8 +965,7 @@ async def test_failed_highest_allocation_is_a_free_stop() -> None:
     app.allocs[AID.format(2)] = stub(2, "failed")
     r0, r1, r2 = ids(0, 1, 2)
     source = Source()
-    scheduler = Scheduler(backend, SchedulerConfig())
-    scheduler.source = source
+    scheduler = Scheduler(backend, SchedulerConfig(), source=source)
     load = AppLoad(runners=(RunnerLoad(r0, 1, None), RunnerLoad(r1, 0, 0.0)))
     await scheduler._lower("o/a", SPEC, load, 3, Decision(1, stop=(r1,)))
     assert client.counts == [2, 1]
@@ -991,8 +988,7 @@ async def test_runners_a_lower_count_stops_unasked_are_stopping() -> None:
         (r2, r3), RunnerState.DRAINING
     )
     source = Source()
-    scheduler = Scheduler(backend, SchedulerConfig())
-    scheduler.source = source
+    scheduler = Scheduler(backend, SchedulerConfig(), source=source)
     load = AppLoad(
         runners=(
             RunnerLoad(r0, 0, 0.0),

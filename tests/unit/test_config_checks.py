@@ -36,6 +36,9 @@ def from_toml(tmp_path: Path, text: str, environ: dict[str, str] | None = None) 
         ("[keys]\nburst = 5", "set rate too"),
         ('admin_token = ""', "admin_token"),
         ('[local]\nhost = ""', "local.host"),
+        ('[local]\npass_env = ["HF_TOKEN", "A=B"]', "not variable names"),
+        ('[nomad]\nuser = ""', "nomad.user"),
+        ('[machines.GPU-H100]\nnode_pool = ""', "node_pool"),
         (
             '[nomad]\naddr = "ftp://nomad:4646"',
             "nomad addr 'ftp://nomad:4646' is not an http(s) URL",

@@ -62,7 +62,9 @@ class NomadConfig(ClusterTLS):
     )
     driver: Literal["raw_exec", "docker"] = "raw_exec"
     user: str | None = Field(
-        default=None, description="user raw_exec runs runners as; None: the Nomad agent's"
+        default=None,
+        min_length=1,
+        description="user raw_exec runs runners as; None: the Nomad agent's",
     )
     volumes: dict[str, VolumeConfig] = Field(
         default_factory=dict,

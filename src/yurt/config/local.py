@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 
 from pydantic import Field, field_validator
@@ -10,6 +11,8 @@ from yurt.aio import LoopName
 from yurt.backoff import capped_backoff
 from yurt.config.base import CONFIG_ENV, Frozen
 from yurt.spec import TEARDOWN_SLACK_S
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class HealthConfig(Frozen):
@@ -67,6 +70,9 @@ class LocalBackendConfig(Frozen):
     @field_validator("pass_env")
     @classmethod
     def _not_ours(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [n for n in names if not _ENV_NAME.fullmatch(n)]
+        if bad:
+            raise ValueError(f"{bad} are not variable names (letters, digits, '_')")
         ours = sorted(n for n in names if n in CONFIG_ENV or n.startswith(("NOMAD_", "CONSUL_")))
         if ours:
             raise ValueError(

@@ -30,7 +30,9 @@ class MachineOverride(Frozen):
     cpu_mhz: int | None = Field(default=None, ge=1, description="CPU a runner reserves (Nomad)")
     memory_mb: int | None = Field(default=None, ge=1, description="memory a runner reserves")
     node_pool: str | None = Field(
-        default=None, description="Nomad node pool of this type's runners (Nomad only)"
+        default=None,
+        min_length=1,
+        description="Nomad node pool of this type's runners (Nomad only)",
     )
     constraints: tuple[Constraint, ...] | None = Field(
         default=None,

@@ -92,6 +92,9 @@ class Platform:
     dir and served again on the next start. Otherwise (``yurt run``) apps are given to
     ``start`` and the admin API only hands runners their payloads. ``ephemeral=True`` removes
     what the backend made on a cluster when the platform stops (``yurt run --backend nomad``).
+
+    Its parts are made by ``yurt.composition.build_platform``, with the platform as the host
+    they call back into; ``start`` starts them on an ``AsyncExitStack`` that ``stop`` unwinds.
     """
 
     def __init__(

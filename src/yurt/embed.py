@@ -12,7 +12,7 @@ import aiohttp
 from pydantic import BaseModel
 
 from yurt.app import App
-from yurt.config import RouterConfig, SchedulerConfig, ServerConfig
+from yurt.config import LocalBackendConfig, RouterConfig, SchedulerConfig, ServerConfig, local_env
 from yurt.errors import RequestError
 from yurt.platform import Platform
 
@@ -33,6 +33,7 @@ class ServedApp:
                 data_dir=data_dir,
                 router=RouterConfig(port=0),
                 scheduler=SchedulerConfig(interval=0.1),
+                local=LocalBackendConfig(**local_env()),
             )
         self.platform = Platform(config)
         self.app_id = ""

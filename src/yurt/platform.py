@@ -13,6 +13,8 @@ import hmac
 import ipaddress
 import os
 import time
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any
@@ -20,34 +22,25 @@ from urllib.parse import urlsplit
 
 import structlog
 
-from yurt.admin.api import AdminApi, check_exposure
-from yurt.admin.secrets import LocalSecrets, SecretStore
-from yurt.admin.store import AppStore, Deployment, Removal, is_sha256
+from yurt.admin.api import check_exposure
+from yurt.admin.store import Deployment, Removal, is_sha256
 from yurt.app import App
 from yurt.backends.base import Backend, Discovery
 from yurt.backends.local import LocalBackend
+from yurt.composition import build_platform
 from yurt.config import ServerConfig
-from yurt.discovery.local import LocalRegistry
-from yurt.envs import Environments
 from yurt.errors import ConfigError
-from yurt.files.http import build_files_api
 from yurt.files.location import cluster_env
-from yurt.keys import KeyStore
 from yurt.packaging import PayloadHeader, pack
 from yurt.privatefs import load_secret, open_private, private_dir, tighten
 from yurt.queue.api import QueueApi
 from yurt.queue.engine import QueueEngine
 from yurt.queue.store import QueueStore
 from yurt.queue.webhooks import WebhookSender
-from yurt.router.gate import Gate
-from yurt.router.server import Router
-from yurt.scheduler.loop import Scheduler
 from yurt.spec import AppSpec, build_spec
 
 if TYPE_CHECKING:
-    from yurt.backends.nomad.backend import NomadBackend
     from yurt.backends.nomad.naming import PayloadRef
-    from yurt.discovery.consul import ConsulDiscovery
 
 log = structlog.get_logger("yurt.platform")
 
@@ -79,6 +72,19 @@ DATA_DIR_ENTRIES = frozenset(
 )
 
 
+def _once(step: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+    """``step``, run at its first call only: a stop pushed on an exit stack twice."""
+    done = False
+
+    async def run() -> None:
+        nonlocal done
+        if not done:
+            done = True
+            await step()
+
+    return run
+
+
 class Platform:
     """Serves Apps behind one router. ``async with Platform(cfg) as p:``.
 
@@ -86,6 +92,9 @@ class Platform:
     dir and served again on the next start. Otherwise (``yurt run``) apps are given to
     ``start`` and the admin API only hands runners their payloads. ``ephemeral=True`` removes
     what the backend made on a cluster when the platform stops (``yurt run --backend nomad``).
+
+    Its parts are made by ``yurt.composition.build_platform``, with the platform as the host
+    they call back into; ``start`` starts them on an ``AsyncExitStack`` that ``stop`` unwinds.
     """
 
     def __init__(
@@ -95,75 +104,20 @@ class Platform:
         self.server = server
         self.ephemeral = ephemeral
         self.default_owner = config.router.owner
-        self.store = AppStore(config.data_dir, b"")
-        self.secrets = SecretStore(config.data_dir)
-        self.keys = KeyStore(config.data_dir, refresh=config.keys.refresh)
         self.queue_store: QueueStore | None = None
-        self._lock: IO[str] | None = None
         self.webhooks: WebhookSender | None = None
         self._locks: dict[str, asyncio.Lock] = {}
         self._served: dict[str, tuple[str, AppSpec]] = {}  # app id -> (payload sha256, spec)
-        self.nomad: NomadBackend | None = None
-        self.consul: ConsulDiscovery | None = None
-        self.backend: Backend
-        self.discovery: Discovery
-        if config.backend == "nomad":
-            self._make_nomad()
-        else:
-            self.registry = LocalRegistry()
-            self.backend = LocalBackend(
-                config.local,
-                self.registry,
-                config.data_dir / "logs",
-                machines=config.machine_overrides(),
-                app_data=config.data_dir / "appdata",
-                secrets=self.secrets.values,
-                envs=Environments(config.data_dir / "envs", config.envs, config.local.python),
-                files=self.files_env,
-            )
-            self.discovery = self.registry
-        self.scheduler = Scheduler(self.backend, config.scheduler)
-        self.gate = Gate(
-            self.keys,
-            config.keys,
-            host=config.router.host,
-            public=config.router.public,
-            admin_token=config.admin_token,
-        )
-        self.router = Router(
-            config.router, self.discovery, self.backend, self.scheduler, gate=self.gate
-        )
-        self.files = build_files_api(
-            config.data_dir, config.files, config.router, self.keys, self.payload_token_ok
-        )
-        self.router.attach_files(self.files)
-
-    def _make_nomad(self) -> None:
-        from yurt.backends.nomad.backend import NomadBackend
-        from yurt.discovery.consul import ConsulDiscovery
-
-        nomad = self.config.nomad
-
-        # The store (and its secret) is opened at start: looked up at each call.
-        def runner_token(job: str) -> str:
-            return self.store.runner_token(job)
-
-        self.consul = ConsulDiscovery(
-            self.config.consul,
-            nomad.job_prefix,
-            datacenter=nomad.datacenter(),
-            runner_token=runner_token,
-        )
-        self.nomad = NomadBackend(
-            nomad,
-            self.payload_ref,
-            history=self.consul,
-            machines=self.config.machine_overrides(),
-            datacenter=self.consul.agent_datacenter,
-            envs=self.config.envs,
-            runner_token=runner_token,
-        )
-        self.backend, self.discovery = self.nomad, self.consul
+        self._stack: AsyncExitStack | None = None  # what start() started, stopped by stop()
+        self._grace = 5.0
+        parts = build_platform(config, self, server=server)
+        self.parts = parts
+        self.store, self.secrets, self.keys = parts.store, parts.secrets, parts.keys
+        self.backend: Backend = parts.backend
+        self.discovery: Discovery = parts.discovery
+        self.registry, self.nomad, self.consul = parts.registry, parts.nomad, parts.consul
+        self.scheduler, self.gate, self.router = parts.scheduler, parts.gate, parts.router
+        self.files = parts.files
 
     @property
     def url(self) -> str:
@@ -301,50 +255,57 @@ class Platform:
         their payloads from its URL.
         """
         self._private_data_dir()
+        self._stack = AsyncExitStack()
         try:
-            self.router.load_tls()
-            if self.server:
-                check_exposure(self.config.router.host, self.config.admin_token)
-            self._lock_data_dir()
-            self.store = AppStore(
-                self.config.data_dir, load_secret(self.config.data_dir / "server-secret")
-            )
-            self._open_queue()
-            self.router.admin = AdminApi(
-                self,
-                admin_token=self.config.admin_token,
-                public_url=self.config.router.public_url,
-                limit=self.config.max_payload_size,
-                deploys=self.server,
-                # On Nomad, Nomad Variables keep them (``yurt.backends.nomad.secrets``).
-                secrets=(
-                    self.nomad.secrets if self.nomad is not None else LocalSecrets(self.secrets)
-                ),
-                keys=self.keys,
-            )
-            await self.router.bind()
-            if self.consul is not None:
-                await self.consul.start()
-            await self.backend.start()
-            await self.scheduler.start()
-            if self.server:
-                for d in self.store.all():
-                    await self._serve(
-                        d.app_id, d.spec, self.store.payloads / f"{d.current.sha256}.yurt"
-                    )
-            app_ids = [await self.add_app(cls) for cls in apps]
-            await self.router.start()
-            if self.router.queue is not None:
-                self.router.queue.start()
-            if self.router.files is not None:
-                await self.router.files.start()
-            if self.webhooks is not None:
-                await self.webhooks.start()
-            if self.server and self.consul is not None:
-                await self._announce()
+            return await self._start_parts(self._stack, apps)
         except BaseException:
             await self.stop()  # whatever did start
             raise
+
+    async def _start_parts(self, stack: AsyncExitStack, apps: tuple[type[App], ...]) -> list[str]:
+        # Each part's stop is pushed before its start is tried, so that a start that fails
+        # half-way is stopped too; the stack unwinds in the reverse order: the router first,
+        # then the scheduler, the backend, discovery, and the data dir's lock last.
+        router, consul = self.router, self.consul
+        router.load_tls()
+        if self.server:
+            check_exposure(self.config.router.host, self.config.admin_token)
+        stack.callback(self._lock_data_dir().close)  # closing the file releases the lock
+        self.store.open()
+        stack.callback(self._close_queue)
+        self._open_queue()
+        stack.callback(self._quietly_flush_keys)
+        stop_router = _once(lambda: router.stop(self._grace))
+        stack.push_async_callback(stop_router)  # should a step below fail: the bound socket
+        await router.bind()
+        if consul is not None:
+            stack.push_async_callback(consul.close)
+            await consul.start()
+        stack.push_async_callback(self.backend.stop)
+        if self.nomad is not None and self.ephemeral:
+            stack.push_async_callback(self._quietly, self.nomad.deregister_all)
+        await self.backend.start()
+        stack.push_async_callback(self.scheduler.stop)
+        await self.scheduler.start()
+        if self.server:
+            for d in self.store.all():
+                await self._serve(
+                    d.app_id, d.spec, self.store.payloads / f"{d.current.sha256}.yurt"
+                )
+        app_ids = [await self.add_app(cls) for cls in apps]
+        if self.webhooks is not None:
+            stack.push_async_callback(self.webhooks.stop)
+        stack.push_async_callback(self.files.stop)
+        stack.push_async_callback(stop_router)
+        await router.start()
+        if router.queue is not None:
+            router.queue.start()
+        await self.files.start()
+        if self.webhooks is not None:
+            await self.webhooks.start()
+        if self.server and consul is not None:
+            stack.push_async_callback(self._quietly, consul.deregister_router)
+            await self._announce()
         return app_ids
 
     async def _announce(self) -> None:
@@ -369,26 +330,15 @@ class Platform:
 
         On a cluster the runners stay (a restarted server finds them), unless ``ephemeral``.
         """
-        if self.consul is not None and self.server:
-            await self._quietly(self.consul.deregister_router())
-        await self.router.stop(grace)
-        if self.router.files is not None:
-            await self.router.files.stop()
-        if self.webhooks is not None:
-            await self.webhooks.stop()
-        await self.scheduler.stop()
-        if self.nomad is not None and self.ephemeral:
-            await self._quietly(self.nomad.deregister_all())
-        await self.backend.stop()
-        if self.consul is not None:
-            await self.consul.close()
-        self._quietly_flush_keys()
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            self._grace = grace
+            await stack.aclose()
+
+    def _close_queue(self) -> None:
         if self.queue_store is not None:
             self.queue_store.close()
             self.queue_store = None
-        if self._lock is not None:
-            self._lock.close()  # closing the file releases the lock
-            self._lock = None
 
     def _quietly_flush_keys(self) -> None:
         try:
@@ -397,14 +347,17 @@ class Platform:
             log.warning("key_usage_not_kept", error=str(exc))
 
     @staticmethod
-    async def _quietly(coro: Any) -> None:
+    async def _quietly(step: Callable[[], Awaitable[Any]]) -> None:
         try:
-            await coro
+            await step()
         except Exception as exc:  # shutting down: say so, and go on stopping the rest
             log.warning("stop_step_failed", error=str(exc))
 
-    def _lock_data_dir(self) -> None:
-        # Two routers on one queue would run the same requests and send the same webhooks.
+    def _lock_data_dir(self) -> IO[str]:
+        """The data dir's lock, held until the file is closed.
+
+        Two routers on one queue would run the same requests and send the same webhooks.
+        """
         path = self.config.data_dir / "yurt.lock"
         lock = open_private(path, "a+")
         try:
@@ -420,7 +373,7 @@ class Platform:
         lock.truncate(0)
         lock.write(f"yurt pid {os.getpid()}\n")
         lock.flush()
-        self._lock = lock
+        return lock
 
     def _private_data_dir(self) -> None:
         # Request bodies, results, logs, user code and keys live here: the owner's only. What

@@ -33,7 +33,6 @@ import hmac
 import ipaddress
 import json
 import re
-import time
 from typing import Any, Protocol
 
 import structlog
@@ -42,13 +41,13 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from yurt.admin.keys_api import key_call
 from yurt.admin.secrets import SecretKeeper
+from yurt.admin.secrets_api import secret_call
 from yurt.admin.store import AppStore, Deployment, Removal, is_sha256
-from yurt.errors import ClusterError, ConfigError, DeployError, PayloadError, SchedulingError
+from yurt.errors import ConfigError, DeployError, PayloadError, SchedulingError
 from yurt.keys import KeyStore
 from yurt.machines import CATALOG
 from yurt.packaging import PayloadHeader, read_header
 from yurt.router.http import Reply, error_reply, json_reply
-from yurt.secret_rules import name_problem, value_problem
 from yurt.spec import AppSpec
 
 log = structlog.get_logger("yurt.admin")
@@ -65,14 +64,6 @@ class DeployRequest(BaseModel):
     spec: AppSpec
     payload_sha256: str
     owner: str | None = None
-
-
-class SecretValue(BaseModel):
-    """The body of ``PUT /_yurt/api/v1/secrets/{name}``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    value: str
 
 
 class Deployer(Protocol):
@@ -179,27 +170,8 @@ class AdminApi:
         elif parts[0] == "apps" and len(parts) in (1, 2, 3, 4):
             if not self._is_admin(request):
                 return _denied()
-            if len(parts) == 2 and method != "DELETE":
-                return error_reply(404, "not_found", f"no admin route {path}")
-            if len(parts) == 1:
-                if method == "POST":
-                    return await self._deploy(request)
-                if method == "GET":
-                    return json_reply([self._app(request, d) for d in self.deployer.store.all()])
-            elif len(parts) == 4 and parts[3] == "environment" and method == "GET":
-                return self._environment(request, f"{parts[1]}/{parts[2]}")
-            elif len(parts) == 4 and parts[3] != "revisions":
-                return error_reply(404, "not_found", f"no admin route {path}")
-            elif len(parts) in (2, 3) and method == "DELETE":
-                owner = parts[1] if len(parts) == 3 else self.deployer.default_owner
-                return await self._undeploy(owner, parts[-1])
-            elif method == "GET":
-                found = self.deployer.store.get(f"{parts[1]}/{parts[2]}")
-                if found is None:
-                    return error_reply(404, "not_found", f"no app {parts[1]}/{parts[2]} deployed")
-                if len(parts) == 3:
-                    return json_reply(self._app(request, found, full=True))
-                return json_reply([r.model_dump() for r in found.revisions])
+            if (reply := await self._apps_call(request, parts)) is not None:
+                return reply
         elif parts[0] == "keys" and len(parts) in (1, 2) and self.keys is not None:
             if not self._is_admin(request):
                 return _denied()
@@ -207,26 +179,36 @@ class AdminApi:
         elif parts[0] == "secrets" and len(parts) in (1, 2):
             if not self._is_admin(request):
                 return _denied()
-            if self.secrets is None:
-                return error_reply(
-                    501,
-                    "not_implemented",
-                    "this server's backend does not carry secrets to runners yet (the local "
-                    "backend does); give the app its keys another way",
-                )
-            try:
-                return await self._secret_call(request, self.secrets, parts[1:])
-            except ConfigError as exc:  # the store's file or key: names a path, never a value
-                log.error("secrets_unreadable", error=str(exc))
-                return error_reply(500, "secrets_unreadable", str(exc))
-            except ValueError as exc:  # too large for where they are kept: sizes, no value
-                return error_reply(422, "bad_request", str(exc))
-            except ClusterError as exc:  # Nomad keeps them and refused or did not answer
-                log.error("secrets_unreachable", error=str(exc))
-                return error_reply(503, "secrets_unavailable", str(exc))
+            return await secret_call(request, self.secrets, parts[1:], self._read, _invalid)
         else:
             return error_reply(404, "not_found", f"no admin route {path}")
         return error_reply(405, "method_not_allowed", f"{method} {path} is not served")
+
+    async def _apps_call(self, request: web.BaseRequest, parts: list[str]) -> Reply | None:
+        """``apps[/owner[/app[/revisions|environment]]]``; None: not served for this method."""
+        path, method = request.path, request.method
+        if len(parts) == 2 and method != "DELETE":
+            return error_reply(404, "not_found", f"no admin route {path}")
+        if len(parts) == 1:
+            if method == "POST":
+                return await self._deploy(request)
+            if method == "GET":
+                return json_reply([self._app(request, d) for d in self.deployer.store.all()])
+        elif len(parts) == 4 and parts[3] == "environment" and method == "GET":
+            return self._environment(request, f"{parts[1]}/{parts[2]}")
+        elif len(parts) == 4 and parts[3] != "revisions":
+            return error_reply(404, "not_found", f"no admin route {path}")
+        elif len(parts) in (2, 3) and method == "DELETE":
+            owner = parts[1] if len(parts) == 3 else self.deployer.default_owner
+            return await self._undeploy(owner, parts[-1])
+        elif method == "GET":
+            found = self.deployer.store.get(f"{parts[1]}/{parts[2]}")
+            if found is None:
+                return error_reply(404, "not_found", f"no app {parts[1]}/{parts[2]} deployed")
+            if len(parts) == 3:
+                return json_reply(self._app(request, found, full=True))
+            return json_reply([r.model_dump() for r in found.revisions])
+        return None
 
     # -- payloads --------------------------------------------------------------------------
 
@@ -351,43 +333,6 @@ class AdminApi:
         )
 
     # -- secrets ---------------------------------------------------------------------------
-
-    async def _secret_call(
-        self, request: web.BaseRequest, store: SecretKeeper, name: list[str]
-    ) -> Reply:
-        method = request.method
-        if not name:
-            if method != "GET":
-                return error_reply(405, "method_not_allowed", f"{method} {request.path}")
-            found = await store.list_secrets()
-            return json_reply([{"name": s.name, "set_at": s.set_at} for s in found])
-        if method == "PUT":
-            body = await self._read(request)
-            if isinstance(body, Reply):
-                return body
-            try:
-                value = SecretValue.model_validate_json(body).value
-            except ValidationError as exc:
-                return _invalid(exc)
-            problem = name_problem(name[0]) or value_problem(value)
-            if problem is not None:  # the name or the value's shape; never the value
-                return error_reply(422, "bad_request", problem)
-            new = await store.set_secret(name[0], value, time.time())
-            # The name only: values never reach a log.
-            log.info("secret_set", name=name[0], outcome="created" if new else "updated")
-            info = next((s for s in await store.list_secrets() if s.name == name[0]), None)
-            reply = {"name": name[0], "set_at": info.set_at if info else time.time()}
-            return json_reply(
-                {**reply, "outcome": "created" if new else "updated"}, 201 if new else 200
-            )
-        if method == "DELETE":
-            if not await store.unset_secret(name[0]):
-                return error_reply(
-                    404, "secret_not_found", f"no secret {name[0][:256]!r} is set on this server"
-                )
-            log.info("secret_unset", name=name[0])
-            return json_reply({"name": name[0], "outcome": "unset"})
-        return error_reply(405, "method_not_allowed", f"{method} {request.path} is not served")
 
     def _app(self, request: web.BaseRequest, d: Deployment, full: bool = False) -> dict[str, Any]:
         base = self.public_url or f"{request.scheme}://{request.host}"

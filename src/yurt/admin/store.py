@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict
 
 from yurt.errors import PayloadError
 from yurt.packaging import PayloadHeader, read_header
-from yurt.privatefs import write_atomic
+from yurt.privatefs import load_secret, write_atomic
 from yurt.spec import AppSpec
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -69,10 +69,23 @@ def is_sha256(value: str) -> bool:
 class AppStore:
     """Payloads and deployments under ``data_dir``, and the tokens runners fetch payloads with."""
 
-    def __init__(self, data_dir: Path, secret: bytes) -> None:
+    def __init__(self, data_dir: Path, secret: bytes | Path) -> None:
+        """``secret``: the key tokens are made with, or the file that keeps it, read (and made,
+        ``load_secret``) at the first token, once the server has made its data dir private
+        and locked it."""
         self.payloads = data_dir / "payloads"
         self.apps = data_dir / "apps"
-        self._secret = secret
+        self._key = secret
+
+    def open(self) -> None:
+        """Read (or make) the key now, so that a key file that is no key fails the start."""
+        _ = self._secret
+
+    @property
+    def _secret(self) -> bytes:
+        if isinstance(self._key, Path):
+            self._key = load_secret(self._key)
+        return self._key
 
     # -- payloads --------------------------------------------------------------------------
 

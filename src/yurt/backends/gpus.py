@@ -10,8 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from yurt.errors import SchedulingError
-from yurt.machines import CATALOG, MachineType
-from yurt.runner.gpus import (
+from yurt.gpus import (
     GpuInfo,
     GpuListing,
     list_gpus,
@@ -20,6 +19,7 @@ from yurt.runner.gpus import (
     pick_gpus,
     visible_gpus,
 )
+from yurt.machines import CATALOG, MachineType
 
 
 class GpuAllocator:

@@ -50,7 +50,7 @@ from yurt.envs import BuildCancelled, Environments
 from yurt.errors import ConfigError, EnvironmentBuildError
 from yurt.machines import with_overrides
 from yurt.privatefs import private_dir
-from yurt.runner.token import RUNNER_TOKEN_ENV
+from yurt.runner.contract import RUNNER_TOKEN_ENV
 from yurt.spec import AppSpec
 
 log = structlog.get_logger("yurt.local")

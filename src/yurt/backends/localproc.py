@@ -3,7 +3,6 @@ No state: ``LocalBackend`` holds the runners."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import socket
@@ -13,6 +12,7 @@ from typing import Any
 
 from yurt.appdata import APP_DATA_ENV, app_data_env
 from yurt.config import CONFIG_ENV, LocalBackendConfig
+from yurt.runner.contract import RUNNER_MODULE, runner_argv
 
 
 def bound_socket(host: str) -> socket.socket:
@@ -52,30 +52,18 @@ def runner_command(
     """The runner's command line: ``python -m yurt.runner`` listening on the inherited ``fd``
     (bound to ``port``), draining when this process (``parent_pid``) is gone; ``python`` is
     the app's environment's interpreter (``config.python`` without one)."""
-    cmd = [
-        python or config.python,
-        "-m",
-        "yurt.runner",
-        "--payload",
-        str(payload),
-        "--host",
-        config.host,
-        "--port",
-        str(port),
-        "--fd",
-        str(fd),
-        "--runner-id",
-        runner_id,
-        "--parent-pid",
-        str(os.getpid() if parent_pid is None else parent_pid),
-        "--kill-after",
-        str(config.kill_after),
-        "--loop",
-        config.runner_loop,
-    ]
-    if machines:
-        cmd += ["--machines", json.dumps(machines)]
-    return cmd
+    argv = runner_argv(
+        payload=str(payload),
+        host=config.host,
+        port=port,
+        fd=fd,
+        runner_id=runner_id,
+        parent_pid=os.getpid() if parent_pid is None else parent_pid,
+        kill_after=config.kill_after,
+        loop=config.runner_loop,
+        machines=machines,
+    )
+    return [python or config.python, "-m", RUNNER_MODULE, *argv]
 
 
 # What a runner takes from the environment yurt runs in (``runner_env``). An allow-list: the

@@ -24,7 +24,7 @@ from typing import BinaryIO, Protocol
 
 import structlog
 
-from yurt.runner.__main__ import parse_failure
+from yurt.runner.contract import parse_failure
 
 log = structlog.get_logger("yurt.local")
 

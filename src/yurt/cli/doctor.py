@@ -27,8 +27,8 @@ from pydantic import ValidationError
 
 from yurt.config import ClusterTLS, ConsulConfig, NomadConfig, consul_env, nomad_env, tls_failure
 from yurt.errors import ConfigError
+from yurt.gpus import list_gpus, load_nvml
 from yurt.machines import machine_types_of_gpu
-from yurt.runner.gpus import list_gpus, load_nvml
 
 MIN_PYTHON = (3, 11)
 # (distribution, what pyproject.toml asks for, required): the runtime dependencies.

@@ -13,10 +13,9 @@ import sys
 import traceback
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from yurt.aio import LOOP_NAMES
-from yurt.config import ServerConfig, build_server_config, read_config_file
+from yurt.config import ServerConfig, base_url, build_server_config, read_config_file
 from yurt.errors import ConfigError
 
 LOG_LEVELS = ["debug", "info", "warning", "error", "critical"]
@@ -121,13 +120,14 @@ def public_url(value: str | None) -> str | None:
     """``--public-url`` checked: an http(s) URL with a host, without a trailing slash."""
     if value is None:
         return None
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+    try:
+        return base_url(value)
+    except ValueError:
+        shown = repr(value) if "@" not in value else "(not shown: it may hold credentials)"
         raise ConfigError(
-            f"--public-url {value!r} is not a base URL; give scheme and host, "
+            f"--public-url {shown} is not a base URL; give scheme and host, "
             "e.g. https://yurt.example.com or https://example.com/yurt"
-        )
-    return value.rstrip("/")
+        ) from None
 
 
 def _drop_none(values: dict[str, Any]) -> dict[str, Any]:

@@ -33,22 +33,16 @@ from consul.exceptions import (
     NotFound,
     Timeout,
 )
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception_type,
-    stop_after_attempt,
-)
 
+from yurt.backends.agentcall import status_error, transport_error, with_retries
 from yurt.backends.base import RunnerEndpoint
-from yurt.backends.nomad.addr import CONSUL_PORT, parse_addr
 from yurt.backends.nomad.naming import job_id, runner_id_from_service_id
-from yurt.backoff import capped_backoff, tenacity_wait
-from yurt.config import ConsulConfig, tls_failure
+from yurt.backoff import capped_backoff
+from yurt.config import ConsulConfig
+from yurt.config.base import CONSUL_PORT, parse_addr
+from yurt.discovery.consul_http import ConsulClient
 from yurt.errors import (
-    ClusterBadRequest,
     ClusterError,
-    ClusterNotFound,
     ClusterUnauthorized,
     ClusterUnavailable,
 )
@@ -66,37 +60,23 @@ FILTERED_HEADER = "X-Consul-Results-Filtered-By-ACLs"
 
 def map_error(exc: BaseException, call: str, addr: str = "") -> ClusterError:
     """The yurt error for a py-consul, aiohttp or socket exception raised by ``call`` to
-    ``addr``; a TLS handshake that failed on a setting is not transient."""
+    ``addr`` (``yurt.backends.agentcall`` names the kinds)."""
     text = str(exc).strip()
     if isinstance(exc, ACLPermissionDenied | ACLDisabled):
-        return ClusterUnauthorized(
-            f"consul {call}: permission denied: {text}; set a Consul ACL token "
-            "(ConsulConfig.token or CONSUL_HTTP_TOKEN) whose policy allows this call",
-            service="consul",
-            status=403,
-            message=text,
-        )
+        return status_error("consul", 403, f"consul {call}: permission denied: {text}", text)
     if isinstance(exc, NotFound):
-        return ClusterNotFound(f"consul {call}: not found: {text}", service="consul", status=404)
+        return status_error("consul", 404, f"consul {call}: not found: {text}")
     if isinstance(exc, BadRequest):
-        return ClusterBadRequest(
-            f"consul {call}: {text}", service="consul", status=400, message=text
-        )
-    failure = tls_failure(exc) if isinstance(exc, aiohttp.ClientError | OSError) else None
-    if failure is not None and (advice := ConsulConfig.handshake_advice(failure)) is not None:
-        return ClusterError(f"consul {call}: TLS handshake failed: {advice}", service="consul")
+        return status_error("consul", 400, f"consul {call}: {text}", text)
     if isinstance(exc, Timeout | aiohttp.ClientError | OSError | TimeoutError):
-        return ClusterUnavailable(
-            f"consul {call}: cannot reach Consul: {text or type(exc).__name__}; check "
-            f"ConsulConfig.addr and that the agent is up{ConsulConfig.disconnect_hint(addr)}",
-            service="consul",
-        )
+        why = text or type(exc).__name__
+        return transport_error("consul", call, exc, ConsulConfig, addr, why)
     if isinstance(exc, ConsulException):
         found = _STATUS.match(text)
         status = int(found.group(1)) if found else None
-        transient = status is not None and (status >= 500 or status == 429)
-        kind = ClusterUnavailable if transient else ClusterError
-        return kind(f"consul {call}: {text}", service="consul", status=status, message=text)
+        if status is not None and (status >= 500 or status == 429):
+            return status_error("consul", status, f"consul {call}: {text}", text)
+        return ClusterError(f"consul {call}: {text}", service="consul", status=status, message=text)
     return ClusterError(f"consul {call}: {exc!r}", service="consul")
 
 
@@ -129,68 +109,6 @@ class _Watch:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
     filtered: bool = False  # the last answer said ACLs hid entries (warned once)
-
-
-class _NamedSession:
-    """An aiohttp session whose requests send and check ``server_name`` over TLS
-    (CONSUL_TLS_SERVER_NAME) instead of the address's host."""
-
-    def __init__(self, session: aiohttp.ClientSession, server_name: str) -> None:
-        self._session = session
-        self._server_name = server_name
-
-    def request(self, method: str, url: str, **kwargs: Any) -> Any:
-        return self._session.request(method, url, server_hostname=self._server_name, **kwargs)
-
-    async def close(self) -> None:
-        await self._session.close()
-
-
-class _HTTPClient(consul.aio.HTTPClient):  # type: ignore[misc]
-    """py-consul's aio transport on a session built from ``ConsulConfig``'s TLS settings.
-
-    py-consul builds its SSLContext only when verifying, ignores a CA directory and a server
-    name, and passes aiohttp's deprecated ``ssl_context``/``verify_ssl``: the session is ours.
-    """
-
-    def __init__(
-        self, host: str, port: int, scheme: str, tls: ConsulConfig, timeout: float | None
-    ) -> None:
-        consul.base.HTTPClient.__init__(self, host, port, scheme)
-        self.loop = None
-        ssl_context = tls.ssl_context() if scheme == "https" else None
-        connector = aiohttp.TCPConnector(ssl=ssl_context if ssl_context is not None else True)
-        session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=aiohttp.ClientTimeout(total=timeout)
-            if timeout
-            else aiohttp.client.DEFAULT_TIMEOUT,
-        )
-        name = tls.tls_server_name if scheme == "https" else None
-        self._session = session if not name else _NamedSession(session, name)
-
-
-class _Consul(consul.aio.Consul):  # type: ignore[misc]
-    """py-consul's aio client with its transport built by ``_HTTPClient``."""
-
-    def __init__(self, tls: ConsulConfig, **kwargs: Any) -> None:
-        self._tls = tls  # set first: the base __init__ calls http_connect
-        super().__init__(**kwargs)
-
-    def http_connect(
-        self, host: str, port: int, scheme: str, verify: object = True, cert: object = None
-    ) -> _HTTPClient:
-        return _HTTPClient(host, port, scheme, self._tls, self.connections_timeout)
-
-
-def _log_retry(state: RetryCallState) -> None:
-    exc = state.outcome.exception() if state.outcome is not None else None
-    log.warning(
-        "consul_call_retry",
-        call=state.kwargs.get("call", "?"),
-        attempt=state.attempt_number,
-        error=str(exc),
-    )
 
 
 class ConsulDiscovery:
@@ -253,7 +171,7 @@ class ConsulDiscovery:
                 raise ClusterUnavailable("consul: the discovery is closed", service="consul")
             # aiohttp's default total timeout is 300 s: a blocking query must fit well inside.
             timeout = self.config.blocking_wait * (1 + 1 / 16) + 30
-            self._consul = _Consul(
+            self._consul = ConsulClient(
                 self.config,
                 host=self._host,
                 port=self._port,
@@ -444,7 +362,7 @@ class ConsulDiscovery:
     # -- the router's own registration -----------------------------------------------------
 
     async def _retry(self, call: str, fn: Callable[[], Awaitable[T]]) -> T:
-        async def attempt(*, call: str) -> T:
+        async def attempt() -> T:
             try:
                 return await fn()
             except asyncio.CancelledError:
@@ -452,15 +370,7 @@ class ConsulDiscovery:
             except Exception as exc:
                 raise map_error(exc, call, self.config.addr) from exc
 
-        retrying = AsyncRetrying(
-            retry=retry_if_exception_type(ClusterUnavailable),
-            stop=stop_after_attempt(RETRIES + 1),
-            wait=tenacity_wait(first=0.2, cap=5.0),
-            before_sleep=_log_retry,
-            reraise=True,
-        )
-        result: T = await retrying(attempt, call=call)
-        return result
+        return await with_retries("consul", call, attempt, retries=RETRIES)
 
     async def register_router(
         self, name: str, address: str, port: int, check_url: str, interval: float

@@ -32,7 +32,7 @@ from yurt.router.metrics import RouterCollector, RouterStats
 from yurt.router.pool import UpstreamError
 from yurt.router.web import WebFace, error_page_json
 from yurt.runner.invoke import JsonErrorServer
-from yurt.scheduler.loop import Scheduler
+from yurt.scheduler.loop import Poke
 from yurt.scheduler.policy import AppLoad
 from yurt.spec import AppSpec
 
@@ -51,9 +51,15 @@ class Router:
         config: RouterConfig,
         discovery: Discovery,
         backend: Backend,
-        scheduler: Scheduler,
+        wake: Poke,
         gate: Gate | None = None,
+        *,
+        admin: AdminApi | None = None,
+        files: FilesApi | None = None,
     ) -> None:
+        """``wake`` is poked when a request waits for a runner (the scheduler waits on it;
+        a ``Scheduler`` will do, as it pokes its own); ``admin`` and ``files`` serve
+        ``/_yurt/api/`` and ``/files/`` when given."""
         self.config = config
         # No gate given: no keys, every app open (as on a laptop).
         self.gate = gate or Gate(
@@ -61,7 +67,7 @@ class Router:
         )
         self.discovery = discovery
         self.backend = backend
-        self.scheduler = scheduler
+        self.wake = wake
         self.routes: dict[str, AppRoute] = {}
         self._watchers: dict[str, asyncio.Task[None]] = {}  # app id -> its discovery follower
         self._chores: set[asyncio.Future[None]] = set()
@@ -73,11 +79,10 @@ class Router:
         self._ssl: ssl.SSLContext | None = None
         self.queue_api: QueueService | None = None
         self.core = RequestCore(self)
-        self.admin: AdminApi | None = None
-        self.files: FilesApi | None = None
+        self.admin = admin
+        self.files = files
         self.stats = RouterStats()
         self.metrics = registry_for(RouterCollector(self))
-        scheduler.source = self
         backend.add_failure_listener(self._start_failed)
         backend.add_keep_listener(self._kept)
 
@@ -98,15 +103,11 @@ class Router:
         """Serve the durable queue under ``/queue/``."""
         self.queue, self.queue_api = engine, api
 
-    def attach_files(self, api: FilesApi) -> None:
-        """Serve the file store under ``/files/``."""
-        self.files = api
-
     # -- lifecycle -------------------------------------------------------------------------
 
     def add_app(self, app_id: str, spec: AppSpec) -> None:
         """Route ``app_id`` (``owner/app_name``) and follow its healthy runners."""
-        route = AppRoute(app_id, spec, self.scheduler.poke)
+        route = AppRoute(app_id, spec, self.wake.poke)
         self.routes[app_id] = route
         self._watchers[app_id] = asyncio.create_task(self._follow(route))
         if self.queue is not None:
@@ -393,11 +394,19 @@ class Router:
         return spec.startup_timeout + 10.0
 
     def terminate_slot(self, route: AppRoute, slot: Slot, reason: str) -> None:
-        """Route nothing more to this runner and have the scheduler stop it."""
+        """Route nothing more to this runner and have the backend stop and replace it."""
         if route.retire(slot.runner_id) is not None:
             self.stats.terminated(route.app_id, reason)
             self._close_when_idle(slot)
-            self.scheduler.terminate(route.app_id, slot.runner_id, reason)
+            app_id, runner_id = route.app_id, slot.runner_id
+            log.warning("runner_terminate_requested", app=app_id, runner=runner_id, reason=reason)
+            self._background(self._terminate(app_id, runner_id, reason))
+
+    async def _terminate(self, app_id: str, runner_id: str, reason: str) -> None:
+        try:
+            await self.backend.stop_runner(app_id, runner_id, reason=reason, replace=True)
+        except Exception as error:
+            log.error("runner_terminate_failed", error=f"{type(error).__name__}: {error}")
 
     def describe(self) -> list[dict[str, object]]:
         """Apps, their load and their runners, for ``GET /_yurt/apps``."""

@@ -9,7 +9,8 @@ Before the user's code runs, ``NVIDIA_VISIBLE_DEVICES`` (Nomad's GPUs) becomes
 
 Exit codes: 0 after a graceful stop, 2 bad arguments, 3 payload could not be loaded,
 4 setup failed, 5 setup timed out, 6 the GPUs do not match the app. On 3-6 the last stderr line
-starts with ``FAILURE_MARK`` so that whoever started the runner can tell the caller why.
+starts with ``FAILURE_MARK`` so that whoever started the runner can tell the caller why
+(``yurt.runner.contract`` names them for both sides).
 """
 
 from __future__ import annotations
@@ -30,6 +31,13 @@ from yurt.aio import LOOP_NAMES, run
 from yurt.errors import PayloadError, SchedulingError
 from yurt.logging import configure
 from yurt.packaging import unpack
+from yurt.runner.contract import (  # the control plane reads these from contract.py
+    EXIT_GPU,
+    EXIT_PAYLOAD,
+    EXIT_SETUP,
+    EXIT_STARTUP_TIMEOUT,
+    failure_line,
+)
 from yurt.spec import TEARDOWN_SLACK_S
 
 if TYPE_CHECKING:
@@ -37,20 +45,6 @@ if TYPE_CHECKING:
     from yurt.spec import AppSpec
 
 log = structlog.get_logger("yurt.runner")
-
-FAILURE_MARK = "yurt-runner-failure:"
-
-
-def parse_failure(text: str) -> tuple[str, str] | None:
-    """(kind, message) from the last ``FAILURE_MARK`` line of a runner's output, if any."""
-    for line in reversed(text.splitlines()):
-        if line.startswith(FAILURE_MARK):
-            kind, _, message = line[len(FAILURE_MARK) :].strip().partition(": ")
-            return kind, message
-    return None
-
-
-EXIT_PAYLOAD, EXIT_SETUP, EXIT_STARTUP_TIMEOUT, EXIT_GPU = 3, 4, 5, 6
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -107,7 +101,7 @@ def read_payload(args: argparse.Namespace) -> bytes:
 
 def fail(code: int, kind: str, message: str) -> int:
     """Report a failure on the last stderr line and return the exit code."""
-    sys.stderr.write(f"{FAILURE_MARK} {kind}: {message}\n")
+    sys.stderr.write(failure_line(kind, message))
     sys.stderr.flush()
     return code
 

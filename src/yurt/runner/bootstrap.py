@@ -30,11 +30,10 @@ import structlog
 from yurt.config import EnvsConfig
 from yurt.errors import EnvironmentBuildError
 from yurt.logging import configure
-from yurt.runner.__main__ import FAILURE_MARK
+from yurt.runner.contract import EXIT_ENVIRONMENT, EXIT_SECRETS, RUNNER_MODULE, failure_line
 
 log = structlog.get_logger("yurt.runner.bootstrap")
 
-EXIT_ENVIRONMENT, EXIT_SECRETS = 7, 8
 # The allocation's own directory when no cache that outlives it is configured.
 ALLOC_ENVS = "yurt-envs"
 
@@ -84,7 +83,7 @@ def one_line(message: str) -> str:
 
 def fail(code: int, kind: str, message: str) -> int:
     """Report a failure on the last stderr line (as the runner does) and return ``code``."""
-    sys.stderr.write(f"{FAILURE_MARK} {kind}: {one_line(message)}\n")
+    sys.stderr.write(failure_line(kind, one_line(message)))
     sys.stderr.flush()
     return code
 
@@ -127,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
     log.info("runner_exec", python=python, environment=python != sys.executable)
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execv(python, [python, "-m", "yurt.runner", *runner])
+    os.execv(python, [python, "-m", RUNNER_MODULE, *runner])
 
 
 if __name__ == "__main__":

@@ -14,8 +14,9 @@ import urllib.request
 
 from yurt.errors import PayloadError
 from yurt.packaging import read_header
+from yurt.runner.contract import PAYLOAD_TOKEN_ENV
 
-TOKEN_ENV = "YURT_PAYLOAD_TOKEN"  # where the runner finds its payload token
+TOKEN_ENV = PAYLOAD_TOKEN_ENV  # where the runner finds its payload token
 # The server may be restarting while Nomad places a runner: try for about half a minute.
 RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
 _FATAL = {401: "refused the payload token", 403: "refused the payload token"}

@@ -15,7 +15,10 @@ from __future__ import annotations
 import hmac
 from collections.abc import MutableMapping
 
-RUNNER_TOKEN_ENV = "YURT_RUNNER_TOKEN"
+from yurt.runner.contract import RUNNER_TOKEN_ENV
+
+__all__ = ["OPEN_PATHS", "RUNNER_TOKEN_ENV", "RUNNER_TOKEN_HEADER", "allowed", "take_token"]
+
 RUNNER_TOKEN_HEADER = "x-yurt-runner-token"
 # Health checks: asked by Consul's agent and the backends, which hold no token.
 OPEN_PATHS = frozenset(("/_yurt/health", "/health"))

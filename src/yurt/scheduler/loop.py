@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Coroutine
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 import structlog
 
@@ -32,23 +32,48 @@ class LoadSource(Protocol):
         """Route to a retired runner again (it was not stopped after all)."""
 
 
+class Poke(Protocol):
+    """What the router asks of the scheduler: a pass now (a ``Wakeup`` or the ``Scheduler``)."""
+
+    def poke(self, app_id: str | None = None) -> None:
+        """Reconcile now."""
+
+
+class Wakeup:
+    """Asks the scheduler for a pass now instead of at its next interval (a request waits).
+
+    Made before the router and the scheduler, and given to both: the router pokes it, the
+    scheduler waits on it, and neither needs the other to exist first.
+    """
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+
+    def poke(self, app_id: str | None = None) -> None:
+        """Reconcile now."""
+        self.event.set()
+
+
 class Scheduler:
-    """Keeps each app's runner count where the policy says; carries out terminations."""
+    """Keeps each app's runner count where the policy says."""
 
     def __init__(
         self,
         backend: Backend,
         config: SchedulerConfig,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        source: LoadSource | None = None,
+        wake: Wakeup | None = None,
     ) -> None:
         self.backend = backend
         self.config = config
         self.clock = clock
-        self.source: LoadSource | None = None
+        # Where load comes from (the router); a scheduler without one cannot start.
+        self.source = source
+        self.wake = wake or Wakeup()
         self._apps: dict[str, AppSpec] = {}
-        self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._pending: set[asyncio.Task[None]] = set()
 
     def add_app(self, app_id: str, spec: AppSpec) -> None:
         """Start managing an app (the backend must already know it)."""
@@ -61,30 +86,24 @@ class Scheduler:
 
     def poke(self, app_id: str | None = None) -> None:
         """Reconcile now instead of at the next interval (a request is waiting)."""
-        self._wake.set()
-
-    def terminate(self, app_id: str, runner_id: str, reason: str) -> None:
-        """Stop a runner the router found broken; the backend starts a replacement."""
-        log.warning("runner_terminate_requested", app=app_id, runner=runner_id, reason=reason)
-        self._spawn(self.backend.stop_runner(app_id, runner_id, reason=reason, replace=True))
+        self.wake.poke(app_id)
 
     async def start(self) -> None:
         """Run the loop in the background."""
+        assert self.source is not None, "a Scheduler needs its source (the router) to start"
         self._task = asyncio.create_task(self._loop())
 
     async def stop(self, grace: float | None = None) -> None:
-        """Stop the loop and wait for the backend calls it started."""
+        """Stop the loop."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        if self._pending:
-            await asyncio.gather(*self._pending, return_exceptions=True)
 
     async def _loop(self) -> None:
         while True:
             # Cleared before the pass, so a poke that arrives during it is not lost.
-            self._wake.clear()
+            self.wake.event.clear()
             next_at = self.clock() + self.config.interval
             for app_id, spec in list(self._apps.items()):
                 if app_id not in self._apps:
@@ -100,11 +119,11 @@ class Scheduler:
             # turn the event is set (CPython gh-86296), and stop() would then wait for ever.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(0.0, next_at - self.clock())):
-                    await self._wake.wait()
+                    await self.wake.event.wait()
 
     async def reconcile(self, app_id: str, spec: AppSpec) -> float | None:
         """One pass for one app; returns when it wants to look again, if sooner."""
-        assert self.source is not None, "Scheduler.source must be set before start()"
+        assert self.source is not None, "a Scheduler needs its source (the router)"
         target = self.backend.target(app_id)
         load = self.source.load(app_id)
         decision = decide(spec, load, target, self.clock())
@@ -161,13 +180,3 @@ class Scheduler:
                 for kept in stops[n:]:
                     self.source.reinstate(app_id, kept)
                 raise
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._pending.add(task)
-        task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._pending.discard(task)
-        if not task.cancelled() and (error := task.exception()) is not None:
-            log.error("runner_terminate_failed", error=f"{type(error).__name__}: {error}")

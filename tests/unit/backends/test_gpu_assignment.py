@@ -14,7 +14,7 @@ from yurt.backends.local import LocalBackend
 from yurt.config import HealthConfig, LocalBackendConfig
 from yurt.discovery.local import LocalRegistry
 from yurt.errors import SchedulingError
-from yurt.runner.gpus import GpuInfo, GpuListing
+from yurt.gpus import GpuInfo, GpuListing
 from yurt.spec import AppSpec, build_spec
 
 from support import wait_until

@@ -18,7 +18,7 @@ from yurt.config import CONFIG_ENV, LocalBackendConfig, NomadConfig
 from yurt.spec import build_spec
 
 # Every variable yurt.config reads, found in its source: one added there is checked here too.
-CONFIG_SOURCE = Path(yurt.config.__file__).read_text()
+CONFIG_SOURCE = "".join(p.read_text() for p in Path(yurt.config.__file__).parent.glob("*.py"))
 CONFIG_VARS = sorted(
     set(re.findall(r"""["']((?:YURT|NOMAD|CONSUL|XDG|CUDA)_[A-Z_]+)["']""", CONFIG_SOURCE))
 )

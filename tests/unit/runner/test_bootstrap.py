@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from yurt.runner.__main__ import parse_failure
+from yurt.runner.contract import parse_failure
 
 BOOT = [sys.executable, "-m", "yurt.runner.bootstrap"]
 # What the runner must not load (as test_exports checks for ``import yurt``).

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from yurt import gpus as shared_gpus
 from yurt.errors import SchedulingError
 from yurt.runner import gpus as gpu_mod
 from yurt.runner.gpus import (
@@ -302,4 +303,4 @@ def test_monitor_snapshot_keeps_last_figures_when_nvml_fails() -> None:
 
 def test_probe_module_has_no_nvml_import_at_top() -> None:
     """pynvml is imported only by load_nvml, so a CPU app never loads it."""
-    assert "pynvml" not in vars(gpu_mod)
+    assert "pynvml" not in vars(gpu_mod) and "pynvml" not in vars(shared_gpus)

@@ -84,9 +84,8 @@ class Load:
 
 
 def scheduler(backend: HighestFirst, load: AppLoad, now: float) -> tuple[Scheduler, Load]:
-    s = Scheduler(backend, SchedulerConfig(), clock=lambda: now)  # type: ignore[arg-type]
     source = Load(load)
-    s.source = source
+    s = Scheduler(backend, SchedulerConfig(), clock=lambda: now, source=source)  # type: ignore[arg-type]
     return s, source
 
 

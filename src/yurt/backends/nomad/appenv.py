@@ -30,7 +30,7 @@ from typing import Any
 
 from yurt.backends.nomad.naming import TOKEN_ENV
 from yurt.config import EnvsConfig, NomadConfig
-from yurt.runner.token import RUNNER_TOKEN_ENV
+from yurt.runner.contract import RUNNER_TOKEN_ENV
 from yurt.spec import AppSpec
 
 __all__ = [

@@ -147,35 +147,11 @@ class NomadBackend(Surge, AllocationWatch):
         data = await asyncio.to_thread(payload.read_bytes)
         header, _ = read_header(data)
         ref = self.links(app_id, header)
-        name = job_id(self.config.job_prefix, app_id)
-        app = self._apps.get(app_id)
-        if app is None:
-            app = self._apps[app_id] = _App(app_id, name, target=0)
-            existing = await self.client.get_job(name)
-            if existing is not None and not existing.get("Stop"):
-                # Adopt the Count of a job a previous server left running.
-                app.accepted = app.target = _count(existing)
-                meta = existing.get("Meta") or {}
-                app.digest = str(meta.get(META_DIGEST) or "")
-                app.revision = str(meta.get(META_REVISION) or "")
-                log.info("nomad_job_adopted", app=app_id, job=name, count=app.target)
-            if await self.client.get_job(surge_id(name)) is not None:
-                # A surge a previous server left behind: its revision is registered anew below.
-                await self.client.deregister(surge_id(name), purge=True)
+        app = self._apps.get(app_id) or await self._adopt(app_id)
+        name = app.job_id
         async with app.lock:
             top = spec.max_concurrency
-            app.target = min(app.target, top)
-            if app.accepted > top:
-                await self._sync(app)  # so that the runners the scale stops are marked stopping
-                log.warning(
-                    "nomad_count_above_max",
-                    app=app_id,
-                    job=name,
-                    count=app.accepted,
-                    max_concurrency=top,
-                    stopping=stop_order(app.allocs.values())[: app.accepted - top] or None,
-                )
-                await self._scale(app)  # raises if Nomad refuses it for good
+            await self._hold_to_max(app, top)
             job = build_job(
                 app_id,
                 spec,
@@ -196,35 +172,73 @@ class NomadBackend(Surge, AllocationWatch):
                 # The body runs already (the digest covers the revision): its Variable gets the
                 # secrets as they are now (a server restarted after they changed).
                 await self.variables.write(name, ref.token)
-            if digest != app.digest:
-                job["Meta"][META_DIGEST] = digest
-                # Preserve Nomad's Count unless it is still above the maximum (the scale down
-                # is deferred): then the job carries the lowered Count itself.
-                lower, count, covered = app.accepted > top, app.target, set(app.lowering)
-                if self._surges(app, lower):
-                    self._start_surge(app, spec, job, digest, ref.revision, ref.token)
-                    return self._follow_app(app)
-                # Before the register: the task's template waits for the Variable.
-                await self.variables.write(name, ref.token)
-                reply = await self.client.register(register_body(job, preserve_counts=not lower))
-                app.digest, app.revision = digest, ref.revision
-                if lower:
-                    self._scale_accepted(app, count, covered)
-                    if app.target != count:
-                        # The target moved while the register was out (and a deferred scale may
-                        # have landed before it): Nomad has ``count`` now, so send the target.
-                        with contextlib.suppress(ClusterError):  # _scale_failed logged it
-                            await self._scale(app)
-                log.info(
-                    "nomad_job_registered",
-                    app=app_id,
-                    job=name,
-                    revision=ref.revision,
-                    count=app.target,
-                    eval=reply.get("EvalID"),
-                    warnings=reply.get("Warnings") or None,
-                )
+            if digest != app.digest and await self._register(app, spec, job, digest, ref, top):
+                return self._follow_app(app)  # a surge rolls the runners over
         self._follow_app(app)
+
+    async def _register(
+        self, app: _App, spec: AppSpec, job: dict[str, Any], digest: str, ref: PayloadRef, top: int
+    ) -> bool:
+        """Register a new job body (``ensure_app``); True when a surge job took it instead."""
+        job["Meta"][META_DIGEST] = digest
+        # Preserve Nomad's Count unless it is still above the maximum (the scale down is
+        # deferred): then the job carries the lowered Count itself.
+        lower, count, covered = app.accepted > top, app.target, set(app.lowering)
+        if self._surges(app, lower):
+            self._start_surge(app, spec, job, digest, ref.revision, ref.token)
+            return True
+        # Before the register: the task's template waits for the Variable.
+        await self.variables.write(app.job_id, ref.token)
+        reply = await self.client.register(register_body(job, preserve_counts=not lower))
+        app.digest, app.revision = digest, ref.revision
+        if lower:
+            self._scale_accepted(app, count, covered)
+            if app.target != count:
+                # The target moved while the register was out (and a deferred scale may have
+                # landed before it): Nomad has ``count`` now, so send the target.
+                with contextlib.suppress(ClusterError):  # _scale_failed logged it
+                    await self._scale(app)
+        log.info(
+            "nomad_job_registered",
+            app=app.app_id,
+            job=app.job_id,
+            revision=ref.revision,
+            count=app.target,
+            eval=reply.get("EvalID"),
+            warnings=reply.get("Warnings") or None,
+        )
+        return False
+
+    async def _adopt(self, app_id: str) -> _App:
+        """The app's state, with the Count of a job a previous server left running."""
+        name = job_id(self.config.job_prefix, app_id)
+        app = self._apps[app_id] = _App(app_id, name, target=0)
+        existing = await self.client.get_job(name)
+        if existing is not None and not existing.get("Stop"):
+            app.accepted = app.target = _count(existing)
+            meta = existing.get("Meta") or {}
+            app.digest = str(meta.get(META_DIGEST) or "")
+            app.revision = str(meta.get(META_REVISION) or "")
+            log.info("nomad_job_adopted", app=app_id, job=name, count=app.target)
+        if await self.client.get_job(surge_id(name)) is not None:
+            # A surge a previous server left behind: its revision is registered anew.
+            await self.client.deregister(surge_id(name), purge=True)
+        return app
+
+    async def _hold_to_max(self, app: _App, top: int) -> None:
+        """Lower the target, and Nomad's Count if it is above ``top`` (``ensure_app``)."""
+        app.target = min(app.target, top)
+        if app.accepted > top:
+            await self._sync(app)  # so that the runners the scale stops are marked stopping
+            log.warning(
+                "nomad_count_above_max",
+                app=app.app_id,
+                job=app.job_id,
+                count=app.accepted,
+                max_concurrency=top,
+                stopping=stop_order(app.allocs.values())[: app.accepted - top] or None,
+            )
+            await self._scale(app)  # raises if Nomad refuses it for good
 
     def _surges(self, app: _App, lower: bool) -> bool:
         """Whether a new registration is rolled through a surge job (``surge``): any change of

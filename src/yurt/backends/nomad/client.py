@@ -7,7 +7,8 @@ short calls (scale, stop) never wait behind them. Replies are decoded on the sam
 reply that is not JSON (a proxy's HTML page) is mapped like any other failure. Transient
 failures (connection errors, timeouts, 5xx, 429, non-JSON replies) are retried with
 exponential backoff, at most ``config.retries`` times; every python-nomad or requests
-exception becomes a ``ClusterError`` here and nowhere else.
+exception becomes a ``ClusterError`` here and nowhere else, by the rules Consul's adapter shares
+(``yurt.backends.agentcall``).
 """
 
 from __future__ import annotations
@@ -22,22 +23,14 @@ import nomad
 import requests
 import structlog
 from requests.adapters import HTTPAdapter
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    stop_after_attempt,
-)
 
-from yurt.backends.nomad.addr import NOMAD_PORT, parse_addr
+from yurt.backends.agentcall import status_error, transport_error, with_retries
 from yurt.backends.nomad.threads import DaemonThreads, PoolClosed
-from yurt.backoff import tenacity_wait
 from yurt.config import NomadConfig, tls_failure
+from yurt.config.base import NOMAD_PORT, parse_addr
 from yurt.errors import (
-    ClusterBadRequest,
     ClusterError,
     ClusterNotFound,
-    ClusterUnauthorized,
     ClusterUnavailable,
 )
 
@@ -75,35 +68,16 @@ class _TLSAdapter(HTTPAdapter):
 
 
 def map_error(exc: BaseException, call: str, addr: str = "") -> ClusterError:
-    """The yurt error for a python-nomad or requests exception raised by ``call`` to ``addr``.
-
-    A TLS handshake that failed on a setting (an untrusted certificate, the agent's alert) is
-    not transient: its error says which setting to change.
-    """
+    """The yurt error for a python-nomad or requests exception raised by ``call`` to ``addr``
+    (``yurt.backends.agentcall`` names the kinds)."""
     resp = getattr(exc, "nomad_resp", None)
     if isinstance(resp, requests.Response):
         status = resp.status_code
         body = (resp.text or "").strip()
-        detail = f"nomad {call}: HTTP {status}: {body or resp.reason}"
-        if status in (401, 403):
-            return ClusterUnauthorized(
-                f"{detail}; set a Nomad ACL token (NomadConfig.token or NOMAD_TOKEN) whose "
-                "policy allows this call",
-                service="nomad",
-                status=status,
-                message=body,
-            )
-        if status == 404:
-            return ClusterNotFound(detail, service="nomad", status=status, message=body)
-        if status == 400:
-            return ClusterBadRequest(detail, service="nomad", status=status, message=body)
-        if status >= 500 or status == 429:
-            return ClusterUnavailable(detail, service="nomad", status=status, message=body)
-        return ClusterError(detail, service="nomad", status=status, message=body)
+        return status_error(
+            "nomad", status, f"nomad {call}: HTTP {status}: {body or resp.reason}", body
+        )
     cause = resp if isinstance(resp, BaseException) else exc
-    failure = tls_failure(cause)
-    if failure is not None and (advice := NomadConfig.handshake_advice(failure)) is not None:
-        return ClusterError(f"nomad {call}: TLS handshake failed: {advice}", service="nomad")
     if isinstance(cause, requests.JSONDecodeError):
         # 200 with a body that is not JSON: a proxy or load balancer answered, not Nomad.
         text = " ".join(str(cause.doc or "").split())[:200]
@@ -112,24 +86,9 @@ def map_error(exc: BaseException, call: str, addr: str = "") -> ClusterError:
             "answering for it? check NomadConfig.addr",
             service="nomad",
         )
-    if isinstance(cause, requests.RequestException | OSError):
-        return ClusterUnavailable(
-            f"nomad {call}: cannot reach Nomad: {cause}; check NomadConfig.addr and that the "
-            f"agent is up{NomadConfig.disconnect_hint(addr)}",
-            service="nomad",
-        )
+    if isinstance(cause, requests.RequestException | OSError) or tls_failure(cause) is not None:
+        return transport_error("nomad", call, cause, NomadConfig, addr, str(cause))
     return ClusterError(f"nomad {call}: {cause!r}", service="nomad")
-
-
-def _log_retry(state: RetryCallState) -> None:
-    exc = state.outcome.exception() if state.outcome is not None else None
-    log.warning(
-        "nomad_call_retry",
-        call=state.kwargs.get("call", "?"),
-        attempt=state.attempt_number,
-        wait_s=round(state.next_action.sleep, 2) if state.next_action else None,
-        error=str(exc),
-    )
 
 
 def _reply_object(api: Any, *path: str, **kwargs: Any) -> dict[str, Any]:
@@ -214,7 +173,7 @@ class NomadClient:
         loop = asyncio.get_running_loop()
         pool = self._watch_pool if blocking else self._pool
 
-        async def attempt(*, call: str) -> T:
+        async def attempt() -> T:
             try:
                 return await loop.run_in_executor(pool, fn)
             except PoolClosed as exc:  # closed while this call was being retried
@@ -232,15 +191,9 @@ class NomadClient:
             except Exception as exc:
                 raise map_error(exc, call, self.config.addr) from exc
 
-        retrying = AsyncRetrying(
-            retry=retry_if_exception(self._transient),
-            stop=stop_after_attempt(self.config.retries + 1),
-            wait=tenacity_wait(first=0.2, cap=5.0),
-            before_sleep=_log_retry,
-            reraise=True,
+        return await with_retries(
+            "nomad", call, attempt, retries=self.config.retries, transient=self._transient
         )
-        result: T = await retrying(attempt, call=call)
-        return result
 
     def _transient(self, exc: BaseException) -> bool:
         return isinstance(exc, ClusterUnavailable) and not self._closed

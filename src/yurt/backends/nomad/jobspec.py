@@ -27,7 +27,6 @@ Facts it follows (see NOMAD_CONSUL.md in the shared reference):
 
 from __future__ import annotations
 
-import json
 import posixpath
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -45,6 +44,7 @@ from yurt.backends.nomad.naming import GROUP, PORT_LABEL, TASK, PayloadRef, job_
 from yurt.config import EnvsConfig, NomadConfig, VolumeConfig
 from yurt.errors import AppDefinitionError, ConfigError, DeployError
 from yurt.machines import CATALOG, PLACEMENT_FIELDS, MachineType, with_overrides
+from yurt.runner.contract import BOOTSTRAP_MODULE, RUNNER_MODULE, runner_argv
 from yurt.spec import TEARDOWN_SLACK_S, AppSpec
 
 __all__ = [
@@ -443,9 +443,9 @@ def _task(
     secrets before it becomes the runner (``appenv``).
     """
     args = runner_args(payload, machines)
-    module = ["-m", "yurt.runner"]
+    module = ["-m", RUNNER_MODULE]
     if uses_bootstrap(spec, config):
-        module = ["-m", "yurt.runner.bootstrap"]
+        module = ["-m", BOOTSTRAP_MODULE]
         args = [*bootstrap_args(spec, config, envs), "--", *args]
     driver_config: dict[str, Any]
     if config.driver == "raw_exec":
@@ -460,7 +460,7 @@ def _task(
         # The runner image's entrypoint is ``python -m yurt.runner``. An app's own image need
         # not have it: only a ``python`` on its PATH with yurt installed.
         driver_config = {"image": spec.image or config.image, "args": args, "ports": [PORT_LABEL]}
-        if spec.image or module[-1] != "yurt.runner":
+        if spec.image or module[-1] != RUNNER_MODULE:
             driver_config["entrypoint"] = ["python", *module]
     # What the runner needs and nothing of the server's (no NomadConfig.token): user code
     # runs in the task, and anyone allowed to read the job reads its Env. The payload token
@@ -514,22 +514,16 @@ def runner_args(
         for name, fields in (machines or {}).items()
         if (kept := {k: v for k, v in fields.items() if k not in PLACEMENT_FIELDS})
     }
-    extra = ["--machines", json.dumps(told, sort_keys=True)] if told else []
-    return [
-        "--payload-url",
-        payload.url,
-        "--payload-sha256",
-        payload.sha256,
-        "--host",
-        "0.0.0.0",  # Consul checks the host's address, never 127.0.0.1
-        "--port",
-        f"${{NOMAD_PORT_{PORT_LABEL}}}",
-        "--runner-id",
-        "${NOMAD_ALLOC_ID}",
-        "--log-format",
-        "json",
-        *extra,
-    ]
+    return runner_argv(
+        payload_url=payload.url,
+        payload_sha256=payload.sha256,
+        host="0.0.0.0",  # Consul checks the host's address, never 127.0.0.1
+        port=f"${{NOMAD_PORT_{PORT_LABEL}}}",
+        runner_id="${NOMAD_ALLOC_ID}",
+        log_format="json",
+        machines=told,
+        sort_machines=True,
+    )
 
 
 def _machine_types(spec: AppSpec, catalog: Mapping[str, MachineType]) -> list[MachineType]:

@@ -6,11 +6,10 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-# The runner writes FAILURE_MARK (parse_failure reads it) and reads TOKEN_ENV: named once,
-# there. Importing its entry module costs only argparse and yurt.logging beyond what the
-# control plane loads anyway.
-from yurt.runner.__main__ import FAILURE_MARK, parse_failure
-from yurt.runner.fetch import TOKEN_ENV
+# The runner writes FAILURE_MARK (parse_failure reads it) and reads TOKEN_ENV: named once, in
+# the contract both sides import.
+from yurt.runner.contract import FAILURE_MARK, parse_failure
+from yurt.runner.contract import PAYLOAD_TOKEN_ENV as TOKEN_ENV
 
 __all__ = [
     "FAILURE_MARK",

@@ -40,10 +40,24 @@ from yurt.backends.nomad.appenv import (
     secrets_template,
     uses_bootstrap,
 )
-from yurt.backends.nomad.naming import GROUP, PORT_LABEL, TASK, PayloadRef, job_id
+from yurt.backends.nomad.naming import GROUP, PORT_LABEL, TASK, PayloadRef, job_id, ns
+from yurt.backends.nomad.placement import gpu_device, placement, resources
+from yurt.backends.nomad.service import (
+    BASIC_HEALTH_PATH,
+    HEALTH_PATH,
+    META_APP_ID,
+    META_APP_NAME,
+    META_MACHINE_TYPE,
+    META_OWNER,
+    META_PAYLOAD_SHA256,
+    META_REVISION,
+    STARTUP_SLACK_S,
+    check,
+    service,
+)
 from yurt.config import EnvsConfig, NomadConfig, VolumeConfig
-from yurt.errors import AppDefinitionError, ConfigError, DeployError
-from yurt.machines import CATALOG, PLACEMENT_FIELDS, MachineType, with_overrides
+from yurt.errors import ConfigError, DeployError
+from yurt.machines import PLACEMENT_FIELDS, with_overrides
 from yurt.runner.contract import BOOTSTRAP_MODULE, RUNNER_MODULE, runner_argv
 from yurt.spec import TEARDOWN_SLACK_S, AppSpec
 
@@ -58,6 +72,7 @@ __all__ = [
     "META_OWNER",
     "META_PAYLOAD_SHA256",
     "META_REVISION",
+    "STARTUP_SLACK_S",
     "build_job",
     "check",
     "gpu_device",
@@ -69,24 +84,10 @@ __all__ = [
     "timings",
 ]
 
-NS_PER_S = 1_000_000_000
-HEALTH_PATH = "/_yurt/health"
 # The runner's port inside a docker container: with ``To`` set, ${NOMAD_PORT_http} is this port
 # and Nomad maps the dynamic host port onto it.
 CONTAINER_PORT = 8080
 
-# Meta keys (job and service): letters, digits and '_' only, so that they are valid Consul
-# service meta keys and readable as NOMAD_META_<key> in the task.
-META_APP_ID = "yurt_app_id"
-META_OWNER = "yurt_owner"
-META_APP_NAME = "yurt_app_name"
-META_REVISION = "yurt_revision"
-META_PAYLOAD_SHA256 = "yurt_payload_sha256"
-META_MACHINE_TYPE = "yurt_machine_type"
-
-# Time a runner needs before setup() starts: payload download, interpreter start and, with
-# docker, an image pull, all of which count against check_restart's grace (nomad#25318).
-STARTUP_SLACK_S = 120.0
 # Time after the grace period for the runner's teardown before Nomad sends SIGKILL (the local
 # backend's kill_after); the runner budgets its teardown by it.
 KILL_SLACK_S = TEARDOWN_SLACK_S
@@ -95,17 +96,6 @@ KILL_SLACK_S = TEARDOWN_SLACK_S
 MIN_HEALTHY_S = 5.0
 HEALTHY_DEADLINE_FLOOR_S = 300.0  # Nomad's default HealthyDeadline
 PROGRESS_MARGIN_S = 300.0  # Nomad's defaults keep ProgressDeadline 5 min past HealthyDeadline
-CHECK_RESTART_LIMIT = 3
-# Source lines cited for the health check and ShutdownDelay are those of hashicorp/nomad@aa026cc9.
-# The runner's own check timeout (HealthCheck.timeout_seconds' default, and the local backend's
-# HealthConfig.timeout): a Consul check that gives up sooner fails a runner that is fine.
-RUNNER_CHECK_TIMEOUT_S = 5.0
-# Nomad refuses a check Timeout under one second (nomad/structs/services.go:53 minCheckTimeout).
-MIN_CHECK_TIMEOUT_S = 1.0
-# The runner's liveness-only answer, for a HealthCheck declared with call_regularly=False (as
-# the local backend polls it). Nomad keeps the query: createCheckReg resolves Path with
-# url.Parse + ResolveReference (command/agent/consul/service_client.go:2054-2058).
-BASIC_HEALTH_PATH = HEALTH_PATH + "?basic=1"
 # Where an app's volume (``[nomad.volumes]``) is mounted in its runners, told to the app as
 # YURT_APP_DATA_DIR with the usual caches under it (``yurt.appdata``: HF_HOME, TORCH_HOME...),
 # so weights a runner downloaded are there for the next runner that shares the volume. An app
@@ -113,11 +103,6 @@ BASIC_HEALTH_PATH = HEALTH_PATH + "?basic=1"
 # the allocation, gone with it.
 APP_DATA_DIR = "/data"
 VOLUME_NAME = "yurt-data"
-
-
-def ns(seconds: float) -> int:
-    """Seconds as the integer nanoseconds Nomad's JSON wants for every duration."""
-    return round(seconds * NS_PER_S)
 
 
 def build_job(
@@ -201,33 +186,6 @@ def timings(spec: AppSpec, config: NomadConfig) -> dict[str, int]:
     }
 
 
-def placement(
-    spec: AppSpec, catalog: Mapping[str, MachineType], config: NomadConfig
-) -> tuple[str, list[dict[str, str]]]:
-    """The node pool and the constraints of the app's runners, from its machine type(s).
-
-    A job has one node pool (``Job.NodePool``), and constraints all hold, so the types an
-    app lists as fallbacks must agree on both: otherwise no node of one type's pool could take
-    a runner of the other, and that is an ``AppDefinitionError`` naming the difference.
-    """
-    types = _machine_types(spec, catalog)
-    seen = {(t.node_pool or config.node_pool, t.constraints) for t in types}
-    if len(seen) > 1:
-        listed = "; ".join(
-            f"{t.name}: node_pool={t.node_pool or config.node_pool!r}, "
-            f"constraints={[c.nomad() for c in t.constraints]}"
-            for t in types
-        )
-        raise AppDefinitionError(
-            f"{spec.class_name}: machine_type {spec.machine_types} places its types apart "
-            f"({listed}); one Nomad job has one node pool and constraints that all hold: "
-            "list only types with the same placement, or give them the same [machines] "
-            "node_pool and constraints"
-        )
-    pool, constraints = seen.pop()
-    return pool, [c.nomad() for c in constraints]
-
-
 def _group(
     name: str,
     app_id: str,
@@ -257,7 +215,7 @@ def _group(
         "Name": GROUP,
         "Count": count,
         "Networks": [{"Mode": "host", "DynamicPorts": [port]}],
-        "Services": [_service(name, app_id, owner, spec, payload, config, times["Grace"])],
+        "Services": [service(name, app_id, owner, spec, payload, config, times["Grace"])],
         "Update": _update(times),
         # Min 0: the scheduler, not Nomad, keeps min_concurrency; Max bounds the scale calls.
         "Scaling": {
@@ -266,6 +224,21 @@ def _group(
             "Max": spec.max_concurrency,
             "Enabled": True,
         },
+        **_policies(config),
+        "EphemeralDisk": {"SizeMB": 300, "Migrate": False, "Sticky": False},
+        # Nomad deregisters the group's services, then waits ShutdownDelay before signalling
+        # the task (client/allocrunner/group_service_hook.go:241-258): one check interval
+        # lets the router's discovery drop a runner that Nomad stops (drain, rollout) before
+        # it stops answering.
+        "ShutdownDelay": ns(config.check_interval),
+        **extra,
+        "Tasks": [_task(name, spec, payload, config, machines, volume, envs or EnvsConfig())],
+    }
+
+
+def _policies(config: NomadConfig) -> dict[str, Any]:
+    """The group's RestartPolicy and ReschedulePolicy."""
+    return {
         "RestartPolicy": {
             "Attempts": 2,
             "Interval": ns(30 * 60),
@@ -282,14 +255,6 @@ def _group(
             "MaxDelay": ns(3600),
             "Unlimited": True,
         },
-        "EphemeralDisk": {"SizeMB": 300, "Migrate": False, "Sticky": False},
-        # Nomad deregisters the group's services, then waits ShutdownDelay before signalling
-        # the task (client/allocrunner/group_service_hook.go:241-258): one check interval
-        # lets the router's discovery drop a runner that Nomad stops (drain, rollout) before
-        # it stops answering.
-        "ShutdownDelay": ns(config.check_interval),
-        **extra,
-        "Tasks": [_task(name, spec, payload, config, machines, volume, envs or EnvsConfig())],
     }
 
 
@@ -353,78 +318,6 @@ def _update(times: dict[str, int]) -> dict[str, Any]:
     }
 
 
-def _service(
-    name: str,
-    app_id: str,
-    owner: str,
-    spec: AppSpec,
-    payload: PayloadRef,
-    config: NomadConfig,
-    grace: int,
-) -> dict[str, Any]:
-    return {
-        "Name": name,
-        "PortLabel": PORT_LABEL,
-        "Provider": "consul",
-        "AddressMode": "auto",
-        # Tags stay within letters, digits and '-': the revision is hex.
-        "Tags": ["yurt", f"yurt-revision-{payload.revision}"],
-        "Meta": {
-            META_APP_ID: app_id,
-            META_OWNER: owner,
-            META_REVISION: payload.revision,
-            META_MACHINE_TYPE: ",".join(spec.machine_types),
-        },
-        "Checks": [check(spec, config, grace)],
-    }
-
-
-def check(spec: AppSpec, config: NomadConfig, grace: int) -> dict[str, Any]:
-    """The group service's Consul HTTP check, shaped by the app's ``HealthCheck``.
-
-    With a HealthCheck, Consul turns the check critical (the runner unroutable) only after
-    ``failure_threshold`` failures in a row (``FailuresBeforeCritical``; Consul's
-    StatusHandler.updateCheck in agent/checks/check.go), waits ``timeout_seconds`` for an
-    answer, and asks ``?basic=1`` when the app's check is not to be called regularly.
-    check_restart then restarts at once (``Limit`` 1: Nomad restarts after ``Interval x
-    (Limit-1)`` unhealthy, client/serviceregistration/watcher.go:197), so a runner ends after
-    the same failures as under the local backend; its ``Grace`` covers ``start_period_seconds``
-    as well as the startup. Without one: today's policy (critical at the first failure, a
-    restart after three intervals), with a Timeout no shorter than the runner's own 5 s.
-    ``grace`` is the startup grace of ``timings``, in nanoseconds.
-    """
-    endpoint = spec.health_check
-    user = endpoint.health_check if endpoint is not None else None
-    if user is None:
-        path = HEALTH_PATH
-        timeout = max(config.check_timeout, RUNNER_CHECK_TIMEOUT_S)
-        failures = 0
-        limit = CHECK_RESTART_LIMIT
-    else:
-        path = HEALTH_PATH if user.call_regularly else BASIC_HEALTH_PATH
-        timeout = max(user.timeout_seconds, MIN_CHECK_TIMEOUT_S)
-        failures = user.failure_threshold
-        limit = 1
-        # Nomad's grace starts when the allocation is created (nomad#25318), so the start
-        # period gets the same slack as startup_timeout does.
-        grace = max(grace, ns(user.start_period_seconds + STARTUP_SLACK_S))
-    return {
-        "Name": "yurt-health",
-        "Type": "http",
-        "Protocol": "http",
-        "Method": "GET",
-        "Path": path,
-        "Interval": ns(config.check_interval),
-        "Timeout": ns(timeout),
-        "InitialStatus": "critical",
-        "SuccessBeforePassing": 0,
-        "FailuresBeforeCritical": failures,
-        # Liveness: a runner whose health stays failing is restarted, but not while it may
-        # still be loading (Grace covers startup_timeout).
-        "CheckRestart": {"Limit": limit, "Grace": grace, "IgnoreWarnings": False},
-    }
-
-
 def _task(
     job_name: str,
     spec: AppSpec,
@@ -442,26 +335,7 @@ def _task(
     secrets starts with ``yurt.runner.bootstrap``, which builds its environment and checks its
     secrets before it becomes the runner (``appenv``).
     """
-    args = runner_args(payload, machines)
-    module = ["-m", RUNNER_MODULE]
-    if uses_bootstrap(spec, config):
-        module = ["-m", BOOTSTRAP_MODULE]
-        args = [*bootstrap_args(spec, config, envs), "--", *args]
-    driver_config: dict[str, Any]
-    if config.driver == "raw_exec":
-        if not posixpath.isabs(config.python):
-            raise ConfigError(
-                f"nomad.python={config.python!r} is not an absolute path; raw_exec runs it as "
-                "given on every node: set the full path of the Python that has yurt installed, "
-                "e.g. /opt/yurt/venv/bin/python"
-            )
-        driver_config = {"command": config.python, "args": [*module, *args]}
-    else:
-        # The runner image's entrypoint is ``python -m yurt.runner``. An app's own image need
-        # not have it: only a ``python`` on its PATH with yurt installed.
-        driver_config = {"image": spec.image or config.image, "args": args, "ports": [PORT_LABEL]}
-        if spec.image or module[-1] != RUNNER_MODULE:
-            driver_config["entrypoint"] = ["python", *module]
+    driver_config = _driver_config(spec, payload, config, machines, envs)
     # What the runner needs and nothing of the server's (no NomadConfig.token): user code
     # runs in the task, and anyone allowed to read the job reads its Env. The payload token
     # and the secrets come from the job's Variable, through the template.
@@ -488,6 +362,37 @@ def _task(
         "KillSignal": "SIGTERM",
         "LogConfig": {"MaxFiles": 10, "MaxFileSizeMB": 10},
     }
+
+
+def _driver_config(
+    spec: AppSpec,
+    payload: PayloadRef,
+    config: NomadConfig,
+    machines: Mapping[str, Mapping[str, Any]],
+    envs: EnvsConfig,
+) -> dict[str, Any]:
+    """The task's driver Config: the command (raw_exec) or the image (docker) and the runner's
+    arguments, through ``yurt.runner.bootstrap`` where the app needs it."""
+    args = runner_args(payload, machines)
+    module = ["-m", RUNNER_MODULE]
+    if uses_bootstrap(spec, config):
+        module = ["-m", BOOTSTRAP_MODULE]
+        args = [*bootstrap_args(spec, config, envs), "--", *args]
+    if config.driver == "raw_exec":
+        if not posixpath.isabs(config.python):
+            raise ConfigError(
+                f"nomad.python={config.python!r} is not an absolute path; raw_exec runs it as "
+                "given on every node: set the full path of the Python that has yurt installed, "
+                "e.g. /opt/yurt/venv/bin/python"
+            )
+        return {"command": config.python, "args": [*module, *args]}
+    # The runner image's entrypoint is ``python -m yurt.runner``. An app's own image need not
+    # have it: only a ``python`` on its PATH with yurt installed.
+    docker: dict[str, Any] = {"image": spec.image or config.image, "args": args}
+    docker["ports"] = [PORT_LABEL]
+    if spec.image or module[-1] != RUNNER_MODULE:
+        docker["entrypoint"] = ["python", *module]
+    return docker
 
 
 def _mount(volume: str, destination: str, read_only: bool) -> dict[str, Any]:
@@ -524,76 +429,3 @@ def runner_args(
         machines=told,
         sort_machines=True,
     )
-
-
-def _machine_types(spec: AppSpec, catalog: Mapping[str, MachineType]) -> list[MachineType]:
-    unknown = [t for t in spec.machine_types if t not in catalog]
-    if unknown or not spec.machine_types:
-        raise AppDefinitionError(
-            f"{spec.class_name}: machine_type {spec.machine_types} has no entry in the catalog "
-            f"for {unknown}; use names from yurt.machines.known_machine_types()"
-        )
-    types = [catalog[t] for t in spec.machine_types]
-    if len({t.gpu for t in types}) > 1:
-        # build_spec refuses this too; a hand-made AppSpec must not slip a CPU into GPU fallbacks.
-        raise AppDefinitionError(
-            f"{spec.class_name}: machine_type {spec.machine_types} mixes CPU and GPU types; "
-            "list only GPU types as fallbacks for each other"
-        )
-    return types
-
-
-def resources(spec: AppSpec, catalog: Mapping[str, MachineType] = CATALOG) -> dict[str, Any]:
-    """The task's Resources: CPU and memory of the machine type(s), and GPUs if any.
-
-    ``catalog`` is the machine catalog with the server's changes applied. A list of machine
-    types reserves the largest CPU and the largest memory among them, so that a runner fits
-    whichever type it lands on.
-    """
-    types = _machine_types(spec, catalog)
-    out: dict[str, Any] = {
-        "CPU": max(t.cpu_mhz for t in types),
-        "MemoryMB": max(t.memory_mb for t in types),
-    }
-    device = gpu_device(spec, catalog)
-    if device is not None:
-        out["Devices"] = [device]
-    return out
-
-
-def gpu_device(
-    spec: AppSpec, catalog: Mapping[str, MachineType] = CATALOG
-) -> dict[str, Any] | None:
-    """The ``nvidia/gpu`` request of a GPU app, or None for a CPU app.
-
-    A list of GPU types becomes one alternation (``H100|A100``); Nomad takes all GPUs of one
-    request from one node and one model. A type without a model pattern accepts any model, and
-    then so does the whole list. The memory floor (``gpu_memory_mib``, which the runner's probe
-    and the local allocator check too) is the smallest of the list, so that a GPU of any listed
-    type qualifies; a type without a floor drops it for the whole list.
-    """
-    types = _machine_types(spec, catalog)
-    if not types[0].gpu:
-        return None
-    if spec.num_gpus < 1:
-        raise AppDefinitionError(
-            f"{spec.class_name}: machine_type {spec.machine_types} needs num_gpus >= 1, "
-            f"got {spec.num_gpus}"
-        )
-    device: dict[str, Any] = {"Name": "nvidia/gpu", "Count": spec.num_gpus}
-    constraints: list[dict[str, str]] = []
-    patterns = [t.gpu_model_pattern for t in types]
-    if all(patterns):
-        # Concatenation binds tighter than '|', so joining whole patterns is always sound.
-        pattern = "|".join(dict.fromkeys(p for p in patterns if p))
-        constraints.append({"LTarget": "${device.model}", "Operand": "regexp", "RTarget": pattern})
-    floors = [t.gpu_memory_mib for t in types]
-    if all(floors):
-        # ${device.attr.memory} is MiB as NVML reports it: an H100 80GB has 81559, under 80 GiB.
-        floor = min(f for f in floors if f)
-        constraints.append(
-            {"LTarget": "${device.attr.memory}", "Operand": ">=", "RTarget": f"{floor} MiB"}
-        )
-    if constraints:
-        device["Constraints"] = constraints
-    return device

@@ -1,4 +1,5 @@
-"""Names shared by the job body, the backend and Consul discovery. Pure."""
+"""Names (and Nomad's unit of time) shared by the job body, the backend and Consul discovery.
+Pure."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ __all__ = [
     "PayloadRef",
     "base_job",
     "job_id",
+    "ns",
     "parse_failure",
     "runner_id_from_service_id",
 ]
@@ -28,6 +30,7 @@ __all__ = [
 GROUP = "runner"  # the one task group of an app's job
 TASK = "runner"  # its one task
 PORT_LABEL = "http"  # the runner's dynamic port
+NS_PER_S = 1_000_000_000
 
 _INVALID = re.compile(r"[^a-z0-9-]+")
 # Nomad registers a group service in Consul as _nomad-task-<allocID>-group-<group>-<name>-<port>.
@@ -77,3 +80,8 @@ class PayloadRef:
     revision: str  # the first 12 hex digits of sha256
     # More variables for the runner (where the file store is: ``yurt.files.location``).
     env: tuple[tuple[str, str], ...] = ()
+
+
+def ns(seconds: float) -> int:
+    """Seconds as the integer nanoseconds Nomad's JSON wants for every duration."""
+    return round(seconds * NS_PER_S)

@@ -1,0 +1,389 @@
+"""Templates: warm interpreters that fork the local backend's runners (docs/cold-starts.md).
+
+One template per interpreter and environment variables (an app environment, and the app data
+directory's variables where the app has one), started ahead of demand, speaking
+``yurt.runner.template``'s protocol over a ``SOCK_SEQPACKET`` pair. A runner is only forked from
+a template that is up and says forking is safe; otherwise it starts as a fresh process, and the
+backend says why once per template. A template that dies is started again (after a pause when it
+died young); its children live on: the backend follows each through a pidfd.
+
+A forked runner is a ``ForkedProcess``: a pid the backend signals (through its pidfd, so a reused
+pid is never hit), its output pipe, and its exit status as the template reports it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import socket
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+log = structlog.get_logger("yurt.local.templates")
+
+MAX_MESSAGE = 1 << 20
+# A template that dies this soon after its start waits RESTART_PAUSE_S before the next.
+YOUNG_S, RESTART_PAUSE_S = 10.0, 5.0
+# The exit code given to a forked runner whose template died before reporting its status.
+UNKNOWN_EXIT = 255
+
+
+class TemplateRefused(Exception):
+    """The template did not fork: the message says why."""
+
+
+class ForkedProcess:
+    """A runner forked by a template, as the backend uses a subprocess: pid, stdout, signals,
+    exit status."""
+
+    def __init__(self, pid: int, stdout: asyncio.StreamReader) -> None:
+        self.pid = pid
+        self.stdout = stdout
+        self.returncode: int | None = None
+        self._done = asyncio.Event()
+        self._pidfd: int | None = None
+        with contextlib.suppress(ProcessLookupError):  # gone already: the template reports it
+            self._pidfd = os.pidfd_open(pid)
+
+    async def wait(self) -> int:
+        """Its exit code, once it has exited (negative: the signal that ended it)."""
+        await self._done.wait()
+        assert self.returncode is not None
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        """Signal it, unless it has exited (raises ``ProcessLookupError`` if just gone)."""
+        if self.returncode is None and self._pidfd is not None:
+            signal.pidfd_send_signal(self._pidfd, sig)
+
+    def exited(self, code: int) -> None:
+        """The template reaped it with ``code``."""
+        if self.returncode is not None:
+            return
+        self.returncode = code
+        if self._pidfd is not None:
+            with contextlib.suppress(ValueError, RuntimeError):
+                asyncio.get_running_loop().remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = None
+        self._done.set()
+
+    def orphaned(self) -> None:
+        """Its template is gone: learn its exit from the pidfd (its status is lost)."""
+        if self._pidfd is None:
+            self.exited(UNKNOWN_EXIT)
+            return
+        asyncio.get_running_loop().add_reader(self._pidfd, self.exited, UNKNOWN_EXIT)
+
+
+class Template:
+    """One template process, seen from the backend."""
+
+    def __init__(self, key: str, python: str, env: Mapping[str, str], log_path: Path) -> None:
+        self.key, self.python, self.env, self.log_path = key, python, dict(env), log_path
+        self.proc: asyncio.subprocess.Process | None = None
+        self.ctl: socket.socket | None = None
+        self.started_at = time.monotonic()
+        self.state = "starting"  # -> ready -> gone, or starting -> gone
+        self.unsafe: str | None = None  # why forking is unsafe, as the template last said
+        self.ready = asyncio.get_running_loop().create_future()
+        self.pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self.children: dict[int, ForkedProcess] = {}
+        self.preloaded: set[str] = set()
+        self.apps: set[str] = set()
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    async def start(self, timeout: float) -> None:
+        """Start the process and wait for its ready message; raises ``TemplateRefused``."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.ctl = ours
+        ours.setblocking(False)
+        cmd = [self.python, "-m", "yurt.runner.template", "--control-fd", str(theirs.fileno())]
+        cmd += ["--parent-pid", str(os.getpid())]
+        try:
+            with open(self.log_path, "ab") as out:  # noqa: ASYNC230 - a local open, no wait
+                self.proc = await asyncio.create_subprocess_exec(
+                    *cmd,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=asyncio.subprocess.STDOUT,
+                    env=self.env,
+                    start_new_session=True,
+                    pass_fds=(theirs.fileno(),),
+                )
+        except OSError as exc:
+            raise TemplateRefused(f"the template did not start: {exc.strerror}") from exc
+        finally:
+            theirs.close()
+        asyncio.get_running_loop().add_reader(ours.fileno(), self._on_readable)
+        try:
+            first = await asyncio.wait_for(asyncio.shield(self.ready), timeout)
+        except TimeoutError:
+            raise TemplateRefused(f"the template was not ready within {timeout:g}s") from None
+        self.unsafe = first.get("unsafe")
+        self.state = "ready"
+
+    def send(self, message: Mapping[str, Any], fds: Sequence[int] = ()) -> None:
+        """Send one message; raises ``TemplateRefused`` when the template cannot take it."""
+        if self.ctl is None or self.state == "gone":
+            raise TemplateRefused("the template has exited")
+        data = json.dumps(message).encode()
+        try:
+            if fds:
+                socket.send_fds(self.ctl, [data], list(fds))
+            else:
+                self.ctl.send(data)
+        except OSError as exc:
+            raise TemplateRefused(f"the template's control socket failed: {exc}") from exc
+
+    async def fork(
+        self, runner_id: str, argv: list[str], env: Mapping[str, str], sock_fd: int
+    ) -> ForkedProcess:
+        """Fork a runner listening on ``sock_fd``; its output comes through a new pipe."""
+        read_end, write_end = os.pipe()
+        future = asyncio.get_running_loop().create_future()
+        self.pending[runner_id] = future
+        message = {"op": "fork", "id": runner_id, "argv": argv, "env": dict(env)}
+        message["cwd"] = os.getcwd()
+        try:
+            self.send(message, (sock_fd, write_end))
+        except TemplateRefused:
+            os.close(read_end)
+            self.pending.pop(runner_id, None)
+            raise
+        finally:
+            os.close(write_end)  # the child has its copy (or none will)
+        try:
+            reply = await future
+        except BaseException:
+            os.close(read_end)
+            raise
+        finally:
+            self.pending.pop(runner_id, None)
+        if reply["op"] != "forked":
+            os.close(read_end)
+            self.unsafe = reply.get("why")
+            raise TemplateRefused(str(reply.get("why")))
+        stdout = await _reader(read_end)
+        child = ForkedProcess(int(reply["pid"]), stdout)
+        self.children[child.pid] = child
+        return child
+
+    def _on_readable(self) -> None:
+        assert self.ctl is not None
+        while True:
+            try:
+                data = self.ctl.recv(MAX_MESSAGE)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self._lost()
+                return
+            self._on_message(json.loads(data))
+
+    def _on_message(self, message: dict[str, Any]) -> None:
+        op = message.get("op")
+        if op == "ready" and not self.ready.done():
+            self.ready.set_result(message)
+        elif op in ("forked", "refused"):
+            future = self.pending.get(message.get("id", ""))
+            if future is not None and not future.done():
+                future.set_result(message)
+        elif op == "exited":
+            child = self.children.pop(int(message["pid"]), None)
+            if child is not None:
+                child.exited(int(message["code"]))
+        elif op == "preloaded":
+            self.unsafe = message.get("unsafe")
+            if message.get("failed"):
+                log.warning("template_preload_failed", template=self.key, failed=message["failed"])
+
+    def _lost(self) -> None:
+        """The control socket closed: the template is gone (or going)."""
+        if self.state == "gone":
+            return
+        self.state = "gone"
+        if self.ctl is not None:
+            asyncio.get_running_loop().remove_reader(self.ctl.fileno())
+            self.ctl.close()
+        why = TemplateRefused("the template exited")
+        if not self.ready.done():
+            self.ready.set_exception(why)
+            self.ready.exception()  # retrieved: nobody else may wait on it
+        for future in self.pending.values():
+            if not future.done():
+                future.set_exception(why)
+        for child in self.children.values():
+            child.orphaned()
+        self.children.clear()
+
+    async def close(self, grace: float = 2.0) -> None:
+        """Stop the process (its children live on until the backend stops them)."""
+        proc = self.proc
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), grace)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+        self._lost()
+
+
+async def _reader(fd: int) -> asyncio.StreamReader:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    pipe = os.fdopen(fd, "rb", buffering=0)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
+    return reader
+
+
+def template_key(python: str, env: Mapping[str, str]) -> str:
+    """Which template serves an interpreter and environment: a short digest of both. Pure."""
+    text = json.dumps([python, sorted(env.items())])
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+class TemplatePool:
+    """The backend's templates, by ``template_key``: started ahead of demand, restarted when
+    they die, closed when no app needs them."""
+
+    def __init__(self, log_dir: Path, start_timeout: float) -> None:
+        self.log_dir = log_dir
+        self.start_timeout = start_timeout
+        self._templates: dict[str, Template] = {}
+        self._preloads: dict[str, list[tuple[list[str], str | None]]] = {}
+        self._failed_at: dict[str, float] = {}
+        self._said: set[tuple[str, str]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    def want(
+        self,
+        app_id: str,
+        python: str,
+        env: Mapping[str, str],
+        modules: list[str],
+        payload: str | None,
+    ) -> None:
+        """Have the template of ``python`` and ``env`` up for ``app_id``, with ``modules``
+        imported and ``payload`` unpickled (without setup) ahead of demand."""
+        template = self._get(python, env, start=True)
+        if template is None:
+            return
+        template.apps.add(app_id)
+        wanted = self._preloads.setdefault(template.key, [])
+        if (modules, payload) not in wanted:
+            wanted.append((modules, payload))
+            self._task(self._preload(template, modules, payload))
+
+    def ready_for(self, app_id: str, python: str, env: Mapping[str, str]) -> Template | None:
+        """The template to fork ``app_id``'s runner from, if one is up; else None (one is
+        started for the next runner, and this one starts fresh)."""
+        template = self._get(python, env, start=True)
+        if template is None:
+            return None
+        template.apps.add(app_id)
+        if template.state != "ready":
+            self.say_once(template.key, "its template is still starting")
+            return None
+        return template
+
+    def drop_app(self, app_id: str) -> None:
+        """``app_id`` is gone: close the templates no other app uses."""
+        for key, template in list(self._templates.items()):
+            template.apps.discard(app_id)
+            if not template.apps:
+                del self._templates[key]
+                self._preloads.pop(key, None)
+                self._task(template.close())
+
+    def say_once(self, key: str, why: str) -> None:
+        """Log, once per template and reason, why a runner was not forked."""
+        if (key, why) not in self._said:
+            self._said.add((key, why))
+            log.warning("runner_not_forked", template=key, why=why, fallback="fresh process")
+
+    def pids(self) -> dict[str, int]:
+        """Each live template's pid, by key (for the benchmark and tests)."""
+        return {
+            k: t.pid for k, t in self._templates.items() if t.pid is not None and t.state != "gone"
+        }
+
+    async def close(self) -> None:
+        """Stop every template (after the runners they forked: they report their exits)."""
+        self._closed = True
+        templates = list(self._templates.values())
+        self._templates.clear()
+        await asyncio.gather(*(t.close() for t in templates), return_exceptions=True)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _get(self, python: str, env: Mapping[str, str], *, start: bool) -> Template | None:
+        key = template_key(python, env)
+        template = self._templates.get(key)
+        if template is not None or not start or self._closed:
+            return template
+        failed = self._failed_at.get(key)
+        if failed is not None and time.monotonic() - failed < self.start_timeout:
+            return None  # it failed to start lately: runners start fresh meanwhile
+        template = Template(key, python, env, self.log_dir / f"template-{key}.log")
+        self._templates[key] = template
+        self._task(self._run(template))
+        return template
+
+    async def _run(self, template: Template) -> None:
+        try:
+            await template.start(self.start_timeout)
+        except TemplateRefused as exc:
+            self.say_once(template.key, str(exc))
+            self._failed_at[template.key] = time.monotonic()
+            await template.close(grace=0.5)
+            if self._templates.get(template.key) is template:
+                del self._templates[template.key]
+            return
+        log.info("template_started", template=template.key, pid=template.pid)
+        assert template.proc is not None
+        code = await template.proc.wait()
+        await asyncio.sleep(0)  # its control socket's end may be pending: take it first
+        template._lost()
+        if self._closed or self._templates.get(template.key) is not template:
+            return
+        young = time.monotonic() - template.started_at < YOUNG_S
+        log.warning("template_exited", template=template.key, code=code, restart=True)
+        del self._templates[template.key]
+        if young:
+            await asyncio.sleep(RESTART_PAUSE_S)
+        if self._closed or template.key in self._templates:
+            return
+        again = self._get(template.python, template.env, start=True)
+        if again is not None:
+            again.apps |= template.apps
+            for modules, payload in self._preloads.get(template.key, []):
+                self._task(self._preload(again, modules, payload))
+
+    async def _preload(self, template: Template, modules: list[str], payload: str | None) -> None:
+        with contextlib.suppress(TemplateRefused):
+            await asyncio.shield(template.ready)
+            template.send({"op": "preload", "modules": modules, "payload": payload})
+
+    def _task(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

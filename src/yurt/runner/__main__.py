@@ -33,6 +33,8 @@ from yurt.packaging import unpack
 from yurt.spec import TEARDOWN_SLACK_S
 
 if TYPE_CHECKING:
+    from yurt.app import App
+    from yurt.packaging import PayloadHeader
     from yurt.runner.gpus import GpuMonitor
     from yurt.spec import AppSpec
 
@@ -51,6 +53,9 @@ def parse_failure(text: str) -> tuple[str, str] | None:
 
 
 EXIT_PAYLOAD, EXIT_SETUP, EXIT_STARTUP_TIMEOUT, EXIT_GPU = 3, 4, 5, 6
+# Payloads a template (``yurt.runner.template``) unpickled before it forked this runner, by path
+# (a payload's file is named by its digest): not unpickled again.
+PRELOADED: dict[str, tuple[PayloadHeader, type[App]]] = {}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -124,7 +129,7 @@ async def serve(args: argparse.Namespace) -> int:
     map_visible_devices(os.environ)
     token = take_token(os.environ)
     try:
-        header, cls = unpack(read_payload(args))
+        header, cls = PRELOADED.get(str(args.payload)) or unpack(read_payload(args))
     except (OSError, PayloadError) as exc:
         return fail(EXIT_PAYLOAD, "payload", str(exc))
     server = RunnerServer(

@@ -25,6 +25,7 @@ the payload unpickled, ``setup()``.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import selectors
@@ -45,6 +46,7 @@ log = structlog.get_logger("yurt.runner.template")
 MAX_MESSAGE = 1 << 20
 # What every runner imports before it serves: imported here once, shared by every child.
 RUNNER_MODULES = (
+    "yurt.aio",
     "yurt.runner.__main__",
     "yurt.runner.server",
     "yurt.runner.logcapture",
@@ -54,18 +56,26 @@ RUNNER_MODULES = (
 )
 
 
+def native_threads() -> int:
+    """Threads of this process beyond the main one, Python's and native ones alike."""
+    try:
+        return len(os.listdir("/proc/self/task")) - 1
+    except OSError:
+        return 0
+
+
 def not_fork_safe() -> str | None:
-    """Why forking now is unsafe, or None: threads running (a child would inherit locks they
-    hold, without the threads), or CUDA initialised (a CUDA context does not survive a fork)."""
+    """Why forking now is unsafe, or None: Python threads running (a child would inherit the
+    locks they hold, logging's, an HTTP pool's, without the threads), or CUDA initialised (a
+    CUDA context does not survive a fork).
+
+    Native threads that imported libraries start without Python's knowledge are not refused:
+    OpenBLAS, which numpy and scipy load, starts a pool at import and shuts it down around a
+    fork itself (``pthread_atfork``); ``native_threads`` counts them for the log.
+    """
     names = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
     if names:
         return f"{len(names)} Python thread(s) running: {', '.join(sorted(names))}"
-    try:
-        tasks = len(os.listdir("/proc/self/task"))
-    except OSError:
-        tasks = 1
-    if tasks > 1:
-        return f"{tasks - 1} native thread(s) running, started by an imported library"
     torch = sys.modules.get("torch")
     cuda = getattr(torch, "cuda", None)
     if cuda is not None and getattr(cuda, "is_initialized", lambda: False)():
@@ -97,13 +107,17 @@ def preload(modules: list[str], payload: str | None) -> dict[str, Any]:
         from pathlib import Path
 
         from yurt.packaging import unpack
+        from yurt.runner.__main__ import PRELOADED
 
         try:
-            unpack(Path(payload).read_bytes())
+            # Kept: a child of this payload starts from the unpickled class (setup not run).
+            PRELOADED[payload] = unpack(Path(payload).read_bytes())
         except BaseException as exc:
             failed[payload] = f"{type(exc).__name__}: {exc}"
     own = [name for name in set(sys.modules) - before if _outside_environment(name)]
-    return {"failed": failed, "own_modules": sorted(own)}
+    gc.collect()
+    gc.freeze()  # what is here now is shared by every child, never walked by its collections
+    return {"failed": failed, "own_modules": sorted(own), "threads": native_threads()}
 
 
 def _outside_environment(name: str) -> bool:
@@ -286,6 +300,11 @@ def main(argv: list[str] | None = None) -> None:
 
     for name in RUNNER_MODULES:
         importlib.import_module(name)
+    from yurt.aio import resolve_loop
+
+    resolve_loop("auto")  # imports uvloop where it is installed
+    gc.collect()
+    gc.freeze()
     ctl = socket.socket(fileno=args.control_fd)
     ctl.setblocking(True)
     try:

@@ -320,9 +320,9 @@ class TemplatePool:
             log.warning("runner_not_forked", template=key, why=why, fallback="fresh process")
 
     def pids(self) -> dict[str, int]:
-        """Each live template's pid, by key (for the benchmark and tests)."""
+        """Each template's pid, by key, once it is ready to fork (for the benchmark and tests)."""
         return {
-            k: t.pid for k, t in self._templates.items() if t.pid is not None and t.state != "gone"
+            k: t.pid for k, t in self._templates.items() if t.pid is not None and t.state == "ready"
         }
 
     async def close(self) -> None:

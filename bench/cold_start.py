@@ -209,7 +209,10 @@ async def bench(args: argparse.Namespace) -> int:
             print_config(args, plain, ids)
             # Templates start ahead of demand, at add_app: the benchmark waits for them.
             want = 2 if args.heavy else 1
-            await wait_for(lambda: len(platform.backend.templates.pids()) >= want, 60, "templates")
+            templates = platform.backend.templates
+            await wait_for(
+                lambda: len(templates.pids()) >= want and templates.settled(), 120, "templates"
+            )
             for i in range(args.warmup + args.iterations):
                 warm = i < args.warmup
                 line = [f"  {'warmup' if warm else f'iter {i - args.warmup + 1}'}:"]

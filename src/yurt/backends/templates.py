@@ -27,6 +27,8 @@ from typing import Any
 
 import structlog
 
+from yurt.privatefs import open_private
+
 log = structlog.get_logger("yurt.local.templates")
 
 MAX_MESSAGE = 1 << 20
@@ -97,7 +99,7 @@ class Template:
         self.ready = asyncio.get_running_loop().create_future()
         self.pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self.children: dict[int, ForkedProcess] = {}
-        self.preloaded: set[str] = set()
+        self.preloading = 0  # preloads sent and not yet answered
         self.apps: set[str] = set()
 
     @property
@@ -112,7 +114,7 @@ class Template:
         cmd = [self.python, "-m", "yurt.runner.template", "--control-fd", str(theirs.fileno())]
         cmd += ["--parent-pid", str(os.getpid())]
         try:
-            with open(self.log_path, "ab") as out:  # noqa: ASYNC230 - a local open, no wait
+            with open_private(self.log_path) as out:  # 0600, as every runner log
                 self.proc = await asyncio.create_subprocess_exec(
                     *cmd,
                     stdin=asyncio.subprocess.DEVNULL,
@@ -207,6 +209,7 @@ class Template:
             if child is not None:
                 child.exited(int(message["code"]))
         elif op == "preloaded":
+            self.preloading = max(0, self.preloading - 1)
             self.unsafe = message.get("unsafe")
             if message.get("failed"):
                 log.warning("template_preload_failed", template=self.key, failed=message["failed"])
@@ -319,6 +322,14 @@ class TemplatePool:
             self._said.add((key, why))
             log.warning("runner_not_forked", template=key, why=why, fallback="fresh process")
 
+    def reasons(self) -> list[str]:
+        """Why runners were not forked, each reason once (for the benchmarks)."""
+        return sorted({why for _, why in self._said})
+
+    def settled(self) -> bool:
+        """Whether every template is ready with its preloads done (for benchmarks and tests)."""
+        return all(t.state == "ready" and not t.preloading for t in self._templates.values())
+
     def pids(self) -> dict[str, int]:
         """Each template's pid, by key, once it is ready to fork (for the benchmark and tests)."""
         return {
@@ -382,6 +393,7 @@ class TemplatePool:
         with contextlib.suppress(TemplateRefused):
             await asyncio.shield(template.ready)
             template.send({"op": "preload", "modules": modules, "payload": payload})
+            template.preloading += 1
 
     def _task(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

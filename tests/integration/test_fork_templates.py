@@ -8,6 +8,7 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -231,3 +232,56 @@ def test_bad_fork_settings_fail_at_class_creation() -> None:
 
         class B(Forked):
             preload = ["torch", "not a module"]
+
+
+APP_FILE = """
+import os
+
+import helper_mod
+import yurt
+
+REVISION = {revision}
+
+
+class Versioned(yurt.App, keep_alive=300):
+    @yurt.endpoint("/")
+    def generate(self) -> dict:
+        return {{"helper": helper_mod.VERSION, "pid": os.getpid()}}
+"""
+
+
+async def test_new_revision_loads_the_apps_own_modules_fresh(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A module of the app's own that changed on disk between two revisions is imported anew
+    for the second: its forked runner does not get the copy the template imported first."""
+    from yurt.loader import load_app
+    from yurt.packaging import pack
+    from yurt.spec import build_spec
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "helper_mod.py").write_text("VERSION = 1\n")
+    monkeypatch.syspath_prepend(str(shared))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(shared), os.environ["PYTHONPATH"]]))
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    app_file = app_dir / "versioned_app.py"
+    app_file.write_text(APP_FILE.format(revision=1))
+    async with served(load_app(f"{app_file}::Versioned"), tmp_path / "data") as app:
+        (template,) = await wait_until(lambda: template_pids(app.platform), what="a template")
+        status, body, _ = await app.post()
+        assert status == 200 and body["helper"] == 1
+        assert parent_of(body["pid"]) == template
+        (shared / "helper_mod.py").write_text("VERSION = 2\n")
+        app_file.write_text(APP_FILE.format(revision=2))
+        second_cls = load_app(f"{app_file}::Versioned")
+        header = app.platform.store.put_payload(pack(second_cls))
+        await app.platform.deploy(app.app_id, build_spec(second_cls), header.sha256)
+
+        async def second() -> Any:
+            status, body, _ = await app.post()
+            return body if status == 200 and body["helper"] == 2 else None
+
+        body = await wait_until(second, what="the second revision serving")
+        assert parent_of(body["pid"]) == template

@@ -191,6 +191,10 @@ class Template:
             if op == "fork":
                 self.fork(message, fds)
             elif op == "preload":
+                if message.get("payload"):
+                    # A new revision: the app's own modules load fresh from its files.
+                    for name in self.own_modules:
+                        sys.modules.pop(name, None)
                 found = preload(message.get("modules", []), message.get("payload"))
                 self.own_modules.update(found["own_modules"])
                 if message.get("payload"):

@@ -103,6 +103,13 @@ def _replaced_at_once(app: _App) -> bool:
     return live < app.spec.min_concurrency or app.target <= live
 
 
+def _preload(app: _App) -> tuple[list[str], str | None]:
+    """What the app's template imports: its ``preload``, or else its payload, unpickled."""
+    if app.spec.preload is not None:
+        return list(app.spec.preload), None
+    return [], str(app.payload)
+
+
 def _close_socket(runner: _Runner) -> None:
     if runner.sock is not None:
         runner.sock.close()
@@ -505,9 +512,7 @@ class LocalBackend:
                 data = private_dir(app_data_path(self.app_data, app.app_id))
         except (OSError, ValueError):
             return  # its runners fail to start, and say why
-        modules = list(app.spec.preload or [])
-        payload = str(app.payload) if app.spec.preload is None else None
-        self.templates.want(app.app_id, python, self._template_env(data), modules, payload)
+        self.templates.want(app.app_id, python, self._template_env(data), *_preload(app))
 
     async def _forked(
         self,
@@ -520,6 +525,9 @@ class LocalBackend:
         """The runner forked from its template; None where it must start fresh (said once)."""
         if not self._forks(app) or runner.sock is None:
             return None
+        # Its template (started here if its environment was not built at ensure_app) imports
+        # the app's preload for the runners after this one.
+        self.templates.want(app.app_id, cmd[0], shared, *_preload(app))
         template = self.templates.ready_for(app.app_id, cmd[0], shared)
         if template is None:
             return None

@@ -140,6 +140,7 @@ class Template:
         self.payloads: set[str] = set()  # preloaded: a child of another payload drops own_modules
         self.own_modules: set[str] = set()
         self.wake_r, self.wake_w = os.pipe()
+        self.sel: selectors.BaseSelector | None = None
 
     def serve(self) -> int:
         """The loop: requests, reaped children, the backend's end. Returns the exit code."""
@@ -147,7 +148,7 @@ class Template:
         os.set_blocking(self.wake_r, False)
         signal.set_wakeup_fd(self.wake_w)
         signal.signal(signal.SIGCHLD, lambda *_: None)
-        sel = selectors.DefaultSelector()
+        sel = self.sel = selectors.DefaultSelector()
         sel.register(self.ctl, selectors.EVENT_READ, "ctl")
         sel.register(self.wake_r, selectors.EVENT_READ, "wake")
         sel.register(self.backend_pidfd, selectors.EVENT_READ, "backend")
@@ -236,8 +237,11 @@ class Template:
         os.dup2(devnull, 0)
         os.dup2(out_fd, 1)
         os.dup2(out_fd, 2)
-        for fd in (devnull, out_fd, self.wake_r, self.wake_w, self.ctl.fileno()):
+        # detach(): the socket object must never close the number again, once reused.
+        for fd in (devnull, out_fd, self.wake_r, self.wake_w, self.ctl.detach()):
             os.close(fd)
+        if self.sel is not None:
+            self.sel.close()
         os.environ.clear()
         os.environ.update(message["env"])
         os.chdir(message.get("cwd") or "/")

@@ -98,12 +98,17 @@ def heavy_app(requirements: list[str], *, fork: bool) -> type[Any]:
 
 
 def cpu_seconds(pid: int) -> float:
-    """The CPU time ``pid`` has used so far (for a forked runner: since its fork), from
-    /proc/<pid>/schedstat, in seconds: barely moved by what else the machine runs."""
+    """The CPU time ``pid``'s threads alive now have used (for a forked runner: since its fork;
+    setup() runs in a worker thread, which lives on), from their schedstat, in seconds: barely
+    moved by what else the machine runs."""
+    total = 0
     try:
-        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
-    except (OSError, ValueError, IndexError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                total += int((task / "schedstat").read_text().split()[0])
+    except OSError:
         return float("nan")
+    return total / 1e9
 
 
 def memory_mib(pid: int) -> dict[str, float]:

@@ -44,7 +44,8 @@ from yurt.backends.gpus import GpuAllocator, discover_gpus
 from yurt.backends.health import HttpHealthChecker
 from yurt.backends.localproc import bound_socket, runner_command, runner_env
 from yurt.backends.runnerlog import Console, RunnerOutput, failure_from_tail
-from yurt.backends.templates import ForkedProcess, TemplatePool, TemplateRefused
+from yurt.backends.template_pool import TemplatePool
+from yurt.backends.templates import ForkedProcess, TemplateRefused
 from yurt.config import EnvsConfig, LocalBackendConfig
 from yurt.discovery.local import LocalRegistry
 from yurt.envs import BuildCancelled, Environments

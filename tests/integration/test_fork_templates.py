@@ -66,32 +66,31 @@ async def test_forked_runner_serves_scales_to_zero_and_back(tmp_path: Path) -> N
     assert not alive(template) and not alive(second)
 
 
-async def test_forked_runner_is_killed_past_its_grace_with_its_children(tmp_path: Path) -> None:
+async def test_forked_runner_is_killed_past_its_grace_with_its_children(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A forked runner whose teardown never ends is killed kill_after seconds past its grace,
     with the process it started: the rules of a fresh runner."""
     child_pid = tmp_path / "child.pid"
-    os.environ["YURT_TEST_CHILD_PID"] = str(child_pid)
-    try:
-        async with served(Stubborn, tmp_path / "data") as app:
-            (template,) = await wait_until(lambda: template_pids(app.platform), what="template")
-            status, body, _ = await app.post(json={})
-            assert status == 200
-            runner = int(body["text"].split()[1])
-            assert parent_of(runner) == template
-            child = int(child_pid.read_text())
-            assert alive(child)
-            (view,) = app.platform.backend.runners(app.app_id)
-            t0 = time.monotonic()
-            await app.platform.backend.stop_runner(
-                app.app_id, view.runner_id, reason="test", replace=False
-            )
-            await wait_until(lambda: not alive(runner), what="the runner killed")
-            # grace 0.5 s + kill_after 3 s (fast_config): not before
-            assert time.monotonic() - t0 >= 3.0
-            await wait_until(lambda: not alive(child), what="its child killed")
-            assert app.platform.backend.runners(app.app_id) == []
-    finally:
-        del os.environ["YURT_TEST_CHILD_PID"]
+    monkeypatch.setenv("YURT_TEST_CHILD_PID", str(child_pid))
+    async with served(Stubborn, tmp_path / "data") as app:
+        (template,) = await wait_until(lambda: template_pids(app.platform), what="template")
+        status, body, _ = await app.post(json={})
+        assert status == 200
+        runner = int(body["text"].split()[1])
+        assert parent_of(runner) == template
+        child = int(child_pid.read_text())
+        assert alive(child)
+        (view,) = app.platform.backend.runners(app.app_id)
+        t0 = time.monotonic()
+        await app.platform.backend.stop_runner(
+            app.app_id, view.runner_id, reason="test", replace=False
+        )
+        await wait_until(lambda: not alive(runner), what="the runner killed")
+        # grace 0.5 s + kill_after 3 s (fast_config): not before
+        assert time.monotonic() - t0 >= 3.0
+        await wait_until(lambda: not alive(child), what="its child killed")
+        assert app.platform.backend.runners(app.app_id) == []
 
 
 async def test_template_with_a_thread_falls_back_to_fresh(

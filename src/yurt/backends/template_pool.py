@@ -64,7 +64,8 @@ class TemplatePool:
             return None
         template.apps.add(app_id)
         if template.state != "ready":
-            self.say_once(template.key, "its template is still starting")
+            # Expected once per template (a runner asked for at deploy): not a warning.
+            self.say_once(template.key, "its template is still starting", warn=False)
             return None
         return template
 
@@ -77,11 +78,12 @@ class TemplatePool:
                 self._preloads.pop(key, None)
                 self._task(template.close())
 
-    def say_once(self, key: str, why: str) -> None:
+    def say_once(self, key: str, why: str, *, warn: bool = True) -> None:
         """Log, once per template and reason, why a runner was not forked."""
         if (key, why) not in self._said:
             self._said.add((key, why))
-            log.warning("runner_not_forked", template=key, why=why, fallback="fresh process")
+            say = log.warning if warn else log.info
+            say("runner_not_forked", template=key, why=why, fallback="fresh process")
 
     def reasons(self) -> list[str]:
         """Why runners were not forked, each reason once (for the benchmarks)."""

@@ -124,8 +124,8 @@ def _outside_environment(name: str) -> bool:
     """Whether module ``name`` is loaded from outside the interpreter's prefix (user code that
     a new revision may change, unlike the environment's installed packages)."""
     path = getattr(sys.modules.get(name), "__file__", None)
-    if not path:
-        return False
+    if not path or name == "yurt" or name.startswith("yurt."):
+        return False  # yurt itself, even from a source checkout, is the runner's own
     prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix}
     return not any(os.path.abspath(path).startswith(p + os.sep) for p in prefixes)
 

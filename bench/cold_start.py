@@ -8,11 +8,18 @@ it can do anything). Medians over iterations.
 
 The same app with ``requirements`` (``--requirements``, humanize by default), its environment
 built before the first iteration, is timed in each iteration beside the one without: a warm
-environment should add at most 30 ms. First, the environment's first build is timed with pip
+environment should add at most 30 ms. These two start fresh interpreters (``fork_runners =
+False``); a third copy of the echo app has its runners forked from a warm template (templates
+on, docs/cold-starts.md): at most 30 ms median is the target. With ``--heavy`` (numpy, scipy and
+pandas by default; ``--heavy`` with no names skips it), bench/heavy_app.py::Heavy, whose module
+imports them, is timed fresh and forked, its environment built first. Each runner's memory is read
+from /proc/<pid>/smaps_rollup while it serves: RSS, PSS and USS (private pages: what a forked
+runner adds to its template). First, the environment's first build is timed with pip
 and with uv (when installed), each into a new directory with empty installer caches and again
 with the caches that build filled, packages coming from this machine's pip configuration.
 
-    .venv/bin/python bench/cold_start.py [--iterations 7] [--warmup 1] [--build-rounds 3]
+    .venv/bin/python bench/cold_start.py [--iterations 7] [--warmup 1] [--build-rounds 3] \
+        [--heavy numpy scipy pandas]
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from yurt.config import EnvsConfig, RouterConfig, SchedulerConfig, ServerConfig
-from yurt.envs import Environments
+from yurt.envs import Environments, install_steps
 from yurt.envs_installer import find_uv
 from yurt.loader import load_app
 from yurt.logging import configure
@@ -45,6 +52,7 @@ from yurt.router.pool import ConnectionPool
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_S = 0.5
+FORK_TARGET_S = 0.030  # the median cold start with templates on
 ENV_TARGET_S = 0.030  # what a warm environment may add to the median cold start
 KEEP_ALIVE = 0.5
 BODY = json.dumps({"prompt": "a yurt on the steppe"}).encode()
@@ -54,15 +62,17 @@ IMPORT_NO_TEARDOWN = "import os, yurt.runner.server; os._exit(0)"
 LOG_LINE = re.compile(r"^(\S+?Z?)\s+\[\w+\s*\]\s+(runner_listening|runner_ready)\b")
 
 
-def cold_echo(requirements: list[str] | None = None) -> type[Any]:
-    """examples/echo.py::Echo with keep_alive=0.5 and no warm runner; with ``requirements``,
-    an app of its own (``echo-env``) started from their environment."""
+def cold_echo(requirements: list[str] | None = None, *, fork: bool = False) -> type[Any]:
+    """examples/echo.py::Echo with keep_alive=0.5 and no warm runner, fresh interpreters unless
+    ``fork`` (then ``echo-fork``); with ``requirements``, an app of its own (``echo-env``)
+    started from their environment."""
     echo = load_app(str(ROOT / "examples/echo.py::Echo"))
 
-    class ColdEcho(echo, keep_alive=KEEP_ALIVE, min_concurrency=0):  # type: ignore[valid-type,misc]
+    class ColdEcho(echo, keep_alive=KEEP_ALIVE, min_concurrency=0, fork_runners=fork):  # type: ignore[valid-type,misc]
         # The payload pickles the class's module by value; keeping Echo's module makes both
         # classes travel by value (this script's own module is not importable on a runner).
         __module__ = echo.__module__
+        app_name = "echo-fork" if fork else "echo"
 
     if requirements:
 
@@ -73,6 +83,47 @@ def cold_echo(requirements: list[str] | None = None) -> type[Any]:
         EnvEcho.requirements = list(requirements)
         return EnvEcho
     return ColdEcho
+
+
+def heavy_app(requirements: list[str], *, fork: bool) -> type[Any]:
+    """bench/heavy_app.py::Heavy with ``requirements``, forked from a template or fresh."""
+    heavy = load_app(str(ROOT / "bench/heavy_app.py::Heavy"))
+
+    class ColdHeavy(heavy, min_concurrency=0, fork_runners=fork):  # type: ignore[valid-type,misc]
+        __module__ = heavy.__module__
+        app_name = "heavy-template" if fork else "heavy-fresh"
+
+    ColdHeavy.requirements = list(requirements)
+    return ColdHeavy
+
+
+def cpu_seconds(pid: int) -> float:
+    """The CPU time ``pid``'s threads alive now have used (for a forked runner: since its fork;
+    setup() runs in a worker thread, which lives on), from their schedstat, in seconds: barely
+    moved by what else the machine runs."""
+    total = 0
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                total += int((task / "schedstat").read_text().split()[0])
+    except OSError:
+        return float("nan")
+    return total / 1e9
+
+
+def memory_mib(pid: int) -> dict[str, float]:
+    """RSS, PSS and USS (private clean + dirty) of ``pid`` in MiB, from smaps_rollup."""
+    fields: dict[str, float] = {}
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return {"rss": float("nan"), "pss": float("nan"), "uss": float("nan")}
+    for line in text.splitlines():
+        name, _, rest = line.partition(":")
+        if rest.strip().endswith("kB"):
+            fields[name] = int(rest.split()[0]) / 1024
+    uss = fields.get("Private_Clean", 0.0) + fields.get("Private_Dirty", 0.0)
+    return {"rss": fields.get("Rss", 0.0), "pss": fields.get("Pss", 0.0), "uss": uss}
 
 
 def is_runner(pid: int) -> bool:
@@ -135,7 +186,14 @@ async def bench(args: argparse.Namespace) -> int:
     configure("warning")
     steps = [args.requirements]
     plain = cold_echo()
-    apps = {"no requirements": plain, "warm environment": cold_echo(args.requirements)}
+    apps = {
+        "no requirements": plain,
+        "warm environment": cold_echo(args.requirements),
+        "templates on": cold_echo(fork=True),
+    }
+    if args.heavy:
+        apps["heavy, fresh"] = heavy_app(args.heavy, fork=False)
+        apps["heavy, template"] = heavy_app(args.heavy, fork=True)
     rows: dict[str, list[dict[str, float]]] = {name: [] for name in apps}
     base: dict[str, list[float]] = {
         k: [] for k in ("pass", "import", "noexit", "env_noexit", "cpu", "env_cpu")
@@ -151,6 +209,9 @@ async def bench(args: argparse.Namespace) -> int:
         # The warm case: its environment is built before the first request, as a deploy does.
         envs = Environments(config.data_dir / "envs", config.envs)
         env_python = str(await asyncio.to_thread(envs.ensure, steps))
+        if args.heavy:
+            await asyncio.to_thread(envs.ensure, install_steps(args.heavy))
+        template_memory: list[dict[str, float]] = []
         platform = Platform(config)
         pool: ConnectionPool | None = None
         try:
@@ -160,6 +221,12 @@ async def bench(args: argparse.Namespace) -> int:
             host, port = platform.url.removeprefix("http://").rsplit(":", 1)
             pool = ConnectionPool(host, int(port))
             print_config(args, plain, ids)
+            # Templates start ahead of demand, at add_app: the benchmark waits for them.
+            want = 2 if args.heavy else 1
+            templates = platform.backend.templates
+            await wait_for(
+                lambda: len(templates.pids()) >= want and templates.settled(), 120, "templates"
+            )
             for i in range(args.warmup + args.iterations):
                 warm = i < args.warmup
                 line = [f"  {'warmup' if warm else f'iter {i - args.warmup + 1}'}:"]
@@ -177,6 +244,8 @@ async def bench(args: argparse.Namespace) -> int:
                     line.append(f"{name} {row['total'] * 1000:6.1f} ms")
                 line[1:] = sorted(line[1:])  # the same order on every line
                 print("  ".join(line), flush=True)
+            pids = platform.backend.templates.pids().values()
+            template_memory = [memory_mib(pid) for pid in pids]
         finally:
             if pool is not None:
                 await pool.close()
@@ -188,6 +257,7 @@ async def bench(args: argparse.Namespace) -> int:
                         os.killpg(pid, signal.SIGKILL)
 
     report(rows, base, builds, args.requirements)
+    report_templates(rows, template_memory, args.heavy)
     return 0
 
 
@@ -239,12 +309,14 @@ async def cold_start(
     t0 = time.monotonic()
     reply = await pool.request(b"POST", f"/{app_id}".encode(), HEADERS, BODY, 60.0)
     t1 = time.monotonic()
-    if reply.status != 200 or b"echo: " not in reply.body:
+    if reply.status != 200 or b"echo" not in reply.body:
         raise RuntimeError(f"unexpected reply {reply.status} {reply.body[:200]!r}")
     views = platform.backend.runners(app_id)
     if len(views) != 1:
         raise RuntimeError(f"expected one runner, found {views}")
     view = views[0]
+    memory = memory_mib(view.pid or 0)
+    cpu = cpu_seconds(view.pid or 0)
     logs = runner_log_times(data_dir / "logs", view.runner_id, wall_to_mono)
     return {
         "total": t1 - t0,
@@ -253,6 +325,8 @@ async def cold_start(
         "listening": logs.get("runner_listening", float("nan")) - t0,
         "ready": logs.get("runner_ready", float("nan")) - t0,
         "pid": float(view.pid or 0),
+        "cpu": cpu,
+        **memory,
     }
 
 
@@ -322,7 +396,11 @@ def report(
         print("  not timed (--build-rounds 0)")
     elif not any(k.startswith("uv") for k in builds):
         print("  uv: not installed here (pip install uv), not measured")
-    for name, label in (("no requirements", ""), ("warm environment", ", warm environment")):
+    for name, label in (
+        ("no requirements", ""),
+        ("warm environment", ", warm environment"),
+        ("templates on", ", templates on"),
+    ):
         print(f"\nwhere the time goes{label} (median ms since the request; stage = difference):")
         stages(rows[name])
     verdict = "PASS" if med(plain) <= TARGET_S else "MISS"
@@ -349,6 +427,45 @@ def report(
         "\nreproduce: .venv/bin/python "
         + " ".join(shlex.quote(a) for a in ["bench/cold_start.py", *sys.argv[1:]])
     )
+
+
+def report_templates(
+    rows: dict[str, list[dict[str, float]]], templates: list[dict[str, float]], heavy: list[str]
+) -> None:
+    """Templates on against off, the echo app and the heavy one, and what each runner holds."""
+    med = statistics.median
+    print("\ntemplates (median ms; ratio = off / on, each iteration's pair back to back):")
+    pairs = [("templates on", "no requirements", "echo")]
+    if heavy:
+        pairs.append(("heavy, template", "heavy, fresh", f"heavy ({' '.join(heavy)})"))
+    for on, off, label in pairs:
+        a, b = [r["total"] for r in rows[on]], [r["total"] for r in rows[off]]
+        ratio = med([y / x for x, y in zip(a, b, strict=True)])
+        print(
+            f"  {label:<40} on {ms(med(a))}  off {ms(med(b))}  ratio {ratio:5.1f}x"
+            f"  (on: min {ms(min(a))}, max {ms(max(a))})"
+        )
+    print("  the runner's own CPU time until its first response (median ms; load-independent):")
+    for name in ("no requirements", "templates on", "heavy, fresh", "heavy, template"):
+        if name in rows:
+            print(f"    {name:<38}{ms(med([r['cpu'] for r in rows[name]]))}")
+    echo_on = med([r["total"] for r in rows["templates on"]])
+    verdict = "PASS" if echo_on <= FORK_TARGET_S else "MISS"
+    print(
+        f"target: echo cold start with templates on <= {FORK_TARGET_S * 1000:.0f} ms median: "
+        f"{echo_on * 1000:.1f} ms  {verdict}"
+    )
+    print("\nmemory of each runner while it serves (median MiB): RSS, PSS, USS (its own pages)")
+    for name, xs in rows.items():
+        if name == "warm environment":
+            continue
+        rss, pss, uss = (med([r[k] for r in xs]) for k in ("rss", "pss", "uss"))
+        print(f"  {name:<40} RSS {rss:7.1f}  PSS {pss:7.1f}  USS {uss:7.1f}")
+    for memory in templates:
+        print(
+            f"  {'a template (idle)':<40} RSS {memory['rss']:7.1f}  PSS {memory['pss']:7.1f}  "
+            f"USS {memory['uss']:7.1f}"
+        )
 
 
 def stages(rows: list[dict[str, float]]) -> None:
@@ -397,6 +514,13 @@ def main() -> None:
         "configuration (default: humanize>=4)",
     )
     p.add_argument("--build-rounds", type=int, default=3, help="first builds timed per installer")
+    p.add_argument(
+        "--heavy",
+        nargs="*",
+        default=["numpy", "scipy", "pandas"],
+        help="requirements of the heavy-imports app (bench/heavy_app.py), timed fresh and "
+        "forked; none: not timed",
+    )
     args = p.parse_args()
     sys.exit(asyncio.run(bench(args)))
 

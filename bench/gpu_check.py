@@ -5,7 +5,11 @@
 2. ``yurt run bench/torch_app.py::TorchMatmul`` on a free port; the first request starts the
    runner (min_concurrency=0). Cold start = from launching ``yurt run`` to the first 200, CUDA
    initialisation included; setup()'s own time comes from the App.
-3. Requests/s of the matmul endpoint through the router against the same ``Kernel`` called in
+3. Cold start with a template against without (docs/cold-starts.md): the same App twice in one
+   in-process platform, one forked from a template that imported torch (``preload``), one a
+   fresh interpreter, each timed from a request at zero runners to its response, alternating;
+   the forked runner's device is named (CUDA initialised in the child, never in the template).
+4. Requests/s of the matmul endpoint through the router against the same ``Kernel`` called in
    this process, both with the same number of concurrent callers, alternating rounds; medians of
    the rounds and of the per-round ratios.
 
@@ -184,9 +188,96 @@ def runner_info(url: str) -> dict[str, Any]:
     for app in get(base + "/_yurt/apps"):
         for r in app["runners"]:
             if r["port"]:
-                info: dict[str, Any] = get(f"http://127.0.0.1:{r['port']}/_yurt/info")
+                try:
+                    info: dict[str, Any] = get(f"http://127.0.0.1:{r['port']}/_yurt/info")
+                except urllib.error.HTTPError as exc:
+                    # The runner answers only the router (its token): say so, measure on.
+                    return {"runner_id": r.get("runner_id"), "gpus": f"not shown ({exc.code})"}
                 return info
     return {}
+
+
+# -- templates ----------------------------------------------------------------------------------
+
+
+async def until(predicate: Any, timeout: float = START_DEADLINE_S) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out after {timeout:g}s")
+        await asyncio.sleep(0.05)
+
+
+async def _fork_vs_fresh(base: type[Any], rounds: int, data_dir: Path) -> dict[str, Any]:
+    """Cold starts of ``base`` forked from a template and fresh, in one platform, alternating."""
+    from yurt.config import RouterConfig, SchedulerConfig, ServerConfig
+    from yurt.logging import configure
+    from yurt.platform import Platform
+
+    configure("warning")  # the platform's own lines would bury the figures
+
+    preload = ["torch"] if base.kernel_kind == "torch" else None
+
+    class Template(base, fork_runners=True, keep_alive=1.0):  # type: ignore[valid-type,misc]
+        __module__ = base.__module__
+        app_name = f"{base.app_name}-template"
+
+    class Fresh(base, fork_runners=False, keep_alive=1.0):  # type: ignore[valid-type,misc]
+        __module__ = base.__module__
+        app_name = f"{base.app_name}-fresh"
+
+    Template.preload = preload
+    config = ServerConfig(
+        data_dir=data_dir, router=RouterConfig(port=0), scheduler=SchedulerConfig(interval=0.05)
+    )
+    platform = Platform(config)
+    times: dict[str, list[float]] = {"template": [], "fresh": []}
+    info: dict[str, Any] = {}
+    await platform.start()
+    try:
+        ids = {"template": await platform.add_app(Template), "fresh": await platform.add_app(Fresh)}
+        templates = platform.backend.templates  # type: ignore[attr-defined]
+        # Up ahead of demand, torch imported: as it would be long before a first request.
+        await until(lambda: templates.pids() and templates.settled())
+        async with aiohttp.ClientSession() as session:
+            for i in range(rounds):
+                for kind in sorted(ids, reverse=i % 2 == 1):
+                    app_id = ids[kind]
+                    await until(lambda a=app_id: not platform.backend.runners(a))
+                    t0 = time.perf_counter()
+                    async with session.post(f"{platform.url}/{app_id}", json={}) as resp:
+                        await resp.read()
+                        if resp.status != 200:
+                            raise SystemExit(f"{kind}: {resp.status} {await resp.text()}")
+                    times[kind].append(time.perf_counter() - t0)
+                    if kind == "template" and not info:
+                        async with session.post(f"{platform.url}/{app_id}/info", json={}) as r:
+                            info = await r.json()
+                say(f"  round {i + 1}: template {times['template'][-1]:.3f}s  "
+                    f"fresh {times['fresh'][-1]:.3f}s")  # fmt: skip
+        info["not_forked"] = templates.reasons()
+        info["template_pids"] = list(templates.pids().values())
+    finally:
+        await platform.stop(grace=1.0)
+    return {"times": times, "info": info}
+
+
+FORK_SUMMARY: list[str] = []
+
+
+def fork_vs_fresh(base: type[Any], rounds: int, data_dir: Path) -> None:
+    """Print the template against fresh comparison."""
+    found = asyncio.run(_fork_vs_fresh(base, rounds, data_dir))
+    times, info = found["times"], found["info"]
+    on, off = statistics.median(times["template"]), statistics.median(times["fresh"])
+    say(f"median request at zero runners -> 200: template {on:.3f}s, fresh {off:.3f}s, "
+        f"ratio {off / on:.1f}x")  # fmt: skip
+    FORK_SUMMARY.append(f"cold start with a template {on:.2f}s against {off:.2f}s fresh")
+    say(f"forked runner: device {info.get('device')}, setup {info.get('setup_s')}s, "
+        f"CUDA_VISIBLE_DEVICES={info.get('cuda_visible_devices')!r}, pid {info.get('pid')}, "
+        f"template pids {info.get('template_pids')}")  # fmt: skip
+    if info.get("not_forked"):
+        say(f"runners not forked because: {info['not_forked']}")
 
 
 # -- load ---------------------------------------------------------------------------------------
@@ -245,6 +336,7 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seconds", type=float, default=3.0, help="length of each load round")
     p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--fork-rounds", type=int, default=3, help="cold starts each, template/fresh")
     args = p.parse_args()
     sys.path.insert(0, str(APP_FILE.parent))
     from torch_app import CPU_SIZE, SIZE, Kernel
@@ -285,6 +377,12 @@ def main() -> int:
             say(f"runner {info.get('runner_id')} (pid {info.get('pid')}) /_yurt/info gpus: {gpus}")
 
             rounds = f"{args.rounds} rounds of {args.seconds:g}s"
+            section(f"cold start with a template against fresh: {app}, {args.fork_rounds} rounds")
+            from torch_app import CpuMatmul, TorchMatmul
+
+            base = CpuMatmul if args.dry_run else TorchMatmul
+            fork_vs_fresh(base, args.fork_rounds, data_dir / "templates")
+
             section(f"throughput: {args.concurrency} callers, {rounds}")
             t_init = time.perf_counter()
             size = CPU_SIZE if args.dry_run else SIZE
@@ -314,6 +412,8 @@ def main() -> int:
     say(f"OK: {'dry run on CPU' if args.dry_run else cold['device']}; cold start "
         f"{cold['launch_to_first_200_s']:.2f}s (setup {cold['setup_s']:.2f}s); router/direct "
         f"{statistics.median(ratios):.3f} at {args.concurrency} callers")  # fmt: skip
+    for line in FORK_SUMMARY:
+        say(f"OK: {line}")
     return 0
 
 

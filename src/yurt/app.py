@@ -222,6 +222,12 @@ class App:
     # A container image with the app's environment, yurt and its runner inside (fal's
     # container images), run by Nomad's docker driver instead of ``[nomad] image``.
     image: ClassVar[str | None] = None
+    # Runners forked from a warm template process of the app's environment, which has imported
+    # the runner and ``preload`` (docs/cold-starts.md); False: each runner a fresh interpreter.
+    fork_runners: ClassVar[bool] = True
+    # Modules the template imports ahead of demand (e.g. ["torch", "diffusers"]); None: what
+    # unpickling the App imports (its module's imports that its code refers to).
+    preload: ClassVar[list[str] | None] = None
     # What ``health()`` reports (fal's attribute and default). Not among SETTINGS: it is the
     # app's own label, and a near name (``versions``) must stay free for the app's use.
     version = "unknown"

@@ -89,6 +89,8 @@ class AppSpec(BaseModel):
     # Last and with a default: deployments saved before it existed still load.
     required_secrets: list[str] = []
     image: str | None = None  # the docker driver's image for this app (Nomad)
+    fork_runners: bool = True  # runners forked from a warm template (docs/cold-starts.md)
+    preload: list[str] | None = None  # what the template imports; None: what the App imports
 
     @property
     def health_check(self) -> EndpointSpec | None:
@@ -161,6 +163,8 @@ def build_spec(cls: type[App]) -> AppSpec:
         skip_retry_conditions=_skip_conditions(name, values["skip_retry_conditions"]),
         required_secrets=_required_secrets(name, values["required_secrets"]),
         image=_image(name, values["image"]),
+        fork_runners=_fork_runners(name, values["fork_runners"]),
+        preload=None if values["preload"] is None else _preload(name, values["preload"]),
         endpoints=sorted(endpoints, key=lambda e: e.path),
         **knobs,
     )
@@ -267,6 +271,26 @@ def _module_names(name: str, value: object) -> list[str]:
         raise AppDefinitionError(
             f"{name}: local_python_modules entry {bad[0]!r} is not a module name; write it "
             "as in an import statement, e.g. 'my_package.sub' (no path, no .py)"
+        )
+    return list(value)
+
+
+def _fork_runners(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise AppDefinitionError(
+            f"{name}: fork_runners must be True (runners forked from a warm template) or False "
+            f"(each runner a fresh interpreter); got {value!r}"
+        )
+    return value
+
+
+def _preload(name: str, value: object) -> list[str]:
+    if not isinstance(value, list | tuple) or not all(
+        isinstance(m, str) and _MODULE_NAME.fullmatch(m) for m in value
+    ):
+        raise AppDefinitionError(
+            f"{name}: preload must be a list of module names to import ahead of demand, as in "
+            f"an import statement, e.g. ['torch', 'diffusers'], or None; got {value!r}"
         )
     return list(value)
 

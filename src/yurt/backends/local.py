@@ -44,6 +44,8 @@ from yurt.backends.gpus import GpuAllocator, discover_gpus
 from yurt.backends.health import HttpHealthChecker
 from yurt.backends.localproc import bound_socket, runner_command, runner_env
 from yurt.backends.runnerlog import Console, RunnerOutput, failure_from_tail
+from yurt.backends.template_pool import TemplatePool
+from yurt.backends.templates import ForkedProcess, TemplateRefused
 from yurt.config import EnvsConfig, LocalBackendConfig
 from yurt.discovery.local import LocalRegistry
 from yurt.envs import BuildCancelled, Environments
@@ -67,7 +69,7 @@ class _Runner:
     started_at: float
     state: RunnerState = RunnerState.PENDING
     sock: socket.socket | None = None  # bound for the runner, closed here once it has it
-    proc: asyncio.subprocess.Process | None = None
+    proc: asyncio.subprocess.Process | ForkedProcess | None = None  # forked: from a template
     output: RunnerOutput | None = None  # its stdout and stderr, once it runs
     ready: bool = False
     outdated: bool = False  # of an earlier revision: serves until a new one takes its place
@@ -100,6 +102,13 @@ def _replaced_at_once(app: _App) -> bool:
     off: while ``min_concurrency`` needs it (or the target is met without it: nothing starts)."""
     live = sum(r.state in LIVE and not r.outdated for r in app.runners.values())
     return live < app.spec.min_concurrency or app.target <= live
+
+
+def _preload(app: _App) -> tuple[list[str], str | None]:
+    """What the app's template imports: its ``preload``, or else its payload, unpickled."""
+    if app.spec.preload is not None:
+        return list(app.spec.preload), None
+    return [], str(app.payload)
 
 
 def _close_socket(runner: _Runner) -> None:
@@ -152,6 +161,8 @@ class LocalBackend:
         self._stopping = False
         # The GPUs runners may use; None until the first GPU app asks NVML.
         self.gpus = gpus
+        # Warm interpreters that fork runners (docs/cold-starts.md).
+        self.templates = TemplatePool(log_dir, config.template_start_timeout)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -177,6 +188,7 @@ class LocalBackend:
         for r in runners:
             for t in r.tasks[1:]:
                 t.cancel()
+        await self.templates.close()  # after the runners: each reports its runners' exits
         await self.health.close()
         if self.console is not None:
             await asyncio.to_thread(self.console.close)
@@ -197,9 +209,10 @@ class LocalBackend:
             self.gpus.check(app_id, spec.machine_types, spec.num_gpus)
         app = self._apps.get(app_id)
         if app is None:
-            self._apps[app_id] = _App(app_id, spec, payload)
+            app = self._apps[app_id] = _App(app_id, spec, payload)
         else:
             app.spec, app.payload = spec, payload
+        self._warm_template(app)
 
     async def set_target(self, app_id: str, count: int) -> None:
         """Keep ``count`` runners alive."""
@@ -245,6 +258,7 @@ class LocalBackend:
         await asyncio.gather(*(r.tasks[0] for r in runners if r.tasks), return_exceptions=True)
         if self._apps.get(app_id) is app:
             del self._apps[app_id]
+            self.templates.drop_app(app_id)
         log.info("app_removed", app=app_id, runners=len(runners))
 
     async def roll(self, app_id: str) -> None:
@@ -412,19 +426,22 @@ class LocalBackend:
             env = runner_env(os.environ, gpu_ids, self.config.pass_env, data)
             if self.files is not None:
                 env |= self.files()
+            shared = self._template_env(data)
             env[RUNNER_TOKEN_ENV] = runner.token
             if not self._add_secrets(app, runner, env):
                 return
-            # A pipe, not the log file: a runner must not die of a full disk (runnerlog).
-            runner.proc = await asyncio.create_subprocess_exec(
-                *cmd,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-                pass_fds=(runner.sock.fileno(),) if runner.sock is not None else (),
-            )
+            runner.proc = await self._forked(app, runner, cmd, env, shared)
+            if runner.proc is None:
+                # A pipe, not the log file: a runner must not die of a full disk (runnerlog).
+                runner.proc = await asyncio.create_subprocess_exec(
+                    *cmd,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.STDOUT,
+                    env=env,
+                    start_new_session=True,
+                    pass_fds=(runner.sock.fileno(),) if runner.sock is not None else (),
+                )
         except (OSError, ValueError) as exc:  # ValueError: a data directory it cannot have
             app.runners.pop(runner.runner_id, None)
             runner.state = RunnerState.TERMINATED
@@ -447,6 +464,7 @@ class LocalBackend:
             app=app.app_id,
             runner=runner.runner_id,
             pid=runner.proc.pid,
+            forked=isinstance(runner.proc, ForkedProcess),
             port=runner.port,
             log=str(runner.log_path),
             gpus=gpu_ids or None,
@@ -464,6 +482,64 @@ class LocalBackend:
         # that left the group can hold the pipe open; the pump then goes on until it closes.
         await asyncio.wait({pump}, timeout=self.config.health.timeout)
         self._exited(app, runner, code)
+
+    # -- templates ---------------------------------------------------------------------------
+
+    def _forks(self, app: _App) -> bool:
+        return self.config.fork_runners and app.spec.fork_runners
+
+    def _template_env(self, data: Path | None) -> dict[str, str]:
+        """A template's environment: its runners', less what differs between runners (their
+        GPUs, token and secrets: added in each child)."""
+        env = runner_env(os.environ, [], self.config.pass_env, data)
+        if self.files is not None:
+            env |= self.files()
+        return env
+
+    def _warm_template(self, app: _App) -> None:
+        """Start the app's template ahead of its first runner, with its preload imported:
+        where its environment is built already (else its first runner starts it)."""
+        if not self._forks(app):
+            return
+        python = self.config.python
+        if app.spec.requirements:
+            status = self.envs.status(app.spec.requirements)
+            if status.state != "ready" or status.digest is None:
+                return
+            python = str(self.envs.root / status.digest / "bin" / "python")
+        try:
+            data = None
+            if self.app_data is not None:
+                data = private_dir(app_data_path(self.app_data, app.app_id))
+        except (OSError, ValueError):
+            return  # its runners fail to start, and say why
+        self.templates.want(app.app_id, python, self._template_env(data), *_preload(app))
+
+    async def _forked(
+        self,
+        app: _App,
+        runner: _Runner,
+        cmd: list[str],
+        env: dict[str, str],
+        shared: dict[str, str],
+    ) -> ForkedProcess | None:
+        """The runner forked from its template; None where it must start fresh (said once)."""
+        if not self._forks(app) or runner.sock is None:
+            return None
+        # Its template (started here if its environment was not built at ensure_app) imports
+        # the app's preload for the runners after this one.
+        self.templates.want(app.app_id, cmd[0], shared, *_preload(app))
+        template = self.templates.ready_for(app.app_id, cmd[0], shared)
+        if template is None:
+            return None
+        if template.unsafe is not None:
+            self.templates.say_once(template.key, template.unsafe)
+            return None
+        try:
+            return await template.fork(runner.runner_id, cmd[3:], env, runner.sock.fileno())
+        except TemplateRefused as exc:
+            self.templates.say_once(template.key, str(exc))
+            return None
 
     async def _interpreter(self, app: _App, runner: _Runner) -> str | None:
         """The app's environment's interpreter, built first if need be; None (and the runner

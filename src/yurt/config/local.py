@@ -81,6 +81,19 @@ class LocalBackendConfig(Frozen):
             )
         return names
 
+    fork_runners: bool = Field(
+        default=True,
+        description="start runners by forking a warm template process per app environment "
+        "(docs/cold-starts.md); false: each runner a fresh interpreter, as an App's own "
+        "fork_runners = False asks for one app",
+    )
+    template_start_timeout: float = Field(
+        default=120.0,
+        gt=0,
+        description="seconds a template may take to import the runner and an app's preload "
+        "before it is given up (runners start fresh meanwhile)",
+    )
+
     console: bool = Field(
         default=False,
         description="also show each runner's output on this process's stderr, each line "

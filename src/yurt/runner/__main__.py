@@ -41,10 +41,16 @@ from yurt.runner.contract import (  # the control plane reads these from contrac
 from yurt.spec import TEARDOWN_SLACK_S
 
 if TYPE_CHECKING:
+    from yurt.app import App
+    from yurt.packaging import PayloadHeader
     from yurt.runner.gpus import GpuMonitor
     from yurt.spec import AppSpec
 
 log = structlog.get_logger("yurt.runner")
+
+# Payloads a template (``yurt.runner.template``) unpickled before it forked this runner, by path
+# (a payload's file is named by its digest): not unpickled again.
+PRELOADED: dict[str, tuple[PayloadHeader, type[App]]] = {}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -118,7 +124,7 @@ async def serve(args: argparse.Namespace) -> int:
     map_visible_devices(os.environ)
     token = take_token(os.environ)
     try:
-        header, cls = unpack(read_payload(args))
+        header, cls = PRELOADED.get(str(args.payload)) or unpack(read_payload(args))
     except (OSError, PayloadError) as exc:
         return fail(EXIT_PAYLOAD, "payload", str(exc))
     server = RunnerServer(

@@ -1,0 +1,288 @@
+"""Runners forked from a warm template (docs/cold-starts.md), on the local backend, with real
+processes: they serve, scale, stop by the same rules as fresh ones and leave nothing behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import structlog
+from fork_apps import Forked, Fresh, Kept, Stubborn, Threaded, TwoGpus
+from test_gpu_fail_fast import FAKE_PYNVML, H100
+
+import yurt
+from yurt.config import LocalBackendConfig
+from yurt.errors import AppDefinitionError
+from yurt.platform import Platform
+
+from support import fast_config, served, wait_until
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def parent_of(pid: int) -> int | None:
+    """The parent pid of a live (not zombie) process, else None."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    return None if fields[0] in ("Z", "X") else int(fields[1])
+
+
+def alive(pid: int) -> bool:
+    return parent_of(pid) is not None
+
+
+def template_pids(platform: Platform) -> list[int]:
+    return list(platform.backend.templates.pids().values())  # type: ignore[attr-defined]
+
+
+def runner_pids(platform: Platform, app_id: str) -> list[int]:
+    return [v.pid for v in platform.backend.runners(app_id) if v.pid]
+
+
+async def test_forked_runner_serves_scales_to_zero_and_back(tmp_path: Path) -> None:
+    """A runner forked from the template serves; after keep_alive it goes, and the next request
+    forks a new one; at stop no template or runner process is left."""
+    async with served(Forked, tmp_path) as app:
+        (template,) = await wait_until(lambda: template_pids(app.platform), what="a template")
+        status, body, _ = await app.post(json={})
+        assert status == 200
+        first = int(body["text"].split()[1])
+        assert parent_of(first) == template
+        await wait_until(lambda: not app.platform.backend.runners(app.app_id), what="zero")
+        await wait_until(lambda: not alive(first), what="the first runner's exit")
+        status, body, _ = await app.post(json={})
+        assert status == 200
+        second = int(body["text"].split()[1])
+        assert second != first and parent_of(second) == template
+    assert not alive(template) and not alive(second)
+
+
+async def test_forked_runner_is_killed_past_its_grace_with_its_children(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A forked runner whose teardown never ends is gone about kill_after seconds past its grace
+    (its own deadline, else the backend's SIGKILL), and the process it started with it: the
+    rules of a fresh runner."""
+    child_pid = tmp_path / "child.pid"
+    monkeypatch.setenv("YURT_TEST_CHILD_PID", str(child_pid))
+    async with served(Stubborn, tmp_path / "data") as app:
+        (template,) = await wait_until(lambda: template_pids(app.platform), what="template")
+        status, body, _ = await app.post(json={})
+        assert status == 200
+        runner = int(body["text"].split()[1])
+        assert parent_of(runner) == template
+        child = int(child_pid.read_text())
+        assert alive(child)
+        (view,) = app.platform.backend.runners(app.app_id)
+        t0 = time.monotonic()
+        await app.platform.backend.stop_runner(
+            app.app_id, view.runner_id, reason="test", replace=False
+        )
+        await wait_until(lambda: not alive(runner), what="the runner gone")
+        # grace 0.5 s, kill_after 3 s (fast_config): the teardown is given its time
+        assert time.monotonic() - t0 >= 3.0
+        await wait_until(lambda: not alive(child), what="its child killed")
+        await wait_until(lambda: not app.platform.backend.runners(app.app_id), what="forgotten")
+
+
+async def test_template_with_a_thread_falls_back_to_fresh(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A template whose preload started a thread does not fork: the runner starts fresh (a
+    child of the server), serves, and the reason is logged once."""
+    modules = tmp_path / "modules"
+    modules.mkdir()
+    (modules / "starts_a_thread.py").write_text(
+        "import threading, time\n"
+        "threading.Thread(target=time.sleep, args=(600,), name='sleeper', daemon=True).start()\n"
+    )
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(modules), os.environ["PYTHONPATH"]]))
+    with structlog.testing.capture_logs() as logs:
+        async with served(Threaded, tmp_path / "data") as app:
+            await wait_until(lambda: template_pids(app.platform), what="a template")
+            for _ in range(2):
+                status, body, _ = await app.post(json={})
+                assert status == 200
+                pid = int(body["text"].split()[1])
+                assert parent_of(pid) == os.getpid()
+                await app.platform.backend.set_target(app.app_id, 0)
+                await wait_until(lambda p=pid: not alive(p), what="the runner's exit")
+    refusals = [e for e in logs if e["event"] == "runner_not_forked" and "thread" in e["why"]]
+    assert len(refusals) == 1
+    assert "sleeper" in refusals[0]["why"]
+
+
+async def test_template_crash_is_survived(tmp_path: Path) -> None:
+    """A template killed outright: its runner goes on serving and stops as any other, a new
+    template starts, and the next runner is forked from the new one."""
+    async with served(Kept, tmp_path) as app:
+        (old,) = await wait_until(lambda: template_pids(app.platform), what="a template")
+        status, body, _ = await app.post(json={})
+        assert status == 200
+        (runner,) = runner_pids(app.platform, app.app_id)
+        assert body["text"] == f"pid {runner}" and parent_of(runner) == old
+        os.kill(old, signal.SIGKILL)
+        (new,) = await wait_until(
+            lambda: [p for p in template_pids(app.platform) if p != old], what="a new template"
+        )
+        status, body, _ = await app.post(json={})
+        assert status == 200 and body["text"] == f"pid {runner}"
+        (view,) = app.platform.backend.runners(app.app_id)
+        await app.platform.backend.stop_runner(
+            app.app_id, view.runner_id, reason="t", replace=False
+        )
+        # Its exit is learned without the template that forked it (through a pidfd).
+        await wait_until(lambda: not app.platform.backend.runners(app.app_id), what="its exit")
+        assert not alive(runner)
+        status, body, _ = await app.post(json={})
+        assert status == 200
+        replacement = int(body["text"].split()[1])
+        assert replacement != runner and parent_of(replacement) == new
+
+
+@pytest.mark.parametrize("where", ["app", "config"])
+async def test_fork_runners_false_gives_a_fresh_process(tmp_path: Path, where: str) -> None:
+    """fork_runners = False, on the App or in [local]: no template, each runner a fresh
+    interpreter started by the server."""
+    config = fast_config(tmp_path)
+    cls: type[yurt.App] = Fresh
+    if where == "config":
+        local = LocalBackendConfig.model_validate(
+            config.local.model_dump() | {"fork_runners": False}
+        )
+        config = config.model_copy(update={"local": local})
+        cls = Forked
+    platform = Platform(config)
+    await platform.start()
+    try:
+        app_id = await platform.add_app(cls)
+        assert template_pids(platform) == []
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(f"{platform.url}/{app_id}", json={}) as resp,
+        ):
+            assert resp.status == 200
+            pid = int((await resp.json())["text"].split()[1])
+        assert parent_of(pid) == os.getpid()
+        assert template_pids(platform) == []
+    finally:
+        await platform.stop()
+    assert not alive(pid)
+
+
+@pytest.fixture
+def fake_nvml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Two H100s through a fake pynvml, for this process and the runners it starts."""
+    folder = tmp_path / "fake-nvml"
+    folder.mkdir()
+    (folder / "pynvml.py").write_text(FAKE_PYNVML.format(devices=[H100, H100]))
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.delitem(__import__("sys").modules, "pynvml", raising=False)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(folder), os.environ["PYTHONPATH"]]))
+    yield folder
+
+
+async def test_two_forked_runners_each_see_only_their_gpu(
+    tmp_path: Path, fake_nvml: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two runners forked from one template each get one GPU of their own in
+    CUDA_VISIBLE_DEVICES, set before their setup() runs."""
+    seen = tmp_path / "seen"
+    seen.mkdir()
+    monkeypatch.setenv("YURT_TEST_SEEN", str(seen))
+    async with served(TwoGpus, tmp_path / "data") as app:
+        (template,) = await wait_until(lambda: template_pids(app.platform), what="a template")
+        await wait_until(lambda: len(app.healthy()) == 2, what="two runners")
+        # Runners started at deploy, while the template came up, started fresh: each is
+        # replaced (min_concurrency) by one forked from the now ready template.
+        backend = app.platform.backend
+        for view in backend.runners(app.app_id):
+            if parent_of(view.pid or 0) != template:
+                await backend.stop_runner(app.app_id, view.runner_id, reason="t", replace=True)
+
+        def forked() -> list[int]:
+            pids = [pid for pid in runner_pids(app.platform, app.app_id) if alive(pid)]
+            ours = [pid for pid in pids if parent_of(pid) == template]
+            return ours if len(ours) == 2 and len(app.healthy()) == 2 else []
+
+        pids = await wait_until(forked, what="two forked runners")
+        found = {pid: (seen / str(pid)).read_text() for pid in pids}
+        assert sorted(found.values()) == ["GPU-fake-0", "GPU-fake-1"]
+
+
+def test_bad_fork_settings_fail_at_class_creation() -> None:
+    """fork_runners must be a bool and preload a list of module names, checked where the
+    class is written."""
+    with pytest.raises(AppDefinitionError, match="fork_runners must be True"):
+
+        class A(Forked, fork_runners="no"):  # type: ignore[arg-type]
+            pass
+
+    with pytest.raises(AppDefinitionError, match="preload must be a list of module names"):
+
+        class B(Forked):
+            preload = ["torch", "not a module"]
+
+
+APP_FILE = """
+import os
+
+import helper_mod
+import yurt
+
+REVISION = {revision}
+
+
+class Versioned(yurt.App, keep_alive=300):
+    @yurt.endpoint("/")
+    def generate(self) -> dict:
+        return {{"helper": helper_mod.VERSION, "pid": os.getpid()}}
+"""
+
+
+async def test_new_revision_loads_the_apps_own_modules_fresh(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A module of the app's own that changed on disk between two revisions is imported anew
+    for the second: its forked runner does not get the copy the template imported first."""
+    from yurt.loader import load_app
+    from yurt.packaging import pack
+    from yurt.spec import build_spec
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "helper_mod.py").write_text("VERSION = 1\n")
+    monkeypatch.syspath_prepend(str(shared))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(shared), os.environ["PYTHONPATH"]]))
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    app_file = app_dir / "versioned_app.py"
+    app_file.write_text(APP_FILE.format(revision=1))
+    async with served(load_app(f"{app_file}::Versioned"), tmp_path / "data") as app:
+        (template,) = await wait_until(lambda: template_pids(app.platform), what="a template")
+        status, body, _ = await app.post()
+        assert status == 200 and body["helper"] == 1
+        assert parent_of(body["pid"]) == template
+        # Another size: a .pyc is checked by the source's size and mtime (in whole seconds).
+        (shared / "helper_mod.py").write_text("VERSION = 2  # the second\n")
+        app_file.write_text(APP_FILE.format(revision=2))
+        second_cls = load_app(f"{app_file}::Versioned")
+        header = app.platform.store.put_payload(pack(second_cls))
+        await app.platform.deploy(app.app_id, build_spec(second_cls), header.sha256)
+
+        async def second() -> Any:
+            status, body, _ = await app.post()
+            return body if status == 200 and body["helper"] == 2 else None
+
+        body = await wait_until(second, what="the second revision serving")
+        assert parent_of(body["pid"]) == template

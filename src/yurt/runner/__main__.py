@@ -23,7 +23,7 @@ import signal
 import sys
 import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import structlog
 
@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from yurt.app import App
     from yurt.packaging import PayloadHeader
     from yurt.runner.gpus import GpuMonitor
+    from yurt.runner.server import RunnerServer
     from yurt.spec import AppSpec
 
 log = structlog.get_logger("yurt.runner")
@@ -154,30 +155,34 @@ async def serve(args: argparse.Namespace) -> int:
     setup = asyncio.ensure_future(server.run_setup())
     stopper = asyncio.ensure_future(stop.wait())
     await asyncio.wait({setup, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    failure: tuple[int, str, str] | None = None
-    if setup.done():
-        error = setup.exception()
-        if error is None:
-            await stopper
-        elif isinstance(error, TimeoutError):
-            failure = (
-                EXIT_STARTUP_TIMEOUT,
-                "startup_timeout",
-                f"setup() did not finish within startup_timeout={server.spec.startup_timeout:g}s",
-            )
-        else:
-            traceback.print_exception(error)
-            failure = (EXIT_SETUP, "setup", f"setup() raised {type(error).__name__}: {error}")
-        if failure is not None:
-            server.state = "failed"
-    else:
-        setup.cancel()
+    failure = await _after_setup(server, setup, stopper)
     stopper.cancel()
     watchdog.cancel()
     await server.drain()
     server.shutdown_executors()
     # Last, so that the failure line is the last line of the log.
     return fail(*failure) if failure is not None else 0
+
+
+async def _after_setup(
+    server: RunnerServer, setup: asyncio.Task[None], stopper: asyncio.Task[Literal[True]]
+) -> tuple[int, str, str] | None:
+    """Serve until told to stop once ``setup()`` succeeded; its failure, if it failed (the
+    runner then drains and exits with it); a stop during setup cancels it."""
+    if not setup.done():
+        setup.cancel()
+        return None
+    error = setup.exception()
+    if error is None:
+        await stopper
+        return None
+    server.state = "failed"
+    if isinstance(error, TimeoutError):
+        timeout = server.spec.startup_timeout
+        detail = f"setup() did not finish within startup_timeout={timeout:g}s"
+        return EXIT_STARTUP_TIMEOUT, "startup_timeout", detail
+    traceback.print_exception(error)
+    return EXIT_SETUP, "setup", f"setup() raised {type(error).__name__}: {error}"
 
 
 def check_gpus(spec: AppSpec, machines: str | None = None) -> GpuMonitor:

@@ -63,6 +63,8 @@ async def test_the_index_lists_apps_with_counts_and_no_runner_address(tmp_path: 
         assert re.search(r'data-role="runners">1<', public)
         assert re.search(r'data-role="queued">0<', public)
         assert 'data-role="access">key<' in rows["default/private"]
+        # Who may not call a private app does not learn how busy it is.
+        assert not re.search(r'data-role="(runners|queued|running)">\d', rows["default/private"])
         (described,) = [a for a in p.router.describe() if a["app_id"] == "default/public"]
         for runner in described["runners"]:  # type: ignore[attr-defined]
             assert f":{runner['port']}" not in body and f">{runner['pid']}<" not in body
@@ -107,6 +109,9 @@ async def test_a_public_apps_page_carries_its_schema_and_the_hooks(tmp_path: Pat
         assert 'id="yurt-openapi"' in body and '"Prompt"' in body
         assert 'data-role="key"' not in body
         assert "http://" not in body and "https://" not in body  # nothing from elsewhere
+        # Only the package's script runs, and no other site may frame the page.
+        policy = headers["content-security-policy"]
+        assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
 
 
 async def test_a_private_apps_schema_is_not_readable_without_a_key(tmp_path: Path) -> None:

@@ -22,9 +22,9 @@ class AppRow:
 
     app_id: str
     access: str  # "public", or "key" when calling it wants a key
-    runners: int
-    queued: int
-    running: int
+    runners: int | None  # None: not shown (a private app's activity is its callers' business)
+    queued: int | None
+    running: int | None
     endpoints: int
 
 
@@ -49,10 +49,14 @@ def _row(row: AppRow) -> str:
         f'<td><a data-role="app-link" href="/{app}/playground">{app}</a></td>'
         f'<td data-role="access">{escape(row.access)}</td>'
         f'<td data-role="endpoints">{row.endpoints}</td>'
-        f'<td data-role="runners">{row.runners}</td>'
-        f'<td data-role="queued">{row.queued}</td>'
-        f'<td data-role="running">{row.running}</td></tr>\n'
+        f'<td data-role="runners">{_count(row.runners)}</td>'
+        f'<td data-role="queued">{_count(row.queued)}</td>'
+        f'<td data-role="running">{_count(row.running)}</td></tr>\n'
     )
+
+
+def _count(value: int | None) -> str:
+    return '<span title="shown to callers with a key">-</span>' if value is None else str(value)
 
 
 def index_page(rows: list[AppRow], assets: dict[str, str]) -> str:

@@ -26,6 +26,14 @@ if TYPE_CHECKING:
 ASSETS = {"playground.js": "text/javascript", "playground.css": "text/css"}
 ASSET_CACHE = "public, max-age=86400"
 PAGE_CACHE = "no-cache"  # pages show live state: always asked again
+# Pages run only the package's own script and talk only to the router. An app's output may name
+# media elsewhere (a bucket's URL, say), so images, audio and video may come from any http(s)
+# address; nothing may frame a page, which holds a key in its session storage.
+PAGE_POLICY = (
+    "default-src 'self'; script-src 'self'; connect-src 'self'; "
+    "img-src 'self' data: blob: http: https:; media-src 'self' data: blob: http: https:; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +60,11 @@ def _html(text: str) -> web.Response:
         text=text,
         content_type="text/html",
         charset="utf-8",
-        headers={"cache-control": PAGE_CACHE, "x-content-type-options": "nosniff"},
+        headers={
+            "cache-control": PAGE_CACHE,
+            "x-content-type-options": "nosniff",
+            "content-security-policy": PAGE_POLICY,
+        },
     )
 
 
@@ -90,18 +102,23 @@ class Playground:
         return _html(app_page(route.app_id, wants_key, doc, self.versions))
 
     def rows(self) -> list[AppRow]:
-        """The index's rows: the apps, sorted, with counts only."""
+        """The index's rows: the apps, sorted, with counts only, and those only for apps anyone
+        may call."""
         router = self.router
         keys_on = router.gate.keys_on()
         rows = []
         for app_id, route in sorted(router.routes.items()):
+            public = route.spec.app_auth == "public" or not keys_on
+            if not public:
+                # Who may not call the app does not learn how busy it is either.
+                rows.append(AppRow(app_id, "key", None, None, None, len(route.paths)))
+                continue
             depth = router.queue.depth(app_id) if router.queue is not None else None
             queued, running = depth if depth is not None else (0, 0)
-            public = route.spec.app_auth == "public" or not keys_on
             rows.append(
                 AppRow(
                     app_id=app_id,
-                    access="public" if public else "key",
+                    access="public",
                     runners=len(router.backend.runners(app_id)),
                     queued=queued,
                     running=max(running, route.load().in_flight),

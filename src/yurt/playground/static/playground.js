@@ -193,9 +193,9 @@
         el("h3", { text: "Result" }),
         el("div", { "data-role": "result" }),
         this.streaming ? el("h3", { text: "Events" }) : null,
-        this.streaming ? el("ol", { "data-role": "events" }) : null,
+        this.streaming ? el("ol", { "data-role": "events", role: "log" }) : null,
         el("h3", { text: "Logs" }),
-        el("ol", { "data-role": "logs", class: "logs" }),
+        el("ol", { "data-role": "logs", class: "logs", role: "log" }),
       ]);
       const snippets = el("div", { class: "snippets" }, [el("h3", { text: "Code" })]);
       for (const [kind, label] of [
@@ -348,6 +348,10 @@
     // A chosen file goes to the file store at once; the run waits for it.
     upload(name, file) {
       this.fileUrls[name] = "";
+      // Only the latest choice counts: an earlier upload finishing last must not overwrite it.
+      this.uploadSeq = this.uploadSeq || {};
+      const seq = (this.uploadSeq[name] || 0) + 1;
+      this.uploadSeq[name] = seq;
       const shown = this.controls[name].parentNode.querySelector('[data-role="file-url"]');
       if (!file) {
         shown.textContent = "";
@@ -360,12 +364,14 @@
       const done = fetch("/files/upload", { method: "POST", headers, body: file })
         .then(async (resp) => {
           const body = await readJson(resp);
+          if (this.uploadSeq[name] !== seq) return;
           if (!resp.ok) throw new Error((body.error_type || resp.status) + ": " + messageOf(body.detail));
           this.fileUrls[name] = body.url;
           shown.textContent = body.url;
           this.sync();
         })
         .catch((e) => {
+          if (this.uploadSeq[name] !== seq) return;
           shown.textContent = "";
           this.fieldError(name, "upload failed: " + e.message);
         })
@@ -396,8 +402,14 @@
     }
 
     async run() {
-      if (this.active) return;
-      await Promise.all(Object.values(this.uploads));
+      // Checked and set before waiting for uploads, so a second click meanwhile sends nothing.
+      if (this.active || this.waiting) return;
+      this.waiting = true;
+      try {
+        await Promise.all(Object.values(this.uploads));
+      } finally {
+        this.waiting = false;
+      }
       const json = this.q("json-input").value;
       let input;
       try {
@@ -522,11 +534,15 @@
         run.abort.abort();
         return;
       }
-      const resp = await fetch("/queue/" + this.app + "/requests/" + run.id + "/cancel", {
-        method: "PUT",
-        headers: withKey(),
-      });
-      if (!resp.ok) showError(this, await readJson(resp), resp.status);
+      try {
+        const resp = await fetch("/queue/" + this.app + "/requests/" + run.id + "/cancel", {
+          method: "PUT",
+          headers: withKey(),
+        });
+        if (!resp.ok) showError(this, await readJson(resp), resp.status);
+      } catch (e) {
+        showError(this, { error_type: "playground_error", detail: "cancel not sent: " + String(e.message || e) }, 0);
+      }
     }
 
     showResult(value) {
@@ -594,9 +610,25 @@
     return "file";
   }
 
+  // Only addresses a browser fetches as data: an app's output naming a javascript: URL must
+  // not become a link that runs in the router's origin, where the key is kept.
+  function safeUrl(url) {
+    try {
+      const parsed = new URL(url, location.href);
+      if (["http:", "https:", "blob:"].includes(parsed.protocol)) return parsed.href;
+      if (parsed.protocol === "data:" && /^data:(image|audio|video)\//i.test(url)) return url;
+    } catch (e) {
+      // not a URL at all
+    }
+    return null;
+  }
+
   function renderMedia(file) {
-    const kind = mediaKind(file);
+    const url = safeUrl(file.url);
     const name = file.file_name || file.url.split("/").pop();
+    if (url === null) return el("p", { class: "field-error", text: "not shown: " + name + " has an address of an unsafe scheme" });
+    file = Object.assign({}, file, { url });
+    const kind = mediaKind(file);
     let node;
     if (kind === "image") node = el("img", { "data-role": "media", src: file.url, alt: "result image " + name });
     else if (kind === "file") node = el("a", { "data-role": "media", href: file.url, download: name, text: "Download " + name });

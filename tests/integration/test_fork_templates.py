@@ -3,8 +3,11 @@ processes: they serve, scale, stop by the same rules as fresh ones and leave not
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
+import socket
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,9 +20,11 @@ from fork_apps import Forked, Fresh, Kept, Stubborn, Threaded, TwoGpus
 from test_gpu_fail_fast import FAKE_PYNVML, H100
 
 import yurt
+from yurt.backends import templates
 from yurt.config import LocalBackendConfig
 from yurt.errors import AppDefinitionError
 from yurt.platform import Platform
+from yurt.runner.contract import EXIT_PAYLOAD, runner_argv
 
 from support import fast_config, served, wait_until
 
@@ -286,3 +291,35 @@ async def test_new_revision_loads_the_apps_own_modules_fresh(
 
         body = await wait_until(second, what="the second revision serving")
         assert parent_of(body["pid"]) == template
+
+
+async def test_a_child_reported_gone_before_its_fork_returns_is_seen_to_exit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A forked runner that fails at once, its exit reported before its fork call has taken in
+    the reply, still ends: ``wait()`` returns its exit code, and no pidfd is opened on its pid."""
+    template = templates.Template("t", sys.executable, dict(os.environ), tmp_path / "t.log")
+    await template.start(timeout=60)
+    real_reader = templates._reader
+
+    async def late_reader(fd: int) -> asyncio.StreamReader:
+        # As under load: the template's exit message is handled before the reply is taken in.
+        await wait_until(lambda: template.early_exits or None, what="the early exit")
+        return await real_reader(fd)
+
+    monkeypatch.setattr(templates, "_reader", late_reader)
+    listener = socket.socket()
+    try:
+        argv = runner_argv(
+            payload=str(tmp_path / "missing.yurt"),
+            fd=listener.fileno(),
+            host="127.0.0.1",
+            port=0,
+            runner_id="r-early",
+        )
+        child = await template.fork("r-early", argv, dict(os.environ), listener.fileno())
+        assert await asyncio.wait_for(child.wait(), 60) == EXIT_PAYLOAD
+        assert child.pid not in template.children and not template.early_exits
+    finally:
+        listener.close()
+        await template.close()

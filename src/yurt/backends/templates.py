@@ -48,14 +48,15 @@ class ForkedProcess:
     """A runner forked by a template, as the backend uses a subprocess: pid, stdout, signals,
     exit status."""
 
-    def __init__(self, pid: int, stdout: asyncio.StreamReader) -> None:
+    def __init__(self, pid: int, stdout: asyncio.StreamReader, *, watch: bool = True) -> None:
         self.pid = pid
         self.stdout = stdout
         self.returncode: int | None = None
         self._done = asyncio.Event()
         self._pidfd: int | None = None
-        with contextlib.suppress(ProcessLookupError):  # gone already: the template reports it
-            self._pidfd = os.pidfd_open(pid)
+        if watch:
+            with contextlib.suppress(ProcessLookupError):  # gone already: the template reports it
+                self._pidfd = os.pidfd_open(pid)
 
     async def wait(self) -> int:
         """Its exit code, once it has exited (negative: the signal that ended it)."""
@@ -101,6 +102,8 @@ class Template:
         self.ready = asyncio.get_running_loop().create_future()
         self.pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self.children: dict[int, ForkedProcess] = {}
+        # Exit codes of children that exited before their fork's reply was taken in.
+        self.early_exits: dict[int, int] = {}
         self.preloading = 0  # preloads sent and not yet answered
         self.apps: set[str] = set()
 
@@ -172,6 +175,12 @@ class Template:
             reply = await asyncio.wait_for(future, FORK_REPLY_S)
         except TimeoutError:
             os.close(read_end)
+            if self.preloading:
+                # Waiting behind an app's import, which may take minutes: busy, not hung. The
+                # child it forks later is unwanted then, and killed as its reply comes.
+                raise TemplateRefused(
+                    f"the template is still importing an app after {FORK_REPLY_S:g}s"
+                ) from None
             if self.proc is not None and self.proc.returncode is None:
                 self.proc.kill()  # hung: it is restarted
             raise TemplateRefused(f"the template did not answer within {FORK_REPLY_S:g}s") from None
@@ -184,9 +193,18 @@ class Template:
             os.close(read_end)
             self.unsafe = reply.get("why")
             raise TemplateRefused(str(reply.get("why")))
+        pid = int(reply["pid"])
         stdout = await _reader(read_end)
-        child = ForkedProcess(int(reply["pid"]), stdout)
-        self.children[child.pid] = child
+        # A child that died at once may have been reaped, and reported, before now: it gets no
+        # pidfd (its pid may be another process's already) and its exit is the one reported.
+        early = self.early_exits.pop(pid, None)
+        child = ForkedProcess(pid, stdout, watch=early is None)
+        if early is not None:
+            child.exited(early)
+        elif self.state == "gone":  # the template died meanwhile: no one will report it
+            child.orphaned()
+        else:
+            self.children[pid] = child
         return child
 
     def _on_readable(self) -> None:
@@ -211,10 +229,20 @@ class Template:
             future = self.pending.get(message.get("id", ""))
             if future is not None and not future.done():
                 future.set_result(message)
+            elif op == "forked":
+                # Its fork was given up: it must not serve on a socket the runner that replaced
+                # it listens on. Not reaped yet (its exit is reported after this), so the pid is
+                # still the child's.
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(message["pid"]), signal.SIGKILL)
+                log.info("template_late_fork_killed", template=self.key, runner=message.get("id"))
         elif op == "exited":
-            child = self.children.pop(int(message["pid"]), None)
+            pid, code = int(message["pid"]), int(message["code"])
+            child = self.children.pop(pid, None)
             if child is not None:
-                child.exited(int(message["code"]))
+                child.exited(code)
+            else:
+                self.early_exits[pid] = code
         elif op == "preloaded":
             self.preloading = max(0, self.preloading - 1)
             self.unsafe = message.get("unsafe")

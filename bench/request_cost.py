@@ -67,7 +67,12 @@ class Side:
         env = dict(os.environ, PYTHONPATH=str(self.src))
         log = open(self.out / "valgrind.log", "w")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=log, cwd=ROOT, env=env, text=True,
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            cwd=ROOT,
+            env=env,
+            text=True,
             start_new_session=True,
         )
         assert self.proc.stdout is not None

@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import ItemsView, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDictProxy
 
 from yurt.app import RequestContext
 from yurt.runner.logcapture import LogBuffer, LogEntry
@@ -30,6 +30,74 @@ MAX_FIELD_SIZE = 8190  # a header's name and value together
 MAX_LINE_SIZE = 8190  # the request target
 KEEP_COMPLETED = 1000
 KEEP_COMPLETED_CHARS = 64 * 1024 * 1024
+
+
+class AppHeaders(Mapping[str, str]):
+    """A request's headers as the app sees them: the runner's token left out (runner/token.py).
+
+    A view of aiohttp's headers, not a copy: every request carries the token, and copying its
+    headers cost each request more than the app's reading them ever does. Case-insensitive, as
+    aiohttp's; a name sent twice is one key, ``getall`` and ``items`` give each value.
+    """
+
+    __slots__ = ("_raw",)
+
+    def __init__(self, raw: CIMultiDictProxy[str]) -> None:
+        self._raw = raw
+
+    def __getitem__(self, key: str) -> str:
+        if key.lower() == RUNNER_TOKEN_HEADER:
+            raise KeyError(key)
+        return self._raw[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key.lower() == RUNNER_TOKEN_HEADER:
+            return default
+        return self._raw.get(key, default)
+
+    def getall(self, key: str, default: Any = None) -> Any:
+        """Every value sent under ``key`` (``default``, or KeyError, if none)."""
+        if key.lower() == RUNNER_TOKEN_HEADER:
+            if default is None:
+                raise KeyError(key)
+            return default
+        if default is None:
+            return self._raw.getall(key)
+        return self._raw.getall(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and key.lower() != RUNNER_TOKEN_HEADER and key in self._raw
+
+    def __iter__(self) -> Iterator[str]:
+        seen: set[str] = set()
+        for name in self._raw:
+            lower = name.lower()
+            if lower != RUNNER_TOKEN_HEADER and lower not in seen:
+                seen.add(lower)
+                yield name
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def items(self) -> ItemsView[str, str]:
+        return _Items(self)
+
+    def __repr__(self) -> str:
+        return f"<AppHeaders({list(self.items())!r})>"
+
+
+class _Items(ItemsView[str, str]):
+    """Each (name, value) sent, the token's left out."""
+
+    _mapping: AppHeaders
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        for name, value in self._mapping._raw.items():
+            if name.lower() != RUNNER_TOKEN_HEADER:
+                yield name, value
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 @dataclass(eq=False)
@@ -87,9 +155,10 @@ class RequestRegistry:
         cancel = threading.Event()
         if RUNNER_TOKEN_HEADER in headers:
             # The app sees the caller's headers, never the runner's token (runner/token.py).
-            shown = CIMultiDict(headers)
-            del shown[RUNNER_TOKEN_HEADER]
-            headers = CIMultiDictProxy(shown)
+            if isinstance(headers, CIMultiDictProxy):
+                headers = AppHeaders(headers)
+            else:
+                headers = {k: v for k, v in headers.items() if k.lower() != RUNNER_TOKEN_HEADER}
         context = RequestContext(headers.get(REQUEST_ID, ""), headers, cancel, endpoint)
         active = ActiveRequest(context, cancel)
         if active.request_id:

@@ -30,6 +30,7 @@ from yurt.runner.endpoints import Calls, cancelled
 from yurt.runner.gpus import GpuMonitor
 from yurt.runner.hints import HINTS_HEADER, RunnerHints
 from yurt.runner.invoke import (
+    BEGAN,
     JsonErrorServer,
     call,
     error_page,
@@ -127,7 +128,6 @@ class RunnerServer:
     async def start(self) -> None:
         """Open the port; health answers 503 until ``run_setup`` succeeds."""
         app = web.Application(client_max_size=1024**3)
-        app.on_response_prepare.append(_note_reply)
         g = guard(self.token)  # every route but the health check wants the router's token
         app.router.add_get("/_yurt/health", self._health)
         app.router.add_get("/_yurt/info", g(self._info))
@@ -469,18 +469,12 @@ def _error_page(status: int, exc: BaseException | None) -> web.StreamResponse:
     return error_response(*error_page(status, exc))
 
 
-_REPLY = "yurt.reply"  # the request's reply, once its head went out
-
-
-async def _note_reply(request: web.Request, response: web.StreamResponse) -> None:
-    request[_REPLY] = response
-
-
 def _began_or(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
     """``response``, unless another reply already went out (a stream cut short by a cancel or
     by its generator raising): then that one, with the connection aborted, so that the caller
     cannot take the cut stream for a whole one and no second reply follows the first."""
-    began: web.StreamResponse | None = request.get(_REPLY)
+    # Most requests hold nothing: no lookup (a missing key costs a KeyError raised and caught).
+    began: web.StreamResponse | None = request.get(BEGAN) if len(request) else None
     if began is None or began is response:
         return response
     log.warning("stream_cut_short", path=request.path, instead=response.status)

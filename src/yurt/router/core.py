@@ -12,6 +12,7 @@ it has before it reads a body (to refuse it early, to answer ``Expect: 100-conti
 
 from __future__ import annotations
 
+import enum
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
@@ -40,6 +41,17 @@ if TYPE_CHECKING:
     from yurt.router.server import Router
 
 Header = tuple[bytes, bytes]
+# Distinct endpoint paths admit remembers (more: it forgets them all and starts again).
+MAX_KNOWN_PATHS = 4096
+
+
+class Unknown(enum.Enum):
+    """A face that did not look for the caller's timeout header while parsing."""
+
+    UNKNOWN = enum.auto()
+
+
+UNKNOWN = Unknown.UNKNOWN
 QUEUE_PREFIX = "/queue/"
 PLATFORM_PREFIX = "/_yurt/"
 OPENAPI = "/openapi.json"  # GET /{owner}/{app}/openapi.json: the app's document
@@ -149,6 +161,10 @@ class RequestCore:
 
     def __init__(self, router: Router) -> None:
         self.router = router
+        # Paths admit has resolved to an app's endpoint, with the runner's target: a POST to
+        # one of them skips the prefix checks and the parse. Checked against the router's
+        # routes on each use, so a redeployed or removed app is never served from here.
+        self._endpoints: dict[str, tuple[AppRoute, frozenset[str], bytes]] = {}
 
     def admit(
         self,
@@ -158,7 +174,7 @@ class RequestCore:
         headers: Sequence[Header],
         scheme: str,
         host: str,
-        timeout_header: Header | None = None,
+        timeout_header: Header | Unknown | None = UNKNOWN,
         *,
         upgrade: bool = False,
     ) -> Admitted | Reply | None:
@@ -166,10 +182,18 @@ class RequestCore:
         caller named it, empty if it did not).
 
         ``timeout_header`` is the caller's ``X-Fal-Request-Timeout`` (or its twin) where the
-        face noted it while parsing; ``None`` has it looked up in ``headers``. ``upgrade``: the
+        face noted it while parsing (``None``: it sent none); ``UNKNOWN`` has it looked up in
+        ``headers``. ``upgrade``: the
         request asks to switch protocols; only an app's websocket upgrade is the core's.
         """
         router = self.router
+        if method == b"POST" and not upgrade and not query:
+            known = self._endpoints.get(path)
+            if known is not None:
+                route, paths, target = known
+                # Still the app's route, and still its endpoints (a new revision may drop one).
+                if router.routes.get(route.app_id) is route and route.paths is paths:
+                    return self._sync_run(route, target, headers, query, timeout_header)
         queue_api = router.queue_api
         if upgrade and (path.startswith((QUEUE_PREFIX, PLATFORM_PREFIX)) or method != b"GET"):
             return None
@@ -189,16 +213,34 @@ class RequestCore:
             return resolved
         route, endpoint = resolved
         target = endpoint.encode() + (b"?" + query.encode("latin-1") if query else b"")
+        if method == b"POST" and not upgrade:
+            if not query:
+                if len(self._endpoints) >= MAX_KNOWN_PATHS:
+                    self._endpoints.clear()
+                self._endpoints[path] = (route, route.paths, target)
+            return self._sync_run(route, target, headers, query, timeout_header)
         checked = self.router.gate.check(route.spec.app_auth, headers, query, route.app_id)
         if isinstance(checked, Reply):
             return checked
         if upgrade:
             return Upgrade(route, target)
-        if method != b"POST":
-            detail = f"{method.decode('latin-1')} {path}: endpoints take POST"
-            return error_reply(405, "method_not_allowed", detail)
+        detail = f"{method.decode('latin-1')} {path}: endpoints take POST"
+        return error_reply(405, "method_not_allowed", detail)
+
+    def _sync_run(
+        self,
+        route: AppRoute,
+        target: bytes,
+        headers: Sequence[Header],
+        query: str,
+        timeout_header: Header | Unknown | None,
+    ) -> SyncRun | Reply:
+        """A POST to an app's endpoint, its caller checked."""
+        checked = self.router.gate.check(route.spec.app_auth, headers, query, route.app_id)
+        if isinstance(checked, Reply):
+            return checked
         run = SyncRun(route, target, caller=checked)
-        if timeout_header is None:
+        if timeout_header is UNKNOWN:
             timeout_header = find_timeout_header(headers)
         if timeout_header is not None:
             name, value = timeout_header
@@ -249,10 +291,13 @@ class RequestCore:
         if isinstance(admitted, Upgrade):
             opened = await open_tunnel(self, admitted, headers, request_id.encode())
             return opened if isinstance(opened, Tunnel) else (opened, request_id)
-        gate = self.router.gate
-        refused = gate.take(admitted.caller)
-        if refused is not None:
-            return refused, request_id
+        caller = admitted.caller
+        # Counted against a quota only when it carries a key and quotas are on.
+        counted = caller.key is not None and self.router.gate.quotas_on
+        if counted:
+            refused = self.router.gate.take(caller)
+            if refused is not None:
+                return refused, request_id
         try:
             reply = await self.forward(
                 admitted.route,
@@ -265,7 +310,8 @@ class RequestCore:
             )
         finally:
             # A stream counts until its head arrives: its quota is a rate, not its length.
-            gate.give_back(admitted.caller.owner)
+            if counted:
+                self.router.gate.give_back(caller.owner)
         if isinstance(reply, Stream):
             reply.request_id = request_id
             return reply
@@ -288,54 +334,47 @@ class RequestCore:
         (chunked, or an event stream) gets a ``Stream``, relayed chunk by chunk.
         """
         t0 = time.monotonic()
-        reply = await self._forward(
-            route, target, client_headers, body, request_id, start_timeout, on_sent, t0
-        )
-        if isinstance(reply, Reply):
-            self.router.stats.served(route.app_id, SYNC, reply.status, time.monotonic() - t0)
-        return reply
-
-    async def _forward(
-        self,
-        route: AppRoute,
-        target: bytes,
-        client_headers: Sequence[Header],
-        body: bytes,
-        request_id: bytes,
-        start_timeout: float | None,
-        on_sent: Callable[[], None] | None,
-        t0: float,
-    ) -> Reply | Stream:
         router = self.router
-        spec = route.spec
-        slot = await self.acquire(route, start_timeout)
-        if isinstance(slot, Reply):
-            return slot
+        # A free slot now, the common case, without the wait's coroutine.
+        slot = route.try_acquire()
+        if slot is None:
+            waited = await self.acquire(route, start_timeout)
+            if isinstance(waited, Reply):
+                return self._served(route, waited, t0)
+            slot = waited
         headers = forward_headers(client_headers, request_id)
         if on_sent is not None:
             on_sent()
         try:
             upstream = await slot.pool.request(
-                b"POST", target, headers, body, timeout=spec.request_timeout, stream=True
+                b"POST", target, headers, body, timeout=route.spec.request_timeout, stream=True
             )
         except UpstreamError as exc:
             verdict = direct_error(exc.kind)
             router.terminate_slot(route, slot, verdict.reason)  # before release: no hand-over
             route.release(slot)
             assert verdict.status is not None
-            return error_reply(verdict.status, verdict.error_type, verdict.detail)
+            return self._served(
+                route, error_reply(verdict.status, verdict.error_type, verdict.detail), t0
+            )
         except BaseException:  # cancelled: the slot must not leak
             route.release(slot)
             raise
-        verdict = direct_status(upstream.status)
+        status = upstream.status
+        verdict = direct_status(status)
         if verdict.terminate:
             router.terminate_slot(route, slot, verdict.reason)
         if upstream.stream is not None:
-            chunks = self._relay(route, slot, upstream.status, upstream.stream, t0)
+            chunks = self._relay(route, slot, status, upstream.stream, t0)
             await anext(chunks)  # begun: closing it unread now runs its clean-up
-            return Stream("", chunks, upstream.status, upstream.headers)
+            return Stream("", chunks, status, upstream.headers)
         route.release(slot)
-        return Reply(upstream.status, upstream.headers, upstream.body)
+        return self._served(route, Reply(status, upstream.headers, upstream.body), t0)
+
+    def _served(self, route: AppRoute, reply: Reply, t0: float) -> Reply:
+        """Count a finished sync run (a stream counts itself as it ends)."""
+        self.router.stats.served(route.app_id, SYNC, reply.status, time.monotonic() - t0)
+        return reply
 
     async def _relay(
         self, route: AppRoute, slot: Slot, status: int, body: BodyStream, t0: float

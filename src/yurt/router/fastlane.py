@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger("yurt.router")
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# The headers on_header notes.
+_NOTED = frozenset((b"content-length", b"expect", b"host", *TIMEOUT_HEADERS))
 # A request line and headers past this many bytes get 431 (aiohttp's own limits are per line).
 MAX_HEAD_BYTES = 64 * 1024
 # After answering a request whose body was not read: how much more of it to read and drop, and
@@ -118,7 +120,7 @@ class FrontProtocol(asyncio.Protocol):
         self.serving: _Run | None = None  # the sync run the worker is on
         self.discard: int | None = None  # lingering: bytes still to drop before closing
         self.completed_in_read = False
-        self.raw: bytearray | None = None  # this request's bytes, while they are exact
+        self.raw: bytes | bytearray | None = None  # this request's bytes, while they are exact
         self.hand_over = False
         self.closing = False
         # An upgrade: what the caller sends before its session is open, then the session.
@@ -170,10 +172,13 @@ class FrontProtocol(asyncio.Protocol):
                 self.transport.close()
             return
         if self.in_message:
-            if self.raw is not None:
-                self.raw += data
+            raw = self.raw
+            if isinstance(raw, bytearray):
+                raw += data
+            elif raw is not None:  # the read it began in, as it came: now grown in place
+                self.raw = bytearray(raw) + data
         else:
-            self.raw = bytearray(data)
+            self.raw = data  # kept as it came: most requests never need it
         self.completed_in_read = False
         if self.in_head:
             self.head_bytes += len(data)
@@ -222,6 +227,8 @@ class FrontProtocol(asyncio.Protocol):
         self.headers.append((name, value))
         # The two headers the fast lane itself reads, noted in passing rather than searched for.
         lname = name.lower()
+        if lname not in _NOTED:
+            return
         if lname == b"content-length":
             self.content_length = value
         elif lname == b"expect":

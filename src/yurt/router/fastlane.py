@@ -27,7 +27,7 @@ import httptools
 import structlog
 
 from yurt.router.core import Admitted, Answer, QueueCall, Stream, SyncRun, Upgrade
-from yurt.router.http import Reply, error_reply, head_refusal, new_request_id, reason
+from yurt.router.http import Reply, error_reply, head_refusal, new_request_id, status_line
 from yurt.router.options import TIMEOUT_HEADERS
 from yurt.router.tunnel import Tunnel
 
@@ -279,9 +279,13 @@ class FrontProtocol(asyncio.Protocol):
         self.raw = None  # the fast lane keeps no second copy of the body
 
     def _expect_body(self, run: _Run) -> None:
-        with contextlib.suppress(ValueError):
-            self._check_size(run, int(self.content_length))
-        if run.early or self.expect.lower() != b"100-continue":
+        try:
+            size = int(self.content_length)
+        except ValueError:
+            size = 0
+        if size > self.config.max_body_size:
+            self._check_size(run, size)
+        if run.early or not self.expect or self.expect.lower() != b"100-continue":
             return
         if run.error is not None:
             # Refused before its body: the final answer instead of 100 (RFC 9110 10.1.1).
@@ -305,7 +309,8 @@ class FrontProtocol(asyncio.Protocol):
             if run.size > self.config.max_body_size:
                 self._answer_early(run)
             return
-        self._check_size(run, run.size)
+        if run.size > self.config.max_body_size:
+            self._check_size(run, run.size)
         if run.error is None:
             run.body.append(body)
 
@@ -396,7 +401,7 @@ class FrontProtocol(asyncio.Protocol):
     async def _stream(self, stream: Stream, keep_alive: bool, http10: bool) -> bool:
         """Send a stream, chunked (HTTP/1.0: until the connection closes)."""
         rid = stream.request_id.encode()
-        head = [b"HTTP/1.1 %d %s\r\n" % (stream.status, reason(stream.status))]
+        head = [status_line(stream.status)]
         head += [b"%s: %s\r\n" % header for header in stream.headers]
         head.append(b"x-yurt-request-id: %s\r\nx-fal-request-id: %s\r\n" % (rid, rid))
         if http10 or not keep_alive:
@@ -468,7 +473,7 @@ class FrontProtocol(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing() or self.discard is not None:
             return  # closed, or lingering after its last answer (its write side is shut)
-        parts = [b"HTTP/1.1 %d %s\r\n" % (reply.status, reason(reply.status))]
+        parts = [status_line(reply.status)]
         for name, value in reply.headers:
             parts += (name, b": ", value, b"\r\n")
         parts.append(

@@ -131,3 +131,12 @@ _REASONS = {s.value: s.phrase.encode() for s in http.HTTPStatus}
 def reason(status: int) -> bytes:
     """The reason phrase of a status code (empty for unknown codes, as HTTP allows)."""
     return _REASONS.get(status, b"")
+
+
+_STATUS_LINES = {code: b"HTTP/1.1 %d %s\r\n" % (code, phrase) for code, phrase in _REASONS.items()}
+
+
+def status_line(status: int) -> bytes:
+    """``HTTP/1.1 <status> <reason>`` and its line end, made once per known status."""
+    line = _STATUS_LINES.get(status)
+    return line if line is not None else b"HTTP/1.1 %d %s\r\n" % (status, reason(status))

@@ -45,7 +45,7 @@ from yurt.runner.requests import (
     RequestRegistry,
 )
 from yurt.runner.stats import RunnerStats
-from yurt.runner.token_check import guard
+from yurt.runner.token_check import Refusal, guard, refusal
 from yurt.spec import (
     TEARDOWN_SLACK_S,
     AppSpec,
@@ -220,7 +220,7 @@ class RunnerServer:
             if ep.style == "model":
                 func = getattr(self.cls, ep.method_name)
                 self._bodies[ep.path] = endpoint_body_model(func, ep.method_name)
-            handler = g(self._make_handler(ep))
+            handler = self._make_handler(ep, refusal(self.token))
             if ep.is_websocket:
                 app.router.add_get(ep.path, handler)
                 continue
@@ -239,10 +239,13 @@ class RunnerServer:
             if ep.is_websocket or (ep.health_check is not None and ep.health_check.method == "GET")
         }
 
-    def _make_handler(self, ep: EndpointSpec) -> Any:
+    def _make_handler(self, ep: EndpointSpec, refuse: Refusal | None) -> Any:
         invoke = self._calls.invoker(ep, self._bodies.get(ep.path))
 
         async def handle(request: web.Request) -> web.StreamResponse:
+            # Every route but the health check wants the router's token (token_check.py).
+            if refuse is not None and (refused := refuse(request)) is not None:
+                return refused
             t0 = time.monotonic()
             try:
                 response = await serve(request)

@@ -125,3 +125,17 @@ def test_the_app_sees_the_headers_without_the_runner_token() -> None:
     assert "secret" not in repr(shown) and dict(shown) == {"X-Fal-Request-Id": "r1", "Accept": "a"}
     with pytest.raises(KeyError):
         shown["x-yurt-runner-token"]
+
+
+def test_a_wait_on_the_cancel_event_wakes_when_another_thread_cancels() -> None:
+    """The request's cancel event, whose lock is made on first use, wakes a thread waiting on
+    it when cancel comes from another thread, and reads as set afterwards."""
+    import threading
+
+    active = RequestRegistry().begin(headers("r1"))
+    woke: list[bool] = []
+    waiter = threading.Thread(target=lambda: woke.append(active.cancel_event.wait(30)))
+    waiter.start()
+    active.cancel()
+    waiter.join(30)
+    assert woke == [True] and active.context.cancelled

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -25,7 +25,7 @@ from yurt.router.dispatch import AppRoute, NoSlotInTime, Slot
 from yurt.router.http import (
     Reply,
     error_reply,
-    forward_headers,
+    forward_head,
     invalid_reply,
     json_reply,
     new_request_id,
@@ -274,89 +274,92 @@ class RequestCore:
             error_type="request_too_large",
         )
 
-    async def serve(
+    def serve(
         self,
         admitted: Admitted,
         headers: Sequence[Header],
         body: bytes,
         on_sent: Callable[[], None] | None = None,
+    ) -> Awaitable[Answer]:
+        """Answer an admitted request; ``on_sent`` is called as a sync run leaves for a runner.
+
+        Not a coroutine itself: the face awaits the sync run's own, one frame fewer on every
+        request."""
+        if isinstance(admitted, SyncRun):
+            if admitted.caller.key is not None and self.router.gate.quotas_on:
+                return self._counted(admitted, headers, body, on_sent)
+            return self._sync(admitted, headers, body, on_sent, new_request_id())
+        return self._serve_other(admitted, headers, body)
+
+    async def _serve_other(
+        self, admitted: QueueCall | Upgrade, headers: Sequence[Header], body: bytes
     ) -> Answer:
-        """Answer an admitted request; ``on_sent`` is called as a sync run leaves for a runner."""
         if isinstance(admitted, QueueCall):
             api = self.router.queue_api
             assert api is not None  # admit made a QueueCall only with a queue
             admitted.body = body
             return await api.serve(admitted)
         request_id = new_request_id()
-        if isinstance(admitted, Upgrade):
-            opened = await open_tunnel(self, admitted, headers, request_id.encode())
-            return opened if isinstance(opened, Tunnel) else (opened, request_id)
-        caller = admitted.caller
-        # Counted against a quota only when it carries a key and quotas are on.
-        counted = caller.key is not None and self.router.gate.quotas_on
-        if counted:
-            refused = self.router.gate.take(caller)
-            if refused is not None:
-                return refused, request_id
-        try:
-            reply = await self.forward(
-                admitted.route,
-                admitted.target,
-                headers,
-                body,
-                request_id.encode(),
-                admitted.start_timeout,
-                on_sent,
-            )
-        finally:
-            # A stream counts until its head arrives: its quota is a rate, not its length.
-            if counted:
-                self.router.gate.give_back(caller.owner)
-        if isinstance(reply, Stream):
-            reply.request_id = request_id
-            return reply
-        return reply, request_id
+        opened = await open_tunnel(self, admitted, headers, request_id.encode())
+        return opened if isinstance(opened, Tunnel) else (opened, request_id)
 
-    async def forward(
+    async def _counted(
         self,
-        route: AppRoute,
-        target: bytes,
+        run: SyncRun,
         client_headers: Sequence[Header],
         body: bytes,
-        request_id: bytes,
-        start_timeout: float | None = None,
-        on_sent: Callable[[], None] | None = None,
-    ) -> Reply | Stream:
+        on_sent: Callable[[], None] | None,
+    ) -> Answer:
+        """A sync run counted against its key's quota while it runs."""
+        request_id = new_request_id()
+        gate = self.router.gate
+        refused = gate.take(run.caller)
+        if refused is not None:
+            return refused, request_id
+        try:
+            return await self._sync(run, client_headers, body, on_sent, request_id)
+        finally:
+            # A stream counts until its head arrives: its quota is a rate, not its length.
+            gate.give_back(run.caller.owner)
+
+    async def _sync(
+        self,
+        run: SyncRun,
+        client_headers: Sequence[Header],
+        body: bytes,
+        on_sent: Callable[[], None] | None,
+        request_id: str,
+    ) -> Answer:
         """Run one direct request on a runner, applying the direct-request rules.
 
-        ``start_timeout`` (``X-Fal-Request-Timeout``) bounds the wait for a runner;
+        ``run.start_timeout`` (``X-Fal-Request-Timeout``) bounds the wait for a runner;
         ``on_sent`` is called as the request leaves for one. A runner that streams its reply
         (chunked, or an event stream) gets a ``Stream``, relayed chunk by chunk.
         """
         t0 = time.monotonic()
         router = self.router
+        route = run.route
         # A free slot now, the common case, without the wait's coroutine.
         slot = route.try_acquire()
         if slot is None:
-            waited = await self.acquire(route, start_timeout)
+            waited = await self.acquire(route, run.start_timeout)
             if isinstance(waited, Reply):
-                return self._served(route, waited, t0)
+                return self._served(route, waited, t0), request_id
             slot = waited
-        headers = forward_headers(client_headers, request_id)
+        headers = forward_head(client_headers, request_id.encode())
         if on_sent is not None:
             on_sent()
         try:
             upstream = await slot.pool.request(
-                b"POST", target, headers, body, timeout=route.spec.request_timeout, stream=True
+                b"POST", run.target, headers, body, timeout=route.spec.request_timeout, stream=True
             )
         except UpstreamError as exc:
             verdict = direct_error(exc.kind)
             router.terminate_slot(route, slot, verdict.reason)  # before release: no hand-over
             route.release(slot)
             assert verdict.status is not None
-            return self._served(
-                route, error_reply(verdict.status, verdict.error_type, verdict.detail), t0
-            )
+            reply = error_reply(verdict.status, verdict.error_type, verdict.detail)
+            return self._served(route, reply, t0), request_id
         except BaseException:  # cancelled: the slot must not leak
             route.release(slot)
             raise
@@ -367,9 +370,9 @@ class RequestCore:
         if upstream.stream is not None:
             chunks = self._relay(route, slot, status, upstream.stream, t0)
             await anext(chunks)  # begun: closing it unread now runs its clean-up
-            return Stream("", chunks, status, upstream.headers)
+            return Stream(request_id, chunks, status, upstream.headers)
         route.release(slot)
-        return self._served(route, Reply(status, upstream.headers, upstream.body), t0)
+        return self._served(route, Reply(status, upstream.headers, upstream.body), t0), request_id
 
     def _served(self, route: AppRoute, reply: Reply, t0: float) -> Reply:
         """Count a finished sync run (a stream counts itself as it ends)."""

@@ -125,6 +125,13 @@ def forward_headers(
     return out
 
 
+def forward_head(raw: Iterable[tuple[bytes, bytes]], request_id: bytes) -> bytes:
+    """``forward_headers``, framed as header lines: what the pool writes after its own."""
+    lines = [b"%s: %s\r\n" % h for h in raw if h[0].lower() not in DROPPED_REQUEST_HEADERS]
+    lines.append(b"x-fal-request-id: %s\r\n" % request_id)
+    return b"".join(lines)
+
+
 _REASONS = {s.value: s.phrase.encode() for s in http.HTTPStatus}
 
 

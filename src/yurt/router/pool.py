@@ -434,7 +434,7 @@ class ConnectionPool:
         self,
         method: bytes,
         target: bytes,
-        headers: Sequence[tuple[bytes, bytes]],
+        headers: Sequence[tuple[bytes, bytes]] | bytes,
         body: bytes,
         # A per-call deadline that is cheaper than asyncio.timeout on the hot path.
         timeout: float | None,
@@ -444,8 +444,9 @@ class ConnectionPool:
         """Send one request and return the complete response.
 
         ``headers`` must not contain host, content-length or connection; they
-        are written by the pool. ``timeout`` bounds the wait for the response
-        (not the connect, which ``connect_timeout`` bounds); ``None`` waits
+        are written by the pool. Given as bytes, they are header lines already framed
+        (``name: value\r\n`` each), written as they are. ``timeout`` bounds the wait for
+        the response (not the connect, which ``connect_timeout`` bounds); ``None`` waits
         forever. Raises :class:`UpstreamError`; the request is never retried,
         not even when a reused idle connection turns out to have been closed
         by the server (kind ``"disconnected"``). ``stream``: a streamed response
@@ -467,7 +468,7 @@ class ConnectionPool:
         self,
         method: bytes,
         target: bytes,
-        headers: Sequence[tuple[bytes, bytes]],
+        headers: Sequence[tuple[bytes, bytes]] | bytes,
         body: bytes,
         timeout: float | None,
     ) -> asyncio.Future[UpstreamResponse] | None:
@@ -492,14 +493,17 @@ class ConnectionPool:
         conn: _Connection,
         method: bytes,
         target: bytes,
-        headers: Sequence[tuple[bytes, bytes]],
+        headers: Sequence[tuple[bytes, bytes]] | bytes,
         body: bytes,
         timeout: float | None,
         stream: bool = False,
     ) -> asyncio.Future[UpstreamResponse]:
         parts = [method, b" ", target, self._request_tail, b"%d\r\n" % len(body)]
-        for name, value in headers:
-            parts += (name, b": ", value, b"\r\n")
+        if isinstance(headers, bytes):
+            parts.append(headers)
+        else:
+            for name, value in headers:
+                parts += (name, b": ", value, b"\r\n")
         parts.append(b"\r\n")
         parts.append(body)
         waiter = conn.begin(method == b"HEAD", timeout, stream)

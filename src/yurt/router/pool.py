@@ -16,6 +16,7 @@ caller knows whether the request is safe to send again.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import socket
 from collections.abc import Sequence
@@ -60,27 +61,42 @@ class BodyStream:
     stops early calls ``abandon``, which closes the connection: the upstream sees its caller go.
     """
 
-    __slots__ = ("_chunks", "_conn", "_ended")
+    __slots__ = ("_chunks", "_conn", "_ended", "_paused", "_waiter")
 
     # Past this many unread chunks the connection stops reading until the reader catches up.
     HIGH_WATER = 64
 
     def __init__(self, conn: _Connection) -> None:
         self._conn = conn
-        self._chunks: asyncio.Queue[bytes | UpstreamError | None] = asyncio.Queue()
+        # A deque and one waiter, not an asyncio.Queue: one reader, and a chunk costs less.
+        self._chunks: collections.deque[bytes | UpstreamError | None] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None
         self._ended = False
+        self._paused = False
 
     def feed(self, item: bytes | UpstreamError | None) -> None:
         """From the connection: a chunk, the end (``None``), or the error that cut it."""
-        self._chunks.put_nowait(item)
-        if self._chunks.qsize() > self.HIGH_WATER:
+        self._chunks.append(item)
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+        if len(self._chunks) > self.HIGH_WATER and not self._paused:
+            self._paused = True
             self._conn.transport.pause_reading()
 
     async def next(self) -> bytes | None:
         """The next chunk; ``None`` at the end. Raises ``UpstreamError``."""
-        item = await self._chunks.get()
-        if self._chunks.qsize() <= self.HIGH_WATER // 2 and not self._conn.transport.is_closing():
-            self._conn.transport.resume_reading()
+        chunks = self._chunks
+        while not chunks:
+            self._waiter = waiter = self._conn.loop.create_future()
+            await waiter
+        item = chunks.popleft()
+        if self._paused and len(chunks) <= self.HIGH_WATER // 2:
+            self._paused = False
+            if not self._conn.transport.is_closing():
+                self._conn.transport.resume_reading()
         if isinstance(item, UpstreamError):
             self._ended = True
             raise item

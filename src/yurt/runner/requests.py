@@ -12,7 +12,7 @@ import asyncio
 import threading
 from collections import OrderedDict
 from collections.abc import ItemsView, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from multidict import CIMultiDictProxy
@@ -36,6 +36,8 @@ class CancelEvent(threading.Event):
     """A ``threading.Event`` whose condition (a lock and its bookkeeping) is made on first
     ``set`` or ``wait``: most requests are never cancelled nor waited on, and making it cost
     every request several microseconds. ``is_set`` reads the flag alone, as Event's does."""
+
+    _flag: bool
 
     def __init__(self) -> None:  # no super().__init__(): that is what is put off
         self._flag = False
@@ -115,27 +117,26 @@ class _Items(ItemsView[str, str]):
         return sum(1 for _ in self)
 
 
-@dataclass(eq=False)
 class ActiveRequest:
     """One request in flight: its context, its captured output, and how to cancel it."""
 
-    context: RequestContext
-    cancel_event: threading.Event
-    logs: LogBuffer = field(init=False)
-    # Set for async endpoints only: a worker thread cannot be interrupted, and freeing its
-    # slot while it still computes would overcommit the runner.
-    task: asyncio.Task[Any] | None = None
+    __slots__ = ("cancel_event", "context", "endpoint", "logs", "request_id", "task")
 
-    def __post_init__(self) -> None:
-        self.logs = LogBuffer(self.context.request_id, self.context.endpoint)
-
-    @property
-    def request_id(self) -> str:
-        return self.context.request_id
+    def __init__(
+        self, request_id: str, headers: Mapping[str, str], cancel: CancelEvent, endpoint: str
+    ) -> None:
+        self.request_id = request_id  # read on every request: a plain attribute
+        self.endpoint = endpoint
+        self.context = RequestContext(request_id, headers, cancel, endpoint)
+        self.cancel_event = cancel
+        self.logs = LogBuffer(request_id, endpoint)
+        # Set for async endpoints only: a worker thread cannot be interrupted, and freeing its
+        # slot while it still computes would overcommit the runner.
+        self.task: asyncio.Task[Any] | None = None
 
     @property
     def cancelled(self) -> bool:
-        return self.cancel_event.is_set()
+        return self.cancel_event._flag
 
     def cancel(self) -> None:
         """Mark the request cancelled and, for an async endpoint, cancel its task."""
@@ -174,10 +175,14 @@ class RequestRegistry:
                 headers = AppHeaders(headers)
             else:
                 headers = {k: v for k, v in headers.items() if k.lower() != RUNNER_TOKEN_HEADER}
-        context = RequestContext(headers.get(REQUEST_ID, ""), headers, cancel, endpoint)
-        active = ActiveRequest(context, cancel)
-        if active.request_id:
-            self._live.setdefault(active.request_id, []).append(active)
+        request_id = headers.get(REQUEST_ID, "")
+        active = ActiveRequest(request_id, headers, cancel, endpoint)
+        if request_id:
+            live = self._live.get(request_id)
+            if live is None:
+                self._live[request_id] = [active]
+            else:
+                live.append(active)
         return active
 
     def finish(self, active: ActiveRequest) -> None:
@@ -186,13 +191,18 @@ class RequestRegistry:
         live = self._live.get(request_id)
         if live is None or active not in live:
             return
-        live.remove(active)
-        if not live:
+        if len(live) == 1:
             del self._live[request_id]
-        completed = self._completed.pop(request_id, None) or _Completed([])
-        chars = active.logs.held_chars
-        completed.buffers.append(active.logs)
-        completed.chars += chars
+        else:
+            live.remove(active)
+        logs = active.logs
+        chars = logs.held_chars if logs.count else 0  # most requests print nothing
+        completed = self._completed.pop(request_id, None)
+        if completed is None:
+            completed = _Completed([logs], chars)
+        else:
+            completed.buffers.append(logs)
+            completed.chars += chars
         self._completed[request_id] = completed
         self._completed_chars += chars
         while self._completed and (

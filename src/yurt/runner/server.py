@@ -297,8 +297,8 @@ class RunnerServer:
         if not response.prepared:
             if log_count:
                 response.headers[LOG_COUNT_HEADER] = str(log_count)
-            if hints := self.hints.header():
-                response.headers[HINTS_HEADER] = hints
+            if self.hints.current:  # most apps give none: no header to join
+                response.headers[HINTS_HEADER] = self.hints.header()
         return response
 
     async def _cancel(self, request: web.Request) -> web.Response:

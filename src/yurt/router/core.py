@@ -16,7 +16,7 @@ import enum
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from yurt.access import ANONYMOUS, Caller
 from yurt.errors import RequestError
@@ -33,6 +33,10 @@ from yurt.router.http import (
 from yurt.router.metrics import SYNC
 from yurt.router.options import TIMEOUT_HEADERS, RoutingError, parse_start_timeout
 from yurt.router.pool import BodyStream, UpstreamError
+
+# Re-exported: the router imports them from here.
+from yurt.router.queueing import QueueEngine as QueueEngine
+from yurt.router.queueing import QueueService as QueueService
 from yurt.router.rules import direct_error, direct_status
 from yurt.router.tunnel import Tunnel
 from yurt.router.upgrade import open_tunnel
@@ -108,52 +112,6 @@ Admitted = SyncRun | QueueCall | Upgrade
 # What a face sends: a reply and its request id, a stream (which carries its own), or a
 # runner's connection after its 101, to splice.
 Answer = tuple[Reply, str] | Stream | Tunnel
-
-
-class QueueService(Protocol):
-    """The queue's HTTP routes, as the router serves them (``yurt.queue.api.QueueApi``)."""
-
-    async def serve(self, call: QueueCall) -> Answer:
-        """Answer one queue call."""
-        ...
-
-    def close(self) -> None:
-        """The router is stopping: open status streams end."""
-        ...
-
-
-class QueueEngine(Protocol):
-    """The durable queue, as the router drives it (``yurt.queue.engine.QueueEngine``)."""
-
-    def add_app(self, route: AppRoute) -> int:
-        """Serve ``route``'s queue."""
-        ...
-
-    def remove_app(self, app_id: str, error: RequestError) -> int:
-        """Fail the app's queued requests with ``error``; how many."""
-        ...
-
-    def runner_up(self, app_id: str) -> None:
-        """The app has a routable runner again."""
-        ...
-
-    def start_failed(
-        self, app_id: str, status: int, error_type: str, detail: str, *, final: bool = False
-    ) -> int:
-        """A runner of an app with none up failed to start; how many requests failed."""
-        ...
-
-    def start(self) -> None:
-        """Start serving what is queued."""
-        ...
-
-    async def stop(self, grace: float = 5.0) -> None:
-        """Stop, letting attempts in flight finish within ``grace``."""
-        ...
-
-    def depth(self, app_id: str) -> tuple[int, int] | None:
-        """How many of the app's requests are queued and how many run; None: not served."""
-        ...
 
 
 class RequestCore:

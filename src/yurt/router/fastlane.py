@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger("yurt.router")
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# What goes to a runner (a tuple: ``A | B`` would build a union on every request).
+_TO_RUNNER = (SyncRun, Upgrade)
 # The headers on_header notes.
 _NOTED = frozenset((b"content-length", b"expect", b"host", *TIMEOUT_HEADERS))
 # A request line and headers past this many bytes get 431 (aiohttp's own limits are per line).
@@ -368,7 +370,7 @@ class FrontProtocol(asyncio.Protocol):
         else:
             # A run still waiting for a runner, and a GET to the queue (it only reads, or waits
             # for a result), leave nobody to answer once the caller hangs up: both are cancelled.
-            self.serving = run if isinstance(admitted, SyncRun | Upgrade) else None
+            self.serving = run if isinstance(admitted, _TO_RUNNER) else None
             self.watching = isinstance(admitted, QueueCall) and admitted.method == b"GET"
             try:
                 answer = await self.core.serve(

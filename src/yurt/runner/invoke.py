@@ -204,7 +204,7 @@ _PLAIN = (BaseModel, dict, list, str, bytes, int, float, type(None))
 def sse_event(item: object) -> bytes:
     """One server-sent event from what a generator yielded: bytes go out as they are (already
     framed by the app); a str is the event's data; anything else its JSON."""
-    if isinstance(item, bytes | bytearray):
+    if isinstance(item, (bytes, bytearray)):  # a tuple: not a union built per event
         return bytes(item)
     if isinstance(item, BaseModel):
         text = item.model_dump_json()

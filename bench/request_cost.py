@@ -4,13 +4,14 @@ Wall-clock figures move with whatever else the machine runs; instruction counts 
 tree's ``bench/_serve.py`` process (the router, with its scheduler and local backend, and the
 runner it starts for ``bench/apps.py::Noop``) runs under ``valgrind --tool=callgrind`` with
 instrumentation off until the measurement starts (``--trace-children=yes``: the runner too). This
-process then sends requests one after another over one keep-alive connection, through the router
-and straight to the runner (with its token), and reads both processes' instruction counts with
-``callgrind_control`` around each phase. An idle phase of the same processes, as long as the
-measured ones, is subtracted (timers, health checks), so the figures are the cost of the requests.
+process then sends requests one after another over one keep-alive connection (``--conns``:
+that many at once), through the router and straight to the runner (with its token), and reads
+both processes' instruction counts with ``callgrind_control`` around each phase. An idle phase
+of the same processes, as long as the measured ones, is subtracted (timers, health checks), so
+the figures are the cost of the requests.
 
     PYTHONPATH=$PWD/src .venv/bin/python bench/request_cost.py \\
-        [--base /tmp/wt-base/src] [--new src] [--requests 2000] [--keep DIR]
+        [--base /tmp/wt-base/src] [--new src] [--requests 2000] [--conns 1] [--keep DIR]
 
 ``--base``/``--new``: the ``src`` directory of each tree (``git worktree add --detach
 /tmp/wt-base c22f5cb`` makes an older one); either may be left out with ``--base ''``.
@@ -34,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -130,8 +132,18 @@ def phase(side: Side, work: object, label: str) -> tuple[dict[str, int], float]:
     return counts, wall
 
 
-def requests(host: str, port: int, path: str, n: int, headers: dict[str, str]) -> None:
-    """``n`` POSTs one after another over one keep-alive connection; each must be a 200."""
+def requests(
+    host: str, port: int, path: str, n: int, headers: dict[str, str], conns: int = 1
+) -> None:
+    """``n`` POSTs over ``conns`` keep-alive connections at once, each sending its share one
+    after another; each must be a 200."""
+    if conns > 1:
+        shares = [n // conns + (1 if i < n % conns else 0) for i in range(conns)]
+        with ThreadPoolExecutor(conns) as pool:
+            done = [pool.submit(requests, host, port, path, k, headers) for k in shares if k]
+            for future in done:
+                future.result()
+        return
     conn = http.client.HTTPConnection(host, port, timeout=120)
     hdrs = {"content-type": "application/json", **headers}
     try:
@@ -145,7 +157,7 @@ def requests(host: str, port: int, path: str, n: int, headers: dict[str, str]) -
         conn.close()
 
 
-def measure(side: Side, n: int, warm: int) -> dict[str, float]:
+def measure(side: Side, n: int, warm: int, conns: int) -> dict[str, float]:
     info = side.info
     rhost, rport = str(info["router"]).removeprefix("http://").rsplit(":", 1)
     dhost, dport = str(info["runner"]).rsplit(":", 1)
@@ -158,8 +170,8 @@ def measure(side: Side, n: int, warm: int) -> dict[str, float]:
         control("-i", "on", str(pid))
     for target in (via_router, direct):  # warm again, now instrumented
         requests(*target[:3], warm, target[3])
-    routed, t_routed = phase(side, lambda: requests(*via_router[:3], n, {}), "router")
-    straight, t_direct = phase(side, lambda: requests(*direct[:3], n, token), "direct")
+    routed, t_routed = phase(side, lambda: requests(*via_router[:3], n, {}, conns), "router")
+    straight, t_direct = phase(side, lambda: requests(*direct[:3], n, token, conns), "direct")
     idle_s = max(t_routed, t_direct)
     idle, t_idle = phase(side, lambda: time.sleep(idle_s), "idle")
 
@@ -182,6 +194,7 @@ def main() -> None:
     p.add_argument("--new", default=str(ROOT / "src"), help="this tree's src ('' : none)")
     p.add_argument("--requests", type=int, default=2000, help="requests per measured phase")
     p.add_argument("--warm", type=int, default=200, help="warm-up requests per target")
+    p.add_argument("--conns", type=int, default=1, help="connections sending at once")
     p.add_argument("--ready-timeout", type=float, default=600.0)
     p.add_argument("--keep", default="", help="keep the callgrind dumps in this directory")
     args = p.parse_args()
@@ -196,14 +209,16 @@ def main() -> None:
             side = Side(name, Path(src).resolve(), work / name)
             try:
                 side.start(args.ready_timeout)
-                results[name] = measure(side, args.requests, args.warm)
+                results[name] = measure(side, args.requests, args.warm, args.conns)
             finally:
                 side.stop()
             print(f"{name} ({src}): {json.dumps(results[name])}", flush=True)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    print(f"\ninstructions per request, {args.requests} requests a phase, one connection:")
+    print(
+        f"\ninstructions per request, {args.requests} requests a phase, {args.conns} connection(s):"
+    )
     print(f"  {'tree':<6} {'router':>10} {'runner (routed)':>16} {'runner (direct)':>16}")
     for name, r in results.items():
         print(

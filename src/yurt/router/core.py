@@ -141,8 +141,8 @@ class RequestCore:
 
         ``timeout_header`` is the caller's ``X-Fal-Request-Timeout`` (or its twin) where the
         face noted it while parsing (``None``: it sent none); ``UNKNOWN`` has it looked up in
-        ``headers``. ``upgrade``: the
-        request asks to switch protocols; only an app's websocket upgrade is the core's.
+        ``headers``. ``upgrade``: the request asks to switch protocols; only an app's websocket
+        upgrade is the core's.
         """
         router = self.router
         if method == b"POST" and not upgrade and not query:

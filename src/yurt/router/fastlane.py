@@ -250,11 +250,14 @@ class FrontProtocol(asyncio.Protocol):
         if (refusal := head_refusal(self.url, self.headers)) is not None:
             self._fail_connection(refusal)
             return
-        path, _, query = self.url.partition(b"?")
+        raw_path, _, query = self.url.partition(b"?")
+        path = raw_path.decode("latin-1")
+        if "%" in path:
+            path = unquote(path)
         upgrade = self.parser.should_upgrade()
         admitted = self.core.admit(
             self.parser.get_method(),
-            _decoded(path),
+            path,
             query.decode("latin-1"),
             self.headers,
             self.scheme,
@@ -590,11 +593,6 @@ class FrontProtocol(asyncio.Protocol):
         self.closing = True
         if self.worker is None and not self.in_message and self.transport is not None:
             self.transport.close()
-
-
-def _decoded(path: bytes) -> str:
-    text = path.decode("latin-1")
-    return unquote(text) if "%" in text else text
 
 
 def _method(admitted: Admitted | None) -> str:

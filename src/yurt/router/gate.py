@@ -96,7 +96,12 @@ class Gate:
         """The caller, or the 401 that refuses it. A request without ``Authorization`` may
         carry a token for the app in ``?fal_jwt_token=`` (fal's realtime clients do).
         ``known``: the caller ``caller(headers)`` already gave, not worked out again."""
-        if app_auth == "public" or not (keys_on := self.keys_on()):
+        public = app_auth == "public"
+        # keys_on(), written out (this runs on every request), and not asked of a public app.
+        keys_on = not public and (
+            (self.keys is not None and self.keys.any()) or not self.open_without_keys
+        )
+        if public or not keys_on:
             if not self.quotas_on:
                 return ANONYMOUS
             # A key still identifies its caller, for the quotas.

@@ -70,7 +70,8 @@ async def serve(args: argparse.Namespace) -> None:
                 "router": platform.url,
                 "app_id": app_id,
                 "runner": f"{runner.host}:{runner.port}",
-                "token": runner.token,  # a runner answers only who shows it (runner/token.py)
+                # A runner answers only who shows it (runner/token.py); older trees had no token.
+                "token": getattr(runner, "token", None),
                 "runner_pid": views[0].pid if views else None,
                 "key": key,
                 "pid": os.getpid(),

@@ -12,10 +12,11 @@ it has before it reads a body (to refuse it early, to answer ``Expect: 100-conti
 
 from __future__ import annotations
 
+import enum
 import time
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from yurt.access import ANONYMOUS, Caller
 from yurt.errors import RequestError
@@ -25,7 +26,7 @@ from yurt.router.dispatch import AppRoute, NoSlotInTime, Slot
 from yurt.router.http import (
     Reply,
     error_reply,
-    forward_headers,
+    forward_head,
     invalid_reply,
     json_reply,
     new_request_id,
@@ -33,6 +34,10 @@ from yurt.router.http import (
 from yurt.router.metrics import SYNC
 from yurt.router.options import TIMEOUT_HEADERS, RoutingError, parse_start_timeout
 from yurt.router.pool import BodyStream, UpstreamError
+
+# Re-exported: the router imports them from here.
+from yurt.router.queueing import QueueEngine as QueueEngine
+from yurt.router.queueing import QueueService as QueueService
 from yurt.router.rules import direct_error, direct_status
 from yurt.router.tunnel import Tunnel
 from yurt.router.upgrade import open_tunnel
@@ -41,6 +46,17 @@ if TYPE_CHECKING:
     from yurt.router.server import Router
 
 Header = tuple[bytes, bytes]
+# Distinct endpoint paths admit remembers (more: it forgets them all and starts again).
+MAX_KNOWN_PATHS = 4096
+
+
+class Unknown(enum.Enum):
+    """A face that did not look for the caller's timeout header while parsing."""
+
+    UNKNOWN = enum.auto()
+
+
+UNKNOWN = Unknown.UNKNOWN
 QUEUE_PREFIX = "/queue/"
 PLATFORM_PREFIX = "/_yurt/"
 OPENAPI = "/openapi.json"  # GET /{owner}/{app}/openapi.json: the app's document
@@ -99,57 +115,15 @@ Admitted = SyncRun | QueueCall | Upgrade
 Answer = tuple[Reply, str] | Stream | Tunnel
 
 
-class QueueService(Protocol):
-    """The queue's HTTP routes, as the router serves them (``yurt.queue.api.QueueApi``)."""
-
-    async def serve(self, call: QueueCall) -> Answer:
-        """Answer one queue call."""
-        ...
-
-    def close(self) -> None:
-        """The router is stopping: open status streams end."""
-        ...
-
-
-class QueueEngine(Protocol):
-    """The durable queue, as the router drives it (``yurt.queue.engine.QueueEngine``)."""
-
-    def add_app(self, route: AppRoute) -> int:
-        """Serve ``route``'s queue."""
-        ...
-
-    def remove_app(self, app_id: str, error: RequestError) -> int:
-        """Fail the app's queued requests with ``error``; how many."""
-        ...
-
-    def runner_up(self, app_id: str) -> None:
-        """The app has a routable runner again."""
-        ...
-
-    def start_failed(
-        self, app_id: str, status: int, error_type: str, detail: str, *, final: bool = False
-    ) -> int:
-        """A runner of an app with none up failed to start; how many requests failed."""
-        ...
-
-    def start(self) -> None:
-        """Start serving what is queued."""
-        ...
-
-    async def stop(self, grace: float = 5.0) -> None:
-        """Stop, letting attempts in flight finish within ``grace``."""
-        ...
-
-    def depth(self, app_id: str) -> tuple[int, int] | None:
-        """How many of the app's requests are queued and how many run; None: not served."""
-        ...
-
-
 class RequestCore:
     """Decides what each request is and answers it; the faces only frame bytes."""
 
     def __init__(self, router: Router) -> None:
         self.router = router
+        # Paths admit has resolved to an app's endpoint, with the runner's target: a POST to
+        # one of them skips the prefix checks and the parse. Checked against the router's
+        # routes on each use, so a redeployed or removed app is never served from here.
+        self._endpoints: dict[str, tuple[AppRoute, frozenset[str], bytes]] = {}
 
     def admit(
         self,
@@ -159,7 +133,7 @@ class RequestCore:
         headers: Sequence[Header],
         scheme: str,
         host: str,
-        timeout_header: Header | None = None,
+        timeout_header: Header | Unknown | None = UNKNOWN,
         *,
         upgrade: bool = False,
     ) -> Admitted | Reply | None:
@@ -167,10 +141,18 @@ class RequestCore:
         caller named it, empty if it did not).
 
         ``timeout_header`` is the caller's ``X-Fal-Request-Timeout`` (or its twin) where the
-        face noted it while parsing; ``None`` has it looked up in ``headers``. ``upgrade``: the
-        request asks to switch protocols; only an app's websocket upgrade is the core's.
+        face noted it while parsing (``None``: it sent none); ``UNKNOWN`` has it looked up in
+        ``headers``. ``upgrade``: the request asks to switch protocols; only an app's websocket
+        upgrade is the core's.
         """
         router = self.router
+        if method == b"POST" and not upgrade and not query:
+            known = self._endpoints.get(path)
+            if known is not None:
+                route, paths, target = known
+                # Still the app's route, and still its endpoints (a new revision may drop one).
+                if router.routes.get(route.app_id) is route and route.paths is paths:
+                    return self._sync_run(route, target, headers, query, timeout_header)
         queue_api = router.queue_api
         if upgrade and (path.startswith((QUEUE_PREFIX, PLATFORM_PREFIX)) or method != b"GET"):
             return None
@@ -192,16 +174,34 @@ class RequestCore:
             return resolved
         route, endpoint = resolved
         target = endpoint.encode() + (b"?" + query.encode("latin-1") if query else b"")
+        if method == b"POST" and not upgrade:
+            if not query:
+                if len(self._endpoints) >= MAX_KNOWN_PATHS:
+                    self._endpoints.clear()
+                self._endpoints[path] = (route, route.paths, target)
+            return self._sync_run(route, target, headers, query, timeout_header)
         checked = self.router.gate.check(route.spec.app_auth, headers, query, route.app_id)
         if isinstance(checked, Reply):
             return checked
         if upgrade:
             return Upgrade(route, target)
-        if method != b"POST":
-            detail = f"{method.decode('latin-1')} {path}: endpoints take POST"
-            return error_reply(405, "method_not_allowed", detail)
+        detail = f"{method.decode('latin-1')} {path}: endpoints take POST"
+        return error_reply(405, "method_not_allowed", detail)
+
+    def _sync_run(
+        self,
+        route: AppRoute,
+        target: bytes,
+        headers: Sequence[Header],
+        query: str,
+        timeout_header: Header | Unknown | None,
+    ) -> SyncRun | Reply:
+        """A POST to an app's endpoint, its caller checked."""
+        checked = self.router.gate.check(route.spec.app_auth, headers, query, route.app_id)
+        if isinstance(checked, Reply):
+            return checked
         run = SyncRun(route, target, caller=checked)
-        if timeout_header is None:
+        if timeout_header is UNKNOWN:
             timeout_header = find_timeout_header(headers)
         if timeout_header is not None:
             name, value = timeout_header
@@ -235,110 +235,110 @@ class RequestCore:
             error_type="request_too_large",
         )
 
-    async def serve(
+    def serve(
         self,
         admitted: Admitted,
         headers: Sequence[Header],
         body: bytes,
         on_sent: Callable[[], None] | None = None,
+    ) -> Awaitable[Answer]:
+        """Answer an admitted request; ``on_sent`` is called as a sync run leaves for a runner.
+
+        Not a coroutine itself: the face awaits the sync run's own, one frame fewer on every
+        request."""
+        if isinstance(admitted, SyncRun):
+            if admitted.caller.key is not None and self.router.gate.quotas_on:
+                return self._counted(admitted, headers, body, on_sent)
+            return self._sync(admitted, headers, body, on_sent, new_request_id())
+        return self._serve_other(admitted, headers, body)
+
+    async def _serve_other(
+        self, admitted: QueueCall | Upgrade, headers: Sequence[Header], body: bytes
     ) -> Answer:
-        """Answer an admitted request; ``on_sent`` is called as a sync run leaves for a runner."""
         if isinstance(admitted, QueueCall):
             api = self.router.queue_api
             assert api is not None  # admit made a QueueCall only with a queue
             admitted.body = body
             return await api.serve(admitted)
         request_id = new_request_id()
-        if isinstance(admitted, Upgrade):
-            opened = await open_tunnel(self, admitted, headers, request_id.encode())
-            return opened if isinstance(opened, Tunnel) else (opened, request_id)
+        opened = await open_tunnel(self, admitted, headers, request_id.encode())
+        return opened if isinstance(opened, Tunnel) else (opened, request_id)
+
+    async def _counted(
+        self,
+        run: SyncRun,
+        client_headers: Sequence[Header],
+        body: bytes,
+        on_sent: Callable[[], None] | None,
+    ) -> Answer:
+        """A sync run counted against its key's quota while it runs."""
+        request_id = new_request_id()
         gate = self.router.gate
-        refused = gate.take(admitted.caller)
+        refused = gate.take(run.caller)
         if refused is not None:
             return refused, request_id
         try:
-            reply = await self.forward(
-                admitted.route,
-                admitted.target,
-                headers,
-                body,
-                request_id.encode(),
-                admitted.start_timeout,
-                on_sent,
-            )
+            return await self._sync(run, client_headers, body, on_sent, request_id)
         finally:
             # A stream counts until its head arrives: its quota is a rate, not its length.
-            gate.give_back(admitted.caller.owner)
-        if isinstance(reply, Stream):
-            reply.request_id = request_id
-            return reply
-        return reply, request_id
+            gate.give_back(run.caller.owner)
 
-    async def forward(
+    async def _sync(
         self,
-        route: AppRoute,
-        target: bytes,
+        run: SyncRun,
         client_headers: Sequence[Header],
         body: bytes,
-        request_id: bytes,
-        start_timeout: float | None = None,
-        on_sent: Callable[[], None] | None = None,
-    ) -> Reply | Stream:
+        on_sent: Callable[[], None] | None,
+        request_id: str,
+    ) -> Answer:
         """Run one direct request on a runner, applying the direct-request rules.
 
-        ``start_timeout`` (``X-Fal-Request-Timeout``) bounds the wait for a runner;
+        ``run.start_timeout`` (``X-Fal-Request-Timeout``) bounds the wait for a runner;
         ``on_sent`` is called as the request leaves for one. A runner that streams its reply
         (chunked, or an event stream) gets a ``Stream``, relayed chunk by chunk.
         """
         t0 = time.monotonic()
-        reply = await self._forward(
-            route, target, client_headers, body, request_id, start_timeout, on_sent, t0
-        )
-        if isinstance(reply, Reply):
-            self.router.stats.served(route.app_id, SYNC, reply.status, time.monotonic() - t0)
-        return reply
-
-    async def _forward(
-        self,
-        route: AppRoute,
-        target: bytes,
-        client_headers: Sequence[Header],
-        body: bytes,
-        request_id: bytes,
-        start_timeout: float | None,
-        on_sent: Callable[[], None] | None,
-        t0: float,
-    ) -> Reply | Stream:
         router = self.router
-        spec = route.spec
-        slot = await self.acquire(route, start_timeout)
-        if isinstance(slot, Reply):
-            return slot
-        headers = forward_headers(client_headers, request_id)
+        route = run.route
+        # A free slot now, the common case, without the wait's coroutine.
+        slot = route.try_acquire()
+        if slot is None:
+            waited = await self.acquire(route, run.start_timeout)
+            if isinstance(waited, Reply):
+                return self._served(route, waited, t0), request_id
+            slot = waited
+        headers = forward_head(client_headers, request_id.encode())
         if on_sent is not None:
             on_sent()
         try:
             upstream = await slot.pool.request(
-                b"POST", target, headers, body, timeout=spec.request_timeout, stream=True
+                b"POST", run.target, headers, body, timeout=route.spec.request_timeout, stream=True
             )
         except UpstreamError as exc:
             verdict = direct_error(exc.kind)
             router.terminate_slot(route, slot, verdict.reason)  # before release: no hand-over
             route.release(slot)
             assert verdict.status is not None
-            return error_reply(verdict.status, verdict.error_type, verdict.detail)
+            reply = error_reply(verdict.status, verdict.error_type, verdict.detail)
+            return self._served(route, reply, t0), request_id
         except BaseException:  # cancelled: the slot must not leak
             route.release(slot)
             raise
-        verdict = direct_status(upstream.status)
+        status = upstream.status
+        verdict = direct_status(status)
         if verdict.terminate:
             router.terminate_slot(route, slot, verdict.reason)
         if upstream.stream is not None:
-            chunks = self._relay(route, slot, upstream.status, upstream.stream, t0)
+            chunks = self._relay(route, slot, status, upstream.stream, t0)
             await anext(chunks)  # begun: closing it unread now runs its clean-up
-            return Stream("", chunks, upstream.status, upstream.headers)
+            return Stream(request_id, chunks, status, upstream.headers)
         route.release(slot)
-        return Reply(upstream.status, upstream.headers, upstream.body)
+        return self._served(route, Reply(status, upstream.headers, upstream.body), t0), request_id
+
+    def _served(self, route: AppRoute, reply: Reply, t0: float) -> Reply:
+        """Count a finished sync run (a stream counts itself as it ends)."""
+        self.router.stats.served(route.app_id, SYNC, reply.status, time.monotonic() - t0)
+        return reply
 
     async def _relay(
         self, route: AppRoute, slot: Slot, status: int, body: BodyStream, t0: float

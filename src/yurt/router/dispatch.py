@@ -51,6 +51,10 @@ class Backlog(Protocol):
         """Start the best queued request on ``slot`` (already taken for it); False: none suits."""
         ...
 
+    def __len__(self) -> int:
+        """How many requests wait (0: nothing to offer, which is asked first)."""
+        ...
+
 
 class AppRoute:
     """Routes one app's requests to the least-loaded runner with a free slot."""
@@ -142,7 +146,9 @@ class AppRoute:
                 self._take(slot)
                 fut.set_result(slot)
         backlog = self.backlog
-        while backlog is not None and slot.in_flight < self.capacity and not slot.retired:
+        if backlog is None or not len(backlog):  # most releases: an empty queue, nothing to try
+            return
+        while slot.in_flight < self.capacity and not slot.retired:
             # Taken on trial (the backlog starts its request on a taken slot); a slot that got
             # nothing keeps its idle clock, or queue traffic would keep idle runners alive.
             idle_since = slot.idle_since

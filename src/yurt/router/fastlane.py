@@ -27,7 +27,7 @@ import httptools
 import structlog
 
 from yurt.router.core import Admitted, Answer, QueueCall, Stream, SyncRun, Upgrade
-from yurt.router.http import Reply, error_reply, head_refusal, new_request_id, reason
+from yurt.router.http import Reply, error_reply, head_refusal, new_request_id, status_line
 from yurt.router.options import TIMEOUT_HEADERS
 from yurt.router.tunnel import Tunnel
 
@@ -38,6 +38,10 @@ if TYPE_CHECKING:
 log = structlog.get_logger("yurt.router")
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# What goes to a runner (a tuple: ``A | B`` would build a union on every request).
+_TO_RUNNER = (SyncRun, Upgrade)
+# The headers on_header notes.
+_NOTED = frozenset((b"content-length", b"expect", b"host", *TIMEOUT_HEADERS))
 # A request line and headers past this many bytes get 431 (aiohttp's own limits are per line).
 MAX_HEAD_BYTES = 64 * 1024
 # After answering a request whose body was not read: how much more of it to read and drop, and
@@ -118,7 +122,7 @@ class FrontProtocol(asyncio.Protocol):
         self.serving: _Run | None = None  # the sync run the worker is on
         self.discard: int | None = None  # lingering: bytes still to drop before closing
         self.completed_in_read = False
-        self.raw: bytearray | None = None  # this request's bytes, while they are exact
+        self.raw: bytes | bytearray | None = None  # this request's bytes, while they are exact
         self.hand_over = False
         self.closing = False
         # An upgrade: what the caller sends before its session is open, then the session.
@@ -170,10 +174,13 @@ class FrontProtocol(asyncio.Protocol):
                 self.transport.close()
             return
         if self.in_message:
-            if self.raw is not None:
-                self.raw += data
+            raw = self.raw
+            if isinstance(raw, bytearray):
+                raw += data
+            elif raw is not None:  # the read it began in, as it came: now grown in place
+                self.raw = bytearray(raw) + data
         else:
-            self.raw = bytearray(data)
+            self.raw = data  # kept as it came: most requests never need it
         self.completed_in_read = False
         if self.in_head:
             self.head_bytes += len(data)
@@ -222,6 +229,8 @@ class FrontProtocol(asyncio.Protocol):
         self.headers.append((name, value))
         # The two headers the fast lane itself reads, noted in passing rather than searched for.
         lname = name.lower()
+        if lname not in _NOTED:
+            return
         if lname == b"content-length":
             self.content_length = value
         elif lname == b"expect":
@@ -241,11 +250,14 @@ class FrontProtocol(asyncio.Protocol):
         if (refusal := head_refusal(self.url, self.headers)) is not None:
             self._fail_connection(refusal)
             return
-        path, _, query = self.url.partition(b"?")
+        raw_path, _, query = self.url.partition(b"?")
+        path = raw_path.decode("latin-1")
+        if "%" in path:
+            path = unquote(path)
         upgrade = self.parser.should_upgrade()
         admitted = self.core.admit(
             self.parser.get_method(),
-            _decoded(path),
+            path,
             query.decode("latin-1"),
             self.headers,
             self.scheme,
@@ -272,9 +284,13 @@ class FrontProtocol(asyncio.Protocol):
         self.raw = None  # the fast lane keeps no second copy of the body
 
     def _expect_body(self, run: _Run) -> None:
-        with contextlib.suppress(ValueError):
-            self._check_size(run, int(self.content_length))
-        if run.early or self.expect.lower() != b"100-continue":
+        try:
+            size = int(self.content_length)
+        except ValueError:
+            size = 0
+        if size > self.config.max_body_size:
+            self._check_size(run, size)
+        if run.early or not self.expect or self.expect.lower() != b"100-continue":
             return
         if run.error is not None:
             # Refused before its body: the final answer instead of 100 (RFC 9110 10.1.1).
@@ -298,7 +314,8 @@ class FrontProtocol(asyncio.Protocol):
             if run.size > self.config.max_body_size:
                 self._answer_early(run)
             return
-        self._check_size(run, run.size)
+        if run.size > self.config.max_body_size:
+            self._check_size(run, run.size)
         if run.error is None:
             run.body.append(body)
 
@@ -356,7 +373,7 @@ class FrontProtocol(asyncio.Protocol):
         else:
             # A run still waiting for a runner, and a GET to the queue (it only reads, or waits
             # for a result), leave nobody to answer once the caller hangs up: both are cancelled.
-            self.serving = run if isinstance(admitted, SyncRun | Upgrade) else None
+            self.serving = run if isinstance(admitted, _TO_RUNNER) else None
             self.watching = isinstance(admitted, QueueCall) and admitted.method == b"GET"
             try:
                 answer = await self.core.serve(
@@ -389,7 +406,7 @@ class FrontProtocol(asyncio.Protocol):
     async def _stream(self, stream: Stream, keep_alive: bool, http10: bool) -> bool:
         """Send a stream, chunked (HTTP/1.0: until the connection closes)."""
         rid = stream.request_id.encode()
-        head = [b"HTTP/1.1 %d %s\r\n" % (stream.status, reason(stream.status))]
+        head = [status_line(stream.status)]
         head += [b"%s: %s\r\n" % header for header in stream.headers]
         head.append(b"x-yurt-request-id: %s\r\nx-fal-request-id: %s\r\n" % (rid, rid))
         if http10 or not keep_alive:
@@ -461,7 +478,7 @@ class FrontProtocol(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing() or self.discard is not None:
             return  # closed, or lingering after its last answer (its write side is shut)
-        parts = [b"HTTP/1.1 %d %s\r\n" % (reply.status, reason(reply.status))]
+        parts = [status_line(reply.status)]
         for name, value in reply.headers:
             parts += (name, b": ", value, b"\r\n")
         parts.append(
@@ -576,11 +593,6 @@ class FrontProtocol(asyncio.Protocol):
         self.closing = True
         if self.worker is None and not self.in_message and self.transport is not None:
             self.transport.close()
-
-
-def _decoded(path: bytes) -> str:
-    text = path.decode("latin-1")
-    return unquote(text) if "%" in text else text
 
 
 def _method(admitted: Admitted | None) -> str:

@@ -55,6 +55,8 @@ class Gate:
         self.open_without_keys = public or is_loopback(host)
         self.admin_token = admin_token
         self.quotas = Quotas(Limits(config.rate, config.burst, config.unfinished))
+        # Whether any quota is on, judged once (the limits come from the configuration).
+        self.quotas_on = self.quotas.active
         self.metrics_access = config.metrics
         self.clock = clock
 
@@ -94,9 +96,13 @@ class Gate:
         """The caller, or the 401 that refuses it. A request without ``Authorization`` may
         carry a token for the app in ``?fal_jwt_token=`` (fal's realtime clients do).
         ``known``: the caller ``caller(headers)`` already gave, not worked out again."""
-        keys_on = self.keys_on()
-        if app_auth == "public" or not keys_on:
-            if not self.quotas.active:
+        public = app_auth == "public"
+        # keys_on(), written out (this runs on every request), and not asked of a public app.
+        keys_on = not public and (
+            (self.keys is not None and self.keys.any()) or not self.open_without_keys
+        )
+        if public or not keys_on:
+            if not self.quotas_on:
                 return ANONYMOUS
             # A key still identifies its caller, for the quotas.
             return known if known is not None else self.caller(headers)
@@ -156,7 +162,7 @@ class Gate:
     def take(self, caller: Caller) -> Reply | None:
         """Count one request against the caller's quota; the 429 when it is over. Admitted:
         ``give_back`` when the request is finished."""
-        if caller.key is None or not self.quotas.active:
+        if caller.key is None or not self.quotas_on:
             return None
         refused = self.quotas.admit(caller.key.key_id, self.clock())
         if refused is None:
@@ -167,5 +173,5 @@ class Gate:
 
     def give_back(self, owner: str | None) -> None:
         """A request ``take`` counted is finished."""
-        if owner is not None and self.quotas.active:
+        if owner is not None and self.quotas_on:
             self.quotas.release(owner)

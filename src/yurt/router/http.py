@@ -125,9 +125,25 @@ def forward_headers(
     return out
 
 
+def forward_head(raw: Iterable[tuple[bytes, bytes]], request_id: bytes) -> bytes:
+    """``forward_headers``, framed as header lines: what the pool writes after its own."""
+    lines = [b"%s: %s\r\n" % h for h in raw if h[0].lower() not in DROPPED_REQUEST_HEADERS]
+    lines.append(b"x-fal-request-id: %s\r\n" % request_id)
+    return b"".join(lines)
+
+
 _REASONS = {s.value: s.phrase.encode() for s in http.HTTPStatus}
 
 
 def reason(status: int) -> bytes:
     """The reason phrase of a status code (empty for unknown codes, as HTTP allows)."""
     return _REASONS.get(status, b"")
+
+
+_STATUS_LINES = {code: b"HTTP/1.1 %d %s\r\n" % (code, phrase) for code, phrase in _REASONS.items()}
+
+
+def status_line(status: int) -> bytes:
+    """``HTTP/1.1 <status> <reason>`` and its line end, made once per known status."""
+    line = _STATUS_LINES.get(status)
+    return line if line is not None else b"HTTP/1.1 %d %s\r\n" % (status, reason(status))

@@ -16,6 +16,7 @@ caller knows whether the request is safe to send again.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import socket
 from collections.abc import Sequence
@@ -60,27 +61,42 @@ class BodyStream:
     stops early calls ``abandon``, which closes the connection: the upstream sees its caller go.
     """
 
-    __slots__ = ("_chunks", "_conn", "_ended")
+    __slots__ = ("_chunks", "_conn", "_ended", "_paused", "_waiter")
 
     # Past this many unread chunks the connection stops reading until the reader catches up.
     HIGH_WATER = 64
 
     def __init__(self, conn: _Connection) -> None:
         self._conn = conn
-        self._chunks: asyncio.Queue[bytes | UpstreamError | None] = asyncio.Queue()
+        # A deque and one waiter, not an asyncio.Queue: one reader, and a chunk costs less.
+        self._chunks: collections.deque[bytes | UpstreamError | None] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None
         self._ended = False
+        self._paused = False
 
     def feed(self, item: bytes | UpstreamError | None) -> None:
         """From the connection: a chunk, the end (``None``), or the error that cut it."""
-        self._chunks.put_nowait(item)
-        if self._chunks.qsize() > self.HIGH_WATER:
+        self._chunks.append(item)
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+        if len(self._chunks) > self.HIGH_WATER and not self._paused:
+            self._paused = True
             self._conn.transport.pause_reading()
 
     async def next(self) -> bytes | None:
         """The next chunk; ``None`` at the end. Raises ``UpstreamError``."""
-        item = await self._chunks.get()
-        if self._chunks.qsize() <= self.HIGH_WATER // 2 and not self._conn.transport.is_closing():
-            self._conn.transport.resume_reading()
+        chunks = self._chunks
+        while not chunks:
+            self._waiter = waiter = self._conn.loop.create_future()
+            await waiter
+        item = chunks.popleft()
+        if self._paused and len(chunks) <= self.HIGH_WATER // 2:
+            self._paused = False
+            if not self._conn.transport.is_closing():
+                self._conn.transport.resume_reading()
         if isinstance(item, UpstreamError):
             self._ended = True
             raise item
@@ -434,7 +450,7 @@ class ConnectionPool:
         self,
         method: bytes,
         target: bytes,
-        headers: Sequence[tuple[bytes, bytes]],
+        headers: Sequence[tuple[bytes, bytes]] | bytes,
         body: bytes,
         # A per-call deadline that is cheaper than asyncio.timeout on the hot path.
         timeout: float | None,
@@ -444,8 +460,9 @@ class ConnectionPool:
         """Send one request and return the complete response.
 
         ``headers`` must not contain host, content-length or connection; they
-        are written by the pool. ``timeout`` bounds the wait for the response
-        (not the connect, which ``connect_timeout`` bounds); ``None`` waits
+        are written by the pool. Given as bytes, they are header lines already framed
+        (``name: value\r\n`` each), written as they are. ``timeout`` bounds the wait for
+        the response (not the connect, which ``connect_timeout`` bounds); ``None`` waits
         forever. Raises :class:`UpstreamError`; the request is never retried,
         not even when a reused idle connection turns out to have been closed
         by the server (kind ``"disconnected"``). ``stream``: a streamed response
@@ -467,7 +484,7 @@ class ConnectionPool:
         self,
         method: bytes,
         target: bytes,
-        headers: Sequence[tuple[bytes, bytes]],
+        headers: Sequence[tuple[bytes, bytes]] | bytes,
         body: bytes,
         timeout: float | None,
     ) -> asyncio.Future[UpstreamResponse] | None:
@@ -492,14 +509,17 @@ class ConnectionPool:
         conn: _Connection,
         method: bytes,
         target: bytes,
-        headers: Sequence[tuple[bytes, bytes]],
+        headers: Sequence[tuple[bytes, bytes]] | bytes,
         body: bytes,
         timeout: float | None,
         stream: bool = False,
     ) -> asyncio.Future[UpstreamResponse]:
         parts = [method, b" ", target, self._request_tail, b"%d\r\n" % len(body)]
-        for name, value in headers:
-            parts += (name, b": ", value, b"\r\n")
+        if isinstance(headers, bytes):
+            parts.append(headers)
+        else:
+            for name, value in headers:
+                parts += (name, b": ", value, b"\r\n")
         parts.append(b"\r\n")
         parts.append(body)
         waiter = conn.begin(method == b"HEAD", timeout, stream)

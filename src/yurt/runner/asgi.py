@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 from aiohttp import WSMsgType, web
 
-from yurt.runner.invoke import error_response
+from yurt.runner.invoke import begin_reply, error_response
 from yurt.runner.token import RUNNER_TOKEN_HEADER
 
 log = structlog.get_logger("yurt.runner")
@@ -146,7 +146,7 @@ class HttpExchange:
         if self.stream is None:
             self.stream = web.StreamResponse(status=self.status)
             self._headers_onto(self.stream)
-            await self.stream.prepare(self.request)
+            await begin_reply(self.request, self.stream)
         if body:
             # Raises ClientConnectionResetError (an OSError) once the caller has gone.
             await self.stream.write(body)
@@ -224,7 +224,7 @@ class WebSocketExchange:
             self.ws = web.WebSocketResponse(protocols=(sub,) if sub else (), autoping=True)
             for name, value in message.get("headers", []):
                 self.ws.headers.add(name.decode("latin-1"), value.decode("latin-1"))
-            await self.ws.prepare(self.request)
+            await begin_reply(self.request, self.ws)
         elif kind == "websocket.send":
             ws = self._open()
             if message.get("bytes") is not None:

@@ -21,6 +21,15 @@ from yurt.exceptions import FieldException, RequestCancelledException, gpu_failu
 
 JSON = "application/json"
 VALIDATION_ERROR = "validation_error"
+# Where a request holds its reply once that reply's head went out (a stream, an ASGI reply, a
+# websocket): a failure after it must not send a second one (``server._began_or``).
+BEGAN = "yurt.reply"
+
+
+async def begin_reply(request: web.Request, response: web.StreamResponse) -> None:
+    """Send ``response``'s head, noting on ``request`` that its reply began."""
+    request[BEGAN] = response
+    await response.prepare(request)
 
 
 async def call(func: Callable[..., Any], executor: ThreadPoolExecutor, *args: Any) -> Any:
@@ -180,16 +189,22 @@ def is_deliberate(exc: BaseException) -> bool:
 def is_stream(result: object) -> bool:
     """Whether an endpoint's return is sent in pieces: a generator, or a starlette
     ``Response`` (run as the ASGI app it is)."""
+    if isinstance(result, _PLAIN):  # what most endpoints return: one check, not three
+        return False
     if inspect.isasyncgen(result) or inspect.isgenerator(result):
         return True
     starlette = sys.modules.get("starlette.responses")
     return starlette is not None and isinstance(result, starlette.Response)
 
 
+# Returns that are never streams.
+_PLAIN = (BaseModel, dict, list, str, bytes, int, float, type(None))
+
+
 def sse_event(item: object) -> bytes:
     """One server-sent event from what a generator yielded: bytes go out as they are (already
     framed by the app); a str is the event's data; anything else its JSON."""
-    if isinstance(item, bytes | bytearray):
+    if isinstance(item, (bytes, bytearray)):  # a tuple: not a union built per event
         return bytes(item)
     if isinstance(item, BaseModel):
         text = item.model_dump_json()
@@ -210,7 +225,7 @@ async def stream_generator(
     response = web.StreamResponse(
         headers={"content-type": "text/event-stream", "cache-control": "no-cache"}
     )
-    await response.prepare(request)
+    await begin_reply(request, response)
     loop = asyncio.get_running_loop()
     done = object()
     try:

@@ -22,7 +22,7 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, Literal, TextIO, TypedDict, cast
 
@@ -150,15 +150,22 @@ _current: contextvars.ContextVar[LogBuffer | None] = contextvars.ContextVar(
 )
 
 
-@contextlib.contextmanager
-def capturing(buffer: LogBuffer) -> Iterator[None]:
-    """Within this block (and threads it hands its context to), output goes to ``buffer``."""
-    token = _current.set(buffer)
-    try:
-        yield
-    finally:
-        _current.reset(token)
-        buffer.close()
+class capturing:
+    """Within this block (and threads it hands its context to), output goes to ``buffer``.
+
+    A class, not a generator-based context manager: it is entered on every request."""
+
+    __slots__ = ("_buffer", "_token")
+
+    def __init__(self, buffer: LogBuffer) -> None:
+        self._buffer = buffer
+
+    def __enter__(self) -> None:
+        self._token = _current.set(self._buffer)
+
+    def __exit__(self, *exc: object) -> None:
+        _current.reset(self._token)
+        self._buffer.close()
 
 
 class Tee:

@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import ItemsView, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDictProxy
 
 from yurt.app import RequestContext
 from yurt.runner.logcapture import LogBuffer, LogEntry
@@ -32,27 +32,111 @@ KEEP_COMPLETED = 1000
 KEEP_COMPLETED_CHARS = 64 * 1024 * 1024
 
 
-@dataclass(eq=False)
+class CancelEvent(threading.Event):
+    """A ``threading.Event`` whose condition (a lock and its bookkeeping) is made on first
+    ``set`` or ``wait``: most requests are never cancelled nor waited on, and making it cost
+    every request several microseconds. ``is_set`` reads the flag alone, as Event's does."""
+
+    _flag: bool
+
+    def __init__(self) -> None:  # no super().__init__(): that is what is put off
+        self._flag = False
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "_cond":
+            # setdefault is atomic: two threads asking at once get the same condition.
+            return self.__dict__.setdefault("_cond", threading.Condition(threading.Lock()))
+        raise AttributeError(name)
+
+
+class AppHeaders(Mapping[str, str]):
+    """A request's headers as the app sees them: the runner's token left out (runner/token.py).
+
+    A view of aiohttp's headers, not a copy: every request carries the token, and copying its
+    headers cost each request more than the app's reading them ever does. Case-insensitive, as
+    aiohttp's; a name sent twice is one key, ``getall`` and ``items`` give each value.
+    """
+
+    __slots__ = ("_raw",)
+
+    def __init__(self, raw: CIMultiDictProxy[str]) -> None:
+        self._raw = raw
+
+    def __getitem__(self, key: str) -> str:
+        if key.lower() == RUNNER_TOKEN_HEADER:
+            raise KeyError(key)
+        return self._raw[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key.lower() == RUNNER_TOKEN_HEADER:
+            return default
+        return self._raw.get(key, default)
+
+    def getall(self, key: str, default: Any = None) -> Any:
+        """Every value sent under ``key`` (``default``, or KeyError, if none)."""
+        if key.lower() == RUNNER_TOKEN_HEADER:
+            if default is None:
+                raise KeyError(key)
+            return default
+        if default is None:
+            return self._raw.getall(key)
+        return self._raw.getall(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and key.lower() != RUNNER_TOKEN_HEADER and key in self._raw
+
+    def __iter__(self) -> Iterator[str]:
+        seen: set[str] = set()
+        for name in self._raw:
+            lower = name.lower()
+            if lower != RUNNER_TOKEN_HEADER and lower not in seen:
+                seen.add(lower)
+                yield name
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def items(self) -> ItemsView[str, str]:
+        return _Items(self)
+
+    def __repr__(self) -> str:
+        return f"<AppHeaders({list(self.items())!r})>"
+
+
+class _Items(ItemsView[str, str]):
+    """Each (name, value) sent, the token's left out."""
+
+    _mapping: AppHeaders
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        for name, value in self._mapping._raw.items():
+            if name.lower() != RUNNER_TOKEN_HEADER:
+                yield name, value
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
 class ActiveRequest:
     """One request in flight: its context, its captured output, and how to cancel it."""
 
-    context: RequestContext
-    cancel_event: threading.Event
-    logs: LogBuffer = field(init=False)
-    # Set for async endpoints only: a worker thread cannot be interrupted, and freeing its
-    # slot while it still computes would overcommit the runner.
-    task: asyncio.Task[Any] | None = None
+    __slots__ = ("cancel_event", "context", "endpoint", "logs", "request_id", "task")
 
-    def __post_init__(self) -> None:
-        self.logs = LogBuffer(self.context.request_id, self.context.endpoint)
-
-    @property
-    def request_id(self) -> str:
-        return self.context.request_id
+    def __init__(
+        self, request_id: str, headers: Mapping[str, str], cancel: CancelEvent, endpoint: str
+    ) -> None:
+        self.request_id = request_id  # read on every request: a plain attribute
+        self.endpoint = endpoint
+        self.context = RequestContext(request_id, headers, cancel, endpoint)
+        self.cancel_event = cancel
+        self.logs = LogBuffer(request_id, endpoint)
+        # Set for async endpoints only: a worker thread cannot be interrupted, and freeing its
+        # slot while it still computes would overcommit the runner.
+        self.task: asyncio.Task[Any] | None = None
 
     @property
     def cancelled(self) -> bool:
-        return self.cancel_event.is_set()
+        return self.cancel_event._flag
 
     def cancel(self) -> None:
         """Mark the request cancelled and, for an async endpoint, cancel its task."""
@@ -84,16 +168,21 @@ class RequestRegistry:
 
     def begin(self, headers: Mapping[str, str], endpoint: str = "") -> ActiveRequest:
         """Register a request arriving with ``headers`` for the endpoint at ``endpoint``."""
-        cancel = threading.Event()
+        cancel = CancelEvent()
         if RUNNER_TOKEN_HEADER in headers:
             # The app sees the caller's headers, never the runner's token (runner/token.py).
-            shown = CIMultiDict(headers)
-            del shown[RUNNER_TOKEN_HEADER]
-            headers = CIMultiDictProxy(shown)
-        context = RequestContext(headers.get(REQUEST_ID, ""), headers, cancel, endpoint)
-        active = ActiveRequest(context, cancel)
-        if active.request_id:
-            self._live.setdefault(active.request_id, []).append(active)
+            if isinstance(headers, CIMultiDictProxy):
+                headers = AppHeaders(headers)
+            else:
+                headers = {k: v for k, v in headers.items() if k.lower() != RUNNER_TOKEN_HEADER}
+        request_id = headers.get(REQUEST_ID, "")
+        active = ActiveRequest(request_id, headers, cancel, endpoint)
+        if request_id:
+            live = self._live.get(request_id)
+            if live is None:
+                self._live[request_id] = [active]
+            else:
+                live.append(active)
         return active
 
     def finish(self, active: ActiveRequest) -> None:
@@ -102,13 +191,18 @@ class RequestRegistry:
         live = self._live.get(request_id)
         if live is None or active not in live:
             return
-        live.remove(active)
-        if not live:
+        if len(live) == 1:
             del self._live[request_id]
-        completed = self._completed.pop(request_id, None) or _Completed([])
-        chars = active.logs.held_chars
-        completed.buffers.append(active.logs)
-        completed.chars += chars
+        else:
+            live.remove(active)
+        logs = active.logs
+        chars = logs.held_chars if logs.count else 0  # most requests print nothing
+        completed = self._completed.pop(request_id, None)
+        if completed is None:
+            completed = _Completed([logs], chars)
+        else:
+            completed.buffers.append(logs)
+            completed.chars += chars
         self._completed[request_id] = completed
         self._completed_chars += chars
         while self._completed and (

@@ -30,6 +30,7 @@ from yurt.runner.endpoints import Calls, cancelled
 from yurt.runner.gpus import GpuMonitor
 from yurt.runner.hints import HINTS_HEADER, RunnerHints
 from yurt.runner.invoke import (
+    BEGAN,
     JsonErrorServer,
     call,
     error_page,
@@ -44,7 +45,7 @@ from yurt.runner.requests import (
     RequestRegistry,
 )
 from yurt.runner.stats import RunnerStats
-from yurt.runner.token_check import guard
+from yurt.runner.token_check import Refusal, guard, refusal
 from yurt.spec import (
     TEARDOWN_SLACK_S,
     AppSpec,
@@ -127,7 +128,6 @@ class RunnerServer:
     async def start(self) -> None:
         """Open the port; health answers 503 until ``run_setup`` succeeds."""
         app = web.Application(client_max_size=1024**3)
-        app.on_response_prepare.append(_note_reply)
         g = guard(self.token)  # every route but the health check wants the router's token
         app.router.add_get("/_yurt/health", self._health)
         app.router.add_get("/_yurt/info", g(self._info))
@@ -220,7 +220,7 @@ class RunnerServer:
             if ep.style == "model":
                 func = getattr(self.cls, ep.method_name)
                 self._bodies[ep.path] = endpoint_body_model(func, ep.method_name)
-            handler = g(self._make_handler(ep))
+            handler = self._make_handler(ep, refusal(self.token))
             if ep.is_websocket:
                 app.router.add_get(ep.path, handler)
                 continue
@@ -239,10 +239,13 @@ class RunnerServer:
             if ep.is_websocket or (ep.health_check is not None and ep.health_check.method == "GET")
         }
 
-    def _make_handler(self, ep: EndpointSpec) -> Any:
+    def _make_handler(self, ep: EndpointSpec, refuse: Refusal | None) -> Any:
         invoke = self._calls.invoker(ep, self._bodies.get(ep.path))
 
         async def handle(request: web.Request) -> web.StreamResponse:
+            # Every route but the health check wants the router's token (token_check.py).
+            if refuse is not None and (refused := refuse(request)) is not None:
+                return refused
             t0 = time.monotonic()
             try:
                 response = await serve(request)
@@ -294,8 +297,8 @@ class RunnerServer:
         if not response.prepared:
             if log_count:
                 response.headers[LOG_COUNT_HEADER] = str(log_count)
-            if hints := self.hints.header():
-                response.headers[HINTS_HEADER] = hints
+            if self.hints.current:  # most apps give none: no header to join
+                response.headers[HINTS_HEADER] = self.hints.header()
         return response
 
     async def _cancel(self, request: web.Request) -> web.Response:
@@ -469,18 +472,12 @@ def _error_page(status: int, exc: BaseException | None) -> web.StreamResponse:
     return error_response(*error_page(status, exc))
 
 
-_REPLY = "yurt.reply"  # the request's reply, once its head went out
-
-
-async def _note_reply(request: web.Request, response: web.StreamResponse) -> None:
-    request[_REPLY] = response
-
-
 def _began_or(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
     """``response``, unless another reply already went out (a stream cut short by a cancel or
     by its generator raising): then that one, with the connection aborted, so that the caller
     cannot take the cut stream for a whole one and no second reply follows the first."""
-    began: web.StreamResponse | None = request.get(_REPLY)
+    # Most requests hold nothing: no lookup (a missing key costs a KeyError raised and caught).
+    began: web.StreamResponse | None = request.get(BEGAN) if len(request) else None
     if began is None or began is response:
         return response
     log.warning("stream_cut_short", path=request.path, instead=response.status)

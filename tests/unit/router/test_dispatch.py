@@ -376,6 +376,9 @@ class NothingSuits:
         self.offers += 1
         return False
 
+    def __len__(self) -> int:
+        return 1
+
 
 def test_a_slot_offered_to_the_queue_in_vain_keeps_its_idle_clock() -> None:
     """Queue traffic that a runner does not serve must not reset its idle time (keep_alive)."""

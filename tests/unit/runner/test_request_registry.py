@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from yurt.runner.requests import RequestRegistry
 
 
@@ -99,3 +101,41 @@ def test_two_tries_with_one_id_share_cancel_and_logs() -> None:
     assert second.cancelled and not first.cancelled
     registry.finish(second)
     assert not registry.in_flight("r1")
+
+
+def test_the_app_sees_the_headers_without_the_runner_token() -> None:
+    """The headers handed to the app hide the runner's token from every way of reading them,
+    and keep each other value, repeated names included, case-insensitively."""
+    from multidict import CIMultiDict, CIMultiDictProxy
+
+    raw = CIMultiDict(
+        [
+            ("X-Fal-Request-Id", "r1"),
+            ("X-Yurt-Runner-Token", "secret"),
+            ("Accept", "a"),
+            ("accept", "b"),
+        ]
+    )
+    shown = RequestRegistry().begin(CIMultiDictProxy(raw), "/").context.headers
+    assert shown["x-fal-request-id"] == "r1" and shown.get("ACCEPT") == "a"
+    assert "x-yurt-runner-token" not in shown and shown.get("X-Yurt-Runner-Token") is None
+    assert sorted(shown) == ["Accept", "X-Fal-Request-Id"] and len(shown) == 2
+    assert list(shown.items()) == [("X-Fal-Request-Id", "r1"), ("Accept", "a"), ("accept", "b")]
+    assert shown.getall("accept") == ["a", "b"]  # type: ignore[attr-defined]
+    assert "secret" not in repr(shown) and dict(shown) == {"X-Fal-Request-Id": "r1", "Accept": "a"}
+    with pytest.raises(KeyError):
+        shown["x-yurt-runner-token"]
+
+
+def test_a_wait_on_the_cancel_event_wakes_when_another_thread_cancels() -> None:
+    """The request's cancel event, whose lock is made on first use, wakes a thread waiting on
+    it when cancel comes from another thread, and reads as set afterwards."""
+    import threading
+
+    active = RequestRegistry().begin(headers("r1"))
+    woke: list[bool] = []
+    waiter = threading.Thread(target=lambda: woke.append(active.cancel_event.wait(30)))
+    waiter.start()
+    active.cancel()
+    waiter.join(30)
+    assert woke == [True] and active.context.cancelled

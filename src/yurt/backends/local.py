@@ -295,11 +295,13 @@ class LocalBackend:
         app.wakeup = None
         self._reconcile(app)
 
-    def _terminate(self, runner: Runner, reason: str, grace: float | None = None) -> None:
-        """Tell a live runner to stop (the supervisor signals its process)."""
+    def _terminate(
+        self, runner: Runner, reason: str, grace: float | None = None, *, timed_out: bool = False
+    ) -> None:
+        """Tell a live runner to stop (the supervisor signals its process); ``timed_out``: it
+        was not ready in time, a failed start."""
         if runner.phase not in LIVE:
             return
-        timed_out = reason == StopReason.STARTUP_TIMEOUT
         runner.move(stopped_phase(runner.phase, timed_out=timed_out))
         runner.reason = reason
         self.registry.remove(runner.app_id, runner.runner_id)
@@ -332,7 +334,7 @@ class LocalBackend:
     def runner_check_failed(self, app: LocalApp, runner: Runner, reason: StopReason) -> None:
         """Not ready in time (stopped at once), or unhealthy (stopped, and replaced)."""
         if reason == StopReason.STARTUP_TIMEOUT:
-            self._terminate(runner, reason, grace=0)
+            self._terminate(runner, reason, grace=0, timed_out=True)
             return
         self._terminate(runner, reason)
         self._reconcile(app)

@@ -74,6 +74,16 @@ class GpuAllocator:
             self._held[holder] = picked
         return picked
 
+    def room(self, machine_types: Sequence[str], num_gpus: int) -> int:
+        """How many more runners asking this could ``acquire`` GPUs now, one after another."""
+        if num_gpus <= 0:
+            raise ValueError("room() counts runners that ask for GPUs")
+        free, count = self.free, 0
+        while (picked := pick_gpus(free, machine_types, num_gpus, self.catalog)) is not None:
+            taken = {g.uuid for g in picked}
+            free, count = [g for g in free if g.uuid not in taken], count + 1
+        return count
+
     def release(self, holder: str) -> list[GpuInfo]:
         """Give back what ``holder`` held (nothing if it held none)."""
         return self._held.pop(holder, [])

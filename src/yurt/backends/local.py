@@ -10,111 +10,55 @@ Each runner's output comes through a pipe to its log file and, with ``console``,
 A GPU runner gets GPUs of its own through ``CUDA_VISIBLE_DEVICES`` (NVML UUIDs), held until its
 process has exited; while too few are free, further runners of the app wait rather than share.
 A GPU app this machine cannot serve at all fails at ``ensure_app``. CPU runners see no GPU.
+
+Three parts: this class keeps the apps and says what each runner's readiness and exit mean,
+``local_plan.plan`` decides which runners start and stop, and ``local_supervisor.Supervisor``
+runs their processes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import secrets
-import signal
-import socket
-import sys
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import structlog
 
-from yurt.appdata import app_data_path
 from yurt.backends.base import (
     FailureListener,
     KeepListener,
     RunnerEndpoint,
-    RunnerState,
     RunnerView,
     StartFailure,
     Unplaceable,
 )
 from yurt.backends.gpus import GpuAllocator, discover_gpus
-from yurt.backends.health import HttpHealthChecker
-from yurt.backends.localproc import bound_socket, runner_command, runner_env
-from yurt.backends.runnerlog import Console, RunnerOutput, failure_from_tail
-from yurt.backends.template_pool import TemplatePool
-from yurt.backends.templates import ForkedProcess, TemplateRefused
+from yurt.backends.local_plan import (
+    LIVE,
+    SHOWN,
+    Phase,
+    Start,
+    Stop,
+    StopReason,
+    WaitGpus,
+    WakeIn,
+    Wants,
+    after_exit,
+    plan,
+    stopped_phase,
+)
+from yurt.backends.local_runner import LocalApp, Runner
+from yurt.backends.local_supervisor import Supervisor
+from yurt.backends.runnerlog import failure_from_tail
 from yurt.config import EnvsConfig, LocalBackendConfig
 from yurt.discovery.local import LocalRegistry
-from yurt.envs import BuildCancelled, Environments
-from yurt.errors import ConfigError, EnvironmentBuildError
+from yurt.envs import Environments
 from yurt.machines import with_overrides
-from yurt.privatefs import private_dir
-from yurt.runner.contract import RUNNER_TOKEN_ENV
 from yurt.spec import AppSpec
 
 log = structlog.get_logger("yurt.local")
-
-LIVE = (RunnerState.PENDING, RunnerState.SETUP, RunnerState.IDLE, RunnerState.RUNNING)
-
-
-@dataclass(eq=False)
-class _Runner:
-    runner_id: str
-    app_id: str
-    port: int
-    log_path: Path
-    started_at: float
-    state: RunnerState = RunnerState.PENDING
-    sock: socket.socket | None = None  # bound for the runner, closed here once it has it
-    proc: asyncio.subprocess.Process | ForkedProcess | None = None  # forked: from a template
-    output: RunnerOutput | None = None  # its stdout and stderr, once it runs
-    ready: bool = False
-    outdated: bool = False  # of an earlier revision: serves until a new one takes its place
-    detail: str = ""
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    # Only the router, which gets it with the runner's endpoint, may call the runner.
-    token: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
-
-
-@dataclass(eq=False)
-class _App:
-    app_id: str
-    spec: AppSpec
-    payload: Path
-    target: int = 0
-    failures: int = 0
-    backoff_until: float = 0.0
-    last_failure: str = ""
-    runners: dict[str, _Runner] = field(default_factory=dict)
-    wakeup: asyncio.TimerHandle | None = None
-
-
-def _first_to_go(runner: _Runner) -> tuple[bool, bool, float]:
-    """Which old runner stops first: not ready yet (it serves no one), then idle, the oldest."""
-    return runner.ready, runner.state == RunnerState.RUNNING, runner.started_at
-
-
-def _replaced_at_once(app: _App) -> bool:
-    """Whether a ready runner of ``app`` that died is replaced at once, even while others back
-    off: while ``min_concurrency`` needs it (or the target is met without it: nothing starts)."""
-    live = sum(r.state in LIVE and not r.outdated for r in app.runners.values())
-    return live < app.spec.min_concurrency or app.target <= live
-
-
-def _preload(app: _App) -> tuple[list[str], str | None]:
-    """What the app's template imports: its ``preload``, or else its payload, unpickled."""
-    if app.spec.preload is not None:
-        return list(app.spec.preload), None
-    return [], str(app.payload)
-
-
-def _close_socket(runner: _Runner) -> None:
-    if runner.sock is not None:
-        runner.sock.close()
-        runner.sock = None
 
 
 class LocalBackend:
@@ -135,41 +79,48 @@ class LocalBackend:
         files: Callable[[], Mapping[str, str]] | None = None,
     ) -> None:
         self.config = config
-        # Where each app's persistent data directory lives (``<owner>/<app>`` below it); None
-        # gives runners none.
-        self.app_data = app_data
-        # The server's secrets, read at each runner's start: a change reaches runners started
-        # after it.
-        self.secrets = secrets
-        # Where runners write toolkit outputs (``yurt.files.location``), read at each start.
-        self.files = files
         # Where runners of apps with requirements get their interpreter.
         self.envs = envs or Environments(log_dir.parent / "envs", EnvsConfig(), config.python)
-        if console is None and config.console:
-            console = sys.stderr.buffer
-        # Where runner output is shown as it comes, each line prefixed with the runner id.
-        self.console = Console(console) if console is not None else None
         # The server's changes to the machine catalog: for the GPU assignment here, and passed
         # to each runner for its own GPU check.
         self.machines = dict(machines or {})
         self.catalog = with_overrides(self.machines)
         self.registry = registry
         self.log_dir = log_dir
-        self._apps: dict[str, _App] = {}
+        self._apps: dict[str, LocalApp] = {}
         self._listeners: list[FailureListener] = []
-        self.health = HttpHealthChecker(config.health)
         self._stopping = False
-        # The GPUs runners may use; None until the first GPU app asks NVML.
-        self.gpus = gpus
+        self.supervisor = Supervisor(
+            config,
+            self,
+            log_dir,
+            self.envs,
+            gpus=gpus,
+            machines=self.machines,
+            console=console,
+            # Where each app's persistent data directory lives (``<owner>/<app>`` below it);
+            # None gives runners none.
+            app_data=app_data,
+            # The server's secrets, read at each runner's start: a change reaches runners
+            # started after it.
+            secrets=secrets,
+            # Where runners write toolkit outputs (``yurt.files.location``), read at each start.
+            files=files,
+        )
         # Warm interpreters that fork runners (docs/cold-starts.md).
-        self.templates = TemplatePool(log_dir, config.template_start_timeout)
+        self.templates = self.supervisor.templates
+
+    @property
+    def gpus(self) -> GpuAllocator | None:
+        """The GPUs runners may use; None until the first GPU app asks NVML."""
+        return self.supervisor.gpus
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Open the health checker's HTTP session."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        await self.health.start()
+        await self.supervisor.start()
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop every runner and wait until each process has exited."""
@@ -180,18 +131,14 @@ class LocalBackend:
             if app.wakeup is not None:
                 app.wakeup.cancel()
         for r in runners:
-            if r.state != RunnerState.TERMINATED:
-                self._terminate(r, "shutdown", grace=grace)
+            self._terminate(r, StopReason.SHUTDOWN, grace=grace)
         # Each runner's first task ends only after its process has exited (or failed to start),
         # including runners whose process was still being spawned.
         await asyncio.gather(*(r.tasks[0] for r in runners if r.tasks), return_exceptions=True)
         for r in runners:
             for t in r.tasks[1:]:
                 t.cancel()
-        await self.templates.close()  # after the runners: each reports its runners' exits
-        await self.health.close()
-        if self.console is not None:
-            await asyncio.to_thread(self.console.close)
+        await self.supervisor.close()
 
     # -- Backend protocol ------------------------------------------------------------------
 
@@ -201,18 +148,18 @@ class LocalBackend:
         Raises ``SchedulingError`` for a GPU app whose GPUs this machine does not have.
         """
         if spec.num_gpus > 0:
-            if self.gpus is None:
+            if self.supervisor.gpus is None:
                 # Once: NVML lists the same GPUs until the driver reloads.
                 found = await asyncio.to_thread(discover_gpus, self.config.gpus, self.catalog)
-                self.gpus = self.gpus or found
+                self.supervisor.gpus = self.supervisor.gpus or found
                 log.info("gpus_found", gpus=[g.as_dict() for g in found.gpus], why=found.why_none)
-            self.gpus.check(app_id, spec.machine_types, spec.num_gpus)
+            self.supervisor.gpus.check(app_id, spec.machine_types, spec.num_gpus)
         app = self._apps.get(app_id)
         if app is None:
-            app = self._apps[app_id] = _App(app_id, spec, payload)
+            app = self._apps[app_id] = LocalApp(app_id, spec, payload)
         else:
             app.spec, app.payload = spec, payload
-        self._warm_template(app)
+        self.supervisor.warm_template(app)
 
     async def set_target(self, app_id: str, count: int) -> None:
         """Keep ``count`` runners alive."""
@@ -230,7 +177,7 @@ class LocalBackend:
         """Drain and stop one runner; without ``replace`` the target drops by one."""
         app = self._apps.get(app_id)
         runner = app.runners.get(runner_id) if app else None
-        if app is None or runner is None or runner.state not in LIVE:
+        if app is None or runner is None or runner.phase not in LIVE:
             return
         if not replace:
             app.target = max(0, app.target - 1)
@@ -253,12 +200,12 @@ class LocalBackend:
             app.wakeup = None
         runners = list(app.runners.values())
         for r in runners:
-            self._terminate(r, "undeployed")
+            self._terminate(r, StopReason.UNDEPLOYED)
         # As in stop(): a runner's first task ends once its process has exited.
         await asyncio.gather(*(r.tasks[0] for r in runners if r.tasks), return_exceptions=True)
         if self._apps.get(app_id) is app:
             del self._apps[app_id]
-            self.templates.drop_app(app_id)
+            self.supervisor.templates.drop_app(app_id)
         log.info("app_removed", app=app_id, runners=len(runners))
 
     async def roll(self, app_id: str) -> None:
@@ -272,7 +219,7 @@ class LocalBackend:
         app = self._apps.get(app_id)
         if app is None:
             return
-        old = [r for r in app.runners.values() if r.state in LIVE]
+        old = [r for r in app.runners.values() if r.phase in LIVE]
         for r in old:
             r.outdated = True
         if old:
@@ -292,12 +239,12 @@ class LocalBackend:
             RunnerView(
                 r.runner_id,
                 app_id,
-                r.state,
+                SHOWN[r.phase],
                 self.config.host,
                 r.port,
                 r.proc.pid if r.proc else None,
                 r.started_at,
-                r.detail,
+                r.reason,
             )
             for r in app.runners.values()
         ]
@@ -318,284 +265,116 @@ class LocalBackend:
 
     # -- reconciling -----------------------------------------------------------------------
 
-    def _reconcile(self, app: _App, *, replace_now: bool = False) -> None:
-        """Start or stop runners to meet the target; ``replace_now`` skips crash backoff once.
-
-        Runners of an earlier revision do not count towards the target; they stop as runners of
-        the current one become ready (``roll``).
-        """
+    def _reconcile(self, app: LocalApp, *, replace_now: bool = False) -> None:
+        """Carry out the plan for the app: start or stop runners to meet its target;
+        ``replace_now`` skips crash backoff once (``local_plan.plan``)."""
         if self._stopping:
             return
-        self._fill(app, replace_now)
-        old = [r for r in app.runners.values() if r.state in LIVE and r.outdated]
-        if old:
-            ready = sum(
-                r.state in LIVE and r.ready and not r.outdated for r in app.runners.values()
-            )
-            old.sort(key=_first_to_go)
-            for r in old[: max(0, ready + len(old) - app.target)]:
-                self._terminate(r, "new_revision")
+        gpus, room = self.supervisor.gpus, None
+        if app.spec.num_gpus > 0:
+            room = gpus.room(app.spec.machine_types, app.spec.num_gpus) if gpus is not None else 0
+        wants = Wants(app.target, app.backoff_until)
+        now = time.monotonic()
+        for action in plan(
+            wants, list(app.runners.values()), room, now=now, replace_now=replace_now
+        ):
+            if isinstance(action, Start):
+                self.supervisor.spawn(app)
+            elif isinstance(action, Stop):
+                self._terminate(app.runners[action.runner_id], action.reason)
+            elif isinstance(action, WaitGpus):
+                log.info(
+                    "runner_waits_for_gpus",
+                    app=app.app_id,
+                    free=len(gpus.free if gpus is not None else []),
+                )
+            elif isinstance(action, WakeIn) and app.wakeup is None:
+                app.wakeup = asyncio.get_running_loop().call_later(action.seconds, self._wake, app)
 
-    def _fill(self, app: _App, replace_now: bool) -> None:
-        live = [r for r in app.runners.values() if r.state in LIVE and not r.outdated]
-        missing = app.target - len(live)
-        if missing > 0 and replace_now:
-            if not self._spawn(app):
-                self._make_room(app)
-                return
-            missing -= 1
-        if missing > 0:
-            wait = app.backoff_until - time.monotonic()
-            if wait > 0:
-                if app.wakeup is None:
-                    app.wakeup = asyncio.get_running_loop().call_later(wait, self._wake, app)
-                return
-            for _ in range(missing):
-                if not self._spawn(app):
-                    self._make_room(app)
-                    return
-        elif missing < 0:
-            # Not-ready runners first (newest first): they serve no one yet.
-            extra = sorted(live, key=lambda r: (r.ready, -r.started_at))[:-missing]
-            for r in extra:
-                self._terminate(r, "scale_down")
-
-    def _make_room(self, app: _App) -> None:
-        """No GPUs for a runner of the current revision: an old runner of the app gives up its
-        GPUs, one at a time (its exit brings the next reconcile)."""
-        runners = app.runners.values()
-        if any(r.outdated and r.state == RunnerState.DRAINING for r in runners):
-            return  # one is giving its GPUs up already
-        if any(not r.outdated and r.state in LIVE and not r.ready for r in runners):
-            return  # the last one made room for is still starting: one old runner per new one
-        old = sorted((r for r in runners if r.outdated and r.state in LIVE), key=_first_to_go)
-        if old:
-            self._terminate(old[0], "new_revision")
-
-    def _wake(self, app: _App) -> None:
+    def _wake(self, app: LocalApp) -> None:
         app.wakeup = None
         self._reconcile(app)
 
-    def _spawn(self, app: _App) -> bool:
-        """Start one runner; False (and nothing started) while its GPUs are all taken."""
-        runner_id = "r-" + uuid.uuid4().hex[:10]
-        sock = bound_socket(self.config.host)  # before any GPU is taken: it may raise
-        if app.spec.num_gpus > 0:
-            spec, gpus = app.spec, self.gpus  # ensure_app has found them
-            if gpus is None or gpus.acquire(runner_id, spec.machine_types, spec.num_gpus) is None:
-                sock.close()
-                log.info(
-                    "runner_waits_for_gpus", app=app.app_id, free=len(gpus.free if gpus else [])
-                )
-                return False
-        safe = app.app_id.replace("/", "--")
-        runner = _Runner(
-            runner_id=runner_id,
-            app_id=app.app_id,
-            port=sock.getsockname()[1],
-            log_path=self.log_dir / f"{safe}-{runner_id}.log",
-            started_at=time.monotonic(),
-            sock=sock,
-        )
-        app.runners[runner_id] = runner
-        task = asyncio.create_task(self._run(app, runner))
-        task.add_done_callback(lambda _: _close_socket(runner))  # even if it never ran
-        runner.tasks.append(task)
-        return True
+    def _terminate(
+        self, runner: Runner, reason: str, grace: float | None = None, *, timed_out: bool = False
+    ) -> None:
+        """Tell a live runner to stop (the supervisor signals its process); ``timed_out``: it
+        was not ready in time, a failed start."""
+        if runner.phase not in LIVE:
+            return
+        runner.move(stopped_phase(runner.phase, timed_out=timed_out))
+        runner.reason = reason
+        self.registry.remove(runner.app_id, runner.runner_id)
+        app = self._apps.get(runner.app_id)
+        if grace is None:
+            grace = app.spec.termination_grace_period_seconds if app else 5.0
+        log.info("runner_terminating", app=runner.app_id, runner=runner.runner_id, reason=reason)
+        self.supervisor.stop(runner, grace)
 
-    async def _run(self, app: _App, runner: _Runner) -> None:
-        python = await self._interpreter(app, runner)
-        if python is None:
-            return
-        fd = runner.sock.fileno() if runner.sock is not None else -1
-        cmd = runner_command(
-            self.config,
-            app.payload,
-            runner.runner_id,
-            runner.port,
-            fd,
-            self.machines,
-            python=python,
+    # -- what the supervisor reports (RunnerEvents) ------------------------------------------
+
+    def runner_ready(self, app: LocalApp, runner: Runner) -> None:
+        """It passed its health check: it serves, and its revision's backoff is over."""
+        runner.move(Phase.READY)
+        if not runner.outdated:  # the current revision starts: its backoff is over
+            app.failures, app.backoff_until, app.last_failure = 0, 0.0, ""
+        self.registry.set_healthy(
+            app.app_id,
+            RunnerEndpoint(runner.runner_id, self.config.host, runner.port, runner.token),
         )
-        gpu_ids = self.gpus.uuids(runner.runner_id) if self.gpus is not None else []
-        try:
-            data = None
-            if self.app_data is not None:
-                # Private as the rest of the data dir: apps keep weights and user data there.
-                data = private_dir(app_data_path(self.app_data, app.app_id))
-            env = runner_env(os.environ, gpu_ids, self.config.pass_env, data)
-            if self.files is not None:
-                env |= self.files()
-            shared = self._template_env(data)
-            env[RUNNER_TOKEN_ENV] = runner.token
-            if not self._add_secrets(app, runner, env):
-                return
-            runner.proc = await self._forked(app, runner, cmd, env, shared)
-            if runner.proc is None:
-                # A pipe, not the log file: a runner must not die of a full disk (runnerlog).
-                runner.proc = await asyncio.create_subprocess_exec(
-                    *cmd,
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=asyncio.subprocess.PIPE,
-                    stderr=asyncio.subprocess.STDOUT,
-                    env=env,
-                    start_new_session=True,
-                    pass_fds=(runner.sock.fileno(),) if runner.sock is not None else (),
-                )
-        except (OSError, ValueError) as exc:  # ValueError: a data directory it cannot have
-            app.runners.pop(runner.runner_id, None)
-            runner.state = RunnerState.TERMINATED
-            log.warning("runner_spawn_failed", app=app.app_id, command=cmd[0], error=str(exc))
-            # The caller hears why without the server's paths (the console has the command).
-            why = getattr(exc, "strerror", None) or type(exc).__name__
-            self._start_failed(app, runner, "spawn", f"the runner process did not start: {why}")
-            self._gone(app, runner)
-            return
-        finally:
-            _close_socket(runner)  # the runner has its own copy now (or never will)
-        output = runner.output = RunnerOutput(
-            runner.runner_id, runner.log_path, self.console, app_id=app.app_id
-        )
-        assert runner.proc.stdout is not None
-        pump = asyncio.create_task(output.pump(runner.proc.stdout))
-        runner.tasks.append(pump)
         log.info(
-            "runner_started",
+            "runner_ready",
             app=app.app_id,
             runner=runner.runner_id,
-            pid=runner.proc.pid,
-            forked=isinstance(runner.proc, ForkedProcess),
-            port=runner.port,
-            log=str(runner.log_path),
-            gpus=gpu_ids or None,
+            startup_s=round(time.monotonic() - runner.started_at, 3),
         )
-        if runner.state == RunnerState.DRAINING:  # stopped while the process was starting
-            self._signal(runner, signal.SIGTERM)
-        watch = asyncio.create_task(self._watch_health(app, runner))
-        runner.tasks.append(watch)
-        code = await runner.proc.wait()
-        watch.cancel()
-        # Whatever user code started (model servers, worker pools) goes with the runner.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(runner.proc.pid, signal.SIGKILL)
-        # Its last lines (the failure line) may still be in the pipe. Not to the end: a process
-        # that left the group can hold the pipe open; the pump then goes on until it closes.
-        await asyncio.wait({pump}, timeout=self.config.health.timeout)
-        self._exited(app, runner, code)
+        if not runner.outdated:
+            self._reconcile(app)  # an old runner this one replaces can go now
 
-    # -- templates ---------------------------------------------------------------------------
-
-    def _forks(self, app: _App) -> bool:
-        return self.config.fork_runners and app.spec.fork_runners
-
-    def _template_env(self, data: Path | None) -> dict[str, str]:
-        """A template's environment: its runners', less what differs between runners (their
-        GPUs, token and secrets: added in each child)."""
-        env = runner_env(os.environ, [], self.config.pass_env, data)
-        if self.files is not None:
-            env |= self.files()
-        return env
-
-    def _warm_template(self, app: _App) -> None:
-        """Start the app's template ahead of its first runner, with its preload imported:
-        where its environment is built already (else its first runner starts it)."""
-        if not self._forks(app):
+    def runner_check_failed(self, app: LocalApp, runner: Runner, reason: StopReason) -> None:
+        """Not ready in time (stopped at once), or unhealthy (stopped, and replaced)."""
+        if reason == StopReason.STARTUP_TIMEOUT:
+            self._terminate(runner, reason, grace=0, timed_out=True)
             return
-        python = self.config.python
-        if app.spec.requirements:
-            status = self.envs.status(app.spec.requirements)
-            if status.state != "ready" or status.digest is None:
-                return
-            python = str(self.envs.root / status.digest / "bin" / "python")
-        try:
-            data = None
-            if self.app_data is not None:
-                data = private_dir(app_data_path(self.app_data, app.app_id))
-        except (OSError, ValueError):
-            return  # its runners fail to start, and say why
-        self.templates.want(app.app_id, python, self._template_env(data), *_preload(app))
+        self._terminate(runner, reason)
+        self._reconcile(app)
 
-    async def _forked(
-        self,
-        app: _App,
-        runner: _Runner,
-        cmd: list[str],
-        env: dict[str, str],
-        shared: dict[str, str],
-    ) -> ForkedProcess | None:
-        """The runner forked from its template; None where it must start fresh (said once)."""
-        if not self._forks(app) or runner.sock is None:
-            return None
-        # Its template (started here if its environment was not built at ensure_app) imports
-        # the app's preload for the runners after this one.
-        self.templates.want(app.app_id, cmd[0], shared, *_preload(app))
-        template = self.templates.ready_for(app.app_id, cmd[0], shared)
-        if template is None:
-            return None
-        if template.unsafe is not None:
-            self.templates.say_once(template.key, template.unsafe)
-            return None
-        try:
-            return await template.fork(runner.runner_id, cmd[3:], env, runner.sock.fileno())
-        except TemplateRefused as exc:
-            self.templates.say_once(template.key, str(exc))
-            return None
+    def runner_not_started(
+        self, app: LocalApp, runner: Runner, failure: tuple[str, str] | None
+    ) -> None:
+        """No process started for it: a failed start, or one stopped first."""
+        app.runners.pop(runner.runner_id, None)
+        runner.move(Phase.EXITED)
+        if failure is not None:
+            self._start_failed(app, runner, *failure)
+        self._gone(app, runner)
 
-    async def _interpreter(self, app: _App, runner: _Runner) -> str | None:
-        """The app's environment's interpreter, built first if need be; None (and the runner
-        gone) when the build failed or the runner was stopped meanwhile."""
-        if not app.spec.requirements:
-            return self.config.python  # no environment: today's fast path
-        try:
-            python = await self.envs.interpreter(app.spec.requirements)
-        except BuildCancelled:
-            app.runners.pop(runner.runner_id, None)
-            runner.state = RunnerState.TERMINATED
-            return None  # stopping: nothing to replace or report
-        except EnvironmentBuildError as exc:
-            app.runners.pop(runner.runner_id, None)
-            runner.state = RunnerState.TERMINATED
-            self._start_failed(
-                app, runner, "environment", f"the app's environment did not build: {exc}"
-            )
-            self._gone(app, runner)
-            return None
-        if runner.state != RunnerState.PENDING:  # stopped while its environment was built
-            app.runners.pop(runner.runner_id, None)
-            runner.state = RunnerState.TERMINATED
-            self._gone(app, runner)
-            return None
-        runner.started_at = time.monotonic()  # a first build does not eat its startup_timeout
-        return python
-
-    def _exited(self, app: _App, runner: _Runner, code: int) -> None:
+    def runner_exited(self, app: LocalApp, runner: Runner, code: int) -> None:
+        """Its process exited: a failed start, a death to replace or not, or a stop."""
         self.registry.remove(app.app_id, runner.runner_id)
         app.runners.pop(runner.runner_id, None)
-        was_draining = runner.state == RunnerState.DRAINING
-        runner.state = RunnerState.TERMINATED
+        exit = after_exit(runner, list(app.runners.values()), app.target, app.spec.min_concurrency)
+        was_ready = runner.phase in (Phase.READY, Phase.DRAINING)
+        runner.move(Phase.EXITED)
         log.info(
             "runner_exited",
             app=app.app_id,
             runner=runner.runner_id,
             code=code,
-            was_ready=runner.ready,
-            reason=runner.detail or None,
+            was_ready=was_ready,
+            reason=runner.reason or None,
         )
-        # A runner of an earlier revision that never started says nothing of the current one.
-        failed = not runner.ready and (not was_draining or runner.detail == "startup_timeout")
-        if failed and not runner.outdated:
+        if exit.failed_start:
             tail = runner.output.tail if runner.output is not None else b""
             kind, message = failure_from_tail(tail, code)
-            if runner.detail == "startup_timeout":
+            if exit.timed_out:
                 kind = "startup_timeout"
                 message = (
                     f"runner did not become ready within startup_timeout="
                     f"{app.spec.startup_timeout:g}s"
                 )
             self._start_failed(app, runner, kind, message)
-        died = runner.ready and not was_draining
-        replace = died and (runner.outdated or _replaced_at_once(app))
-        if died and not replace:
+        if exit.drop_target:
             # Its place leaves the target: the scheduler asks for it again within one pass if
             # requests in flight or waiting need it; one kept only by keep_alive is not restarted.
             app.target -= 1
@@ -606,18 +385,19 @@ class LocalBackend:
                 target=app.target,
                 min_concurrency=app.spec.min_concurrency,
             )
-        self._gone(app, runner, replace_now=replace)
+        self._gone(app, runner, replace_now=exit.replace_now)
 
-    def _gone(self, app: _App, runner: _Runner, *, replace_now: bool = False) -> None:
+    def _gone(self, app: LocalApp, runner: Runner, *, replace_now: bool = False) -> None:
         """A runner's process is gone: its GPUs go back, its app and then others reconcile."""
-        freed = self.gpus.release(runner.runner_id) if self.gpus is not None else []
+        gpus = self.supervisor.gpus
+        freed = gpus.release(runner.runner_id) if gpus is not None else []
         self._reconcile(app, replace_now=replace_now)
         # Runners of other GPU apps may have been waiting for these GPUs.
         for other in list(self._apps.values()) if freed else []:
             if other is not app and other.spec.num_gpus > 0:
                 self._reconcile(other)
 
-    def _start_failed(self, app: _App, runner: _Runner, kind: str, message: str) -> None:
+    def _start_failed(self, app: LocalApp, runner: Runner, kind: str, message: str) -> None:
         app.failures += 1
         delay = self.config.backoff.delay(app.failures)
         app.backoff_until = time.monotonic() + delay
@@ -641,102 +421,3 @@ class LocalBackend:
         )
         for listener in self._listeners:
             listener(failure)
-
-    def _add_secrets(self, app: _App, runner: _Runner, env: dict[str, str]) -> bool:
-        """Put the server's secrets in ``env``, after the allow-list; False (and the runner
-        failed to start) while one the app requires is unset or none can be read."""
-        try:
-            found = self.secrets() if self.secrets is not None else {}
-            missing = [name for name in app.spec.required_secrets if name not in found]
-        except ConfigError as exc:  # the message names the secret and the fix, never a value
-            missing, why = [], str(exc)
-        else:
-            env.update(found)
-            if not missing:
-                return True
-            why = (
-                f"the app requires the secrets {missing}, not set on this server; set them "
-                f"with `yurt secrets set NAME`"
-            )
-        app.runners.pop(runner.runner_id, None)
-        runner.state = RunnerState.TERMINATED
-        self._start_failed(app, runner, "secrets", why)
-        self._gone(app, runner)
-        return False
-
-    # -- health ----------------------------------------------------------------------------
-
-    async def _watch_health(self, app: _App, runner: _Runner) -> None:
-        base = f"http://{self.config.host}:{runner.port}/_yurt/health"
-
-        def port_open() -> None:
-            if runner.state == RunnerState.PENDING:
-                runner.state = RunnerState.SETUP
-
-        deadline = runner.started_at + app.spec.startup_timeout
-        ready = await self.health.wait_ready(base, deadline, port_open)
-        if runner.state not in LIVE:
-            return  # told to stop while it started: neither ready nor a failure
-        if not ready:
-            runner.detail = "startup_timeout"
-            self._terminate(runner, "startup_timeout", grace=0)
-            return
-        self._became_ready(app, runner)
-        hc = app.spec.health_check
-        user = hc.health_check if hc is not None else None
-        await self.health.until_unhealthy(
-            base if user is None or user.call_regularly else base + "?basic=1",
-            threshold=user.failure_threshold if user else self.config.health.failure_threshold,
-            timeout=user.timeout_seconds + 1 if user else self.config.health.timeout,
-            grace_until=runner.started_at + (user.start_period_seconds if user else 0.0),
-            what={"app": app.app_id, "runner": runner.runner_id},
-        )
-        self._terminate(runner, "health_check_failed")
-        self._reconcile(app)
-
-    def _became_ready(self, app: _App, runner: _Runner) -> None:
-        runner.ready = True
-        runner.state = RunnerState.IDLE
-        if not runner.outdated:  # the current revision starts: its backoff is over
-            app.failures, app.backoff_until, app.last_failure = 0, 0.0, ""
-        self.registry.set_healthy(
-            app.app_id,
-            RunnerEndpoint(runner.runner_id, self.config.host, runner.port, runner.token),
-        )
-        log.info(
-            "runner_ready",
-            app=app.app_id,
-            runner=runner.runner_id,
-            startup_s=round(time.monotonic() - runner.started_at, 3),
-        )
-        if not runner.outdated:
-            self._reconcile(app)  # an old runner this one replaces can go now
-
-    # -- stopping --------------------------------------------------------------------------
-
-    def _terminate(self, runner: _Runner, reason: str, grace: float | None = None) -> None:
-        if runner.state in (RunnerState.DRAINING, RunnerState.TERMINATED):
-            return
-        runner.state = RunnerState.DRAINING
-        runner.detail = runner.detail or reason
-        self.registry.remove(runner.app_id, runner.runner_id)
-        app = self._apps.get(runner.app_id)
-        if grace is None:
-            grace = app.spec.termination_grace_period_seconds if app else 5.0
-        log.info("runner_terminating", app=runner.app_id, runner=runner.runner_id, reason=reason)
-        if runner.proc is not None:
-            self._signal(runner, signal.SIGTERM)
-        runner.tasks.append(asyncio.create_task(self._kill_later(runner, grace)))
-
-    async def _kill_later(self, runner: _Runner, grace: float) -> None:
-        await asyncio.sleep(grace + self.config.kill_after)
-        if runner.proc is not None and runner.proc.returncode is None:
-            log.warning("runner_killed", app=runner.app_id, runner=runner.runner_id)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(runner.proc.pid, signal.SIGKILL)
-
-    @staticmethod
-    def _signal(runner: _Runner, sig: signal.Signals) -> None:
-        if runner.proc is not None and runner.proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                runner.proc.send_signal(sig)

@@ -7,6 +7,7 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -553,20 +554,33 @@ async def test_a_connection_idle_past_its_age_is_not_reused(
 
 
 async def test_send_goes_out_on_an_idle_connection_only(
-    app_server: AppServer, pools: list[ConnectionPool]
+    app_server: AppServer, pools: list[ConnectionPool], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With no idle connection ``send`` returns None (the caller connects with ``request``);
     with one it returns the response's future, and the connection goes back to the pool."""
     pool = make_pool(pools, app_server.port)
     assert pool.send(b"POST", b"/echo", [], b"a", 5.0) is None
     await pool.request(b"POST", b"/echo", [], b"a", 5.0)
-    sent = pool.send(b"POST", b"/echo", [(b"x-custom", b"c")], b"b", 5.0)
+    # The request's deadline is a timer on the loop: seen here to check that the answer
+    # cancels it rather than leaving it to fire on an idle connection.
+    loop = asyncio.get_running_loop()
+    deadlines: list[asyncio.TimerHandle] = []
+    real_call_later = loop.call_later
+
+    def call_later(delay: float, callback: Any, *args: Any) -> asyncio.TimerHandle:
+        handle = real_call_later(delay, callback, *args)
+        if delay == 5.25:  # the request's, not a timer the server in this loop sets
+            deadlines.append(handle)
+        return handle
+
+    monkeypatch.setattr(loop, "call_later", call_later)
+    sent = pool.send(b"POST", b"/echo", [(b"x-custom", b"c")], b"b", 5.25)
     assert sent is not None
     resp = await asyncio.wait_for(sent, DEADLINE)
     assert (resp.status, resp.body) == (201, b"b")
     assert (b"X-Echo-Custom", b"c") in resp.headers
     assert pool.idle_count == 1 and app_server.connection_count() == 1
-    assert pool._idle[0]._timer is None  # the answer disarmed the request's deadline
+    assert len(deadlines) == 1 and deadlines[0].cancelled()  # the answer disarmed it
     await pool.close()
     assert pool.send(b"POST", b"/echo", [], b"c", 5.0) is None  # closed: request raises
 

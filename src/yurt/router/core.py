@@ -180,6 +180,21 @@ class RequestCore:
                     self._endpoints.clear()
                 self._endpoints[path] = (route, route.paths, target)
             return self._sync_run(route, target, headers, query, timeout_header)
+        return self._not_post(route, target, method, path, query, headers, upgrade=upgrade)
+
+    def _not_post(
+        self,
+        route: AppRoute,
+        target: bytes,
+        method: bytes,
+        path: str,
+        query: str,
+        headers: Sequence[Header],
+        *,
+        upgrade: bool,
+    ) -> Upgrade | Reply:
+        """An app's path asked for with another method than POST: its websocket upgrade, once
+        the caller is let in, or a 405."""
         checked = self.router.gate.check(route.spec.app_auth, headers, query, route.app_id)
         if isinstance(checked, Reply):
             return checked

@@ -13,6 +13,7 @@ import pytest
 from yurt.errors import RequestError
 from yurt.router.core import Admitted, SyncRun
 from yurt.router.fastlane import FrontProtocol
+from yurt.router.fastlane_state import Mode
 from yurt.router.http import Reply, error_reply
 
 from support import wait_until
@@ -88,7 +89,7 @@ async def test_headers_too_large_behind_a_request_in_flight_are_answered_in_turn
     [conn] = conns
 
     def refused() -> bool:  # the fast lane has read enough of them to refuse the request
-        return bool(conn.queue) or conn.discard is not None
+        return bool(conn.queue) or conn.mode is Mode.LINGER
 
     await wait_until(refused, what="the oversized headers to be refused")
     router.answer.set()

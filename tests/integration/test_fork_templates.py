@@ -41,6 +41,13 @@ def parent_of(pid: int) -> int | None:
     return None if fields[0] in ("Z", "X") else int(fields[1])
 
 
+def prepend_pythonpath(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
+    """Put ``folder`` first on the PYTHONPATH the runners and templates inherit (which may be
+    unset, as under tox)."""
+    rest = os.environ.get("PYTHONPATH", "")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(folder), rest]).rstrip(os.pathsep))
+
+
 def alive(pid: int) -> bool:
     return parent_of(pid) is not None
 
@@ -110,7 +117,7 @@ async def test_template_with_a_thread_falls_back_to_fresh(
         "import threading, time\n"
         "threading.Thread(target=time.sleep, args=(600,), name='sleeper', daemon=True).start()\n"
     )
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(modules), os.environ["PYTHONPATH"]]))
+    prepend_pythonpath(monkeypatch, modules)
     with structlog.testing.capture_logs() as logs:
         async with served(Threaded, tmp_path / "data") as app:
             await wait_until(lambda: template_pids(app.platform), what="a template")
@@ -193,7 +200,7 @@ def fake_nvml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
     monkeypatch.syspath_prepend(str(folder))
     monkeypatch.delitem(__import__("sys").modules, "pynvml", raising=False)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(folder), os.environ["PYTHONPATH"]]))
+    prepend_pythonpath(monkeypatch, folder)
     yield folder
 
 
@@ -268,7 +275,7 @@ async def test_new_revision_loads_the_apps_own_modules_fresh(
     shared.mkdir()
     (shared / "helper_mod.py").write_text("VERSION = 1\n")
     monkeypatch.syspath_prepend(str(shared))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(shared), os.environ["PYTHONPATH"]]))
+    prepend_pythonpath(monkeypatch, shared)
     app_dir = tmp_path / "app"
     app_dir.mkdir()
     app_file = app_dir / "versioned_app.py"

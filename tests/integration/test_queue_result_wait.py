@@ -10,10 +10,19 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from yurt.router.fastlane import FrontProtocol
+from yurt.router.fastlane_exchange import Stage
+
 from queue_apps import Retries
 from support import Served, served, wait_until
 
 pytestmark = pytest.mark.timeout(180)
+
+
+def only_watching(conn: FrontProtocol) -> bool:
+    """The fast lane's connection is on a request that only waits (a held result): a hang-up
+    cancels it."""
+    return conn.serving is not None and conn.serving.stage is Stage.HELD
 
 
 async def held(app: Served, sub: dict[str, Any], wait: str) -> tuple[int, Any, Any]:
@@ -102,8 +111,10 @@ async def test_a_caller_hanging_up_leaves_the_others_waiting_on_the_request(
         _, writer = await asyncio.open_connection(parts.hostname, parts.port)
         writer.write(f"GET {parts.path} HTTP/1.1\r\nhost: x\r\nprefer: wait=60\r\n\r\n".encode())
         await writer.drain()
-        await wait_until(lambda: any(c.watching for c in fast), what="the first caller to wait")
-        first = next(c for c in fast if c.watching)
+        await wait_until(
+            lambda: any(only_watching(c) for c in fast), what="the first caller to wait"
+        )
+        first = next(c for c in fast if only_watching(c))
         assert first.worker is not None
         worker = first.worker
         second = asyncio.create_task(held(app, sub, "wait=60"))
@@ -128,7 +139,7 @@ async def test_a_stopping_router_answers_held_result_requests_without_asking_for
         sub, gate = await running(app, tmp_path, "e")
         waiting = asyncio.create_task(held(app, sub, "wait=60"))
         fast = app.platform.router._fast
-        await wait_until(lambda: any(c.watching for c in fast), what="the caller to wait")
+        await wait_until(lambda: any(only_watching(c) for c in fast), what="the caller to wait")
         api = app.platform.router.queue_api
         assert api is not None
         api.close()

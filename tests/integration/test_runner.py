@@ -128,6 +128,37 @@ async def test_health_is_503_until_setup_finished(tmp_path: Path) -> None:
             assert await resp.json() == {"ok": True}
 
 
+async def test_a_health_check_asked_to_wait_answers_as_setup_ends(tmp_path: Path) -> None:
+    """``/_yurt/health?wait=S`` on a starting runner holds its answer until setup() returns,
+    then answers 200 (the local backend's startup poll); a bad ``wait`` answers at once."""
+    gate = tmp_path / "gate"
+    module = tmp_path / "gatedsetup.py"
+    module.write_text(
+        textwrap.dedent(f"""
+        import os, time, yurt
+        class Gated(yurt.App):
+            def setup(self):
+                while not os.path.exists({str(gate)!r}):
+                    time.sleep(0.01)
+            @yurt.endpoint("/")
+            def ok(self) -> dict:
+                return {{"ok": True}}
+    """)
+    )
+    from yurt.loader import load_app
+
+    cls = load_app(f"{module}::Gated")
+    async with runner(cls, tmp_path) as (_, url), aiohttp.ClientSession() as s:
+        first = await wait_until(lambda: status_of(s, url + "/_yurt/health"), what="port open")
+        assert first == 503
+        assert await status_of(s, url + "/_yurt/health?wait=nan") == 503
+        held = asyncio.ensure_future(status_of(s, url + "/_yurt/health?wait=5"))
+        done, _ = await asyncio.wait([held], timeout=0.3)
+        assert not done  # held while setup() runs
+        gate.touch()
+        assert await asyncio.wait_for(held, 30) == 200
+
+
 async def test_excess_requests_get_429(tmp_path: Path) -> None:
     """More concurrent requests than max_multiplexing: the excess gets 429 at once."""
     async with runner(Multiplexed, tmp_path) as (_, url), aiohttp.ClientSession() as s:

@@ -17,6 +17,10 @@ from yurt.config import HealthConfig
 log = structlog.get_logger("yurt.health")
 
 
+# How long a starting runner may hold a readiness check for its setup() to settle.
+READY_WAIT_S = 1.0
+
+
 class HttpHealthChecker:
     """Probes ``GET /_yurt/health`` with one shared keep-alive session."""
 
@@ -47,9 +51,13 @@ class HttpHealthChecker:
         """Poll until ``url`` answers 200 (True) or ``deadline`` passes (False).
 
         ``on_answer`` is called at each non-200 answer: the port is open, setup still runs.
+        Each check asks the runner to hold its answer up to ``READY_WAIT_S`` until setup()
+        settles (``?wait=``), so a runner is seen ready as it becomes so, not a poll later; a
+        runner that does not know the parameter answers at once, and the poll goes on.
         """
+        waiting = f"{url}?wait={READY_WAIT_S:g}"
         while time.monotonic() < deadline:
-            status = await self.probe(url, self.config.timeout)
+            status = await self.probe(waiting, self.config.timeout + READY_WAIT_S)
             if status == 200:
                 return True
             if status is not None:

@@ -75,6 +75,9 @@ class RunnerServer:
         self.requests_total = 0
         self.started_at = time.monotonic()
         self.ready_at: float | None = None
+        # Set once the runner leaves "starting" (ready, or draining): a health check asked to
+        # wait (``?wait=S``) answers then, so a starting runner is seen ready at once.
+        self.settled = asyncio.Event()
         self.setup_seconds: float | None = None
         self.stats = RunnerStats()
         # One thread per request slot; health checks get their own so a busy runner still
@@ -141,6 +144,7 @@ class RunnerServer:
         if self.settle_heap:
             heap.settle()  # what setup() loaded (a model) is never walked by a collection again
         self.state = "ready"
+        self.settled.set()
         self.ready_at = time.monotonic()
         self.setup_seconds = self.ready_at - t0
         log.info("runner_ready", app=self.spec.app_name, setup_s=round(self.setup_seconds, 3))
@@ -150,6 +154,7 @@ class RunnerServer:
         started = time.monotonic()
         was_ready = self.state == "ready"
         self.state = "draining"
+        self.settled.set()
         log.info("runner_draining", in_flight=self.in_flight)
         if was_ready:
             await self._handle_exit()

@@ -9,6 +9,7 @@ that matched no route.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 from typing import TYPE_CHECKING
@@ -94,6 +95,10 @@ class YurtRoutes:
         return json_response(200, entries)
 
     async def health(self, request: web.Request) -> web.StreamResponse:
+        if self.server.state == "starting" and (wait := ready_wait(request.query.get("wait"))):
+            # The backend's startup poll: answered as soon as setup() settles, not a poll later.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.server.settled.wait(), wait)
         if self.server.state != "ready":
             return json_response(503, {"status": self.server.state})
         hc = self.server.spec.health_check
@@ -178,3 +183,16 @@ class YurtRoutes:
                 "hints": self.server.hints.current,
             },
         )
+
+
+MAX_READY_WAIT_S = 5.0
+
+
+def ready_wait(value: str | None) -> float:
+    """Seconds a starting runner's health check may wait for setup() (``?wait=S``, at most
+    ``MAX_READY_WAIT_S``); 0 for none or a value that is not a positive number. Pure."""
+    try:
+        seconds = float(value) if value is not None else 0.0
+    except ValueError:
+        return 0.0
+    return min(seconds, MAX_READY_WAIT_S) if seconds > 0 and seconds == seconds else 0.0

@@ -14,6 +14,8 @@ from yurt.appdata import APP_DATA_ENV, app_data_env
 from yurt.config import CONFIG_ENV, LocalBackendConfig
 from yurt.runner.contract import RUNNER_MODULE, runner_argv
 
+LISTEN_BACKLOG = 1024  # the runner's own (runner/server.py)
+
 
 def bound_socket(host: str) -> socket.socket:
     """A TCP socket bound to a free port of ``host``, for a runner to listen on.
@@ -24,6 +26,9 @@ def bound_socket(host: str) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         sock.bind((host, 0))
+        # Listening already: a health check sent before the runner serves waits in the
+        # backlog for its answer instead of being refused and tried again a poll later.
+        sock.listen(LISTEN_BACKLOG)
     except OSError:
         sock.close()
         raise

@@ -195,4 +195,4 @@ def ready_wait(value: str | None) -> float:
         seconds = float(value) if value is not None else 0.0
     except ValueError:
         return 0.0
-    return min(seconds, MAX_READY_WAIT_S) if seconds > 0 and seconds == seconds else 0.0
+    return min(seconds, MAX_READY_WAIT_S) if seconds > 0 else 0.0  # NaN > 0 is false

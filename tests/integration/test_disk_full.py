@@ -70,12 +70,17 @@ class DiskFull(yurt.App, keep_alive=300):
 """
 
 
+RUNNER_LOG = re.compile(r".+-r-[0-9a-f]+\.log")
+
+
 def read(path: Path) -> str:
     return path.read_text()
 
 
 def read_logs(logs: Path) -> str:
-    return "".join(p.read_text() for p in logs.glob("*.log"))
+    """The runners' logs only: a fork template keeps its own log beside them."""
+    runners = sorted(p for p in logs.glob("*.log") if RUNNER_LOG.fullmatch(p.name))
+    return "".join(p.read_text() for p in runners)
 
 
 def namespaces_work(tmp_path: Path) -> bool:

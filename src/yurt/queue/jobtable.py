@@ -76,12 +76,21 @@ class JobTable:
         """Bytes of the bodies of the app's unfinished requests."""
         return self._held.get(app_id, 0)
 
+    @property
+    def holding(self) -> frozenset[str]:
+        """The apps ``held`` counts bytes for: none is left once its last request finished."""
+        return frozenset(self._held)
+
     def finish(self, job: Job) -> LogEntries:
         """Let go of everything ``job`` holds (its body too); returns its earlier attempts' logs."""
         self.drop_timers(job.id)
         if self._jobs.pop(job.id, None) is not None and self.quotas is not None and job.owner:
             self.quotas.release(job.owner)
-        self._held[job.app_id] = self._held.get(job.app_id, 0) - len(job.body)
+        held = self._held.get(job.app_id, 0) - len(job.body)
+        if held:
+            self._held[job.app_id] = held
+        else:  # the app's last unfinished request: nothing of an undeployed app stays behind
+            self._held.pop(job.app_id, None)
         job.body = b""  # no longer counted as held: nothing may keep it alive now
         return self._logs.pop(job.id, [])
 

@@ -29,6 +29,22 @@ def test_finish_lets_go_of_bytes_logs_and_the_body() -> None:
     assert table.finish(b) == [] and table.held("o/a") == 0
 
 
+def test_an_app_whose_requests_all_finished_leaves_no_count_behind() -> None:
+    """The byte count of an app goes once its last unfinished request finishes (as after an
+    undeploy, whose requests in progress finish later), and a request finishing twice takes
+    nothing twice."""
+    table = JobTable()
+    a, b = job("a"), Job("b", "o/gone", "/", "", [], b"12345", Routing(), 0.0)
+    table.add(a)
+    table.add(b)
+    assert table.holding == {"o/a", "o/gone"}
+    table.finish(b)
+    table.finish(b)
+    assert table.holding == {"o/a"} and table.held("o/gone") == 0
+    table.finish(a)
+    assert table.holding == frozenset() and table.held("o/a") == 0
+
+
 def test_a_key_holds_its_quota_until_its_request_finishes() -> None:
     """A new request's quota share, taken by the gate, and one taken back after a restart are
     each released once, when the request finishes."""

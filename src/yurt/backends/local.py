@@ -46,6 +46,7 @@ from yurt.backends.local_plan import (
     WakeIn,
     Wants,
     after_exit,
+    outdated,
     plan,
     stopped_phase,
 )
@@ -220,8 +221,7 @@ class LocalBackend:
         if app is None:
             return
         old = [r for r in app.runners.values() if r.phase in LIVE]
-        for r in old:
-            r.outdated = True
+        app.generation += 1  # the runners started before are of an earlier revision now
         if old:
             log.info("rollout_started", app=app_id, runners=len(old))
         self._reconcile(app)
@@ -273,10 +273,9 @@ class LocalBackend:
         gpus, room = self.supervisor.gpus, None
         if app.spec.num_gpus > 0:
             room = gpus.room(app.spec.machine_types, app.spec.num_gpus) if gpus is not None else 0
-        wants = Wants(app.target, app.backoff_until)
         now = time.monotonic()
         for action in plan(
-            wants, list(app.runners.values()), room, now=now, replace_now=replace_now
+            self._wants(app), list(app.runners.values()), room, now=now, replace_now=replace_now
         ):
             if isinstance(action, Start):
                 self.supervisor.spawn(app)
@@ -291,6 +290,10 @@ class LocalBackend:
             elif isinstance(action, WakeIn) and app.wakeup is None:
                 app.wakeup = asyncio.get_running_loop().call_later(action.seconds, self._wake, app)
 
+    @staticmethod
+    def _wants(app: LocalApp) -> Wants:
+        return Wants(app.target, app.backoff_until, app.generation)
+
     def _wake(self, app: LocalApp) -> None:
         app.wakeup = None
         self._reconcile(app)
@@ -302,10 +305,10 @@ class LocalBackend:
         was not ready in time, a failed start."""
         if runner.phase not in LIVE:
             return
-        runner.move(stopped_phase(runner.phase, timed_out=timed_out))
-        runner.reason = reason
-        self.registry.remove(runner.app_id, runner.runner_id)
         app = self._apps.get(runner.app_id)
+        generation = app.generation if app is not None else runner.generation
+        runner.stop(stopped_phase(runner.phase, timed_out=timed_out), reason, generation)
+        self.registry.remove(runner.app_id, runner.runner_id)
         if grace is None:
             grace = app.spec.termination_grace_period_seconds if app else 5.0
         log.info("runner_terminating", app=runner.app_id, runner=runner.runner_id, reason=reason)
@@ -316,7 +319,8 @@ class LocalBackend:
     def runner_ready(self, app: LocalApp, runner: Runner) -> None:
         """It passed its health check: it serves, and its revision's backoff is over."""
         runner.move(Phase.READY)
-        if not runner.outdated:  # the current revision starts: its backoff is over
+        current = not outdated(runner, app.generation)
+        if current:  # the current revision starts: its backoff is over
             app.failures, app.backoff_until, app.last_failure = 0, 0.0, ""
         self.registry.set_healthy(
             app.app_id,
@@ -328,7 +332,7 @@ class LocalBackend:
             runner=runner.runner_id,
             startup_s=round(time.monotonic() - runner.started_at, 3),
         )
-        if not runner.outdated:
+        if current:
             self._reconcile(app)  # an old runner this one replaces can go now
 
     def runner_check_failed(self, app: LocalApp, runner: Runner, reason: StopReason) -> None:
@@ -353,7 +357,8 @@ class LocalBackend:
         """Its process exited: a failed start, a death to replace or not, or a stop."""
         self.registry.remove(app.app_id, runner.runner_id)
         app.runners.pop(runner.runner_id, None)
-        exit = after_exit(runner, list(app.runners.values()), app.target, app.spec.min_concurrency)
+        others = list(app.runners.values())
+        exit = after_exit(runner, others, self._wants(app), app.spec.min_concurrency)
         was_ready = runner.phase in (Phase.READY, Phase.DRAINING)
         runner.move(Phase.EXITED)
         log.info(

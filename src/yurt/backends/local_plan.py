@@ -1,11 +1,12 @@
 """The local backend's decisions, as pure functions over what it knows of an app's runners.
 
-A runner's life is one ``Phase``, moved only along ``MOVES``. ``plan`` says which runners to
-start and which to stop, and why, to meet an app's target: a fill, a scale down, a surge
-rollout (each old runner serves until a new one is ready to take its place) and, where GPUs are
-short, an old runner giving its GPUs up for a new one. ``after_exit`` says what a runner's exit
-means: a failed start, a death to replace at once, or a place that leaves the target. No clock,
-no processes, no I/O: the supervisor carries the actions out.
+A runner's life is one ``Phase``, moved only along ``MOVES``; which revision it serves is the
+app's ``generation`` it was started in, one more at each rollout (``outdated``). ``plan`` says
+which runners to start and which to stop, and why, to meet an app's target: a fill, a scale
+down, a surge rollout (each old runner serves until a new one is ready to take its place) and,
+where GPUs are short, an old runner giving its GPUs up for a new one. ``after_exit`` says what
+a runner's exit means: a failed start, a death to replace at once, or a place that leaves the
+target. No clock, no processes, no I/O: the supervisor carries the actions out.
 """
 
 from __future__ import annotations
@@ -91,9 +92,23 @@ class RunnerFacts(Protocol):
     @property
     def phase(self) -> Phase: ...
     @property
-    def outdated(self) -> bool: ...  # of an earlier revision: serves until replaced
+    def generation(self) -> int: ...  # the app's generation it was started in
+    @property
+    def stopped_in(self) -> int | None: ...  # the app's generation when told to stop
     @property
     def started_at(self) -> float: ...
+
+
+def outdated(runner: RunnerFacts, generation: int) -> bool:
+    """Whether ``runner`` serves an earlier revision than the app's ``generation``: it then
+    serves until a runner of the current one takes its place.
+
+    A runner told to stop is judged by the generation it was told to stop in: one that was
+    leaving before a rollout (a scale down, a failed check, a startup timeout) stays of the
+    revision it served, so that it neither counts as an old runner giving its GPUs up for a
+    new one nor makes its failed start one of an earlier revision.
+    """
+    return runner.generation != (generation if runner.stopped_in is None else runner.stopped_in)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +117,7 @@ class Wants:
 
     target: int
     backoff_until: float = 0.0  # no start before this (monotonic seconds) after failed starts
+    generation: int = 0  # one more at each rollout: runners of an earlier one are outdated
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +174,7 @@ def plan(
     one become ready, or one at a time to give their GPUs to one.
     """
     live = [r for r in runners if r.phase in LIVE]
-    current = [r for r in live if not r.outdated]
+    current = [r for r in live if not outdated(r, app.generation)]
     actions: list[Action] = []
     starts, short = 0, False
     missing = app.target - len(current)
@@ -179,18 +195,20 @@ def plan(
     if short:
         actions.append(WaitGpus())
     if short and starts == 0:
-        actions += _make_room(runners)
+        actions += _make_room(runners, app.generation)
     return actions + _rollout(app, runners, actions)
 
 
-def _make_room(runners: Sequence[RunnerFacts]) -> list[Action]:
+def _make_room(runners: Sequence[RunnerFacts], generation: int) -> list[Action]:
     """No GPUs for a runner of the current revision: an old runner gives its GPUs up, one at
     a time (its exit brings the next plan)."""
-    if any(r.outdated and r.phase in STOPPED for r in runners):
+    old = [r for r in runners if outdated(r, generation)]
+    if any(r.phase in STOPPED for r in old):
         return []  # one is giving its GPUs up already
-    if any(not r.outdated and r.phase in LIVE and r.phase is not Phase.READY for r in runners):
+    starting = (Phase.STARTING, Phase.SETUP)
+    if any(r.phase in starting and not outdated(r, generation) for r in runners):
         return []  # the last one made room for is still starting: one old runner per new one
-    old = sorted((r for r in runners if r.outdated and r.phase in LIVE), key=first_to_go)
+    old = sorted((r for r in old if r.phase in LIVE), key=first_to_go)
     return [Stop(old[0].runner_id, StopReason.NEW_REVISION)] if old else []
 
 
@@ -199,8 +217,8 @@ def _rollout(app: Wants, runners: Sequence[RunnerFacts], planned: Sequence[Actio
     stand beyond the target."""
     stopping = {a.runner_id for a in planned if isinstance(a, Stop)}
     live = [r for r in runners if r.phase in LIVE and r.runner_id not in stopping]
-    old = sorted((r for r in live if r.outdated), key=first_to_go)
-    ready = sum(r.phase is Phase.READY and not r.outdated for r in live)
+    old = sorted((r for r in live if outdated(r, app.generation)), key=first_to_go)
+    ready = sum(r.phase is Phase.READY and not outdated(r, app.generation) for r in live)
     go = old[: max(0, ready + len(old) - app.target)]
     return [Stop(r.runner_id, StopReason.NEW_REVISION) for r in go]
 
@@ -215,24 +233,25 @@ class Exit:
     drop_target: bool  # it died while ready and its place leaves the target
 
 
-def replaced_at_once(others: Sequence[RunnerFacts], target: int, min_concurrency: int) -> bool:
+def replaced_at_once(others: Sequence[RunnerFacts], app: Wants, min_concurrency: int) -> bool:
     """Whether a ready runner that died is replaced at once, even while the app backs off:
     while ``min_concurrency`` needs it (or the target is met without it: nothing starts).
     ``others`` are the app's other runners."""
-    live = sum(r.phase in LIVE and not r.outdated for r in others)
-    return live < min_concurrency or target <= live
+    live = sum(r.phase in LIVE and not outdated(r, app.generation) for r in others)
+    return live < min_concurrency or app.target <= live
 
 
 def after_exit(
-    runner: RunnerFacts, others: Sequence[RunnerFacts], target: int, min_concurrency: int
+    runner: RunnerFacts, others: Sequence[RunnerFacts], app: Wants, min_concurrency: int
 ) -> Exit:
     """What the exit of ``runner`` (in the phase it was in) means for its app."""
     failed = runner.phase in (Phase.STARTING, Phase.SETUP, Phase.TIMED_OUT)
     died = runner.phase is Phase.READY
-    replace = died and (runner.outdated or replaced_at_once(others, target, min_concurrency))
+    old = outdated(runner, app.generation)
+    replace = died and (old or replaced_at_once(others, app, min_concurrency))
     return Exit(
         # A runner of an earlier revision that never started says nothing of the current one.
-        failed_start=failed and not runner.outdated,
+        failed_start=failed and not old,
         timed_out=runner.phase is Phase.TIMED_OUT,
         replace_now=replace,
         drop_target=died and not replace,

@@ -24,8 +24,9 @@ class Runner:
     log_path: Path
     started_at: float
     phase: Phase = Phase.STARTING
+    generation: int = 0  # the app's generation it was started in (``local_plan.outdated``)
     reason: str = ""  # why it was told to stop ("": it was not)
-    outdated: bool = False  # of an earlier revision: serves until a new one takes its place
+    stopped_in: int | None = None  # the app's generation when it was told to stop
     sock: socket.socket | None = None  # bound for the runner, closed here once it has it
     proc: asyncio.subprocess.Process | ForkedProcess | None = None  # forked: from a template
     output: RunnerOutput | None = None  # its stdout and stderr, once it runs
@@ -36,6 +37,11 @@ class Runner:
     def move(self, to: Phase) -> None:
         """The one way a runner's phase changes (``local_plan.MOVES``)."""
         self.phase = move(self.phase, to)
+
+    def stop(self, to: Phase, reason: str, generation: int) -> None:
+        """Told to stop, in the app's ``generation``: moved to ``to``, one of the stopped phases."""
+        self.move(to)
+        self.reason, self.stopped_in = reason, generation
 
     def close_socket(self) -> None:
         """Close the socket bound for the runner (it has its own copy, or never will)."""
@@ -52,6 +58,7 @@ class LocalApp:
     spec: AppSpec
     payload: Path
     target: int = 0
+    generation: int = 0  # one more at each rollout: runners started before are outdated
     failures: int = 0
     backoff_until: float = 0.0
     last_failure: str = ""

@@ -127,6 +127,7 @@ class Supervisor:
             port=sock.getsockname()[1],
             log_path=self.log_dir / f"{safe}-{runner_id}.log",
             started_at=time.monotonic(),
+            generation=app.generation,
             sock=sock,
         )
         app.runners[runner_id] = runner

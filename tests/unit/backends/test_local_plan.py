@@ -21,6 +21,7 @@ from yurt.backends.local_plan import (
     Wants,
     after_exit,
     move,
+    outdated,
     plan,
     stopped_phase,
 )
@@ -36,8 +37,13 @@ class Seen:
 
     runner_id: str
     phase: Phase = Phase.STARTING
-    outdated: bool = False
+    generation: int = 0
+    stopped_in: int | None = None
     started_at: float = field(default_factory=lambda: float(next(_clock)))
+
+    def stop(self, generation: int, *, timed_out: bool = False) -> None:
+        self.phase = move(self.phase, stopped_phase(self.phase, timed_out=timed_out))
+        self.stopped_in = generation
 
 
 @dataclass
@@ -48,6 +54,7 @@ class App:
     gpus: int | None = None  # None: a CPU app
     runners: list[Seen] = field(default_factory=list)
     started: int = 0
+    generation: int = 0  # one more at each rollout
 
     def room(self) -> int | None:
         """Free GPUs: a runner holds its GPUs until its process has exited."""
@@ -57,15 +64,14 @@ class App:
 
     def plan(self, *, backoff_until: float = 0.0, replace_now: bool = False) -> list[Action]:
         """Plan, and carry the starts and stops out as the backend would."""
-        wants = Wants(self.target, backoff_until)
+        wants = Wants(self.target, backoff_until, self.generation)
         actions = plan(wants, self.runners, self.room(), now=0.0, replace_now=replace_now)
         for action in actions:
             if isinstance(action, Start):
                 self.started += 1
-                self.runners.append(Seen(f"n{self.started}"))
+                self.runners.append(Seen(f"n{self.started}", generation=self.generation))
             elif isinstance(action, Stop):
-                runner = self.get(action.runner_id)
-                runner.phase = move(runner.phase, stopped_phase(runner.phase))
+                self.get(action.runner_id).stop(self.generation)
         return actions
 
     def get(self, runner_id: str) -> Seen:
@@ -81,14 +87,13 @@ class App:
         self.runners.remove(runner)
 
     def roll(self) -> None:
-        for r in self.runners:
-            r.outdated = r.outdated or r.phase in LIVE
+        self.generation += 1
 
-    def ids(self, *phases: Phase, outdated: bool | None = None) -> list[str]:
+    def ids(self, *phases: Phase, old: bool | None = None) -> list[str]:
         return [
             r.runner_id
             for r in self.runners
-            if r.phase in phases and (outdated is None or r.outdated == outdated)
+            if r.phase in phases and (old is None or outdated(r, self.generation) == old)
         ]
 
 
@@ -165,7 +170,7 @@ def test_with_no_spare_gpu_old_runners_go_one_per_ready_new_one() -> None:
     assert app.ids(Phase.READY) == ["n1"]
     app.exit("o2")
     assert app.plan() == [Start()]
-    assert app.ids(*LIVE, outdated=False) == ["n1", "n2"]
+    assert app.ids(*LIVE, old=False) == ["n1", "n2"]
 
 
 def test_a_second_redeploy_drops_runners_that_were_not_ready_first() -> None:
@@ -189,9 +194,44 @@ def test_a_second_redeploy_drops_runners_that_were_not_ready_first() -> None:
 
 def test_an_old_runner_that_never_started_puts_nothing_in_backoff() -> None:
     """A superseded runner failing to start says nothing about the current revision."""
-    exit = after_exit(Seen("old", Phase.SETUP, outdated=True), [], 1, 0)
+    exit = after_exit(Seen("old", Phase.SETUP), [], Wants(1, generation=1), 0)
     assert not exit.failed_start
-    assert after_exit(Seen("new", Phase.SETUP), [], 1, 0).failed_start
+    assert after_exit(Seen("new", Phase.SETUP), [], Wants(1), 0).failed_start
+
+
+def test_a_rollback_starts_afresh_beside_runners_of_the_revision_it_returns_to() -> None:
+    """Each rollout is a generation of its own, whatever it deploys: rolled back to the
+    revision the first runners still serve, those stay old and are replaced as well (as the
+    same payload deployed again with another spec replaces every runner)."""
+    app = serving(2)
+    app.roll()  # revision 2
+    assert app.plan() == [Start(), Start()]
+    app.roll()  # back to revision 1: o1 and o2 serve it, yet started two rollouts ago
+    assert app.ids(*LIVE, old=True) == ["o1", "o2", "n1", "n2"]
+    assert app.plan()[:2] == [Start(), Start()]
+    app.ready("n3")
+    assert stops(app.plan()) == [("o1", StopReason.NEW_REVISION)]
+
+
+def test_a_runner_leaving_before_a_rollout_is_no_old_runner_giving_its_gpu_up() -> None:
+    """Two GPUs: a runner scaled down before a redeploy still holds its GPU as it drains; it
+    stays of the revision it was stopped in, so the old runner that serves still makes room
+    (it does not wait for the drain)."""
+    app = serving(2, gpus=2)
+    app.get("o2").stop(app.generation)  # drains, holding its GPU
+    app.target = 1
+    app.roll()
+    assert app.plan() == [WaitGpus(), Stop("o1", StopReason.NEW_REVISION)]
+    assert app.ids(Phase.DRAINING, old=False) == ["o2"]
+
+
+def test_a_start_that_timed_out_before_a_rollout_is_still_a_failed_start() -> None:
+    """A runner of the current revision not ready in time, exiting only after a redeploy,
+    still counts as a failed start of the app (it backs off), as it was one when stopped."""
+    runner = Seen("late", Phase.SETUP)
+    runner.stop(0, timed_out=True)
+    exit = after_exit(runner, [], Wants(1, generation=1), 0)
+    assert exit.failed_start and exit.timed_out
 
 
 @pytest.mark.parametrize(
@@ -207,7 +247,7 @@ def test_what_an_exit_before_or_after_a_stop_means(
     phase: Phase, failed: bool, timed_out: bool
 ) -> None:
     """A crash before ready or a startup timeout is a failed start; a stop is not."""
-    exit = after_exit(Seen("r", phase), [], 1, 0)
+    exit = after_exit(Seen("r", phase), [], Wants(1), 0)
     assert (exit.failed_start, exit.timed_out) == (failed, timed_out)
     assert not exit.replace_now and not exit.drop_target
 
@@ -215,11 +255,11 @@ def test_what_an_exit_before_or_after_a_stop_means(
 def test_a_ready_runner_that_died_is_replaced_while_min_concurrency_needs_it() -> None:
     """Below min_concurrency the place is filled at once; above, it leaves the target."""
     other = Seen("other", Phase.READY)
-    assert after_exit(Seen("r", Phase.READY), [other], 2, 2).replace_now
-    kept = after_exit(Seen("r", Phase.READY), [other], 2, 0)
+    assert after_exit(Seen("r", Phase.READY), [other], Wants(2), 2).replace_now
+    kept = after_exit(Seen("r", Phase.READY), [other], Wants(2), 0)
     assert kept.drop_target and not kept.replace_now
     # The target is met without it: nothing would start, so the place is not given up.
-    assert after_exit(Seen("r", Phase.READY), [other], 1, 0).replace_now
+    assert after_exit(Seen("r", Phase.READY), [other], Wants(1), 0).replace_now
 
 
 def test_a_runner_moves_only_along_its_lifecycle() -> None:

@@ -2,18 +2,22 @@
 
 ``build_platform`` is the graph (``docs/architecture.md`` draws it). Its order follows the
 dependencies: the stores, then the backend and its discovery, then the files and admin routes,
-the router, and last the scheduler, which reads the router's load. The router and the scheduler
-meet through a ``Wakeup`` made before both (the router pokes it, the scheduler waits on it), so
-neither is handed to the other after the fact. What the parts call back into (the payload a
-runner on a cluster downloads, the file store's address, the deploys the admin API drives) is
-the platform itself, the ``Host``.
+the queue's parts, the router, and last the scheduler, which reads the router's load. The
+router and the scheduler meet through a ``Wakeup`` made before both (the router pokes it, the
+scheduler waits on it); the router and the queue's engine, which need each other, meet as the
+router makes the engine from the queue's parts it is given (``yurt.queue.parts``). So no part
+is handed another after the fact. What the parts call back into (the payload a runner on a
+cluster downloads, the file store's address, the deploys the admin API drives) is the platform
+itself, the ``Host``.
 
-Starting and stopping is the platform's, on an ``AsyncExitStack`` (``yurt.platform``).
+Nothing is opened here: starting and stopping is the platform's, on an ``AsyncExitStack``
+(``yurt.platform``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from yurt.admin.api import AdminApi, Deployer
@@ -27,6 +31,9 @@ from yurt.envs import Environments
 from yurt.files.http import FilesApi, build_files_api
 from yurt.keys import KeyStore
 from yurt.packaging import PayloadHeader
+from yurt.queue.parts import QueueParts
+from yurt.queue.store import QueueStore
+from yurt.queue.webhooks import WebhookSender
 from yurt.router.gate import Gate
 from yurt.router.server import Router
 from yurt.scheduler.loop import Scheduler, Wakeup
@@ -66,6 +73,8 @@ class Parts:
     gate: Gate
     files: FilesApi
     admin: AdminApi
+    queue_store: QueueStore
+    webhooks: WebhookSender
     router: Router
     scheduler: Scheduler
     registry: LocalRegistry | None = None  # the local backend's discovery
@@ -113,8 +122,20 @@ def build_platform(config: ServerConfig, host: Host, *, server: bool = False) ->
         secrets=placed.nomad.secrets if placed.nomad is not None else LocalSecrets(secrets),
         keys=keys,
     )
+    queue_store = QueueStore(data_dir / "queue.sqlite3", config.queue.durability)
+    webhooks = WebhookSender(
+        queue_store, config.queue.webhooks, _webhook_key(config), allow=config.queue.webhook_allow
+    )
+    queue = QueueParts(queue_store, config.queue, webhooks, quotas=gate.quotas)
     router = Router(
-        config.router, placed.discovery, placed.backend, wake, gate, admin=admin, files=files
+        config.router,
+        placed.discovery,
+        placed.backend,
+        wake,
+        gate,
+        admin=admin,
+        files=files,
+        queue=queue,
     )
     scheduler = Scheduler(placed.backend, config.scheduler, source=router, wake=wake)
     return Parts(
@@ -127,12 +148,22 @@ def build_platform(config: ServerConfig, host: Host, *, server: bool = False) ->
         gate=gate,
         files=files,
         admin=admin,
+        queue_store=queue_store,
+        webhooks=webhooks,
         router=router,
         scheduler=scheduler,
         registry=placed.registry,
         nomad=placed.nomad,
         consul=placed.consul,
     )
+
+
+def _webhook_key(config: ServerConfig) -> bytes | Path:
+    """The key webhooks are signed with: configured, else the file in the data dir that keeps
+    the one made at the first start."""
+    if config.queue.webhooks.secret is not None:
+        return config.queue.webhooks.secret.encode()
+    return config.data_dir / "webhook-secret"
 
 
 def _place(config: ServerConfig, store: AppStore, secrets: SecretStore, host: Host) -> _Placement:

@@ -32,11 +32,7 @@ from yurt.config import ServerConfig
 from yurt.errors import ConfigError
 from yurt.files.location import cluster_env
 from yurt.packaging import PayloadHeader, pack
-from yurt.privatefs import load_secret, open_private, private_dir, tighten
-from yurt.queue.api import QueueApi
-from yurt.queue.engine import QueueEngine
-from yurt.queue.store import QueueStore
-from yurt.queue.webhooks import WebhookSender
+from yurt.privatefs import open_private, private_dir, tighten
 from yurt.spec import AppSpec, build_spec
 
 if TYPE_CHECKING:
@@ -104,8 +100,6 @@ class Platform:
         self.server = server
         self.ephemeral = ephemeral
         self.default_owner = config.router.owner
-        self.queue_store: QueueStore | None = None
-        self.webhooks: WebhookSender | None = None
         self._locks: dict[str, asyncio.Lock] = {}
         self._served: dict[str, tuple[str, AppSpec]] = {}  # app id -> (payload sha256, spec)
         self._stack: AsyncExitStack | None = None  # what start() started, stopped by stop()
@@ -118,6 +112,7 @@ class Platform:
         self.registry, self.nomad, self.consul = parts.registry, parts.nomad, parts.consul
         self.scheduler, self.gate, self.router = parts.scheduler, parts.gate, parts.router
         self.files = parts.files
+        self.queue_store, self.webhooks = parts.queue_store, parts.webhooks
 
     @property
     def url(self) -> str:
@@ -272,8 +267,9 @@ class Platform:
             check_exposure(self.config.router.host, self.config.admin_token)
         stack.callback(self._lock_data_dir().close)  # closing the file releases the lock
         self.store.open()
-        stack.callback(self._close_queue)
-        self._open_queue()
+        stack.callback(self.queue_store.close)
+        self.queue_store.open()
+        self.webhooks.open()  # its key: one that is no key fails the start here
         stack.callback(self._quietly_flush_keys)
         stop_router = _once(lambda: router.stop(self._grace))
         stack.push_async_callback(stop_router)  # should a step below fail: the bound socket
@@ -293,16 +289,12 @@ class Platform:
                     d.app_id, d.spec, self.store.payloads / f"{d.current.sha256}.yurt"
                 )
         app_ids = [await self.add_app(cls) for cls in apps]
-        if self.webhooks is not None:
-            stack.push_async_callback(self.webhooks.stop)
+        stack.push_async_callback(self.webhooks.stop)
         stack.push_async_callback(self.files.stop)
         stack.push_async_callback(stop_router)
-        await router.start()
-        if router.queue is not None:
-            router.queue.start()
+        await router.start()  # with its queue
         await self.files.start()
-        if self.webhooks is not None:
-            await self.webhooks.start()
+        await self.webhooks.start()
         if self.server and consul is not None:
             stack.push_async_callback(self._quietly, consul.deregister_router)
             await self._announce()
@@ -334,11 +326,6 @@ class Platform:
         if stack is not None:
             self._grace = grace
             await stack.aclose()
-
-    def _close_queue(self) -> None:
-        if self.queue_store is not None:
-            self.queue_store.close()
-            self.queue_store = None
 
     def _quietly_flush_keys(self) -> None:
         try:
@@ -393,23 +380,6 @@ class Platform:
                 f"{exc.strerror or exc}; give a data dir this user owns (--data-dir or "
                 "$YURT_DATA_DIR)"
             ) from exc
-
-    def _open_queue(self) -> None:
-        cfg = self.config.queue
-        self.queue_store = QueueStore(self.config.data_dir / "queue.sqlite3", cfg.durability)
-        self.webhooks = WebhookSender(
-            self.queue_store, cfg.webhooks, self.webhook_secret(), allow=cfg.webhook_allow
-        )
-        engine = QueueEngine(
-            self.queue_store, cfg, self.router, self.webhooks, quotas=self.gate.quotas
-        )
-        self.router.attach_queue(engine, QueueApi(self.router, engine))
-
-    def webhook_secret(self) -> bytes:
-        """The key webhooks are signed with: configured, else made once and kept in the data dir."""
-        if self.config.queue.webhooks.secret is not None:
-            return self.config.queue.webhooks.secret.encode()
-        return load_secret(self.config.data_dir / "webhook-secret")
 
     async def __aenter__(self) -> Platform:
         await self.start()

@@ -88,7 +88,6 @@ async def test_requests_of_an_app_not_served_are_reported_not_run(tmp_path: Path
     """A request left for another app answers 503 app_not_served, and can still be cancelled."""
     async with served(Retries, tmp_path) as app:
         store = app.platform.queue_store
-        assert store is not None
         orphan = Job("f" * 32, "default/other", "/", "", [], b"{}", Routing(), created_at=1.0)
         store.add(orphan)
         base = f"{app.platform.url}/queue/default/other/requests/{orphan.id}"
@@ -133,8 +132,10 @@ async def test_a_store_that_fails_refuses_submissions_and_answers_errors(tmp_pat
     status read gets 500 rather than a hanging connection."""
     async with served(Retries, tmp_path) as app:
         store = app.platform.queue_store
-        assert store is not None
-        store._db.close()  # as a broken disk would: every statement now raises
+        # As a broken disk would: every statement now raises (the real one closes at the stop).
+        real, broken = store._db, sqlite3.connect(":memory:")
+        broken.close()
+        store._db = broken
         url = f"{app.platform.url}/queue/{app.app_id}"
         async with app.session.post(url, json={"journal": "x"}) as resp:
             assert resp.status == 503
@@ -142,7 +143,7 @@ async def test_a_store_that_fails_refuses_submissions_and_answers_errors(tmp_pat
         async with app.session.get(f"{url}/requests/{'a' * 32}/status") as resp:
             assert resp.status == 500
             assert (await resp.json())["error_type"] == "internal_error"
-        app.platform.queue_store = None  # already closed
+        store._db = real
 
 
 async def test_bodies_past_the_byte_budget_are_429(tmp_path: Path) -> None:

@@ -533,7 +533,6 @@ async def test_a_request_with_a_free_runner_is_recorded_started_at_once(tmp_path
     async with served(Retries, tmp_path) as app:
         await app.completed(await app.submit(json={"journal": str(log), "fail_times": 0}))
         store = app.platform.queue_store
-        assert store is not None
         writes: list[str] = []
         store._db.set_trace_callback(writes.append)
         try:

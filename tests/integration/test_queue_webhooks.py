@@ -67,7 +67,6 @@ async def test_webhook_delivered_once_after_two_failures(tmp_path: Path) -> None
         await app.completed(sub)
         await wait_until(lambda: len(receiver.got) >= 3, what="three deliveries")
         store = app.platform.queue_store
-        assert store is not None
         await wait_until(lambda: store.next_due() is None, what="the delivery to settle")
         headers, body = receiver.got[-1]
         verify(SECRET, headers, body, hook)
@@ -113,6 +112,6 @@ async def test_a_webhook_to_a_loopback_receiver_not_allowed_is_refused_at_submit
             assert "rule loopback" in body["detail"] and "webhook_allow" in body["detail"]
             assert "tok-123" not in body["detail"]
         store = app.platform.queue_store
-        assert store is not None and store.next_due() is None
+        assert store.next_due() is None
     assert not (tmp_path / "j").exists()  # the endpoint never ran
     assert receiver.got == []

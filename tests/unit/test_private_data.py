@@ -87,6 +87,7 @@ def test_tighten_narrows_a_tree_an_older_yurt_left(tmp_path: Path, loose_umask: 
 def test_the_queue_database_and_its_wal_and_shm_are_0600(tmp_path: Path, loose_umask: None) -> None:
     """SQLite gives -wal and -shm the database file's mode: all three are the owner's only."""
     store = QueueStore(tmp_path / "data" / "queue.sqlite3")
+    store.open()
     try:
         store.add(Job("r1", "o/a", "/", "", [], b"{}", Routing(), 1.0))
         names = sorted(p.name for p in (tmp_path / "data").iterdir())

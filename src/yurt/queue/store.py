@@ -25,60 +25,12 @@ import structlog
 from yurt.privatefs import create_private, private_dir
 from yurt.queue.headers import pack_headers, unpack_headers, without_credentials
 from yurt.queue.model import Job, Priority, Result, Routing, State
+from yurt.queue.schema import prepare
 from yurt.queue.webhooks import Delivery
 
-__all__ = ["SCHEMA", "QueueStore", "Record", "without_credentials"]
+__all__ = ["QueueStore", "Record", "without_credentials"]
 
 log = structlog.get_logger("yurt.queue")
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS requests (
-    id TEXT PRIMARY KEY,
-    app_id TEXT NOT NULL,
-    endpoint TEXT NOT NULL,
-    query TEXT NOT NULL,
-    headers BLOB NOT NULL,
-    body BLOB NOT NULL,
-    priority INTEGER NOT NULL,
-    start_timeout REAL,
-    hint TEXT,
-    no_retry INTEGER NOT NULL,
-    webhook TEXT,
-    created_at REAL NOT NULL,
-    state TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    started_at REAL,
-    completed_at REAL,
-    result_status INTEGER,
-    result_headers BLOB,
-    result_body BLOB,
-    error TEXT,
-    error_type TEXT,
-    inference_time REAL,
-    logs BLOB,
-    cancel_requested INTEGER NOT NULL DEFAULT 0,
-    owner TEXT
-);
--- A partial index: a completed request leaves it, so it holds only what may run again. Rows
--- are appended as requests are created; the purge finds old ones by rowid, with no index.
-DROP INDEX IF EXISTS requests_open;
-DROP INDEX IF EXISTS requests_completed;
-DROP INDEX IF EXISTS requests_done;
-CREATE INDEX IF NOT EXISTS requests_unfinished ON requests (app_id, state)
-    WHERE state != 'COMPLETED';
-CREATE TABLE IF NOT EXISTS webhooks (
-    id INTEGER PRIMARY KEY,
-    request_id TEXT NOT NULL,
-    url TEXT NOT NULL,
-    body BLOB NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_at REAL,
-    state TEXT NOT NULL,
-    last_error TEXT,
-    updated_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS webhooks_due ON webhooks (state, next_at);
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,34 +49,42 @@ class Record:
 
 
 class QueueStore:
-    """Accepted requests, their results and logs, and the webhook outbox."""
+    """Accepted requests, their results and logs, and the webhook outbox.
+
+    Made without I/O; ``open`` makes (or reads) the database, ``close`` closes it.
+    """
+
+    _db: sqlite3.Connection  # from open() on
 
     def __init__(self, path: Path, durability: Literal["normal", "full"] = "normal") -> None:
-        private_dir(path.parent)
-        # Request bodies and results are the callers' own: the file is made 0600 before SQLite
-        # opens it, and SQLite gives its -wal and -shm files the database file's mode.
-        create_private(path)
         self.path = path
-        # Autocommit mode: transactions are opened and committed explicitly below.
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(f"PRAGMA synchronous={durability.upper()}")
-        self._db.executescript(SCHEMA)
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(requests)")}
-        if "cancel_requested" not in columns:  # a store made before cancellations were kept
-            self._db.execute(
-                "ALTER TABLE requests ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0"
-            )
-        if "owner" not in columns:  # a store made before requests had owners: none has one
-            self._db.execute("ALTER TABLE requests ADD COLUMN owner TEXT")
+        self.durability = durability
+        self._opened = False
         self._in_tx = False
         self._commit_scheduled = False
         self._waiters: list[asyncio.Future[None]] = []
 
+    def open(self) -> None:
+        """Open the database, made (owner-only) with its tables where there is none yet."""
+        private_dir(self.path.parent)
+        # Request bodies and results are the callers' own: the file is made 0600 before SQLite
+        # opens it, and SQLite gives its -wal and -shm files the database file's mode.
+        create_private(self.path)
+        # Autocommit mode: transactions are opened and committed explicitly below.
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            prepare(db, self.durability)
+        except BaseException:
+            db.close()
+            raise
+        self._db, self._opened = db, True
+
     def close(self) -> None:
-        """Commit what is pending and close the database."""
-        self.commit()
-        self._db.close()
+        """Commit what is pending and close the database (if it was opened)."""
+        if self._opened:
+            self._opened = False
+            self.commit()
+            self._db.close()
 
     # -- transactions ------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ import functools
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Protocol
 
@@ -24,6 +25,7 @@ import yarl
 
 from yurt.backoff import capped_backoff
 from yurt.config import WebhookConfig
+from yurt.privatefs import load_secret
 from yurt.queue.destinations import (
     CheckedResolver,
     DestinationPolicy,
@@ -102,14 +104,16 @@ class WebhookSender:
 
     ``async with WebhookSender(outbox, config, secret, allow=...):`` or ``start()`` /
     ``stop()``; call :meth:`poke` after adding a delivery to the outbox. ``allow`` is
-    ``[queue] webhook_allow``: the destinations allowed although not public.
+    ``[queue] webhook_allow``: the destinations allowed although not public. ``secret`` is the
+    key, or the file that keeps it, read (and made, ``load_secret``) by ``open``, once the
+    server has made its data dir private and locked it.
     """
 
     def __init__(
         self,
         outbox: WebhookOutbox,
         config: WebhookConfig,
-        secret: bytes,
+        secret: bytes | Path,
         clock: Callable[[], float] = time.time,
         *,
         allow: Iterable[str] = (),
@@ -117,7 +121,7 @@ class WebhookSender:
         self.outbox = outbox
         self.config = config
         self.destinations = DestinationPolicy(allow)
-        self._secret = secret
+        self._key = secret
         self._clock = clock
         self._session: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
@@ -128,8 +132,14 @@ class WebhookSender:
         # before their retry time. Id -> (not before, settled at).
         self._held: dict[int, tuple[float, float]] = {}
 
+    def open(self) -> None:
+        """Read (or make) the key now, so that a key file that is no key fails the start."""
+        if isinstance(self._key, Path):
+            self._key = load_secret(self._key)
+
     async def start(self) -> None:
-        """Open the HTTP session and start delivering."""
+        """Open the HTTP session and start delivering (the key read first, if not yet)."""
+        self.open()
         # No DNS cache: each new connection resolves once, and connects to what was checked.
         connector = aiohttp.TCPConnector(
             resolver=CheckedResolver(self.destinations), use_dns_cache=False
@@ -234,6 +244,7 @@ class WebhookSender:
 
     async def _deliver(self, delivery: Delivery) -> None:
         assert self._session is not None, "WebhookSender.start() first"
+        assert isinstance(self._key, bytes)  # start() read it
         attempt = delivery.attempts + 1
         url = redact_url(delivery.url)
         refusal = self.destinations.check_literal(delivery.url)
@@ -242,7 +253,7 @@ class WebhookSender:
             return
         try:
             signed = signed_headers(
-                self._secret, delivery.request_id, delivery.url, delivery.body, self._clock()
+                self._key, delivery.request_id, delivery.url, delivery.body, self._clock()
             )
         except WebhookVerificationError as exc:  # a URL no receiver could verify against
             self._give_up(delivery, attempt, str(exc).replace(delivery.url, url))

@@ -9,6 +9,7 @@ from yurt.router.dispatch import AppRoute
 
 if TYPE_CHECKING:
     from yurt.router.core import Answer, QueueCall
+    from yurt.router.server import Router
 
 
 class QueueService(Protocol):
@@ -54,4 +55,12 @@ class QueueEngine(Protocol):
 
     def depth(self, app_id: str) -> tuple[int, int] | None:
         """How many of the app's requests are queued and how many run; None: not served."""
+        ...
+
+
+class QueueParts(Protocol):
+    """The durable queue as the router is made with it (``yurt.queue.parts.QueueParts``)."""
+
+    def serve(self, router: Router) -> tuple[QueueEngine, QueueService]:
+        """The queue's engine and HTTP routes on ``router``, made once, as the router is."""
         ...

@@ -30,6 +30,7 @@ from yurt.router.gate import Gate
 from yurt.router.http import Reply, error_reply
 from yurt.router.metrics import RouterCollector, RouterStats
 from yurt.router.pool import UpstreamError
+from yurt.router.queueing import QueueParts
 from yurt.router.web import WebFace, error_page_json
 from yurt.runner.invoke import JsonErrorServer
 from yurt.scheduler.loop import Poke
@@ -56,10 +57,11 @@ class Router:
         *,
         admin: AdminApi | None = None,
         files: FilesApi | None = None,
+        queue: QueueParts | None = None,
     ) -> None:
         """``wake`` is poked when a request waits for a runner (the scheduler waits on it;
-        a ``Scheduler`` will do, as it pokes its own); ``admin`` and ``files`` serve
-        ``/_yurt/api/`` and ``/files/`` when given."""
+        a ``Scheduler`` will do, as it pokes its own); ``admin``, ``files`` and ``queue`` serve
+        ``/_yurt/api/``, ``/files/`` and ``/queue/`` when given."""
         self.config = config
         # No gate given: no keys, every app open (as on a laptop).
         self.gate = gate or Gate(
@@ -75,13 +77,17 @@ class Router:
         self._web: web.Server | None = None
         self._fast: set[FrontProtocol] = set()
         self._sweeper: asyncio.Task[None] | None = None
-        self.queue: QueueEngine | None = None
         self._ssl: ssl.SSLContext | None = None
-        self.queue_api: QueueService | None = None
         self.core = RequestCore(self)
         self.admin = admin
         self.files = files
         self.stats = RouterStats()
+        # The queue's engine and this router need each other: the router makes it, once its
+        # own parts (the routes, the tallies) are there (``yurt.queue.parts``).
+        self.queue: QueueEngine | None = None
+        self.queue_api: QueueService | None = None
+        if queue is not None:
+            self.queue, self.queue_api = queue.serve(self)
         self.metrics = registry_for(RouterCollector(self))
         backend.add_failure_listener(self._start_failed)
         backend.add_keep_listener(self._kept)
@@ -98,10 +104,6 @@ class Router:
         """The base URL clients use."""
         scheme = "https" if self.config.tls_cert is not None else "http"
         return f"{scheme}://{self.config.host}:{self.port}"
-
-    def attach_queue(self, engine: QueueEngine, api: QueueService) -> None:
-        """Serve the durable queue under ``/queue/``."""
-        self.queue, self.queue_api = engine, api
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -180,6 +182,8 @@ class Router:
         assert self._server is not None
         await self._server.start_serving()
         self._sweeper = asyncio.create_task(self._sweep_idle())
+        if self.queue is not None:
+            self.queue.start()  # purging old results
         log.info("router_listening", url=self.url)
 
     def load_tls(self) -> ssl.SSLContext | None:

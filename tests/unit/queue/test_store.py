@@ -11,7 +11,15 @@ from pathlib import Path
 import pytest
 
 from yurt.queue.model import Job, Priority, Result, Routing, State
-from yurt.queue.store import SCHEMA, QueueStore
+from yurt.queue.schema import SCHEMA
+from yurt.queue.store import QueueStore
+
+
+def opened(path: Path) -> QueueStore:
+    """A store on ``path``, opened (as the platform opens it when it starts)."""
+    store = QueueStore(path)
+    store.open()
+    return store
 
 
 def job(request_id: str, priority: Priority = Priority.NORMAL, body: bytes = b"{}") -> Job:
@@ -27,9 +35,20 @@ def job(request_id: str, priority: Priority = Priority.NORMAL, body: bytes = b"{
     )
 
 
+def test_a_store_is_made_without_io_and_closes_unopened(tmp_path: Path) -> None:
+    """Nothing is made on disk until the store opens; closing one never opened does nothing."""
+    store = QueueStore(tmp_path / "data" / "q.db")
+    assert not (tmp_path / "data").exists()
+    store.close()
+    store.open()
+    assert (tmp_path / "data" / "q.db").is_file()
+    store.close()
+    store.close()
+
+
 def test_unfinished_requests_survive_reopening(tmp_path: Path) -> None:
     """Queued and in-progress requests come back after a reopen, normal first, in order."""
-    store = QueueStore(tmp_path / "q.db")
+    store = opened(tmp_path / "q.db")
     for j in [job("l1", Priority.LOW), job("n1"), job("n2")]:
         store.add(j)
     running = job("n3")
@@ -41,7 +60,7 @@ def test_unfinished_requests_survive_reopening(tmp_path: Path) -> None:
     store.completed("n4", Result(200, [], b"{}"), [], 102.0)
     store.close()
 
-    again = QueueStore(tmp_path / "q.db")
+    again = opened(tmp_path / "q.db")
     back = list(again.unfinished("o/a"))
     assert [j.id for j in back] == ["n1", "n2", "n3", "l1"]
     first = back[0]
@@ -64,7 +83,7 @@ def test_unfinished_requests_survive_reopening(tmp_path: Path) -> None:
 )
 def test_headers_come_back_as_stored(tmp_path: Path, headers: list[tuple[bytes, bytes]]) -> None:
     """Whatever the headers hold, they come back as they went in."""
-    store = QueueStore(tmp_path / "q.db")
+    store = opened(tmp_path / "q.db")
     store.add(replace(job("r"), headers=headers))
     (back,) = store.unfinished("o/a")
     assert back.headers == headers
@@ -73,7 +92,7 @@ def test_headers_come_back_as_stored(tmp_path: Path, headers: list[tuple[bytes, 
 
 def test_headers_written_as_json_by_an_earlier_store_are_read(tmp_path: Path) -> None:
     """Rows stored before headers were packed as lines (JSON) still read."""
-    store = QueueStore(tmp_path / "q.db")
+    store = opened(tmp_path / "q.db")
     store.add(job("r"))
     store.completed("r", Result(200, [(b"content-type", b"text/plain")], b"ok"), [], 1.0)
     store.add(job("q"))
@@ -92,12 +111,12 @@ def test_headers_written_as_json_by_an_earlier_store_are_read(tmp_path: Path) ->
 
 def test_a_request_started_at_once_is_stored_started(tmp_path: Path) -> None:
     """A request added already started keeps its attempt and start time across a reopen."""
-    store = QueueStore(tmp_path / "q.db")
+    store = opened(tmp_path / "q.db")
     started = job("s")
     started.state, started.attempts, started.started_at = State.IN_PROGRESS, 1, 101.0
     store.add(started)
     store.close()
-    again = QueueStore(tmp_path / "q.db")
+    again = opened(tmp_path / "q.db")
     (back,) = again.unfinished("o/a")
     assert back.attempts == 1
     assert stored(tmp_path / "q.db", "s") == [("IN_PROGRESS",)]
@@ -106,7 +125,7 @@ def test_a_request_started_at_once_is_stored_started(tmp_path: Path) -> None:
 
 def test_completed_record_keeps_result_and_logs_and_drops_the_body(tmp_path: Path) -> None:
     """A completed request keeps its result, error and logs; its input body is dropped."""
-    store = QueueStore(tmp_path / "q.db")
+    store = opened(tmp_path / "q.db")
     store.add(job("r", body=b"x" * 1000))
     logs = [{"timestamp": "t", "level": "INFO", "source": "user", "message": "hi"}]
     result = Result(500, [(b"content-type", b"application/json")], b'{"detail":"no"}', "no", None)
@@ -126,7 +145,7 @@ def test_completed_record_keeps_result_and_logs_and_drops_the_body(tmp_path: Pat
 
 async def test_writes_in_one_loop_turn_share_a_commit(tmp_path: Path) -> None:
     """Writes commit at the end of the loop turn; durable() returns once they are on disk."""
-    store = QueueStore(tmp_path / "q.db")
+    store = opened(tmp_path / "q.db")
     other = sqlite3.connect(tmp_path / "q.db")
     store.add(job("a"))
     store.add(job("b"))
@@ -140,11 +159,11 @@ async def test_writes_in_one_loop_turn_share_a_commit(tmp_path: Path) -> None:
 
 async def test_a_killed_process_loses_nothing_committed(tmp_path: Path) -> None:
     """What durable() acknowledged is read back by a fresh connection without a clean close."""
-    store = QueueStore(tmp_path / "q.db")
+    store = opened(tmp_path / "q.db")
     store.add(job("a"))
     await store.durable()
     # No close(): as if the process had been killed here.
-    fresh = QueueStore(tmp_path / "q.db")
+    fresh = opened(tmp_path / "q.db")
     assert [j.id for j in fresh.unfinished("o/a")] == ["a"]
     fresh.close()
     store.close()
@@ -152,7 +171,7 @@ async def test_a_killed_process_loses_nothing_committed(tmp_path: Path) -> None:
 
 def test_purge_forgets_old_completed_requests_only(tmp_path: Path) -> None:
     """Purging drops requests completed before the cutoff and keeps unfinished ones."""
-    store = QueueStore(tmp_path / "q.db")
+    store = opened(tmp_path / "q.db")
     for name, created, done in [("old", 5.0, 10.0), ("long", 50.0, 150.0), ("new", 400.0, 500.0)]:
         store.add(replace(job(name), created_at=created))
         store.completed(name, Result(200, [], b""), [], done)
@@ -167,7 +186,7 @@ def test_purge_forgets_old_completed_requests_only(tmp_path: Path) -> None:
 def test_purge_finds_old_rows_among_many_by_rowid(tmp_path: Path) -> None:
     """Rows created before the cutoff are found by rowid, across gaps left by deletions and
     a wall clock that stepped back; a row the clock step hid goes at a later purge."""
-    store = QueueStore(tmp_path / "q.db")
+    store = opened(tmp_path / "q.db")
     created = [float(t) for t in range(1000)]
     created[700] = 10.0  # the clock stepped back for one request
     for i, at in enumerate(created):
@@ -187,7 +206,7 @@ def test_purge_finds_old_rows_among_many_by_rowid(tmp_path: Path) -> None:
 
 def test_webhook_outbox(tmp_path: Path) -> None:
     """Deliveries are due when queued, rescheduled on failure, settled when done."""
-    store = QueueStore(tmp_path / "q.db")
+    store = opened(tmp_path / "q.db")
     store.add_webhook("r1", "http://hook", b"{}", now=10.0)
     store.add_webhook("r2", "http://hook", b"{}", now=20.0)
     assert store.next_due() == 10.0
@@ -208,7 +227,7 @@ def test_a_store_without_the_cancel_column_gains_it(tmp_path: Path) -> None:
     old = sqlite3.connect(tmp_path / "q.db")
     old.executescript(SCHEMA.replace(",\n    cancel_requested INTEGER NOT NULL DEFAULT 0", ""))
     old.close()
-    store = QueueStore(tmp_path / "q.db")
+    store = opened(tmp_path / "q.db")
     store.add(job("a"))
     store.cancel_requested("a")
     (back,) = store.unfinished("o/a")
@@ -229,7 +248,7 @@ def test_a_store_with_the_former_full_indexes_moves_to_partial_ones(tmp_path: Pa
         + "CREATE INDEX requests_done ON requests (completed_at) WHERE completed_at IS NOT NULL;"
     )
     old.close()
-    store = QueueStore(tmp_path / "q.db")
+    store = opened(tmp_path / "q.db")
     store.add(replace(job("done"), created_at=5.0))
     store.completed("done", Result(200, [], b""), [], 10.0)
     store.add(job("queued"))
@@ -252,7 +271,7 @@ def test_a_store_with_the_former_full_indexes_moves_to_partial_ones(tmp_path: Pa
 def test_purge_drops_old_requests_of_apps_no_longer_served(tmp_path: Path) -> None:
     """Unfinished requests of an app this router does not serve go after the retention; those
     of served apps, and recent ones, stay."""
-    store = QueueStore(tmp_path / "q.db")
+    store = opened(tmp_path / "q.db")
     for name, app, created in [
         ("gone-old", "o/gone", 10.0),
         ("gone-new", "o/gone", 500.0),
@@ -275,7 +294,7 @@ async def test_a_transaction_sqlite_rolled_back_acknowledges_nothing(tmp_path: P
     it, and one made right after goes into a new transaction, acknowledged once committed
     (rather than committing on its own and then being told it failed)."""
     path = tmp_path / "q.db"
-    store = QueueStore(path)
+    store = opened(path)
     pages = store._db.execute("PRAGMA page_count").fetchone()[0]
     store._db.execute(f"PRAGMA max_page_count={pages + 2}")  # the disk is nearly full
 
@@ -303,7 +322,7 @@ async def test_a_rollback_outside_a_write_is_noticed_by_the_next_write(tmp_path:
     """Rolled back during a read (simulated): the waiting acknowledgement fails, and the next
     write opens a new transaction rather than committing on its own."""
     path = tmp_path / "q.db"
-    store = QueueStore(path)
+    store = opened(path)
 
     async def submit(request: Job) -> None:
         store.add(request)
@@ -323,7 +342,7 @@ async def test_a_rollback_outside_a_write_is_noticed_by_the_next_write(tmp_path:
 
 def test_a_request_keeps_the_key_that_owns_it(tmp_path: Path) -> None:
     """owner is stored with the request, read back by get and after a restart."""
-    store = QueueStore(tmp_path / "q.sqlite3")
+    store = opened(tmp_path / "q.sqlite3")
     owned = job("r1")
     owned.owner = "0f8fad5b-d9cb-469f-a165-70867728950e"
     store.add(owned)
@@ -333,7 +352,7 @@ def test_a_request_keeps_the_key_that_owns_it(tmp_path: Path) -> None:
     assert record is not None and record.owner == owned.owner
     assert store.get("r2").owner is None  # type: ignore[union-attr]
     store.close()
-    again = QueueStore(tmp_path / "q.sqlite3")
+    again = opened(tmp_path / "q.sqlite3")
     assert {j.id: j.owner for j in again.unfinished("o/a")} == {"r1": owned.owner, "r2": None}
     again.close()
 
@@ -341,13 +360,13 @@ def test_a_request_keeps_the_key_that_owns_it(tmp_path: Path) -> None:
 def test_a_store_without_the_owner_column_gains_it(tmp_path: Path) -> None:
     """A store from before owners were kept opens, its requests owned by no one."""
     path = tmp_path / "q.sqlite3"
-    store = QueueStore(path)
+    store = opened(path)
     store.add(job("old"))
     store.close()
     db = sqlite3.connect(path)
     db.execute("ALTER TABLE requests DROP COLUMN owner")
     db.commit()
     db.close()
-    store = QueueStore(path)
+    store = opened(path)
     assert [j.owner for j in store.unfinished("o/a")] == [None]
     store.close()

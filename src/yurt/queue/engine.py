@@ -4,16 +4,16 @@ keeps their results.
 Execution is at-least-once: a request is recorded before it is acknowledged, and one that was in
 progress when the router died runs again after a restart.
 
-The engine only wires and acts: each request's memory is the ``JobTable``'s, its state moves
-only by ``model.move``, an attempt on a runner is an ``Attempt``, what follows it is the pure
-``decide``, and the router is reached only through ``EnginePort``.
+The engine only wires and acts: a submission is admitted and recorded by the ``Intake``, each
+request's memory is the ``JobTable``'s, its state moves only by ``model.move``, an attempt on a
+runner is an ``Attempt``, what follows it is the pure ``decide``, and the router is reached only
+through ``EnginePort``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from typing import Literal
@@ -32,9 +32,9 @@ from yurt.queue.decide import (
     Unsent,
     decide,
     recovered,
-    restartable,
     unsent,
 )
+from yurt.queue.intake import Intake
 from yurt.queue.jobtable import JobTable
 from yurt.queue.model import Header, Job, Routing, State, Step, move
 from yurt.queue.ports import EnginePort, RouterLink, RouterPort
@@ -44,7 +44,6 @@ from yurt.queue.store import QueueStore, Record
 from yurt.queue.webhooks import WebhookSender
 from yurt.quota import Quotas
 from yurt.router.dispatch import AppRoute, Slot
-from yurt.router.http import end_to_end, new_ordered_id
 
 log = structlog.get_logger("yurt.queue")
 
@@ -74,6 +73,7 @@ class QueueEngine:
         self._purger: asyncio.Task[None] | None = None
         self.completions = Completions(store, self.table, self.router, webhooks, wall)
         self._complete = self.completions.complete
+        self.intake = Intake(store, self.table, self.router, config, wall)
         self._start_failures: dict[str, int] = {}
 
     @property
@@ -175,47 +175,15 @@ class QueueEngine:
             raise RequestError(
                 f"no app '{route.app_id}' on this router", status=404, error_type="app_not_found"
             )
-        self._admit(route, backlog, len(body))
-        job = Job(
-            id=new_ordered_id(),
-            app_id=route.app_id,
-            endpoint=endpoint,
-            query=query,
-            headers=end_to_end(headers),
-            body=body,
-            routing=routing,
-            created_at=self._wall(),
-            owner=owner,
-        )
+        job = self.intake.admit(route, backlog, endpoint, query, headers, body, routing, owner)
         # A runner with room and nobody waiting: the request starts at once, and is recorded
         # once, in progress, rather than queued and then started (two writes, two commits).
-        slot = self._free_slot(route, backlog, job)
+        slot = self.intake.slot_at_once(route, backlog, job)
         if slot is not None:
             self._begin(job, slot)
-        await self._write_accepted(route, job, slot)
-        self.table.add(job)
-        self.router.submitted(job.app_id)
+        await self.intake.record(route, job, slot)
         self._accepted(route, backlog, job, slot)
         return job
-
-    async def _write_accepted(self, route: AppRoute, job: Job, slot: Slot | None) -> None:
-        """Record ``job`` durably, or raise: then it was not accepted, and its slot is free."""
-        try:
-            self.store.add(job)
-            await self.store.durable()
-        except BaseException as exc:
-            if slot is not None:
-                route.release(slot)  # whatever ended the wait: the slot must not stay taken
-            if not isinstance(exc, sqlite3.Error):
-                # Cancelled while its record was written: never acknowledged, so never run.
-                best_effort("withdrawn", job.id, lambda: self.store.withdraw(job.id))
-                raise
-            # Not recorded, so not accepted: the caller must hear so and may try again.
-            raise RequestError(
-                f"the queue could not record the request: {exc}",
-                status=503,
-                error_type="queue_unavailable",
-            ) from exc
 
     def _accepted(self, route: AppRoute, backlog: AppBacklog, job: Job, slot: Slot | None) -> None:
         """``job`` is recorded: run it on ``slot`` if it still may, else queue it."""
@@ -233,32 +201,6 @@ class QueueEngine:
             route.release(slot)
             self._unstart(job)
         self._queue(route, backlog, job)
-
-    def _admit(self, route: AppRoute, backlog: AppBacklog, size: int) -> None:
-        """Raise the ``RequestError`` that refuses a submission of ``size`` bytes, if any."""
-        if (refused := self.router.unplaceable(route)) is not None:
-            raise refused  # not accepted: it could only fail
-        held = self.table.held(route.app_id)
-        if len(backlog) >= self.config.max_queued or held + size > self.config.max_queued_bytes:
-            raise RequestError(
-                f"{route.app_id} has {len(backlog)} requests waiting ({held} bytes of bodies), "
-                "the most its queue takes (QueueConfig.max_queued, max_queued_bytes); "
-                "try again later",
-                status=429,
-                error_type="queue_full",
-            )
-
-    def _free_slot(self, route: AppRoute, backlog: AppBacklog, job: Job) -> Slot | None:
-        """A slot ``job`` may start on at once, taken; None if it must queue.
-
-        Only for requests a restart would run again were the router to die between the
-        write and the call: the store then says started, the runner never heard of it.
-        """
-        if len(backlog) or backlog.closed or job.routing.hint is not None:
-            return None
-        if not restartable(job, self.config, route.spec.skip_retry_conditions):
-            return None
-        return route.try_acquire_unwaited()
 
     # -- reading -------------------------------------------------------------------------------
 

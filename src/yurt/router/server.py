@@ -24,6 +24,7 @@ from yurt.config import KeysConfig, RouterConfig
 from yurt.errors import ConfigError, RequestError
 from yurt.metrics import registry_for
 from yurt.router.core import QueueEngine, QueueService, RequestCore
+from yurt.router.describe import describe_apps
 from yurt.router.dispatch import AppRoute, Slot
 from yurt.router.fastlane import FrontProtocol
 from yurt.router.gate import Gate
@@ -31,6 +32,7 @@ from yurt.router.http import Reply, error_reply
 from yurt.router.metrics import RouterCollector, RouterStats
 from yurt.router.pool import UpstreamError
 from yurt.router.queueing import QueueParts
+from yurt.router.sweep import sweep_idle
 from yurt.router.web import WebFace, error_page_json
 from yurt.runner.invoke import JsonErrorServer
 from yurt.scheduler.loop import Poke
@@ -181,7 +183,7 @@ class Router:
         await self.bind()
         assert self._server is not None
         await self._server.start_serving()
-        self._sweeper = asyncio.create_task(self._sweep_idle())
+        self._sweeper = asyncio.create_task(sweep_idle(self.config, self._fast))
         if self.queue is not None:
             self.queue.start()  # purging old results
         log.info("router_listening", url=self.url)
@@ -206,26 +208,6 @@ class Router:
             ) from exc
         self._ssl = context
         return context
-
-    async def _sweep_idle(self) -> None:
-        # One sweep for all connections instead of a timer re-armed on every request: idle
-        # connections close, requests arriving too slowly get 408.
-        config = self.config
-        timeout = config.keepalive_timeout
-        tick = min(timeout, config.header_timeout, config.body_timeout) / 4
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(max(tick, 0.01))
-            now = loop.time()
-            cutoff = now - timeout
-            for conn in list(self._fast):
-                if (reply := conn.too_slow(now)) is not None:
-                    log.info("request_too_slow", error_type="request_read_timeout")
-                    conn.time_out(reply)
-                    continue
-                since = conn.idle_since()
-                if since is not None and since <= cutoff:
-                    conn.expire()
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop listening, let in-flight requests finish within ``grace``, close pools."""
@@ -413,42 +395,5 @@ class Router:
             log.error("runner_terminate_failed", error=f"{type(error).__name__}: {error}")
 
     def describe(self) -> list[dict[str, object]]:
-        """Apps, their load and their runners, for ``GET /_yurt/apps``."""
-        now = time.monotonic()
-        out: list[dict[str, object]] = []
-        for app_id, route in self.routes.items():
-            depth = self.queue.depth(app_id) if self.queue is not None else None
-            runners = []
-            for view in self.backend.runners(app_id):
-                slot = route.slots.get(view.runner_id)
-                state = view.state.value
-                if slot is not None and state == "IDLE" and slot.in_flight:
-                    state = "RUNNING"
-                runners.append(
-                    {
-                        "runner_id": view.runner_id,
-                        "state": state,
-                        "pid": view.pid,
-                        "port": view.port,
-                        "in_flight": slot.in_flight if slot else 0,
-                        "routable": slot is not None and not slot.retired,
-                        "gpus": [f"{n} {u}" for n, u in slot.gpus] if slot is not None else [],
-                        "age_s": round(now - view.started_at, 3),
-                        "detail": view.detail,
-                    }
-                )
-            load = route.load()
-            unplaced = self.backend.unplaced(app_id)
-            out.append(
-                {
-                    "app_id": app_id,
-                    "target": self.backend.target(app_id),
-                    "unplaced": unplaced.detail if unplaced is not None else None,
-                    "waiting": load.waiting,
-                    "queued": depth[0] if depth is not None else 0,
-                    "in_flight": load.in_flight,
-                    "paths": sorted(route.paths),
-                    "runners": runners,
-                }
-            )
-        return out
+        """Apps, their load and their runners, for ``GET /_yurt/apps`` (``describe.py``)."""
+        return describe_apps(self.routes, self.backend, self.queue, time.monotonic())

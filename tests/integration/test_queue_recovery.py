@@ -136,14 +136,16 @@ async def test_a_store_that_fails_refuses_submissions_and_answers_errors(tmp_pat
         real, broken = store._db, sqlite3.connect(":memory:")
         broken.close()
         store._db = broken
-        url = f"{app.platform.url}/queue/{app.app_id}"
-        async with app.session.post(url, json={"journal": "x"}) as resp:
-            assert resp.status == 503
-            assert (await resp.json())["error_type"] == "queue_unavailable"
-        async with app.session.get(f"{url}/requests/{'a' * 32}/status") as resp:
-            assert resp.status == 500
-            assert (await resp.json())["error_type"] == "internal_error"
-        store._db = real
+        try:
+            url = f"{app.platform.url}/queue/{app.app_id}"
+            async with app.session.post(url, json={"journal": "x"}) as resp:
+                assert resp.status == 503
+                assert (await resp.json())["error_type"] == "queue_unavailable"
+            async with app.session.get(f"{url}/requests/{'a' * 32}/status") as resp:
+                assert resp.status == 500
+                assert (await resp.json())["error_type"] == "internal_error"
+        finally:
+            store._db = real
 
 
 async def test_bodies_past_the_byte_budget_are_429(tmp_path: Path) -> None:

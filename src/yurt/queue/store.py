@@ -66,6 +66,8 @@ class QueueStore:
 
     def open(self) -> None:
         """Open the database, made (owner-only) with its tables where there is none yet."""
+        if self._opened:
+            raise RuntimeError(f"the queue store {self.path} is open already")
         private_dir(self.path.parent)
         # Request bodies and results are the callers' own: the file is made 0600 before SQLite
         # opens it, and SQLite gives its -wal and -shm files the database file's mode.

@@ -46,6 +46,15 @@ def test_a_store_is_made_without_io_and_closes_unopened(tmp_path: Path) -> None:
     store.close()
 
 
+def test_a_store_opened_twice_says_so(tmp_path: Path) -> None:
+    """A second open is refused instead of leaking the first connection."""
+    store = QueueStore(tmp_path / "q.db")
+    store.open()
+    with pytest.raises(RuntimeError, match="open already"):
+        store.open()
+    store.close()
+
+
 def test_unfinished_requests_survive_reopening(tmp_path: Path) -> None:
     """Queued and in-progress requests come back after a reopen, normal first, in order."""
     store = opened(tmp_path / "q.db")

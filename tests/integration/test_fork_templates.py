@@ -4,10 +4,12 @@ processes: they serve, scale, stop by the same rules as fresh ones and leave not
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
 import sys
+import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 import structlog
-from fork_apps import Forked, Fresh, Kept, Stubborn, Threaded, TwoGpus
+from fork_apps import Clinging, Forked, Fresh, Kept, Stubborn, Threaded, TwoGpus
 from test_gpu_fail_fast import FAKE_PYNVML, H100
 
 import yurt
@@ -330,3 +332,76 @@ async def test_a_child_reported_gone_before_its_fork_returns_is_seen_to_exit(
     finally:
         listener.close()
         await template.close()
+
+
+# ``python -c SUPERVISOR PAYLOAD CHILD_PID_FILE``: a backend in miniature, which starts a
+# template, has it fork one runner of PAYLOAD (named with its own pid as --parent-pid, as the
+# local backend does), prints the runner's pid and waits to be killed.
+SUPERVISOR = textwrap.dedent("""
+    import asyncio, os, socket, sys
+    from pathlib import Path
+    from yurt.backends.templates import Template
+    from yurt.runner.contract import runner_argv
+
+    async def main():
+        payload, child_pid = sys.argv[1:3]
+        template = Template("t", sys.executable, dict(os.environ), Path(payload + ".log"))
+        await template.start(timeout=120)
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        argv = runner_argv(
+            payload=payload, fd=sock.fileno(), host="127.0.0.1",
+            port=sock.getsockname()[1], runner_id="r-1", parent_pid=os.getpid(),
+        )
+        env = {**os.environ, "YURT_TEST_CHILD_PID": child_pid}
+        child = await template.fork("r-1", argv, env, sock.fileno())
+        print(child.pid, template.pid, flush=True)
+        await asyncio.sleep(1000)
+
+    asyncio.run(main())
+""")
+
+
+async def test_a_forked_runner_whose_backend_is_killed_takes_its_group_with_it(
+    tmp_path: Path,
+) -> None:
+    """A backend killed with SIGKILL cleans up nothing: its forked runner (whose parent is the
+    template) sees the backend gone, drains, and kills what its app started, even a process
+    that ignores SIGTERM, as a fresh runner does."""
+    from yurt.packaging import write_payload
+
+    _, payload = write_payload(Clinging, tmp_path / "payloads")
+    child_pid = tmp_path / "child.pid"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        SUPERVISOR,
+        str(payload),
+        str(child_pid),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), 120)
+        runner, template = (int(x) for x in line.split())
+        assert parent_of(runner) == template
+        await wait_until(
+            lambda: child_pid.exists() and child_pid.read_text().strip(),
+            what="the app's child process to start",
+        )
+        child = int(child_pid.read_text())
+        assert alive(child)
+        proc.kill()
+        await proc.wait()
+        await wait_until(
+            lambda: not alive(runner) and not alive(child) and not alive(template),
+            what="runner, its child and the template gone",
+        )
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        # Whatever a failure left behind: the runner's process group holds the app's child.
+        if child_pid.exists() and alive(int(child_pid.read_text())):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(os.getpgid(int(child_pid.read_text())), signal.SIGKILL)

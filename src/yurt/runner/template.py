@@ -14,7 +14,8 @@ what the apps it serves preload, then waits on its control socket (``--control-f
 
 It never opens a socket, starts a thread or touches CUDA. It exits when the backend is gone (a
 pidfd of it, ``--parent-pid``) or its control socket closes. Its children do not die with it:
-each watches the backend itself and drains when the backend is gone.
+each watches the backend itself, through that pidfd (``--parent-pidfd``), as a fresh runner
+watches its parent: it drains once the backend is gone, then kills its process group.
 
 The child: a new session (process group), its output pipe on stdout and stderr, the runner's
 environment (``CUDA_VISIBLE_DEVICES`` among it, set before anything can touch CUDA) and working
@@ -248,14 +249,16 @@ class Template:
         reseed()
         argv = list(message["argv"])
         argv[argv.index("--fd") + 1] = str(sock_fd)
-        if "--parent-pid" in argv:  # its parent is this template: the thread below watches
-            argv[argv.index("--parent-pid") + 1] = "0"
+        if "--parent-pid" in argv:
+            # Its parent is this template, not the backend named there: it watches the backend
+            # through the template's pidfd of it, and, as a fresh runner, drains once the
+            # backend is gone and takes its process group with it when it exits.
+            argv += ["--parent-pidfd", str(self.backend_pidfd)]
         payload = argv[argv.index("--payload") + 1] if "--payload" in argv else None
         if payload not in self.payloads:
             # Another revision: the app's own modules load fresh from its payload and files.
             for name in self.own_modules:
                 sys.modules.pop(name, None)
-        watch_backend(self.backend_pidfd)
         from yurt.runner.__main__ import main as runner_main
 
         sys.argv = ["yurt.runner", *argv]
@@ -274,20 +277,6 @@ def reseed() -> None:
     torch = sys.modules.get("torch")
     if torch is not None and hasattr(torch, "seed"):
         torch.seed()
-
-
-def watch_backend(pidfd: int) -> None:
-    """When the backend is gone, stop this runner's process group as the backend would have
-    (SIGTERM: it drains), since the template that forked it may be gone by then."""
-
-    def wait() -> None:
-        sel = selectors.DefaultSelector()
-        sel.register(pidfd, selectors.EVENT_READ)
-        while not sel.select(timeout=None):
-            pass
-        os.killpg(os.getpgrp(), signal.SIGTERM)
-
-    threading.Thread(target=wait, name="yurt-backend-watch", daemon=True).start()
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

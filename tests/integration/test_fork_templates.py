@@ -23,6 +23,7 @@ from test_gpu_fail_fast import FAKE_PYNVML, H100
 
 import yurt
 from yurt.backends import templates
+from yurt.backends.template_pool import TemplatePool
 from yurt.config import LocalBackendConfig
 from yurt.errors import AppDefinitionError
 from yurt.platform import Platform
@@ -405,3 +406,73 @@ async def test_a_forked_runner_whose_backend_is_killed_takes_its_group_with_it(
         if child_pid.exists() and alive(int(child_pid.read_text())):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(os.getpgid(int(child_pid.read_text())), signal.SIGKILL)
+
+
+def marking_module(folder: Path, name: str, marks: Path) -> None:
+    """A module that appends its name to ``marks`` each time it is imported."""
+    (folder / f"{name}.py").write_text(
+        f"with open({str(marks)!r}, 'a') as f:\n    f.write({name!r} + '\\n')\n"
+    )
+
+
+async def test_a_template_no_current_revision_wants_is_stopped(tmp_path: Path) -> None:
+    """A redeploy whose runners need another environment moves the app to that template and
+    stops the one its earlier revision used; one another app still wants stays."""
+    pool = TemplatePool(tmp_path, start_timeout=120)
+    env = dict(os.environ)
+    try:
+        pool.want("default/a", sys.executable, env | {"REVISION": "1"}, [], None)
+        pool.want("default/b", sys.executable, env | {"REVISION": "b"}, [], None)
+        await wait_until(lambda: len(pool.pids()) == 2, what="two templates")
+        first = pool.pids()[templates.template_key(sys.executable, env | {"REVISION": "1"})]
+        shared = pool.pids()[templates.template_key(sys.executable, env | {"REVISION": "b"})]
+        pool.want("default/a", sys.executable, env | {"REVISION": "2"}, [], None)
+        await wait_until(lambda: not alive(first), what="the first revision's template stopped")
+        await wait_until(lambda: len(pool.pids()) == 2, what="the second revision's template")
+        assert first not in pool.pids().values()
+        # b moves to the template a uses now: b's old one goes, a's stays.
+        pool.want("default/b", sys.executable, env | {"REVISION": "2"}, [], None)
+        await wait_until(lambda: not alive(shared), what="b's old template stopped")
+        (second,) = pool.pids().values()
+        pool.drop_app("default/a")
+        assert alive(second) and pool.pids() == {
+            templates.template_key(sys.executable, env | {"REVISION": "2"}): second
+        }
+    finally:
+        await pool.close()
+    assert not alive(second)
+
+
+async def test_a_restarted_template_preloads_only_the_current_revision(
+    tmp_path: Path,
+) -> None:
+    """A template started again after it died imports what the app's current revision
+    preloads, not every revision's since the first."""
+    modules, marks = tmp_path / "modules", tmp_path / "marks"
+    modules.mkdir()
+    for name in ("first_preload", "second_preload"):
+        marking_module(modules, name, marks)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(modules), *sys.path])}
+    pool = TemplatePool(tmp_path, start_timeout=120)
+
+    def lines() -> list[str]:
+        return marks.read_text().split() if marks.exists() else []
+
+    try:
+        pool.want("default/a", sys.executable, env, ["first_preload"], None)
+        await wait_until(lambda: pool.settled() and lines() == ["first_preload"], what="first")
+        pool.want("default/a", sys.executable, env, ["second_preload"], None)
+        await wait_until(lambda: pool.settled() and len(lines()) == 2, what="the second")
+        (old,) = pool.pids().values()
+        os.kill(old, signal.SIGKILL)
+        await wait_until(
+            lambda: (
+                [p for p in pool.pids().values() if p != old]
+                and pool.settled()
+                and len(lines()) >= 3
+            ),
+            what="a new template with its preload done",
+        )
+        assert lines() == ["first_preload", "second_preload", "second_preload"]
+    finally:
+        await pool.close()

@@ -105,7 +105,6 @@ class Template:
         # Exit codes of children that exited before their fork's reply was taken in.
         self.early_exits: dict[int, int] = {}
         self.preloading = 0  # preloads sent and not yet answered
-        self.apps: set[str] = set()
 
     @property
     def pid(self) -> int | None:

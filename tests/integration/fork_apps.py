@@ -93,3 +93,11 @@ class Clinging(yurt.App, keep_alive=300):
     @yurt.endpoint("/")
     def generate(self, body: Prompt) -> Reply:
         return Reply(text=f"pid {os.getpid()}")
+
+
+class Passing(Forked):
+    """Its preload starts a thread that ends once a gate file exists: its template forks only
+    after that."""
+
+    app_name = "passing"
+    preload = ["waits_for_a_gate"]

@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 import structlog
-from fork_apps import Clinging, Forked, Fresh, Kept, Stubborn, Threaded, TwoGpus
+from fork_apps import Clinging, Forked, Fresh, Kept, Passing, Stubborn, Threaded, TwoGpus
 from test_gpu_fail_fast import FAKE_PYNVML, H100
 
 import yurt
@@ -134,6 +134,41 @@ async def test_template_with_a_thread_falls_back_to_fresh(
     refusals = [e for e in logs if e["event"] == "runner_not_forked" and "thread" in e["why"]]
     assert len(refusals) == 1
     assert "sleeper" in refusals[0]["why"]
+
+
+async def test_a_template_whose_thread_ended_forks_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A template refused while a thread its preload started ran: once the thread has ended it
+    tells the server, and the next cold start is forked from it (not fresh until a preload)."""
+    modules, gate = tmp_path / "modules", tmp_path / "gate"
+    modules.mkdir()
+    (modules / "waits_for_a_gate.py").write_text(
+        "import os, threading, time\n"
+        "def wait():\n"
+        f"    while not os.path.exists({str(gate)!r}):\n"
+        "        time.sleep(0.05)\n"
+        "threading.Thread(target=wait, name='gatekeeper', daemon=True).start()\n"
+    )
+    prepend_pythonpath(monkeypatch, modules)
+    with structlog.testing.capture_logs() as logs:
+        async with served(Passing, tmp_path / "data") as app:
+            (template,) = await wait_until(lambda: template_pids(app.platform), what="template")
+            status, body, _ = await app.post(json={})
+            assert status == 200
+            fresh = int(body["text"].split()[1])
+            assert parent_of(fresh) == os.getpid()
+            await app.platform.backend.set_target(app.app_id, 0)
+            await wait_until(lambda: not alive(fresh), what="the fresh runner's exit")
+            gate.touch()
+            await wait_until(
+                lambda: any(e["event"] == "template_fork_safe" for e in logs),
+                what="the template saying forking is safe again",
+            )
+            status, body, _ = await app.post(json={})
+            assert status == 200
+            assert parent_of(int(body["text"].split()[1])) == template
+    assert any("gatekeeper" in e.get("why", "") for e in logs if e["event"] == "runner_not_forked")
 
 
 async def test_template_crash_is_survived(tmp_path: Path) -> None:

@@ -10,7 +10,9 @@ what the apps it serves preload, then waits on its control socket (``--control-f
   descriptors, the runner's bound TCP socket and the write end of its output pipe: answered
   ``{"op": "forked", "id", "pid"}``, or ``{"op": "refused", "id", "why"}`` when forking is not
   safe (threads running, CUDA initialised);
-- it reports ``{"op": "exited", "pid", "code"}`` for each child it reaps.
+- it reports ``{"op": "exited", "pid", "code"}`` for each child it reaps, and
+  ``{"op": "unsafe", "why": REASON|null}`` when whether forking is safe changed since it last
+  said (a thread an import started has ended, say), looking at least every ``SAFETY_CHECK_S``.
 
 It never opens a socket, starts a thread or touches CUDA. It exits when the backend is gone (a
 pidfd of it, ``--parent-pid``) or its control socket closes. Its children do not die with it:
@@ -45,6 +47,8 @@ from yurt.logging import configure
 log = structlog.get_logger("yurt.runner.template")
 
 MAX_MESSAGE = 1 << 20
+# How often, at most, the template looks whether forking became safe or unsafe while idle.
+SAFETY_CHECK_S = 1.0
 # What every runner imports before it serves: imported here once, shared by every child.
 RUNNER_MODULES = (
     "yurt.aio",
@@ -142,6 +146,7 @@ class Template:
         self.own_modules: set[str] = set()
         self.wake_r, self.wake_w = os.pipe()
         self.sel: selectors.BaseSelector | None = None
+        self.said_unsafe: str | None = None  # why forking is unsafe, as the backend last heard
 
     def serve(self) -> int:
         """The loop: requests, reaped children, the backend's end. Returns the exit code."""
@@ -154,7 +159,7 @@ class Template:
         sel.register(self.wake_r, selectors.EVENT_READ, "wake")
         sel.register(self.backend_pidfd, selectors.EVENT_READ, "backend")
         while True:
-            for key, _ in sel.select(timeout=5.0):
+            for key, _ in sel.select(timeout=SAFETY_CHECK_S):
                 if key.data == "backend":
                     return 0
                 if key.data == "wake":
@@ -167,6 +172,16 @@ class Template:
                 if key.data == "ctl" and not self.on_request():
                     return 0
             self.reap()
+            self.report_safety()
+
+    def report_safety(self) -> None:
+        """Tell the backend when forking became safe or unsafe since it last heard: it forks
+        only from a template it believes safe, so a thread that ended would otherwise keep
+        every runner fresh until the next preload."""
+        why = not_fork_safe()
+        if why != self.said_unsafe:
+            self.said_unsafe = why
+            send(self.ctl, {"op": "unsafe", "why": why})
 
     def reap(self) -> None:
         for pid in list(self.children):
@@ -202,7 +217,8 @@ class Template:
                 if message.get("payload"):
                     self.payloads.add(message["payload"])
                 log.info("template_preloaded", **found)
-                send(self.ctl, {"op": "preloaded", **found, "unsafe": not_fork_safe()})
+                self.said_unsafe = not_fork_safe()
+                send(self.ctl, {"op": "preloaded", **found, "unsafe": self.said_unsafe})
         finally:
             for fd in fds:
                 os.close(fd)
@@ -210,7 +226,8 @@ class Template:
 
     def fork(self, message: dict[str, Any], fds: list[int]) -> None:
         runner_id = message["id"]
-        why = not_fork_safe() if len(fds) == 2 else "the request did not carry two descriptors"
+        self.said_unsafe = not_fork_safe()  # the backend learns it from the reply
+        why = self.said_unsafe if len(fds) == 2 else "the request did not carry two descriptors"
         if why is not None:
             send(self.ctl, {"op": "refused", "id": runner_id, "why": why})
             return
@@ -309,7 +326,8 @@ def main(argv: list[str] | None = None) -> None:
     except ProcessLookupError:
         os._exit(0)
     template = Template(ctl, backend)
-    send(ctl, {"op": "ready", "pid": os.getpid(), "unsafe": not_fork_safe()})
+    template.said_unsafe = not_fork_safe()
+    send(ctl, {"op": "ready", "pid": os.getpid(), "unsafe": template.said_unsafe})
     log.info("template_ready", pid=os.getpid(), import_s=round(time.monotonic() - t0, 3))
     code = template.serve()
     sys.stdout.flush()

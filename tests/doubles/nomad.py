@@ -39,7 +39,7 @@ Reproduces these facts of NOMAD_CONSUL.md:
   then SIGKILL after KillTimeout, capped at the client's ``max_kill_timeout`` (30 s by default,
   command/agent/config.go:1852; the cap is client/allocrunner/taskrunner/driver_handle.go:29).
 - Dynamic ports are picked at random from Nomad's range, 20000-32000, none held by a live
-  allocation (``_free_port``), so that no outgoing connection takes one before its task binds.
+  allocation (``ports.unused_port``): no port-0 bind elsewhere takes one before its task binds.
 - Count up places at the lowest free name indexes; count down stops the highest first. Stopping
   one allocation places a replacement with the same index. Scale is 400 outside Scaling
   Min/Max and while a deployment is active ("job scaling blocked due to active deployment").
@@ -91,7 +91,6 @@ import json
 import random
 import re
 import signal
-import socket
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -115,6 +114,7 @@ from .nomad_vars import (
     render,
     template_path,
 )
+from .ports import unused_port
 from .validate import problems
 
 __all__ = ["NomadDouble"]
@@ -167,41 +167,6 @@ class _Deployment:
             "TaskGroups": self.groups,
             "CreateIndex": self.create_index,
         }
-
-
-# Nomad gives a dynamic port at random from 20000-32000 (DefaultMinDynamicPort and
-# DefaultMaxDynamicPort, nomad/structs/network.go:15-22 at hashicorp/nomad 00fdf67c), below
-# Linux's ephemeral range (32768-60999 by default). A port the kernel hands out (bind to 0, then
-# close) is in that range, where any connection opened before the task binds it may take it as
-# its local port: the task then fails with "address already in use" (the more likely the more
-# connections a loaded machine opens).
-MIN_DYNAMIC_PORT, MAX_DYNAMIC_PORT = 20000, 32000
-
-
-def ephemeral_range() -> range:
-    """The kernel's range of local ports for outgoing connections (Linux's default if unread)."""
-    try:
-        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-        return range(int(low), int(high) + 1)
-    except (OSError, ValueError):
-        return range(32768, 61000)
-
-
-def _free_port(taken: set[int]) -> int:
-    """A dynamic port as Nomad picks one: at random in its range, none of its allocations'
-    (``taken``), outside the kernel's ephemeral range, and free to bind now."""
-    ephemeral = ephemeral_range()
-    for _ in range(1000):
-        port = random.randint(MIN_DYNAMIC_PORT, MAX_DYNAMIC_PORT)
-        if port in taken or port in ephemeral:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("", port))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError(f"no free port in {MIN_DYNAMIC_PORT}-{MAX_DYNAMIC_PORT}")
 
 
 def _mib(text: str) -> float:
@@ -493,7 +458,7 @@ class NomadDouble:
             previous.next = alloc.id
         for network in group.get("Networks") or []:
             for port in network.get("DynamicPorts") or []:
-                alloc.ports[port["Label"]] = _free_port(self._ports_held())
+                alloc.ports[port["Label"]] = unused_port(self._ports_held())
             for port in network.get("ReservedPorts") or []:
                 alloc.ports[port["Label"]] = port["Value"]
         task = alloc.task

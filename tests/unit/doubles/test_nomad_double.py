@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 
 from doubles import ConsulDouble, NomadDouble
-from doubles.nomad import ephemeral_range
+from doubles.ports import ephemeral_range
 from support import DEADLINE, wait_until
 
 S = 1_000_000_000

@@ -21,13 +21,25 @@ import time
 from pathlib import Path
 
 from yurt.aio import LOOP_NAMES
+from yurt.config import LocalBackendConfig, RouterConfig, ServerConfig, local_env
 
 HERE = Path(__file__).resolve().parent
 
 
+def server_config(data_dir: Path, loop: str, environ: dict[str, str] | None = None) -> ServerConfig:
+    """The served platform's config: a router on a free port, the event loop asked for, and,
+    as ``yurt run`` and ``yurt server`` start from, ``$CUDA_VISIBLE_DEVICES`` as the GPUs the
+    local backend may hand out (``yurt.config.local_env``)."""
+    return ServerConfig(
+        data_dir=data_dir,
+        event_loop=loop,
+        router=RouterConfig(port=0),
+        local=LocalBackendConfig(runner_loop=loop, **local_env(environ)),
+    )
+
+
 async def serve(args: argparse.Namespace) -> None:
     from yurt import heap
-    from yurt.config import LocalBackendConfig, RouterConfig, ServerConfig
     from yurt.loader import load_app
     from yurt.platform import Platform
 
@@ -47,14 +59,7 @@ async def serve(args: argparse.Namespace) -> None:
             from yurt.keys import KeyStore
 
             key = KeyStore(Path(tmp)).create("API", "bench", time.time())[1]
-        platform = Platform(
-            ServerConfig(
-                data_dir=Path(tmp),
-                event_loop=args.loop,
-                router=RouterConfig(port=0),
-                local=LocalBackendConfig(runner_loop=args.loop),
-            )
-        )
+        platform = Platform(server_config(Path(tmp), args.loop))
         await platform.start()
         try:
             app_id = await platform.add_app(cls)

@@ -76,6 +76,15 @@ def samples(exposition: str) -> dict[SampleKey, float]:
     }
 
 
+RUNNER_LOG = re.compile(r".+-r-[0-9a-f]+\.log")
+
+
+def runner_logs(logs: Path) -> list[Path]:
+    """The runners' logs in ``logs``, by name: a fork template keeps its own log beside them
+    (``template-<key>.log``), and a directory's listing comes in no set order."""
+    return sorted(p for p in logs.glob("*.log") if RUNNER_LOG.fullmatch(p.name))
+
+
 async def wait_until(
     predicate: Callable[[], Any], timeout: float = DEADLINE, what: str = "condition"
 ) -> Any:

@@ -38,6 +38,8 @@ Reproduces these facts of NOMAD_CONSUL.md:
   KillSignal (default SIGINT, as Nomad does for raw_exec) to the process group,
   then SIGKILL after KillTimeout, capped at the client's ``max_kill_timeout`` (30 s by default,
   command/agent/config.go:1852; the cap is client/allocrunner/taskrunner/driver_handle.go:29).
+- Dynamic ports are picked at random from Nomad's range, 20000-32000, none held by a live
+  allocation (``ports.unused_port``): no port-0 bind elsewhere takes one before its task binds.
 - Count up places at the lowest free name indexes; count down stops the highest first. Stopping
   one allocation places a replacement with the same index. Scale is 400 outside Scaling
   Min/Max and while a deployment is active ("job scaling blocked due to active deployment").
@@ -89,7 +91,6 @@ import json
 import random
 import re
 import signal
-import socket
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -113,6 +114,7 @@ from .nomad_vars import (
     render,
     template_path,
 )
+from .ports import unused_port
 from .validate import problems
 
 __all__ = ["NomadDouble"]
@@ -165,13 +167,6 @@ class _Deployment:
             "TaskGroups": self.groups,
             "CreateIndex": self.create_index,
         }
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _mib(text: str) -> float:
@@ -328,6 +323,11 @@ class NomadDouble:
         """Registered jobs (canonical), by ID."""
         return {job_id: job.spec for job_id, job in self._jobs.items()}
 
+    def _ports_held(self) -> set[int]:
+        """The ports of the allocations not yet terminal (Nomad's ``NetworkIndex.AddAllocs``
+        counts every allocation that is not client-terminal)."""
+        return {p for a in self._allocs.values() if not a.terminal for p in a.ports.values()}
+
     def allocations(self, job_id: str) -> list[Allocation]:
         """Every allocation of a job, oldest first."""
         return [a for a in self._allocs.values() if a.job_id == job_id]
@@ -458,7 +458,7 @@ class NomadDouble:
             previous.next = alloc.id
         for network in group.get("Networks") or []:
             for port in network.get("DynamicPorts") or []:
-                alloc.ports[port["Label"]] = _free_port()
+                alloc.ports[port["Label"]] = unused_port(self._ports_held())
             for port in network.get("ReservedPorts") or []:
                 alloc.ports[port["Label"]] = port["Value"]
         task = alloc.task

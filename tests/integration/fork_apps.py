@@ -78,3 +78,26 @@ class TwoGpus(yurt.App, keep_alive=300, min_concurrency=2, max_concurrency=2):
     @yurt.endpoint("/")
     def generate(self, body: Prompt) -> Reply:
         return Reply(text=os.environ.get("CUDA_VISIBLE_DEVICES", "unset"))
+
+
+class Clinging(yurt.App, keep_alive=300):
+    """Starts a child process in setup() that ignores SIGTERM (a model server slow to leave),
+    noting its pid in the file $YURT_TEST_CHILD_PID."""
+
+    def setup(self) -> None:
+        import subprocess
+
+        child = subprocess.Popen(["sh", "-c", "trap '' TERM; exec sleep 1000"])
+        Path(os.environ["YURT_TEST_CHILD_PID"]).write_text(str(child.pid))
+
+    @yurt.endpoint("/")
+    def generate(self, body: Prompt) -> Reply:
+        return Reply(text=f"pid {os.getpid()}")
+
+
+class Passing(Forked):
+    """Its preload starts a thread that ends once a gate file exists: its template forks only
+    after that."""
+
+    app_name = "passing"
+    preload = ["waits_for_a_gate"]

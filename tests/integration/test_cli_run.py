@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from support import runner_logs
+
 pytestmark = pytest.mark.timeout(120)
 
 APPS = Path(__file__).with_name("apps.py")
@@ -119,7 +121,7 @@ def test_busy_port_fails_with_message(tmp_path: Path) -> None:
     assert out.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in out.stderr
     assert "Traceback" not in out.stderr
-    assert not list((tmp_path / "logs").glob("*.log"))
+    assert not runner_logs(tmp_path / "logs")
 
 
 BROKEN_APP = (

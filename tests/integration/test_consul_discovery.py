@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -35,15 +34,10 @@ class H(http.server.BaseHTTPRequestHandler):
         self.end_headers()
     def log_message(self, *a):
         pass
-http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+server = http.server.HTTPServer(("127.0.0.1", 0), H)
+print(server.server_port, flush=True)
+server.serve_forever()
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class Runners:
@@ -56,8 +50,7 @@ class Runners:
     async def add(self, *, service: str = SERVICE, address: str = "127.0.0.1") -> str:
         """Start one and register it; returns its allocation id."""
         alloc = str(uuid.uuid4())
-        port = free_port()
-        self.procs[alloc] = await health_server(port)
+        self.procs[alloc], port = await health_server()
         body = {
             "ID": f"_nomad-task-{alloc}-group-runner-{service}-http",
             "Name": service,
@@ -87,10 +80,24 @@ class Runners:
             await self.kill(alloc)
 
 
-async def health_server(port: int) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable, "-c", HEALTH_SERVER, str(port), stdin=asyncio.subprocess.DEVNULL
+async def health_server() -> tuple[asyncio.subprocess.Process, int]:
+    """A health endpoint in a process of its own, on a port it bound itself (a port picked here
+    and bound there could be taken meanwhile by any server binding port 0): it and its port."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        HEALTH_SERVER,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
     )
+    assert proc.stdout is not None
+    try:
+        line = await asyncio.wait_for(proc.stdout.readline(), DEADLINE)
+        return proc, int(line)
+    except BaseException:
+        proc.kill()
+        await proc.wait()
+        raise
 
 
 async def put(consul: ConsulDouble, path: str, body: Any = None) -> None:
@@ -221,8 +228,7 @@ async def test_index_going_backwards_is_reset(
 
 async def test_router_registration(consul: ConsulDouble, discovery: ConsulDiscovery) -> None:
     """The router registers under its own id with a passing HTTP check, and deregisters."""
-    port = free_port()
-    proc = await health_server(port)
+    proc, port = await health_server()
     try:
         sid = await discovery.register_router(
             "yurt-router", "127.0.0.1", port, f"http://127.0.0.1:{port}/_yurt/health", 1.0

@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from support import DEADLINE, ROOT, wait_until
+from support import DEADLINE, ROOT, runner_logs, wait_until
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -70,17 +70,13 @@ class DiskFull(yurt.App, keep_alive=300):
 """
 
 
-RUNNER_LOG = re.compile(r".+-r-[0-9a-f]+\.log")
-
-
 def read(path: Path) -> str:
     return path.read_text()
 
 
 def read_logs(logs: Path) -> str:
     """The runners' logs only: a fork template keeps its own log beside them."""
-    runners = sorted(p for p in logs.glob("*.log") if RUNNER_LOG.fullmatch(p.name))
-    return "".join(p.read_text() for p in runners)
+    return "".join(p.read_text() for p in runner_logs(logs))
 
 
 def namespaces_work(tmp_path: Path) -> bool:

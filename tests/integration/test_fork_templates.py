@@ -4,10 +4,12 @@ processes: they serve, scale, stop by the same rules as fresh ones and leave not
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
 import sys
+import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,11 +18,12 @@ from typing import Any
 import aiohttp
 import pytest
 import structlog
-from fork_apps import Forked, Fresh, Kept, Stubborn, Threaded, TwoGpus
+from fork_apps import Clinging, Forked, Fresh, Kept, Passing, Stubborn, Threaded, TwoGpus
 from test_gpu_fail_fast import FAKE_PYNVML, H100
 
 import yurt
 from yurt.backends import templates
+from yurt.backends.template_pool import TemplatePool
 from yurt.config import LocalBackendConfig
 from yurt.errors import AppDefinitionError
 from yurt.platform import Platform
@@ -131,6 +134,41 @@ async def test_template_with_a_thread_falls_back_to_fresh(
     refusals = [e for e in logs if e["event"] == "runner_not_forked" and "thread" in e["why"]]
     assert len(refusals) == 1
     assert "sleeper" in refusals[0]["why"]
+
+
+async def test_a_template_whose_thread_ended_forks_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A template refused while a thread its preload started ran: once the thread has ended it
+    tells the server, and the next cold start is forked from it (not fresh until a preload)."""
+    modules, gate = tmp_path / "modules", tmp_path / "gate"
+    modules.mkdir()
+    (modules / "waits_for_a_gate.py").write_text(
+        "import os, threading, time\n"
+        "def wait():\n"
+        f"    while not os.path.exists({str(gate)!r}):\n"
+        "        time.sleep(0.05)\n"
+        "threading.Thread(target=wait, name='gatekeeper', daemon=True).start()\n"
+    )
+    prepend_pythonpath(monkeypatch, modules)
+    with structlog.testing.capture_logs() as logs:
+        async with served(Passing, tmp_path / "data") as app:
+            (template,) = await wait_until(lambda: template_pids(app.platform), what="template")
+            status, body, _ = await app.post(json={})
+            assert status == 200
+            fresh = int(body["text"].split()[1])
+            assert parent_of(fresh) == os.getpid()
+            await app.platform.backend.set_target(app.app_id, 0)
+            await wait_until(lambda: not alive(fresh), what="the fresh runner's exit")
+            gate.touch()
+            await wait_until(
+                lambda: any(e["event"] == "template_fork_safe" for e in logs),
+                what="the template saying forking is safe again",
+            )
+            status, body, _ = await app.post(json={})
+            assert status == 200
+            assert parent_of(int(body["text"].split()[1])) == template
+    assert any("gatekeeper" in e.get("why", "") for e in logs if e["event"] == "runner_not_forked")
 
 
 async def test_template_crash_is_survived(tmp_path: Path) -> None:
@@ -330,3 +368,146 @@ async def test_a_child_reported_gone_before_its_fork_returns_is_seen_to_exit(
     finally:
         listener.close()
         await template.close()
+
+
+# ``python -c SUPERVISOR PAYLOAD CHILD_PID_FILE``: a backend in miniature, which starts a
+# template, has it fork one runner of PAYLOAD (named with its own pid as --parent-pid, as the
+# local backend does), prints the runner's pid and waits to be killed.
+SUPERVISOR = textwrap.dedent("""
+    import asyncio, os, socket, sys
+    from pathlib import Path
+    from yurt.backends.templates import Template
+    from yurt.runner.contract import runner_argv
+
+    async def main():
+        payload, child_pid = sys.argv[1:3]
+        template = Template("t", sys.executable, dict(os.environ), Path(payload + ".log"))
+        await template.start(timeout=120)
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        argv = runner_argv(
+            payload=payload, fd=sock.fileno(), host="127.0.0.1",
+            port=sock.getsockname()[1], runner_id="r-1", parent_pid=os.getpid(),
+        )
+        env = {**os.environ, "YURT_TEST_CHILD_PID": child_pid}
+        child = await template.fork("r-1", argv, env, sock.fileno())
+        print(child.pid, template.pid, flush=True)
+        await asyncio.sleep(1000)
+
+    asyncio.run(main())
+""")
+
+
+async def test_a_forked_runner_whose_backend_is_killed_takes_its_group_with_it(
+    tmp_path: Path,
+) -> None:
+    """A backend killed with SIGKILL cleans up nothing: its forked runner (whose parent is the
+    template) sees the backend gone, drains, and kills what its app started, even a process
+    that ignores SIGTERM, as a fresh runner does."""
+    from yurt.packaging import write_payload
+
+    _, payload = write_payload(Clinging, tmp_path / "payloads")
+    child_pid = tmp_path / "child.pid"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        SUPERVISOR,
+        str(payload),
+        str(child_pid),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), 120)
+        runner, template = (int(x) for x in line.split())
+        assert parent_of(runner) == template
+        await wait_until(
+            lambda: child_pid.exists() and child_pid.read_text().strip(),
+            what="the app's child process to start",
+        )
+        child = int(child_pid.read_text())
+        assert alive(child)
+        proc.kill()
+        await proc.wait()
+        await wait_until(
+            lambda: not alive(runner) and not alive(child) and not alive(template),
+            what="runner, its child and the template gone",
+        )
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        # Whatever a failure left behind: the runner's process group holds the app's child.
+        if child_pid.exists() and alive(int(child_pid.read_text())):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(os.getpgid(int(child_pid.read_text())), signal.SIGKILL)
+
+
+def marking_module(folder: Path, name: str, marks: Path) -> None:
+    """A module that appends its name to ``marks`` each time it is imported."""
+    (folder / f"{name}.py").write_text(
+        f"with open({str(marks)!r}, 'a') as f:\n    f.write({name!r} + '\\n')\n"
+    )
+
+
+async def test_a_template_no_current_revision_wants_is_stopped(tmp_path: Path) -> None:
+    """A redeploy whose runners need another environment moves the app to that template and
+    stops the one its earlier revision used; one another app still wants stays."""
+    pool = TemplatePool(tmp_path, start_timeout=120)
+    env = dict(os.environ)
+    try:
+        pool.want("default/a", sys.executable, env | {"REVISION": "1"}, [], None)
+        pool.want("default/b", sys.executable, env | {"REVISION": "b"}, [], None)
+        await wait_until(lambda: len(pool.pids()) == 2, what="two templates")
+        first = pool.pids()[templates.template_key(sys.executable, env | {"REVISION": "1"})]
+        shared = pool.pids()[templates.template_key(sys.executable, env | {"REVISION": "b"})]
+        pool.want("default/a", sys.executable, env | {"REVISION": "2"}, [], None)
+        await wait_until(lambda: not alive(first), what="the first revision's template stopped")
+        await wait_until(lambda: len(pool.pids()) == 2, what="the second revision's template")
+        assert first not in pool.pids().values()
+        # b moves to the template a uses now: b's old one goes, a's stays.
+        pool.want("default/b", sys.executable, env | {"REVISION": "2"}, [], None)
+        await wait_until(lambda: not alive(shared), what="b's old template stopped")
+        (second,) = pool.pids().values()
+        pool.drop_app("default/a")
+        assert alive(second) and pool.pids() == {
+            templates.template_key(sys.executable, env | {"REVISION": "2"}): second
+        }
+    finally:
+        await pool.close()
+    assert not alive(second)
+
+
+async def test_a_restarted_template_preloads_only_the_current_revision(
+    tmp_path: Path,
+) -> None:
+    """A template started again after it died imports what the app's current revision
+    preloads, not every revision's since the first."""
+    modules, marks = tmp_path / "modules", tmp_path / "marks"
+    modules.mkdir()
+    for name in ("first_preload", "second_preload"):
+        marking_module(modules, name, marks)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(modules), *sys.path])}
+    pool = TemplatePool(tmp_path, start_timeout=120)
+
+    def lines() -> list[str]:
+        return marks.read_text().split() if marks.exists() else []
+
+    try:
+        pool.want("default/a", sys.executable, env, ["first_preload"], None)
+        await wait_until(lambda: pool.settled() and lines() == ["first_preload"], what="first")
+        pool.want("default/a", sys.executable, env, ["second_preload"], None)
+        await wait_until(lambda: pool.settled() and len(lines()) == 2, what="the second")
+        (old,) = pool.pids().values()
+        os.kill(old, signal.SIGKILL)
+        await wait_until(
+            lambda: (
+                [p for p in pool.pids().values() if p != old]
+                and pool.settled()
+                and len(lines()) >= 3
+            ),
+            what="a new template with its preload done",
+        )
+        assert lines() == ["first_preload", "second_preload", "second_preload"]
+    finally:
+        await pool.close()

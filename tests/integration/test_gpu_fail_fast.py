@@ -28,7 +28,7 @@ from yurt.loader import load_app
 from yurt.packaging import write_payload
 from yurt.runner.gpus import list_gpus, load_nvml
 
-from support import sample_key, samples
+from support import runner_logs, sample_key, samples
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -141,7 +141,7 @@ def test_yurt_run_gpu_app_without_gpu_exits_within_seconds(tmp_path: Path) -> No
     assert last.startswith("yurt run: app default/gpu-app: machine_type ['GPU-H100']")
     assert "no GPU found" in last
     assert elapsed < FAIL_FAST_S
-    assert not list((tmp_path / "data" / "logs").glob("*.log")), "a runner was started"
+    assert not runner_logs(tmp_path / "data" / "logs"), "a runner was started"
 
 
 def test_yurt_run_gpu_app_on_another_gpu_names_what_was_found(tmp_path: Path) -> None:
@@ -276,7 +276,7 @@ def wait_ready(base: str, proc: subprocess.Popen[bytes]) -> None:
             with urllib.request.urlopen(base + "/_yurt/health", timeout=5) as resp:
                 if resp.status == 200:
                     return
-        except (urllib.error.URLError, ConnectionError):
+        except OSError:  # refused, an HTTP error, or a check slow to answer on a loaded machine
             pass
         time.sleep(0.05)  # polling a condition, not waiting a fixed time
     pytest.fail("runner not ready in time")

@@ -3,6 +3,7 @@ Chromium): what is served to whom, with which hooks, and what API clients still 
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import AsyncIterator
@@ -151,3 +152,45 @@ async def test_the_page_is_served_on_a_connection_the_fast_lane_began(tmp_path: 
                 assert resp.status == 200
             status, body, _ = await get(s, p.url + "/default/public/playground", HTML)
             assert status == 200 and "data-app" in body
+
+
+async def exchange(url: str, *requests: bytes) -> bytes:
+    """Send raw HTTP/1.1 requests on one connection (the last says ``Connection: close``) and
+    return every byte the router answered, so that a body sent after a HEAD would show."""
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(b"".join(requests))
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), DEADLINE)
+    finally:
+        writer.close()
+
+
+def raw(method: str, path: str, *, close: bool = False) -> bytes:
+    head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: {HTML['Accept']}\r\n"
+    return (head + ("Connection: close\r\n" if close else "") + "\r\n").encode()
+
+
+async def test_head_answers_each_page_as_get_without_a_body(tmp_path: Path) -> None:
+    """HEAD of the index, an app's page, an app's address and an asset has GET's status and
+    headers and no body: the next response on the connection follows the headers at once."""
+    async with serving(tmp_path) as (p, _, s):
+        _, page, _ = await get(s, p.url + "/default/public/playground", HTML)
+        found = re.search(r'src="(/_yurt/playground/playground\.js\?v=\w+)"', page)
+        assert found is not None
+        js = found.group(1)
+        for path in ("/", "/default/public/playground", "/default/public", js):
+            async with s.get(p.url + path, headers=HTML, allow_redirects=False) as got:
+                body = await got.read()
+            wire = await exchange(p.url, raw("HEAD", path), raw("GET", path, close=True))
+            head, sep, rest = wire.partition(b"\r\n\r\n")
+            assert sep and head.startswith(f"HTTP/1.1 {got.status} ".encode()), (path, wire[:200])
+            # The GET that followed begins right after the HEAD's headers: no body between.
+            assert rest.startswith(f"HTTP/1.1 {got.status} ".encode()), (path, rest[:200])
+            lines = dict(line.split(": ", 1) for line in head.decode("latin-1").split("\r\n")[1:])
+            fields = {k.lower(): v for k, v in lines.items()}
+            assert fields.get("content-type") == got.headers.get("content-type"), path
+            if got.status == 200:
+                assert int(fields["content-length"]) == len(body) > 0, path
+            assert rest.endswith(body), path

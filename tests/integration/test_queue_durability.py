@@ -20,19 +20,14 @@ import aiohttp
 import pytest
 from test_cli_run import alive, yurt_run
 
+from doubles.ports import unused_port
+
 pytestmark = pytest.mark.timeout(240)
 
 TARGET = f"{Path(__file__).with_name('durability_app.py')}::Counted"
 SUBMITS = 300
 SECONDS = 0.1  # per request; 8 slots (2 runners x 4) make ~4 s of work in all
 DEADLINE = 90.0  # generous: a loaded 2-core machine
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def bindable(port: int) -> bool:
@@ -145,7 +140,8 @@ async def until_completed(session: aiohttp.ClientSession, accepted: dict[int, An
 async def test_router_killed_midway_loses_no_accepted_request(tmp_path: Path) -> None:
     """Submits a few hundred requests, SIGKILLs the router mid-way, restarts it, and finds every
     accepted request completed, each counted by the app at least once."""
-    port = free_port()
+    # Named before yurt run binds it, and again after the kill: out of port-0 binds' way.
+    port = unused_port()
     data_dir, log = tmp_path / "data", tmp_path / "yurt-run.log"
     count_file = tmp_path / "count.txt"
     first: subprocess.Popen[str] | None = None

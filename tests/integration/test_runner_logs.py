@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from support import start_yurt, wait_until
+from support import runner_logs, start_yurt, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -31,7 +31,7 @@ async def stop(proc: asyncio.subprocess.Process) -> None:
 
 
 def log_text(tmp_path: Path) -> str:
-    return "".join(p.read_text() for p in (tmp_path / "data" / "logs").glob("*.log"))
+    return "".join(p.read_text() for p in runner_logs(tmp_path / "data" / "logs"))
 
 
 async def test_runner_output_is_shown_prefixed_and_kept_in_the_log(tmp_path: Path) -> None:

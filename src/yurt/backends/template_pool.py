@@ -1,5 +1,5 @@
 """The local backend's templates, by ``template_key`` (docs/cold-starts.md): started ahead of
-demand, started again when one dies, closed when no app needs them."""
+demand, started again when one dies, closed when no app's current revision needs them."""
 
 from __future__ import annotations
 
@@ -22,16 +22,31 @@ from yurt.backends.templates import (
 
 log = structlog.get_logger("yurt.local.templates")
 
+Preload = tuple[tuple[str, ...], str | None]  # the modules, the payload
+
+
+def preloads_of(wants: Mapping[str, tuple[str, Preload]], key: str) -> list[Preload]:
+    """What template ``key`` preloads: the current preload of each app whose runners it forks,
+    once each, in the order the apps came. Pure."""
+    return list(dict.fromkeys(preload for k, preload in wants.values() if k == key))
+
 
 class TemplatePool:
     """The backend's templates, by ``template_key``: started ahead of demand, restarted when
-    they die, closed when no app needs them."""
+    they die, closed when no app's current revision needs them.
+
+    Each app wants one template and one preload, those of its current revision (``want``); a
+    redeploy whose runners need another interpreter or environment moves the app to another
+    template, and the one it leaves is closed once no app wants it. A template restarted after
+    it died preloads what its apps want now, not what earlier revisions wanted.
+    """
 
     def __init__(self, log_dir: Path, start_timeout: float) -> None:
         self.log_dir = log_dir
         self.start_timeout = start_timeout
         self._templates: dict[str, Template] = {}
-        self._preloads: dict[str, list[tuple[list[str], str | None]]] = {}
+        self._wants: dict[str, tuple[str, Preload]] = {}  # app -> (template key, preload)
+        self._sent: dict[str, set[Preload]] = {}  # key -> preloads sent to its process
         self._failed_at: dict[str, float] = {}
         self._said: set[tuple[str, str]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -46,15 +61,16 @@ class TemplatePool:
         payload: str | None,
     ) -> None:
         """Have the template of ``python`` and ``env`` up for ``app_id``, with ``modules``
-        imported and ``payload`` unpickled (without setup) ahead of demand."""
+        imported and ``payload`` unpickled (without setup) ahead of demand: the app's current
+        revision. The template its earlier revision used is closed if no app wants it now."""
+        key, preload = template_key(python, env), (tuple(modules), payload)
+        before = self._wants.get(app_id)
+        self._wants[app_id] = (key, preload)
+        if before is not None and before[0] != key:
+            self._close_unwanted()
         template = self._get(python, env, start=True)
-        if template is None:
-            return
-        template.apps.add(app_id)
-        wanted = self._preloads.setdefault(template.key, [])
-        if (modules, payload) not in wanted:
-            wanted.append((modules, payload))
-            self._task(self._preload(template, modules, payload))
+        if template is not None:
+            self._send_preloads(template)
 
     def ready_for(self, app_id: str, python: str, env: Mapping[str, str]) -> Template | None:
         """The template to fork ``app_id``'s runner from, if one is up; else None (one is
@@ -62,7 +78,6 @@ class TemplatePool:
         template = self._get(python, env, start=True)
         if template is None:
             return None
-        template.apps.add(app_id)
         if template.state != "ready":
             # Expected once per template (a runner asked for at deploy): not a warning.
             self.say_once(template.key, "its template is still starting", warn=False)
@@ -71,11 +86,17 @@ class TemplatePool:
 
     def drop_app(self, app_id: str) -> None:
         """``app_id`` is gone: close the templates no other app uses."""
+        self._wants.pop(app_id, None)
+        self._close_unwanted()
+
+    def _close_unwanted(self) -> None:
+        """Close every template no app's current revision wants."""
+        wanted = {key for key, _ in self._wants.values()}
         for key, template in list(self._templates.items()):
-            template.apps.discard(app_id)
-            if not template.apps:
+            if key not in wanted:
                 del self._templates[key]
-                self._preloads.pop(key, None)
+                self._sent.pop(key, None)
+                log.info("template_unwanted", template=key, pid=template.pid)
                 self._task(template.close())
 
     def say_once(self, key: str, why: str, *, warn: bool = True) -> None:
@@ -119,6 +140,7 @@ class TemplatePool:
             return None  # it failed to start lately: runners start fresh meanwhile
         template = Template(key, python, env, self.log_dir / f"template-{key}.log")
         self._templates[key] = template
+        self._sent[key] = set()
         self._task(self._run(template))
         return template
 
@@ -146,16 +168,25 @@ class TemplatePool:
             await asyncio.sleep(RESTART_PAUSE_S)
         if self._closed or template.key in self._templates:
             return
+        if template.key not in {key for key, _ in self._wants.values()}:
+            return
         again = self._get(template.python, template.env, start=True)
         if again is not None:
-            again.apps |= template.apps
-            for modules, payload in self._preloads.get(template.key, []):
-                self._task(self._preload(again, modules, payload))
+            self._send_preloads(again)
 
-    async def _preload(self, template: Template, modules: list[str], payload: str | None) -> None:
+    def _send_preloads(self, template: Template) -> None:
+        """Have ``template`` preload what its apps want now that it has not been sent yet."""
+        sent = self._sent.setdefault(template.key, set())
+        for preload in preloads_of(self._wants, template.key):
+            if preload not in sent:
+                sent.add(preload)
+                self._task(self._preload(template, preload))
+
+    async def _preload(self, template: Template, preload: Preload) -> None:
+        modules, payload = preload
         with contextlib.suppress(TemplateRefused):
             await asyncio.shield(template.ready)
-            template.send({"op": "preload", "modules": modules, "payload": payload})
+            template.send({"op": "preload", "modules": list(modules), "payload": payload})
             template.preloading += 1
 
     def _task(self, coro: Any) -> None:

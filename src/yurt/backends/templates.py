@@ -105,7 +105,6 @@ class Template:
         # Exit codes of children that exited before their fork's reply was taken in.
         self.early_exits: dict[int, int] = {}
         self.preloading = 0  # preloads sent and not yet answered
-        self.apps: set[str] = set()
 
     @property
     def pid(self) -> int | None:
@@ -243,6 +242,11 @@ class Template:
                 child.exited(code)
             else:
                 self.early_exits[pid] = code
+        elif op == "unsafe":
+            # Forking became safe (a thread an import started has ended) or unsafe again.
+            was, self.unsafe = self.unsafe, message.get("why")
+            if was is not None and self.unsafe is None:
+                log.info("template_fork_safe", template=self.key, was=was)
         elif op == "preloaded":
             self.preloading = max(0, self.preloading - 1)
             self.unsafe = message.get("unsafe")

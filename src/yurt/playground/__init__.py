@@ -5,8 +5,8 @@ endpoint from the app's OpenAPI document, runs it through the queue and shows th
 and result. The pages are server-rendered HTML and one script and one stylesheet of yurt's own,
 shipped in this package and served under ``/_yurt/playground/`` (``docs/playground.md``).
 
-``routing.wants_page`` is all the request core asks (on ``GET`` only); the rest runs in the
-router's aiohttp face.
+``routing.wants_page`` is all the request core asks (on ``GET`` and ``HEAD`` only); the rest
+runs in the router's aiohttp face.
 """
 
 from __future__ import annotations

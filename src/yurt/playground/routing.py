@@ -1,5 +1,5 @@
-"""Which ``GET`` requests are the playground's. Pure, and cheap: the request core asks it for
-every ``GET`` it admits (never for a ``POST``)."""
+"""Which ``GET`` (and ``HEAD``) requests are the playground's. Pure, and cheap: the request core
+asks it for every ``GET`` or ``HEAD`` it admits (never for a ``POST``)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ Header = tuple[bytes, bytes]
 ASSET_PREFIX = "/_yurt/playground/"
 PAGE_SUFFIX = "/playground"
 _HTML = b"text/html"
+# HEAD is GET without the body (RFC 9110 9.3.2): the face answers both, aiohttp drops the body.
+PAGE_METHODS = (b"GET", b"HEAD")
 
 
 def accepts_html(headers: Sequence[Header]) -> bool:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from yurt.access import ANONYMOUS, Caller
 from yurt.errors import RequestError
 from yurt.openapi import document as openapi_document
-from yurt.playground.routing import wants_page
+from yurt.playground.routing import PAGE_METHODS, wants_page
 from yurt.router.dispatch import AppRoute, NoSlotInTime, Slot
 from yurt.router.http import (
     Reply,
@@ -167,7 +167,7 @@ class RequestCore:
             return QueueCall(method, path, query, headers, b"", f"{scheme}://{host}", caller)
         if path.startswith(PLATFORM_PREFIX) or path in ("/tokens", "/tokens/"):
             return None  # the aiohttp face answers these (``web.py``, ``tokens.py``)
-        if method == b"GET" and not upgrade and wants_page(path, headers, router.routes):
+        if method in PAGE_METHODS and not upgrade and wants_page(path, headers, router.routes):
             return None  # a playground page (yurt.playground): the aiohttp face serves it
         resolved = self.router.resolve(path)
         if isinstance(resolved, Reply):

@@ -93,7 +93,9 @@ class WebFace:
         if admitted is None:
             if path in TOKEN_PATHS:
                 return to_response(await token_reply(self.router.gate, request), new_request_id())
-            if request.method == "GET" and (page := self.playground.serve(request)) is not None:
+            # HEAD as GET: aiohttp sends the headers and leaves the body out (RFC 9110 9.3.2).
+            page = self.playground.serve(request) if request.method in ("GET", "HEAD") else None
+            if page is not None:
                 return page
             return to_response(self.platform(request, path), new_request_id())
         if isinstance(admitted, Reply):

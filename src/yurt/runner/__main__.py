@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import json
 import os
+import select
 import signal
 import sys
 import traceback
@@ -72,6 +73,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--runner-id", default="")
     p.add_argument(
         "--parent-pid", type=int, default=0, help="drain and exit when this process is gone"
+    )
+    p.add_argument(
+        "--parent-pidfd",
+        type=int,
+        default=-1,
+        help="an inherited pidfd of --parent-pid, where that is not our parent (a runner forked "
+        "from a template)",
     )
     p.add_argument("--loop", choices=LOOP_NAMES, default="auto")
     p.add_argument(
@@ -151,7 +159,7 @@ async def serve(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await server.start()
-    watchdog = asyncio.ensure_future(_watch_parent(args.parent_pid, stop))
+    watchdog = asyncio.ensure_future(_watch_parent(args.parent_pid, args.parent_pidfd, stop))
     setup = asyncio.ensure_future(server.run_setup())
     stopper = asyncio.ensure_future(stop.wait())
     await asyncio.wait({setup, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -199,12 +207,21 @@ def check_gpus(spec: AppSpec, machines: str | None = None) -> GpuMonitor:
     return monitor
 
 
-async def _watch_parent(parent_pid: int, stop: asyncio.Event) -> None:
+def parent_gone(parent_pid: int, pidfd: int = -1) -> bool:
+    """Whether the supervisor ``parent_pid`` is gone. A fresh runner's parent is its supervisor:
+    gone once our parent changed. A forked runner's parent is its template, so it is given a
+    pidfd of its supervisor, which polls readable once that process has exited."""
+    if pidfd >= 0:
+        return bool(select.select([pidfd], [], [], 0)[0])
+    return os.getppid() != parent_pid
+
+
+async def _watch_parent(parent_pid: int, pidfd: int, stop: asyncio.Event) -> None:
     """Stop when the process that started us is gone, so a killed supervisor leaves no runner."""
     if parent_pid <= 0:
         return
     # There is no event for "my parent died" short of prctl; a one-second poll is cheap.
-    while os.getppid() == parent_pid:  # noqa: ASYNC110
+    while not parent_gone(parent_pid, pidfd):  # noqa: ASYNC110
         await asyncio.sleep(1.0)
     stop.set()
 
@@ -223,7 +240,7 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
-        orphaned = args.parent_pid > 0 and os.getppid() != args.parent_pid
+        orphaned = args.parent_pid > 0 and parent_gone(args.parent_pid, args.parent_pidfd)
         if orphaned and os.getpgrp() == os.getpid():
             # Orphaned (the supervisor was killed, so nobody will clean up our session): take
             # whatever the app started (model servers, worker pools holding GPUs) with us.

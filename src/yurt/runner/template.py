@@ -10,11 +10,14 @@ what the apps it serves preload, then waits on its control socket (``--control-f
   descriptors, the runner's bound TCP socket and the write end of its output pipe: answered
   ``{"op": "forked", "id", "pid"}``, or ``{"op": "refused", "id", "why"}`` when forking is not
   safe (threads running, CUDA initialised);
-- it reports ``{"op": "exited", "pid", "code"}`` for each child it reaps.
+- it reports ``{"op": "exited", "pid", "code"}`` for each child it reaps, and
+  ``{"op": "unsafe", "why": REASON|null}`` when whether forking is safe changed since it last
+  said (a thread an import started has ended, say), looking at least every ``SAFETY_CHECK_S``.
 
 It never opens a socket, starts a thread or touches CUDA. It exits when the backend is gone (a
 pidfd of it, ``--parent-pid``) or its control socket closes. Its children do not die with it:
-each watches the backend itself and drains when the backend is gone.
+each watches the backend itself, through that pidfd (``--parent-pidfd``), as a fresh runner
+watches its parent: it drains once the backend is gone, then kills its process group.
 
 The child: a new session (process group), its output pipe on stdout and stderr, the runner's
 environment (``CUDA_VISIBLE_DEVICES`` among it, set before anything can touch CUDA) and working
@@ -44,6 +47,8 @@ from yurt.logging import configure
 log = structlog.get_logger("yurt.runner.template")
 
 MAX_MESSAGE = 1 << 20
+# How often, at most, the template looks whether forking became safe or unsafe while idle.
+SAFETY_CHECK_S = 1.0
 # What every runner imports before it serves: imported here once, shared by every child.
 RUNNER_MODULES = (
     "yurt.aio",
@@ -141,6 +146,7 @@ class Template:
         self.own_modules: set[str] = set()
         self.wake_r, self.wake_w = os.pipe()
         self.sel: selectors.BaseSelector | None = None
+        self.said_unsafe: str | None = None  # why forking is unsafe, as the backend last heard
 
     def serve(self) -> int:
         """The loop: requests, reaped children, the backend's end. Returns the exit code."""
@@ -153,7 +159,7 @@ class Template:
         sel.register(self.wake_r, selectors.EVENT_READ, "wake")
         sel.register(self.backend_pidfd, selectors.EVENT_READ, "backend")
         while True:
-            for key, _ in sel.select(timeout=5.0):
+            for key, _ in sel.select(timeout=SAFETY_CHECK_S):
                 if key.data == "backend":
                     return 0
                 if key.data == "wake":
@@ -166,6 +172,16 @@ class Template:
                 if key.data == "ctl" and not self.on_request():
                     return 0
             self.reap()
+            self.report_safety()
+
+    def report_safety(self) -> None:
+        """Tell the backend when forking became safe or unsafe since it last heard: it forks
+        only from a template it believes safe, so a thread that ended would otherwise keep
+        every runner fresh until the next preload."""
+        why = not_fork_safe()
+        if why != self.said_unsafe:
+            self.said_unsafe = why
+            send(self.ctl, {"op": "unsafe", "why": why})
 
     def reap(self) -> None:
         for pid in list(self.children):
@@ -201,7 +217,8 @@ class Template:
                 if message.get("payload"):
                     self.payloads.add(message["payload"])
                 log.info("template_preloaded", **found)
-                send(self.ctl, {"op": "preloaded", **found, "unsafe": not_fork_safe()})
+                self.said_unsafe = not_fork_safe()
+                send(self.ctl, {"op": "preloaded", **found, "unsafe": self.said_unsafe})
         finally:
             for fd in fds:
                 os.close(fd)
@@ -209,7 +226,8 @@ class Template:
 
     def fork(self, message: dict[str, Any], fds: list[int]) -> None:
         runner_id = message["id"]
-        why = not_fork_safe() if len(fds) == 2 else "the request did not carry two descriptors"
+        self.said_unsafe = not_fork_safe()  # the backend learns it from the reply
+        why = self.said_unsafe if len(fds) == 2 else "the request did not carry two descriptors"
         if why is not None:
             send(self.ctl, {"op": "refused", "id": runner_id, "why": why})
             return
@@ -248,14 +266,16 @@ class Template:
         reseed()
         argv = list(message["argv"])
         argv[argv.index("--fd") + 1] = str(sock_fd)
-        if "--parent-pid" in argv:  # its parent is this template: the thread below watches
-            argv[argv.index("--parent-pid") + 1] = "0"
+        if "--parent-pid" in argv:
+            # Its parent is this template, not the backend named there: it watches the backend
+            # through the template's pidfd of it, and, as a fresh runner, drains once the
+            # backend is gone and takes its process group with it when it exits.
+            argv += ["--parent-pidfd", str(self.backend_pidfd)]
         payload = argv[argv.index("--payload") + 1] if "--payload" in argv else None
         if payload not in self.payloads:
             # Another revision: the app's own modules load fresh from its payload and files.
             for name in self.own_modules:
                 sys.modules.pop(name, None)
-        watch_backend(self.backend_pidfd)
         from yurt.runner.__main__ import main as runner_main
 
         sys.argv = ["yurt.runner", *argv]
@@ -274,20 +294,6 @@ def reseed() -> None:
     torch = sys.modules.get("torch")
     if torch is not None and hasattr(torch, "seed"):
         torch.seed()
-
-
-def watch_backend(pidfd: int) -> None:
-    """When the backend is gone, stop this runner's process group as the backend would have
-    (SIGTERM: it drains), since the template that forked it may be gone by then."""
-
-    def wait() -> None:
-        sel = selectors.DefaultSelector()
-        sel.register(pidfd, selectors.EVENT_READ)
-        while not sel.select(timeout=None):
-            pass
-        os.killpg(os.getpgrp(), signal.SIGTERM)
-
-    threading.Thread(target=wait, name="yurt-backend-watch", daemon=True).start()
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -320,7 +326,8 @@ def main(argv: list[str] | None = None) -> None:
     except ProcessLookupError:
         os._exit(0)
     template = Template(ctl, backend)
-    send(ctl, {"op": "ready", "pid": os.getpid(), "unsafe": not_fork_safe()})
+    template.said_unsafe = not_fork_safe()
+    send(ctl, {"op": "ready", "pid": os.getpid(), "unsafe": template.said_unsafe})
     log.info("template_ready", pid=os.getpid(), import_s=round(time.monotonic() - t0, 3))
     code = template.serve()
     sys.stdout.flush()

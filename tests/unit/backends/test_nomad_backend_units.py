@@ -43,6 +43,8 @@ from yurt.scheduler.loop import Scheduler
 from yurt.scheduler.policy import AppLoad, Decision, RunnerLoad
 from yurt.spec import build_spec
 
+from support import DEADLINE
+
 AID = "0b5e6f1e-0000-4000-8000-00000000000{}"
 
 
@@ -1310,8 +1312,8 @@ async def test_closed_client_cancels_waiting_calls() -> None:
     await asyncio.sleep(0.05)
     await client.close()
     with pytest.raises(ClusterUnavailable, match="closed"):
-        await asyncio.wait_for(second, 5)
+        await asyncio.wait_for(second, DEADLINE)
     release.set()
-    assert await asyncio.wait_for(first, 5) is True
+    assert await asyncio.wait_for(first, DEADLINE) is True
     with pytest.raises(ClusterUnavailable, match="closed"):
         await client.agent_version()

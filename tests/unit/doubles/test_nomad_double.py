@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 
 from doubles import ConsulDouble, NomadDouble
+from doubles.ports import ephemeral_range
 from support import DEADLINE, wait_until
 
 S = 1_000_000_000
@@ -194,6 +195,18 @@ async def test_placement_env_interpolation_and_logs(
     _, job = await call(http, "GET", f"{nomad.url}/v1/job/app")
     assert "Job" not in job
     assert job["TaskGroups"][0]["Tasks"][0]["LogConfig"]["MaxFiles"] == 10
+
+
+async def test_dynamic_ports_come_from_nomads_range_not_the_kernels_ephemeral_one(
+    nomad: NomadDouble, http: aiohttp.ClientSession, script: Path
+) -> None:
+    """Each allocation's port is its own, in Nomad's 20000-32000, and outside the range the
+    kernel takes outgoing connections' ports from, so none can take it before the task binds."""
+    await register(http, nomad, make_job(script, count=3))
+    allocs = await wait_until(running(nomad, 3), what="three running allocations")
+    ports = {a.ports["http"] for a in allocs}
+    assert len(ports) == 3
+    assert all(20000 <= p <= 32000 and p not in ephemeral_range() for p in ports)
 
 
 async def test_group_service_registered_with_nomad_ids(

@@ -15,6 +15,8 @@ from yurt.router.dispatch import AppRoute, Slot
 from yurt.router.pool import ConnectionPool
 from yurt.scheduler.policy import AppLoad, RunnerLoad
 
+from support import DEADLINE
+
 
 class Routed(yurt.App):
     """The App being routed."""
@@ -151,7 +153,7 @@ async def test_waiter_gets_slot_from_a_new_runner() -> None:
     h = Harness()
     task = await h.waiter()
     assert h.route.update([ep("a")]) == []
-    slot = await asyncio.wait_for(task, 1)
+    slot = await asyncio.wait_for(task, DEADLINE)
     assert slot.runner_id == "a"
     assert (slot.in_flight, slot.idle_since) == (1, None)
 
@@ -189,7 +191,7 @@ async def test_timed_out_waiter_is_skipped_on_release() -> None:
         await h.route.acquire(timeout=0.01)
     task = await h.waiter()
     h.route.release(held)
-    assert (await asyncio.wait_for(task, 1)) is held
+    assert (await asyncio.wait_for(task, DEADLINE)) is held
 
 
 async def test_slot_handed_over_at_the_timeout_instant_is_not_leaked() -> None:
@@ -276,7 +278,7 @@ async def test_release_of_retired_slot_serves_no_waiter() -> None:
     assert not task.done()
     assert held.in_flight == 0
     h.route.update([ep("b")])
-    assert (await asyncio.wait_for(task, 1)).runner_id == "b"
+    assert (await asyncio.wait_for(task, DEADLINE)).runner_id == "b"
 
 
 def test_update_returns_the_slots_that_left() -> None:

@@ -15,10 +15,13 @@ Reproduces these facts of Nomad (``nomad/structs``, ``scheduler/generic_sched.go
   ``devices: no devices match request``.
 - A blocked evaluation run again that places everything ends ``complete`` with no
   ``FailedTGAllocs``; one run again that still fails stays ``blocked`` with the figures of its
-  first run. When another evaluation of the job completes without failures, the blocked one is
-  ``canceled`` ('evaluation "<its id>" successful') and keeps its ``FailedTGAllocs``.
+  first run. When another evaluation of the job completes without failures (a Count lowered to
+  0 is one), the blocked one is ``canceled`` ('evaluation "<the successful one's id>"
+  successful') and keeps its ``FailedTGAllocs`` (hashicorp/nomad aa026cc9,
+  ``nomad/state/state_store.go:3522-3550``, ``nestedUpsertEval``).
 - A second blocked evaluation for a job replaces the first, which is ``canceled`` ("existing
-  blocked evaluation exists for job").
+  blocked evaluation exists for job"; ``nomad/blocked_evals.go:298-343``,
+  ``processBlockJobDuplicate``, and ``nomad/leader.go:1165-1170``).
 - ``GET /v1/job/:id/evaluations`` lists them in no particular order (shuffled here, so that a
   reader must sort by CreateIndex).
 
@@ -106,10 +109,10 @@ class Evaluations:
                 e.update(Status="complete", FailedTGAllocs=None, ModifyIndex=index)
             if blocked is not None and pending:
                 # Another evaluation succeeded: the state store cancels the blocked one,
-                # keeping its figures (and naming the blocked evaluation itself).
+                # keeping its figures and naming the first evaluation that succeeded.
                 blocked.update(
                     Status="canceled",
-                    StatusDescription=f'evaluation "{blocked["ID"]}" successful',
+                    StatusDescription=f'evaluation "{pending[0]["ID"]}" successful',
                     ModifyIndex=index,
                 )
             elif blocked is not None:

@@ -42,3 +42,15 @@ class NeedsH100(yurt.App, keep_alive=300, max_concurrency=1):
     @yurt.endpoint("/")
     def run(self) -> Where:
         return Where(alloc=os.environ.get("NOMAD_ALLOC_ID", ""), pid=os.getpid())
+
+
+class NeedsH100Kept(yurt.App, keep_alive=300, min_concurrency=1, max_concurrency=1):
+    """Asks for an H100 too, and is kept at one runner: its Count stays 1 with nobody calling,
+    so Nomad's blocked evaluation holds until a test adds an H100."""
+
+    app_name = "needs-h100-kept"
+    machine_type = "GPU-H100"
+
+    @yurt.endpoint("/")
+    def run(self) -> Where:
+        return Where(alloc=os.environ.get("NOMAD_ALLOC_ID", ""), pid=os.getpid())

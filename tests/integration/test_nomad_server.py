@@ -199,9 +199,27 @@ async def test_deploy_call_scale_replace_and_recover(server: Server) -> None:
     assert server.count("default/echo") == 1
 
 
+async def unplaceable_metric(server: Server, app_id: str) -> str | None:
+    """The app's ``yurt_runners_unplaceable`` value as /_yurt/metrics gives it."""
+    async with server.session.get(f"{server.url}/_yurt/metrics") as resp:
+        text = await resp.text()
+    found = re.search(
+        rf'^yurt_runners_unplaceable\{{app="{re.escape(app_id)}"\}} (\S+)$', text, re.M
+    )
+    return found.group(1) if found else None
+
+
+def assert_no_h100(detail: str, app_id: str) -> None:
+    """``detail`` is Nomad's reason for not placing a runner that asks for an H100."""
+    assert detail.startswith(f"Nomad cannot place a runner of {app_id}: ")
+    assert 'Constraint "missing devices": 1 node excluded by filter' in detail
+    assert "1 nvidia/gpu (${device.model} regexp \\bH100\\b" in detail
+
+
 async def test_a_runner_nomad_cannot_place_fails_its_callers_at_once(server: Server) -> None:
-    """No node has an H100: a call fails with Nomad's reason (not after startup_timeout), later
-    calls and submissions fail at once, and it clears when an H100 joins."""
+    """No node has an H100: a waiting call fails with Nomad's reason (not after startup_timeout);
+    with nobody waiting the Count goes back to 0, which clears it, and the next call asks again
+    and fails the same way once Nomad has evaluated it."""
     target = f"{ROOT}/tests/integration/nomad_server_apps.py::NeedsH100"
     app_id = (await deploy(server, target))["app_id"]
     # A submission is accepted (nothing has failed yet) and completes with Nomad's reason.
@@ -219,29 +237,63 @@ async def test_a_runner_nomad_cannot_place_fails_its_callers_at_once(server: Ser
     assert status == 503, body
     assert body["error_type"] == "placement_failed"
     detail = body["detail"]
-    assert detail.startswith(f"Nomad cannot place a runner of {app_id}: ")
-    assert 'Constraint "missing devices": 1 node excluded by filter' in detail
-    assert "1 nvidia/gpu (${device.model} regexp \\bH100\\b" in detail
+    assert_no_h100(detail, app_id)
+
+    # Nobody waits now: the scheduler lowers the Count to 0 at its next pass, Nomad's evaluation
+    # of that succeeds (cancelling the blocked one), and the failure clears (docs/nomad.md).
+    async def lowered() -> bool:
+        unplaced = (await server.apps())[app_id]["unplaced"]
+        return server.count(app_id) == 0 and unplaced is None
+
+    await wait_until(lowered, what="the Count back to 0 and the failure cleared")
+    assert await unplaceable_metric(server, app_id) == "0.0"
+
+    # The next call asks for a runner again and fails as soon as Nomad has evaluated the Count
+    # (the session's timeout, DEADLINE, is well under the app's startup_timeout of 600 s).
+    status, again = await server.post(f"{server.url}/{app_id}", {})
+    assert (status, again["error_type"]) == (503, "placement_failed"), again
+    assert without_eval(again["detail"]) == without_eval(detail)
+
+
+async def test_a_kept_runner_nomad_cannot_place_refuses_callers_until_an_h100_joins(
+    server: Server,
+) -> None:
+    """An app kept at one runner that no node can take: while Nomad's blocked evaluation holds,
+    calls and submissions are refused at once and /_yurt/apps and the metric say why; an H100
+    joining places the runner, which clears it."""
+    target = f"{ROOT}/tests/integration/nomad_server_apps.py::NeedsH100Kept"
+    app_id = (await deploy(server, target))["app_id"]
+
+    async def unplaced() -> str | None:
+        found: str | None = (await server.apps())[app_id]["unplaced"]
+        return found
+
+    # min_concurrency=1 holds the Count at 1 with nobody calling: nothing lowers it meanwhile.
+    detail = await wait_until(unplaced, what="Nomad's placement failure")
+    assert_no_h100(detail, app_id)
+    assert server.count(app_id) == 1
 
     # While nothing can be placed, callers are told at once: a sync call and a submission.
-    # (Nomad may have evaluated again meanwhile: the evaluation's id may differ.)
-    status, again = await server.post(f"{server.url}/{app_id}", {})
-    assert (status, again["error_type"]) == (503, "placement_failed")
-    assert without_eval(again["detail"]) == without_eval(detail)
+    status, refused = await server.post(f"{server.url}/{app_id}", {})
+    assert (status, refused["error_type"]) == (503, "placement_failed"), refused
+    assert without_eval(refused["detail"]) == without_eval(detail)
     status, refused = await server.post(f"{server.url}/queue/{app_id}", {})
-    assert (status, refused["error_type"]) == (503, "placement_failed")
-    assert without_eval((await server.apps())[app_id]["unplaced"]) == without_eval(detail)
-    async with server.session.get(f"{server.url}/_yurt/metrics") as resp:
-        assert f'yurt_runners_unplaceable{{app="{app_id}"}} 1.0' in await resp.text()
+    assert (status, refused["error_type"]) == (503, "placement_failed"), refused
+    assert without_eval(refused["detail"]) == without_eval(detail)
+    assert await unplaceable_metric(server, app_id) == "1.0"
 
     # An H100 joins the node: the blocked evaluation places the runner and the failure clears.
     server.nomad.add_gpu({"UUID": "GPU-h100", "Model": "NVIDIA H100 80GB HBM3", "MemoryMiB": 81559})
+    assert await wait_until(
+        lambda: server.nomad.allocations(job_id("yurt", app_id)), what="the runner placed"
+    )
+    assert server.nomad.allocations(job_id("yurt", app_id))[0].gpus == ["GPU-h100"]
 
     async def cleared() -> bool:
-        return (await server.apps())[app_id]["unplaced"] is None
+        return await unplaced() is None
 
     await wait_until(cleared, what="the placement failure to clear")
-    assert [a.gpus for a in server.nomad.allocations(job_id("yurt", app_id))] == [["GPU-h100"]]
+    assert await unplaceable_metric(server, app_id) == "0.0"
 
 
 async def test_a_burst_places_runners_while_earlier_ones_still_load(server: Server) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from itertools import permutations
 from typing import Any
 
 from yurt.backends.nomad.evals import placed_since, reasons, unplaced
@@ -127,6 +128,24 @@ def test_a_blocked_eval_cancelled_by_a_later_success_is_history() -> None:
         evaluation(15, "complete"),
     ]
     assert unplaced(evals, GROUP) is None
+
+
+def test_a_count_lowered_to_0_clears_it_until_a_raise_fails_again() -> None:
+    """The scheduler lowers an unplaced Count to 0 once nobody waits: Nomad's evaluation of it
+    succeeds and cancels the blocked one, so nothing is failing; the next raise fails again and
+    is reported with its own evaluation, however the list is ordered."""
+    failed = evaluation(11, "complete", MISSING_GPU, BlockedEval="eval-12")
+    cancelled = evaluation(
+        12, "canceled", MISSING_GPU, StatusDescription='evaluation "eval-13" successful'
+    )
+    lowered = evaluation(13, "complete", TriggeredBy="job-scaling")
+    for listed in permutations([failed, cancelled, lowered]):
+        assert unplaced(listed, GROUP) is None
+    raised = evaluation(20, "complete", MISSING_GPU, BlockedEval="eval-21")
+    blocked = evaluation(21, "blocked", MISSING_GPU, TriggeredBy="queued-allocs")
+    for listed in permutations([failed, cancelled, lowered, raised, blocked]):
+        found = unplaced(listed, GROUP)
+        assert found is not None and (found.eval_id, found.final) == ("eval-21", True)
 
 
 def test_placed_since_the_failure_or_still_running() -> None:

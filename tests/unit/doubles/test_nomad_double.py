@@ -585,15 +585,13 @@ async def test_unplaceable_gpus_show_in_evaluations_until_a_gpu_joins(
         assert blocked_again["Status"] == "blocked"
 
         # Scaled back: that evaluation succeeds, and Nomad cancels the blocked one, figures kept.
-        status, _ = await scale(http, nomad, 1)
+        status, back = await scale(http, nomad, 1)
         assert status == 200
         await wait_until(
             lambda: blocked_again["Status"] == "canceled", what="the blocked eval to be cancelled"
         )
         assert blocked_again["FailedTGAllocs"] == later
-        assert (
-            blocked_again["StatusDescription"] == f'evaluation "{blocked_again["ID"]}" successful'
-        )
+        assert blocked_again["StatusDescription"] == f'evaluation "{back["EvalID"]}" successful'
 
 
 async def test_acl_token_is_required(

@@ -3,9 +3,9 @@
 The router forwards every request to a runner over these, so they sit on the hot path: a
 connection speaks raw HTTP/1.1 over ``asyncio.Protocol`` and parses the response with
 ``httptools`` (llhttp) instead of using a general-purpose client. It carries one request at a
-time: ``begin`` arms it, the parser's callbacks fill the response, and a complete response puts
-it back among the idle connections (or closes it); a failure, a deadline or a caller that leaves
-closes it.
+time: ``begin`` (or ``arm``) arms it, the parser's callbacks fill the response, and a complete
+response puts it back among the idle connections (or closes it) before its caller has it; a
+failure, a deadline or a caller that leaves closes it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,13 @@ from typing import cast
 
 import httptools
 
-from yurt.router.upstream import BodyStream, UpstreamError, UpstreamErrorKind, UpstreamResponse
+from yurt.router.upstream import (
+    BodyStream,
+    Receiver,
+    UpstreamError,
+    UpstreamErrorKind,
+    UpstreamResponse,
+)
 
 __all__ = ["IdleConnections", "UpstreamConnection"]
 
@@ -99,6 +105,7 @@ class UpstreamConnection(asyncio.Protocol):
         "_lost_waiter",
         "_may_stream",
         "_parser",
+        "_settled",
         "_status",
         "_stream",
         "_streams",
@@ -116,7 +123,10 @@ class UpstreamConnection(asyncio.Protocol):
         self._kept = kept
         self.loop = loop
         self._parser = httptools.HttpResponseParser(self)
-        self._waiter: asyncio.Future[UpstreamResponse] | None = None
+        self._waiter: Receiver | None = None
+        # A complete response, handed to its receiver once the connection is back among the
+        # idle ones (so that whoever the receiver starts next can take it).
+        self._settled: tuple[Receiver, UpstreamResponse] | None = None
         self._timer: asyncio.TimerHandle | None = None  # the pending request's deadline
         self.idle = False  # waiting in ``kept`` for a request
         self.idle_at = 0.0
@@ -156,15 +166,21 @@ class UpstreamConnection(asyncio.Protocol):
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
             self._fail("disconnected", f"invalid response from upstream: {exc!r}")
             self.transport.abort()
+            if self._settled is not None:  # complete before the bytes that broke the stream
+                self._settle()
             return
         if self._done:
             self._release()
+            if self._settled is not None:
+                self._settle()
 
     def eof_received(self) -> bool | None:
         if self._waiter is not None and self._headers_done and not self._framed:
             # A response without Content-Length or chunking ends at EOF.
             self._keep_alive = False
             self._complete()
+            if self._settled is not None:
+                self._settle()
         # Returning None lets the transport close itself; connection_lost then
         # fails any request still waiting.
         return None
@@ -252,14 +268,18 @@ class UpstreamConnection(asyncio.Protocol):
         timeout ``UpstreamError`` if no response is complete within ``timeout`` seconds (a
         streamed body: its stream fails)."""
         waiter: asyncio.Future[UpstreamResponse] = self.loop.create_future()
-        self._waiter = waiter
+        self.arm(waiter, head, timeout, stream)
+        return waiter
+
+    def arm(self, receiver: Receiver, head: bool, timeout: float | None, stream: bool) -> None:
+        """``begin``, with the response (or its error) handed to ``receiver``."""
+        self._waiter = receiver
         self._head = head
         self._may_stream = stream
         self._stream = None
         self._done = False
         if timeout is not None:
-            self._timer = self.loop.call_later(timeout, self.expire, waiter)
-        return waiter
+            self._timer = self.loop.call_later(timeout, self.expire, receiver)
 
     def _disarm(self) -> None:
         if self._timer is not None:
@@ -279,11 +299,18 @@ class UpstreamConnection(asyncio.Protocol):
             self._keep_alive = False
             return
         body = self._body
-        waiter.set_result(
-            UpstreamResponse(self._status, self._headers, b"".join(body) if body else b"")
-        )
+        response = UpstreamResponse(self._status, self._headers, b"".join(body) if body else b"")
+        self._settled = (waiter, response)  # handed over once released (``_settle``)
         self._headers = []
         self._body = []
+
+    def _settle(self) -> None:
+        """Hand the complete response to its receiver."""
+        settled = self._settled
+        assert settled is not None
+        self._settled = None
+        waiter, response = settled
+        waiter.set_result(response)
 
     def _fail(self, kind: UpstreamErrorKind, message: str) -> None:
         self._disarm()
@@ -317,7 +344,7 @@ class UpstreamConnection(asyncio.Protocol):
         else:
             self.transport.close()
 
-    def expire(self, waiter: asyncio.Future[UpstreamResponse]) -> None:
+    def expire(self, waiter: Receiver) -> None:
         """Fail ``waiter`` with a timeout if it is still the pending request."""
         if self._waiter is waiter:
             self._fail("timeout", "timed out waiting for the upstream response")

@@ -23,6 +23,7 @@ from yurt.errors import RequestError
 from yurt.openapi import document as openapi_document
 from yurt.playground.routing import wants_page
 from yurt.router.dispatch import AppRoute, NoSlotInTime, Slot
+from yurt.router.flight import forward
 from yurt.router.http import (
     Reply,
     error_reply,
@@ -33,7 +34,7 @@ from yurt.router.http import (
 )
 from yurt.router.metrics import SYNC
 from yurt.router.options import TIMEOUT_HEADERS, RoutingError, parse_start_timeout
-from yurt.router.pool import BodyStream, UpstreamError
+from yurt.router.pool import BodyStream, UpstreamError, UpstreamResponse
 
 # Re-exported: the router imports them from here.
 from yurt.router.queueing import QueueEngine as QueueEngine
@@ -267,6 +268,23 @@ class RequestCore:
             return self._sync(admitted, headers, body, on_sent, new_request_id())
         return self._serve_other(admitted, headers, body)
 
+    # ``forward(run, headers, body, on_sent, land)``: a sync run sent from the fast lane's
+    # callbacks when it needs no wait, answered through ``land`` (None); else the awaitable of
+    # the task's way, nothing sent (``flight.py``). A method, so that a face only knows the core.
+    forward = forward
+
+    def sync_on(
+        self,
+        run: SyncRun,
+        headers: Sequence[Header],
+        body: bytes,
+        request_id: str,
+        slot: Slot,
+    ) -> Awaitable[Answer]:
+        """``serve`` for a sync run already past its quota and on ``slot``, taken for it (the
+        fast lane's ``forward``, which found no idle connection to that runner)."""
+        return self._sync(run, headers, body, None, request_id, slot)
+
     async def _serve_other(
         self, admitted: QueueCall | Upgrade, headers: Sequence[Header], body: bytes
     ) -> Answer:
@@ -305,23 +323,25 @@ class RequestCore:
         body: bytes,
         on_sent: Callable[[], None] | None,
         request_id: str,
+        slot: Slot | None = None,
     ) -> Answer:
         """Run one direct request on a runner, applying the direct-request rules.
 
         ``run.start_timeout`` (``X-Fal-Request-Timeout``) bounds the wait for a runner;
         ``on_sent`` is called as the request leaves for one. A runner that streams its reply
-        (chunked, or an event stream) gets a ``Stream``, relayed chunk by chunk.
+        (chunked, or an event stream) gets a ``Stream``, relayed chunk by chunk. ``slot``: one
+        already taken for it (``flight.py``, which found no idle connection on it).
         """
         t0 = time.monotonic()
-        router = self.router
         route = run.route
-        # A free slot now, the common case, without the wait's coroutine.
-        slot = route.try_acquire()
         if slot is None:
-            waited = await self.acquire(route, run.start_timeout)
-            if isinstance(waited, Reply):
-                return self._served(route, waited, t0), request_id
-            slot = waited
+            # A free slot now, the common case, without the wait's coroutine.
+            slot = route.try_acquire()
+            if slot is None:
+                waited = await self.acquire(route, run.start_timeout)
+                if isinstance(waited, Reply):
+                    return self.served(route, waited, t0), request_id
+                slot = waited
         headers = forward_head(client_headers, request_id.encode())
         if on_sent is not None:
             on_sent()
@@ -330,27 +350,49 @@ class RequestCore:
                 b"POST", run.target, headers, body, timeout=route.spec.request_timeout, stream=True
             )
         except UpstreamError as exc:
-            verdict = direct_error(exc.kind)
-            router.terminate_slot(route, slot, verdict.reason)  # before release: no hand-over
-            route.release(slot)
-            assert verdict.status is not None
-            reply = error_reply(verdict.status, verdict.error_type, verdict.detail)
-            return self._served(route, reply, t0), request_id
+            return self.failed(route, slot, exc, t0), request_id
         except BaseException:  # cancelled: the slot must not leak
             route.release(slot)
             raise
+        reply = self.answered(route, slot, upstream, t0)
+        if reply is None:
+            return await self.stream_of(route, slot, upstream, t0, request_id)
+        return reply, request_id
+
+    def answered(
+        self, route: AppRoute, slot: Slot, upstream: UpstreamResponse, t0: float
+    ) -> Reply | None:
+        """The runner answered a sync run on ``slot``: the rules applied, the reply counted;
+        None for a streamed reply, which ``stream_of`` relays (the slot is its until it ends)."""
         status = upstream.status
         verdict = direct_status(status)
         if verdict.terminate:
-            router.terminate_slot(route, slot, verdict.reason)
+            self.router.terminate_slot(route, slot, verdict.reason)
         if upstream.stream is not None:
-            chunks = self._relay(route, slot, status, upstream.stream, t0)
-            await anext(chunks)  # begun: closing it unread now runs its clean-up
-            return Stream(request_id, chunks, status, upstream.headers)
+            return None
         route.release(slot)
-        return self._served(route, Reply(status, upstream.headers, upstream.body), t0), request_id
+        return self.served(route, Reply(status, upstream.headers, upstream.body), t0)
 
-    def _served(self, route: AppRoute, reply: Reply, t0: float) -> Reply:
+    def failed(self, route: AppRoute, slot: Slot, exc: UpstreamError, t0: float) -> Reply:
+        """The runner failed a sync run on ``slot`` before answering: the rules applied, the
+        error counted."""
+        verdict = direct_error(exc.kind)
+        self.router.terminate_slot(route, slot, verdict.reason)  # before release: no hand-over
+        route.release(slot)
+        assert verdict.status is not None
+        reply = error_reply(verdict.status, verdict.error_type, verdict.detail)
+        return self.served(route, reply, t0)
+
+    async def stream_of(
+        self, route: AppRoute, slot: Slot, upstream: UpstreamResponse, t0: float, request_id: str
+    ) -> Stream:
+        """A runner's streamed reply (``answered`` said None), relayed as it comes."""
+        assert upstream.stream is not None
+        chunks = self._relay(route, slot, upstream.status, upstream.stream, t0)
+        await anext(chunks)  # begun: closing it unread now runs its clean-up
+        return Stream(request_id, chunks, upstream.status, upstream.headers)
+
+    def served(self, route: AppRoute, reply: Reply, t0: float) -> Reply:
         """Count a finished sync run (a stream counts itself as it ends)."""
         self.router.stats.served(route.app_id, SYNC, reply.status, time.monotonic() - t0)
         return reply

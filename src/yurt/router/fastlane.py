@@ -236,9 +236,10 @@ class FrontProtocol(Lane):
             return  # nobody to answer; a request read while the router stops is still served
         exchange.keep_alive = exchange.keep_alive and self.parser.should_keep_alive()
         exchange.http10 = self.parser.get_http_version() == "1.0"
-        self.queue.append(exchange)
         if self.worker is None:
-            self.worker = self.loop.create_task(self._serve())
+            self._start(exchange)
+        else:
+            self.queue.append(exchange)
 
     # -- helpers ---------------------------------------------------------------------------
 

@@ -2,8 +2,11 @@
 
 ``FrontProtocol`` (``fastlane.py``) parses; this half serves: one worker task per connection
 takes the exchanges read (``fastlane_exchange.Exchange``) in turn, hands each to the request
-core, and writes its reply, stream or tunnel. The connection's ``phase`` and ``mode`` are the
-machines ``fastlane_state.py`` draws.
+core, and writes its reply, stream or tunnel. The common request needs no task: a sync run that
+finds a free slot and an idle connection to its runner is sent from the parser's callback and
+answered from the runner connection's (``flight.py``); while it is out, ``worker`` is
+``IN_FLIGHT``, and what else is read waits in the queue as it would behind a task. The
+connection's ``phase`` and ``mode`` are the machines ``fastlane_state.py`` draws.
 """
 
 from __future__ import annotations
@@ -12,13 +15,13 @@ import asyncio
 import contextlib
 import socket
 from collections import deque
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Self, cast
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Final, Self, cast
 
 import httptools
 import structlog
 
-from yurt.router.core import Answer, Stream
+from yurt.router.core import Answer, Stream, SyncRun
 from yurt.router.fastlane_exchange import ENDED, RELAYING, Exchange
 from yurt.router.fastlane_state import (
     CLOSABLE,
@@ -45,6 +48,18 @@ CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # for how long, so that the client reads the answer (closing with unread data resets it).
 LINGER_BYTES = 4 * 1024 * 1024
 LINGER_SECONDS = 2.0
+
+
+class InFlight:
+    """The worker while a sync run is out without a task (``Lane._start``): on a runner
+    already, so there is nothing a hang-up would cancel."""
+
+    def cancel(self) -> bool:
+        """Nothing to cancel: the run is served to the end, as a task's would be."""
+        return False
+
+
+IN_FLIGHT: Final = InFlight()
 
 
 class Lane(asyncio.Protocol):
@@ -77,7 +92,7 @@ class Lane(asyncio.Protocol):
         self.queue: deque[Exchange] = deque()  # read, waiting to be served in turn
         self.serving: Exchange | None = None  # the one the worker is on
         self.continue_for: Exchange | None = None  # its 100 Continue waits for earlier replies
-        self.worker: asyncio.Task[None] | None = None
+        self.worker: asyncio.Task[None] | InFlight | None = None
         self.head_bytes = 0  # bytes read while the phase was HEAD
         self.linger_left = 0  # LINGER: bytes still to drop before closing
         self.raw: bytes | bytearray | None = None  # this request's bytes, while they are exact
@@ -113,22 +128,69 @@ class Lane(asyncio.Protocol):
 
     # -- serving ---------------------------------------------------------------------------
 
-    async def _serve(self) -> None:
+    def _start(self, exchange: Exchange) -> None:
+        """Serve ``exchange``, read while nothing else was being served: a sync run straight
+        to a runner if it needs no wait (``RequestCore.forward``), else by the worker."""
+        admitted = exchange.admitted
+        if admitted.__class__ is SyncRun and exchange.error is None and not self.queue:
+            assert isinstance(admitted, SyncRun)
+            self.serving = exchange
+            try:
+                pending = self.core.forward(
+                    admitted,
+                    exchange.headers,
+                    b"".join(exchange.body),
+                    exchange.mark_sent,
+                    self._landed,
+                )
+            except Exception:  # a bug of ours, raised in the parser's callback: answered here
+                self.serving = None
+                self._failed()
+                return
+            if pending is None:
+                self.worker = IN_FLIGHT
+            else:
+                self.worker = self.loop.create_task(self._serve(exchange, pending))
+            return
+        self.queue.append(exchange)
+        self.worker = self.loop.create_task(self._serve())
+
+    def _landed(self, answer: tuple[Reply, str] | Awaitable[Answer]) -> None:
+        """The answer to the run ``_start`` sent (from the runner connection's callbacks):
+        written now, or, if it must be awaited (a stream), by the worker."""
+        exchange = self.serving
+        assert exchange is not None and self.worker is IN_FLIGHT
+        if not isinstance(answer, tuple):
+            self.worker = self.loop.create_task(self._serve(exchange, answer))
+            return
         try:
-            while self.queue:
-                exchange = self.queue.popleft()
+            keep_alive = self._reply(exchange, answer)
+        except Exception:
+            keep_alive = self._failed()
+        if keep_alive and (self.queue or self.continue_for is not None):
+            # Read meanwhile (pipelined, or a 100-continue to send): the worker goes on.
+            self.worker = self.loop.create_task(self._serve())
+            return
+        self.serving = None
+        self.worker = None
+        self._idle_again()
+
+    async def _serve(
+        self, exchange: Exchange | None = None, pending: Awaitable[Answer] | None = None
+    ) -> None:
+        """Serve what was read, in order (``exchange`` first, its answer ``pending``)."""
+        try:
+            while exchange is not None or self.queue:
+                if exchange is None:
+                    exchange = self.queue.popleft()
                 try:
-                    keep_alive = await self._serve_one(exchange)
+                    keep_alive = await self._serve_one(exchange, pending)
                 except Exception:
-                    # A bug of ours: the client gets an answer, not a connection left hanging
-                    # (a stream already begun has closed its connection: nothing is written).
-                    log.exception("request_failed")
-                    reply = error_reply(500, "internal_error", "the router failed this request")
-                    self._close_mode()
-                    self._write(reply, new_request_id().encode(), keep_alive=False, linger=True)
+                    self._failed()
                     return
                 if not keep_alive:
                     return
+                exchange = pending = None
             if self.continue_for is not None and self.transport is not None:
                 self.continue_for = None
                 self.transport.write(CONTINUE)
@@ -137,43 +199,69 @@ class Lane(asyncio.Protocol):
         finally:
             self.serving = None
             self.worker = None
+        self._idle_again()
+
+    def _failed(self) -> bool:
+        """A bug of ours: the client gets an answer, not a connection left hanging (a stream
+        already begun has closed its connection: nothing is written). False: closing."""
+        log.exception("request_failed")
+        reply = error_reply(500, "internal_error", "the router failed this request")
+        self._close_mode()
+        self._write(reply, new_request_id().encode(), keep_alive=False, linger=True)
+        return False
+
+    def _idle_again(self) -> None:
+        """Nothing is being served any more."""
         self.last_active = self.loop.time()
         if self.phase is HEAD:  # a pipelined head waited on what was served before it
             self.head_began = self.last_active
         if self.mode is HAND_OVER:
             self._hand_over()
 
-    async def _serve_one(self, exchange: Exchange) -> bool:
-        """Serve one request (or refusal); False if the connection is to close."""
+    async def _serve_one(self, exchange: Exchange, pending: Awaitable[Answer] | None) -> bool:
+        """Serve one request (or refusal), whose answer is ``pending`` if it is on its way
+        already; False if the connection is to close."""
         admitted = exchange.admitted
-        if exchange.error is not None or admitted is None:
+        if pending is not None:
+            self.serving = exchange
+            answer = await pending
+        elif exchange.error is not None or admitted is None:
             assert exchange.error is not None
-            answer: Answer = (exchange.error, new_request_id())
+            answer = (exchange.error, new_request_id())
         else:
             self.serving = exchange
             answer = await self.core.serve(
                 admitted, exchange.headers, b"".join(exchange.body), on_sent=exchange.mark_sent
             )
-        keep_alive = exchange.keep_alive and self.mode is not CLOSING
         if isinstance(answer, Tunnel):
             await self._splice(exchange, answer)
             return False
         if isinstance(answer, Stream):
+            keep_alive = exchange.keep_alive and self.mode is not CLOSING
             keep_alive = await self._stream(exchange, answer, keep_alive)
-            status, request_id = answer.status, answer.request_id
-        else:
-            reply, request_id = answer
-            self._write(reply, request_id.encode(), keep_alive, exchange.http10, exchange.early)
-            status = reply.status
+            if self.config.access_log:
+                self._access(exchange, answer.status, answer.request_id)
+            return keep_alive
+        return self._reply(exchange, answer)
+
+    def _reply(self, exchange: Exchange, answer: tuple[Reply, str]) -> bool:
+        """Write a plain reply; False if the connection is to close."""
+        reply, request_id = answer
+        keep_alive = exchange.keep_alive and self.mode is not CLOSING
+        self._write(reply, request_id.encode(), keep_alive, exchange.http10, exchange.early)
         if self.config.access_log:
-            log.info(
-                "request",
-                method=exchange.method(),
-                target=exchange.target(),
-                status=status,
-                request_id=request_id,
-            )
+            self._access(exchange, reply.status, request_id)
         return keep_alive
+
+    def _access(self, exchange: Exchange, status: int, request_id: str) -> None:
+        """The access log's line for an answered request."""
+        log.info(
+            "request",
+            method=exchange.method(),
+            target=exchange.target(),
+            status=status,
+            request_id=request_id,
+        )
 
     async def _stream(self, exchange: Exchange, stream: Stream, keep_alive: bool) -> bool:
         """Send a stream, chunked (HTTP/1.0: until the connection closes)."""

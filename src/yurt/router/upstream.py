@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import collections
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 if TYPE_CHECKING:
     from yurt.router.connection import UpstreamConnection
 
-__all__ = ["BodyStream", "UpstreamError", "UpstreamErrorKind", "UpstreamResponse"]
+__all__ = ["BodyStream", "Receiver", "UpstreamError", "UpstreamErrorKind", "UpstreamResponse"]
 
 UpstreamErrorKind = Literal["connect_refused", "connect_error", "disconnected", "timeout"]
 
@@ -98,3 +98,24 @@ class UpstreamResponse:
     headers: list[tuple[bytes, bytes]]
     body: bytes
     stream: BodyStream | None = None
+
+
+class Receiver(Protocol):
+    """What a connection hands its response to: a future (``ConnectionPool.request``), or a
+    caller that takes it as a call instead (``ConnectionPool.forward``): one fewer task wake-up.
+
+    ``set_result`` gets the response (a streamed one at its head), ``set_exception`` the
+    ``UpstreamError`` that cut it; ``done`` says whether either was called.
+    """
+
+    def done(self) -> bool:
+        """Whether the response or its error was handed over."""
+        ...
+
+    def set_result(self, result: UpstreamResponse, /) -> None:
+        """The response (a streamed one: at its head, with its ``stream``)."""
+        ...
+
+    def set_exception(self, exception: BaseException, /) -> None:
+        """The ``UpstreamError`` that ended the request before a response."""
+        ...

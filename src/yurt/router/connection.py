@@ -35,6 +35,11 @@ _HOP_BY_HOP = frozenset((b"connection", b"keep-alive", b"transfer-encoding", b"c
 _FRAMING = frozenset((b"transfer-encoding", b"content-length"))
 
 
+# A timer may fire up to a tick of the loop's clock (1 ms on uvloop) before the time it was set
+# for: a deadline that close is due.
+_TIMER_SLACK = 0.001
+
+
 class IdleConnections:
     """The open connections of one pool waiting for a request, reused LIFO.
 
@@ -94,6 +99,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     __slots__ = (
         "_body",
+        "_deadline",
         "_done",
         "_framed",
         "_head",
@@ -110,6 +116,7 @@ class UpstreamConnection(asyncio.Protocol):
         "_stream",
         "_streams",
         "_timer",
+        "_timer_at",
         "_waiter",
         "idle",
         "idle_at",
@@ -127,7 +134,13 @@ class UpstreamConnection(asyncio.Protocol):
         # A complete response, handed to its receiver once the connection is back among the
         # idle ones (so that whoever the receiver starts next can take it).
         self._settled: tuple[Receiver, UpstreamResponse] | None = None
-        self._timer: asyncio.TimerHandle | None = None  # the pending request's deadline
+        # The pending request's deadline (loop time), and a timer that fires at or before it.
+        # The timer outlives the request it was set for: the next one's deadline is later, and
+        # when the timer finds that it is not due yet it sets itself again (``_on_timer``), so
+        # requests in a row cost no timer each.
+        self._deadline: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
         self.idle = False  # waiting in ``kept`` for a request
         self.idle_at = 0.0
         self._lost = False
@@ -171,8 +184,10 @@ class UpstreamConnection(asyncio.Protocol):
             return
         if self._done:
             self._release()
-            if self._settled is not None:
-                self._settle()
+            settled = self._settled
+            if settled is not None:  # ``_settle``, written out
+                self._settled = None
+                settled[0].set_result(settled[1])
 
     def eof_received(self) -> bool | None:
         if self._waiter is not None and self._headers_done and not self._framed:
@@ -187,6 +202,9 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self.idle:
             self.idle = False
             self._kept.conns.remove(self)
@@ -278,16 +296,35 @@ class UpstreamConnection(asyncio.Protocol):
         self._may_stream = stream
         self._stream = None
         self._done = False
-        if timeout is not None:
-            self._timer = self.loop.call_later(timeout, self.expire, receiver)
+        if timeout is None:
+            self._deadline = None
+            return
+        self._deadline = deadline = self.loop.time() + timeout
+        timer = self._timer
+        if timer is None or deadline < self._timer_at:
+            if timer is not None:
+                timer.cancel()
+            self._timer = self.loop.call_at(deadline, self._on_timer)
+            self._timer_at = deadline
+
+    def _on_timer(self) -> None:
+        """The timer is due: the pending request has timed out, or, if its deadline is later
+        (the timer was set for an earlier request), the timer is set again for it."""
+        self._timer = None
+        deadline, waiter = self._deadline, self._waiter
+        if deadline is None or waiter is None:
+            return  # nothing pending: the next request sets a timer if it needs one
+        if deadline - self.loop.time() > _TIMER_SLACK:
+            self._timer = self.loop.call_at(deadline, self._on_timer)
+            self._timer_at = deadline
+            return
+        self.expire(waiter)
 
     def _disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._deadline = None  # a timer still set finds nothing due
 
     def _complete(self) -> None:
-        self._disarm()
+        self._deadline = None  # ``_disarm``
         waiter = self._waiter
         self._waiter = None
         self._done = True

@@ -121,10 +121,11 @@ class RequestCore:
 
     def __init__(self, router: Router) -> None:
         self.router = router
-        # Paths admit has resolved to an app's endpoint, with the runner's target: a POST to
-        # one of them skips the prefix checks and the parse. Checked against the router's
-        # routes on each use, so a redeployed or removed app is never served from here.
-        self._endpoints: dict[str, tuple[AppRoute, frozenset[str], bytes]] = {}
+        # Paths admit has resolved to an app's endpoint, with the runner's target and the run
+        # of a caller without a key or a timeout (one for all of them: nothing changes a run):
+        # a POST to one of them skips the prefix checks and the parse. Checked against the
+        # router's routes on each use, so a redeployed or removed app is never served from here.
+        self._endpoints: dict[str, tuple[AppRoute, frozenset[str], bytes, SyncRun]] = {}
 
     def admit(
         self,
@@ -150,10 +151,10 @@ class RequestCore:
         if method == b"POST" and not upgrade and not query:
             known = self._endpoints.get(path)
             if known is not None:
-                route, paths, target = known
+                route, paths, target, anonymous = known
                 # Still the app's route, and still its endpoints (a new revision may drop one).
                 if router.routes.get(route.app_id) is route and route.paths is paths:
-                    return self._sync_run(route, target, headers, query, timeout_header)
+                    return self._sync_run(route, target, headers, query, timeout_header, anonymous)
         queue_api = router.queue_api
         if upgrade and (path.startswith((QUEUE_PREFIX, PLATFORM_PREFIX)) or method != b"GET"):
             return None
@@ -179,7 +180,7 @@ class RequestCore:
             if not query:
                 if len(self._endpoints) >= MAX_KNOWN_PATHS:
                     self._endpoints.clear()
-                self._endpoints[path] = (route, route.paths, target)
+                self._endpoints[path] = (route, route.paths, target, SyncRun(route, target))
             return self._sync_run(route, target, headers, query, timeout_header)
         return self._not_post(route, target, method, path, query, headers, upgrade=upgrade)
 
@@ -211,14 +212,18 @@ class RequestCore:
         headers: Sequence[Header],
         query: str,
         timeout_header: Header | Unknown | None,
+        anonymous: SyncRun | None = None,
     ) -> SyncRun | Reply:
-        """A POST to an app's endpoint, its caller checked."""
+        """A POST to an app's endpoint, its caller checked (``anonymous``: the run to give a
+        caller without a key or a timeout)."""
         checked = self.router.gate.check(route.spec.app_auth, headers, query, route.app_id)
         if isinstance(checked, Reply):
             return checked
-        run = SyncRun(route, target, caller=checked)
         if timeout_header is UNKNOWN:
             timeout_header = find_timeout_header(headers)
+        if timeout_header is None and checked is ANONYMOUS and anonymous is not None:
+            return anonymous
+        run = SyncRun(route, target, caller=checked)
         if timeout_header is not None:
             name, value = timeout_header
             try:

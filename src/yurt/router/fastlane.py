@@ -37,13 +37,24 @@ from yurt.router.fastlane_state import (
     UPGRADING,
     read_timeout,
 )
-from yurt.router.http import Reply, error_reply, head_refusal, new_request_id
+from yurt.router.http import (
+    MAX_FIELD_SIZE,
+    MAX_HEADERS,
+    MAX_TARGET_SIZE,
+    Reply,
+    error_reply,
+    head_refusal,
+    new_request_id,
+)
 from yurt.router.options import TIMEOUT_HEADERS
 
 # The headers on_header notes.
 _NOTED = frozenset((b"content-length", b"expect", b"host", *TIMEOUT_HEADERS))
 # A request line and headers past this many bytes get 431 (aiohttp's own limits are per line).
 MAX_HEAD_BYTES = 64 * 1024
+# No field or target of a head read whole in this many bytes can be over its limit.
+_WITHIN_LIMITS = min(MAX_FIELD_SIZE, MAX_TARGET_SIZE)
+_HTTP11 = b" HTTP/1.1"  # how a request line of HTTP/1.1 ends
 
 
 class FrontProtocol(Lane):
@@ -155,8 +166,12 @@ class FrontProtocol(Lane):
         if self.mode is not OPEN:
             return
         # Before anything is decided, hand-overs included: aiohttp's parser would refuse it too,
-        # in text.
-        if (refusal := head_refusal(self.url, self.headers)) is not None:
+        # in text. A head read whole in fewer bytes than a field may have is within the limits
+        # but for the count.
+        raw = self.raw
+        if (raw is None or len(raw) > _WITHIN_LIMITS or len(self.headers) > MAX_HEADERS) and (
+            refusal := head_refusal(self.url, self.headers)
+        ) is not None:
             self._fail_connection(refusal)
             return
         raw_path, _, query = self.url.partition(b"?")
@@ -180,6 +195,7 @@ class FrontProtocol(Lane):
                 reply = error_reply(400, "bad_request", "pipelined request needs a new connection")
                 self.current = Exchange.refused(reply, self.headers)
                 self.current.keep_alive = False
+                self.current.http10 = self.parser.get_http_version() == "1.0"
             else:
                 self.mode = HAND_OVER
             return
@@ -188,6 +204,12 @@ class FrontProtocol(Lane):
         else:
             exchange = Exchange(admitted, self.headers)
         exchange.keep_alive = not upgrade  # after an upgrade request comes the other protocol
+        # The version, from the request line where the read has it (get_http_version formats
+        # a string).
+        if raw is not None and (end := raw.find(b"\r\n")) >= 9 and raw.startswith(_HTTP11, end - 9):
+            exchange.http10 = False
+        else:
+            exchange.http10 = self.parser.get_http_version() == "1.0"
         self._expect_body(exchange)
         self.current = exchange
         self.raw = None  # the fast lane keeps no second copy of the body
@@ -235,7 +257,6 @@ class FrontProtocol(Lane):
         if exchange is None or exchange.early or transport is None or transport.is_closing():
             return  # nobody to answer; a request read while the router stops is still served
         exchange.keep_alive = exchange.keep_alive and self.parser.should_keep_alive()
-        exchange.http10 = self.parser.get_http_version() == "1.0"
         if self.worker is None:
             self._start(exchange)
         else:

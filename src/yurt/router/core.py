@@ -126,6 +126,8 @@ class RequestCore:
         # a POST to one of them skips the prefix checks and the parse. Checked against the
         # router's routes on each use, so a redeployed or removed app is never served from here.
         self._endpoints: dict[str, tuple[AppRoute, frozenset[str], bytes, SyncRun]] = {}
+        # The headers of the last run ``forward`` sent, and the lines it forwarded of them.
+        self.last_headers: tuple[Sequence[Header], bytes] = ((), b"")
 
     def admit(
         self,
@@ -376,7 +378,9 @@ class RequestCore:
         if upstream.stream is not None:
             return None
         route.release(slot)
-        return self.served(route, Reply(status, upstream.headers, upstream.body), t0)
+        # ``served``, written out
+        self.router.stats.served(route.app_id, SYNC, status, time.monotonic() - t0)
+        return Reply(status, upstream.headers, upstream.body)
 
     def failed(self, route: AppRoute, slot: Slot, exc: UpstreamError, t0: float) -> Reply:
         """The runner failed a sync run on ``slot`` before answering: the rules applied, the

@@ -210,7 +210,8 @@ class FrontProtocol(Lane):
             exchange.http10 = False
         else:
             exchange.http10 = self.parser.get_http_version() == "1.0"
-        self._expect_body(exchange)
+        if self.expect or len(self.content_length) > self.short_length:
+            self._expect_body(exchange)  # else nothing to do: no Expect, and within the limit
         self.current = exchange
         self.raw = None  # the fast lane keeps no second copy of the body
 
@@ -234,21 +235,22 @@ class FrontProtocol(Lane):
             self.continue_for = exchange
 
     def on_body(self, body: bytes) -> None:
-        self.body_bytes += len(body)
+        size = len(body)
+        self.body_bytes += size
         exchange = self.current
         if exchange is None or exchange.early:
             return
-        exchange.size += len(body)
+        exchange.size += size
+        if exchange.error is None and exchange.size <= self.max_body_size:
+            exchange.body.append(body)  # the common case
+            return
         if exchange.error is not None:
             # Already refused (an unknown app, a bad header): read past its body only up to
             # the limit, then answer without reading on.
             if exchange.size > self.config.max_body_size:
                 self._answer_early(exchange)
             return
-        if exchange.size > self.config.max_body_size:
-            self._check_size(exchange, exchange.size)
-        if exchange.error is None:
-            exchange.body.append(body)
+        self._check_size(exchange, exchange.size)  # past the limit: refused, the body dropped
 
     def on_message_complete(self) -> None:
         self.phase = DONE

@@ -34,7 +34,7 @@ from yurt.router.fastlane_state import (
     TUNNEL,
 )
 from yurt.router.fastlane_wire import send_stream, upgrade_head
-from yurt.router.http import Reply, error_reply, new_request_id, status_line
+from yurt.router.http import STATUS_LINES, Reply, error_reply, new_request_id, status_line
 from yurt.router.tunnel import Tunnel
 
 if TYPE_CHECKING:
@@ -76,6 +76,9 @@ class Lane(asyncio.Protocol):
         self.config = config
         self.fallback = fallback
         self.connections = connections
+        self.max_body_size = config.max_body_size
+        # A Content-Length of this many digits or fewer is within the body limit.
+        self.short_length = len(str(config.max_body_size)) - 1
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.phase = IDLE  # where the parser is in the current request
@@ -159,12 +162,18 @@ class Lane(asyncio.Protocol):
         """The answer to the run ``_start`` sent (from the runner connection's callbacks):
         written now, or, if it must be awaited (a stream), by the worker."""
         exchange = self.serving
-        assert exchange is not None and self.worker is IN_FLIGHT
-        if not isinstance(answer, tuple):
+        assert exchange is not None
+        if answer.__class__ is not tuple:
+            assert not isinstance(answer, tuple)
             self.worker = self.loop.create_task(self._serve(exchange, answer))
             return
-        try:
-            keep_alive = self._reply(exchange, answer)
+        assert isinstance(answer, tuple)
+        try:  # ``_reply``, written out
+            reply, request_id = answer
+            keep_alive = exchange.keep_alive and self.mode is not CLOSING
+            self._write(reply, request_id.encode(), keep_alive, exchange.http10)
+            if self.config.access_log:
+                self._access(exchange, reply.status, request_id)
         except Exception:
             keep_alive = self._failed()
         if keep_alive and (self.queue or self.continue_for is not None):
@@ -173,7 +182,9 @@ class Lane(asyncio.Protocol):
             return
         self.serving = None
         self.worker = None
-        self._idle_again()
+        self.last_active = self.loop.time()
+        if self.phase is HEAD or self.mode is HAND_OVER:
+            self._idle_again()
 
     async def _serve(
         self, exchange: Exchange | None = None, pending: Awaitable[Answer] | None = None
@@ -306,7 +317,8 @@ class Lane(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing() or self.mode is LINGER:
             return  # closed, or lingering after its last answer (its write side is shut)
-        parts = [status_line(reply.status)]
+        status = reply.status
+        parts = [STATUS_LINES.get(status) or status_line(status)]
         for name, value in reply.headers:
             parts += (name, b": ", value, b"\r\n")
         parts.append(

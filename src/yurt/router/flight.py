@@ -22,7 +22,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
-from yurt.router.http import Reply, forward_head, new_request_id
+from yurt.router.http import Reply, end_to_end_lines, new_request_id
 from yurt.router.pool import UpstreamError, UpstreamResponse
 
 if TYPE_CHECKING:
@@ -105,11 +105,16 @@ def forward(
     route = run.route
     t0 = time.monotonic()
     slot = route.try_acquire()
-    request_id = new_request_id()
     if slot is None:
         return core.serve(run, headers, body, on_sent)
+    request_id = new_request_id()
     flight = Flight(core, route, slot, t0, request_id, land)
-    head = forward_head(headers, request_id.encode())
+    # ``forward_head``, its lines reused while callers send the same headers, as one client
+    # does request after request on its connection.
+    last = core.last_headers
+    if headers != last[0]:
+        core.last_headers = last = (headers, end_to_end_lines(headers))
+    head = b"%sx-fal-request-id: %s\r\n" % (last[1], request_id.encode())
     on_sent()
     if not slot.pool.forward(flight, run.target, head, body, route.spec.request_timeout):
         # No idle connection: the task's way opens one, for the slot taken here.

@@ -33,6 +33,8 @@ _HOP_BY_HOP = frozenset((b"connection", b"keep-alive", b"transfer-encoding", b"c
 # Their presence means the body is delimited by the message itself rather than
 # by the server closing the connection.
 _FRAMING = frozenset((b"transfer-encoding", b"content-length"))
+# What on_header looks at: the hop-by-hop headers and the content type.
+_NOTED = _HOP_BY_HOP | {b"content-type"}
 
 
 # A timer may fire up to a tick of the loop's clock (1 ms on uvloop) before the time it was set
@@ -226,14 +228,15 @@ class UpstreamConnection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         lname = name.lower()
-        if lname in _HOP_BY_HOP:
-            if lname in _FRAMING:
-                self._framed = True
-                if lname == b"transfer-encoding" and b"chunked" in value.lower():
-                    self._streams = True
-            return
-        if lname == b"content-type" and value.lower().startswith(b"text/event-stream"):
-            self._streams = True
+        if lname in _NOTED:
+            if lname in _HOP_BY_HOP:
+                if lname in _FRAMING:
+                    self._framed = True
+                    if lname == b"transfer-encoding" and b"chunked" in value.lower():
+                        self._streams = True
+                return
+            if value.lower().startswith(b"text/event-stream"):  # the content-type
+                self._streams = True
         self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:

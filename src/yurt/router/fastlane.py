@@ -206,9 +206,9 @@ class FrontProtocol(Lane):
         exchange.keep_alive = not upgrade  # after an upgrade request comes the other protocol
         # The version, from the request line where the read has it (get_http_version formats
         # a string).
-        if raw is not None and (end := raw.find(b"\r\n")) >= 9 and raw.startswith(_HTTP11, end - 9):
-            exchange.http10 = False
-        else:
+        if not (
+            raw is not None and (end := raw.find(b"\r\n")) >= 9 and raw.startswith(_HTTP11, end - 9)
+        ):
             exchange.http10 = self.parser.get_http_version() == "1.0"
         if self.expect or len(self.content_length) > self.short_length:
             self._expect_body(exchange)  # else nothing to do: no Expect, and within the limit

@@ -135,8 +135,7 @@ class Lane(asyncio.Protocol):
         """Serve ``exchange``, read while nothing else was being served: a sync run straight
         to a runner if it needs no wait (``RequestCore.forward``), else by the worker."""
         admitted = exchange.admitted
-        if admitted.__class__ is SyncRun and exchange.error is None and not self.queue:
-            assert isinstance(admitted, SyncRun)
+        if isinstance(admitted, SyncRun) and exchange.error is None and not self.queue:
             self.serving = exchange
             try:
                 pending = self.core.forward(
@@ -163,11 +162,9 @@ class Lane(asyncio.Protocol):
         written now, or, if it must be awaited (a stream), by the worker."""
         exchange = self.serving
         assert exchange is not None
-        if answer.__class__ is not tuple:
-            assert not isinstance(answer, tuple)
+        if not isinstance(answer, tuple):
             self.worker = self.loop.create_task(self._serve(exchange, answer))
             return
-        assert isinstance(answer, tuple)
         try:  # ``_reply``, written out
             reply, request_id = answer
             keep_alive = exchange.keep_alive and self.mode is not CLOSING

@@ -12,6 +12,8 @@ import pytest
 import structlog
 from fastapi_apps import FastApiStyle
 
+from yurt.router.flight import Flight
+
 from apps import Kept
 from faces import FACES
 from support import Responses, Served, served, wait_until
@@ -175,3 +177,31 @@ async def test_a_run_out_as_the_router_stops_taking_requests_is_answered_then_cl
         [(status, headers, body)] = responses.done
         assert status == 200 and json.loads(body) == {"text": pid}
         assert headers["connection"] == "close"
+
+
+async def test_a_caller_hanging_up_before_its_streams_first_event_ends_the_stream(
+    tmp_path: Path, face: str
+) -> None:
+    """A caller that hangs up after its stream's head came but before its first event: the
+    stream ends there and then (the slot given back, the run counted), not at the event."""
+    if face != "fast":
+        pytest.skip("the aiohttp face notices a hang-up when it next writes")
+    gate = tmp_path / "gate"
+    async with served(FastApiStyle, tmp_path, face=face) as app:
+        status, _, _ = await app.post("/dict", json={"a": 1})
+        assert status == 200 and kept(app)
+        parts = urlsplit(app.base)
+        _reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        writer.write(post(f"/{app.app_id}/late", json.dumps({"path": str(gate)}).encode()))
+
+        def head_held() -> bool:  # the stream's head is in, its first event is not
+            workers = [lane.worker for lane in app.platform.router._fast]
+            return any(isinstance(w, Flight) and w.held is not None for w in workers)
+
+        await wait_until(head_held, what="the stream's head at the router")
+        writer.close()
+        await wait_until(lambda: in_flight(app) == 0, what="the slot back")
+        assert served_200(app) == 2
+        gate.touch()  # the runner's generator may end now
+        status, body, _ = await app.post("/dict", json={"b": 1})
+        assert (status, body) == (200, {"keys": ["b"]})

@@ -401,6 +401,16 @@ class RequestCore:
         await anext(chunks)  # begun: closing it unread now runs its clean-up
         return Stream(request_id, chunks, upstream.status, upstream.headers)
 
+    def stream_dropped(
+        self, route: AppRoute, slot: Slot, upstream: UpstreamResponse, t0: float
+    ) -> None:
+        """A streamed reply whose caller left before it was relayed: what closing its relay
+        does (the runner's connection closed, the slot back, the run counted)."""
+        assert upstream.stream is not None
+        upstream.stream.abandon()
+        route.release(slot)
+        self.router.stats.served(route.app_id, SYNC, upstream.status, time.monotonic() - t0)
+
     def served(self, route: AppRoute, reply: Reply, t0: float) -> Reply:
         """Count a finished sync run (a stream counts itself as it ends)."""
         self.router.stats.served(route.app_id, SYNC, reply.status, time.monotonic() - t0)

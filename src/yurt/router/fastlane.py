@@ -37,6 +37,7 @@ from yurt.router.fastlane_state import (
     UPGRADING,
     read_timeout,
 )
+from yurt.router.flight import Flight
 from yurt.router.http import (
     MAX_FIELD_SIZE,
     MAX_HEADERS,
@@ -68,8 +69,9 @@ class FrontProtocol(Lane):
         serving = self.serving
         if self.worker is None or serving is None:
             return
-        if serving.stage is HELD or serving.stage is RELAYING:
-            # Waiting for a runner, only watching, or relaying: nobody is left for it.
+        if serving.stage is HELD or serving.stage is RELAYING or isinstance(self.worker, Flight):
+            # Waiting for a runner, only watching, or relaying (a flight's stream whose head is
+            # held, too): nobody is left for it.
             self.worker.cancel()
 
     def data_received(self, data: bytes) -> None:

@@ -4,9 +4,10 @@
 takes the exchanges read (``fastlane_exchange.Exchange``) in turn, hands each to the request
 core, and writes its reply, stream or tunnel. The common request needs no task: a sync run that
 finds a free slot and an idle connection to its runner is sent from the parser's callback and
-answered from the runner connection's (``flight.py``); while it is out, ``worker`` is
-``IN_FLIGHT``, and what else is read waits in the queue as it would behind a task. The
-connection's ``phase`` and ``mode`` are the machines ``fastlane_state.py`` draws.
+answered from the runner connection's (``flight.py``); while it is out, ``worker`` is its
+``Flight``, and what else is read waits in the queue as it would behind a task (a streamed reply
+goes on in a task from its first chunk). The connection's ``phase`` and ``mode`` are the
+machines ``fastlane_state.py`` draws.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import contextlib
 import socket
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Final, Self, cast
+from typing import TYPE_CHECKING, Self, cast
 
 import httptools
 import structlog
@@ -34,6 +35,7 @@ from yurt.router.fastlane_state import (
     TUNNEL,
 )
 from yurt.router.fastlane_wire import send_stream, upgrade_head
+from yurt.router.flight import Flight
 from yurt.router.http import STATUS_LINES, Reply, error_reply, new_request_id, status_line
 from yurt.router.tunnel import Tunnel
 
@@ -48,18 +50,6 @@ CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # for how long, so that the client reads the answer (closing with unread data resets it).
 LINGER_BYTES = 4 * 1024 * 1024
 LINGER_SECONDS = 2.0
-
-
-class InFlight:
-    """The worker while a sync run is out without a task (``Lane._start``): on a runner
-    already, so there is nothing a hang-up would cancel."""
-
-    def cancel(self) -> bool:
-        """Nothing to cancel: the run is served to the end, as a task's would be."""
-        return False
-
-
-IN_FLIGHT: Final = InFlight()
 
 
 class Lane(asyncio.Protocol):
@@ -95,7 +85,8 @@ class Lane(asyncio.Protocol):
         self.queue: deque[Exchange] = deque()  # read, waiting to be served in turn
         self.serving: Exchange | None = None  # the one the worker is on
         self.continue_for: Exchange | None = None  # its 100 Continue waits for earlier replies
-        self.worker: asyncio.Task[None] | InFlight | None = None
+        # A task, or, while a run is out without one, its ``Flight``.
+        self.worker: asyncio.Task[None] | Flight | None = None
         self.head_bytes = 0  # bytes read while the phase was HEAD
         self.linger_left = 0  # LINGER: bytes still to drop before closing
         self.raw: bytes | bytearray | None = None  # this request's bytes, while they are exact
@@ -149,8 +140,8 @@ class Lane(asyncio.Protocol):
                 self.serving = None
                 self._failed()
                 return
-            if pending is None:
-                self.worker = IN_FLIGHT
+            if isinstance(pending, Flight):
+                self.worker = pending
             else:
                 self.worker = self.loop.create_task(self._serve(exchange, pending))
             return

@@ -38,7 +38,7 @@ class Flight:
     """A sync run on a runner, waiting for its reply without a task: what the runner's
     connection hands the response (or its error) to (``upstream.Receiver``)."""
 
-    __slots__ = ("core", "land", "request_id", "route", "settled", "slot", "t0")
+    __slots__ = ("core", "held", "land", "request_id", "route", "settled", "slot", "t0")
 
     def __init__(
         self,
@@ -56,6 +56,10 @@ class Flight:
         self.request_id = request_id
         self.land = land
         self.settled = False
+        # A streamed reply's head, held until the first of its body (or its end, or its error)
+        # arrives: the face then starts the stream and sends the head with that first chunk
+        # in one wake-up, instead of one for the head and one for the chunk.
+        self.held: UpstreamResponse | None = None
 
     def done(self) -> bool:
         """Whether the reply (or its error) came."""
@@ -69,12 +73,30 @@ class Flight:
         try:
             reply = core.answered(route, slot, result, t0)
             if reply is None:
-                answer = core.stream_of(route, slot, result, t0, self.request_id)
-            else:
-                answer = (reply, self.request_id)
+                assert result.stream is not None
+                self.held = result
+                result.stream.on_first(self._first_chunk)
+                return
+            answer = (reply, self.request_id)
         except Exception as exc:  # a bug of ours: the face answers 500, as for the task's way
             answer = _raise(exc)
         self.land(answer)
+
+    def _first_chunk(self) -> None:
+        """The held stream's first chunk (or end, or error) came: the face relays it now."""
+        held, self.held = self.held, None
+        if held is not None:
+            self.land(self.core.stream_of(self.route, self.slot, held, self.t0, self.request_id))
+
+    def cancel(self) -> bool:
+        """The caller hung up. A stream whose head is held ends as a relayed one would (the
+        runner's connection closed, the slot back, the run counted); a run waiting for its
+        reply is served to the end, as the task's way serves a run already on its runner."""
+        held, self.held = self.held, None
+        if held is None:
+            return False
+        self.core.stream_dropped(self.route, self.slot, held, self.t0)
+        return True
 
     def set_exception(self, exception: BaseException, /) -> None:
         """What cut the request before a reply (``UpstreamError``)."""
@@ -96,10 +118,10 @@ def forward(
     body: bytes,
     on_sent: Callable[[], None],
     land: Landing,
-) -> Awaitable[Answer] | None:
-    """Send ``run`` to a runner now if it needs no wait: None when sent (``land`` gets the
-    answer, from the runner's connection's callbacks); else what to await for it instead (the
-    task's way, ``RequestCore.serve``), having sent nothing."""
+) -> Flight | Awaitable[Answer]:
+    """Send ``run`` to a runner now if it needs no wait: its ``Flight`` when sent (``land``
+    gets the answer, from the runner's connection's callbacks); else what to await for it
+    instead (the task's way, ``RequestCore.serve``), having sent nothing."""
     if run.caller.key is not None and core.router.gate.quotas_on:
         return core.serve(run, headers, body, on_sent)
     route = run.route
@@ -119,7 +141,7 @@ def forward(
     if not slot.pool.forward(flight, run.target, head, body, route.spec.request_timeout):
         # No idle connection: the task's way opens one, for the slot taken here.
         return core.sync_on(run, headers, body, request_id, slot)
-    return None
+    return flight
 
 
 async def _raise(exc: Exception) -> Answer:

@@ -184,7 +184,7 @@ class FrontProtocol(Lane):
         admitted = self.core.admit(
             self.parser.get_method(),
             path,
-            query.decode("latin-1"),
+            query.decode("latin-1") if query else "",
             self.headers,
             self.scheme,
             self.host.decode("latin-1"),

@@ -55,6 +55,9 @@ LINGER_SECONDS = 2.0
 class Lane(asyncio.Protocol):
     """A client connection's state, and the worker that answers its requests in order."""
 
+    # The headers of the last plain reply written, and their lines (``_write``).
+    last_reply_headers: tuple[list[tuple[bytes, bytes]], bytes] = ([], b"")
+
     def __init__(
         self,
         core: RequestCore,
@@ -307,8 +310,14 @@ class Lane(asyncio.Protocol):
             return  # closed, or lingering after its last answer (its write side is shut)
         status = reply.status
         parts = [STATUS_LINES.get(status) or status_line(status)]
-        for name, value in reply.headers:
-            parts += (name, b": ", value, b"\r\n")
+        headers = reply.headers
+        # Header lines framed once while replies bring the same headers, as a runner's do
+        # (but for its Date, once a second).
+        last = Lane.last_reply_headers
+        if headers != last[0]:
+            lines = [b"%s: %s\r\n" % header for header in headers]
+            Lane.last_reply_headers = last = (list(headers), b"".join(lines))  # a copy: ours
+        parts.append(last[1])
         parts.append(
             b"content-length: %d\r\nx-yurt-request-id: %s\r\nx-fal-request-id: %s\r\n"
             % (len(reply.body), request_id, request_id)

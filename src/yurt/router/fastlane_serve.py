@@ -17,7 +17,7 @@ import contextlib
 import socket
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Self, cast
+from typing import TYPE_CHECKING, Any, Self, cast
 
 import httptools
 import structlog
@@ -50,13 +50,14 @@ CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # for how long, so that the client reads the answer (closing with unread data resets it).
 LINGER_BYTES = 4 * 1024 * 1024
 LINGER_SECONDS = 2.0
+# The headers of the last plain reply written, and their lines (``Lane._write``). A list set in
+# place: setting a class attribute instead would reset the interpreter's attribute caches for
+# every connection's class each time.
+_LAST_REPLY: list[Any] = [[], b""]
 
 
 class Lane(asyncio.Protocol):
     """A client connection's state, and the worker that answers its requests in order."""
-
-    # The headers of the last plain reply written, and their lines (``_write``).
-    last_reply_headers: tuple[list[tuple[bytes, bytes]], bytes] = ([], b"")
 
     def __init__(
         self,
@@ -313,11 +314,10 @@ class Lane(asyncio.Protocol):
         headers = reply.headers
         # Header lines framed once while replies bring the same headers, as a runner's do
         # (but for its Date, once a second).
-        last = Lane.last_reply_headers
-        if headers != last[0]:
+        if headers != _LAST_REPLY[0]:
             lines = [b"%s: %s\r\n" % header for header in headers]
-            Lane.last_reply_headers = last = (list(headers), b"".join(lines))  # a copy: ours
-        parts.append(last[1])
+            _LAST_REPLY[:] = (list(headers), b"".join(lines))  # a copy of the list: ours
+        parts.append(_LAST_REPLY[1])
         parts.append(
             b"content-length: %d\r\nx-yurt-request-id: %s\r\nx-fal-request-id: %s\r\n"
             % (len(reply.body), request_id, request_id)

@@ -313,3 +313,25 @@ class Gated(yurt.App, keep_alive=300, max_concurrency=1):
         while not _gate_open(body, started):
             time.sleep(0.02)
         return Reply(text="done")
+
+
+class _CutShort(web.Response):
+    """A reply whose head promises a longer body than the runner sends before it dies."""
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        await self.write(b"0123456789")
+        await self.drain()
+        os._exit(17)
+
+
+class Kept(yurt.App, keep_alive=300, max_concurrency=1, request_timeout=5):
+    """Answers at once or after a pause, or dies half-way through a reply."""
+
+    @yurt.endpoint("/")
+    async def answer(self, body: Outcome) -> Reply:
+        await asyncio.sleep(body.seconds)
+        return Reply(text=f"pid {os.getpid()}")
+
+    @yurt.endpoint("/cut")
+    async def cut(self) -> web.Response:
+        return _CutShort(body=b"x" * 100, content_type="application/json")

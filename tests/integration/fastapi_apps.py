@@ -36,6 +36,10 @@ class Steps(BaseModel):
     gap: float = 0.0
 
 
+class Gate(BaseModel):
+    path: str
+
+
 class FastApiStyle(yurt.App, keep_alive=300, max_multiplexing=2):
     """Every kind of FastAPI signature fal apps use."""
 
@@ -136,6 +140,13 @@ class FastApiStyle(yurt.App, keep_alive=300, max_multiplexing=2):
             yield b"data: second\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream")
+
+    @yurt.endpoint("/late")
+    async def late(self, gate: Gate) -> AsyncIterator[Reply]:
+        """Its stream's head at once; its one event only once the file ``gate.path`` exists."""
+        while not Path(gate.path).exists():  # noqa: ASYNC110, ASYNC240
+            await asyncio.sleep(0.02)
+        yield Reply(text="late")
 
     @yurt.endpoint("/echo", is_websocket=True)
     async def echo(self, websocket: WebSocket) -> None:

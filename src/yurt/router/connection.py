@@ -3,9 +3,9 @@
 The router forwards every request to a runner over these, so they sit on the hot path: a
 connection speaks raw HTTP/1.1 over ``asyncio.Protocol`` and parses the response with
 ``httptools`` (llhttp) instead of using a general-purpose client. It carries one request at a
-time: ``begin`` arms it, the parser's callbacks fill the response, and a complete response puts
-it back among the idle connections (or closes it); a failure, a deadline or a caller that leaves
-closes it.
+time: ``begin`` (or ``arm``) arms it, the parser's callbacks fill the response, and a complete
+response puts it back among the idle connections (or closes it) before its caller has it; a
+failure, a deadline or a caller that leaves closes it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,13 @@ from typing import cast
 
 import httptools
 
-from yurt.router.upstream import BodyStream, UpstreamError, UpstreamErrorKind, UpstreamResponse
+from yurt.router.upstream import (
+    BodyStream,
+    Receiver,
+    UpstreamError,
+    UpstreamErrorKind,
+    UpstreamResponse,
+)
 
 __all__ = ["IdleConnections", "UpstreamConnection"]
 
@@ -27,6 +33,13 @@ _HOP_BY_HOP = frozenset((b"connection", b"keep-alive", b"transfer-encoding", b"c
 # Their presence means the body is delimited by the message itself rather than
 # by the server closing the connection.
 _FRAMING = frozenset((b"transfer-encoding", b"content-length"))
+# What on_header looks at: the hop-by-hop headers and the content type.
+_NOTED = _HOP_BY_HOP | {b"content-type"}
+
+
+# A timer may fire up to a tick of the loop's clock (1 ms on uvloop) before the time it was set
+# for: a deadline that close is due.
+_TIMER_SLACK = 0.001
 
 
 class IdleConnections:
@@ -88,6 +101,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     __slots__ = (
         "_body",
+        "_deadline",
         "_done",
         "_framed",
         "_head",
@@ -99,10 +113,12 @@ class UpstreamConnection(asyncio.Protocol):
         "_lost_waiter",
         "_may_stream",
         "_parser",
+        "_settled",
         "_status",
         "_stream",
         "_streams",
         "_timer",
+        "_timer_at",
         "_waiter",
         "idle",
         "idle_at",
@@ -116,8 +132,17 @@ class UpstreamConnection(asyncio.Protocol):
         self._kept = kept
         self.loop = loop
         self._parser = httptools.HttpResponseParser(self)
-        self._waiter: asyncio.Future[UpstreamResponse] | None = None
-        self._timer: asyncio.TimerHandle | None = None  # the pending request's deadline
+        self._waiter: Receiver | None = None
+        # A complete response, handed to its receiver once the connection is back among the
+        # idle ones (so that whoever the receiver starts next can take it).
+        self._settled: tuple[Receiver, UpstreamResponse] | None = None
+        # The pending request's deadline (loop time), and a timer that fires at or before it.
+        # The timer outlives the request it was set for: the next one's deadline is later, and
+        # when the timer finds that it is not due yet it sets itself again (``_on_timer``), so
+        # requests in a row cost no timer each.
+        self._deadline: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
         self.idle = False  # waiting in ``kept`` for a request
         self.idle_at = 0.0
         self._lost = False
@@ -156,21 +181,32 @@ class UpstreamConnection(asyncio.Protocol):
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
             self._fail("disconnected", f"invalid response from upstream: {exc!r}")
             self.transport.abort()
+            if self._settled is not None:  # complete before the bytes that broke the stream
+                self._settle()
             return
         if self._done:
             self._release()
+            settled = self._settled
+            if settled is not None:  # ``_settle``, written out
+                self._settled = None
+                settled[0].set_result(settled[1])
 
     def eof_received(self) -> bool | None:
         if self._waiter is not None and self._headers_done and not self._framed:
             # A response without Content-Length or chunking ends at EOF.
             self._keep_alive = False
             self._complete()
+            if self._settled is not None:
+                self._settle()
         # Returning None lets the transport close itself; connection_lost then
         # fails any request still waiting.
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self.idle:
             self.idle = False
             self._kept.conns.remove(self)
@@ -192,14 +228,15 @@ class UpstreamConnection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         lname = name.lower()
-        if lname in _HOP_BY_HOP:
-            if lname in _FRAMING:
-                self._framed = True
-                if lname == b"transfer-encoding" and b"chunked" in value.lower():
-                    self._streams = True
-            return
-        if lname == b"content-type" and value.lower().startswith(b"text/event-stream"):
-            self._streams = True
+        if lname in _NOTED:
+            if lname in _HOP_BY_HOP:
+                if lname in _FRAMING:
+                    self._framed = True
+                    if lname == b"transfer-encoding" and b"chunked" in value.lower():
+                        self._streams = True
+                return
+            if value.lower().startswith(b"text/event-stream"):  # the content-type
+                self._streams = True
         self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -252,22 +289,45 @@ class UpstreamConnection(asyncio.Protocol):
         timeout ``UpstreamError`` if no response is complete within ``timeout`` seconds (a
         streamed body: its stream fails)."""
         waiter: asyncio.Future[UpstreamResponse] = self.loop.create_future()
-        self._waiter = waiter
+        self.arm(waiter, head, timeout, stream)
+        return waiter
+
+    def arm(self, receiver: Receiver, head: bool, timeout: float | None, stream: bool) -> None:
+        """``begin``, with the response (or its error) handed to ``receiver``."""
+        self._waiter = receiver
         self._head = head
         self._may_stream = stream
         self._stream = None
         self._done = False
-        if timeout is not None:
-            self._timer = self.loop.call_later(timeout, self.expire, waiter)
-        return waiter
+        if timeout is None:
+            self._deadline = None
+            return
+        self._deadline = deadline = self.loop.time() + timeout
+        timer = self._timer
+        if timer is None or deadline < self._timer_at:
+            if timer is not None:
+                timer.cancel()
+            self._timer = self.loop.call_at(deadline, self._on_timer)
+            self._timer_at = deadline
+
+    def _on_timer(self) -> None:
+        """The timer is due: the pending request has timed out, or, if its deadline is later
+        (the timer was set for an earlier request), the timer is set again for it."""
+        self._timer = None
+        deadline, waiter = self._deadline, self._waiter
+        if deadline is None or waiter is None:
+            return  # nothing pending: the next request sets a timer if it needs one
+        if deadline - self.loop.time() > _TIMER_SLACK:
+            self._timer = self.loop.call_at(deadline, self._on_timer)
+            self._timer_at = deadline
+            return
+        self.expire(waiter)
 
     def _disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._deadline = None  # a timer still set finds nothing due
 
     def _complete(self) -> None:
-        self._disarm()
+        self._deadline = None  # ``_disarm``
         waiter = self._waiter
         self._waiter = None
         self._done = True
@@ -279,11 +339,18 @@ class UpstreamConnection(asyncio.Protocol):
             self._keep_alive = False
             return
         body = self._body
-        waiter.set_result(
-            UpstreamResponse(self._status, self._headers, b"".join(body) if body else b"")
-        )
+        response = UpstreamResponse(self._status, self._headers, b"".join(body) if body else b"")
+        self._settled = (waiter, response)  # handed over once released (``_settle``)
         self._headers = []
         self._body = []
+
+    def _settle(self) -> None:
+        """Hand the complete response to its receiver."""
+        settled = self._settled
+        assert settled is not None
+        self._settled = None
+        waiter, response = settled
+        waiter.set_result(response)
 
     def _fail(self, kind: UpstreamErrorKind, message: str) -> None:
         self._disarm()
@@ -317,7 +384,7 @@ class UpstreamConnection(asyncio.Protocol):
         else:
             self.transport.close()
 
-    def expire(self, waiter: asyncio.Future[UpstreamResponse]) -> None:
+    def expire(self, waiter: Receiver) -> None:
         """Fail ``waiter`` with a timeout if it is still the pending request."""
         if self._waiter is waiter:
             self._fail("timeout", "timed out waiting for the upstream response")

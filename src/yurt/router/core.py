@@ -23,6 +23,7 @@ from yurt.errors import RequestError
 from yurt.openapi import document as openapi_document
 from yurt.playground.routing import PAGE_METHODS, wants_page
 from yurt.router.dispatch import AppRoute, NoSlotInTime, Slot
+from yurt.router.flight import forward
 from yurt.router.http import (
     Reply,
     error_reply,
@@ -33,7 +34,7 @@ from yurt.router.http import (
 )
 from yurt.router.metrics import SYNC
 from yurt.router.options import TIMEOUT_HEADERS, RoutingError, parse_start_timeout
-from yurt.router.pool import BodyStream, UpstreamError
+from yurt.router.pool import BodyStream, UpstreamError, UpstreamResponse
 
 # Re-exported: the router imports them from here.
 from yurt.router.queueing import QueueEngine as QueueEngine
@@ -120,10 +121,13 @@ class RequestCore:
 
     def __init__(self, router: Router) -> None:
         self.router = router
-        # Paths admit has resolved to an app's endpoint, with the runner's target: a POST to
-        # one of them skips the prefix checks and the parse. Checked against the router's
-        # routes on each use, so a redeployed or removed app is never served from here.
-        self._endpoints: dict[str, tuple[AppRoute, frozenset[str], bytes]] = {}
+        # Paths admit has resolved to an app's endpoint, with the runner's target and the run
+        # of a caller without a key or a timeout (one for all of them: nothing changes a run):
+        # a POST to one of them skips the prefix checks and the parse. Checked against the
+        # router's routes on each use, so a redeployed or removed app is never served from here.
+        self._endpoints: dict[str, tuple[AppRoute, frozenset[str], bytes, SyncRun]] = {}
+        # The headers of the last run ``forward`` sent, and the lines it forwarded of them.
+        self.last_headers: tuple[Sequence[Header], bytes] = ((), b"")
 
     def admit(
         self,
@@ -149,10 +153,10 @@ class RequestCore:
         if method == b"POST" and not upgrade and not query:
             known = self._endpoints.get(path)
             if known is not None:
-                route, paths, target = known
+                route, paths, target, anonymous = known
                 # Still the app's route, and still its endpoints (a new revision may drop one).
                 if router.routes.get(route.app_id) is route and route.paths is paths:
-                    return self._sync_run(route, target, headers, query, timeout_header)
+                    return self._sync_run(route, target, headers, query, timeout_header, anonymous)
         queue_api = router.queue_api
         if upgrade and (path.startswith((QUEUE_PREFIX, PLATFORM_PREFIX)) or method != b"GET"):
             return None
@@ -178,7 +182,7 @@ class RequestCore:
             if not query:
                 if len(self._endpoints) >= MAX_KNOWN_PATHS:
                     self._endpoints.clear()
-                self._endpoints[path] = (route, route.paths, target)
+                self._endpoints[path] = (route, route.paths, target, SyncRun(route, target))
             return self._sync_run(route, target, headers, query, timeout_header)
         return self._not_post(route, target, method, path, query, headers, upgrade=upgrade)
 
@@ -210,14 +214,18 @@ class RequestCore:
         headers: Sequence[Header],
         query: str,
         timeout_header: Header | Unknown | None,
+        anonymous: SyncRun | None = None,
     ) -> SyncRun | Reply:
-        """A POST to an app's endpoint, its caller checked."""
+        """A POST to an app's endpoint, its caller checked (``anonymous``: the run to give a
+        caller without a key or a timeout)."""
         checked = self.router.gate.check(route.spec.app_auth, headers, query, route.app_id)
         if isinstance(checked, Reply):
             return checked
-        run = SyncRun(route, target, caller=checked)
         if timeout_header is UNKNOWN:
             timeout_header = find_timeout_header(headers)
+        if timeout_header is None and checked is ANONYMOUS and anonymous is not None:
+            return anonymous
+        run = SyncRun(route, target, caller=checked)
         if timeout_header is not None:
             name, value = timeout_header
             try:
@@ -267,6 +275,23 @@ class RequestCore:
             return self._sync(admitted, headers, body, on_sent, new_request_id())
         return self._serve_other(admitted, headers, body)
 
+    # ``forward(run, headers, body, on_sent, land)``: a sync run sent from the fast lane's
+    # callbacks when it needs no wait, answered through ``land`` (None); else the awaitable of
+    # the task's way, nothing sent (``flight.py``). A method, so that a face only knows the core.
+    forward = forward
+
+    def sync_on(
+        self,
+        run: SyncRun,
+        headers: Sequence[Header],
+        body: bytes,
+        request_id: str,
+        slot: Slot,
+    ) -> Awaitable[Answer]:
+        """``serve`` for a sync run already past its quota and on ``slot``, taken for it (the
+        fast lane's ``forward``, which found no idle connection to that runner)."""
+        return self._sync(run, headers, body, None, request_id, slot)
+
     async def _serve_other(
         self, admitted: QueueCall | Upgrade, headers: Sequence[Header], body: bytes
     ) -> Answer:
@@ -305,23 +330,25 @@ class RequestCore:
         body: bytes,
         on_sent: Callable[[], None] | None,
         request_id: str,
+        slot: Slot | None = None,
     ) -> Answer:
         """Run one direct request on a runner, applying the direct-request rules.
 
         ``run.start_timeout`` (``X-Fal-Request-Timeout``) bounds the wait for a runner;
         ``on_sent`` is called as the request leaves for one. A runner that streams its reply
-        (chunked, or an event stream) gets a ``Stream``, relayed chunk by chunk.
+        (chunked, or an event stream) gets a ``Stream``, relayed chunk by chunk. ``slot``: one
+        already taken for it (``flight.py``, which found no idle connection on it).
         """
         t0 = time.monotonic()
-        router = self.router
         route = run.route
-        # A free slot now, the common case, without the wait's coroutine.
-        slot = route.try_acquire()
         if slot is None:
-            waited = await self.acquire(route, run.start_timeout)
-            if isinstance(waited, Reply):
-                return self._served(route, waited, t0), request_id
-            slot = waited
+            # A free slot now, the common case, without the wait's coroutine.
+            slot = route.try_acquire()
+            if slot is None:
+                waited = await self.acquire(route, run.start_timeout)
+                if isinstance(waited, Reply):
+                    return self.served(route, waited, t0), request_id
+                slot = waited
         headers = forward_head(client_headers, request_id.encode())
         if on_sent is not None:
             on_sent()
@@ -330,27 +357,61 @@ class RequestCore:
                 b"POST", run.target, headers, body, timeout=route.spec.request_timeout, stream=True
             )
         except UpstreamError as exc:
-            verdict = direct_error(exc.kind)
-            router.terminate_slot(route, slot, verdict.reason)  # before release: no hand-over
-            route.release(slot)
-            assert verdict.status is not None
-            reply = error_reply(verdict.status, verdict.error_type, verdict.detail)
-            return self._served(route, reply, t0), request_id
+            return self.failed(route, slot, exc, t0), request_id
         except BaseException:  # cancelled: the slot must not leak
             route.release(slot)
             raise
+        reply = self.answered(route, slot, upstream, t0)
+        if reply is None:
+            return await self.stream_of(route, slot, upstream, t0, request_id)
+        return reply, request_id
+
+    def answered(
+        self, route: AppRoute, slot: Slot, upstream: UpstreamResponse, t0: float
+    ) -> Reply | None:
+        """The runner answered a sync run on ``slot``: the rules applied, the reply counted;
+        None for a streamed reply, which ``stream_of`` relays (the slot is its until it ends)."""
         status = upstream.status
         verdict = direct_status(status)
         if verdict.terminate:
-            router.terminate_slot(route, slot, verdict.reason)
+            self.router.terminate_slot(route, slot, verdict.reason)
         if upstream.stream is not None:
-            chunks = self._relay(route, slot, status, upstream.stream, t0)
-            await anext(chunks)  # begun: closing it unread now runs its clean-up
-            return Stream(request_id, chunks, status, upstream.headers)
+            return None
         route.release(slot)
-        return self._served(route, Reply(status, upstream.headers, upstream.body), t0), request_id
+        # ``served``, written out
+        self.router.stats.served(route.app_id, SYNC, status, time.monotonic() - t0)
+        return Reply(status, upstream.headers, upstream.body)
 
-    def _served(self, route: AppRoute, reply: Reply, t0: float) -> Reply:
+    def failed(self, route: AppRoute, slot: Slot, exc: UpstreamError, t0: float) -> Reply:
+        """The runner failed a sync run on ``slot`` before answering: the rules applied, the
+        error counted."""
+        verdict = direct_error(exc.kind)
+        self.router.terminate_slot(route, slot, verdict.reason)  # before release: no hand-over
+        route.release(slot)
+        assert verdict.status is not None
+        reply = error_reply(verdict.status, verdict.error_type, verdict.detail)
+        return self.served(route, reply, t0)
+
+    async def stream_of(
+        self, route: AppRoute, slot: Slot, upstream: UpstreamResponse, t0: float, request_id: str
+    ) -> Stream:
+        """A runner's streamed reply (``answered`` said None), relayed as it comes."""
+        assert upstream.stream is not None
+        chunks = self._relay(route, slot, upstream.status, upstream.stream, t0)
+        await anext(chunks)  # begun: closing it unread now runs its clean-up
+        return Stream(request_id, chunks, upstream.status, upstream.headers)
+
+    def stream_dropped(
+        self, route: AppRoute, slot: Slot, upstream: UpstreamResponse, t0: float
+    ) -> None:
+        """A streamed reply whose caller left before it was relayed: what closing its relay
+        does (the runner's connection closed, the slot back, the run counted)."""
+        assert upstream.stream is not None
+        upstream.stream.abandon()
+        route.release(slot)
+        self.router.stats.served(route.app_id, SYNC, upstream.status, time.monotonic() - t0)
+
+    def served(self, route: AppRoute, reply: Reply, t0: float) -> Reply:
         """Count a finished sync run (a stream counts itself as it ends)."""
         self.router.stats.served(route.app_id, SYNC, reply.status, time.monotonic() - t0)
         return reply

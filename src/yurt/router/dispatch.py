@@ -89,8 +89,9 @@ class AppRoute:
                 and (best is None or slot.in_flight < best.in_flight)
             ):
                 best = slot
-        if best is not None:
-            self._take(best)
+        if best is not None:  # ``_take``, written out
+            best.in_flight += 1
+            best.idle_since = None
         return best
 
     def try_acquire_unwaited(self) -> Slot | None:
@@ -132,7 +133,9 @@ class AppRoute:
             return
         if slot.in_flight == 0:
             slot.idle_since = self._clock()
-        self._hand_over(slot)
+        backlog = self.backlog
+        if self._waiters or (backlog is not None and len(backlog)):  # else nothing to hand
+            self._hand_over(slot)
 
     def _take(self, slot: Slot) -> None:
         slot.in_flight += 1

@@ -37,13 +37,25 @@ from yurt.router.fastlane_state import (
     UPGRADING,
     read_timeout,
 )
-from yurt.router.http import Reply, error_reply, head_refusal, new_request_id
+from yurt.router.flight import Flight
+from yurt.router.http import (
+    MAX_FIELD_SIZE,
+    MAX_HEADERS,
+    MAX_TARGET_SIZE,
+    Reply,
+    error_reply,
+    head_refusal,
+    new_request_id,
+)
 from yurt.router.options import TIMEOUT_HEADERS
 
 # The headers on_header notes.
 _NOTED = frozenset((b"content-length", b"expect", b"host", *TIMEOUT_HEADERS))
 # A request line and headers past this many bytes get 431 (aiohttp's own limits are per line).
 MAX_HEAD_BYTES = 64 * 1024
+# No field or target of a head read whole in this many bytes can be over its limit.
+_WITHIN_LIMITS = min(MAX_FIELD_SIZE, MAX_TARGET_SIZE)
+_HTTP11 = b" HTTP/1.1"  # how a request line of HTTP/1.1 ends
 
 
 class FrontProtocol(Lane):
@@ -57,8 +69,9 @@ class FrontProtocol(Lane):
         serving = self.serving
         if self.worker is None or serving is None:
             return
-        if serving.stage is HELD or serving.stage is RELAYING:
-            # Waiting for a runner, only watching, or relaying: nobody is left for it.
+        if serving.stage is HELD or serving.stage is RELAYING or isinstance(self.worker, Flight):
+            # Waiting for a runner, only watching, or relaying (a flight's stream whose head is
+            # held, too): nobody is left for it.
             self.worker.cancel()
 
     def data_received(self, data: bytes) -> None:
@@ -155,8 +168,12 @@ class FrontProtocol(Lane):
         if self.mode is not OPEN:
             return
         # Before anything is decided, hand-overs included: aiohttp's parser would refuse it too,
-        # in text.
-        if (refusal := head_refusal(self.url, self.headers)) is not None:
+        # in text. A head read whole in fewer bytes than a field may have is within the limits
+        # but for the count.
+        raw = self.raw
+        if (raw is None or len(raw) > _WITHIN_LIMITS or len(self.headers) > MAX_HEADERS) and (
+            refusal := head_refusal(self.url, self.headers)
+        ) is not None:
             self._fail_connection(refusal)
             return
         raw_path, _, query = self.url.partition(b"?")
@@ -167,7 +184,7 @@ class FrontProtocol(Lane):
         admitted = self.core.admit(
             self.parser.get_method(),
             path,
-            query.decode("latin-1"),
+            query.decode("latin-1") if query else "",
             self.headers,
             self.scheme,
             self.host.decode("latin-1"),
@@ -180,6 +197,7 @@ class FrontProtocol(Lane):
                 reply = error_reply(400, "bad_request", "pipelined request needs a new connection")
                 self.current = Exchange.refused(reply, self.headers)
                 self.current.keep_alive = False
+                self.current.http10 = self.parser.get_http_version() == "1.0"
             else:
                 self.mode = HAND_OVER
             return
@@ -188,7 +206,14 @@ class FrontProtocol(Lane):
         else:
             exchange = Exchange(admitted, self.headers)
         exchange.keep_alive = not upgrade  # after an upgrade request comes the other protocol
-        self._expect_body(exchange)
+        # The version, from the request line where the read has it (get_http_version formats
+        # a string).
+        if not (
+            raw is not None and (end := raw.find(b"\r\n")) >= 9 and raw.startswith(_HTTP11, end - 9)
+        ):
+            exchange.http10 = self.parser.get_http_version() == "1.0"
+        if self.expect or len(self.content_length) > self.short_length:
+            self._expect_body(exchange)  # else nothing to do: no Expect, and within the limit
         self.current = exchange
         self.raw = None  # the fast lane keeps no second copy of the body
 
@@ -212,21 +237,22 @@ class FrontProtocol(Lane):
             self.continue_for = exchange
 
     def on_body(self, body: bytes) -> None:
-        self.body_bytes += len(body)
+        size = len(body)
+        self.body_bytes += size
         exchange = self.current
         if exchange is None or exchange.early:
             return
-        exchange.size += len(body)
+        exchange.size += size
+        if exchange.error is None and exchange.size <= self.max_body_size:
+            exchange.body.append(body)  # the common case
+            return
         if exchange.error is not None:
             # Already refused (an unknown app, a bad header): read past its body only up to
             # the limit, then answer without reading on.
             if exchange.size > self.config.max_body_size:
                 self._answer_early(exchange)
             return
-        if exchange.size > self.config.max_body_size:
-            self._check_size(exchange, exchange.size)
-        if exchange.error is None:
-            exchange.body.append(body)
+        self._check_size(exchange, exchange.size)  # past the limit: refused, the body dropped
 
     def on_message_complete(self) -> None:
         self.phase = DONE
@@ -235,10 +261,10 @@ class FrontProtocol(Lane):
         if exchange is None or exchange.early or transport is None or transport.is_closing():
             return  # nobody to answer; a request read while the router stops is still served
         exchange.keep_alive = exchange.keep_alive and self.parser.should_keep_alive()
-        exchange.http10 = self.parser.get_http_version() == "1.0"
-        self.queue.append(exchange)
         if self.worker is None:
-            self.worker = self.loop.create_task(self._serve())
+            self._start(exchange)
+        else:
+            self.queue.append(exchange)
 
     # -- helpers ---------------------------------------------------------------------------
 

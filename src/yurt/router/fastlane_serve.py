@@ -2,7 +2,11 @@
 
 ``FrontProtocol`` (``fastlane.py``) parses; this half serves: one worker task per connection
 takes the exchanges read (``fastlane_exchange.Exchange``) in turn, hands each to the request
-core, and writes its reply, stream or tunnel. The connection's ``phase`` and ``mode`` are the
+core, and writes its reply, stream or tunnel. The common request needs no task: a sync run that
+finds a free slot and an idle connection to its runner is sent from the parser's callback and
+answered from the runner connection's (``flight.py``); while it is out, ``worker`` is its
+``Flight``, and what else is read waits in the queue as it would behind a task (a streamed reply
+goes on in a task from its first chunk). The connection's ``phase`` and ``mode`` are the
 machines ``fastlane_state.py`` draws.
 """
 
@@ -12,13 +16,13 @@ import asyncio
 import contextlib
 import socket
 from collections import deque
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Self, cast
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Self, cast
 
 import httptools
 import structlog
 
-from yurt.router.core import Answer, Stream
+from yurt.router.core import Answer, Stream, SyncRun
 from yurt.router.fastlane_exchange import ENDED, RELAYING, Exchange
 from yurt.router.fastlane_state import (
     CLOSABLE,
@@ -31,7 +35,8 @@ from yurt.router.fastlane_state import (
     TUNNEL,
 )
 from yurt.router.fastlane_wire import send_stream, upgrade_head
-from yurt.router.http import Reply, error_reply, new_request_id, status_line
+from yurt.router.flight import Flight
+from yurt.router.http import STATUS_LINES, Reply, error_reply, new_request_id, status_line
 from yurt.router.tunnel import Tunnel
 
 if TYPE_CHECKING:
@@ -45,6 +50,10 @@ CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # for how long, so that the client reads the answer (closing with unread data resets it).
 LINGER_BYTES = 4 * 1024 * 1024
 LINGER_SECONDS = 2.0
+# The headers of the last plain reply written, and their lines (``Lane._write``). A list set in
+# place: setting a class attribute instead would reset the interpreter's attribute caches for
+# every connection's class each time.
+_LAST_REPLY: list[Any] = [[], b""]
 
 
 class Lane(asyncio.Protocol):
@@ -61,6 +70,9 @@ class Lane(asyncio.Protocol):
         self.config = config
         self.fallback = fallback
         self.connections = connections
+        self.max_body_size = config.max_body_size
+        # A Content-Length of this many digits or fewer is within the body limit.
+        self.short_length = len(str(config.max_body_size)) - 1
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.phase = IDLE  # where the parser is in the current request
@@ -77,7 +89,8 @@ class Lane(asyncio.Protocol):
         self.queue: deque[Exchange] = deque()  # read, waiting to be served in turn
         self.serving: Exchange | None = None  # the one the worker is on
         self.continue_for: Exchange | None = None  # its 100 Continue waits for earlier replies
-        self.worker: asyncio.Task[None] | None = None
+        # A task, or, while a run is out without one, its ``Flight``.
+        self.worker: asyncio.Task[None] | Flight | None = None
         self.head_bytes = 0  # bytes read while the phase was HEAD
         self.linger_left = 0  # LINGER: bytes still to drop before closing
         self.raw: bytes | bytearray | None = None  # this request's bytes, while they are exact
@@ -113,22 +126,74 @@ class Lane(asyncio.Protocol):
 
     # -- serving ---------------------------------------------------------------------------
 
-    async def _serve(self) -> None:
+    def _start(self, exchange: Exchange) -> None:
+        """Serve ``exchange``, read while nothing else was being served: a sync run straight
+        to a runner if it needs no wait (``RequestCore.forward``), else by the worker."""
+        admitted = exchange.admitted
+        if isinstance(admitted, SyncRun) and exchange.error is None and not self.queue:
+            self.serving = exchange
+            try:
+                pending = self.core.forward(
+                    admitted,
+                    exchange.headers,
+                    b"".join(exchange.body),
+                    exchange.mark_sent,
+                    self._landed,
+                )
+            except Exception:  # a bug of ours, raised in the parser's callback: answered here
+                self.serving = None
+                self._failed()
+                return
+            if isinstance(pending, Flight):
+                self.worker = pending
+            else:
+                self.worker = self.loop.create_task(self._serve(exchange, pending))
+            return
+        self.queue.append(exchange)
+        self.worker = self.loop.create_task(self._serve())
+
+    def _landed(self, answer: tuple[Reply, str] | Awaitable[Answer]) -> None:
+        """The answer to the run ``_start`` sent (from the runner connection's callbacks):
+        written now, or, if it must be awaited (a stream), by the worker."""
+        exchange = self.serving
+        assert exchange is not None
+        if not isinstance(answer, tuple):
+            self.worker = self.loop.create_task(self._serve(exchange, answer))
+            return
+        try:  # ``_reply``, written out
+            reply, request_id = answer
+            keep_alive = exchange.keep_alive and self.mode is not CLOSING
+            self._write(reply, request_id.encode(), keep_alive, exchange.http10)
+            if self.config.access_log:
+                self._access(exchange, reply.status, request_id)
+        except Exception:
+            keep_alive = self._failed()
+        if keep_alive and (self.queue or self.continue_for is not None):
+            # Read meanwhile (pipelined, or a 100-continue to send): the worker goes on.
+            self.worker = self.loop.create_task(self._serve())
+            return
+        self.serving = None
+        self.worker = None
+        self.last_active = self.loop.time()
+        if self.phase is HEAD or self.mode is HAND_OVER:
+            self._idle_again()
+
+    async def _serve(
+        self, exchange: Exchange | None = None, pending: Awaitable[Answer] | None = None
+    ) -> None:
+        """Serve what was read, in order (``exchange`` first, its answer ``pending``)."""
         try:
-            while self.queue:
-                exchange = self.queue.popleft()
+            while exchange is not None or self.queue:
+                if exchange is None:
+                    exchange = self.queue.popleft()
                 try:
-                    keep_alive = await self._serve_one(exchange)
+                    keep_alive = await self._serve_one(exchange, pending)
                 except Exception:
-                    # A bug of ours: the client gets an answer, not a connection left hanging
-                    # (a stream already begun has closed its connection: nothing is written).
-                    log.exception("request_failed")
-                    reply = error_reply(500, "internal_error", "the router failed this request")
-                    self._close_mode()
-                    self._write(reply, new_request_id().encode(), keep_alive=False, linger=True)
+                    self._failed()
                     return
                 if not keep_alive:
                     return
+                exchange = pending = None
             if self.continue_for is not None and self.transport is not None:
                 self.continue_for = None
                 self.transport.write(CONTINUE)
@@ -137,43 +202,69 @@ class Lane(asyncio.Protocol):
         finally:
             self.serving = None
             self.worker = None
+        self._idle_again()
+
+    def _failed(self) -> bool:
+        """A bug of ours: the client gets an answer, not a connection left hanging (a stream
+        already begun has closed its connection: nothing is written). False: closing."""
+        log.exception("request_failed")
+        reply = error_reply(500, "internal_error", "the router failed this request")
+        self._close_mode()
+        self._write(reply, new_request_id().encode(), keep_alive=False, linger=True)
+        return False
+
+    def _idle_again(self) -> None:
+        """Nothing is being served any more."""
         self.last_active = self.loop.time()
         if self.phase is HEAD:  # a pipelined head waited on what was served before it
             self.head_began = self.last_active
         if self.mode is HAND_OVER:
             self._hand_over()
 
-    async def _serve_one(self, exchange: Exchange) -> bool:
-        """Serve one request (or refusal); False if the connection is to close."""
+    async def _serve_one(self, exchange: Exchange, pending: Awaitable[Answer] | None) -> bool:
+        """Serve one request (or refusal), whose answer is ``pending`` if it is on its way
+        already; False if the connection is to close."""
         admitted = exchange.admitted
-        if exchange.error is not None or admitted is None:
+        if pending is not None:
+            self.serving = exchange
+            answer = await pending
+        elif exchange.error is not None or admitted is None:
             assert exchange.error is not None
-            answer: Answer = (exchange.error, new_request_id())
+            answer = (exchange.error, new_request_id())
         else:
             self.serving = exchange
             answer = await self.core.serve(
                 admitted, exchange.headers, b"".join(exchange.body), on_sent=exchange.mark_sent
             )
-        keep_alive = exchange.keep_alive and self.mode is not CLOSING
         if isinstance(answer, Tunnel):
             await self._splice(exchange, answer)
             return False
         if isinstance(answer, Stream):
+            keep_alive = exchange.keep_alive and self.mode is not CLOSING
             keep_alive = await self._stream(exchange, answer, keep_alive)
-            status, request_id = answer.status, answer.request_id
-        else:
-            reply, request_id = answer
-            self._write(reply, request_id.encode(), keep_alive, exchange.http10, exchange.early)
-            status = reply.status
+            if self.config.access_log:
+                self._access(exchange, answer.status, answer.request_id)
+            return keep_alive
+        return self._reply(exchange, answer)
+
+    def _reply(self, exchange: Exchange, answer: tuple[Reply, str]) -> bool:
+        """Write a plain reply; False if the connection is to close."""
+        reply, request_id = answer
+        keep_alive = exchange.keep_alive and self.mode is not CLOSING
+        self._write(reply, request_id.encode(), keep_alive, exchange.http10, exchange.early)
         if self.config.access_log:
-            log.info(
-                "request",
-                method=exchange.method(),
-                target=exchange.target(),
-                status=status,
-                request_id=request_id,
-            )
+            self._access(exchange, reply.status, request_id)
         return keep_alive
+
+    def _access(self, exchange: Exchange, status: int, request_id: str) -> None:
+        """The access log's line for an answered request."""
+        log.info(
+            "request",
+            method=exchange.method(),
+            target=exchange.target(),
+            status=status,
+            request_id=request_id,
+        )
 
     async def _stream(self, exchange: Exchange, stream: Stream, keep_alive: bool) -> bool:
         """Send a stream, chunked (HTTP/1.0: until the connection closes)."""
@@ -218,9 +309,15 @@ class Lane(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing() or self.mode is LINGER:
             return  # closed, or lingering after its last answer (its write side is shut)
-        parts = [status_line(reply.status)]
-        for name, value in reply.headers:
-            parts += (name, b": ", value, b"\r\n")
+        status = reply.status
+        parts = [STATUS_LINES.get(status) or status_line(status)]
+        headers = reply.headers
+        # Header lines framed once while replies bring the same headers, as a runner's do
+        # (but for its Date, once a second).
+        if headers != _LAST_REPLY[0]:
+            lines = [b"%s: %s\r\n" % header for header in headers]
+            _LAST_REPLY[:] = (list(headers), b"".join(lines))  # a copy of the list: ours
+        parts.append(_LAST_REPLY[1])
         parts.append(
             b"content-length: %d\r\nx-yurt-request-id: %s\r\nx-fal-request-id: %s\r\n"
             % (len(reply.body), request_id, request_id)

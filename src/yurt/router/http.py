@@ -52,10 +52,21 @@ class Reply:
     body: bytes = b""
 
 
+# Request ids made ahead, 256 from one read of the system's randomness rather than one read
+# (a system call) each; a forked child starts without its parent's.
+_IDS: list[str] = []
+_IDS_AHEAD = 256
+os.register_at_fork(after_in_child=_IDS.clear)
+
+
 def new_request_id() -> str:
     """A fresh random request id (32 hex digits)."""
     # os.urandom is five times cheaper than uuid4().hex and as unique.
-    return os.urandom(16).hex()
+    if _IDS:
+        return _IDS.pop()
+    digits = os.urandom(16 * _IDS_AHEAD).hex()
+    _IDS.extend([digits[i : i + 32] for i in range(32, len(digits), 32)])
+    return digits[:32]
 
 
 def new_ordered_id() -> str:
@@ -127,9 +138,12 @@ def forward_headers(
 
 def forward_head(raw: Iterable[tuple[bytes, bytes]], request_id: bytes) -> bytes:
     """``forward_headers``, framed as header lines: what the pool writes after its own."""
-    lines = [b"%s: %s\r\n" % h for h in raw if h[0].lower() not in DROPPED_REQUEST_HEADERS]
-    lines.append(b"x-fal-request-id: %s\r\n" % request_id)
-    return b"".join(lines)
+    return b"%sx-fal-request-id: %s\r\n" % (end_to_end_lines(raw), request_id)
+
+
+def end_to_end_lines(raw: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """``end_to_end``, framed as header lines."""
+    return b"".join([b"%s: %s\r\n" % h for h in raw if h[0].lower() not in DROPPED_REQUEST_HEADERS])
 
 
 _REASONS = {s.value: s.phrase.encode() for s in http.HTTPStatus}
@@ -140,10 +154,12 @@ def reason(status: int) -> bytes:
     return _REASONS.get(status, b"")
 
 
-_STATUS_LINES = {code: b"HTTP/1.1 %d %s\r\n" % (code, phrase) for code, phrase in _REASONS.items()}
+# Made once per known status: ``STATUS_LINES.get(status) or status_line(status)`` is a call
+# fewer where a reply is framed.
+STATUS_LINES = {code: b"HTTP/1.1 %d %s\r\n" % (code, phrase) for code, phrase in _REASONS.items()}
 
 
 def status_line(status: int) -> bytes:
     """``HTTP/1.1 <status> <reason>`` and its line end, made once per known status."""
-    line = _STATUS_LINES.get(status)
+    line = STATUS_LINES.get(status)
     return line if line is not None else b"HTTP/1.1 %d %s\r\n" % (status, reason(status))

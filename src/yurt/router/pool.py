@@ -16,7 +16,13 @@ import asyncio
 from collections.abc import Sequence
 
 from yurt.router.connection import IdleConnections, UpstreamConnection
-from yurt.router.upstream import BodyStream, UpstreamError, UpstreamErrorKind, UpstreamResponse
+from yurt.router.upstream import (
+    BodyStream,
+    Receiver,
+    UpstreamError,
+    UpstreamErrorKind,
+    UpstreamResponse,
+)
 
 __all__ = [
     "BodyStream",
@@ -116,6 +122,31 @@ class ConnectionPool:
         waiter = self._send(conn, method, target, headers, body, timeout)
         waiter.add_done_callback(conn.abandon_if_cancelled)
         return waiter
+
+    def forward(
+        self,
+        receiver: Receiver,
+        target: bytes,
+        headers: bytes,
+        body: bytes,
+        timeout: float | None,
+    ) -> bool:
+        """``request`` for a POST, without a coroutine or a future, on an idle connection: the
+        response (a streamed one at its head) or its ``UpstreamError`` goes to ``receiver``.
+        False, with nothing sent, when there is no idle connection (or the pool is closed).
+
+        ``headers``: header lines already framed. A receiver that gives up on a pending
+        response calls the connection's ``abandon`` with itself.
+        """
+        conn = self._idle.take()
+        if conn is None:
+            return False
+        conn.arm(receiver, False, timeout, True)
+        tail = self._request_tail
+        conn.transport.write(
+            b"".join((b"POST ", target, tail, b"%d\r\n" % len(body), headers, b"\r\n", body))
+        )
+        return True
 
     def _send(
         self,

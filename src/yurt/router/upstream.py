@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 if TYPE_CHECKING:
     from yurt.router.connection import UpstreamConnection
 
-__all__ = ["BodyStream", "UpstreamError", "UpstreamErrorKind", "UpstreamResponse"]
+__all__ = ["BodyStream", "Receiver", "UpstreamError", "UpstreamErrorKind", "UpstreamResponse"]
 
 UpstreamErrorKind = Literal["connect_refused", "connect_error", "disconnected", "timeout"]
 
@@ -39,7 +40,7 @@ class BodyStream:
     stops early calls ``abandon``, which closes the connection: the upstream sees its caller go.
     """
 
-    __slots__ = ("_chunks", "_conn", "_ended", "_paused", "_waiter")
+    __slots__ = ("_chunks", "_conn", "_ended", "_first", "_paused", "_waiter")
 
     # Past this many unread chunks the connection stops reading until the reader catches up.
     HIGH_WATER = 64
@@ -51,6 +52,15 @@ class BodyStream:
         self._waiter: asyncio.Future[None] | None = None
         self._ended = False
         self._paused = False
+        self._first: Callable[[], None] | None = None
+
+    def on_first(self, callback: Callable[[], None]) -> None:
+        """Have ``callback`` called once the stream has its first item (a chunk, its end, or
+        its error), from the connection's callbacks: it must not write to the connection."""
+        if self._chunks:
+            callback()
+        else:
+            self._first = callback
 
     def feed(self, item: bytes | UpstreamError | None) -> None:
         """From the connection: a chunk, the end (``None``), or the error that cut it."""
@@ -60,6 +70,9 @@ class BodyStream:
             self._waiter = None
             if not waiter.done():
                 waiter.set_result(None)
+        if self._first is not None:
+            first, self._first = self._first, None
+            first()
         if len(self._chunks) > self.HIGH_WATER and not self._paused:
             self._paused = True
             self._conn.transport.pause_reading()
@@ -98,3 +111,24 @@ class UpstreamResponse:
     headers: list[tuple[bytes, bytes]]
     body: bytes
     stream: BodyStream | None = None
+
+
+class Receiver(Protocol):
+    """What a connection hands its response to: a future (``ConnectionPool.request``), or a
+    caller that takes it as a call instead (``ConnectionPool.forward``): one fewer task wake-up.
+
+    ``set_result`` gets the response (a streamed one at its head), ``set_exception`` the
+    ``UpstreamError`` that cut it; ``done`` says whether either was called.
+    """
+
+    def done(self) -> bool:
+        """Whether the response or its error was handed over."""
+        ...
+
+    def set_result(self, result: UpstreamResponse, /) -> None:
+        """The response (a streamed one: at its head, with its ``stream``)."""
+        ...
+
+    def set_exception(self, exception: BaseException, /) -> None:
+        """The ``UpstreamError`` that ended the request before a response."""
+        ...

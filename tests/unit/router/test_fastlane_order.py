@@ -37,6 +37,9 @@ class Router:
     def too_large(self) -> RequestError:
         return RequestError("too large", status=413, error_type="request_too_large")
 
+    def forward(self, run: SyncRun, headers: Any, body: bytes, on_sent: Any, land: Any) -> Any:
+        return self.serve(on_sent=on_sent)  # always the task's way: serve() waits
+
     async def serve(
         self, *args: Any, on_sent: Callable[[], None] | None = None
     ) -> tuple[Reply, str]:

@@ -7,7 +7,6 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -554,33 +553,26 @@ async def test_a_connection_idle_past_its_age_is_not_reused(
 
 
 async def test_send_goes_out_on_an_idle_connection_only(
-    app_server: AppServer, pools: list[ConnectionPool], monkeypatch: pytest.MonkeyPatch
+    app_server: AppServer, pools: list[ConnectionPool]
 ) -> None:
     """With no idle connection ``send`` returns None (the caller connects with ``request``);
     with one it returns the response's future, and the connection goes back to the pool."""
     pool = make_pool(pools, app_server.port)
     assert pool.send(b"POST", b"/echo", [], b"a", 5.0) is None
     await pool.request(b"POST", b"/echo", [], b"a", 5.0)
-    # The request's deadline is a timer on the loop: seen here to check that the answer
-    # cancels it rather than leaving it to fire on an idle connection.
-    loop = asyncio.get_running_loop()
-    deadlines: list[asyncio.TimerHandle] = []
-    real_call_later = loop.call_later
-
-    def call_later(delay: float, callback: Any, *args: Any) -> asyncio.TimerHandle:
-        handle = real_call_later(delay, callback, *args)
-        if delay == 5.25:  # the request's, not a timer the server in this loop sets
-            deadlines.append(handle)
-        return handle
-
-    monkeypatch.setattr(loop, "call_later", call_later)
-    sent = pool.send(b"POST", b"/echo", [(b"x-custom", b"c")], b"b", 5.25)
+    sent = pool.send(b"POST", b"/echo", [(b"x-custom", b"c")], b"b", 0.25)
     assert sent is not None
     resp = await asyncio.wait_for(sent, DEADLINE)
     assert (resp.status, resp.body) == (201, b"b")
     assert (b"X-Echo-Custom", b"c") in resp.headers
     assert pool.idle_count == 1 and app_server.connection_count() == 1
-    assert len(deadlines) == 1 and deadlines[0].cancelled()  # the answer disarmed it
+    # The answered request's deadline passes while the connection is idle: nothing times out.
+    (conn,) = pool._idle.conns
+    deadline = conn.loop.time() + 0.25
+    await wait_until(lambda: conn.loop.time() > deadline and conn._timer is None)
+    assert pool.idle_count == 1
+    again = await pool.request(b"POST", b"/echo", [], b"c", 5.0)
+    assert again.status == 201 and app_server.connection_count() == 1
     await pool.close()
     assert pool.send(b"POST", b"/echo", [], b"c", 5.0) is None  # closed: request raises
 
@@ -615,6 +607,23 @@ async def test_a_sent_request_times_out_as_a_requested_one(pools: list[Connectio
             await asyncio.wait_for(sent, DEADLINE)
         assert info.value.kind == "timeout"
         assert pool.idle_count == 0
+        await wait_until(lambda: server.closed_by_peer == 1)
+
+
+async def test_a_later_deadline_holds_past_the_timer_an_earlier_request_set(
+    pools: list[ConnectionPool],
+) -> None:
+    """A request whose deadline is later than the one before it on the connection times out
+    at its own deadline, not at the earlier request's."""
+    async with raw_server(answers_once_then(wait_for_eof)) as server:
+        pool = make_pool(pools, server.port)
+        await pool.request(b"GET", b"/", [], b"", 0.2)  # answered: its timer stays set
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(UpstreamError) as info:
+            await pool.request(b"GET", b"/", [], b"", 0.6)
+        assert info.value.kind == "timeout"
+        assert loop.time() - started >= 0.6 - 0.002  # the clock's tick, no more
         await wait_until(lambda: server.closed_by_peer == 1)
 
 

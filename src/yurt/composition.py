@@ -104,13 +104,7 @@ def build_platform(config: ServerConfig, host: Host, *, server: bool = False) ->
     keys = KeyStore(data_dir, refresh=config.keys.refresh)
     placed = _place(config, store, secrets, host)
     wake = Wakeup()
-    gate = Gate(
-        keys,
-        config.keys,
-        host=config.router.host,
-        public=config.router.public,
-        admin_token=config.admin_token,
-    )
+    gate = _gate(config, keys)
     files = build_files_api(data_dir, config.files, config.router, keys, host.payload_token_ok)
     admin = AdminApi(
         host,
@@ -122,10 +116,7 @@ def build_platform(config: ServerConfig, host: Host, *, server: bool = False) ->
         secrets=placed.nomad.secrets if placed.nomad is not None else LocalSecrets(secrets),
         keys=keys,
     )
-    queue_store = QueueStore(data_dir / "queue.sqlite3", config.queue.durability)
-    webhooks = WebhookSender(
-        queue_store, config.queue.webhooks, _webhook_key(config), allow=config.queue.webhook_allow
-    )
+    queue_store, webhooks = _queue(config)
     queue = QueueParts(queue_store, config.queue, webhooks, quotas=gate.quotas)
     router = Router(
         config.router,
@@ -164,6 +155,23 @@ def _webhook_key(config: ServerConfig) -> bytes | Path:
     if config.queue.webhooks.secret is not None:
         return config.queue.webhooks.secret.encode()
     return config.data_dir / "webhook-secret"
+
+
+def _gate(config: ServerConfig, keys: KeyStore) -> Gate:
+    """Who may call what: keys, the admin token, and whether the router is public."""
+    router = config.router
+    return Gate(
+        keys, config.keys, host=router.host, public=router.public, admin_token=config.admin_token
+    )
+
+
+def _queue(config: ServerConfig) -> tuple[QueueStore, WebhookSender]:
+    """The queue's store (opened on start) and its webhook sender."""
+    store = QueueStore(config.data_dir / "queue.sqlite3", config.queue.durability)
+    webhooks = WebhookSender(
+        store, config.queue.webhooks, _webhook_key(config), allow=config.queue.webhook_allow
+    )
+    return store, webhooks
 
 
 def _place(config: ServerConfig, store: AppStore, secrets: SecretStore, host: Host) -> _Placement:

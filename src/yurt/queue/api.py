@@ -34,7 +34,7 @@ from yurt.queue.model import Header, Job, State
 from yurt.queue.ports import RouterPort
 from yurt.queue.routing import RoutingError, parse_routing
 from yurt.queue.store import Record, without_credentials
-from yurt.router.core import Answer, QueueCall, Stream
+from yurt.router.admitted import Answer, QueueCall, Stream
 from yurt.router.http import (
     JSON_TYPE,
     Reply,

@@ -12,16 +12,24 @@ it has before it reads a body (to refuse it early, to answer ``Expect: 100-conti
 
 from __future__ import annotations
 
-import enum
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from yurt.access import ANONYMOUS, Caller
+from yurt.access import ANONYMOUS
 from yurt.errors import RequestError
 from yurt.openapi import document as openapi_document
 from yurt.playground.routing import PAGE_METHODS, wants_page
+from yurt.router.admitted import (
+    UNKNOWN,
+    Admitted,
+    Answer,
+    QueueCall,
+    Stream,
+    SyncRun,
+    Unknown,
+    Upgrade,
+)
 from yurt.router.dispatch import AppRoute, NoSlotInTime, Slot
 from yurt.router.flight import forward
 from yurt.router.http import (
@@ -51,69 +59,9 @@ Header = tuple[bytes, bytes]
 MAX_KNOWN_PATHS = 4096
 
 
-class Unknown(enum.Enum):
-    """A face that did not look for the caller's timeout header while parsing."""
-
-    UNKNOWN = enum.auto()
-
-
-UNKNOWN = Unknown.UNKNOWN
 QUEUE_PREFIX = "/queue/"
 PLATFORM_PREFIX = "/_yurt/"
 OPENAPI = "/openapi.json"  # GET /{owner}/{app}/openapi.json: the app's document
-
-
-@dataclass(slots=True)
-class QueueCall:
-    """One request to the queue, whichever face read it."""
-
-    method: bytes
-    path: str  # decoded, starting with /queue/
-    query: str  # raw, as sent
-    headers: Sequence[Header]
-    body: bytes
-    base: str  # scheme://host the request came to, for the URLs handed back
-    caller: Caller = ANONYMOUS  # whose key it carries (yurt.access)
-
-
-@dataclass(slots=True)
-class Stream:
-    """A reply sent as it is made: ``chunks`` yields each chunk and whether it is the last.
-
-    A face frames each chunk as it comes (chunked transfer-encoding) and, should the stream end
-    without its last chunk, closes the connection so that the caller cannot take it as complete.
-    """
-
-    request_id: str
-    chunks: AsyncGenerator[tuple[bytes, bool], None]
-    status: int = 200
-    headers: Sequence[Header] = ()
-
-
-@dataclass(slots=True)
-class SyncRun:
-    """A sync run admitted: the app's route, the runner's target, the caller's start timeout."""
-
-    route: AppRoute
-    target: bytes
-    start_timeout: float | None = None
-    caller: Caller = ANONYMOUS  # whose key it carries: its quota is counted while it runs
-
-
-@dataclass(slots=True)
-class Upgrade:
-    """A websocket upgrade admitted, to an app's public path: spliced to a runner after its
-    ``101``, holding one of the runner's slots for the session."""
-
-    route: AppRoute
-    target: bytes
-    start_timeout: float | None = None
-
-
-Admitted = SyncRun | QueueCall | Upgrade
-# What a face sends: a reply and its request id, a stream (which carries its own), or a
-# runner's connection after its 101, to splice.
-Answer = tuple[Reply, str] | Stream | Tunnel
 
 
 class RequestCore:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-from yurt.router.core import Admitted, QueueCall, SyncRun, Upgrade
+from yurt.router.admitted import Admitted, QueueCall, SyncRun, Upgrade
 from yurt.router.http import Reply
 
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Self, cast
 import httptools
 import structlog
 
-from yurt.router.core import Answer, Stream, SyncRun
+from yurt.router.admitted import Answer, Stream, SyncRun
 from yurt.router.fastlane_exchange import ENDED, RELAYING, Exchange
 from yurt.router.fastlane_state import (
     CLOSABLE,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from yurt.router.core import Stream
+from yurt.router.admitted import Stream
 from yurt.router.http import status_line
 
 

@@ -26,7 +26,8 @@ from yurt.router.http import Reply, end_to_end_lines, new_request_id
 from yurt.router.pool import UpstreamError, UpstreamResponse
 
 if TYPE_CHECKING:
-    from yurt.router.core import Answer, RequestCore, SyncRun
+    from yurt.router.admitted import Answer, SyncRun
+    from yurt.router.core import RequestCore
     from yurt.router.dispatch import AppRoute, Slot
 
     # What a flight hands its face: the answer, or, for what must still be awaited (a stream,

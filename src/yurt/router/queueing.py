@@ -8,7 +8,7 @@ from yurt.errors import RequestError
 from yurt.router.dispatch import AppRoute
 
 if TYPE_CHECKING:
-    from yurt.router.core import Answer, QueueCall
+    from yurt.router.admitted import Answer, QueueCall
     from yurt.router.server import Router
 
 

@@ -21,7 +21,8 @@ from yurt.router.rules import direct_error, direct_status
 from yurt.router.tunnel import Tunnel
 
 if TYPE_CHECKING:
-    from yurt.router.core import RequestCore, Upgrade
+    from yurt.router.admitted import Upgrade
+    from yurt.router.core import RequestCore
     from yurt.router.dispatch import Slot
 
 Header = tuple[bytes, bytes]

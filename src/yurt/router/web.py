@@ -17,7 +17,7 @@ from multidict import CIMultiDict
 from yurt.errors import RequestError
 from yurt.metrics import render
 from yurt.playground import Playground
-from yurt.router.core import Answer, Stream
+from yurt.router.admitted import Answer, Stream
 from yurt.router.http import (
     MAX_HEADERS,
     Reply,

@@ -9,7 +9,7 @@ from typing import Any
 import yurt
 from yurt.config import RouterConfig, SchedulerConfig
 from yurt.discovery.local import LocalRegistry
-from yurt.router.core import SyncRun
+from yurt.router.admitted import SyncRun
 from yurt.router.http import Reply
 from yurt.router.server import Router
 from yurt.scheduler.loop import Scheduler

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from yurt.errors import RequestError
-from yurt.router.core import Admitted, SyncRun
+from yurt.router.admitted import Admitted, SyncRun
 from yurt.router.fastlane import FrontProtocol
 from yurt.router.fastlane_state import Mode
 from yurt.router.http import Reply, error_reply

@@ -14,7 +14,7 @@ from yurt.queue.api import QueueApi
 from yurt.queue.engine import QueueEngine
 from yurt.queue.parts import QueueParts
 from yurt.queue.store import QueueStore
-from yurt.router.core import QueueCall, SyncRun
+from yurt.router.admitted import QueueCall, SyncRun
 from yurt.router.http import Reply
 from yurt.router.server import Router
 from yurt.scheduler.loop import Scheduler

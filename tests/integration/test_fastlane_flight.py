@@ -12,11 +12,9 @@ import pytest
 import structlog
 from fastapi_apps import FastApiStyle
 
-from yurt.router.flight import Flight
-
 from apps import Kept
 from faces import FACES
-from support import Responses, Served, served, wait_until
+from support import DEADLINE, Responses, Served, served, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 BOTH = pytest.mark.parametrize("face", FACES)
@@ -187,6 +185,28 @@ async def test_a_run_out_as_the_router_stops_taking_requests_is_answered_then_cl
         assert headers["connection"] == "close"
 
 
+@BOTH
+async def test_a_streams_head_reaches_the_caller_before_its_late_first_event(
+    tmp_path: Path, face: str
+) -> None:
+    """A stream whose first event waits: its head reaches the caller all the same (the fast
+    lane holds it for its first chunk only briefly), then the event once it is made."""
+    gate = tmp_path / "gate"
+    async with served(FastApiStyle, tmp_path, face=face) as app:
+        status, _, _ = await app.post("/dict", json={"a": 1})
+        assert status == 200 and kept(app)
+        reader, writer = await open_stream(app, gate)
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), DEADLINE)
+            assert head.startswith(b"HTTP/1.1 200"), head
+            assert not gate.exists()  # the event is not made yet
+            gate.touch()
+            rest = await asyncio.wait_for(reader.readuntil(b"0\r\n\r\n"), DEADLINE)
+            assert b'"late"' in rest
+        finally:
+            writer.close()
+
+
 @FAST
 async def test_a_caller_hanging_up_before_its_streams_first_event_ends_the_stream(
     tmp_path: Path, face: str
@@ -197,18 +217,20 @@ async def test_a_caller_hanging_up_before_its_streams_first_event_ends_the_strea
     async with served(FastApiStyle, tmp_path, face=face) as app:
         status, _, _ = await app.post("/dict", json={"a": 1})
         assert status == 200 and kept(app)
-        parts = urlsplit(app.base)
-        _reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
-        writer.write(post(f"/{app.app_id}/late", json.dumps({"path": str(gate)}).encode()))
-
-        def head_held() -> bool:  # the stream's head is in, its first event is not
-            workers = [lane.worker for lane in app.platform.router._fast]
-            return any(isinstance(w, Flight) and w.held is not None for w in workers)
-
-        await wait_until(head_held, what="the stream's head at the router")
+        reader, writer = await open_stream(app, gate)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), DEADLINE)
+        assert head.startswith(b"HTTP/1.1 200"), head
         writer.close()
         await wait_until(lambda: in_flight(app) == 0, what="the slot back")
         assert served_200(app) == 2
         gate.touch()  # the runner's generator may end now
         status, body, _ = await app.post("/dict", json={"b": 1})
         assert (status, body) == (200, {"keys": ["b"]})
+
+
+async def open_stream(app: Served, gate: Path) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection with a POST to the app's ``/late`` stream sent on it."""
+    parts = urlsplit(app.base)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    writer.write(post(f"/{app.app_id}/late", json.dumps({"path": str(gate)}).encode()))
+    return reader, writer

@@ -8,7 +8,7 @@ the core so that the faces and the queue name these without importing the core's
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 
 from yurt.access import ANONYMOUS, Caller
@@ -53,6 +53,9 @@ class Stream:
     chunks: AsyncGenerator[tuple[bytes, bool], None]
     status: int = 200
     headers: Sequence[Header] = ()
+    # Whether its next chunk is in already: if not, a face sends the head at once rather than
+    # with that chunk (None: the head goes with the first chunk, which comes at once).
+    ready: Callable[[], bool] | None = None
 
 
 @dataclass(slots=True)

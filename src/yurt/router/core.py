@@ -347,7 +347,8 @@ class RequestCore:
         assert upstream.stream is not None
         chunks = self._relay(route, slot, upstream.status, upstream.stream, t0)
         await anext(chunks)  # begun: closing it unread now runs its clean-up
-        return Stream(request_id, chunks, upstream.status, upstream.headers)
+        ready = upstream.stream.ready
+        return Stream(request_id, chunks, upstream.status, upstream.headers, ready)
 
     def stream_dropped(
         self, route: AppRoute, slot: Slot, upstream: UpstreamResponse, t0: float

@@ -46,12 +46,16 @@ async def send_stream(
     """Send ``stream``: whether it ended (False: cut short, and the connection closed, so the
     client cannot take it as complete) and whether the connection stays open after it."""
     pending, keep_alive = stream_head(stream, keep_alive, http10)
+    if stream.ready is not None and not stream.ready():
+        # The first chunk is not in: the caller gets the head now, not when the chunk is made.
+        transport.write(pending)
+        pending = b""
     ended = False
     try:
         async for chunk, last in stream.chunks:
             if transport.is_closing():
                 break
-            # The head goes with the first event, the terminator with the last.
+            # The head goes with the first chunk where it was in, the terminator with the last.
             transport.write(pending + frame(chunk, last, http10))
             pending = b""
             if last:

@@ -18,6 +18,7 @@ run to finish, as the task's way does once a run is on a runner.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
@@ -35,11 +36,27 @@ if TYPE_CHECKING:
     Landing = Callable[[tuple[Reply, str] | Awaitable[Answer]], None]
 
 
+# The longest a streamed reply's head waits for its first chunk before it goes alone: a
+# caller (a browser's EventSource, say) sees the stream open at once, whatever the runner's
+# first event costs.
+HEAD_HOLD_S = 0.005
+
+
 class Flight:
     """A sync run on a runner, waiting for its reply without a task: what the runner's
     connection hands the response (or its error) to (``upstream.Receiver``)."""
 
-    __slots__ = ("core", "held", "land", "request_id", "route", "settled", "slot", "t0")
+    __slots__ = (
+        "core",
+        "held",
+        "hold_timer",
+        "land",
+        "request_id",
+        "route",
+        "settled",
+        "slot",
+        "t0",
+    )
 
     def __init__(
         self,
@@ -58,9 +75,11 @@ class Flight:
         self.land = land
         self.settled = False
         # A streamed reply's head, held until the first of its body (or its end, or its error)
-        # arrives: the face then starts the stream and sends the head with that first chunk
-        # in one wake-up, instead of one for the head and one for the chunk.
+        # arrives, for HEAD_HOLD_S at most: the face then starts the stream and sends the head
+        # with that first chunk in one wake-up, instead of one for the head and one for the
+        # chunk.
         self.held: UpstreamResponse | None = None
+        self.hold_timer: asyncio.TimerHandle | None = None
 
     def done(self) -> bool:
         """Whether the reply (or its error) came."""
@@ -77,6 +96,9 @@ class Flight:
                 assert result.stream is not None
                 self.held = result
                 result.stream.on_first(self._first_chunk)
+                if self.held is not None:  # nothing of the body yet
+                    loop = asyncio.get_running_loop()
+                    self.hold_timer = loop.call_later(HEAD_HOLD_S, self._first_chunk)
                 return
             answer = (reply, self.request_id)
         except Exception as exc:  # a bug of ours: the face answers 500, as for the task's way
@@ -84,7 +106,9 @@ class Flight:
         self.land(answer)
 
     def _first_chunk(self) -> None:
-        """The held stream's first chunk (or end, or error) came: the face relays it now."""
+        """The held stream's first chunk (or end, or error) came, or the head waited long
+        enough: the face relays the stream now."""
+        self._stop_holding()
         held, self.held = self.held, None
         if held is not None:
             self.land(self.core.stream_of(self.route, self.slot, held, self.t0, self.request_id))
@@ -93,11 +117,17 @@ class Flight:
         """The caller hung up. A stream whose head is held ends as a relayed one would (the
         runner's connection closed, the slot back, the run counted); a run waiting for its
         reply is served to the end, as the task's way serves a run already on its runner."""
+        self._stop_holding()
         held, self.held = self.held, None
         if held is None:
             return False
         self.core.stream_dropped(self.route, self.slot, held, self.t0)
         return True
+
+    def _stop_holding(self) -> None:
+        timer, self.hold_timer = self.hold_timer, None
+        if timer is not None:
+            timer.cancel()
 
     def set_exception(self, exception: BaseException, /) -> None:
         """What cut the request before a reply (``UpstreamError``)."""

@@ -95,6 +95,10 @@ class BodyStream:
             self._ended = True
         return item
 
+    def ready(self) -> bool:
+        """Whether ``next`` would answer at once (a chunk, the end or an error is in)."""
+        return bool(self._chunks)
+
     def abandon(self) -> None:
         """The reader stops before the end: close the connection."""
         if not self._ended:

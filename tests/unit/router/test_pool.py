@@ -570,7 +570,7 @@ async def test_send_goes_out_on_an_idle_connection_only(
     # not timed out, and the next request goes on it.
     loop = asyncio.get_running_loop()
     past = loop.time() + 0.25 + 0.5
-    await wait_until(lambda: loop.time() > past, what="the request's deadline to pass")
+    await wait_until(lambda: loop.time() > past)
     assert pool.idle_count == 1
     again = await pool.request(b"POST", b"/echo", [], b"c", 5.0)
     assert again.status == 201 and app_server.connection_count() == 1

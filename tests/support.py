@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -325,3 +325,25 @@ def yurt_run_https(
             proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+class IdleBackend:
+    """A backend with no runners that does nothing: for a router made without one."""
+
+    def runners(self, app_id: str) -> list[Any]:
+        return []
+
+    def target(self, app_id: str) -> int:
+        return 0
+
+    def pick_stops(self, app_id: str, idle: Sequence[str]) -> list[str]:
+        return list(idle)
+
+    def unplaced(self, app_id: str) -> None:
+        return None
+
+    def add_failure_listener(self, listener: Any) -> None:
+        pass
+
+    def add_keep_listener(self, listener: Any) -> None:
+        pass

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from typing import Any
 
 import yurt
 from yurt.config import RouterConfig, SchedulerConfig
@@ -14,6 +12,8 @@ from yurt.router.http import Reply
 from yurt.router.server import Router
 from yurt.scheduler.loop import Scheduler
 from yurt.spec import build_spec
+
+from support import IdleBackend
 
 APP = "o/two"
 
@@ -34,28 +34,6 @@ class One(yurt.App):
         return {}
 
 
-class Views:
-    """A backend with no runners that does nothing."""
-
-    def runners(self, app_id: str) -> list[Any]:
-        return []
-
-    def target(self, app_id: str) -> int:
-        return 0
-
-    def pick_stops(self, app_id: str, idle: Sequence[str]) -> list[str]:
-        return list(idle)
-
-    def unplaced(self, app_id: str) -> None:
-        return None
-
-    def add_failure_listener(self, listener: Any) -> None:
-        pass
-
-    def add_keep_listener(self, listener: Any) -> None:
-        pass
-
-
 def admit(router: Router, path: str) -> SyncRun | Reply:
     got = router.core.admit(b"POST", path, "", [], "http", "", None)
     assert isinstance(got, SyncRun | Reply)
@@ -65,7 +43,7 @@ def admit(router: Router, path: str) -> SyncRun | Reply:
 async def test_a_remembered_path_follows_new_revisions_and_removal() -> None:
     """A path admitted before is refused once a new revision drops its endpoint or the app
     goes, and reaches the new route once the app comes back."""
-    backend = Views()
+    backend = IdleBackend()
     scheduler = Scheduler(backend, SchedulerConfig())  # type: ignore[arg-type]
     router = Router(RouterConfig(port=0), LocalRegistry(), backend, scheduler)  # type: ignore[arg-type]
     router.add_app(APP, build_spec(Two))

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import yurt
 from yurt.config import QueueConfig, RouterConfig, SchedulerConfig
@@ -20,6 +18,8 @@ from yurt.router.server import Router
 from yurt.scheduler.loop import Scheduler
 from yurt.spec import build_spec
 
+from support import IdleBackend
+
 APP = "o/echo"
 
 
@@ -29,30 +29,8 @@ class Echo(yurt.App):
         return {}
 
 
-class Idle:
-    """A backend with no runners that does nothing."""
-
-    def runners(self, app_id: str) -> list[Any]:
-        return []
-
-    def target(self, app_id: str) -> int:
-        return 0
-
-    def pick_stops(self, app_id: str, idle: Sequence[str]) -> list[str]:
-        return list(idle)
-
-    def unplaced(self, app_id: str) -> None:
-        return None
-
-    def add_failure_listener(self, listener: Any) -> None:
-        pass
-
-    def add_keep_listener(self, listener: Any) -> None:
-        pass
-
-
 def router(queue: QueueParts | None = None) -> Router:
-    backend = Idle()
+    backend = IdleBackend()
     scheduler = Scheduler(backend, SchedulerConfig())  # type: ignore[arg-type]
     return Router(
         RouterConfig(port=0),

@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from router_overhead import Round, load, proc_cpu_s
+from router_overhead import HEADERS, Round, load, proc_cpu_s
 
 from yurt.loader import load_app
 from yurt.packaging import write_payload
@@ -93,8 +93,8 @@ async def bench(args: argparse.Namespace) -> int:
                   f"{[p.pid for p in procs]}; generator and runners share the cores; baseline "
                   f"src: {args.baseline_src or '-'}")  # fmt: skip
             for pool, path, _ in targets.values():  # warm-up
-                await load(pool, path, 300, 1)
-                await load(pool, path, 2000, 32)
+                await load(pool, path, 300, 1, list(HEADERS))
+                await load(pool, path, 2000, 32, list(HEADERS))
             rounds = await measure_all(targets, args)
             report(rounds, list(targets), args)
         finally:
@@ -114,7 +114,7 @@ async def measure_all(
         for _ in range(args.rounds):
             for target, (pool, path, pid) in targets.items():
                 cpu0, gen0 = proc_cpu_s(pid), time.process_time()
-                wall, lat, errors = await load(pool, path, n, conc)
+                wall, lat, errors = await load(pool, path, n, conc, list(HEADERS))
                 cpu = {"runner": proc_cpu_s(pid) - cpu0, "generator": time.process_time() - gen0}
                 rounds.append(Round(target, conc, n, wall, lat, errors, cpu))
     return rounds

@@ -148,6 +148,17 @@ class FastApiStyle(yurt.App, keep_alive=300, max_multiplexing=2):
             await asyncio.sleep(0.02)
         yield Reply(text="late")
 
+    @yurt.endpoint("/late-asgi")
+    async def late_asgi(self, gate: Gate) -> StreamingResponse:
+        """A StreamingResponse whose one event comes only once the file ``gate.path`` exists."""
+
+        async def events() -> AsyncIterator[str]:
+            while not Path(gate.path).exists():  # noqa: ASYNC110, ASYNC240
+                await asyncio.sleep(0.02)
+            yield 'data: "late"\n\n'
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
     @yurt.endpoint("/echo", is_websocket=True)
     async def echo(self, websocket: WebSocket) -> None:
         await websocket.accept()

@@ -186,16 +186,18 @@ async def test_a_run_out_as_the_router_stops_taking_requests_is_answered_then_cl
 
 
 @BOTH
+@pytest.mark.parametrize("endpoint", ["/late", "/late-asgi"])
 async def test_a_streams_head_reaches_the_caller_before_its_late_first_event(
-    tmp_path: Path, face: str
+    tmp_path: Path, face: str, endpoint: str
 ) -> None:
-    """A stream whose first event waits: its head reaches the caller all the same (the fast
-    lane holds it for its first chunk only briefly), then the event once it is made."""
+    """A stream whose first event waits, a yurt generator's or a FastAPI StreamingResponse's:
+    its head reaches the caller all the same (the fast lane holds it for its first chunk only
+    briefly, the runner not at all), then the event once it is made."""
     gate = tmp_path / "gate"
     async with served(FastApiStyle, tmp_path, face=face) as app:
         status, _, _ = await app.post("/dict", json={"a": 1})
         assert status == 200 and kept(app)
-        reader, writer = await open_stream(app, gate)
+        reader, writer = await open_stream(app, gate, endpoint)
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), DEADLINE)
             assert head.startswith(b"HTTP/1.1 200"), head
@@ -228,9 +230,11 @@ async def test_a_caller_hanging_up_before_its_streams_first_event_ends_the_strea
         assert (status, body) == (200, {"keys": ["b"]})
 
 
-async def open_stream(app: Served, gate: Path) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """A connection with a POST to the app's ``/late`` stream sent on it."""
+async def open_stream(
+    app: Served, gate: Path, endpoint: str = "/late"
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection with a POST to one of the app's late streams sent on it."""
     parts = urlsplit(app.base)
     reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
-    writer.write(post(f"/{app.app_id}/late", json.dumps({"path": str(gate)}).encode()))
+    writer.write(post(f"/{app.app_id}{endpoint}", json.dumps({"path": str(gate)}).encode()))
     return reader, writer

@@ -129,11 +129,16 @@ class HttpExchange:
         kind = message["type"]
         if kind == "http.response.start":
             self.status = message["status"]
+            raw = message.get("headers", [])
             self.headers = [
                 (k.decode("latin-1"), v.decode("latin-1"))
-                for k, v in message.get("headers", [])
+                for k, v in raw
                 if k.lower() not in _FRAMING
             ]
+            if _streamed(self.status, raw):
+                # No length: a stream (a StreamingResponse, say). Its head goes now, not with
+                # its first chunk, however late that is: the caller sees the stream open.
+                await self._begin_stream()
         elif kind == "http.response.body":
             await self._body(message.get("body", b""), message.get("more_body", False))
 
@@ -144,9 +149,8 @@ class HttpExchange:
             self.replied.set_result(None)
             return
         if self.stream is None:
-            self.stream = web.StreamResponse(status=self.status)
-            self._headers_onto(self.stream)
-            await begin_reply(self.request, self.stream)
+            await self._begin_stream()
+        assert self.stream is not None
         if body:
             # Raises ClientConnectionResetError (an OSError) once the caller has gone.
             await self.stream.write(body)
@@ -154,9 +158,22 @@ class HttpExchange:
             await self.stream.write_eof()
             self.replied.set_result(None)
 
+    async def _begin_stream(self) -> None:
+        self.stream = web.StreamResponse(status=self.status)
+        self._headers_onto(self.stream)
+        await begin_reply(self.request, self.stream)
+
     def _headers_onto(self, response: web.StreamResponse) -> None:
         for name, value in self.headers:
             response.headers.add(name, value)
+
+
+def _streamed(status: int, headers: Any) -> bool:
+    """Whether a reply that starts with ``status`` and ``headers`` is a stream: it has a body
+    (not 1xx, 204 or 304) and no ``content-length`` (every plain starlette reply has one)."""
+    if status < 200 or status in (204, 304):
+        return False
+    return not any(name.lower() == b"content-length" for name, _ in headers)
 
 
 def _refused() -> web.Response:

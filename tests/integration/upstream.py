@@ -21,7 +21,7 @@ from yurt.scheduler.loop import Scheduler
 from yurt.spec import build_spec
 
 from faces import front
-from support import wait_until
+from support import IdleBackend, wait_until
 
 APP = "o/stand-in"
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
@@ -48,7 +48,7 @@ class StandIn(yurt.App, request_timeout=3, max_multiplexing=2):
 
 
 @dataclass
-class Views:
+class Views(IdleBackend):
     """A backend with one runner that records the stops asked of it."""
 
     stops: list[tuple[str, str]] = field(default_factory=list)
@@ -61,15 +61,6 @@ class Views:
 
     def pick_stops(self, app_id: str, idle: Sequence[str]) -> list[str]:
         return []
-
-    def unplaced(self, app_id: str) -> None:
-        return None
-
-    def add_failure_listener(self, listener: Any) -> None:
-        pass
-
-    def add_keep_listener(self, listener: Any) -> None:
-        pass
 
     async def stop_runner(self, app_id: str, runner_id: str, **kw: Any) -> None:
         self.stops.append((runner_id, kw.get("reason", "")))

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from typing import Any
 
 from pydantic import BaseModel
 
@@ -15,6 +13,8 @@ from yurt.discovery.local import LocalRegistry
 from yurt.router.server import Router
 from yurt.scheduler.loop import Scheduler
 from yurt.spec import build_spec
+
+from support import IdleBackend
 
 
 class Body(BaseModel):
@@ -30,7 +30,7 @@ class Served(yurt.App):
 APP = "o/served"
 
 
-class Views:
+class Views(IdleBackend):
     """A backend that lists runners in given states and does nothing else."""
 
     def __init__(self) -> None:
@@ -41,18 +41,6 @@ class Views:
 
     def target(self, app_id: str) -> int:
         return len(self.states)
-
-    def pick_stops(self, app_id: str, idle: Sequence[str]) -> list[str]:
-        return list(idle)
-
-    def unplaced(self, app_id: str) -> None:
-        return None
-
-    def add_failure_listener(self, listener: Any) -> None:
-        pass
-
-    def add_keep_listener(self, listener: Any) -> None:
-        pass
 
 
 async def settle() -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from fastapi import WebSocket
+
 import yurt
 
 
@@ -21,3 +23,10 @@ class Environment(yurt.App, keep_alive=300):
         request = self.current_request
         assert request is not None
         return {k.lower(): v for k, v in request.headers.items()}
+
+    @yurt.endpoint("/headers/ws", is_websocket=True)
+    async def headers_ws(self, websocket: WebSocket) -> None:
+        """Sends the headers of the websocket's upgrade request, once."""
+        await websocket.accept()
+        await websocket.send_json({k.lower(): v for k, v in websocket.headers.items()})
+        await websocket.close()

@@ -165,6 +165,28 @@ async def test_yurt_server_nomad_gives_a_runner_none_of_the_servers_secrets(
         await consul.stop()
 
 
+async def test_no_app_sees_the_authorization_its_caller_showed_yurt(tmp_path: Path) -> None:
+    """A direct call and a websocket reach the app without ``Authorization`` (yurt's key or
+    admin token) and ``Proxy-Authorization``; the caller's other headers arrive as sent."""
+    args = ["run", APP, "--port", "0", "--data-dir", str(tmp_path / "data")]
+    headers = {**CREDENTIALS, "X-Custom": "kept-3e8c21"}
+    dropped = {"authorization", "proxy-authorization"}
+    async with started(args, server_env(), tmp_path / "out", r"at (http://\S+)") as url:
+        code, seen = await post(f"{url}/headers", headers)
+        assert code == 200, seen
+        timeout = aiohttp.ClientTimeout(total=DEADLINE)
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as s,
+            s.ws_connect(f"{url}/headers/ws", headers=headers) as ws,
+        ):
+            upgraded = await ws.receive_json(timeout=DEADLINE)
+    for got in (seen, upgraded):
+        assert not dropped & set(got), got
+        assert got["x-custom"] == "kept-3e8c21"
+        assert got["cookie"] == CREDENTIALS["Cookie"]  # a direct call's other headers are kept
+        assert got["x-api-key"] == CREDENTIALS["X-Api-Key"]
+
+
 async def test_the_queue_keeps_no_credential_and_the_data_dir_is_private(tmp_path: Path) -> None:
     """After a queued request, the disk holds none of its credentials and nothing is 0077."""
     data = tmp_path / "data"

@@ -15,10 +15,15 @@ from dataclasses import dataclass, field
 
 from yurt.runner import requests as runner_limits
 
-# Hop-by-hop headers (RFC 9110 section 7.6.1), those the pool writes itself, and the request
-# ids, which only the router sets.
+# Hop-by-hop headers (RFC 9110 section 7.6.1), those the pool writes itself, the request ids,
+# which only the router sets, and the caller's credentials for yurt itself: ``Authorization``
+# carries its key or the admin token, which the app has no use for and must not see (fal's
+# gateway likewise forwards only its identity headers and the caller's own), and
+# ``Proxy-Authorization`` is for the proxy it reaches first (RFC 9110 section 11.7.2).
 DROPPED_REQUEST_HEADERS = frozenset(
     {
+        b"authorization",
+        b"proxy-authorization",
         b"connection",
         b"keep-alive",
         b"proxy-connection",

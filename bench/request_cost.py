@@ -11,10 +11,12 @@ of the same processes, as long as the measured ones, is subtracted (timers, heal
 the figures are the cost of the requests.
 
     PYTHONPATH=$PWD/src .venv/bin/python bench/request_cost.py \\
-        [--base /tmp/wt-base/src] [--new src] [--requests 2000] [--conns 1] [--keep DIR]
+        [--base /tmp/wt-base/src] [--new src] [--requests 2000] [--conns 1] [--keep DIR] [--keys]
 
 ``--base``/``--new``: the ``src`` directory of each tree (``git worktree add --detach
 /tmp/wt-base c22f5cb`` makes an older one); either may be left out with ``--base ''``.
+``--keys``: the server has an API key and the app is private (fal's default), so each routed
+call shows the key and the router checks it (``router_overhead.py --keys`` alike).
 ``--keep DIR`` keeps the callgrind dumps there for ``callgrind_annotate`` (C-level: the
 interpreter's own functions, the extensions', the allocator's).
 """
@@ -54,6 +56,7 @@ class Side:
     out: Path
     proc: subprocess.Popen[str] | None = None
     info: dict[str, object] = field(default_factory=dict)
+    keys: bool = False  # the server has a key, the app is private, routed calls show the key
 
     def start(self, timeout: float) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -65,6 +68,7 @@ class Side:
             f"--callgrind-out-file={self.out}/cg.%p",
             sys.executable,
             str(HERE / "_serve.py"),
+            *(["--keys"] if self.keys else []),
         ]
         env = dict(os.environ, PYTHONPATH=str(self.src))
         log = open(self.out / "valgrind.log", "w")  # noqa: SIM115 - lives as long as the process
@@ -162,7 +166,8 @@ def measure(side: Side, n: int, warm: int, conns: int) -> dict[str, float]:
     rhost, rport = str(info["router"]).removeprefix("http://").rsplit(":", 1)
     dhost, dport = str(info["runner"]).rsplit(":", 1)
     token = {TOKEN_HEADER: str(info["token"])} if info.get("token") else {}
-    via_router = (rhost, int(rport), f"/{info['app_id']}", {})
+    key = {"authorization": f"Key {info['key']}"} if info.get("key") else {}
+    via_router = (rhost, int(rport), f"/{info['app_id']}", key)
     direct = (dhost, int(dport), "/", token)
     for target in (via_router, direct):
         requests(*target[:3], warm, target[3])
@@ -170,7 +175,7 @@ def measure(side: Side, n: int, warm: int, conns: int) -> dict[str, float]:
         control("-i", "on", str(pid))
     for target in (via_router, direct):  # warm again, now instrumented
         requests(*target[:3], warm, target[3])
-    routed, t_routed = phase(side, lambda: requests(*via_router[:3], n, {}, conns), "router")
+    routed, t_routed = phase(side, lambda: requests(*via_router[:3], n, key, conns), "router")
     straight, t_direct = phase(side, lambda: requests(*direct[:3], n, token, conns), "direct")
     idle_s = max(t_routed, t_direct)
     idle, t_idle = phase(side, lambda: time.sleep(idle_s), "idle")
@@ -197,6 +202,9 @@ def main() -> None:
     p.add_argument("--conns", type=int, default=1, help="connections sending at once")
     p.add_argument("--ready-timeout", type=float, default=600.0)
     p.add_argument("--keep", default="", help="keep the callgrind dumps in this directory")
+    p.add_argument(
+        "--keys", action="store_true", help="the server has an API key; routed calls show it"
+    )
     args = p.parse_args()
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         sys.exit("valgrind (with callgrind_control) is needed")
@@ -206,7 +214,7 @@ def main() -> None:
         for name, src in (("base", args.base), ("new", args.new)):
             if not src:
                 continue
-            side = Side(name, Path(src).resolve(), work / name)
+            side = Side(name, Path(src).resolve(), work / name, keys=args.keys)
             try:
                 side.start(args.ready_timeout)
                 results[name] = measure(side, args.requests, args.warm, args.conns)

@@ -115,11 +115,15 @@ class KeyStore:
         self._entries: dict[str, _Entry] = {}
         self._stamp: tuple[int, int, int] | None = None  # (inode, mtime_ns, size) read last
         self._checked = float("-inf")
-        self._used: dict[str, float] = {}  # last use not yet written to used_path
+        # Last use not yet written to used_path, on the monotonic clock (``_used_wall``).
+        self._used: dict[str, float] = {}
         self._loaded = False
         # Authorization values verified since the keys were last read: the next request with
         # the same header skips the parse and the HMAC. Emptied on every read of the file.
         self._verified: dict[str, KeyInfo] = {}
+        # Counts the reads of the file that may have changed the keys: what a cache of
+        # verified keys kept elsewhere (the router's gate) is valid for.
+        self.generation = 0
 
     # -- the request path ------------------------------------------------------------------
 
@@ -131,6 +135,21 @@ class KeyStore:
         """
         self._maybe_reload()
         return self._stamp is not None
+
+    def generation_now(self) -> int:
+        """``generation`` after a look at the file, when one is due."""
+        self._maybe_reload()
+        return self.generation
+
+    def use(self, key_id: str) -> int:
+        """Note a use of ``key_id``, verified before, and return ``generation`` after a look at
+        the file when one is due: the request path's check that such a key is still live
+        (revoked here: at once; elsewhere: within ``refresh`` seconds). One read of the clock."""
+        now = time.monotonic()
+        if now - self._checked >= self.refresh or not self._loaded:
+            self._maybe_reload()
+        self._used[key_id] = now
+        return self.generation
 
     def verify(self, authorization: str | None) -> KeyInfo | None:
         """The key an ``Authorization`` header carries, when it is a live key of this server."""
@@ -149,7 +168,7 @@ class KeyStore:
             if len(self._verified) >= _VERIFIED_MAX:
                 self._verified.clear()
             self._verified[authorization] = info
-        self._used[info.key_id] = time.time()
+        self._used[info.key_id] = time.monotonic()
         return info
 
     def _maybe_reload(self, force: bool = False) -> None:
@@ -160,6 +179,8 @@ class KeyStore:
         try:
             st = self.path.stat()
         except FileNotFoundError:
+            if self._stamp is not None or not self._loaded:
+                self.generation += 1
             self._entries, self._stamp, self._loaded = {}, None, True
             self._verified.clear()
             return
@@ -171,6 +192,7 @@ class KeyStore:
         if stamp == self._stamp and self._loaded:
             return
         self._verified.clear()
+        self.generation += 1
         try:
             self._entries = self._read()
         except ConfigError:
@@ -247,7 +269,7 @@ class KeyStore:
     def list(self) -> list[KeyInfo]:
         """Every key, oldest first, with when it was last used (as far as this server knows)."""
         entries = self._read()
-        used = {**self._read_used(), **self._used}
+        used = {**self._read_used(), **self._used_wall()}
         found = [
             KeyInfo(key_id, e.alias, e.scope, e.created_at, used.get(key_id))
             for key_id, e in entries.items()
@@ -260,9 +282,14 @@ class KeyStore:
         if not self._used:
             return
         known = self._read()
-        merged = {k: t for k, t in {**self._read_used(), **self._used}.items() if k in known}
+        merged = {k: t for k, t in {**self._read_used(), **self._used_wall()}.items() if k in known}
         write_atomic(self.used_path, json.dumps(merged, indent=1).encode())
         self._used.clear()
+
+    def _used_wall(self) -> dict[str, float]:
+        """``_used`` in Unix time."""
+        offset = time.time() - time.monotonic()
+        return {key_id: at + offset for key_id, at in self._used.items()}
 
     def _read_used(self) -> dict[str, float]:
         try:

@@ -152,3 +152,39 @@ def test_app_tokens_name_their_apps_expire_and_die_with_their_key(tmp_path: Path
     assert tokens.verify(long, "a", now=MAX_TOKEN_S + 1) is None
     store.revoke(info.key_id)
     assert tokens.verify(token, "a", now=1001.0) is None
+
+
+def test_the_gates_cache_of_callers_follows_revocation_and_notes_use(tmp_path: Path) -> None:
+    """The router's gate remembers whom an Authorization value names, but only while the keys
+    are unchanged: a key revoked here is refused at once, by a sharer within `refresh`; each
+    use through the cache is still noted for `list`."""
+    from yurt.config import KeysConfig
+    from yurt.router.gate import Gate
+    from yurt.router.http import Reply
+
+    here = KeyStore(tmp_path, refresh=0.05)
+    there = KeyStore(tmp_path, refresh=0.05)
+    gates = [
+        Gate(store, KeysConfig(), host="127.0.0.1", public=False, admin_token="adm")
+        for store in (here, there)
+    ]
+    info, key = here.create("API", None, now=1.0)
+    _, other = here.create("API", None, now=2.0)
+    shown = [(b"authorization", f"Key {key}".encode())]
+    for gate in gates:
+        first = gate.check("private", shown)
+        assert not isinstance(first, Reply) and first.owner == info.key_id
+        assert gate.check("private", shown) is first  # the second time, from the cache
+    admin = gates[0].check("private", [(b"authorization", b"Bearer adm")])
+    assert not isinstance(admin, Reply) and admin.admin
+    assert here.revoke(info.key_id)
+    refused = gates[0].check("private", shown)
+    assert isinstance(refused, Reply) and refused.status == 401
+    deadline = time.monotonic() + 30
+    while not isinstance(gates[1].check("private", shown), Reply):
+        assert time.monotonic() < deadline, "the sharer's gate never saw the revocation"
+    still = gates[1].check("private", [(b"authorization", f"Key {other}".encode())])
+    assert not isinstance(still, Reply) and still.key is not None
+    there.flush_usage()
+    used = {k.key_id: k.last_used for k in KeyStore(tmp_path).list()}
+    assert used[still.key.key_id] is not None

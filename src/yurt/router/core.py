@@ -86,6 +86,7 @@ class RequestCore:
         scheme: str,
         host: str,
         timeout_header: Header | Unknown | None = UNKNOWN,
+        authorization: bytes | Unknown | None = UNKNOWN,
         *,
         upgrade: bool = False,
     ) -> Admitted | Reply | None:
@@ -94,8 +95,8 @@ class RequestCore:
 
         ``timeout_header`` is the caller's ``X-Fal-Request-Timeout`` (or its twin) where the
         face noted it while parsing (``None``: it sent none); ``UNKNOWN`` has it looked up in
-        ``headers``. ``upgrade``: the request asks to switch protocols; only an app's websocket
-        upgrade is the core's.
+        ``headers``; ``authorization`` likewise is its ``Authorization`` value. ``upgrade``: the
+        request asks to switch protocols; only an app's websocket upgrade is the core's.
         """
         router = self.router
         if method == b"POST" and not upgrade and not query:
@@ -104,7 +105,9 @@ class RequestCore:
                 route, paths, target, anonymous = known
                 # Still the app's route, and still its endpoints (a new revision may drop one).
                 if router.routes.get(route.app_id) is route and route.paths is paths:
-                    return self._sync_run(route, target, headers, query, timeout_header, anonymous)
+                    return self._sync_run(
+                        route, target, headers, query, timeout_header, authorization, anonymous
+                    )
         queue_api = router.queue_api
         if upgrade and (path.startswith((QUEUE_PREFIX, PLATFORM_PREFIX)) or method != b"GET"):
             return None
@@ -131,7 +134,7 @@ class RequestCore:
                 if len(self._endpoints) >= MAX_KNOWN_PATHS:
                     self._endpoints.clear()
                 self._endpoints[path] = (route, route.paths, target, SyncRun(route, target))
-            return self._sync_run(route, target, headers, query, timeout_header)
+            return self._sync_run(route, target, headers, query, timeout_header, authorization)
         return self._not_post(route, target, method, path, query, headers, upgrade=upgrade)
 
     def _not_post(
@@ -162,11 +165,14 @@ class RequestCore:
         headers: Sequence[Header],
         query: str,
         timeout_header: Header | Unknown | None,
+        authorization: bytes | Unknown | None,
         anonymous: SyncRun | None = None,
     ) -> SyncRun | Reply:
         """A POST to an app's endpoint, its caller checked (``anonymous``: the run to give a
         caller without a key or a timeout)."""
-        checked = self.router.gate.check(route.spec.app_auth, headers, query, route.app_id)
+        checked = self.router.gate.check(
+            route.spec.app_auth, headers, query, route.app_id, given=authorization
+        )
         if isinstance(checked, Reply):
             return checked
         if timeout_header is UNKNOWN:

@@ -50,7 +50,7 @@ from yurt.router.http import (
 from yurt.router.options import TIMEOUT_HEADERS
 
 # The headers on_header notes.
-_NOTED = frozenset((b"content-length", b"expect", b"host", *TIMEOUT_HEADERS))
+_NOTED = frozenset((b"content-length", b"expect", b"host", b"authorization", *TIMEOUT_HEADERS))
 # A request line and headers past this many bytes get 431 (aiohttp's own limits are per line).
 MAX_HEAD_BYTES = 64 * 1024
 # No field or target of a head read whole in this many bytes can be over its limit.
@@ -143,6 +143,7 @@ class FrontProtocol(Lane):
         self.expect = b""
         self.host = b""
         self.timeout_header = None
+        self.authorization = None
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -159,6 +160,9 @@ class FrontProtocol(Lane):
             self.expect = value
         elif lname == b"host":
             self.host = value
+        elif lname == b"authorization":
+            if self.authorization is None:
+                self.authorization = value
         elif lname in TIMEOUT_HEADERS and self.timeout_header is None:
             self.timeout_header = (lname, value)
 
@@ -189,6 +193,7 @@ class FrontProtocol(Lane):
             self.scheme,
             self.host.decode("latin-1"),
             self.timeout_header,
+            self.authorization,
             upgrade=upgrade,
         )
         if admitted is None:  # yurt's own routes, or an upgrade: the aiohttp face serves them

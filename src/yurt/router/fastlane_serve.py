@@ -84,6 +84,7 @@ class Lane(asyncio.Protocol):
         self.expect = b""
         self.host = b""
         self.timeout_header: tuple[bytes, bytes] | None = None
+        self.authorization: bytes | None = None  # the caller's Authorization value, if any
         self.scheme = "http"
         self.current: Exchange | None = None  # the request whose body is being read
         self.queue: deque[Exchange] = deque()  # read, waiting to be served in turn

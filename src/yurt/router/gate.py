@@ -22,17 +22,21 @@ from yurt.access import (
 from yurt.config import KeysConfig
 from yurt.keys import AppTokens, KeyStore
 from yurt.quota import Limits, Quotas
+from yurt.router.admitted import UNKNOWN, Unknown
 from yurt.router.http import Reply, error_reply
 
 Header = tuple[bytes, bytes]
 TOKEN_PARAM = "fal_jwt_token"  # where fal's clients put a token (``POST /tokens/``)
 
 
-def authorization(headers: Sequence[Header]) -> str | None:
+_CALLERS_MAX = 4096  # Authorization values whose callers the gate keeps; then it starts over
+
+
+def authorization(headers: Sequence[Header]) -> bytes | None:
     """The request's ``Authorization`` header, if any (the first one)."""
     for name, value in headers:
         if len(name) == 13 and name.lower() == b"authorization":
-            return value.decode("latin-1")
+            return value
     return None
 
 
@@ -59,6 +63,11 @@ class Gate:
         self.quotas_on = self.quotas.active
         self.metrics_access = config.metrics
         self.clock = clock
+        # The caller each Authorization value shown lately names, while the keys are those of
+        # ``_generation``: a request showing one again costs a lookup, not a parse and an
+        # HMAC, nor a new Caller. A value naming no one is not kept.
+        self._callers: dict[bytes, Caller] = {}
+        self._generation = -1
 
     def keys_on(self) -> bool:
         """Whether apps that are not public want a key now (``yurt.access.keys_required``)."""
@@ -69,8 +78,28 @@ class Gate:
     def caller(self, headers: Sequence[Header]) -> Caller:
         """Who the request comes from: its key, or the admin token, or no one."""
         given = authorization(headers)
-        if given is None:
-            return ANONYMOUS
+        return ANONYMOUS if given is None else self.shown(given)
+
+    def shown(self, given: bytes) -> Caller:
+        """Who an ``Authorization`` value names: a live key, the admin token, or no one."""
+        keys = self.keys
+        caller = self._callers.get(given)
+        if caller is not None:
+            key = caller.key
+            if key is None or keys is None or keys.use(key.key_id) == self._generation:
+                return caller
+        generation = keys.generation_now() if keys is not None else 0
+        if generation != self._generation:
+            self._callers.clear()
+            self._generation = generation
+        caller = self._named(given.decode("latin-1"))
+        if caller is not ANONYMOUS:
+            if len(self._callers) >= _CALLERS_MAX:
+                self._callers.clear()
+            self._callers[given] = caller
+        return caller
+
+    def _named(self, given: str) -> Caller:
         if self.keys is not None:
             key = self.keys.verify(given)
             if key is not None:
@@ -92,22 +121,26 @@ class Gate:
         app_id: str = "",
         *,
         known: Caller | None = None,
+        given: bytes | Unknown | None = UNKNOWN,
     ) -> Caller | Reply:
         """The caller, or the 401 that refuses it. A request without ``Authorization`` may
         carry a token for the app in ``?fal_jwt_token=`` (fal's realtime clients do).
-        ``known``: the caller ``caller(headers)`` already gave, not worked out again."""
-        public = app_auth == "public"
-        # keys_on(), written out (this runs on every request), and not asked of a public app.
-        keys_on = not public and (
-            (self.keys is not None and self.keys.any()) or not self.open_without_keys
-        )
-        if public or not keys_on:
-            if not self.quotas_on:
-                return ANONYMOUS
-            # A key still identifies its caller, for the quotas.
-            return known if known is not None else self.caller(headers)
-        caller = known if known is not None else self.caller(headers)
-        if caller is ANONYMOUS and TOKEN_PARAM in query:
+        ``known``: the caller ``caller(headers)`` already gave, not worked out again.
+        ``given``: the ``Authorization`` value where the face noted it while parsing (None: the
+        request has none); ``UNKNOWN`` has it looked up in ``headers``."""
+        if known is not None:
+            caller = known
+        else:
+            if given is UNKNOWN:
+                given = authorization(headers)
+            caller = ANONYMOUS if given is None else self.shown(given)
+        if caller.key is not None or caller.admin or app_auth == "public":
+            return caller  # may_call: a key or the admin token calls any app; anyone a public one
+        # keys_on(), written out: this runs on every request without a key.
+        keys_on = (self.keys is not None and self.keys.any()) or not self.open_without_keys
+        if not keys_on:
+            return caller  # may_call: with keys off every app is open
+        if TOKEN_PARAM in query:
             caller = self._token_caller(query, app_id)
         if not may_call(app_auth, keys_on, caller):
             shown = authorization(headers) is not None

@@ -118,7 +118,7 @@ class RequestCore:
         if path.startswith(QUEUE_PREFIX) and queue_api is not None:
             if not host:
                 host = f"{self.router.config.host}:{self.router.port}"
-            caller = self.router.gate.caller(headers)
+            caller = self.router.gate.caller(headers, authorization)
             return QueueCall(method, path, query, headers, b"", f"{scheme}://{host}", caller)
         if path.startswith(PLATFORM_PREFIX) or path in ("/tokens", "/tokens/"):
             return None  # the aiohttp face answers these (``web.py``, ``tokens.py``)

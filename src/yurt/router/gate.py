@@ -75,9 +75,12 @@ class Gate:
             return True
         return not self.open_without_keys  # keys_required(host, False, public), judged once
 
-    def caller(self, headers: Sequence[Header]) -> Caller:
-        """Who the request comes from: its key, or the admin token, or no one."""
-        given = authorization(headers)
+    def caller(self, headers: Sequence[Header], given: bytes | Unknown | None = UNKNOWN) -> Caller:
+        """Who the request comes from: its key, or the admin token, or no one. ``given``: the
+        ``Authorization`` value where the face noted it while parsing (None: the request has
+        none); ``UNKNOWN`` has it looked up in ``headers``."""
+        if given is UNKNOWN:
+            given = authorization(headers)
         return ANONYMOUS if given is None else self.shown(given)
 
     def shown(self, given: bytes) -> Caller:
@@ -125,12 +128,11 @@ class Gate:
     ) -> Caller | Reply:
         """The caller, or the 401 that refuses it. A request without ``Authorization`` may
         carry a token for the app in ``?fal_jwt_token=`` (fal's realtime clients do).
-        ``known``: the caller ``caller(headers)`` already gave, not worked out again.
-        ``given``: the ``Authorization`` value where the face noted it while parsing (None: the
-        request has none); ``UNKNOWN`` has it looked up in ``headers``."""
+        ``known``: the caller ``caller(headers)`` already gave, not worked out again; ``given``
+        as for ``caller``."""
         if known is not None:
             caller = known
-        else:
+        else:  # ``caller``, written out: this runs on every request
             if given is UNKNOWN:
                 given = authorization(headers)
             caller = ANONYMOUS if given is None else self.shown(given)
